@@ -1,0 +1,163 @@
+"""The ``edge`` command: ``edge serve`` in front of a shop, ``edge demo`` to try it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from edge import __version__
+from edge.config import ConfigError, load_config
+
+
+def _add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML config file (default: ./edge.toml when present; env EDGE_CONFIG)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge",
+        description="shop-edge: an on-site personalization sidecar for online shops.",
+    )
+    parser.add_argument("--version", action="version", version=f"shop-edge {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the sidecar in front of a shop",
+        description="Run the sidecar as a reverse proxy in front of the shop at --upstream. "
+        "Settings come from edge.toml, then EDGE_* environment variables, then these flags.",
+    )
+    serve.add_argument(
+        "--upstream", metavar="URL", help="the shop's URL, e.g. http://127.0.0.1:8080"
+    )
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    _add_config_flag(serve)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the bundled demo shop with the sidecar in front of it",
+        description="Start the demo shop and the sidecar in front of it, in one process.",
+    )
+    demo.add_argument("--port", type=int, default=8000, help="port of the sidecar (default 8000)")
+    demo.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "demo":
+            return _demo(args)
+    except ConfigError as exc:
+        print(f"edge: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"edge: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from edge.app import create_app
+    from edge.server import bind, configure_logging, make_server, run, serve
+
+    config = load_config(
+        {"upstream": args.upstream, "host": args.host, "port": args.port},
+        config_file=args.config,
+    )
+    if not config.upstream:
+        raise ConfigError(
+            'no upstream: pass --upstream URL, set EDGE_UPSTREAM, or put upstream = "..." in edge.toml'
+        )
+    configure_logging(config.log_level)
+    sock = _bind_or_explain(bind, config.host, config.port)
+    server = make_server(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        graceful_timeout=config.graceful_timeout,
+    )
+
+    def started() -> None:
+        print(
+            f"shop-edge {__version__}: http://{_display_host(config.host)}:{config.port} "
+            f"-> {config.upstream}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    run(serve([(server, sock)], on_started=started))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from edge.app import create_app
+    from edge.demo.shop import create_app as create_shop
+    from edge.server import bind, configure_logging, make_server, run, serve
+
+    configure_logging("warning")
+    shop_sock = bind("127.0.0.1", 0)
+    shop_port = shop_sock.getsockname()[1]
+    config = load_config(
+        {"upstream": f"http://127.0.0.1:{shop_port}", "host": args.host, "port": args.port},
+        environ={},
+    )
+    edge_sock = _bind_or_explain(bind, config.host, config.port)
+    shop = make_server(create_shop(), host="127.0.0.1", port=shop_port, graceful_timeout=5)
+    sidecar = make_server(
+        create_app(config), host=config.host, port=config.port, graceful_timeout=5
+    )
+    url = f"http://{_display_host(config.host)}:{config.port}"
+
+    def started() -> None:
+        print(
+            f"""
+  shop-edge demo — the demo shop "Bottega Aurora" behind the sidecar
+
+  Open {url}/ in your browser.
+
+  Try:
+    {url}/                     the home page (hero and featured blocks are slots)
+    {url}/c/scarpe-donna       a category page (its product list is a slot)
+    {url}/cart                 add something from a product page first
+    {url}/_edge/healthz        the sidecar's own health endpoint
+    {url}/_edge/readyz         is the shop reachable?
+
+  The shop itself listens on http://127.0.0.1:{shop_port} (internal).
+  Press Ctrl-C to stop.
+""",
+            flush=True,
+        )
+
+    run(serve([(shop, shop_sock), (sidecar, edge_sock)], on_started=started))
+    print("  demo stopped.", flush=True)
+    return 0
+
+
+def _bind_or_explain(bind: object, host: str, port: int) -> object:
+    try:
+        return bind(host, port)  # type: ignore[operator]
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"cannot listen on {host}:{port}: {exc.strerror} (try --port with another port)",
+        ) from None
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

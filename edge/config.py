@@ -1,0 +1,148 @@
+"""The operator's configuration: one declared type, read from edge.toml, EDGE_* and flags.
+
+Precedence, lowest first: the defaults below, the TOML file (``edge.toml`` in the
+working directory, or ``--config FILE`` / ``EDGE_CONFIG``), ``EDGE_<FIELD>``
+environment variables, command-line flags. Every key is checked against the declared
+type, so a misspelt key or a wrong type is an error naming the key and the source.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+DEFAULT_CONFIG_FILE = "edge.toml"
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or wrong; the message names it and its source."""
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Everything an operator can set. Field names are the TOML keys and, upper-cased
+    with an ``EDGE_`` prefix, the environment variables."""
+
+    upstream: str = ""
+    """Base URL of the shop, e.g. ``http://127.0.0.1:8080``. Required for ``edge serve``."""
+    host: str = "127.0.0.1"
+    """Address to listen on. ``0.0.0.0`` to accept connections from other machines."""
+    port: int = 8000
+    """Port to listen on."""
+    upstream_host: Literal["preserve", "rewrite"] = "preserve"
+    """``preserve`` sends the visitor's ``Host`` upstream (the shop sees its public
+    name); ``rewrite`` sends the upstream URL's own host."""
+    public_url: str = ""
+    """The shop's public origin (``https://shop.example``), used when a ``Location``
+    names the upstream's own address. Empty: taken from each request's Host and scheme."""
+    trust_forwarded: bool = False
+    """Trust ``X-Forwarded-Proto``/``-Host`` arriving from the client (set it when a TLS
+    terminator or load balancer stands in front of the sidecar)."""
+    connect_timeout: float = 5.0
+    """Seconds to open a connection to the upstream before answering 502."""
+    read_timeout: float = 30.0
+    """Seconds to wait for the upstream's response head (then 504) or between body chunks."""
+    pool_size: int = 64
+    """Idle keep-alive connections to the upstream kept open."""
+    graceful_timeout: float = 30.0
+    """Seconds in-flight requests get to finish after SIGTERM."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log verbosity. Request lines are not logged (they may carry personal data)."""
+    rules: str = "rules"
+    """Directory of the merchant's rule files."""
+    snippets: str = "snippets"
+    """Directory of the merchant's snippet templates."""
+
+    def __post_init__(self) -> None:
+        if self.upstream:
+            parts = urlsplit(self.upstream)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"upstream must be an http:// or https:// URL, got {self.upstream!r}"
+                )
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port must be between 1 and 65535, got {self.port}")
+        for name in ("connect_timeout", "read_timeout", "graceful_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds")
+        if self.pool_size < 0:
+            raise ValueError("pool_size must be 0 or more")
+
+    @property
+    def upstream_origin(self) -> tuple[str, str, int]:
+        """(scheme, host, port) of the upstream."""
+        parts = urlsplit(self.upstream)
+        scheme = parts.scheme
+        port = parts.port or (443 if scheme == "https" else 80)
+        return scheme, parts.hostname or "", port
+
+
+FIELDS = tuple(Config.__struct_fields__)
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Merge defaults, the TOML file, the environment and *overrides* (flags that were
+    given; ``None`` values are ignored) into a checked :class:`Config`."""
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+
+    explicit = config_file or environ.get("EDGE_CONFIG")
+    path = Path(explicit) if explicit else Path(DEFAULT_CONFIG_FILE)
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        unknown = sorted(set(data) - set(FIELDS))
+        if unknown:
+            raise ConfigError(
+                f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(FIELDS)}"
+            )
+        merged.update(_checked(data, str(path), strict=True))
+    elif explicit:
+        raise ConfigError(f"{path}: no such config file")
+
+    env = {
+        name: environ[f"EDGE_{name.upper()}"]
+        for name in FIELDS
+        if f"EDGE_{name.upper()}" in environ
+    }
+    merged.update(_checked(env, "environment (EDGE_*)", strict=False))
+
+    if overrides:
+        merged.update(
+            _checked(
+                {k: v for k, v in overrides.items() if v is not None}, "command line", strict=False
+            )
+        )
+    try:
+        return msgspec.convert(merged, Config)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise ConfigError(f"configuration: {exc}") from None
+
+
+def _checked(values: Mapping[str, Any], source: str, *, strict: bool) -> dict[str, Any]:
+    """Convert each value on its own so the error names the key and where it came from."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        try:
+            probe = msgspec.convert({name: value}, Config, strict=strict)
+        except msgspec.ValidationError as exc:
+            env = f" (EDGE_{name.upper()})" if source.startswith("environment") else ""
+            raise ConfigError(f"{source}: {name}{env}: {exc}") from None
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {name}: {exc}") from None
+        out[name] = getattr(probe, name)
+    return out

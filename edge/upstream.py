@@ -1,0 +1,413 @@
+"""A pooled HTTP/1.1 client for the one upstream shop, built on httptools.
+
+Why not a general client: the proxy's hot path is "send a request head, stream a
+body back", to a single origin, thousands of times a second. Measured on this
+project's benchmark (bench/proxy.py, 60 KB page, proxy on one core), httpx's client
+spent most of a request in pool bookkeeping and aiohttp's in header objects
+(CIMultiDict, str decoding, cookie and tracing hooks). This client keeps headers as
+raw ``(bytes, bytes)`` pairs end to end, never decodes them to text, and reuses
+keep-alive connections from a plain deque. httptools (llhttp, the parser behind
+Node.js and uvicorn) does the actual HTTP parsing; nothing here parses HTTP by hand.
+
+Body chunks are handed over as they arrive; the socket stops being read when more
+than ``HIGH_WATER`` bytes wait for the client, so a 200 MB download through a slow
+client keeps memory flat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator
+from typing import Final
+
+import httptools
+
+HIGH_WATER: Final = 256 * 1024
+LOW_WATER: Final = 64 * 1024
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached, or broke off mid-response."""
+
+
+class UpstreamConnectError(UpstreamError):
+    """Connection refused, unreachable, or the connect timed out."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream accepted the request but did not answer in time."""
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; carries one request/response at a time."""
+
+    __slots__ = (
+        "_body",
+        "_body_size",
+        "_closed",
+        "_drain_waiter",
+        "_error",
+        "_head_waiter",
+        "_loop",
+        "_paused",
+        "_waiter",
+        "complete",
+        "headers",
+        "keep_alive",
+        "parser",
+        "received_any",
+        "skip_body",
+        "status",
+        "transport",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self._closed = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = False
+        self.complete = False
+        self.received_any = False
+        self.skip_body = False
+        self._head_waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._body: collections.deque[bytes] = collections.deque()
+        self._body_size = 0
+        self._paused = False
+        self._error: BaseException | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.received_any = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"invalid response from upstream: {exc}"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self.status and not self.complete and exc is None and self._delimited_by_eof():
+            # A response with neither Content-Length nor chunked coding ends at EOF
+            # (httptools exposes no llhttp_finish to tell the parser so).
+            self.complete = True
+            self.keep_alive = False
+            self._wake()
+        if not self.complete:
+            self._fail(UpstreamError("upstream closed the connection mid-response"))
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(UpstreamError("upstream closed the connection"))
+
+    def pause_writing(self) -> None:
+        if self._drain_waiter is None or self._drain_waiter.done():
+            self._drain_waiter = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def _delimited_by_eof(self) -> bool:
+        for name, value in self.headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                return False
+            if lname == b"transfer-encoding" and b"chunked" in value.lower():
+                return False
+        return True
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
+        if self.skip_body:
+            # A response to HEAD has no body whatever its headers say; llhttp cannot be
+            # told so through httptools, so the message ends here and the next response
+            # on this connection gets a fresh parser.
+            self.complete = True
+            self.parser = httptools.HttpResponseParser(self)
+        self._wake_head()
+        if self.complete:
+            self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+        self._body_size += len(body)
+        if self._body_size > HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.status < 200 and self.status != 101:
+            # An interim 1xx response: the real one follows on the same connection.
+            self.headers = []
+            self.status = 0
+            return
+        self.complete = True
+        self._wake_head()
+        self._wake()
+
+    # internals
+
+    def _wake_head(self) -> None:
+        waiter = self._head_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+        for waiter in (self._head_waiter, self._waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(exc)
+
+    @property
+    def usable(self) -> bool:
+        return not self._closed and self.transport is not None and not self.transport.is_closing()
+
+    def close(self) -> None:
+        self._closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def drain(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            await waiter
+
+    async def wait_head(self, timeout: float) -> None:
+        if self._error is not None:
+            raise self._error
+        if self.status:
+            return
+        self._head_waiter = self._loop.create_future()
+        await _wait(self._head_waiter, timeout)
+
+    def take_body(self) -> bytes:
+        """Everything that arrived so far, as one chunk (empty if nothing)."""
+        body = self._body
+        if not body:
+            return b""
+        chunk = body.popleft() if len(body) == 1 else b"".join(body)
+        body.clear()
+        self._body_size = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return chunk
+
+    async def wait_body(self, timeout: float) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._body or self.complete:
+            return
+        self._waiter = self._loop.create_future()
+        await _wait(self._waiter, timeout)
+
+
+async def _wait(fut: asyncio.Future[None], timeout: float) -> None:
+    """Await *fut* for at most *timeout* seconds, as one timer rather than a task."""
+    loop = asyncio.get_running_loop()
+    handle = loop.call_later(timeout, _expire, fut)
+    try:
+        await fut
+    finally:
+        handle.cancel()
+
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(UpstreamTimeout("upstream did not answer in time"))
+
+
+class UpstreamResponse:
+    """A response whose head has arrived; iterate ``body()`` for the rest, once."""
+
+    __slots__ = ("_conn", "_pool", "_released", "headers", "status")
+
+    def __init__(self, pool: UpstreamPool, conn: _Connection) -> None:
+        self._pool = pool
+        self._conn = conn
+        self._released = False
+        self.status: int = conn.status
+        self.headers: list[tuple[bytes, bytes]] = conn.headers
+
+    async def read(self) -> tuple[bytes, bool]:
+        """The next body chunk and whether more follows. The last call returns
+        ``more=False`` (its chunk possibly empty) and gives the connection back."""
+        conn = self._conn
+        try:
+            await conn.wait_body(self._pool.read_timeout)
+        except BaseException:
+            self.close()
+            raise
+        chunk = conn.take_body()
+        if conn.complete and not conn._body:
+            self.release()
+            return chunk, False
+        return chunk, True
+
+    def release(self) -> None:
+        """Give the connection back to the pool if it can carry another request."""
+        if self._released:
+            return
+        self._released = True
+        conn = self._conn
+        if conn.complete and conn.keep_alive and conn.usable:
+            self._pool._put(conn)
+        else:
+            conn.close()
+
+    def close(self) -> None:
+        if not self._released:
+            self._released = True
+            self._conn.close()
+
+
+class UpstreamPool:
+    """Keep-alive connections to one ``host:port``; at most ``max_idle`` kept idle."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl: bool = False,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_idle: int = 64,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.ssl = ssl
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_idle = max_idle
+        self._idle: collections.deque[_Connection] = collections.deque()
+
+    def _put(self, conn: _Connection) -> None:
+        if len(self._idle) >= self.max_idle:
+            conn.close()
+            return
+        conn._reset()
+        self._idle.append(conn)
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Connection(loop), self.host, self.port, ssl=self.ssl or None
+                ),
+                self.connect_timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            raise UpstreamConnectError(f"cannot connect to upstream: {exc}") from None
+        return conn
+
+    async def request(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: AsyncIterator[bytes] | None = None,
+        *,
+        chunked: bool = False,
+    ) -> UpstreamResponse:
+        """Send a request and wait for the response head.
+
+        *headers* are sent as given (the caller has framed them); *body* is streamed
+        as it comes, as chunked transfer coding when *chunked*. A request without a
+        body that fails on a reused connection before any response byte arrived is
+        retried once on a fresh one: the upstream may have closed it while idle.
+        """
+        head = b"".join(
+            [method, b" ", target, b" HTTP/1.1\r\n"]
+            + [b"".join((name, b": ", value, b"\r\n")) for name, value in headers]
+            + [b"\r\n"]
+        )
+        is_head = method == b"HEAD"
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn.usable:
+                continue
+            if body is None:
+                try:
+                    return await self._exchange(conn, head, None, False, is_head)
+                except UpstreamTimeout:
+                    raise
+                except UpstreamError:
+                    if conn.received_any:
+                        raise
+                    continue
+            return await self._exchange(conn, head, body, chunked, is_head)
+        conn = await self._connect()
+        return await self._exchange(conn, head, body, chunked, is_head)
+
+    async def _exchange(
+        self,
+        conn: _Connection,
+        head: bytes,
+        body: AsyncIterator[bytes] | None,
+        chunked: bool,
+        is_head: bool,
+    ) -> UpstreamResponse:
+        conn.skip_body = is_head
+        transport = conn.transport
+        assert transport is not None
+        try:
+            if body is None:
+                transport.write(head)
+            else:
+                transport.write(head)
+                async for chunk in body:
+                    if chunk:
+                        if chunked:
+                            transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                        else:
+                            transport.write(chunk)
+                        await conn.drain()
+                    if conn.complete or conn._error is not None:
+                        break  # the upstream answered early (e.g. 413): stop sending
+                if chunked:
+                    transport.write(b"0\r\n\r\n")
+            await conn.wait_head(self.read_timeout)
+        except BaseException:
+            conn.close()
+            raise
+        return UpstreamResponse(self, conn)
+
+    async def probe(self) -> bool:
+        """True when a TCP connection to the upstream can be opened now."""
+        try:
+            conn = await self._connect()
+        except UpstreamError:
+            return False
+        conn.close()
+        return True
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()

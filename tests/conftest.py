@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests._upstream import TestUpstream
+
+ROOT = Path(__file__).resolve().parent.parent
+EDGE = [sys.executable, "-m", "edge"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_listening(
+    port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(
+                f"process exited with {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}"
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port} after {timeout}s")
+
+
+@dataclass
+class Reply:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    def all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+def fetch(
+    port: int,
+    path: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    timeout: float = 10.0,
+) -> Reply:
+    """One request over a fresh connection; the raw body (no decoding)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return Reply(resp.status, resp.reason, resp.getheaders(), data)
+    finally:
+        conn.close()
+
+
+@dataclass
+class EdgeProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def start_edge(upstream: str, *args: str, env: dict[str, str] | None = None) -> EdgeProcess:
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        [*EDGE, "serve", "--upstream", upstream, "--port", str(port), *args],
+        cwd=ROOT / "tests",  # no edge.toml there: defaults only
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    wait_listening(port, proc=proc)
+    return EdgeProcess(proc, port)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[TestUpstream]:
+    server = TestUpstream(slow_seconds=3.0).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def edge(upstream: TestUpstream) -> Iterator[EdgeProcess]:
+    proc = start_edge(upstream.url, env={"EDGE_READ_TIMEOUT": "1", "EDGE_CONNECT_TIMEOUT": "1"})
+    yield proc
+    proc.stop()
