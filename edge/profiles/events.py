@@ -1,0 +1,518 @@
+"""Events: one vocabulary for every source, and how each one changes a profile.
+
+Names follow the common e-commerce tracking vocabulary ("Product Viewed", "Order
+Completed", ...), so data from existing trackers maps over as is. Each event is a
+declared type; a JSON batch decodes straight into them and a wrong field is an error
+naming it.
+
+Trust is decided here, once: ``Source.BROWSER`` may only send behavioural events
+(views, clicks, dwell, cart, form answers) about its own profile; orders, coupons,
+email engagement and CRM traits come only from ``Source.SHOP`` (signed ingest,
+``edge import``). Pure logic, no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Final
+
+import msgspec
+
+from edge.profiles.model import (
+    MAX_ANSWERS,
+    MAX_CART_ITEMS,
+    MAX_CUSTOM_TRAITS,
+    MAX_ID,
+    MAX_ORDER_ITEMS,
+    MAX_ORDERS,
+    MAX_SEARCHES,
+    SESSION_GAP,
+    Item,
+    Order,
+    Profile,
+    Search,
+    Touch,
+    bump,
+    cap_top,
+    clip,
+)
+
+Text = Annotated[str, msgspec.Meta(max_length=200)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Money = Annotated[float, msgspec.Meta(ge=0, le=1e9)]
+Quantity = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+Timestamp = Annotated[int, msgspec.Meta(ge=0, le=10_000_000_000)]
+
+
+class Source(enum.Enum):
+    OBSERVED = "observed"
+    """Seen by the sidecar itself in a request: trusted."""
+    BROWSER = "browser"
+    """Sent by the visitor's browser: the visitor's own claims."""
+    SHOP = "shop"
+    """Sent by the shop or another authenticated system."""
+
+
+class Product(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    product_id: Id
+    category: Text = ""
+    brand: Text = ""
+    price: Money = 0.0
+    quantity: Quantity = 1
+    name: Text = ""
+
+    def item(self) -> Item:
+        return Item(
+            clip(self.product_id, MAX_ID),
+            clip(self.category, MAX_ID),
+            clip(self.brand, MAX_ID),
+            self.price,
+            self.quantity,
+        )
+
+
+class BaseEvent(
+    msgspec.Struct, tag_field="event", omit_defaults=True, forbid_unknown_fields=True, kw_only=True
+):
+    ts: Timestamp | None = None
+    """When it happened (unix seconds). Browser events always get the server's clock."""
+    event_id: Id | None = None
+    """Sent twice, counted once."""
+    anonymous_id: Id | None = None
+    """The visitor id (the shop reads it from the ``edge_vid`` cookie). Shop sources only."""
+    user_id: Id | None = None
+    """The shop's customer id. Shop sources only."""
+    email: Annotated[str, msgspec.Meta(max_length=320)] | None = None
+    """The customer's email; stored only as a keyed hash. Shop sources only."""
+
+
+class PageViewed(BaseEvent, tag="Page Viewed"):
+    path: Annotated[str, msgspec.Meta(max_length=2048)] = "/"
+    page_type: Text = ""
+
+
+class ProductsSearched(BaseEvent, tag="Products Searched"):
+    query: Text
+
+
+class ProductViewed(BaseEvent, tag="Product Viewed"):
+    product_id: Id
+    category: Text = ""
+    brand: Text = ""
+    price: Money = 0.0
+
+
+class ProductListViewed(BaseEvent, tag="Product List Viewed"):
+    category: Text = ""
+    list_id: Text = ""
+
+
+class ProductClicked(BaseEvent, tag="Product Clicked"):
+    product_id: Id
+    list_id: Text = ""
+    """``recommendations`` marks a click on a recommended product."""
+
+
+class ProductEngaged(BaseEvent, tag="Product Engaged"):
+    """Time spent on a product page, reported when the visitor leaves it."""
+
+    product_id: Id
+    dwell_ms: Annotated[int, msgspec.Meta(ge=0, le=3_600_000)]
+
+
+class ProductAdded(BaseEvent, tag="Product Added"):
+    product_id: Id
+    category: Text = ""
+    brand: Text = ""
+    price: Money = 0.0
+    quantity: Quantity = 1
+
+
+class ProductRemoved(BaseEvent, tag="Product Removed"):
+    product_id: Id
+    quantity: Quantity | None = None
+    """None removes the product entirely."""
+
+
+class CartViewed(BaseEvent, tag="Cart Viewed"):
+    pass
+
+
+class CheckoutStarted(BaseEvent, tag="Checkout Started"):
+    pass
+
+
+class ProfileFormAnswered(BaseEvent, tag="Profile Form Answered"):
+    question: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    answer: Text
+
+
+class OrderCompleted(BaseEvent, tag="Order Completed"):
+    order_id: Id
+    total: Money
+    coupon: Text = ""
+    products: Annotated[list[Product], msgspec.Meta(max_length=500)] = msgspec.field(
+        default_factory=list
+    )
+
+
+class CouponApplied(BaseEvent, tag="Coupon Applied"):
+    coupon: Text
+    order_id: Id | None = None
+
+
+class EmailSent(BaseEvent, tag="Email Sent"):
+    campaign: Text = ""
+
+
+class EmailOpened(BaseEvent, tag="Email Opened"):
+    campaign: Text = ""
+
+
+class Identify(BaseEvent, tag="Identify"):
+    traits: dict[Text, str | float | bool | None] = msgspec.field(default_factory=dict)
+
+
+Event = (
+    PageViewed
+    | ProductsSearched
+    | ProductViewed
+    | ProductListViewed
+    | ProductClicked
+    | ProductEngaged
+    | ProductAdded
+    | ProductRemoved
+    | CartViewed
+    | CheckoutStarted
+    | ProfileFormAnswered
+    | OrderCompleted
+    | CouponApplied
+    | EmailSent
+    | EmailOpened
+    | Identify
+)
+
+BEHAVIOURAL: Final = frozenset(
+    {
+        PageViewed,
+        ProductsSearched,
+        ProductViewed,
+        ProductListViewed,
+        ProductClicked,
+        ProductEngaged,
+        ProductAdded,
+        ProductRemoved,
+        CartViewed,
+        CheckoutStarted,
+        ProfileFormAnswered,
+    }
+)
+"""What a browser may report about its own visitor; everything else needs the shop."""
+
+TRAIT_FIELDS: Final = frozenset(
+    {
+        "birth_year",
+        "age_band",
+        "gender",
+        "city",
+        "country",
+        "latitude",
+        "longitude",
+        "language",
+        "registered",
+    }
+)
+
+
+class NotAllowed(Exception):
+    """An event the source may not send (a browser claiming an order, say)."""
+
+
+def event_name(event: BaseEvent) -> str:
+    return type(event).__struct_config__.tag  # type: ignore[return-value]
+
+
+def check_allowed(event: BaseEvent, source: Source) -> None:
+    if source is Source.SHOP:
+        return
+    if type(event) not in BEHAVIOURAL:
+        raise NotAllowed(
+            f"a browser may not send {event_name(event)!r}: orders, coupons, email events "
+            "and traits come only from the shop's authenticated ingest"
+        )
+    if event.anonymous_id or event.user_id or event.email:
+        raise NotAllowed(
+            "browser events are about the sender only: drop anonymous_id, user_id and email"
+        )
+
+
+def touch(profile: Profile, now: int) -> None:
+    """Record a request at *now*: a new visit after ``SESSION_GAP`` of silence."""
+    if not profile.first_seen:
+        profile.first_seen = now
+    if not profile.session_start or now - profile.last_seen > SESSION_GAP:
+        profile.visits += 1
+        profile.session_start = now
+        profile.session_pageviews = 0
+        bump(profile.visit_days, now)
+    profile.last_seen = max(profile.last_seen, now)
+
+
+def apply(profile: Profile, event: BaseEvent, now: int, source: Source) -> None:
+    """Change *profile* by *event*. Raises :class:`NotAllowed` for a source that may
+    not send it; the profile is then unchanged."""
+    check_allowed(event, source)
+    ts = now if source is Source.BROWSER or event.ts is None else event.ts
+    handler = _HANDLERS[type(event)]
+    handler(profile, event, ts)
+
+
+def _page_viewed(p: Profile, e: PageViewed, ts: int) -> None:
+    touch(p, ts)
+    p.session_pageviews += 1
+    bump(p.pageview_days, ts)
+
+
+def _searched(p: Profile, e: ProductsSearched, ts: int) -> None:
+    query = clip(e.query.strip().lower())
+    if not query:
+        return
+    p.searches.append(Search(ts, query))
+    del p.searches[:-MAX_SEARCHES]
+
+
+def _product_viewed(p: Profile, e: ProductViewed, ts: int) -> None:
+    bump(p.product_view_days, ts)
+    if e.category:
+        _count(p.categories.viewed, e.category)
+    if e.brand:
+        _count(p.brands.viewed, e.brand)
+
+
+def _list_viewed(p: Profile, e: ProductListViewed, ts: int) -> None:
+    if e.category:
+        _count(p.categories.viewed, e.category)
+
+
+def _clicked(p: Profile, e: ProductClicked, ts: int) -> None:
+    if e.list_id == "recommendations":
+        p.recommendation_clicks += 1
+        p.last_recommendation_click = ts
+
+
+def _engaged(p: Profile, e: ProductEngaged, ts: int) -> None:
+    p.dwell_ms += e.dwell_ms
+    p.dwell_count += 1
+
+
+def _added(p: Profile, e: ProductAdded, ts: int) -> None:
+    for item in p.cart.items:
+        if item.product_id == e.product_id:
+            item.quantity = min(item.quantity + e.quantity, 10_000)
+            if e.price:
+                item.price = e.price
+            break
+    else:
+        if len(p.cart.items) >= MAX_CART_ITEMS:
+            return
+        p.cart.items.append(
+            Item(
+                clip(e.product_id, MAX_ID),
+                clip(e.category, MAX_ID),
+                clip(e.brand, MAX_ID),
+                e.price,
+                e.quantity,
+            )
+        )
+    p.cart.updated = ts
+
+
+def _removed(p: Profile, e: ProductRemoved, ts: int) -> None:
+    for i, item in enumerate(p.cart.items):
+        if item.product_id == e.product_id:
+            if e.quantity is None or e.quantity >= item.quantity:
+                del p.cart.items[i]
+            else:
+                item.quantity -= e.quantity
+            p.cart.updated = ts
+            return
+
+
+def _nothing(p: Profile, e: BaseEvent, ts: int) -> None:
+    """Cart Viewed and Checkout Started are recorded as page views by the sidecar."""
+
+
+def _answered(p: Profile, e: ProfileFormAnswered, ts: int) -> None:
+    if e.question not in p.answers and len(p.answers) >= MAX_ANSWERS:
+        return
+    p.answers[e.question] = clip(e.answer)
+
+
+def _order(p: Profile, e: OrderCompleted, ts: int) -> None:
+    after_rec = (
+        bool(p.last_recommendation_click) and 0 <= ts - p.last_recommendation_click <= 7 * 86_400
+    )
+    order = Order(
+        order_id=e.order_id,
+        ts=ts,
+        total=e.total,
+        coupon=clip(e.coupon),
+        items=[product.item() for product in e.products[:MAX_ORDER_ITEMS]],
+        after_recommendation=after_rec,
+    )
+    _add_order(p, order, e.products)
+    # The order empties the cart it came from.
+    bought = {item.product_id for item in order.items}
+    if not bought or all(item.product_id in bought for item in p.cart.items):
+        p.cart.items.clear()
+    else:
+        p.cart.items = [i for i in p.cart.items if i.product_id not in bought]
+    p.cart.updated = ts
+
+
+def _add_order(p: Profile, order: Order, products: list[Product]) -> None:
+    p.orders.append(order)
+    p.orders.sort(key=lambda o: o.ts)
+    del p.orders[:-MAX_ORDERS]
+    p.order_count += 1
+    p.lifetime_spent = round(p.lifetime_spent + order.total, 2)
+    if order.coupon:
+        p.coupon_orders += 1
+    for product in products:
+        if product.category:
+            _count(p.categories.bought, product.category, product.quantity)
+        if product.brand:
+            _count(p.brands.bought, product.brand, product.quantity)
+
+
+def _coupon(p: Profile, e: CouponApplied, ts: int) -> None:
+    if e.order_id is None:
+        return
+    for order in p.orders:
+        if order.order_id == e.order_id and not order.coupon:
+            order.coupon = clip(e.coupon)
+            p.coupon_orders += 1
+
+
+def _email_sent(p: Profile, e: EmailSent, ts: int) -> None:
+    bump(p.email_send_days, ts)
+
+
+def _email_opened(p: Profile, e: EmailOpened, ts: int) -> None:
+    bump(p.email_open_days, ts)
+
+
+def _identify(p: Profile, e: Identify, ts: int) -> None:
+    traits = p.traits
+    for key, value in e.traits.items():
+        if key in TRAIT_FIELDS:
+            _set_trait(traits, key, value)
+        elif value is None:
+            traits.custom.pop(key, None)
+        elif key in traits.custom or len(traits.custom) < MAX_CUSTOM_TRAITS:
+            traits.custom[key] = clip(value) if isinstance(value, str) else value
+
+
+def _set_trait(traits: object, key: str, value: object) -> None:
+    numeric = {"birth_year": int, "registered": int, "latitude": float, "longitude": float}
+    if value is None:
+        setattr(traits, key, None if key in numeric else "")
+        return
+    if key in numeric:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(f"trait {key!r} must be a number")
+        try:
+            setattr(traits, key, numeric[key](value))
+        except ValueError:
+            raise ValueError(f"trait {key!r} must be a number, got {value!r}") from None
+    else:
+        setattr(traits, key, clip(str(value)))
+
+
+def _count(counts: dict[str, int], key: str, n: int = 1) -> None:
+    key = clip(key, MAX_ID)
+    counts[key] = counts.get(key, 0) + n
+    cap_top(counts)
+
+
+_HANDLERS: Final = {
+    PageViewed: _page_viewed,
+    ProductsSearched: _searched,
+    ProductViewed: _product_viewed,
+    ProductListViewed: _list_viewed,
+    ProductClicked: _clicked,
+    ProductEngaged: _engaged,
+    ProductAdded: _added,
+    ProductRemoved: _removed,
+    CartViewed: _nothing,
+    CheckoutStarted: _nothing,
+    ProfileFormAnswered: _answered,
+    OrderCompleted: _order,
+    CouponApplied: _coupon,
+    EmailSent: _email_sent,
+    EmailOpened: _email_opened,
+    Identify: _identify,
+}
+
+
+def record_touch(p: Profile, t: Touch) -> None:
+    if p.first_touch is None:
+        p.first_touch = t
+    p.last_touch = t
+
+
+def merge(into: Profile, other: Profile) -> None:
+    """Fold *other* (an anonymous profile) into *into* (the customer's), losing no
+    counts. Deterministic: the result does not depend on timing, only on content."""
+    from edge.profiles.model import merge_counts
+
+    into.aliases = sorted({*into.aliases, other.visitor_id, *other.aliases} - {into.visitor_id})
+    into.first_seen = (
+        min(x for x in (into.first_seen, other.first_seen) if x)
+        if (into.first_seen or other.first_seen)
+        else 0
+    )
+    into.last_seen = max(into.last_seen, other.last_seen)
+    into.visits += other.visits
+    for name in (
+        "visit_days",
+        "pageview_days",
+        "product_view_days",
+        "email_send_days",
+        "email_open_days",
+    ):
+        merge_counts(getattr(into, name), getattr(other, name))
+    known = {o.order_id for o in into.orders}
+    for order in other.orders:
+        if order.order_id not in known:
+            into.orders.append(order)
+    into.orders.sort(key=lambda o: (o.ts, o.order_id))
+    del into.orders[:-MAX_ORDERS]
+    into.order_count += other.order_count
+    into.lifetime_spent = round(into.lifetime_spent + other.lifetime_spent, 2)
+    into.coupon_orders += other.coupon_orders
+    for mine, theirs in ((into.categories, other.categories), (into.brands, other.brands)):
+        for a, b in ((mine.viewed, theirs.viewed), (mine.bought, theirs.bought)):
+            for key, n in b.items():
+                a[key] = a.get(key, 0) + n
+            cap_top(a)
+    into.searches = sorted(into.searches + other.searches, key=lambda s: s.ts)[-MAX_SEARCHES:]
+    into.recommendation_clicks += other.recommendation_clicks
+    into.last_recommendation_click = max(
+        into.last_recommendation_click, other.last_recommendation_click
+    )
+    if other.cart.updated > into.cart.updated:
+        into.cart = other.cart
+    into.dwell_ms += other.dwell_ms
+    into.dwell_count += other.dwell_count
+    for key, value in other.answers.items():
+        into.answers.setdefault(key, value)
+    if other.first_touch and (
+        into.first_touch is None or other.first_touch.ts < into.first_touch.ts
+    ):
+        into.first_touch = other.first_touch
+    if other.last_touch and (into.last_touch is None or other.last_touch.ts > into.last_touch.ts):
+        into.last_touch = other.last_touch
+    for key, ts in other.offers.items():
+        into.offers[key] = min(ts, into.offers.get(key, ts))
+    into.consent = into.consent and other.consent

@@ -1,0 +1,224 @@
+"""The profile snapshot: what the sidecar knows about one visitor, as one declared type.
+
+Pure data and window math; no I/O. A snapshot is bounded, so a visitor with years of
+history costs no more than a busy one with a month:
+
+- daily counters (page views, product views, visits, email sends and opens) are
+  sparse ``{day: count}`` maps kept for ``COUNTER_DAYS`` (400) days — at most 401
+  entries each, any window up to 400 days answered exactly;
+- the last ``MAX_ORDERS`` (50) orders with up to ``MAX_ORDER_ITEMS`` (10) items each
+  (all items count toward affinities); lifetime totals are kept as plain numbers;
+- affinities keep the ``MAX_AFFINITIES`` strongest categories and brands;
+- recent searches, offers, answers and custom traits are capped likewise.
+
+With the defaults the msgpack encoding stays under ``MAX_ENCODED_BYTES`` (128 KiB; a
+typical shopper's is 1–5 KB);
+``tests/test_profiles.py`` fills every field to its cap and checks the bound.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+DAY: Final = 86_400
+SESSION_GAP: Final = 30 * 60
+"""A visit ends after 30 minutes without a request."""
+COUNTER_DAYS: Final = 400
+MAX_ORDERS: Final = 50
+MAX_ORDER_ITEMS: Final = 10
+"""Items kept per stored order (all of them count toward affinities)."""
+MAX_ID: Final = 48
+"""Product ids, categories and brands are clipped to this many characters."""
+MAX_CART_ITEMS: Final = 50
+MAX_AFFINITIES: Final = 30
+MAX_SEARCHES: Final = 10
+MAX_OFFERS: Final = 50
+MAX_ANSWERS: Final = 30
+MAX_CUSTOM_TRAITS: Final = 30
+MAX_STRING: Final = 200
+MAX_ENCODED_BYTES: Final = 128 * 1024
+
+DailyCounts = dict[int, int]
+"""Sparse daily counter: day number (unix time // 86400) -> count."""
+
+
+class Item(msgspec.Struct, array_like=True):
+    """A product in an order or a cart (stored as a compact array)."""
+
+    product_id: str
+    category: str = ""
+    brand: str = ""
+    price: float = 0.0
+    quantity: int = 1
+
+
+class Order(msgspec.Struct, omit_defaults=True):
+    order_id: str
+    ts: int
+    total: float
+    coupon: str = ""
+    items: list[Item] = msgspec.field(default_factory=list)
+    after_recommendation: bool = False
+
+
+class Cart(msgspec.Struct, omit_defaults=True):
+    items: list[Item] = msgspec.field(default_factory=list)
+    updated: int = 0
+
+    @property
+    def value(self) -> float:
+        return round(sum(i.price * i.quantity for i in self.items), 2)
+
+    @property
+    def count(self) -> int:
+        return sum(i.quantity for i in self.items)
+
+
+class Touch(msgspec.Struct, omit_defaults=True):
+    """Where a visit came from: UTM parameters and the referrer's channel."""
+
+    ts: int
+    source: str = ""
+    medium: str = ""
+    campaign: str = ""
+    channel: str = ""
+    """direct, search, social, email, referral, paid, newsletter, ..."""
+    referrer: str = ""
+    """The referring host only, never a full URL (it may carry personal data)."""
+
+
+class Traits(msgspec.Struct, omit_defaults=True):
+    """What the shop's CRM knows. Only authenticated sources (ingest, import) set these."""
+
+    birth_year: int | None = None
+    age_band: str = ""
+    gender: str = ""
+    city: str = ""
+    country: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+    language: str = ""
+    registered: int | None = None
+    """When the visitor created an account (unix time), if they did."""
+    custom: dict[str, str | float | bool] = msgspec.field(default_factory=dict)
+
+
+class Affinity(msgspec.Struct, omit_defaults=True):
+    """Interest in categories and brands: how often viewed, how many items bought."""
+
+    viewed: dict[str, int] = msgspec.field(default_factory=dict)
+    bought: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class Search(msgspec.Struct):
+    ts: int
+    query: str
+
+
+class Profile(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One visitor's snapshot. ``visitor_id`` is the key; a known customer's profile
+    also carries ``customer_id`` and the keyed hash of their email."""
+
+    visitor_id: str
+    customer_id: str = ""
+    email_hash: str = ""
+    aliases: list[str] = msgspec.field(default_factory=list)
+    """Visitor ids merged into this profile (other devices, before login)."""
+    consent: bool = True
+
+    first_seen: int = 0
+    last_seen: int = 0
+    visits: int = 0
+    session_start: int = 0
+    session_pageviews: int = 0
+
+    visit_days: DailyCounts = msgspec.field(default_factory=dict)
+    pageview_days: DailyCounts = msgspec.field(default_factory=dict)
+    product_view_days: DailyCounts = msgspec.field(default_factory=dict)
+
+    orders: list[Order] = msgspec.field(default_factory=list)
+    """The last ``MAX_ORDERS`` orders, oldest first."""
+    order_count: int = 0
+    lifetime_spent: float = 0.0
+    coupon_orders: int = 0
+
+    categories: Affinity = msgspec.field(default_factory=Affinity)
+    brands: Affinity = msgspec.field(default_factory=Affinity)
+    searches: list[Search] = msgspec.field(default_factory=list)
+    recommendation_clicks: int = 0
+    last_recommendation_click: int = 0
+
+    cart: Cart = msgspec.field(default_factory=Cart)
+    dwell_ms: int = 0
+    dwell_count: int = 0
+
+    email_send_days: DailyCounts = msgspec.field(default_factory=dict)
+    email_open_days: DailyCounts = msgspec.field(default_factory=dict)
+
+    traits: Traits = msgspec.field(default_factory=Traits)
+    answers: dict[str, str] = msgspec.field(default_factory=dict)
+    """Profiling-form answers the visitor gave about themselves."""
+
+    first_touch: Touch | None = None
+    last_touch: Touch | None = None
+    offers: dict[str, int] = msgspec.field(default_factory=dict)
+    """Offer or placement id -> time of the visitor's first exposure."""
+
+
+def day_of(ts: float) -> int:
+    return int(ts // DAY)
+
+
+def bump(counts: DailyCounts, ts: float, n: int = 1) -> None:
+    """Add *n* to the day of *ts*, dropping days older than the counter keeps."""
+    day = day_of(ts)
+    counts[day] = counts.get(day, 0) + n
+    if len(counts) > COUNTER_DAYS:
+        oldest = max(counts) - COUNTER_DAYS
+        for stale in [d for d in counts if d < oldest]:
+            del counts[stale]
+
+
+def within(counts: DailyCounts, now: float, seconds: float) -> int:
+    """Events in the window ending now: days from ``day(now - seconds)`` to today."""
+    first = day_of(now - seconds)
+    return sum(n for day, n in counts.items() if day >= first)
+
+
+def merge_counts(into: DailyCounts, other: DailyCounts) -> None:
+    for day, n in other.items():
+        into[day] = into.get(day, 0) + n
+    if len(into) > COUNTER_DAYS:
+        oldest = max(into) - COUNTER_DAYS
+        for stale in [d for d in into if d < oldest]:
+            del into[stale]
+
+
+def cap_top(counts: dict[str, int], limit: int = MAX_AFFINITIES) -> None:
+    """Keep the *limit* largest entries (ties keep the earlier-inserted)."""
+    if len(counts) > limit:
+        keep = sorted(counts.items(), key=lambda kv: -kv[1])[:limit]
+        counts.clear()
+        counts.update(keep)
+
+
+def clip(text: str, limit: int = MAX_STRING) -> str:
+    return text[:limit]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Profile)
+
+
+def encode(profile: Profile) -> bytes:
+    return _encoder.encode(profile)
+
+
+def decode(data: bytes) -> Profile:
+    return _decoder.decode(data)
+
+
+def new_profile(visitor_id: str, now: int) -> Profile:
+    return Profile(visitor_id=visitor_id, first_seen=now, last_seen=now)

@@ -1,0 +1,156 @@
+"""Where profiles are kept: one interface, an in-memory store, and the local cache.
+
+A store keeps three things: profiles by key, aliases (a visitor id or an email hash
+pointing at the profile that absorbed it), and the ids of events already applied
+(so an order sent twice counts once). Its one write primitive is :meth:`Store.transact`:
+read some profiles and claims, compute their new state, write it all atomically and
+durably, and only then return. Acknowledging an event after ``transact`` returns is
+what makes "acknowledged means durable" true.
+
+Keys: an anonymous visitor's profile is keyed by their visitor id; a known customer's
+by ``cust:<customer id>`` (or ``email:<hash>`` before the shop tells us the id).
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import cachetools
+
+from edge.profiles.model import Profile
+
+Profiles = dict[str, Profile | None]
+Mutation = Callable[[Profiles, set[str]], Profiles]
+"""Given the current profiles (None where missing) and the claims already seen, the
+profiles to write (None deletes)."""
+
+
+class Store(abc.ABC):
+    """The storage interface every backend implements."""
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> Profile | None:
+        """The profile stored under *key* itself (no alias resolution)."""
+
+    @abc.abstractmethod
+    async def resolve(self, alias: str) -> str | None:
+        """The key of the profile that absorbed *alias*, if any."""
+
+    @abc.abstractmethod
+    async def transact(
+        self, keys: Sequence[str], claims: Iterable[str], mutation: Mutation
+    ) -> Profiles:
+        """Atomically: load *keys*, find which *claims* were seen, apply *mutation*,
+        store the result, record all *claims*, and point each profile's aliases at it.
+        Durable when it returns."""
+
+    @abc.abstractmethod
+    async def keys(self) -> list[str]:
+        """Every profile key (for reports and ``edge segments``)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and threads."""
+
+
+class MemoryStore(Store):
+    """A store in a dict, for unit tests and the consent-less path. Not durable."""
+
+    def __init__(self) -> None:
+        self.profiles: dict[str, Profile] = {}
+        self.aliases: dict[str, str] = {}
+        self.claims: set[str] = set()
+
+    async def get(self, key: str) -> Profile | None:
+        return self.profiles.get(key)
+
+    async def resolve(self, alias: str) -> str | None:
+        return self.aliases.get(alias)
+
+    async def transact(
+        self, keys: Sequence[str], claims: Iterable[str], mutation: Mutation
+    ) -> Profiles:
+        claims = list(claims)
+        current: Profiles = {key: self.profiles.get(key) for key in keys}
+        seen = {c for c in claims if c in self.claims}
+        result = mutation(current, seen)
+        for key, profile in result.items():
+            if profile is None:
+                self.profiles.pop(key, None)
+                for alias in [a for a, k in self.aliases.items() if k == key]:
+                    del self.aliases[alias]
+            else:
+                self.profiles[key] = profile
+                for alias in profile.aliases:
+                    self.aliases[alias] = key
+        self.claims.update(claims)
+        return result
+
+    async def keys(self) -> list[str]:
+        return list(self.profiles)
+
+
+class CachedStore:
+    """A short-lived local cache in front of a store: a hit costs a dict lookup.
+
+    Writes through this object update the cache (this process's writes are never
+    stale here); other replicas' writes show after ``ttl`` seconds at most.
+    """
+
+    def __init__(self, store: Store, *, ttl: float = 5.0, maxsize: int = 50_000) -> None:
+        self.store = store
+        self._cache: cachetools.TTLCache[str, Profile | None] = cachetools.TTLCache(
+            maxsize, ttl, timer=time.monotonic
+        )
+        self._aliases: cachetools.TTLCache[str, str | None] = cachetools.TTLCache(
+            maxsize, ttl, timer=time.monotonic
+        )
+
+    async def load(self, visitor_or_key: str) -> Profile | None:
+        """The profile for a visitor id or key, following an alias if it was merged."""
+        cache = self._cache
+        try:
+            return cache[visitor_or_key]
+        except KeyError:
+            pass
+        profile = await self.store.get(visitor_or_key)
+        if profile is None:
+            key = await self.resolve(visitor_or_key)
+            if key is not None:
+                profile = await self.store.get(key)
+        cache[visitor_or_key] = profile
+        return profile
+
+    async def resolve(self, alias: str) -> str | None:
+        try:
+            return self._aliases[alias]
+        except KeyError:
+            pass
+        key = await self.store.resolve(alias)
+        self._aliases[alias] = key
+        return key
+
+    async def transact(
+        self, keys: Sequence[str], claims: Iterable[str], mutation: Mutation
+    ) -> Profiles:
+        result = await self.store.transact(keys, claims, mutation)
+        for key, profile in result.items():
+            self._cache[key] = profile
+            if profile is not None:
+                for alias in profile.aliases:
+                    self._aliases[alias] = key
+                    self._cache.pop(alias, None)
+            else:
+                for alias, target in list(self._aliases.items()):
+                    if target == key:
+                        self._aliases[alias] = None
+                        self._cache.pop(alias, None)
+        return result
+
+    def forget_cached(self, key: str) -> None:
+        self._cache.pop(key, None)
+        self._aliases.pop(key, None)
+
+    async def close(self) -> None:
+        await self.store.close()

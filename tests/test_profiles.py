@@ -1,0 +1,239 @@
+"""Profiles change by events exactly as the design says, on every store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from edge.identity import Identity
+from edge.profiles import events as ev
+from edge.profiles.model import (
+    DAY,
+    MAX_ENCODED_BYTES,
+    MAX_ORDERS,
+    Profile,
+    encode,
+    within,
+)
+from edge.profiles.service import ProfileService, customer_key
+from edge.profiles.sqlite import SQLiteStore
+from edge.profiles.store import MemoryStore, Store
+
+NOW = 1_790_000_000
+IDENTITY = Identity(["test-secret"])
+Batch = msgspec.json.Decoder(list[ev.Event])
+
+
+def events(*items: dict[str, object]) -> list[ev.BaseEvent]:
+    return Batch.decode(msgspec.json.encode(list(items)))
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def service(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ProfileService]:
+    store: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "p.db")
+    yield ProfileService(store, IDENTITY.email_hash, cache_ttl=0.001)
+    await store.close()
+
+
+async def test_browser_behaviour_changes_own_profile(service: ProfileService) -> None:
+    await service.record(
+        "v1",
+        events(
+            {"event": "Page Viewed", "path": "/"},
+            {
+                "event": "Product Viewed",
+                "product_id": "p1",
+                "category": "scarpe-donna",
+                "brand": "Ferri",
+            },
+            {"event": "Products Searched", "query": "Donna "},
+            {"event": "Product Added", "product_id": "p1", "price": 89.9, "quantity": 2},
+            {"event": "Product Clicked", "product_id": "p2", "list_id": "recommendations"},
+            {"event": "Product Engaged", "product_id": "p1", "dwell_ms": 42_000},
+            {"event": "Profile Form Answered", "question": "shopping_for", "answer": "lei"},
+        ),
+        ev.Source.BROWSER,
+        now=NOW,
+    )
+    p = await service.load("v1")
+    assert p is not None
+    assert p.visits == 1 and within(p.pageview_days, NOW, DAY) == 1
+    assert within(p.product_view_days, NOW, 30 * DAY) == 1
+    assert p.categories.viewed == {"scarpe-donna": 1} and p.brands.viewed == {"Ferri": 1}
+    assert [s.query for s in p.searches] == ["donna"]
+    assert p.cart.count == 2 and p.cart.value == 179.8
+    assert p.recommendation_clicks == 1
+    assert (p.dwell_ms, p.dwell_count) == (42_000, 1)
+    assert p.answers == {"shopping_for": "lei"}
+
+
+@pytest.mark.parametrize(
+    "forbidden",
+    [
+        {"event": "Order Completed", "order_id": "A1", "total": 5000},
+        {"event": "Coupon Applied", "coupon": "VIP50", "order_id": "A1"},
+        {"event": "Email Opened", "campaign": "x"},
+        {"event": "Identify", "traits": {"city": "Milano"}},
+        {"event": "Page Viewed", "path": "/", "user_id": "someone-else"},
+    ],
+)
+async def test_browser_cannot_claim_orders_traits_or_others(
+    service: ProfileService, forbidden: dict[str, object]
+) -> None:
+    await service.record("v1", events({"event": "Page Viewed"}), ev.Source.BROWSER, now=NOW)
+    before = encode(await service.load("v1"))  # type: ignore[arg-type]
+    with pytest.raises(ev.NotAllowed):
+        await service.record(
+            "v1", events({"event": "Page Viewed"}, forbidden), ev.Source.BROWSER, now=NOW
+        )
+    assert encode(await service.load("v1")) == before  # type: ignore[arg-type]
+
+
+async def test_shop_orders_count_once(service: ProfileService) -> None:
+    order = {
+        "event": "Order Completed",
+        "user_id": "c42",
+        "order_id": "A-1",
+        "total": 120.5,
+        "coupon": "WELCOME10",
+        "products": [
+            {"product_id": "p1", "category": "borse", "brand": "Valdarno", "price": 120.5}
+        ],
+        "ts": NOW - 10 * DAY,
+    }
+    await service.record(None, events(order), ev.Source.SHOP, now=NOW)
+    await service.record(None, events(order), ev.Source.SHOP, now=NOW)
+    p = await service.load(customer_key("c42"))
+    assert p is not None
+    assert p.order_count == 1 and len(p.orders) == 1
+    assert p.lifetime_spent == 120.5 and p.coupon_orders == 1
+    assert p.categories.bought == {"borse": 1} and p.brands.bought == {"Valdarno": 1}
+    assert p.orders[0].ts == NOW - 10 * DAY
+
+
+async def test_stitching_merges_counts_exactly(service: ProfileService) -> None:
+    # an anonymous visitor browses on two devices, then logs in on both
+    await service.record(
+        "phone",
+        events({"event": "Page Viewed"}, {"event": "Page Viewed"}),
+        ev.Source.BROWSER,
+        now=NOW,
+    )
+    await service.record("laptop", events({"event": "Page Viewed"}), ev.Source.BROWSER, now=NOW + 5)
+    await service.record(
+        None,
+        events(
+            {
+                "event": "Order Completed",
+                "user_id": "c7",
+                "order_id": "B-1",
+                "total": 50,
+                "ts": NOW - DAY,
+            }
+        ),
+        ev.Source.SHOP,
+        now=NOW,
+    )
+    await service.record(
+        None,
+        events(
+            {
+                "event": "Identify",
+                "anonymous_id": "phone",
+                "user_id": "c7",
+                "email": "Anna@Example.it ",
+            }
+        ),
+        ev.Source.SHOP,
+        now=NOW,
+    )
+    await service.record(
+        None,
+        events({"event": "Identify", "anonymous_id": "laptop", "email": "anna@example.it"}),
+        ev.Source.SHOP,
+        now=NOW,
+    )
+    merged = await service.load("phone")
+    assert merged is not None and merged.visitor_id == customer_key("c7")
+    assert merged is await service.load("phone") or encode(merged) == encode(
+        await service.load("laptop")
+    )  # type: ignore[arg-type]
+    assert within(merged.pageview_days, NOW, DAY) == 3  # 2 + 1: nothing lost, nothing doubled
+    assert merged.order_count == 1
+    assert merged.email_hash == IDENTITY.email_hash("anna@example.it")
+    assert "anna" not in encode(merged).decode("latin-1").lower()  # the email itself is not stored
+    assert {"phone", "laptop"} <= set(merged.aliases)
+    # events keep arriving on the old cookie and land in the customer's profile
+    await service.record("phone", events({"event": "Page Viewed"}), ev.Source.BROWSER, now=NOW + 10)
+    assert within((await service.load(customer_key("c7"))).pageview_days, NOW, DAY) == 4  # type: ignore[union-attr]
+
+
+async def test_erase_by_id_and_email(service: ProfileService) -> None:
+    await service.record(
+        None,
+        events({"event": "Identify", "anonymous_id": "v9", "user_id": "c9", "email": "x@y.it"}),
+        ev.Source.SHOP,
+        now=NOW,
+    )
+    assert await service.erase("x@y.it")
+    assert await service.load(customer_key("c9")) is None
+    assert await service.load("v9") is None
+    assert not await service.erase("x@y.it")
+
+
+def test_encoded_size_is_bounded() -> None:
+    p = Profile(visitor_id="v")
+    long = "x" * 190  # near the 200-character cap of event fields
+    for day in range(600):
+        ts = NOW + day * DAY
+        for name, payload in (
+            ("Page Viewed", {"path": "/" + long * 10}),
+            (
+                "Product Viewed",
+                {"product_id": f"p{day}", "category": f"c{day}" + long, "brand": f"b{day}"},
+            ),
+            ("Products Searched", {"query": long}),
+            ("Product Added", {"product_id": f"p{day}", "price": 1.0}),
+            ("Profile Form Answered", {"question": f"q{day % 60}", "answer": long}),
+            ("Email Sent", {}),
+            ("Email Opened", {}),
+            ("Identify", {"traits": {f"custom_{day}": long}}),
+            (
+                "Order Completed",
+                {
+                    "order_id": f"o{day}",
+                    "total": 10.0,
+                    "coupon": long,
+                    "products": [
+                        {"product_id": f"p{i}", "category": f"c{i}", "brand": f"b{i}"}
+                        for i in range(50)
+                    ],
+                },
+            ),
+        ):
+            ev.apply(p, events({"event": name, **payload})[0], ts, ev.Source.SHOP)
+    assert len(p.orders) == MAX_ORDERS
+    assert len(p.pageview_days) <= 401
+    size = len(encode(p))
+    assert size <= MAX_ENCODED_BYTES, size
+
+
+def test_unknown_and_wrong_fields_are_named() -> None:
+    with pytest.raises(msgspec.ValidationError, match="unknown field `totl`"):
+        events({"event": "Order Completed", "order_id": "A", "totl": 5})
+    with pytest.raises(
+        msgspec.ValidationError, match=r"Expected `float`, got `str`.*\$\[0\]\.total"
+    ):
+        events({"event": "Order Completed", "order_id": "A", "total": "lots"})
+    with pytest.raises(msgspec.ValidationError, match="Invalid value 'Order Deleted'"):
+        events({"event": "Order Deleted"})
+
+
+def test_session_ends_after_thirty_minutes() -> None:
+    p = Profile(visitor_id="v")
+    for offset in (0, 60, 29 * 60 + 60, 29 * 60 + 60 + 31 * 60):
+        ev.apply(p, events({"event": "Page Viewed"})[0], NOW + offset, ev.Source.OBSERVED)
+    assert p.visits == 2
