@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,8 +14,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from edge.config import Config
+from edge.config import Config, ConfigError
+from edge.identity import Identity
+from edge.ingest import EventEndpoints
+from edge.observe import Observer
+from edge.profiles.service import ProfileService
+from edge.profiles.store import Store
 from edge.proxy import Proxy, Scope
+from edge.visitors import Visitors
 
 log = logging.getLogger("edge.app")
 
@@ -24,13 +31,30 @@ EDGE_PREFIX = "/_edge"
 class EdgeApp:
     """Dispatches on the path: ``/_edge`` and below to the sidecar, the rest upstream."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
-        self.proxy = Proxy(config)
+        secret = config.secret
+        if not secret:
+            secret = secrets.token_urlsafe(32)
+            log.warning(
+                "no secret configured (EDGE_SECRET): visitor cookies signed with a random "
+                "secret will not survive a restart"
+            )
+        self.identity = Identity(
+            [secret, *config.previous_secrets],
+            consent_cookie=config.consent_cookie,
+            consent_values=config.consent_values,
+        )
+        self.store = store if store is not None else open_store(config.store)
+        self.profiles = ProfileService(self.store, self.identity.email_hash)
+        self.visitors = Visitors(self.identity, self.profiles, Observer(), track=config.track)
+        self.proxy = Proxy(config, self.visitors)
+        endpoints = EventEndpoints(config, self.identity, self.profiles, self.visitors)
         self.sidecar = Starlette(
             routes=[
                 Route("/_edge/healthz", self.healthz, methods=["GET", "HEAD"]),
                 Route("/_edge/readyz", self.readyz, methods=["GET", "HEAD"]),
+                *endpoints.routes(),
             ],
             lifespan=self._lifespan,
         )
@@ -50,7 +74,9 @@ class EdgeApp:
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         log.info("proxying to %s", self.config.upstream)
         yield
+        await self.visitors.flush()
         self.proxy.pool.close()
+        await self.store.close()
 
     async def healthz(self, _request: Request) -> Response:
         return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
@@ -76,5 +102,22 @@ async def _not_found(_request: Request, _exc: Exception) -> Response:
     )
 
 
-def create_app(config: Config) -> EdgeApp:
-    return EdgeApp(config)
+def open_store(spec: str) -> Store:
+    """``sqlite:PATH`` or ``redis://...`` -> a store."""
+    if spec.startswith("sqlite:"):
+        from edge.profiles.sqlite import SQLiteStore
+
+        return SQLiteStore(spec.removeprefix("sqlite:") or "edge-data/profiles.db")
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        from edge.profiles.redis import RedisStore
+
+        return RedisStore(spec)
+    if spec == "memory":
+        from edge.profiles.store import MemoryStore
+
+        return MemoryStore()
+    raise ConfigError(f"store: expected sqlite:PATH, redis://HOST:PORT/DB or memory, got {spec!r}")
+
+
+def create_app(config: Config, store: Store | None = None) -> EdgeApp:
+    return EdgeApp(config, store)

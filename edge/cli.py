@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import secrets
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from edge import __version__
@@ -109,8 +112,15 @@ def _demo(args: argparse.Namespace) -> int:
     configure_logging("warning")
     shop_sock = bind("127.0.0.1", 0)
     shop_port = shop_sock.getsockname()[1]
+    data_dir = tempfile.mkdtemp(prefix="edge-demo-")
     config = load_config(
-        {"upstream": f"http://127.0.0.1:{shop_port}", "host": args.host, "port": args.port},
+        {
+            "upstream": f"http://127.0.0.1:{shop_port}",
+            "host": args.host,
+            "port": args.port,
+            "store": f"sqlite:{data_dir}/profiles.db",
+            "secret": secrets.token_urlsafe(32),
+        },
         environ={},
     )
     edge_sock = _bind_or_explain(bind, config.host, config.port)
@@ -140,7 +150,10 @@ def _demo(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    run(serve([(shop, shop_sock), (sidecar, edge_sock)], on_started=started))
+    try:
+        run(serve([(shop, shop_sock), (sidecar, edge_sock)], on_started=started))
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
     print("  demo stopped.", flush=True)
     return 0
 

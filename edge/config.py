@@ -53,6 +53,25 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Seconds in-flight requests get to finish after SIGTERM."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity. Request lines are not logged (they may carry personal data)."""
+    secret: str = ""
+    """Signs visitor cookies and keys email hashes. Set it (``EDGE_SECRET``): without
+    one a random secret is made at start and every visitor is new after a restart."""
+    previous_secrets: list[str] = msgspec.field(default_factory=list)
+    """Older secrets still accepted on cookies, so a secret can be rotated."""
+    store: str = "sqlite:edge-data/profiles.db"
+    """Profile store: ``sqlite:PATH`` (embedded, the default) or ``redis://HOST:PORT/DB``
+    (shared by several replicas)."""
+    track: bool = True
+    """Record what visitors do. Off: the sidecar only proxies (and personalizes from
+    the request itself)."""
+    consent_cookie: str = ""
+    """Name of the shop's consent cookie. Empty: no consent gate (consent assumed)."""
+    consent_values: list[str] = msgspec.field(default_factory=lambda: ["1", "yes", "true", "all"])
+    """Values of the consent cookie that mean "yes, track me"."""
+    ingest_token: str = ""
+    """Bearer token accepted by ``POST /_edge/ingest``. Empty: token auth disabled."""
+    ingest_secret: str = ""
+    """HMAC-SHA256 key for signed ``POST /_edge/ingest`` bodies. Empty: disabled."""
     rules: str = "rules"
     """Directory of the merchant's rule files."""
     snippets: str = "snippets"
@@ -83,6 +102,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 FIELDS = tuple(Config.__struct_fields__)
+_LIST_FIELDS = frozenset(f.name for f in msgspec.structs.fields(Config) if getattr(f.type, "__origin__", None) is list)
 
 
 def load_config(
@@ -119,6 +139,8 @@ def load_config(
         for name in FIELDS
         if f"EDGE_{name.upper()}" in environ
     }
+    for name in _LIST_FIELDS & env.keys():  # lists come comma-separated in the environment
+        env[name] = [part.strip() for part in env[name].split(",") if part.strip()]  # type: ignore[assignment]
     merged.update(_checked(env, "environment (EDGE_*)", strict=False))
 
     if overrides:

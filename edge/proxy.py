@@ -28,6 +28,7 @@ from edge.upstream import (
     UpstreamResponse,
     UpstreamTimeout,
 )
+from edge.visitors import FORM_LIMIT, Visitors
 
 log = logging.getLogger("edge.proxy")
 
@@ -63,9 +64,10 @@ class _ClientGone(Exception):
 class Proxy:
     """ASGI app forwarding every request to ``config.upstream``."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, visitors: Visitors | None = None) -> None:
         scheme, host, port = config.upstream_origin
         self.config = config
+        self.visitors = visitors
         self.pool = UpstreamPool(
             host,
             port,
@@ -206,9 +208,10 @@ class Proxy:
         return out
 
     async def open_upstream(
-        self, scope: Scope, receive: Any, send: Any
+        self, scope: Scope, receive: Any, send: Any, form: bytearray | None = None
     ) -> tuple[UpstreamResponse, bytes] | None:
-        """Send the request upstream. On failure the error page is sent and None returned."""
+        """Send the request upstream (copying up to ``FORM_LIMIT`` body bytes into
+        *form* when given). On failure the error page is sent and None returned."""
         try:
             headers, host, framing = self._upstream_request_headers(scope)
         except _BadRequest as exc:
@@ -217,7 +220,7 @@ class Proxy:
         target = scope.get("raw_path") or scope["path"].encode()
         if scope["query_string"]:
             target = target + b"?" + scope["query_string"]
-        body = None if framing is None else _request_body(receive)
+        body = None if framing is None else _request_body(receive, form)
         try:
             response = await self.pool.request(
                 scope["method"].encode(), target, headers, body, chunked=framing is True
@@ -237,18 +240,67 @@ class Proxy:
         return response, host
 
     async def _forward(self, scope: Scope, receive: Any, send: Any) -> None:
-        opened = await self.open_upstream(scope, receive, send)
+        visitors = self.visitors
+        if visitors is None:
+            opened = await self.open_upstream(scope, receive, send)
+            if opened is None:
+                return
+            response, host = opened
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status,
+                    "headers": self.response_headers(scope, host, response.headers),
+                }
+            )
+            await stream_body(response, receive, send)
+            return
+
+        visit = visitors.begin(scope)
+        form = None
+        if visit.visitor_id and visitors.observer.wants_form(scope["method"], scope["path"]):
+            form = bytearray()
+        opened = await self.open_upstream(scope, receive, send, form)
         if opened is None:
             return
         response, host = opened
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status,
-                "headers": self.response_headers(scope, host, response.headers),
-            }
-        )
+        headers = self.response_headers(scope, host, response.headers)
+        set_cookie = visitors.cookie_header(visit)
+        if set_cookie is not None:
+            headers = _private(headers)
+            headers.append(set_cookie)
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await stream_body(response, receive, send)
+        if visit.visitor_id:
+            content_type = next((v for n, v in headers if n == b"content-type"), b"")
+            form_bytes = bytes(form) if form is not None and len(form) <= FORM_LIMIT else None
+            visitors.after(visit, scope, response.status, content_type, form_bytes)
+
+
+def _private(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Keep a response that sets the visitor cookie out of shared caches: a cached
+    copy would hand one visitor's id to everyone."""
+    out = []
+    found = False
+    for name, value in headers:
+        if name == b"cache-control":
+            found = True
+            parts = [
+                p.strip()
+                for p in value.split(b",")
+                if p.strip()
+                and p.strip().lower() != b"public"
+                and not p.strip().lower().startswith(b"s-maxage")
+            ]
+            if b"private" not in (p.lower() for p in parts) and b"no-store" not in (
+                p.lower() for p in parts
+            ):
+                parts.insert(0, b"private")
+            value = b", ".join(parts)
+        out.append((name, value))
+    if not found:
+        out.append((b"cache-control", b"private"))
+    return out
 
 
 async def stream_body(response: UpstreamResponse, receive: Any, send: Any) -> None:
@@ -284,12 +336,15 @@ async def _wait_disconnect(receive: Any) -> None:
         pass
 
 
-async def _request_body(receive: Any) -> AsyncIterator[bytes]:
+async def _request_body(receive: Any, copy: bytearray | None = None) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise _ClientGone
-        yield message.get("body", b"")
+        chunk = message.get("body", b"")
+        if copy is not None and len(copy) <= FORM_LIMIT:
+            copy += chunk
+        yield chunk
         if not message.get("more_body", False):
             return
 

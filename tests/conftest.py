@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,6 +98,8 @@ class EdgeProcess:
 def start_edge(upstream: str, *args: str, env: dict[str, str] | None = None) -> EdgeProcess:
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
+    full_env["EDGE_STORE"] = f"sqlite:{tempfile.mkdtemp(prefix='edge-test-')}/profiles.db"
+    full_env["EDGE_SECRET"] = "test-secret"
     full_env.update(env or {})
     proc = subprocess.Popen(
         [*EDGE, "serve", "--upstream", upstream, "--port", str(port), *args],
@@ -118,6 +121,11 @@ def upstream() -> Iterator[TestUpstream]:
 
 @pytest.fixture(scope="module")
 def edge(upstream: TestUpstream) -> Iterator[EdgeProcess]:
-    proc = start_edge(upstream.url, env={"EDGE_READ_TIMEOUT": "1", "EDGE_CONNECT_TIMEOUT": "1"})
+    # Tracking off: the transparency battery compares with the shop byte for byte, and
+    # a first visit legitimately gains the visitor cookie (tests/test_visitors.py).
+    proc = start_edge(
+        upstream.url,
+        env={"EDGE_READ_TIMEOUT": "1", "EDGE_CONNECT_TIMEOUT": "1", "EDGE_TRACK": "false"},
+    )
     yield proc
     proc.stop()

@@ -18,8 +18,9 @@ from edge.profiles.events import (
     apply,
     check_allowed,
     merge,
+    record_touch,
 )
-from edge.profiles.model import Profile, new_profile
+from edge.profiles.model import Profile, Touch, new_profile
 from edge.profiles.store import CachedStore, Profiles, Store
 
 
@@ -50,6 +51,8 @@ class ProfileService:
         events: Sequence[BaseEvent],
         source: Source,
         now: int | None = None,
+        *,
+        touch: Touch | None = None,
     ) -> Profile | None:
         """Apply *events*. For browser and observed events *visitor_id* is the cookie's
         id; for shop events each event names its subject and *visitor_id* is None."""
@@ -59,7 +62,8 @@ class ProfileService:
         if source is not Source.SHOP:
             assert visitor_id is not None
             key = await self.cache.resolve(visitor_id) or visitor_id
-            return (await self._apply(key, [], events, source, now, fresh_id=visitor_id))[key]
+            applied = await self._apply(key, [], events, source, now, fresh_id=visitor_id, touch=touch)
+            return applied[key]
         last: Profile | None = None
         for event in events:
             last = await self._record_shop_event(event, now)
@@ -108,6 +112,7 @@ class ProfileService:
         fresh_id: str,
         email_hash: str = "",
         extra_aliases: Sequence[str] = (),
+        touch: Touch | None = None,
     ) -> Profiles:
         claims = [_claim(e) for e in events]
         wanted = [c for c in claims if c]
@@ -124,6 +129,8 @@ class ProfileService:
                 if claim and claim in seen:
                     continue
                 apply(profile, event, now, source)
+            if touch is not None:
+                record_touch(profile, touch)
             if event_user := next((e.user_id for e in events if e.user_id), None):
                 profile.customer_id = event_user
             if email_hash:

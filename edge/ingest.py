@@ -1,0 +1,182 @@
+"""Events arriving over HTTP: from the browser (``/_edge/events``), from the shop
+(``/_edge/ingest``), and the visitor's own profile (``/_edge/profile``).
+
+Both event endpoints answer 2xx only after the store committed the batch, so an
+acknowledged event survives a killed process. A browser batch is the visitor's own
+claim: it may only carry behavioural events about the cookie's visitor; anything
+else refuses the whole batch with 403 and changes nothing. The shop authenticates
+with a bearer token or an HMAC-SHA256 signature of the body (header
+``X-Edge-Signature: t=<unix time>,v1=<hex>`` over ``"<t>." + body``, five minutes of
+clock skew allowed), both compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from typing import Final
+
+import cachetools
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from edge.config import Config
+from edge.identity import Identity
+from edge.profiles import events as ev
+from edge.profiles.service import ProfileService, UnknownVisitor
+from edge.visitors import Visitors
+
+BROWSER_BODY_LIMIT: Final = 64 * 1024
+BROWSER_BATCH_LIMIT: Final = 100
+INGEST_BODY_LIMIT: Final = 4 * 1024 * 1024
+INGEST_BATCH_LIMIT: Final = 5_000
+SIGNATURE_TOLERANCE: Final = 300
+_BURST: Final = 30.0
+_REFILL_PER_SECOND: Final = 5.0
+
+
+class Batch(msgspec.Struct, forbid_unknown_fields=True):
+    events: list[ev.Event]
+
+
+_decode_batch = msgspec.json.Decoder(Batch).decode
+_no_store = {"cache-control": "no-store"}
+
+
+def _error(status: int, error: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": error, "message": message}, status_code=status, headers=_no_store)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+class EventEndpoints:
+    def __init__(
+        self, config: Config, identity: Identity, profiles: ProfileService, visitors: Visitors
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.profiles = profiles
+        self.visitors = visitors
+        self._buckets: cachetools.TTLCache[str, tuple[float, float]] = cachetools.TTLCache(
+            100_000, 60
+        )
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/_edge/events", self.browser_events, methods=["POST"]),
+            Route("/_edge/ingest", self.ingest, methods=["POST"]),
+            Route("/_edge/profile", self.profile, methods=["GET", "DELETE"]),
+        ]
+
+    def _allow(self, visitor_id: str) -> bool:
+        now = time.monotonic()
+        tokens, last = self._buckets.get(visitor_id, (_BURST, now))
+        tokens = min(_BURST, tokens + (now - last) * _REFILL_PER_SECOND)
+        if tokens < 1:
+            self._buckets[visitor_id] = (tokens, now)
+            return False
+        self._buckets[visitor_id] = (tokens - 1, now)
+        return True
+
+    async def browser_events(self, request: Request) -> Response:
+        visit = self.visitors.begin(request.scope)
+        if not visit.consent:
+            return JSONResponse(
+                {"accepted": 0, "stored": False}, status_code=202, headers=_no_store
+            )
+        if visit.visitor_id is None or visit.new:
+            return _error(403, "no_visitor", "events need the visitor cookie set by a page view")
+        if not self._allow(visit.visitor_id):
+            return _error(429, "rate_limited", "too many event batches; slow down")
+        body = await _read_limited(request, BROWSER_BODY_LIMIT)
+        if body is None:
+            return _error(413, "too_large", f"a batch may be at most {BROWSER_BODY_LIMIT} bytes")
+        try:
+            batch = _decode_batch(body)
+        except msgspec.DecodeError as exc:
+            return _error(422, "invalid", str(exc))
+        if len(batch.events) > BROWSER_BATCH_LIMIT:
+            return _error(413, "too_many", f"a batch may hold at most {BROWSER_BATCH_LIMIT} events")
+        try:
+            await self.profiles.record(visit.visitor_id, batch.events, ev.Source.BROWSER)
+        except ev.NotAllowed as exc:
+            return _error(403, "not_allowed", str(exc))
+        return JSONResponse({"accepted": len(batch.events)}, status_code=202, headers=_no_store)
+
+    def _authenticated(self, request: Request, body: bytes) -> bool:
+        auth = request.headers.get("authorization", "")
+        token = self.config.ingest_token
+        if token and auth.startswith("Bearer "):
+            return hmac.compare_digest(auth[7:].encode(), token.encode())
+        secret = self.config.ingest_secret
+        signature = request.headers.get("x-edge-signature", "")
+        if not (secret and signature):
+            return False
+        fields = dict(part.split("=", 1) for part in signature.split(",") if "=" in part)
+        stamp = fields.get("t", "")
+        if not stamp.isdigit() or abs(time.time() - int(stamp)) > SIGNATURE_TOLERANCE:
+            return False
+        expected = hmac.new(
+            secret.encode(), stamp.encode() + b"." + body, hashlib.sha256
+        ).hexdigest()
+        return hmac.compare_digest(expected.encode(), fields.get("v1", "").encode())
+
+    async def ingest(self, request: Request) -> Response:
+        if not (self.config.ingest_token or self.config.ingest_secret):
+            return _error(
+                503, "ingest_disabled", "set ingest_token or ingest_secret to accept shop events"
+            )
+        body = await _read_limited(request, INGEST_BODY_LIMIT)
+        if body is None:
+            return _error(413, "too_large", f"a batch may be at most {INGEST_BODY_LIMIT} bytes")
+        if not self._authenticated(request, body):
+            return _error(401, "unauthorized", "missing or wrong bearer token or signature")
+        try:
+            batch = _decode_batch(body)
+        except msgspec.DecodeError as exc:
+            return _error(422, "invalid", str(exc))
+        if len(batch.events) > INGEST_BATCH_LIMIT:
+            return _error(413, "too_many", f"a batch may hold at most {INGEST_BATCH_LIMIT} events")
+        for i, event in enumerate(batch.events):
+            if not (event.user_id or event.email or event.anonymous_id):
+                return _error(422, "invalid", f"events[{i}]: needs user_id, email or anonymous_id")
+        try:
+            await self.profiles.record(None, batch.events, ev.Source.SHOP)
+        except UnknownVisitor as exc:
+            return _error(422, "invalid", str(exc))
+        except ValueError as exc:
+            return _error(422, "invalid", str(exc))
+        return JSONResponse({"accepted": len(batch.events)}, headers=_no_store)
+
+    async def profile(self, request: Request) -> Response:
+        visit = self.visitors.begin(request.scope)
+        if visit.visitor_id is None or visit.new:
+            if request.method == "DELETE":
+                return JSONResponse({"erased": False}, headers=_no_store)
+            return JSONResponse({"profile": None}, headers=_no_store)
+        if request.method == "DELETE":
+            erased = await self.profiles.erase(visit.visitor_id)
+            response = JSONResponse({"erased": erased}, headers=_no_store)
+            response.raw_headers.append(
+                (b"set-cookie", self.identity.clear_cookie_header(secure=visit.secure))
+            )
+            return response
+        profile = await self.profiles.load(visit.visitor_id)
+        return Response(
+            b'{"profile":' + msgspec.json.encode(profile) + b"}",
+            media_type="application/json",
+            headers={"cache-control": "private, no-store"},
+        )

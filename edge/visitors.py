@@ -1,0 +1,144 @@
+"""The visitor side of the request path: who is asking, and what they just did.
+
+:meth:`Visitors.begin` reads the signed cookie and the consent cookie (microseconds,
+no I/O). After the response has gone out, :meth:`Visitors.after` turns what the
+sidecar saw (a page of a given type, a search, a landing campaign, a cart form) into
+events and queues them; a background task writes them in batches, off the hot path.
+Without consent nothing is queued and no cookie is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+from edge.identity import VISITOR_COOKIE, Identity, parse_cookies
+from edge.observe import Observer
+from edge.profiles import events as ev
+from edge.profiles.model import Touch
+from edge.profiles.service import ProfileService
+
+log = logging.getLogger("edge.visitors")
+
+FORM_LIMIT: Final = 16 * 1024
+"""Cart forms larger than this are forwarded but not read."""
+_FLUSH_EVERY: Final = 0.05
+_MAX_PENDING: Final = 100_000
+
+
+@dataclass(slots=True)
+class Visit:
+    visitor_id: str | None
+    """None without consent (or with tracking off): nothing is stored."""
+    new: bool
+    secure: bool
+    consent: bool
+
+
+class Visitors:
+    def __init__(
+        self,
+        identity: Identity,
+        profiles: ProfileService,
+        observer: Observer,
+        *,
+        track: bool = True,
+    ) -> None:
+        self.identity = identity
+        self.profiles = profiles
+        self.observer = observer
+        self.track = track
+        self._pending: list[tuple[str, list[ev.BaseEvent], Touch | None]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._dropped = 0
+
+    def begin(self, scope: dict[str, Any]) -> Visit:
+        cookie_header = b""
+        secure = scope.get("scheme") == "https"
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                cookie_header = cookie_header + b"; " + value if cookie_header else value
+            elif name == b"x-forwarded-proto":
+                secure = secure or value == b"https"
+        cookies = parse_cookies(cookie_header) if cookie_header else {}
+        consent = self.identity.has_consent(cookies)
+        if not (consent and self.track):
+            return Visit(None, False, secure, consent)
+        visitor_id = (
+            self.identity.verify(cookies[VISITOR_COOKIE]) if VISITOR_COOKIE in cookies else None
+        )
+        if visitor_id is None:
+            return Visit(self.identity.new_visitor_id(), True, secure, consent)
+        return Visit(visitor_id, False, secure, consent)
+
+    def cookie_header(self, visit: Visit) -> tuple[bytes, bytes] | None:
+        if visit.new and visit.visitor_id:
+            return (
+                b"set-cookie",
+                self.identity.set_cookie_header(visit.visitor_id, secure=visit.secure),
+            )
+        return None
+
+    def after(
+        self,
+        visit: Visit,
+        scope: dict[str, Any],
+        status: int,
+        content_type: bytes,
+        form: bytes | None,
+    ) -> None:
+        """Queue the events this exchange shows (no I/O here)."""
+        if visit.visitor_id is None:
+            return
+        method = scope["method"]
+        path = scope["path"]
+        events: list[ev.BaseEvent] = []
+        touch = None
+        if form is not None and status < 400:
+            fields = dict(parse_qsl(form.decode("utf-8", "replace")))
+            events.extend(self.observer.cart_events(method, path, fields))
+        if method == "GET" and 200 <= status < 300 and content_type.startswith(b"text/html"):
+            query = scope["query_string"].decode("latin-1")
+            _, page_events = self.observer.page_events(path, query)
+            events.extend(page_events)
+            referrer = ""
+            for name, value in scope["headers"]:
+                if name == b"referer":
+                    referrer = value.decode("latin-1")
+                    break
+            touch = self.observer.touch(query, referrer, int(time.time()))
+        if not events:
+            return
+        if len(self._pending) >= _MAX_PENDING:
+            self._dropped += 1  # the store is far behind: shed load rather than memory
+            return
+        self._pending.append((visit.visitor_id, events, touch))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(_FLUSH_EVERY)
+        await self.flush()
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        grouped: dict[str, tuple[list[ev.BaseEvent], list[Touch]]] = defaultdict(lambda: ([], []))
+        for visitor_id, events, touch in pending:
+            group = grouped[visitor_id]
+            group[0].extend(events)
+            if touch is not None:
+                group[1].append(touch)
+        writes = [
+            self.profiles.record(
+                visitor_id, events, ev.Source.OBSERVED, touch=touches[-1] if touches else None
+            )
+            for visitor_id, (events, touches) in grouped.items()
+        ]
+        for outcome in await asyncio.gather(*writes, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                log.error("recording observed events failed: %s", outcome)

@@ -1,0 +1,255 @@
+"""Visitors through a real `edge serve`: cookie, consent, events, ingest, erasure, durability."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests._upstream import TestUpstream
+from tests.conftest import EdgeProcess, Reply, fetch, start_edge
+
+TOKEN = "ingest-token-for-tests"
+SIGNING = "ingest-hmac-for-tests"
+
+
+@pytest.fixture
+def tracked(upstream: TestUpstream) -> Iterator[EdgeProcess]:
+    proc = start_edge(upstream.url, env={"EDGE_INGEST_TOKEN": TOKEN, "EDGE_INGEST_SECRET": SIGNING})
+    yield proc
+    proc.stop()
+
+
+def visitor_cookie(reply: Reply) -> str:
+    cookie = next(v for v in reply.all("set-cookie") if v.startswith("edge_vid="))
+    return cookie.split(";")[0]
+
+
+def post_json(
+    port: int, path: str, payload: object, headers: dict[str, str] | None = None
+) -> Reply:
+    body = json.dumps(payload).encode()
+    return fetch(port, path, "POST", {"Content-Type": "application/json", **(headers or {})}, body)
+
+
+def profile(port: int, cookie: str) -> dict:  # type: ignore[type-arg]
+    return json.loads(fetch(port, "/_edge/profile", headers={"Cookie": cookie}).body)["profile"]
+
+
+def wait_for(predicate: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_first_visit_gets_a_signed_cookie_and_a_private_response(
+    tracked: EdgeProcess, upstream: TestUpstream
+) -> None:
+    first = fetch(tracked.port, "/page")
+    cookie = next(v for v in first.all("set-cookie") if v.startswith("edge_vid="))
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    assert first.header("cache-control") == "private, max-age=60"  # never in a shared cache
+    again = fetch(tracked.port, "/page", headers={"Cookie": cookie.split(";")[0]})
+    assert again.all("set-cookie") == []
+    assert again.header("cache-control") == "public, max-age=60"  # a known visitor: untouched
+    https = fetch(tracked.port, "/page", headers={"X-Forwarded-Proto": "https"})
+    assert "Secure" in next(v for v in https.all("set-cookie") if v.startswith("edge_vid="))
+
+
+def test_tampered_cookie_means_a_new_visitor(tracked: EdgeProcess) -> None:
+    cookie = visitor_cookie(fetch(tracked.port, "/page"))
+    vid, tag = cookie.removeprefix("edge_vid=").split(".")
+    forged = f"edge_vid={vid[:-1]}{'A' if vid[-1] != 'A' else 'B'}.{tag}"
+    for bad in (forged, "edge_vid=garbage", "edge_vid=", "edge_vid=a.b.c"):
+        reply = fetch(tracked.port, "/page", headers={"Cookie": bad})
+        assert reply.status == 200
+        assert visitor_cookie(reply) != cookie
+
+
+def test_page_views_are_recorded_off_the_hot_path(tracked: EdgeProcess) -> None:
+    cookie = visitor_cookie(
+        fetch(tracked.port, "/page?utm_source=newsletter&utm_medium=email&utm_campaign=saldi")
+    )
+    wait_for(lambda: profile(tracked.port, cookie) is not None)
+    p = profile(tracked.port, cookie)
+    assert sum(p["pageview_days"].values()) == 1
+    assert p["first_touch"]["campaign"] == "saldi" and p["first_touch"]["channel"] == "email"
+    assert p["visits"] == 1
+
+
+def test_browser_events_change_only_behaviour(tracked: EdgeProcess) -> None:
+    cookie = visitor_cookie(fetch(tracked.port, "/page"))
+    ok = post_json(
+        tracked.port,
+        "/_edge/events",
+        {"events": [{"event": "Product Engaged", "product_id": "p1", "dwell_ms": 30000}]},
+        {"Cookie": cookie},
+    )
+    assert ok.status == 202
+    assert profile(tracked.port, cookie)["dwell_ms"] == 30000
+    before = profile(tracked.port, cookie)
+    for forbidden in (
+        {"event": "Order Completed", "order_id": "X1", "total": 9999},
+        {"event": "Identify", "traits": {"city": "Roma"}},
+        {"event": "Email Opened"},
+    ):
+        refused = post_json(
+            tracked.port,
+            "/_edge/events",
+            {
+                "events": [
+                    {"event": "Product Engaged", "product_id": "p1", "dwell_ms": 1},
+                    forbidden,
+                ]
+            },
+            {"Cookie": cookie},
+        )
+        assert refused.status == 403
+        assert "may not send" in json.loads(refused.body)["message"]
+    assert profile(tracked.port, cookie) == before
+    bad = post_json(
+        tracked.port,
+        "/_edge/events",
+        {"events": [{"event": "Product Engaged"}]},
+        {"Cookie": cookie},
+    )
+    assert bad.status == 422 and "product_id" in json.loads(bad.body)["message"]
+    assert post_json(tracked.port, "/_edge/events", {"events": []}).status == 403  # no cookie
+
+
+def test_ingest_needs_authentication_and_counts_orders_once(tracked: EdgeProcess) -> None:
+    cookie = visitor_cookie(fetch(tracked.port, "/page"))
+    vid = cookie.removeprefix("edge_vid=").split(".")[0]
+    order = {
+        "events": [
+            {
+                "event": "Order Completed",
+                "order_id": "A-77",
+                "total": 250.0,
+                "anonymous_id": vid,
+                "user_id": "c-1",
+                "coupon": "SALDI20",
+                "products": [{"product_id": "p9", "category": "borse"}],
+            }
+        ]
+    }
+    assert post_json(tracked.port, "/_edge/ingest", order).status == 401
+    assert (
+        post_json(tracked.port, "/_edge/ingest", order, {"Authorization": "Bearer wrong"}).status
+        == 401
+    )
+    body = json.dumps(order).encode()
+    stamp = str(int(time.time()))
+    forged = hmac.new(b"not-the-secret", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    assert (
+        fetch(
+            tracked.port,
+            "/_edge/ingest",
+            "POST",
+            {"X-Edge-Signature": f"t={stamp},v1={forged}"},
+            body,
+        ).status
+        == 401
+    )
+    good = hmac.new(SIGNING.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    assert (
+        fetch(
+            tracked.port,
+            "/_edge/ingest",
+            "POST",
+            {"X-Edge-Signature": f"t={stamp},v1={good}"},
+            body,
+        ).status
+        == 200
+    )
+    assert (
+        post_json(tracked.port, "/_edge/ingest", order, {"Authorization": f"Bearer {TOKEN}"}).status
+        == 200
+    )
+    p = profile(tracked.port, cookie)  # the visitor's cookie now reaches the customer's profile
+    assert p["customer_id"] == "c-1"
+    assert p["order_count"] == 1 and p["lifetime_spent"] == 250.0 and p["coupon_orders"] == 1
+
+
+def test_erasure_removes_profile_and_cookie(tracked: EdgeProcess) -> None:
+    cookie = visitor_cookie(fetch(tracked.port, "/page"))
+    wait_for(lambda: profile(tracked.port, cookie) is not None)
+    erased = fetch(tracked.port, "/_edge/profile", "DELETE", {"Cookie": cookie})
+    assert json.loads(erased.body) == {"erased": True}
+    assert any(v.startswith("edge_vid=;") and "Max-Age=0" in v for v in erased.all("set-cookie"))
+    assert profile(tracked.port, cookie) is None
+
+
+def test_without_consent_nothing_is_stored(upstream: TestUpstream) -> None:
+    proc = start_edge(upstream.url, env={"EDGE_CONSENT_COOKIE": "cookie_consent"})
+    try:
+        reply = fetch(proc.port, "/page")
+        assert reply.all("set-cookie") == []
+        assert reply.header("cache-control") == "public, max-age=60"
+        denied = fetch(proc.port, "/page", headers={"Cookie": "cookie_consent=no"})
+        assert denied.all("set-cookie") == []
+        accepted = fetch(proc.port, "/page", headers={"Cookie": "cookie_consent=yes"})
+        cookie = visitor_cookie(accepted)
+        # consent withdrawn: the old cookie is ignored and events are not stored
+        events = post_json(
+            proc.port,
+            "/_edge/events",
+            {"events": [{"event": "Product Engaged", "product_id": "p1", "dwell_ms": 5}]},
+            {"Cookie": f"{cookie}; cookie_consent=no"},
+        )
+        assert events.status == 202 and json.loads(events.body)["stored"] is False
+    finally:
+        proc.stop()
+
+
+def test_kill_9_after_acknowledgement_loses_nothing(upstream: TestUpstream) -> None:
+    store = f"sqlite:{tempfile.mkdtemp(prefix='edge-kill-')}/p.db"
+    env = {"EDGE_STORE": store, "EDGE_INGEST_TOKEN": TOKEN}
+    proc = start_edge(upstream.url, env=env)
+    cookie = visitor_cookie(fetch(proc.port, "/page"))
+    acked = 0
+    for i in range(25):  # under the per-visitor burst limit (30)
+        reply = post_json(
+            proc.port,
+            "/_edge/events",
+            {"events": [{"event": "Product Engaged", "product_id": f"p{i}", "dwell_ms": 1000}]},
+            {"Cookie": cookie},
+        )
+        assert reply.status == 202
+        acked += 1
+    for i in range(20):
+        order = {
+            "events": [
+                {
+                    "event": "Order Completed",
+                    "order_id": f"K-{i}",
+                    "total": 10.0,
+                    "user_id": "killed",
+                }
+            ]
+        }
+        assert (
+            post_json(
+                proc.port, "/_edge/ingest", order, {"Authorization": f"Bearer {TOKEN}"}
+            ).status
+            == 200
+        )
+    proc.stop(signal.SIGKILL)  # right after the last acknowledgement, no shutdown
+    again = start_edge(upstream.url, env=env)
+    try:
+        assert profile(again.port, cookie)["dwell_ms"] == acked * 1000
+        from edge.profiles.sqlite import SQLiteStore
+
+        stored = SQLiteStore(store.removeprefix("sqlite:")).get_sync("cust:killed")
+        assert stored is not None and stored.order_count == 20
+    finally:
+        again.stop()
