@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -49,6 +49,7 @@ class EdgeApp:
         self.profiles = ProfileService(self.store, self.identity.email_hash)
         self.visitors = Visitors(self.identity, self.profiles, Observer(), track=config.track)
         self.proxy = Proxy(config, self.visitors)
+        self.startup_hooks: list[Callable[[EdgeApp], Awaitable[None]]] = []
         endpoints = EventEndpoints(config, self.identity, self.profiles, self.visitors)
         self.sidecar = Starlette(
             routes=[
@@ -73,6 +74,8 @@ class EdgeApp:
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         log.info("proxying to %s", self.config.upstream)
+        for hook in self.startup_hooks:
+            await hook(self)
         yield
         await self.visitors.flush()
         self.proxy.pool.close()

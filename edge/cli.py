@@ -52,6 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
+    forget = commands.add_parser(
+        "forget",
+        help="erase a visitor's profile by visitor id, customer id or email",
+        description="Erase a profile (and the links to it) from the configured store: "
+        "by visitor id, by customer id as cust:ID, or by email.",
+    )
+    forget.add_argument("who", metavar="ID|EMAIL", help="visitor id, cust:CUSTOMER_ID or an email")
+    forget.add_argument(
+        "--store", help="store to erase from (default: from edge.toml / EDGE_STORE)"
+    )
+    _add_config_flag(forget)
     return parser
 
 
@@ -62,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "demo":
             return _demo(args)
+        if args.command == "forget":
+            return _forget(args)
     except ConfigError as exc:
         print(f"edge: {exc}", file=sys.stderr)
         return 2
@@ -105,7 +118,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from edge.app import create_app
+    from edge.app import EdgeApp, create_app
+    from edge.demo.seed import seed
     from edge.demo.shop import create_app as create_shop
     from edge.server import bind, configure_logging, make_server, run, serve
 
@@ -125,9 +139,14 @@ def _demo(args: argparse.Namespace) -> int:
     )
     edge_sock = _bind_or_explain(bind, config.host, config.port)
     shop = make_server(create_shop(), host="127.0.0.1", port=shop_port, graceful_timeout=5)
-    sidecar = make_server(
-        create_app(config), host=config.host, port=config.port, graceful_timeout=5
-    )
+    app = create_app(config)
+    seeded: list[int] = []
+
+    async def seed_customers(edge_app: EdgeApp) -> None:
+        seeded.append(await seed(edge_app.profiles))
+
+    app.startup_hooks.append(seed_customers)
+    sidecar = make_server(app, host=config.host, port=config.port, graceful_timeout=5)
     url = f"http://{_display_host(config.host)}:{config.port}"
 
     def started() -> None:
@@ -144,6 +163,9 @@ def _demo(args: argparse.Namespace) -> int:
     {url}/_edge/healthz        the sidecar's own health endpoint
     {url}/_edge/readyz         is the shop reachable?
 
+  {seeded[0] if seeded else 0} synthetic customers with order histories are in the profile
+  store, and you are recorded as you click around: {url}/_edge/profile
+
   The shop itself listens on http://127.0.0.1:{shop_port} (internal).
   Press Ctrl-C to stop.
 """,
@@ -156,6 +178,34 @@ def _demo(args: argparse.Namespace) -> int:
         shutil.rmtree(data_dir, ignore_errors=True)
     print("  demo stopped.", flush=True)
     return 0
+
+
+def _forget(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from edge.app import open_store
+    from edge.identity import Identity
+    from edge.profiles.service import ProfileService
+
+    config = load_config({"store": args.store}, config_file=args.config)
+    if "@" in args.who and not config.secret:
+        raise ConfigError(
+            "erasing by email needs the secret the emails were hashed with (EDGE_SECRET)"
+        )
+    identity = Identity([config.secret or "unused"])
+
+    async def erase() -> bool:
+        store = open_store(config.store)
+        try:
+            return await ProfileService(store, identity.email_hash).erase(args.who)
+        finally:
+            await store.close()
+
+    if asyncio.run(erase()):
+        print(f"erased the profile of {args.who}")
+        return 0
+    print(f"no profile found for {args.who}", file=sys.stderr)
+    return 1
 
 
 def _bind_or_explain(bind: object, host: str, port: int) -> object:

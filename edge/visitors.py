@@ -5,6 +5,11 @@ no I/O). After the response has gone out, :meth:`Visitors.after` turns what the
 sidecar saw (a page of a given type, a search, a landing campaign, a cart form) into
 events and queues them; a background task writes them in batches, off the hot path.
 Without consent nothing is queued and no cookie is set.
+
+A profile is stored from a visitor's second request on, when their browser returned
+the cookie: what the first request showed (the landing page and its campaign) waits
+in a bounded in-memory table until then. Cookieless one-hit clients (crawlers,
+scripts, load generators) so cost a table entry, never a database write.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
+import cachetools
+
 from edge.identity import VISITOR_COOKIE, Identity, parse_cookies
 from edge.observe import Observer
 from edge.profiles import events as ev
-from edge.profiles.model import Touch
+from edge.profiles.model import SESSION_GAP, Touch
 from edge.profiles.service import ProfileService
 
 log = logging.getLogger("edge.visitors")
@@ -29,6 +36,7 @@ FORM_LIMIT: Final = 16 * 1024
 """Cart forms larger than this are forwarded but not read."""
 _FLUSH_EVERY: Final = 0.05
 _MAX_PENDING: Final = 100_000
+_FIRST_HITS: Final = 200_000
 
 
 @dataclass(slots=True)
@@ -53,9 +61,12 @@ class Visitors:
         self.profiles = profiles
         self.observer = observer
         self.track = track
-        self._pending: list[tuple[str, list[ev.BaseEvent], Touch | None]] = []
+        self._pending: list[tuple[str, list[ev.BaseEvent], list[Touch]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._dropped = 0
+        self._first_hits: cachetools.TTLCache[str, tuple[list[ev.BaseEvent], Touch | None]] = (
+            cachetools.TTLCache(_FIRST_HITS, SESSION_GAP)
+        )
 
     def begin(self, scope: dict[str, Any]) -> Visit:
         cookie_header = b""
@@ -114,10 +125,22 @@ class Visitors:
             touch = self.observer.touch(query, referrer, int(time.time()))
         if not events:
             return
+        if visit.new:
+            self._first_hits[visit.visitor_id] = (events, touch)
+            return
+        touches = [touch] if touch is not None else []
+        first = self._first_hits.pop(visit.visitor_id, None)
+        if first is not None:
+            events = first[0] + events
+            if first[1] is not None:
+                touches.insert(0, first[1])
+        self._queue(visit.visitor_id, events, touches)
+
+    def _queue(self, visitor_id: str, events: list[ev.BaseEvent], touches: list[Touch]) -> None:
         if len(self._pending) >= _MAX_PENDING:
             self._dropped += 1  # the store is far behind: shed load rather than memory
             return
-        self._pending.append((visit.visitor_id, events, touch))
+        self._pending.append((visitor_id, events, touches))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush_soon())
 
@@ -128,15 +151,12 @@ class Visitors:
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
         grouped: dict[str, tuple[list[ev.BaseEvent], list[Touch]]] = defaultdict(lambda: ([], []))
-        for visitor_id, events, touch in pending:
+        for visitor_id, events, touches in pending:
             group = grouped[visitor_id]
             group[0].extend(events)
-            if touch is not None:
-                group[1].append(touch)
+            group[1].extend(touches)
         writes = [
-            self.profiles.record(
-                visitor_id, events, ev.Source.OBSERVED, touch=touches[-1] if touches else None
-            )
+            self.profiles.record(visitor_id, events, ev.Source.OBSERVED, touches=touches)
             for visitor_id, (events, touches) in grouped.items()
         ]
         for outcome in await asyncio.gather(*writes, return_exceptions=True):

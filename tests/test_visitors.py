@@ -79,9 +79,14 @@ def test_page_views_are_recorded_off_the_hot_path(tracked: EdgeProcess) -> None:
     cookie = visitor_cookie(
         fetch(tracked.port, "/page?utm_source=newsletter&utm_medium=email&utm_campaign=saldi")
     )
+    time.sleep(0.3)
+    # one cookieless hit stores nothing yet (a crawler or a script would stop here) ...
+    assert profile(tracked.port, cookie) is None
+    # ... the browser that returns the cookie gets a profile: both pages, the landing campaign
+    fetch(tracked.port, "/page", headers={"Cookie": cookie, "Referer": "http://127.0.0.1/page"})
     wait_for(lambda: profile(tracked.port, cookie) is not None)
     p = profile(tracked.port, cookie)
-    assert sum(p["pageview_days"].values()) == 1
+    assert sum(p["pageview_days"].values()) == 2
     assert p["first_touch"]["campaign"] == "saldi" and p["first_touch"]["channel"] == "email"
     assert p["visits"] == 1
 
@@ -182,6 +187,7 @@ def test_ingest_needs_authentication_and_counts_orders_once(tracked: EdgeProcess
 
 def test_erasure_removes_profile_and_cookie(tracked: EdgeProcess) -> None:
     cookie = visitor_cookie(fetch(tracked.port, "/page"))
+    fetch(tracked.port, "/page", headers={"Cookie": cookie})
     wait_for(lambda: profile(tracked.port, cookie) is not None)
     erased = fetch(tracked.port, "/_edge/profile", "DELETE", {"Cookie": cookie})
     assert json.loads(erased.body) == {"erased": True}

@@ -456,9 +456,11 @@ _HANDLERS: Final = {
 
 
 def record_touch(p: Profile, t: Touch) -> None:
-    if p.first_touch is None:
+    """Remember where a visit came from; order-independent (touches may arrive late)."""
+    if p.first_touch is None or t.ts < p.first_touch.ts:
         p.first_touch = t
-    p.last_touch = t
+    if p.last_touch is None or t.ts >= p.last_touch.ts:
+        p.last_touch = t
 
 
 def merge(into: Profile, other: Profile) -> None:

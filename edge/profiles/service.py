@@ -52,7 +52,7 @@ class ProfileService:
         source: Source,
         now: int | None = None,
         *,
-        touch: Touch | None = None,
+        touches: Sequence[Touch] = (),
     ) -> Profile | None:
         """Apply *events*. For browser and observed events *visitor_id* is the cookie's
         id; for shop events each event names its subject and *visitor_id* is None."""
@@ -62,7 +62,9 @@ class ProfileService:
         if source is not Source.SHOP:
             assert visitor_id is not None
             key = await self.cache.resolve(visitor_id) or visitor_id
-            applied = await self._apply(key, [], events, source, now, fresh_id=visitor_id, touch=touch)
+            applied = await self._apply(
+                key, [], events, source, now, fresh_id=visitor_id, touches=touches
+            )
             return applied[key]
         last: Profile | None = None
         for event in events:
@@ -112,7 +114,7 @@ class ProfileService:
         fresh_id: str,
         email_hash: str = "",
         extra_aliases: Sequence[str] = (),
-        touch: Touch | None = None,
+        touches: Sequence[Touch] = (),
     ) -> Profiles:
         claims = [_claim(e) for e in events]
         wanted = [c for c in claims if c]
@@ -129,7 +131,7 @@ class ProfileService:
                 if claim and claim in seen:
                     continue
                 apply(profile, event, now, source)
-            if touch is not None:
+            for touch in touches:
                 record_touch(profile, touch)
             if event_user := next((e.user_id for e in events if e.user_id), None):
                 profile.customer_id = event_user
