@@ -265,14 +265,18 @@ class Proxy:
             return
         response, host = opened
         headers = self.response_headers(scope, host, response.headers)
-        set_cookie = visitors.cookie_header(visit)
-        if set_cookie is not None:
-            headers = _private(headers)
-            headers.append(set_cookie)
+        content_type = next((v for n, v in headers if n == b"content-type"), b"")
+        if visit.new:
+            # The cookie rides only on pages: an image or a stylesheet fetched without
+            # one (a CDN's origin pull, say) must stay cacheable and anonymous.
+            if content_type.startswith(b"text/html"):
+                headers = _private(headers)
+                headers.append(visitors.cookie_header(visit))
+            else:
+                visit.visitor_id = None
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await stream_body(response, receive, send)
         if visit.visitor_id:
-            content_type = next((v for n, v in headers if n == b"content-type"), b"")
             form_bytes = bytes(form) if form is not None and len(form) <= FORM_LIMIT else None
             visitors.after(visit, scope, response.status, content_type, form_bytes)
 

@@ -87,13 +87,13 @@ class Visitors:
             return Visit(self.identity.new_visitor_id(), True, secure, consent)
         return Visit(visitor_id, False, secure, consent)
 
-    def cookie_header(self, visit: Visit) -> tuple[bytes, bytes] | None:
-        if visit.new and visit.visitor_id:
-            return (
-                b"set-cookie",
-                self.identity.set_cookie_header(visit.visitor_id, secure=visit.secure),
-            )
-        return None
+    def cookie_header(self, visit: Visit) -> tuple[bytes, bytes]:
+        """The Set-Cookie header giving a new visitor their signed id."""
+        assert visit.visitor_id is not None
+        return (
+            b"set-cookie",
+            self.identity.set_cookie_header(visit.visitor_id, secure=visit.secure),
+        )
 
     def after(
         self,

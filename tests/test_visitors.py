@@ -259,3 +259,13 @@ def test_kill_9_after_acknowledgement_loses_nothing(upstream: TestUpstream) -> N
         assert stored is not None and stored.order_count == 20
     finally:
         again.stop()
+
+
+def test_assets_never_get_the_cookie(tracked: EdgeProcess, upstream: TestUpstream) -> None:
+    direct = fetch(upstream.port, "/cookies")  # text without a content type: not a page
+    reply = fetch(tracked.port, "/cookies")
+    assert [v for v in reply.all("set-cookie") if v.startswith("edge_vid=")] == []
+    assert reply.all("set-cookie") == direct.all("set-cookie")
+    assert reply.header("cache-control") == direct.header("cache-control")
+    large = fetch(tracked.port, "/large")
+    assert large.all("set-cookie") == [] and large.header("cache-control") is None
