@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -39,6 +40,19 @@ _MAX_PENDING: Final = 100_000
 _FIRST_HITS: Final = 200_000
 
 
+# Search engines and link-preview fetchers: they get the page the merchant published,
+# and nothing of theirs is recorded.
+_CRAWLER = re.compile(
+    rb"bot\b|bot/|crawler|spider|slurp|facebookexternalhit|bingpreview|mediapartners-google"
+    rb"|adsbot|lighthouse|pingdom|uptimerobot|embedly|quora link preview|whatsapp|telegrambot",
+    re.IGNORECASE,
+)
+
+
+def is_crawler(user_agent: bytes) -> bool:
+    return bool(_CRAWLER.search(user_agent))
+
+
 @dataclass(slots=True)
 class Visit:
     visitor_id: str | None
@@ -46,6 +60,7 @@ class Visit:
     new: bool
     secure: bool
     consent: bool
+    crawler: bool = False
 
 
 class Visitors:
@@ -71,11 +86,16 @@ class Visitors:
     def begin(self, scope: dict[str, Any]) -> Visit:
         cookie_header = b""
         secure = scope.get("scheme") == "https"
+        user_agent = b""
         for name, value in scope["headers"]:
             if name == b"cookie":
                 cookie_header = cookie_header + b"; " + value if cookie_header else value
             elif name == b"x-forwarded-proto":
                 secure = secure or value == b"https"
+            elif name == b"user-agent":
+                user_agent = value
+        if user_agent and is_crawler(user_agent):
+            return Visit(None, False, secure, False, crawler=True)
         cookies = parse_cookies(cookie_header) if cookie_header else {}
         consent = self.identity.has_consent(cookies)
         if not (consent and self.track):

@@ -269,3 +269,20 @@ def test_assets_never_get_the_cookie(tracked: EdgeProcess, upstream: TestUpstrea
     assert reply.header("cache-control") == direct.header("cache-control")
     large = fetch(tracked.port, "/large")
     assert large.all("set-cookie") == [] and large.header("cache-control") is None
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+        "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+    ],
+)
+def test_crawlers_are_not_tracked(tracked: EdgeProcess, upstream: TestUpstream, agent: str) -> None:
+    reply = fetch(tracked.port, "/page", headers={"User-Agent": agent})
+    direct = fetch(upstream.port, "/page", headers={"User-Agent": agent})
+    assert reply.all("set-cookie") == []
+    assert reply.body == direct.body and reply.header("cache-control") == direct.header(
+        "cache-control"
+    )
