@@ -17,7 +17,7 @@ from starlette.routing import Route
 from edge.config import Config, ConfigError
 from edge.identity import Identity
 from edge.ingest import EventEndpoints
-from edge.observe import Observer
+from edge.observe import CartAction, Observer
 from edge.profiles.service import ProfileService
 from edge.profiles.store import Store
 from edge.proxy import Proxy, Scope
@@ -47,7 +47,9 @@ class EdgeApp:
         )
         self.store = store if store is not None else open_store(config.store)
         self.profiles = ProfileService(self.store, self.identity.email_hash)
-        self.visitors = Visitors(self.identity, self.profiles, Observer(), track=config.track)
+        self.visitors = Visitors(
+            self.identity, self.profiles, observer_for(config), track=config.track
+        )
         self.proxy = Proxy(config, self.visitors)
         self.startup_hooks: list[Callable[[EdgeApp], Awaitable[None]]] = []
         endpoints = EventEndpoints(config, self.identity, self.profiles, self.visitors)
@@ -103,6 +105,19 @@ async def _not_found(_request: Request, _exc: Exception) -> Response:
         status_code=404,
         headers={"cache-control": "no-store"},
     )
+
+
+def observer_for(config: Config) -> Observer:
+    """The page-type patterns and cart forms from config, or the demo shop's."""
+    kwargs: dict[str, Any] = {}
+    if config.page_types:
+        kwargs["page_types"] = config.page_types
+    if config.cart_actions:
+        kwargs["cart_actions"] = tuple(
+            CartAction(a.method.upper(), a.path, a.action, a.product_field, a.quantity_field)
+            for a in config.cart_actions
+        )
+    return Observer(**kwargs)
 
 
 def open_store(spec: str) -> Store:

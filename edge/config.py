@@ -24,6 +24,16 @@ class ConfigError(Exception):
     """A configuration value is missing or wrong; the message names it and its source."""
 
 
+class CartActionConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """A form the shop posts to change the cart, e.g. ``POST /cart/add`` with ``product_id``."""
+
+    path: str
+    action: Literal["add", "remove"]
+    method: str = "POST"
+    product_field: str = "product_id"
+    quantity_field: str = "qty"
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Everything an operator can set. Field names are the TOML keys and, upper-cased
     with an ``EDGE_`` prefix, the environment variables."""
@@ -72,6 +82,12 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Bearer token accepted by ``POST /_edge/ingest``. Empty: token auth disabled."""
     ingest_secret: str = ""
     """HMAC-SHA256 key for signed ``POST /_edge/ingest`` bodies. Empty: disabled."""
+    page_types: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    """Page type -> URL patterns (``{name}`` matches one path segment), e.g.
+    ``product = ["/p/{product}"]``. Empty: the demo shop's patterns."""
+    cart_actions: list[CartActionConfig] = msgspec.field(default_factory=list)
+    """Cart forms the sidecar recognises. Empty: the demo shop's ``/cart/add`` and
+    ``/cart/remove``."""
     rules: str = "rules"
     """Directory of the merchant's rule files."""
     snippets: str = "snippets"
@@ -102,7 +118,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 FIELDS = tuple(Config.__struct_fields__)
-_LIST_FIELDS = frozenset(f.name for f in msgspec.structs.fields(Config) if getattr(f.type, "__origin__", None) is list)
+_LIST_FIELDS = frozenset(
+    f.name for f in msgspec.structs.fields(Config) if getattr(f.type, "__origin__", None) is list
+)
 
 
 def load_config(
