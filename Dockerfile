@@ -5,13 +5,13 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY edge ./edge
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[redis]'
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home /srv/edge edge
 WORKDIR /srv/edge
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir --find-links /wheels 'shop-edge[redis]' && rm -rf /wheels
 COPY rules ./rules
 COPY snippets ./snippets
 COPY static ./static

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from typing import Final
 
@@ -28,6 +29,8 @@ from edge.identity import Identity
 from edge.profiles import events as ev
 from edge.profiles.service import ProfileService, UnknownVisitor
 from edge.visitors import Visitors
+
+log = logging.getLogger("edge.ingest")
 
 BROWSER_BODY_LIMIT: Final = 64 * 1024
 BROWSER_BATCH_LIMIT: Final = 100
@@ -48,6 +51,17 @@ _no_store = {"cache-control": "no-store"}
 
 def _error(status: int, error: str, message: str) -> JSONResponse:
     return JSONResponse({"error": error, "message": message}, status_code=status, headers=_no_store)
+
+
+def _unavailable(exc: Exception) -> JSONResponse:
+    log.error("profile store failed, batch not acknowledged: %s", type(exc).__name__)
+    response = _error(
+        503,
+        "store_unavailable",
+        "the batch was not stored; retry it (event ids keep retries idempotent)",
+    )
+    response.headers["retry-after"] = "1"
+    return response
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:
@@ -114,6 +128,8 @@ class EventEndpoints:
             await self.profiles.record(visit.visitor_id, batch.events, ev.Source.BROWSER)
         except ev.NotAllowed as exc:
             return _error(403, "not_allowed", str(exc))
+        except Exception as exc:  # the store failed: not acknowledged, the sender retries
+            return _unavailable(exc)
         return JSONResponse({"accepted": len(batch.events)}, status_code=202, headers=_no_store)
 
     def _authenticated(self, request: Request, body: bytes) -> bool:
@@ -159,6 +175,8 @@ class EventEndpoints:
             return _error(422, "invalid", str(exc))
         except ValueError as exc:
             return _error(422, "invalid", str(exc))
+        except Exception as exc:  # the store failed: not acknowledged, the sender retries
+            return _unavailable(exc)
         return JSONResponse({"accepted": len(batch.events)}, headers=_no_store)
 
     async def profile(self, request: Request) -> Response:

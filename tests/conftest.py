@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests._upstream import TestUpstream
+from tests.redis_server import redis_url  # noqa: F401 - pytest fixture: a real redis-server
 
 ROOT = Path(__file__).resolve().parent.parent
 EDGE = [sys.executable, "-m", "edge"]

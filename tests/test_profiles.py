@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -31,9 +32,20 @@ def events(*items: dict[str, object]) -> list[ev.BaseEvent]:
     return Batch.decode(msgspec.json.encode(list(items)))
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+_prefixes = itertools.count()
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def service(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ProfileService]:
-    store: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "p.db")
+    store: Store
+    if request.param == "memory":
+        store = MemoryStore()
+    elif request.param == "sqlite":
+        store = SQLiteStore(tmp_path / "p.db")
+    else:
+        from edge.profiles.redis import RedisStore
+
+        store = RedisStore(request.getfixturevalue("redis_url"), prefix=f"tp{next(_prefixes)}:")
     yield ProfileService(store, IDENTITY.email_hash, cache_ttl=0.001)
     await store.close()
 
@@ -237,3 +249,19 @@ def test_session_ends_after_thirty_minutes() -> None:
     for offset in (0, 60, 29 * 60 + 60, 29 * 60 + 60 + 31 * 60):
         ev.apply(p, events({"event": "Page Viewed"})[0], NOW + offset, ev.Source.OBSERVED)
     assert p.visits == 2
+
+
+async def test_one_identify_links_the_visitor_for_good(service: ProfileService) -> None:
+    await service.record("tablet", events({"event": "Page Viewed"}), ev.Source.BROWSER, now=NOW)
+    await service.record(
+        None,
+        events({"event": "Identify", "anonymous_id": "tablet", "user_id": "c3"}),
+        ev.Source.SHOP,
+        now=NOW,
+    )
+    await service.record(
+        "tablet", events({"event": "Page Viewed"}), ev.Source.BROWSER, now=NOW + 60
+    )
+    merged = await service.load(customer_key("c3"))
+    assert merged is not None and within(merged.pageview_days, NOW, DAY) == 2
+    assert await service.store.get("tablet") is None  # no orphan anonymous profile

@@ -9,7 +9,7 @@ twice counts once even across replicas.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from edge.profiles.events import (
     BaseEvent,
@@ -37,7 +37,9 @@ def email_key(email_hash: str) -> str:
 
 
 class ProfileService:
-    def __init__(self, store: Store, email_hash: callable, *, cache_ttl: float = 5.0) -> None:  # type: ignore[valid-type]
+    def __init__(
+        self, store: Store, email_hash: Callable[[str], str], *, cache_ttl: float = 5.0
+    ) -> None:
         self.store = store
         self.cache = CachedStore(store, ttl=cache_ttl)
         self._email_hash = email_hash

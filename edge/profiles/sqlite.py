@@ -166,7 +166,7 @@ class SQLiteStore(Store):
         for key, profile in result.items():
             if profile is None:
                 conn.execute("DELETE FROM profiles WHERE key = ?", (key,))
-                conn.execute("DELETE FROM aliases WHERE key = ? OR alias = ?", (key, key))
+                conn.execute("DELETE FROM aliases WHERE key = ?", (key,))
             else:
                 conn.execute(
                     "INSERT OR REPLACE INTO profiles (key, data, updated) VALUES (?, ?, ?)",

@@ -1,0 +1,202 @@
+"""The shared store: one Redis server behind every sidecar replica of a shop.
+
+Layout, every key under ``prefix`` (default ``edge:``):
+
+- ``p:{key}``     the profile, msgpack as :func:`edge.profiles.model.encode` writes it;
+- ``a:{alias}``   the key of the profile that absorbed *alias*;
+- ``ak:{key}``    the set of aliases written for *key*, so deleting a profile finds
+  its aliases without a scan (members may be stale: an alias later re-pointed
+  elsewhere stays listed, and deletion checks where it points before removing it);
+- ``c:{claim}``   an idempotency claim (an order or event id already applied), kept
+  for ``CLAIM_TTL`` (400 days, as long as the daily counters look back).
+
+:meth:`RedisStore.transact` is optimistic: ``WATCH`` the profiles and claims, read
+them, run the mutation on freshly decoded copies, then ``MULTI``/``EXEC`` the writes.
+If another replica wrote a watched key meanwhile, ``EXEC`` does nothing and the whole
+read-compute-write runs again, so the mutation may be called more than once.
+
+Durability: ``transact`` returns after ``EXEC`` succeeded, and Redis replies to
+``EXEC`` only after applying it; whether it survives a Redis crash depends on the
+server's ``appendonly``/``appendfsync`` settings (``appendfsync always`` fsyncs the
+AOF before replying; ``everysec`` may lose the last second). The test-suite server
+runs with ``appendonly yes`` and ``appendfsync always``.
+
+A single Redis (or a primary with replicas) only: transactions span several keys,
+which Redis Cluster would refuse across hash slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
+
+from edge.profiles.model import DAY, Profile, decode, encode
+from edge.profiles.store import Mutation, Profiles, Store
+
+CLAIM_TTL: Final = 400 * DAY
+MAX_ATTEMPTS: Final = 50
+_LOCK_STRIPES: Final = 256
+_POOL_SIZE: Final = 64
+
+# Deletes a profile and the aliases that still point at it. A Lua script inside the
+# MULTI, because "still points at it" must be judged after the earlier commands of the
+# same transaction ran (a merge re-points the aliases, then deletes the old profile).
+# KEYS[1] = p:{key}, KEYS[2] = ak:{key}; ARGV[1] = key, ARGV[2] = "{prefix}a:".
+_DELETE_PROFILE: Final = """
+for _, alias in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    local link = ARGV[2] .. alias
+    if redis.call('GET', link) == ARGV[1] then redis.call('DEL', link) end
+end
+return redis.call('DEL', KEYS[1], KEYS[2])
+"""
+
+
+class TransactionConflict(RuntimeError):
+    """Other writers kept changing the same profiles; nothing was written."""
+
+
+class OutcomeUnknown(RuntimeError):
+    """The connection broke while ``EXEC`` was in flight: the write may or may not have
+    been applied, so it is not retried (a retry could count the events twice)."""
+
+
+class RedisStore(Store):
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "edge:") -> None:
+        self.url = url
+        self.prefix = prefix
+        self._profile = f"{prefix}p:"
+        self._alias = f"{prefix}a:"
+        self._alias_set = f"{prefix}ak:"
+        self._claim = f"{prefix}c:"
+        # Blocking pool: a burst of loads waits for a free connection instead of
+        # failing with "Too many connections".
+        self._pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=_POOL_SIZE)
+        self._redis = aioredis.Redis(connection_pool=self._pool)
+        # Writers in this process to the same profile queue here rather than fight
+        # through WATCH retries; only writers on other replicas can still conflict.
+        self._stripes = [asyncio.Lock() for _ in range(_LOCK_STRIPES)]
+
+    # reads: one round trip each
+
+    async def get(self, key: str) -> Profile | None:
+        data = await self._redis.get(self._profile + key)
+        return None if data is None else decode(data)
+
+    async def resolve(self, alias: str) -> str | None:
+        key = await self._redis.get(self._alias + alias)
+        return None if key is None else key.decode()
+
+    async def keys(self) -> list[str]:
+        start = len(self._profile)
+        pattern = _glob_escape(self._profile) + "*"
+        return [
+            name[start:].decode() async for name in self._redis.scan_iter(match=pattern, count=1000)
+        ]
+
+    # writes
+
+    async def transact(
+        self, keys: Sequence[str], claims: Iterable[str], mutation: Mutation
+    ) -> Profiles:
+        """Atomically, across replicas: load *keys*, find which *claims* were seen,
+        apply *mutation*, store the result, record the new claims, link aliases.
+
+        Returns after Redis acknowledged ``EXEC``; durable as far as the server's
+        ``appendfsync`` makes it (see the module docstring). *mutation* may run more
+        than once and always gets freshly decoded profiles. Keys it returns beyond
+        *keys* are written but were not watched (the service never does that)."""
+        keys = list(dict.fromkeys(keys))
+        claims = list(dict.fromkeys(claims))
+        stripes = sorted({zlib.crc32(k.encode()) % _LOCK_STRIPES for k in keys})
+        for held, index in enumerate(stripes):  # sorted: no lock-order deadlock
+            try:
+                await self._stripes[index].acquire()
+            except BaseException:
+                for undo in stripes[:held]:
+                    self._stripes[undo].release()
+                raise
+        try:
+            return await self._transact(keys, claims, mutation)
+        finally:
+            for index in stripes:
+                self._stripes[index].release()
+
+    async def _transact(self, keys: list[str], claims: list[str], mutation: Mutation) -> Profiles:
+        watched = [self._profile + k for k in keys] + [self._claim + c for c in claims]
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for attempt in range(MAX_ATTEMPTS):
+                committing = False
+                try:
+                    values: list[bytes | None] = []
+                    if watched:
+                        await pipe.watch(*watched)
+                        values = await pipe.mget(watched)
+                    current: Profiles = {
+                        k: None if v is None else decode(v)
+                        for k, v in zip(keys, values[: len(keys)], strict=True)
+                    }
+                    seen = {
+                        c for c, v in zip(claims, values[len(keys) :], strict=True) if v is not None
+                    }
+                    result = mutation(current, seen)
+                    pipe.multi()
+                    self._queue_writes(pipe, result, [c for c in claims if c not in seen])
+                    committing = True
+                    await pipe.execute()
+                    return result
+                except WatchError as exc:
+                    # redis-py reports a connection lost while watching as a WatchError
+                    # too; during EXEC that leaves the outcome unknown.
+                    if committing and isinstance(
+                        exc.__context__, RedisConnectionError | RedisTimeoutError
+                    ):
+                        raise OutcomeUnknown(
+                            f"connection to Redis lost during EXEC for {keys}"
+                        ) from exc.__context__
+                    await pipe.reset()
+                    # Jitter so replicas that collided do not collide again in step.
+                    await asyncio.sleep(random.uniform(0, 0.0005 * (attempt + 1)))
+        raise TransactionConflict(
+            f"profiles {keys} changed under {MAX_ATTEMPTS} attempts in a row; nothing was "
+            "written (are many replicas writing the same visitor at once?)"
+        )
+
+    def _queue_writes(self, pipe: Pipeline, result: Profiles, new_claims: list[str]) -> None:
+        for key, profile in result.items():
+            if profile is None:
+                pipe.eval(
+                    _DELETE_PROFILE,
+                    2,
+                    self._profile + key,
+                    self._alias_set + key,
+                    key,
+                    self._alias,
+                )
+                continue
+            pipe.set(self._profile + key, encode(profile))
+            if profile.aliases:
+                pipe.mset({self._alias + alias: key for alias in profile.aliases})
+                pipe.sadd(self._alias_set + key, *profile.aliases)
+        if new_claims:
+            stamp = int(time.time())
+            for claim in new_claims:
+                pipe.set(self._claim + claim, stamp, ex=CLAIM_TTL)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+        await self._pool.aclose()
+
+
+def _glob_escape(text: str) -> str:
+    """*text* matched literally in a ``SCAN MATCH`` pattern."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
