@@ -240,45 +240,34 @@ class Proxy:
         return response, host
 
     async def _forward(self, scope: Scope, receive: Any, send: Any) -> None:
-        visitors = self.visitors
-        if visitors is None:
-            opened = await self.open_upstream(scope, receive, send)
-            if opened is None:
-                return
-            response, host = opened
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": self.response_headers(scope, host, response.headers),
-                }
-            )
-            await stream_body(response, receive, send)
-            return
-
-        visit = visitors.begin(scope)
+        visitors = self.visitors if self.visitors is not None and self.visitors.track else None
+        visit = visitors.begin(scope) if visitors is not None else None
         form = None
-        if visit.visitor_id and visitors.observer.wants_form(scope["method"], scope["path"]):
-            form = bytearray()
+        if visit is not None and visit.visitor_id:
+            assert visitors is not None
+            if visitors.observer.wants_form(scope["method"], scope["path"]):
+                form = bytearray()
         opened = await self.open_upstream(scope, receive, send, form)
         if opened is None:
             return
         response, host = opened
         headers = self.response_headers(scope, host, response.headers)
-        content_type = next((v for n, v in headers if n == b"content-type"), b"")
-        if visit.new:
-            # The cookie rides only on pages: an image or a stylesheet fetched without
-            # one (a CDN's origin pull, say) must stay cacheable and anonymous.
-            if content_type.startswith(b"text/html"):
-                headers = _private(headers)
-                headers.append(visitors.cookie_header(visit))
-            else:
-                visit.visitor_id = None
+        content_type = b""
+        if visit is not None:
+            content_type = next((v for n, v in headers if n == b"content-type"), b"")
+            if visit.new:
+                # The cookie rides only on pages: an image or a stylesheet fetched
+                # without one (a CDN's origin pull, say) stays cacheable and anonymous.
+                if content_type.startswith(b"text/html"):
+                    headers = _private(headers)
+                    headers.append(visitors.cookie_header(visit))  # type: ignore[union-attr]
+                else:
+                    visit.visitor_id = None
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await stream_body(response, receive, send)
-        if visit.visitor_id:
+        if visit is not None and visit.visitor_id:
             form_bytes = bytes(form) if form is not None and len(form) <= FORM_LIMIT else None
-            visitors.after(visit, scope, response.status, content_type, form_bytes)
+            visitors.after(visit, scope, response.status, content_type, form_bytes)  # type: ignore[union-attr]
 
 
 def _private(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
