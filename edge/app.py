@@ -52,7 +52,9 @@ class EdgeApp:
         )
         self.proxy = Proxy(config, self.visitors)
         self.startup_hooks: list[Callable[[EdgeApp], Awaitable[None]]] = []
-        endpoints = EventEndpoints(config, self.identity, self.profiles, self.visitors)
+        self.events = endpoints = EventEndpoints(
+            config, self.identity, self.profiles, self.visitors
+        )
         self.sidecar = Starlette(
             routes=[
                 Route("/_edge/healthz", self.healthz, methods=["GET", "HEAD"]),
@@ -65,7 +67,9 @@ class EdgeApp:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "lifespan" or (
+        if path == "/_edge/events" and scope["type"] == "http":
+            await self.events.browser_events(scope, receive, send)
+        elif scope["type"] == "lifespan" or (
             path.startswith(EDGE_PREFIX)
             and path[len(EDGE_PREFIX) : len(EDGE_PREFIX) + 1] in ("", "/")
         ):

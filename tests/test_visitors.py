@@ -286,3 +286,24 @@ def test_crawlers_are_not_tracked(tracked: EdgeProcess, upstream: TestUpstream, 
     assert reply.body == direct.body and reply.header("cache-control") == direct.header(
         "cache-control"
     )
+
+
+def test_events_endpoint_limits(tracked: EdgeProcess) -> None:
+    cookie = visitor_cookie(fetch(tracked.port, "/page"))
+    wrong_method = fetch(tracked.port, "/_edge/events", headers={"Cookie": cookie})
+    assert wrong_method.status == 405 and wrong_method.header("allow") == "POST"
+    huge = {"events": [{"event": "Products Searched", "query": "x" * 150}] * 600}
+    assert post_json(tracked.port, "/_edge/events", huge, {"Cookie": cookie}).status == 413
+    many = {"events": [{"event": "Cart Viewed"}] * 101}
+    too_many = post_json(tracked.port, "/_edge/events", many, {"Cookie": cookie})
+    assert too_many.status == 413 and "at most 100 events" in json.loads(too_many.body)["message"]
+    statuses = [
+        post_json(
+            tracked.port,
+            "/_edge/events",
+            {"events": [{"event": "Cart Viewed"}]},
+            {"Cookie": cookie},
+        ).status
+        for _ in range(40)
+    ]
+    assert statuses[0] == 202 and statuses[-1] == 429  # a burst is cut off
