@@ -1,0 +1,983 @@
+"""The streaming HTML rewriter.
+
+An :class:`Edit` names elements by CSS selector and says what to do with them,
+in lol-html's words: ``before``, ``after``, ``prepend``, ``append``,
+``set_inner_content``, ``replace``, ``remove``, plus ``reorder`` (sort the child
+elements by key).  A :class:`Plan` compiles a list of edits once; each response
+gets a cheap :class:`Rewriter` from it, is fed with :meth:`Rewriter.write` and
+closed with :meth:`Rewriter.end`.
+
+How it stays fast: outside elements it has to watch, one compiled pattern skips
+text, comments and every tag that no selector can match (by tag name and
+attribute names) in C; Python only sees the few interesting tags.  Inside a
+watched element (one with an edit that needs its end, or an ancestor named in a
+descendant/child selector) it keeps an element stack with HTML5's implied end
+tags, until that element closes.
+
+Byte identity: every byte outside an edited region is copied from the input,
+so with no matches the output equals the input.
+
+Streaming: output is returned as soon as no later edit can affect it.  Only
+the content of an element being replaced, removed, given new inner content or
+reordered is held (and an unfinished token at a chunk boundary).
+
+Fail safe: when the rewriter is not confident (an end tag it cannot place
+inside an element whose content it changes, an edited element still open at
+the end, nesting deeper than ``max_depth``, more than ``max_held_bytes`` held)
+it *bails*: with ``on_error="passthrough"`` (the default) the held input is
+returned untouched and the rest of the document passes through unchanged, so
+the page is the original page from the first edit in progress on; ``error``
+says why.  With ``on_error="raise"`` a :class:`RewriteError` is raised instead
+and the caller falls back to the original bytes.
+
+Known approximations of HTML5 tree building (they only matter inside watched
+elements): the adoption agency for misnested formatting tags (``<b><p></b>``)
+and table foster parenting are not modelled; ``<noscript>`` content is parsed
+as markup (scripting off, as lexbor does); an element's end is found from what
+is open inside it, so an end tag that may belong to an unseen ancestor inside
+an element being replaced makes the rewriter bail rather than guess.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from html import escape as _escape_text
+from typing import Literal
+
+from . import scanner as sc
+from .selectors import Compound, parse_selector
+
+__all__ = [
+    "ACTIONS",
+    "Edit",
+    "Plan",
+    "RewriteError",
+    "Rewriter",
+    "rewrite",
+]
+
+Action = Literal[
+    "before", "after", "prepend", "append", "set_inner_content", "replace", "remove", "reorder"
+]
+ACTIONS: tuple[str, ...] = (
+    "before", "after", "prepend", "append", "set_inner_content", "replace", "remove", "reorder"
+)
+_CONTENT_ACTIONS = frozenset(("set_inner_content", "replace", "remove", "reorder"))
+
+KeyFunc = Callable[[dict[str, str]], "str | None"]
+OrderFunc = Callable[[list["str | None"]], Sequence[str]]
+
+
+class RewriteError(Exception):
+    """The rewriter could not rewrite this document with confidence."""
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One edit: elements matching ``selector`` get ``action``.
+
+    ``content`` is HTML (``html=True``, inserted as is) or text (``html=False``,
+    escaped), as ``bytes`` (UTF-8 expected) or ``str``.
+
+    For ``reorder``: the matched element's child elements are items.  An item's
+    key is its ``key_attr`` attribute value, or ``key(attrs)`` given the item's
+    start-tag attributes (``str`` names, decoded values); ``None`` means no key.
+    ``order`` is the wanted key order, or a callable given the item keys in
+    document order that returns it.  Items whose key is in ``order`` come first,
+    in that order (items sharing a key keep their relative order); the others
+    (no key, or a key not in ``order``) follow in their original relative order.
+    Text, whitespace and comments between items stay where they are, so an
+    unchanged order gives byte-identical output.
+
+    An element gets at most one content-changing action (``set_inner_content``,
+    ``replace``, ``remove``, ``reorder``): the first matching edit in the list
+    wins.  ``before``/``after`` always apply; ``prepend``/``append`` apply unless
+    the element is replaced or removed (with ``set_inner_content`` they frame
+    the new content).  Void elements (``<img>``) have no content, so only
+    ``before``, ``after``, ``replace`` and ``remove`` apply to them.  Elements
+    inside an element whose content is discarded are not matched; elements
+    inside ``<template>`` are never matched (they are not in the document tree).
+    """
+
+    selector: str
+    action: Action
+    content: bytes | str = b""
+    html: bool = True
+    key_attr: str | None = None
+    key: KeyFunc | None = None
+    order: Sequence[str] | OrderFunc | None = None
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown action {self.action!r}; expected one of {', '.join(ACTIONS)}")
+        if self.action == "reorder":
+            if self.order is None:
+                raise ValueError("a reorder edit needs an order (a list of keys or a callable)")
+            if (self.key_attr is None) == (self.key is None):
+                raise ValueError("a reorder edit needs exactly one of key_attr and key")
+
+    def content_bytes(self) -> bytes:
+        """The content to insert, as HTML bytes."""
+        content = self.content
+        if self.html:
+            return content.encode("utf-8") if isinstance(content, str) else bytes(content)
+        text = content.decode("utf-8", "surrogateescape") if isinstance(content, bytes) else content
+        return _escape_text(text, quote=False).encode("utf-8", "surrogateescape")
+
+
+@dataclass(slots=True)
+class _CompiledEdit:
+    index: int
+    edit: Edit
+    action: str
+    content: bytes
+    # Each selector as (compound indexes left to right, combinators between them).
+    selectors: list[tuple[tuple[int, ...], tuple[str, ...]]]
+    key_attr: bytes | None
+
+
+_SPECIAL_START = (
+    b"script style xmp iframe noembed noframes textarea title plaintext template svg math".split()
+)
+
+
+class Plan:
+    """Edits compiled once: selectors parsed, prefilters and the skip pattern built.
+
+    A plan is immutable and shared; :meth:`rewriter` makes the per-document state.
+    """
+
+    def __init__(
+        self,
+        edits: Iterable[Edit],
+        *,
+        max_held_bytes: int = 8 << 20,
+        max_depth: int = 512,
+        on_error: Literal["passthrough", "raise"] = "passthrough",
+    ) -> None:
+        self.edits: tuple[Edit, ...] = tuple(edits)
+        self.max_held_bytes = max_held_bytes
+        self.max_depth = max_depth
+        self.on_error = on_error
+        compounds: list[Compound] = []
+        index: dict[Compound, int] = {}
+
+        def cidx(c: Compound) -> int:
+            if c not in index:
+                index[c] = len(compounds)
+                compounds.append(c)
+            return index[c]
+
+        compiled: list[_CompiledEdit] = []
+        ancestor_mask = 0
+        for i, edit in enumerate(self.edits):
+            sels: list[tuple[tuple[int, ...], tuple[str, ...]]] = []
+            for cs in parse_selector(edit.selector).selectors:
+                ids = tuple(cidx(c) for c in cs.compounds)
+                for a in ids[:-1]:
+                    ancestor_mask |= 1 << a
+                sels.append((ids, cs.combinators))
+            compiled.append(
+                _CompiledEdit(
+                    i,
+                    edit,
+                    edit.action,
+                    edit.content_bytes() if edit.action != "reorder" else b"",
+                    sels,
+                    edit.key_attr.lower().encode() if edit.key_attr else None,
+                )
+            )
+        self.compounds: tuple[Compound, ...] = tuple(compounds)
+        self.compiled: tuple[_CompiledEdit, ...] = tuple(compiled)
+        self.ancestor_mask = ancestor_mask
+        types: set[bytes] = set()
+        attr_names: set[bytes] = set()
+        self.match_all = False
+        for c in compounds:
+            t, a = c.prefilter()
+            if t is not None:
+                types.add(t)
+            elif a is not None:
+                attr_names.add(a)
+            else:
+                self.match_all = True
+        self.types = frozenset(types)
+        self.attr_names = frozenset(attr_names)
+        self.attr_probe: re.Pattern[bytes] | None = (
+            re.compile(
+                rb"[\t\n\f\r /\"'](?i:"
+                + b"|".join(re.escape(a) for a in sorted(attr_names))
+                + rb")[\t\n\f\r /=>]"
+            )
+            if attr_names
+            else None
+        )
+        self.skip = _skip_pattern(types, attr_names, self.match_all)
+
+    def rewriter(self) -> Rewriter:
+        """A fresh rewriter for one document."""
+        return Rewriter(self)
+
+    def rewrite(self, html: bytes) -> bytes:
+        """Rewrite a whole document; the original bytes if the rewriter bails."""
+        return rewrite(html, self)
+
+
+def _skip_pattern(types: set[bytes], attr_names: set[bytes], match_all: bool) -> re.Pattern[bytes]:
+    """The pattern that consumes everything the fast path may ignore.
+
+    It stops at: a start tag that is special for the tokenizer or may match a
+    selector, an unterminated comment, or an unfinished token.
+    """
+    names = sorted(set(_SPECIAL_START) | types, key=len, reverse=True)
+    not_name = rb"(?!(?i:" + b"|".join(re.escape(n) for n in names) + rb")[\t\n\f\r />])"
+    if attr_names:
+        not_attr = (
+            rb"(?!(?i:"
+            + b"|".join(re.escape(a) for a in sorted(attr_names, key=len, reverse=True))
+            + rb")[\t\n\f\r />=])"
+        )
+    else:
+        not_attr = b""
+    start_tag = (
+        rb"<" + not_name + sc.TAG_NAME_SRC
+        + rb"(?:[\t\n\f\r /]++|" + not_attr + sc.ATTR_SRC + rb")*+>"
+    )
+    end_tag = rb"</" + sc.TAG_NAME_SRC + rb"(?:[\t\n\f\r /]++|" + sc.ATTR_SRC + rb")*+>"
+    alts = [
+        rb"[^<]++",
+        rb"<(?=[^A-Za-z/!?])",
+        sc.COMMENT_SRC,
+        rb"(?:<!(?!--)|<\?|</(?![A-Za-z]))[^>]*+>",
+        end_tag,
+    ]
+    if not match_all:
+        alts.append(start_tag)
+    return re.compile(rb"(?:" + b"|".join(alts) + rb")*+")
+
+
+class _Sink:
+    """Where output goes: the response, a reorder's held parts, or nowhere."""
+
+    __slots__ = ("discard", "hold_from", "item_start", "items", "parts")
+
+    def __init__(self, parts: list[bytes], discard: bool = False, hold_from: int = 0) -> None:
+        self.parts = parts
+        self.discard = discard
+        self.hold_from = hold_from
+        self.items: list[tuple[int, int, str | None]] = []
+        self.item_start = 0
+
+
+class _Act:
+    """Work pending at the end of an open element."""
+
+    __slots__ = ("after", "append", "edit", "item_key", "item_of", "kind", "sink")
+
+    def __init__(self) -> None:
+        self.after: list[bytes] = []
+        self.append: list[bytes] = []
+        self.kind = ""  # "", "drop" (replace/remove), "inner", "reorder"
+        self.edit: _CompiledEdit | None = None
+        self.sink: _Sink | None = None
+        self.item_of: _Sink | None = None  # the reorder sink this element is an item of
+        self.item_key: str | None = None
+
+
+# Stack entries are tuples: (name, namespace, compound mask, act or None).
+_HTML, _SVG, _MATH = 0, 1, 2
+_DATA, _TEXT, _COMMENT, _CDATA, _PLAINTEXT = 0, 1, 2, 3, 4
+_TAG_START = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ/!?")
+_LI_STOP = sc.SPECIAL - {b"address", b"div", b"p"}
+_NAMES: dict[bytes, bytes] = {}
+
+
+class Rewriter:
+    """Rewrites one document fed in chunks; see the module docstring."""
+
+    def __init__(self, plan: Plan | Iterable[Edit]) -> None:
+        if not isinstance(plan, Plan):
+            plan = Plan(plan)
+        self.plan = plan
+        self.error: str | None = None
+        self.counts: list[int] = [0] * len(plan.edits)
+        self._buf = bytearray()
+        self._pos = 0
+        self._emitted = 0
+        self._out: list[bytes] = []
+        self._sink = _Sink(self._out)
+        self._sinks: list[_Sink] = [self._sink]
+        self._stack: list[tuple[bytes, int, int, _Act | None]] = []
+        self._state = _DATA
+        self._raw_name = b""
+        self._raw_start = 0
+        self._resume = 0
+        self._inert = 0
+        self._discarding = 0
+        self._passthrough = False
+        self._ended = False
+
+    # -- public -------------------------------------------------------------
+
+    @property
+    def matched(self) -> list[Edit]:
+        """The edits applied at least once so far, in edit-list order."""
+        return [e for e, n in zip(self.plan.edits, self.counts, strict=True) if n]
+
+    def write(self, chunk: bytes) -> bytes:
+        """Feed the next chunk; returns the output that is ready."""
+        if self._ended:
+            raise RuntimeError("write() after end()")
+        if self._passthrough:
+            return bytes(chunk)
+        self._compact()
+        self._buf += chunk
+        return self._step(False)
+
+    def end(self) -> bytes:
+        """Finish the document; returns the rest of the output."""
+        if self._ended:
+            raise RuntimeError("end() called twice")
+        self._ended = True
+        if self._passthrough:
+            return b""
+        return self._step(True)
+
+    # -- driving ------------------------------------------------------------
+
+    def _step(self, final: bool) -> bytes:
+        try:
+            self._run(final)
+            if final:
+                self._finish()
+            else:
+                held = len(self._buf) - self._keep_from()
+                if held > self.plan.max_held_bytes:
+                    raise RewriteError(
+                        f"more than {self.plan.max_held_bytes} bytes held"
+                    )
+        except RewriteError as exc:
+            if self.plan.on_error == "raise":
+                raise
+            return self._bail(str(exc))
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def _bail(self, reason: str) -> bytes:
+        self.error = reason
+        self._passthrough = True
+        hold = self._sinks[1].hold_from if len(self._sinks) > 1 else self._emitted
+        self._out.append(self._buf[hold:])
+        out = b"".join(self._out)
+        self._out.clear()
+        self._buf = bytearray()
+        self._stack.clear()
+        return out
+
+    def _keep_from(self) -> int:
+        keep = min(self._emitted, self._pos)
+        if len(self._sinks) > 1:
+            keep = min(keep, self._sinks[1].hold_from)
+        if self._state == _TEXT:
+            keep = min(keep, self._raw_start)
+        return keep
+
+    def _compact(self) -> None:
+        keep = self._keep_from()
+        if keep < 4096 or keep * 2 < len(self._buf):
+            return
+        del self._buf[:keep]
+        self._pos -= keep
+        self._emitted -= keep
+        self._raw_start -= keep
+        self._resume -= keep
+        for sink in self._sinks:
+            sink.hold_from -= keep
+
+    def _finish(self) -> None:
+        if self._stack:
+            for _name, _ns, _mask, act in self._stack:
+                if act is not None and act.sink is not None:
+                    raise RewriteError(
+                        f"<{_name.decode('latin-1')}> being rewritten is still open at the end"
+                    )
+            n = len(self._buf)
+            self._pop_to(0, n, n)
+        self._flush(len(self._buf))
+
+    # -- emission -----------------------------------------------------------
+
+    def _flush(self, upto: int) -> None:
+        if upto > self._emitted:
+            sink = self._sink
+            if not sink.discard:
+                sink.parts.append(bytes(self._buf[self._emitted : upto]))
+            self._emitted = upto
+
+    def _emit(self, parts: list[bytes]) -> None:
+        if not self._sink.discard:
+            self._sink.parts.extend(parts)
+
+    def _push_sink(self, sink: _Sink) -> None:
+        sink.hold_from = self._emitted
+        self._sinks.append(sink)
+        self._sink = sink
+        if sink.discard:
+            self._discarding += 1
+
+    def _pop_sink(self) -> _Sink:
+        sink = self._sinks.pop()
+        self._sink = self._sinks[-1]
+        if sink.discard:
+            self._discarding -= 1
+        return sink
+
+    # -- the scan loop ------------------------------------------------------
+
+    def _run(self, final: bool) -> None:
+        buf = self._buf
+        n = len(buf)
+        pos = self._pos
+        skip = self.plan.skip.match
+        token = sc.TOKEN.match
+        stack = self._stack
+        while True:
+            if self._state != _DATA:
+                pos = self._text(pos, final)
+                if self._state != _DATA:
+                    break
+                continue
+            if not stack:
+                pos = skip(buf, pos).end()
+                if pos >= n:
+                    break
+            else:
+                pos = buf.find(b"<", pos)
+                if pos < 0:
+                    pos = n
+                    break
+            m = token(buf, pos)
+            if m is None:
+                if pos + 1 < n and buf[pos + 1] not in _TAG_START:
+                    pos += 1
+                    continue
+                if buf.startswith(b"<!--", pos):
+                    self._state = _COMMENT
+                    self._raw_start = pos
+                    self._resume = pos + 2
+                    continue
+                if (
+                    stack
+                    and stack[-1][1] != _HTML
+                    and buf.startswith(b"<![CDATA[", pos)
+                ):
+                    self._state = _CDATA
+                    self._resume = pos + 9
+                    self._raw_start = pos
+                    continue
+                if final:
+                    pos = n  # EOF inside a tag: the rest is emitted as is
+                break
+            kind = m.lastindex
+            if kind == 2:
+                self._start_tag(m.group(1), m.group(2), pos, m.end())
+                pos = m.end()
+            elif kind == 3:
+                if stack:
+                    self._end_tag(m.group(3), pos, m.end())
+                pos = m.end()
+            elif kind == 5 and stack and stack[-1][1] != _HTML and buf.startswith(
+                b"<![CDATA[", pos
+            ):
+                self._state = _CDATA
+                self._resume = pos + 9
+                self._raw_start = pos
+            else:
+                pos = m.end()
+        self._pos = pos
+        # Everything before the next unread token is final: hand it on.
+        safe = pos
+        if self._state == _COMMENT or self._state == _PLAINTEXT:
+            safe = n
+        elif self._state in (_TEXT, _CDATA):
+            safe = max(pos, min(self._resume, n))
+        self._flush(safe)
+
+    def _text(self, pos: int, final: bool) -> int:
+        """Continue inside raw text, a comment or CDATA; returns the new position."""
+        buf = self._buf
+        n = len(buf)
+        state = self._state
+        if state == _PLAINTEXT:
+            return n
+        if state == _COMMENT:
+            m = sc.COMMENT_END.search(buf, self._resume)
+            if m is None:
+                self._resume = max(self._resume, n - 3)
+                return n if final else pos
+            self._state = _DATA
+            return m.end()
+        if state == _CDATA:
+            i = buf.find(sc.CDATA_END, self._resume)
+            if i < 0:
+                self._resume = max(self._resume, n - 2)
+                return n if final else pos
+            self._state = _DATA
+            return i + 3
+        # Raw text / RCDATA: find the end tag.
+        name = self._raw_name
+        m = sc.raw_end_pattern(name).search(buf, self._resume)
+        if m is not None and name == b"script" and buf.find(b"<!--", self._raw_start, m.start()) >= 0:
+            end = sc.script_end(buf, self._raw_start)
+            m = None if end < 0 else sc.raw_end_pattern(name).match(buf, end)
+        if m is None:
+            self._resume = max(self._resume, n - len(name) - 2)
+            if final:
+                return n
+            return pos
+        s = m.start()
+        t = sc.TOKEN.match(buf, s)
+        if t is None:
+            self._resume = s
+            if final:
+                return n
+            return pos
+        self._state = _DATA
+        self._end_tag(t.group(3), s, t.end())
+        return t.end()
+
+    # -- start tags ---------------------------------------------------------
+
+    def _start_tag(self, raw: bytes, area: bytes, s: int, e: int) -> None:
+        name = _NAMES.get(raw)
+        if name is None:
+            name = raw.lower()
+            if len(_NAMES) < 4096:
+                _NAMES[raw] = name
+        stack = self._stack
+        plan = self.plan
+        ns = _HTML
+        self_closing = False
+        if stack:
+            top = stack[-1]
+            if top[1] != _HTML and not (
+                (top[1] == _SVG and top[0] in sc.SVG_HTML_POINTS)
+                or (top[1] == _MATH and top[0] in sc.MATH_HTML_POINTS)
+            ):
+                if name in sc.BREAKOUT:
+                    i = len(stack) - 1
+                    while i >= 0 and stack[i][1] != _HTML and not (
+                        (stack[i][1] == _SVG and stack[i][0] in sc.SVG_HTML_POINTS)
+                        or (stack[i][1] == _MATH and stack[i][0] in sc.MATH_HTML_POINTS)
+                    ):
+                        i -= 1
+                    if i + 1 < len(stack):
+                        self._pop_to(i + 1, s, s)
+                    if stack:
+                        self._close_for_start(name, s)
+                else:
+                    ns = _SVG if name == b"svg" else (_MATH if name == b"math" else top[1])
+                    self_closing = area.endswith(b"/") and sc.is_self_closing(area)
+            else:
+                self._close_for_start(name, s)
+        if ns == _HTML and name in (b"svg", b"math"):
+            ns = _SVG if name == b"svg" else _MATH
+            self_closing = area.endswith(b"/") and sc.is_self_closing(area)
+        void = self_closing or (ns == _HTML and name in sc.VOID)
+
+        # Matching.
+        mask = 0
+        edits: list[_CompiledEdit] | None = None
+        if not self._inert and not self._discarding and (
+            plan.match_all
+            or name in plan.types
+            or (plan.attr_probe is not None and plan.attr_probe.search(self._buf, s, e))
+        ):
+            attrs = sc.parse_attrs(area)
+            for ci, comp in enumerate(plan.compounds):
+                if comp.matches(name, attrs):
+                    mask |= 1 << ci
+            if mask:
+                edits = self._matching_edits(mask)
+        else:
+            attrs = None
+
+        parent_act = stack[-1][3] if stack else None
+        item_of = (
+            parent_act.sink
+            if parent_act is not None and parent_act.kind == "reorder"
+            else None
+        )
+        act: _Act | None = None
+        if edits or item_of is not None:
+            act = self._open_edits(name, area, attrs, edits or [], item_of, s, e, void)
+        if void:
+            return
+        if not stack and act is None and not (mask & plan.ancestor_mask) and name not in _WATCH:
+            return
+        if len(stack) >= plan.max_depth:
+            raise RewriteError(f"elements nested deeper than {plan.max_depth}")
+        stack.append((name, ns, mask, act))
+        if ns == _HTML:
+            if name == b"template":
+                self._inert += 1
+            elif name in sc.TEXT_ELEMENTS:
+                self._state = _TEXT
+                self._raw_name = name
+                self._raw_start = e
+                self._resume = e
+            elif name == b"plaintext":
+                self._state = _PLAINTEXT
+
+    def _matching_edits(self, mask: int) -> list[_CompiledEdit]:
+        found: list[_CompiledEdit] = []
+        for ce in self.plan.compiled:
+            for ids, combs in ce.selectors:
+                if (mask >> ids[-1]) & 1 and (
+                    len(ids) == 1 or self._ancestors_match(ids, combs, len(ids) - 2, len(self._stack) - 1)
+                ):
+                    found.append(ce)
+                    break
+        return found
+
+    def _ancestors_match(
+        self, ids: tuple[int, ...], combs: tuple[str, ...], ci: int, ei: int
+    ) -> bool:
+        stack = self._stack
+        bit = ids[ci]
+        if combs[ci] == ">":
+            if ei < 0 or not (stack[ei][2] >> bit) & 1:
+                return False
+            return ci == 0 or self._ancestors_match(ids, combs, ci - 1, ei - 1)
+        for j in range(ei, -1, -1):
+            if (stack[j][2] >> bit) & 1 and (
+                ci == 0 or self._ancestors_match(ids, combs, ci - 1, j - 1)
+            ):
+                return True
+        return False
+
+    def _open_edits(
+        self,
+        name: bytes,
+        area: bytes,
+        attrs: dict[bytes, bytes] | None,
+        edits: list[_CompiledEdit],
+        item_of: _Sink | None,
+        s: int,
+        e: int,
+        void: bool,
+    ) -> _Act | None:
+        """Apply what happens at an element's start; returns its pending work."""
+        act = _Act()
+        before: list[bytes] = []
+        prepend: list[bytes] = []
+        content_edit: _CompiledEdit | None = None
+        for ce in edits:
+            a = ce.action
+            if a in _CONTENT_ACTIONS:
+                if content_edit is None and not (void and a in ("set_inner_content", "reorder")):
+                    content_edit = ce
+                continue
+            self.counts[ce.index] += 1
+            if a == "before":
+                before.append(ce.content)
+            elif a == "after":
+                act.after.append(ce.content)
+            elif not void:
+                (prepend if a == "prepend" else act.append).append(ce.content)
+        self._flush(s)
+        if item_of is not None:
+            item_of.item_start = len(item_of.parts)
+            act.item_of = item_of
+            act.item_key = self._item_key(attrs if attrs is not None else sc.parse_attrs(area))
+        if before:
+            self._emit(before)
+        if content_edit is not None and content_edit.action in ("replace", "remove"):
+            act.kind = "drop"
+            act.edit = content_edit
+            if void:
+                self._emitted = e
+                self._finish_drop(act)
+                self._end_item(act)
+                return None
+            act.sink = _Sink([], discard=True)
+            self._push_sink(act.sink)
+            return act
+        self._flush(e)
+        if content_edit is not None and content_edit.action == "set_inner_content":
+            act.kind = "inner"
+            act.edit = content_edit
+            act.append[:0] = [*prepend, content_edit.content]
+            act.sink = _Sink([], discard=True)
+            self._push_sink(act.sink)
+            return act
+        if prepend:
+            self._emit(prepend)
+        if content_edit is not None:  # reorder
+            act.kind = "reorder"
+            act.edit = content_edit
+            act.sink = _Sink([])
+            self._push_sink(act.sink)
+            return act
+        if void:
+            if act.after:
+                self._emit(act.after)
+            self._end_item(act)
+            return None
+        if not act.after and not act.append and act.item_of is None:
+            return None
+        return act
+
+    def _item_key(self, attrs: dict[bytes, bytes]) -> str | None:
+        top = self._stack[-1][3]
+        assert top is not None and top.edit is not None
+        ce = top.edit
+        if ce.key_attr is not None:
+            value = attrs.get(ce.key_attr)
+            return None if value is None else value.decode("utf-8", "replace")
+        assert ce.edit.key is not None
+        return ce.edit.key(
+            {k.decode("latin-1"): v.decode("utf-8", "replace") for k, v in attrs.items()}
+        )
+
+    def _end_item(self, act: _Act) -> None:
+        sink = act.item_of
+        if sink is not None:
+            sink.items.append((sink.item_start, len(sink.parts), act.item_key))
+
+    def _finish_drop(self, act: _Act) -> None:
+        assert act.edit is not None
+        self.counts[act.edit.index] += 1
+        if act.edit.action == "replace":
+            self._emit([act.edit.content])
+        if act.after:
+            self._emit(act.after)
+
+    # -- closing elements ---------------------------------------------------
+
+    def _pop_to(self, index: int, s: int, e: int) -> None:
+        """Close stack[index:] at ``s``; stack[index] by an end tag spanning s..e."""
+        stack = self._stack
+        while len(stack) > index:
+            entry = stack.pop()
+            end = e if len(stack) == index else s
+            name, ns, _mask, act = entry
+            if ns == _HTML and name == b"template":
+                self._inert -= 1
+            if act is not None:
+                self._close(act, s, end)
+
+    def _close(self, act: _Act, s: int, e: int) -> None:
+        kind = act.kind
+        if kind == "drop":
+            self._flush(s)
+            self._pop_sink()
+            self._emitted = e
+            self._finish_drop(act)
+        elif kind == "inner":
+            self._flush(s)
+            self._pop_sink()
+            assert act.edit is not None
+            self.counts[act.edit.index] += 1
+            self._emit(act.append)
+            self._flush(e)
+            if act.after:
+                self._emit(act.after)
+        else:
+            if kind == "reorder":
+                self._flush(s)
+                sink = self._pop_sink()
+                assert act.edit is not None
+                self.counts[act.edit.index] += 1
+                self._emit(_reordered(sink, act.edit.edit))
+            else:
+                self._flush(s)
+            if act.append:
+                self._emit(act.append)
+            self._flush(e)
+            if act.after:
+                self._emit(act.after)
+        self._end_item(act)
+
+    def _close_for_start(self, name: bytes, s: int) -> None:
+        """HTML5's implied end tags for a start tag (only within the watched stack)."""
+        stack = self._stack
+        if name in sc.CLOSES_P:
+            if name == b"li" or name == b"dd" or name == b"dt":
+                targets = (b"li",) if name == b"li" else (b"dd", b"dt")
+                for i in range(len(stack) - 1, -1, -1):
+                    nm, ns = stack[i][0], stack[i][1]
+                    if ns != _HTML:
+                        continue
+                    if nm in targets:
+                        self._pop_to(i, s, s)
+                        break
+                    if nm in _LI_STOP:
+                        break
+            i = self._in_scope(b"p", button=True)
+            if i >= 0:
+                self._pop_to(i, s, s)
+            if name in sc.HEADINGS and stack and stack[-1][0] in sc.HEADINGS and stack[-1][1] == _HTML:
+                self._pop_to(len(stack) - 1, s, s)
+        elif name == b"option" or name == b"optgroup":
+            if stack and stack[-1][0] == b"option":
+                self._pop_to(len(stack) - 1, s, s)
+            if name == b"optgroup" and stack and stack[-1][0] == b"optgroup":
+                self._pop_to(len(stack) - 1, s, s)
+        elif name in sc.TABLE_PARTS:
+            if name == b"td" or name == b"th":
+                closing: frozenset[bytes] = _CELLS
+                stops = _CELL_STOPS
+            elif name == b"tr":
+                closing = _ROWS
+                stops = _ROW_STOPS
+            else:
+                closing = sc.TABLE_PARTS
+                stops = _TABLE_STOPS
+            j = -1
+            for i in range(len(stack) - 1, -1, -1):
+                nm = stack[i][0]
+                if nm in closing:
+                    j = i
+                elif nm in stops:
+                    break
+            if j >= 0:
+                self._pop_to(j, s, s)
+        elif name == b"a" or name == b"button" or name == b"nobr":
+            for i in range(len(stack) - 1, -1, -1):
+                nm = stack[i][0]
+                if nm == name:
+                    self._pop_to(i, s, s)
+                    break
+                if nm in sc.SCOPE_BOUNDARY or (name == b"a" and nm in sc.SPECIAL):
+                    break
+
+    def _in_scope(self, target: bytes, *, button: bool = False, list_item: bool = False) -> int:
+        """Index of ``target`` if it is in scope in the watched stack, else -1."""
+        stack = self._stack
+        for i in range(len(stack) - 1, -1, -1):
+            nm, ns = stack[i][0], stack[i][1]
+            if ns == _HTML:
+                if nm == target:
+                    return i
+                if nm in sc.SCOPE_BOUNDARY:
+                    return -1
+                if button and nm == b"button":
+                    return -1
+                if list_item and (nm == b"ol" or nm == b"ul"):
+                    return -1
+            elif nm in sc.FOREIGN_SCOPE_BOUNDARY:
+                return -1
+        return -2  # not in the watched stack and no boundary seen: unknown
+
+    def _end_tag(self, raw: bytes, s: int, e: int) -> None:
+        name = _NAMES.get(raw)
+        if name is None:
+            name = raw.lower()
+        stack = self._stack
+        if not stack:
+            return
+        if stack[-1][1] != _HTML:
+            for i in range(len(stack) - 1, -1, -1):
+                if stack[i][1] == _HTML:
+                    break
+                if stack[i][0] == name:
+                    self._pop_to(i, s, e)
+                    return
+        if name == b"body" or name == b"html" or name == b"br":
+            return
+        if name in sc.SCOPED_END:
+            if name in sc.TABLE_CLOSERS:
+                i = -2
+                for j in range(len(stack) - 1, -1, -1):
+                    nm = stack[j][0]
+                    if nm == name:
+                        i = j
+                        break
+                    if nm == b"table" or nm == b"template" or nm == b"html":
+                        i = -1
+                        break
+            else:
+                i = self._in_scope(name, button=name == b"p", list_item=name == b"li")
+            if i >= 0:
+                self._pop_to(i, s, e)
+            elif i == -2:
+                self._unplaced_end_tag(name, s)
+            return
+        for i in range(len(stack) - 1, -1, -1):
+            nm, ns = stack[i][0], stack[i][1]
+            if nm == name:
+                self._pop_to(i, s, e)
+                return
+            if ns == _HTML and nm in sc.SPECIAL:
+                return
+        self._unplaced_end_tag(name, s)
+
+    def _unplaced_end_tag(self, name: bytes, s: int) -> None:
+        """An end tag for no element in the watched stack: it closes an element
+        outside (so the watched root too) or it is stray; we cannot see which."""
+        root = self._stack[0][0]
+        if name in sc.TABLE_CLOSERS and root in sc.OPTIONAL_END:
+            self._pop_to(0, s, s)
+            return
+        if root in sc.SCOPE_BOUNDARY:
+            return
+        if root in sc.IMPLIED_END and name in sc.SCOPED_END:
+            self._pop_to(0, s, s)
+            return
+        if any(act is not None and act.sink is not None for _n, _ns, _m, act in self._stack):
+            raise RewriteError(
+                f"cannot tell whether </{name.decode('latin-1')}> at byte {s} closes "
+                f"<{root.decode('latin-1')}> or is stray"
+            )
+        self._pop_to(0, s, s)
+
+
+_WATCH = frozenset((*sc.TEXT_ELEMENTS, b"template", b"svg", b"math", b"plaintext"))
+_CELLS = frozenset((b"td", b"th"))
+_CELL_STOPS = frozenset((b"tr", b"table", b"tbody", b"thead", b"tfoot", b"template", b"html"))
+_ROWS = frozenset((b"td", b"th", b"tr"))
+_ROW_STOPS = frozenset((b"table", b"tbody", b"thead", b"tfoot", b"template", b"html"))
+_TABLE_STOPS = frozenset((b"table", b"template", b"html"))
+
+
+def _reordered(sink: _Sink, edit: Edit) -> list[bytes]:
+    """The held parts of a reorder root with its items put in the wanted order."""
+    parts = sink.parts
+    items = sink.items
+    if not items:
+        return parts
+    keys = [k for _a, _b, k in items]
+    order = edit.order
+    wanted = list(order(keys)) if callable(order) else list(order or ())
+    rank: dict[str, int] = {}
+    for i, k in enumerate(wanted):
+        rank.setdefault(k, i)
+    last = len(wanted)
+    positions = sorted(
+        range(len(items)),
+        key=lambda j: (rank.get(keys[j], last) if keys[j] is not None else last, j),
+    )
+    out: list[bytes] = []
+    prev = 0
+    for slot, j in enumerate(positions):
+        a, b, _k = items[slot]
+        out.extend(parts[prev:a])  # the separator before this slot stays in place
+        ja, jb, _jk = items[j]
+        out.extend(parts[ja:jb])
+        prev = b
+    out.extend(parts[prev:])
+    return out
+
+
+def rewrite(html: bytes, edits: Plan | Iterable[Edit]) -> bytes:
+    """Rewrite a whole document at once.
+
+    All or nothing: if the rewriter bails, the original ``html`` is returned.
+    """
+    rw = Rewriter(edits)
+    out = rw.write(html) + rw.end()
+    return html if rw.error is not None else out
