@@ -572,3 +572,61 @@ async def test_progress_bar_when_asked(
     assert report.orders == 2500
     err = capsys.readouterr().err
     assert "\rapplying  [" in err and "2,500/2,500" in err and err.endswith("\r")
+
+
+# --- the command line ----------------------------------------------------------------
+
+
+def test_cli_import_reports_bad_lines_and_applies_the_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge.cli import main
+
+    db = tmp_path / "cli.db"
+    monkeypatch.setenv("EDGE_STORE", f"sqlite:{db}")
+    monkeypatch.setenv("EDGE_SECRET", "test-secret")
+    monkeypatch.chdir(tmp_path)
+    path = write(
+        tmp_path,
+        "orders.csv",
+        "order_id,user_id,date,total,coupon\n"
+        "A1,c1,2024-06-01,40.5,\n"
+        "A2,c1,yesterday,10,\n"
+        "A3,c2,2024-06-02,12,WELCOME\n",
+    )
+    assert main(["import", str(path), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "orders.csv:3: " in out and "kind orders" in out
+    assert "2 orders" in out
+
+    # the same file again: nothing new, and --strict refuses it whole
+    assert main(["import", str(path), "--no-progress", "--strict"]) == 1
+    assert "nothing applied" in capsys.readouterr().out
+
+    async def check() -> Profile | None:
+        store = SQLiteStore(db)
+        try:
+            return await load(store, "cust:c1")
+        finally:
+            await store.close()
+
+    import asyncio
+
+    profile = asyncio.run(check())
+    assert profile is not None and len(profile.orders) == 1
+
+
+def test_cli_import_whole_file_problems_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge.cli import main
+
+    monkeypatch.setenv("EDGE_STORE", f"sqlite:{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("EDGE_SECRET", "test-secret")
+    monkeypatch.chdir(tmp_path)
+    assert main(["import", str(tmp_path / "missing.csv"), "--no-progress"]) == 2
+    assert "missing.csv" in capsys.readouterr().err
+    monkeypatch.setenv("EDGE_STORE", "memory")
+    path = write(tmp_path, "orders.csv", "order_id,user_id,date,total\nA1,c1,2024-06-01,1\n")
+    assert main(["import", str(path)]) == 2
+    assert "SQLite" in capsys.readouterr().err

@@ -265,3 +265,50 @@ async def test_one_identify_links_the_visitor_for_good(service: ProfileService) 
     merged = await service.load(customer_key("c3"))
     assert merged is not None and within(merged.pageview_days, NOW, DAY) == 2
     assert await service.store.get("tablet") is None  # no orphan anonymous profile
+
+
+def test_merge_keeps_identity_and_fills_traits() -> None:
+    from edge.profiles.model import Traits
+
+    into = Profile(
+        visitor_id="cust:c1",
+        customer_id="c1",
+        traits=Traits(city="Milano", custom={"tier": "gold"}),
+    )
+    other = Profile(
+        visitor_id="v-anon",
+        email_hash="h1",
+        traits=Traits(city="Roma", gender="f", birth_year=1990, custom={"tier": "x", "pet": "cat"}),
+    )
+    ev.merge(into, other)
+    assert into.customer_id == "c1" and into.email_hash == "h1"
+    assert into.traits.city == "Milano"  # the surviving profile's own value wins
+    assert into.traits.gender == "f" and into.traits.birth_year == 1990
+    assert into.traits.custom == {"tier": "gold", "pet": "cat"}
+    assert into.aliases == ["v-anon"]
+
+
+async def test_a_profile_created_while_its_id_is_merged_is_folded_in(
+    service: ProfileService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await service.record("v1", events({"event": "Page Viewed"}), ev.Source.BROWSER, now=NOW)
+    await service.record(
+        None,
+        events({"event": "Identify", "anonymous_id": "v1", "user_id": "c1"}),
+        ev.Source.SHOP,
+        now=NOW,
+    )
+
+    # another request of the same visitor resolved its cookie just before that merge
+    async def stale_resolve(alias: str) -> None:
+        return None
+
+    monkeypatch.setattr(service.cache, "resolve", stale_resolve)
+    await service.record("v1", events({"event": "Page Viewed"}), ev.Source.BROWSER, now=NOW + 1)
+    monkeypatch.undo()
+
+    assert await service.store.get("v1") is None
+    assert await service.store.resolve("v1") == customer_key("c1")
+    merged = await service.load("v1")
+    assert merged is not None and merged.visitor_id == customer_key("c1")
+    assert within(merged.pageview_days, 1, NOW + 1) == 2

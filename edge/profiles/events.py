@@ -32,6 +32,7 @@ from edge.profiles.model import (
     Profile,
     Search,
     Touch,
+    Traits,
     bump,
     cap_top,
     clip,
@@ -518,3 +519,20 @@ def merge(into: Profile, other: Profile) -> None:
     for key, ts in other.offers.items():
         into.offers[key] = min(ts, into.offers.get(key, ts))
     into.consent = into.consent and other.consent
+    # Identity and CRM facts: the surviving profile's own values win, the absorbed
+    # profile fills what it lacks (an anonymous profile rarely has any; two customer
+    # profiles merged by a shared email may both have some).
+    into.customer_id = into.customer_id or other.customer_id
+    into.email_hash = into.email_hash or other.email_hash
+    _fill_traits(into.traits, other.traits)
+
+
+def _fill_traits(into: Traits, other: Traits) -> None:
+    for name in into.__struct_fields__:
+        if name == "custom":
+            continue
+        if getattr(into, name) in (None, "") and getattr(other, name) not in (None, ""):
+            setattr(into, name, getattr(other, name))
+    for key, value in other.custom.items():
+        if key in into.custom or len(into.custom) < MAX_CUSTOM_TRAITS:
+            into.custom.setdefault(key, value)

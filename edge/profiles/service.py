@@ -64,9 +64,20 @@ class ProfileService:
         if source is not Source.SHOP:
             assert visitor_id is not None
             key = await self.cache.resolve(visitor_id) or visitor_id
+            created: list[str] = []
             applied = await self._apply(
-                key, [], events, source, now, fresh_id=visitor_id, touches=touches
+                key, [], events, source, now, fresh_id=visitor_id, touches=touches,
+                created=created,
             )
+            if created and key == visitor_id:
+                # A new profile under the cookie's own id: unless a merge absorbed that
+                # id between our resolve and our commit (a login on another request).
+                # Then this profile is an orphan nobody would read: fold it in too.
+                target = await self.store.resolve(visitor_id)
+                if target is not None and target != key:
+                    self.cache.forget_cached(visitor_id)
+                    merged = await self._apply(target, [key], [], source, now, fresh_id=target)
+                    return merged[target]
             return applied[key]
         last: Profile | None = None
         for event in events:
@@ -117,12 +128,17 @@ class ProfileService:
         email_hash: str = "",
         extra_aliases: Sequence[str] = (),
         touches: Sequence[Touch] = (),
+        created: list[str] | None = None,
     ) -> Profiles:
         claims = [_claim(e) for e in events]
         wanted = [c for c in claims if c]
 
         def mutation(current: Profiles, seen: set[str]) -> Profiles:
-            profile = current.get(key) or new_profile(fresh_id, now)
+            profile = current.get(key)
+            if profile is None:
+                profile = new_profile(fresh_id, now)
+                if created is not None:
+                    created.append(key)
             out: Profiles = {key: profile}
             for other_key in absorb:
                 other = current.get(other_key)

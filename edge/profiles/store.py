@@ -135,17 +135,22 @@ class CachedStore:
         self, keys: Sequence[str], claims: Iterable[str], mutation: Mutation
     ) -> Profiles:
         result = await self.store.transact(keys, claims, mutation)
+        # Deletions first: a deleted key is often an alias of a survivor (a merge), and
+        # the survivors' aliases below must win over "nothing here any more".
         for key, profile in result.items():
-            self._cache[key] = profile
-            if profile is not None:
-                for alias in profile.aliases:
-                    self._aliases[alias] = key
-                    self._cache.pop(alias, None)
-            else:
+            if profile is None:
+                self._cache.pop(key, None)
+                self._aliases.pop(key, None)
                 for alias, target in list(self._aliases.items()):
                     if target == key:
                         self._aliases[alias] = None
                         self._cache.pop(alias, None)
+        for key, profile in result.items():
+            if profile is not None:
+                self._cache[key] = profile
+                for alias in profile.aliases:
+                    self._aliases[alias] = key
+                    self._cache.pop(alias, None)
         return result
 
     def forget_cached(self, key: str) -> None:
