@@ -18,8 +18,9 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Final
 
 from edge.profiles.model import Profile, decode, encode
 from edge.profiles.store import Mutation, Profiles, Store
@@ -154,28 +155,41 @@ class SQLiteStore(Store):
         conn: sqlite3.Connection, keys: Sequence[str], claims: list[str], mutation: Mutation
     ) -> Profiles:
         current: Profiles = {}
-        for key in keys:
-            row = conn.execute("SELECT data FROM profiles WHERE key = ?", (key,)).fetchone()
-            current[key] = decode(row[0]) if row else None
         seen: set[str] = set()
-        for claim in claims:
-            if conn.execute("SELECT 1 FROM claims WHERE claim = ?", (claim,)).fetchone():
-                seen.add(claim)
+        if len(keys) + len(claims) <= _BULK:
+            for key in keys:
+                row = conn.execute("SELECT data FROM profiles WHERE key = ?", (key,)).fetchone()
+                current[key] = decode(row[0]) if row else None
+            for claim in claims:
+                if conn.execute("SELECT 1 FROM claims WHERE claim = ?", (claim,)).fetchone():
+                    seen.add(claim)
+        else:  # a bulk job (import): a few hundred keys per statement
+            current = dict.fromkeys(keys)
+            for part in _parts(keys):
+                marks = ",".join("?" * len(part))
+                sql = f"SELECT key, data FROM profiles WHERE key IN ({marks})"
+                for key, data in conn.execute(sql, part):
+                    current[key] = decode(data)
+            for part in _parts(claims):
+                marks = ",".join("?" * len(part))
+                sql = f"SELECT claim FROM claims WHERE claim IN ({marks})"
+                seen.update(claim for (claim,) in conn.execute(sql, part))
         result = mutation(current, seen)
         now = int(time.time())
-        for key, profile in result.items():
-            if profile is None:
-                conn.execute("DELETE FROM profiles WHERE key = ?", (key,))
-                conn.execute("DELETE FROM aliases WHERE key = ?", (key,))
-            else:
-                conn.execute(
-                    "INSERT OR REPLACE INTO profiles (key, data, updated) VALUES (?, ?, ?)",
-                    (key, encode(profile), now),
-                )
-                for alias in profile.aliases:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO aliases (alias, key) VALUES (?, ?)", (alias, key)
-                    )
+        gone = [(key,) for key, profile in result.items() if profile is None]
+        if gone:
+            conn.executemany("DELETE FROM profiles WHERE key = ?", gone)
+            conn.executemany("DELETE FROM aliases WHERE key = ?", gone)
+        kept = [(key, encode(p), now) for key, p in result.items() if p is not None]
+        if kept:
+            conn.executemany(
+                "INSERT OR REPLACE INTO profiles (key, data, updated) VALUES (?, ?, ?)", kept
+            )
+            links = [
+                (alias, key) for key, p in result.items() if p is not None for alias in p.aliases
+            ]
+            if links:
+                conn.executemany("INSERT OR REPLACE INTO aliases (alias, key) VALUES (?, ?)", links)
         new_claims = [(c, now) for c in claims if c not in seen]
         if new_claims:
             conn.executemany("INSERT OR IGNORE INTO claims (claim, ts) VALUES (?, ?)", new_claims)
@@ -186,6 +200,15 @@ class SQLiteStore(Store):
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10)
         self._reader.close()
         self._writer.close()
+
+
+_BULK: Final = 16
+"""Above this many keys and claims, a job reads them with ``IN (...)`` statements."""
+
+
+def _parts(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def _settle(future: asyncio.Future[Profiles], outcome: Profiles | BaseException) -> None:
