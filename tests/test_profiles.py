@@ -213,6 +213,7 @@ def test_encoded_size_is_bounded() -> None:
             ("Email Sent", {}),
             ("Email Opened", {}),
             ("Identify", {"traits": {f"custom_{day}": long}}),
+            ("Placement Shown", {"placement_id": f"pl{day}" + "x" * 120, "offer": True}),
             (
                 "Order Completed",
                 {
@@ -312,3 +313,20 @@ async def test_a_profile_created_while_its_id_is_merged_is_folded_in(
     merged = await service.load("v1")
     assert merged is not None and merged.visitor_id == customer_key("c1")
     assert within(merged.pageview_days, 1, NOW + 1) == 2
+
+
+def test_placement_exposures_only_from_the_sidecar() -> None:
+    p = Profile(visitor_id="v")
+    shown = events({"event": "Placement Shown", "placement_id": "offer-24h", "offer": True})[0]
+    with pytest.raises(ev.NotAllowed):
+        ev.apply(p, shown, NOW, ev.Source.BROWSER)
+    ev.apply(p, shown, NOW, ev.Source.OBSERVED)
+    ev.apply(p, shown, NOW + 60, ev.Source.OBSERVED)  # a reload does not move the deadline
+    assert p.offers == {"offer-24h": NOW}
+    assert p.exposures == {"offer-24h": [NOW, NOW + 60]}
+    held = events({"event": "Placement Shown", "placement_id": "hero", "held_out": True})[0]
+    ev.apply(p, held, NOW, ev.Source.OBSERVED)
+    assert "hero" not in p.exposures
+    for i in range(30):
+        ev.apply(p, shown, NOW + 100 + i, ev.Source.OBSERVED)
+    assert len(p.exposures["offer-24h"]) == 20 and p.exposures["offer-24h"][-1] == NOW + 129

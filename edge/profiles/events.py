@@ -22,7 +22,9 @@ from edge.profiles.model import (
     MAX_ANSWERS,
     MAX_CART_ITEMS,
     MAX_CUSTOM_TRAITS,
+    MAX_EXPOSURES,
     MAX_ID,
+    MAX_OFFERS,
     MAX_ORDER_ITEMS,
     MAX_ORDERS,
     MAX_SEARCHES,
@@ -148,6 +150,16 @@ class ProfileFormAnswered(BaseEvent, tag="Profile Form Answered"):
     answer: Text
 
 
+class PlacementShown(BaseEvent, tag="Placement Shown"):
+    """The sidecar showed a placement (or held it out: the visitor saw the original
+    content as the placement's control group). Only the sidecar records these."""
+
+    placement_id: Id
+    offer: bool = False
+    """A timed offer: its deadline runs from the first exposure."""
+    held_out: bool = False
+
+
 class OrderCompleted(BaseEvent, tag="Order Completed"):
     order_id: Id
     total: Money
@@ -186,6 +198,7 @@ Event = (
     | CartViewed
     | CheckoutStarted
     | ProfileFormAnswered
+    | PlacementShown
     | OrderCompleted
     | CouponApplied
     | EmailSent
@@ -209,6 +222,9 @@ BEHAVIOURAL: Final = frozenset(
     }
 )
 """What a browser may report about its own visitor; everything else needs the shop."""
+
+SIDECAR_ONLY: Final = frozenset({PlacementShown})
+"""What only the sidecar itself records (observed), never a browser."""
 
 TRAIT_FIELDS: Final = frozenset(
     {
@@ -235,6 +251,8 @@ def event_name(event: BaseEvent) -> str:
 
 def check_allowed(event: BaseEvent, source: Source) -> None:
     if source is Source.SHOP:
+        return
+    if source is Source.OBSERVED and type(event) in SIDECAR_ONLY:
         return
     if type(event) not in BEHAVIOURAL:
         raise NotAllowed(
@@ -349,6 +367,23 @@ def _answered(p: Profile, e: ProfileFormAnswered, ts: int) -> None:
     p.answers[e.question] = clip(e.answer)
 
 
+def _placement_shown(p: Profile, e: PlacementShown, ts: int) -> None:
+    key = e.placement_id
+    if e.offer and (key in p.offers or len(p.offers) < MAX_OFFERS):
+        p.offers[key] = min(ts, p.offers.get(key, ts))
+    if e.held_out:
+        return
+    times = p.exposures.get(key)
+    if times is None:
+        if len(p.exposures) >= MAX_OFFERS:
+            stalest = min(p.exposures, key=lambda k: p.exposures[k][-1])
+            del p.exposures[stalest]
+        times = p.exposures[key] = []
+    times.append(ts)
+    times.sort()
+    del times[:-MAX_EXPOSURES]
+
+
 def _order(p: Profile, e: OrderCompleted, ts: int) -> None:
     after_rec = (
         bool(p.last_recommendation_click) and 0 <= ts - p.last_recommendation_click <= 7 * 86_400
@@ -448,6 +483,7 @@ _HANDLERS: Final = {
     CartViewed: _nothing,
     CheckoutStarted: _nothing,
     ProfileFormAnswered: _answered,
+    PlacementShown: _placement_shown,
     OrderCompleted: _order,
     CouponApplied: _coupon,
     EmailSent: _email_sent,
@@ -518,6 +554,10 @@ def merge(into: Profile, other: Profile) -> None:
         into.last_touch = other.last_touch
     for key, ts in other.offers.items():
         into.offers[key] = min(ts, into.offers.get(key, ts))
+    for key, times in other.exposures.items():
+        into.exposures[key] = sorted(into.exposures.get(key, []) + times)[-MAX_EXPOSURES:]
+    while len(into.exposures) > MAX_OFFERS:
+        del into.exposures[min(into.exposures, key=lambda k: into.exposures[k][-1])]
     into.consent = into.consent and other.consent
     # Identity and CRM facts: the surviving profile's own values win, the absorbed
     # profile fills what it lacks (an anonymous profile rarely has any; two customer

@@ -35,6 +35,8 @@ MAX_CART_ITEMS: Final = 50
 MAX_AFFINITIES: Final = 30
 MAX_SEARCHES: Final = 10
 MAX_OFFERS: Final = 50
+MAX_EXPOSURES: Final = 20
+"""Exposure times kept per placement (enough for any frequency cap up to this)."""
 MAX_ANSWERS: Final = 30
 MAX_CUSTOM_TRAITS: Final = 30
 MAX_STRING: Final = 200
@@ -165,6 +167,9 @@ class Profile(msgspec.Struct, omit_defaults=True, kw_only=True):
     last_touch: Touch | None = None
     offers: dict[str, int] = msgspec.field(default_factory=dict)
     """Offer or placement id -> time of the visitor's first exposure."""
+    exposures: dict[str, list[int]] = msgspec.field(default_factory=dict)
+    """Placement id -> the last ``MAX_EXPOSURES`` times it was shown (frequency caps);
+    at most ``MAX_OFFERS`` placements, the least recently shown dropped first."""
 
 
 def day_of(ts: float) -> int:

@@ -66,7 +66,13 @@ class ProfileService:
             key = await self.cache.resolve(visitor_id) or visitor_id
             created: list[str] = []
             applied = await self._apply(
-                key, [], events, source, now, fresh_id=visitor_id, touches=touches,
+                key,
+                [],
+                events,
+                source,
+                now,
+                fresh_id=visitor_id,
+                touches=touches,
                 created=created,
             )
             if created and key == visitor_id:
