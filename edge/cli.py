@@ -78,9 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("orders", "customers", "emails", "events"),
         help="what the file holds (default: from the file name, else from its columns)",
     )
-    imp.add_argument(
-        "--strict", action="store_true", help="apply nothing if any line is bad"
-    )
+    imp.add_argument("--strict", action="store_true", help="apply nothing if any line is bad")
     imp.add_argument(
         "--store", help="SQLite store to import into (default: from edge.toml / EDGE_STORE)"
     )
@@ -88,6 +86,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress", action="store_true", help="no progress bar (default: only on a terminal)"
     )
     _add_config_flag(imp)
+
+    preview = commands.add_parser(
+        "preview-link",
+        help="print a signed, expiring link showing a page as chosen segments see it",
+        description="Print a link that shows PATH as visitors in the given segments would "
+        "see it (not tracked, with a small badge saying so), to check a placement before "
+        "it goes live. Signed with the sidecar's secret; expires.",
+    )
+    preview.add_argument("path", help="the page, e.g. / or /c/scarpe-donna")
+    preview.add_argument(
+        "--segment",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help="a segment the preview visitor is in (repeat for several)",
+    )
+    preview.add_argument("--ttl", default="1h", help="how long the link works (default 1h; max 7d)")
+    preview.add_argument(
+        "--base", help="the shop's public address (default: public_url, else host:port)"
+    )
+    _add_config_flag(preview)
     return parser
 
 
@@ -102,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _forget(args)
         if args.command == "import":
             return _import(args)
+        if args.command == "preview-link":
+            return _preview_link(args)
     except ConfigError as exc:
         print(f"edge: {exc}", file=sys.stderr)
         return 2
@@ -246,7 +267,7 @@ def _import(args: argparse.Namespace) -> int:
     config = load_config({"store": args.store}, config_file=args.config)
     if not config.store.startswith("sqlite:"):
         raise ConfigError(
-            f"edge import writes to a SQLite store (store = \"sqlite:PATH\"), not {config.store!r}; "
+            f'edge import writes to a SQLite store (store = "sqlite:PATH"), not {config.store!r}; '
             "to feed a Redis store, POST the events to /_edge/ingest"
         )
     if not config.secret:
@@ -277,6 +298,36 @@ def _import(args: argparse.Namespace) -> int:
         return report.exit_code()
 
     return asyncio.run(run())
+
+
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def _parse_duration(text: str, what: str) -> int:
+    number, unit = text[:-1], text[-1:]
+    if unit not in _DURATION or not number.isdigit():
+        raise ConfigError(f"{what}: expected a duration like 90s, 30m, 24h or 7d, got {text!r}")
+    return int(number) * _DURATION[unit]
+
+
+def _preview_link(args: argparse.Namespace) -> int:
+    from edge.identity import Identity
+    from edge.preview import make_token, preview_link
+
+    config = load_config({}, config_file=args.config)
+    if not config.secret:
+        raise ConfigError(
+            "a preview link is signed with the sidecar's secret: set EDGE_SECRET (or secret "
+            "in edge.toml) to the value the running sidecar uses"
+        )
+    base = args.base or config.public_url or f"http://{_display_host(config.host)}:{config.port}"
+    ttl = _parse_duration(args.ttl, "--ttl")
+    try:
+        token = make_token(Identity([config.secret]), args.segment, ttl)
+        print(preview_link(base, args.path, token))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return 0
 
 
 def _bind_or_explain(bind: object, host: str, port: int) -> object:
