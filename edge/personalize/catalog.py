@@ -1,0 +1,354 @@
+"""Product facts: what the sidecar knows about the products in a list.
+
+Facts come from two places, and the page wins where it says something:
+
+- the item's own markup: start-tag attributes (``data-product-id``, ``data-category``,
+  ``data-brand``, ``data-price``; names configurable in :class:`ItemReader`), or the
+  id taken from the item's first link by a pattern such as ``/p/(?P<id>[^/?#]+)``;
+- a catalog feed file the merchant exports (:meth:`Catalog.load`): CSV with a header
+  row, a JSON array (or ``{"products": [...]}``) or JSON Lines, with the columns
+  ``id``, ``category``, ``brand``, ``price`` and optionally ``name`` and ``url`` (used
+  to name and link the items of a cart reminder). Other columns are ignored.
+
+A feed with mistakes is refused as a whole with every problem listed as
+``file:line: what is wrong`` (the previous catalog keeps serving).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = ["Catalog", "CatalogError", "ItemFacts", "ItemReader", "parse_price"]
+
+MAX_PROBLEMS: Final = 20
+"""Problems listed in one error before "and N more"."""
+
+_ID_LIMIT: Final = 128
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFacts:
+    """One product's facts. Empty strings and ``None`` mean unknown."""
+
+    product_id: str
+    category: str = ""
+    brand: str = ""
+    price: float | None = None
+    name: str = ""
+    url: str = ""
+
+    def over(self, base: ItemFacts | None) -> ItemFacts:
+        """These facts, with the gaps filled from *base* (the feed's)."""
+        if base is None:
+            return self
+        return ItemFacts(
+            self.product_id or base.product_id,
+            self.category or base.category,
+            self.brand or base.brand,
+            self.price if self.price is not None else base.price,
+            self.name or base.name,
+            self.url or base.url,
+        )
+
+
+class CatalogError(Exception):
+    """A feed that cannot be used; ``problems`` lists ``file:line: reason`` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        shown = problems[:MAX_PROBLEMS]
+        more = len(problems) - len(shown)
+        super().__init__("\n".join(shown) + (f"\n… and {more} more" if more else ""))
+
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def parse_price(text: str) -> float:
+    """A price as a merchant writes it: ``89.90``, ``89,90``, ``€ 1.249,90``,
+    ``1,249.90 EUR``. The last ``.`` or ``,`` followed by one or two digits is the
+    decimal separator; others group thousands. Raises ``ValueError``."""
+    raw = text.strip()
+    m = _NUMBER.search(raw)
+    if not m or _NUMBER.search(raw, m.end()) or raw.lstrip("€$£ ").startswith("-"):
+        raise ValueError(f"price {text!r} is not a number")
+    digits = m.group()
+    head, sep, tail = max(digits.rpartition("."), digits.rpartition(","), key=lambda p: len(p[0]))
+    if sep and len(tail) <= 2:
+        whole = re.sub(r"[.,]", "", head)
+        value = float(f"{whole}.{tail}")
+    else:
+        value = float(re.sub(r"[.,]", "", digits))
+    return value
+
+
+class Catalog:
+    """Product facts by id, from a feed file (or built in code for tests)."""
+
+    def __init__(self, products: Mapping[str, ItemFacts] | None = None, source: str = "") -> None:
+        self.products: dict[str, ItemFacts] = dict(products or {})
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.products)
+
+    def __contains__(self, product_id: object) -> bool:
+        return product_id in self.products
+
+    def get(self, product_id: str | None) -> ItemFacts | None:
+        return self.products.get(product_id) if product_id else None
+
+    @property
+    def categories(self) -> set[str]:
+        return {f.category for f in self.products.values() if f.category}
+
+    @property
+    def brands(self) -> set[str]:
+        return {f.brand for f in self.products.values() if f.brand}
+
+    @classmethod
+    def load(cls, path: str | Path) -> Catalog:
+        """Read a ``.csv``, ``.json`` or ``.jsonl``/``.ndjson`` feed. Raises
+        :class:`CatalogError` naming the file and line of every problem."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            raise CatalogError([f"{path}: cannot read the catalog: {exc.strerror}"]) from None
+        except UnicodeDecodeError as exc:
+            line = path.read_bytes()[: exc.start].count(b"\n") + 1
+            raise CatalogError([f"{path}:{line}: not UTF-8 text; save the feed as UTF-8"]) from None
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            rows = _csv_rows(text, str(path))
+        elif suffix in (".jsonl", ".ndjson"):
+            rows = _jsonl_rows(text, str(path))
+        elif suffix == ".json":
+            rows = _json_rows(text, str(path))
+        else:
+            raise CatalogError(
+                [f"{path}: unknown feed type {suffix!r}; use .csv, .json or .jsonl"]
+            )
+        return cls.from_rows(rows, str(path))
+
+    @classmethod
+    def from_rows(cls, rows: Iterator[tuple[int, Any]], source: str) -> Catalog:
+        """Build from ``(line, record)`` pairs; records are mappings of column → value."""
+        problems: list[str] = []
+        products: dict[str, ItemFacts] = {}
+        first_line: dict[str, int] = {}
+        try:
+            for line, record in rows:
+                where = f"{source}:{line}"
+                if not isinstance(record, Mapping):
+                    problems.append(f"{where}: expected an object with id, category, brand, price")
+                    continue
+                try:
+                    facts = _facts(record)
+                except ValueError as exc:
+                    problems.append(f"{where}: {exc}")
+                    continue
+                if facts.product_id in products:
+                    problems.append(
+                        f"{where}: product {facts.product_id!r} already listed on line "
+                        f"{first_line[facts.product_id]}; keep one row per product"
+                    )
+                    continue
+                products[facts.product_id] = facts
+                first_line[facts.product_id] = line
+        except CatalogError as exc:  # a syntax error ends the file: report what came before too
+            problems.extend(exc.problems)
+        if problems:
+            raise CatalogError(problems)
+        return cls(products, source)
+
+
+def _text(record: Mapping[str, Any], key: str) -> str:
+    value = record.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"{key} must be text, got {type(value).__name__}")
+    return str(value).strip()
+
+
+def _facts(record: Mapping[str, Any]) -> ItemFacts:
+    product_id = _text(record, "id")
+    if not product_id:
+        raise ValueError("missing id (every product needs an 'id')")
+    if len(product_id) > _ID_LIMIT:
+        raise ValueError(f"id longer than {_ID_LIMIT} characters")
+    raw_price = record.get("price")
+    price: float | None
+    if raw_price is None or raw_price == "":
+        price = None
+    elif isinstance(raw_price, bool):
+        raise ValueError("price must be a number, got true/false")
+    elif isinstance(raw_price, int | float):
+        if raw_price < 0:
+            raise ValueError(f"price {raw_price} is negative")
+        price = float(raw_price)
+    elif isinstance(raw_price, str):
+        price = parse_price(raw_price)
+    else:
+        raise ValueError(f"price must be a number, got {type(raw_price).__name__}")
+    return ItemFacts(
+        product_id,
+        _text(record, "category"),
+        _text(record, "brand"),
+        price,
+        _text(record, "name"),
+        _text(record, "url"),
+    )
+
+
+def _csv_rows(text: str, source: str) -> Iterator[tuple[int, Any]]:
+    try:
+        dialect: Any = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise CatalogError([f"{source}:1: empty file; the first row names the columns"]) from None
+    except csv.Error as exc:
+        raise CatalogError([f"{source}:1: {exc}"]) from None
+    columns = [h.strip().lower() for h in header]
+    if "id" not in columns:
+        raise CatalogError(
+            [f"{source}:1: no 'id' column in the header row ({', '.join(columns) or 'empty'}); "
+             "expected id, category, brand, price"]
+        )
+    line = reader.line_num
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise CatalogError([f"{source}:{reader.line_num}: {exc}"]) from None
+        line, start = reader.line_num, line + 1
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) > len(columns):
+            raise CatalogError(
+                [f"{source}:{start}: {len(row)} values but the header names {len(columns)} "
+                 "columns (a value with the separator in it needs quotes)"]
+            )
+        yield start, dict(zip(columns, row, strict=False))
+
+
+def _jsonl_rows(text: str, source: str) -> Iterator[tuple[int, Any]]:
+    for line, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            yield line, json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise CatalogError([f"{source}:{line}: invalid JSON: {exc.msg}"]) from None
+
+
+def _json_rows(text: str, source: str) -> Iterator[tuple[int, Any]]:
+    decoder = json.JSONDecoder()
+
+    def fail(pos: int, msg: str) -> CatalogError:
+        return CatalogError([f"{source}:{text.count(chr(10), 0, pos) + 1}: {msg}"])
+
+    def skip(pos: int) -> int:
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        return pos
+
+    pos = skip(0)
+    if text.startswith("{", pos):  # {"products": [...]}: find the list and read it in place
+        m = re.compile(r'\{\s*"products"\s*:\s*').match(text, pos)
+        if not m:
+            raise fail(pos, 'expected a list of products or {"products": [...]}')
+        pos = m.end()
+    if not text.startswith("[", pos):
+        raise fail(pos, "expected a list of products")
+    pos = skip(pos + 1)
+    if text.startswith("]", pos):
+        return
+    while True:
+        try:
+            record, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise fail(exc.pos, f"invalid JSON: {exc.msg}") from None
+        yield text.count("\n", 0, pos) + 1, record
+        pos = skip(end)
+        if text.startswith(",", pos):
+            pos = skip(pos + 1)
+        elif text.startswith("]", pos):
+            return
+        else:
+            raise fail(pos, "expected ',' or ']' after a product")
+
+
+@dataclass(frozen=True)
+class ItemReader:
+    """How a theme marks its list items: attribute names and a link pattern.
+
+    ``facts(attrs, first_href)`` gives an item's facts from its start-tag attributes
+    (names lowercased, values decoded) and, if the id is not in an attribute, from the
+    item's first link matched against ``link_pattern`` (group ``id``, or group 1).
+    The item's own attributes win over the catalog's facts; the catalog fills gaps.
+    """
+
+    id_attr: str = "data-product-id"
+    category_attr: str = "data-category"
+    brand_attr: str = "data-brand"
+    price_attr: str = "data-price"
+    link_pattern: str | None = None
+    catalog: Catalog | None = None
+
+    def __post_init__(self) -> None:
+        pattern = re.compile(self.link_pattern) if self.link_pattern else None
+        if pattern is not None and pattern.groups == 0:
+            raise ValueError(
+                f"item id pattern {self.link_pattern!r} needs a group for the id, "
+                "e.g. /p/(?P<id>[^/?#]+)"
+            )
+        object.__setattr__(self, "_pattern", pattern)
+
+    def product_id(self, attrs: Mapping[str, str], first_href: str | None = None) -> str | None:
+        value = attrs.get(self.id_attr, "").strip()
+        if value:
+            return value
+        pattern: re.Pattern[str] | None = self._pattern  # type: ignore[attr-defined]
+        if pattern is not None and first_href:
+            m = pattern.search(first_href)
+            if m:
+                found = m.group("id") if "id" in pattern.groupindex else m.group(1)
+                return found or None
+        return None
+
+    def facts(self, attrs: Mapping[str, str], first_href: str | None = None) -> ItemFacts | None:
+        """The item's facts, or ``None`` if it has no id and no facts of its own."""
+        product_id = self.product_id(attrs, first_href) or ""
+        price: float | None = None
+        raw_price = attrs.get(self.price_attr, "").strip()
+        if raw_price:
+            try:
+                price = parse_price(raw_price)
+            except ValueError:
+                price = None  # a theme's odd price text: fall back to the feed
+        own = ItemFacts(
+            product_id,
+            attrs.get(self.category_attr, "").strip(),
+            attrs.get(self.brand_attr, "").strip(),
+            price,
+        )
+        base = self.catalog.get(product_id) if self.catalog is not None else None
+        facts = own.over(base)
+        if not (facts.product_id or facts.category or facts.brand or facts.price is not None):
+            return None
+        return facts

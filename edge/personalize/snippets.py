@@ -1,0 +1,432 @@
+"""The merchant's snippets: Jinja2 blocks rendered into the page's slots.
+
+Templates are merchant files, so they run in Jinja2's immutable sandbox: no access
+to ``__class__``, ``__globals__`` or other Python internals, no mutating the context.
+They are autoescaped (a visitor's city containing ``<script>`` is printed as text)
+and use ``StrictUndefined``, so a misspelt variable is an error rather than an empty
+string; an error never reaches the page: :meth:`Snippets.render` logs it (file and
+line) and returns ``None``, and the caller leaves the slot as the shop rendered it.
+
+Where snippets come from: the merchant's directory (``--snippets DIR``, default
+``./snippets``), then the library shipped inside the package
+(``edge/personalize/library/``, installed as package data). A merchant file with
+the same name as a library one replaces it. In the repository that directory is a
+symbolic link to ``snippets/``, the merchant-facing copy to read and edit, so there
+is one copy; building the package copies the files in.
+
+Templates are compiled once and cached; files are checked for changes at most every
+``reload_interval`` seconds, so an edited snippet is live a second later without a
+restart. Language variants sit beside the base file: ``hero_vip.it.html`` is chosen
+for a request whose ``Accept-Language`` prefers Italian, ``hero_vip.html`` otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import cachetools
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from edge.personalize.catalog import Catalog, ItemFacts
+from edge.personalize.offers import OfferState
+from edge.personalize.profiling import Question
+from edge.profiles.model import Profile
+
+__all__ = [
+    "DEFAULT_DIRECTORY",
+    "LIBRARY",
+    "PROFILE_FORM_ACTION",
+    "SnippetProblem",
+    "Snippets",
+    "accept_languages",
+    "choose_language",
+    "sample_context",
+    "visitor_context",
+]
+
+log = logging.getLogger("edge.snippets")
+
+LIBRARY: Final = Path(__file__).resolve().parent / "library"
+"""The snippets shipped with shop-edge."""
+DEFAULT_DIRECTORY: Final = Path("snippets")
+PROFILE_FORM_ACTION: Final = "/_edge/profile-form"
+
+_LOG_EVERY: Final = 60.0
+"""The same failure is logged at most once a minute, however many pages hit it."""
+
+
+# --- Accept-Language ---------------------------------------------------------------
+
+_LANG = re.compile(r"^[a-z]{1,8}(?:-[a-z0-9]{1,8})*$")
+
+
+def accept_languages(header: str | None) -> list[str]:
+    """Language tags by preference (q-values, then header order), lowercased; each
+    regional tag is followed later by its primary language (``it-ch`` then ``it``)
+    unless listed. ``*`` and ``q=0`` entries are dropped."""
+    ranked: list[tuple[float, int, str]] = []
+    for n, part in enumerate((header or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        tag = tag.strip().lower().replace("_", "-")
+        if not tag or tag == "*" or not _LANG.match(tag):
+            continue
+        q = 1.0
+        m = re.search(r"q\s*=\s*([^;\s]*)", params)
+        if m:
+            try:
+                q = float(m.group(1))
+            except ValueError:
+                continue  # a malformed weight: leave the tag out
+        if q > 0:
+            ranked.append((-q, n, tag))
+    ranked.sort()
+    tags = [tag for _, _, tag in ranked]
+    result: list[str] = []
+    for tag in tags:
+        if tag not in result:
+            result.append(tag)
+    for tag in tags:
+        primary = tag.split("-")[0]
+        if primary not in result:
+            result.append(primary)
+    return result
+
+
+def choose_language(
+    accept_language: str | None, available: Sequence[str] = ("en", "it"), default: str = "en"
+) -> str:
+    """The visitor's preferred language among the shop's *available* ones. Pass it to
+    :func:`visitor_context` so the snippet variant, prices and question texts agree."""
+    for tag in accept_languages(accept_language):
+        if tag in available:
+            return tag
+    return default
+
+
+# --- the library -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SnippetProblem:
+    """A snippet that cannot be used: ``file:line: message``."""
+
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.message}"
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        log.warning("unknown time zone %r for snippets; using UTC", name)
+        return UTC
+
+
+_MONEY: Final = {"it": ("€ {whole},{cents}", "."), "en": ("€{whole}.{cents}", ",")}
+
+
+@jinja2.pass_context
+def _money(ctx: Any, value: Any) -> str:
+    """``89.9`` → ``€ 89,90`` (Italian) / ``€89.90`` (English)."""
+    try:
+        cents = round(float(value) * 100)
+    except (TypeError, ValueError):
+        return ""
+    pattern, group = _MONEY.get(str(ctx.get("language", "en")), _MONEY["en"])
+    sign = "-" if cents < 0 else ""
+    whole, rest = divmod(abs(cents), 100)
+    return sign + pattern.format(whole=f"{whole:,}".replace(",", group), cents=f"{rest:02d}")
+
+
+class Snippets:
+    """Snippet templates by name, from *directory* then the shipped library."""
+
+    def __init__(
+        self,
+        directory: str | Path | None = None,
+        *,
+        library: str | Path | None = LIBRARY,
+        reload_interval: float = 1.0,
+        timezone: str = "UTC",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.directory = Path(directory) if directory is not None else DEFAULT_DIRECTORY
+        self.library = Path(library) if library is not None else None
+        self.search_path = [self.directory] + ([self.library] if self.library else [])
+        self.timezone = _zone(timezone)
+        self._clock = clock
+        self.env = ImmutableSandboxedEnvironment(
+            loader=jinja2.FileSystemLoader([str(p) for p in self.search_path]),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            auto_reload=True,
+            cache_size=1000,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters["money"] = _money
+        self.env.filters["clock"] = self._clock_time
+        self._chosen: cachetools.TTLCache[tuple[str, tuple[str, ...]], Any] = cachetools.TTLCache(
+            maxsize=2048, ttl=reload_interval, timer=clock
+        )
+        self._logged: dict[str, float] = {}
+
+    def _clock_time(self, epoch: Any, fmt: str = "%d/%m %H:%M") -> str:
+        """A unix time as local time in the shop's zone (``{{ offer.deadline|clock }}``)."""
+        try:
+            return datetime.fromtimestamp(int(epoch), self.timezone).strftime(fmt)
+        except (TypeError, ValueError, OverflowError, OSError):
+            return ""
+
+    # --- lookup ---
+
+    @staticmethod
+    def _base(name: str) -> str:
+        return name if name.endswith(".html") else name + ".html"
+
+    def template(self, name: str, languages: Sequence[str] = ()) -> jinja2.Template | None:
+        """The template for *name* in the first of *languages* that has a variant, else
+        the base file; ``None`` (logged) if there is none or it does not compile."""
+        key = (name, tuple(languages))
+        try:
+            return self._chosen[key]
+        except KeyError:
+            pass
+        chosen = self._choose(name, languages)
+        self._chosen[key] = chosen
+        return chosen
+
+    def _choose(self, name: str, languages: Sequence[str]) -> jinja2.Template | None:
+        base = self._base(name)
+        stem = base[: -len(".html")]
+        for candidate in [f"{stem}.{lang}.html" for lang in languages] + [base]:
+            try:
+                return self.env.get_template(candidate)
+            except jinja2.TemplateNotFound:
+                continue
+            except jinja2.TemplateSyntaxError as exc:
+                self._log(str(_problem(exc, candidate)))
+                return None
+            except Exception as exc:  # an unreadable file, say
+                self._log(f"{candidate}: cannot load: {exc}")
+                return None
+        self._log(f"{base}: no such snippet in {', '.join(map(str, self.search_path))}")
+        return None
+
+    def render(
+        self,
+        name: str,
+        context: Mapping[str, Any],
+        *,
+        languages: Sequence[str] | None = None,
+        accept_language: str | None = None,
+    ) -> str | None:
+        """The snippet rendered with *context*, or ``None`` if it cannot be (the
+        failure is logged with file and line; the caller keeps the slot unchanged).
+        The language variant follows *languages*, else *accept_language*, else the
+        context's ``language``."""
+        if languages is None:
+            languages = accept_languages(accept_language) if accept_language else []
+            if not languages and context.get("language"):
+                languages = [str(context["language"])]
+        template = self.template(name, languages)
+        if template is None:
+            return None
+        try:
+            return template.render(context)
+        except Exception as exc:
+            self._log(str(_runtime_problem(exc, template)))
+            return None
+
+    def _log(self, message: str) -> None:
+        now = self._clock()
+        if now - self._logged.get(message, -_LOG_EVERY) >= _LOG_EVERY:
+            if len(self._logged) > 1000:
+                self._logged.clear()
+            self._logged[message] = now
+            log.warning("snippet left out: %s", message)
+
+    # --- checking ---
+
+    def names(self) -> list[str]:
+        """Every snippet file name (variants included), merchant's and library's."""
+        return sorted({n for n in self.env.list_templates() if n.endswith(".html")})
+
+    def check(self, context: Mapping[str, Any] | None = None) -> list[SnippetProblem]:
+        """Every problem in every snippet: syntax errors (file, line), and errors from
+        rendering with *context* (default: :func:`sample_context`, every variable
+        filled in), such as a misspelt variable name."""
+        context = sample_context() if context is None else context
+        problems: list[SnippetProblem] = []
+        if not self.directory.is_dir() and self.directory != DEFAULT_DIRECTORY:
+            problems.append(SnippetProblem(str(self.directory), None, "no such directory"))
+        try:
+            names = self.names()
+        except OSError as exc:
+            return [*problems, SnippetProblem(str(self.directory), None, str(exc))]
+        for name in names:
+            try:
+                template = self.env.get_template(name)
+            except jinja2.TemplateSyntaxError as exc:
+                problems.append(_problem(exc, name))
+                continue
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append(SnippetProblem(name, None, f"cannot read: {exc}"))
+                continue
+            try:
+                template.render(context)
+            except Exception as exc:
+                problems.append(_runtime_problem(exc, template))
+        return problems
+
+
+def _problem(exc: jinja2.TemplateSyntaxError, name: str) -> SnippetProblem:
+    return SnippetProblem(exc.filename or name, exc.lineno, exc.message or str(exc))
+
+
+def _runtime_problem(exc: BaseException, template: jinja2.Template) -> SnippetProblem:
+    filename = template.filename or template.name or "snippet"
+    line = None
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code.co_filename == filename:
+            line = lineno  # Jinja maps template frames to template lines
+    message = str(exc) if not isinstance(exc, jinja2.UndefinedError) else (
+        f"{exc} (every variable a snippet uses must exist: guard optional ones with "
+        "{% if name %})"
+    )
+    if isinstance(exc, jinja2.exceptions.SecurityError):
+        message = f"not allowed in a snippet: {exc}"
+    return SnippetProblem(filename, line, f"{type(exc).__name__}: {message}")
+
+
+# --- the render context --------------------------------------------------------------
+
+
+def _first_name(profile: Profile) -> str:
+    # Traits has no first_name field yet: read it from the shop's custom traits.
+    custom = profile.traits.custom
+    for key in ("first_name", "firstName", "firstname"):
+        value = custom.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    name = custom.get("name")
+    if isinstance(name, str) and name.strip():
+        return name.split()[0]
+    return ""
+
+
+def visitor_context(
+    profile: Profile | None,
+    *,
+    now: int,
+    language: str = "en",
+    catalog: Catalog | None = None,
+    segments: Iterable[str] = (),
+    page: Mapping[str, Any] | None = None,
+    offer: OfferState | None = None,
+    question: Question | None = None,
+    form_error: str = "",
+    csrf: str = "",
+    return_to: str = "/",
+    preview: bool = False,
+) -> dict[str, Any]:
+    """What a snippet can use. Only plain values (str, numbers, lists, dicts and the
+    ``cart`` namespace), so a template sees data, never the profile's objects. Every key is always present (``None``
+    or empty when unknown), so snippets guard with ``{% if offer %}``:
+
+    ``first_name``, ``known`` (a customer the shop identified), ``language``,
+    ``cart`` (``items`` [{id, name, url, price, quantity, total, category, brand}],
+    ``value``, ``count``), ``offer`` (``deadline`` unix time, ``deadline_iso``,
+    ``seconds_left``), ``question`` (the next profiling question: ``trait``, ``text``,
+    ``kind``, ``options`` [{value, label}], ``min``, ``max``, ``max_length``),
+    ``form`` (``action``, ``csrf``, ``return_to``, ``error``), ``segments`` (names),
+    ``page`` (what the caller passes: path, type, campaign…), ``preview``, ``now``.
+    """
+    items = []
+    cart_value = 0.0
+    count = 0
+    if profile is not None:
+        for item in profile.cart.items:
+            facts = catalog.get(item.product_id) if catalog is not None else None
+            price = item.price or (facts.price if facts and facts.price is not None else 0.0)
+            items.append({
+                "id": item.product_id,
+                "name": (facts.name if facts and facts.name else item.product_id),
+                "url": facts.url if facts and facts.url else None,
+                "price": price,
+                "quantity": item.quantity,
+                "total": round(price * item.quantity, 2),
+                "category": item.category or (facts.category if facts else ""),
+                "brand": item.brand or (facts.brand if facts else ""),
+            })
+            cart_value += price * item.quantity
+            count += item.quantity
+    return {
+        "first_name": _first_name(profile) if profile is not None else "",
+        "known": bool(profile and (profile.customer_id or profile.email_hash)),
+        "language": language,
+        # A namespace, not a dict: ``cart.items`` must be the list, not dict.items.
+        "cart": SimpleNamespace(items=items, value=round(cart_value, 2), count=count),
+        "offer": None if offer is None else {
+            "deadline": offer.deadline,
+            "deadline_iso": offer.deadline_iso,
+            "seconds_left": offer.seconds_left,
+        },
+        "question": question.view(language) if question is not None else None,
+        "form": {
+            "action": PROFILE_FORM_ACTION,
+            "csrf": csrf,
+            "return_to": return_to,
+            "error": form_error,
+        },
+        "segments": sorted(segments),
+        "page": dict(page or {}),
+        "preview": preview,
+        "now": now,
+    }
+
+
+def sample_context(language: str = "en") -> dict[str, Any]:
+    """A context with every variable filled in, for :meth:`Snippets.check` and tests."""
+    from edge.personalize.offers import offer_state
+    from edge.personalize.profiling import default_questions
+    from edge.profiles.model import Item
+
+    profile = Profile(visitor_id="sample", customer_id="c1")
+    profile.traits.custom["first_name"] = "Giulia"
+    profile.cart.items = [Item("p1", "scarpe-donna", "Lunaria", 89.9, 1),
+                          Item("p2", "borse-accessori", "Valdarno", 120.0, 2)]
+    catalog = Catalog({
+        "p1": ItemFacts("p1", "scarpe-donna", "Lunaria", 89.9, "Décolleté Aurora", "/p/aurora"),
+        "p2": ItemFacts("p2", "borse-accessori", "Valdarno", 120.0, "Borsa Arno", "/p/arno"),
+    })
+    now = 1_700_000_000
+    return visitor_context(
+        profile,
+        now=now,
+        language=language,
+        catalog=catalog,
+        segments=["vip", "lapsed"],
+        page={"path": "/", "type": "home", "campaign": "saldi"},
+        offer=offer_state({}, "sample", 86_400, now),
+        question=default_questions()["gender"],
+        csrf="sample-token",
+        return_to="/",
+        preview=True,
+    )
