@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edge.config import Config, ConfigError
+from edge.forms import FORM_PATH, ProfileForm
 from edge.identity import Identity
 from edge.ingest import EventEndpoints
 from edge.observe import CartAction, Observer
@@ -55,8 +56,10 @@ class EdgeApp:
         self.events = endpoints = EventEndpoints(
             config, self.identity, self.profiles, self.visitors
         )
+        self.profile_form = ProfileForm(self.identity, self.profiles, self.visitors)
         self.sidecar = Starlette(
             routes=[
+                Route(FORM_PATH, self.profile_form.handle, methods=["POST"]),
                 Route("/_edge/healthz", self.healthz, methods=["GET", "HEAD"]),
                 Route("/_edge/readyz", self.readyz, methods=["GET", "HEAD"]),
                 *endpoints.routes(),
