@@ -27,6 +27,7 @@ from edge.profiles.model import (
     MAX_OFFERS,
     MAX_ORDER_ITEMS,
     MAX_ORDERS,
+    MAX_RECENT_VIEWS,
     MAX_SEARCHES,
     SESSION_GAP,
     Item,
@@ -306,11 +307,21 @@ def _product_viewed(p: Profile, e: ProductViewed, ts: int) -> None:
         _count(p.categories.viewed, e.category)
     if e.brand:
         _count(p.brands.viewed, e.brand)
+    if e.category or e.brand:
+        _recent_view(p, ts, e.category or "", e.brand or "")
 
 
 def _list_viewed(p: Profile, e: ProductListViewed, ts: int) -> None:
     if e.category:
         _count(p.categories.viewed, e.category)
+        _recent_view(p, ts, e.category, "")
+
+
+def _recent_view(p: Profile, ts: int, category: str, brand: str) -> None:
+    p.recent_views.append((ts, clip(category), clip(brand)))
+    if len(p.recent_views) > 1 and p.recent_views[-2][0] > ts:
+        p.recent_views.sort(key=lambda v: v[0])
+    del p.recent_views[:-MAX_RECENT_VIEWS]
 
 
 def _clicked(p: Profile, e: ProductClicked, ts: int) -> None:
@@ -536,6 +547,9 @@ def merge(into: Profile, other: Profile) -> None:
                 a[key] = a.get(key, 0) + n
             cap_top(a)
     into.searches = sorted(into.searches + other.searches, key=lambda s: s.ts)[-MAX_SEARCHES:]
+    into.recent_views = sorted(into.recent_views + other.recent_views, key=lambda v: v[0])[
+        -MAX_RECENT_VIEWS:
+    ]
     into.recommendation_clicks += other.recommendation_clicks
     into.last_recommendation_click = max(
         into.last_recommendation_click, other.last_recommendation_click

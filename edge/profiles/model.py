@@ -34,6 +34,7 @@ MAX_ID: Final = 48
 MAX_CART_ITEMS: Final = 50
 MAX_AFFINITIES: Final = 30
 MAX_SEARCHES: Final = 10
+MAX_RECENT_VIEWS: Final = 30
 MAX_OFFERS: Final = 50
 MAX_EXPOSURES: Final = 20
 """Exposure times kept per placement (enough for any frequency cap up to this)."""
@@ -149,6 +150,9 @@ class Profile(msgspec.Struct, omit_defaults=True, kw_only=True):
     categories: Affinity = msgspec.field(default_factory=Affinity)
     brands: Affinity = msgspec.field(default_factory=Affinity)
     searches: list[Search] = msgspec.field(default_factory=list)
+    recent_views: list[tuple[int, str, str]] = msgspec.field(default_factory=list)
+    """The last ``MAX_RECENT_VIEWS`` product and list views as (time, category, brand):
+    what this visit is about, for ordering products by interest."""
     recommendation_clicks: int = 0
     last_recommendation_click: int = 0
 
