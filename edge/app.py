@@ -3,11 +3,13 @@ and a raw ASGI catch-all that proxies everything else to the shop."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,9 +21,14 @@ from edge.forms import FORM_PATH, ProfileForm
 from edge.identity import Identity
 from edge.ingest import EventEndpoints
 from edge.observe import CartAction, Observer
+from edge.page import Personalizer, load_catalog
+from edge.personalize.catalog import CatalogError
+from edge.personalize.snippets import Snippets
 from edge.profiles.service import ProfileService
 from edge.profiles.store import Store
 from edge.proxy import Proxy, Scope
+from edge.rules import LIBRARY_DIR, LiveRules, ShopStats
+from edge.rules.ruleset import LIBRARY_SEGMENTS
 from edge.visitors import Visitors
 
 log = logging.getLogger("edge.app")
@@ -51,7 +58,26 @@ class EdgeApp:
         self.visitors = Visitors(
             self.identity, self.profiles, observer_for(config), track=config.track
         )
-        self.proxy = Proxy(config, self.visitors)
+        self.rules = LiveRules(*rules_directory(config.rules))
+        self.snippets = Snippets(config.snippets)
+        try:
+            catalog = load_catalog(config.catalog)
+        except CatalogError as exc:
+            raise ConfigError(f"catalog: {exc}") from None
+        self.visitors.observer.catalog = catalog
+        self.personalizer = Personalizer(
+            self.rules,
+            self.snippets,
+            self.profiles,
+            self.visitors,
+            self.identity,
+            self.visitors.observer,
+            catalog=catalog,
+            languages=config.languages or ["en"],
+            shop=ShopStats(avg_order_value=config.avg_order_value),
+        )
+        self.proxy = Proxy(config, self.visitors, self.personalizer)
+        self._tasks: list[asyncio.Task[None]] = []
         self.startup_hooks: list[Callable[[EdgeApp], Awaitable[None]]] = []
         self.events = endpoints = EventEndpoints(
             config, self.identity, self.profiles, self.visitors
@@ -85,7 +111,12 @@ class EdgeApp:
         log.info("proxying to %s", self.config.upstream)
         for hook in self.startup_hooks:
             await hook(self)
+        self._tasks = [asyncio.ensure_future(self.rules.watch())]
+        if self.config.avg_order_value is None:
+            self._tasks.append(asyncio.ensure_future(self._shop_stats_every(SHOP_STATS_EVERY)))
         yield
+        for task in self._tasks:
+            task.cancel()
         await self.visitors.flush()
         self.proxy.pool.close()
         await self.store.close()
@@ -95,12 +126,26 @@ class EdgeApp:
 
     async def readyz(self, _request: Request) -> Response:
         reachable = await self.proxy.pool.probe()
-        checks = {"upstream": "ok" if reachable else "unreachable", "config": "ok"}
+        checks: dict[str, Any] = {
+            "upstream": "ok" if reachable else "unreachable",
+            "config": "ok",
+            "rules": "ok" if self.rules.ok else "errors",
+        }
+        body: dict[str, Any] = {"status": "ready" if reachable else "not ready", "checks": checks}
+        if self.rules.errors:
+            # Still ready: the rules that were serving keep serving; say what is wrong.
+            body["rule_errors"] = [str(e) for e in self.rules.errors[:20]]
         return JSONResponse(
-            {"status": "ready" if reachable else "not ready", "checks": checks},
-            status_code=200 if reachable else 503,
-            headers={"cache-control": "no-store"},
+            body, status_code=200 if reachable else 503, headers={"cache-control": "no-store"}
         )
+
+    async def _shop_stats_every(self, seconds: float) -> None:
+        while True:
+            try:
+                self.personalizer.shop = await shop_stats(self.store)
+            except Exception as exc:
+                log.warning("shop statistics not updated: %s", exc)
+            await asyncio.sleep(seconds)
 
 
 async def _not_found(_request: Request, _exc: Exception) -> Response:
@@ -112,6 +157,35 @@ async def _not_found(_request: Request, _exc: Exception) -> Response:
         status_code=404,
         headers={"cache-control": "no-store"},
     )
+
+
+SHOP_STATS_EVERY: Final = 900.0
+
+
+async def shop_stats(store: Store) -> ShopStats:
+    """Shop-wide figures the rules compare a visitor against (``shop.*``), from every
+    stored profile; yields to the loop between batches."""
+    spent = 0.0
+    orders = 0
+    keys = await store.keys()
+    for i, key in enumerate(keys):
+        profile = await store.get(key)
+        if profile is not None:
+            spent += profile.lifetime_spent
+            orders += profile.order_count
+        if i % 500 == 499:
+            await asyncio.sleep(0)
+    return ShopStats(avg_order_value=round(spent / orders, 2) if orders else None)
+
+
+def rules_directory(configured: str) -> tuple[Path, tuple[str, ...] | None]:
+    """The merchant's rule directory; without one, the shipped library's segments
+    (its placements map the demo shop's theme, not this shop's)."""
+    path = Path(configured)
+    if path.is_dir():
+        return path, None
+    log.info("no rule directory %s: the shipped segment library, no placements", path)
+    return LIBRARY_DIR, LIBRARY_SEGMENTS
 
 
 def observer_for(config: Config) -> Observer:

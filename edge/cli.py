@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--port", type=int, default=8000, help="port of the sidecar (default 8000)")
     demo.add_argument(
+        "--snippets", default="snippets", help="snippet templates (default ./snippets)"
+    )
+    demo.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
     forget = commands.add_parser(
@@ -165,8 +168,20 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_rules() -> object:
+    """./rules when run from a checkout (edit them and watch the demo change), else
+    the library shipped in the package."""
+    from pathlib import Path
+
+    from edge.rules import LIBRARY_DIR
+
+    here = Path("rules")
+    return here if (here / "placements.toml").is_file() else LIBRARY_DIR
+
+
 def _demo(args: argparse.Namespace) -> int:
     from edge.app import EdgeApp, create_app
+    from edge.demo.catalog import write_feed
     from edge.demo.seed import seed
     from edge.demo.shop import create_app as create_shop
     from edge.server import bind, configure_logging, make_server, run, serve
@@ -182,6 +197,9 @@ def _demo(args: argparse.Namespace) -> int:
             "port": args.port,
             "store": f"sqlite:{data_dir}/profiles.db",
             "secret": secrets.token_urlsafe(32),
+            "catalog": str(write_feed(f"{data_dir}/catalog.csv")),
+            "rules": str(_demo_rules()),
+            "snippets": args.snippets,
         },
         environ={},
     )

@@ -92,6 +92,16 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Directory of the merchant's rule files."""
     snippets: str = "snippets"
     """Directory of the merchant's snippet templates."""
+    catalog: str = ""
+    """Product feed (CSV, JSON or JSON Lines: id, category, brand, price, name, url)
+    for ordering lists and naming cart items; item attributes win over it."""
+    languages: list[str] = msgspec.field(default_factory=lambda: ["en", "it"])
+    """Languages the shop's snippets exist in; the first is the default."""
+    personalize_max_bytes: int = 4 * 1024 * 1024
+    """Pages longer than this (by Content-Length) go out untouched."""
+    avg_order_value: float | None = None
+    """The shop's average order value for ``shop.avg_order_value``; unset: computed
+    from the stored profiles at start and every 15 minutes."""
 
     def __post_init__(self) -> None:
         if self.upstream:

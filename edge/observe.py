@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
+from edge.personalize.catalog import Catalog
 from edge.profiles import events as ev
 from edge.profiles.model import Touch
 
@@ -87,6 +88,9 @@ class Observer:
     page_types: Mapping[str, Sequence[str]] = field(default_factory=lambda: DEFAULT_PAGE_TYPES)
     cart_actions: Sequence[CartAction] = DEFAULT_CART_ACTIONS
     shop_host: str = ""
+    catalog: Catalog | None = None
+    """Product facts by id or page slug: observed views and cart adds carry the
+    product's category, brand and price when the feed knows them."""
 
     def __post_init__(self) -> None:
         self._patterns = [
@@ -114,7 +118,19 @@ class Observer:
         if page is None:
             return None, out
         if page.type == "product" and "product" in page.params:
-            out.append(ev.ProductViewed(product_id=page.params["product"][:128]))
+            ref = page.params["product"][:128]
+            facts = self.catalog.lookup(ref) if self.catalog is not None else None
+            if facts is None:
+                out.append(ev.ProductViewed(product_id=ref))
+            else:
+                out.append(
+                    ev.ProductViewed(
+                        product_id=facts.product_id[:128],
+                        category=facts.category[:200],
+                        brand=facts.brand[:200],
+                        price=facts.price or 0.0,
+                    )
+                )
         elif page.type == "category" and "category" in page.params:
             out.append(ev.ProductListViewed(category=page.params["category"][:200]))
         elif page.type == "search":
@@ -139,6 +155,17 @@ class Observer:
         except ValueError:
             quantity = 1
         if action.action == "add":
+            facts = self.catalog.lookup(product) if self.catalog is not None else None
+            if facts is not None:
+                return [
+                    ev.ProductAdded(
+                        product_id=facts.product_id[:128],
+                        category=facts.category[:200],
+                        brand=facts.brand[:200],
+                        price=facts.price or 0.0,
+                        quantity=quantity,
+                    )
+                ]
             return [ev.ProductAdded(product_id=product, quantity=quantity)]
         return [ev.ProductRemoved(product_id=product)]
 

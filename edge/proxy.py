@@ -15,12 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
+import cachetools
 import msgspec
 
 from edge.config import Config
+from edge.page import Decision, Personalizer
+from edge.personalize import codec
+from edge.preview import PREVIEW_COOKIE
+from edge.rewrite import Edit, Plan, Rewriter
 from edge.upstream import (
     UpstreamConnectError,
     UpstreamError,
@@ -64,10 +70,18 @@ class _ClientGone(Exception):
 class Proxy:
     """ASGI app forwarding every request to ``config.upstream``."""
 
-    def __init__(self, config: Config, visitors: Visitors | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        visitors: Visitors | None = None,
+        personalizer: Personalizer | None = None,
+    ) -> None:
         scheme, host, port = config.upstream_origin
         self.config = config
         self.visitors = visitors
+        self.personalizer = personalizer
+        self.max_personalized_bytes = config.personalize_max_bytes
+        self._plans = _PlanCache()
         self.pool = UpstreamPool(
             host,
             port,
@@ -240,6 +254,10 @@ class Proxy:
         return response, host
 
     async def _forward(self, scope: Scope, receive: Any, send: Any) -> None:
+        personalizer = self.personalizer
+        if personalizer is not None and self.visitors is not None and personalizer.wants(scope):
+            await self._forward_personalized(scope, receive, send, personalizer, self.visitors)
+            return
         visitors = self.visitors if self.visitors is not None and self.visitors.track else None
         visit = visitors.begin(scope) if visitors is not None else None
         form = None
@@ -268,6 +286,269 @@ class Proxy:
         if visit is not None and visit.visitor_id:
             form_bytes = bytes(form) if form is not None and len(form) <= FORM_LIMIT else None
             visitors.after(visit, scope, response.status, content_type, form_bytes)  # type: ignore[union-attr]
+
+    async def _forward_personalized(
+        self, scope: Scope, receive: Any, send: Any, personalizer: Personalizer, visitors: Visitors
+    ) -> None:
+        """A page view that rules may change: the decision is made while the upstream
+        works; an HTML answer with edits goes through the streaming rewriter."""
+        preview, preview_cookie = personalizer.preview_of(scope)
+        visit = visitors.begin(scope)
+        deciding = asyncio.ensure_future(personalizer.decide(scope, visit, preview))
+        try:
+            opened = await self.open_upstream(scope, receive, send)
+        except BaseException:
+            deciding.cancel()
+            raise
+        if opened is None:
+            deciding.cancel()
+            return
+        response, host = opened
+        headers = self.response_headers(scope, host, response.headers)
+        content_type = b""
+        encoding = b""
+        length = -1
+        for name, value in headers:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-encoding":
+                encoding = value
+            elif name == b"content-length" and value.isdigit():
+                length = int(value)
+        is_page = response.status == 200 and content_type.startswith(b"text/html")
+        decision: Decision | None = None
+        if is_page:
+            decision = await deciding
+        else:
+            deciding.cancel()
+        track = visit.visitor_id is not None and preview is None
+        if visit.new:
+            if is_page and track:
+                headers = _private(headers)
+                headers.append(visitors.cookie_header(visit))
+            else:
+                visit.visitor_id = None
+        codec_ok = codec.supported(encoding.decode("latin-1") or None)
+        rewrite = (
+            decision is not None
+            and bool(decision.edits)
+            and codec_ok
+            and (length < 0 or length <= self.max_personalized_bytes)
+        )
+        if preview is not None or preview_cookie == "":
+            headers = _preview_headers(headers, preview_cookie, scope)
+        if rewrite:
+            assert decision is not None
+            headers = _personalized_headers(headers, decision)
+        elif decision is not None:
+            headers.append(_server_timing(decision.seconds))
+        if decision is not None and decision.clear_form_error:
+            headers.append((b"set-cookie", FORM_ERROR_CLEAR))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        applied: list[str] = []
+        if rewrite:
+            assert decision is not None
+            applied = await self._rewrite_body(
+                response, receive, send, decision, content_type, encoding
+            )
+        else:
+            await stream_body(response, receive, send)
+        if track and visit.visitor_id:
+            extra = None
+            if decision is not None:
+                shown = set(applied)
+                extra = [
+                    e
+                    for e in decision.exposures()
+                    if e.held_out or e.placement_id in shown  # type: ignore[attr-defined]
+                ]
+            visitors.after(visit, scope, response.status, content_type, None, extra)
+
+    async def _rewrite_body(
+        self,
+        response: UpstreamResponse,
+        receive: Any,
+        send: Any,
+        decision: Decision,
+        content_type: bytes,
+        encoding: bytes,
+    ) -> list[str]:
+        """Decode, rewrite, re-encode, chunk by chunk. Returns the placements whose
+        slot was found. A body that cannot be decoded midway is cut off (the head is
+        out already); one that the rewriter cannot parse goes on unchanged."""
+        coding = encoding.decode("latin-1") or None
+        decoder = codec.Decoder.for_header(coding, max_output=self.max_personalized_bytes * 8)
+        encoder = codec.Encoder.for_header(coding)
+        rewriter = None
+        slots = None
+        started = time.perf_counter()
+        while True:
+            try:
+                chunk, more = await response.read()
+            except UpstreamError as exc:
+                log.warning("upstream broke off mid-response: %s", exc)
+                raise _ClientGone from None
+            try:
+                data = decoder.feed(chunk)
+                if not more:
+                    data += decoder.flush()
+            except codec.CodecError as exc:
+                log.warning("cannot decode the page (%s); response cut off", exc)
+                response.close()
+                raise _ClientGone from None
+            if rewriter is None and (data or not more):
+                charset = codec.charset_of(content_type.decode("latin-1"), data[:1024])
+                rewriter, slots = self._plans.rewriter(decision, charset)
+            out = b""
+            if rewriter is not None:
+                out = rewriter.write(data) if data else b""
+                if not more:
+                    out += rewriter.end()
+            body = encoder.feed(out) + (encoder.finish() if not more else encoder.flush())
+            if body or not more:
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+            if not more:
+                break
+        log.debug("rewrote a page in %.2f ms", (time.perf_counter() - started) * 1000)
+        if rewriter is None or slots is None or rewriter.error is not None:
+            return []
+        return [slots[i] for i, n in enumerate(rewriter.counts) if n]
+
+
+class _Late:
+    """Stands in for one request's reorder callbacks inside a shared, cached plan.
+    Set :attr:`target` right before feeding that request's rewriter (feeding is
+    synchronous, so concurrent requests never see each other's target)."""
+
+    __slots__ = ("target",)
+
+    def __init__(self) -> None:
+        self.target: Any = None
+
+    def key(self, attrs: dict[str, str]) -> str | None:
+        return self.target.key(attrs)
+
+    def order(self, keys: list[str | None]) -> list[str]:
+        return self.target.order(keys)
+
+
+class _BoundRewriter:
+    """A rewriter on a shared plan, with this request's reorder targets."""
+
+    __slots__ = ("_inner", "_late", "_targets")
+
+    def __init__(self, inner: Rewriter, late: list[_Late], targets: list[Any]) -> None:
+        self._inner = inner
+        self._late = late
+        self._targets = targets
+
+    def _bind(self) -> None:
+        for late, target in zip(self._late, self._targets, strict=True):
+            late.target = target
+
+    def write(self, data: bytes) -> bytes:
+        self._bind()
+        return self._inner.write(data)
+
+    def end(self) -> bytes:
+        self._bind()
+        return self._inner.end()
+
+    @property
+    def counts(self) -> list[int]:
+        return self._inner.counts
+
+    @property
+    def error(self) -> str | None:
+        return self._inner.error
+
+
+class _PlanCache:
+    """Compiled rewrite plans by their edits' shape and content: compiling selectors
+    costs more than rewriting a page, and most visitors of a segment get the same
+    snippet."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._plans: cachetools.LRUCache[tuple[Any, ...], tuple[Plan, list[_Late]]] = (
+            cachetools.LRUCache(size)
+        )
+
+    def rewriter(self, decision: Decision, charset: str) -> tuple[Any, list[str]]:
+        shape: list[tuple[Any, ...]] = []
+        targets: list[Any] = []
+        for slot_edit in decision.edits:
+            edit = slot_edit.edit
+            if edit.action == "reorder":
+                shape.append((edit.selector, "reorder"))
+                targets.append(edit.key.__self__)  # type: ignore[union-attr]
+            else:
+                content = edit.content
+                if isinstance(content, str):
+                    content = codec.encode_text(content, charset)
+                shape.append((edit.selector, edit.action, content))
+        key = tuple(shape)
+        cached = self._plans.get(key)
+        if cached is None:
+            late: list[_Late] = []
+            edits = []
+            for item in key:
+                if item[1] == "reorder":
+                    holder = _Late()
+                    late.append(holder)
+                    edits.append(Edit(item[0], "reorder", key=holder.key, order=holder.order))
+                else:
+                    edits.append(Edit(item[0], item[1], item[2]))
+            cached = self._plans[key] = (Plan(edits), late)
+        plan, late = cached
+        slots = [e.placement for e in decision.edits]
+        return _BoundRewriter(plan.rewriter(), late, targets), slots
+
+
+_VARY_COOKIE: Final = b"Cookie"
+FORM_ERROR_CLEAR: Final = b"edge_form_error=; Path=/; Max-Age=0"
+
+
+def _server_timing(seconds: float) -> tuple[bytes, bytes]:
+    return (b"server-timing", b'edge;dur=%.2f;desc="shop-edge"' % (seconds * 1000))
+
+
+def _personalized_headers(
+    headers: list[tuple[bytes, bytes]], decision: Decision
+) -> list[tuple[bytes, bytes]]:
+    """Headers made true for the rewritten body: no length (it streams), a weak ETag
+    of the upstream's version and this visitor's edits, never in a shared cache."""
+    out: list[tuple[bytes, bytes]] = []
+    vary: list[bytes] = []
+    for name, value in _private(headers):
+        if name in (b"content-length", b"accept-ranges", b"content-md5", b"last-modified"):
+            continue
+        if name == b"etag":
+            inner = value.removeprefix(b"W/").strip(b'"')[:64]
+            value = b'W/"' + inner + b"-" + decision.fingerprint.encode() + b'"'
+        elif name == b"vary":
+            vary.extend(v.strip() for v in value.split(b",") if v.strip())
+            continue
+        out.append((name, value))
+    if not any(v.lower() in (b"cookie", b"*") for v in vary):
+        vary.append(_VARY_COOKIE)
+    out.append((b"vary", b", ".join(vary)))
+    out.append(_server_timing(decision.seconds))
+    return out
+
+
+def _preview_headers(
+    headers: list[tuple[bytes, bytes]], token: str | None, scope: Scope
+) -> list[tuple[bytes, bytes]]:
+    """A preview is for one merchant: never stored anywhere; the token moves from
+    the link to a session cookie (or is cleared with ``edge_preview=off``)."""
+    out = [(n, v) for n, v in headers if n != b"cache-control"]
+    out.append((b"cache-control", b"no-store"))
+    if token is not None:
+        value = f"{PREVIEW_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax"
+        if not token:
+            value += "; Max-Age=0"
+        out.append((b"set-cookie", value.encode()))
+    return out
 
 
 def _private(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

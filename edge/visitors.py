@@ -122,8 +122,10 @@ class Visitors:
         status: int,
         content_type: bytes,
         form: bytes | None,
+        extra: list[ev.BaseEvent] | None = None,
     ) -> None:
-        """Queue the events this exchange shows (no I/O here)."""
+        """Queue the events this exchange shows, and *extra* ones the sidecar made
+        (placement exposures), no I/O here."""
         if visit.visitor_id is None:
             return
         method = scope["method"]
@@ -143,8 +145,16 @@ class Visitors:
                     referrer = value.decode("latin-1")
                     break
             touch = self.observer.touch(query, referrer, int(time.time()))
+        if extra:
+            events.extend(extra)
         if not events:
             return
+        # Stamped now: a first hit is stored only with the visitor's next request, and
+        # must count at the time it happened (the visit starts with its landing).
+        now = int(time.time())
+        for event in events:
+            if event.ts is None:
+                event.ts = now
         if visit.new:
             self._first_hits[visit.visitor_id] = (events, touch)
             return
@@ -155,6 +165,11 @@ class Visitors:
             if first[1] is not None:
                 touches.insert(0, first[1])
         self._queue(visit.visitor_id, events, touches)
+
+    def pending_touch(self, visitor_id: str) -> Touch | None:
+        """The campaign touch of a new visitor's first hit, not stored yet."""
+        first = self._first_hits.get(visitor_id)
+        return first[1] if first is not None else None
 
     def _queue(self, visitor_id: str, events: list[ev.BaseEvent], touches: list[Touch]) -> None:
         if len(self._pending) >= _MAX_PENDING:

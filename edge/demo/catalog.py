@@ -6,8 +6,10 @@ strings a visitor sees are derived from them in one place (`format_euro`).
 
 from __future__ import annotations
 
+import csv
 import re
 import unicodedata
+from pathlib import Path
 
 import msgspec
 
@@ -664,3 +666,15 @@ def search_products(query: str) -> tuple[Product, ...]:
             found.append((not in_name, product))
     found.sort(key=lambda hit: hit[0])
     return tuple(product for _, product in found)
+
+
+def write_feed(path: str | Path) -> Path:
+    """The catalogue as a product feed (CSV: id, category, brand, price, name, url),
+    as a merchant would export it for the sidecar."""
+    path = Path(path)
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "category", "brand", "price", "name", "url"])
+        for p in PRODUCTS:
+            writer.writerow([p.id, p.category, p.brand, p.price_euro, p.name, f"/p/{p.slug}"])
+    return path

@@ -105,6 +105,19 @@ class Catalog:
     def get(self, product_id: str | None) -> ItemFacts | None:
         return self.products.get(product_id) if product_id else None
 
+    def lookup(self, ref: str) -> ItemFacts | None:
+        """By product id, else by a product page's slug (the last segment of its
+        ``url``): what the sidecar sees of a product page is its URL."""
+        facts = self.products.get(ref)
+        if facts is not None:
+            return facts
+        slugs = self.__dict__.get("_slugs")
+        if slugs is None:
+            slugs = self.__dict__["_slugs"] = {
+                f.url.rstrip("/").rsplit("/", 1)[-1]: f for f in self.products.values() if f.url
+            }
+        return slugs.get(ref)
+
     @property
     def categories(self) -> set[str]:
         return {f.category for f in self.products.values() if f.category}

@@ -1,0 +1,380 @@
+"""Deciding what one page view shows: segments, then the placement for each slot.
+
+The proxy starts the upstream request and, meanwhile, asks :meth:`Personalizer.decide`
+for a :class:`Decision`: the visitor's profile (cache, then store), the request's
+context (page type, campaign, language, device, geo), the compiled rules, and for
+each slot the first placement by priority that holds, is within its schedule, is
+under its frequency cap, is not an expired offer, and for which this visitor is not
+in the holdout. A placement gives the slot a rendered snippet or a product order.
+The decision is pure data; the proxy applies it with the streaming rewriter and
+records the exposures after the response.
+
+Fail open: anything that raises in here is logged and the page goes out untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from edge.forms import FORM_PATH, csrf_token, form_error
+from edge.identity import Identity, parse_cookies
+from edge.observe import Observer
+from edge.personalize.catalog import Catalog, ItemReader
+from edge.personalize.offers import frequency_allows, offer_state
+from edge.personalize.ordering import Interest, ListOrder, Sort
+from edge.personalize.profiling import Question, default_questions, next_question
+from edge.personalize.snippets import Snippets, choose_language, visitor_context
+from edge.preview import PREVIEW_COOKIE, Preview, read_token, strip_param
+from edge.profiles import events as ev
+from edge.profiles.model import Profile
+from edge.profiles.service import ProfileService
+from edge.rewrite import Edit
+from edge.rules import LiveRules, RequestInfo, ShopStats, device_of
+from edge.rules.functions import Context
+from edge.visitors import Visit, Visitors
+
+log = logging.getLogger("edge.page")
+
+PREVIEW_SLOT: Final = "edge-preview-badge"
+_DURATIONS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+
+
+def parse_duration(text: str) -> int:
+    """``90s``, ``30m``, ``24h``, ``7d``, ``2w`` -> seconds (the rule files checked it)."""
+    text = text.strip()
+    return int(text[:-1]) * _DURATIONS[text[-1]]
+
+
+@dataclass(slots=True)
+class SlotEdit:
+    """What one placement does to one slot on this page."""
+
+    placement: str
+    slot: str
+    edit: Edit
+    offer: bool = False
+
+
+@dataclass(slots=True)
+class Decision:
+    edits: list[SlotEdit] = field(default_factory=list)
+    held_out: list[str] = field(default_factory=list)
+    """Placements this visitor would have seen but is the control group of."""
+    segments: list[str] = field(default_factory=list)
+    preview: Preview | None = None
+    seconds: float = 0.0
+    """The sidecar's own time deciding, for Server-Timing."""
+    fingerprint: str = ""
+    """A digest of everything visitor-specific in the edits (for the ETag)."""
+    clear_form_error: bool = False
+
+    def exposures(self) -> list[ev.BaseEvent]:
+        """Events recording what was shown (and withheld), for caps, offers, lift."""
+        out: list[ev.BaseEvent] = [
+            ev.PlacementShown(placement_id=e.placement, offer=e.offer) for e in self.edits
+        ]
+        out += [ev.PlacementShown(placement_id=p, held_out=True) for p in self.held_out]
+        return out
+
+
+def in_holdout(visitor_id: str, placement_id: str, share: float) -> bool:
+    """Deterministic: the same visitor is always on the same side for a placement, and
+    different placements split visitors independently."""
+    if share <= 0.0 or not visitor_id:
+        return False
+    digest = hashlib.blake2b(f"{placement_id}\0{visitor_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < share
+
+
+class Personalizer:
+    def __init__(
+        self,
+        rules: LiveRules,
+        snippets: Snippets,
+        profiles: ProfileService,
+        visitors: Visitors,
+        identity: Identity,
+        observer: Observer,
+        *,
+        catalog: Catalog | None = None,
+        languages: Sequence[str] = ("en", "it"),
+        questions: dict[str, Question] | None = None,
+        shop: ShopStats | None = None,
+    ) -> None:
+        self.rules = rules
+        self.snippets = snippets
+        self.profiles = profiles
+        self.visitors = visitors
+        self.identity = identity
+        self.observer = observer
+        self.catalog = catalog
+        self.languages = tuple(languages)
+        self.questions = questions if questions is not None else default_questions()
+        self.shop = shop if shop is not None else ShopStats()
+        self._readers: dict[str, ItemReader] = {}
+
+    @property
+    def active(self) -> bool:
+        ruleset = self.rules.ruleset
+        return ruleset is not None and bool(ruleset.placements)
+
+    def wants(self, scope: dict[str, Any]) -> bool:
+        """Whether this request may be personalized at all (before any work)."""
+        if scope["method"] != "GET" or not self.active:
+            return False
+        for name, value in scope["headers"]:
+            if name == b"accept":
+                return b"text/html" in value or b"*/*" in value
+        return True
+
+    def preview_of(self, scope: dict[str, Any]) -> tuple[Preview | None, str | None]:
+        """A valid preview token from the query (which the shop must not see) or the
+        preview cookie, and the token to set as the cookie when it came by URL."""
+        query, token = strip_param(scope["query_string"])
+        if token is not None:
+            scope["query_string"] = query
+            if token == "off":
+                return None, ""
+            preview = read_token(self.identity, token)
+            return preview, token if preview is not None else None
+        for name, value in scope["headers"]:
+            if name == b"cookie" and PREVIEW_COOKIE.encode() in value:
+                cookie = parse_cookies(value).get(PREVIEW_COOKIE)
+                if cookie:
+                    return read_token(self.identity, cookie), None
+        return None, None
+
+    async def decide(
+        self, scope: dict[str, Any], visit: Visit | None, preview: Preview | None = None
+    ) -> Decision | None:
+        started = time.perf_counter()
+        try:
+            decision = await self._decide(scope, visit, preview)
+        except Exception:
+            log.exception("personalization failed; the page goes out as the shop made it")
+            return None
+        if decision is not None:
+            decision.seconds = time.perf_counter() - started
+        return decision
+
+    async def _decide(
+        self, scope: dict[str, Any], visit: Visit | None, preview: Preview | None
+    ) -> Decision | None:
+        ruleset = self.rules.ruleset
+        if ruleset is None or (visit is not None and visit.crawler):
+            return None
+        now = int(time.time())
+        visitor_id = visit.visitor_id if visit is not None and preview is None else None
+        profile: Profile | None = None
+        if visitor_id and visit is not None and not visit.new:
+            profile = await self.profiles.load(visitor_id)
+        headers = _headers(scope)
+        request = self._request_info(scope, headers, visitor_id, now)
+        ctx = Context(profile, request, now, self.shop)
+        result = ruleset.evaluate(ctx)
+        if preview is not None:
+            names = set(preview.segments)
+            segments = [n for n in ruleset.segment_names if n in names]
+            eligible = [
+                p
+                for p in ruleset.placements
+                if (p.spec.segment in names if p.spec.segment else result[p.output])
+                and p.scheduled(now)
+            ]
+            eligible.sort(key=lambda p: -p.spec.priority)
+        else:
+            segments = ruleset.names(result)
+            eligible = ruleset.eligible(ctx, result)
+        decision = Decision(segments=segments, preview=preview)
+        if not eligible and preview is None:
+            return decision
+        language = choose_language(headers.get("accept-language"), self.languages)
+        cookies = parse_cookies(headers.get("cookie", ""))
+        error_question, error_text = form_error(cookies)
+        path = scope["path"]
+        query = scope["query_string"].decode("latin-1")
+        return_to = path + ("?" + query if query else "")
+        question = next_question(profile, self.questions) if profile is not None else None
+        if profile is None and visitor_id:
+            question = next_question(Profile(visitor_id=visitor_id), self.questions)
+        taken: set[str] = set()
+        digest = hashlib.blake2b(digest_size=12)
+        for placement in eligible:
+            slot_name = placement.spec.slot
+            if slot_name in taken:
+                continue
+            slot = ruleset.slots.get(slot_name)
+            if slot is None or (slot.pages and request.page_type not in slot.pages):
+                continue
+            spec = placement.spec
+            if spec.cap is not None and profile is not None:
+                window = parse_duration(spec.cap.per)
+                times = profile.exposures.get(placement.id, [])
+                if not frequency_allows(times, spec.cap.views, window, now):
+                    continue
+            offer = None
+            if spec.offer_ttl:
+                offers = profile.offers if profile is not None else {}
+                offer = offer_state(offers, placement.id, parse_duration(spec.offer_ttl), now)
+                if offer.expired:
+                    continue
+            if preview is None and in_holdout(visitor_id or "", placement.id, spec.holdout):
+                taken.add(slot_name)
+                decision.held_out.append(placement.id)
+                continue
+            if spec.snippet:
+                if spec.snippet.startswith("profile_form") and question is None:
+                    continue  # nothing left to ask: the next placement may fill the slot
+                context = visitor_context(
+                    profile,
+                    now=now,
+                    language=language,
+                    catalog=self.catalog,
+                    segments=segments,
+                    page={"path": path, "type": request.page_type, **request.utm},
+                    offer=offer,
+                    question=question,
+                    form_error=error_text if question and error_question == question.trait else "",
+                    csrf=csrf_token(self.identity, visitor_id) if visitor_id else "",
+                    return_to=return_to,
+                    preview=preview is not None,
+                )
+                context["form"]["action"] = FORM_PATH
+                html = self.snippets.render(spec.snippet, context, languages=[language])
+                if html is None:
+                    continue  # logged by the library; the slot stays as the shop made it
+                if error_text and question and error_question == question.trait:
+                    decision.clear_form_error = True
+                action = spec.action or slot.action
+                edit = Edit(slot.select, action, html)
+                digest.update(html.encode())
+            else:
+                sorts = spec.sort_keys
+                interest = Interest.of(profile, now) if profile is not None else Interest()
+                order = ListOrder(self._reader(slot_name, slot), _sorts(sorts, spec.pin), interest)
+                edit = Edit(slot.select, "reorder", key=order.key, order=order.order)
+                digest.update(repr((sorts, spec.pin, interest)).encode())
+            taken.add(slot_name)
+            decision.edits.append(SlotEdit(placement.id, slot_name, edit, offer=offer is not None))
+        if preview is not None:
+            badge = self.snippets.render(
+                "preview_badge",
+                visitor_context(None, now=now, language=language, segments=segments, preview=True),
+                languages=[language],
+            )
+            if badge:
+                edit = Edit("body", "prepend", badge)
+                decision.edits.append(SlotEdit("", PREVIEW_SLOT, edit))
+                digest.update(badge.encode())
+        decision.fingerprint = digest.hexdigest()
+        return decision
+
+    def _request_info(
+        self, scope: dict[str, Any], headers: dict[str, str], visitor_id: str | None, now: int
+    ) -> RequestInfo:
+        ruleset = self.rules.ruleset
+        path = scope["path"]
+        page_type = ruleset.page_type(path) if ruleset is not None else ""
+        if not page_type:
+            page = self.observer.page(path)
+            page_type = page.type if page is not None else ""
+        query = scope["query_string"].decode("latin-1")
+        touch = self.observer.touch(query, headers.get("referer", ""), now)
+        utm: dict[str, str] = {}
+        channel = ""
+        if touch is not None:
+            utm = {
+                k: v
+                for k, v in (
+                    ("source", touch.source),
+                    ("medium", touch.medium),
+                    ("campaign", touch.campaign),
+                )
+                if v
+            }
+            channel = touch.channel
+        elif visitor_id:
+            # A new visitor's landing is not stored before their second request: the
+            # campaign they came with still counts for the rest of the visit.
+            pending = self.visitors.pending_touch(visitor_id)
+            if pending is not None:
+                utm = {
+                    k: v
+                    for k, v in (
+                        ("source", pending.source),
+                        ("medium", pending.medium),
+                        ("campaign", pending.campaign),
+                    )
+                    if v
+                }
+                channel = pending.channel
+        lat = _float(headers.get("x-geo-latitude"))
+        lon = _float(headers.get("x-geo-longitude"))
+        return RequestInfo(
+            path=path,
+            page_type=page_type,
+            utm=utm,
+            channel=channel,
+            lang=choose_language(headers.get("accept-language"), self.languages),
+            device=device_of(headers.get("user-agent", "")),
+            country=(headers.get("x-geo-country") or headers.get("cf-ipcountry") or "").upper(),
+            latitude=lat,
+            longitude=lon,
+        )
+
+    def _reader(self, name: str, slot: Any) -> ItemReader:
+        reader = self._readers.get(name)
+        if reader is None:
+            reader = ItemReader(
+                id_attr=slot.item_id or "data-product-id",
+                link_pattern=slot.item_link or None,
+                catalog=self.catalog,
+            )
+            self._readers[name] = reader
+        return reader
+
+
+def _sorts(sorts: Iterable[str], pins: Sequence[str]) -> list[Sort]:
+    return [Sort.parse(s, pinned=pins if s.strip().lower() == "pin" else ()) for s in sorts]
+
+
+def _headers(scope: dict[str, Any]) -> dict[str, str]:
+    wanted = (
+        b"accept-language",
+        b"cookie",
+        b"referer",
+        b"user-agent",
+        b"x-geo-country",
+        b"cf-ipcountry",
+        b"x-geo-latitude",
+        b"x-geo-longitude",
+    )
+    out: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name in wanted:
+            text = value.decode("latin-1")
+            out[name.decode()] = out[name.decode()] + "; " + text if name.decode() in out else text
+    return out
+
+
+def _float(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if -180.0 <= value <= 180.0 else None
+
+
+def load_catalog(path: str) -> Catalog | None:
+    """The product feed named by ``catalog`` in the config, if any."""
+    if not path:
+        return None
+    return Catalog.load(Path(path))

@@ -1,0 +1,735 @@
+"""Type checking, the compiled evaluator, and the reference interpreter.
+
+A rule set compiles to ONE generated Python function: each segment (in dependency
+order) and each placement condition is one statement, shared sub-expressions are
+computed once into locals, and profile values are read through the :class:`Context`,
+which computes each on first use. The generated text is built from the checked syntax
+tree only; the names it can reach are the helpers in ``_HELPERS``, constant sets, and
+the context it is given.
+
+:func:`explain` is the reference interpreter: a plain tree walk with the same
+semantics, written independently of the code generator; the tests compare the two
+on random profiles.
+
+Semantics, in one place:
+
+- a *missing* value (a field the profile does not have, ``x / 0``) never satisfies a
+  comparison: ``==``, ``!=``, ``<``... ``in`` and ``not in`` with a missing operand
+  are false, so ``not (missing > 3)`` is true;
+- arithmetic with a missing operand is missing;
+- in ``and``, ``or`` and ``not`` a value counts as true only if it is ``true``;
+- values of different types are never equal (``traits.x == 1`` is false for "1").
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from edge.rules import functions as fn
+from edge.rules.lang import Binary, Call, LangError, ListLit, Literal, Name, Node, Unary, render
+
+_ORDERING: Final = frozenset({"<", "<=", ">", ">="})
+_EQUALITY: Final = frozenset({"==", "!="})
+_ARITH: Final = frozenset({"+", "-", "*", "/"})
+
+# (left, op, right) -> result type, for typed arithmetic.
+_ARITH_TYPES: Final = {
+    ("number", "+", "number"): "number",
+    ("number", "-", "number"): "number",
+    ("number", "*", "number"): "number",
+    ("number", "/", "number"): "number",
+    ("duration", "+", "duration"): "duration",
+    ("duration", "-", "duration"): "duration",
+    ("duration", "*", "number"): "duration",
+    ("number", "*", "duration"): "duration",
+    ("duration", "/", "number"): "duration",
+    ("duration", "/", "duration"): "number",
+    ("date", "+", "duration"): "date",
+    ("duration", "+", "date"): "date",
+    ("date", "-", "duration"): "date",
+    ("date", "-", "date"): "duration",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Typed:
+    type: str
+    nullable: bool
+
+
+@dataclass(slots=True)
+class Checked:
+    """A checked expression: its tree, the type of every node, the segments it uses."""
+
+    source: str
+    tree: Node
+    types: dict[int, Typed]
+    segments: list[tuple[str, Name]] = field(default_factory=list)
+
+
+def _all_names(segments: Sequence[str]) -> list[str]:
+    return [*fn.FIELDS, *fn.FUNCTIONS, *fn.SPECIAL_FUNCTIONS, *segments]
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else ""
+
+
+class _Checker:
+    def __init__(self, source: str, segments: Sequence[str]) -> None:
+        self.source = source
+        self.segment_names = set(segments)
+        self.segment_list = list(segments)
+        self.types: dict[int, Typed] = {}
+        self.errors: list[LangError] = []
+        self.uses: list[tuple[str, Name]] = []
+
+    def error(self, node: Node, message: str, help: str = "") -> Typed:
+        self.errors.append(LangError(message, node.start, node.end - node.start, help))
+        return self.set(node, "error", False)
+
+    def set(self, node: Node, type: str, nullable: bool) -> Typed:
+        typed = Typed(type, nullable)
+        self.types[id(node)] = typed
+        return typed
+
+    def text(self, node: Node) -> str:
+        return self.source[node.start : node.end]
+
+    def check(self, node: Node) -> Typed:
+        if isinstance(node, Literal):
+            return self.set(node, node.type, False)
+        if isinstance(node, ListLit):
+            kinds = {item.type for item in node.items}
+            for item in node.items:
+                self.set(item, item.type, False)
+            if len(kinds) > 1:
+                return self.error(node, "a list must hold values of one type", "")
+            if not kinds:
+                return self.error(node, "the list is empty")
+            return self.set(node, "list:" + kinds.pop(), False)
+        if isinstance(node, Name):
+            return self.name(node)
+        if isinstance(node, Call):
+            return self.call(node)
+        if isinstance(node, Unary):
+            inner = self.check(node.operand)
+            if inner.type == "error":
+                return self.set(node, "error", False)
+            if node.op == "not":
+                if inner.type not in ("bool", "any"):
+                    return self.error(
+                        node.operand,
+                        f"`not` needs true or false, but `{self.text(node.operand)}` "
+                        f"is a {inner.type}",
+                    )
+                return self.set(node, "bool", False)
+            if inner.type == "any":
+                return self.set(node, "number", True)
+            if inner.type not in ("number", "duration"):
+                return self.error(node, f"cannot negate a {inner.type}")
+            return self.set(node, inner.type, inner.nullable)
+        assert isinstance(node, Binary)
+        return self.binary(node)
+
+    def name(self, node: Name) -> Typed:
+        path = node.path
+        if path in self.segment_names:
+            self.uses.append((path, node))
+            return self.set(node, "bool", False)
+        found = fn.field_type(path)
+        if found is not None:
+            return self.set(node, *found)
+        if path in fn.FUNCTIONS or path in fn.SPECIAL_FUNCTIONS:
+            return self.error(node, f"`{path}` is a function", f"call it: `{path}(...)`")
+        kind = "field" if "." in path else "name"
+        help = _suggest(path, [*_all_names(self.segment_list)])
+        if not help and path.partition(".")[0] in ("trait", "answer", "profile"):
+            help = "custom traits are read as `traits.NAME`, answers as `answers.NAME`"
+        if not help and kind == "name":
+            help = "a name is a field, a function or a segment defined in the rule files"
+        return self.error(node, f"unknown {kind} `{path}`", help)
+
+    def call(self, node: Call) -> Typed:
+        name = node.name
+        name_node = Name(node.start, node.name_end, name)
+        if name == "has":
+            if len(node.args) != 1 or not isinstance(node.args[0], Name):
+                return self.error(node, "`has` takes one field, like `has(traits.gender)`")
+            arg = node.args[0]
+            if arg.path in self.segment_names:
+                return self.error(arg, "`has` takes a field, not a segment")
+            typed = self.check(arg)
+            if typed.type == "error":
+                return self.set(node, "error", False)
+            return self.set(node, "bool", False)
+        if name == "date":
+            if (
+                len(node.args) != 1
+                or not isinstance(node.args[0], Literal)
+                or (node.args[0].type != "string")
+            ):
+                return self.error(node, '`date` takes one string, like `date("2026-12-01")`')
+            return self.set(node, "date", False)
+        spec = fn.FUNCTIONS.get(name)
+        if spec is None:
+            if name in self.segment_names or fn.field_type(name):
+                return self.error(name_node, f"`{name}` is not a function", "drop the `(...)`")
+            help = _suggest(name, [*fn.FUNCTIONS, *fn.SPECIAL_FUNCTIONS])
+            return self.error(name_node, f"unknown function `{name}`", help)
+        types = [self.check(arg) for arg in node.args]
+        if len(node.args) != len(spec.params):
+            want = len(spec.params)
+            sig = f"{name}({', '.join(spec.params)})"
+            return self.error(
+                node,
+                f"`{name}` takes {want} argument{'s' if want != 1 else ''}, got {len(node.args)}",
+                f"write `{sig}`",
+            )
+        ok = True
+        for arg, typed, want_type in zip(node.args, types, spec.params, strict=True):
+            if typed.type == "error":
+                ok = False
+                continue
+            if not isinstance(arg, Literal):
+                ok = False
+                self.error(
+                    arg,
+                    f"the argument of `{name}` must be written as a value",
+                    'like 30d, 2.5 or "shoes"',
+                )
+            elif typed.type != want_type:
+                ok = False
+                help = ""
+                if want_type == "duration" and typed.type == "number":
+                    help = f"write a duration such as `{arg.value}d` (days) or `{arg.value}h`"
+                self.error(arg, f"`{name}` takes a {want_type}, not a {typed.type}", help)
+        if not ok:
+            return self.set(node, "error", False)
+        return self.set(node, spec.type, spec.nullable)
+
+    def binary(self, node: Binary) -> Typed:
+        left, right = self.check(node.left), self.check(node.right)
+        if left.type == "error" or right.type == "error":
+            return self.set(node, "error", False)
+        op = node.op
+        lt, rt = left.type, right.type
+        if op in ("and", "or"):
+            for side, typed in ((node.left, left), (node.right, right)):
+                if typed.type not in ("bool", "any"):
+                    help = ""
+                    if typed.type == "number":
+                        help = f"compare it: `{self.text(side)} >= 1`"
+                    return self.error(
+                        side,
+                        f"`{op}` needs true or false, but `{self.text(side)}` is a {typed.type}",
+                        help,
+                    )
+            return self.set(node, "bool", False)
+        if op in _EQUALITY or op in _ORDERING:
+            if "any" not in (lt, rt) and lt != rt:
+                return self.mismatch(node, lt, rt)
+            if (op in _ORDERING and (lt in ("bool", "list") or rt in ("bool", "list"))) or (
+                lt.startswith("list:") or rt.startswith("list:")
+            ):
+                return self.error(node, f"`{op}` cannot order a {lt if lt != 'any' else rt}")
+            return self.set(node, "bool", False)
+        if op in ("in", "not in"):
+            if rt == "list":
+                elem = "string"
+            elif rt.startswith("list:"):
+                elem = rt[5:]
+            elif rt == "any":
+                elem = "any"
+            else:
+                return self.error(
+                    node.right,
+                    f'`{op}` needs a list like ["a", "b"], not a {rt}',
+                )
+            if "any" not in (lt, elem) and lt != elem:
+                return self.error(node, f"cannot look for a {lt} in a list of {elem}s")
+            return self.set(node, "bool", False)
+        assert op in _ARITH
+        if lt == "any":
+            lt = "number"
+        if rt == "any":
+            rt = "number"
+        result = _ARITH_TYPES.get((lt, op, rt))
+        if result is None:
+            return self.error(node, f"cannot compute {lt} {op} {rt}")
+        nullable = (
+            left.nullable
+            or right.nullable
+            or op == "/"
+            or "any"
+            in (
+                left.type,
+                right.type,
+            )
+        )
+        return self.set(node, result, nullable)
+
+    def mismatch(self, node: Binary, lt: str, rt: str) -> Typed:
+        help = ""
+        pair = {lt, rt}
+        if pair == {"duration", "number"}:
+            side = node.left if lt == "duration" else node.right
+            other = node.right if lt == "duration" else node.left
+            value = other.value if isinstance(other, Literal) else None
+            example = f"{value}d" if value is not None else "30d"
+            help = (
+                f"`{self.text(side)}` is a duration: compare it with a duration "
+                f"such as `{example}` or `2h`"
+            )
+        elif pair == {"date", "duration"}:
+            help = "a date is a point in time; ages like `last_order` are durations (`> 30d`)"
+        elif pair == {"date", "string"}:
+            help = 'write dates without quotes, like 2026-12-01, or date("2026-12-01")'
+        elif "bool" in pair and "string" in pair:
+            help = "write true or false without quotes"
+        return self.error(node, f"cannot compare a {lt} with a {rt}", help)
+
+
+def check(source: str, tree: Node, segments: Sequence[str], want_bool: bool = True) -> Checked:
+    """Check names, arities and types. Raises an ExceptionGroup of LangErrors."""
+    checker = _Checker(source, segments)
+    typed = checker.check(tree)
+    if not checker.errors and want_bool and typed.type not in ("bool", "any"):
+        help = ""
+        if typed.type == "number":
+            help = f"compare it, like `{source.strip()} >= 1`"
+        checker.error(tree, f"a condition must be true or false, but this is a {typed.type}", help)
+    checked = Checked(source, tree, checker.types, checker.uses)
+    checker.errors.extend(check_dates(checked))
+    if checker.errors:
+        raise ExceptionGroup("rule errors", checker.errors)
+    return checked
+
+
+# --- code generation ---------------------------------------------------------------------
+
+
+def _num(x: Any) -> Any:
+    return x if type(x) in (int, float) else None
+
+
+def _neg(x: Any) -> Any:
+    return None if x is None else -x
+
+
+def _add(a: Any, b: Any) -> Any:
+    return None if a is None or b is None else a + b
+
+
+def _sub(a: Any, b: Any) -> Any:
+    return None if a is None or b is None else a - b
+
+
+def _mul(a: Any, b: Any) -> Any:
+    return None if a is None or b is None else a * b
+
+
+def _div(a: Any, b: Any) -> Any:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _kind(x: Any) -> type | None:
+    t = type(x)
+    return float if t is int else t
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is not None and b is not None and _kind(a) is _kind(b)
+
+
+def _eq(a: Any, b: Any) -> bool:
+    return _same(a, b) and a == b
+
+
+def _ne(a: Any, b: Any) -> bool:
+    return _same(a, b) and a != b
+
+
+def _lt(a: Any, b: Any) -> bool:
+    return _same(a, b) and type(a) is not bool and a < b
+
+
+def _le(a: Any, b: Any) -> bool:
+    return _same(a, b) and type(a) is not bool and a <= b
+
+
+def _gt(a: Any, b: Any) -> bool:
+    return _same(a, b) and type(a) is not bool and a > b
+
+
+def _ge(a: Any, b: Any) -> bool:
+    return _same(a, b) and type(a) is not bool and a >= b
+
+
+def _in(a: Any, items: Any) -> bool:
+    return a is not None and any(_eq(a, i) for i in items)
+
+
+def _not_in(a: Any, items: Any) -> bool:
+    return a is not None and not any(_eq(a, i) for i in items) and all(_same(a, i) for i in items)
+
+
+_HELPERS: Final[dict[str, Callable[..., Any]]] = {
+    f.__name__: f
+    for f in (_num, _neg, _add, _sub, _mul, _div, _eq, _ne, _lt, _le, _gt, _ge, _in, _not_in)
+}
+_ANY_CMP: Final = {"==": "_eq", "!=": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge"}
+_ARITH_HELPER: Final = {"+": "_add", "-": "_sub", "*": "_mul", "/": "_div"}
+
+
+@dataclass(slots=True)
+class Output:
+    """One value the generated function computes: a segment or a placement condition."""
+
+    name: str
+    checked: Checked | None
+    """None: always true."""
+
+
+class _Generator:
+    def __init__(self, outputs: Sequence[Output], segment_index: dict[str, int]) -> None:
+        self.outputs = outputs
+        self.segment_index = segment_index
+        self.namespace: dict[str, Any] = {"__builtins__": {}, **_HELPERS}
+        self.lines: list[str] = []
+        self.temps: dict[str, str] = {}
+        self.hoist: set[str] = set()
+        self.constants: dict[tuple[Any, ...], str] = {}
+        self.walrus = 0
+        self.types: dict[int, Typed] = {}
+        counts: dict[str, int] = {}
+        for out in outputs:
+            if out.checked is not None:
+                self.count(out.checked.tree, counts)
+        self.hoist = {k for k, n in counts.items() if n > 1}
+
+    def count(self, node: Node, counts: dict[str, int]) -> None:
+        if isinstance(node, Literal | ListLit) or (
+            isinstance(node, Name) and node.path in self.segment_index
+        ):
+            return
+        key = render(node)
+        counts[key] = counts.get(key, 0) + 1
+        if counts[key] > 1:
+            return  # its children were counted with its first occurrence
+        for child in _children(node):
+            self.count(child, counts)
+
+    def generate(self) -> str:
+        for i, out in enumerate(self.outputs):
+            if out.checked is None:
+                self.lines.append(f"    o{i} = True")
+                continue
+            self.types = out.checked.types
+            code = self.truth(out.checked.tree)
+            self.lines.append(f"    o{i} = {code}")
+        names = ", ".join(f"o{i}" for i in range(len(self.outputs)))
+        body = "\n".join(self.lines) or "    pass"
+        return f"def evaluate(ctx):\n{body}\n    return ({names}{',' if self.outputs else ''})\n"
+
+    def typed(self, node: Node) -> Typed:
+        return self.types[id(node)]
+
+    def truth(self, node: Node) -> str:
+        code = self.expr(node)
+        typed = self.typed(node)
+        if typed.type == "bool" and not typed.nullable:
+            return code
+        return f"({code} is True)"
+
+    def fresh(self) -> str:
+        self.walrus += 1
+        return f"w{self.walrus}"
+
+    def once(self, code: str) -> tuple[str, str]:
+        """(first use, later uses) of a value that may be read twice."""
+        if code.isidentifier() or code.startswith("ctx.") or _is_constant(code):
+            return code, code
+        name = self.fresh()
+        return f"({name} := {code})", name
+
+    def expr(self, node: Node) -> str:
+        if isinstance(node, Name) and node.path in self.segment_index:
+            return f"o{self.segment_index[node.path]}"
+        if isinstance(node, Literal | ListLit):
+            return self.build(node)
+        key = render(node)
+        if key in self.hoist:
+            temp = self.temps.get(key)
+            if temp is None:
+                code = self.build(node)
+                temp = f"t{len(self.temps)}"
+                self.lines.append(f"    {temp} = {code}")
+                self.temps[key] = temp
+            return temp
+        return self.build(node)
+
+    def constant(self, values: tuple[Any, ...]) -> str:
+        name = self.constants.get(values)
+        if name is None:
+            name = f"K{len(self.constants)}"
+            self.constants[values] = name
+            self.namespace[name] = frozenset(values)
+        return name
+
+    def build(self, node: Node) -> str:
+        if isinstance(node, Literal):
+            return repr(node.value)
+        if isinstance(node, ListLit):
+            return self.constant(tuple(item.value for item in node.items))
+        if isinstance(node, Name):
+            read, args = fn.field_reader(node.path)
+            return "ctx." + fn.leaf_attribute(node.path, read, args)
+        if isinstance(node, Call):
+            if node.name == "date":
+                return repr(_date_value(node))
+            if node.name == "has":
+                return self.has(node.args[0])
+            spec = fn.FUNCTIONS[node.name]
+            args = tuple(a.value for a in node.args)  # type: ignore[attr-defined]
+            return "ctx." + fn.leaf_attribute(render(node), spec.call, args)
+        if isinstance(node, Unary):
+            if node.op == "not":
+                return f"(not {self.truth(node.operand)})"
+            inner = self.expr(node.operand)
+            typed = self.typed(node.operand)
+            if typed.type == "any":
+                return f"_neg(_num({inner}))"
+            return f"_neg({inner})" if typed.nullable else f"(-{inner})"
+        assert isinstance(node, Binary)
+        op = node.op
+        if op in ("and", "or"):
+            return f"({self.truth(node.left)} {op} {self.truth(node.right)})"
+        lt, rt = self.typed(node.left), self.typed(node.right)
+        left, right = self.expr(node.left), self.expr(node.right)
+        if op in _ARITH:
+            if lt.type == "any":
+                left = f"_num({left})"
+            if rt.type == "any":
+                right = f"_num({right})"
+            nullable = lt.nullable or rt.nullable or "any" in (lt.type, rt.type)
+            if op == "/" or nullable:
+                return f"{_ARITH_HELPER[op]}({left}, {right})"
+            return f"({left} {op} {right})"
+        if op in ("in", "not in"):
+            if lt.type == "any" or rt.type == "any":
+                return f"{'_in' if op == 'in' else '_not_in'}({left}, {right})"
+            if op == "in":
+                return f"({left} in {right})"  # a list never holds a missing value
+            if not lt.nullable:
+                return f"({left} not in {right})"
+            first, later = self.once(left)
+            return f"({first} is not None and {later} not in {right})"
+        if lt.type == "any" or rt.type == "any":
+            return f"{_ANY_CMP[op]}({left}, {right})"
+        checks = []
+        if lt.nullable:
+            first, left = self.once(left)
+            checks.append(f"{first} is not None")
+        if rt.nullable:
+            first, right = self.once(right)
+            checks.append(f"{first} is not None")
+        return "(" + " and ".join([*checks, f"{left} {op} {right}"]) + ")"
+
+    def has(self, arg: Node) -> str:
+        typed = self.typed(arg)
+        code = self.expr(arg)
+        if typed.type == "list":
+            return f"({code} != [])"
+        if not typed.nullable:
+            return "True"
+        return f"({code} is not None)"
+
+
+def _is_constant(code: str) -> bool:
+    return code[:1].isdigit() or code[:1] in "'\"-" or code.startswith("K")
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, Call):
+        return list(node.args)
+    if isinstance(node, Unary):
+        return [node.operand]
+    if isinstance(node, Binary):
+        return [node.left, node.right]
+    return []
+
+
+def _date_value(node: Call) -> float:
+    from edge.rules.lang import parse_date
+
+    return parse_date(node.args[0].value)  # type: ignore[attr-defined]
+
+
+def check_dates(checked: Checked) -> list[LangError]:
+    """``date("...")`` arguments that are not dates."""
+    errors = []
+    stack = [checked.tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Call) and node.name == "date":
+            try:
+                _date_value(node)
+            except (ValueError, TypeError):
+                errors.append(
+                    LangError(
+                        f"`{node.args[0].value}` is not a date",  # type: ignore[attr-defined]
+                        node.args[0].start,
+                        node.args[0].end - node.args[0].start,
+                        'write it like "2026-12-01" or "2026-12-01T10:00"',
+                    )
+                )
+        stack.extend(_children(node))
+    return errors
+
+
+@dataclass(slots=True)
+class Program:
+    """The generated evaluator for a list of outputs (segments first, in order)."""
+
+    source: str
+    evaluate: Callable[[fn.Context], tuple[bool, ...]]
+
+
+def generate(outputs: Sequence[Output], segment_index: dict[str, int]) -> Program:
+    """Build the one function computing every output; segments must come in dependency
+    order (a segment only refers to earlier outputs)."""
+    gen = _Generator(outputs, segment_index)
+    source = gen.generate()
+    code = compile(source, "<rules>", "exec")
+    exec(code, gen.namespace)  # the source was built from a checked tree only
+    return Program(source, gen.namespace["evaluate"])
+
+
+# --- the reference interpreter -----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Explained:
+    """A node of an expression with the value it had."""
+
+    text: str
+    value: Any
+    children: list[Explained] = field(default_factory=list)
+
+    def lines(self, indent: int = 0) -> list[str]:
+        out = [f"{'  ' * indent}{self.text} = {show(self.value)}"]
+        for child in self.children:
+            out.extend(child.lines(indent + 1))
+        return out
+
+
+def show(value: Any) -> str:
+    if value is None:
+        return "missing"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.0f}"
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)
+
+
+class Interpreter:
+    """Evaluate checked expressions by walking the tree. Segment references evaluate
+    the referenced segment (once per interpreter)."""
+
+    def __init__(self, ctx: fn.Context, segments: dict[str, Checked]) -> None:
+        self.ctx = ctx
+        self.segments = segments
+        self.done: dict[str, bool] = {}
+
+    def segment(self, name: str) -> bool:
+        if name not in self.done:
+            self.done[name] = self.explain(self.segments[name]).value is True
+        return self.done[name]
+
+    def explain(self, checked: Checked) -> Explained:
+        return self.node(checked.tree, checked.source)
+
+    def node(self, node: Node, source: str) -> Explained:
+        text = source[node.start : node.end]
+        if isinstance(node, Literal):
+            return Explained(text, node.value)
+        if isinstance(node, ListLit):
+            return Explained(text, [item.value for item in node.items])
+        if isinstance(node, Name):
+            if node.path in self.segments:
+                return Explained(text, self.segment(node.path))
+            read, args = fn.field_reader(node.path)
+            return Explained(text, self.ctx.value(node.path, read, args))
+        if isinstance(node, Call):
+            if node.name == "date":
+                return Explained(text, _date_value(node))
+            if node.name == "has":
+                arg = self.node(node.args[0], source)
+                value = arg.value
+                present = value is not None and not (isinstance(value, list) and not value)
+                return Explained(text, present, [arg])
+            spec = fn.FUNCTIONS[node.name]
+            args = tuple(a.value for a in node.args)  # type: ignore[attr-defined]
+            return Explained(text, self.ctx.value(render(node), spec.call, args))
+        if isinstance(node, Unary):
+            inner = self.node(node.operand, source)
+            if node.op == "not":
+                return Explained(text, inner.value is not True, [inner])
+            v = inner.value
+            return Explained(text, -v if _is_number(v) else None, [inner])
+        assert isinstance(node, Binary)
+        left, right = self.node(node.left, source), self.node(node.right, source)
+        return Explained(text, _binary(node.op, left.value, right.value), [left, right])
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _binary(op: str, a: Any, b: Any) -> Any:
+    if op == "and":
+        return a is True and b is True
+    if op == "or":
+        return a is True or b is True
+    if op in _ARITH:
+        if not (_is_number(a) and _is_number(b)):
+            return None
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        return None if b == 0 else a / b
+    if a is None or b is None:
+        return False
+    if op in ("in", "not in"):
+        same = [x for x in b if _comparable(a, x)]
+        if op == "in":
+            return any(a == x for x in same)
+        return len(same) == len(b) and all(a != x for x in same)
+    if not _comparable(a, b):
+        return False
+    if op == "==":
+        return a == b
+    if op == "!=":
+        return a != b
+    if isinstance(a, bool):
+        return False
+    return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+
+
+def _comparable(a: Any, b: Any) -> bool:
+    if _is_number(a):
+        return _is_number(b)
+    return type(a) is type(b)

@@ -1,0 +1,179 @@
+"""Errors a merchant sees, and finding where in a rule file they are.
+
+``tomllib`` gives values, not positions, so positions are found again in the raw
+text: a table's header line, a key's line inside it, and for an expression the raw
+position of each character of the (possibly escaped) TOML string.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class RuleError:
+    file: str
+    line: int
+    """1-based; 0 when the error is about the file as a whole."""
+    column: int
+    message: str
+    text: str = ""
+    """The source line shown under the message."""
+    length: int = 1
+    help: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        out = [f"{where}: error: {self.message}"]
+        if self.text:
+            shown = self.text.replace("\t", " ")
+            out.append("    " + shown)
+            width = max(1, min(self.length, len(shown) - self.column + 1))
+            out.append("    " + " " * (self.column - 1) + "^" * width)
+        if self.help:
+            out.append(f"  help: {self.help}")
+        return "\n".join(out)
+
+
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+_QUOTED = r"(?:\"{name}\"|'{name}'|{name})"
+
+
+class Locator:
+    """Positions in one rule file's text."""
+
+    def __init__(self, file: str, text: str) -> None:
+        self.file = file
+        self.text = text
+        self.lines = text.splitlines()
+        self.starts = [0]
+        for match in re.finditer(r"\n", text):
+            self.starts.append(match.end())
+
+    def error(
+        self, line: int, column: int, message: str, length: int = 1, help: str = ""
+    ) -> RuleError:
+        text = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
+        return RuleError(self.file, line, column, message, text, length, help)
+
+    def toml_error(self, message: str) -> RuleError:
+        match = _TOML_POSITION.search(message)
+        clean = _TOML_POSITION.sub("", message).strip()
+        if not match:
+            return RuleError(self.file, 0, 0, f"invalid TOML: {clean}")
+        line, column = int(match.group(1)), int(match.group(2))
+        return self.error(line, column, f"invalid TOML: {clean}")
+
+    def position(self, offset: int) -> tuple[int, int]:
+        """(line, column), both 1-based, of a character offset into the text."""
+        lo, hi = 0, len(self.starts) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.starts[mid] <= offset:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo + 1, offset - self.starts[lo] + 1
+
+    def table(self, kind: str, name: str | None = None, index: int | None = None) -> int:
+        """Line (1-based) of ``[kind.name]``, the *index*-th ``[[kind]]`` or ``[kind]``;
+        0 if not found."""
+        if index is not None:
+            pattern = re.compile(rf"^\s*\[\[\s*{re.escape(kind)}\s*\]\]")
+            seen = -1
+            for i, line in enumerate(self.lines):
+                if pattern.match(line):
+                    seen += 1
+                    if seen == index:
+                        return i + 1
+            return 0
+        if not hasattr(self, "_headers"):
+            self._headers: dict[str, int] = {}
+            for i, line in enumerate(self.lines):
+                m = re.match(r"^\s*\[([^\[\]]+)\]", line)
+                if m:
+                    key = (
+                        re.sub(r"\s*\.\s*", ".", m.group(1).strip())
+                        .replace('"', "")
+                        .replace("'", "")
+                    )
+                    self._headers.setdefault(key, i + 1)
+        found = self._headers.get(kind if name is None else f"{kind}.{name}")
+        if found:
+            return found
+        if name is None:
+            pattern = re.compile(rf"^\s*\[\s*{re.escape(kind)}\s*\]")
+        else:
+            quoted = _QUOTED.format(name=re.escape(name))
+            pattern = re.compile(rf"^\s*\[\s*{re.escape(kind)}\s*\.\s*{quoted}\s*\]")
+        for i, line in enumerate(self.lines):
+            if pattern.match(line):
+                return i + 1
+        return 0
+
+    def key(self, header: int, key: str) -> tuple[int, int]:
+        """(line, column) of ``key =`` in the table starting at line *header*; the
+        header itself if the key is not found there."""
+        if not header:
+            return 1, 1
+        pattern = re.compile(rf"^(\s*){_QUOTED.format(name=re.escape(key))}\s*=")
+        for i in range(header, len(self.lines)):
+            line = self.lines[i]
+            if re.match(r"^\s*\[", line):
+                break
+            match = pattern.match(line)
+            if match:
+                return i + 1, len(match.group(1)) + 1
+        return header, 1
+
+    def string_offsets(self, line: int, column: int) -> list[int] | None:
+        """For the TOML string value of the ``key =`` at (line, column): the raw text
+        offset of each character of the decoded string, plus one past its end."""
+        start = self.starts[line - 1] + column - 1
+        eq = self.text.find("=", start)
+        if eq < 0:
+            return None
+        pos = eq + 1
+        while pos < len(self.text) and self.text[pos] in " \t":
+            pos += 1
+        text = self.text
+        for delim in ('"""', "'''", '"', "'"):
+            if text.startswith(delim, pos):
+                break
+        else:
+            return None
+        i = pos + len(delim)
+        multi = len(delim) == 3
+        if multi and text.startswith("\n", i):
+            i += 1
+        elif multi and text.startswith("\r\n", i):
+            i += 2
+        offsets: list[int] = []
+        basic = delim[0] == '"'
+        while i < len(text):
+            if text.startswith(delim, i):
+                break
+            ch = text[i]
+            if not multi and ch == "\n":
+                break
+            if basic and ch == "\\":
+                nxt = text[i + 1 : i + 2]
+                if nxt == "u":
+                    offsets.append(i)
+                    i += 6
+                elif nxt == "U":
+                    offsets.append(i)
+                    i += 10
+                elif multi and nxt in (" ", "\t", "\n", "\r"):
+                    i += 1  # line-ending backslash: skip the whitespace that follows
+                    while i < len(text) and text[i] in " \t\r\n":
+                        i += 1
+                else:
+                    offsets.append(i)
+                    i += 2
+                continue
+            offsets.append(i)
+            i += 1
+        offsets.append(i)
+        return offsets

@@ -1,0 +1,437 @@
+"""The fixed vocabulary of the rule language: fields, functions, and the request context.
+
+Every field and function has a declared type, checked when rules load. Types are
+``number``, ``string``, ``bool``, ``duration`` (seconds, written ``30d``), ``date``
+(unix seconds, written ``2026-12-01``), ``list`` (of strings) and ``any`` (custom traits,
+whose type only the shop knows). A value the profile does not have is *missing*: it
+never satisfies a comparison.
+
+Fields
+======
+
+=========================  ========  ==========================================================
+field                      type      meaning
+=========================  ========  ==========================================================
+now                        date      the time of the request
+visits                     number    visits so far (a visit ends after 30 minutes of silence)
+session.pageviews          number    pages seen in the current visit
+orders                     number    orders ever placed
+total_spent                number    money spent on all orders
+avg_order_value            number    total_spent / orders; missing without orders
+coupon_orders              number    orders placed with a coupon
+rec_clicks                 number    clicks on recommended products
+rec_orders                 number    stored orders placed within 7 days of such a click
+dwell_avg                  duration  average time on a product page; missing if never measured
+top_category               string    the category the visitor bought most items of
+top_category_count         number    items bought in that category (0 without orders)
+top_brand                  string    the brand the visitor bought most items of
+top_brand_count            number    items bought of that brand (0 without orders)
+first_seen                 duration  time since the first visit
+last_seen                  duration  time since the previous request
+first_order                duration  time since the first stored order; missing without orders
+last_order                 duration  time since the last order; missing without orders
+registered                 duration  time since the account was created; missing if none
+customer                   bool      a known customer (logged in or identified by the shop)
+age                        number    age in years, from the birth year the shop sent
+email.sends                number    marketing emails sent in the last 400 days
+email.opens                number    marketing emails opened in the last 400 days
+cart.items                 number    items in the cart (quantities added up)
+cart.value                 number    value of the cart
+cart.age                   duration  time since the cart last changed; missing if never used
+cart.categories            list      categories of the products in the cart
+utm.source                 string    utm_source of this visit (this request, else the visit's)
+utm.medium                 string    utm_medium of this visit
+utm.campaign               string    utm_campaign of this visit
+channel                    string    direct, search, social, email, paid, referral, ...
+page.type                  string    the page type of this request (see [page_types])
+page.path                  string    the path of this request
+lang                       string    the visitor's language (browser, else the shop's trait)
+device                     string    mobile, tablet or desktop
+geo.country                string    country code (request, else the shop's trait)
+shop.avg_order_value       number    the shop's average order value
+traits.NAME                any       a trait the shop sent (birth_year, gender, city, country,
+                                     language, latitude, longitude, registered, or custom)
+answers.NAME               string    the visitor's answer to a profiling question
+=========================  ========  ==========================================================
+
+Functions
+=========
+
+==============================  ========  ================================================
+function                        type      meaning
+==============================  ========  ================================================
+orders_within(duration)         number    orders placed in the window ending now
+spent_within(duration)          number    money spent in the window
+coupon_orders_within(duration)  number    orders with a coupon in the window
+pageviews_within(duration)      number    page views in the window (whole days)
+product_views_within(duration)  number    product pages viewed in the window (whole days)
+visits_within(duration)         number    visits in the window (whole days)
+email_sends_within(duration)    number    marketing emails sent in the window (whole days)
+email_opens_within(duration)    number    marketing emails opened in the window (whole days)
+category_share(string)          number    share (0..1) of bought items in that category
+brand_share(string)             number    share (0..1) of bought items of that brand
+category_views(string)          number    views of products or lists in that category
+distance_km(number, number)     number    km from the visitor to that latitude, longitude
+has(field)                      bool      the field is not missing
+date(string)                    date      a date, "2026-12-01" or "2026-12-01T10:00"
+==============================  ========  ================================================
+
+Windows over orders use the time of each stored order (the last 50); windows over
+daily counters count whole days, from the day ``now - duration`` falls on to today.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
+
+from edge.profiles.model import Profile, within
+
+TYPES: Final = ("number", "string", "bool", "duration", "date", "list", "any")
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    type: str
+    nullable: bool
+    read: Callable[[Context], Any]
+    doc: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Function:
+    params: tuple[str, ...]
+    type: str
+    nullable: bool
+    call: Callable[..., Any]
+    doc: str = ""
+
+
+class RequestInfo(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What the current request says about the visitor (not stored in the profile)."""
+
+    path: str = "/"
+    page_type: str = ""
+    utm: dict[str, str] = msgspec.field(default_factory=dict)
+    """``source``, ``medium``, ``campaign`` of this request's URL, if any."""
+    channel: str = ""
+    lang: str = ""
+    device: str = ""
+    country: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+
+
+class ShopStats(msgspec.Struct, kw_only=True):
+    avg_order_value: float | None = None
+
+
+_EMPTY_REQUEST: Final = RequestInfo()
+_EMPTY_SHOP: Final = ShopStats()
+
+
+class Context:
+    """What a rule reads for one request. Cheap to build: every value (a field, or a
+    function with its arguments) is computed on first use and then kept on the
+    instance, so a rule set reads each at most once per request."""
+
+    def __init__(
+        self,
+        profile: Profile | None,
+        request: RequestInfo | None = None,
+        now: float = 0.0,
+        shop: ShopStats | None = None,
+    ) -> None:
+        self.profile = profile if profile is not None else Profile(visitor_id="")
+        self.request = request if request is not None else _EMPTY_REQUEST
+        self.now = now
+        self.shop = shop if shop is not None else _EMPTY_SHOP
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when the value is not cached yet (normal lookup failed).
+        try:
+            read, args = _LEAVES[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        value = read(self, *args)
+        self.__dict__[name] = value
+        return value
+
+    def value(self, key: str, read: Callable[..., Any], args: tuple[Any, ...] = ()) -> Any:
+        """The value of a leaf by its structural key (the interpreter's way in)."""
+        return getattr(self, leaf_attribute(key, read, args))
+
+
+def build_context(
+    profile: Profile | None,
+    request: RequestInfo | None = None,
+    now: float = 0.0,
+    shop: ShopStats | None = None,
+) -> Context:
+    return Context(profile, request, now, shop)
+
+
+_LEAVES: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
+_LEAF_NAMES: dict[str, str] = {}
+
+
+def leaf_attribute(key: str, read: Callable[..., Any], args: tuple[Any, ...] = ()) -> str:
+    """The Context attribute that caches the leaf *key* (a field path or a call with
+    constant arguments); the same key always gets the same attribute."""
+    name = _LEAF_NAMES.get(key)
+    if name is None:
+        name = f"v{len(_LEAF_NAMES)}"
+        _LEAVES[name] = (read, args)
+        _LEAF_NAMES[key] = name
+    return name
+
+
+def device_of(user_agent: str) -> str:
+    """mobile, tablet or desktop, from a User-Agent header."""
+    ua = user_agent.lower()
+    if "ipad" in ua or "tablet" in ua or ("android" in ua and "mobile" not in ua):
+        return "tablet"
+    if "mobi" in ua or "iphone" in ua or "android" in ua:
+        return "mobile"
+    return "desktop"
+
+
+# --- fields ------------------------------------------------------------------------------
+
+
+def _text(value: str) -> str | None:
+    return value or None
+
+
+def _age(ctx: Context, ts: float) -> float | None:
+    return max(0.0, ctx.now - ts) if ts else None
+
+
+def _session_touch(ctx: Context) -> Any:
+    touch = ctx.profile.last_touch
+    if touch is not None and touch.ts >= ctx.profile.session_start:
+        return touch
+    return None
+
+
+def _utm(part: str) -> Callable[[Context], str | None]:
+    def read(ctx: Context) -> str | None:
+        if ctx.request.utm:
+            return ctx.request.utm.get(part) or None
+        touch = _session_touch(ctx)
+        return (getattr(touch, part) or None) if touch is not None else None
+
+    return read
+
+
+def _channel(ctx: Context) -> str:
+    if ctx.request.channel:
+        return ctx.request.channel
+    touch = _session_touch(ctx)
+    return (touch.channel if touch is not None else "") or "direct"
+
+
+def _avg_order(ctx: Context) -> float | None:
+    p = ctx.profile
+    return round(p.lifetime_spent / p.order_count, 2) if p.order_count else None
+
+
+def _top(counts: dict[str, int]) -> tuple[str, int]:
+    return max(counts.items(), key=lambda kv: kv[1]) if counts else ("", 0)
+
+
+def _age_years(ctx: Context) -> float | None:
+    year = ctx.profile.traits.birth_year
+    if not year:
+        return None
+    return datetime.fromtimestamp(ctx.now, tz=UTC).year - year
+
+
+def _dwell(ctx: Context) -> float | None:
+    p = ctx.profile
+    return p.dwell_ms / p.dwell_count / 1000 if p.dwell_count else None
+
+
+def _cart_age(ctx: Context) -> float | None:
+    return _age(ctx, ctx.profile.cart.updated)
+
+
+def _lang(ctx: Context) -> str | None:
+    return (ctx.request.lang or ctx.profile.traits.language or "").lower() or None
+
+
+def _country(ctx: Context) -> str | None:
+    return (ctx.request.country or ctx.profile.traits.country or "").upper() or None
+
+
+_TRAIT_TYPES: Final[dict[str, tuple[str, Callable[[Any], Any]]]] = {
+    "birth_year": ("number", lambda t: t.birth_year),
+    "age_band": ("string", lambda t: _text(t.age_band)),
+    "gender": ("string", lambda t: _text(t.gender)),
+    "city": ("string", lambda t: _text(t.city)),
+    "country": ("string", lambda t: _text(t.country)),
+    "language": ("string", lambda t: _text(t.language)),
+    "latitude": ("number", lambda t: t.latitude),
+    "longitude": ("number", lambda t: t.longitude),
+    "registered": ("date", lambda t: t.registered),
+}
+
+
+def trait(ctx: Context, name: str) -> Any:
+    known = _TRAIT_TYPES.get(name)
+    if known is not None:
+        return known[1](ctx.profile.traits)
+    value = ctx.profile.traits.custom.get(name)
+    return None if value == "" else value
+
+
+def answer(ctx: Context, name: str) -> str | None:
+    return ctx.profile.answers.get(name) or None
+
+
+FIELDS: Final[dict[str, Field]] = {
+    "now": Field("date", False, lambda c: c.now),
+    "visits": Field("number", False, lambda c: c.profile.visits),
+    "session.pageviews": Field("number", False, lambda c: c.profile.session_pageviews),
+    "orders": Field("number", False, lambda c: c.profile.order_count),
+    "total_spent": Field("number", False, lambda c: c.profile.lifetime_spent),
+    "avg_order_value": Field("number", True, _avg_order),
+    "coupon_orders": Field("number", False, lambda c: c.profile.coupon_orders),
+    "rec_clicks": Field("number", False, lambda c: c.profile.recommendation_clicks),
+    "rec_orders": Field(
+        "number", False, lambda c: sum(1 for o in c.profile.orders if o.after_recommendation)
+    ),
+    "dwell_avg": Field("duration", True, _dwell),
+    "top_category": Field("string", True, lambda c: _text(_top(c.profile.categories.bought)[0])),
+    "top_category_count": Field("number", False, lambda c: _top(c.profile.categories.bought)[1]),
+    "top_brand": Field("string", True, lambda c: _text(_top(c.profile.brands.bought)[0])),
+    "top_brand_count": Field("number", False, lambda c: _top(c.profile.brands.bought)[1]),
+    "first_seen": Field("duration", True, lambda c: _age(c, c.profile.first_seen)),
+    "last_seen": Field("duration", True, lambda c: _age(c, c.profile.last_seen)),
+    "first_order": Field(
+        "duration", True, lambda c: _age(c, c.profile.orders[0].ts) if c.profile.orders else None
+    ),
+    "last_order": Field(
+        "duration", True, lambda c: _age(c, c.profile.orders[-1].ts) if c.profile.orders else None
+    ),
+    "registered": Field("duration", True, lambda c: _age(c, c.profile.traits.registered or 0)),
+    "customer": Field("bool", False, lambda c: bool(c.profile.customer_id)),
+    "age": Field("number", True, _age_years),
+    "email.sends": Field("number", False, lambda c: sum(c.profile.email_send_days.values())),
+    "email.opens": Field("number", False, lambda c: sum(c.profile.email_open_days.values())),
+    "cart.items": Field("number", False, lambda c: c.profile.cart.count),
+    "cart.value": Field("number", False, lambda c: c.profile.cart.value),
+    "cart.age": Field("duration", True, _cart_age),
+    "cart.categories": Field(
+        "list", False, lambda c: sorted({i.category for i in c.profile.cart.items if i.category})
+    ),
+    "utm.source": Field("string", True, _utm("source")),
+    "utm.medium": Field("string", True, _utm("medium")),
+    "utm.campaign": Field("string", True, _utm("campaign")),
+    "channel": Field("string", False, _channel),
+    "page.type": Field("string", True, lambda c: _text(c.request.page_type)),
+    "page.path": Field("string", False, lambda c: c.request.path),
+    "lang": Field("string", True, _lang),
+    "device": Field("string", False, lambda c: c.request.device or "desktop"),
+    "geo.country": Field("string", True, _country),
+    "shop.avg_order_value": Field("number", True, lambda c: c.shop.avg_order_value),
+}
+DYNAMIC_PREFIXES: Final = ("traits.", "answers.")
+
+
+def field_type(path: str) -> tuple[str, bool] | None:
+    """(type, nullable) of a field path, or None if there is no such field."""
+    known = FIELDS.get(path)
+    if known is not None:
+        return known.type, known.nullable
+    prefix, _, name = path.partition(".")
+    if not name or "." in name:
+        return None
+    if prefix == "traits":
+        return (_TRAIT_TYPES[name][0] if name in _TRAIT_TYPES else "any"), True
+    if prefix == "answers":
+        return "string", True
+    return None
+
+
+def field_reader(path: str) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    known = FIELDS.get(path)
+    if known is not None:
+        return known.read, ()
+    prefix, _, name = path.partition(".")
+    return (trait if prefix == "traits" else answer), (name,)
+
+
+# --- functions ---------------------------------------------------------------------------
+
+
+def orders_within(ctx: Context, seconds: float) -> int:
+    since = ctx.now - seconds
+    return sum(1 for o in ctx.profile.orders if o.ts >= since)
+
+
+def spent_within(ctx: Context, seconds: float) -> float:
+    since = ctx.now - seconds
+    return round(sum(o.total for o in ctx.profile.orders if o.ts >= since), 2)
+
+
+def coupon_orders_within(ctx: Context, seconds: float) -> int:
+    since = ctx.now - seconds
+    return sum(1 for o in ctx.profile.orders if o.ts >= since and o.coupon)
+
+
+def _counter(attr: str) -> Callable[[Context, float], int]:
+    def count(ctx: Context, seconds: float) -> int:
+        return within(getattr(ctx.profile, attr), ctx.now, seconds)
+
+    return count
+
+
+def _share(attr: str) -> Callable[[Context, str], float | None]:
+    def share(ctx: Context, name: str) -> float | None:
+        bought = getattr(ctx.profile, attr).bought
+        total = sum(bought.values())
+        return bought.get(name, 0) / total if total else None
+
+    return share
+
+
+def category_views(ctx: Context, name: str) -> int:
+    return ctx.profile.categories.viewed.get(name, 0)
+
+
+def distance_km(ctx: Context, lat: float, lon: float) -> float | None:
+    """Great-circle distance from the visitor (request location, else the shop's
+    traits) to a point."""
+    here_lat, here_lon = ctx.request.latitude, ctx.request.longitude
+    if here_lat is None or here_lon is None:
+        here_lat, here_lon = ctx.profile.traits.latitude, ctx.profile.traits.longitude
+    if here_lat is None or here_lon is None:
+        return None
+    p1, p2 = math.radians(here_lat), math.radians(lat)
+    dp, dl = p2 - p1, math.radians(lon - here_lon)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 6371.0 * 2 * math.asin(min(1.0, math.sqrt(a)))
+
+
+FUNCTIONS: Final[dict[str, Function]] = {
+    "orders_within": Function(("duration",), "number", False, orders_within),
+    "spent_within": Function(("duration",), "number", False, spent_within),
+    "coupon_orders_within": Function(("duration",), "number", False, coupon_orders_within),
+    "pageviews_within": Function(("duration",), "number", False, _counter("pageview_days")),
+    "product_views_within": Function(("duration",), "number", False, _counter("product_view_days")),
+    "visits_within": Function(("duration",), "number", False, _counter("visit_days")),
+    "email_sends_within": Function(("duration",), "number", False, _counter("email_send_days")),
+    "email_opens_within": Function(("duration",), "number", False, _counter("email_open_days")),
+    "category_share": Function(("string",), "number", True, _share("categories")),
+    "brand_share": Function(("string",), "number", True, _share("brands")),
+    "category_views": Function(("string",), "number", False, category_views),
+    "distance_km": Function(("number", "number"), "number", True, distance_km),
+}
+SPECIAL_FUNCTIONS: Final = {"has": "has(field)", "date": 'date("2026-12-01")'}
+"""Checked by the compiler itself: ``has`` takes a field, ``date`` a constant string."""

@@ -1,0 +1,705 @@
+"""Rule files loaded, checked and compiled into a RuleSet; LiveRules hot-swaps them.
+
+``load_rules(directory)`` reads every ``*.toml`` in a directory, reports every error of
+every file (not only the first), and compiles the whole set into one evaluator.
+``LiveRules`` keeps the rule set that is serving: ``reload()`` swaps in a new one only
+if it is valid, otherwise the errors are kept for the log and ``/_edge/readyz``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import difflib
+import hashlib
+import logging
+import re
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from edge.rules import functions as fn
+from edge.rules.compiler import Checked, Explained, Interpreter, Output, Program, check, generate
+from edge.rules.errors import Locator, RuleError
+from edge.rules.lang import LangError, parse, parse_duration
+from edge.rules.spec import SORT_KEYS, Placement, Segment, Slot
+
+log = logging.getLogger("edge.rules")
+
+LIBRARY_DIR: Final = Path(__file__).resolve().parent / "library"
+"""The shipped library: in the source tree a symbolic link to ``rules/``, in an
+installed package a copy of it (package data)."""
+LIBRARY_SEGMENTS: Final = ("segments.toml",)
+"""What ``edge serve`` loads from the library when the shop has no rule directory:
+the segments only (the placements there map the demo shop's theme)."""
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_SECTIONS: Final = ("segments", "placements", "slots", "page_types")
+_RESERVED: Final = frozenset({"and", "or", "not", "in", "true", "false", "has", "date"})
+
+
+@dataclass(slots=True)
+class Where:
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(slots=True)
+class SegmentRule:
+    name: str
+    label: str
+    description: str
+    when: str
+    where: Where
+    checked: Checked | None = None
+
+
+@dataclass(slots=True)
+class PlacementRule:
+    id: str
+    spec: Placement
+    where: Where
+    output: int = 0
+    """Index of its eligibility in the evaluator's result."""
+    checked: Checked | None = None
+    start: float | None = None
+    end: float | None = None
+
+    def scheduled(self, now: float) -> bool:
+        return (self.start is None or now >= self.start) and (self.end is None or now < self.end)
+
+
+@dataclass(slots=True)
+class RuleSet:
+    segments: dict[str, SegmentRule]
+    """In dependency order (a segment comes after those it uses)."""
+    placements: list[PlacementRule]
+    slots: dict[str, Slot]
+    page_types: dict[str, list[str]]
+    program: Program
+    files: list[str] = field(default_factory=list)
+    segment_names: tuple[str, ...] = ()
+    _page_patterns: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.segment_names = tuple(self.segments)
+        self._page_patterns = [
+            (_page_pattern(p), name) for name, patterns in self.page_types.items() for p in patterns
+        ]
+
+    def evaluate(self, ctx: fn.Context) -> tuple[bool, ...]:
+        """Every segment (in ``segment_names`` order), then every placement's condition."""
+        return self.program.evaluate(ctx)
+
+    def matching(self, ctx: fn.Context) -> frozenset[str]:
+        """The names of the segments the context is in."""
+        result = self.program.evaluate(ctx)
+        return frozenset(n for n, yes in zip(self.segment_names, result, strict=False) if yes)
+
+    def names(self, result: tuple[bool, ...]) -> list[str]:
+        return [n for n, yes in zip(self.segment_names, result, strict=False) if yes]
+
+    def eligible(
+        self, ctx: fn.Context, result: tuple[bool, ...] | None = None
+    ) -> list[PlacementRule]:
+        """Placements whose condition holds and whose schedule is on, highest priority
+        first (frequency caps and holdouts are applied by the placement step)."""
+        if result is None:
+            result = self.program.evaluate(ctx)
+        chosen = [p for p in self.placements if result[p.output] and p.scheduled(ctx.now)]
+        chosen.sort(key=lambda p: -p.spec.priority)
+        return chosen
+
+    def page_type(self, path: str) -> str:
+        for pattern, name in self._page_patterns:
+            if pattern.fullmatch(path):
+                return name
+        return ""
+
+    def explain(self, ctx: fn.Context) -> dict[str, Explained]:
+        """For each segment, its value and the values of the sub-expressions that
+        decided it (the reference interpreter, so it is also the specification)."""
+        checked = {n: s.checked for n, s in self.segments.items() if s.checked is not None}
+        interp = Interpreter(ctx, checked)
+        return {name: interp.explain(c) for name, c in checked.items()}
+
+
+def _page_pattern(pattern: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{[A-Za-z_][A-Za-z0-9_]*\}|\*)", pattern)
+    out = []
+    for part in parts:
+        if part == "*":
+            out.append(".*")
+        elif part.startswith("{"):
+            out.append("[^/]+")
+        else:
+            out.append(re.escape(part))
+    return re.compile("".join(out) + "/?")
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """Entries of all files, before the cross-file checks."""
+
+    segments: dict[str, tuple[SegmentRule, Locator, int]] = field(default_factory=dict)
+    placements: list[tuple[Placement, Locator, int]] = field(default_factory=list)
+    slots: dict[str, tuple[Slot, Where]] = field(default_factory=dict)
+    page_types: dict[str, tuple[list[str], Where]] = field(default_factory=dict)
+    errors: list[RuleError] = field(default_factory=list)
+
+
+def _validation_message(error: msgspec.ValidationError, what: str) -> tuple[str, str]:
+    """(message, key) from a msgspec error: the key it names, if any."""
+    text = str(error)
+    key = ""
+    match = re.search(r"unknown field `([^`]+)`", text)
+    if match:
+        return f"unknown key `{match.group(1)}` in {what}", match.group(1)
+    match = re.search(r"missing required field `([^`]+)`", text)
+    if match:
+        return f"{what} needs `{match.group(1)}`", ""
+    match = re.search(r" - at `\$\.([A-Za-z_]+)", text)
+    if match:
+        key = match.group(1)
+    message = re.sub(r" - at `[^`]*`", "", text)
+    return (f"`{key}`: {message.lower()}" if key else message), key
+
+
+def _convert(
+    raw: Any, kind: type[Any], what: str, loc: Locator, header: int, errors: list[RuleError]
+) -> Any:
+    if not isinstance(raw, dict):
+        line = header or 1
+        errors.append(loc.error(line, 1, f"{what} must be a table"))
+        return None
+    try:
+        return msgspec.convert(raw, kind)
+    except msgspec.ValidationError as e:
+        message, key = _validation_message(e, what)
+        help = ""
+        if key and key not in kind.__struct_fields__:
+            close = difflib.get_close_matches(key, kind.__struct_fields__, n=1)
+            help = (
+                f"did you mean `{close[0]}`?"
+                if close
+                else ("known keys: " + ", ".join(f"`{k}`" for k in kind.__struct_fields__))
+            )
+        line, col = loc.key(header, key) if key else (header or 1, 1)
+        errors.append(loc.error(line, col, message, len(key) or 1, help))
+        return None
+
+
+def _read_file(path: Path, shown: str, parsed: _Parsed) -> None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        parsed.errors.append(RuleError(shown, 0, 0, f"cannot read: {e}"))
+        return
+    loc = Locator(shown, text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        parsed.errors.append(loc.toml_error(str(e)))
+        return
+    errors = parsed.errors
+    for key in data:
+        if key not in _SECTIONS:
+            close = difflib.get_close_matches(key, _SECTIONS, n=1)
+            line = loc.table(key) or loc.key(1, key)[0] or 1
+            errors.append(
+                loc.error(
+                    line,
+                    1,
+                    f"unknown table `{key}`",
+                    len(key) + 2,
+                    f"did you mean `{close[0]}`?"
+                    if close
+                    else "a rule file has [segments.NAME], [[placements]], [slots.NAME] and [page_types]",
+                )
+            )
+    for section, kind in (
+        ("segments", dict),
+        ("placements", list),
+        ("slots", dict),
+        ("page_types", dict),
+    ):
+        if section in data and not isinstance(data[section], kind):
+            errors.append(loc.error(loc.table(section) or 1, 1, f"`{section}` has the wrong shape"))
+            data[section] = kind()
+
+    for name, raw in data.get("segments", {}).items():
+        header = loc.table("segments", name)
+        seg = _convert(raw, Segment, f"segment `{name}`", loc, header, errors)
+        where = Where(shown, header)
+        if (
+            not _NAME.match(name)
+            or name in _RESERVED
+            or fn.field_type(name)
+            or (name in fn.FUNCTIONS)
+        ):
+            why = (
+                "is a built-in name"
+                if _NAME.match(name)
+                else "must be letters, digits and `_`, starting with a letter"
+            )
+            errors.append(
+                loc.error(
+                    header or 1,
+                    1,
+                    f"segment name `{name}` {why}",
+                    len(loc.lines[header - 1]) if header else 1,
+                    "rename it, e.g. `my_" + re.sub(r"\W", "_", name) + "`",
+                )
+            )
+            continue
+        if name in parsed.segments:
+            first = parsed.segments[name][0].where
+            errors.append(
+                loc.error(
+                    header or 1,
+                    1,
+                    f"segment `{name}` is defined twice: here and at {first}",
+                    len(loc.lines[header - 1]) if header else 1,
+                    "rename one of them or remove the duplicate",
+                )
+            )
+            continue
+        if seg is None:
+            continue
+        rule = SegmentRule(name, seg.label, seg.description, seg.when, where)
+        parsed.segments[name] = (rule, loc, header)
+
+    for index, raw in enumerate(data.get("placements", [])):
+        header = loc.table("placements", index=index)
+        placement = _convert(raw, Placement, "placement", loc, header, errors)
+        if (
+            placement is None
+            and isinstance(raw, dict)
+            and any(isinstance(raw.get(k), dt.date) for k in ("start", "end"))
+        ):
+            for k in ("start", "end"):
+                if isinstance(raw.get(k), dt.date) and not isinstance(raw[k], dt.datetime):
+                    raw[k] = dt.datetime(raw[k].year, raw[k].month, raw[k].day)
+            errors.pop()
+            placement = _convert(raw, Placement, "placement", loc, header, errors)
+        if placement is not None:
+            parsed.placements.append((placement, loc, header))
+
+    for name, raw in data.get("slots", {}).items():
+        header = loc.table("slots", name)
+        slot = _convert(raw, Slot, f"slot `{name}`", loc, header, errors)
+        if slot is None:
+            continue
+        if name in parsed.slots:
+            errors.append(
+                loc.error(
+                    header or 1,
+                    1,
+                    f"slot `{name}` is defined twice: here and at {parsed.slots[name][1]}",
+                )
+            )
+            continue
+        if not slot.select.strip():
+            line, col = loc.key(header, "select")
+            errors.append(
+                loc.error(
+                    line,
+                    col,
+                    f"slot `{name}` has an empty `select`",
+                    help='write a CSS selector such as "#hero" or "ol.products"',
+                )
+            )
+        if slot.item_link:
+            try:
+                if re.compile(slot.item_link).groups < 1:
+                    raise re.error("needs a group, like /p/([^/]+)")
+            except re.error as e:
+                line, col = loc.key(header, "item_link")
+                errors.append(
+                    loc.error(
+                        line,
+                        col,
+                        f"`item_link` is not a usable pattern: {e}",
+                        help=r'group 1 is the product id, e.g. "/p/([\w-]+)"',
+                    )
+                )
+        parsed.slots[name] = (slot, Where(shown, header))
+
+    header = loc.table("page_types")
+    for name, patterns in data.get("page_types", {}).items():
+        line, col = loc.key(header, name)
+        listed = [patterns] if isinstance(patterns, str) else patterns
+        if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
+            errors.append(
+                loc.error(line, col, f'page type `{name}` needs a URL pattern like "/c/{{slug}}"')
+            )
+            continue
+        bad = [p for p in listed if not p.startswith("/")]
+        if bad:
+            errors.append(
+                loc.error(
+                    line,
+                    col,
+                    f"page type `{name}`: pattern `{bad[0]}` must start with `/`",
+                    help='e.g. "/c/{slug}" ({name} matches one path segment, * anything)',
+                )
+            )
+            continue
+        if name in parsed.page_types:
+            errors.append(
+                loc.error(
+                    line,
+                    col,
+                    f"page type `{name}` is defined twice: here and at {parsed.page_types[name][1]}",
+                )
+            )
+            continue
+        parsed.page_types[name] = (listed, Where(shown, line))
+
+
+def _expression_errors(
+    group: BaseException, loc: Locator, line: int, col: int, what: str
+) -> list[RuleError]:
+    errors = group.exceptions if isinstance(group, BaseExceptionGroup) else [group]
+    offsets = loc.string_offsets(line, col)
+    out = []
+    for e in errors:
+        assert isinstance(e, LangError)
+        if offsets:
+            at = offsets[min(e.offset, len(offsets) - 1)]
+            end = offsets[min(e.offset + e.length, len(offsets) - 1)]
+            eline, ecol = loc.position(at)
+            length = max(1, end - at)
+        else:
+            eline, ecol, length = line, col, 1
+        out.append(loc.error(eline, ecol, f"{what}: {e.message}", length, e.help))
+    return out
+
+
+def _check_expression(
+    source: str, names: list[str], loc: Locator, header: int, what: str, errors: list[RuleError]
+) -> Checked | None:
+    line, col = loc.key(header, "when")
+    try:
+        tree = parse(source)
+        return check(source, tree, names)
+    except (LangError, ExceptionGroup) as e:
+        errors.extend(_expression_errors(e, loc, line, col, what))
+        return None
+
+
+def _order(parsed: _Parsed, errors: list[RuleError]) -> list[str]:
+    """Segments in dependency order; cycles are reported with their path."""
+    uses = {
+        name: [u for u, _ in rule.checked.segments] if rule.checked else []
+        for name, (rule, _, _) in parsed.segments.items()
+    }
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    reported: set[frozenset[str]] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        path.append(name)
+        for used in uses[name]:
+            if state.get(used) == 1:
+                cycle = [*path[path.index(used) :], used]
+                key = frozenset(cycle)
+                if key not in reported:
+                    reported.add(key)
+                    _rule, loc, header = parsed.segments[used]
+                    line, col = loc.key(header, "when")
+                    errors.append(
+                        loc.error(
+                            line,
+                            col,
+                            "segments refer to each other in a circle: " + " -> ".join(cycle),
+                            len(loc.lines[line - 1]) - col + 1 if line else 1,
+                            "a segment can use segments defined without it; break the circle",
+                        )
+                    )
+            elif used not in state:
+                visit(used, path)
+        path.pop()
+        state[name] = 2
+        order.append(name)
+
+    for name in parsed.segments:
+        if name not in state:
+            visit(name, [])
+    return order
+
+
+def _timestamp(value: dt.datetime | None) -> float | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.timestamp()
+
+
+def _check_placement(
+    p: Placement,
+    loc: Locator,
+    header: int,
+    segments: list[str],
+    slots: dict[str, Any],
+    errors: list[RuleError],
+) -> PlacementRule | None:
+    bad = len(errors)
+
+    def err(key: str, message: str, help: str = "") -> None:
+        line, col = loc.key(header, key) if key else (header or 1, 1)
+        errors.append(loc.error(line, col, message, len(key) or 1, help))
+
+    if slots and p.slot not in slots:
+        close = difflib.get_close_matches(p.slot, list(slots), n=1)
+        err(
+            "slot",
+            f"unknown slot `{p.slot}`",
+            f"did you mean `{close[0]}`?" if close else "declare it under [slots.NAME]",
+        )
+    if p.segment and p.when:
+        err("when", "a placement has `segment` or `when`, not both")
+    if p.segment and p.segment not in segments:
+        close = difflib.get_close_matches(p.segment, segments, n=1)
+        err(
+            "segment",
+            f"unknown segment `{p.segment}`",
+            f"did you mean `{close[0]}`?" if close else "",
+        )
+    if bool(p.snippet) == bool(p.sort):
+        err(
+            "snippet" if p.snippet else "",
+            "a placement shows a `snippet` or sets a `sort` (one of them)",
+            'e.g. snippet = "hero_vip.html" or sort = "price desc"',
+        )
+    for key in p.sort_keys:
+        if key not in SORT_KEYS:
+            close = difflib.get_close_matches(key, SORT_KEYS, n=1)
+            err(
+                "sort",
+                f"unknown sort `{key}`",
+                f"did you mean `{close[0]}`?" if close else "one of: " + ", ".join(SORT_KEYS),
+            )
+    if p.pin and "pin" not in p.sort_keys:
+        err(
+            "pin",
+            '`pin` lists products but `sort` has no "pin"',
+            'add "pin" to sort, e.g. sort = ["pin", "affinity"]',
+        )
+    start, end = _timestamp(p.start), _timestamp(p.end)
+    if start is not None and end is not None and end <= start:
+        err("end", "`end` is not after `start`")
+    if p.cap is not None and parse_duration(p.cap.per) is None:
+        err("cap", f"`cap.per` is not a duration: `{p.cap.per}`", 'write e.g. per = "1d"')
+    if p.offer_ttl and parse_duration(p.offer_ttl) is None:
+        err(
+            "offer_ttl",
+            f"`offer_ttl` is not a duration: `{p.offer_ttl}`",
+            'write e.g. "48h" or "7d"',
+        )
+    checked = None
+    if p.when:
+        checked = _check_expression(p.when, segments, loc, header, "placement condition", errors)
+    if len(errors) > bad:
+        return None
+    if p.id:
+        pid = p.id
+    elif p.segment:
+        pid = f"{p.slot}.{p.segment}"
+    else:
+        pid = f"{p.slot}.line{header}" if p.when else f"{p.slot}.everyone"
+    return PlacementRule(pid, p, Where(loc.file, header), checked=checked, start=start, end=end)
+
+
+def _rule_files(directory: Path, only: Sequence[str] | None = None) -> list[Path]:
+    if only is not None:
+        return [directory / name for name in only if (directory / name).is_file()]
+    return sorted(p for p in directory.glob("*.toml") if p.is_file())
+
+
+def load_rules(
+    directory: str | Path, only: Sequence[str] | None = None
+) -> tuple[RuleSet | None, list[RuleError]]:
+    """Read, check and compile every ``*.toml`` in *directory* (or the files named in
+    *only*). Returns the rule set, or None and every error found."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None, [RuleError(str(directory), 0, 0, "no such directory")]
+    return compile_files(_rule_files(directory, only), directory)
+
+
+def compile_files(
+    paths: Iterable[Path], base: Path | None = None
+) -> tuple[RuleSet | None, list[RuleError]]:
+    parsed = _Parsed()
+    files = []
+    for path in paths:
+        shown = str(path) if base is None else str(Path(base) / path.name)
+        files.append(shown)
+        _read_file(path, shown, parsed)
+    names = list(parsed.segments)
+    errors = parsed.errors
+    for rule, loc, header in parsed.segments.values():
+        rule.checked = _check_expression(
+            rule.when, names, loc, header, f"segment `{rule.name}`", errors
+        )
+    order = _order(parsed, errors)
+    placements = []
+    for p, loc, header in parsed.placements:
+        rule = _check_placement(p, loc, header, names, parsed.slots, errors)
+        if rule is not None:
+            placements.append(rule)
+    seen: dict[str, PlacementRule] = {}
+    for rule in placements:
+        if rule.id in seen:
+            loc_line = rule.where.line
+            errors.append(
+                RuleError(
+                    rule.where.file,
+                    loc_line,
+                    1,
+                    f"two placements have the id `{rule.id}` (also at {seen[rule.id].where})",
+                    help="give each an `id`",
+                )
+            )
+        seen[rule.id] = rule
+    if errors:
+        errors.sort(key=lambda e: (e.file, e.line, e.column))
+        return None, errors
+    segments = {name: parsed.segments[name][0] for name in order}
+    index = {name: i for i, name in enumerate(order)}
+    outputs = [Output(name, segments[name].checked) for name in order]
+    for rule in placements:
+        rule.output = len(outputs)
+        if rule.checked is not None:
+            outputs.append(Output(rule.id, rule.checked))
+        elif rule.spec.segment:
+            rule.output = index[rule.spec.segment]
+        else:
+            outputs.append(Output(rule.id, None))
+    program = generate(outputs, index)
+    return RuleSet(
+        segments=segments,
+        placements=placements,
+        slots={n: s for n, (s, _) in parsed.slots.items()},
+        page_types={n: p for n, (p, _) in parsed.page_types.items()},
+        program=program,
+        files=files,
+    ), []
+
+
+def compile_segments(segments: dict[str, str]) -> RuleSet:
+    """A rule set from ``{name: condition}`` (tests, benchmarks). Raises ValueError
+    with every error."""
+    lines = []
+    for name, when in segments.items():
+        lines.append(f"[segments.{name}]\nwhen = {_toml_string(when)}\n")
+    return compile_text("\n".join(lines))
+
+
+def compile_text(text: str, file: str = "<rules>") -> RuleSet:
+    """A rule set from the text of one rule file. Raises ValueError with every error."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rules.toml"
+        path.write_text(text, encoding="utf-8")
+        ruleset, errors = compile_files([path])
+    if errors:
+        raise ValueError("\n".join(str(e).replace(str(path), file) for e in errors))
+    assert ruleset is not None
+    return ruleset
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# --- hot reload --------------------------------------------------------------------------
+
+
+def _empty() -> RuleSet:
+    return RuleSet({}, [], {}, {}, generate([], {}))
+
+
+class LiveRules:
+    """The rule set that is serving, reloaded when the files change.
+
+    ``reload()`` compares file names, sizes and mtimes, then content hashes; a valid
+    edit is swapped in at once (one assignment), an invalid one leaves the serving
+    rules in place and its errors in ``errors``."""
+
+    def __init__(self, directory: str | Path, only: Sequence[str] | None = None) -> None:
+        self.directory = Path(directory)
+        self.only = only
+        self.ruleset: RuleSet = _empty()
+        self.errors: list[RuleError] = []
+        self.loaded = False
+        self._stat: tuple[Any, ...] | None = None
+        self._digest = ""
+        self.reload()
+
+    @property
+    def ok(self) -> bool:
+        """Serving the current files (for readiness)."""
+        return self.loaded and not self.errors
+
+    def _stats(self) -> tuple[Any, ...]:
+        try:
+            paths = _rule_files(self.directory, self.only)
+            return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+        except OSError:
+            return ()
+
+    def reload(self) -> bool:
+        """Load the files if they changed; True if a new rule set is now serving."""
+        stat = self._stats()
+        if stat == self._stat:
+            return False
+        self._stat = stat
+        digest = hashlib.sha256()
+        for path in _rule_files(self.directory, self.only):
+            with contextlib.suppress(OSError):
+                digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        if digest.hexdigest() == self._digest:
+            return False
+        self._digest = digest.hexdigest()
+        ruleset, errors = load_rules(self.directory, self.only)
+        if ruleset is None:
+            self.errors = errors
+            for error in errors:
+                log.error("%s", error)
+            if self.loaded:
+                log.error("rules: kept the rules that were serving (%d errors)", len(errors))
+            return False
+        self.ruleset = ruleset
+        self.errors = []
+        self.loaded = True
+        log.info(
+            "rules: %d segments, %d placements loaded",
+            len(ruleset.segments),
+            len(ruleset.placements),
+        )
+        return True
+
+    async def watch(self, interval: float = 1.0) -> None:
+        """Poll the directory every *interval* seconds (run it as a task)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.reload()
+            except Exception:  # a reload must never stop the watcher
+                log.exception("rules: reload failed")

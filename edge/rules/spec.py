@@ -1,0 +1,93 @@
+"""The rule files' entries, one declared type per kind.
+
+A rule file has up to four tables: ``[segments.NAME]``, ``[[placements]]``,
+``[slots.NAME]`` and ``[page_types]``. Each entry decodes into its type below, so an
+unknown key or a wrong type is an error naming the key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+SORT_KEYS: Final = ("affinity", "price asc", "price desc", "pin", "bought last")
+"""How a placement may order a slot's items, applied in the order written."""
+ACTIONS: Final = ("set_inner_content", "replace", "before", "after", "prepend", "append")
+"""What a snippet placement does with the slot's element (the rewriter's vocabulary)."""
+
+
+class Segment(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    when: str
+    """The condition, in the rule language."""
+    label: str = ""
+    """What the shop's staff see (reports, ``edge explain``)."""
+    description: str = ""
+
+
+class Cap(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Show a placement at most ``views`` times ``per`` period to one visitor."""
+
+    views: Annotated[int, msgspec.Meta(ge=1)]
+    per: str = "1d"
+
+
+class Placement(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    slot: str
+    id: str = ""
+    """Stable name for measurement and offers; default ``SLOT.SEGMENT``."""
+    name: str = ""
+    segment: str = ""
+    when: str = ""
+    """A condition written in place of (not with) ``segment``; neither: everyone."""
+    snippet: str = ""
+    """A template in ``snippets/``; a placement has a snippet or a sort."""
+    action: (
+        Literal["set_inner_content", "replace", "before", "after", "prepend", "append"] | None
+    ) = None
+    """What the snippet does to the slot; default the slot's action."""
+    sort: str | list[str] = msgspec.field(default_factory=list)
+    pin: list[str] = msgspec.field(default_factory=list)
+    """Product ids shown first when ``sort`` has ``pin``."""
+    priority: int = 0
+    """Higher wins when several placements fit one slot."""
+    start: dt.datetime | None = None
+    """Shown from (UTC unless the time says otherwise), e.g. 2026-11-27T00:00:00."""
+    end: dt.datetime | None = None
+    cap: Cap | None = None
+    holdout: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
+    """Share of eligible visitors who keep the original page, to measure lift."""
+    offer_ttl: str = ""
+    """How long an offer stays valid after the first exposure, e.g. "48h"."""
+
+    @property
+    def sort_keys(self) -> list[str]:
+        return [self.sort] if isinstance(self.sort, str) else list(self.sort)
+
+
+class Slot(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    select: str
+    """A CSS selector of the theme: "#hero", "ol.products", "[data-edge-slot=home-hero]"."""
+    label: str = ""
+    items: str = ""
+    """Selector of the items to reorder inside the slot; default its children."""
+    item_id: str = ""
+    """Attribute on each item that holds the product id (e.g. "data-product-id")."""
+    item_link: str = ""
+    """Or: a regular expression over the item's first link; group 1 is the id."""
+    action: Literal["set_inner_content", "replace", "before", "after", "prepend", "append"] = (
+        "set_inner_content"
+    )
+    pages: list[str] = msgspec.field(default_factory=list)
+    """Page types the slot is on (``home``, ``category``...); empty: every page. A page
+    of another type is never personalized for this slot, and keeps its caching."""
+
+
+class RuleFile(msgspec.Struct, forbid_unknown_fields=True):
+    """The top level of a rule file (entries are decoded one by one)."""
+
+    segments: dict[str, dict[str, object]] = msgspec.field(default_factory=dict)
+    placements: list[dict[str, object]] = msgspec.field(default_factory=list)
+    slots: dict[str, dict[str, object]] = msgspec.field(default_factory=dict)
+    page_types: dict[str, str | list[str]] = msgspec.field(default_factory=dict)
