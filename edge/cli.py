@@ -41,7 +41,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument("--rules", metavar="DIR", help="rule files (default ./rules)")
+    serve.add_argument("--snippets", metavar="DIR", help="snippet templates (default ./snippets)")
     _add_config_flag(serve)
+
+    check = commands.add_parser(
+        "check",
+        help="validate the rule files: every error with file, line and column",
+        description="Check every rule file in DIR (default ./rules): names, types, "
+        "references, slots' selectors and the snippets placements show. Exits 1 on any "
+        "error, printing all of them; prints a summary when clean.",
+    )
+    check.add_argument("directory", nargs="?", metavar="DIR", help="rule directory")
+    check.add_argument("--rules", metavar="DIR", help="same as DIR")
+    check.add_argument("--snippets", metavar="DIR", help="snippet templates (default ./snippets)")
+    _add_config_flag(check)
+
+    explain = commands.add_parser(
+        "explain",
+        help="why a visitor is or is not in each segment",
+        description="Every segment with true/false for a stored visitor (or a profile "
+        "file), and the values of the sub-expressions that decided it.",
+    )
+    explain.add_argument(
+        "visitor", nargs="?", metavar="VISITOR_ID", help="visitor id or cust:CUSTOMER_ID"
+    )
+    explain.add_argument("--profile", metavar="FILE", help="a profile as JSON (GET /_edge/profile)")
+    explain.add_argument("--url", help="request context, e.g. '/?utm_medium=email'")
+    explain.add_argument("--user-agent", default="", help="request context: the device")
+    explain.add_argument("--rules", metavar="DIR", help="rule files (default ./rules)")
+    explain.add_argument("--store", help="profile store (default: from edge.toml / EDGE_STORE)")
+    _add_config_flag(explain)
+
+    segs = commands.add_parser(
+        "segments",
+        help="how many stored profiles are in each segment",
+        description="Evaluate every segment on every stored profile: members per segment, "
+        "and the segments nobody or everybody is in.",
+    )
+    segs.add_argument("--rules", metavar="DIR", help="rule files (default ./rules)")
+    segs.add_argument("--store", help="profile store (default: from edge.toml / EDGE_STORE)")
+    _add_config_flag(segs)
 
     demo = commands.add_parser(
         "demo",
@@ -126,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _import(args)
         if args.command == "preview-link":
             return _preview_link(args)
+        if args.command in ("check", "explain", "segments"):
+            return _rules_command(args)
     except ConfigError as exc:
         print(f"edge: {exc}", file=sys.stderr)
         return 2
@@ -140,7 +182,13 @@ def _serve(args: argparse.Namespace) -> int:
     from edge.server import bind, configure_logging, make_server, run, serve
 
     config = load_config(
-        {"upstream": args.upstream, "host": args.host, "port": args.port},
+        {
+            "upstream": args.upstream,
+            "host": args.host,
+            "port": args.port,
+            "rules": args.rules,
+            "snippets": args.snippets,
+        },
         config_file=args.config,
     )
     if not config.upstream:
@@ -326,6 +374,25 @@ def _parse_duration(text: str, what: str) -> int:
     if unit not in _DURATION or not number.isdigit():
         raise ConfigError(f"{what}: expected a duration like 90s, 30m, 24h or 7d, got {text!r}")
     return int(number) * _DURATION[unit]
+
+
+def _rules_command(args: argparse.Namespace) -> int:
+    from edge import rules_cli
+
+    overrides: dict[str, object] = {"store": getattr(args, "store", None)}
+    if getattr(args, "snippets", None):
+        overrides["snippets"] = args.snippets
+    config = load_config(overrides, config_file=args.config)
+    directory = rules_cli.rules_dir_for(getattr(args, "directory", None) or args.rules, config)
+    if args.command == "check":
+        return rules_cli.check(directory, config.snippets)
+    if args.command == "explain":
+        if not (args.visitor or args.profile):
+            raise ConfigError("edge explain: give a VISITOR_ID or --profile FILE")
+        return rules_cli.explain(
+            directory, config, args.visitor, args.profile, args.url, args.user_agent
+        )
+    return rules_cli.segments(directory, config)
 
 
 def _preview_link(args: argparse.Namespace) -> int:

@@ -77,3 +77,35 @@ def test_forget_erases_from_the_store() -> None:
         timeout=30,
     )
     assert again.returncode == 1 and "no profile found" in again.stderr
+
+
+async def test_every_library_segment_has_members_and_none_has_everyone() -> None:
+    from edge.app import shop_stats
+    from edge.rules import LIBRARY_DIR, RequestInfo, load_rules
+    from edge.rules.functions import Context
+    from edge.rules_cli import _REQUEST_FIELDS
+
+    store = MemoryStore()
+    await seed(ProfileService(store, Identity(["s"]).email_hash), now=NOW)
+    ruleset, errors = load_rules(LIBRARY_DIR)
+    assert ruleset is not None, errors
+    shop = await shop_stats(store)
+    counts = dict.fromkeys(ruleset.segment_names, 0)
+    for profile in store.profiles.values():
+        result = ruleset.evaluate(Context(profile, RequestInfo(), NOW, shop))
+        for name in ruleset.names(result):
+            counts[name] += 1
+    from_request = {n for n, s in ruleset.segments.items() if _REQUEST_FIELDS.search(s.when)}
+    empty = [n for n, c in counts.items() if c == 0 and n not in from_request]
+    assert empty == [], f"segments nobody in the demo is in: {empty}"
+    assert max(counts.values()) < len(store.profiles)
+    # the request-dependent ones have members once a request says so
+    mobile = RequestInfo(device="mobile", utm={"medium": "email", "campaign": "black-friday"})
+    any_profile = next(iter(store.profiles.values()))
+    names = ruleset.names(ruleset.evaluate(Context(any_profile, mobile, NOW, shop)))
+    assert {"mobile", "from_newsletter", "black_friday"} <= set(names)
+    near = sum(
+        "near_store" in ruleset.names(ruleset.evaluate(Context(p, RequestInfo(), NOW, shop)))
+        for p in store.profiles.values()
+    )
+    assert near > 0  # from the customers' latitude/longitude traits

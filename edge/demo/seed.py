@@ -205,6 +205,8 @@ def _loyal(c: _Customer) -> None:
 def _disengaging(c: _Customer) -> None:
     for month in range(2, 12):
         c.order(month * 30 + c.rng.randint(0, 10))
+    for days in (85, 70, 55, 40):  # came by every couple of weeks (oldest first); not lately
+        c.browse(days + c.rng.random(), c.rng.randint(2, 6))
 
 
 def _prospect(c: _Customer) -> None:

@@ -268,7 +268,7 @@ def check_allowed(event: BaseEvent, source: Source) -> None:
 
 def touch(profile: Profile, now: int) -> None:
     """Record a request at *now*: a new visit after ``SESSION_GAP`` of silence."""
-    if not profile.first_seen:
+    if not profile.first_seen or now < profile.first_seen:
         profile.first_seen = now
     if not profile.session_start or now - profile.last_seen > SESSION_GAP:
         profile.visits += 1

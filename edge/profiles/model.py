@@ -230,4 +230,7 @@ def decode(data: bytes) -> Profile:
 
 
 def new_profile(visitor_id: str, now: int) -> Profile:
-    return Profile(visitor_id=visitor_id, first_seen=now, last_seen=now)
+    """A profile first known *now*. ``last_seen`` stays 0 until a page view: a customer
+    the shop told us about (an order, an import) has not been seen on the site, and
+    back-dated page views must still count as the visits they were."""
+    return Profile(visitor_id=visitor_id, first_seen=now)

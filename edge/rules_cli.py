@@ -1,0 +1,290 @@
+"""The merchant's rule tools: ``edge check``, ``edge explain`` and ``edge segments``."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import re
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import msgspec
+
+from edge.config import Config, ConfigError
+from edge.profiles.model import Profile
+from edge.rewrite import SelectorError, parse_selector
+from edge.rules import RequestInfo, RuleSet, ShopStats, device_of, load_rules
+from edge.rules.functions import Context
+
+# Fields that come from the request, not the profile: a segment reading them cannot be
+# judged from stored profiles alone.
+_REQUEST_FIELDS = re.compile(r"\b(utm\.|page\.|channel\b|lang\b|device\b|geo\.|distance_km)")
+
+
+def rules_dir_for(configured: str | None, config: Config) -> Path:
+    from edge.app import rules_directory
+
+    if configured:
+        path = Path(configured)
+        if not path.is_dir():
+            raise ConfigError(f"--rules: no such directory: {path}")
+        return path
+    return rules_directory(config.rules)[0]
+
+
+def check(directory: Path, snippets_dir: str) -> int:
+    """Print every error of every rule file; a summary when there is none."""
+    ruleset, errors = load_rules(directory)
+    problems = [str(e) for e in errors]
+    slots, placements = _raw_entries(directory)
+    problems += _slot_problems(slots, directory)
+    problems += _snippet_problems(placements, snippets_dir)
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+            print(file=sys.stderr)
+        count = len(problems)
+        print(f"{directory}: {count} error{'s' * (count != 1)}", file=sys.stderr)
+        return 1
+    assert ruleset is not None
+    print(
+        f"{directory}: ok: {len(ruleset.segments)} segments, {len(ruleset.placements)} "
+        f"placements, {len(ruleset.slots)} slots, {len(ruleset.page_types)} page types "
+        f"({len(ruleset.files)} files)"
+    )
+    return 0
+
+
+def _where(directory: Path, header: str) -> str:
+    """``file:line`` of a table header such as ``[slots.home-hero]``."""
+    for path in sorted(directory.glob("*.toml")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip().startswith(header):
+                return f"{path}:{number}"
+    return str(directory)
+
+
+def _raw_entries(directory: Path) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    """Slots and placements as written (so they are checked even when the rule
+    language found errors elsewhere); files that do not parse are skipped here."""
+    slots: dict[str, Any] = {}
+    placements: list[tuple[str, dict[str, Any]]] = []
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue
+        for name, slot in (data.get("slots") or {}).items():
+            if isinstance(slot, dict):
+                slots[name] = _RawSlot(str(slot.get("select", "")), str(slot.get("item_link", "")))
+        for entry in data.get("placements") or []:
+            if isinstance(entry, dict):
+                placements.append((str(path), entry))
+    return slots, placements
+
+
+class _RawSlot(msgspec.Struct):
+    select: str
+    item_link: str
+
+
+def _slot_problems(slots: dict[str, Any], directory: Path) -> list[str]:
+    out = []
+    for name, slot in slots.items():
+        try:
+            parse_selector(slot.select)
+        except SelectorError as exc:
+            where = _where(directory, f"[slots.{name}]")
+            out.append(
+                f"{where}: error: slot `{name}`: the selector {slot.select!r} is not one the "
+                f"rewriter understands: {exc}\n  help: type, #id, .class, [attr], [attr=v], "
+                "[attr~=v], [attr^=v], [attr$=v], [attr*=v], descendant and child combinators"
+            )
+        if slot.item_link:
+            try:
+                if re.compile(slot.item_link).groups == 0:
+                    raise re.error("no group for the product id")
+            except re.error as exc:
+                where = _where(directory, f"[slots.{name}]")
+                out.append(
+                    f"{where}: error: slot `{name}`: item_link {slot.item_link!r}: {exc}\n"
+                    "  help: a regular expression with a group for the id, e.g. '/p/([^/?#]+)'"
+                )
+    return out
+
+
+def _snippet_problems(placements: list[tuple[str, dict[str, Any]]], snippets_dir: str) -> list[str]:
+    from edge.personalize.snippets import Snippets
+
+    snippets = Snippets(snippets_dir)
+    out = [str(p) for p in snippets.check() if "no such directory" not in str(p)]
+    known = {n.removesuffix(".html") for n in snippets.names()}
+    for file, entry in placements:
+        name = str(entry.get("snippet", ""))
+        if name and name.removesuffix(".html") not in known:
+            close = difflib.get_close_matches(name.removesuffix(".html"), sorted(known), n=1)
+            out.append(
+                f"{file}: error: placement for slot `{entry.get('slot', '?')}`: no snippet "
+                f"`{name}` in {snippets_dir}/ or the shipped library\n"
+                + (
+                    f"  help: did you mean `{close[0]}.html`?"
+                    if close
+                    else f"  help: one of: {', '.join(sorted(n for n in known if '.' not in n))}"
+                )
+            )
+    return out
+
+
+def request_info(ruleset: RuleSet, url: str | None, user_agent: str = "") -> RequestInfo:
+    if not url:
+        return RequestInfo()
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    utm = {k[4:]: v for k, v in query.items() if k in ("utm_source", "utm_medium", "utm_campaign")}
+    path = parts.path or "/"
+    return RequestInfo(
+        path=path,
+        page_type=ruleset.page_type(path),
+        utm=utm,
+        channel="email" if utm.get("medium") in ("email", "newsletter") else "",
+        device=device_of(user_agent) if user_agent else "",
+    )
+
+
+async def _load_profile(config: Config, visitor: str) -> tuple[Profile | None, ShopStats]:
+    from edge.app import open_store, shop_stats
+    from edge.identity import Identity
+    from edge.profiles.service import ProfileService
+
+    store = open_store(config.store)
+    try:
+        service = ProfileService(store, Identity([config.secret or "unused"]).email_hash)
+        profile = await service.load(visitor)
+        shop = (
+            ShopStats(avg_order_value=config.avg_order_value)
+            if config.avg_order_value is not None
+            else await shop_stats(store)
+        )
+        return profile, shop
+    finally:
+        await store.close()
+
+
+def explain(
+    directory: Path,
+    config: Config,
+    visitor: str | None,
+    profile_file: str | None,
+    url: str | None,
+    user_agent: str,
+) -> int:
+    ruleset, errors = load_rules(directory)
+    if ruleset is None:
+        for error in errors:
+            print(error, file=sys.stderr)
+        return 1
+    if profile_file:
+        try:
+            raw = msgspec.json.decode(Path(profile_file).read_bytes())
+            if isinstance(raw, dict) and "profile" in raw:
+                raw = raw["profile"]  # what GET /_edge/profile returns
+            profile: Profile | None = msgspec.convert(raw, Profile, strict=False)
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            print(f"edge explain: {profile_file}: {exc}", file=sys.stderr)
+            return 2
+        shop = ShopStats(avg_order_value=config.avg_order_value)
+    else:
+        assert visitor is not None
+        profile, shop = asyncio.run(_load_profile(config, visitor))
+        if profile is None:
+            print(f"edge explain: no profile for {visitor} in {config.store}", file=sys.stderr)
+            return 1
+    request = request_info(ruleset, url, user_agent)
+    now = time.time()
+    explained = ruleset.explain(Context(profile, request, now, shop))
+    result = ruleset.evaluate(Context(profile, request, now, shop))
+    member = set(ruleset.names(result))
+    for name in ruleset.segment_names:
+        rule = ruleset.segments[name]
+        mark = "yes" if name in member else "no "
+        print(f"{mark}  {name}  {rule.label}".rstrip())
+        if name in explained:
+            for line in explained[name].lines(indent=3):
+                print(line)
+    eligible = ruleset.eligible(Context(profile, request, now, shop), result)
+    if eligible:
+        print(
+            "\nplacements that hold (highest priority first; caps and holdouts apply at "
+            "request time):"
+        )
+        for placement in eligible:
+            what = placement.spec.snippet or f"sort {placement.spec.sort_keys}"
+            print(f"  {placement.spec.slot}: {placement.id} -> {what}")
+    return 0
+
+
+async def _scan(config: Config) -> tuple[list[Profile], ShopStats]:
+    from edge.app import open_store, shop_stats
+
+    store = open_store(config.store)
+    try:
+        profiles = []
+        for i, key in enumerate(await store.keys()):
+            profile = await store.get(key)
+            if profile is not None:
+                profiles.append(profile)
+            if i % 500 == 499:
+                await asyncio.sleep(0)
+        shop = (
+            ShopStats(avg_order_value=config.avg_order_value)
+            if config.avg_order_value is not None
+            else await shop_stats(store)
+        )
+        return profiles, shop
+    finally:
+        await store.close()
+
+
+def segments(directory: Path, config: Config) -> int:
+    ruleset, errors = load_rules(directory)
+    if ruleset is None:
+        for error in errors:
+            print(error, file=sys.stderr)
+        return 1
+    profiles, shop = asyncio.run(_scan(config))
+    now = time.time()
+    counts = dict.fromkeys(ruleset.segment_names, 0)
+    empty = RequestInfo()
+    for profile in profiles:
+        for name in ruleset.names(ruleset.evaluate(Context(profile, empty, now, shop))):
+            counts[name] += 1
+    total = len(profiles)
+    width = max((len(n) for n in counts), default=10)
+    print(
+        f"{total:,} stored profiles ({config.store}); shop average order "
+        f"{shop.avg_order_value if shop.avg_order_value is not None else 'unknown'}\n"
+    )
+    print(f"{'segment':<{width}}  {'members':>8}  {'share':>6}  label")
+    for name, n in counts.items():
+        share = f"{100 * n / total:5.1f}%" if total else "    -"
+        print(f"{name:<{width}}  {n:>8,}  {share:>6}  {ruleset.segments[name].label}")
+    request_based = {n for n, s in ruleset.segments.items() if _REQUEST_FIELDS.search(s.when)}
+    nobody = [n for n, c in counts.items() if c == 0 and n not in request_based]
+    everybody = [n for n, c in counts.items() if total and c == total]
+    if request_based:
+        print(
+            f"\ndepend on the request (campaign, device, location), counted without one: "
+            f"{', '.join(sorted(request_based))}"
+        )
+    if nobody:
+        print(
+            f"\nnobody is in: {', '.join(nobody)} -- a rule that never matches is almost "
+            "always a mistake"
+        )
+    if everybody:
+        print(f"\neverybody is in: {', '.join(everybody)} -- is the condition too loose?")
+    return 0
