@@ -262,6 +262,10 @@ def _demo(args: argparse.Namespace) -> int:
     app.startup_hooks.append(seed_customers)
     sidecar = make_server(app, host=config.host, port=config.port, graceful_timeout=5)
     url = f"http://{_display_host(config.host)}:{config.port}"
+    from edge.identity import Identity
+    from edge.preview import make_token, preview_link
+
+    vip_link = preview_link(url, "/", make_token(Identity([config.secret]), ["vip"], 86_400))
 
     def started() -> None:
         print(
@@ -274,11 +278,17 @@ def _demo(args: argparse.Namespace) -> int:
     {url}/                     the home page (hero and featured blocks are slots)
     {url}/c/scarpe-donna       a category page (its product list is a slot)
     {url}/cart                 add something from a product page first
-    {url}/_edge/healthz        the sidecar's own health endpoint
-    {url}/_edge/readyz         is the shop reachable?
+    {url}/?utm_medium=email&utm_campaign=black-friday
+                               arrive from a campaign: the hero changes, for the visit
+    {url}/search?q=borsa       then the home page: your interests' shelves come first
+    {vip_link}
+                               the home page as a VIP sees it (a signed preview link)
+    {url}/_edge/profile        what the sidecar knows about you
+    {url}/_edge/readyz         is the shop reachable, are the rules fine?
 
   {seeded[0] if seeded else 0} synthetic customers with order histories are in the profile
-  store, and you are recorded as you click around: {url}/_edge/profile
+  store, and you are recorded as you click around. Edit rules/*.toml or snippets/*.html
+  while it runs: changes are live within a second (`edge check` says what is wrong).
 
   The shop itself listens on http://127.0.0.1:{shop_port} (internal).
   Press Ctrl-C to stop.
