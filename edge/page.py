@@ -174,6 +174,11 @@ class Personalizer:
         profile: Profile | None = None
         if visitor_id and visit is not None and not visit.new:
             profile = await self.profiles.load(visitor_id)
+            if profile is None:
+                # Their first page is stored only with this, their second request:
+                # what it showed (the landing campaign, an offer's first exposure)
+                # already counts.
+                profile = self.visitors.pending_profile(visitor_id)
         headers = _headers(scope)
         request = self._request_info(scope, headers, visitor_id, now)
         ctx = Context(profile, request, now, self.shop)
@@ -299,21 +304,6 @@ class Personalizer:
                 if v
             }
             channel = touch.channel
-        elif visitor_id:
-            # A new visitor's landing is not stored before their second request: the
-            # campaign they came with still counts for the rest of the visit.
-            pending = self.visitors.pending_touch(visitor_id)
-            if pending is not None:
-                utm = {
-                    k: v
-                    for k, v in (
-                        ("source", pending.source),
-                        ("medium", pending.medium),
-                        ("campaign", pending.campaign),
-                    )
-                    if v
-                }
-                channel = pending.channel
         lat = _float(headers.get("x-geo-latitude"))
         lon = _float(headers.get("x-geo-longitude"))
         return RequestInfo(

@@ -15,6 +15,7 @@ scripts, load generators) so cost a table entry, never a database write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -28,7 +29,7 @@ import cachetools
 from edge.identity import VISITOR_COOKIE, Identity, parse_cookies
 from edge.observe import Observer
 from edge.profiles import events as ev
-from edge.profiles.model import SESSION_GAP, Touch
+from edge.profiles.model import SESSION_GAP, Profile, Touch, new_profile
 from edge.profiles.service import ProfileService
 
 log = logging.getLogger("edge.visitors")
@@ -166,10 +167,19 @@ class Visitors:
                 touches.insert(0, first[1])
         self._queue(visit.visitor_id, events, touches)
 
-    def pending_touch(self, visitor_id: str) -> Touch | None:
-        """The campaign touch of a new visitor's first hit, not stored yet."""
+    def pending_profile(self, visitor_id: str) -> Profile | None:
+        """A new visitor's profile as their first hit made it, not stored yet."""
         first = self._first_hits.get(visitor_id)
-        return first[1] if first is not None else None
+        if first is None:
+            return None
+        events, touch = first
+        profile = new_profile(visitor_id, min((e.ts or 0) for e in events) if events else 0)
+        for event in events:
+            with contextlib.suppress(ev.NotAllowed):
+                ev.apply(profile, event, event.ts or 0, ev.Source.OBSERVED)
+        if touch is not None:
+            ev.record_touch(profile, touch)
+        return profile
 
     def _queue(self, visitor_id: str, events: list[ev.BaseEvent], touches: list[Touch]) -> None:
         if len(self._pending) >= _MAX_PENDING:
