@@ -383,11 +383,7 @@ class Proxy:
         slots = None
         started = time.perf_counter()
         while True:
-            try:
-                chunk, more = await response.read()
-            except UpstreamError as exc:
-                log.warning("upstream broke off mid-response: %s", exc)
-                raise _ClientGone from None
+            chunk, more = await _read(response)
             try:
                 data = decoder.feed(chunk)
                 if not more:
@@ -577,19 +573,23 @@ def _private(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     return out
 
 
+async def _read(response: UpstreamResponse) -> tuple[bytes, bool]:
+    try:
+        return await response.read()
+    except UpstreamError as exc:
+        # The head is out; all that is left is to cut the client connection so it
+        # sees a truncated response rather than a complete wrong one.
+        log.warning("upstream broke off mid-response: %s", exc)
+        raise _ClientGone from None
+
+
 async def stream_body(response: UpstreamResponse, receive: Any, send: Any) -> None:
     """Relay the upstream body chunk by chunk; stop pulling if the client goes away."""
     sent = 0
     watcher: asyncio.Task[Any] | None = None
     try:
         while True:
-            try:
-                chunk, more = await response.read()
-            except UpstreamError as exc:
-                # The head is out; all that is left is to cut the client connection so
-                # it sees a truncated response rather than a complete wrong one.
-                log.warning("upstream broke off mid-response: %s", exc)
-                raise _ClientGone from None
+            chunk, more = await _read(response)
             await send({"type": "http.response.body", "body": chunk, "more_body": more})
             if not more:
                 return

@@ -155,8 +155,16 @@ def request_info(ruleset: RuleSet, url: str | None, user_agent: str = "") -> Req
     )
 
 
+async def _shop(config: Config, store: Any) -> ShopStats:
+    from edge.app import shop_stats
+
+    if config.avg_order_value is not None:
+        return ShopStats(avg_order_value=config.avg_order_value)
+    return await shop_stats(store)
+
+
 async def _load_profile(config: Config, visitor: str) -> tuple[Profile | None, ShopStats]:
-    from edge.app import open_store, shop_stats
+    from edge.app import open_store
     from edge.identity import Identity
     from edge.profiles.service import ProfileService
 
@@ -164,12 +172,7 @@ async def _load_profile(config: Config, visitor: str) -> tuple[Profile | None, S
     try:
         service = ProfileService(store, Identity([config.secret or "unused"]).email_hash)
         profile = await service.load(visitor)
-        shop = (
-            ShopStats(avg_order_value=config.avg_order_value)
-            if config.avg_order_value is not None
-            else await shop_stats(store)
-        )
-        return profile, shop
+        return profile, await _shop(config, store)
     finally:
         await store.close()
 
@@ -228,7 +231,7 @@ def explain(
 
 
 async def _scan(config: Config) -> tuple[list[Profile], ShopStats]:
-    from edge.app import open_store, shop_stats
+    from edge.app import open_store
 
     store = open_store(config.store)
     try:
@@ -239,12 +242,7 @@ async def _scan(config: Config) -> tuple[list[Profile], ShopStats]:
                 profiles.append(profile)
             if i % 500 == 499:
                 await asyncio.sleep(0)
-        shop = (
-            ShopStats(avg_order_value=config.avg_order_value)
-            if config.avg_order_value is not None
-            else await shop_stats(store)
-        )
-        return profiles, shop
+        return profiles, await _shop(config, store)
     finally:
         await store.close()
 
