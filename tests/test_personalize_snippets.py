@@ -243,3 +243,18 @@ def test_shipped_snippets_content() -> None:
 def test_static_countdown_script_has_no_inline_dependency() -> None:
     js = (ROOT / "static" / "edge.js").read_text(encoding="utf-8")
     assert "[data-edge-countdown]" in js and "data-deadline" in js and "setInterval" in js
+
+
+def test_renders_are_cached_by_the_values_a_template_reads(tmp_path: Path) -> None:
+    (tmp_path / "hello.html").write_text("Hello {{ first_name or 'you' }}!", encoding="utf-8")
+    (tmp_path / "lucky.html").write_text("{{ [1, 2, 3] | random }}", encoding="utf-8")
+    snippets = Snippets(tmp_path, library=None)
+    anna = sample_context() | {"first_name": "Anna"}
+    assert snippets.render("hello", anna) == "Hello Anna!"
+    assert snippets.render("hello", anna | {"now": 1}) == "Hello Anna!"  # other values: a hit
+    assert len(snippets._rendered) == 1
+    assert snippets.render("hello", anna | {"first_name": "Bruno"}) == "Hello Bruno!"
+    assert snippets.render("hello", anna | {"first_name": "<b>"}) == "Hello &lt;b&gt;!"
+    assert len(snippets._rendered) == 3
+    snippets.render("lucky", anna)
+    assert len(snippets._rendered) == 3  # a template using random is never cached

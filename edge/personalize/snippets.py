@@ -26,6 +26,7 @@ import logging
 import re
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -36,6 +37,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import cachetools
 import jinja2
+import jinja2.meta
+import msgspec
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from edge.personalize.catalog import Catalog, ItemFacts
@@ -182,6 +185,10 @@ class Snippets:
         )
         self.env.filters["money"] = _money
         self.env.filters["clock"] = self._clock_time
+        self._rendered: cachetools.LRUCache[Any, str] = cachetools.LRUCache(4096)
+        self._uses: weakref.WeakKeyDictionary[jinja2.Template, tuple[str, ...] | None] = (
+            weakref.WeakKeyDictionary()
+        )
         self._chosen: cachetools.TTLCache[tuple[str, tuple[str, ...]], Any] = cachetools.TTLCache(
             maxsize=2048, ttl=reload_interval, timer=clock
         )
@@ -248,10 +255,42 @@ class Snippets:
         template = self.template(name, languages)
         if template is None:
             return None
+        key = self._render_key(template, context)
+        if key is not None:
+            done = self._rendered.get(key)
+            if done is not None:
+                return done
         try:
-            return template.render(context)
+            html = template.render(context)
         except Exception as exc:
             self._log(str(_runtime_problem(exc, template)))
+            return None
+        if key is not None:
+            self._rendered[key] = html
+        return html
+
+    def _render_key(self, template: jinja2.Template, context: Mapping[str, Any]) -> Any:
+        """Rendering is pure, so the output is cached by the template and the values
+        of the variables it reads: every VIP gets the same hero from one render,
+        while a cart reminder differs by cart. ``None``: do not cache (a template
+        that includes others, or uses ``random``)."""
+        names = self._uses.get(template, False)
+        if names is False:
+            names = self._uses[template] = self._variables(template)
+        if names is None:
+            return None
+        try:
+            return template, _KEY_ENCODER.encode([context.get(n) for n in names])
+        except (TypeError, ValueError):
+            return None
+
+    def _variables(self, template: jinja2.Template) -> tuple[str, ...] | None:
+        try:
+            source = self.env.loader.get_source(self.env, template.name)[0]  # type: ignore[union-attr]
+            if any(word in source for word in ("include", "import", "extends", "random")):
+                return None
+            return tuple(sorted(jinja2.meta.find_undeclared_variables(self.env.parse(source))))
+        except Exception:  # whatever it is, rendering says it properly
             return None
 
     def _log(self, message: str) -> None:
@@ -296,6 +335,15 @@ class Snippets:
         return problems
 
 
+def _key_default(value: Any) -> Any:
+    if isinstance(value, SimpleNamespace):
+        return vars(value)
+    raise TypeError(f"not a plain value: {type(value).__name__}")
+
+
+_KEY_ENCODER: Final = msgspec.json.Encoder(enc_hook=_key_default, order="deterministic")
+
+
 def _problem(exc: jinja2.TemplateSyntaxError, name: str) -> SnippetProblem:
     return SnippetProblem(exc.filename or name, exc.lineno, exc.message or str(exc))
 
@@ -306,9 +354,13 @@ def _runtime_problem(exc: BaseException, template: jinja2.Template) -> SnippetPr
     for frame, lineno in traceback.walk_tb(exc.__traceback__):
         if frame.f_code.co_filename == filename:
             line = lineno  # Jinja maps template frames to template lines
-    message = str(exc) if not isinstance(exc, jinja2.UndefinedError) else (
-        f"{exc} (every variable a snippet uses must exist: guard optional ones with "
-        "{% if name %})"
+    message = (
+        str(exc)
+        if not isinstance(exc, jinja2.UndefinedError)
+        else (
+            f"{exc} (every variable a snippet uses must exist: guard optional ones with "
+            "{% if name %})"
+        )
     )
     if isinstance(exc, jinja2.exceptions.SecurityError):
         message = f"not allowed in a snippet: {exc}"
@@ -365,16 +417,18 @@ def visitor_context(
         for item in profile.cart.items:
             facts = catalog.get(item.product_id) if catalog is not None else None
             price = item.price or (facts.price if facts and facts.price is not None else 0.0)
-            items.append({
-                "id": item.product_id,
-                "name": (facts.name if facts and facts.name else item.product_id),
-                "url": facts.url if facts and facts.url else None,
-                "price": price,
-                "quantity": item.quantity,
-                "total": round(price * item.quantity, 2),
-                "category": item.category or (facts.category if facts else ""),
-                "brand": item.brand or (facts.brand if facts else ""),
-            })
+            items.append(
+                {
+                    "id": item.product_id,
+                    "name": (facts.name if facts and facts.name else item.product_id),
+                    "url": facts.url if facts and facts.url else None,
+                    "price": price,
+                    "quantity": item.quantity,
+                    "total": round(price * item.quantity, 2),
+                    "category": item.category or (facts.category if facts else ""),
+                    "brand": item.brand or (facts.brand if facts else ""),
+                }
+            )
             cart_value += price * item.quantity
             count += item.quantity
     return {
@@ -383,7 +437,9 @@ def visitor_context(
         "language": language,
         # A namespace, not a dict: ``cart.items`` must be the list, not dict.items.
         "cart": SimpleNamespace(items=items, value=round(cart_value, 2), count=count),
-        "offer": None if offer is None else {
+        "offer": None
+        if offer is None
+        else {
             "deadline": offer.deadline,
             "deadline_iso": offer.deadline_iso,
             "seconds_left": offer.seconds_left,
@@ -410,12 +466,16 @@ def sample_context(language: str = "en") -> dict[str, Any]:
 
     profile = Profile(visitor_id="sample", customer_id="c1")
     profile.traits.custom["first_name"] = "Giulia"
-    profile.cart.items = [Item("p1", "scarpe-donna", "Lunaria", 89.9, 1),
-                          Item("p2", "borse-accessori", "Valdarno", 120.0, 2)]
-    catalog = Catalog({
-        "p1": ItemFacts("p1", "scarpe-donna", "Lunaria", 89.9, "Décolleté Aurora", "/p/aurora"),
-        "p2": ItemFacts("p2", "borse-accessori", "Valdarno", 120.0, "Borsa Arno", "/p/arno"),
-    })
+    profile.cart.items = [
+        Item("p1", "scarpe-donna", "Lunaria", 89.9, 1),
+        Item("p2", "borse-accessori", "Valdarno", 120.0, 2),
+    ]
+    catalog = Catalog(
+        {
+            "p1": ItemFacts("p1", "scarpe-donna", "Lunaria", 89.9, "Décolleté Aurora", "/p/aurora"),
+            "p2": ItemFacts("p2", "borse-accessori", "Valdarno", 120.0, "Borsa Arno", "/p/arno"),
+        }
+    )
     now = 1_700_000_000
     return visitor_context(
         profile,
