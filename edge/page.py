@@ -42,6 +42,8 @@ from edge.visitors import Visit, Visitors
 log = logging.getLogger("edge.page")
 
 PREVIEW_SLOT: Final = "edge-preview-badge"
+COUNTDOWN_SCRIPT: Final = '<script src="/_edge/static/edge.js" defer></script>'
+"""Follows a timed offer's snippet: the sidecar's own script ticks its countdown."""
 _DURATIONS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 
 
@@ -73,13 +75,20 @@ class Decision:
     fingerprint: str = ""
     """A digest of everything visitor-specific in the edits (for the ETag)."""
     clear_form_error: bool = False
+    now: int | None = None
+    """The time the decision was made: a timed offer's deadline on the page ran from it."""
 
     def exposures(self) -> list[ev.BaseEvent]:
-        """Events recording what was shown (and withheld), for caps, offers, lift."""
+        """Events recording what was shown (and withheld), for caps, offers, lift.
+        Stamped with the decision's time, not the end of the response: a first exposure
+        stored a second later would move the deadline the page showed."""
         out: list[ev.BaseEvent] = [
-            ev.PlacementShown(placement_id=e.placement, offer=e.offer) for e in self.edits
+            ev.PlacementShown(placement_id=e.placement, offer=e.offer, ts=self.now)
+            for e in self.edits
         ]
-        out += [ev.PlacementShown(placement_id=p, held_out=True) for p in self.held_out]
+        out += [
+            ev.PlacementShown(placement_id=p, held_out=True, ts=self.now) for p in self.held_out
+        ]
         return out
 
 
@@ -118,6 +127,7 @@ class Personalizer:
         self.questions = questions if questions is not None else default_questions()
         self.shop = shop if shop is not None else ShopStats()
         self._readers: dict[str, ItemReader] = {}
+        self._languages_by_header: dict[str, str] = {}
 
     @property
     def active(self) -> bool:
@@ -196,10 +206,10 @@ class Personalizer:
         else:
             segments = ruleset.names(result)
             eligible = ruleset.eligible(ctx, result)
-        decision = Decision(segments=segments, preview=preview)
+        decision = Decision(segments=segments, preview=preview, now=now)
         if not eligible and preview is None:
             return decision
-        language = choose_language(headers.get("accept-language"), self.languages)
+        language = request.lang
         cookies = parse_cookies(headers.get("cookie", ""))
         error_question, error_text = form_error(cookies)
         path = scope["path"]
@@ -208,6 +218,7 @@ class Personalizer:
         question = next_question(profile, self.questions) if profile is not None else None
         if profile is None and visitor_id:
             question = next_question(Profile(visitor_id=visitor_id), self.questions)
+        base: dict[str, Any] | None = None  # the snippets' context, made once if needed
         taken: set[str] = set()
         digest = hashlib.blake2b(digest_size=12)
         for placement in eligible:
@@ -236,24 +247,37 @@ class Personalizer:
             if spec.snippet:
                 if spec.snippet.startswith("profile_form") and question is None:
                     continue  # nothing left to ask: the next placement may fill the slot
-                context = visitor_context(
-                    profile,
-                    now=now,
-                    language=language,
-                    catalog=self.catalog,
-                    segments=segments,
-                    page={"path": path, "type": request.page_type, **request.utm},
-                    offer=offer,
-                    question=question,
-                    form_error=error_text if question and error_question == question.trait else "",
-                    csrf=csrf_token(self.identity, visitor_id) if visitor_id else "",
-                    return_to=return_to,
-                    preview=preview is not None,
-                )
-                context["form"]["action"] = FORM_PATH
+                if base is None:
+                    base = visitor_context(
+                        profile,
+                        now=now,
+                        language=language,
+                        catalog=self.catalog,
+                        segments=segments,
+                        page={"path": path, "type": request.page_type, **request.utm},
+                        question=question,
+                        form_error=(
+                            error_text if question and error_question == question.trait else ""
+                        ),
+                        csrf=csrf_token(self.identity, visitor_id) if visitor_id else "",
+                        return_to=return_to,
+                        preview=preview is not None,
+                    )
+                    base["form"]["action"] = FORM_PATH
+                context = base
+                if offer is not None:
+                    context = base | {
+                        "offer": {
+                            "deadline": offer.deadline,
+                            "deadline_iso": offer.deadline_iso,
+                            "seconds_left": offer.seconds_left,
+                        }
+                    }
                 html = self.snippets.render(spec.snippet, context, languages=[language])
                 if html is None:
                     continue  # logged by the library; the slot stays as the shop made it
+                if offer is not None:
+                    html += COUNTDOWN_SCRIPT
                 if error_text and question and error_question == question.trait:
                     decision.clear_form_error = True
                 action = spec.action or slot.action
@@ -311,12 +335,23 @@ class Personalizer:
             page_type=page_type,
             utm=utm,
             channel=channel,
-            lang=choose_language(headers.get("accept-language"), self.languages),
+            lang=self._language(headers.get("accept-language", "")),
             device=device_of(headers.get("user-agent", "")),
             country=(headers.get("x-geo-country") or headers.get("cf-ipcountry") or "").upper(),
             latitude=lat,
             longitude=lon,
         )
+
+    def _language(self, accept_language: str) -> str:
+        """The visitor's language among the shop's, by ``Accept-Language`` (a handful
+        of distinct headers cover nearly every visitor, so the answer is kept)."""
+        known = self._languages_by_header.get(accept_language)
+        if known is None:
+            known = choose_language(accept_language, self.languages)
+            if len(self._languages_by_header) > 1024:
+                self._languages_by_header.clear()
+            self._languages_by_header[accept_language] = known
+        return known
 
     def _reader(self, name: str, slot: Any) -> ItemReader:
         reader = self._readers.get(name)
