@@ -14,7 +14,8 @@ from typing import Any, Final
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from edge.config import Config, ConfigError
 from edge.forms import FORM_PATH, ProfileForm
@@ -34,6 +35,9 @@ from edge.visitors import Visitors
 log = logging.getLogger("edge.app")
 
 EDGE_PREFIX = "/_edge"
+STATIC_DIR = (Path(__file__).parent / "static").resolve()
+"""The browser snippet and its styles, served at ``/_edge/static/``: in the source
+tree a symbolic link to ``static/``, in an installed package a copy (package data)."""
 
 
 class EdgeApp:
@@ -75,6 +79,7 @@ class EdgeApp:
             catalog=catalog,
             languages=config.languages or ["en"],
             shop=ShopStats(avg_order_value=config.avg_order_value),
+            stylesheet=config.stylesheet,
         )
         self.proxy = Proxy(config, self.visitors, self.personalizer)
         self._tasks: list[asyncio.Task[None]] = []
@@ -88,6 +93,7 @@ class EdgeApp:
                 Route(FORM_PATH, self.profile_form.handle, methods=["POST"]),
                 Route("/_edge/healthz", self.healthz, methods=["GET", "HEAD"]),
                 Route("/_edge/readyz", self.readyz, methods=["GET", "HEAD"]),
+                Mount("/_edge/static", StaticFiles(directory=STATIC_DIR), name="static"),
                 *endpoints.routes(),
             ],
             lifespan=self._lifespan,

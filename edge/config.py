@@ -97,6 +97,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     for ordering lists and naming cart items; item attributes win over it."""
     languages: list[str] = msgspec.field(default_factory=lambda: ["en", "it"])
     """Languages the shop's snippets exist in; the first is the default."""
+    stylesheet: str = "/_edge/static/edge.css"
+    """Linked in the head of pages that show snippets; empty when the theme styles
+    the blocks itself."""
     personalize_max_bytes: int = 4 * 1024 * 1024
     """Pages longer than this (by Content-Length) go out untouched."""
     avg_order_value: float | None = None

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any, Final
 
@@ -43,6 +44,7 @@ log = logging.getLogger("edge.page")
 
 PREVIEW_SLOT: Final = "edge-preview-badge"
 COUNTDOWN_SCRIPT: Final = '<script src="/_edge/static/edge.js" defer></script>'
+ASSETS_SLOT: Final = "edge-assets"
 """Follows a timed offer's snippet: the sidecar's own script ticks its countdown."""
 _DURATIONS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 
@@ -85,6 +87,7 @@ class Decision:
         out: list[ev.BaseEvent] = [
             ev.PlacementShown(placement_id=e.placement, offer=e.offer, ts=self.now)
             for e in self.edits
+            if e.placement  # not the sidecar's own additions (stylesheet, preview badge)
         ]
         out += [
             ev.PlacementShown(placement_id=p, held_out=True, ts=self.now) for p in self.held_out
@@ -115,6 +118,7 @@ class Personalizer:
         languages: Sequence[str] = ("en", "it"),
         questions: dict[str, Question] | None = None,
         shop: ShopStats | None = None,
+        stylesheet: str = "/_edge/static/edge.css",
     ) -> None:
         self.rules = rules
         self.snippets = snippets
@@ -126,6 +130,9 @@ class Personalizer:
         self.languages = tuple(languages)
         self.questions = questions if questions is not None else default_questions()
         self.shop = shop if shop is not None else ShopStats()
+        self.stylesheet = stylesheet
+        """Linked in the head of a page that shows snippets (empty: the theme styles
+        them)."""
         self._readers: dict[str, ItemReader] = {}
         self._languages_by_header: dict[str, str] = {}
 
@@ -291,6 +298,9 @@ class Personalizer:
                 digest.update(repr((sorts, spec.pin, interest)).encode())
             taken.add(slot_name)
             decision.edits.append(SlotEdit(placement.id, slot_name, edit, offer=offer is not None))
+        if self.stylesheet and any(e.edit.action != "reorder" for e in decision.edits):
+            link = f'<link rel="stylesheet" href="{html_escape(self.stylesheet)}">'
+            decision.edits.append(SlotEdit("", ASSETS_SLOT, Edit("head", "append", link)))
         if preview is not None:
             badge = self.snippets.render(
                 "preview_badge",

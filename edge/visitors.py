@@ -190,8 +190,13 @@ class Visitors:
             self._flusher = asyncio.ensure_future(self._flush_soon())
 
     async def _flush_soon(self) -> None:
-        await asyncio.sleep(_FLUSH_EVERY)
-        await self.flush()
+        # Events queued while a flush is writing find this task still running and do
+        # not start another: they are this task's to write before it ends.
+        while True:
+            await asyncio.sleep(_FLUSH_EVERY)
+            await self.flush()
+            if not self._pending:
+                return
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, []

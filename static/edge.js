@@ -7,6 +7,9 @@
    enclosing [data-edge-offer] block is hidden. */
 (function () {
   "use strict";
+  // The sidecar adds this script after a timed offer; a theme may load it as well.
+  if (window.__shopEdge) return;
+  window.__shopEdge = true;
 
   function pad(n) { return (n < 10 ? "0" : "") + n; }
 
