@@ -295,6 +295,15 @@ class Proxy:
         preview, preview_cookie = personalizer.preview_of(scope)
         visit = visitors.begin(scope)
         deciding = asyncio.ensure_future(personalizer.decide(scope, visit, preview))
+        if any(name in _CONDITIONAL for name, _ in scope["headers"]):
+            # A revalidation: the browser's copy may predate this visitor's edits, and
+            # the shop would confirm it with a 304. When the page is personalized, ask
+            # the shop for the page itself.
+            early = await deciding
+            if early is not None and early.edits:
+                scope = scope | {
+                    "headers": [(n, v) for n, v in scope["headers"] if n not in _CONDITIONAL]
+                }
         try:
             opened = await self.open_upstream(scope, receive, send)
         except BaseException:
@@ -501,6 +510,7 @@ class _PlanCache:
 
 
 _VARY_COOKIE: Final = b"Cookie"
+_CONDITIONAL: Final = frozenset({b"if-none-match", b"if-modified-since"})
 FORM_ERROR_CLEAR: Final = b"edge_form_error=; Path=/; Max-Age=0"
 
 

@@ -549,6 +549,11 @@ class CachingUpstream(TestUpstream):
                 body = brotli.compress(body)
             if coding:
                 headers.append(("Content-Encoding", coding))
+        etag = dict(headers).get("ETag")
+        if etag and request.header("if-none-match") == etag:  # the copy is current
+            lines = ["HTTP/1.1 304 Not Modified"] + [f"{k}: {v}" for k, v in headers]
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            return True
         headers.append(("Content-Length", str(len(body))))
         lines = ["HTTP/1.1 200 OK"] + [f"{k}: {v}" for k, v in headers]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
@@ -615,6 +620,18 @@ def test_personalized_page_is_private_and_tells_the_truth(citizen: EdgeProcess) 
     again = visitor.get(f"/?{CAMPAIGN}")
     assert again.header("etag") == etag and again.body == body
     assert "private" in (again.header("cache-control") or "")
+
+
+def test_a_copy_from_before_personalization_is_not_revalidated(citizen: EdgeProcess) -> None:
+    visitor = Visitor(citizen.port)
+    visitor.get(f"/?{CAMPAIGN}")
+    # the browser still holds the shop's own copy of the home page (from before)
+    reply = visitor.get("/", headers={"If-None-Match": '"home-1"'})
+    assert reply.status == 200
+    assert b"edge-hero--campaign" in reply.body
+    # a page nothing changes still revalidates with the shop
+    cart = visitor.get("/cart", headers={"If-None-Match": '"cart-1"'})
+    assert cart.status == 304
 
 
 def test_nothing_personalized_keeps_the_shops_caching_headers(
