@@ -330,3 +330,29 @@ def test_placement_exposures_only_from_the_sidecar() -> None:
     for i in range(30):
         ev.apply(p, shown, NOW + 100 + i, ev.Source.OBSERVED)
     assert len(p.exposures["offer-24h"]) == 20 and p.exposures["offer-24h"][-1] == NOW + 129
+
+
+async def test_a_read_overlapping_a_write_is_not_cached() -> None:
+    import asyncio
+
+    from edge.profiles.store import CachedStore
+
+    class SlowReads(MemoryStore):
+        async def get(self, key: str) -> Profile | None:
+            found = await super().get(key)
+            copy = None if found is None else msgspec.msgpack.decode(encode(found), type=Profile)
+            await asyncio.sleep(0.05)  # the write below lands meanwhile
+            return copy
+
+    store = SlowReads()
+    service = ProfileService(store, IDENTITY.email_hash)
+    assert isinstance(service.cache, CachedStore)
+    await service.record("v1", events({"event": "Page Viewed"}), ev.Source.BROWSER, now=NOW)
+    service.cache.forget_cached("v1")
+    reading = asyncio.ensure_future(service.load("v1"))
+    await asyncio.sleep(0.01)
+    await service.record("v1", events({"event": "Page Viewed"}), ev.Source.BROWSER, now=NOW + 1)
+    stale = await reading
+    assert stale is not None and stale.session_pageviews == 1  # what was read then
+    fresh = await service.load("v1")
+    assert fresh is not None and fresh.session_pageviews == 2  # not the stale copy

@@ -106,6 +106,8 @@ class CachedStore:
         self._aliases: cachetools.TTLCache[str, str | None] = cachetools.TTLCache(
             maxsize, ttl, timer=time.monotonic
         )
+        self._writes = 0
+        """Writes through this cache so far: a read that overlapped one is not kept."""
 
     async def load(self, visitor_or_key: str) -> Profile | None:
         """The profile for a visitor id or key, following an alias if it was merged."""
@@ -114,12 +116,14 @@ class CachedStore:
             return cache[visitor_or_key]
         except KeyError:
             pass
+        writes = self._writes
         profile = await self.store.get(visitor_or_key)
         if profile is None:
             key = await self.resolve(visitor_or_key)
             if key is not None:
                 profile = await self.store.get(key)
-        cache[visitor_or_key] = profile
+        if writes == self._writes:  # no write landed while we read: the copy is current
+            cache[visitor_or_key] = profile
         return profile
 
     async def resolve(self, alias: str) -> str | None:
@@ -135,6 +139,7 @@ class CachedStore:
         self, keys: Sequence[str], claims: Iterable[str], mutation: Mutation
     ) -> Profiles:
         result = await self.store.transact(keys, claims, mutation)
+        self._writes += 1
         # Deletions first: a deleted key is often an alias of a survivor (a merge), and
         # the survivors' aliases below must win over "nothing here any more".
         for key, profile in result.items():
