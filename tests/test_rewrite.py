@@ -416,3 +416,161 @@ def test_bytes_outside_the_edit_are_unchanged(prefix: bytes, suffix: bytes) -> N
     # element really ends depends on what the random prefix left open).
     assert out.startswith(prefix + start + b"NEW")
     assert (old + suffix).endswith(out[len(prefix + start + b"NEW") :])
+
+
+# -- the fast path agrees with the exact tokenizer ------------------------------------
+
+#: Markup that looks like a candidate but is not one: inside attribute values,
+#: bogus comments, unfinished tags; and ">" inside quoted values.
+TRAPS = [
+    "<a title=\"<script>\">",
+    "<a title='<!--'>",
+    "<div title=\"x > <style>\" class=x>",
+    "<p data-x=\"data-edge-slot=s\">",
+    "<span title='a>b' data-edge-slot=s>",
+    "<a b=\"c>d\" <script>",
+    "<a title = \"<textarea>\">",
+    "<x<script>",
+    "<!x <script>",
+    "</x <!-- >",
+    "<?php <style> ?>",
+    "<img alt='<svg>'>",
+    "<i data-edge-slot='<li>'>",
+    "<b =\"<title>\">",
+    "<u x='\"' y=\"<script>\">",
+    "<div data-edge-slot=s>",
+    "<DIV DATA-EDGE-SLOT=S>",
+    "<section data-edge-slot=\"s\" class=\"x\">",
+    "<ol class=x data-k=a>",
+    "</ol>",
+    "<script>if(a<b)x='<!--'</script>",
+    "<style>p>a{}</style>",
+    "<title><div data-edge-slot=s></title>",
+    "<!-- data-edge-slot=s -->",
+    "Don't ",
+    "a=\"",
+    "='",
+]
+FAST_EDIT_SETS = [
+    *EDIT_SETS,
+    [Edit("[data-edge-slot=s]", "set_inner_content", b"N")],
+    [Edit("[data-edge-slot]", "before", b"B"), Edit("ol", "reorder", key_attr="data-k", order=["a"])],
+    [Edit("ol > li", "append", b"A"), Edit("[data-edge-slot=S]", "replace", b"R")],
+    [Edit("*", "before", b"*")],
+    [Edit("script, style", "after", b"!")],
+]
+fast_docs = st.lists(st.sampled_from(FRAGMENTS + TRAPS), max_size=40).map(
+    lambda xs: "".join(xs).encode()
+)
+
+
+def _both(html: bytes, edits: list[Edit], chunk: int) -> tuple[bytes, bytes]:
+    outs = []
+    for fast in (True, False):
+        rw = Rewriter(Plan(edits, fast=fast))
+        parts = [rw.write(html[i : i + chunk]) for i in range(0, len(html), chunk)]
+        outs.append(b"".join(parts) + rw.end() + (b"!error" if rw.error else b""))
+    return outs[0], outs[1]
+
+
+@settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fast_docs, st.integers(0, len(FAST_EDIT_SETS) - 1), st.integers(1, 60))
+def test_fast_path_equals_exact_tokenizer(html: bytes, which: int, chunk: int) -> None:
+    fast, exact = _both(html, FAST_EDIT_SETS[which], chunk)
+    assert fast == exact
+
+
+@pytest.mark.parametrize("which", range(len(FAST_EDIT_SETS)))
+def test_fast_path_equals_exact_tokenizer_on_the_corpus(which: int) -> None:
+    for doc in (PAGE, TRICKY, LIST, b"".join(t.encode() for t in TRAPS) + TRICKY):
+        for chunk in (1, 7, 64, 1 << 16):
+            fast, exact = _both(doc, FAST_EDIT_SETS[which], chunk)
+            assert fast == exact, (doc[:60], chunk)
+
+
+ITEM_INSIDE = [
+    "<a href='/p'>x</a>",
+    "<img src=a.jpg alt=\"A &quot;b&quot;\">",
+    "<span class=price>1</span>",
+    "<form action=/c method=post><button type=submit>Add</button></form>",
+    "<!-- card -->",
+    "<!-- a > b -->",
+    "<div><div>d</div></div>",
+    "<p>para",
+    "<p>para</p>",
+    "<ul><li>nested</ul>",
+    "<script>x='</li>'</script>",
+    "<b title='x>y'>t</b>",
+    "<i title=\"<li>\">t</i>",
+    "</div>",
+    "</span>",
+    "<span class=x>marked</span>",
+    "<br/>",
+    "Men's \"best\" a=b",
+    "a < b",
+    "<svg><path/></svg>",
+    "<a href=/x><a href=/y>y</a>",
+]
+
+
+@st.composite
+def list_page(draw: st.DrawFn) -> bytes:
+    tag = draw(st.sampled_from(["li", "li", "LI", "div"]))
+    items = []
+    for i in range(draw(st.integers(0, 8))):
+        inner = "".join(draw(st.lists(st.sampled_from(ITEM_INSIDE), max_size=4)))
+        end = draw(st.sampled_from([f"</{tag}>", f"</{tag}>", f"</{tag} >", "", f"</{tag} x>"]))
+        sep = draw(st.sampled_from(["\n", "", " <!-- s --> ", "<!x>"]))
+        items.append(f"{sep}<{tag} class=card data-k=k{i % 5}>{inner}{end}")
+    root = "section" if tag == "div" else "ol"
+    return f"<main><{root} class=products>{''.join(items)}\n</{root}><p>after</p></main>".encode()
+
+
+LISTS = "ol.products, section.products"
+LIST_EDIT_SETS = [
+    [Edit(LISTS, "reorder", key_attr="data-k", order=["k4", "k2", "k0"])],
+    [Edit(LISTS, "reorder", key_attr="data-k", order=["k1"]), Edit("span.x", "after", b"!")],
+    [Edit("main", "prepend", b"P"), Edit(LISTS, "reorder", key_attr="data-k", order=["k3"])],
+    [Edit(LISTS, "reorder", key=lambda a: a.get("data-k"), order=lambda ks: sorted(k for k in ks if k))],
+    [Edit(".products", "reorder", key_attr="data-k", order=["k2"])],
+]
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(list_page(), st.integers(0, len(LIST_EDIT_SETS) - 1), st.sampled_from([1, 5, 37, 1 << 16]))
+def test_fast_list_items_equal_exact_tokenizer(html: bytes, which: int, chunk: int) -> None:
+    fast, exact = _both(html, LIST_EDIT_SETS[which], chunk)
+    assert fast == exact
+
+
+def test_write_accepts_any_bytes_like_chunk() -> None:
+    for fast in (True, False):
+        rw = Rewriter(Plan([Edit(SEL, "append", b"!")], fast=fast))
+        out = rw.write(memoryview(PAGE[:40])) + rw.write(bytearray(PAGE[40:])) + rw.end()
+        assert out == PAGE.replace(b"old text</div>", b"old text!</div>")
+
+
+def test_fast_path_ignores_markers_hidden_in_values_comments_and_scripts() -> None:
+    html = (
+        b'<a title="<div data-edge-slot=s>">x</a>'
+        b"<!-- <div data-edge-slot=s>c</div> -->"
+        b"<script>document.write('<div data-edge-slot=s>')</script>"
+        b"<textarea><div data-edge-slot=s></textarea>"
+        b"<div data-edge-slot=s>real</div>"
+    )
+    out = run(html, [Edit("[data-edge-slot=s]", "set_inner_content", b"NEW")])
+    assert out == html.replace(b">real<", b">NEW<")
+    assert out.count(b"NEW") == 1
+
+
+def test_plans_do_not_share_fast_path_verdicts() -> None:
+    items = "".join(
+        f"<li data-k=k{i}><form class=x><button>b</button></form></li>\n" for i in range(4)
+    )
+    html = f"<ol class=products>\n{items}</ol>".encode()
+    reorder = Edit("ol.products", "reorder", key_attr="data-k", order=["k3"])
+    plain = run(html, [reorder])
+    assert plain.index(b"k3") < plain.index(b"k0")
+    marked = run(html, [reorder, Edit("form.x", "append", b"!")])
+    assert marked.count(b"!</form>") == 4
+    assert marked == _both(html, [reorder, Edit("form.x", "append", b"!")], 1 << 16)[1]

@@ -7,12 +7,22 @@ elements by key).  A :class:`Plan` compiles a list of edits once; each response
 gets a cheap :class:`Rewriter` from it, is fed with :meth:`Rewriter.write` and
 closed with :meth:`Rewriter.end`.
 
-How it stays fast: outside elements it has to watch, one compiled pattern skips
-text, comments and every tag that no selector can match (by tag name and
-attribute names) in C; Python only sees the few interesting tags.  Inside a
-watched element (one with an edit that needs its end, or an ancestor named in a
-descendant/child selector) it keeps an element stack with HTML5's implied end
-tags, until that element closes.
+How it stays fast: outside elements it has to watch, it does not tokenize the
+tags in between.  From the selectors it knows the start tags worth a look (the
+tag names and attribute names the compounds require, plus ``<svg>``, ``<math>``,
+``<template>``, ``<plaintext>``); it finds the next one with one search over a
+lowercased copy of the input, then proves the find is real markup by looking
+back: not inside a comment or a raw-text element (``<script>``, ``<style>``,
+``<textarea>``, ``<title>``, ...; their ends are searched for), and not inside a
+tag (no tag opening or quote since the last ``>``, and no ``="``/``='`` value
+still open).  When that proof fails, an exact pattern tokenizes up to the next
+interesting token instead, so the result never depends on the shortcut.
+Inside a watched element (one with an edit that needs its end, or an ancestor
+named in a descendant/child selector) it keeps an element stack with HTML5's
+implied end tags, until that element closes; the children of an element being
+reordered are moved whole when their markup is simple (see
+``_is_simple_markup``), in runs of like items at once.  ``Plan(fast=False)``
+tokenizes every tag: the reference the fast path is tested against.
 
 Byte identity: every byte outside an edited region is copied from the input,
 so with no matches the output equals the input.
@@ -144,9 +154,11 @@ _SPECIAL_START = (
 
 
 class Plan:
-    """Edits compiled once: selectors parsed, prefilters and the skip pattern built.
+    """Edits compiled once: selectors parsed, prefilters and the scan patterns built.
 
     A plan is immutable and shared; :meth:`rewriter` makes the per-document state.
+    ``fast=False`` turns the fast path off (every tag is tokenized): same
+    output, slower; the reference in tests.
     """
 
     def __init__(
@@ -156,8 +168,10 @@ class Plan:
         max_held_bytes: int = 8 << 20,
         max_depth: int = 512,
         on_error: Literal["passthrough", "raise"] = "passthrough",
+        fast: bool = True,
     ) -> None:
         self.edits: tuple[Edit, ...] = tuple(edits)
+        self.fast = fast
         self.max_held_bytes = max_held_bytes
         self.max_depth = max_depth
         self.on_error = on_error
@@ -215,6 +229,34 @@ class Plan:
             else None
         )
         self.skip = _skip_pattern(types, attr_names, self.match_all)
+        self.candidates = _candidate_pattern(types, self.match_all)
+        #: Raw-text elements that are no candidates, as "<name" (lowercase).
+        self.raw_starts: tuple[tuple[bytes, bytes], ...] = (
+            () if self.match_all
+            else tuple((b"<" + n, n) for n in sorted(sc.TEXT_ELEMENTS - types))
+        )
+        # Whether any of them opens in a stretch: one pass instead of one per name.
+        self.raw_probe: re.Pattern[bytes] | None = (
+            re.compile(rb"<" + _trie({lit[1:]: b"" for lit, _n in self.raw_starts}))
+            if self.raw_starts
+            else None
+        )
+        # How far back a candidate cut by the end of the input may start.
+        # Tags the reorder fast path follows inside an item (on lowercased text).
+        self.structural = re.compile(
+            rb"<(/?)("
+            + _trie({n: rb"(?=[\t\n\f\r />])" for n in _STRUCTURAL | types})
+            + rb")"
+        )
+        self.structural_tags = re.compile(
+            rb"<(/?(?:"
+            + _trie({n: rb"(?=[\t\n\f\r />])" for n in _STRUCTURAL | types})
+            + rb"))"
+        )
+        self.candidate_span = (
+            1 << 62 if self.match_all else 2 + max(len(n) for n in (*_SPECIAL_START, *types))
+        )
+        self.attr_literals: tuple[bytes, ...] = tuple(sorted(attr_names))
 
     def rewriter(self) -> Rewriter:
         """A fresh rewriter for one document."""
@@ -256,6 +298,163 @@ def _skip_pattern(types: set[bytes], attr_names: set[bytes], match_all: bool) ->
     if not match_all:
         alts.append(start_tag)
     return re.compile(rb"(?:" + b"|".join(alts) + rb")*+")
+
+
+def _candidate_pattern(types: set[bytes], match_all: bool) -> re.Pattern[bytes]:
+    """Start tags the fast path hands to the tokenizer, searched in lowercased
+    text: those a selector may match, and those after which the tokenizer or
+    the tree builder works differently (foreign content, templates).  Comments
+    and raw-text elements are no candidates: :meth:`Rewriter._settle` looks
+    back for them.  A chunk boundary cannot hide a candidate: a name only
+    counts once the byte after it is there.
+    """
+    if match_all:
+        return re.compile(rb"<[a-z][^\t\n\f\r />]*+(?=[\t\n\f\r />])")
+    names = (set(_SPECIAL_START) - sc.TEXT_ELEMENTS) | types
+    # Alternatives factored by leading byte: the engine rejects most "<x" after
+    # one comparison.
+    return re.compile(rb"<" + _trie({n: rb"(?=[\t\n\f\r />])" for n in names}))
+
+
+def _trie(tails: dict[bytes, bytes]) -> bytes:
+    groups: dict[int, dict[bytes, bytes]] = {}
+    ends = b""
+    for name, tail in tails.items():
+        if name:
+            groups.setdefault(name[0], {})[name[1:]] = tail
+        else:
+            ends = tail
+    alts = [re.escape(bytes([b])) + _trie(sub) for b, sub in sorted(groups.items())]
+    if ends:
+        alts.append(ends)
+    return alts[0] if len(alts) == 1 else b"(?:" + b"|".join(alts) + b")"
+
+
+#: In the stretch between the last ``>`` and a candidate: what could mean the
+#: candidate sits inside a tag.
+_UNSURE_TAIL = re.compile(rb"[\"']|<[A-Za-z/!?]")
+_COMMENT_TOKEN = re.compile(sc.COMMENT_SRC)
+_WS_BYTES = frozenset(b"\t\n\f\r ")
+
+_BAD_COMMENT = re.compile(rb"<!--(?!-?>)[^>]*+(?<!--)(?<!--!)>")
+_NOT_SKELETON = bytes(b for b in range(256) if b not in b"<>=\"'")
+_SKELETON_QUOTED_ANGLE = re.compile(rb"=(?:\"[^\"<>]*+[<>]|'[^'<>]*+[<>])")
+
+
+def _has_any(low: bytearray, literals: tuple[bytes, ...], a: int, b: int) -> bool:
+    return any(low.find(lit, a, b) >= 0 for lit in literals)
+
+
+def _is_simple_markup(buf: bytearray, a: int, b: int) -> bool:
+    """Whether ``buf[a:b]`` is simple markup, which the reorder fast path moves
+    without the element stack: every tag ends at the first ">" after its "<"
+    and every "<" + letter is a tag, as the HTML tokenizer reads it.
+
+    Checked with byte-level operations: "<" and ">" alternate (so no tag,
+    comment or bogus comment holds "<", and text holds no ">"); a comment ends
+    at its first ">"; and no "=" then a quote opens a value holding "<" or ">"
+    (tested on the bytes ``<>="'`` alone: dropping the rest can only find more).
+    """
+    region = bytes(buf[a:b])
+    skeleton = region.translate(None, _NOT_SKELETON)
+    angles = skeleton.translate(None, b"=\"'")
+    if angles.count(b"<>") * 2 != len(angles):
+        return False
+    if b"<!--" in region and _BAD_COMMENT.search(region) is not None:
+        return False
+    return _SKELETON_QUOTED_ANGLE.search(skeleton) is None
+
+
+_BETWEEN_ITEMS = re.compile(rb"(?:[^<]++|<(?=[^A-Za-z/!?])|" + sc.COMMENT_SRC + rb")*+")
+#: Elements the fast path leaves to the exact one: they change the tokenizer's
+#: state, are inert or foreign, or build tables, selects and the page skeleton.
+_NOT_FAST = sc.TEXT_ELEMENTS | sc.SCOPE_BOUNDARY | frozenset(
+    b"template svg math plaintext html head body frameset frame table caption colgroup col "
+    b"tbody thead tfoot tr td th select option optgroup".split()
+)
+#: The open elements a start tag may close implicitly (see ``_close_for_start``).
+_MAY_CLOSE: dict[bytes, frozenset[bytes]] = {}
+for _n in sc.CLOSES_P:
+    _MAY_CLOSE[_n] = frozenset(
+        {b"p"}
+        | ({b"li"} if _n == b"li" else set())
+        | ({b"dd", b"dt"} if _n in (b"dd", b"dt") else set())
+        | (sc.HEADINGS if _n in sc.HEADINGS else set())
+    )
+for _n in (b"a", b"button", b"nobr"):
+    _MAY_CLOSE[_n] = frozenset({_n})
+_EMPTY: frozenset[bytes] = frozenset()
+#: Elements whose start or end tag can close another one (or must not be moved
+#: by the fast path at all); tags of other elements cannot reach past a special
+#: ancestor, so the fast path need not follow them.
+_STRUCTURAL = sc.SCOPED_END | frozenset(_MAY_CLOSE) | _NOT_FAST | sc.SCOPE_BOUNDARY
+#: Elements the fast path moves as list items: special (so stray end tags inside
+#: stop at them) and closed only by their own end tag or a structural one.
+_ITEM_NAMES = (sc.SPECIAL & (sc.SCOPED_END | frozenset(_MAY_CLOSE))) - _NOT_FAST - sc.VOID
+_SIMPLE_END: dict[bytes, re.Pattern[bytes]] = {}
+
+
+_UNKNOWN = object()
+_STRUCTURE_MEMO: dict[object, tuple[bytes, ...] | None] = {}
+
+
+def _follow_structure(
+    name: bytes,
+    open_names: frozenset[bytes],
+    inner: tuple[bytes, ...],
+    seq: tuple[tuple[bytes, bytes], ...],
+    types: frozenset[bytes],
+) -> tuple[bytes, ...] | None:
+    """The structural elements open inside item ``name`` after the tags
+    ``seq`` ((slash, name) pairs), or None if one of them is not simple: it
+    must not be followed fast, or may close an element it did not open."""
+    stack = list(inner)
+    for slash, nm in seq:
+        if nm in _NOT_FAST or nm in types:
+            return None
+        if slash:
+            if not stack or stack[-1] != nm:
+                return None
+            stack.pop()
+            continue
+        closes = _MAY_CLOSE.get(nm)
+        if closes is not None and (
+            closes & open_names or name in closes or any(x in closes for x in stack)
+        ):
+            return None
+        if nm not in sc.VOID:
+            stack.append(nm)
+    return tuple(stack)
+
+
+_ITEMS: dict[bytes, tuple[re.Pattern[bytes], re.Pattern[bytes]]] = {}
+
+
+def _item_patterns(name: bytes) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
+    """In simple lowercased markup: a separator then an item's start tag (group
+    2), and a junction between items: end tag, separator (group 1), start tag
+    (group 2)."""
+    pats = _ITEMS.get(name)
+    if pats is None:
+        n = re.escape(name)
+        sep = rb"((?:[^<]++|<!--[^<>]*-->|<(?![a-z/!?]))*+)"
+        start = rb"(<" + n + rb"(?=[\t\n\f\r />])[^>]*+>)"
+        pats = (
+            re.compile(sep + start),
+            re.compile(rb"</" + n + rb"[\t\n\f\r ]*+>" + sep + start),
+        )
+        _ITEMS[name] = pats
+    return pats
+
+
+def _simple_end_pattern(name: bytes) -> re.Pattern[bytes]:
+    pat = _SIMPLE_END.get(name)
+    if pat is None:
+        pat = re.compile(rb"</(?i:" + re.escape(name) + rb")[\t\n\f\r ]*+>")
+        _SIMPLE_END[name] = pat
+    return pat
+
+_NONE = 1 << 62
 
 
 class _Sink:
@@ -304,6 +503,30 @@ class Rewriter:
         self.error: str | None = None
         self.counts: list[int] = [0] * len(plan.edits)
         self._buf = bytearray()
+        # The same bytes lowercased (ASCII): where the fast path searches.
+        self._low = bytearray()
+        self._fast = plan.fast
+        n_attrs = len(plan.attr_literals)
+        # Per attribute-name literal: its next occurrence (-1: none up to _attr_seen).
+        self._attr_next = [-1] * n_attrs
+        self._attr_seen = [0] * n_attrs
+        # The next candidate found: (position, tag name or None for a comment);
+        # position -1 if none up to _cand_seen.
+        self._cand = -1  # the next candidate, or -1 if none up to _cand_seen
+        self._cand_seen = 0
+        self._attr_min = _NONE
+        self._attr_upto = 0
+        # Bytes from the current position a list item needs before the fast
+        # path looks at it again (so a trickle of tiny chunks stays linear).
+        self._items_need = 0
+        self._room = 0
+        # The list's first end tag (-1: not known), whether the markup up to it
+        # is simple, and whether a run of items was tried there.
+        self._list_end = -1
+        self._list_act: _Act | None = None
+        self._list_simple = False
+        self._bulk_tried = False
+        self._simple_upto = -1
         self._pos = 0
         self._emitted = 0
         self._out: list[bytes] = []
@@ -334,6 +557,10 @@ class Rewriter:
             return bytes(chunk)
         self._compact()
         self._buf += chunk
+        if self._fast:
+            self._low += (
+                chunk.lower() if isinstance(chunk, bytes | bytearray) else bytes(chunk).lower()
+            )
         return self._step(False)
 
     def end(self) -> bytes:
@@ -374,6 +601,7 @@ class Rewriter:
         out = b"".join(self._out)
         self._out.clear()
         self._buf = bytearray()
+        self._low = bytearray()
         self._stack.clear()
         return out
 
@@ -390,6 +618,15 @@ class Rewriter:
         if keep < 4096 or keep * 2 < len(self._buf):
             return
         del self._buf[:keep]
+        if self._fast:
+            del self._low[:keep]
+            self._attr_next = [p - keep if p >= 0 else -1 for p in self._attr_next]
+            self._attr_seen = [max(0, p - keep) for p in self._attr_seen]
+            self._cand = -1
+            self._cand_seen = 0
+            self._attr_min = _NONE
+            self._attr_upto = 0
+            self._list_end -= keep
         self._pos -= keep
         self._emitted -= keep
         self._raw_start -= keep
@@ -451,10 +688,16 @@ class Rewriter:
                     break
                 continue
             if not stack:
-                pos = skip(buf, pos).end()
-                if pos >= n:
+                pos = self._jump(pos, final) if self._fast else skip(buf, pos).end()
+                if pos >= n or buf[pos] != 0x3C:  # "<"
                     break
             else:
+                top = stack[-1][3]
+                if top is not None and top.kind == "reorder" and self._fast:
+                    pos = self._fast_items(pos, final)
+                    if pos < 0:  # an item is not all there yet
+                        pos = -pos - 1
+                        break
                 pos = buf.find(b"<", pos)
                 if pos < 0:
                     pos = n
@@ -505,6 +748,342 @@ class Rewriter:
         elif self._state in (_TEXT, _CDATA):
             safe = max(pos, min(self._resume, n))
         self._flush(safe)
+
+    # -- the fast path: outside watched elements ----------------------------
+
+    def _jump(self, pos: int, final: bool) -> int:
+        """From data-state ``pos`` with no element watched, the next token that
+        needs a look, without tokenizing the tags in between.
+
+        Candidates (a start tag a selector may match or that changes how what
+        follows is read) are found in C and settled by :meth:`_settle`; when
+        that cannot prove where the candidate stands, the exact skip pattern
+        tokenizes up to it.  Returns a data-state position: a ``<`` to hand to
+        the tokenizer, or where scanning must wait for more input (everything
+        before it is final).
+        """
+        buf = self._buf
+        low = self._low
+        n = len(buf)
+        plan = self.plan
+        attrs = plan.attr_literals
+        while True:
+            c = self._cand
+            if c < pos:
+                if c >= 0 or self._cand_seen < n:
+                    start = pos if c >= 0 else max(pos, self._cand_seen - plan.candidate_span)
+                    m = plan.candidates.search(low, start)
+                    self._cand_seen = n
+                    self._cand = c = m.start() if m is not None else -1
+                if c < 0:
+                    c = n
+            if attrs:
+                a = self._attr_min
+                if a < pos or (a == _NONE and self._attr_upto < n):
+                    a = self._next_attr(pos)
+                if a < c:
+                    t = low.rfind(b"<", pos, a)
+                    if t < 0:  # in text: no tag starts between pos and it
+                        pos = a + 1
+                        continue
+                    c = t
+            if c >= n:
+                if final:
+                    return n
+                c = buf.rfind(b">", pos, n) + 1
+                if c <= 0:
+                    return pos
+            v = self._settle(pos, c)
+            return v if v >= 0 else plan.skip.match(buf, pos).end()
+
+    def _settle(self, p: int, c: int) -> int:
+        """Given data-state ``p`` and no candidate in ``[p, c)``: ``c`` if it is
+        in the data state too; else the start of the comment or raw-text
+        element ``c`` may be inside (settled the same way); -1 if unsure."""
+        if c == p:
+            return c
+        low = self._low
+        k = low.rfind(b"<!--", p, c)
+        if k >= 0:
+            # The last comment opened before c closes before c, so do all before it.
+            cm = _COMMENT_TOKEN.match(low, k)
+            if cm is None or cm.end() > c:
+                return self._settle(p, k)
+        probe = self.plan.raw_probe
+        raw_starts = () if probe is None or probe.search(low, p, c) is None else self.plan.raw_starts
+        for lit, name in raw_starts:
+            k = low.rfind(lit, p, c)
+            while k >= 0 and low[k + len(lit)] not in _WS_BYTES and low[k + len(lit)] not in b"/>":
+                k = low.rfind(lit, p, k)
+            if k < 0:
+                continue
+            end = sc.raw_end_pattern(name).search(low, k + len(lit))
+            if end is None or end.start() >= c:
+                return self._settle(p, k)
+            if name == b"script":
+                # "<!--" in script data can make a later "</script>" not end it.
+                first = low.find(lit, p, c)
+                if low.find(b"<!--", first, c) >= 0:
+                    return self._settle(p, first)
+        return c if self._in_data(p, c) else -1
+
+    def _next_attr(self, pos: int) -> int:
+        """The first occurrence at or after ``pos`` of an attribute name a
+        selector tests (``_NONE`` if none yet); cached per name."""
+        low = self._low
+        n = len(low)
+        best = _NONE
+        nexts = self._attr_next
+        seen = self._attr_seen
+        for i, lit in enumerate(self.plan.attr_literals):
+            at = nexts[i]
+            if at < pos:
+                if at < 0 and seen[i] >= n:
+                    continue
+                at = low.find(lit, max(pos, seen[i] - len(lit) + 1) if at < 0 else pos)
+                nexts[i] = at
+                seen[i] = n
+                if at < 0:
+                    continue
+            if at < best:
+                best = at
+        self._attr_min = best
+        self._attr_upto = n
+        return best
+
+    def _fast_items(self, pos: int, final: bool) -> int:
+        """Move the items of the list being reordered (the top of the stack)
+        into its held output without the element stack, while they are
+        simple: the item's own end tag present, its content simple markup
+        (see :func:`_is_simple_markup`) in which nothing can match a selector, open or
+        close an element implicitly, or change the tokenizer's state.
+
+        Returns the position where the exact path takes over (an item that is
+        not simple, or the end tag of the list), or ``-pos - 1`` to wait for
+        more input.  What goes into the held output is exactly what the exact
+        path puts there, so the two may alternate item by item.
+        """
+        buf = self._buf
+        n = len(buf)
+        if n - pos < self._items_need and not final:
+            return -pos - 1
+        self._items_need = 0
+        stack = self._stack
+        if len(stack) + 1 >= self.plan.max_depth or any(e[1] != _HTML for e in stack):
+            return pos
+        plan = self.plan
+        types = plan.types
+        act = stack[-1][3]
+        assert act is not None and act.sink is not None
+        sink = act.sink
+        parts = sink.parts
+        open_names = frozenset(e[0] for e in stack)
+        self._room = plan.max_depth - len(stack) - 1
+        # Up to the list's first end tag, check the markup is simple in one go
+        # (once per list: this runs again after every item the exact path took).
+        if self._list_end < pos or self._list_act is not act:
+            self._list_act = act
+            self._list_end = -1
+            em = _simple_end_pattern(stack[-1][0]).search(buf, pos)
+            if em is not None:
+                self._list_end = em.start()
+                self._list_simple = _is_simple_markup(buf, pos, em.start())
+                self._bulk_tried = False
+        self._simple_upto = self._list_end if self._list_end >= pos and self._list_simple else -1
+        lits = plan.attr_literals
+        low = self._low
+        while True:
+            q = _BETWEEN_ITEMS.match(buf, pos).end()
+            if q >= n:
+                return q if final else -q - 1
+            tm = sc.START_TAG.match(buf, q)
+            if tm is None or plan.match_all:
+                return q
+            raw = tm.group(1)
+            name = _NAMES.get(raw) or raw.lower()
+            a = tm.end()
+            if (
+                name not in _ITEM_NAMES
+                or name in types
+                or _MAY_CLOSE.get(name, _EMPTY) & open_names
+                or (lits and _has_any(low, lits, q, a))
+            ):
+                return q
+            if q < self._simple_upto and not self._bulk_tried:
+                self._bulk_tried = True  # once per list: what it leaves goes item by item
+                after = self._bulk_items(pos, name, open_names)
+                if after > pos:
+                    pos = after
+                    continue
+            end = self._simple_item_end(name, a, open_names)
+            if end is None:
+                return q
+            if end < 0:  # the item's end is not here yet
+                if final:
+                    return q
+                self._items_need = 2 * (n - q)
+                return -q - 1
+            self._flush(q)
+            first = len(parts)
+            parts.append(bytes(buf[q:end]))
+            self._emitted = end
+            sink.items.append((first, len(parts), self._item_key_of(tm.group(2))))
+            pos = end
+
+    def _bulk_items(self, pos: int, name: bytes, open_names: frozenset[bytes]) -> int:
+        """Move a run of list items named ``name`` at once, in the stretch already
+        known to be simple markup; returns where the run ends (``pos`` if none).
+
+        Items are found by their junctions (an end tag of their name, a
+        separator, a start tag of their name); as many start and end tags of
+        that name as items prove none is nested, ended early or missed, and the
+        structural tags inside (checked per distinct sequence) prove nothing
+        closes outside its item.
+        """
+        low = self._low
+        buf = self._buf
+        plan = self.plan
+        upto = self._simple_upto
+        head, junction = _item_patterns(name)
+        m = head.match(low, pos, upto)
+        if m is None:
+            return pos
+        runs = [[m.start(2), m.end(2), 0]]  # start, start tag end, end
+        for j in junction.finditer(low, m.end(2), upto):
+            runs[-1][2] = j.start(1)
+            runs.append([j.start(2), j.end(2), 0])
+        last = _simple_end_pattern(name).search(low, runs[-1][1], upto)
+        if last is None:
+            runs.pop()
+            if not runs:
+                return pos
+        else:
+            runs[-1][2] = last.end()
+        p = runs[-1][2]
+        if plan.attr_literals and _has_any(low, plan.attr_literals, pos, p):
+            return pos
+        room = self._room
+        for q, _a, e in runs:
+            if e - q > 3 * room and low.count(b"<", q, e) >= room:
+                return pos
+        # Every item's structural tags, "name ... /name": one start and one end
+        # tag of its name each (none nested, none ended early).
+        joined = b" " + b" ".join(plan.structural_tags.findall(low, pos, p)) + b" "
+        per_item = joined.split(b" /" + name + b" ")
+        if len(per_item) != len(runs) + 1 or per_item[-1].strip():
+            return pos
+        for seq in set(per_item[:-1]):
+            words = seq.split()
+            if not words or words[0] != name or words.count(name) != 1:
+                return pos
+            tags = tuple((b"/", t[1:]) if t[:1] == b"/" else (b"", t) for t in words[1:])
+            memo_key = (name, open_names, (), tags, plan.types)
+            after = _STRUCTURE_MEMO.get(memo_key, _UNKNOWN)
+            if after is _UNKNOWN:
+                after = _follow_structure(name, open_names, (), tags, plan.types)
+                if len(_STRUCTURE_MEMO) > 4096:
+                    _STRUCTURE_MEMO.clear()
+                _STRUCTURE_MEMO[memo_key] = after
+            if after != ():
+                return pos
+        act = self._stack[-1][3]
+        assert act is not None and act.sink is not None
+        sink = act.sink
+        parts = sink.parts
+        assert self._sink is sink and not sink.discard
+        skip = len(name) + 1
+        items = sink.items
+        key_of = self._item_key_of
+        prev = self._emitted
+        for q, a, e in runs:
+            if q > prev:
+                parts.append(bytes(buf[prev:q]))  # the separator stays where it is
+            parts.append(bytes(buf[q:e]))
+            at = len(parts)
+            items.append((at - 1, at, key_of(bytes(buf[q + skip : a - 1]))))
+            prev = e
+        self._emitted = prev
+        return p
+
+    def _simple_item_end(self, name: bytes, a: int, open_names: frozenset[bytes]) -> int | None:
+        """End of the simple element ``name`` whose content starts at ``a``;
+        None if it is not simple, -1 if its end is not in the input yet.
+
+        Simple: the content is simple markup (so every ``<`` + letter in it
+        is a real tag) and, among the elements that can close others (see
+        ``_STRUCTURAL``), start and end tags nest and close nothing outside.
+        ``name`` is special, so an end tag of any other element stops at it.
+        """
+        buf = self._buf
+        end_tag = _simple_end_pattern(name)
+        plan = self.plan
+        lits = plan.attr_literals
+        found = plan.structural.findall
+        low = self._low
+        inner: tuple[bytes, ...] = ()
+        seg = a
+        while True:
+            em = end_tag.search(buf, seg)
+            if em is None:
+                return -1
+            b = em.start()
+            if (
+                (b > self._simple_upto and not _is_simple_markup(buf, seg, b))
+                or (lits and _has_any(low, lits, seg, b))
+                or (b - seg > 3 * self._room and low.count(b"<", seg, b) >= self._room)
+            ):
+                return None
+            seq = tuple(found(low, seg, b))
+            memo_key = (name, open_names, inner, seq, plan.types)
+            after = _STRUCTURE_MEMO.get(memo_key, _UNKNOWN)
+            if after is _UNKNOWN:
+                after = _follow_structure(name, open_names, inner, seq, plan.types)
+                if len(_STRUCTURE_MEMO) > 4096:
+                    _STRUCTURE_MEMO.clear()
+                _STRUCTURE_MEMO[memo_key] = after
+            if after is None:
+                return None
+            inner = after
+            if not inner:
+                return em.end()
+            if inner[-1] != name:
+                return None
+            inner = inner[:-1]  # that end tag closes a nested element of the same name
+            seg = em.end()
+
+    def _in_data(self, p: int, c: int) -> bool:
+        """Whether ``c`` is in the data state, given that ``p`` is and that no
+        comment or raw-text element starts in between.
+
+        If ``c`` were inside a construct begun at ``x``: with ``x`` after the
+        last ``>`` before ``c``, the stretch from that ``>`` holds a ``<``
+        opening a tag; with ``x`` before it, that ``>`` is inside a quoted
+        value whose closing quote lies in the stretch or beyond ``c``.  So a
+        stretch without quotes or tag openings, and no value opened by ``="``
+        or ``='`` still open at ``c``, prove the data state.
+        """
+        buf = self._buf
+        g = buf.rfind(b">", p, c)
+        s = g + 1 if g >= 0 else p
+        if s < c and _UNSURE_TAIL.search(buf, s, c) is not None:
+            return False
+        return self._no_open_quote(p, c)
+
+    def _no_open_quote(self, p: int, c: int) -> bool:
+        """No quoted attribute value begun in ``[p, c)`` is still open at ``c``:
+        the last quote of each kind is not one that opens a value (``=`` then
+        optional whitespace before it).  The last ``"`` before a position inside
+        a double-quoted value is always its opening quote."""
+        buf = self._buf
+        for quote in (b'"', b"'"):
+            i = buf.rfind(quote, p, c) - 1
+            if i < p - 1:
+                continue
+            while i >= p and buf[i] in _WS_BYTES:
+                i -= 1
+            if i >= p and buf[i] == 0x3D:  # "="
+                return False
+        return True
 
     def _text(self, pos: int, final: bool) -> int:
         """Continue inside raw text, a comment or CDATA; returns the new position."""
@@ -730,6 +1309,23 @@ class Rewriter:
         if not act.after and not act.append and act.item_of is None:
             return None
         return act
+
+    def _item_key_of(self, area: bytes) -> str | None:
+        """:meth:`_item_key` from a start tag's attribute area."""
+        top = self._stack[-1][3]
+        assert top is not None and top.edit is not None
+        key = top.edit.key_attr
+        if key is None:
+            return self._item_key(sc.parse_attrs(area))
+        if key not in area.lower():
+            return None
+        for name, dq, sq, uq, _end in sc.ATTR.findall(area):
+            if name.lower() == key:  # the first of duplicates wins, as in parse_attrs
+                value = dq or sq or uq
+                if b"&" in value:
+                    value = sc.decode_entities(value)
+                return value.decode("utf-8", "replace")
+        return None
 
     def _item_key(self, attrs: dict[bytes, bytes]) -> str | None:
         top = self._stack[-1][3]
