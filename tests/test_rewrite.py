@@ -473,6 +473,109 @@ def _both(html: bytes, edits: list[Edit], chunk: int) -> tuple[bytes, bytes]:
     return outs[0], outs[1]
 
 
+#: Inside <svg> or <math>: what keeps the element simple (skipped whole by the
+#: fast path) and what does not (breakouts, integration points holding tags,
+#: CDATA, comments, stray end tags, things a selector matches).
+FOREIGN_INSIDE = [
+    "<rect width=\"2\" fill='#fff'/>",
+    "<path d=M0/>",
+    "<path d=\"M0\" />",
+    "<circle r=1></circle>",
+    "<g>",
+    "</g>",
+    "<g><use href=#a /></g>",
+    "<title>t</title>",
+    "<title><b>t</b></title>",
+    "<desc>d <i/> e</desc>",
+    "<foreignObject><div class=x>f</div></foreignObject>",
+    "<p>",
+    "</p>",
+    "<br>",
+    "<font color=red>",
+    "<![CDATA[<div class=x>]]>",
+    "<!-- c <div class=x> -->",
+    "<style>li{}</style>",
+    "<script>if(a<b)x()</script>",
+    "<svg><g/></svg>",
+    "<svg>",
+    "</svg>",
+    "<svg/>",
+    "<math><mi>x</mi></math>",
+    "<mi><b>x</b></mi>",
+    "<annotation-xml><div>x</div></annotation-xml>",
+    "<text class=x>t</text>",
+    "<a data-k=z/>",
+    "</div>",
+    "</li>",
+    "<li>",
+    "a < b",
+    "x=\"y\" >",
+    "<tspan title='a>b'>s</tspan>",
+    "<G><PATH/></G>",
+]
+
+
+@st.composite
+def foreign(draw: st.DrawFn) -> str:
+    root = draw(st.sampled_from(["svg", "svg", "SVG", "math"]))
+    inner = "".join(draw(st.lists(st.sampled_from(FOREIGN_INSIDE), max_size=6)))
+    attrs = draw(st.sampled_from(["", " class=icon", " viewBox='0 0 1 1'", " class=x", "/"]))
+    end = draw(st.sampled_from([f"</{root}>", f"</{root}>", f"</{root} >", ""]))
+    return f"<{root}{attrs}>{inner}{end}"
+
+
+def _mixed(xs: list[str]) -> bytes:
+    return "".join(xs).encode()
+
+
+foreign_docs = st.lists(
+    st.one_of(st.sampled_from(FRAGMENTS + TRAPS), foreign()), max_size=30
+).map(_mixed)
+
+SVG_CARDS = b"".join(
+    b'<li class=card data-k=k%d><a href="/p/%d"><figure><svg class="art" viewBox="0 0 2 2">\n'
+    b'<rect width="2" height="2" fill="#7a2e3a" opacity=".13"/>\n<g><path d="M0 1h2"/></g>'
+    b"<title>Card %d</title></svg></figure><span>Card</span></a></li>\n" % (i % 5, i, i)
+    for i in range(12)
+)
+SVG_PAGE = (
+    b"<!doctype html><html><head><title>t</title></head><body>"
+    b"<header><svg class=logo><circle r=1/></svg><div data-edge-slot=s>hero</div></header>"
+    b"<ol class=products>\n" + SVG_CARDS + b"</ol>"
+    b"<svg><p class=x>breaks out</p></svg><svg><foreignObject><div class=x>in</div>"
+    b"</foreignObject></svg><svg><![CDATA[<div class=x>]]></svg><svg><g></div>x</g></svg>"
+    b"<math><mi><span class=x>m</span></mi></math><svg><svg><path/></svg><rect/></svg>"
+    b"<p class=x>after</p></body></html>"
+)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(foreign_docs, st.integers(0, len(FAST_EDIT_SETS) - 1), st.integers(1, 60))
+def test_fast_path_equals_exact_tokenizer_with_svg_and_math(
+    html: bytes, which: int, chunk: int
+) -> None:
+    fast, exact = _both(html, FAST_EDIT_SETS[which], chunk)
+    assert fast == exact
+
+
+def test_simple_svg_is_skipped_whole_and_breakouts_still_match() -> None:
+    edits = [
+        Edit("[data-edge-slot=s]", "set_inner_content", b"NEW"),
+        Edit("ol.products", "reorder", key_attr="data-k", order=["k4", "k3"]),
+        Edit(".x", "after", b"!"),
+    ]
+    out = run(SVG_PAGE, edits)
+    assert out == _both(SVG_PAGE, edits, 1 << 16)[1]
+    assert b">NEW</div>" in out
+    assert out.index(b"data-k=k4") < out.index(b"data-k=k3") < out.index(b"data-k=k0")
+    # Elements an HTML parser puts in the HTML namespace are matched; those
+    # inside CDATA or foreign content are not.
+    assert out.count(b">!") == 4
+    assert b"<p class=x>breaks out</p>!" in out
+    assert b'<div class=x>in</div>!' in out
+    assert b"<span class=x>m</span>!" in out
+
+
 @settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fast_docs, st.integers(0, len(FAST_EDIT_SETS) - 1), st.integers(1, 60))
 def test_fast_path_equals_exact_tokenizer(html: bytes, which: int, chunk: int) -> None:
@@ -482,7 +585,9 @@ def test_fast_path_equals_exact_tokenizer(html: bytes, which: int, chunk: int) -
 
 @pytest.mark.parametrize("which", range(len(FAST_EDIT_SETS)))
 def test_fast_path_equals_exact_tokenizer_on_the_corpus(which: int) -> None:
-    for doc in (PAGE, TRICKY, LIST, b"".join(t.encode() for t in TRAPS) + TRICKY):
+    traps = b"".join(t.encode() for t in TRAPS)
+    svg_soup = b"".join(b"<svg>" + f.encode() + b"</svg>" for f in FOREIGN_INSIDE)
+    for doc in (PAGE, TRICKY, LIST, traps + TRICKY, SVG_PAGE, svg_soup + PAGE):
         for chunk in (1, 7, 64, 1 << 16):
             fast, exact = _both(doc, FAST_EDIT_SETS[which], chunk)
             assert fast == exact, (doc[:60], chunk)
@@ -510,6 +615,13 @@ ITEM_INSIDE = [
     "a < b",
     "<svg><path/></svg>",
     "<a href=/x><a href=/y>y</a>",
+    "<figure><svg class=art viewBox='0 0 2 2'><rect fill=\"#fff\"/><g><path d=M0/></g></svg></figure>",
+    "<svg><title>t</title><circle r=1></circle></svg>",
+    "<svg><p>breakout</svg>",
+    "<svg><g></li></g></svg>",
+    "<svg><![CDATA[</li>]]></svg>",
+    "<math><mi>x</mi></math>",
+    "<svg><rect class=x/></svg>",
 ]
 
 

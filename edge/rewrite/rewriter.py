@@ -21,7 +21,11 @@ Inside a watched element (one with an edit that needs its end, or an ancestor
 named in a descendant/child selector) it keeps an element stack with HTML5's
 implied end tags, until that element closes; the children of an element being
 reordered are moved whole when their markup is simple (see
-``_is_simple_markup``), in runs of like items at once.  ``Plan(fast=False)``
+``_is_simple_markup``), in runs of like items at once.  An inline ``<svg>``
+or ``<math>`` (product art, icons) whose content is simple foreign markup
+(every tag properly nested, nothing that switches back to HTML, no comment
+or CDATA, nothing a selector may match) is skipped whole, in and out of
+list items; its end may be waited for (up to 256 KB).  ``Plan(fast=False)``
 tokenizes every tag: the reference the fast path is tested against.
 
 Byte identity: every byte outside an edited region is copied from the input,
@@ -54,7 +58,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from html import escape as _escape_text
-from typing import Literal
+from typing import Literal, TypeVar
 
 from . import scanner as sc
 from .selectors import Compound, parse_selector
@@ -76,6 +80,7 @@ ACTIONS: tuple[str, ...] = (
 )
 _CONTENT_ACTIONS = frozenset(("set_inner_content", "replace", "remove", "reorder"))
 
+_T = TypeVar("_T")
 KeyFunc = Callable[[dict[str, str]], "str | None"]
 OrderFunc = Callable[[list["str | None"]], Sequence[str]]
 
@@ -454,6 +459,65 @@ def _simple_end_pattern(name: bytes) -> re.Pattern[bytes]:
         _SIMPLE_END[name] = pat
     return pat
 
+#: Every tag inside foreign content, in lowercased text, read as the tokenizer
+#: reads it: (``/`` for an end tag, name, ``/`` for the self-closing flag).
+#: A slash that ends an unquoted value belongs to the value, as in the tokenizer.
+_FOREIGN_TAG = re.compile(
+    rb"<(/?)([a-z][^\t\n\f\r />]*+)(?:[\t\n\f\r ]++|/(?!>)|" + sc.ATTR_SRC + rb")*+(/?)>"
+)
+#: Where an ``<svg>`` or ``<math>`` starts (lowercased text).
+_FOREIGN_START = re.compile(rb"<(svg|math)(?=[\t\n\f\r />])")
+_FOREIGN_ENDS = {
+    name: (
+        re.compile(rb"<" + name + rb"(?=[\t\n\f\r />])"),
+        re.compile(rb"</" + name + rb"[\t\n\f\r />]"),
+    )
+    for name in (b"svg", b"math")
+}
+#: Where the tree builder leaves foreign content for HTML: these elements'
+#: content is HTML (``annotation-xml`` may be), so they must hold no tags.
+_INTEGRATION_POINTS = {
+    b"svg": sc.SVG_HTML_POINTS,
+    b"math": sc.MATH_HTML_POINTS | {b"annotation-xml"},
+}
+#: Start tags that end foreign content (``<font>`` does with some attributes).
+_FOREIGN_BREAKOUT = sc.BREAKOUT | {b"font"}
+_FOREIGN_MEMO: dict[object, int | None] = {}
+#: How far ahead of an ``<svg>`` its end may be waited for (then: tag by tag).
+_FOREIGN_WAIT = 256 << 10
+_NOT_SIMPLE, _WAIT = -1, -2
+
+
+def _foreign_depth(
+    root: bytes, tags: tuple[tuple[bytes, bytes, bytes], ...], types: frozenset[bytes]
+) -> int | None:
+    """How deep the elements inside foreign element ``root`` nest (``root``
+    counted), given the tags inside it; None if they are not simple: a tag that
+    breaks out to HTML, a tag inside an integration point, an end tag that is
+    not the current element's, something a selector may match, or an element
+    left open."""
+    points = _INTEGRATION_POINTS[root]
+    stack = [root]
+    deepest = 1
+    for slash, name, self_closing in tags:
+        top = stack[-1]
+        if len(stack) > 1 and top in points and not (slash and name == top):
+            return None
+        if slash:
+            if len(stack) == 1 or name != top:
+                return None
+            stack.pop()
+            continue
+        if name in _FOREIGN_BREAKOUT or name in types or (
+            name in _INTEGRATION_POINTS and name != root
+        ):
+            return None
+        if not self_closing:
+            stack.append(name)
+            deepest = max(deepest, len(stack))
+    return deepest if len(stack) == 1 else None
+
+
 _NONE = 1 << 62
 
 
@@ -519,6 +583,9 @@ class Rewriter:
         # Bytes from the current position a list item needs before the fast
         # path looks at it again (so a trickle of tiny chunks stays linear).
         self._items_need = 0
+        # The buffer length an <svg> or <math> waiting for its end needs to be
+        # looked at again (so a trickle of tiny chunks stays linear).
+        self._foreign_need = 0
         self._room = 0
         # The list's first end tag (-1: not known), whether the markup up to it
         # is simple, and whether a run of items was tried there.
@@ -628,6 +695,7 @@ class Rewriter:
             self._attr_upto = 0
             self._list_end -= keep
         self._pos -= keep
+        self._foreign_need -= keep
         self._emitted -= keep
         self._raw_start -= keep
         self._resume -= keep
@@ -726,8 +794,10 @@ class Rewriter:
                 break
             kind = m.lastindex
             if kind == 2:
-                self._start_tag(m.group(1), m.group(2), pos, m.end())
-                pos = m.end()
+                after = self._start_tag(m.group(1), m.group(2), pos, m.end(), final)
+                if after < 0:  # a foreign element's end is not here yet
+                    break
+                pos = after
             elif kind == 3:
                 if stack:
                     self._end_tag(m.group(3), pos, m.end())
@@ -968,7 +1038,10 @@ class Rewriter:
                 return pos
         # Every item's structural tags, "name ... /name": one start and one end
         # tag of its name each (none nested, none ended early).
-        joined = b" " + b" ".join(plan.structural_tags.findall(low, pos, p)) + b" "
+        structure = self._outside_foreign(plan.structural_tags.findall, pos, p)
+        if structure is None:
+            return pos
+        joined = b" " + b" ".join(structure) + b" "
         per_item = joined.split(b" /" + name + b" ")
         if len(per_item) != len(runs) + 1 or per_item[-1].strip():
             return pos
@@ -1005,6 +1078,36 @@ class Rewriter:
         self._emitted = prev
         return p
 
+    def _outside_foreign(
+        self, find: Callable[[bytearray, int, int], list[_T]], a: int, b: int
+    ) -> list[_T] | None:
+        """``find(low, a, b)`` minus what lies inside ``<svg>``/``<math>``
+        elements, each of which must be simple (see :meth:`_foreign_end`) and
+        end before ``b``; None if one is not.  From outside, a simple foreign
+        element is like a void one: nothing in it can match, close or open
+        anything."""
+        low = self._low
+        m = _FOREIGN_START.search(low, a, b)
+        if m is None:
+            return find(low, a, b)
+        types = self.plan.types
+        found: list[_T] = []
+        at = a
+        while m is not None:
+            found += find(low, at, m.start())
+            name = m.group(1)
+            tm = sc.START_TAG.match(self._buf, m.start(), b)
+            if tm is None or name in types:
+                return None
+            at = tm.end()
+            if not sc.is_self_closing(tm.group(2)):
+                at = self._foreign_end(name, at, _NONE, True)
+                if at < 0 or at > b:
+                    return None
+            m = _FOREIGN_START.search(low, at, b)
+        found += find(low, at, b)
+        return found
+
     def _simple_item_end(self, name: bytes, a: int, open_names: frozenset[bytes]) -> int | None:
         """End of the simple element ``name`` whose content starts at ``a``;
         None if it is not simple, -1 if its end is not in the input yet.
@@ -1033,7 +1136,10 @@ class Rewriter:
                 or (b - seg > 3 * self._room and low.count(b"<", seg, b) >= self._room)
             ):
                 return None
-            seq = tuple(found(low, seg, b))
+            found_seq = self._outside_foreign(found, seg, b)
+            if found_seq is None:
+                return None
+            seq = tuple(found_seq)
             memo_key = (name, open_names, inner, seq, plan.types)
             after = _STRUCTURE_MEMO.get(memo_key, _UNKNOWN)
             if after is _UNKNOWN:
@@ -1050,6 +1156,54 @@ class Rewriter:
                 return None
             inner = inner[:-1]  # that end tag closes a nested element of the same name
             seg = em.end()
+
+    def _foreign_end(self, name: bytes, a: int, room: int, final: bool) -> int:
+        """The end of the ``<svg>`` or ``<math>`` (``name``) whose content starts
+        at ``a``, if it can be skipped whole: its end tag is here, every ``<``
+        inside opens a tag (no comment, CDATA or stray ``<``), nothing inside
+        breaks out to HTML or may match a selector (see :func:`_foreign_depth`),
+        and it nests less than ``room`` deep.  Then the exact path would only
+        push and pop foreign elements that nothing watches.  ``_NOT_SIMPLE`` if
+        not; ``_WAIT`` if its end may still come in a later chunk.
+        """
+        low = self._low
+        n = len(low)
+        if not final and n < self._foreign_need:
+            return _WAIT
+        opens, closes = _FOREIGN_ENDS[name]
+        depth = 1
+        at = a
+        while True:
+            close = closes.search(low, at)
+            if close is None:
+                break
+            depth += len(opens.findall(low, at, close.start())) - 1
+            if not depth:
+                break
+            at = close.end()
+        end = sc.TOKEN.match(self._buf, close.start()) if close is not None else None
+        if end is None:
+            if final or n - a > min(_FOREIGN_WAIT, self.plan.max_held_bytes // 2):
+                return _NOT_SIMPLE
+            self._foreign_need = 2 * n - a
+            return _WAIT
+        b = end.start()
+        plan = self.plan
+        if plan.match_all or (plan.attr_literals and _has_any(low, plan.attr_literals, a, b)):
+            return _NOT_SIMPLE
+        tags = _FOREIGN_TAG.findall(low, a, b)
+        if len(tags) != low.count(b"<", a, b):
+            return _NOT_SIMPLE
+        key = (name, tuple(tags), plan.types)
+        deepest = _FOREIGN_MEMO.get(key, _UNKNOWN)
+        if deepest is _UNKNOWN:
+            deepest = _foreign_depth(name, key[1], plan.types)
+            if len(_FOREIGN_MEMO) > 4096:
+                _FOREIGN_MEMO.clear()
+            _FOREIGN_MEMO[key] = deepest
+        if deepest is None or deepest >= room or end.lastindex != 3:
+            return _NOT_SIMPLE
+        return end.end()
 
     def _in_data(self, p: int, c: int) -> bool:
         """Whether ``c`` is in the data state, given that ``p`` is and that no
@@ -1130,7 +1284,9 @@ class Rewriter:
 
     # -- start tags ---------------------------------------------------------
 
-    def _start_tag(self, raw: bytes, area: bytes, s: int, e: int) -> None:
+    def _start_tag(self, raw: bytes, area: bytes, s: int, e: int, final: bool) -> int:
+        """Handle the start tag spanning ``s..e``; returns where to go on: ``e``,
+        the end of a foreign element skipped whole, or -1 to wait for its end."""
         name = _NAMES.get(raw)
         if name is None:
             name = raw.lower()
@@ -1194,9 +1350,19 @@ class Rewriter:
         if edits or item_of is not None:
             act = self._open_edits(name, area, attrs, edits or [], item_of, s, e, void)
         if void:
-            return
+            return e
         if not stack and act is None and not (mask & plan.ancestor_mask) and name not in _WATCH:
-            return
+            return e
+        if (
+            ns != _HTML
+            and not edits
+            and item_of is None
+            and self._fast
+            and (name == b"svg" or name == b"math")
+        ):
+            end = self._foreign_end(name, e, plan.max_depth - len(stack), final)
+            if end != _NOT_SIMPLE:
+                return end
         if len(stack) >= plan.max_depth:
             raise RewriteError(f"elements nested deeper than {plan.max_depth}")
         stack.append((name, ns, mask, act))
@@ -1210,6 +1376,7 @@ class Rewriter:
                 self._resume = e
             elif name == b"plaintext":
                 self._state = _PLAINTEXT
+        return e
 
     def _matching_edits(self, mask: int) -> list[_CompiledEdit]:
         found: list[_CompiledEdit] = []
