@@ -622,6 +622,24 @@ ITEM_INSIDE = [
     "<svg><![CDATA[</li>]]></svg>",
     "<math><mi>x</mi></math>",
     "<svg><rect class=x/></svg>",
+    "<h2>t</h2>",
+    "<h3>t</h2>",
+    "<span data-price=12>€12.00</span>",
+    "<span data-price=345>€345.00</span>",
+]
+
+
+#: How an item's key attribute may be written (``{}`` is the key's digit).
+KEY_STYLES = [
+    "data-k=k{}",
+    "data-k='k{}'",
+    'data-k="k{}"',
+    "DATA-K = k{}",
+    "data-k=&#107;{}",
+    "data-k='k{}&amp;'",
+    "data-k=k{} data-k=x",
+    "data-k",
+    "",
 ]
 
 
@@ -633,7 +651,8 @@ def list_page(draw: st.DrawFn) -> bytes:
         inner = "".join(draw(st.lists(st.sampled_from(ITEM_INSIDE), max_size=4)))
         end = draw(st.sampled_from([f"</{tag}>", f"</{tag}>", f"</{tag} >", "", f"</{tag} x>"]))
         sep = draw(st.sampled_from(["\n", "", " <!-- s --> ", "<!x>"]))
-        items.append(f"{sep}<{tag} class=card data-k=k{i % 5}>{inner}{end}")
+        key = draw(st.sampled_from(KEY_STYLES[:3] if i % 2 else KEY_STYLES)).format(i % 5)
+        items.append(f"{sep}<{tag} class=card {key}>{inner}{end}")
     root = "section" if tag == "div" else "ol"
     return f"<main><{root} class=products>{''.join(items)}\n</{root}><p>after</p></main>".encode()
 
@@ -686,3 +705,97 @@ def test_plans_do_not_share_fast_path_verdicts() -> None:
     marked = run(html, [reorder, Edit("form.x", "append", b"!")])
     assert marked.count(b"!</form>") == 4
     assert marked == _both(html, [reorder, Edit("form.x", "append", b"!")], 1 << 16)[1]
+
+
+def _reorder_both_ways(html: bytes, edits: list[Edit]) -> bytes:
+    """The fast path's output, after checking it equals the exact path's for
+    the whole input and for a few chunkings."""
+    for chunk in (1 << 20, 1, 13, 64):
+        fast, exact = _both(html, edits, chunk)
+        assert fast == exact, chunk
+    return fast
+
+
+def _product_list(cards: list[str], sep: str = "\n") -> bytes:
+    return f"<main><ol class=products>{sep.join(cards)}{sep}</ol><p>after</p></main>".encode()
+
+
+PRODUCTS = Edit("ol.products", "reorder", key_attr="data-k", order=["k3", "k1"])
+
+
+def test_list_items_cut_at_their_end_tags_keep_keys_in_any_quote_style() -> None:
+    cards = [
+        "<li data-k=k0><a href=/p/0>Shoe 0</a></li>",
+        "<li class=card data-k='k1' title='a > b'><span>1</span></li>",
+        '<li data-k = "k2"><img src=/2.jpg alt="x"></li>',
+        "<li DATA-K=k&#51;><form action=/c><button>Add</button></form></li>",
+        "<li data-k=k1 data-k=k3>first of duplicates</li>",
+        "<li>no key</li>",
+    ]
+    out = _reorder_both_ways(_product_list(cards), [PRODUCTS])
+    moved = [c.encode() for c in (cards[3], cards[1], cards[4], cards[0], cards[2], cards[5])]
+    assert out == _product_list([c.decode() for c in moved])
+
+
+def test_list_items_with_entities_uppercase_tags_and_any_separator() -> None:
+    cards = [
+        "<LI data-k='k&#49;'>one</LI>",
+        "<Li data-k=k0>zero</lI>",
+        '<li data-k="k&#51;"><!-- card --><b>three</b></li>',
+    ]
+    for sep in ("", "\n", "  \t", " text ", "<!-- between -->", "\n<!---->\n"):
+        html = _product_list(cards, sep)
+        out = _reorder_both_ways(html, [PRODUCTS])
+        assert out == _product_list([cards[2], cards[0], cards[1]], sep)
+
+
+def test_list_items_differing_in_digits_are_checked_once_per_shape() -> None:
+    cards = [
+        f"<li data-k=k{i}><a href=/p/{i:05d}>Shoe {i}</a><span>€{10 + i}.00</span></li>"
+        for i in range(40)
+    ]
+    plan = Plan([PRODUCTS])
+    out = plan.rewrite(_product_list(cards))
+    assert out == _product_list([cards[3], cards[1], cards[0], cards[2], *cards[4:]])
+    # Three shapes, each checked once: the first card (nothing before it), the
+    # cards numbered with one digit, those with two.
+    assert sum(len(shapes) for shapes in plan.item_shapes.values()) == 3
+    assert out == _both(_product_list(cards), [PRODUCTS], 1 << 20)[1]
+
+
+@pytest.mark.parametrize(
+    "trap",
+    [
+        "<ul><li>nested</li></ul>",
+        "<ol><li>nested</li></ol>",
+        "<b title='</li>'>t</b>",
+        '<i title="x</li>y">t</i>',
+        "<!-- </li> -->",
+        "<!-- <li> -->",
+        "<script>x = '</li>'</script>",
+        "<style>b::after { content: '</li>' }</style>",
+        "<textarea></li></textarea>",
+        "<svg><g></li></g></svg>",
+        "<h1>t</h2>",
+        "<p>para",
+        "</div>",
+        "<table><tr><td>cell</li></table>",
+    ],
+)
+def test_list_items_that_do_not_split_cleanly_fall_back(trap: str) -> None:
+    cards = [
+        f"<li data-k=k{i}><span>card {i}</span>{trap if i == 2 else ''}</li>" for i in range(5)
+    ]
+    html = _product_list(cards)
+    _reorder_both_ways(html, [PRODUCTS])
+    _reorder_both_ways(html, [PRODUCTS, Edit("span", "append", b"!")])
+
+
+def test_list_item_shapes_are_not_shared_between_key_attributes() -> None:
+    cards = "".join(f"<li data-k=k{i} data-j=j{4 - i}>c{i}</li>" for i in range(5))
+    html = f"<ol class=products>{cards}</ol><ul class=other>{cards}</ul>".encode()
+    edits = [PRODUCTS, Edit("ul.other", "reorder", key_attr="data-j", order=["j3"])]
+    out = _reorder_both_ways(html, edits)
+    by_k, by_j = out.split(b"<ul")
+    assert by_k.index(b"c3") < by_k.index(b"c1") < by_k.index(b"c0")
+    assert by_j.index(b"c1") < by_j.index(b"c0")

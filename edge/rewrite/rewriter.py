@@ -21,7 +21,9 @@ Inside a watched element (one with an edit that needs its end, or an ancestor
 named in a descendant/child selector) it keeps an element stack with HTML5's
 implied end tags, until that element closes; the children of an element being
 reordered are moved whole when their markup is simple (see
-``_is_simple_markup``), in runs of like items at once.  An inline ``<svg>``
+``_is_simple_markup``), in runs of like items at once; items that each end
+with their own plain end tag are cut apart with one ``bytes.split`` and checked
+once per shape (see ``Rewriter._split_items``).  An inline ``<svg>``
 or ``<math>`` (product art, icons) whose content is simple foreign markup
 (every tag properly nested, nothing that switches back to HTML, no comment
 or CDATA, nothing a selector may match) is skipped whole, in and out of
@@ -58,6 +60,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from html import escape as _escape_text
+from itertools import accumulate
 from typing import Literal, TypeVar
 
 from . import scanner as sc
@@ -262,6 +265,22 @@ class Plan:
             1 << 62 if self.match_all else 2 + max(len(n) for n in (*_SPECIAL_START, *types))
         )
         self.attr_literals: tuple[bytes, ...] = tuple(sorted(attr_names))
+        # For list items checked by shape (see Rewriter._split_items): the
+        # attribute names and the starts of tags with a digit in their name,
+        # as they read with every digit turned into "0".
+        self.shape_literals = tuple(lit.translate(_DIGITS_TO_ZERO) for lit in self.attr_literals)
+        self.shape_digit_tags = tuple(
+            sorted(
+                prefix + n[: i + 1].translate(_DIGITS_TO_ZERO)
+                for n in _STRUCTURAL | types
+                for i in [next((j for j, c in enumerate(n) if c in _DIGITS), -1)]
+                if i >= 0
+                for prefix in (b"<", b"</")
+            )
+        )
+        #: Verdicts per item shape, keyed by what else they depend on.
+        self.item_shapes: dict[tuple[object, ...], dict[bytes, tuple[int, int, int, int] | None]]
+        self.item_shapes = {}
 
     def rewriter(self) -> Rewriter:
         """A fresh rewriter for one document."""
@@ -350,7 +369,7 @@ def _has_any(low: bytearray, literals: tuple[bytes, ...], a: int, b: int) -> boo
     return any(low.find(lit, a, b) >= 0 for lit in literals)
 
 
-def _is_simple_markup(buf: bytearray, a: int, b: int) -> bool:
+def _is_simple_markup(buf: bytes | bytearray, a: int, b: int) -> bool:
     """Whether ``buf[a:b]`` is simple markup, which the reorder fast path moves
     without the element stack: every tag ends at the first ">" after its "<"
     and every "<" + letter is a tag, as the HTML tokenizer reads it.
@@ -370,6 +389,9 @@ def _is_simple_markup(buf: bytearray, a: int, b: int) -> bool:
     return _SKELETON_QUOTED_ANGLE.search(skeleton) is None
 
 
+_DIGITS = frozenset(b"0123456789")
+_ITEM_DELIMS = frozenset(b"\t\n\f\r />")
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _BETWEEN_ITEMS = re.compile(rb"(?:[^<]++|<(?=[^A-Za-z/!?])|" + sc.COMMENT_SRC + rb")*+")
 #: Elements the fast path leaves to the exact one: they change the tokenizer's
 #: state, are inert or foreign, or build tables, selects and the page skeleton.
@@ -949,15 +971,15 @@ class Rewriter:
         parts = sink.parts
         open_names = frozenset(e[0] for e in stack)
         self._room = plan.max_depth - len(stack) - 1
-        # Up to the list's first end tag, check the markup is simple in one go
-        # (once per list: this runs again after every item the exact path took).
+        # Up to the list's first end tag, move the items that split cleanly at
+        # their end tags, then check the rest is simple markup in one go (once
+        # per list: this runs again after every item the exact path took).
         if self._list_end < pos or self._list_act is not act:
             self._list_act = act
-            self._list_end = -1
-            em = _simple_end_pattern(stack[-1][0]).search(buf, pos)
-            if em is not None:
-                self._list_end = em.start()
-                self._list_simple = _is_simple_markup(buf, pos, em.start())
+            self._list_end = end = self._end_tag_at(stack[-1][0], pos)
+            if end >= 0:
+                pos = self._split_items(pos, end, open_names)
+                self._list_simple = _is_simple_markup(buf, pos, end)
                 self._bulk_tried = False
         self._simple_upto = self._list_end if self._list_end >= pos and self._list_simple else -1
         lits = plan.attr_literals
@@ -999,6 +1021,152 @@ class Rewriter:
             self._emitted = end
             sink.items.append((first, len(parts), self._item_key_of(tm.group(2))))
             pos = end
+
+    def _end_tag_at(self, name: bytes, pos: int) -> int:
+        """Where the first end tag of ``name`` at or after ``pos`` starts (-1: none
+        yet): found with ``bytes.find``, confirmed by the exact pattern."""
+        low = self._low
+        match = _simple_end_pattern(name).match
+        lit = b"</" + name
+        at = low.find(lit, pos)
+        while at >= 0 and match(self._buf, at) is None:
+            at = low.find(lit, at + 1)
+        return at
+
+    def _split_items(self, pos: int, end: int, open_names: frozenset[bytes]) -> int:
+        """Move the run of list items from ``pos`` (up to ``end``, the list's first
+        end tag) that each end with their own plain end tag (``</li>``), cut
+        with one ``bytes.split``; returns where the run ends (``pos`` if none).
+
+        Each piece (a separator, then an item) gets the checks
+        :meth:`_bulk_items` makes, once per *shape*: the piece lowercased with
+        every digit read as ``0``.  A digit never delimits a tag, a value or a
+        comment, so pieces of one shape hold the same tags and attributes at
+        the same offsets (names with a digit, like ``h2``, are refused), and a
+        product list whose items differ in ids and prices is checked a few times,
+        not per item.  Only the keys are read per item, at the shape's offsets.
+        """
+        plan = self.plan
+        if plan.match_all:
+            return pos
+        tm = sc.START_TAG.match(self._buf, _BETWEEN_ITEMS.match(self._buf, pos, end).end(), end)
+        if tm is None:
+            return pos
+        name = tm.group(1).lower()
+        act = self._stack[-1][3]
+        assert act is not None and act.edit is not None and act.sink is not None
+        key_attr = act.edit.key_attr
+        if (
+            name not in _ITEM_NAMES
+            or name in plan.types
+            or _MAY_CLOSE.get(name, _EMPTY) & open_names
+            or any(c in _DIGITS for c in name)
+            or (key_attr is not None and any(c in _DIGITS for c in key_attr))
+        ):
+            return pos
+        close = b"</" + name + b">"
+        low = bytes(self._low[pos:end])
+        shapes = low.translate(_DIGITS_TO_ZERO).split(close)
+        if len(shapes) < 2:
+            return pos
+        memo_key = (name, open_names, self._room, key_attr)
+        memo = plan.item_shapes.get(memo_key)
+        if memo is None or len(memo) > 1024:
+            if len(plan.item_shapes) > 64:
+                plan.item_shapes.clear()
+            memo = plan.item_shapes[memo_key] = {}
+        self._flush(pos)
+        region = bytes(self._buf[pos:end])
+        sink = act.sink
+        assert self._sink is sink and not sink.discard
+        parts = sink.parts
+        items = sink.items
+        key_of = self._item_key_of
+        append = parts.append
+        add_item = items.append
+        decode = sc.decode_entities
+        skip = len(name) + 1
+        tail = len(close)
+        shapes.pop()  # what follows the last end tag is left to the other paths
+        bounds = list(accumulate([len(shape) + tail for shape in shapes], initial=0))
+        found = [memo.get(shape, _UNKNOWN) for shape in shapes]
+        for i, verdict in enumerate(found):
+            if verdict is _UNKNOWN:
+                at = bounds[i]
+                verdict = found[i] = memo[shapes[i]] = self._item_shape(
+                    low[at : bounds[i + 1]], shapes[i], name, open_names, key_attr
+                )
+            if verdict is None:
+                del found[i:]
+                break
+        # Each piece from ``at`` to ``e``: a separator (``sep`` long), then an item.
+        for at, e, (sep, start_end, vs, ve) in zip(  # type: ignore[misc]
+            bounds, bounds[1:], found, strict=False
+        ):
+            if sep:
+                q = at + sep
+                append(region[at:q])  # the separator stays where it is
+                append(region[q:e])
+            else:
+                append(region[at:e])
+            if vs >= 0:
+                value = region[at + vs : at + ve]
+                if b"&" in value:
+                    value = decode(value)
+                key = value.decode("utf-8", "replace")
+            elif key_attr is None:
+                key = key_of(region[at + sep + skip : at + start_end - 1])
+            else:
+                key = None
+            n = len(parts)
+            add_item((n - 1, n, key))
+        at = bounds[len(found)]
+        self._emitted = pos + at
+        return pos + at
+
+    def _item_shape(
+        self,
+        piece: bytes,
+        shape: bytes,
+        name: bytes,
+        open_names: frozenset[bytes],
+        key_attr: bytes | None,
+    ) -> tuple[int, int, int, int] | None:
+        """For :meth:`_split_items`, a piece (lowercased, its end tag included)
+        that is a separator then one simple item ``name``: the item's offset,
+        its start tag's end and its key value's span (-1, -1 if it has none);
+        None if it is not such a piece."""
+        plan = self.plan
+        sep = _BETWEEN_ITEMS.match(piece).end()
+        skip = len(name) + 1
+        if not piece.startswith(b"<" + name, sep) or piece[sep + skip] not in _ITEM_DELIMS:
+            return None
+        item = piece[sep:]
+        if (
+            b"<svg" in item
+            or b"<math" in item
+            or any(lit in shape for lit in plan.shape_literals)
+            or any(tag in shape for tag in plan.shape_digit_tags)
+            or item.count(b"<") >= self._room
+            or not _is_simple_markup(item, 0, len(item))
+        ):
+            return None
+        # Its structural tags: its own start tag first, its end tag last, and
+        # in between tags that nest and close nothing outside.
+        words = plan.structural_tags.findall(item)
+        if words[0] != name or words.count(name) != 1 or words.index(b"/" + name) != len(words) - 1:
+            return None
+        tags = tuple((b"/", t[1:]) if t[:1] == b"/" else (b"", t) for t in words[1:-1])
+        if _follow_structure(name, open_names, (), tags, plan.types) != ():
+            return None
+        start_end = item.find(b">") + 1  # simple markup: a tag ends at its first ">"
+        if key_attr is not None:
+            for m in sc.ATTR.finditer(item, skip, start_end - 1):
+                if m.group(1) == key_attr:  # the first of duplicates wins
+                    g = next((g for g in (2, 3, 4) if m.start(g) >= 0), 0)
+                    at = m.start(g) if g else start_end
+                    return sep, sep + start_end, sep + at, sep + (m.end(g) if g else start_end)
+        return sep, sep + start_end, -1, -1
 
     def _bulk_items(self, pos: int, name: bytes, open_names: frozenset[bytes]) -> int:
         """Move a run of list items named ``name`` at once, in the stretch already
@@ -1720,17 +1888,18 @@ def _reordered(sink: _Sink, edit: Edit) -> list[bytes]:
     for i, k in enumerate(wanted):
         rank.setdefault(k, i)
     last = len(wanted)
-    positions = sorted(
-        range(len(items)),
-        key=lambda j: (rank.get(keys[j], last) if keys[j] is not None else last, j),
-    )
+    ranks = [last if k is None else rank.get(k, last) for k in keys]
+    positions = sorted(range(len(items)), key=ranks.__getitem__)  # stable: ties keep order
     out: list[bytes] = []
     prev = 0
-    for slot, j in enumerate(positions):
-        a, b, _k = items[slot]
-        out.extend(parts[prev:a])  # the separator before this slot stays in place
+    for (a, b, _k), j in zip(items, positions, strict=True):
+        if prev < a:
+            out.extend(parts[prev:a])  # the separator before this slot stays in place
         ja, jb, _jk = items[j]
-        out.extend(parts[ja:jb])
+        if jb == ja + 1:
+            out.append(parts[ja])
+        else:
+            out.extend(parts[ja:jb])
         prev = b
     out.extend(parts[prev:])
     return out
