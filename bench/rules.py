@@ -6,14 +6,17 @@ against GrowthBook's condition evaluator and a JSON-Logic library on the same se
 Peers get a flat dict of precomputed attributes (what they would be given in
 practice); the compiled evaluator gets a Context whose values were already computed
 ("warm"), the same starting point. Context building plus a first evaluation (what a
-request really pays) is reported on its own row.
+request really pays) is reported on its own row. Compiling is timed from the segments'
+text (parse, check, generate) and, separately, from a rule file on disk (TOML too).
 """
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -100,6 +103,11 @@ def generated(n: int) -> dict[str, str]:
     return out
 
 
+def _rule_file(segments: dict[str, str]) -> str:
+    """The segments as a merchant would write them in a rule file."""
+    return "\n".join(f"[segments.{n}]\nwhen = {json.dumps(w)}\n" for n, w in segments.items())
+
+
 def gb_condition(when: str):  # type: ignore[no-untyped-def]
     """GrowthBook's format for the generated shapes."""
     parts = [p.strip() for p in when.replace(" or ", " and ").split(" and ")]
@@ -150,9 +158,12 @@ def main() -> None:
     )
 
     segs = generated(1000)
-    t = time.perf_counter()
     big = compile_segments(segs)
-    compile_ms = (time.perf_counter() - t) * 1e3
+    compile_ms = p50(lambda: compile_segments(segs), 1, 7) / 1e3
+    with tempfile.TemporaryDirectory() as tmp:
+        text = _rule_file(segs)
+        (Path(tmp) / "segments.toml").write_text(text)
+        load_ms = p50(lambda: load_rules(tmp), 1, 7) / 1e3
     ctx = build_context(prof, req, NOW, shop)
     big.evaluate(ctx)
     ours = p50(lambda: big.evaluate(ctx), 500)
@@ -197,9 +208,11 @@ def main() -> None:
     print(f"{'what':<52} {'p50 us':>10}  note")
     for name, us, note in rows:
         print(f"{name:<52} {us:>10.2f}  {note}")
-    print(
-        f"{'compile 1,000 segments (load, check, generate)':<52} {compile_ms * 1000:>10.0f}  goal <= 100 ms ({compile_ms:.0f} ms)"
-    )
+    for name, ms, note in (
+        ("compile 1,000 segments (check, generate)", compile_ms, "goal <= 100 ms"),
+        ("load a 1,000-segment rule file (+ read, TOML)", load_ms, "tomllib included"),
+    ):
+        print(f"{name:<52} {ms * 1000:>10.0f}  {note} ({ms:.0f} ms)")
 
 
 def _reader(path: str):  # type: ignore[no-untyped-def]

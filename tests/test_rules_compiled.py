@@ -18,6 +18,7 @@ from edge.rules import (
     compile_segments,
     load_rules,
 )
+from edge.rules import functions as fn
 
 NOW = 1_790_000_000
 
@@ -230,8 +231,8 @@ def test_shared_subexpressions_are_computed_once() -> None:
         }
     )
     source = rules.program.source
-    assert source.count("= ctx.") == 1  # orders_within(30d) read once into a local
-    assert "t1 = (t0 >= 1)" in source
+    assert source.count("_window0(ctx, (2592000,))") == 1  # orders_within(30d) read once
+    assert source.count("v0 >= 1.0") == 1  # the comparison a and c share, computed once
     calls = []
     from edge.rules import functions as fn
 
@@ -252,3 +253,51 @@ def test_generated_code_reaches_only_helpers() -> None:
     namespace = rules.program.evaluate.__globals__
     assert namespace["__builtins__"] == {}
     assert all(k.startswith(("_", "K", "evaluate")) for k in namespace)
+
+
+WINDOWS = st.lists(
+    st.sampled_from([0, 3600, DAY, 7 * DAY, 30 * DAY, 90 * DAY, 365 * DAY, 1000 * DAY]),
+    min_size=1,
+    max_size=5,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(profiles(), WINDOWS, st.integers(0, 400))
+def test_window_functions_agree_with_one_window_at_a_time(
+    profile: Profile, windows: list[int], busy_days: int
+) -> None:
+    # What the compiled evaluator calls (every window of a function in one pass) against
+    # the reference (one window per call), also on counters long enough to be sorted.
+    for day in range(busy_days):
+        profile.pageview_days[NOW // DAY - day] = 1 + day % 3
+    ctx = build_context(profile, None, NOW)
+    for name, spec in fn.FUNCTIONS.items():
+        if spec.windows is not None:
+            expected = tuple(spec.call(ctx, s) for s in windows)
+            assert spec.windows(ctx, tuple(windows)) == expected, name
+
+
+def test_one_context_serves_two_rule_sets() -> None:
+    first = compile_segments({"a": "orders_within(30d) >= 1"})
+    second = compile_segments({"b": "orders_within(30d) == 0", "c": "visits >= 0"})
+    ctx = build_context(None, None, NOW)
+    assert first.evaluate(ctx) == (False,)
+    assert second.evaluate(ctx) == (True, True)
+    assert first.evaluate(ctx) == (False,)  # the values it keeps on ctx are its own
+
+
+def test_lists_of_different_types_are_different_constants() -> None:
+    rules = compile_segments({"a": "customer in [true]", "b": "visits in [1]"})
+    profile = Profile(visitor_id="v", customer_id="c")
+    assert rules.evaluate(build_context(profile, None, NOW)) == (True, False)
+
+
+def test_whole_numbers_are_explained_without_a_decimal_point() -> None:
+    # Both evaluators compute with floats; a merchant still reads `orders = 0`.
+    rules = compile_segments({"a": "orders * 3 == 0 and visits / 2 < 1.5"})
+    ctx = build_context(None, None, NOW)
+    assert rules.evaluate(ctx) == (True,)
+    text = "\n".join(rules.explain(ctx)["a"].lines())
+    assert "orders = 0" in text and "orders * 3 = 0" in text and "1.5 = 1.5" in text
+    assert ".0" not in text

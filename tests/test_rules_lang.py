@@ -82,7 +82,11 @@ def test_parse(source: str, canonical: str) -> None:
         ("1 < visits < 3", "do not chain"),
         ("orders_within(30x) > 1", "unknown duration unit"),
         ("'unclosed", "not closed"),
+        ("'escaped quote\\'", "not closed"),
         ("", "empty"),
+        ("café == 'x'", "unexpected character `é`"),
+        ("orders > ٣", "unexpected character `٣`"),
+        ("orders >= 1 &", "unexpected character `&`"),
     ],
 )
 def test_escape_attempts_and_syntax_are_clean_errors(source: str, message: str) -> None:

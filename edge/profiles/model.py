@@ -196,6 +196,24 @@ def within(counts: DailyCounts, now: float, seconds: float) -> int:
     return sum(n for day, n in counts.items() if day >= first)
 
 
+def within_many(counts: DailyCounts, now: float, windows: tuple[float, ...]) -> tuple[int, ...]:
+    """``within`` for several windows at once. A window reaching back past the oldest
+    day kept is the counter's total, summed once (no Python-level loop)."""
+    if not counts:
+        return (0,) * len(windows)
+    oldest = min(counts)
+    total = -1
+    out = []
+    for seconds in windows:
+        if day_of(now - seconds) > oldest:
+            out.append(within(counts, now, seconds))
+        else:
+            if total < 0:
+                total = sum(counts.values())
+            out.append(total)
+    return tuple(out)
+
+
 def merge_counts(into: DailyCounts, other: DailyCounts) -> None:
     for day, n in other.items():
         into[day] = into.get(day, 0) + n

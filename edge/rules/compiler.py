@@ -1,11 +1,17 @@
 """Type checking, the compiled evaluator, and the reference interpreter.
 
-A rule set compiles to ONE generated Python function: each segment (in dependency
-order) and each placement condition is one statement, shared sub-expressions are
-computed once into locals, and profile values are read through the :class:`Context`,
-which computes each on first use. The generated text is built from the checked syntax
-tree only; the names it can reach are the helpers in ``_HELPERS``, constant sets, and
-the context it is given.
+A rule set compiles to ONE generated Python function, ``evaluate(ctx)``, in straight-line
+code: first every profile and request value the rules read (the *leaves*) is bound to a
+local, then shared sub-expressions are computed once into locals, then the tuple of
+every segment (in dependency order) and placement condition is built. Comparisons whose
+operands the checker knows are never missing are plain Python operators. The leaves
+are computed by a second generated function, ``_leaves(ctx)``, once per context (the
+tuple is kept on the context under the rule set's own key): each field reader is
+called once, and a window function is called once for all the durations the rules use
+it with (``Function.windows``: one pass over a daily counter for every window). The
+generated text is built from the checked syntax tree only; the names it can reach are
+the helpers in ``_HELPERS``, the field and function readers, constant sets, and the
+context it is given.
 
 :func:`explain` is the reference interpreter: a plain tree walk with the same
 semantics, written independently of the code generator; the tests compare the two
@@ -18,14 +24,18 @@ Semantics, in one place:
   are false, so ``not (missing > 3)`` is true;
 - arithmetic with a missing operand is missing;
 - in ``and``, ``or`` and ``not`` a value counts as true only if it is ``true``;
-- values of different types are never equal (``traits.x == 1`` is false for "1").
+- values of different types are never equal (``traits.x == 1`` is false for "1");
+- numbers are 64-bit floats, like JSON's: every number a rule writes or reads is
+  converted once (see :func:`number`), which also lets CPython run the comparisons of
+  the generated code on its fast float path.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from itertools import count
 from typing import Any, Final
 
 from edge.rules import functions as fn
@@ -79,11 +89,15 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
     return f"did you mean `{close[0]}`?" if close else ""
 
 
+_TYPED: dict[tuple[str, bool], Typed] = {}
+"""One Typed per (type, nullable): the checker labels every node with one."""
+
+
 class _Checker:
-    def __init__(self, source: str, segments: Sequence[str]) -> None:
+    def __init__(self, source: str, segments: Collection[str]) -> None:
         self.source = source
-        self.segment_names = set(segments)
-        self.segment_list = list(segments)
+        self.segment_names = segments if isinstance(segments, set | frozenset | dict) else set(segments)
+        self.segment_list = segments
         self.types: dict[int, Typed] = {}
         self.errors: list[LangError] = []
         self.uses: list[tuple[str, Name]] = []
@@ -93,7 +107,9 @@ class _Checker:
         return self.set(node, "error", False)
 
     def set(self, node: Node, type: str, nullable: bool) -> Typed:
-        typed = Typed(type, nullable)
+        typed = _TYPED.get((type, nullable))
+        if typed is None:
+            typed = _TYPED[type, nullable] = Typed(type, nullable)
         self.types[id(node)] = typed
         return typed
 
@@ -147,7 +163,7 @@ class _Checker:
         if path in fn.FUNCTIONS or path in fn.SPECIAL_FUNCTIONS:
             return self.error(node, f"`{path}` is a function", f"call it: `{path}(...)`")
         kind = "field" if "." in path else "name"
-        help = _suggest(path, [*_all_names(self.segment_list)])
+        help = _suggest(path, _all_names(list(self.segment_list)))
         if not help and path.partition(".")[0] in ("trait", "answer", "profile"):
             help = "custom traits are read as `traits.NAME`, answers as `answers.NAME`"
         if not help and kind == "name":
@@ -156,7 +172,6 @@ class _Checker:
 
     def call(self, node: Call) -> Typed:
         name = node.name
-        name_node = Name(node.start, node.name_end, name)
         if name == "has":
             if len(node.args) != 1 or not isinstance(node.args[0], Name):
                 return self.error(node, "`has` takes one field, like `has(traits.gender)`")
@@ -174,9 +189,18 @@ class _Checker:
                 or (node.args[0].type != "string")
             ):
                 return self.error(node, '`date` takes one string, like `date("2026-12-01")`')
+            try:
+                _date_value(node)
+            except (ValueError, TypeError):
+                return self.error(
+                    node.args[0],
+                    f"`{node.args[0].value}` is not a date",
+                    'write it like "2026-12-01" or "2026-12-01T10:00"',
+                )
             return self.set(node, "date", False)
         spec = fn.FUNCTIONS.get(name)
         if spec is None:
+            name_node = Name(node.start, node.name_end, name)
             if name in self.segment_names or fn.field_type(name):
                 return self.error(name_node, f"`{name}` is not a function", "drop the `(...)`")
             help = _suggest(name, [*fn.FUNCTIONS, *fn.SPECIAL_FUNCTIONS])
@@ -294,7 +318,9 @@ class _Checker:
         return self.error(node, f"cannot compare a {lt} with a {rt}", help)
 
 
-def check(source: str, tree: Node, segments: Sequence[str], want_bool: bool = True) -> Checked:
+def check(
+    source: str, tree: Node, segments: Collection[str], want_bool: bool = True
+) -> Checked:
     """Check names, arities and types. Raises an ExceptionGroup of LangErrors."""
     checker = _Checker(source, segments)
     typed = checker.check(tree)
@@ -304,13 +330,22 @@ def check(source: str, tree: Node, segments: Sequence[str], want_bool: bool = Tr
             help = f"compare it, like `{source.strip()} >= 1`"
         checker.error(tree, f"a condition must be true or false, but this is a {typed.type}", help)
     checked = Checked(source, tree, checker.types, checker.uses)
-    checker.errors.extend(check_dates(checked))
     if checker.errors:
         raise ExceptionGroup("rule errors", checker.errors)
     return checked
 
 
 # --- code generation ---------------------------------------------------------------------
+
+
+_NUMERIC: Final = frozenset({"number", "duration", "date"})
+
+
+def number(value: Any) -> Any:
+    """Numbers are floats (64-bit, like JSON's): an int becomes a float, anything else
+    (true and false included) stays as it is. The compiled evaluator and the interpreter
+    both apply it to every value they read, so their arithmetic is the same."""
+    return float(value) if type(value) is int else value
 
 
 def _num(x: Any) -> Any:
@@ -381,9 +416,11 @@ def _not_in(a: Any, items: Any) -> bool:
 _HELPERS: Final[dict[str, Callable[..., Any]]] = {
     f.__name__: f
     for f in (_num, _neg, _add, _sub, _mul, _div, _eq, _ne, _lt, _le, _gt, _ge, _in, _not_in)
-}
+} | {"_float": float, "_number": number}
 _ANY_CMP: Final = {"==": "_eq", "!=": "_ne", "<": "_lt", "<=": "_le", ">": "_gt", ">=": "_ge"}
 _ARITH_HELPER: Final = {"+": "_add", "-": "_sub", "*": "_mul", "/": "_div"}
+_PROGRAMS: Final = count()
+"""Numbers the generated evaluators: each keeps its values on a context under its own key."""
 
 
 @dataclass(slots=True)
@@ -396,28 +433,44 @@ class Output:
 
 
 class _Generator:
+    """Writes the evaluator: ``_leaves(ctx)`` computes every profile and request value
+    the rules read (each window function once, for all its windows), and
+    ``evaluate(ctx)`` binds them to locals and decides every output in straight-line
+    code. The values are kept on the context, so a second evaluation skips ``_leaves``."""
+
     def __init__(self, outputs: Sequence[Output], segment_index: dict[str, int]) -> None:
         self.outputs = outputs
         self.segment_index = segment_index
         self.namespace: dict[str, Any] = {"__builtins__": {}, **_HELPERS}
-        self.lines: list[str] = []
+        self.keys: dict[int, str] = {}
+        self.leaves: dict[str, str] = {}
+        """Leaf key -> the code computing it in ``_leaves``."""
+        self.locals: dict[str, str] = {}
+        """Leaf key -> its local in ``evaluate``."""
+        self.windows: dict[str, list[float]] = {}
+        """Window function -> the durations the rules use, in order."""
+        self.statements: list[str] = []
         self.temps: dict[str, str] = {}
-        self.hoist: set[str] = set()
         self.constants: dict[tuple[Any, ...], str] = {}
         self.walrus = 0
         self.types: dict[int, Typed] = {}
         counts: dict[str, int] = {}
+        self.referenced: set[int] = set()
         for out in outputs:
             if out.checked is not None:
                 self.count(out.checked.tree, counts)
         self.hoist = {k for k, n in counts.items() if n > 1}
 
+    def key(self, node: Node) -> str:
+        return render(node, self.keys)
+
     def count(self, node: Node, counts: dict[str, int]) -> None:
-        if isinstance(node, Literal | ListLit) or (
-            isinstance(node, Name) and node.path in self.segment_index
-        ):
+        if isinstance(node, Name) and node.path in self.segment_index:
+            self.referenced.add(self.segment_index[node.path])
             return
-        key = render(node)
+        if isinstance(node, Literal | ListLit) or _is_leaf(node) or _is_date(node):
+            return  # constants and leaves are never recomputed anyway
+        key = self.key(node)
         counts[key] = counts.get(key, 0) + 1
         if counts[key] > 1:
             return  # its children were counted with its first occurrence
@@ -425,16 +478,76 @@ class _Generator:
             self.count(child, counts)
 
     def generate(self) -> str:
+        results = []
         for i, out in enumerate(self.outputs):
             if out.checked is None:
-                self.lines.append(f"    o{i} = True")
-                continue
-            self.types = out.checked.types
-            code = self.truth(out.checked.tree)
-            self.lines.append(f"    o{i} = {code}")
-        names = ", ".join(f"o{i}" for i in range(len(self.outputs)))
-        body = "\n".join(self.lines) or "    pass"
-        return f"def evaluate(ctx):\n{body}\n    return ({names}{',' if self.outputs else ''})\n"
+                code = "True"
+            else:
+                self.types = out.checked.types
+                code = _jumping(self.truth(out.checked.tree))
+            if i in self.referenced:
+                self.statements.append(f"    o{i} = {code}")
+                code = f"o{i}"
+            results.append(code)
+        lines = ["def evaluate(ctx):"]
+        if self.leaves:
+            key = f"_rules{next(_PROGRAMS)}"
+            self.namespace["_KEY"] = key
+            lines += [
+                "    cache = ctx.__dict__",
+                "    leaves = cache.get(_KEY)",
+                "    if leaves is None:",
+                "        leaves = cache[_KEY] = _leaves(ctx)",
+                f"    {', '.join(self.locals.values())}, = leaves",
+            ]
+        lines += self.statements
+        lines.append(f"    return ({', '.join(results)}{',' if results else ''})")
+        return self.leaves_function() + "\n".join(lines) + "\n"
+
+    def leaves_function(self) -> str:
+        if not self.leaves:
+            return ""
+        lines = ["def _leaves(ctx):"]
+        for i, (name, seconds) in enumerate(self.windows.items()):
+            self.namespace[f"_window{i}"] = fn.FUNCTIONS[name].windows
+            lines.append(f"    many{i} = _window{i}(ctx, {tuple(seconds)!r})")
+        lines.append(f"    return ({', '.join(self.leaves.values())},)")
+        return "\n".join(lines) + "\n\n\n"
+
+    def leaf(self, node: Name | Call) -> str:
+        key = self.key(node)
+        local = self.locals.get(key)
+        if local is not None:
+            return local
+        local = f"v{len(self.locals)}"
+        self.locals[key] = local
+        if isinstance(node, Name):
+            read, args = fn.field_reader(node.path)
+        else:
+            spec = fn.FUNCTIONS[node.name]
+            args = tuple(a.value for a in node.args)  # type: ignore[attr-defined]
+            if spec.windows is not None:
+                seconds = self.windows.setdefault(node.name, [])
+                seconds.append(args[0])
+                many = f"many{list(self.windows).index(node.name)}"
+                self.leaf_value(key, f"{many}[{len(seconds) - 1}]", self.typed(node))
+                return local
+            read = spec.call
+        reader = f"_read{len(self.leaves)}"
+        self.namespace[reader] = read
+        self.leaf_value(key, f"{reader}({', '.join(['ctx', *map(repr, args)])})", self.typed(node))
+        return local
+
+    def leaf_value(self, key: str, code: str, typed: Typed) -> None:
+        """Numbers become floats here (see ``number``), once per request."""
+        if typed.type in _NUMERIC:
+            if typed.nullable:
+                code = f"(None if (x := {code}) is None else _float(x))"
+            else:
+                code = f"_float({code})"
+        elif typed.type == "any":
+            code = f"_number({code})"
+        self.leaves[key] = code
 
     def typed(self, node: Node) -> Typed:
         return self.types[id(node)]
@@ -452,7 +565,7 @@ class _Generator:
 
     def once(self, code: str) -> tuple[str, str]:
         """(first use, later uses) of a value that may be read twice."""
-        if code.isidentifier() or code.startswith("ctx.") or _is_constant(code):
+        if code.isidentifier() or _is_constant(code):
             return code, code
         name = self.fresh()
         return f"({name} := {code})", name
@@ -462,41 +575,39 @@ class _Generator:
             return f"o{self.segment_index[node.path]}"
         if isinstance(node, Literal | ListLit):
             return self.build(node)
-        key = render(node)
+        if _is_leaf(node):
+            return self.leaf(node)  # type: ignore[arg-type]
+        key = self.key(node)
         if key in self.hoist:
             temp = self.temps.get(key)
             if temp is None:
                 code = self.build(node)
+                if self.typed(node) == _BOOL:
+                    code = _jumping(code)
                 temp = f"t{len(self.temps)}"
-                self.lines.append(f"    {temp} = {code}")
+                self.statements.append(f"    {temp} = {code}")
                 self.temps[key] = temp
             return temp
         return self.build(node)
 
     def constant(self, values: tuple[Any, ...]) -> str:
-        name = self.constants.get(values)
+        key = tuple((type(v), v) for v in values)  # so that [1] is not [true]
+        name = self.constants.get(key)
         if name is None:
             name = f"K{len(self.constants)}"
-            self.constants[values] = name
+            self.constants[key] = name
             self.namespace[name] = frozenset(values)
         return name
 
     def build(self, node: Node) -> str:
         if isinstance(node, Literal):
-            return repr(node.value)
+            return repr(number(node.value))
         if isinstance(node, ListLit):
-            return self.constant(tuple(item.value for item in node.items))
-        if isinstance(node, Name):
-            read, args = fn.field_reader(node.path)
-            return "ctx." + fn.leaf_attribute(node.path, read, args)
-        if isinstance(node, Call):
-            if node.name == "date":
-                return repr(_date_value(node))
-            if node.name == "has":
-                return self.has(node.args[0])
-            spec = fn.FUNCTIONS[node.name]
-            args = tuple(a.value for a in node.args)  # type: ignore[attr-defined]
-            return "ctx." + fn.leaf_attribute(render(node), spec.call, args)
+            return self.constant(tuple(number(item.value) for item in node.items))
+        if isinstance(node, Call) and node.name == "date":
+            return repr(_date_value(node))
+        if isinstance(node, Call) and node.name == "has":
+            return self.has(node.args[0])
         if isinstance(node, Unary):
             if node.op == "not":
                 return f"(not {self.truth(node.operand)})"
@@ -550,6 +661,26 @@ class _Generator:
         return f"({code} is not None)"
 
 
+_BOOL: Final = Typed("bool", False)
+
+
+def _jumping(code: str) -> str:
+    """A condition written so that each comparison in it is followed by a jump, the
+    form in which CPython 3.11 runs comparisons of two floats (or two strings) fastest."""
+    if code.isidentifier() or code in ("True", "False"):
+        return code
+    return f"(True if {code} else False)"
+
+
+def _is_leaf(node: Node) -> bool:
+    """A field or a function call: a value read from the profile or the request."""
+    return isinstance(node, Name) or (isinstance(node, Call) and node.name not in ("has", "date"))
+
+
+def _is_date(node: Node) -> bool:
+    return isinstance(node, Call) and node.name == "date"
+
+
 def _is_constant(code: str) -> bool:
     return code[:1].isdigit() or code[:1] in "'\"-" or code.startswith("K")
 
@@ -568,28 +699,6 @@ def _date_value(node: Call) -> float:
     from edge.rules.lang import parse_date
 
     return parse_date(node.args[0].value)  # type: ignore[attr-defined]
-
-
-def check_dates(checked: Checked) -> list[LangError]:
-    """``date("...")`` arguments that are not dates."""
-    errors = []
-    stack = [checked.tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, Call) and node.name == "date":
-            try:
-                _date_value(node)
-            except (ValueError, TypeError):
-                errors.append(
-                    LangError(
-                        f"`{node.args[0].value}` is not a date",  # type: ignore[attr-defined]
-                        node.args[0].start,
-                        node.args[0].end - node.args[0].start,
-                        'write it like "2026-12-01" or "2026-12-01T10:00"',
-                    )
-                )
-        stack.extend(_children(node))
-    return errors
 
 
 @dataclass(slots=True)
@@ -636,9 +745,13 @@ def show(value: Any) -> str:
     if value is False:
         return "false"
     if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
         return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.0f}"
     if isinstance(value, str):
         return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(show(v) for v in value) + "]"
     return str(value)
 
 
@@ -662,14 +775,14 @@ class Interpreter:
     def node(self, node: Node, source: str) -> Explained:
         text = source[node.start : node.end]
         if isinstance(node, Literal):
-            return Explained(text, node.value)
+            return Explained(text, number(node.value))
         if isinstance(node, ListLit):
-            return Explained(text, [item.value for item in node.items])
+            return Explained(text, [number(item.value) for item in node.items])
         if isinstance(node, Name):
             if node.path in self.segments:
                 return Explained(text, self.segment(node.path))
             read, args = fn.field_reader(node.path)
-            return Explained(text, self.ctx.value(node.path, read, args))
+            return Explained(text, number(self.ctx.value(node.path, read, args)))
         if isinstance(node, Call):
             if node.name == "date":
                 return Explained(text, _date_value(node))
@@ -680,7 +793,7 @@ class Interpreter:
                 return Explained(text, present, [arg])
             spec = fn.FUNCTIONS[node.name]
             args = tuple(a.value for a in node.args)  # type: ignore[attr-defined]
-            return Explained(text, self.ctx.value(render(node), spec.call, args))
+            return Explained(text, number(self.ctx.value(render(node), spec.call, args)))
         if isinstance(node, Unary):
             inner = self.node(node.operand, source)
             if node.op == "not":

@@ -40,8 +40,15 @@ _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 _QUOTED = r"(?:\"{name}\"|'{name}'|{name})"
 
 
+_HEADER = re.compile(r"^\s*\[([^\[\]]+)\]")
+_ARRAY_HEADER = re.compile(r"^\s*\[\[\s*([^\[\]]+?)\s*\]\]")
+_KEY = re.compile(r"""^(\s*)(?:"([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*=""")
+
+
 class Locator:
-    """Positions in one rule file's text."""
+    """Positions in one rule file's text. The table headers and the keys under each
+    are indexed in one pass over the lines, on first use, so finding the place of
+    every entry of a large file stays linear."""
 
     def __init__(self, file: str, text: str) -> None:
         self.file = file
@@ -50,6 +57,10 @@ class Locator:
         self.starts = [0]
         for match in re.finditer(r"\n", text):
             self.starts.append(match.end())
+        self._headers: dict[str, int] | None = None
+        self._arrays: dict[str, list[int]] = {}
+        self._keys: dict[int, dict[str, tuple[int, int]]] = {}
+        """Header line -> {key: (line, column)} of the keys of that table."""
 
     def error(
         self, line: int, column: int, message: str, length: int = 1, help: str = ""
@@ -76,30 +87,40 @@ class Locator:
                 hi = mid - 1
         return lo + 1, offset - self.starts[lo] + 1
 
+    def _index(self) -> dict[str, int]:
+        if self._headers is None:
+            self._headers = {}
+            keys: dict[str, tuple[int, int]] | None = None
+            for i, line in enumerate(self.lines):
+                if line.lstrip().startswith("["):
+                    keys = self._keys[i + 1] = {}
+                    array = _ARRAY_HEADER.match(line)
+                    if array:
+                        self._arrays.setdefault(array.group(1), []).append(i + 1)
+                        continue
+                    m = _HEADER.match(line)
+                    if m:
+                        key = (
+                            re.sub(r"\s*\.\s*", ".", m.group(1).strip())
+                            .replace('"', "")
+                            .replace("'", "")
+                        )
+                        self._headers.setdefault(key, i + 1)
+                elif keys is not None:
+                    m = _KEY.match(line)
+                    if m:
+                        name = next(g for g in m.groups()[1:] if g is not None)
+                        keys.setdefault(name, (i + 1, len(m.group(1)) + 1))
+        return self._headers
+
     def table(self, kind: str, name: str | None = None, index: int | None = None) -> int:
         """Line (1-based) of ``[kind.name]``, the *index*-th ``[[kind]]`` or ``[kind]``;
         0 if not found."""
+        headers = self._index()
         if index is not None:
-            pattern = re.compile(rf"^\s*\[\[\s*{re.escape(kind)}\s*\]\]")
-            seen = -1
-            for i, line in enumerate(self.lines):
-                if pattern.match(line):
-                    seen += 1
-                    if seen == index:
-                        return i + 1
-            return 0
-        if not hasattr(self, "_headers"):
-            self._headers: dict[str, int] = {}
-            for i, line in enumerate(self.lines):
-                m = re.match(r"^\s*\[([^\[\]]+)\]", line)
-                if m:
-                    key = (
-                        re.sub(r"\s*\.\s*", ".", m.group(1).strip())
-                        .replace('"', "")
-                        .replace("'", "")
-                    )
-                    self._headers.setdefault(key, i + 1)
-        found = self._headers.get(kind if name is None else f"{kind}.{name}")
+            found = self._arrays.get(kind, [])
+            return found[index] if index < len(found) else 0
+        found = headers.get(kind if name is None else f"{kind}.{name}")
         if found:
             return found
         if name is None:
@@ -117,6 +138,11 @@ class Locator:
         header itself if the key is not found there."""
         if not header:
             return 1, 1
+        self._index()
+        keys = self._keys.get(header)
+        if keys is not None:
+            return keys.get(key, (header, 1))
+        # Not a table header (the top of the file): look at the lines that follow.
         pattern = re.compile(rf"^(\s*){_QUOTED.format(name=re.escape(key))}\s*=")
         for i in range(header, len(self.lines)):
             line = self.lines[i]

@@ -83,14 +83,16 @@ daily counters count whole days, from the day ``now - duration`` falls on to tod
 from __future__ import annotations
 
 import math
+import time
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, Final
 
 import msgspec
 
-from edge.profiles.model import Profile, within
+from edge.profiles.model import Profile, within, within_many
 
 TYPES: Final = ("number", "string", "bool", "duration", "date", "list", "any")
 
@@ -110,6 +112,9 @@ class Function:
     nullable: bool
     call: Callable[..., Any]
     doc: str = ""
+    windows: Callable[[Context, tuple[float, ...]], tuple[Any, ...]] | None = None
+    """For a function of one duration: the values for several durations in one pass
+    (what the compiled evaluator calls, once per function); ``call`` is the reference."""
 
 
 class RequestInfo(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -136,9 +141,11 @@ _EMPTY_SHOP: Final = ShopStats()
 
 
 class Context:
-    """What a rule reads for one request. Cheap to build: every value (a field, or a
-    function with its arguments) is computed on first use and then kept on the
-    instance, so a rule set reads each at most once per request."""
+    """What a rule reads for one request. Cheap to build: values are computed when a
+    rule set first evaluates and kept on the instance, so a rule set reads each at
+    most once per request. The compiled evaluator keeps the tuple of all its values
+    under its own key; ``value()`` (the reference interpreter's way in) computes one
+    value (a field, or a function with its arguments) on first use."""
 
     def __init__(
         self,
@@ -209,7 +216,10 @@ def _text(value: str) -> str | None:
 
 
 def _age(ctx: Context, ts: float) -> float | None:
-    return max(0.0, ctx.now - ts) if ts else None
+    if not ts:
+        return None
+    age = ctx.now - ts
+    return age if age > 0 else 0.0
 
 
 def _session_touch(ctx: Context) -> Any:
@@ -242,14 +252,18 @@ def _avg_order(ctx: Context) -> float | None:
 
 
 def _top(counts: dict[str, int]) -> tuple[str, int]:
-    return max(counts.items(), key=lambda kv: kv[1]) if counts else ("", 0)
+    """The name with the highest count (the first such), and its count."""
+    if not counts:
+        return "", 0
+    name = max(counts, key=counts.__getitem__)
+    return name, counts[name]
 
 
 def _age_years(ctx: Context) -> float | None:
     year = ctx.profile.traits.birth_year
     if not year:
         return None
-    return datetime.fromtimestamp(ctx.now, tz=UTC).year - year
+    return time.gmtime(ctx.now).tm_year - year
 
 
 def _dwell(ctx: Context) -> float | None:
@@ -295,16 +309,16 @@ def answer(ctx: Context, name: str) -> str | None:
 
 
 FIELDS: Final[dict[str, Field]] = {
-    "now": Field("date", False, lambda c: c.now),
-    "visits": Field("number", False, lambda c: c.profile.visits),
-    "session.pageviews": Field("number", False, lambda c: c.profile.session_pageviews),
-    "orders": Field("number", False, lambda c: c.profile.order_count),
-    "total_spent": Field("number", False, lambda c: c.profile.lifetime_spent),
+    "now": Field("date", False, attrgetter("now")),
+    "visits": Field("number", False, attrgetter("profile.visits")),
+    "session.pageviews": Field("number", False, attrgetter("profile.session_pageviews")),
+    "orders": Field("number", False, attrgetter("profile.order_count")),
+    "total_spent": Field("number", False, attrgetter("profile.lifetime_spent")),
     "avg_order_value": Field("number", True, _avg_order),
-    "coupon_orders": Field("number", False, lambda c: c.profile.coupon_orders),
-    "rec_clicks": Field("number", False, lambda c: c.profile.recommendation_clicks),
+    "coupon_orders": Field("number", False, attrgetter("profile.coupon_orders")),
+    "rec_clicks": Field("number", False, attrgetter("profile.recommendation_clicks")),
     "rec_orders": Field(
-        "number", False, lambda c: sum(1 for o in c.profile.orders if o.after_recommendation)
+        "number", False, lambda c: len([o for o in c.profile.orders if o.after_recommendation])
     ),
     "dwell_avg": Field("duration", True, _dwell),
     "top_category": Field("string", True, lambda c: _text(_top(c.profile.categories.bought)[0])),
@@ -324,8 +338,8 @@ FIELDS: Final[dict[str, Field]] = {
     "age": Field("number", True, _age_years),
     "email.sends": Field("number", False, lambda c: sum(c.profile.email_send_days.values())),
     "email.opens": Field("number", False, lambda c: sum(c.profile.email_open_days.values())),
-    "cart.items": Field("number", False, lambda c: c.profile.cart.count),
-    "cart.value": Field("number", False, lambda c: c.profile.cart.value),
+    "cart.items": Field("number", False, attrgetter("profile.cart.count")),
+    "cart.value": Field("number", False, attrgetter("profile.cart.value")),
     "cart.age": Field("duration", True, _cart_age),
     "cart.categories": Field(
         "list", False, lambda c: sorted({i.category for i in c.profile.cart.items if i.category})
@@ -335,11 +349,11 @@ FIELDS: Final[dict[str, Field]] = {
     "utm.campaign": Field("string", True, _utm("campaign")),
     "channel": Field("string", False, _channel),
     "page.type": Field("string", True, lambda c: _text(c.request.page_type)),
-    "page.path": Field("string", False, lambda c: c.request.path),
+    "page.path": Field("string", False, attrgetter("request.path")),
     "lang": Field("string", True, _lang),
     "device": Field("string", False, lambda c: c.request.device or "desktop"),
     "geo.country": Field("string", True, _country),
-    "shop.avg_order_value": Field("number", True, lambda c: c.shop.avg_order_value),
+    "shop.avg_order_value": Field("number", True, attrgetter("shop.avg_order_value")),
 }
 DYNAMIC_PREFIXES: Final = ("traits.", "answers.")
 
@@ -385,11 +399,48 @@ def coupon_orders_within(ctx: Context, seconds: float) -> int:
     return sum(1 for o in ctx.profile.orders if o.ts >= since and o.coupon)
 
 
-def _counter(attr: str) -> Callable[[Context, float], int]:
+def orders_within_many(ctx: Context, windows: tuple[float, ...]) -> tuple[int, ...]:
+    return _count_since(sorted([o.ts for o in ctx.profile.orders]), ctx.now, windows)
+
+
+def coupon_orders_within_many(ctx: Context, windows: tuple[float, ...]) -> tuple[int, ...]:
+    return _count_since(sorted([o.ts for o in ctx.profile.orders if o.coupon]), ctx.now, windows)
+
+
+def _count_since(times: list[int], now: float, windows: tuple[float, ...]) -> tuple[int, ...]:
+    """How many of the sorted *times* fall in each window ending *now*."""
+    n = len(times)
+    return tuple([n - bisect_left(times, now - s) for s in windows])
+
+
+def spent_within_many(ctx: Context, windows: tuple[float, ...]) -> tuple[float, ...]:
+    # Summed in the stored order, like spent_within, so the floats are the same.
+    since = [ctx.now - s for s in windows]
+    sums: list[float] = [0] * len(windows)
+    for order in ctx.profile.orders:
+        for i, start in enumerate(since):
+            if order.ts >= start:
+                sums[i] += order.total
+    return tuple(round(total, 2) for total in sums)
+
+
+def _window(
+    call: Callable[[Context, float], Any],
+    many: Callable[[Context, tuple[float, ...]], tuple[Any, ...]],
+) -> Function:
+    return Function(("duration",), "number", False, call, windows=many)
+
+
+def _counter_window(attr: str) -> Function:
+    """A window function over one of the profile's daily counters."""
+
     def count(ctx: Context, seconds: float) -> int:
         return within(getattr(ctx.profile, attr), ctx.now, seconds)
 
-    return count
+    def count_many(ctx: Context, windows: tuple[float, ...]) -> tuple[int, ...]:
+        return within_many(getattr(ctx.profile, attr), ctx.now, windows)
+
+    return _window(count, count_many)
 
 
 def _share(attr: str) -> Callable[[Context, str], float | None]:
@@ -420,14 +471,14 @@ def distance_km(ctx: Context, lat: float, lon: float) -> float | None:
 
 
 FUNCTIONS: Final[dict[str, Function]] = {
-    "orders_within": Function(("duration",), "number", False, orders_within),
-    "spent_within": Function(("duration",), "number", False, spent_within),
-    "coupon_orders_within": Function(("duration",), "number", False, coupon_orders_within),
-    "pageviews_within": Function(("duration",), "number", False, _counter("pageview_days")),
-    "product_views_within": Function(("duration",), "number", False, _counter("product_view_days")),
-    "visits_within": Function(("duration",), "number", False, _counter("visit_days")),
-    "email_sends_within": Function(("duration",), "number", False, _counter("email_send_days")),
-    "email_opens_within": Function(("duration",), "number", False, _counter("email_open_days")),
+    "orders_within": _window(orders_within, orders_within_many),
+    "spent_within": _window(spent_within, spent_within_many),
+    "coupon_orders_within": _window(coupon_orders_within, coupon_orders_within_many),
+    "pageviews_within": _counter_window("pageview_days"),
+    "product_views_within": _counter_window("product_view_days"),
+    "visits_within": _counter_window("visit_days"),
+    "email_sends_within": _counter_window("email_send_days"),
+    "email_opens_within": _counter_window("email_open_days"),
     "category_share": Function(("string",), "number", True, _share("categories")),
     "brand_share": Function(("string",), "number", True, _share("brands")),
     "category_views": Function(("string",), "number", False, category_views),

@@ -137,20 +137,11 @@ class Binary(Node):
 # --- tokens ------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Token:
-    kind: str
-    """num, dur, date, str, name, op, end."""
-    text: str
-    start: int
-    end: int
-    value: object = None
+Token = tuple[str, str, int, int, object]
+"""(kind, text, start, end, value); kind is num, dur, date, str, name, op or end. A plain
+tuple: an expression has a dozen tokens and loading a rule set makes thousands."""
 
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2})?)?(?![\w.])")
-_NUMBER = re.compile(r"(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)([A-Za-z_]\w*)?")
-_NAME = re.compile(r"[A-Za-z_]\w*")
-_OPS: Final = ("==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "(", ")", "[", "]", ",", ".")
 _KEYWORDS: Final = frozenset({"and", "or", "not", "in", "true", "false"})
 
 
@@ -168,6 +159,22 @@ def parse_duration(text: str) -> float | None:
     return float(match.group(1)) * DURATION_UNITS[match.group(2)]
 
 
+_TOKEN = re.compile(
+    r"([ \t\r\n]*+)(?:"
+    r"([A-Za-z_]\w*)"  # a name
+    r"|(\*\*|==|!=|<=|>=|[<>+\-*/()\[\],.])"  # an operator
+    r"|(\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2})?)?(?![\w.]))"  # a date
+    r"|(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)([A-Za-z_]\w*)?"  # a number; with a unit, a duration
+    r"""|("(?:\\[\\'"]|[^"\n])*+"|'(?:\\[\\'"]|[^'\n])*+')"""  # a string
+    r"|(.))",  # anything else: an error
+    re.ASCII | re.DOTALL,
+)
+"""One token and the blanks before it. Every character of an expression but trailing
+blanks belongs to a match, so the tokens are read with one ``findall``."""
+_HINTS: Final = {"=": "compare with `==`", "&": "write `and`", "|": "write `or`", "!": "write `not`"}
+_UNESCAPE: Final = re.compile(r"\\([\\'\"])")
+
+
 def tokenize(source: str) -> list[Token]:
     if len(source) > MAX_LENGTH:
         raise LangError(
@@ -176,132 +183,111 @@ def tokenize(source: str) -> list[Token]:
             help="split it into several segments that refer to each other by name",
         )
     tokens: list[Token] = []
-    i, n = 0, len(source)
-    while i < n:
-        ch = source[i]
-        if ch in " \t\r\n":
-            i += 1
-            continue
-        if ch.isdigit():
-            date = _DATE.match(source, i)
-            if date:
-                try:
-                    value: object = parse_date(date.group())
-                except ValueError:
-                    raise LangError(
-                        f"`{date.group()}` is not a valid date", i, date.end() - i
-                    ) from None
-                tokens.append(Token("date", date.group(), i, date.end(), value))
-                i = date.end()
-                continue
-            num = _NUMBER.match(source, i)
-            assert num is not None
-            digits, unit = num.group(1), num.group(2)
-            end = num.end()
-            number = float(digits)
-            if number > MAX_NUMBER:
-                raise LangError(f"number `{digits}` is too large (the limit is 10^15)", i, end - i)
-            if not any(c in digits for c in ".eE"):
-                number = int(digits)
-            if unit is None:
-                tokens.append(Token("num", num.group(), i, end, number))
-            elif unit in DURATION_UNITS:
-                tokens.append(Token("dur", num.group(), i, end, number * DURATION_UNITS[unit]))
-            else:
+    append = tokens.append
+    end = 0
+    for blanks, name, op, date, digits, unit, string, other in _TOKEN.findall(source):
+        start = end + len(blanks)
+        if name:
+            end = start + len(name)
+            if name.startswith("_"):
                 raise LangError(
-                    f"unknown duration unit `{unit}` in `{num.group()}`",
-                    i + len(digits),
-                    len(unit),
-                    help="durations are written 90s, 15m, 4h, 30d or 2w",
+                    f"`{name}`: names starting with `_` are not part of the rule language",
+                    start,
+                    len(name),
                 )
-            i = end
-            continue
-        if ch in "\"'":
-            j = i + 1
-            chars: list[str] = []
-            while True:
-                if j >= n or source[j] == "\n":
-                    raise LangError("string is not closed", i, j - i, help=f"end it with {ch}")
-                c = source[j]
-                if c == "\\" and j + 1 < n and source[j + 1] in "\\'\"":
-                    chars.append(source[j + 1])
-                    j += 2
-                    continue
-                if c == ch:
-                    break
-                chars.append(c)
-                j += 1
-            tokens.append(Token("str", source[i : j + 1], i, j + 1, "".join(chars)))
-            i = j + 1
-            continue
-        if ch.isalpha() or ch == "_":
-            name = _NAME.match(source, i)
-            assert name is not None
-            word = name.group()
-            if word.startswith("_"):
+            if name in _PYTHON_WORDS:
                 raise LangError(
-                    f"`{word}`: names starting with `_` are not part of the rule language",
-                    i,
-                    len(word),
-                )
-            if word in _PYTHON_WORDS:
-                raise LangError(
-                    f"`{word}` is not part of the rule language",
-                    i,
-                    len(word),
+                    f"`{name}` is not part of the rule language",
+                    start,
+                    len(name),
                     help="a rule is one expression: fields, functions, segments, "
                     "and/or/not, comparisons and arithmetic",
                 )
-            tokens.append(Token("name", word, i, name.end(), word))
-            i = name.end()
-            continue
-        if source.startswith("**", i):
-            raise LangError(
-                "`**` (power) is not part of the rule language", i, 2, help="use `*` repeatedly"
-            )
-        for op in _OPS:
-            if source.startswith(op, i):
-                tokens.append(Token("op", op, i, i + len(op)))
-                i += len(op)
-                break
+            append(("name", name, start, end, name))
+        elif op:
+            end = start + len(op)
+            if op == "**":
+                raise LangError(
+                    "`**` (power) is not part of the rule language",
+                    start,
+                    2,
+                    help="use `*` repeatedly",
+                )
+            append(("op", op, start, end, None))
+        elif digits:
+            end = start + len(digits) + len(unit)
+            append(_number_token(digits, unit, start, end))
+        elif string:
+            end = start + len(string)
+            value = string[1:-1]
+            if "\\" in value:
+                value = _UNESCAPE.sub(r"\1", value)
+            append(("str", string, start, end, value))
+        elif date:
+            end = start + len(date)
+            try:
+                append(("date", date, start, end, parse_date(date)))
+            except ValueError:
+                raise LangError(f"`{date}` is not a valid date", start, end - start) from None
         else:
-            hint = {
-                "=": "compare with `==`",
-                "&": "write `and`",
-                "|": "write `or`",
-                "!": "write `not`",
-                "%": "",
-                ":": "",
-                "{": "",
-                "@": "",
-            }.get(ch, "")
-            raise LangError(f"unexpected character `{ch}`", i, 1, help=hint)
-    tokens.append(Token("end", "", n, n))
+            if other in "\"'":
+                _string_end(source, start)  # raises: the string is not closed
+            raise LangError(f"unexpected character `{other}`", start, 1, help=_HINTS.get(other, ""))
+    n = len(source)
+    append(("end", "", n, n, None))
     return tokens
+
+
+def _number_token(digits: str, unit: str, start: int, end: int) -> Token:
+    number: float = float(digits) if "." in digits or "e" in digits or "E" in digits else int(digits)
+    if number > MAX_NUMBER:
+        raise LangError(f"number `{digits}` is too large (the limit is 10^15)", start, end - start)
+    if not unit:
+        return ("num", digits, start, end, number)
+    if unit in DURATION_UNITS:
+        return ("dur", digits + unit, start, end, number * DURATION_UNITS[unit])
+    raise LangError(
+        f"unknown duration unit `{unit}` in `{digits + unit}`",
+        start + len(digits),
+        len(unit),
+        help="durations are written 90s, 15m, 4h, 30d or 2w",
+    )
+
+
+def _string_end(source: str, start: int) -> int:
+    """One past the closing quote of the string starting at *start* (``\\\\``, ``\\'``
+    and ``\\"`` are escapes); an error if it is not closed on its line."""
+    quote = source[start]
+    j = start + 1
+    n = len(source)
+    while True:
+        if j >= n or source[j] == "\n":
+            raise LangError("string is not closed", start, j - start, help=f"end it with {quote}")
+        c = source[j]
+        if c == "\\" and j + 1 < n and source[j + 1] in "\\'\"":
+            j += 2
+        elif c == quote:
+            return j + 1
+        else:
+            j += 1
 
 
 # --- parser ------------------------------------------------------------------------------
 
 _COMPARISONS: Final = frozenset({"==", "!=", "<", "<=", ">", ">="})
+_LITERAL_KINDS: Final = {"num": "number", "dur": "duration", "date": "date", "str": "string"}
 
 
 class _Parser:
+    # Only a name token can read `and`, only an operator `(`: a token's text alone says
+    # what it is, so the parser mostly looks at ``self.texts[self.pos]``.
+
     def __init__(self, source: str) -> None:
         self.source = source
         self.tokens = tokenize(source)
+        self.texts = [t[1] for t in self.tokens]
         self.pos = 0
         self.nesting = 0
-
-    @property
-    def tok(self) -> Token:
-        return self.tokens[self.pos]
-
-    def at(self, kind: str, text: str | None = None) -> bool:
-        t = self.tok
-        return t.kind == kind and (text is None or t.text == text)
-
-    def at_word(self, word: str) -> bool:
-        return self.at("name", word)
 
     def advance(self) -> Token:
         t = self.tokens[self.pos]
@@ -309,20 +295,21 @@ class _Parser:
         return t
 
     def expect(self, text: str, help: str = "") -> Token:
-        if not self.at("op", text):
+        if self.texts[self.pos] != text:
             self.fail(f"expected `{text}`", help)
         return self.advance()
 
     def fail(self, message: str, help: str = "") -> None:
-        t = self.tok
-        if t.kind == "end":
-            raise LangError(f"{message}, but the expression ended", t.start, 1, help)
-        raise LangError(f"{message}, found `{t.text}`", t.start, t.end - t.start, help)
+        kind, text, start, end, _ = self.tokens[self.pos]
+        if kind == "end":
+            raise LangError(f"{message}, but the expression ended", start, 1, help)
+        raise LangError(f"{message}, found `{text}`", start, end - start, help)
 
     @staticmethod
-    def deep(node: Node, *children: Node) -> Node:
-        node.depth = 1 + max((c.depth for c in children), default=0)
-        if node.depth > MAX_DEPTH:
+    def deep(node: Node, depth: int) -> Node:
+        """*node* with *depth* levels; too deep is an error."""
+        node.depth = depth
+        if depth > MAX_DEPTH:
             raise LangError(
                 f"expression is nested more than {MAX_DEPTH} levels deep",
                 node.start,
@@ -331,45 +318,47 @@ class _Parser:
             )
         return node
 
+    def binary(self, op: str, left: Node, right: Node) -> Node:
+        depth = 1 + (left.depth if left.depth > right.depth else right.depth)
+        return self.deep(Binary(left.start, right.end, op, left, right), depth)
+
     def parse(self) -> Node:
-        if self.at("end"):
+        if self.tokens[0][0] == "end":
             raise LangError(
                 "the expression is empty", 0, 1, help='write a condition such as "orders >= 1"'
             )
         node = self.or_()
-        if not self.at("end"):
-            t = self.tok
+        kind, text = self.tokens[self.pos][:2]
+        if kind != "end":
             help = ""
-            if t.kind == "op" and t.text == ".":
+            if text == ".":
                 help = "fields are read by name only, like `cart.items`"
-            elif t.kind in ("name", "num", "str", "dur", "date"):
+            elif kind in ("name", "num", "str", "dur", "date"):
                 help = "join conditions with `and` or `or`"
             self.fail("expected the end of the expression", help)
         return node
 
     def or_(self) -> Node:
         left = self.and_()
-        while self.at_word("or"):
-            self.advance()
-            right = self.and_()
-            left = self.deep(Binary(left.start, right.end, "or", left, right), left, right)
+        while self.texts[self.pos] == "or":
+            self.pos += 1
+            left = self.binary("or", left, self.and_())
         return left
 
     def and_(self) -> Node:
         left = self.not_()
-        while self.at_word("and"):
-            self.advance()
-            right = self.not_()
-            left = self.deep(Binary(left.start, right.end, "and", left, right), left, right)
+        while self.texts[self.pos] == "and":
+            self.pos += 1
+            left = self.binary("and", left, self.not_())
         return left
 
     def not_(self) -> Node:
-        if self.at_word("not"):
-            start = self.advance().start
+        if self.texts[self.pos] == "not":
+            start = self.advance()[2]
             self.guard(start)
             operand = self.not_()
             self.nesting -= 1
-            return self.deep(Unary(start, operand.end, "not", operand), operand)
+            return self.deep(Unary(start, operand.end, "not", operand), operand.depth + 1)
         return self.comparison()
 
     def guard(self, start: int) -> None:
@@ -385,21 +374,21 @@ class _Parser:
 
     def comparison(self) -> Node:
         left = self.sum()
-        op = None
-        if self.at("op") and self.tok.text in _COMPARISONS:
-            op = self.advance().text
-        elif self.at_word("in"):
-            self.advance()
+        text = self.texts[self.pos]
+        if text in _COMPARISONS:
+            self.pos += 1
+            op = text
+        elif text == "in":
+            self.pos += 1
             op = "in"
-        elif self.at_word("not") and self.tokens[self.pos + 1].text == "in":
-            self.advance()
-            self.advance()
+        elif text == "not" and self.texts[self.pos + 1] == "in":
+            self.pos += 2
             op = "not in"
-        if op is None:
+        else:
             return left
-        right = self.sum()
-        node = self.deep(Binary(left.start, right.end, op, left, right), left, right)
-        if (self.at("op") and self.tok.text in _COMPARISONS) or self.at_word("in"):
+        node = self.binary(op, left, self.sum())
+        text = self.texts[self.pos]
+        if text in _COMPARISONS or text == "in":
             self.fail(
                 "comparisons do not chain", help="write `x > 1 and x < 3` instead of `1 < x < 3`"
             )
@@ -407,23 +396,21 @@ class _Parser:
 
     def sum(self) -> Node:
         left = self.product()
-        while self.at("op") and self.tok.text in ("+", "-"):
-            op = self.advance().text
-            right = self.product()
-            left = self.deep(Binary(left.start, right.end, op, left, right), left, right)
+        while (op := self.texts[self.pos]) == "+" or op == "-":
+            self.pos += 1
+            left = self.binary(op, left, self.product())
         return left
 
     def product(self) -> Node:
         left = self.unary()
-        while self.at("op") and self.tok.text in ("*", "/"):
-            op = self.advance().text
-            right = self.unary()
-            left = self.deep(Binary(left.start, right.end, op, left, right), left, right)
+        while (op := self.texts[self.pos]) == "*" or op == "/":
+            self.pos += 1
+            left = self.binary(op, left, self.unary())
         return left
 
     def unary(self) -> Node:
-        if self.at("op", "-"):
-            start = self.advance().start
+        if self.texts[self.pos] == "-":
+            start = self.advance()[2]
             self.guard(start)
             operand = self.unary()
             self.nesting -= 1
@@ -431,76 +418,74 @@ class _Parser:
                 operand.value = -operand.value  # type: ignore[operator]
                 operand.start = start
                 return operand
-            return self.deep(Unary(start, operand.end, "-", operand), operand)
+            return self.deep(Unary(start, operand.end, "-", operand), operand.depth + 1)
         return self.primary()
 
     def primary(self) -> Node:
-        t = self.tok
-        if t.kind in ("num", "dur", "date", "str"):
-            self.advance()
-            kind = {"num": "number", "dur": "duration", "date": "date", "str": "string"}[t.kind]
-            return Literal(t.start, t.end, t.value, kind)
-        if t.kind == "op" and t.text == "(":
-            self.advance()
-            self.guard(t.start)
+        kind, text, start, end, value = self.advance()
+        if kind == "name":
+            if text == "true" or text == "false":
+                return Literal(start, end, text == "true", "bool")
+            if text in _KEYWORDS:
+                self.pos -= 1
+                self.fail("expected a value")
+            if self.texts[self.pos] == "(":
+                return self.call(text, start, end)
+            path = text
+            while self.texts[self.pos] == ".":
+                self.pos += 1
+                part_kind, part, _, end, _ = self.tokens[self.pos]
+                if part_kind != "name" or part in _KEYWORDS:
+                    self.fail(
+                        "expected a field name after `.`",
+                        help="fields are read by name only, like `cart.items`",
+                    )
+                self.pos += 1
+                path = f"{path}.{part}"
+                if self.texts[self.pos] == "(":
+                    raise LangError(
+                        f"`{path}` cannot be called: only the built-in functions can",
+                        start,
+                        end - start,
+                        help="see the list of functions in rules/README.md",
+                    )
+            return Name(start, end, path)
+        literal = _LITERAL_KINDS.get(kind)
+        if literal is not None:
+            return Literal(start, end, value, literal)
+        if text == "(":
+            self.guard(start)
             inner = self.or_()
             self.expect(")", help="every `(` needs a matching `)`")
             self.nesting -= 1
             inner.depth += 1
             return inner
-        if t.kind == "op" and t.text == "[":
+        self.pos -= 1
+        if text == "[":
             return self.list_()
-        if t.kind == "name":
-            if t.text in ("true", "false"):
-                self.advance()
-                return Literal(t.start, t.end, t.text == "true", "bool")
-            if t.text in _KEYWORDS:
-                self.fail("expected a value")
-            self.advance()
-            if self.at("op", "("):
-                return self.call(t)
-            path, end = t.text, t.end
-            while self.at("op", "."):
-                self.advance()
-                part = self.tok
-                if part.kind != "name" or part.text in _KEYWORDS:
-                    self.fail(
-                        "expected a field name after `.`",
-                        help="fields are read by name only, like `cart.items`",
-                    )
-                self.advance()
-                path, end = f"{path}.{part.text}", part.end
-                if self.at("op", "("):
-                    raise LangError(
-                        f"`{path}` cannot be called: only the built-in functions can",
-                        t.start,
-                        end - t.start,
-                        help="see the list of functions in rules/README.md",
-                    )
-            return Name(t.start, end, path)
         self.fail("expected a value")
         raise AssertionError
 
-    def call(self, name: Token) -> Node:
-        self.advance()  # (
-        self.guard(name.start)
+    def call(self, name: str, start: int, name_end: int) -> Node:
+        self.pos += 1  # (
+        self.guard(start)
         args: list[Node] = []
-        while not self.at("op", ")"):
+        while self.texts[self.pos] != ")":
             args.append(self.or_())
             if len(args) > 8:
                 self.fail("too many arguments")
-            if not self.at("op", ","):
+            if self.texts[self.pos] != ",":
                 break
-            self.advance()
+            self.pos += 1
         close = self.expect(")", help="separate arguments with `,` and end with `)`")
         self.nesting -= 1
-        node = Call(name.start, close.end, name.text, args, name_end=name.end)
-        return self.deep(node, *args)
+        node = Call(start, close[3], name, args, name_end=name_end)
+        return self.deep(node, 1 + max((a.depth for a in args), default=0))
 
     def list_(self) -> Node:
         open_ = self.advance()
         items: list[Literal] = []
-        while not self.at("op", "]"):
+        while self.texts[self.pos] != "]":
             item = self.unary()
             if not isinstance(item, Literal):
                 raise LangError(
@@ -511,11 +496,11 @@ class _Parser:
             items.append(item)
             if len(items) > 500:
                 self.fail("a list may hold at most 500 values")
-            if not self.at("op", ","):
+            if self.texts[self.pos] != ",":
                 break
-            self.advance()
+            self.pos += 1
         close = self.expect("]", help="separate values with `,` and end the list with `]`")
-        return ListLit(open_.start, close.end, items)
+        return ListLit(open_[2], close[3], items)
 
 
 def parse(source: str) -> Node:
@@ -523,8 +508,18 @@ def parse(source: str) -> Node:
     return _Parser(source).parse()
 
 
-def render(node: Node) -> str:
-    """Canonical text of an expression (also its structural key)."""
+def render(node: Node, memo: dict[int, str] | None = None) -> str:
+    """Canonical text of an expression (also its structural key). With *memo* (keyed by
+    node id) each node is rendered once, however often its parents are."""
+    if memo is not None:
+        text = memo.get(id(node))
+        if text is None:
+            text = memo[id(node)] = _render(node, memo)
+        return text
+    return _render(node, None)
+
+
+def _render(node: Node, memo: dict[int, str] | None) -> str:
     if isinstance(node, Literal):
         if node.type == "string":
             return '"' + str(node.value).replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -537,15 +532,16 @@ def render(node: Node) -> str:
             return stamp.strftime("%Y-%m-%dT%H:%M:%S").removesuffix("T00:00:00")
         return repr(node.value)
     if isinstance(node, ListLit):
-        return "[" + ", ".join(render(i) for i in node.items) + "]"
+        return "[" + ", ".join(render(i, memo) for i in node.items) + "]"
     if isinstance(node, Name):
         return node.path
     if isinstance(node, Call):
-        return f"{node.name}(" + ", ".join(render(a) for a in node.args) + ")"
+        return f"{node.name}(" + ", ".join(render(a, memo) for a in node.args) + ")"
     if isinstance(node, Unary):
-        return f"not ({render(node.operand)})" if node.op == "not" else f"-({render(node.operand)})"
+        inner = render(node.operand, memo)
+        return f"not ({inner})" if node.op == "not" else f"-({inner})"
     assert isinstance(node, Binary)
-    return f"({render(node.left)} {node.op} {render(node.right)})"
+    return f"({render(node.left, memo)} {node.op} {render(node.right, memo)})"
 
 
 def _duration_text(seconds: float) -> str:

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import re
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -88,16 +88,16 @@ class RuleSet:
     files: list[str] = field(default_factory=list)
     segment_names: tuple[str, ...] = ()
     _page_patterns: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
+    evaluate: Callable[[fn.Context], tuple[bool, ...]] = field(init=False, repr=False)
+    """``evaluate(ctx)``: every segment (in ``segment_names`` order), then every
+    placement's condition. The generated function itself, called with no wrapper."""
 
     def __post_init__(self) -> None:
         self.segment_names = tuple(self.segments)
         self._page_patterns = [
             (_page_pattern(p), name) for name, patterns in self.page_types.items() for p in patterns
         ]
-
-    def evaluate(self, ctx: fn.Context) -> tuple[bool, ...]:
-        """Every segment (in ``segment_names`` order), then every placement's condition."""
-        return self.program.evaluate(ctx)
+        self.evaluate = self.program.evaluate
 
     def matching(self, ctx: fn.Context) -> frozenset[str]:
         """The names of the segments the context is in."""
@@ -200,18 +200,14 @@ def _convert(
         return None
 
 
-def _read_file(path: Path, shown: str, parsed: _Parsed) -> None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        parsed.errors.append(RuleError(shown, 0, 0, f"cannot read: {e}"))
-        return
+def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | None) -> None:
     loc = Locator(shown, text)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        parsed.errors.append(loc.toml_error(str(e)))
-        return
+    if data is None:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            parsed.errors.append(loc.toml_error(str(e)))
+            return
     errors = parsed.errors
     for key in data:
         if key not in _SECTIONS:
@@ -388,7 +384,12 @@ def _expression_errors(
 
 
 def _check_expression(
-    source: str, names: list[str], loc: Locator, header: int, what: str, errors: list[RuleError]
+    source: str,
+    names: Collection[str],
+    loc: Locator,
+    header: int,
+    what: str,
+    errors: list[RuleError],
 ) -> Checked | None:
     line, col = loc.key(header, "when")
     try:
@@ -453,7 +454,7 @@ def _check_placement(
     p: Placement,
     loc: Locator,
     header: int,
-    segments: list[str],
+    segments: Collection[str],
     slots: dict[str, Any],
     errors: list[RuleError],
 ) -> PlacementRule | None:
@@ -544,13 +545,33 @@ def load_rules(
 def compile_files(
     paths: Iterable[Path], base: Path | None = None
 ) -> tuple[RuleSet | None, list[RuleError]]:
-    parsed = _Parsed()
-    files = []
+    sources: list[tuple[str, str | None]] = []
+    read_errors = []
     for path in paths:
         shown = str(path) if base is None else str(Path(base) / path.name)
+        try:
+            sources.append((shown, path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as e:
+            sources.append((shown, None))
+            read_errors.append(RuleError(shown, 0, 0, f"cannot read: {e}"))
+    return compile_sources(sources, read_errors)
+
+
+def compile_sources(
+    sources: Iterable[tuple[str, str | None]],
+    errors: Iterable[RuleError] = (),
+    decoded: dict[str, dict[str, Any]] | None = None,
+) -> tuple[RuleSet | None, list[RuleError]]:
+    """Check and compile rule files given as (name shown in errors, text); a text of
+    None is a file that could not be read (its error is among *errors*). *decoded*
+    has the TOML of some files already decoded (their text then only places errors)."""
+    parsed = _Parsed(errors=list(errors))
+    files = []
+    for shown, text in sources:
         files.append(shown)
-        _read_file(path, shown, parsed)
-    names = list(parsed.segments)
+        if text is not None:
+            _parse_file(text, shown, parsed, (decoded or {}).get(shown))
+    names = dict.fromkeys(parsed.segments)  # ordered, and quick to look a name up in
     errors = parsed.errors
     for rule, loc, header in parsed.segments.values():
         rule.checked = _check_expression(
@@ -604,22 +625,22 @@ def compile_files(
 def compile_segments(segments: dict[str, str]) -> RuleSet:
     """A rule set from ``{name: condition}`` (tests, benchmarks). Raises ValueError
     with every error."""
-    lines = []
-    for name, when in segments.items():
-        lines.append(f"[segments.{name}]\nwhen = {_toml_string(when)}\n")
-    return compile_text("\n".join(lines))
+    # The file these segments would be written as: errors are placed in it, as they
+    # would be in a merchant's file; its TOML need not be decoded again.
+    text = "\n".join(f"[segments.{n}]\nwhen = {_toml_string(w)}\n" for n, w in segments.items())
+    data = {"segments": {name: {"when": when} for name, when in segments.items()}}
+    return compile_text(text, decoded=data)
 
 
-def compile_text(text: str, file: str = "<rules>") -> RuleSet:
+def compile_text(
+    text: str, file: str = "<rules>", decoded: dict[str, Any] | None = None
+) -> RuleSet:
     """A rule set from the text of one rule file. Raises ValueError with every error."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "rules.toml"
-        path.write_text(text, encoding="utf-8")
-        ruleset, errors = compile_files([path])
+    ruleset, errors = compile_sources(
+        [(file, text)], decoded={file: decoded} if decoded is not None else None
+    )
     if errors:
-        raise ValueError("\n".join(str(e).replace(str(path), file) for e in errors))
+        raise ValueError("\n".join(str(e) for e in errors))
     assert ruleset is not None
     return ruleset
 
