@@ -71,6 +71,7 @@ from proxy import (
     nginx_conf,
     print_table,
     process_tree,
+    start_nginx,
     steal_seconds,
 )
 
@@ -724,21 +725,7 @@ class Bench:
             port,
             f"        root {www};\n        charset utf-8;\n{headers}\n{locations}",
         )
-        p = self.procs.start(
-            [
-                "taskset",
-                "-c",
-                LOAD_CORE,
-                "nginx",
-                "-e",
-                "stderr",
-                "-p",
-                str(self.work),
-                "-c",
-                str(conf),
-            ],
-            self.work / "upstream.log",
-        )
+        p = start_nginx(self.procs, self.work, conf)
         wait_ready(port, p, "/")
         return p, port
 

@@ -318,6 +318,12 @@ def http_get(
         conn.close()
 
 
+def start_nginx(procs: Any, work: Path, conf: Path) -> Any:
+    """nginx with *conf* as the upstream, on the load core, logging to upstream.log."""
+    argv = ["taskset", "-c", LOAD_CORE, "nginx", "-e", "stderr", "-p", str(work), "-c", str(conf)]
+    return procs.start(argv, work / "upstream.log")
+
+
 def log_tail(log: Path, lines: int = 5) -> str:
     try:
         text = log.read_text(errors="replace").strip().splitlines()
@@ -648,21 +654,7 @@ class Bench:
         self.lua.write_text(WRK_LUA)
         self.up_port = free_port()
         conf = upstream_conf(self.work, self.up_port, www, self.big)
-        p = self.procs.start(
-            [
-                "taskset",
-                "-c",
-                LOAD_CORE,
-                "nginx",
-                "-e",
-                "stderr",
-                "-p",
-                str(self.work),
-                "-c",
-                str(conf),
-            ],
-            self.work / "upstream.log",
-        )
+        p = start_nginx(self.procs, self.work, conf)
         reason = self.wait_any(self.up_port, p, ("/",))
         if reason:
             raise RuntimeError(f"upstream nginx: {reason}: {log_tail(self.work / 'upstream.log')}")
