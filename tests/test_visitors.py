@@ -307,3 +307,32 @@ def test_events_endpoint_limits(tracked: EdgeProcess) -> None:
         for _ in range(40)
     ]
     assert statuses[0] == 202 and statuses[-1] == 429  # a burst is cut off
+
+
+async def test_events_queued_during_a_flush_are_written_without_more_traffic() -> None:
+    import asyncio
+
+    from edge.identity import Identity
+    from edge.observe import Observer
+    from edge.profiles import events as ev
+    from edge.profiles.service import ProfileService
+    from edge.profiles.store import MemoryStore
+    from edge.visitors import Visitors
+
+    class SlowService(ProfileService):
+        async def record(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(0.1)  # the store is slow: more events arrive meanwhile
+            return await super().record(*args, **kwargs)
+
+    identity = Identity(["s"])
+    service = SlowService(MemoryStore(), identity.email_hash)
+    visitors = Visitors(identity, service, Observer())
+    visitors._queue("v1", [ev.PageViewed(path="/a")], [])
+    await asyncio.sleep(0.08)  # the first flush is writing now
+    visitors._queue("v1", [ev.PageViewed(path="/b")], [])  # and this one must follow
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        profile = await service.load("v1")
+        if profile is not None and profile.session_pageviews == 2:
+            break
+    assert profile is not None and profile.session_pageviews == 2
