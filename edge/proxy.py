@@ -295,6 +295,7 @@ class Proxy:
         preview, preview_cookie = personalizer.preview_of(scope)
         visit = visitors.begin(scope)
         deciding = asyncio.ensure_future(personalizer.decide(scope, visit, preview))
+        if_none_match = next((v for n, v in scope["headers"] if n == b"if-none-match"), b"")
         if any(name in _CONDITIONAL for name, _ in scope["headers"]):
             # A revalidation: the browser's copy may predate this visitor's edits, and
             # the shop would confirm it with a 304. When the page is personalized, ask
@@ -353,15 +354,27 @@ class Proxy:
             headers.append(_server_timing(decision.seconds))
         if decision is not None and decision.clear_form_error:
             headers.append((b"set-cookie", FORM_ERROR_CLEAR))
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
         applied: list[str] = []
-        if rewrite:
+        if rewrite and preview is None and if_none_match and _matches(if_none_match, headers):
+            # The browser holds this very page: same upstream version, same edits.
+            response.close()
+            kept = [(n, v) for n, v in headers if n in _NOT_MODIFIED_KEEP]
+            await send({"type": "http.response.start", "status": 304, "headers": kept})
+            await send({"type": "http.response.body", "body": b""})
             assert decision is not None
-            applied = await self._rewrite_body(
-                response, receive, send, decision, content_type, encoding
-            )
+            applied = [e.placement for e in decision.edits]
+
         else:
-            await stream_body(response, receive, send)
+            await self._send_page(
+                response,
+                receive,
+                send,
+                headers,
+                decision if rewrite else None,
+                content_type,
+                encoding,
+                applied,
+            )
         if track and visit.visitor_id:
             extra = None
             if decision is not None:
@@ -372,6 +385,25 @@ class Proxy:
                     if e.held_out or e.placement_id in shown  # type: ignore[attr-defined]
                 ]
             visitors.after(visit, scope, response.status, content_type, None, extra)
+
+    async def _send_page(
+        self,
+        response: UpstreamResponse,
+        receive: Any,
+        send: Any,
+        headers: list[tuple[bytes, bytes]],
+        decision: Decision | None,
+        content_type: bytes,
+        encoding: bytes,
+        applied: list[str],
+    ) -> None:
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        if decision is not None:
+            applied.extend(
+                await self._rewrite_body(response, receive, send, decision, content_type, encoding)
+            )
+        else:
+            await stream_body(response, receive, send)
 
     async def _rewrite_body(
         self,
@@ -511,6 +543,20 @@ class _PlanCache:
 
 _VARY_COOKIE: Final = b"Cookie"
 _CONDITIONAL: Final = frozenset({b"if-none-match", b"if-modified-since"})
+_NOT_MODIFIED_KEEP: Final = frozenset(
+    {b"etag", b"cache-control", b"vary", b"server-timing", b"set-cookie", b"via", b"date"}
+)
+
+
+def _matches(if_none_match: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+    """Weak comparison (RFC 9110 13.1.2) of our ETag with the browser's list."""
+    etag = next((v for n, v in headers if n == b"etag"), b"")
+    if not etag:
+        return False
+    ours = etag.removeprefix(b"W/")
+    return any(t.strip().removeprefix(b"W/") == ours for t in if_none_match.split(b","))
+
+
 FORM_ERROR_CLEAR: Final = b"edge_form_error=; Path=/; Max-Age=0"
 
 

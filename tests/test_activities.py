@@ -632,6 +632,14 @@ def test_a_copy_from_before_personalization_is_not_revalidated(citizen: EdgeProc
     # a page nothing changes still revalidates with the shop
     cart = visitor.get("/cart", headers={"If-None-Match": '"cart-1"'})
     assert cart.status == 304
+    # and the personalized copy the browser now holds is confirmed by the sidecar
+    etag = visitor.get("/").header("etag") or ""
+    again = visitor.get("/", headers={"If-None-Match": etag})
+    assert again.status == 304 and again.body == b""
+    assert again.header("etag") == etag and "private" in (again.header("cache-control") or "")
+    # once the shop's page changes (another ETag upstream) or the edits do, a full page
+    other = visitor.get("/", headers={"If-None-Match": 'W/"home-0-0123"'})
+    assert other.status == 200 and b"edge-hero--campaign" in other.body
 
 
 def test_nothing_personalized_keeps_the_shops_caching_headers(
