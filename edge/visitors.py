@@ -80,6 +80,8 @@ class Visitors:
         self._pending: list[tuple[str, list[ev.BaseEvent], list[Touch]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._dropped = 0
+        self._unwritten: dict[str, tuple[list[ev.BaseEvent], Touch | None]] = {}
+        """New visitors' first events between their second request and the flush."""
         self._first_hits: cachetools.TTLCache[str, tuple[list[ev.BaseEvent], Touch | None]] = (
             cachetools.TTLCache(_FIRST_HITS, SESSION_GAP)
         )
@@ -165,11 +167,13 @@ class Visitors:
             events = first[0] + events
             if first[1] is not None:
                 touches.insert(0, first[1])
+            # Until the flush has written it, the new profile exists only here.
+            self._unwritten[visit.visitor_id] = (events, first[1])
         self._queue(visit.visitor_id, events, touches)
 
     def pending_profile(self, visitor_id: str) -> Profile | None:
         """A new visitor's profile as their first hit made it, not stored yet."""
-        first = self._first_hits.get(visitor_id)
+        first = self._first_hits.get(visitor_id) or self._unwritten.get(visitor_id)
         if first is None:
             return None
         events, touch = first
@@ -184,6 +188,7 @@ class Visitors:
     def _queue(self, visitor_id: str, events: list[ev.BaseEvent], touches: list[Touch]) -> None:
         if len(self._pending) >= _MAX_PENDING:
             self._dropped += 1  # the store is far behind: shed load rather than memory
+            self._unwritten.pop(visitor_id, None)
             return
         self._pending.append((visitor_id, events, touches))
         if self._flusher is None or self._flusher.done():
@@ -212,3 +217,5 @@ class Visitors:
         for outcome in await asyncio.gather(*writes, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 log.error("recording observed events failed: %s", outcome)
+        for visitor_id in grouped:
+            self._unwritten.pop(visitor_id, None)
