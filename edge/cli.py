@@ -376,14 +376,13 @@ def _import(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-
-
 def _parse_duration(text: str, what: str) -> int:
-    number, unit = text[:-1], text[-1:]
-    if unit not in _DURATION or not number.isdigit():
+    from edge.rules.lang import parse_duration
+
+    seconds = parse_duration(text)
+    if seconds is None:
         raise ConfigError(f"{what}: expected a duration like 90s, 30m, 24h or 7d, got {text!r}")
-    return int(number) * _DURATION[unit]
+    return int(seconds)
 
 
 def _rules_command(args: argparse.Namespace) -> int:

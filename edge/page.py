@@ -30,14 +30,15 @@ from edge.personalize.catalog import Catalog, ItemReader
 from edge.personalize.offers import frequency_allows, offer_state
 from edge.personalize.ordering import Interest, ListOrder, Sort
 from edge.personalize.profiling import Question, default_questions, next_question
-from edge.personalize.snippets import Snippets, choose_language, visitor_context
+from edge.personalize.snippets import Snippets, choose_language, offer_view, visitor_context
 from edge.preview import PREVIEW_COOKIE, Preview, read_token, strip_param
 from edge.profiles import events as ev
-from edge.profiles.model import Profile
+from edge.profiles.model import Profile, Touch
 from edge.profiles.service import ProfileService
 from edge.rewrite import Edit
 from edge.rules import LiveRules, RequestInfo, ShopStats, device_of
 from edge.rules.functions import Context
+from edge.rules.lang import parse_duration
 from edge.visitors import Visit, Visitors
 
 log = logging.getLogger("edge.page")
@@ -46,13 +47,13 @@ PREVIEW_SLOT: Final = "edge-preview-badge"
 COUNTDOWN_SCRIPT: Final = '<script src="/_edge/static/edge.js" defer></script>'
 ASSETS_SLOT: Final = "edge-assets"
 """Follows a timed offer's snippet: the sidecar's own script ticks its countdown."""
-_DURATIONS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 
 
-def parse_duration(text: str) -> int:
-    """``90s``, ``30m``, ``24h``, ``7d``, ``2w`` -> seconds (the rule files checked it)."""
-    text = text.strip()
-    return int(text[:-1]) * _DURATIONS[text[-1]]
+def _seconds(text: str) -> int:
+    """A duration the rule files' checker already accepted (``90s``, ``24h``, ``1.5h``)."""
+    seconds = parse_duration(text)
+    assert seconds is not None, text
+    return int(seconds)
 
 
 @dataclass(slots=True)
@@ -93,6 +94,14 @@ class Decision:
             ev.PlacementShown(placement_id=p, held_out=True, ts=self.now) for p in self.held_out
         ]
         return out
+
+
+def campaign_of(touch: Touch | None) -> tuple[dict[str, str], str]:
+    """The request's ``utm`` fields and channel for the rules, from its touch."""
+    if touch is None:
+        return {}, ""
+    parts = (("source", touch.source), ("medium", touch.medium), ("campaign", touch.campaign))
+    return {k: v for k, v in parts if v}, touch.channel
 
 
 def in_holdout(visitor_id: str, placement_id: str, share: float) -> bool:
@@ -222,9 +231,8 @@ class Personalizer:
         path = scope["path"]
         query = scope["query_string"].decode("latin-1")
         return_to = path + ("?" + query if query else "")
-        question = next_question(profile, self.questions) if profile is not None else None
-        if profile is None and visitor_id:
-            question = next_question(Profile(visitor_id=visitor_id), self.questions)
+        question: Question | None = None
+        asked = False  # the next profiling question is found only if a snippet needs it
         base: dict[str, Any] | None = None  # the snippets' context, made once if needed
         taken: set[str] = set()
         digest = hashlib.blake2b(digest_size=12)
@@ -237,14 +245,14 @@ class Personalizer:
                 continue
             spec = placement.spec
             if spec.cap is not None and profile is not None:
-                window = parse_duration(spec.cap.per)
+                window = _seconds(spec.cap.per)
                 times = profile.exposures.get(placement.id, [])
                 if not frequency_allows(times, spec.cap.views, window, now):
                     continue
             offer = None
             if spec.offer_ttl:
                 offers = profile.offers if profile is not None else {}
-                offer = offer_state(offers, placement.id, parse_duration(spec.offer_ttl), now)
+                offer = offer_state(offers, placement.id, _seconds(spec.offer_ttl), now)
                 if offer.expired:
                     continue
             if preview is None and in_holdout(visitor_id or "", placement.id, spec.holdout):
@@ -252,6 +260,11 @@ class Personalizer:
                 decision.held_out.append(placement.id)
                 continue
             if spec.snippet:
+                if not asked:
+                    asked = True
+                    if profile is not None or visitor_id:
+                        known = profile or Profile(visitor_id=visitor_id or "")
+                        question = next_question(known, self.questions)
                 if spec.snippet.startswith("profile_form") and question is None:
                     continue  # nothing left to ask: the next placement may fill the slot
                 if base is None:
@@ -271,15 +284,7 @@ class Personalizer:
                         preview=preview is not None,
                     )
                     base["form"]["action"] = FORM_PATH
-                context = base
-                if offer is not None:
-                    context = base | {
-                        "offer": {
-                            "deadline": offer.deadline,
-                            "deadline_iso": offer.deadline_iso,
-                            "seconds_left": offer.seconds_left,
-                        }
-                    }
+                context = base if offer is None else base | {"offer": offer_view(offer)}
                 html = self.snippets.render(spec.snippet, context, languages=[language])
                 if html is None:
                     continue  # logged by the library; the slot stays as the shop made it
@@ -324,20 +329,7 @@ class Personalizer:
             page = self.observer.page(path)
             page_type = page.type if page is not None else ""
         query = scope["query_string"].decode("latin-1")
-        touch = self.observer.touch(query, headers.get("referer", ""), now)
-        utm: dict[str, str] = {}
-        channel = ""
-        if touch is not None:
-            utm = {
-                k: v
-                for k, v in (
-                    ("source", touch.source),
-                    ("medium", touch.medium),
-                    ("campaign", touch.campaign),
-                )
-                if v
-            }
-            channel = touch.channel
+        utm, channel = campaign_of(self.observer.touch(query, headers.get("referer", ""), now))
         lat = _float(headers.get("x-geo-latitude"))
         lon = _float(headers.get("x-geo-longitude"))
         return RequestInfo(

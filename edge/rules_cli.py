@@ -10,7 +10,7 @@ import time
 import tomllib
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -142,15 +142,18 @@ def _snippet_problems(placements: list[tuple[str, dict[str, Any]]], snippets_dir
 def request_info(ruleset: RuleSet, url: str | None, user_agent: str = "") -> RequestInfo:
     if not url:
         return RequestInfo()
+    from edge.observe import Observer
+    from edge.page import campaign_of
+
     parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    utm = {k[4:]: v for k, v in query.items() if k in ("utm_source", "utm_medium", "utm_campaign")}
+    # The same reading of the URL as the sidecar's for a request (utm fields, channel).
+    utm, channel = campaign_of(Observer().touch(parts.query, "", int(time.time())))
     path = parts.path or "/"
     return RequestInfo(
         path=path,
         page_type=ruleset.page_type(path),
         utm=utm,
-        channel="email" if utm.get("medium") in ("email", "newsletter") else "",
+        channel=channel,
         device=device_of(user_agent) if user_agent else "",
     )
 

@@ -383,6 +383,16 @@ def _first_name(profile: Profile) -> str:
     return ""
 
 
+def offer_view(offer: OfferState) -> dict[str, Any]:
+    """A timed offer as a snippet sees it: ``deadline`` (unix time), ``deadline_iso``,
+    ``seconds_left``."""
+    return {
+        "deadline": offer.deadline,
+        "deadline_iso": offer.deadline_iso,
+        "seconds_left": offer.seconds_left,
+    }
+
+
 def visitor_context(
     profile: Profile | None,
     *,
@@ -437,13 +447,7 @@ def visitor_context(
         "language": language,
         # A namespace, not a dict: ``cart.items`` must be the list, not dict.items.
         "cart": SimpleNamespace(items=items, value=round(cart_value, 2), count=count),
-        "offer": None
-        if offer is None
-        else {
-            "deadline": offer.deadline,
-            "deadline_iso": offer.deadline_iso,
-            "seconds_left": offer.seconds_left,
-        },
+        "offer": None if offer is None else offer_view(offer),
         "question": question.view(language) if question is not None else None,
         "form": {
             "action": PROFILE_FORM_ACTION,
