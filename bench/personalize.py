@@ -41,7 +41,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -71,6 +70,7 @@ from proxy import (
     nginx_conf,
     print_table,
     process_tree,
+    run_bench,
     start_nginx,
     steal_seconds,
 )
@@ -1079,22 +1079,7 @@ def main(argv: list[str] | None = None) -> int:
         print("need at least 2 cores for the pinning (cores 0 and 1)", file=sys.stderr)
         return 2
 
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    bench = Bench(args)
-    try:
-        return bench.run()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        bench.procs.stop_all()
-        if not args.keep_work:
-            shutil.rmtree(bench.work, ignore_errors=True)
+    return run_bench(Bench(args), args.keep_work)
 
 
 if __name__ == "__main__":

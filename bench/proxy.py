@@ -1052,14 +1052,19 @@ def main(argv: list[str] | None = None) -> int:
         print("need at least 2 cores for the pinning (cores 0 and 1)", file=sys.stderr)
         return 2
 
-    # Ctrl-C and SIGTERM both unwind through the finally below.
+    return run_bench(Bench(args), args.keep_work)
+
+
+def run_bench(bench: Any, keep_work: bool) -> int:
+    """Run *bench* (``.run()``, ``.procs``, ``.work``); Ctrl-C and SIGTERM both unwind
+    through the cleanup: every process stopped, the work dir removed unless kept."""
+
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
-    bench = Bench(args)
     try:
         return bench.run()
     except KeyboardInterrupt:
@@ -1067,7 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         bench.procs.stop_all()
-        if not args.keep_work:
+        if not keep_work:
             shutil.rmtree(bench.work, ignore_errors=True)
 
 
