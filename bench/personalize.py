@@ -74,6 +74,7 @@ from proxy import (
     start_nginx,
     steal_seconds,
 )
+from proxy import run_wrk as proxy_run_wrk
 
 from edge.demo.catalog import products_in, write_feed
 
@@ -390,35 +391,7 @@ class Row:
 def run_wrk(
     procs: Procs, work: Path, port: int, path: str, duration: float, headers: dict[str, str]
 ) -> dict[str, Any]:
-    argv = [
-        "taskset",
-        "-c",
-        LOAD_CORE,
-        "wrk",
-        "-t1",
-        f"-c{CONNECTIONS}",
-        f"-d{duration:g}s",
-        "--latency",
-        "--timeout",
-        "5s",
-        "-s",
-        str(work / "done.lua"),
-    ]
-    for name, value in headers.items():
-        argv += ["-H", f"{name}: {value}"]
-    argv.append(f"http://127.0.0.1:{port}{path}")
-    log = work / "wrk.log"
-    start = log.stat().st_size if log.exists() else 0
-    p = procs.start(argv, log)
-    try:
-        p.wait(duration + 30)
-    finally:
-        procs.stop(p)
-    text = log.read_bytes()[start:].decode(errors="replace")
-    for line in text.splitlines():
-        if line.startswith("WRKJSON "):
-            return dict(json.loads(line[len("WRKJSON ") :]))
-    raise RuntimeError(f"wrk printed no result (exit {p.returncode}): {text[-300:]}")
+    return proxy_run_wrk(procs, work, port, duration, work / "done.lua", path=path, headers=headers)
 
 
 def measure(

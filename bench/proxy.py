@@ -437,7 +437,15 @@ class Result:
 
 
 def run_wrk(
-    procs: Procs, work: Path, port: int, duration: int, lua: Path, cookie: str = ""
+    procs: Procs,
+    work: Path,
+    port: int,
+    duration: float,
+    lua: Path,
+    cookie: str = "",
+    *,
+    path: str = "/",
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     argv = [
         "taskset",
@@ -446,15 +454,17 @@ def run_wrk(
         "wrk",
         "-t1",
         f"-c{CONNECTIONS}",
-        f"-d{duration}s",
+        f"-d{duration:g}s",
         "--latency",
         "--timeout",
         "5s",
         "-s",
         str(lua),
         *(["-H", f"Cookie: {cookie}"] if cookie else []),
-        f"http://127.0.0.1:{port}/",
     ]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    argv.append(f"http://127.0.0.1:{port}{path}")
     log = work / "wrk.log"
     start = log.stat().st_size if log.exists() else 0
     t0 = time.monotonic()
