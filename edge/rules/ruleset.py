@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import difflib
+import gc
 import hashlib
 import logging
 import re
@@ -564,7 +565,26 @@ def compile_sources(
 ) -> tuple[RuleSet | None, list[RuleError]]:
     """Check and compile rule files given as (name shown in errors, text); a text of
     None is a file that could not be read (its error is among *errors*). *decoded*
-    has the TOML of some files already decoded (their text then only places errors)."""
+    has the TOML of some files already decoded (their text then only places errors).
+
+    The cyclic garbage collector is paused meanwhile: compiling allocates tens of
+    thousands of small, acyclic objects (tokens, nodes, code strings), and in a serving
+    process with a large heap the collections they trigger cost as much as the
+    compiling itself (bench/rules.py: 1,000 segments about 25% faster)."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _compile_sources(sources, errors, decoded)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _compile_sources(
+    sources: Iterable[tuple[str, str | None]],
+    errors: Iterable[RuleError],
+    decoded: dict[str, dict[str, Any]] | None,
+) -> tuple[RuleSet | None, list[RuleError]]:
     parsed = _Parsed(errors=list(errors))
     files = []
     for shown, text in sources:
