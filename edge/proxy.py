@@ -26,7 +26,8 @@ from edge.config import Config
 from edge.page import Decision, Personalizer
 from edge.personalize import codec
 from edge.preview import PREVIEW_COOKIE
-from edge.rewrite import Edit, Plan, Rewriter
+from edge.rewrite import Edit, Plan
+from edge.rewrite.replay import ReplayCache
 from edge.upstream import (
     UpstreamConnectError,
     UpstreamError,
@@ -231,9 +232,7 @@ class Proxy:
         except _BadRequest as exc:
             await send_error(scope, send, 400, str(exc))
             return None
-        target = scope.get("raw_path") or scope["path"].encode()
-        if scope["query_string"]:
-            target = target + b"?" + scope["query_string"]
+        target = _page_of(scope)
         body = None if framing is None else _request_body(receive, form)
         try:
             response = await self.pool.request(
@@ -374,6 +373,7 @@ class Proxy:
                 content_type,
                 encoding,
                 applied,
+                _page_of(scope),
             )
         if track and visit.visitor_id:
             extra = None
@@ -396,11 +396,14 @@ class Proxy:
         content_type: bytes,
         encoding: bytes,
         applied: list[str],
+        page: bytes = b"",
     ) -> None:
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         if decision is not None:
             applied.extend(
-                await self._rewrite_body(response, receive, send, decision, content_type, encoding)
+                await self._rewrite_body(
+                    response, receive, send, decision, content_type, encoding, page
+                )
             )
         else:
             await stream_body(response, receive, send)
@@ -413,10 +416,12 @@ class Proxy:
         decision: Decision,
         content_type: bytes,
         encoding: bytes,
+        page: bytes,
     ) -> list[str]:
         """Decode, rewrite, re-encode, chunk by chunk. Returns the placements whose
         slot was found. A body that cannot be decoded midway is cut off (the head is
-        out already); one that the rewriter cannot parse goes on unchanged."""
+        out already); one that the rewriter cannot parse goes on unchanged. *page*
+        (the request target) names the page for the replay cache."""
         coding = encoding.decode("latin-1") or None
         decoder = codec.Decoder.for_header(coding, max_output=self.max_personalized_bytes * 8)
         encoder = codec.Encoder.for_header(coding)
@@ -435,7 +440,7 @@ class Proxy:
                 raise _ClientGone from None
             if rewriter is None and (data or not more):
                 charset = codec.charset_of(content_type.decode("latin-1"), data[:1024])
-                rewriter, slots = self._plans.rewriter(decision, charset)
+                rewriter, slots = self._plans.rewriter(decision, charset, page)
             out = b""
             if rewriter is not None:
                 out = rewriter.write(data) if data else b""
@@ -452,10 +457,19 @@ class Proxy:
         return [slots[i] for i, n in enumerate(rewriter.counts) if n]
 
 
+def _page_of(scope: Scope) -> bytes:
+    """The request target: the path as the client sent it, and the query."""
+    target: bytes = scope.get("raw_path") or scope["path"].encode()
+    if scope["query_string"]:
+        target = target + b"?" + scope["query_string"]
+    return target
+
+
 class _Late:
     """Stands in for one request's reorder callbacks inside a shared, cached plan.
-    Set :attr:`target` right before feeding that request's rewriter (feeding is
-    synchronous, so concurrent requests never see each other's target)."""
+    :class:`~edge.rewrite.replay.Replayer` sets :attr:`target` right before feeding
+    that request's rewriter (feeding is synchronous, so concurrent requests never
+    see each other's target)."""
 
     __slots__ = ("target",)
 
@@ -469,55 +483,27 @@ class _Late:
         return self.target.order(keys)
 
 
-class _BoundRewriter:
-    """A rewriter on a shared plan, with this request's reorder targets."""
-
-    __slots__ = ("_inner", "_late", "_targets")
-
-    def __init__(self, inner: Rewriter, late: list[_Late], targets: list[Any]) -> None:
-        self._inner = inner
-        self._late = late
-        self._targets = targets
-
-    def _bind(self) -> None:
-        for late, target in zip(self._late, self._targets, strict=True):
-            late.target = target
-
-    def write(self, data: bytes) -> bytes:
-        self._bind()
-        return self._inner.write(data)
-
-    def end(self) -> bytes:
-        self._bind()
-        return self._inner.end()
-
-    @property
-    def counts(self) -> list[int]:
-        return self._inner.counts
-
-    @property
-    def error(self) -> str | None:
-        return self._inner.error
-
-
 class _PlanCache:
-    """Compiled rewrite plans by their edits' shape and content: compiling selectors
+    """Compiled rewrite plans by their edits' shape and content (compiling selectors
     costs more than rewriting a page, and most visitors of a segment get the same
-    snippet."""
+    snippet), and rewrites to replay by page and edits' shape (see
+    :mod:`edge.rewrite.replay`: the same page with the same slots filled costs a
+    comparison instead of a parse)."""
 
-    def __init__(self, size: int = 512) -> None:
-        self._plans: cachetools.LRUCache[tuple[Any, ...], tuple[Plan, list[_Late]]] = (
+    def __init__(self, size: int = 512, replay_bytes: int = 32 << 20) -> None:
+        self._plans: cachetools.LRUCache[tuple[Any, ...], tuple[Plan, dict[int, _Late]]] = (
             cachetools.LRUCache(size)
         )
+        self.replays = ReplayCache(replay_bytes)
 
-    def rewriter(self, decision: Decision, charset: str) -> tuple[Any, list[str]]:
+    def rewriter(self, decision: Decision, charset: str, page: bytes) -> tuple[Any, list[str]]:
         shape: list[tuple[Any, ...]] = []
-        targets: list[Any] = []
-        for slot_edit in decision.edits:
+        targets: dict[int, Any] = {}
+        for i, slot_edit in enumerate(decision.edits):
             edit = slot_edit.edit
             if edit.action == "reorder":
                 shape.append((edit.selector, "reorder"))
-                targets.append(edit.key.__self__)  # type: ignore[union-attr]
+                targets[i] = edit.key.__self__  # type: ignore[union-attr]
             else:
                 content = edit.content
                 if isinstance(content, str):
@@ -526,19 +512,27 @@ class _PlanCache:
         key = tuple(shape)
         cached = self._plans.get(key)
         if cached is None:
-            late: list[_Late] = []
+            late: dict[int, _Late] = {}
             edits = []
-            for item in key:
+            for i, item in enumerate(key):
                 if item[1] == "reorder":
-                    holder = _Late()
-                    late.append(holder)
+                    holder = late[i] = _Late()
                     edits.append(Edit(item[0], "reorder", key=holder.key, order=holder.order))
                 else:
                     edits.append(Edit(item[0], item[1], item[2]))
             cached = self._plans[key] = (Plan(edits), late)
         plan, late = cached
-        slots = [e.placement for e in decision.edits]
-        return _BoundRewriter(plan.rewriter(), late, targets), slots
+
+        def bind(bound: dict[int, Any]) -> None:
+            for i, holder in late.items():
+                holder.target = bound[i]
+
+        contents = [None if ce.action == "reorder" else ce.content for ce in plan.compiled]
+        replay_key = (page, charset, tuple((s[0], s[1], bool(s[2:] and s[2])) for s in key))
+        rewriter = self.replays.rewriter(
+            replay_key, contents, targets, lambda _bound: plan.rewriter(), bind
+        )
+        return rewriter, [e.placement for e in decision.edits]
 
 
 _VARY_COOKIE: Final = b"Cookie"

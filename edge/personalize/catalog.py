@@ -314,6 +314,8 @@ class ItemReader:
     (names lowercased, values decoded) and, if the id is not in an attribute, from the
     item's first link matched against ``link_pattern`` (group ``id``, or group 1).
     The item's own attributes win over the catalog's facts; the catalog fills gaps.
+    Facts are remembered by the attribute values they come from, so the catalog is
+    taken as fixed for the reader's life (a new feed gets a new reader).
     """
 
     id_attr: str = "data-product-id"
@@ -331,6 +333,9 @@ class ItemReader:
                 "e.g. /p/(?P<id>[^/?#]+)"
             )
         object.__setattr__(self, "_pattern", pattern)
+        # Facts by the attribute values they come from: a list's items are the same
+        # on every response, and parsing their prices is most of reading them.
+        object.__setattr__(self, "_memo", {})
 
     def product_id(self, attrs: Mapping[str, str], first_href: str | None = None) -> str | None:
         value = attrs.get(self.id_attr, "").strip()
@@ -346,6 +351,24 @@ class ItemReader:
 
     def facts(self, attrs: Mapping[str, str], first_href: str | None = None) -> ItemFacts | None:
         """The item's facts, or ``None`` if it has no id and no facts of its own."""
+        memo: dict[tuple[str | None, ...], ItemFacts | None] = self._memo  # type: ignore[attr-defined]
+        key = (
+            attrs.get(self.id_attr),
+            attrs.get(self.price_attr),
+            attrs.get(self.category_attr),
+            attrs.get(self.brand_attr),
+            first_href,
+        )
+        try:
+            return memo[key]
+        except KeyError:
+            pass
+        if len(memo) >= 4096:
+            memo.clear()
+        facts = memo[key] = self._facts(attrs, first_href)
+        return facts
+
+    def _facts(self, attrs: Mapping[str, str], first_href: str | None) -> ItemFacts | None:
         product_id = self.product_id(attrs, first_href) or ""
         price: float | None = None
         raw_price = attrs.get(self.price_attr, "").strip()

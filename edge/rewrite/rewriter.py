@@ -61,7 +61,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from html import escape as _escape_text
 from itertools import accumulate
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from . import scanner as sc
 from .selectors import Compound, parse_selector
@@ -543,6 +543,16 @@ def _foreign_depth(
 _NONE = 1 << 62
 
 
+class _Recorder(Protocol):
+    """What :mod:`edge.rewrite.replay` hooks into a rewriter to keep its output."""
+
+    def take(self, out: list[bytes], marks: list[tuple[int, int, _Sink, int]]) -> bytes:
+        """The output in *out* joined (and both lists emptied), noted down."""
+
+    def spoil(self) -> None:
+        """This document's output cannot be replayed."""
+
+
 class _Sink:
     """Where output goes: the response, a reorder's held parts, or nowhere."""
 
@@ -630,6 +640,11 @@ class Rewriter:
         self._discarding = 0
         self._passthrough = False
         self._ended = False
+        # Set by :mod:`edge.rewrite.replay` to keep this document's output as a
+        # template; ``_marks`` are the reorders resolved into the output so far:
+        # (first part, end part, the held sink, edit index).
+        self._record: _Recorder | None = None
+        self._marks: list[tuple[int, int, _Sink, int]] = []
 
     # -- public -------------------------------------------------------------
 
@@ -678,6 +693,8 @@ class Rewriter:
             if self.plan.on_error == "raise":
                 raise
             return self._bail(str(exc))
+        if self._record is not None:
+            return self._record.take(self._out, self._marks)
         out = b"".join(self._out)
         self._out.clear()
         return out
@@ -685,6 +702,10 @@ class Rewriter:
     def _bail(self, reason: str) -> bytes:
         self.error = reason
         self._passthrough = True
+        if self._record is not None:
+            self._record.spoil()
+            self._record = None
+            self._marks.clear()
         hold = self._sinks[1].hold_from if len(self._sinks) > 1 else self._emitted
         self._out.append(self._buf[hold:])
         out = b"".join(self._out)
@@ -1723,7 +1744,15 @@ class Rewriter:
                 sink = self._pop_sink()
                 assert act.edit is not None
                 self.counts[act.edit.index] += 1
-                self._emit(_reordered(sink, act.edit.edit))
+                if self._record is None:
+                    self._emit(_reordered(sink, act.edit.edit))
+                elif self._sink is self._sinks[0]:
+                    first = len(self._out)
+                    self._emit(_reordered(sink, act.edit.edit))
+                    self._marks.append((first, len(self._out), sink, act.edit.index))
+                else:  # held inside another edit: no template for this document
+                    self._record.spoil()
+                    self._emit(_reordered(sink, act.edit.edit))
             else:
                 self._flush(s)
             if act.append:
