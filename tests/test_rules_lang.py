@@ -49,6 +49,18 @@ def lang_error(source: str, segments: tuple[str, ...] = ()) -> LangError:
         ("90s + 15m + 4h + 30d + 2w", "((((90s + 15m) + 4h) + 30d) + 2w)"),
         ("traits.tier == true", "(traits.tier == true)"),
         ("1.5e3 > 2", "(1500.0 > 2)"),
+        (
+            "not visits > 1 and orders < 2 or customer",
+            "((not ((visits > 1)) and (orders < 2)) or customer)",
+        ),
+        (
+            "-visits * 2 + 3 / -orders < 4 - 1 - 1",
+            "(((-(visits) * 2) + (3 / -(orders))) < ((4 - 1) - 1))",
+        ),
+        ("a or b and not c in [1] or d", "((a or (b and not ((c in [1])))) or d)"),
+        ("x not in [1] and not y", "((x not in [1]) and not (y))"),
+        ("(visits == 1) not in [1]", "((visits == 1) not in [1])"),
+        ("not not x == -1", "not (not ((x == -1)))"),
     ],
 )
 def test_parse(source: str, canonical: str) -> None:
@@ -80,6 +92,8 @@ def test_parse(source: str, canonical: str) -> None:
         ("a.b(1)", "cannot be called"),
         ("visits = 3", "compare with `==`"),
         ("1 < visits < 3", "do not chain"),
+        ("x in [1] == y", "do not chain"),
+        ("visits == 1 not in [1]", "expected the end"),
         ("orders_within(30x) > 1", "unknown duration unit"),
         ("'unclosed", "not closed"),
         ("'escaped quote\\'", "not closed"),
@@ -298,3 +312,49 @@ def test_invalid_first_load_serves_nothing(tmp_path: Path) -> None:
     (tmp_path / "shop.toml").write_text("[segments.vip]\nwhen = 'nope'\n")
     live = LiveRules(tmp_path)
     assert not live.ok and live.errors and live.ruleset.segment_names == ()
+
+
+def test_a_condition_written_twice_is_reported_at_each_place(tmp_path: Path) -> None:
+    # Checked once, placed twice: the raw columns differ (quotes, an escape).
+    errors = errors_of(
+        tmp_path,
+        "[segments.a]\nwhen = 'orderz > 1'\n"
+        '[segments.b]\nwhen = "orderz \\u003e 1 and orderz > 1"\n'
+        '[segments.c]\n  when = "orderz \\u003e 1 and orderz > 1"\n',
+    )
+    assert [e.split(": error")[0].removeprefix(f"{tmp_path}/shop.toml") for e in errors] == [
+        ":2:9",
+        ":4:9",
+        ":4:29",
+        ":6:11",
+        ":6:31",
+    ]
+
+
+def test_a_long_chain_of_segments_loads() -> None:
+    # Each segment uses the one before, written in reverse: ordering them is no deeper
+    # for Python than one segment.
+    chain = {f"s{i}": f"s{i - 1} or visits > {i}" for i in range(2000, 0, -1)} | {
+        "s0": "visits > 0"
+    }
+    rules = compile_segments(chain)
+    assert rules.segment_names[:3] == ("s0", "s1", "s2")
+    assert rules.matching(build_context(Profile(visitor_id="v", visits=1), None, NOW)) == set(chain)
+
+
+def test_a_dropped_rule_set_is_freed_at_once() -> None:
+    # Nothing in a rule set refers back to it, so a reload frees the old one without
+    # waiting for (and feeding) the cyclic collector: only the generated function and
+    # its globals form a cycle.
+    import gc
+
+    gc.collect()
+    gc.disable()
+    try:
+        rules = compile_segments(
+            {f"s{i}": f"visits > {i} or s{i - 1}" for i in range(1, 50)} | {"s0": "orders >= 1"}
+        )
+        del rules
+        assert gc.collect() < 20
+    finally:
+        gc.enable()

@@ -33,7 +33,7 @@ Semantics, in one place:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any, Final
@@ -89,14 +89,21 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
     return f"did you mean `{close[0]}`?" if close else ""
 
 
-_TYPED: dict[tuple[str, bool], Typed] = {}
-"""One Typed per (type, nullable): the checker labels every node with one."""
+_TYPES: Final = [*fn.TYPES, "error", *(f"list:{t}" for t in fn.TYPES)]
+_TYPED: Final = tuple({t: Typed(t, nullable) for t in _TYPES} for nullable in (False, True))
+"""One Typed per type, never missing (``[False]``) or maybe missing (``[True]``): the
+checker labels every node with one."""
+_BOOL: Final = _TYPED[False]["bool"]
+_ORDERED: Final = frozenset({"number", "duration", "date", "string"})
+"""Types two values of which compare with every comparison operator."""
 
 
 class _Checker:
     def __init__(self, source: str, segments: Collection[str]) -> None:
         self.source = source
-        self.segment_names = segments if isinstance(segments, set | frozenset | dict) else set(segments)
+        self.segment_names = (
+            segments if isinstance(segments, set | frozenset | dict) else set(segments)
+        )
         self.segment_list = segments
         self.types: dict[int, Typed] = {}
         self.errors: list[LangError] = []
@@ -107,9 +114,9 @@ class _Checker:
         return self.set(node, "error", False)
 
     def set(self, node: Node, type: str, nullable: bool) -> Typed:
-        typed = _TYPED.get((type, nullable))
+        typed = _TYPED[nullable].get(type)
         if typed is None:
-            typed = _TYPED[type, nullable] = Typed(type, nullable)
+            typed = _TYPED[nullable][type] = Typed(type, nullable)
         self.types[id(node)] = typed
         return typed
 
@@ -117,8 +124,16 @@ class _Checker:
         return self.source[node.start : node.end]
 
     def check(self, node: Node) -> Typed:
-        if isinstance(node, Literal):
-            return self.set(node, node.type, False)
+        kind = type(node)  # the node classes have no subclasses
+        if kind is Binary:
+            return self.binary(node)  # type: ignore[arg-type]
+        if kind is Literal:
+            typed = self.types[id(node)] = _TYPED[False][node.type]  # type: ignore[attr-defined]
+            return typed
+        if kind is Name:
+            return self.name(node)  # type: ignore[arg-type]
+        if kind is Call:
+            return self.call(node)  # type: ignore[arg-type]
         if isinstance(node, ListLit):
             kinds = {item.type for item in node.items}
             for item in node.items:
@@ -128,10 +143,6 @@ class _Checker:
             if not kinds:
                 return self.error(node, "the list is empty")
             return self.set(node, "list:" + kinds.pop(), False)
-        if isinstance(node, Name):
-            return self.name(node)
-        if isinstance(node, Call):
-            return self.call(node)
         if isinstance(node, Unary):
             inner = self.check(node.operand)
             if inner.type == "error":
@@ -149,8 +160,7 @@ class _Checker:
             if inner.type not in ("number", "duration"):
                 return self.error(node, f"cannot negate a {inner.type}")
             return self.set(node, inner.type, inner.nullable)
-        assert isinstance(node, Binary)
-        return self.binary(node)
+        raise AssertionError(node)
 
     def name(self, node: Name) -> Typed:
         path = node.path
@@ -242,6 +252,9 @@ class _Checker:
             return self.set(node, "error", False)
         op = node.op
         lt, rt = left.type, right.type
+        if lt == rt and lt in _ORDERED and (op in _ORDERING or op in _EQUALITY):
+            self.types[id(node)] = _BOOL  # the common case, in short
+            return _BOOL
         if op in ("and", "or"):
             for side, typed in ((node.left, left), (node.right, right)):
                 if typed.type not in ("bool", "any"):
@@ -318,9 +331,7 @@ class _Checker:
         return self.error(node, f"cannot compare a {lt} with a {rt}", help)
 
 
-def check(
-    source: str, tree: Node, segments: Collection[str], want_bool: bool = True
-) -> Checked:
+def check(source: str, tree: Node, segments: Collection[str], want_bool: bool = True) -> Checked:
     """Check names, arities and types. Raises an ExceptionGroup of LangErrors."""
     checker = _Checker(source, segments)
     typed = checker.check(tree)
@@ -436,46 +447,49 @@ class _Generator:
     """Writes the evaluator: ``_leaves(ctx)`` computes every profile and request value
     the rules read (each window function once, for all its windows), and
     ``evaluate(ctx)`` binds them to locals and decides every output in straight-line
-    code. The values are kept on the context, so a second evaluation skips ``_leaves``."""
+    code. The values are kept on the context, so a second evaluation skips ``_leaves``.
+
+    A leaf is a field or a function call (not ``has`` or ``date``): a value read from
+    the profile or the request. Code is built as (text, precedence) pairs (``_Code``),
+    so that a part is put in parentheses only where Python needs them: the function is
+    the same, its text shorter and quicker for Python to compile."""
 
     def __init__(self, outputs: Sequence[Output], segment_index: dict[str, int]) -> None:
         self.outputs = outputs
         self.segment_index = segment_index
         self.namespace: dict[str, Any] = {"__builtins__": {}, **_HELPERS}
-        self.keys: dict[int, str] = {}
-        self.leaves: dict[str, str] = {}
-        """Leaf key -> the code computing it in ``_leaves``."""
-        self.locals: dict[str, str] = {}
+        self.leaves: dict[Hashable, str] = {}
+        """Leaf key (``Node.key``) -> the code computing it in ``_leaves``."""
+        self.locals: dict[Hashable, str] = {}
         """Leaf key -> its local in ``evaluate``."""
         self.windows: dict[str, list[float]] = {}
         """Window function -> the durations the rules use, in order."""
         self.statements: list[str] = []
-        self.temps: dict[str, str] = {}
+        self.temps: dict[Hashable, str] = {}
         self.constants: dict[tuple[Any, ...], str] = {}
         self.walrus = 0
         self.types: dict[int, Typed] = {}
-        counts: dict[str, int] = {}
+        counts: dict[Hashable, int] = {}
         self.referenced: set[int] = set()
         for out in outputs:
             if out.checked is not None:
                 self.count(out.checked.tree, counts)
         self.hoist = {k for k, n in counts.items() if n > 1}
 
-    def key(self, node: Node) -> str:
-        return render(node, self.keys)
-
-    def count(self, node: Node, counts: dict[str, int]) -> None:
-        if isinstance(node, Name) and node.path in self.segment_index:
-            self.referenced.add(self.segment_index[node.path])
-            return
-        if isinstance(node, Literal | ListLit) or _is_leaf(node) or _is_date(node):
-            return  # constants and leaves are never recomputed anyway
-        key = self.key(node)
-        counts[key] = counts.get(key, 0) + 1
-        if counts[key] > 1:
-            return  # its children were counted with its first occurrence
-        for child in _children(node):
-            self.count(child, counts)
+    def count(self, node: Node, counts: dict[Hashable, int]) -> None:
+        kind = type(node)
+        if kind is Binary or kind is Unary or (kind is Call and node.name == "has"):  # type: ignore[attr-defined]
+            key = node.key
+            seen = counts.get(key, 0)
+            counts[key] = seen + 1
+            if not seen:  # else its children were counted with its first occurrence
+                for child in _children(node):
+                    self.count(child, counts)
+        elif kind is Name:
+            index = self.segment_index.get(node.path)  # type: ignore[attr-defined]
+            if index is not None:
+                self.referenced.add(index)
+        # Constants and leaves are never recomputed anyway.
 
     def generate(self) -> str:
         results = []
@@ -484,7 +498,7 @@ class _Generator:
                 code = "True"
             else:
                 self.types = out.checked.types
-                code = _jumping(self.truth(out.checked.tree))
+                code = _jumping(self.truth(out.checked.tree))[0]
             if i in self.referenced:
                 self.statements.append(f"    o{i} = {code}")
                 code = f"o{i}"
@@ -515,7 +529,7 @@ class _Generator:
         return "\n".join(lines) + "\n\n\n"
 
     def leaf(self, node: Name | Call) -> str:
-        key = self.key(node)
+        key = node.key
         local = self.locals.get(key)
         if local is not None:
             return local
@@ -538,7 +552,7 @@ class _Generator:
         self.leaf_value(key, f"{reader}({', '.join(['ctx', *map(repr, args)])})", self.typed(node))
         return local
 
-    def leaf_value(self, key: str, code: str, typed: Typed) -> None:
+    def leaf_value(self, key: Hashable, code: str, typed: Typed) -> None:
         """Numbers become floats here (see ``number``), once per request."""
         if typed.type in _NUMERIC:
             if typed.nullable:
@@ -552,32 +566,37 @@ class _Generator:
     def typed(self, node: Node) -> Typed:
         return self.types[id(node)]
 
-    def truth(self, node: Node) -> str:
+    def truth(self, node: Node) -> _Code:
         code = self.expr(node)
-        typed = self.typed(node)
-        if typed.type == "bool" and not typed.nullable:
+        typed = self.types[id(node)]
+        if typed is _BOOL or (typed.type == "bool" and not typed.nullable):
             return code
-        return f"({code} is True)"
+        return f"{_operand(code, _SUM)} is True", _COMPARE
 
     def fresh(self) -> str:
         self.walrus += 1
         return f"w{self.walrus}"
 
-    def once(self, code: str) -> tuple[str, str]:
-        """(first use, later uses) of a value that may be read twice."""
-        if code.isidentifier() or _is_constant(code):
-            return code, code
+    def once(self, code: _Code) -> tuple[str, str]:
+        """(first use, later uses) of a value that may be read twice, as operands."""
+        text = code[0]
+        if text.isidentifier() or _is_constant(code):
+            return text, text
         name = self.fresh()
-        return f"({name} := {code})", name
+        return f"({name} := {text})", name
 
-    def expr(self, node: Node) -> str:
-        if isinstance(node, Name) and node.path in self.segment_index:
-            return f"o{self.segment_index[node.path]}"
-        if isinstance(node, Literal | ListLit):
+    def expr(self, node: Node) -> _Code:
+        kind = type(node)
+        if kind is Name:
+            index = self.segment_index.get(node.path)  # type: ignore[attr-defined]
+            if index is not None:
+                return f"o{index}", _ATOM
+            return self.leaf(node), _ATOM  # type: ignore[arg-type]
+        if kind is Literal or kind is ListLit:
             return self.build(node)
-        if _is_leaf(node):
-            return self.leaf(node)  # type: ignore[arg-type]
-        key = self.key(node)
+        if kind is Call and node.name != "has" and node.name != "date":  # type: ignore[attr-defined]
+            return self.leaf(node), _ATOM  # type: ignore[arg-type]
+        key = node.key
         if key in self.hoist:
             temp = self.temps.get(key)
             if temp is None:
@@ -585,9 +604,9 @@ class _Generator:
                 if self.typed(node) == _BOOL:
                     code = _jumping(code)
                 temp = f"t{len(self.temps)}"
-                self.statements.append(f"    {temp} = {code}")
+                self.statements.append(f"    {temp} = {code[0]}")
                 self.temps[key] = temp
-            return temp
+            return temp, _ATOM
         return self.build(node)
 
     def constant(self, values: tuple[Any, ...]) -> str:
@@ -599,90 +618,115 @@ class _Generator:
             self.namespace[name] = frozenset(values)
         return name
 
-    def build(self, node: Node) -> str:
+    def build(self, node: Node) -> _Code:
+        if type(node) is Binary:
+            return self.binary(node)  # type: ignore[arg-type]
         if isinstance(node, Literal):
-            return repr(number(node.value))
+            return _value(number(node.value))
         if isinstance(node, ListLit):
-            return self.constant(tuple(number(item.value) for item in node.items))
+            return self.constant(tuple(number(item.value) for item in node.items)), _ATOM
         if isinstance(node, Call) and node.name == "date":
-            return repr(_date_value(node))
+            return _value(_date_value(node))
         if isinstance(node, Call) and node.name == "has":
             return self.has(node.args[0])
         if isinstance(node, Unary):
             if node.op == "not":
-                return f"(not {self.truth(node.operand)})"
+                return f"not {_operand(self.truth(node.operand), _NOT)}", _NOT
             inner = self.expr(node.operand)
             typed = self.typed(node.operand)
             if typed.type == "any":
-                return f"_neg(_num({inner}))"
-            return f"_neg({inner})" if typed.nullable else f"(-{inner})"
-        assert isinstance(node, Binary)
+                return f"_neg(_num({inner[0]}))", _ATOM
+            if typed.nullable:
+                return f"_neg({inner[0]})", _ATOM
+            return f"-{_operand(inner, _MINUS)}", _MINUS
+        raise AssertionError(node)
+
+    def binary(self, node: Binary) -> _Code:
         op = node.op
-        if op in ("and", "or"):
-            return f"({self.truth(node.left)} {op} {self.truth(node.right)})"
-        lt, rt = self.typed(node.left), self.typed(node.right)
+        if op == "and" or op == "or":
+            # `(a and b) and c` stays as written: `a and b and c` is another (flat) tree.
+            least = _NOT if op == "and" else _AND
+            left_code = _operand(self.truth(node.left), least)
+            return f"{left_code} {op} {_operand(self.truth(node.right), least)}", _BINDING[op]
+        types = self.types
+        lt, rt = types[id(node.left)], types[id(node.right)]
         left, right = self.expr(node.left), self.expr(node.right)
         if op in _ARITH:
             if lt.type == "any":
-                left = f"_num({left})"
+                left = f"_num({left[0]})", _ATOM
             if rt.type == "any":
-                right = f"_num({right})"
+                right = f"_num({right[0]})", _ATOM
             nullable = lt.nullable or rt.nullable or "any" in (lt.type, rt.type)
             if op == "/" or nullable:
-                return f"{_ARITH_HELPER[op]}({left}, {right})"
-            return f"({left} {op} {right})"
+                return f"{_ARITH_HELPER[op]}({left[0]}, {right[0]})", _ATOM
+            binding = _BINDING[op]
+            return f"{_operand(left, binding)} {op} {_operand(right, binding + 1)}", binding
         if op in ("in", "not in"):
             if lt.type == "any" or rt.type == "any":
-                return f"{'_in' if op == 'in' else '_not_in'}({left}, {right})"
+                return f"{'_in' if op == 'in' else '_not_in'}({left[0]}, {right[0]})", _ATOM
             if op == "in":
-                return f"({left} in {right})"  # a list never holds a missing value
+                # a list never holds a missing value
+                return f"{_operand(left, _SUM)} in {_operand(right, _SUM)}", _COMPARE
             if not lt.nullable:
-                return f"({left} not in {right})"
+                return f"{_operand(left, _SUM)} not in {_operand(right, _SUM)}", _COMPARE
             first, later = self.once(left)
-            return f"({first} is not None and {later} not in {right})"
+            return f"{first} is not None and {later} not in {_operand(right, _SUM)}", _AND
         if lt.type == "any" or rt.type == "any":
-            return f"{_ANY_CMP[op]}({left}, {right})"
+            return f"{_ANY_CMP[op]}({left[0]}, {right[0]})", _ATOM
         checks = []
         if lt.nullable:
-            first, left = self.once(left)
+            first, later = self.once(left)
             checks.append(f"{first} is not None")
+            left = later, _ATOM
         if rt.nullable:
-            first, right = self.once(right)
+            first, later = self.once(right)
             checks.append(f"{first} is not None")
-        return "(" + " and ".join([*checks, f"{left} {op} {right}"]) + ")"
+            right = later, _ATOM
+        compare = f"{_operand(left, _SUM)} {op} {_operand(right, _SUM)}"
+        if not checks:
+            return compare, _COMPARE
+        return " and ".join([*checks, compare]), _AND
 
-    def has(self, arg: Node) -> str:
+    def has(self, arg: Node) -> _Code:
         typed = self.typed(arg)
         code = self.expr(arg)
         if typed.type == "list":
-            return f"({code} != [])"
+            return f"{_operand(code, _SUM)} != []", _COMPARE
         if not typed.nullable:
-            return "True"
-        return f"({code} is not None)"
+            return "True", _ATOM
+        return f"{_operand(code, _SUM)} is not None", _COMPARE
 
 
-_BOOL: Final = Typed("bool", False)
+_Code = tuple[str, int]
+"""Python code and how tightly Python binds it (the precedence of its outermost operator)."""
+_TERNARY, _OR, _AND, _NOT, _COMPARE, _SUM, _PRODUCT, _MINUS, _ATOM = range(9)
+_BINDING: Final = {"or": _OR, "and": _AND, "+": _SUM, "-": _SUM, "*": _PRODUCT, "/": _PRODUCT}
 
 
-def _jumping(code: str) -> str:
+def _operand(code: _Code, least: int) -> str:
+    """*code* as an operand where Python wants at least the precedence *least*."""
+    return code[0] if code[1] >= least else f"({code[0]})"
+
+
+def _value(value: Any) -> _Code:
+    text = repr(value)
+    return text, (_MINUS if text.startswith("-") else _ATOM)
+
+
+def _jumping(code: _Code) -> _Code:
     """A condition written so that each comparison in it is followed by a jump, the
     form in which CPython 3.11 runs comparisons of two floats (or two strings) fastest."""
-    if code.isidentifier() or code in ("True", "False"):
+    text = code[0]
+    if text.isidentifier() or text in ("True", "False"):
         return code
-    return f"(True if {code} else False)"
+    return f"True if {_operand(code, _OR)} else False", _TERNARY
 
 
-def _is_leaf(node: Node) -> bool:
-    """A field or a function call: a value read from the profile or the request."""
-    return isinstance(node, Name) or (isinstance(node, Call) and node.name not in ("has", "date"))
-
-
-def _is_date(node: Node) -> bool:
-    return isinstance(node, Call) and node.name == "date"
-
-
-def _is_constant(code: str) -> bool:
-    return code[:1].isdigit() or code[:1] in "'\"-" or code.startswith("K")
+def _is_constant(code: _Code) -> bool:
+    text = code[0]
+    return code[1] >= _MINUS and (
+        text.lstrip("-")[:1].isdigit() or text[:1] in "'\"" or text.startswith("K")
+    )
 
 
 def _children(node: Node) -> list[Node]:

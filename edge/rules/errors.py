@@ -40,27 +40,36 @@ _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 _QUOTED = r"(?:\"{name}\"|'{name}'|{name})"
 
 
-_HEADER = re.compile(r"^\s*\[([^\[\]]+)\]")
-_ARRAY_HEADER = re.compile(r"^\s*\[\[\s*([^\[\]]+?)\s*\]\]")
+_HEADER = re.compile(r"^\s*\[(?:\[\s*([^\[\]]+?)\s*\]\]|([^\[\]]+)\])")
+"""``[[kind]]`` (group 1) or ``[kind.name]`` (group 2)."""
+_DOT = re.compile(r"\s*\.\s*")
 _KEY = re.compile(r"""^(\s*)(?:"([^"]*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*=""")
 
 
 class Locator:
-    """Positions in one rule file's text. The table headers and the keys under each
-    are indexed in one pass over the lines, on first use, so finding the place of
-    every entry of a large file stays linear."""
+    """Positions in one rule file's text. The table headers are indexed in one pass
+    over the lines, on first use, and the keys of a table when one is first looked
+    up in it, so finding the place of every entry of a large file stays linear (and
+    what only errors need is not done for a file without errors)."""
 
     def __init__(self, file: str, text: str) -> None:
         self.file = file
         self.text = text
         self.lines = text.splitlines()
-        self.starts = [0]
-        for match in re.finditer(r"\n", text):
-            self.starts.append(match.end())
+        self._starts: list[int] | None = None
         self._headers: dict[str, int] | None = None
         self._arrays: dict[str, list[int]] = {}
-        self._keys: dict[int, dict[str, tuple[int, int]]] = {}
-        """Header line -> {key: (line, column)} of the keys of that table."""
+        self._keys: dict[int, dict[str, tuple[int, int]] | None] = {}
+        """Header line -> {key: (line, column)} of the keys of that table (None until
+        one is looked up)."""
+
+    @property
+    def starts(self) -> list[int]:
+        """The offset of each line's first character."""
+        if self._starts is None:
+            self._starts = [0]
+            self._starts += [match.end() for match in re.finditer(r"\n", self.text)]
+        return self._starts
 
     def error(
         self, line: int, column: int, message: str, length: int = 1, help: str = ""
@@ -89,29 +98,41 @@ class Locator:
 
     def _index(self) -> dict[str, int]:
         if self._headers is None:
-            self._headers = {}
-            keys: dict[str, tuple[int, int]] | None = None
-            for i, line in enumerate(self.lines):
-                if line.lstrip().startswith("["):
-                    keys = self._keys[i + 1] = {}
-                    array = _ARRAY_HEADER.match(line)
-                    if array:
-                        self._arrays.setdefault(array.group(1), []).append(i + 1)
-                        continue
-                    m = _HEADER.match(line)
-                    if m:
-                        key = (
-                            re.sub(r"\s*\.\s*", ".", m.group(1).strip())
-                            .replace('"', "")
-                            .replace("'", "")
-                        )
-                        self._headers.setdefault(key, i + 1)
-                elif keys is not None:
-                    m = _KEY.match(line)
-                    if m:
-                        name = next(g for g in m.groups()[1:] if g is not None)
-                        keys.setdefault(name, (i + 1, len(m.group(1)) + 1))
+            headers: dict[str, int] = {}
+            lines = self.lines
+            for i in [i for i, line in enumerate(lines) if line.lstrip()[:1] == "["]:
+                self._keys[i + 1] = None
+                m = _HEADER.match(lines[i])
+                if m is None:
+                    continue
+                array, table = m.groups()
+                if array is not None:
+                    self._arrays.setdefault(array, []).append(i + 1)
+                    continue
+                table = table.strip()
+                if "." in table:
+                    table = _DOT.sub(".", table)
+                if '"' in table or "'" in table:
+                    table = table.replace('"', "").replace("'", "")
+                headers.setdefault(table, i + 1)
+            self._headers = headers
         return self._headers
+
+    def _table_keys(self, header: int) -> dict[str, tuple[int, int]]:
+        """{key: (line, column)} of the keys of the table whose header is on line
+        *header* (an indexed header line): the lines up to the next header."""
+        keys = self._keys[header]
+        if keys is None:
+            keys = self._keys[header] = {}
+            for i in range(header, len(self.lines)):
+                line = self.lines[i]
+                if line.lstrip()[:1] == "[":
+                    break
+                m = _KEY.match(line)
+                if m:
+                    name = next(g for g in m.groups()[1:] if g is not None)
+                    keys.setdefault(name, (i + 1, len(m.group(1)) + 1))
+        return keys
 
     def table(self, kind: str, name: str | None = None, index: int | None = None) -> int:
         """Line (1-based) of ``[kind.name]``, the *index*-th ``[[kind]]`` or ``[kind]``;
@@ -139,9 +160,8 @@ class Locator:
         if not header:
             return 1, 1
         self._index()
-        keys = self._keys.get(header)
-        if keys is not None:
-            return keys.get(key, (header, 1))
+        if header in self._keys:
+            return self._table_keys(header).get(key, (header, 1))
         # Not a table header (the top of the file): look at the lines that follow.
         pattern = re.compile(rf"^(\s*){_QUOTED.format(name=re.escape(key))}\s*=")
         for i in range(header, len(self.lines)):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
@@ -92,6 +93,11 @@ class Node:
     start: int
     end: int
     depth: int = field(default=1, kw_only=True)
+    key: Hashable = field(init=False, repr=False)
+    """Equal for expressions of the same structure however they are written (``30d`` is
+    ``720h``; parentheses do not count): what the compiler shares a value by. Built by
+    the parser from its operands' keys, so finding every shared sub-expression of a
+    rule set costs one dictionary look-up per node."""
 
 
 @dataclass(eq=False, slots=True)
@@ -159,20 +165,34 @@ def parse_duration(text: str) -> float | None:
     return float(match.group(1)) * DURATION_UNITS[match.group(2)]
 
 
+_NAME: Final = r"[A-Za-z_]\w*"
+_OPERATOR: Final = r"\*\*|==|!=|<=|>=|[<>+\-*/()\[\],.]"
+_DATE: Final = r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2})?)?(?![\w.])"
+_DIGITS: Final = r"\d+(?:\.\d+)?(?:[eE][+-]?\d+)?"  # a number; with a unit (a name), a duration
+_STRING: Final = r""""(?:\\[\\'"]|[^"\n])*+"|'(?:\\[\\'"]|[^'\n])*+'"""
 _TOKEN = re.compile(
-    r"([ \t\r\n]*+)(?:"
-    r"([A-Za-z_]\w*)"  # a name
-    r"|(\*\*|==|!=|<=|>=|[<>+\-*/()\[\],.])"  # an operator
-    r"|(\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2})?)?(?![\w.]))"  # a date
-    r"|(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)([A-Za-z_]\w*)?"  # a number; with a unit, a duration
-    r"""|("(?:\\[\\'"]|[^"\n])*+"|'(?:\\[\\'"]|[^'\n])*+')"""  # a string
-    r"|(.))",  # anything else: an error
+    rf"([ \t\r\n]*+)(?:({_NAME})|({_OPERATOR})|({_DATE})|({_DIGITS})({_NAME})?|({_STRING})|(.))",
     re.ASCII | re.DOTALL,
 )
-"""One token and the blanks before it. Every character of an expression but trailing
-blanks belongs to a match, so the tokens are read with one ``findall``."""
-_HINTS: Final = {"=": "compare with `==`", "&": "write `and`", "|": "write `or`", "!": "write `not`"}
+"""One token and the blanks before it; anything else is one character, an error. Every
+character of an expression but trailing blanks belongs to a match, so the tokens
+follow each other with no gap."""
+_PIECE = re.compile(
+    rf"[ \t\r\n]*+(?:{_NAME}|{_OPERATOR}|{_DATE}|{_DIGITS}(?:{_NAME})?|{_STRING}|.)",
+    re.ASCII | re.DOTALL,
+)
+"""``_TOKEN`` without its groups: the pieces are found twice as quickly."""
+_HINTS: Final = {
+    "=": "compare with `==`",
+    "&": "write `and`",
+    "|": "write `or`",
+    "!": "write `not`",
+}
 _UNESCAPE: Final = re.compile(r"\\([\\'\"])")
+_PIECES_READ: dict[str, tuple[str, str, int, object]] = {}
+"""A piece of text (blanks, then a token) -> (kind, text, blanks, value): most pieces
+recur (``orders``, ``>=``, ``30d``) within a rule set and across reloads, so each is
+read once, here."""
 
 
 def tokenize(source: str) -> list[Token]:
@@ -185,61 +205,78 @@ def tokenize(source: str) -> list[Token]:
     tokens: list[Token] = []
     append = tokens.append
     end = 0
-    for blanks, name, op, date, digits, unit, string, other in _TOKEN.findall(source):
-        start = end + len(blanks)
-        if name:
-            end = start + len(name)
-            if name.startswith("_"):
-                raise LangError(
-                    f"`{name}`: names starting with `_` are not part of the rule language",
-                    start,
-                    len(name),
-                )
-            if name in _PYTHON_WORDS:
-                raise LangError(
-                    f"`{name}` is not part of the rule language",
-                    start,
-                    len(name),
-                    help="a rule is one expression: fields, functions, segments, "
-                    "and/or/not, comparisons and arithmetic",
-                )
-            append(("name", name, start, end, name))
-        elif op:
-            end = start + len(op)
-            if op == "**":
-                raise LangError(
-                    "`**` (power) is not part of the rule language",
-                    start,
-                    2,
-                    help="use `*` repeatedly",
-                )
-            append(("op", op, start, end, None))
-        elif digits:
-            end = start + len(digits) + len(unit)
-            append(_number_token(digits, unit, start, end))
-        elif string:
-            end = start + len(string)
-            value = string[1:-1]
-            if "\\" in value:
-                value = _UNESCAPE.sub(r"\1", value)
-            append(("str", string, start, end, value))
-        elif date:
-            end = start + len(date)
-            try:
-                append(("date", date, start, end, parse_date(date)))
-            except ValueError:
-                raise LangError(f"`{date}` is not a valid date", start, end - start) from None
-        else:
-            if other in "\"'":
-                _string_end(source, start)  # raises: the string is not closed
-            raise LangError(f"unexpected character `{other}`", start, 1, help=_HINTS.get(other, ""))
+    read = _PIECES_READ
+    for piece in _PIECE.findall(source):
+        known = read.get(piece)
+        if known is None:
+            token = _token(source, end, piece)  # raises if the piece is not a token
+            if len(read) > 20_000:
+                read.clear()  # a bound, for a process that loads many rule sets
+            known = read[piece] = (token[0], token[1], token[2] - end, token[4])
+        kind, text, blanks, value = known
+        start = end + blanks
+        end += len(piece)
+        append((kind, text, start, end, value))
     n = len(source)
     append(("end", "", n, n, None))
     return tokens
 
 
+def _token(source: str, at: int, piece: str) -> Token:
+    """The token of *piece* (blanks, then a token) found at offset *at* of *source*."""
+    blanks, name, op, date, digits, unit, string, other = _TOKEN.match(piece).groups("")  # type: ignore[union-attr]
+    start = at + len(blanks)
+    if name:
+        end = start + len(name)
+        if name.startswith("_"):
+            raise LangError(
+                f"`{name}`: names starting with `_` are not part of the rule language",
+                start,
+                len(name),
+            )
+        if name in _PYTHON_WORDS:
+            raise LangError(
+                f"`{name}` is not part of the rule language",
+                start,
+                len(name),
+                help="a rule is one expression: fields, functions, segments, "
+                "and/or/not, comparisons and arithmetic",
+            )
+        return ("name", name, start, end, name)
+    if op:
+        end = start + len(op)
+        if op == "**":
+            raise LangError(
+                "`**` (power) is not part of the rule language",
+                start,
+                2,
+                help="use `*` repeatedly",
+            )
+        return ("op", op, start, end, None)
+    if digits:
+        end = start + len(digits) + len(unit)
+        return _number_token(digits, unit, start, end)
+    if string:
+        end = start + len(string)
+        value = string[1:-1]
+        if "\\" in value:
+            value = _UNESCAPE.sub(r"\1", value)
+        return ("str", string, start, end, value)
+    if date:
+        end = start + len(date)
+        try:
+            return ("date", date, start, end, parse_date(date))
+        except ValueError:
+            raise LangError(f"`{date}` is not a valid date", start, end - start) from None
+    if other in "\"'":
+        _string_end(source, start)  # raises: the string is not closed
+    raise LangError(f"unexpected character `{other}`", start, 1, help=_HINTS.get(other, ""))
+
+
 def _number_token(digits: str, unit: str, start: int, end: int) -> Token:
-    number: float = float(digits) if "." in digits or "e" in digits or "E" in digits else int(digits)
+    number: float = (
+        float(digits) if "." in digits or "e" in digits or "E" in digits else int(digits)
+    )
     if number > MAX_NUMBER:
         raise LangError(f"number `{digits}` is too large (the limit is 10^15)", start, end - start)
     if not unit:
@@ -274,7 +311,17 @@ def _string_end(source: str, start: int) -> int:
 
 # --- parser ------------------------------------------------------------------------------
 
-_COMPARISONS: Final = frozenset({"==", "!=", "<", "<=", ">", ">="})
+_OR, _AND, _NOT, _COMPARISON, _SUM, _PRODUCT, _UNARY = range(1, 8)
+_BINDING: Final = {
+    "or": _OR,
+    "and": _AND,
+    **dict.fromkeys(["==", "!=", "<", "<=", ">", ">=", "in", "not"], _COMPARISON),
+    "+": _SUM,
+    "-": _SUM,
+    "*": _PRODUCT,
+    "/": _PRODUCT,
+}
+"""How tightly each binary operator binds (``not`` only when ``in`` follows)."""
 _LITERAL_KINDS: Final = {"num": "number", "dur": "duration", "date": "date", "str": "string"}
 
 
@@ -320,14 +367,16 @@ class _Parser:
 
     def binary(self, op: str, left: Node, right: Node) -> Node:
         depth = 1 + (left.depth if left.depth > right.depth else right.depth)
-        return self.deep(Binary(left.start, right.end, op, left, right), depth)
+        node = Binary(left.start, right.end, op, left, right)
+        node.key = (op, left.key, right.key)  # as an attribute: quicker than as an argument
+        return self.deep(node, depth)
 
     def parse(self) -> Node:
         if self.tokens[0][0] == "end":
             raise LangError(
                 "the expression is empty", 0, 1, help='write a condition such as "orders >= 1"'
             )
-        node = self.or_()
+        node = self.expression()
         kind, text = self.tokens[self.pos][:2]
         if kind != "end":
             help = ""
@@ -338,28 +387,54 @@ class _Parser:
             self.fail("expected the end of the expression", help)
         return node
 
-    def or_(self) -> Node:
-        left = self.and_()
-        while self.texts[self.pos] == "or":
-            self.pos += 1
-            left = self.binary("or", left, self.and_())
-        return left
-
-    def and_(self) -> Node:
-        left = self.not_()
-        while self.texts[self.pos] == "and":
-            self.pos += 1
-            left = self.binary("and", left, self.not_())
-        return left
-
-    def not_(self) -> Node:
-        if self.texts[self.pos] == "not":
+    def expression(self, lowest: int = 1) -> Node:
+        """An expression of the operators that bind at least as tightly as *lowest*
+        (``_BINDING``), read by precedence climbing: one call per operand, where the
+        grammar's rules would take one per level. The nodes are made in the same
+        order, so the same error comes first."""
+        texts = self.texts
+        if lowest <= _NOT and texts[self.pos] == "not":
             start = self.advance()[2]
             self.guard(start)
-            operand = self.not_()
+            operand = self.expression(_NOT)
             self.nesting -= 1
-            return self.deep(Unary(start, operand.end, "not", operand), operand.depth + 1)
-        return self.comparison()
+            node = Unary(start, operand.end, "not", operand)
+            node.key = ("not", operand.key)
+            left = self.deep(node, operand.depth + 1)
+            made = _NOT
+        else:
+            left = self.unary() if texts[self.pos] == "-" else self.primary()
+            made = _UNARY
+        while True:
+            op = texts[self.pos]
+            binding = _BINDING.get(op)
+            if binding is None or binding < lowest:
+                return left
+            if binding == _COMPARISON:
+                if op == "not" and texts[self.pos + 1] != "in":
+                    return left
+                if made <= _COMPARISON:
+                    # The grammar reads one comparison, after arithmetic only.
+                    if made == _COMPARISON and op != "not":
+                        self.fail(
+                            "comparisons do not chain",
+                            help="write `x > 1 and x < 3` instead of `1 < x < 3`",
+                        )
+                    return left
+                if op == "not":
+                    self.pos += 2
+                    op = "not in"
+                else:
+                    self.pos += 1
+                left = self.binary(op, left, self.expression(_SUM))
+            else:
+                self.pos += 1
+                if binding == _PRODUCT:
+                    right = self.unary() if texts[self.pos] == "-" else self.primary()
+                else:
+                    right = self.expression(binding + 1)
+                left = self.binary(op, left, right)
+            made = binding
 
     def guard(self, start: int) -> None:
         # Prefix operators and parentheses recurse; stop before Python's own limit.
@@ -372,42 +447,6 @@ class _Parser:
                 help="split it into several segments that refer to each other by name",
             )
 
-    def comparison(self) -> Node:
-        left = self.sum()
-        text = self.texts[self.pos]
-        if text in _COMPARISONS:
-            self.pos += 1
-            op = text
-        elif text == "in":
-            self.pos += 1
-            op = "in"
-        elif text == "not" and self.texts[self.pos + 1] == "in":
-            self.pos += 2
-            op = "not in"
-        else:
-            return left
-        node = self.binary(op, left, self.sum())
-        text = self.texts[self.pos]
-        if text in _COMPARISONS or text == "in":
-            self.fail(
-                "comparisons do not chain", help="write `x > 1 and x < 3` instead of `1 < x < 3`"
-            )
-        return node
-
-    def sum(self) -> Node:
-        left = self.product()
-        while (op := self.texts[self.pos]) == "+" or op == "-":
-            self.pos += 1
-            left = self.binary(op, left, self.product())
-        return left
-
-    def product(self) -> Node:
-        left = self.unary()
-        while (op := self.texts[self.pos]) == "*" or op == "/":
-            self.pos += 1
-            left = self.binary(op, left, self.unary())
-        return left
-
     def unary(self) -> Node:
         if self.texts[self.pos] == "-":
             start = self.advance()[2]
@@ -417,15 +456,21 @@ class _Parser:
             if isinstance(operand, Literal) and operand.type in ("number", "duration"):
                 operand.value = -operand.value  # type: ignore[operator]
                 operand.start = start
+                operand.key = (operand.type, operand.value)
                 return operand
-            return self.deep(Unary(start, operand.end, "-", operand), operand.depth + 1)
+            node = Unary(start, operand.end, "-", operand)
+            node.key = ("-", operand.key)
+            return self.deep(node, operand.depth + 1)
         return self.primary()
 
     def primary(self) -> Node:
-        kind, text, start, end, value = self.advance()
+        kind, text, start, end, value = self.tokens[self.pos]
+        self.pos += 1
         if kind == "name":
             if text == "true" or text == "false":
-                return Literal(start, end, text == "true", "bool")
+                node = Literal(start, end, text == "true", "bool")
+                node.key = ("bool", node.value)
+                return node
             if text in _KEYWORDS:
                 self.pos -= 1
                 self.fail("expected a value")
@@ -449,13 +494,17 @@ class _Parser:
                         end - start,
                         help="see the list of functions in rules/README.md",
                     )
-            return Name(start, end, path)
+            node = Name(start, end, path)
+            node.key = path
+            return node
         literal = _LITERAL_KINDS.get(kind)
         if literal is not None:
-            return Literal(start, end, value, literal)
+            node = Literal(start, end, value, literal)
+            node.key = (literal, value)
+            return node
         if text == "(":
             self.guard(start)
-            inner = self.or_()
+            inner = self.expression()
             self.expect(")", help="every `(` needs a matching `)`")
             self.nesting -= 1
             inner.depth += 1
@@ -471,7 +520,7 @@ class _Parser:
         self.guard(start)
         args: list[Node] = []
         while self.texts[self.pos] != ")":
-            args.append(self.or_())
+            args.append(self.expression())
             if len(args) > 8:
                 self.fail("too many arguments")
             if self.texts[self.pos] != ",":
@@ -480,6 +529,7 @@ class _Parser:
         close = self.expect(")", help="separate arguments with `,` and end with `)`")
         self.nesting -= 1
         node = Call(start, close[3], name, args, name_end=name_end)
+        node.key = ("(", name, *[a.key for a in args])
         return self.deep(node, 1 + max((a.depth for a in args), default=0))
 
     def list_(self) -> Node:
@@ -500,7 +550,9 @@ class _Parser:
                 break
             self.pos += 1
         close = self.expect("]", help="separate values with `,` and end the list with `]`")
-        return ListLit(open_[2], close[3], items)
+        node = ListLit(open_[2], close[3], items)
+        node.key = ("[", *[i.key for i in items])
+        return node
 
 
 def parse(source: str) -> Node:
@@ -508,18 +560,8 @@ def parse(source: str) -> Node:
     return _Parser(source).parse()
 
 
-def render(node: Node, memo: dict[int, str] | None = None) -> str:
-    """Canonical text of an expression (also its structural key). With *memo* (keyed by
-    node id) each node is rendered once, however often its parents are."""
-    if memo is not None:
-        text = memo.get(id(node))
-        if text is None:
-            text = memo[id(node)] = _render(node, memo)
-        return text
-    return _render(node, None)
-
-
-def _render(node: Node, memo: dict[int, str] | None) -> str:
+def render(node: Node) -> str:
+    """Canonical text of an expression (the interpreter keeps a leaf's value by it)."""
     if isinstance(node, Literal):
         if node.type == "string":
             return '"' + str(node.value).replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -532,16 +574,16 @@ def _render(node: Node, memo: dict[int, str] | None) -> str:
             return stamp.strftime("%Y-%m-%dT%H:%M:%S").removesuffix("T00:00:00")
         return repr(node.value)
     if isinstance(node, ListLit):
-        return "[" + ", ".join(render(i, memo) for i in node.items) + "]"
+        return "[" + ", ".join(render(i) for i in node.items) + "]"
     if isinstance(node, Name):
         return node.path
     if isinstance(node, Call):
-        return f"{node.name}(" + ", ".join(render(a, memo) for a in node.args) + ")"
+        return f"{node.name}(" + ", ".join(render(a) for a in node.args) + ")"
     if isinstance(node, Unary):
-        inner = render(node.operand, memo)
+        inner = render(node.operand)
         return f"not ({inner})" if node.op == "not" else f"-({inner})"
     assert isinstance(node, Binary)
-    return f"({render(node.left, memo)} {node.op} {render(node.right, memo)})"
+    return f"({render(node.left)} {node.op} {render(node.right)})"
 
 
 def _duration_text(seconds: float) -> str:

@@ -384,6 +384,11 @@ def _expression_errors(
     return out
 
 
+_Known = dict[str, Checked | LangError | ExceptionGroup[LangError]]
+"""The conditions of one rule set checked so far, by text: a condition written several
+times is parsed and checked once (its errors are placed at each of its places)."""
+
+
 def _check_expression(
     source: str,
     names: Collection[str],
@@ -391,18 +396,27 @@ def _check_expression(
     header: int,
     what: str,
     errors: list[RuleError],
+    known: _Known,
 ) -> Checked | None:
+    found = known.get(source)
+    if found is None:
+        try:
+            found = check(source, parse(source), names)
+        except (LangError, ExceptionGroup) as e:
+            found = e
+        known[source] = found
+    if isinstance(found, Checked):
+        return found
     line, col = loc.key(header, "when")
-    try:
-        tree = parse(source)
-        return check(source, tree, names)
-    except (LangError, ExceptionGroup) as e:
-        errors.extend(_expression_errors(e, loc, line, col, what))
-        return None
+    errors.extend(_expression_errors(found, loc, line, col, what))
+    return None
 
 
 def _order(parsed: _Parsed, errors: list[RuleError]) -> list[str]:
-    """Segments in dependency order; cycles are reported with their path."""
+    """Segments in dependency order; cycles are reported with their path. A depth-first
+    walk with its own stack: a long chain of segments does not reach Python's recursion
+    limit, and no nested function refers to itself (such a cycle would keep every rule
+    of a dropped rule set until the cyclic collector ran)."""
     uses = {
         name: [u for u, _ in rule.checked.segments] if rule.checked else []
         for name, (rule, _, _) in parsed.segments.items()
@@ -410,36 +424,40 @@ def _order(parsed: _Parsed, errors: list[RuleError]) -> list[str]:
     order: list[str] = []
     state: dict[str, int] = {}  # 1 visiting, 2 done
     reported: set[frozenset[str]] = set()
-
-    def visit(name: str, path: list[str]) -> None:
-        state[name] = 1
-        path.append(name)
-        for used in uses[name]:
-            if state.get(used) == 1:
-                cycle = [*path[path.index(used) :], used]
-                key = frozenset(cycle)
-                if key not in reported:
-                    reported.add(key)
-                    _rule, loc, header = parsed.segments[used]
-                    line, col = loc.key(header, "when")
-                    errors.append(
-                        loc.error(
-                            line,
-                            col,
-                            "segments refer to each other in a circle: " + " -> ".join(cycle),
-                            len(loc.lines[line - 1]) - col + 1 if line else 1,
-                            "a segment can use segments defined without it; break the circle",
+    for root in parsed.segments:
+        if root in state:
+            continue
+        state[root] = 1
+        path = [root]
+        walking = [iter(uses[root])]  # for each segment on the path, the uses left to see
+        while walking:
+            for used in walking[-1]:
+                if state.get(used) == 1:
+                    cycle = [*path[path.index(used) :], used]
+                    key = frozenset(cycle)
+                    if key not in reported:
+                        reported.add(key)
+                        _rule, loc, header = parsed.segments[used]
+                        line, col = loc.key(header, "when")
+                        errors.append(
+                            loc.error(
+                                line,
+                                col,
+                                "segments refer to each other in a circle: " + " -> ".join(cycle),
+                                len(loc.lines[line - 1]) - col + 1 if line else 1,
+                                "a segment can use segments defined without it; break the circle",
+                            )
                         )
-                    )
-            elif used not in state:
-                visit(used, path)
-        path.pop()
-        state[name] = 2
-        order.append(name)
-
-    for name in parsed.segments:
-        if name not in state:
-            visit(name, [])
+                elif used not in state:
+                    state[used] = 1
+                    path.append(used)
+                    walking.append(iter(uses[used]))
+                    break
+            else:
+                walking.pop()
+                done = path.pop()
+                state[done] = 2
+                order.append(done)
     return order
 
 
@@ -458,6 +476,7 @@ def _check_placement(
     segments: Collection[str],
     slots: dict[str, Any],
     errors: list[RuleError],
+    known: _Known,
 ) -> PlacementRule | None:
     bad = len(errors)
 
@@ -514,7 +533,9 @@ def _check_placement(
         )
     checked = None
     if p.when:
-        checked = _check_expression(p.when, segments, loc, header, "placement condition", errors)
+        checked = _check_expression(
+            p.when, segments, loc, header, "placement condition", errors, known
+        )
     if len(errors) > bad:
         return None
     if p.id:
@@ -593,14 +614,15 @@ def _compile_sources(
             _parse_file(text, shown, parsed, (decoded or {}).get(shown))
     names = dict.fromkeys(parsed.segments)  # ordered, and quick to look a name up in
     errors = parsed.errors
+    known: _Known = {}
     for rule, loc, header in parsed.segments.values():
         rule.checked = _check_expression(
-            rule.when, names, loc, header, f"segment `{rule.name}`", errors
+            rule.when, names, loc, header, f"segment `{rule.name}`", errors, known
         )
     order = _order(parsed, errors)
     placements = []
     for p, loc, header in parsed.placements:
-        rule = _check_placement(p, loc, header, names, parsed.slots, errors)
+        rule = _check_placement(p, loc, header, names, parsed.slots, errors, known)
         if rule is not None:
             placements.append(rule)
     seen: dict[str, PlacementRule] = {}
