@@ -590,4 +590,4 @@ def _duration_text(seconds: float) -> str:
     for unit, size in (("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)):
         if seconds and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+    return f"{seconds:.15g}s"  # exact for whole seconds: distinct durations, distinct keys
