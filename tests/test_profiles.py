@@ -21,7 +21,7 @@ from edge.profiles.model import (
 )
 from edge.profiles.service import ProfileService, customer_key
 from edge.profiles.sqlite import SQLiteStore
-from edge.profiles.store import MemoryStore, Store
+from edge.profiles.store import MemoryStore, Profiles, Store
 
 NOW = 1_790_000_000
 IDENTITY = Identity(["test-secret"])
@@ -356,3 +356,26 @@ async def test_a_read_overlapping_a_write_is_not_cached() -> None:
     assert stale is not None and stale.session_pageviews == 1  # what was read then
     fresh = await service.load("v1")
     assert fresh is not None and fresh.session_pageviews == 2  # not the stale copy
+
+
+async def test_what_a_store_hands_out_is_a_copy(service: ProfileService) -> None:
+    """Every store: changing a profile that was read changes nothing stored, and a
+    mutation that fails midway leaves the store as it was."""
+    await service.record(
+        "v9", events({"event": "Page Viewed", "path": "/"}), ev.Source.BROWSER, now=NOW
+    )
+    store = service.store
+    read = await store.get("v9")
+    assert read is not None and read.visits == 1
+    read.visits = 99
+    assert (await store.get("v9")).visits == 1  # type: ignore[union-attr]
+
+    def half_done(current: Profiles, seen: set[str]) -> Profiles:
+        profile = current["v9"]
+        assert profile is not None
+        profile.visits += 1000
+        raise RuntimeError("failed midway")
+
+    with pytest.raises(RuntimeError):
+        await store.transact(["v9"], [], half_done)
+    assert (await store.get("v9")).visits == 1  # type: ignore[union-attr]

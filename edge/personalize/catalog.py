@@ -146,9 +146,7 @@ class Catalog:
         elif suffix == ".json":
             rows = _json_rows(text, str(path))
         else:
-            raise CatalogError(
-                [f"{path}: unknown feed type {suffix!r}; use .csv, .json or .jsonl"]
-            )
+            raise CatalogError([f"{path}: unknown feed type {suffix!r}; use .csv, .json or .jsonl"])
         return cls.from_rows(rows, str(path))
 
     @classmethod
@@ -237,8 +235,10 @@ def _csv_rows(text: str, source: str) -> Iterator[tuple[int, Any]]:
     columns = [h.strip().lower() for h in header]
     if "id" not in columns:
         raise CatalogError(
-            [f"{source}:1: no 'id' column in the header row ({', '.join(columns) or 'empty'}); "
-             "expected id, category, brand, price"]
+            [
+                f"{source}:1: no 'id' column in the header row ({', '.join(columns) or 'empty'}); "
+                "expected id, category, brand, price"
+            ]
         )
     line = reader.line_num
     while True:
@@ -253,8 +253,10 @@ def _csv_rows(text: str, source: str) -> Iterator[tuple[int, Any]]:
             continue
         if len(row) > len(columns):
             raise CatalogError(
-                [f"{source}:{start}: {len(row)} values but the header names {len(columns)} "
-                 "columns (a value with the separator in it needs quotes)"]
+                [
+                    f"{source}:{start}: {len(row)} values but the header names {len(columns)} "
+                    "columns (a value with the separator in it needs quotes)"
+                ]
             )
         yield start, dict(zip(columns, row, strict=False))
 

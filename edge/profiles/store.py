@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import cachetools
 
-from edge.profiles.model import Profile
+from edge.profiles.model import Profile, decode, encode
 
 Profiles = dict[str, Profile | None]
 Mutation = Callable[[Profiles, set[str]], Profiles]
@@ -55,15 +55,25 @@ class Store(abc.ABC):
 
 
 class MemoryStore(Store):
-    """A store in a dict, for unit tests and the consent-less path. Not durable."""
+    """A store in a dict, for unit tests and ``store = "memory"``. Not durable.
+
+    Profiles are kept encoded, as the real stores keep them: every reader gets its own
+    copy, so changing a profile that was read changes nothing stored, and a mutation
+    that fails midway leaves the store as it was."""
 
     def __init__(self) -> None:
-        self.profiles: dict[str, Profile] = {}
+        self._data: dict[str, bytes] = {}
         self.aliases: dict[str, str] = {}
         self.claims: set[str] = set()
 
+    @property
+    def profiles(self) -> dict[str, Profile]:
+        """A decoded copy of every stored profile, by key."""
+        return {key: decode(data) for key, data in self._data.items()}
+
     async def get(self, key: str) -> Profile | None:
-        return self.profiles.get(key)
+        data = self._data.get(key)
+        return None if data is None else decode(data)
 
     async def resolve(self, alias: str) -> str | None:
         return self.aliases.get(alias)
@@ -72,23 +82,26 @@ class MemoryStore(Store):
         self, keys: Sequence[str], claims: Iterable[str], mutation: Mutation
     ) -> Profiles:
         claims = list(claims)
-        current: Profiles = {key: self.profiles.get(key) for key in keys}
+        current: Profiles = {
+            key: None if (data := self._data.get(key)) is None else decode(data) for key in keys
+        }
         seen = {c for c in claims if c in self.claims}
         result = mutation(current, seen)
-        for key, profile in result.items():
-            if profile is None:
-                self.profiles.pop(key, None)
+        encoded = {key: None if p is None else encode(p) for key, p in result.items()}
+        for key, data in encoded.items():
+            if data is None:
+                self._data.pop(key, None)
                 for alias in [a for a, k in self.aliases.items() if k == key]:
                     del self.aliases[alias]
             else:
-                self.profiles[key] = profile
-                for alias in profile.aliases:
+                self._data[key] = data
+                for alias in result[key].aliases:  # type: ignore[union-attr]
                     self.aliases[alias] = key
         self.claims.update(claims)
         return result
 
     async def keys(self) -> list[str]:
-        return list(self.profiles)
+        return list(self._data)
 
 
 class CachedStore:
