@@ -79,7 +79,14 @@ Action = Literal[
     "before", "after", "prepend", "append", "set_inner_content", "replace", "remove", "reorder"
 ]
 ACTIONS: tuple[str, ...] = (
-    "before", "after", "prepend", "append", "set_inner_content", "replace", "remove", "reorder"
+    "before",
+    "after",
+    "prepend",
+    "append",
+    "set_inner_content",
+    "replace",
+    "remove",
+    "reorder",
 )
 _CONTENT_ACTIONS = frozenset(("set_inner_content", "replace", "remove", "reorder"))
 
@@ -129,7 +136,9 @@ class Edit:
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
-            raise ValueError(f"unknown action {self.action!r}; expected one of {', '.join(ACTIONS)}")
+            raise ValueError(
+                f"unknown action {self.action!r}; expected one of {', '.join(ACTIONS)}"
+            )
         if self.action == "reorder":
             if self.order is None:
                 raise ValueError("a reorder edit needs an order (a list of keys or a callable)")
@@ -240,8 +249,7 @@ class Plan:
         self.candidates = _candidate_pattern(types, self.match_all)
         #: Raw-text elements that are no candidates, as "<name" (lowercase).
         self.raw_starts: tuple[tuple[bytes, bytes], ...] = (
-            () if self.match_all
-            else tuple((b"<" + n, n) for n in sorted(sc.TEXT_ELEMENTS - types))
+            () if self.match_all else tuple((b"<" + n, n) for n in sorted(sc.TEXT_ELEMENTS - types))
         )
         # Whether any of them opens in a stretch: one pass instead of one per name.
         self.raw_probe: re.Pattern[bytes] | None = (
@@ -252,14 +260,10 @@ class Plan:
         # How far back a candidate cut by the end of the input may start.
         # Tags the reorder fast path follows inside an item (on lowercased text).
         self.structural = re.compile(
-            rb"<(/?)("
-            + _trie({n: rb"(?=[\t\n\f\r />])" for n in _STRUCTURAL | types})
-            + rb")"
+            rb"<(/?)(" + _trie({n: rb"(?=[\t\n\f\r />])" for n in _STRUCTURAL | types}) + rb")"
         )
         self.structural_tags = re.compile(
-            rb"<(/?(?:"
-            + _trie({n: rb"(?=[\t\n\f\r />])" for n in _STRUCTURAL | types})
-            + rb"))"
+            rb"<(/?(?:" + _trie({n: rb"(?=[\t\n\f\r />])" for n in _STRUCTURAL | types}) + rb"))"
         )
         self.candidate_span = (
             1 << 62 if self.match_all else 2 + max(len(n) for n in (*_SPECIAL_START, *types))
@@ -308,8 +312,13 @@ def _skip_pattern(types: set[bytes], attr_names: set[bytes], match_all: bool) ->
     else:
         not_attr = b""
     start_tag = (
-        rb"<" + not_name + sc.TAG_NAME_SRC
-        + rb"(?:[\t\n\f\r /]++|" + not_attr + sc.ATTR_SRC + rb")*+>"
+        rb"<"
+        + not_name
+        + sc.TAG_NAME_SRC
+        + rb"(?:[\t\n\f\r /]++|"
+        + not_attr
+        + sc.ATTR_SRC
+        + rb")*+>"
     )
     end_tag = rb"</" + sc.TAG_NAME_SRC + rb"(?:[\t\n\f\r /]++|" + sc.ATTR_SRC + rb")*+>"
     alts = [
@@ -395,9 +404,13 @@ _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _BETWEEN_ITEMS = re.compile(rb"(?:[^<]++|<(?=[^A-Za-z/!?])|" + sc.COMMENT_SRC + rb")*+")
 #: Elements the fast path leaves to the exact one: they change the tokenizer's
 #: state, are inert or foreign, or build tables, selects and the page skeleton.
-_NOT_FAST = sc.TEXT_ELEMENTS | sc.SCOPE_BOUNDARY | frozenset(
-    b"template svg math plaintext html head body frameset frame table caption colgroup col "
-    b"tbody thead tfoot tr td th select option optgroup".split()
+_NOT_FAST = (
+    sc.TEXT_ELEMENTS
+    | sc.SCOPE_BOUNDARY
+    | frozenset(
+        b"template svg math plaintext html head body frameset frame table caption colgroup col "
+        b"tbody thead tfoot tr td th select option optgroup".split()
+    )
 )
 #: The open elements a start tag may close implicitly (see ``_close_for_start``).
 _MAY_CLOSE: dict[bytes, frozenset[bytes]] = {}
@@ -481,6 +494,7 @@ def _simple_end_pattern(name: bytes) -> re.Pattern[bytes]:
         _SIMPLE_END[name] = pat
     return pat
 
+
 #: Every tag inside foreign content, in lowercased text, read as the tokenizer
 #: reads it: (``/`` for an end tag, name, ``/`` for the self-closing flag).
 #: A slash that ends an unquoted value belongs to the value, as in the tokenizer.
@@ -530,8 +544,10 @@ def _foreign_depth(
                 return None
             stack.pop()
             continue
-        if name in _FOREIGN_BREAKOUT or name in types or (
-            name in _INTEGRATION_POINTS and name != root
+        if (
+            name in _FOREIGN_BREAKOUT
+            or name in types
+            or (name in _INTEGRATION_POINTS and name != root)
         ):
             return None
         if not self_closing:
@@ -686,9 +702,7 @@ class Rewriter:
             else:
                 held = len(self._buf) - self._keep_from()
                 if held > self.plan.max_held_bytes:
-                    raise RewriteError(
-                        f"more than {self.plan.max_held_bytes} bytes held"
-                    )
+                    raise RewriteError(f"more than {self.plan.max_held_bytes} bytes held")
         except RewriteError as exc:
             if self.plan.on_error == "raise":
                 raise
@@ -823,11 +837,7 @@ class Rewriter:
                     self._raw_start = pos
                     self._resume = pos + 2
                     continue
-                if (
-                    stack
-                    and stack[-1][1] != _HTML
-                    and buf.startswith(b"<![CDATA[", pos)
-                ):
+                if stack and stack[-1][1] != _HTML and buf.startswith(b"<![CDATA[", pos):
                     self._state = _CDATA
                     self._resume = pos + 9
                     self._raw_start = pos
@@ -845,8 +855,8 @@ class Rewriter:
                 if stack:
                     self._end_tag(m.group(3), pos, m.end())
                 pos = m.end()
-            elif kind == 5 and stack and stack[-1][1] != _HTML and buf.startswith(
-                b"<![CDATA[", pos
+            elif (
+                kind == 5 and stack and stack[-1][1] != _HTML and buf.startswith(b"<![CDATA[", pos)
             ):
                 self._state = _CDATA
                 self._resume = pos + 9
@@ -923,7 +933,9 @@ class Rewriter:
             if cm is None or cm.end() > c:
                 return self._settle(p, k)
         probe = self.plan.raw_probe
-        raw_starts = () if probe is None or probe.search(low, p, c) is None else self.plan.raw_starts
+        raw_starts = (
+            () if probe is None or probe.search(low, p, c) is None else self.plan.raw_starts
+        )
         for lit, name in raw_starts:
             k = low.rfind(lit, p, c)
             while k >= 0 and low[k + len(lit)] not in _WS_BYTES and low[k + len(lit)] not in b"/>":
@@ -1110,7 +1122,14 @@ class Rewriter:
         tail = len(close)
         shapes.pop()  # what follows the last end tag is left to the other paths
         bounds = list(accumulate([len(shape) + tail for shape in shapes], initial=0))
-        found = [memo.get(shape, _UNKNOWN) for shape in shapes]
+        found = []
+        previous: bytes | None = None
+        verdict: object = _UNKNOWN
+        for shape in shapes:  # a grid's items mostly repeat the one before: compare, not hash
+            if shape != previous:
+                verdict = memo.get(shape, _UNKNOWN)
+                previous = shape if verdict is not _UNKNOWN else None
+            found.append(verdict)
         for i, verdict in enumerate(found):
             if verdict is _UNKNOWN:
                 at = bounds[i]
@@ -1120,6 +1139,41 @@ class Rewriter:
             if verdict is None:
                 del found[i:]
                 break
+        n = len(found)
+        if n and found.count(found[0]) == n:
+            # One shape for the whole run (a product grid): cut it with comprehensions.
+            sep, start_end, vs, ve = found[0]  # type: ignore[misc]
+            starts = bounds[:n]
+            ends = bounds[1 : n + 1]
+            if vs >= 0:
+                keys: list[str | None] = [
+                    (decode(v) if b"&" in v else v).decode("utf-8", "replace")
+                    for v in [region[at + vs : at + ve] for at in starts]
+                ]
+            elif key_attr is None:
+                keys = [key_of(region[at + sep + skip : at + start_end - 1]) for at in starts]
+            else:
+                keys = [None] * n
+            base = len(parts)
+            if sep:
+                both: list[bytes] = [b""] * (2 * n)
+                both[0::2] = [region[at : at + sep] for at in starts]
+                both[1::2] = [region[at + sep : e] for at, e in zip(starts, ends, strict=True)]
+                parts.extend(both)
+                items.extend(
+                    zip(
+                        range(base + 1, base + 2 * n, 2),
+                        range(base + 2, base + 2 * n + 1, 2),
+                        keys,
+                        strict=True,
+                    )
+                )
+            else:
+                parts.extend([region[at:e] for at, e in zip(starts, ends, strict=True)])
+                items.extend(
+                    zip(range(base, base + n), range(base + 1, base + n + 1), keys, strict=True)
+                )
+            found = []
         # Each piece from ``at`` to ``e``: a separator (``sep`` long), then an item.
         for at, e, (sep, start_end, vs, ve) in zip(  # type: ignore[misc]
             bounds, bounds[1:], found, strict=False
@@ -1139,9 +1193,9 @@ class Rewriter:
                 key = key_of(region[at + sep + skip : at + start_end - 1])
             else:
                 key = None
-            n = len(parts)
-            add_item((n - 1, n, key))
-        at = bounds[len(found)]
+            k = len(parts)
+            add_item((k - 1, k, key))
+        at = bounds[n]
         self._emitted = pos + at
         return pos + at
 
@@ -1452,7 +1506,11 @@ class Rewriter:
         # Raw text / RCDATA: find the end tag.
         name = self._raw_name
         m = sc.raw_end_pattern(name).search(buf, self._resume)
-        if m is not None and name == b"script" and buf.find(b"<!--", self._raw_start, m.start()) >= 0:
+        if (
+            m is not None
+            and name == b"script"
+            and buf.find(b"<!--", self._raw_start, m.start()) >= 0
+        ):
             end = sc.script_end(buf, self._raw_start)
             m = None if end < 0 else sc.raw_end_pattern(name).match(buf, end)
         if m is None:
@@ -1493,9 +1551,13 @@ class Rewriter:
             ):
                 if name in sc.BREAKOUT:
                     i = len(stack) - 1
-                    while i >= 0 and stack[i][1] != _HTML and not (
-                        (stack[i][1] == _SVG and stack[i][0] in sc.SVG_HTML_POINTS)
-                        or (stack[i][1] == _MATH and stack[i][0] in sc.MATH_HTML_POINTS)
+                    while (
+                        i >= 0
+                        and stack[i][1] != _HTML
+                        and not (
+                            (stack[i][1] == _SVG and stack[i][0] in sc.SVG_HTML_POINTS)
+                            or (stack[i][1] == _MATH and stack[i][0] in sc.MATH_HTML_POINTS)
+                        )
                     ):
                         i -= 1
                     if i + 1 < len(stack):
@@ -1515,10 +1577,14 @@ class Rewriter:
         # Matching.
         mask = 0
         edits: list[_CompiledEdit] | None = None
-        if not self._inert and not self._discarding and (
-            plan.match_all
-            or name in plan.types
-            or (plan.attr_probe is not None and plan.attr_probe.search(self._buf, s, e))
+        if (
+            not self._inert
+            and not self._discarding
+            and (
+                plan.match_all
+                or name in plan.types
+                or (plan.attr_probe is not None and plan.attr_probe.search(self._buf, s, e))
+            )
         ):
             attrs = sc.parse_attrs(area)
             for ci, comp in enumerate(plan.compounds):
@@ -1531,9 +1597,7 @@ class Rewriter:
 
         parent_act = stack[-1][3] if stack else None
         item_of = (
-            parent_act.sink
-            if parent_act is not None and parent_act.kind == "reorder"
-            else None
+            parent_act.sink if parent_act is not None and parent_act.kind == "reorder" else None
         )
         act: _Act | None = None
         if edits or item_of is not None:
@@ -1572,7 +1636,8 @@ class Rewriter:
         for ce in self.plan.compiled:
             for ids, combs in ce.selectors:
                 if (mask >> ids[-1]) & 1 and (
-                    len(ids) == 1 or self._ancestors_match(ids, combs, len(ids) - 2, len(self._stack) - 1)
+                    len(ids) == 1
+                    or self._ancestors_match(ids, combs, len(ids) - 2, len(self._stack) - 1)
                 ):
                     found.append(ce)
                     break
@@ -1780,7 +1845,12 @@ class Rewriter:
             i = self._in_scope(b"p", button=True)
             if i >= 0:
                 self._pop_to(i, s, s)
-            if name in sc.HEADINGS and stack and stack[-1][0] in sc.HEADINGS and stack[-1][1] == _HTML:
+            if (
+                name in sc.HEADINGS
+                and stack
+                and stack[-1][0] in sc.HEADINGS
+                and stack[-1][1] == _HTML
+            ):
                 self._pop_to(len(stack) - 1, s, s)
         elif name == b"option" or name == b"optgroup":
             if stack and stack[-1][0] == b"option":
@@ -1913,12 +1983,19 @@ def _reordered(sink: _Sink, edit: Edit) -> list[bytes]:
     keys = [k for _a, _b, k in items]
     order = edit.order
     wanted = list(order(keys)) if callable(order) else list(order or ())
-    rank: dict[str, int] = {}
-    for i, k in enumerate(wanted):
-        rank.setdefault(k, i)
     last = len(wanted)
-    ranks = [last if k is None else rank.get(k, last) for k in keys]
+    # A key's first place in the wanted order (assigned backwards, the first wins).
+    rank: dict[str | None, int] = dict(zip(reversed(wanted), range(last - 1, -1, -1), strict=True))
+    rank.pop(None, None)  # an item without a key goes last, whatever the order says
+    ranks = [rank.get(k, last) for k in keys]
     positions = sorted(range(len(items)), key=ranks.__getitem__)  # stable: ties keep order
+    if all(b - a == 1 for a, b, _k in items):
+        # Every item is one part (the bulk paths): put each in another's place.
+        out = parts.copy()
+        moved = [parts[a] for a, _b, _k in items]
+        for (a, _b, _k), j in zip(items, positions, strict=True):
+            out[a] = moved[j]
+        return out
     out: list[bytes] = []
     prev = 0
     for (a, b, _k), j in zip(items, positions, strict=True):
