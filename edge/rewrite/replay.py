@@ -9,10 +9,12 @@ next response for the same page and the same edit shape is compared with the kep
 input as it streams in (``bytes.startswith`` at an offset: a memcmp) and, while it
 matches, gets the template filled with its own contents and list order.
 
-Streaming is kept: the recording run feeds the rewriter in pieces of
-``RECORD_STEP`` bytes and notes after each how much output was final
+Streaming is kept: the recording run feeds the rewriter in pieces that end at each
+multiple of ``RECORD_STEP`` input bytes and notes there how much output was final
 (*checkpoints*); a replay emits up to the last checkpoint its verified input
-covers, which is what the rewriter itself would have emitted by then.
+covers, which is what the rewriter itself would have emitted by then. What the
+rewriter emits at the end of the document is final only there: a replay sends it
+from ``end()``, never because the input so far matched the whole kept input.
 
 Divergence is safe: output the rewriter emits after reading a prefix is final for
 every document that starts with that prefix (that is what streaming means, and
@@ -21,6 +23,11 @@ rewriter is fed everything received so far, the bytes already sent are skipped
 from its output, and it goes on from there; what it produces is then recorded in
 place of the old template. A page that differs on every response (a per-visitor
 token in the HTML) is marked volatile for a while and simply rewritten.
+
+A request's reorder targets see the calls a fresh rewrite makes, once each: a
+replay asks ``key()`` for a list's items (with the attributes kept) and
+``order()`` only when it sends that list, and a real rewriter that takes over is
+answered from what the replay was told for the items it reads again.
 
 The edit contents are recognised in the output by identity (the rewriter appends
 the compiled edit's own ``bytes`` object); contents shorter than two bytes could
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -42,11 +50,14 @@ from .rewriter import Rewriter, _reordered, _Sink
 __all__ = ["RECORD_STEP", "Recording", "ReplayCache", "Target"]
 
 RECORD_STEP = 8192
-"""Bytes fed to the rewriter at a time while recording: a replay can emit output
-at every such step that the rewriter emitted output at."""
+"""Input bytes between checkpoints of a recording: a replay emits output at every
+multiple of this that the rewriter had emitted output at."""
 
 VOLATILE_SECONDS = 60.0
 """How long a page whose template kept diverging is rewritten without one."""
+
+# A key call: (edit index, the item's attributes, the key returned).
+_Call = tuple[int, dict[str, str], "str | None"]
 
 
 class Target(Protocol):
@@ -54,17 +65,19 @@ class Target(Protocol):
 
     def key(self, attrs: dict[str, str]) -> str | None: ...
 
-    def order(self, keys: list[str | None]) -> list[str]: ...
+    def order(self, keys: list[str | None]) -> Sequence[str]: ...
 
 
 @dataclass(eq=False)
 class _Region:
     """A reordered list in a template: its held parts (bytes, or the index of the
-    edit whose content is there) and items, as the rewriter had them."""
+    edit whose content is there) and items, as the rewriter had them, and the key
+    calls that made its items' keys."""
 
     edit: int
     parts: list[bytes | int]
     items: list[tuple[int, int, str | None]]
+    calls: list[_Call]
 
 
 @dataclass(eq=False)
@@ -73,73 +86,141 @@ class Recording:
 
     body: bytes = b""
     pieces: list[bytes | int | _Region] = field(default_factory=list)
-    # (input bytes read, pieces final) after each write, in input order.
+    # (input bytes read, pieces final) at each multiple of RECORD_STEP read.
     checkpoints: list[tuple[int, int]] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
-    # Per reorder edit, the key callback's calls in order: (attrs, key returned).
-    key_calls: dict[int, list[tuple[dict[str, str], str | None]]] = field(default_factory=dict)
+    # Per edit, whether its content was empty (it then left nothing to fill in).
+    empty: tuple[bool, ...] = ()
     size: int = 0
+
+
+def _size(recording: Recording) -> int:
+    """Roughly the memory *recording* holds."""
+    size = 200 + len(recording.body) + 64 * len(recording.checkpoints)
+    for piece in recording.pieces:
+        if isinstance(piece, bytes):
+            size += 40 + len(piece)
+        elif isinstance(piece, int):
+            size += 8
+        else:
+            size += 120 + 64 * len(piece.items)
+            size += sum(40 + len(p) if isinstance(p, bytes) else 8 for p in piece.parts)
+            for _edit, attrs, _key in piece.calls:
+                size += 300 + sum(len(k) + len(v) for k, v in attrs.items())
+    return size
 
 
 class _Taker:
     """Hooked into a recording rewriter: turns its output into template pieces."""
 
-    def __init__(self, contents: dict[int, int], recording: Recording) -> None:
+    def __init__(self, contents: dict[int, int], recording: Recording, calls: list[_Call]) -> None:
         self.contents = contents  # id(content bytes) -> edit index
         self.recording = recording
+        self.calls = calls  # the key calls the rewriter made, in order
+        self.called = 0  # how many of them belong to the lists taken so far
         self.ok = True
+        self._run: list[bytes] = []  # copied bytes not yet made a piece
 
     def spoil(self) -> None:
         self.ok = False
+        self._run.clear()
 
-    def piece(self, part: bytes) -> bytes | int:
+    def _piece(self, part: bytes) -> bytes | int:
         index = self.contents.get(id(part))
         return part if index is None else index
+
+    def _flush(self) -> None:
+        if self._run:
+            self.recording.pieces.append(b"".join(self._run))
+            self._run.clear()
 
     def take(self, out: list[bytes], marks: list[tuple[int, int, _Sink, int]]) -> bytes:
         data = b"".join(out)
         if self.ok:
             pieces = self.recording.pieces
-            run: list[bytes] = []
+            run = self._run
             at = 0
             for first, end, sink, edit in (*marks, (len(out), len(out), None, -1)):
                 for part in out[at:first]:
-                    p = self.piece(part)
-                    if isinstance(p, bytes):
-                        run.append(p)
+                    index = self.contents.get(id(part))
+                    if index is None:
+                        run.append(part)
                     else:
-                        if run:
-                            pieces.append(b"".join(run))
-                            run = []
-                        pieces.append(p)
+                        self._flush()
+                        pieces.append(index)
                 if sink is not None:
-                    if run:
-                        pieces.append(b"".join(run))
-                        run = []
-                    pieces.append(_Region(edit, [self.piece(p) for p in sink.parts], sink.items))
+                    region = self._region(sink, edit)
+                    if region is None:
+                        self.spoil()
+                        break
+                    self._flush()
+                    pieces.append(region)
                 at = end
-            if run:
-                pieces.append(b"".join(run))
         out.clear()
         marks.clear()
         return data
 
+    def _region(self, sink: _Sink, edit: int) -> _Region | None:
+        """The list *sink* held; None unless its items were keyed by this edit's
+        target, once each and in order (the calls a replay will make again)."""
+        items = sink.items
+        calls = self.calls[self.called : self.called + len(items)]
+        if len(calls) != len(items) or any(
+            e != edit or key != item[2] for (e, _attrs, key), item in zip(calls, items, strict=True)
+        ):
+            return None
+        self.called += len(items)
+        return _Region(edit, [self._piece(p) for p in sink.parts], items, calls)
 
-class _LoggingTarget:
-    """A request's reorder target that notes the key calls for the template."""
+    def checkpoint(self, read: int) -> None:
+        if self.ok:
+            self._flush()
+            self.recording.checkpoints.append((read, len(self.recording.pieces)))
 
-    __slots__ = ("_calls", "_target")
+    def finish(self) -> bool:
+        """Complete the pieces; False if a key call belongs to no list taken."""
+        self._flush()
+        return self.ok and self.called == len(self.calls)
 
-    def __init__(self, target: Target, calls: list[tuple[dict[str, str], str | None]]) -> None:
+
+class _RequestTarget:
+    """A request's reorder target as a real rewriter sees it: the calls a replay
+    made for this response before it stopped are answered as the target answered
+    them then (the rewriter reads those items again; a fresh rewrite asks once),
+    and calls are noted for a recording."""
+
+    __slots__ = ("_edit", "_keys", "_orders", "_target", "log")
+
+    def __init__(
+        self,
+        target: Target,
+        edit: int,
+        keys: deque[tuple[dict[str, str], str | None]],
+        orders: deque[tuple[list[str | None], Sequence[str]]],
+        log: list[_Call] | None,
+    ) -> None:
         self._target = target
-        self._calls = calls
+        self._edit = edit
+        self._keys = keys
+        self._orders = orders
+        self.log = log
 
     def key(self, attrs: dict[str, str]) -> str | None:
-        key = self._target.key(attrs)
-        self._calls.append((attrs, key))
+        keys = self._keys
+        if keys and keys[0][0] == attrs:
+            key = keys.popleft()[1]
+        else:
+            keys.clear()
+            key = self._target.key(attrs)
+        if self.log is not None:
+            self.log.append((self._edit, attrs, key))
         return key
 
-    def order(self, keys: list[str | None]) -> list[str]:
+    def order(self, keys: list[str | None]) -> Sequence[str]:
+        orders = self._orders
+        if orders and orders[0][0] == keys:
+            return orders.popleft()[1]
+        orders.clear()
         return self._target.order(keys)
 
 
@@ -148,7 +229,7 @@ class _Order:
 
     __slots__ = ("order",)
 
-    def __init__(self, order: Callable[[list[str | None]], list[str]]) -> None:
+    def __init__(self, order: Callable[[list[str | None]], Sequence[str]]) -> None:
         self.order = order
 
 
@@ -192,9 +273,10 @@ class ReplayCache:
         """A rewriter-like object for one response. *key* names the page and the
         shape of the edits (not their contents); *contents* are this response's
         edit contents by edit index (None for reorders); *targets* its reorder
-        callbacks by edit index; ``real(targets)`` makes a real rewriter whose
-        reorders call those targets, ``bind(targets)`` points the shared plan's
-        reorders at them before each feed."""
+        callbacks by edit index (every reorder's items are keyed by a callback);
+        ``real(targets)`` makes a real rewriter whose reorders call those targets,
+        ``bind(targets)`` points the shared plan's reorders at them before each
+        feed."""
         entry = self._entries.get(key)
         if isinstance(entry, _Volatile):
             if entry.until > time.monotonic():
@@ -206,16 +288,16 @@ class ReplayCache:
         return Replayer(self, key, entry, contents, targets, real, bind, record=True)
 
     def _store(self, key: Any, entry: _Entry, recording: Recording) -> None:
-        size = len(recording.body) + sum(
-            len(p) if isinstance(p, bytes) else 64 for p in recording.pieces
-        )
         if len(recording.body) > self.max_body:
             return
-        recording.size = size
+        current = self._entries.get(key)
+        if current is not None and current is not entry:
+            return  # taken for volatile, or replaced, while this response ran
+        recording.size = size = _size(recording)
         self.recorded += 1
         entry.recording = recording
         entry.size = size
-        if self._entries.get(key) is entry:
+        if current is entry:
             del self._entries[key]  # re-insert: its size changed
         with contextlib.suppress(ValueError):  # larger than the whole budget
             self._entries[key] = entry
@@ -254,14 +336,24 @@ class Replayer:
         self._real_factory = real
         self._bind = bind
         self._record = record
+        self._empty = tuple(not c for c in contents)
         self._replay = entry.recording if entry is not None else None
+        if self._replay is not None and self._replay.empty != self._empty:
+            # Another shape under the same key: no template, and none to replace it.
+            self._replay = None
+            self._record = False
         self._fed = 0  # input bytes read (and, while replaying, matched)
         self._done = 0  # template pieces sent
+        self._checkpoint = 0  # checkpoints passed
         self._sent = 0  # output bytes sent
-        self._keyed = False
+        # What this request's targets answered the replay, by edit.
+        self._keys: dict[int, deque[tuple[dict[str, str], str | None]]] = {}
+        self._orders: dict[int, deque[tuple[list[str | None], Sequence[str]]]] = {}
         self._rw: Rewriter | None = None
+        self._bound: dict[int, Target] = {}
         self._recording: Recording | None = None
         self._taker: _Taker | None = None
+        self._inputs: list[bytes] = []  # what the recording rewriter read
         self._skip = 0  # output bytes of the real rewriter already sent by the replay
         self._counts: list[int] | None = None
         self._pending = b""  # input read before the real rewriter started, to feed it
@@ -315,13 +407,13 @@ class Replayer:
         if (
             recording is not None
             and taker is not None
-            and taker.ok
+            and taker.finish()
             and self._rw.error is None
             and self._entry is not None
         ):
-            recording.checkpoints.append((self._fed, len(recording.pieces)))
             recording.counts = list(self._rw.counts)
             recording.body = b"".join(self._inputs)
+            recording.empty = self._empty
             self._cache._store(self._key, self._entry, recording)
         return out
 
@@ -335,11 +427,13 @@ class Replayer:
     def _emit_upto(self, fed: int) -> bytes:
         rec = self._replay
         assert rec is not None
+        checkpoints = rec.checkpoints
+        i = self._checkpoint
         upto = self._done
-        for read, pieces in rec.checkpoints:
-            if read > fed:
-                break
-            upto = pieces
+        while i < len(checkpoints) and checkpoints[i][0] <= fed:
+            upto = checkpoints[i][1]
+            i += 1
+        self._checkpoint = i
         out = self._emit_pieces(upto)
         if out is None:  # a list could not be keyed as recorded: rewrite for real
             self._start_real(rec.body[: self._fed])
@@ -369,25 +463,30 @@ class Replayer:
         return out
 
     def _region(self, region: _Region) -> list[bytes] | None:
-        rec = self._replay
-        assert rec is not None
-        if not self._keyed:
-            # The request's targets learn the items as the recording's did.
-            for index, calls in rec.key_calls.items():
-                target = self._targets.get(index)
-                if target is None:
-                    return None
-                for attrs, key in calls:
-                    if target.key(attrs) != key:
-                        return None
-            self._keyed = True
+        """The list of *region* in this request's order; None if the request's
+        target keys its items otherwise than the recording's did."""
         target = self._targets.get(region.edit)
         if target is None:
             return None
+        # The items' keys, asked as the rewriter would have (its input up to the
+        # list's end is the kept input), and noted for a real rewriter taking over.
+        answered = self._keys.setdefault(region.edit, deque())
+        for _edit, attrs, key in region.calls:
+            got = target.key(dict(attrs))
+            answered.append((attrs, got))
+            if got != key:
+                return None
+        orders = self._orders.setdefault(region.edit, deque())
+
+        def order(keys: list[str | None]) -> Sequence[str]:
+            wanted = target.order(keys)
+            orders.append((list(keys), wanted))
+            return wanted
+
         contents = self._contents
         sink = _Sink([p if isinstance(p, bytes) else contents[p] or b"" for p in region.parts])
         sink.items = region.items
-        return _reordered(sink, _Order(target.order))  # type: ignore[arg-type]
+        return _reordered(sink, _Order(order))  # type: ignore[arg-type]
 
     # -- rewriting for real -------------------------------------------------------
 
@@ -395,33 +494,32 @@ class Replayer:
         """A real rewriter for this response, given the input read so far; the
         output already sent by the replay is skipped from what it produces."""
         self._skip = self._sent
-        self._inputs: list[bytes] = []
         self._cache.misses += 1
+        calls: list[_Call] | None = None
         if self._record and self._entry is not None:
-            recording = Recording()
-            calls = recording.key_calls
-            self._bound = {
-                i: _LoggingTarget(t, calls.setdefault(i, [])) for i, t in self._targets.items()
-            }
-            self._recording = recording
-        else:
-            self._bound = dict(self._targets)
-        self._rw = self._real_factory(self._bound)
-        if self._recording is not None:
             # The contents the rewriter will append, told apart by identity; an
             # empty one adds nothing, a one-byte one may be shared with the input.
-            ids: dict[int, int] = {}
+            ids: dict[int, int] | None = {}
             for i, content in enumerate(self._contents):
                 if not content:
                     continue
                 if len(content) < 2 or id(content) in ids:
-                    ids = {}
-                    self._recording = None
+                    ids = None
                     break
                 ids[id(content)] = i
-            if self._recording is not None:
-                self._taker = _Taker(ids, self._recording)
-                self._rw._record = self._taker
+            if ids is not None:
+                calls = []
+                self._recording = Recording()
+                self._taker = _Taker(ids, self._recording, calls)
+        self._bound = {
+            i: _RequestTarget(t, i, self._keys.pop(i, deque()), self._orders.pop(i, deque()), calls)
+            if calls is not None or i in self._keys
+            else t
+            for i, t in self._targets.items()
+        }
+        self._rw = self._real_factory(self._bound)
+        if self._taker is not None:
+            self._rw._record = self._taker
         self._fed = 0
         self._pending = prefix
 
@@ -432,19 +530,39 @@ class Replayer:
             data = self._pending + data
             self._pending = b""
         self._bind(self._bound)
-        if self._recording is None:
+        if self._taker is None:
             self._fed += len(data)
             return self._cut(rw.write(data))
+        # Pieces that end at each multiple of RECORD_STEP, a checkpoint there.
         outs = []
-        step = RECORD_STEP
         view = memoryview(data)
-        for at in range(0, len(data), step):
-            piece = bytes(view[at : at + step])
+        at = 0
+        while at < len(data) and self._taker is not None:
+            piece = bytes(view[at : at + RECORD_STEP - self._fed % RECORD_STEP])
             self._inputs.append(piece)
             outs.append(rw.write(piece))
+            at += len(piece)
             self._fed += len(piece)
-            self._recording.checkpoints.append((self._fed, len(self._recording.pieces)))
+            if self._fed % RECORD_STEP == 0:
+                self._taker.checkpoint(self._fed)
+            if not self._taker.ok or self._fed > self._cache.max_body:
+                self._give_up_recording()
+        if at < len(data):
+            self._fed += len(data) - at
+            outs.append(rw.write(view[at:]))
         return self._cut(b"".join(outs))
+
+    def _give_up_recording(self) -> None:
+        """Too long to keep, or not replayable: stop holding what a template needs."""
+        if self._rw is not None:
+            self._rw._record = None
+            self._rw._marks.clear()
+        for target in self._bound.values():
+            if isinstance(target, _RequestTarget):
+                target.log = None
+        self._recording = None
+        self._taker = None
+        self._inputs = []
 
     def _cut(self, out: bytes) -> bytes:
         if self._skip:
