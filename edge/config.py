@@ -102,6 +102,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     the blocks itself."""
     personalize_max_bytes: int = 4 * 1024 * 1024
     """Pages longer than this (by Content-Length) go out untouched."""
+    replay_cache_bytes: int = 32 * 1024 * 1024
+    """Memory for kept rewrites (a page rewritten once with the same slots filled is
+    replayed, see ``edge/rewrite/replay.py``); 0 turns replaying off."""
     avg_order_value: float | None = None
     """The shop's average order value for ``shop.avg_order_value``; unset: computed
     from the stored profiles at start and every 15 minutes."""
@@ -120,6 +123,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 raise ValueError(f"{name} must be a positive number of seconds")
         if self.pool_size < 0:
             raise ValueError("pool_size must be 0 or more")
+        if self.replay_cache_bytes < 0:
+            raise ValueError("replay_cache_bytes must be 0 (off) or more")
 
     @property
     def upstream_origin(self) -> tuple[str, str, int]:

@@ -82,7 +82,7 @@ class Proxy:
         self.visitors = visitors
         self.personalizer = personalizer
         self.max_personalized_bytes = config.personalize_max_bytes
-        self._plans = _PlanCache()
+        self._plans = _PlanCache(replay_bytes=config.replay_cache_bytes)
         self.pool = UpstreamPool(
             host,
             port,

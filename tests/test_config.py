@@ -59,3 +59,9 @@ def test_page_types_and_cart_forms_from_config(tmp_path: Path) -> None:
     assert observer.page("/p/borsa-tessa") is None  # the defaults are replaced, not merged
     (added,) = observer.cart_events("POST", "/carrello/aggiungi", {"id": "p7", "qty": "3"})
     assert added.product_id == "p7" and added.quantity == 3
+
+
+def test_replay_cache_size_is_checked() -> None:
+    assert load_config(environ={"EDGE_REPLAY_CACHE_BYTES": "0"}).replay_cache_bytes == 0
+    with pytest.raises(ConfigError, match="replay_cache_bytes"):
+        load_config(environ={"EDGE_REPLAY_CACHE_BYTES": "-1"})

@@ -57,8 +57,8 @@ def edits(hero: str, banner: str, key: object, order: object) -> list[Edit]:
 class Sidecar:
     """The proxy's use of the cache: one shared plan per content, a replayer per response."""
 
-    def __init__(self) -> None:
-        self.cache = ReplayCache()
+    def __init__(self, cache_bytes: int = 32 << 20) -> None:
+        self.cache = ReplayCache(cache_bytes)
         self.plans: dict[tuple[str, str], tuple[Plan, Late]] = {}
 
     def response(self, page: str, hero: str, banner: str, descending: bool):  # type: ignore[no-untyped-def]
@@ -105,6 +105,16 @@ def feed(rw, html: bytes, sizes: list[int]) -> bytes:  # type: ignore[no-untyped
         i += 1
     out.append(rw.end())
     return b"".join(out)
+
+
+def test_replaying_can_be_turned_off() -> None:
+    side = Sidecar(cache_bytes=0)
+    html = page()
+    for hero in ("<b>a</b>", "<b>a</b>", "<b>c</b>"):
+        rw = side.response("/", hero, "<i>b</i>", False)
+        assert feed(rw, html, [4096]) == expected(html, hero, "<i>b</i>", False)
+        assert not rw.replayed
+    assert side.cache.recorded == 0 and side.cache.hits == 0
 
 
 def test_second_response_is_replayed_with_its_own_contents_and_order() -> None:

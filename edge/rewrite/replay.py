@@ -254,9 +254,10 @@ class ReplayCache:
     """Templates by (page, edit shape), within a byte budget (least recently used go)."""
 
     def __init__(self, max_bytes: int = 32 << 20, max_body: int = 2 << 20) -> None:
+        self.max_bytes = max_bytes
         self.max_body = max_body
         self._entries: cachetools.LRUCache[Any, _Entry | _Volatile] = cachetools.LRUCache(
-            max_bytes, getsizeof=lambda e: e.size
+            max(max_bytes, 1), getsizeof=lambda e: e.size
         )
         self.hits = 0
         self.misses = 0
@@ -277,6 +278,8 @@ class ReplayCache:
         ``real(targets)`` makes a real rewriter whose reorders call those targets,
         ``bind(targets)`` points the shared plan's reorders at them before each
         feed."""
+        if self.max_bytes <= 0:  # replaying is off: every response is rewritten
+            return Replayer(self, None, None, contents, targets, real, bind, record=False)
         entry = self._entries.get(key)
         if isinstance(entry, _Volatile):
             if entry.until > time.monotonic():
