@@ -81,7 +81,11 @@ from edge.demo.catalog import products_in, write_feed
 DEFAULT_EDGE = ROOT / ".venv" / "bin" / "edge"
 TOKEN = "bench-ingest-token"
 DAY = 86_400
-MODES = ("passthrough", "tracking", "personalized")
+MODES = ("passthrough", "tracking", "personalized", "no replay")
+"""Throughput rows; ``no replay`` is ``personalized`` with ``EDGE_REPLAY_CACHE_BYTES=0``:
+every response rewritten from scratch (a page that differs on every response)."""
+TTFB_MODES = MODES[:3]
+PERSONALIZED = frozenset(("personalized", "no replay"))
 PAGES = {"/": "home.html", "/c/scarpe-donna": "scarpe-donna.html"}
 BROWSER = {
     "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
@@ -218,17 +222,19 @@ def start_sidecar(
     tag: str,
     launcher: list[str] | None = None,
 ) -> Sidecar:
-    cwd = work / f"{tag}-{mode}"  # its own edge-data/ store, thrown away after the run
+    cwd = work / f"{tag}-{mode.replace(' ', '-')}"  # its own edge-data/ store, thrown away after
     cwd.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
     env.update(EDGE_SECRET="bench-secret", EDGE_INGEST_TOKEN=TOKEN)
-    if mode == "personalized":
+    if mode in PERSONALIZED:
         env.update(
             EDGE_RULES=str(ROOT / "rules"),
             EDGE_SNIPPETS=str(ROOT / "snippets"),
             EDGE_CATALOG=str(feed),
             EDGE_AVG_ORDER_VALUE="100",
         )
+        if mode == "no replay":
+            env["EDGE_REPLAY_CACHE_BYTES"] = "0"
     else:
         (cwd / "no-rules").mkdir()
         env.update(EDGE_RULES=str(cwd / "no-rules"), EDGE_SNIPPETS=str(cwd / "no-rules"))
@@ -237,7 +243,7 @@ def start_sidecar(
     port = free_port()
     argv = [*(launcher or [str(edge)]), "serve", "--upstream", upstream]
     argv += ["--host", "127.0.0.1", "--port", str(port)]
-    log = work / f"{tag}-{mode}.log"
+    log = work / f"{tag}-{mode.replace(' ', '-')}.log"
     p = procs.start(["taskset", "-c", PROXY_CORE, *argv], log, cwd=cwd, env=env)
     try:
         wait_ready(port, p, "/_edge/healthz")
@@ -245,7 +251,7 @@ def start_sidecar(
         raise RuntimeError(f"edge serve ({mode}): {exc}: {log_tail(log)}") from None
     sidecar = Sidecar(mode, p, port)
     if mode != "passthrough":
-        sidecar.cookie = returning_visitor(port, personalize=mode == "personalized")
+        sidecar.cookie = returning_visitor(port, personalize=mode in PERSONALIZED)
     return sidecar
 
 
@@ -342,7 +348,7 @@ def check_page(sidecar: Sidecar, path: str, original: bytes) -> tuple[list[str],
     status, headers, body = get(sidecar.port, path, sidecar.headers())
     if status != 200:
         return [f"GET {path} -> {status}"], []
-    if sidecar.mode != "personalized":
+    if sidecar.mode not in PERSONALIZED:
         return (
             []
             if body == original
@@ -779,7 +785,7 @@ class Bench:
             start_sidecar(
                 self.procs, self.work, edge, mode, f"http://127.0.0.1:{st_port}", feed, "ttfb"
             )
-            for mode in MODES
+            for mode in TTFB_MODES
         ]
         mask = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {int(LOAD_CORE)})  # the client: off the sidecar's core
