@@ -43,27 +43,87 @@ Idempotent: orders are claimed by order id, every other event by its ``event_id`
 rows without one get a stable id derived from their content (kind and normalised
 fields), so importing a file twice changes nothing the second time.
 
-Speed: the file is parsed first, then applied in bulk through
-:meth:`SQLiteStore.transact_many`: one store job per chunk reads every profile the
-chunk touches once, applies the chunk's events in file order with the same key,
-stitching and claim rules as :class:`~edge.profiles.service.ProfileService`, and
-writes each touched profile once.
+How it is fast
+--------------
+
+Two halves, pipelined. *Reading* (CSV/JSON parsing, checking every value against the
+event types, grouping item rows into orders) turns the file into batches of events
+and bad lines, in file order. *Applying* takes each batch as it comes: it reads from
+the store whatever profiles, aliases and claims the batch needs and has not read yet
+(a few ``IN (...)`` statements), and applies the events to those profiles in memory,
+with the same keys, stitching and claim rules as
+:class:`~edge.profiles.service.ProfileService`. Only when the file is done does it
+write: the events are grouped (those sharing a customer, email, visitor id, a profile
+they resolve to, or an order/event id belong together; groups are independent), the
+groups packed into chunks of about ``CHUNK`` events, and each chunk is one transaction
+that writes each of its changed profiles once, with their aliases and claims.
+
+Files of ``SEPARATE_READER_BYTES`` or more are read in a second process (``fork``,
+about 10 ms; ``forkserver`` costs ~0.2 s and re-imports the main module), which sends
+the batches as msgpack over a pipe; smaller ones are read in this process, through
+the very same reading and applying code, so both give identical results. The reading
+process lets an order of item rows go as soon as a row of another order follows
+(exports list an order's items together), so applying keeps pace with reading; should
+one of its rows come later after all, it says so and reads the file again with every
+order held to the end (nothing is written before reading ends, so starting over is
+safe). A reader that crashes, or a Ctrl-C, leaves the store as it was, and the reader
+is stopped, never left behind.
+
+Reading before writing is safe against other writers (a running sidecar): the bulk
+session notes SQLite's ``data_version`` when it opens. If no other connection has
+committed by the time a chunk's transaction begins, everything read is still what is
+stored and the computed profiles are written as they are. Otherwise each group's reads
+are compared with what is stored now, and a group whose profiles, aliases or claims
+changed is computed again inside the transaction from the stored state (the same
+code, reading through the transaction).
+
+Measured with ``bench/importer.py`` (100,000 orders as 250,349 item rows, 19 MB, into
+a fresh file) on the 2-core development machine, which other benchmarks share:
+
+- before (parse everything, then plan and apply chunk by chunk in one process):
+  9.6-11.9 s, 8,400-10,400 orders/s with the machine otherwise idle; 10.6-12.3 s
+  while other jobs ran;
+- now: 4.7-5.8 s, 17,200-21,300 orders/s idle (the same machine's speed varies by
+  ~20% from hour to hour); 8.2-10.3 s (9,700-12,300/s) while another job kept one
+  core busy. CPU: the reading process ~4 s; this one ~3 s applying while the file
+  is read (waiting for batches ~1.2 s of that), then ~1.2 s writing. The reading
+  process is the long pole, and applying must follow file order, so a third process
+  reading half the file would gain little.
+
+Besides the second process, what took time off (found with cProfile and cachegrind
+instruction counts): CSV item rows read by column, with no record per row (an eighth
+of reading); one conversion per order rather than one per item row; the profile math
+(``events.py``: no re-sort through a lambda, no call per counted item: a quarter of
+applying); chunks in key order (in file order every chunk rewrote most of the
+profiles table's pages: 2.5 times the WAL); one WAL checkpoint, copied alongside the
+next chunks, instead of one with an fsync after every commit (0.7 s); claims inserted
+by one statement (``json_each``: a third of the time); and the next chunk encoded
+while SQLite writes the last (it lets go of the GIL).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gc
 import hashlib
 import json
 import math
+import multiprocessing
 import re
-import sqlite3
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import traceback
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain, compress, repeat
+from multiprocessing.connection import Connection
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, Final, TypeVar
 
@@ -71,18 +131,26 @@ import msgspec
 
 from edge.identity import Identity
 from edge.profiles import events as ev
-from edge.profiles.model import Profile, new_profile
+from edge.profiles.model import Profile, decode, new_profile
 from edge.profiles.service import customer_key, email_key
-from edge.profiles.sqlite import SQLiteStore
-from edge.profiles.store import Mutation, Profiles
+from edge.profiles.sqlite import BulkSession, SQLiteStore, Writes, prepare
+from edge.profiles.store import Profiles
+
+_T = TypeVar("_T")
 
 KINDS: Final = ("orders", "customers", "emails", "events")
 CHUNK: Final = 20_000
-"""Orders (or rows of other kinds) per transaction without ``--strict``: each commit
-checkpoints the WAL, so fewer, larger transactions are faster (5,000 costs ~15%)."""
+"""Orders (or rows of other kinds) per transaction without ``--strict``, about (a group
+is not split): the profiles are computed before the transaction begins, so each holds
+SQLite's write lock a moment only (~0.2 s), and an interrupted import leaves whole
+chunks written."""
+SEPARATE_READER_BYTES: Final = 1_000_000
+"""Files this big or bigger are read in a second process (~13,000 item rows): below
+that, starting it costs more than it saves."""
+BATCH: Final = 2_000
+"""Records per batch from reading to applying."""
 MAX_ERRORS_SHOWN: Final = 50
 
-_T = TypeVar("_T")
 _SUBJECT: Final = ("user_id", "email", "anonymous_id")
 _PRODUCT_FIELDS: Final = ("product_id", "category", "brand", "price", "quantity", "name")
 _ORDER_FIELDS: Final = frozenset(
@@ -186,19 +254,40 @@ def import_file(
     progress: bool | None = None,
     now: int | None = None,
     chunk: int = CHUNK,
+    separate_reader: bool | None = None,
 ) -> ImportReport:
     """Import *path* into *store*. Raises :class:`ImportFailed` for a file that cannot
     be imported at all; bad lines are in the report instead. Runs on the caller's
-    thread (from async code, in an executor)."""
+    thread (from async code, in an executor). *separate_reader*: read the file in a
+    second process (None: when it has ``SEPARATE_READER_BYTES`` or more)."""
     # Hundreds of thousands of long-lived small objects make the cyclic GC rescan
     # them over and over (a third of the time); nothing here makes cycles.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _import(path, store, identity, kind, strict, progress, now, chunk)
+        with _interruptible():
+            return _import(
+                path, store, identity, kind, strict, progress, now, chunk, separate_reader
+            )
     finally:
         if collecting:
             gc.enable()
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt at once. Under ``asyncio.run`` (the CLI) the
+    first one would only cancel the running task, which this synchronous import does
+    not notice until it has finished (and written everything)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous is not None:  # (None: set outside Python, cannot be put back)
+            signal.signal(signal.SIGINT, previous)
 
 
 def _import(
@@ -210,6 +299,7 @@ def _import(
     progress: bool | None,
     now: int | None,
     chunk: int,
+    separate_reader: bool | None,
 ) -> ImportReport:
     started = time.perf_counter()
     path = Path(path)
@@ -223,73 +313,53 @@ def _import(
         raise ImportFailed("bulk import needs an SQLite file, not :memory:")
 
     size = path.stat().st_size
-    reading = _Progress("reading", size, "B", enabled=show)
-    source = _open_records(path, reading)
-    columns = source.columns
-    if kind is not None:
-        chosen, reason = kind, "given"
-    else:
-        chosen, reason = _detect_kind(path, columns)
-    _check_columns(chosen, columns, source.is_csv)
-    if source.is_csv and source.delimiter == ";":
-        reason += ", semicolon-separated"
-
-    parser = _PARSERS[chosen](identity, columns)
-    normalise = not source.is_csv and chosen != "events"  # JSON objects as CSV rows
-    units: list[_Unit] = []
-    errors: list[LineError] = []
-    lines = 0
-    for line, record in source.records:
-        lines += 1
-        if isinstance(record, LineError):
-            errors.append(record)
-            continue
-        try:
-            unit = parser.row(line, _normal_record(record) if normalise else record)
-        except _Bad as bad:
-            errors.append(LineError(line, bad.message))
-            continue
-        if unit is not None:
-            units.append(unit)
-    for item in parser.finish():
-        if isinstance(item, LineError):
-            errors.append(item)
-        else:
-            units.append(item)
-    reading.close()
-    units.sort(key=lambda u: u.lines[0])  # file order (grouped orders: their first row)
-    errors.sort(key=lambda e: e.line)
-    report = ImportReport(
-        kind=chosen,
-        lines=lines,
-        applied_events=0,
-        orders=0,
-        skipped_duplicates=0,
-        errors=errors,
-        seconds=0.0,
-        path=str(path),
-        kind_reason=reason,
-        strict=strict,
-        notes=parser.notes,
-    )
-    if strict and errors:
-        report.applied = False
-        report.seconds = time.perf_counter() - started
-        return report
-
+    separate = size >= SEPARATE_READER_BYTES if separate_reader is None else separate_reader
     bulk = _Bulk(store, identity.email_hash, now)
-    applying = _Progress("applying", len(units), "", enabled=show)
     try:
-        chunks = bulk.plan(units, chunk)
-        del units
-        if strict:
-            store.transact_many(bulk.jobs(chunks, applying))
-        else:
-            for part in chunks:
-                store.transact_many(bulk.jobs([part], applying))
+        errors: list[LineError] = []
+        lines = 0
+        reading = _Progress("reading", size, "B", enabled=show)
+        try:
+            with _reading(path, kind, separate=separate) as (opened, batches):
+                for batch in batches:
+                    if isinstance(batch, _Restart):  # (nothing is written yet)
+                        bulk.close()
+                        bulk = _Bulk(store, identity.email_hash, now)
+                        errors, lines = [], 0
+                        continue
+                    lines += batch.lines
+                    errors += batch.errors
+                    if not (strict and errors):  # --strict with a bad line: only reading on
+                        bulk.add(batch.units)
+                    reading.add(batch.position - reading.done)
+        finally:
+            reading.close()
+        errors.sort(key=lambda e: e.line)
+        report = ImportReport(
+            kind=opened.kind,
+            lines=lines,
+            applied_events=0,
+            orders=0,
+            skipped_duplicates=0,
+            errors=errors,
+            seconds=0.0,
+            path=str(path),
+            kind_reason=opened.reason,
+            strict=strict,
+            notes=opened.notes,
+        )
+        if strict and errors:
+            report.applied = False
+            report.seconds = time.perf_counter() - started
+            return report
+
+        applying = _Progress("applying", len(bulk.units), "", enabled=show)
+        try:
+            bulk.write(strict=strict, size=chunk, progress=applying)
+        finally:
+            applying.close()
     finally:
         bulk.close()
-        applying.close()
     report.applied_events = bulk.applied
     report.orders = bulk.orders
     report.skipped_duplicates = bulk.skipped
@@ -297,7 +367,195 @@ def _import(
     return report
 
 
-# --- reading records -----------------------------------------------------------------
+# --- reading: the file as batches of events and bad lines ------------------------------
+
+
+class _Unit(msgspec.Struct, array_like=True):
+    """One event and the file's lines it came from (an order's item rows: several)."""
+
+    lines: list[int]
+    event: ev.Event
+
+
+class _Opened(msgspec.Struct, tag=True):
+    """The file's kind, and why; first from reading."""
+
+    kind: str
+    reason: str
+    notes: list[str]
+
+
+class _Batch(msgspec.Struct, tag=True):
+    """What the next records held, in file order."""
+
+    units: list[_Unit]
+    errors: list[LineError]
+    lines: int
+    """Records read for this batch."""
+    position: int
+    """Bytes of the file read so far (for the progress bar)."""
+
+
+class _Restart(msgspec.Struct, tag=True):
+    """Forget the batches so far: the file is read again from the start (an order's
+    rows turned out to be apart, see :class:`_Scattered`)."""
+
+
+class _Done(msgspec.Struct, tag=True):
+    """The reading process read the whole file."""
+
+
+class _Failed(msgspec.Struct, tag=True):
+    """The reading process stopped: the file cannot be imported, or a crash."""
+
+    message: str
+    whole_file: bool
+    """An :class:`ImportFailed` (else a crash: *message* is its traceback)."""
+
+
+_messages: Final = msgspec.msgpack.Decoder(_Opened | _Batch | _Restart | _Done | _Failed)
+
+
+def _read(path: Path, kind: str | None, *, early: bool = False) -> tuple[_Opened, Iterator[_Batch]]:
+    """Open *path* and choose its kind (raising :class:`ImportFailed` when it cannot be
+    imported), then read it batch by batch. *early*: an order of item rows goes out as
+    soon as a row of another order follows, not at the end of the file (the batches
+    raise :class:`_Scattered` if one of its rows comes later after all)."""
+    source = _open_records(path)
+    try:
+        columns = source.columns
+        if kind is not None:
+            chosen, reason = kind, "given"
+        else:
+            chosen, reason = _detect_kind(path, columns)
+        _check_columns(chosen, columns, source.is_csv)
+    except BaseException:
+        source.records.close()
+        raise
+    if source.is_csv and source.delimiter == ";":
+        reason += ", semicolon-separated"
+    parser = _PARSERS[chosen](columns)
+    if isinstance(parser, _Orders):
+        parser.early = early
+        if parser.items and source.is_csv:
+            parser.read_cells()
+    normalise = not source.is_csv and chosen != "events"  # JSON objects as CSV rows
+    return _Opened(chosen, reason, parser.notes), _batches(source, parser, normalise)
+
+
+def _batches(source: _Source, parser: _Parser, normalise: bool) -> Iterator[_Batch]:
+    row = parser.row
+    errors = parser.errors
+    make_record = source.record if source.is_csv and not parser.reads_cells else None
+    lines = 0
+    try:
+        for line, record in source.records:
+            lines += 1
+            if isinstance(record, LineError):
+                errors.append(record)
+            else:
+                if make_record is not None:
+                    record = make_record(record)  # type: ignore[arg-type]
+                elif normalise:
+                    record = _normal_record(record)  # type: ignore[arg-type]
+                try:
+                    row(line, record)  # type: ignore[arg-type]
+                except _Bad as bad:
+                    errors.append(LineError(line, bad.message))
+            if lines == BATCH:
+                yield parser.batch(lines, source.position())
+                errors = parser.errors
+                lines = 0
+        parser.finish()
+        yield parser.batch(lines, source.position())
+    finally:
+        source.records.close()
+
+
+@contextlib.contextmanager
+def _reading(
+    path: Path, kind: str | None, *, separate: bool
+) -> Iterator[tuple[_Opened, Iterator[_Batch | _Restart]]]:
+    """The file's kind and its batches, read in this process or in a second one."""
+    if not separate:
+        opened, batches = _read(path, kind)
+        with contextlib.closing(batches):
+            yield opened, batches
+        return
+    # fork: the child starts in ~10 ms with everything imported; it only reads the file
+    # and sends bytes (no SQLite connection, no lock the parent's threads share).
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    reader = context.Process(
+        target=_read_for, args=(sender, path, kind), name="edge import: reading", daemon=True
+    )
+    reader.start()
+    sender.close()
+    finished = False
+
+    def batches() -> Iterator[_Batch | _Restart]:
+        nonlocal finished
+        while not isinstance(message := _receive(receiver), _Done):
+            if isinstance(message, _Opened):
+                raise RuntimeError("edge import: the reader opened the file twice")
+            yield message
+        finished = True
+
+    try:
+        opened = _receive(receiver)
+        if not isinstance(opened, _Opened):
+            raise RuntimeError(f"edge import: unexpected {type(opened).__name__} from the reader")
+        yield opened, batches()
+    finally:
+        receiver.close()  # a reader still sending gets EPIPE
+        if not finished:
+            reader.terminate()
+        reader.join(5)
+        if reader.is_alive():
+            reader.kill()
+            reader.join()
+
+
+def _receive(receiver: Connection) -> _Opened | _Batch | _Restart | _Done:
+    try:
+        data = receiver.recv_bytes()
+    except EOFError:
+        raise RuntimeError("edge import: the reading process ended before the file did") from None
+    message = _messages.decode(data)
+    if isinstance(message, _Failed):
+        if message.whole_file:
+            raise ImportFailed(message.message)
+        raise RuntimeError(f"edge import: the reading process failed:\n{message.message}")
+    return message
+
+
+def _read_for(sender: Connection, path: Path, kind: str | None) -> None:
+    """The reading process: :func:`_read`'s messages, msgpack-encoded, to the parent.
+    Orders go out early; if that turns out wrong, the file is read again."""
+    # Ctrl-C reaches the whole process group: the parent handles it and stops this one.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    encode = msgspec.msgpack.Encoder().encode
+    try:
+        try:
+            opened, batches = _read(path, kind, early=True)
+            sender.send_bytes(encode(opened))
+            try:
+                for batch in batches:
+                    sender.send_bytes(encode(batch))
+            except _Scattered:
+                sender.send_bytes(encode(_Restart()))
+                for batch in _read(path, kind)[1]:
+                    sender.send_bytes(encode(batch))
+            end: _Done | _Failed = _Done()
+        except ImportFailed as exc:
+            end = _Failed(str(exc), whole_file=True)
+        except Exception:
+            end = _Failed(traceback.format_exc(), whole_file=False)
+        sender.send_bytes(encode(end))
+    except OSError:
+        pass  # the parent stopped listening (it is stopping us)
+    finally:
+        sender.close()
 
 
 Record = dict[str, Any]
@@ -307,16 +565,21 @@ Record = dict[str, Any]
 class _Source:
     columns: list[str]
     """CSV header, or the keys of the first JSON object."""
-    records: Iterator[tuple[int, Record | LineError]]
+    records: Generator[tuple[int, Record | list[str] | LineError], None, None]
+    """JSON objects; CSV rows as their cells (stripped, one per column): see ``record``."""
     is_csv: bool
+    position: Callable[[], int]
+    """Bytes of the file read so far."""
     delimiter: str = ","
+    record: Callable[[list[str]], Record] = dict
+    """A CSV row's cells as a record: the named columns that are not empty."""
 
 
 def _normal_column(name: str) -> str:
     return "_".join(name.strip().lower().replace("-", " ").split())
 
 
-def _open_records(path: Path, progress: _Progress) -> _Source:
+def _open_records(path: Path) -> _Source:
     suffix = path.suffix.lower()
     try:
         with path.open("rb") as f:
@@ -325,19 +588,17 @@ def _open_records(path: Path, progress: _Progress) -> _Source:
         raise ImportFailed(f"{path}: {exc.strerror or exc}") from None
     first = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
     if suffix in (".jsonl", ".ndjson") or (suffix != ".csv" and first == b"{"):
-        return _jsonl_records(path, progress)
+        return _jsonl_records(path)
     if suffix == ".json" or first == b"[":
-        return _json_array_records(path, progress)
-    return _csv_records(path, head, progress)
+        return _json_array_records(path)
+    return _csv_records(path, head)
 
 
-def _counting(lines: Iterable[_T], progress: _Progress) -> Iterator[_T]:
-    for line in lines:
-        progress.add(len(line))  # type: ignore[arg-type]
-        yield line
+def _position(f: IO[bytes], size: int) -> Callable[[], int]:
+    return lambda: size if f.closed else f.tell()
 
 
-def _csv_records(path: Path, head: bytes, progress: _Progress) -> _Source:
+def _csv_records(path: Path, head: bytes) -> _Source:
     sample = head.decode("utf-8-sig", errors="replace")
     header_line = sample.splitlines()[0] if sample.strip() else ""
     try:
@@ -347,8 +608,7 @@ def _csv_records(path: Path, head: bytes, progress: _Progress) -> _Source:
     if delimiter not in header_line and (";" if delimiter == "," else ",") in header_line:
         delimiter = ";" if delimiter == "," else ","
     f = path.open(encoding="utf-8-sig", newline="", errors="strict")
-    lines: Iterable[str] = _counting(f, progress) if progress.enabled else f
-    reader = csv.reader(lines, delimiter=delimiter)
+    reader = csv.reader(f, delimiter=delimiter)
     header: list[str] = []
     header_at = 0
     try:
@@ -369,11 +629,18 @@ def _csv_records(path: Path, head: bytes, progress: _Progress) -> _Source:
         f.close()
         raise ImportFailed(f"{path}: the header repeats columns: {', '.join(dupes)}")
 
-    def records() -> Iterator[tuple[int, Record | LineError]]:
+    unnamed = "" in header
+
+    def record(cells: list[str]) -> Record:
+        found = dict(zip(compress(header, cells), filter(None, cells)))  # noqa: B905
+        if unnamed:
+            found.pop("", None)
+        return found
+
+    def records() -> Generator[tuple[int, list[str] | LineError], None, None]:
         width = len(header)
         previous = header_at
         strip = str.strip
-        unnamed = "" in header
         try:
             while True:
                 try:
@@ -392,7 +659,7 @@ def _csv_records(path: Path, head: bytes, progress: _Progress) -> _Source:
                 line = previous + 1
                 previous = reader.line_num
                 cells = list(map(strip, row))
-                if not "".join(cells):
+                if not any(cells):
                     continue
                 if len(cells) > width:
                     if "".join(cells[width:]):
@@ -401,22 +668,20 @@ def _csv_records(path: Path, head: bytes, progress: _Progress) -> _Source:
                     del cells[width:]
                 elif len(cells) < width:
                     cells += [""] * (width - len(cells))
-                record: Record = {
-                    name: value for name, value in zip(header, cells, strict=True) if value
-                }
-                if unnamed:
-                    record.pop("", None)
-                yield line, record
+                yield line, cells
         finally:
             f.close()
 
-    return _Source(header, records(), is_csv=True, delimiter=delimiter)
+    # The text layer reads ahead in blocks; its byte stream's position is close enough.
+    position = _position(f.buffer, path.stat().st_size)
+    return _Source(
+        header, records(), is_csv=True, position=position, delimiter=delimiter, record=record
+    )
 
 
-def _jsonl_records(path: Path, progress: _Progress) -> _Source:
+def _jsonl_records(path: Path) -> _Source:
     f = path.open("rb")
-    lines: Iterable[bytes] = _counting(f, progress) if progress.enabled else f
-    numbered = enumerate(lines, start=1)
+    numbered = enumerate(f, start=1)
     first: list[tuple[int, bytes]] = []
     columns: list[str] = []
     for number, raw in numbered:
@@ -432,7 +697,7 @@ def _jsonl_records(path: Path, progress: _Progress) -> _Source:
                 columns = list(obj)
             break
 
-    def records() -> Iterator[tuple[int, Record | LineError]]:
+    def records() -> Generator[tuple[int, Record | list[str] | LineError], None, None]:
         try:
             for number, raw in [*first, *numbered]:
                 if not raw.strip():
@@ -449,22 +714,21 @@ def _jsonl_records(path: Path, progress: _Progress) -> _Source:
         finally:
             f.close()
 
-    return _Source(columns, records(), is_csv=False)
+    return _Source(columns, records(), is_csv=False, position=_position(f, path.stat().st_size))
 
 
-def _json_array_records(path: Path, progress: _Progress) -> _Source:
+def _json_array_records(path: Path) -> _Source:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ImportFailed(f"{path}: {exc}") from None
-    progress.add(len(text))
     decoder = json.JSONDecoder()
     ws = re.compile(r"[ \t\r\n]*")
     pos = ws.match(text).end()  # type: ignore[union-attr]
     if text[pos : pos + 1] != "[":
         raise ImportFailed(f"{path}: expected a JSON array of objects")
     pos += 1
-    items: list[tuple[int, Record | LineError]] = []
+    items: list[tuple[int, Record | list[str] | LineError]] = []
     line, counted = 1, 0
     while True:
         pos = ws.match(text, pos).end()  # type: ignore[union-attr]
@@ -486,7 +750,8 @@ def _json_array_records(path: Path, progress: _Progress) -> _Source:
             where = line + text.count("\n", counted, pos)
             raise ImportFailed(f"{path}:{where}: invalid JSON: expected ',' or ']'")
     columns = list(next((r for _, r in items if isinstance(r, dict)), {}))
-    return _Source(columns, iter(items), is_csv=False)
+    size = path.stat().st_size
+    return _Source(columns, (item for item in items), is_csv=False, position=lambda: size)
 
 
 # --- kinds ---------------------------------------------------------------------------
@@ -554,16 +819,14 @@ def _check_columns(kind: str, columns: Sequence[str], is_csv: bool) -> None:
         raise ImportFailed(f"{kind}: missing columns: {', '.join(dict.fromkeys(missing))}")
 
 
+class _Scattered(Exception):
+    """An order closed early has another row after all (:func:`_read`)."""
+
+
 class _Bad(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-@dataclass
-class _Unit:
-    lines: list[int]
-    event: ev.BaseEvent
 
 
 def _show(value: Any) -> str:
@@ -613,15 +876,9 @@ def _convert(
 
 
 def _parse_ts(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise _Bad(f"{name}: expected an ISO 8601 date or datetime or unix seconds, got {value}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and math.isfinite(value):
-        return int(value)
-    if isinstance(value, str):
+    if isinstance(value, str):  # (the common case first)
         text = value.strip()
-        if _NUMBER.fullmatch(text):
+        if text[4:5] != "-" and _NUMBER.fullmatch(text):  # (not a date: YYYY-...)
             return int(float(text))
         try:
             moment = datetime.fromisoformat(text)
@@ -631,6 +888,12 @@ def _parse_ts(value: Any, name: str) -> int:
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
             return int(moment.timestamp())
+    elif isinstance(value, bool):
+        raise _Bad(f"{name}: expected an ISO 8601 date or datetime or unix seconds, got {value}")
+    elif isinstance(value, int):
+        return value
+    elif isinstance(value, float) and math.isfinite(value):
+        return int(value)
     raise _Bad(f"{name}: expected an ISO 8601 date or datetime or unix seconds, got {_show(value)}")
 
 
@@ -657,19 +920,34 @@ def _derive_id(kind: str, event: ev.BaseEvent) -> str:
 
 
 class _Parser:
-    kind: str
+    """Records of one kind into units (in file order) and bad lines."""
 
-    def __init__(self, identity: Identity, columns: Sequence[str]) -> None:
-        self.identity = identity
+    kind: str
+    reads_cells = False
+    """CSV rows go to :meth:`row` as their cells rather than as records."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
         self.columns = [_normal_column(c) for c in columns]
         self.notes: list[str] = []
+        self.ready: list[_Unit] = []
+        """Units complete, in file order, not yet in a batch."""
+        self.errors: list[LineError] = []
+        """Bad lines not yet in a batch."""
         self._ts_cache: dict[Any, int] = {}
 
-    def row(self, line: int, record: Record) -> _Unit | None:
+    def row(self, line: int, record: Record) -> None:
+        """Read one record: its unit goes to ``ready`` (possibly later, with the rest of
+        its order); raises :class:`_Bad` when the record itself is bad."""
         raise NotImplementedError
 
-    def finish(self) -> Iterable[_Unit | LineError]:
-        return ()
+    def finish(self) -> None:
+        """The file is read: everything still held back goes out."""
+
+    def batch(self, lines: int, position: int) -> _Batch:
+        batch = _Batch(self.ready, self.errors, lines, position)
+        self.ready = []
+        self.errors = []
+        return batch
 
     def ts(self, record: Record, *, required: bool) -> tuple[int | None, str]:
         name = "ts" if "ts" in record else "date"
@@ -678,14 +956,19 @@ class _Parser:
             if required:
                 raise _Bad("ts: missing (a ts or date column is needed)")
             return None, name
+        return self.timestamp(value, name), name
+
+    def timestamp(self, value: Any, name: str) -> int:
+        """:func:`_parse_ts`, remembered (exports repeat their dates)."""
         try:
-            return self._ts_cache[value], name
-        except (KeyError, TypeError):
-            pass
-        ts = _parse_ts(value, name)
-        if len(self._ts_cache) < 1_000_000 and isinstance(value, str | int):
-            self._ts_cache[value] = ts
-        return ts, name
+            found = self._ts_cache.get(value)
+        except TypeError:  # not hashable
+            return _parse_ts(value, name)
+        if found is None:
+            found = _parse_ts(value, name)
+            if len(self._ts_cache) < 1_000_000 and isinstance(value, str | int):
+                self._ts_cache[value] = found
+        return found
 
     @staticmethod
     def subject(record: Record) -> dict[str, Any]:
@@ -701,40 +984,101 @@ class _Parser:
 
 
 _HEAD_FIELDS: Final = ("order_id", *_SUBJECT, "ts", "date", "total", "coupon")
+_MISSING: Final = (None, "")
+"""What a missing column reads as: None from a record, "" from a CSV row's cells."""
+
+
+def _head_record(head: tuple[Any, ...]) -> Record:
+    """An item row's order columns (as in :data:`_HEAD_FIELDS`) as a record again."""
+    return {
+        name: value for name, value in zip(_HEAD_FIELDS, head, strict=True) if value not in _MISSING
+    }
 
 
 class _OrderGroup:
-    __slots__ = ("bad", "heads", "lines", "products")
+    """One order: its item rows as read, until the last one is in."""
 
-    def __init__(self) -> None:
+    __slots__ = ("bad", "closed", "good", "heads", "items", "lines", "order_id", "unit")
+
+    def __init__(self, order_id: Any) -> None:
+        self.order_id = order_id
         self.lines: list[int] = []
-        self.heads: list[dict[str, Any]] = []
-        """Each item row's order columns, as read."""
-        self.products: list[ev.Product] = []
-        self.bad: list[int] = []
+        """Every row of the order."""
+        self.good: list[int] = []
+        """The rows naming a customer, with their order columns (:data:`_HEAD_FIELDS`,
+        None where missing) and product columns."""
+        self.heads: list[tuple[Any, ...]] = []
+        self.items: list[Record | tuple[str, ...]] = []
+        self.bad: dict[int, str] = {}
+        """Row -> what is wrong with it."""
+        self.closed = False
+        self.unit: _Unit | None = None
+        """Once closed: the order's event, or None when it has bad lines."""
 
 
 class _Orders(_Parser):
     kind = "orders"
 
-    def __init__(self, identity: Identity, columns: Sequence[str]) -> None:
-        super().__init__(identity, columns)
+    def __init__(self, columns: Sequence[str]) -> None:
+        super().__init__(columns)
         self.ignore_others(_ORDER_FIELDS | {"event"})
         self.items = "product_id" in self.columns
         self.groups: dict[Any, _OrderGroup] = {}
+        """Orders whose rows may still come, by order id."""
+        self.queue: deque[_OrderGroup] = deque()
+        """Orders not yet out, in file order (of their first row): each waits for the
+        ones before it, so units go out sorted by their first line."""
+        self.early = False
+        """Close an order when a row of another one follows (see :func:`_read`)."""
+        self.closed_early: set[Any] = set()
+        self._last: _OrderGroup | None = None
+        """The order of the last item row."""
 
-    def head(self, record: Record) -> tuple[dict[str, Any], dict[str, str]]:
-        data = self.subject(record)
-        ts, ts_name = self.ts(record, required=True)
-        data["ts"] = ts
-        for name in ("order_id", "total", "coupon"):
-            if name in record:
-                data[name] = record[name]
-        return data, {"ts": ts_name}
+    def read_cells(self) -> None:
+        """A CSV of item rows: each row's cells are read by column, no record made (an
+        eighth of the reading time)."""
+        columns = self.columns
+        after = len(columns)  # the None appended to a row's cells: a column not there
+        self._head_cells = itemgetter(
+            *(columns.index(f) if f in columns else after for f in _HEAD_FIELDS)
+        )
+        self._product_names = [f for f in _PRODUCT_FIELDS if f in columns]
+        at = [columns.index(f) for f in self._product_names]
+        self._product_cells: Callable[[list[Any]], tuple[str, ...]] = (
+            itemgetter(*at) if len(at) > 1 else lambda cells: (cells[at[0]],)
+        )
+        self.reads_cells = True
+        self.row = self._item_cells  # type: ignore[method-assign]
 
-    def row(self, line: int, record: Record) -> _Unit | None:
+    def head(self, values: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, str]]:
+        """An order's own columns (:data:`_HEAD_FIELDS`, None or "" where missing)
+        checked and named as OrderCompleted has them, and which column the time came
+        from."""
+        order_id, user_id, email, anonymous_id, ts, date, total, coupon = values
+        data: dict[str, Any] = {}
+        if user_id not in _MISSING:
+            data["user_id"] = user_id
+        if email not in _MISSING:
+            data["email"] = email
+        if anonymous_id not in _MISSING:
+            data["anonymous_id"] = anonymous_id
+        if not data:
+            raise _Bad("needs a user_id, email or anonymous_id")
+        name, value = ("ts", ts) if ts not in _MISSING else ("date", date)
+        if value in _MISSING:
+            raise _Bad("ts: missing (a ts or date column is needed)")
+        data["ts"] = self.timestamp(value, name)
+        if order_id not in _MISSING:
+            data["order_id"] = order_id
+        if total not in _MISSING:
+            data["total"] = total
+        if coupon not in _MISSING:
+            data["coupon"] = coupon
+        return data, {"ts": name}
+
+    def row(self, line: int, record: Record) -> None:
         if not (self.items or "product_id" in record):  # JSON: item rows per line
-            data, names = self.head(record)
+            data, names = self.head(tuple(map(record.get, _HEAD_FIELDS)))
             products = record.get("products")
             if isinstance(products, str):
                 try:
@@ -743,63 +1087,153 @@ class _Orders(_Parser):
                     raise _Bad(f"products: invalid JSON: {exc}") from None
             if products is not None:
                 data["products"] = products
-            return _Unit([line], _convert(data, ev.OrderCompleted, names))
-        # One row per item: the order's own columns are checked once per order, when
-        # the whole file has been read (its rows may be anywhere).
-        head = {k: record[k] for k in _HEAD_FIELDS if k in record}
-        order_id = head.get("order_id")
-        if order_id is None:
+            unit = _Unit([line], _convert(data, ev.OrderCompleted, names))
+            if self.early and self._last is not None and not self._last.closed:
+                self._close_early(self._last)
+            if self.queue:
+                group = _OrderGroup(None)
+                group.closed, group.unit = True, unit
+                self.queue.append(group)
+            else:
+                self.ready.append(unit)
+            return
+        head = tuple(map(record.get, _HEAD_FIELDS))
+        if head[0] is None:
             raise _Bad("order_id: missing")
+        self._item(
+            line,
+            head,
+            head[1] is not None or head[2] is not None or head[3] is not None,
+            {k: record[k] for k in _PRODUCT_FIELDS if k in record},
+        )
+
+    def _item_cells(self, line: int, cells: list[Any]) -> None:
+        """:meth:`row` for a CSV row of an item, by its cells ("" where empty)."""
+        cells.append(None)
+        head = self._head_cells(cells)
+        if not head[0]:
+            raise _Bad("order_id: missing")
+        # The product columns are kept as cells: made records in one go when the order
+        # is complete (:meth:`_records`).
+        self._item(line, head, bool(head[1] or head[2] or head[3]), self._product_cells(cells))
+
+    def _item(
+        self, line: int, head: tuple[Any, ...], named: bool, item: Record | tuple[str, ...]
+    ) -> None:
+        """One row per item: the order's rows may be anywhere in the file; its own
+        columns (*head*) and products are checked once it is complete. *named*: the
+        row names a customer."""
+        order_id = head[0]
         group = self.groups.get(order_id)
         if group is None:
-            group = self.groups[order_id] = _OrderGroup()
+            if order_id in self.closed_early:
+                raise _Scattered(order_id)
+            if self.early and self._last is not None and not self._last.closed:
+                self._close_early(self._last)
+            group = self.groups[order_id] = _OrderGroup(order_id)
+            self.queue.append(group)
+        self._last = group
         group.lines.append(line)
+        if named:
+            group.good.append(line)
+            group.heads.append(head)
+            group.items.append(item)
+        else:
+            group.bad[line] = "needs a user_id, email or anonymous_id"
+
+    def _close_early(self, group: _OrderGroup) -> None:
+        self.closed_early.add(group.order_id)
+        self._close(group)
+
+    def finish(self) -> None:
+        for group in list(self.groups.values()):
+            self._close(group)
+
+    def _close(self, group: _OrderGroup) -> None:
+        del self.groups[group.order_id]
+        group.closed = True
+        group.unit = self._order(group)
+        queue = self.queue
+        while queue and queue[0].closed:
+            unit = queue.popleft().unit
+            if unit is not None:
+                self.ready.append(unit)
+
+    def _order(self, group: _OrderGroup) -> _Unit | None:
+        """The order's event, or None with every one of its lines reported."""
+        if not group.bad and (unit := self._good_order(group)) is not None:
+            return unit
+        products = self._products(group)
+        if group.bad:
+            bad = ", ".join(map(str, sorted(group.bad)))
+            for line in group.lines:
+                self.errors.append(
+                    LineError(line, group.bad[line])
+                    if line in group.bad
+                    else LineError(
+                        line, f"order {group.order_id}: not applied, line {bad} of it is bad"
+                    )
+                )
+            return None
         try:
-            if "user_id" not in head and "email" not in head and "anonymous_id" not in head:
-                raise _Bad("needs a user_id, email or anonymous_id")
-            item = {k: record[k] for k in _PRODUCT_FIELDS if k in record}
-            product = _convert(item, ev.Product, {})
+            data, names = self._agreed(group)
+            data["products"] = products
+            if "total" not in data:
+                data["total"] = round(sum(p.price * p.quantity for p in products), 2)
+            event = _convert(data, ev.OrderCompleted, names)
+        except _Bad as bad:
+            self.errors += [LineError(line, bad.message) for line in group.lines]
+            return None
+        return _Unit(group.lines, event)
+
+    def _good_order(self, group: _OrderGroup) -> _Unit | None:
+        """The common case in one conversion: rows that agree, a total, every value
+        good. None when anything is off: :meth:`_order` then finds out what."""
+        first = group.heads[0]
+        if group.heads.count(first) != len(group.heads):
+            return None
+        try:
+            data, _ = self.head(first)
         except _Bad:
-            group.bad.append(line)
-            raise
-        group.heads.append(head)
-        group.products.append(product)
-        return None
+            return None
+        if "total" not in data:
+            return None
+        data["products"] = self._records(group.items)
+        try:
+            return _Unit(group.lines, msgspec.convert(data, ev.OrderCompleted, strict=False))
+        except msgspec.ValidationError:
+            return None
 
-    def finish(self) -> Iterator[_Unit | LineError]:
-        for order_id, group in self.groups.items():
-            if group.bad:
-                bad = ", ".join(map(str, group.bad))
-                for line in group.lines:
-                    if line not in group.bad:
-                        yield LineError(
-                            line, f"order {order_id}: not applied, line {bad} of it is bad"
-                        )
-                continue
+    def _records(self, items: list[Record | tuple[str, ...]]) -> list[Record]:
+        """An order's product columns as records (a CSV's are kept as cells)."""
+        if not items or isinstance(items[0], dict):
+            return items  # type: ignore[return-value]
+        names = self._product_names
+        if "" in chain.from_iterable(items):  # empty cells: left out
+            return [dict(zip(compress(names, cells), filter(None, cells))) for cells in items]  # type: ignore[arg-type]  # noqa: B905
+        return list(map(dict, map(zip, repeat(names), items)))  # type: ignore[arg-type]
+
+    def _products(self, group: _OrderGroup) -> list[ev.Product]:
+        """The order's products; a bad one's row goes to ``group.bad``."""
+        products = []
+        for line, item in zip(group.good, self._records(group.items), strict=True):
             try:
-                data, names = self._agreed(order_id, group)
-                data["products"] = group.products
-                if "total" not in data:
-                    data["total"] = round(sum(p.price * p.quantity for p in group.products), 2)
-                event = _convert(data, ev.OrderCompleted, names)
+                products.append(_convert(item, ev.Product, {}))
             except _Bad as bad:
-                for line in group.lines:
-                    yield LineError(line, bad.message)
-                continue
-            yield _Unit(group.lines, event)
-        self.groups.clear()
+                group.bad[line] = bad.message
+        return products
 
-    def _agreed(self, order_id: Any, group: _OrderGroup) -> tuple[dict[str, Any], dict[str, str]]:
+    def _agreed(self, group: _OrderGroup) -> tuple[dict[str, Any], dict[str, str]]:
         """The order's columns, which all its rows must agree on."""
         first = group.heads[0]
-        if len(group.heads) == 1 or all(head == first for head in group.heads):
+        if group.heads.count(first) == len(group.heads):
             return self.head(first)
         parsed: list[dict[str, Any]] = []
         for head in group.heads:
             try:
                 parsed.append(self.head(head)[0])
             except _Bad:
-                parsed.append(head)
+                parsed.append(_head_record(head))
         problems = [
             name
             for name in ("user_id", "email", "anonymous_id", "ts", "total", "coupon")
@@ -808,7 +1242,7 @@ class _Orders(_Parser):
         if not problems:
             return self.head(first)
         raise _Bad(
-            f"order {order_id}: its rows (lines {', '.join(map(str, group.lines))}) "
+            f"order {group.order_id}: its rows (lines {', '.join(map(str, group.lines))}) "
             f"disagree on {', '.join(problems)}"
         )
 
@@ -817,7 +1251,7 @@ class _Customers(_Parser):
     kind = "customers"
     _numeric: Final = {"birth_year": int, "latitude": float, "longitude": float}
 
-    def row(self, line: int, record: Record) -> _Unit | None:
+    def row(self, line: int, record: Record) -> None:
         data: dict[str, Any] = {k: record[k] for k in _SUBJECT if k in record}
         if not data.keys() & {"user_id", "email"}:
             raise _Bad("needs a user_id or email")
@@ -843,7 +1277,7 @@ class _Customers(_Parser):
             raise _Bad(str(exc)) from None
         if event.event_id is None:
             event.event_id = _derive_id(self.kind, event)
-        return _Unit([line], event)
+        self.ready.append(_Unit([line], event))
 
     def _number(self, key: str, value: Any) -> float | int:
         wanted = self._numeric[key]
@@ -861,11 +1295,11 @@ class _Customers(_Parser):
 class _Emails(_Parser):
     kind = "emails"
 
-    def __init__(self, identity: Identity, columns: Sequence[str]) -> None:
-        super().__init__(identity, columns)
+    def __init__(self, columns: Sequence[str]) -> None:
+        super().__init__(columns)
         self.ignore_others(_EMAIL_FIELDS | {"event"})
 
-    def row(self, line: int, record: Record) -> _Unit | None:
+    def row(self, line: int, record: Record) -> None:
         data = self.subject(record)
         kind = record.get("type")
         type_ = _EMAIL_TYPES.get(kind.strip().lower()) if isinstance(kind, str) else None
@@ -878,13 +1312,13 @@ class _Emails(_Parser):
         event = _convert(data, type_, {"ts": ts_name})
         if event.event_id is None:
             event.event_id = _derive_id(self.kind, event)
-        return _Unit([line], event)
+        self.ready.append(_Unit([line], event))
 
 
 class _Events(_Parser):
     kind = "events"
 
-    def row(self, line: int, record: Record) -> _Unit | None:
+    def row(self, line: int, record: Record) -> None:
         event: ev.BaseEvent = _convert(record, ev.Event, {}, strict=True)  # type: ignore[arg-type]
         if not (event.user_id or event.email or event.anonymous_id):
             raise _Bad("needs a user_id, email or anonymous_id (shop events name their subject)")
@@ -895,7 +1329,7 @@ class _Events(_Parser):
                 raise _Bad(str(exc)) from None
         if event.event_id is None and not isinstance(event, ev.OrderCompleted):
             event.event_id = _derive_id(self.kind, event)
-        return _Unit([line], event)
+        self.ready.append(_Unit([line], event))
 
 
 _PARSERS: Final[dict[str, type[_Parser]]] = {
@@ -981,26 +1415,220 @@ def _claim(event: ev.BaseEvent) -> str:
     return ""
 
 
+class _Changes:
+    """Shop events applied in file order to the profiles they touch, with the keys,
+    stitching and claim rules of ProfileService. Each profile, alias and claim is read
+    once, through *store*, and kept as read (to check it later); the profiles change in
+    memory, and which ones changed is kept (to write them)."""
+
+    def __init__(
+        self, now: int, email_hash: Callable[[ev.BaseEvent], str], store: BulkSession
+    ) -> None:
+        self.now = now
+        self.email_hash = email_hash
+        self._store = store
+        self.profiles: Profiles = {}
+        self.blobs: dict[str, bytes | None] = {}
+        """Each profile as read (None: not stored)."""
+        self.stored_aliases: dict[str, str | None] = {}
+        """Each alias as read: the key it pointed at."""
+        self.stored_claims: dict[str, bool] = {}
+        """Each claim as read: whether it had been recorded before."""
+        self.overlay: dict[str, str | None] = {}
+        """Aliases these events moved (or removed)."""
+        self.fresh: set[str] = set()
+        """Claims first applied here."""
+        self.touched: dict[str, None] = {}
+        self.deleted: dict[str, None] = {}
+        self.duplicates = bytearray()
+        """Per event applied, in order: 1 when it had been applied before (skipped)."""
+        self.applied = 0
+        self.orders = 0
+        self.skipped = 0
+
+    def resolve(self, alias: str) -> str | None:
+        if alias in self.overlay:
+            return self.overlay[alias]
+        return self.stored_aliases.get(alias)
+
+    def load(self, units: Sequence[_Unit]) -> None:
+        """Read what *units* need that was not read yet: the aliases they name, every
+        profile they may change or absorb (a superset of what shop_event_keys returns,
+        resolved the same way), and their claims."""
+        email_hash = self.email_hash
+        aliases: dict[str, None] = {}
+        claims: dict[str, None] = {}
+        for unit in units:
+            event = unit.event
+            if event.email:
+                aliases[email_key(email_hash(event))] = None
+            if event.anonymous_id:
+                aliases[event.anonymous_id] = None
+            if claim := _claim(event):
+                claims[claim] = None
+        if wanted := [a for a in aliases if a not in self.stored_aliases]:
+            found = self._store.aliases(wanted)
+            for alias in wanted:
+                self.stored_aliases[alias] = found.get(alias)
+        if wanted := [c for c in claims if c not in self.stored_claims]:
+            recorded = self._store.claims(wanted)
+            for claim in wanted:
+                self.stored_claims[claim] = claim in recorded
+        keys: dict[str, None] = {}
+        resolve = self.resolve
+        for unit in units:
+            event = unit.event
+            if event.user_id:
+                keys[customer_key(event.user_id)] = None
+            if event.email:
+                alias = email_key(email_hash(event))
+                keys[resolve(alias) or alias] = None
+            if event.anonymous_id:
+                keys[resolve(event.anonymous_id) or event.anonymous_id] = None
+        if wanted := [k for k in keys if k not in self.profiles]:
+            found_blobs = self._store.blobs(wanted)
+            for key in wanted:
+                blob = self.blobs[key] = found_blobs.get(key)
+                self.profiles[key] = decode(blob) if blob is not None else None
+
+    def apply(self, units: Sequence[_Unit]) -> None:
+        """Apply *units* (loaded) in order."""
+        profiles = self.profiles
+        touched = self.touched
+        deleted = self.deleted
+        fresh = self.fresh
+        stored = self.stored_claims
+        duplicates = self.duplicates
+        now = self.now
+        for unit in units:
+            event = unit.event
+            claim = _claim(event)
+            duplicate = bool(claim) and (stored[claim] or claim in fresh)
+            duplicates.append(duplicate)
+            if duplicate:
+                self.skipped += 1
+            else:
+                self.applied += 1
+                if type(event) is ev.OrderCompleted:
+                    self.orders += 1
+            if event.user_id and not event.email and not event.anonymous_id:
+                # The common case, short: a customer id only, so nothing to resolve,
+                # absorb or alias (what apply_shop_event would do, without the work).
+                key = customer_key(event.user_id)
+                profile = profiles[key]
+                if profile is None:
+                    profile = profiles[key] = new_profile(key, now)
+                if duplicate:
+                    if profile.customer_id == event.user_id:
+                        continue
+                else:
+                    ev.apply(profile, event, now, ev.Source.SHOP)
+                    if claim:
+                        fresh.add(claim)
+                profile.customer_id = event.user_id
+                touched[key] = None
+                deleted.pop(key, None)
+                continue
+            email_hash = self.email_hash(event)
+            key, absorb, extra = shop_event_keys(event, email_hash, self.resolve)
+            for name in (key, *absorb):
+                if name not in profiles:
+                    raise RuntimeError(f"import: profile {name!r} was not loaded")
+            before = {k: profiles[k] for k in absorb}
+            old_profile = profiles[key]
+            old_state = (
+                (old_profile.customer_id, old_profile.email_hash, old_profile.aliases)
+                if old_profile is not None
+                else None
+            )
+            profile, merged = apply_shop_event(
+                profiles,
+                key,
+                absorb,
+                event,
+                now=now,
+                duplicate=duplicate,
+                email_hash=email_hash,
+                extra_aliases=extra,
+            )
+            if claim and not duplicate:
+                fresh.add(claim)
+            for gone in merged:
+                deleted[gone] = None
+                touched.pop(gone, None)
+                old = before[gone]
+                for alias in (gone, *(old.aliases if old else ())):
+                    self.overlay[alias] = None
+            if (
+                not duplicate
+                or merged
+                or old_state != (profile.customer_id, profile.email_hash, profile.aliases)
+            ):
+                touched[key] = None  # (a re-imported event changes nothing: no write)
+            deleted.pop(key, None)
+            for alias in profile.aliases:
+                self.overlay[alias] = key
+
+    def recount(self, indexes: Sequence[int], units: Sequence[_Unit], duplicates: bytes) -> None:
+        """The events at *indexes* were applied again elsewhere, with these outcomes."""
+        for n, unit, duplicate in zip(indexes, units, duplicates, strict=True):
+            order = isinstance(unit.event, ev.OrderCompleted)
+            if self.duplicates[n] != duplicate:
+                self.duplicates[n] = duplicate
+                change = -1 if duplicate else 1
+                self.applied += change
+                self.skipped -= change
+                self.orders += change if order else 0
+
+    def result(self) -> Profiles:
+        """What to write: removed profiles first (the store deletes a removed profile's
+        alias rows, and must not delete the ones just written for the survivor)."""
+        out: Profiles = dict.fromkeys(self.deleted)
+        for key in self.touched:
+            out[key] = self.profiles[key]
+        return out
+
+    def new_claims(self) -> list[str]:
+        return [claim for claim, recorded in self.stored_claims.items() if not recorded]
+
+
 class _Bulk:
-    """Applies chunks of events through ``transact_many``: one job per chunk loads
-    every profile the chunk may touch, applies its events in file order, and writes
-    each changed profile once."""
+    """The import's events: applied (:class:`_Changes`) batch by batch as they are
+    read, written at the end in chunks of independent groups (see the module doc)."""
 
     def __init__(self, store: SQLiteStore, email_hash: Callable[[str], str], now: int) -> None:
         self.now = now
         self._email_hash = email_hash
         self._hashes: dict[str, str] = {}
-        self._conn = sqlite3.connect(store.path, timeout=30)
-        self.overlay: dict[str, str | None] = {}
-        """Aliases written (or removed) by this import, possibly not yet committed."""
-        self._db_aliases: dict[str, str | None] = {}
-        self._progress = _Progress("", 0, "", enabled=False)
-        self.applied = 0
-        self.orders = 0
-        self.skipped = 0
+        self._session = store.bulk()
+        self.changes = _Changes(now, self.email_hash, self._session)
+        self.units: list[_Unit] = []
+        self._names: list[str] = []
+        """Per unit: one name of its group."""
+        self._parent: dict[str, str] = {}
+        self._sizes: dict[str, int] = {}
+        """Group (by its root name) -> events in it."""
+        self._firsts: dict[str, int] = {}
+        """Group -> its first event."""
+        self._claimants: dict[str, int] = {}
+        """Claim -> the first unit with it."""
+        self._chunk_of: dict[str, int] = {}
+        """Group -> the chunk it is written in (once reading is done)."""
+
+    @property
+    def applied(self) -> int:
+        return self.changes.applied
+
+    @property
+    def orders(self) -> int:
+        return self.changes.orders
+
+    @property
+    def skipped(self) -> int:
+        return self.changes.skipped
 
     def close(self) -> None:
-        self._conn.close()
+        self._session.close()
 
     def email_hash(self, event: ev.BaseEvent) -> str:
         if not event.email:
@@ -1010,211 +1638,180 @@ class _Bulk:
             found = self._hashes[event.email] = self._email_hash(event.email)
         return found
 
-    def resolve(self, alias: str) -> str | None:
-        if alias in self.overlay:
-            return self.overlay[alias]
-        return self._db_aliases.get(alias)
+    def add(self, units: list[_Unit]) -> None:
+        """Apply *units*, the next ones in file order, in memory."""
+        if not units:
+            return
+        self.changes.load(units)
+        self._link(units)
+        self.changes.apply(units)
+        self.units += units
 
-    def _load_aliases(self, aliases: Iterable[str]) -> None:
-        wanted = [a for a in dict.fromkeys(aliases) if a not in self.overlay]
-        self._db_aliases = dict.fromkeys(wanted)
-        for i in range(0, len(wanted), 500):
-            part = wanted[i : i + 500]
-            marks = ",".join("?" * len(part))
-            for alias, key in self._conn.execute(
-                f"SELECT alias, key FROM aliases WHERE alias IN ({marks})", part
-            ):
-                self._db_aliases[alias] = key
+    def _find(self, name: str) -> str:
+        parent = self._parent
+        root = name
+        while (up := parent.get(root, root)) != root:
+            root = up
+        while name != root:
+            parent[name], name = root, parent.get(name, name)
+        return root
 
-    def plan(self, units: list[_Unit], size: int) -> list[list[_Unit]]:
-        """Group the events so each profile is read and written once per import:
-        events that share a customer, email, visitor id, a profile they resolve to,
-        or an order/event id form one group (kept in file order, and never split
-        across transactions); groups are independent of each other, so they are
-        packed into chunks of about *size* events in order of first appearance."""
-        names: list[list[str]] = []
-        aliases: list[str] = []
-        claimed: dict[str, int] = {}
-        for unit in units:
-            if claim := _claim(unit.event):
-                claimed[claim] = claimed.get(claim, 0) + 1
+    def _link(self, units: list[_Unit]) -> None:
+        """Group the events so each profile is written once per import: events that
+        share a customer, email, visitor id, a profile they resolve to in the store, or
+        an order/event id belong together (and whatever one group changes, no other
+        group reads)."""
+        stored = self.changes.stored_aliases
+        parent = self._parent
+        sizes = self._sizes
+        firsts = self._firsts
+        find = self._find
+        claimants = self._claimants
+        index = len(self._names)
         for unit in units:
             event = unit.event
-            mine: list[str] = []
+            names: list[str] = []
             if event.user_id:
-                mine.append(customer_key(event.user_id))
+                names.append(customer_key(event.user_id))
             if event.email:
                 alias = email_key(self.email_hash(event))
-                mine.append(alias)
-                aliases.append(alias)
+                names.append(alias)
+                if key := stored[alias]:
+                    names.append(key)
             if event.anonymous_id:
-                mine.append(event.anonymous_id)
-                aliases.append(event.anonymous_id)
-            if (claim := _claim(event)) and claimed[claim] > 1:
-                mine.append("\0" + claim)  # the same order twice: first one wins
-            names.append(mine)
-        self._load_aliases(aliases)
-        resolved = {a: k for a, k in self._db_aliases.items() if k is not None}
-        parent: dict[str, str] = {}
-
-        def find(name: str) -> str:
-            root = name
-            while (up := parent.get(root, root)) != root:
-                root = up
-            while name != root:
-                parent[name], name = root, parent.get(name, name)
-            return root
-
-        for mine in names:
-            if resolved:
-                mine.extend(resolved[a] for a in mine if a in resolved)
-            if len(mine) == 1:
-                continue
-            root = find(mine[0])
-            for name in mine[1:]:
+                names.append(event.anonymous_id)
+                if key := stored[event.anonymous_id]:
+                    names.append(key)
+            if claim := _claim(event):
+                first = claimants.setdefault(claim, index)
+                if first != index:
+                    names.append(self._names[first])  # the same order twice: first one wins
+            root = find(names[0])
+            for name in names[1:]:
                 other = find(name)
                 if other != root:
                     parent[other] = root
-        groups: dict[str, list[_Unit]] = {}
-        for unit, mine in zip(units, names, strict=True):
-            root = find(mine[0])
-            group = groups.get(root)
-            if group is None:
-                groups[root] = [unit]
-            else:
-                group.append(unit)
-        chunks: list[list[_Unit]] = []
-        current: list[_Unit] = []
-        for group in groups.values():
-            current.extend(group)
-            if len(current) >= size:
-                chunks.append(current)
-                current = []
+                    if other in sizes:  # two groups become one
+                        sizes[root] = sizes.get(root, 0) + sizes.pop(other)
+                        earliest = firsts.pop(other)
+                        firsts[root] = min(firsts.get(root, earliest), earliest)
+            sizes[root] = sizes.get(root, 0) + 1
+            firsts.setdefault(root, index)
+            self._names.append(names[0])
+            index += 1
+
+    def write(self, *, strict: bool, size: int, progress: _Progress) -> None:
+        """Write what changed: the groups, in the order of their first profile's key,
+        packed into chunks of about *size* events, one transaction each (with *strict*:
+        one in all). In key order, each chunk's profiles fill their own stretch of the
+        table's pages: in file order every chunk rewrote most of them (2.5 times the
+        WAL, 0.7 s more for 100,000 orders)."""
+        names = self._names
+        sizes = self._sizes
+        firsts = self._firsts
+        events: list[int] = []
+        """Per chunk: how many events."""
+        current = 0
+        for root in sorted(sizes, key=lambda root: names[firsts[root]]):
+            self._chunk_of[root] = len(events)
+            current += sizes[root]
+            if current >= size:
+                events.append(current)
+                current = 0
         if current:
-            chunks.append(current)
-        return chunks
+            events.append(current)
 
-    def jobs(
-        self, chunks: Iterable[list[_Unit]], progress: _Progress
-    ) -> Iterator[tuple[Sequence[str], Iterable[str], Mutation]]:
-        """Lazily, so each chunk's keys are resolved after the previous one ran."""
-        self._progress = progress
-        for chunk in chunks:
-            yield self._job(chunk)
+        changes = self.changes
+        chunk = self._chunk
+        results: list[Profiles] = [{} for _ in events]
+        for key in changes.deleted:
+            results[chunk(key)][key] = None
+        for key in changes.touched:
+            results[chunk(key)][key] = changes.profiles[key]
+        claims: list[list[str]] = [[] for _ in events]
+        for claim, recorded in changes.stored_claims.items():
+            if not recorded:
+                claims[chunk(names[self._claimants[claim]])].append(claim)
+        for some in claims:
+            some.sort()  # the claims' pages filled in turn (~25% faster than file order)
 
-    def _job(self, chunk: list[_Unit]) -> tuple[Sequence[str], Iterable[str], Mutation]:
-        aliases: list[str] = []
-        for unit in chunk:
-            event = unit.event
-            if event.email:
-                aliases.append(email_key(self.email_hash(event)))
-            if event.anonymous_id:
-                aliases.append(event.anonymous_id)
-        self._load_aliases(aliases)
-        # Every profile an event of the chunk may change or absorb (a superset of
-        # what shop_event_keys returns, resolved against the same aliases).
-        keys: dict[str, None] = {}
-        claims: dict[str, None] = {}
-        resolve = self.resolve
-        for unit in chunk:
-            event = unit.event
-            if event.user_id:
-                keys[customer_key(event.user_id)] = None
-            if event.email:
-                alias = email_key(self.email_hash(event))
-                keys[resolve(alias) or alias] = None
-            if event.anonymous_id:
-                keys[resolve(event.anonymous_id) or event.anonymous_id] = None
-            if claim := _claim(event):
-                claims[claim] = None
-
-        def mutation(current: Profiles, seen: set[str]) -> Profiles:
-            profiles = dict(current)
-            touched: dict[str, None] = {}
-            deleted: dict[str, None] = {}
-            fresh: set[str] = set()
-            for n, unit in enumerate(chunk, start=1):
-                if n % 1000 == 0:
-                    self._progress.add(1000)
-                event = unit.event
-                claim = _claim(event)
-                duplicate = bool(claim) and (claim in seen or claim in fresh)
-                if event.user_id and not event.email and not event.anonymous_id:
-                    # The common case, short: a customer id only, so nothing to resolve,
-                    # absorb or alias (what apply_shop_event would do, without the work).
-                    key = customer_key(event.user_id)
-                    profile = profiles[key]
-                    if profile is None:
-                        profile = profiles[key] = new_profile(key, self.now)
-                    if duplicate:
-                        self.skipped += 1
-                        if profile.customer_id == event.user_id:
-                            continue
+        def commit(part: Sequence[int], writes: list[Writes]) -> None:
+            session = self._session
+            with session.transaction():
+                for n, rows in zip(part, writes, strict=True):
+                    stale = self._stale(n) if session.others_wrote() else set()
+                    if not stale:
+                        session.store(rows)
                     else:
-                        ev.apply(profile, event, self.now, ev.Source.SHOP)
-                        self.applied += 1
-                        if isinstance(event, ev.OrderCompleted):
-                            self.orders += 1
-                        if claim:
-                            fresh.add(claim)
-                    profile.customer_id = event.user_id
-                    touched[key] = None
-                    deleted.pop(key, None)
-                    continue
-                email_hash = self.email_hash(event)
-                key, absorb, extra = shop_event_keys(event, email_hash, self.resolve)
-                for name in (key, *absorb):
-                    if name not in profiles:
-                        raise RuntimeError(f"import: profile {name!r} was not loaded")
-                before = {k: profiles[k] for k in absorb}
-                old_profile = profiles[key]
-                old_state = (
-                    (old_profile.customer_id, old_profile.email_hash, old_profile.aliases)
-                    if old_profile is not None
-                    else None
-                )
-                profile, merged = apply_shop_event(
-                    profiles,
-                    key,
-                    absorb,
-                    event,
-                    now=self.now,
-                    duplicate=duplicate,
-                    email_hash=email_hash,
-                    extra_aliases=extra,
-                )
-                if duplicate:
-                    self.skipped += 1
-                else:
-                    self.applied += 1
-                    if isinstance(event, ev.OrderCompleted):
-                        self.orders += 1
-                    if claim:
-                        fresh.add(claim)
-                for gone in merged:
-                    deleted[gone] = None
-                    touched.pop(gone, None)
-                    old = before[gone]
-                    for alias in (gone, *(old.aliases if old else ())):
-                        self.overlay[alias] = None
-                if (
-                    not duplicate
-                    or merged
-                    or old_state != (profile.customer_id, profile.email_hash, profile.aliases)
-                ):
-                    touched[key] = None  # (a re-imported event changes nothing: no write)
-                deleted.pop(key, None)
-                for alias in profile.aliases:
-                    self.overlay[alias] = key
-            self._progress.add(len(chunk) % 1000)
-            # Deletions first: the store deletes a removed profile's alias rows, and
-            # must not delete the ones just written that now point at the survivor.
-            out: Profiles = dict.fromkeys(deleted)
-            for key in touched:
-                out[key] = profiles[key]
-            return out
+                        self._write_around(results[n], claims[n], stale)
 
-        return list(keys), list(claims), mutation
+        # SQLite lets go of the GIL while it works: a transaction is written on another
+        # thread while this one encodes the next, and what is committed is copied into
+        # the database file on a third meanwhile (else 0.3 s at the end for 100,000).
+        parts = [range(len(events))] if strict else [[n] for n in range(len(events))]
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="edge-import-writer") as writer,
+            ThreadPoolExecutor(1, thread_name_prefix="edge-import-checkpoint") as copier,
+        ):
+            writing: Future[None] | None = None
+            copying: Future[None] | None = None
+            in_writing = 0
+            for part in parts:
+                writes = [prepare(results[n], claims[n]) for n in part]
+                if writing is not None:
+                    writing.result()
+                    progress.add(in_writing)
+                    if copying is None or copying.done():
+                        copying = copier.submit(self._session.checkpoint)
+                writing = writer.submit(commit, part, writes)
+                in_writing = sum(events[n] for n in part)
+            if writing is not None:
+                writing.result()
+                progress.add(in_writing)
+
+    def _chunk(self, name: str) -> int:
+        found = self._chunk_of.get(self._find(name))
+        if found is None:
+            raise RuntimeError(f"import: {name!r} belongs to no group")
+        return found
+
+    def _stale(self, n: int) -> set[str]:
+        """The groups of chunk *n* whose reads another writer has changed since: their
+        profiles, aliases or claims are not what is stored now."""
+        find = self._find
+        chunk = self._chunk
+        changes = self.changes
+        stale: set[str] = set()
+        keys = [key for key in changes.blobs if chunk(key) == n]
+        stored = self._session.blobs(keys)
+        stale.update(find(k) for k in keys if stored.get(k) != changes.blobs[k])
+        aliases = [alias for alias in changes.stored_aliases if chunk(alias) == n]
+        pointing = self._session.aliases(aliases)
+        stale.update(find(a) for a in aliases if pointing.get(a) != changes.stored_aliases[a])
+        claimant = {c: self._names[i] for c, i in self._claimants.items()}
+        claims = [c for c in changes.stored_claims if chunk(claimant[c]) == n]
+        recorded = self._session.claims(claims)
+        stale.update(
+            find(claimant[c]) for c in claims if (c in recorded) != changes.stored_claims[c]
+        )
+        return stale
+
+    def _write_around(self, result: Profiles, claims: list[str], stale: set[str]) -> None:
+        """Write the chunk's groups as computed, except the *stale* ones: those are
+        computed again from what is stored now (in this transaction, so they see it)."""
+        find = self._find
+        names = self._names
+        self._session.write(
+            {k: p for k, p in result.items() if find(k) not in stale},
+            [c for c in claims if find(names[self._claimants[c]]) not in stale],
+        )
+        again = [n for n, name in enumerate(names) if find(name) in stale]
+        units = [self.units[n] for n in again]
+        redo = _Changes(self.now, self.email_hash, self._session)
+        redo.load(units)
+        redo.apply(units)
+        self._session.write(redo.result(), redo.new_claims())
+        self.changes.recount(again, units, redo.duplicates)
 
 
 # --- progress ------------------------------------------------------------------------
