@@ -88,35 +88,25 @@ FIELDS = [
 ]
 
 
-def generated(n: int) -> dict[str, str]:
+def generated(n: int, *, unique: bool = False) -> dict[str, str]:
+    """*n* segments of three shapes over :data:`FIELDS`; with *unique* every condition
+    text differs (thresholds from the index), since a rule set that repeats a
+    condition compiles that text once."""
     rng = random.Random(7)
     out = {}
     for i in range(n):
         a, b = rng.sample(FIELDS, 2)
         kind = i % 3
         if kind == 0:
-            out[f"g{i}"] = f"{a} >= {rng.randint(1, 20)}"
+            least = i + 1 if unique else rng.randint(1, 20)
+            out[f"g{i}"] = f"{a} >= {least}"
         elif kind == 1:
-            out[f"g{i}"] = f"{a} >= {rng.randint(1, 5)} and {b} < {rng.randint(5, 50)}"
+            least = i % 5 + 1 if unique else rng.randint(1, 5)
+            below = i + 5 if unique else rng.randint(5, 50)
+            out[f"g{i}"] = f"{a} >= {least} and {b} < {below}"
         else:
-            out[f"g{i}"] = f"geo.country in ['IT', 'FR'] or {a} > {rng.randint(1, 9)}"
-    return out
-
-
-def distinct(n: int) -> dict[str, str]:
-    """The shapes of :func:`generated`, every condition text different (a rule set
-    that repeats conditions compiles each repeated text once)."""
-    rng = random.Random(11)
-    out = {}
-    for i in range(n):
-        a, b = rng.sample(FIELDS, 2)
-        kind = i % 3
-        if kind == 0:
-            out[f"d{i}"] = f"{a} >= {i + 1}"
-        elif kind == 1:
-            out[f"d{i}"] = f"{a} >= {i % 5 + 1} and {b} < {i + 5}"
-        else:
-            out[f"d{i}"] = f"geo.country in ['IT', 'FR'] or {a} > {i}"
+            above = i if unique else rng.randint(1, 9)
+            out[f"g{i}"] = f"geo.country in ['IT', 'FR'] or {a} > {above}"
     return out
 
 
@@ -177,7 +167,7 @@ def main() -> None:
     segs = generated(1000)
     big = compile_segments(segs)
     compile_ms = p50(lambda: compile_segments(segs), 1, 7) / 1e3
-    unique = distinct(1000)
+    unique = generated(1000, unique=True)
     distinct_ms = p50(lambda: compile_segments(unique), 1, 7) / 1e3
     with tempfile.TemporaryDirectory() as tmp:
         text = _rule_file(segs)
