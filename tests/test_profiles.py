@@ -379,3 +379,19 @@ async def test_what_a_store_hands_out_is_a_copy(service: ProfileService) -> None
     with pytest.raises(RuntimeError):
         await store.transact(["v9"], [], half_done)
     assert (await store.get("v9")).visits == 1  # type: ignore[union-attr]
+
+
+async def test_sqlite_forgets_claims_as_redis_expires_them(tmp_path: Path) -> None:
+    from edge.profiles.store import CLAIM_TTL
+
+    store = SQLiteStore(tmp_path / "p.db")
+    try:
+        now = 1_800_000_000
+        rows = [("order:old", now - CLAIM_TTL - 1), ("order:recent", now - CLAIM_TTL + 60)]
+        with store._writer:
+            store._writer.executemany("INSERT INTO claims (claim, ts) VALUES (?, ?)", rows)
+        assert store._prune(now) == 1
+        left = {c for (c,) in store._reader.execute("SELECT claim FROM claims")}
+        assert left == {"order:recent"}
+    finally:
+        await store.close()

@@ -40,10 +40,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
-from edge.profiles.model import DAY, Profile, decode, encode
-from edge.profiles.store import Mutation, Profiles, Store
+from edge.profiles.model import Profile, decode, encode
+from edge.profiles.store import CLAIM_TTL, Mutation, Profiles, Store
 
-CLAIM_TTL: Final = 400 * DAY
 MAX_ATTEMPTS: Final = 50
 _LOCK_STRIPES: Final = 256
 _POOL_SIZE: Final = 64

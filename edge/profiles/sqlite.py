@@ -26,7 +26,7 @@ from typing import Final
 import msgspec
 
 from edge.profiles.model import Profile, decode, encode
-from edge.profiles.store import Mutation, Profiles, Store
+from edge.profiles.store import CLAIM_TTL, Mutation, Profiles, Store
 
 log = logging.getLogger("edge.profiles")
 
@@ -63,6 +63,8 @@ class SQLiteStore(Store):
         self._writer = _connect(self.path, sync_full=sync_full)
         self._writer.executescript(_SCHEMA)
         self._reader = _connect(self.path, sync_full=sync_full)
+        self._pruned = 0.0
+        self._prune()
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(
             target=self._write_loop, name="edge-sqlite-writer", daemon=True
@@ -140,6 +142,23 @@ class SQLiteStore(Store):
             for (_, _, _, future, loop), outcome in results:
                 if future is not None and loop is not None:
                     loop.call_soon_threadsafe(_settle, future, outcome)
+            if time.time() - self._pruned > PRUNE_EVERY:
+                self._prune()
+
+    def _prune(self, now: float | None = None) -> int:
+        """Forget claims older than ``CLAIM_TTL`` (as Redis expires them); on the
+        writer's connection, at open and then daily. Returns how many went."""
+        now = time.time() if now is None else now
+        self._pruned = now
+        try:
+            with self._writer:
+                cursor = self._writer.execute(
+                    "DELETE FROM claims WHERE ts < ?", (int(now - CLAIM_TTL),)
+                )
+        except sqlite3.Error as exc:
+            log.warning("could not forget old claims: %s", exc)
+            return 0
+        return cursor.rowcount
 
     @staticmethod
     def _apply(
@@ -324,6 +343,8 @@ def _store(conn: sqlite3.Connection, writes: Writes) -> None:
 
 
 _JSON: Final = sqlite3.sqlite_version_info >= (3, 38)
+PRUNE_EVERY: Final = 86_400.0
+"""Seconds between two sweeps of expired claims by the writer thread."""
 """SQLite has JSON functions built in (``json_each``)."""
 
 

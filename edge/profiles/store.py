@@ -16,10 +16,15 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Final
 
 import cachetools
 
-from edge.profiles.model import Profile, decode, encode
+from edge.profiles.model import DAY, Profile, decode, encode
+
+CLAIM_TTL: Final = 400 * DAY
+"""How long a claim (an order or event id already applied) is kept: as long as the
+daily counters look back. An id sent again after that counts again."""
 
 Profiles = dict[str, Profile | None]
 Mutation = Callable[[Profiles, set[str]], Profiles]
