@@ -528,7 +528,7 @@ class _PlanCache:
                 holder.target = bound[i]
 
         contents = [None if ce.action == "reorder" else ce.content for ce in plan.compiled]
-        replay_key = (page, charset, tuple((s[0], s[1], bool(s[2:] and s[2])) for s in key))
+        replay_key = (page, charset, tuple(item[:2] for item in key))
         rewriter = self.replays.rewriter(
             replay_key, contents, targets, lambda _bound: plan.rewriter(), bind
         )

@@ -442,7 +442,8 @@ def test_a_page_taken_for_volatile_stays_so_when_a_slower_response_ends() -> Non
 
 
 def test_contents_empty_where_the_template_had_none_are_not_lost() -> None:
-    # A key that does not tell empty contents apart: the template has no place for it.
+    # The caller's key does not tell empty contents apart: the cache must (a template
+    # has no place for a content that was empty when it was recorded).
     html = page()
     shop = Shop()
     spec = [("header", "append"), ("#hero", "before")]

@@ -89,8 +89,6 @@ class Recording:
     # (input bytes read, pieces final) at each multiple of RECORD_STEP read.
     checkpoints: list[tuple[int, int]] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
-    # Per edit, whether its content was empty (it then left nothing to fill in).
-    empty: tuple[bool, ...] = ()
     size: int = 0
 
 
@@ -272,7 +270,8 @@ class ReplayCache:
         bind: Callable[[dict[int, Target]], None],
     ) -> Replayer:
         """A rewriter-like object for one response. *key* names the page and the
-        shape of the edits (not their contents); *contents* are this response's
+        shape of the edits (not their contents, nor which are empty: that is added
+        here); *contents* are this response's
         edit contents by edit index (None for reorders); *targets* its reorder
         callbacks by edit index (every reorder's items are keyed by a callback);
         ``real(targets)`` makes a real rewriter whose reorders call those targets,
@@ -280,6 +279,9 @@ class ReplayCache:
         feed."""
         if self.max_bytes <= 0:  # replaying is off: every response is rewritten
             return Replayer(self, None, None, contents, targets, real, bind, record=False)
+        # An empty content leaves no piece to fill in: a template serves only
+        # responses whose contents are empty where its were.
+        key = (key, tuple(not c for c in contents))
         entry = self._entries.get(key)
         if isinstance(entry, _Volatile):
             if entry.until > time.monotonic():
@@ -339,12 +341,7 @@ class Replayer:
         self._real_factory = real
         self._bind = bind
         self._record = record
-        self._empty = tuple(not c for c in contents)
         self._replay = entry.recording if entry is not None else None
-        if self._replay is not None and self._replay.empty != self._empty:
-            # Another shape under the same key: no template, and none to replace it.
-            self._replay = None
-            self._record = False
         self._fed = 0  # input bytes read (and, while replaying, matched)
         self._done = 0  # template pieces sent
         self._checkpoint = 0  # checkpoints passed
@@ -416,7 +413,6 @@ class Replayer:
         ):
             recording.counts = list(self._rw.counts)
             recording.body = b"".join(self._inputs)
-            recording.empty = self._empty
             self._cache._store(self._key, self._entry, recording)
         return out
 
@@ -558,8 +554,7 @@ class Replayer:
     def _give_up_recording(self) -> None:
         """Too long to keep, or not replayable: stop holding what a template needs."""
         if self._rw is not None:
-            self._rw._record = None
-            self._rw._marks.clear()
+            self._rw.stop_recording()
         for target in self._bound.values():
             if isinstance(target, _RequestTarget):
                 target.log = None

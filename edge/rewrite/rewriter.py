@@ -718,8 +718,7 @@ class Rewriter:
         self._passthrough = True
         if self._record is not None:
             self._record.spoil()
-            self._record = None
-            self._marks.clear()
+            self.stop_recording()
         hold = self._sinks[1].hold_from if len(self._sinks) > 1 else self._emitted
         self._out.append(self._buf[hold:])
         out = b"".join(self._out)
@@ -728,6 +727,11 @@ class Rewriter:
         self._low = bytearray()
         self._stack.clear()
         return out
+
+    def stop_recording(self) -> None:
+        """Keep no template of this document from here on (see :mod:`.replay`)."""
+        self._record = None
+        self._marks.clear()
 
     def _keep_from(self) -> int:
         keep = min(self._emitted, self._pos)
