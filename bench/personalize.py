@@ -45,7 +45,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +59,6 @@ from proxy import (
     LOAD_CORE,
     PROXY_CORE,
     ROOT,
-    WORK_ROOT,
     WRK_LUA,
     Procs,
     busy_cores,
@@ -73,6 +71,7 @@ from proxy import (
     run_bench,
     start_nginx,
     steal_seconds,
+    work_dir,
 )
 from proxy import run_wrk as proxy_run_wrk
 
@@ -665,9 +664,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.procs = Procs()
-        WORK_ROOT.mkdir(parents=True, exist_ok=True)
-        self.work = Path(tempfile.mkdtemp(prefix="personalize-", dir=WORK_ROOT))
-        self.work.chmod(0o755)
+        self.work = work_dir("personalize-")
         self.rows: list[Row] = []
         self.ttfb: list[TtfbRow] = []
         self.ratios: dict[str, list[float]] = {}

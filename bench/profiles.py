@@ -21,14 +21,13 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from proxy import LOAD_CORE, PROXY_CORE, WORK_ROOT, Procs, free_port, print_table
+from proxy import LOAD_CORE, PROXY_CORE, Procs, free_port, print_table, work_dir
 
 from edge.demo.seed import seed
 from edge.identity import Identity
@@ -276,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=8, help="seconds of wrk load (default 8)")
     parser.add_argument("--skip-redis", action="store_true", help="skip the Redis row")
     args = parser.parse_args(argv)
-    WORK_ROOT.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="profiles-", dir=WORK_ROOT))
+    work = work_dir("profiles-")
     procs = Procs()
     try:
         loads = load_benchmark(work, procs, args.skip_redis or shutil.which("redis-server") is None)

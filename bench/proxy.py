@@ -66,6 +66,14 @@ end
 # --------------------------------------------------------------------------- page + files
 
 
+def work_dir(prefix: str) -> Path:
+    """A fresh directory under ``bench/.work`` for one run (readable by nginx's worker)."""
+    WORK_ROOT.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=WORK_ROOT))
+    work.chmod(0o755)
+    return work
+
+
 def storefront_html(target_size: int = 60_000, seed: int = 20240601) -> bytes:
     """A deterministic, realistic-looking storefront category page of ~target_size bytes."""
     rnd = random.Random(seed)
@@ -643,9 +651,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.procs = Procs()
-        WORK_ROOT.mkdir(parents=True, exist_ok=True)
-        self.work = Path(tempfile.mkdtemp(prefix="proxy-", dir=WORK_ROOT))
-        self.work.chmod(0o755)
+        self.work = work_dir("proxy-")
         self.page = storefront_html()
         self.big = WORK_ROOT / "big.bin"
         self.lua = self.work / "done.lua"
