@@ -180,6 +180,37 @@ async def test_claims_are_kept_with_a_long_ttl(
     assert raw.ttl(f"{prefix}c:order:1") > 399 * DAY
 
 
+async def test_loads_survive_the_server_dropping_idle_connections(
+    store: RedisStore, raw: redis.Redis, prefix: str
+) -> None:
+    """The load path keeps its own idle connections; the server closing them (a
+    restart, a ``timeout`` setting, a failover) costs a reconnect, not an error."""
+    raw.set(f"{prefix}p:k", encode(new_profile("k", NOW)))
+    assert (await store.get("k")) is not None
+    assert raw.client_kill_filter(_type="normal", skipme=True) >= 1
+    for _ in range(3):
+        profile = await store.get("k")
+        assert profile is not None and profile.visitor_id == "k"
+    assert await store.get("missing") is None
+
+
+async def test_a_load_cancelled_in_flight_never_answers_a_later_one(
+    store: RedisStore, raw: redis.Redis, prefix: str
+) -> None:
+    """A ``GET`` cancelled while the server holds it (``CLIENT PAUSE``) must not leave
+    its reply on a connection another load would read as its own."""
+    raw.set(f"{prefix}p:a", encode(new_profile("a", NOW)))
+    raw.set(f"{prefix}p:b", encode(new_profile("b", NOW)))
+    assert (await store.get("a")) is not None  # a warm idle connection to cancel on
+    raw.client_pause(300)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(store.get("a"), timeout=0.05)
+    await asyncio.sleep(0.35)
+    for key in ("b", "a", "b"):
+        profile = await store.get(key)
+        assert profile is not None and profile.visitor_id == key
+
+
 async def test_keys_lists_only_this_prefix(redis_url: str, prefix: str) -> None:
     mine = RedisStore(redis_url, prefix=prefix + "[x]*")  # glob characters match literally
     other = RedisStore(redis_url, prefix=prefix + "[x]*other:")

@@ -36,6 +36,7 @@ from typing import Final
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
@@ -84,16 +85,50 @@ class RedisStore(Store):
         # Writers in this process to the same profile queue here rather than fight
         # through WATCH retries; only writers on other replicas can still conflict.
         self._stripes = [asyncio.Lock() for _ in range(_LOCK_STRIPES)]
+        self._readers: list[AbstractConnection] = []
+        self._reading = asyncio.Semaphore(_POOL_SIZE)
 
     # reads: one round trip each
 
     async def get(self, key: str) -> Profile | None:
-        data = await self._redis.get(self._profile + key)
+        data = await self._get(self._profile + key)
         return None if data is None else decode(data)
 
     async def resolve(self, alias: str) -> str | None:
-        key = await self._redis.get(self._alias + alias)
+        key = await self._get(self._alias + alias)
         return None if key is None else key.decode()
+
+    async def _get(self, name: str) -> bytes | None:
+        """``GET`` on an idle connection of the store's own, not through the client.
+
+        The request path's profile load is one ``GET``, and redis-py's client spends
+        more on a command than the round trip costs: its pool, timeouts, retry and
+        observability wrappers measured 130-235 µs per ``GET`` against 100 µs for
+        ``send_command`` + ``read_response`` on a connection the pool made (uvloop,
+        loopback, 1.5 KB value). The connections are the library's, so the parser
+        (hiredis), protocol and authentication are too. A connection that fails or
+        whose command is cancelled mid-flight is dropped, never reused; a read on a
+        connection that had been idle is retried once on a new one (the server may
+        have restarted since)."""
+        async with self._reading:
+            readers = self._readers
+            reused = bool(readers)
+            conn = readers.pop() if reused else self._pool.make_connection()
+            try:
+                try:
+                    await conn.send_command("GET", name)
+                    reply = await conn.read_response()
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    if not reused:
+                        raise
+                    await conn.disconnect()
+                    await conn.send_command("GET", name)  # reconnects
+                    reply = await conn.read_response()
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                raise
+            readers.append(conn)
+            return reply  # type: ignore[no-any-return]
 
     async def keys(self) -> list[str]:
         start = len(self._profile)
@@ -192,6 +227,9 @@ class RedisStore(Store):
                 pipe.set(self._claim + claim, stamp, ex=CLAIM_TTL)
 
     async def close(self) -> None:
+        readers, self._readers = self._readers, []
+        for conn in readers:
+            await conn.disconnect()
         await self._redis.aclose()
         await self._pool.aclose()
 
