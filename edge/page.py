@@ -14,6 +14,7 @@ Fail open: anything that raises in here is logged and the page goes out untouche
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from html import escape as html_escape
 from pathlib import Path
 from typing import Any, Final
+
+import msgspec
 
 from edge.forms import FORM_PATH, csrf_token, form_error
 from edge.identity import Identity, parse_cookies
@@ -43,14 +46,18 @@ from edge.visitors import Visit, Visitors
 
 log = logging.getLogger("edge.page")
 
+_FINGERPRINT: Final = msgspec.msgpack.Encoder()
+
 PREVIEW_SLOT: Final = "edge-preview-badge"
 COUNTDOWN_SCRIPT: Final = '<script src="/_edge/static/edge.js" defer></script>'
 ASSETS_SLOT: Final = "edge-assets"
 """Follows a timed offer's snippet: the sidecar's own script ticks its countdown."""
 
 
+@functools.lru_cache(maxsize=256)
 def _seconds(text: str) -> int:
-    """A duration the rule files' checker already accepted (``90s``, ``24h``, ``1.5h``)."""
+    """A duration the rule files' checker already accepted (``90s``, ``24h``, ``1.5h``);
+    a rule set has a handful, asked for on every page."""
     seconds = parse_duration(text)
     assert seconds is not None, text
     return int(seconds)
@@ -279,7 +286,10 @@ class Personalizer:
                         form_error=(
                             error_text if question and error_question == question.trait else ""
                         ),
-                        csrf=csrf_token(self.identity, visitor_id) if visitor_id else "",
+                        # Only the profiling form posts it, and only with a question.
+                        csrf=csrf_token(self.identity, visitor_id)
+                        if visitor_id and question is not None
+                        else "",
                         return_to=return_to,
                         preview=preview is not None,
                     )
@@ -300,7 +310,8 @@ class Personalizer:
                 interest = Interest.of(profile, now) if profile is not None else Interest()
                 order = ListOrder(self._reader(slot_name, slot), _sorts(sorts, spec.pin), interest)
                 edit = Edit(slot.select, "reorder", key=order.key, order=order.order)
-                digest.update(repr((sorts, spec.pin, interest)).encode())
+                digest.update(_FINGERPRINT.encode((sorts, spec.pin)))
+                digest.update(interest.fingerprint())
             taken.add(slot_name)
             decision.edits.append(SlotEdit(placement.id, slot_name, edit, offer=offer is not None))
         if self.stylesheet and any(e.edit.action != "reorder" for e in decision.edits):

@@ -8,9 +8,9 @@ the offer is no longer shown.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 __all__ = ["OfferState", "frequency_allows", "offer_state", "record_exposure"]
 
@@ -27,12 +27,10 @@ class OfferState:
 
     @property
     def deadline_iso(self) -> str:
-        return datetime.fromtimestamp(self.deadline, UTC).isoformat().replace("+00:00", "Z")
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.deadline))
 
 
-def offer_state(
-    offers: Mapping[str, int], placement_id: str, ttl: int, now: int
-) -> OfferState:
+def offer_state(offers: Mapping[str, int], placement_id: str, ttl: int, now: int) -> OfferState:
     """The offer of *placement_id* lasting *ttl* seconds from the first exposure."""
     if ttl <= 0:
         raise ValueError(f"offer_ttl must be positive, got {ttl}")
