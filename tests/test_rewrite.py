@@ -576,6 +576,20 @@ def test_simple_svg_is_skipped_whole_and_breakouts_still_match() -> None:
     assert b"<span class=x>m</span>!" in out
 
 
+def test_a_remembered_svg_verdict_belongs_to_the_selectors_that_made_it() -> None:
+    """The same icon on every page is proved simple once per set of selector types:
+    a plan whose selectors name an element inside it must still look inside."""
+    icon = b'<svg viewBox="0 0 8 8"><g><circle r="3"/><rect id=r width=2 /></g></svg>'
+    page = b"<div data-edge-slot=s>old</div>" + icon * 3 + b"<p>end</p>"
+    plain = [Edit("[data-edge-slot=s]", "set_inner_content", b"NEW")]
+    inside = [*plain, Edit("rect", "after", b"<!--R-->"), Edit("#r", "before", b"<!--I-->")]
+    for _ in range(2):  # the second round finds every verdict remembered
+        assert run(page, plain) == page.replace(b">old<", b">NEW<")
+        out = run(page, inside)
+        assert out == _both(page, inside, 1 << 16)[1]
+        assert out.count(b"<!--I--><rect") == 3 and out.count(b"/><!--R-->") == 3
+
+
 @settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fast_docs, st.integers(0, len(FAST_EDIT_SETS) - 1), st.integers(1, 60))
 def test_fast_path_equals_exact_tokenizer(html: bytes, which: int, chunk: int) -> None:

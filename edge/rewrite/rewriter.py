@@ -519,6 +519,8 @@ _INTEGRATION_POINTS = {
 #: Start tags that end foreign content (``<font>`` does with some attributes).
 _FOREIGN_BREAKOUT = sc.BREAKOUT | {b"font"}
 _FOREIGN_MEMO: dict[object, int | None] = {}
+#: At most this many verdicts of foreign elements up to this many bytes (~16 MB).
+_FOREIGN_MEMO_SIZE, _FOREIGN_MEMO_BYTES = 2048, 8 << 10
 #: How far ahead of an ``<svg>`` its end may be waited for (then: tag by tag).
 _FOREIGN_WAIT = 256 << 10
 _NOT_SIMPLE, _WAIT = -1, -2
@@ -1438,16 +1440,24 @@ class Rewriter:
         plan = self.plan
         if plan.match_all or (plan.attr_literals and _has_any(low, plan.attr_literals, a, b)):
             return _NOT_SIMPLE
-        tags = _FOREIGN_TAG.findall(low, a, b)
-        if len(tags) != low.count(b"<", a, b):
-            return _NOT_SIMPLE
-        key = (name, tuple(tags), plan.types)
-        deepest = _FOREIGN_MEMO.get(key, _UNKNOWN)
+        # The verdict depends on the content's bytes and the selectors' types only.
+        # Icons and product art repeat on every page of a shop, and tokenizing an
+        # SVG's tags costs ~25 µs per KB, so it is kept by the bytes (a hash of the
+        # copy costs ~1 µs per KB); a large one is worked out each time.
+        memo = b - a <= _FOREIGN_MEMO_BYTES
+        key = (name, bytes(memoryview(low)[a:b]), plan.types) if memo else None
+        deepest = _FOREIGN_MEMO.get(key, _UNKNOWN) if memo else _UNKNOWN
         if deepest is _UNKNOWN:
-            deepest = _foreign_depth(name, key[1], plan.types)
-            if len(_FOREIGN_MEMO) > 4096:
-                _FOREIGN_MEMO.clear()
-            _FOREIGN_MEMO[key] = deepest
+            tags = _FOREIGN_TAG.findall(low, a, b)
+            deepest = (
+                _foreign_depth(name, tuple(tags), plan.types)
+                if len(tags) == low.count(b"<", a, b)
+                else None
+            )
+            if memo:
+                if len(_FOREIGN_MEMO) >= _FOREIGN_MEMO_SIZE:
+                    _FOREIGN_MEMO.clear()
+                _FOREIGN_MEMO[key] = deepest
         if deepest is None or deepest >= room or end.lastindex != 3:
             return _NOT_SIMPLE
         return end.end()
