@@ -423,24 +423,24 @@ def test_bytes_outside_the_edit_are_unchanged(prefix: bytes, suffix: bytes) -> N
 #: Markup that looks like a candidate but is not one: inside attribute values,
 #: bogus comments, unfinished tags; and ">" inside quoted values.
 TRAPS = [
-    "<a title=\"<script>\">",
+    '<a title="<script>">',
     "<a title='<!--'>",
-    "<div title=\"x > <style>\" class=x>",
-    "<p data-x=\"data-edge-slot=s\">",
+    '<div title="x > <style>" class=x>',
+    '<p data-x="data-edge-slot=s">',
     "<span title='a>b' data-edge-slot=s>",
-    "<a b=\"c>d\" <script>",
-    "<a title = \"<textarea>\">",
+    '<a b="c>d" <script>',
+    '<a title = "<textarea>">',
     "<x<script>",
     "<!x <script>",
     "</x <!-- >",
     "<?php <style> ?>",
     "<img alt='<svg>'>",
     "<i data-edge-slot='<li>'>",
-    "<b =\"<title>\">",
-    "<u x='\"' y=\"<script>\">",
+    '<b ="<title>">',
+    '<u x=\'"\' y="<script>">',
     "<div data-edge-slot=s>",
     "<DIV DATA-EDGE-SLOT=S>",
-    "<section data-edge-slot=\"s\" class=\"x\">",
+    '<section data-edge-slot="s" class="x">',
     "<ol class=x data-k=a>",
     "</ol>",
     "<script>if(a<b)x='<!--'</script>",
@@ -448,13 +448,16 @@ TRAPS = [
     "<title><div data-edge-slot=s></title>",
     "<!-- data-edge-slot=s -->",
     "Don't ",
-    "a=\"",
+    'a="',
     "='",
 ]
 FAST_EDIT_SETS = [
     *EDIT_SETS,
     [Edit("[data-edge-slot=s]", "set_inner_content", b"N")],
-    [Edit("[data-edge-slot]", "before", b"B"), Edit("ol", "reorder", key_attr="data-k", order=["a"])],
+    [
+        Edit("[data-edge-slot]", "before", b"B"),
+        Edit("ol", "reorder", key_attr="data-k", order=["a"]),
+    ],
     [Edit("ol > li", "append", b"A"), Edit("[data-edge-slot=S]", "replace", b"R")],
     [Edit("*", "before", b"*")],
     [Edit("script, style", "after", b"!")],
@@ -479,7 +482,7 @@ def _both(html: bytes, edits: list[Edit], chunk: int) -> tuple[bytes, bytes]:
 FOREIGN_INSIDE = [
     "<rect width=\"2\" fill='#fff'/>",
     "<path d=M0/>",
-    "<path d=\"M0\" />",
+    '<path d="M0" />',
     "<circle r=1></circle>",
     "<g>",
     "</g>",
@@ -509,7 +512,7 @@ FOREIGN_INSIDE = [
     "</li>",
     "<li>",
     "a < b",
-    "x=\"y\" >",
+    'x="y" >',
     "<tspan title='a>b'>s</tspan>",
     "<G><PATH/></G>",
 ]
@@ -528,9 +531,9 @@ def _mixed(xs: list[str]) -> bytes:
     return "".join(xs).encode()
 
 
-foreign_docs = st.lists(
-    st.one_of(st.sampled_from(FRAGMENTS + TRAPS), foreign()), max_size=30
-).map(_mixed)
+foreign_docs = st.lists(st.one_of(st.sampled_from(FRAGMENTS + TRAPS), foreign()), max_size=30).map(
+    _mixed
+)
 
 SVG_CARDS = b"".join(
     b'<li class=card data-k=k%d><a href="/p/%d"><figure><svg class="art" viewBox="0 0 2 2">\n'
@@ -572,7 +575,7 @@ def test_simple_svg_is_skipped_whole_and_breakouts_still_match() -> None:
     # inside CDATA or foreign content are not.
     assert out.count(b">!") == 4
     assert b"<p class=x>breaks out</p>!" in out
-    assert b'<div class=x>in</div>!' in out
+    assert b"<div class=x>in</div>!" in out
     assert b"<span class=x>m</span>!" in out
 
 
@@ -609,7 +612,7 @@ def test_fast_path_equals_exact_tokenizer_on_the_corpus(which: int) -> None:
 
 ITEM_INSIDE = [
     "<a href='/p'>x</a>",
-    "<img src=a.jpg alt=\"A &quot;b&quot;\">",
+    '<img src=a.jpg alt="A &quot;b&quot;">',
     "<span class=price>1</span>",
     "<form action=/c method=post><button type=submit>Add</button></form>",
     "<!-- card -->",
@@ -620,12 +623,12 @@ ITEM_INSIDE = [
     "<ul><li>nested</ul>",
     "<script>x='</li>'</script>",
     "<b title='x>y'>t</b>",
-    "<i title=\"<li>\">t</i>",
+    '<i title="<li>">t</i>',
     "</div>",
     "</span>",
     "<span class=x>marked</span>",
     "<br/>",
-    "Men's \"best\" a=b",
+    'Men\'s "best" a=b',
     "a < b",
     "<svg><path/></svg>",
     "<a href=/x><a href=/y>y</a>",
@@ -676,7 +679,14 @@ LIST_EDIT_SETS = [
     [Edit(LISTS, "reorder", key_attr="data-k", order=["k4", "k2", "k0"])],
     [Edit(LISTS, "reorder", key_attr="data-k", order=["k1"]), Edit("span.x", "after", b"!")],
     [Edit("main", "prepend", b"P"), Edit(LISTS, "reorder", key_attr="data-k", order=["k3"])],
-    [Edit(LISTS, "reorder", key=lambda a: a.get("data-k"), order=lambda ks: sorted(k for k in ks if k))],
+    [
+        Edit(
+            LISTS,
+            "reorder",
+            key=lambda a: a.get("data-k"),
+            order=lambda ks: sorted(k for k in ks if k),
+        )
+    ],
     [Edit(".products", "reorder", key_attr="data-k", order=["k2"])],
 ]
 
@@ -769,8 +779,10 @@ def test_list_items_differing_in_digits_are_checked_once_per_shape() -> None:
         for i in range(40)
     ]
     plan = Plan([PRODUCTS])
+    plan.item_shapes.clear()  # shared by every plan with these selectors' kinds
     out = plan.rewrite(_product_list(cards))
     assert out == _product_list([cards[3], cards[1], cards[0], cards[2], *cards[4:]])
+    assert Plan([PRODUCTS]).item_shapes is plan.item_shapes
     # Three shapes, each checked once: the first card (nothing before it), the
     # cards numbered with one digit, those with two.
     assert sum(len(shapes) for shapes in plan.item_shapes.values()) == 3
@@ -813,3 +825,16 @@ def test_list_item_shapes_are_not_shared_between_key_attributes() -> None:
     by_k, by_j = out.split(b"<ul")
     assert by_k.index(b"c3") < by_k.index(b"c1") < by_k.index(b"c0")
     assert by_j.index(b"c1") < by_j.index(b"c0")
+
+
+def test_plans_for_new_contents_reuse_the_scan_patterns() -> None:
+    """A plan is made for every new snippet content (a visitor's cart, a countdown);
+    what it scans with depends only on its selectors' kinds and is built once."""
+    a = Plan([Edit("[data-edge-slot=s]", "set_inner_content", b"cart: 1 item")])
+    b = Plan([Edit("[data-edge-slot=s]", "set_inner_content", b"cart: 2 items")])
+    c = Plan([Edit("ol.products", "append", b"x")])
+    assert a.skip is b.skip and a.candidates is b.candidates and a.structural is b.structural
+    assert c.skip is not a.skip
+    page = b"<div data-edge-slot=s>old</div>"
+    assert a.rewrite(page) == b"<div data-edge-slot=s>cart: 1 item</div>"
+    assert b.rewrite(page) == b"<div data-edge-slot=s>cart: 2 items</div>"

@@ -56,12 +56,13 @@ an element being replaced makes the rewriter bail rather than guess.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from html import escape as _escape_text
 from itertools import accumulate
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, NamedTuple, Protocol, TypeVar
 
 from . import scanner as sc
 from .selectors import Compound, parse_selector
@@ -236,55 +237,19 @@ class Plan:
                 self.match_all = True
         self.types = frozenset(types)
         self.attr_names = frozenset(attr_names)
-        self.attr_probe: re.Pattern[bytes] | None = (
-            re.compile(
-                rb"[\t\n\f\r /\"'](?i:"
-                + b"|".join(re.escape(a) for a in sorted(attr_names))
-                + rb")[\t\n\f\r /=>]"
-            )
-            if attr_names
-            else None
-        )
-        self.skip = _skip_pattern(types, attr_names, self.match_all)
-        self.candidates = _candidate_pattern(types, self.match_all)
-        #: Raw-text elements that are no candidates, as "<name" (lowercase).
-        self.raw_starts: tuple[tuple[bytes, bytes], ...] = (
-            () if self.match_all else tuple((b"<" + n, n) for n in sorted(sc.TEXT_ELEMENTS - types))
-        )
-        # Whether any of them opens in a stretch: one pass instead of one per name.
-        self.raw_probe: re.Pattern[bytes] | None = (
-            re.compile(rb"<" + _trie({lit[1:]: b"" for lit, _n in self.raw_starts}))
-            if self.raw_starts
-            else None
-        )
-        # How far back a candidate cut by the end of the input may start.
-        # Tags the reorder fast path follows inside an item (on lowercased text).
-        self.structural = re.compile(
-            rb"<(/?)(" + _trie({n: rb"(?=[\t\n\f\r />])" for n in _STRUCTURAL | types}) + rb")"
-        )
-        self.structural_tags = re.compile(
-            rb"<(/?(?:" + _trie({n: rb"(?=[\t\n\f\r />])" for n in _STRUCTURAL | types}) + rb"))"
-        )
-        self.candidate_span = (
-            1 << 62 if self.match_all else 2 + max(len(n) for n in (*_SPECIAL_START, *types))
-        )
-        self.attr_literals: tuple[bytes, ...] = tuple(sorted(attr_names))
-        # For list items checked by shape (see Rewriter._split_items): the
-        # attribute names and the starts of tags with a digit in their name,
-        # as they read with every digit turned into "0".
-        self.shape_literals = tuple(lit.translate(_DIGITS_TO_ZERO) for lit in self.attr_literals)
-        self.shape_digit_tags = tuple(
-            sorted(
-                prefix + n[: i + 1].translate(_DIGITS_TO_ZERO)
-                for n in _STRUCTURAL | types
-                for i in [next((j for j, c in enumerate(n) if c in _DIGITS), -1)]
-                if i >= 0
-                for prefix in (b"<", b"</")
-            )
-        )
-        #: Verdicts per item shape, keyed by what else they depend on.
-        self.item_shapes: dict[tuple[object, ...], dict[bytes, tuple[int, int, int, int] | None]]
-        self.item_shapes = {}
+        scan = _scan_patterns(self.types, self.attr_names, self.match_all)
+        self.attr_probe = scan.attr_probe
+        self.skip = scan.skip
+        self.candidates = scan.candidates
+        self.raw_starts = scan.raw_starts
+        self.raw_probe = scan.raw_probe
+        self.structural = scan.structural
+        self.structural_tags = scan.structural_tags
+        self.candidate_span = scan.candidate_span
+        self.attr_literals = scan.attr_literals
+        self.shape_literals = scan.shape_literals
+        self.shape_digit_tags = scan.shape_digit_tags
+        self.item_shapes = scan.item_shapes
 
     def rewriter(self) -> Rewriter:
         """A fresh rewriter for one document."""
@@ -293,6 +258,87 @@ class Plan:
     def rewrite(self, html: bytes) -> bytes:
         """Rewrite a whole document; the original bytes if the rewriter bails."""
         return rewrite(html, self)
+
+
+class _ScanPatterns(NamedTuple):
+    attr_probe: re.Pattern[bytes] | None
+    skip: re.Pattern[bytes]
+    candidates: re.Pattern[bytes]
+    raw_starts: tuple[tuple[bytes, bytes], ...]
+    """Raw-text elements that are no candidates, as ``("<name", name)`` (lowercase)."""
+    raw_probe: re.Pattern[bytes] | None
+    """Whether any of them opens in a stretch: one pass instead of one per name."""
+    structural: re.Pattern[bytes]
+    """Tags the reorder fast path follows inside an item (on lowercased text)."""
+    structural_tags: re.Pattern[bytes]
+    candidate_span: int
+    """How far back a candidate cut by the end of the input may start."""
+    attr_literals: tuple[bytes, ...]
+    shape_literals: tuple[bytes, ...]
+    """For list items checked by shape (see Rewriter._split_items): the attribute
+    names and the starts of tags with a digit in their name, as they read with every
+    digit turned into "0"."""
+    shape_digit_tags: tuple[bytes, ...]
+    item_shapes: dict[tuple[object, ...], dict[bytes, tuple[int, int, int, int] | None]]
+    """Verdicts per item shape (see Rewriter._split_items), keyed by what else they
+    depend on; shared by the plans these patterns serve."""
+
+
+@functools.lru_cache(maxsize=256)
+def _scan_patterns(
+    types: frozenset[bytes], attr_names: frozenset[bytes], match_all: bool
+) -> _ScanPatterns:
+    """What a plan scans with, which depends only on the element types and attribute
+    names its selectors need: building it (the tries over every structural tag
+    name) cost ~2.5 ms, more than rewriting a page, and a plan is made for every
+    new snippet content (a visitor's cart, a countdown), so it is made once per
+    kind of selector set."""
+    attr_probe: re.Pattern[bytes] | None = (
+        re.compile(
+            rb"[\t\n\f\r /\"'](?i:"
+            + b"|".join(re.escape(a) for a in sorted(attr_names))
+            + rb")[\t\n\f\r /=>]"
+        )
+        if attr_names
+        else None
+    )
+    skip = _skip_pattern(set(types), set(attr_names), match_all)
+    candidates = _candidate_pattern(set(types), match_all)
+    raw_starts: tuple[tuple[bytes, bytes], ...] = (
+        () if match_all else tuple((b"<" + n, n) for n in sorted(sc.TEXT_ELEMENTS - types))
+    )
+    raw_probe: re.Pattern[bytes] | None = (
+        re.compile(rb"<" + _trie({lit[1:]: b"" for lit, _n in raw_starts})) if raw_starts else None
+    )
+    names = _trie({n: rb"(?=[\t\n\f\r />])" for n in _STRUCTURAL | types})
+    structural = re.compile(rb"<(/?)(" + names + rb")")
+    structural_tags = re.compile(rb"<(/?(?:" + names + rb"))")
+    candidate_span = 1 << 62 if match_all else 2 + max(len(n) for n in (*_SPECIAL_START, *types))
+    attr_literals: tuple[bytes, ...] = tuple(sorted(attr_names))
+    shape_literals = tuple(lit.translate(_DIGITS_TO_ZERO) for lit in attr_literals)
+    shape_digit_tags = tuple(
+        sorted(
+            prefix + n[: i + 1].translate(_DIGITS_TO_ZERO)
+            for n in _STRUCTURAL | types
+            for i in [next((j for j, c in enumerate(n) if c in _DIGITS), -1)]
+            if i >= 0
+            for prefix in (b"<", b"</")
+        )
+    )
+    return _ScanPatterns(
+        attr_probe,
+        skip,
+        candidates,
+        raw_starts,
+        raw_probe,
+        structural,
+        structural_tags,
+        candidate_span,
+        attr_literals,
+        shape_literals,
+        shape_digit_tags,
+        {},
+    )
 
 
 def _skip_pattern(types: set[bytes], attr_names: set[bytes], match_all: bool) -> re.Pattern[bytes]:

@@ -15,6 +15,7 @@ Anything else (pseudo-classes, ``+``/``~`` combinators, namespaces) raises
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -265,9 +266,7 @@ class _Parser:
                 break
         if self.pos == start:
             got = self.peek()
-            raise self.fail(
-                f"expected a selector, found {repr(got) if got else 'end of selector'}"
-            )
+            raise self.fail(f"expected a selector, found {repr(got) if got else 'end of selector'}")
         return Compound(tag, tuple(ids), tuple(classes), tuple(attrs))
 
     def parse_attr(self) -> AttrTest:
@@ -340,4 +339,10 @@ def parse_selector(text: str) -> SelectorList:
     """Parse a selector list; raises :class:`SelectorError` if it is invalid."""
     if not isinstance(text, str):
         raise TypeError(f"selector must be str, not {type(text).__name__}")
+    return _parsed(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(text: str) -> SelectorList:
+    """A slot's selector is asked for on every plan (the result is immutable)."""
     return SelectorList(text, _Parser(text).parse_list())
