@@ -3,7 +3,7 @@
     python bench/personalize.py [--duration 8] [--rounds 1] [--ttfb-requests 200]
                                 [--profile] [--keep-work]
 
-One run, three `edge serve` modes in front of the same upstream:
+One run, five `edge serve` modes in front of the same upstream:
 
 * ``passthrough``: an empty rules directory and ``EDGE_TRACK=false`` (the bare proxy);
 * ``tracking``: no rules, tracking on, a returning visitor's cookie;
@@ -11,7 +11,10 @@ One run, three `edge serve` modes in front of the same upstream:
   feed, ``EDGE_AVG_ORDER_VALUE=100``, and a returning visitor whose history (sent
   through ``POST /_edge/ingest``) makes them lapsed, with an abandoned cart and a
   favourite category: on ``/`` the hero, the banner, the profiling form and the
-  shelves order change; on ``/c/scarpe-donna`` the 12 products are reordered.
+  shelves order change; on ``/c/scarpe-donna`` the 12 products are reordered;
+* ``500 visitors``: the same, but wrk takes turns among 500 such visitors, each with
+  their own bag in the cart (so the cart reminder's content differs by visitor);
+* ``no replay``: ``personalized`` with the replay cache off (every page rewritten).
 
 1. Throughput: the demo shop's rendered ``/`` and ``/c/scarpe-donna``, snapshotted
    once and served by nginx (so the upstream is far faster than the sidecar); each
@@ -76,15 +79,31 @@ from proxy import (
 from proxy import run_wrk as proxy_run_wrk
 
 from edge.demo.catalog import products_in, write_feed
+from edge.identity import Identity
 
 DEFAULT_EDGE = ROOT / ".venv" / "bin" / "edge"
 TOKEN = "bench-ingest-token"
+SECRET = "bench-secret"
 DAY = 86_400
-MODES = ("passthrough", "tracking", "personalized", "no replay")
-"""Throughput rows; ``no replay`` is ``personalized`` with ``EDGE_REPLAY_CACHE_BYTES=0``:
-every response rewritten from scratch (a page that differs on every response)."""
+MANY = "500 visitors"
+MANY_VISITORS = 500
+MODES = ("passthrough", "tracking", "personalized", MANY, "no replay")
+"""Throughput rows; ``500 visitors`` is ``personalized`` with wrk taking turns among 500
+returning visitors whose carts differ (the cart reminder's content is theirs, so the
+rewrite plan's contents change from one request to the next, as in real traffic);
+``no replay`` is ``personalized`` with ``EDGE_REPLAY_CACHE_BYTES=0``: every response
+rewritten from scratch (a page that differs on every response)."""
 TTFB_MODES = MODES[:3]
-PERSONALIZED = frozenset(("personalized", "no replay"))
+PERSONALIZED = frozenset(("personalized", MANY, "no replay"))
+ROTATE_LUA = r"""
+local cookies = {}
+for line in io.lines("%(cookies)s") do cookies[#cookies + 1] = line end
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format(nil, nil, {["Cookie"] = cookies[(i %% #cookies) + 1]})
+end
+"""
 PAGES = {"/": "home.html", "/c/scarpe-donna": "scarpe-donna.html"}
 BROWSER = {
     "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
@@ -206,9 +225,16 @@ class Sidecar:
     proc: subprocess.Popen[bytes]
     port: int
     cookie: str = ""  # the returning visitor's ``edge_vid=...`` ("" in passthrough)
+    lua: Path | None = None
+    """wrk's script when it takes turns among several visitors' cookies (then
+    ``cookie`` is the first of them, for the correctness checks)."""
 
     def headers(self) -> dict[str, str]:
         return {**BROWSER, **({"Cookie": self.cookie} if self.cookie else {})}
+
+    def load_headers(self) -> dict[str, str]:
+        """What wrk sends as fixed headers: the script sets the cookie if it has one."""
+        return BROWSER if self.lua is not None else self.headers()
 
 
 def start_sidecar(
@@ -224,7 +250,7 @@ def start_sidecar(
     cwd = work / f"{tag}-{mode.replace(' ', '-')}"  # its own edge-data/ store, thrown away after
     cwd.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
-    env.update(EDGE_SECRET="bench-secret", EDGE_INGEST_TOKEN=TOKEN)
+    env.update(EDGE_SECRET=SECRET, EDGE_INGEST_TOKEN=TOKEN)
     if mode in PERSONALIZED:
         env.update(
             EDGE_RULES=str(ROOT / "rules"),
@@ -249,22 +275,31 @@ def start_sidecar(
     except RuntimeError as exc:
         raise RuntimeError(f"edge serve ({mode}): {exc}: {log_tail(log)}") from None
     sidecar = Sidecar(mode, p, port)
-    if mode != "passthrough":
+    if mode == MANY:
+        cookies = returning_visitors(port, MANY_VISITORS)
+        (cwd / "cookies.txt").write_text("".join(c + "\n" for c in cookies))
+        sidecar.lua = cwd / "rotate.lua"
+        sidecar.lua.write_text(ROTATE_LUA % {"cookies": cwd / "cookies.txt"} + WRK_LUA)
+        sidecar.cookie = cookies[0]
+    elif mode != "passthrough":
         sidecar.cookie = returning_visitor(port, personalize=mode in PERSONALIZED)
     return sidecar
 
 
-def visitor_history(visitor_id: str, now: float) -> list[dict[str, Any]]:
+def visitor_history(visitor_id: str, now: float, k: int = 0) -> list[dict[str, Any]]:
     """Lapsed (one order four months ago, under the shop's average: not a VIP), not a
     known customer (no user_id: the profiling form applies), fond of kitchenware (the
     home shelves move), bought two of the women's shoes (they go last in that
-    category) and left a bag in the cart three hours ago (cart reminder, then offer)."""
+    category) and left a bag in the cart three hours ago (cart reminder, then offer).
+    Visitor number *k* of several has the *k*-th bag in the cart, so their cart
+    reminders differ."""
     bought = [
         products_in("casa-cucina")[0],
         products_in("casa-cucina")[1],
         *products_in("scarpe-donna")[:2],
     ]
-    in_cart = products_in("borse-accessori")[0]
+    bags = products_in("borse-accessori")
+    in_cart = bags[k % len(bags)]
 
     def item(p: Any) -> dict[str, Any]:
         return {
@@ -328,6 +363,34 @@ def returning_visitor(port: int, personalize: bool) -> str:
             raise RuntimeError(f"POST /_edge/ingest -> {status}: {reply[:200]!r}")
         wait_for(lambda: profile().get("order_count") == 1 and profile().get("cart"), "history")
     return cookie
+
+
+def returning_visitors(port: int, n: int) -> list[str]:
+    """Cookies of *n* visitors with the history above (each their own bag in the
+    cart), signed as the sidecar signs them and given their history by the shop."""
+    identity = Identity([SECRET])
+    ids = [identity.new_visitor_id() for _ in range(n)]
+    now = time.time()
+    for at in range(0, n, 100):
+        events = [e for k in range(at, min(n, at + 100)) for e in visitor_history(ids[k], now, k)]
+        status, _, reply = get(
+            port,
+            "/_edge/ingest",
+            {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+            method="POST",
+            body=json.dumps({"events": events}).encode(),
+        )
+        if status != 200:
+            raise RuntimeError(f"POST /_edge/ingest -> {status}: {reply[:200]!r}")
+    cookies = [f"edge_vid={identity.sign(v)}" for v in ids]
+
+    def stored(cookie: str) -> bool:
+        body = get(port, "/_edge/profile", {"Cookie": cookie})[2]
+        profile = json.loads(body).get("profile") or {}
+        return profile.get("order_count") == 1 and bool(profile.get("cart"))
+
+    wait_for(lambda: stored(cookies[0]) and stored(cookies[-1]), "visitors' histories")
+    return cookies
 
 
 # --------------------------------------------------------------------------- correctness
@@ -394,9 +457,16 @@ class Row:
 
 
 def run_wrk(
-    procs: Procs, work: Path, port: int, path: str, duration: float, headers: dict[str, str]
+    procs: Procs,
+    work: Path,
+    port: int,
+    path: str,
+    duration: float,
+    headers: dict[str, str],
+    lua: Path | None = None,
 ) -> dict[str, Any]:
-    return proxy_run_wrk(procs, work, port, duration, work / "done.lua", path=path, headers=headers)
+    script = lua or work / "done.lua"
+    return proxy_run_wrk(procs, work, port, duration, script, path=path, headers=headers)
 
 
 def measure(
@@ -408,14 +478,15 @@ def measure(
     pid: int,
     headers: dict[str, str],
     args: argparse.Namespace,
+    lua: Path | None = None,
 ) -> Row:
     row = Row(page, target)
     if args.warmup > 0:
-        run_wrk(procs, work, port, page, args.warmup, headers)
+        run_wrk(procs, work, port, page, args.warmup, headers, lua)
     pids = process_tree(pid)
     before = cpu_ticks(pids)
     steal0 = steal_seconds()
-    w = run_wrk(procs, work, port, page, args.duration, headers)
+    w = run_wrk(procs, work, port, page, args.duration, headers, lua)
     row.steal_s = steal_seconds() - steal0
     after = cpu_ticks(sorted(set(pids) | set(process_tree(pid))))
     ticks = sum(after.get(p, 0) - before.get(p, 0) for p in after)
@@ -726,17 +797,17 @@ class Bench:
         rounds: dict[tuple[str, str], list[Row]] = {}
         for r in range(a.rounds):
             for path in PAGES:
-                targets: list[tuple[str, int, int, dict[str, str]]] = [
-                    ("nginx upstream", up_port, nginx.pid, BROWSER)
+                targets: list[tuple[str, int, int, dict[str, str], Path | None]] = [
+                    ("nginx upstream", up_port, nginx.pid, BROWSER, None)
                 ]
-                targets += [(s.mode, s.port, s.proc.pid, s.headers()) for s in sidecars]
-                for name, port, pid, headers in targets:
+                targets += [(s.mode, s.port, s.proc.pid, s.load_headers(), s.lua) for s in sidecars]
+                for name, port, pid, headers, lua in targets:
                     self.log(
                         f"-- round {r + 1}/{a.rounds} GET {path} {name}: "
                         f"{a.warmup:g}s warm-up + {a.duration:g}s"
                     )
                     try:
-                        row = measure(self.procs, self.work, path, name, port, pid, headers, a)
+                        row = measure(self.procs, self.work, path, name, port, pid, headers, a, lua)
                     except Exception as exc:
                         row = Row(path, name, na=f"{exc.__class__.__name__}: {exc}")
                     rounds.setdefault((path, name), []).append(row)
@@ -988,6 +1059,11 @@ class Bench:
             spread = self.ratios.get(path, [])
             if len(spread) > 1:
                 extra.append(f"rounds {min(spread):.0%}..{max(spread):.0%}")
+            many = next(
+                (r for r in self.rows if r.page == path and r.target == MANY and not r.na), None
+            )
+            if many is not None:
+                extra.append(f"{MANY}: {many.rps / base.rps:.0%}")
             print(
                 f"{label}: {ratio:.0%} {'PASS' if ratio >= GOAL_RATIO else 'FAIL'}"
                 f" ({'; '.join(extra)})"
