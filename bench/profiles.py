@@ -6,6 +6,8 @@
 2. ``POST /_edge/events``: ``edge serve`` pinned to core 0, wrk on core 1 posting
    one-event batches for 5,000 visitors (valid signed cookies), then the store is
    read back: every batch acknowledged with 202 must be in it (goal: >= 3,000/s).
+   "cpu µs" is the sidecar's CPU time (all threads) per request during the run: on a
+   shared machine it varies less than the rate does.
 
     python bench/profiles.py [--duration 8] [--skip-redis]
 """
@@ -203,6 +205,12 @@ def load_benchmark(work: Path, procs: Procs, skip_redis: bool) -> list[list[str]
     return rows
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process *pid* (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def events_benchmark(work: Path, procs: Procs, duration: int) -> list[list[str]]:
     identity = Identity([SECRET])
     visitors = [identity.new_visitor_id() for _ in range(5000)]
@@ -239,6 +247,7 @@ def events_benchmark(work: Path, procs: Procs, duration: int) -> list[list[str]]
         except OSError:
             time.sleep(0.05)
     wrk_env = dict(os.environ, EDGE_BENCH_COOKIES=str(cookies))
+    cpu_before = cpu_seconds(proc.pid)
     done = subprocess.run(
         [
             "taskset",
@@ -259,6 +268,7 @@ def events_benchmark(work: Path, procs: Procs, duration: int) -> list[list[str]]
         timeout=duration + 60,
         check=False,
     )
+    cpu = cpu_seconds(proc.pid) - cpu_before
     result = next(
         json.loads(line[8:]) for line in done.stdout.splitlines() if line.startswith("WRKJSON ")
     )
@@ -275,6 +285,7 @@ def events_benchmark(work: Path, procs: Procs, duration: int) -> list[list[str]]
             f"{rate:,.0f}",
             f"{result['p50'] / 1000:.2f}",
             f"{result['p99'] / 1000:.2f}",
+            f"{cpu / max(result['requests'], 1) * 1e6:.0f}",
             f"{result['accepted']:,}",
             f"{result['other']:,}",
             f"{stored:,}",
@@ -307,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                 "batches/s",
                 "p50 ms",
                 "p99 ms",
+                "cpu µs",
                 "202s",
                 "other",
                 "stored",
@@ -315,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                 "verdict",
             ],
             events,
-            {1, 2, 3, 4, 5, 6, 7, 8},
+            {1, 2, 3, 4, 5, 6, 7, 8, 9},
         )
     finally:
         procs.stop_all()

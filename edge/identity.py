@@ -19,10 +19,17 @@ VISITOR_COOKIE: Final = "edge_vid"
 COOKIE_MAX_AGE: Final = 400 * 86_400  # browsers cap cookie lifetime at 400 days
 _ID_LEN: Final = 22  # 16 bytes, base64url without padding
 _TAG_LEN: Final = 43  # 32 bytes
+_VERIFIED_KEPT: Final = 50_000
 
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _tag(keyed: hmac.HMAC, visitor_id: str) -> bytes:
+    mac = keyed.copy()
+    mac.update(visitor_id.encode("ascii", "replace"))
+    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
 
 
 class Identity:
@@ -36,6 +43,11 @@ class Identity:
         if not signing_secrets or not all(signing_secrets):
             raise ValueError("at least one non-empty secret is needed to sign visitor cookies")
         self._keys = [s.encode() for s in signing_secrets]
+        # Keyed once: a tag then costs a copy and one update, and never releases the
+        # GIL (hmac.digest does, handing the core to the store's writer thread).
+        self._id_macs = [hmac.new(key, b"vid:", hashlib.sha256) for key in self._keys]
+        self._verified: dict[str, str] = {}
+        """Cookie values already verified, whole: a returning visitor's costs a lookup."""
         self.consent_cookie = consent_cookie
         self.consent_values = frozenset(consent_values)
 
@@ -43,29 +55,32 @@ class Identity:
         return _b64(secrets.token_bytes(16))
 
     def sign(self, visitor_id: str) -> str:
-        return f"{visitor_id}.{self._tag(self._keys[0], visitor_id)}"
+        return f"{visitor_id}.{_tag(self._id_macs[0], visitor_id).decode()}"
 
     def verify(self, cookie_value: str) -> str | None:
         """The visitor id in a cookie value, or None when it is not one we signed."""
+        known = self._verified.get(cookie_value)
+        if known is not None:
+            return known
+        visitor_id = self._verify(cookie_value)
+        if visitor_id is not None:
+            if len(self._verified) >= _VERIFIED_KEPT:
+                self._verified.clear()  # cheaper than an LRU; refilled one request each
+            self._verified[cookie_value] = visitor_id
+        return visitor_id
+
+    def _verify(self, cookie_value: str) -> str | None:
         visitor_id, dot, tag = cookie_value.partition(".")
         if not dot or len(visitor_id) != _ID_LEN or len(tag) != _TAG_LEN:
             return None
         ok = False
-        for key in self._keys:  # check every key: timing reveals nothing about which
-            ok |= hmac.compare_digest(self._tag(key, visitor_id), tag)
+        for mac in self._id_macs:  # check every key: timing reveals nothing about which
+            ok |= hmac.compare_digest(_tag(mac, visitor_id), tag.encode("utf-8", "replace"))
         return visitor_id if ok else None
-
-    @staticmethod
-    def _tag(key: bytes, visitor_id: str) -> str:
-        return _b64(
-            hmac.digest(key, b"vid:" + visitor_id.encode("ascii", "replace"), "sha256")
-        )
 
     def mac(self, purpose: str, message: bytes) -> str:
         """A tag over *message* with the signing secret, separated by *purpose*."""
-        return _b64(
-            hmac.digest(self._keys[0], purpose.encode() + b":" + message, "sha256")
-        )
+        return _b64(hmac.digest(self._keys[0], purpose.encode() + b":" + message, "sha256"))
 
     def check_mac(self, purpose: str, message: bytes, tag: str) -> bool:
         """Whether *tag* is :meth:`mac` of *message* under any of the secrets; constant

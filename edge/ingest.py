@@ -18,7 +18,6 @@ import logging
 import time
 from typing import Any, Final
 
-import cachetools
 import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -28,6 +27,7 @@ from edge.config import Config
 from edge.identity import Identity
 from edge.profiles import events as ev
 from edge.profiles.service import ProfileService, UnknownVisitor
+from edge.profiles.store import Expiring
 from edge.visitors import Visitors
 
 log = logging.getLogger("edge.ingest")
@@ -104,8 +104,10 @@ class EventEndpoints:
         self.identity = identity
         self.profiles = profiles
         self.visitors = visitors
-        self._buckets: cachetools.TTLCache[str, tuple[float, float]] = cachetools.TTLCache(
-            100_000, 60
+        # A bucket left alone for _BURST / _REFILL_PER_SECOND seconds is full again,
+        # exactly as if it had never been made: it can expire then.
+        self._buckets: Expiring[str, tuple[float, float]] = Expiring(
+            100_000, _BURST / _REFILL_PER_SECOND
         )
 
     def routes(self) -> list[Route]:

