@@ -425,7 +425,8 @@ def _order(p: Profile, e: OrderCompleted, ts: int) -> None:
 def _add_order(p: Profile, order: Order, products: list[Product]) -> None:
     orders = p.orders
     orders.append(order)
-    orders.sort(key=_order_ts)
+    if len(orders) > 1 and orders[-2].ts > order.ts:  # orders mostly come in time order
+        orders.sort(key=_order_ts)  # stable: equal times keep their arrival order
     del orders[:-MAX_ORDERS]
     p.order_count += 1
     p.lifetime_spent = round(p.lifetime_spent + order.total, 2)
