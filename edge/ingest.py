@@ -118,7 +118,8 @@ class EventEndpoints:
 
     def _allow(self, visitor_id: str) -> bool:
         now = time.monotonic()
-        tokens, last = self._buckets.get(visitor_id, (_BURST, now))
+        bucket = self._buckets.get(visitor_id)
+        tokens, last = (_BURST, now) if bucket is None else bucket
         tokens = min(_BURST, tokens + (now - last) * _REFILL_PER_SECOND)
         if tokens < 1:
             self._buckets[visitor_id] = (tokens, now)

@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
-import cachetools
-
 from edge.identity import VISITOR_COOKIE, Identity, parse_cookies
 from edge.observe import Observer
 from edge.profiles import events as ev
 from edge.profiles.model import SESSION_GAP, Profile, Touch, new_profile
 from edge.profiles.service import ProfileService
+from edge.profiles.store import Expiring
 
 log = logging.getLogger("edge.visitors")
 
@@ -82,8 +81,8 @@ class Visitors:
         self._dropped = 0
         self._unwritten: dict[str, tuple[list[ev.BaseEvent], Touch | None]] = {}
         """New visitors' first events between their second request and the flush."""
-        self._first_hits: cachetools.TTLCache[str, tuple[list[ev.BaseEvent], Touch | None]] = (
-            cachetools.TTLCache(_FIRST_HITS, SESSION_GAP)
+        self._first_hits: Expiring[str, tuple[list[ev.BaseEvent], Touch | None]] = Expiring(
+            _FIRST_HITS, SESSION_GAP
         )
 
     def begin(self, scope: dict[str, Any]) -> Visit:

@@ -132,7 +132,7 @@ class Expiring(Generic[K, V]):
             raise KeyError(key)
         return value
 
-    def get(self, key: K, default: V) -> V:
+    def get(self, key: K, default: V | None = None) -> V | None:
         try:
             return self[key]
         except KeyError:
