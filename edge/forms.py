@@ -52,6 +52,8 @@ def safe_return(value: str) -> str:
 def form_error(cookies: Mapping[str, str]) -> tuple[str, str]:
     """``(question, message)`` from the error cookie, or empty strings."""
     raw = cookies.get(ERROR_COOKIE, "")
+    if not raw:
+        return "", ""
     question, _, message = unquote(raw).partition(":")
     return question, message[:200]
 

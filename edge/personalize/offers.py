@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 __all__ = ["OfferState", "frequency_allows", "offer_state", "record_exposure"]
 
 
-@dataclass(frozen=True, slots=True)
-class OfferState:
+class OfferState(msgspec.Struct, frozen=True):
     deadline: int
     """Unix time when the offer ends."""
     expired: bool

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
@@ -78,19 +78,18 @@ class Sort:
         return cls(name, tuple(pinned))
 
 
-@dataclass(frozen=True)
-class Interest:
+class Interest(msgspec.Struct, frozen=True):
     """What a visitor is into, for ``affinity`` and ``bought last``.
 
     Weights are any non-negative numbers (they are scaled to the largest). ``visit_*``
     is this visit; the rest is history. Build it from a profile with :meth:`of`.
     """
 
-    categories: Mapping[str, float] = field(default_factory=dict)
-    brands: Mapping[str, float] = field(default_factory=dict)
+    categories: Mapping[str, float] = msgspec.field(default_factory=dict)
+    brands: Mapping[str, float] = msgspec.field(default_factory=dict)
     searches: tuple[str, ...] = ()
-    visit_categories: Mapping[str, float] = field(default_factory=dict)
-    visit_brands: Mapping[str, float] = field(default_factory=dict)
+    visit_categories: Mapping[str, float] = msgspec.field(default_factory=dict)
+    visit_brands: Mapping[str, float] = msgspec.field(default_factory=dict)
     visit_searches: tuple[str, ...] = ()
     bought: frozenset[str] = frozenset()
 

@@ -89,28 +89,44 @@ class Question:
             for option in self.options:
                 if raw.casefold() == option.value.casefold():
                     return option.value
-            raise AnswerError({"en": "Please choose one of the options.",
-                               "it": "Scegli una delle opzioni."})
+            raise AnswerError(
+                {"en": "Please choose one of the options.", "it": "Scegli una delle opzioni."}
+            )
         if self.kind == "number":
             if not re.fullmatch(r"\d{1,9}", raw):
-                raise AnswerError({"en": "Please enter a whole number.",
-                                   "it": "Inserisci un numero intero."})
+                raise AnswerError(
+                    {"en": "Please enter a whole number.", "it": "Inserisci un numero intero."}
+                )
             n = int(raw)
             lo = self.minimum if self.minimum is not None else 0
             hi = self.maximum if self.maximum is not None else 10**9
             if not lo <= n <= hi:
-                raise AnswerError({"en": f"Please enter a number from {lo} to {hi}.",
-                                   "it": f"Inserisci un numero da {lo} a {hi}."})
+                raise AnswerError(
+                    {
+                        "en": f"Please enter a number from {lo} to {hi}.",
+                        "it": f"Inserisci un numero da {lo} a {hi}.",
+                    }
+                )
             return str(n)
         if len(raw) > self.max_length or any(ord(c) < 32 for c in raw) or "<" in raw:
-            raise AnswerError({
-                "en": f"Please use at most {self.max_length} letters, without < or >.",
-                "it": f"Usa al massimo {self.max_length} caratteri, senza < o >.",
-            })
+            raise AnswerError(
+                {
+                    "en": f"Please use at most {self.max_length} letters, without < or >.",
+                    "it": f"Usa al massimo {self.max_length} caratteri, senza < o >.",
+                }
+            )
         return raw
 
     def view(self, language: str = "en") -> dict[str, object]:
-        """What a snippet needs to draw the question, in *language*."""
+        """What a snippet needs to draw the question, in *language*: made once per
+        language and shared (snippets render in an immutable sandbox)."""
+        views: dict[str, dict[str, object]] = self.__dict__.setdefault("_views", {})
+        found = views.get(language)
+        if found is None:
+            found = views[language] = self._view(language)
+        return found
+
+    def _view(self, language: str) -> dict[str, object]:
         return {
             "trait": self.trait,
             "text": self.text(language),
@@ -136,20 +152,32 @@ def default_questions(
             "gender",
             {"en": "Whom do you shop for most often?", "it": "Per chi acquisti più spesso?"},
             "select",
-            _options(("female", "Women's", "Donna"), ("male", "Men's", "Uomo"),
-                     ("other", "Both / other", "Entrambi / altro")),
+            _options(
+                ("female", "Women's", "Donna"),
+                ("male", "Men's", "Uomo"),
+                ("other", "Both / other", "Entrambi / altro"),
+            ),
         ),
         Question(
             "age_band",
             {"en": "How old are you?", "it": "Quanti anni hai?"},
             "select",
-            _options(("18-24", "18–24", "18–24"), ("25-34", "25–34", "25–34"),
-                     ("35-44", "35–44", "35–44"), ("45-54", "45–54", "45–54"),
-                     ("55-64", "55–64", "55–64"), ("65+", "65 or more", "65 o più")),
+            _options(
+                ("18-24", "18–24", "18–24"),
+                ("25-34", "25–34", "25–34"),
+                ("35-44", "35–44", "35–44"),
+                ("45-54", "45–54", "45–54"),
+                ("55-64", "55–64", "55–64"),
+                ("65+", "65 or more", "65 o più"),
+            ),
             also_known_as=("birth_year",),
         ),
-        Question("city", {"en": "Which city do you live in?", "it": "In che città vivi?"},
-                 "text", max_length=60),
+        Question(
+            "city",
+            {"en": "Which city do you live in?", "it": "In che città vivi?"},
+            "text",
+            max_length=60,
+        ),
     ]
     if interests:
         questions.append(
@@ -174,8 +202,14 @@ def known_traits(profile: Profile) -> set[str]:
 
 def _shop_traits(profile: Profile) -> dict[str, object]:
     t = profile.traits
-    return {"birth_year": t.birth_year, "age_band": t.age_band, "gender": t.gender,
-            "city": t.city, "country": t.country, "language": t.language}
+    return {
+        "birth_year": t.birth_year,
+        "age_band": t.age_band,
+        "gender": t.gender,
+        "city": t.city,
+        "country": t.country,
+        "language": t.language,
+    }
 
 
 def next_question(
@@ -198,4 +232,3 @@ def next_question(
             continue
         return q
     return None
-
