@@ -92,6 +92,9 @@ class RuleSet:
     evaluate: Callable[[fn.Context], tuple[bool, ...]] = field(init=False, repr=False)
     """``evaluate(ctx)``: every segment (in ``segment_names`` order), then every
     placement's condition. The generated function itself, called with no wrapper."""
+    _by_priority: list[PlacementRule] = field(init=False, repr=False)
+    """The placements sorted once (stably) by priority, highest first: filtering keeps
+    that order, so a page's eligible placements need no sort of their own."""
 
     def __post_init__(self) -> None:
         self.segment_names = tuple(self.segments)
@@ -99,6 +102,7 @@ class RuleSet:
             (_page_pattern(p), name) for name, patterns in self.page_types.items() for p in patterns
         ]
         self.evaluate = self.program.evaluate
+        self._by_priority = sorted(self.placements, key=lambda p: -p.spec.priority)
 
     def matching(self, ctx: fn.Context) -> frozenset[str]:
         """The names of the segments the context is in."""
@@ -115,9 +119,8 @@ class RuleSet:
         first (frequency caps and holdouts are applied by the placement step)."""
         if result is None:
             result = self.program.evaluate(ctx)
-        chosen = [p for p in self.placements if result[p.output] and p.scheduled(ctx.now)]
-        chosen.sort(key=lambda p: -p.spec.priority)
-        return chosen
+        now = ctx.now
+        return [p for p in self._by_priority if result[p.output] and p.scheduled(now)]
 
     def page_type(self, path: str) -> str:
         for pattern, name in self._page_patterns:
