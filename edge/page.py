@@ -18,7 +18,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import escape as html_escape
 from pathlib import Path
@@ -312,8 +312,15 @@ class Personalizer:
                 digest.update(html.encode())
             else:
                 sorts = spec.sort_keys
-                interest = Interest.of(profile, now) if profile is not None else Interest()
-                order = ListOrder(self._reader(slot_name, slot), _sorts(sorts, spec.pin), interest)
+                parsed = _sorts(tuple(sorts), tuple(spec.pin))
+                interest = (
+                    Interest.of(
+                        profile, now, bought=any(s.strategy == "bought last" for s in parsed)
+                    )
+                    if profile is not None
+                    else Interest()
+                )
+                order = ListOrder(self._reader(slot_name, slot), parsed, interest)
                 edit = Edit(slot.select, "reorder", key=order.key, order=order.order)
                 digest.update(_FINGERPRINT.encode((sorts, spec.pin)))
                 digest.update(interest.fingerprint())
@@ -389,7 +396,9 @@ class Personalizer:
         return reader
 
 
-def _sorts(sorts: Iterable[str], pins: Sequence[str]) -> list[Sort]:
+@functools.lru_cache(maxsize=256)
+def _sorts(sorts: tuple[str, ...], pins: tuple[str, ...]) -> list[Sort]:
+    """A placement's sorts, parsed once (the list is only read)."""
     return [Sort.parse(s, pinned=pins if s.strip().lower() == "pin" else ()) for s in sorts]
 
 

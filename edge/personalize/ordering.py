@@ -109,12 +109,11 @@ class Interest(msgspec.Struct, frozen=True):
         )
 
     @classmethod
-    def of(cls, profile: Profile, now: int) -> Interest:
-        """From a profile snapshot: views and purchases are history; searches since
-        the visit began are this visit's. The profile does not yet record which
-        categories and brands were viewed *in this visit*; when it gains
-        ``recent_views`` (``[(ts, category, brand), ...]``, the last views, oldest
-        first) they are used as this visit's views."""
+    def of(cls, profile: Profile, now: int, *, bought: bool = True) -> Interest:
+        """From a profile snapshot: views and purchases are history; searches and
+        the ``recent_views`` (``(ts, category, brand)``, oldest first) since the visit
+        began are this visit's. ``bought=False`` leaves out the products bought (only
+        ``bought last`` reads them, and a long order history makes them cost)."""
         in_visit = bool(profile.session_start) and now - profile.last_seen <= SESSION_GAP
         start = profile.session_start if in_visit else now + 1
         categories = {
@@ -131,7 +130,7 @@ class Interest(msgspec.Struct, frozen=True):
             brands.setdefault(k, n)
         visit_categories: dict[str, float] = {}
         visit_brands: dict[str, float] = {}
-        for view in getattr(profile, "recent_views", ()):
+        for view in profile.recent_views:
             ts, category, brand = view[0], view[1], view[2]
             if ts >= start:
                 if category:
@@ -147,7 +146,9 @@ class Interest(msgspec.Struct, frozen=True):
             visit_searches=tuple(s.query for s in profile.searches if s.ts >= start),
             bought=frozenset(
                 item.product_id for o in profile.orders for item in o.items if item.product_id
-            ),
+            )
+            if bought
+            else frozenset(),
         )
 
 
