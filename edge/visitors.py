@@ -42,15 +42,25 @@ _FIRST_HITS: Final = 200_000
 
 # Search engines and link-preview fetchers: they get the page the merchant published,
 # and nothing of theirs is recorded.
+# Searched in the lowercased header: with re.IGNORECASE the same search took 8x as long.
 _CRAWLER = re.compile(
     rb"bot\b|bot/|crawler|spider|slurp|facebookexternalhit|bingpreview|mediapartners-google"
-    rb"|adsbot|lighthouse|pingdom|uptimerobot|embedly|quora link preview|whatsapp|telegrambot",
-    re.IGNORECASE,
+    rb"|adsbot|lighthouse|pingdom|uptimerobot|embedly|quora link preview|whatsapp|telegrambot"
 )
 
 
+_CRAWLER_SEEN: dict[bytes, bool] = {}
+"""Verdicts by User-Agent: a few hundred distinct headers cover nearly every request."""
+
+
 def is_crawler(user_agent: bytes) -> bool:
-    return bool(_CRAWLER.search(user_agent))
+    verdict = _CRAWLER_SEEN.get(user_agent)
+    if verdict is None:
+        verdict = _CRAWLER.search(user_agent.lower()) is not None
+        if len(_CRAWLER_SEEN) >= 4096:
+            _CRAWLER_SEEN.clear()
+        _CRAWLER_SEEN[user_agent] = verdict
+    return verdict
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from edge.visitors import is_crawler
 from tests._upstream import TestUpstream
 from tests.conftest import EdgeProcess, Reply, fetch, start_edge
 
@@ -336,3 +337,24 @@ async def test_events_queued_during_a_flush_are_written_without_more_traffic() -
         if profile is not None and profile.session_pageviews == 2:
             break
     assert profile is not None and profile.session_pageviews == 2
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "crawler"),
+    [
+        (b"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", True),
+        (b"Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)", True),
+        (b"facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)", True),
+        (b"Mozilla/5.0 (compatible; YandexBot/3.0)", True),
+        (b"WhatsApp/2.23.20.0", True),
+        (b"Mozilla/5.0 (Linux; Android 14) Chrome-Lighthouse", True),
+        (b"MOZILLA/5.0 (COMPATIBLE; AHREFSBOT/7.0)", True),
+        (b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36", False),
+        (b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148", False),
+        (b"Mozilla/5.0 (Windows NT 10.0; rv:128.0) Gecko/20100101 Firefox/128.0", False),
+    ],
+)
+def test_crawlers_are_told_from_browsers_every_time(user_agent: bytes, crawler: bool) -> None:
+    # The second answer comes from the verdicts kept by User-Agent.
+    assert is_crawler(user_agent) is crawler
+    assert is_crawler(user_agent) is crawler
