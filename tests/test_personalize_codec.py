@@ -32,6 +32,7 @@ needs_zstd = pytest.mark.skipif(zstd is None, reason="zstandard not installed")
 def _codings(*names: str) -> list[object]:
     return [pytest.param(n, marks=needs_zstd) if n == "zstd" else n for n in names]
 
+
 PAGE = (
     "<!doctype html><html><head><meta charset=utf-8><title>Bottega</title></head><body>"
     + "".join(f"<li data-product-id=p{i}>Scarpa è bella {i}</li>" for i in range(300))
@@ -240,6 +241,12 @@ def test_round_trip_any_chunking(data: bytes, coding: str, cuts: list[int]) -> N
         ("text/html", b"<p>no meta</p>", "utf-8"),
         ("text/html; charset=iso-8859-1", b"\xef\xbb\xbf<p>bom wins</p>", "utf-8"),
         (None, b" " * 1100 + b"<meta charset=cp1250>", "utf-8"),
+        ("Text/HTML; CHARSET=Windows-1250", b"", "cp1250"),
+        (
+            None,
+            b'<HTML><HEAD><META HTTP-EQUIV="Content-Type" CONTENT="text/html; CHARSET=KOI8-R">',
+            "koi8-r",
+        ),
     ],
 )
 def test_charset_of(content_type: str | None, head: bytes, expected: str) -> None:
