@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge.rewrite import Edit, Plan
 
-HERO = b"<section class='hero-vip'><h2>Welcome back, VIP</h2><a href='/vip'>Your offers</a></section>"
+HERO = (
+    b"<section class='hero-vip'><h2>Welcome back, VIP</h2><a href='/vip'>Your offers</a></section>"
+)
 BANNER = b"<div class='cart-reminder'>You left 2 items in your cart</div>"
 
 
@@ -45,7 +47,7 @@ def storefront(target: int, seed: int = 7) -> tuple[bytes, list[str]]:
         "<style>.hero{display:flex}.products>li{float:left}a:hover>span{color:red}</style>",
         "<script>window.dataLayer=window.dataLayer||[];function gtag(){dataLayer.push(arguments)}"
         "if(a<b&&c>d){document.write('<div class=\"x\">')}</script>",
-        "<script type='application/ld+json'>{\"@type\":\"ItemList\",\"name\":\"<li>\"}</script>",
+        '<script type=\'application/ld+json\'>{"@type":"ItemList","name":"<li>"}</script>',
         "</head><body class='template-collection'>",
         "<header class='site-header'><a class='logo' href='/'>Shop</a>",
         "<nav><ul class='menu'>",
@@ -57,7 +59,9 @@ def storefront(target: int, seed: int = 7) -> tuple[bytes, list[str]]:
         "<svg class='icon icon-cart' viewBox='0 0 24 24'><path d='M0 0h24v24H0z'/><title>Cart</title></svg>"
     )
     head.append("</header><main id='main'>")
-    head.append("<div data-edge-slot='home-hero' class='hero'><h1>Shoes</h1><p>New season</p></div>")
+    head.append(
+        "<div data-edge-slot='home-hero' class='hero'><h1>Shoes</h1><p>New season</p></div>"
+    )
     head.append("<div data-edge-slot='cart-banner'></div>")
     items = []
     for pid in ids:
@@ -139,8 +143,11 @@ def outside_slots(doc: bytes) -> bytes:
     """The page minus what the job may change: the hero's content, the banner,
     the list's content (quote style ignored so a re-serializing peer is found)."""
     doc = re.sub(
-        rb"(<div[^>]*data-edge-slot=[\"']home-hero[\"'][^>]*>).*?(</div>)", rb"\1\2", doc,
-        count=1, flags=re.S,
+        rb"(<div[^>]*data-edge-slot=[\"']home-hero[\"'][^>]*>).*?(</div>)",
+        rb"\1\2",
+        doc,
+        count=1,
+        flags=re.S,
     )
     doc = doc.replace(BANNER, b"", 1)
     return re.sub(
@@ -254,8 +261,7 @@ def best_times(fns: list[Callable[[], bytes]], repeat: int) -> list[float]:
             fn()
             acc.append(time.perf_counter() - t0)
     return [
-        min(t) if repeat < 5 else statistics.median(sorted(t)[: max(1, repeat // 2)])
-        for t in times
+        min(t) if repeat < 5 else statistics.median(sorted(t)[: max(1, repeat // 2)]) for t in times
     ]
 
 
@@ -287,7 +293,9 @@ def demo_jobs() -> list[tuple[str, str, list[Edit]]]:
     banner = Edit("[data-edge-slot=top-banner]", "set_inner_content", b"<p>b</p>")
     form = Edit("[data-edge-slot=profile-form]", "set_inner_content", b"<form></form>")
     shelves = Edit(
-        "[data-edge-slot=home-shelves]", "reorder", key_attr="data-category",
+        "[data-edge-slot=home-shelves]",
+        "reorder",
+        key_attr="data-category",
         order=["casa-cucina", "borse-accessori", "scarpe-uomo", "scarpe-donna"],
     )
     products = Edit("ol.products", "reorder", key_attr="data-product-id", order=_reversed_keys)
@@ -302,7 +310,9 @@ def demo_jobs() -> list[tuple[str, str, list[Edit]]]:
 
 def demo_table(repeat: int) -> None:
     pages = demo_pages()
-    header = f"{'demo page':<16} {'job':<14} {'bytes':>7} {'ms':>7} {'MB/s':>7}  {'edits applied':<14}"
+    header = (
+        f"{'demo page':<16} {'job':<14} {'bytes':>7} {'ms':>7} {'MB/s':>7}  {'edits applied':<14}"
+    )
     print(header)
     print("-" * len(header))
     for path, job, edits in demo_jobs():

@@ -29,6 +29,10 @@ fi
     | grep -v "^WARNING: Location" || true
 
 .venv/bin/ruff check edge tests bench
+.venv/bin/ruff format --check --quiet edge tests bench || {
+    echo "tests/run.sh: files not formatted; run: .venv/bin/ruff format edge tests bench" >&2
+    exit 1
+}
 set +e
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
 status=$?

@@ -56,8 +56,17 @@ def start_shop() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "uvicorn", "edge.demo.shop:create_app", "--factory",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "edge.demo.shop:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
         ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -614,7 +623,7 @@ def test_personalized_page_is_private_and_tells_the_truth(citizen: EdgeProcess) 
     assert etag.startswith('W/"') and etag != '"home-1"'
     assert reply.header("last-modified") is None
     timing = reply.header("server-timing") or ""
-    assert re.match(r'edge;dur=\d+(\.\d+)?', timing), timing
+    assert re.match(r"edge;dur=\d+(\.\d+)?", timing), timing
 
     # a returning visitor with the same edits: same body, same ETag
     again = visitor.get(f"/?{CAMPAIGN}")
@@ -657,8 +666,11 @@ def test_nothing_personalized_keeps_the_shops_caching_headers(
     assert cart.header("vary") is None
 
     for cookie in (visitor.cookie, ""):
-        css = fetch(citizen.port, "/static/app.css", headers={"Accept": "text/css,*/*;q=0.1",
-                                                                "Cookie": cookie})
+        css = fetch(
+            citizen.port,
+            "/static/app.css",
+            headers={"Accept": "text/css,*/*;q=0.1", "Cookie": cookie},
+        )
         assert css.body == b"body{color:#222}"
         assert css.header("cache-control") == "public, max-age=31536000, immutable"
         assert css.header("etag") == '"css-1"'
@@ -759,9 +771,7 @@ def test_preview_link_shows_the_segment_and_records_nothing(edge: EdgeProcess) -
     assert "HttpOnly" in preview_cookie
 
     # the merchant clicks on: the preview cookie carries it, nothing is recorded
-    browse = fetch(
-        edge.port, "/", headers={**BROWSER, "Cookie": preview_cookie.split(";")[0]}
-    )
+    browse = fetch(edge.port, "/", headers={**BROWSER, "Cookie": preview_cookie.split(";")[0]})
     assert "edge-hero--vip" in hero(browse.body.decode())
     assert browse.header("cache-control") == "no-store"
     assert not any(c.startswith("edge_vid=") for c in browse.all("set-cookie"))

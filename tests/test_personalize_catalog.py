@@ -24,8 +24,9 @@ def test_csv_feed(tmp_path: Path) -> None:
     )
     catalog = Catalog.load(path)
     assert len(catalog) == 3
-    assert catalog.get("p1") == ItemFacts("p1", "scarpe-donna", "Lunaria", 89.9, "Décolleté",
-                                          "/p/decollete")
+    assert catalog.get("p1") == ItemFacts(
+        "p1", "scarpe-donna", "Lunaria", 89.9, "Décolleté", "/p/decollete"
+    )
     assert catalog.get("p2").brand == "Valdarno, Firenze"
     assert catalog.get("p2").price == 1249.9
     assert catalog.get("p3").price is None
@@ -42,11 +43,7 @@ def test_csv_errors_name_file_line_and_reason(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "feed.csv",
-        "id,category,brand,price\n"
-        "p1,a,b,10\n"
-        ",a,b,10\n"
-        "p3,a,b,dieci\n"
-        "p1,a,b,12\n",
+        "id,category,brand,price\np1,a,b,10\n,a,b,10\np3,a,b,dieci\np1,a,b,12\n",
     )
     with pytest.raises(CatalogError) as info:
         Catalog.load(path)
@@ -60,8 +57,9 @@ def test_csv_errors_name_file_line_and_reason(tmp_path: Path) -> None:
 
 
 def test_csv_multiline_cell_keeps_line_numbers(tmp_path: Path) -> None:
-    path = write(tmp_path, "feed.csv",
-                 'id,category,brand,price,name\np1,a,b,1,"two\nlines"\np2,a,b,x,n\n')
+    path = write(
+        tmp_path, "feed.csv", 'id,category,brand,price,name\np1,a,b,1,"two\nlines"\np2,a,b,x,n\n'
+    )
     with pytest.raises(CatalogError, match=r"feed.csv:4: price 'x'"):
         Catalog.load(path)
 
@@ -100,9 +98,7 @@ def test_jsonl(tmp_path: Path) -> None:
     path = write(tmp_path, "feed.jsonl", '{"id": "p1", "price": 5}\n\n{"id": 7}\n[1]\n')
     with pytest.raises(CatalogError) as info:
         Catalog.load(path)
-    assert info.value.problems == [
-        f"{path}:4: expected an object with id, category, brand, price"
-    ]
+    assert info.value.problems == [f"{path}:4: expected an object with id, category, brand, price"]
     good = write(tmp_path, "good.ndjson", '{"id": "p1", "price": 5}\n{"id": 7}\n')
     assert Catalog.load(good).get("7") == ItemFacts("7")
 
@@ -120,8 +116,15 @@ def test_unreadable_and_unknown_feeds(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("89.90", 89.9), ("89,90", 89.9), ("€ 1.249,90", 1249.9), ("1,249.90 EUR", 1249.9),
-     ("1.249", 1249.0), ("12", 12.0), ("  7,5 ", 7.5)],
+    [
+        ("89.90", 89.9),
+        ("89,90", 89.9),
+        ("€ 1.249,90", 1249.9),
+        ("1,249.90 EUR", 1249.9),
+        ("1.249", 1249.0),
+        ("12", 12.0),
+        ("  7,5 ", 7.5),
+    ],
 )
 def test_parse_price(text: str, value: float) -> None:
     assert parse_price(text) == value
@@ -134,8 +137,13 @@ def test_parse_price_rejects(text: str) -> None:
 
 
 def test_item_facts_from_demo_markup() -> None:
-    attrs = {"class": "product", "data-product-id": "p7", "data-category": "scarpe-uomo",
-             "data-brand": "Ferri", "data-price": "129.00"}
+    attrs = {
+        "class": "product",
+        "data-product-id": "p7",
+        "data-category": "scarpe-uomo",
+        "data-brand": "Ferri",
+        "data-price": "129.00",
+    }
     assert ItemReader().facts(attrs) == ItemFacts("p7", "scarpe-uomo", "Ferri", 129.0)
 
 
@@ -150,8 +158,12 @@ def test_item_attributes_win_over_feed_and_feed_fills_gaps() -> None:
 
 def test_item_id_from_link_pattern_and_custom_attributes() -> None:
     catalog = Catalog({"scarpa-blu": ItemFacts("scarpa-blu", "scarpe", "B", 10.0)})
-    reader = ItemReader(id_attr="data-sku", price_attr="data-cost",
-                        link_pattern=r"/p/(?P<id>[^/?#]+)", catalog=catalog)
+    reader = ItemReader(
+        id_attr="data-sku",
+        price_attr="data-cost",
+        link_pattern=r"/p/(?P<id>[^/?#]+)",
+        catalog=catalog,
+    )
     assert reader.facts({}, "/p/scarpa-blu?ref=home") == catalog.get("scarpa-blu")
     assert reader.facts({"data-sku": "x1", "data-cost": "5"}, "/p/other") == ItemFacts(
         "x1", price=5.0

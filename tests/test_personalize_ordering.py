@@ -39,10 +39,26 @@ def ids(items: list[ItemFacts | None], perm: list[int]) -> list[str | None]:
 def test_price_orders_are_stable_and_put_unknown_prices_last() -> None:
     items = [*ITEMS, ItemFacts("x", "casa-cucina"), None, ItemFacts("y", price=60.0)]
     assert ids(items, order(items, "price asc")) == [
-        "c1", "d2", "y", "u2", "d1", "u1", "b1", "x", None
+        "c1",
+        "d2",
+        "y",
+        "u2",
+        "d1",
+        "u1",
+        "b1",
+        "x",
+        None,
     ]
     assert ids(items, order(items, "price desc")) == [
-        "b1", "u1", "d1", "u2", "d2", "y", "c1", "x", None
+        "b1",
+        "u1",
+        "d1",
+        "u2",
+        "d2",
+        "y",
+        "c1",
+        "x",
+        None,
     ]
 
 
@@ -51,15 +67,19 @@ def test_pin_puts_given_ids_first_in_given_order() -> None:
     assert ids(ITEMS, perm) == ["c1", "d1", "u1", "b1", "u2", "d2"]
     items = [None, *ITEMS]
     assert ids(items, order(items, Sort("pin", ("b1",)))) == [
-        "b1", None, "u1", "d1", "u2", "d2", "c1"
+        "b1",
+        None,
+        "u1",
+        "d1",
+        "u2",
+        "d2",
+        "c1",
     ]
 
 
 def test_bought_last_keeps_the_rest_in_place() -> None:
     interest = Interest(bought=frozenset({"u1", "d2"}))
-    assert ids(ITEMS, order(ITEMS, "bought last", interest)) == [
-        "d1", "b1", "u2", "c1", "u1", "d2"
-    ]
+    assert ids(ITEMS, order(ITEMS, "bought last", interest)) == ["d1", "b1", "u2", "c1", "u1", "d2"]
 
 
 def test_sorts_combine_first_decides() -> None:
@@ -70,30 +90,39 @@ def test_sorts_combine_first_decides() -> None:
 
 def test_affinity_from_history() -> None:
     interest = Interest(categories={"scarpe-uomo": 10, "borse-accessori": 2}, brands={"Gres": 5})
-    assert ids(ITEMS, order(ITEMS, "affinity", interest)) == [
-        "u1", "u2", "c1", "b1", "d1", "d2"
-    ]
+    assert ids(ITEMS, order(ITEMS, "affinity", interest)) == ["u1", "u2", "c1", "b1", "d1", "d2"]
 
 
 def test_affinity_without_interest_keeps_page_order() -> None:
     assert order(ITEMS, "affinity") == list(range(len(ITEMS)))
     items = [None, *ITEMS, ItemFacts("z", price=3.0)]
     # Items with no category or brand go after the others, in their own order.
-    assert ids(items, order(items, "affinity")) == [
-        "u1", "d1", "b1", "u2", "d2", "c1", None, "z"
-    ]
+    assert ids(items, order(items, "affinity")) == ["u1", "d1", "b1", "u2", "d2", "c1", None, "z"]
 
 
 def test_searched_donna_now_beats_a_history_of_mens_shoes() -> None:
     p = new_profile("v1", NOW - 400 * DAY)
     for k in range(6):  # years of men's shoes
         ts = NOW - (300 - k * 40) * DAY
-        apply(p, OrderCompleted(order_id=f"o{k}", total=120, ts=ts,
-                                products=[Product(product_id=f"u{k}", category="scarpe-uomo",
-                                                  brand="Ferri", price=120)]),
-              ts, Source.SHOP)
-        apply(p, ProductViewed(product_id="u1", category="scarpe-uomo", brand="Ferri"), ts,
-              Source.OBSERVED)
+        apply(
+            p,
+            OrderCompleted(
+                order_id=f"o{k}",
+                total=120,
+                ts=ts,
+                products=[
+                    Product(product_id=f"u{k}", category="scarpe-uomo", brand="Ferri", price=120)
+                ],
+            ),
+            ts,
+            Source.SHOP,
+        )
+        apply(
+            p,
+            ProductViewed(product_id="u1", category="scarpe-uomo", brand="Ferri"),
+            ts,
+            Source.OBSERVED,
+        )
     before = Interest.of(p, NOW)
     assert ids(ITEMS, order(ITEMS, "affinity", before))[:2] == ["u1", "u2"]
 
@@ -150,8 +179,11 @@ def test_sort_parse() -> None:
         ),
         max_size=30,
     ),
-    st.lists(st.sampled_from(["affinity", "price asc", "price desc", "bought last"]),
-             min_size=1, max_size=3),
+    st.lists(
+        st.sampled_from(["affinity", "price asc", "price desc", "bought last"]),
+        min_size=1,
+        max_size=3,
+    ),
 )
 def test_always_a_stable_permutation(items: list[ItemFacts | None], sorts: list[str]) -> None:
     interest = Interest(categories={"x": 2, "y": 1}, bought=frozenset({"a"}))

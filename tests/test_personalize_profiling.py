@@ -17,8 +17,10 @@ from edge.profiles.events import Identify, ProfileFormAnswered, Source, apply, m
 from edge.profiles.model import new_profile
 
 NOW = 1_750_000_000
-INTERESTS = [("scarpe-donna", {"en": "Women's shoes", "it": "Scarpe donna"}),
-             ("casa-cucina", {"en": "Home", "it": "Casa e cucina"})]
+INTERESTS = [
+    ("scarpe-donna", {"en": "Women's shoes", "it": "Scarpe donna"}),
+    ("casa-cucina", {"en": "Home", "it": "Casa e cucina"}),
+]
 
 
 def test_one_question_at_a_time_in_order() -> None:
@@ -27,13 +29,22 @@ def test_one_question_at_a_time_in_order() -> None:
     asked = []
     while (q := next_question(p, questions)) is not None:
         asked.append(q.trait)
-        answer = {"gender": "female", "age_band": "25-34", "city": "Firenze",
-                  "interest": "casa-cucina"}[q.trait]
-        apply(p, ProfileFormAnswered(question=q.trait, answer=q.validate(answer)), NOW,
-              Source.BROWSER)
+        answer = {
+            "gender": "female",
+            "age_band": "25-34",
+            "city": "Firenze",
+            "interest": "casa-cucina",
+        }[q.trait]
+        apply(
+            p, ProfileFormAnswered(question=q.trait, answer=q.validate(answer)), NOW, Source.BROWSER
+        )
     assert asked == ["gender", "age_band", "city", "interest"]
-    assert p.answers == {"gender": "female", "age_band": "25-34", "city": "Firenze",
-                         "interest": "casa-cucina"}
+    assert p.answers == {
+        "gender": "female",
+        "age_band": "25-34",
+        "city": "Firenze",
+        "interest": "casa-cucina",
+    }
 
 
 def test_traits_from_the_shop_count_as_known() -> None:
@@ -91,8 +102,10 @@ def test_question_declarations_are_checked() -> None:
 def test_question_view_in_language() -> None:
     view = default_questions(INTERESTS)["interest"].view("it")
     assert view["text"] == "Cosa ti interessa di più?"
-    assert view["options"] == [{"value": "scarpe-donna", "label": "Scarpe donna"},
-                               {"value": "casa-cucina", "label": "Casa e cucina"}]
+    assert view["options"] == [
+        {"value": "scarpe-donna", "label": "Scarpe donna"},
+        {"value": "casa-cucina", "label": "Casa e cucina"},
+    ]
     assert default_questions()["gender"].view("de")["text"] == "Whom do you shop for most often?"
 
 

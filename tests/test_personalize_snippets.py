@@ -41,9 +41,17 @@ def test_shipped_library_is_the_repository_copy_and_checks_clean() -> None:
     repo = sorted(p.name for p in (ROOT / "snippets").glob("*.html"))
     shipped = sorted(p.name for p in LIBRARY.glob("*.html"))
     assert repo == shipped
-    for expected in ("hero_vip.html", "hero_vip.it.html", "hero_lapsed.html",
-                     "hero_newsletter.html", "hero_campaign.html", "cart_reminder.html",
-                     "timed_offer.html", "profile_form.html", "preview_badge.html"):
+    for expected in (
+        "hero_vip.html",
+        "hero_vip.it.html",
+        "hero_lapsed.html",
+        "hero_newsletter.html",
+        "hero_campaign.html",
+        "cart_reminder.html",
+        "timed_offer.html",
+        "profile_form.html",
+        "preview_badge.html",
+    ):
         assert expected in shipped
     missing = Snippets(ROOT / "nonexistent-dir")
     assert [str(p) for p in missing.check()] == [f"{ROOT / 'nonexistent-dir'}: no such directory"]
@@ -57,8 +65,16 @@ def test_every_shipped_snippet_renders_in_both_languages() -> None:
     snippets = Snippets(library=LIBRARY)
     for language in ("en", "it"):
         context = sample_context(language)
-        for name in ("hero_vip", "hero_lapsed", "hero_newsletter", "hero_campaign",
-                     "cart_reminder", "timed_offer", "profile_form", "preview_badge"):
+        for name in (
+            "hero_vip",
+            "hero_lapsed",
+            "hero_newsletter",
+            "hero_campaign",
+            "cart_reminder",
+            "timed_offer",
+            "profile_form",
+            "preview_badge",
+        ):
             html = snippets.render(name, context)
             assert html and html.strip(), (name, language)
 
@@ -128,9 +144,14 @@ def test_sandbox_blocks_python_internals(tmp_path: Path, source: str, caplog) ->
 
 
 def test_failing_template_returns_none_and_logs_file_and_line(tmp_path: Path, caplog) -> None:
-    s = make(tmp_path, {"bad.html": "line one\n{{ missing_variable }}\n",
-                        "broken.html": "ok\n\n{% if x %}never closed\n",
-                        "div.html": "{{ 1 // zero }}"})
+    s = make(
+        tmp_path,
+        {
+            "bad.html": "line one\n{{ missing_variable }}\n",
+            "broken.html": "ok\n\n{% if x %}never closed\n",
+            "div.html": "{{ 1 // zero }}",
+        },
+    )
     with caplog.at_level(logging.WARNING, logger="edge.snippets"):
         assert s.render("bad", {}) is None
         assert s.render("broken", {"x": 1}) is None
@@ -155,9 +176,15 @@ def test_same_failure_is_logged_once_a_minute(tmp_path: Path, caplog) -> None:
 
 
 def test_check_reports_every_problem_with_line(tmp_path: Path) -> None:
-    s = make(tmp_path, {"ok.html": "{{ first_name }}", "syntax.html": "a\nb\n{% for x in %}",
-                        "typo.html": "{% if cart %}\n{{ frist_name }}{% endif %}",
-                        "notes.txt": "{% broken"})
+    s = make(
+        tmp_path,
+        {
+            "ok.html": "{{ first_name }}",
+            "syntax.html": "a\nb\n{% for x in %}",
+            "typo.html": "{% if cart %}\n{{ frist_name }}{% endif %}",
+            "notes.txt": "{% broken",
+        },
+    )
     problems = {p.file.rsplit("/", 1)[-1]: p for p in s.check()}
     assert set(problems) == {"syntax.html", "typo.html"}
     assert problems["syntax.html"].line == 3
@@ -194,22 +221,43 @@ def test_visitor_context() -> None:
     catalog = Catalog({"p1": ItemFacts("p1", price=89.9, name="Décolleté", url="/p/d")})
     question = default_questions()["city"]
     context = visitor_context(
-        profile, now=NOW, language="it", catalog=catalog, segments={"vip", "big"},
-        page={"path": "/", "campaign": "saldi"}, offer=offer_state({}, "o", 3600, NOW),
-        question=question, csrf="tok", return_to="/c/x",
+        profile,
+        now=NOW,
+        language="it",
+        catalog=catalog,
+        segments={"vip", "big"},
+        page={"path": "/", "campaign": "saldi"},
+        offer=offer_state({}, "o", 3600, NOW),
+        question=question,
+        csrf="tok",
+        return_to="/c/x",
     )
     assert context["first_name"] == "Giulia" and context["known"]
     cart = context["cart"]
     assert cart.count == 3 and cart.value == 183.3
-    assert cart.items[0] == {"id": "p1", "name": "Décolleté", "url": "/p/d", "price": 89.9,
-                             "quantity": 2, "total": 179.8, "category": "scarpe-donna",
-                             "brand": "Lunaria"}
+    assert cart.items[0] == {
+        "id": "p1",
+        "name": "Décolleté",
+        "url": "/p/d",
+        "price": 89.9,
+        "quantity": 2,
+        "total": 179.8,
+        "category": "scarpe-donna",
+        "brand": "Lunaria",
+    }
     assert cart.items[1]["name"] == "zz" and cart.items[1]["url"] is None
-    assert context["offer"] == {"deadline": NOW + 3600,
-                                "deadline_iso": "2025-06-15T16:06:40Z", "seconds_left": 3600}
+    assert context["offer"] == {
+        "deadline": NOW + 3600,
+        "deadline_iso": "2025-06-15T16:06:40Z",
+        "seconds_left": 3600,
+    }
     assert context["question"]["text"] == "In che città vivi?"
-    assert context["form"] == {"action": "/_edge/profile-form", "csrf": "tok",
-                               "return_to": "/c/x", "error": ""}
+    assert context["form"] == {
+        "action": "/_edge/profile-form",
+        "csrf": "tok",
+        "return_to": "/c/x",
+        "error": "",
+    }
     assert context["segments"] == ["big", "vip"]
     empty = visitor_context(None, now=NOW)
     assert empty["cart"].items == [] and empty["offer"] is None and empty["first_name"] == ""

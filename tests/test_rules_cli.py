@@ -82,9 +82,19 @@ def test_explain_shows_the_values_that_decided(
     assert main(["explain", "cust:demo-0001", "--rules", str(ROOT / "rules")]) == 0
     out = capsys.readouterr().out
     assert "frequent_30d" in out and "orders_within(30d) = " in out
-    assert main(
-        ["explain", "cust:demo-0001", "--rules", str(ROOT / "rules"), "--url", "/?utm_medium=email"]
-    ) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "cust:demo-0001",
+                "--rules",
+                str(ROOT / "rules"),
+                "--url",
+                "/?utm_medium=email",
+            ]
+        )
+        == 0
+    )
     assert "yes  from_newsletter" in capsys.readouterr().out
     profile = tmp_path / "profile.json"
     profile.write_text(json.dumps({"profile": {"visitor_id": "v", "visits": 1}}))
