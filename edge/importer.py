@@ -1302,11 +1302,9 @@ class _Orders(_Parser):
             self._items(range(first + start, first + end), heads[start:end], items[start:end])
         return True
 
-    def _items(
-        self, lines: range, heads: list[tuple[Any, ...]], items: list[tuple[str, ...]]
-    ) -> None:
-        """:meth:`_item` for consecutive rows of one order, all naming a customer."""
-        order_id = heads[0][0]
+    def _group(self, order_id: Any) -> _OrderGroup:
+        """The rows gathered so far for *order_id* (a new group at its first row), made
+        the last one seen."""
         group = self.groups.get(order_id)
         if group is None:
             if order_id in self.closed_early:
@@ -1316,6 +1314,13 @@ class _Orders(_Parser):
             group = self.groups[order_id] = _OrderGroup(order_id)
             self.queue.append(group)
         self._last = group
+        return group
+
+    def _items(
+        self, lines: range, heads: list[tuple[Any, ...]], items: list[tuple[str, ...]]
+    ) -> None:
+        """:meth:`_item` for consecutive rows of one order, all naming a customer."""
+        group = self._group(heads[0][0])
         group.lines += lines
         group.good += lines
         group.heads += heads
@@ -1327,16 +1332,7 @@ class _Orders(_Parser):
         """One row per item: the order's rows may be anywhere in the file; its own
         columns (*head*) and products are checked once it is complete. *named*: the
         row names a customer."""
-        order_id = head[0]
-        group = self.groups.get(order_id)
-        if group is None:
-            if order_id in self.closed_early:
-                raise _Scattered(order_id)
-            if self.early and self._last is not None and not self._last.closed:
-                self._close_early(self._last)
-            group = self.groups[order_id] = _OrderGroup(order_id)
-            self.queue.append(group)
-        self._last = group
+        group = self._group(head[0])
         group.lines.append(line)
         if named:
             group.good.append(line)
