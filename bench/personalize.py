@@ -79,6 +79,7 @@ from proxy import (
 from proxy import run_wrk as proxy_run_wrk
 
 from edge.demo.catalog import products_in, write_feed
+from edge.demo.shop import serve_argv
 from edge.identity import Identity
 
 DEFAULT_EDGE = ROOT / ".venv" / "bin" / "edge"
@@ -128,19 +129,7 @@ def snapshot_demo(procs: Procs, work: Path) -> dict[str, bytes]:
     """The demo shop's rendered pages, fetched once from a real demo shop (then stopped)."""
     port = free_port()
     shop = procs.start(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "edge.demo.shop:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
+        serve_argv(port),
         work / "demo-shop.log",
         cwd=ROOT,
     )

@@ -11,7 +11,6 @@ import html
 import json
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import brotli
 import pytest
 
 from edge.demo.catalog import CATEGORIES, PRODUCTS_BY_ID, products_in, write_feed
+from edge.demo.shop import serve_argv
 from edge.page import in_holdout
 from tests._upstream import Received, TestUpstream
 from tests.conftest import (
@@ -55,19 +55,7 @@ def start_shop() -> tuple[subprocess.Popen[bytes], str]:
     """The demo shop under uvicorn in its own process, on 127.0.0.1."""
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "edge.demo.shop:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
+        serve_argv(port),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

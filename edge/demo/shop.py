@@ -11,6 +11,7 @@ import functools
 import hashlib
 import itertools
 import re
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -569,3 +570,21 @@ def create_app() -> Starlette:
     )
     app.state.shop = shop
     return app
+
+
+def serve_argv(port: int, python: str = sys.executable) -> list[str]:
+    """The command that serves the demo shop alone on 127.0.0.1:*port* (uvicorn, warnings
+    only): for tests and benchmarks that need a real shop in front of the sidecar."""
+    return [
+        python,
+        "-m",
+        "uvicorn",
+        "edge.demo.shop:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
