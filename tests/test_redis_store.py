@@ -9,6 +9,7 @@ import itertools
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -209,6 +210,30 @@ async def test_a_load_cancelled_in_flight_never_answers_a_later_one(
     for key in ("b", "a", "b"):
         profile = await store.get(key)
         assert profile is not None and profile.visitor_id == key
+
+
+async def test_a_load_in_flight_at_close_does_not_keep_its_connection(
+    redis_url: str, raw: redis.Redis, prefix: str
+) -> None:
+    """close() disconnects the idle load connections; one busy with a load then is
+    disconnected when the load ends, not kept open in a list nobody closes."""
+    store = RedisStore(redis_url, prefix=prefix)
+    raw.set(f"{prefix}p:a", encode(new_profile("a", NOW)))
+    made: list[Any] = []
+    make = store._pool.make_connection
+
+    def tracked() -> Any:
+        made.append(make())
+        return made[-1]
+
+    store._pool.make_connection = tracked  # type: ignore[method-assign]
+    raw.client_pause(200)
+    load = asyncio.ensure_future(store.get("a"))
+    await asyncio.sleep(0.05)  # the GET is sent, the server holds its reply
+    await store.close()
+    profile = await load
+    assert profile is not None and profile.visitor_id == "a"
+    assert made and not any(conn.is_connected for conn in made)
 
 
 async def test_keys_lists_only_this_prefix(redis_url: str, prefix: str) -> None:

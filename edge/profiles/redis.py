@@ -87,6 +87,7 @@ class RedisStore(Store):
         self._stripes = [asyncio.Lock() for _ in range(_LOCK_STRIPES)]
         self._readers: list[AbstractConnection] = []
         self._reading = asyncio.Semaphore(_POOL_SIZE)
+        self._closed = False
 
     # reads: one round trip each
 
@@ -127,7 +128,10 @@ class RedisStore(Store):
             except BaseException:
                 await conn.disconnect(nowait=True)
                 raise
-            readers.append(conn)
+            if self._closed:  # close() ran meanwhile: nobody else would disconnect it
+                await conn.disconnect(nowait=True)
+            else:
+                readers.append(conn)
             return reply  # type: ignore[no-any-return]
 
     async def keys(self) -> list[str]:
@@ -227,6 +231,7 @@ class RedisStore(Store):
                 pipe.set(self._claim + claim, stamp, ex=CLAIM_TTL)
 
     async def close(self) -> None:
+        self._closed = True
         readers, self._readers = self._readers, []
         for conn in readers:
             await conn.disconnect()
