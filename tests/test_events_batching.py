@@ -126,6 +126,14 @@ def test_expiring_entries_go_after_their_ttl_and_past_maxsize() -> None:
     assert small.pop("9") == 9 and small.pop("9") is None
 
 
+def test_an_expiring_map_that_keeps_nothing_still_takes_writes() -> None:
+    """A cache turned off (ttl 0, or maxsize 0) forgets at once rather than raising."""
+    for off in (Expiring[str, int](100, 0), Expiring[str, int](0, 60)):
+        off["a"] = 1
+        off["b"] = 2
+        assert "a" not in off and off.get("b") is None
+
+
 def test_rate_limit_buckets_refill_exactly_as_they_expire() -> None:
     from edge.ingest import _BURST, _REFILL_PER_SECOND
 
@@ -156,3 +164,23 @@ def test_browser_batches_still_refuse_what_a_browser_may_not_send() -> None:
     order = ev.OrderCompleted(order_id="o1", total=10.0)
     with pytest.raises(ev.NotAllowed):
         ev.check_allowed(order, ev.Source.BROWSER)
+
+
+async def test_the_writer_outlives_an_event_loop_closed_while_it_wrote(tmp_path: Path) -> None:
+    """A write finishing after its loop closed (a worker shut down mid-request) must not
+    take the store's writer thread with it."""
+    store = SQLiteStore(tmp_path / "p.db")
+    try:
+        gone = asyncio.new_event_loop()
+        orphan = gone.create_future()
+        gone.close()
+
+        def put(current: Profiles, seen: set[str]) -> Profiles:
+            return {"a": new_profile("a", 1)}
+
+        store._jobs.put([(["a"], [], put, orphan, gone)])
+        result = await asyncio.wait_for(store.transact(["b"], [], lambda c, s: {}), 5)
+        assert result == {} and store._thread.is_alive()
+        assert store.get_sync("a") is not None  # the orphan's write still landed
+    finally:
+        await store.close()

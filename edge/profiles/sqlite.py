@@ -142,7 +142,12 @@ class SQLiteStore(Store):
                 if future is not None and loop is not None:
                     settle.setdefault(loop, []).append((future, outcome))
             for loop, settled in settle.items():
-                loop.call_soon_threadsafe(_settle, settled)
+                try:
+                    loop.call_soon_threadsafe(_settle, settled)
+                except RuntimeError:  # that loop is closed: nobody waits for these
+                    log.warning(
+                        "%d profile writes finished after their event loop closed", len(settled)
+                    )
             if time.time() - self._pruned > PRUNE_EVERY:
                 self._prune()
 

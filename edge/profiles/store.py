@@ -145,6 +145,8 @@ class Expiring(Generic[K, V]):
         data.move_to_end(key)
         # Sweep a little on every write: what expired first is at the front.
         for _ in range(2):
+            if not data:  # a ttl of 0 (or less) expires even the entry just set
+                break
             oldest = next(iter(data.values()))
             if oldest[0] > now and len(data) <= self.maxsize:
                 break
