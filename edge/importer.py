@@ -666,7 +666,14 @@ class _CsvLines:
             if not self._started and (len(data) >= 3 or eof):
                 data = data.removeprefix(b"\xef\xbb\xbf")
                 self._started = True
-            cut = len(data) if eof else data.rfind(b"\n") + 1
+            # After the last line end; a "\r" as the last byte may be half a "\r\n".
+            # (Cutting at "\n" alone read a file with bare "\r" ends, as old Macs
+            # and Excel's "CSV (Macintosh)" write them, into memory whole.)
+            cut = (
+                len(data)
+                if eof
+                else max(data.rfind(b"\n"), data.rfind(b"\r", 0, len(data) - 1)) + 1
+            )
             if not cut:
                 if eof:
                     break

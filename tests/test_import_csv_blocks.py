@@ -86,6 +86,21 @@ def test_blocks_read_as_the_csv_module_reads_lines(
     assert {line for line, item in got if isinstance(item, LineError)} == {10, 23, 36}
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_lines_are_read_a_block_at_a_time_whatever_ends_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, newline: str
+) -> None:
+    monkeypatch.setattr(importer, "_BLOCK_BYTES", 4096)
+    path = tmp_path / "orders.csv"
+    lines = [HEADER, *(f"o{n},u1,2024-06-01,1,p1,x,1,1" for n in range(5000))]
+    path.write_bytes(newline.join(lines).encode())
+    with path.open("rb") as f:
+        reader = importer._CsvLines(f)
+        assert next(reader) == HEADER + newline
+        assert f.tell() <= 2 * 4096  # not the whole 150 KB file
+        assert [line.rstrip("\r\n") for line in reader] == lines[1:]
+
+
 def test_not_utf8_is_reported_at_its_line_and_reading_stops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
