@@ -1,8 +1,9 @@
 """Profile benchmarks: load latency on the request path, and /_edge/events throughput.
 
 1. Profile load (in process, the 310 demo customers): a local-cache hit, a SQLite
-   miss, and a Redis miss (a real redis-server on loopback, started here), p50/p99 in
-   microseconds over many loads, against the goals (5 / 60 / 250 µs).
+   miss, and a Redis miss (a real redis-server on loopback, started here, on core 1),
+   p50/p99 in microseconds over many loads, against the goals (5 / 60 / 250 µs). The
+   loads run on uvloop (the sidecar's loop), pinned to core 0 (the sidecar's core).
 2. ``POST /_edge/events``: ``edge serve`` pinned to core 0, wrk on core 1 posting
    one-event batches for 5,000 visitors (valid signed cookies), then the store is
    read back: every batch acknowledged with 202 must be in it (goal: >= 3,000/s).
