@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -25,9 +24,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
@@ -40,19 +37,7 @@ from edge.profiles.model import decode
 from edge.profiles.service import ProfileService, customer_key
 from edge.profiles.sqlite import SQLiteStore
 from edge.profiles.store import Store
-
-T = TypeVar("T")
-
-
-def on_sidecar_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run *main* on the event loop `edge serve` runs on (uvloop): a load's time is
-    mostly the loop's and the client's, so the plain asyncio loop would measure
-    something the sidecar never runs."""
-    import uvloop
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
-
+from edge.server import run
 
 SECRET = "bench-secret"
 GOALS_US = {"cache hit": 5.0, "sqlite miss": 60.0, "redis miss": 250.0}
@@ -172,7 +157,7 @@ def _load_benchmark(work: Path, procs: Procs, skip_redis: bool) -> list[list[str
         finally:
             await store.close()
 
-    results = on_sidecar_loop(sqlite_run())
+    results = run(sqlite_run())  # the loop `edge serve` runs on (uvloop)
     rows.append(
         [
             "cache hit",
@@ -206,7 +191,7 @@ def _load_benchmark(work: Path, procs: Procs, skip_redis: bool) -> list[list[str
         finally:
             await store.close()
 
-    redis = on_sidecar_loop(redis_run())
+    redis = run(redis_run())
     rows.append(
         [
             "redis miss",

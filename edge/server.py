@@ -16,8 +16,8 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable, Generator, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from typing import Any, TypeVar
 
 import uvicorn
 
@@ -112,12 +112,15 @@ async def serve(
             loop.remove_signal_handler(sig)
 
 
-def run(main: Any) -> None:
-    """Run a coroutine on uvloop (falling back to asyncio where uvloop is missing)."""
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on uvloop (falling back to asyncio where uvloop is missing) and
+    return its result."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
-        asyncio.run(main)
-        return
+        return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+        return runner.run(main)
