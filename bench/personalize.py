@@ -317,6 +317,30 @@ def visitor_history(visitor_id: str, now: float, k: int = 0) -> list[dict[str, A
     ]
 
 
+def ingest(port: int, events: list[dict[str, Any]]) -> None:
+    """Send *events* as the shop does (``POST /_edge/ingest``, bearer token)."""
+    status, _, reply = get(
+        port,
+        "/_edge/ingest",
+        {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+        method="POST",
+        body=json.dumps({"events": events}).encode(),
+    )
+    if status != 200:
+        raise RuntimeError(f"POST /_edge/ingest -> {status}: {reply[:200]!r}")
+
+
+def stored_profile(port: int, cookie: str) -> dict[str, Any]:
+    """The profile the sidecar has stored for the visitor with *cookie* ({} if none)."""
+    body = get(port, "/_edge/profile", {"Cookie": cookie})[2]
+    return json.loads(body).get("profile") or {}
+
+
+def has_history(profile: dict[str, Any]) -> bool:
+    """Whether the history of :func:`visitor_history` is in *profile*."""
+    return profile.get("order_count") == 1 and bool(profile.get("cart"))
+
+
 def returning_visitor(port: int, personalize: bool) -> str:
     """The cookie of a visitor with a stored profile: a first page sets it, a second one
     stores the profile; for ``personalize`` the shop then sends the history above."""
@@ -333,24 +357,13 @@ def returning_visitor(port: int, personalize: bool) -> str:
         raise RuntimeError("edge set no edge_vid cookie on a first page view")
     visitor_id = cookie.removeprefix("edge_vid=").split(".", 1)[0]
     get(port, "/", {**BROWSER, "Cookie": cookie})
-
-    def profile() -> dict[str, Any]:
-        body = get(port, "/_edge/profile", {"Cookie": cookie})[2]
-        return json.loads(body).get("profile") or {}
-
-    wait_for(lambda: profile().get("visitor_id") == visitor_id, "visitor profile stored")
+    wait_for(
+        lambda: stored_profile(port, cookie).get("visitor_id") == visitor_id,
+        "visitor profile stored",
+    )
     if personalize:
-        body = json.dumps({"events": visitor_history(visitor_id, time.time())}).encode()
-        status, _, reply = get(
-            port,
-            "/_edge/ingest",
-            {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
-            method="POST",
-            body=body,
-        )
-        if status != 200:
-            raise RuntimeError(f"POST /_edge/ingest -> {status}: {reply[:200]!r}")
-        wait_for(lambda: profile().get("order_count") == 1 and profile().get("cart"), "history")
+        ingest(port, visitor_history(visitor_id, time.time()))
+        wait_for(lambda: has_history(stored_profile(port, cookie)), "history")
     return cookie
 
 
@@ -361,24 +374,14 @@ def returning_visitors(port: int, n: int) -> list[str]:
     ids = [identity.new_visitor_id() for _ in range(n)]
     now = time.time()
     for at in range(0, n, 100):
-        events = [e for k in range(at, min(n, at + 100)) for e in visitor_history(ids[k], now, k)]
-        status, _, reply = get(
-            port,
-            "/_edge/ingest",
-            {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
-            method="POST",
-            body=json.dumps({"events": events}).encode(),
+        ingest(
+            port, [e for k in range(at, min(n, at + 100)) for e in visitor_history(ids[k], now, k)]
         )
-        if status != 200:
-            raise RuntimeError(f"POST /_edge/ingest -> {status}: {reply[:200]!r}")
     cookies = [f"edge_vid={identity.sign(v)}" for v in ids]
-
-    def stored(cookie: str) -> bool:
-        body = get(port, "/_edge/profile", {"Cookie": cookie})[2]
-        profile = json.loads(body).get("profile") or {}
-        return profile.get("order_count") == 1 and bool(profile.get("cart"))
-
-    wait_for(lambda: stored(cookies[0]) and stored(cookies[-1]), "visitors' histories")
+    wait_for(
+        lambda: all(has_history(stored_profile(port, c)) for c in (cookies[0], cookies[-1])),
+        "visitors' histories",
+    )
     return cookies
 
 
