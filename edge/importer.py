@@ -108,6 +108,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import gc
 import hashlib
 import io
@@ -153,6 +154,12 @@ SEPARATE_READER_BYTES: Final = 1_000_000
 that, starting it costs more than it saves."""
 BATCH: Final = 2_000
 """Records per batch from reading to applying, about."""
+PIPE_BYTES: Final = 1 << 20
+"""The pipe from the reading process holds this much (Linux's default limit for
+unprivileged processes)."""
+HELD_BATCHES: Final = 16
+"""The reading process drops the batches it sent this many at a time (see
+:func:`_read_for`): about 15 MB held."""
 _BLOCK_BYTES: Final = 1 << 20
 """A CSV file is read and decoded this much at a time."""
 MAX_ERRORS_SHOWN: Final = 50
@@ -507,6 +514,12 @@ def _reading(
     # and sends bytes (no SQLite connection, no lock the parent's threads share).
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
+    if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux
+        # A batch is ~200 KB and a pipe holds 64 KB: the reader waited at every send
+        # until the batch before was applied (0.5 s of 4 for 100,000 orders). With room
+        # for a few batches it reads on meanwhile.
+        with contextlib.suppress(OSError):  # (above /proc/sys/fs/pipe-max-size)
+            fcntl.fcntl(sender.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     reader = context.Process(
         target=_read_for, args=(sender, path, kind), name="edge import: reading", daemon=True
     )
@@ -561,8 +574,17 @@ def _read_for(sender: Connection, path: Path, kind: str | None) -> None:
             opened, batches = _read(path, kind, early=True)
             sender.send_bytes(encode(opened))
             try:
+                held: list[_Batch] = []
                 for batch in batches:
                     sender.send_bytes(encode(batch))
+                    # Sent batches are dropped HELD_BATCHES at a time, not one by one:
+                    # freed one by one while the next is made, their objects leave
+                    # pymalloc's pools holed, the next batches' objects land scattered
+                    # in them, and reading took ~18% longer (100,000 orders: median
+                    # 4.0 s against 3.3 s; the same instructions, by cachegrind).
+                    held.append(batch)
+                    if len(held) >= HELD_BATCHES:
+                        held.clear()
             except _Scattered:
                 sender.send_bytes(encode(_Restart()))
                 for batch in _read(path, kind)[1]:
