@@ -1327,8 +1327,29 @@ class _Orders(_Parser):
         heads = list(map(self._head_cells, rows))
         items = list(map(self._product_cells, rows))
         starts = [0, *compress(range(1, len(ids)), map(ne, islice(ids, 1, None), ids)), len(ids)]
-        for start, end in pairwise(starts):
-            self._items(range(first + start, first + end), heads[start:end], items[start:end])
+        runs = list(pairwise(starts))
+        if not self.early or len(runs) < 3:
+            for start, end in runs:
+                self._items(range(first + start, first + end), heads[start:end], items[start:end])
+            return True
+        # Reading early, every run but the first (it may go on an order of the rows
+        # before) and the last (the next rows may go on it) is a whole order, made at
+        # once: no group gathered, queued and closed (a tenth of reading).
+        (start, end), *middle, (last, stop) = runs
+        self._items(range(first + start, first + end), heads[start:end], items[start:end])
+        self._close_early(self._last)  # type: ignore[arg-type]  # (another order follows)
+        for start, end in middle:
+            lines = range(first + start, first + end)
+            order_id = ids[start]
+            if not (self.queue or order_id in self.closed_early or order_id in self.groups):
+                unit = self._whole_order(list(lines), heads[start:end], items[start:end])
+                if unit is not None:
+                    self.closed_early.add(order_id)
+                    self.ready.append(unit)
+                    continue
+            self._items(lines, heads[start:end], items[start:end])  # the whole story
+            self._close_early(self._last)  # type: ignore[arg-type]
+        self._items(range(first + last, first + stop), heads[last:stop], items[last:stop])
         return True
 
     def _group(self, order_id: Any) -> _OrderGroup:
@@ -1418,8 +1439,14 @@ class _Orders(_Parser):
     def _good_order(self, group: _OrderGroup) -> _Unit | None:
         """The common case in one conversion: rows that agree, a total, every value
         good. None when anything is off: :meth:`_order` then finds out what."""
-        first = group.heads[0]
-        if group.heads.count(first) != len(group.heads):
+        return self._whole_order(group.lines, group.heads, group.items)
+
+    def _whole_order(
+        self, lines: list[int], heads: list[tuple[Any, ...]], items: list[Record | tuple[str, ...]]
+    ) -> _Unit | None:
+        """:meth:`_good_order` for the rows of an order, each naming a customer."""
+        first = heads[0]
+        if heads.count(first) != len(heads):
             return None
         try:
             data, _ = self.head(first)
@@ -1427,9 +1454,9 @@ class _Orders(_Parser):
             return None
         if "total" not in data:
             return None
-        data["products"] = self._records(group.items)
+        data["products"] = self._records(items)
         try:
-            return _Unit(group.lines, msgspec.convert(data, ev.OrderCompleted, strict=False))
+            return _Unit(lines, msgspec.convert(data, ev.OrderCompleted, strict=False))
         except msgspec.ValidationError:
             return None
 
