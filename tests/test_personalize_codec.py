@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge.headers import weighted
 from edge.personalize.codec import (
     CodecError,
     Decoder,
@@ -203,6 +204,19 @@ def test_accepted_coding() -> None:
     assert accepted_coding("br;q=0, gzip;q=0", preferred="br") == "identity"
     assert accepted_coding(None) == "identity"
     assert accepted_coding("*") == "br"
+    # A weight that is not a number refuses the coding rather than guessing.
+    assert accepted_coding("br;q=high, gzip") == "gzip"
+    assert accepted_coding("GZIP ; Q = 0.3 , x-gzip;q=0") == "identity"
+
+
+def test_weighted_lists() -> None:
+    assert weighted(" br;q=0.5 , GZIP,, *;q=0 ") == [("br", 0.5), ("gzip", 1.0), ("*", 0.0)]
+    assert weighted("it-CH;level=1;q=0.9, en;q=abc, fr;q=") == [
+        ("it-ch", 0.9),
+        ("en", None),
+        ("fr", None),
+    ]
+    assert weighted(None) == weighted("") == []
 
 
 @settings(max_examples=60, deadline=None)

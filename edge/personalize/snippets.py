@@ -41,6 +41,7 @@ import jinja2.meta
 import msgspec
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from edge.headers import weighted
 from edge.personalize.catalog import Catalog, ItemFacts
 from edge.personalize.offers import OfferState
 from edge.personalize.profiling import Question
@@ -79,19 +80,11 @@ def accept_languages(header: str | None) -> list[str]:
     regional tag is followed later by its primary language (``it-ch`` then ``it``)
     unless listed. ``*`` and ``q=0`` entries are dropped."""
     ranked: list[tuple[float, int, str]] = []
-    for n, part in enumerate((header or "").split(",")):
-        tag, _, params = part.strip().partition(";")
-        tag = tag.strip().lower().replace("_", "-")
-        if not tag or tag == "*" or not _LANG.match(tag):
+    for n, (tag, q) in enumerate(weighted(header)):
+        tag = tag.replace("_", "-")
+        if tag == "*" or not _LANG.match(tag):
             continue
-        q = 1.0
-        m = re.search(r"q\s*=\s*([^;\s]*)", params)
-        if m:
-            try:
-                q = float(m.group(1))
-            except ValueError:
-                continue  # a malformed weight: leave the tag out
-        if q > 0:
+        if q is not None and q > 0:  # (a malformed weight: the tag is left out)
             ranked.append((-q, n, tag))
     ranked.sort()
     tags = [tag for _, _, tag in ranked]
