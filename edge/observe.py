@@ -171,6 +171,8 @@ class Observer:
 
     def touch(self, query: str, referrer: str, now: int) -> Touch | None:
         """The campaign a visit arrived from, or None for an internal navigation."""
+        if not referrer and "utm" not in query and "%" not in query:
+            return None  # (most page views: nothing to parse)
         params = dict(parse_qsl(query))
         source = params.get("utm_source", "")[:100]
         medium = params.get("utm_medium", "")[:100]

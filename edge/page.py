@@ -105,6 +105,13 @@ class Decision:
         return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _html_digest(html: str) -> bytes:
+    """A rendered snippet's share of the page's fingerprint (ETag). Remembered: most
+    renders come from the snippets' own cache, the very same string again."""
+    return hashlib.blake2b(html.encode(), digest_size=12).digest()
+
+
 def campaign_of(touch: Touch | None) -> tuple[dict[str, str], str]:
     """The request's ``utm`` fields and channel for the rules, from its touch."""
     if touch is None:
@@ -303,13 +310,14 @@ class Personalizer:
                 html = self.snippets.render(spec.snippet, context, languages=[language])
                 if html is None:
                     continue  # logged by the library; the slot stays as the shop made it
+                digest.update(_html_digest(html))
                 if offer is not None:
                     html += COUNTDOWN_SCRIPT
+                    digest.update(b"+countdown")
                 if error_text and question and error_question == question.trait:
                     decision.clear_form_error = True
                 action = spec.action or slot.action
                 edit = Edit(slot.select, action, html)
-                digest.update(html.encode())
             else:
                 sorts = spec.sort_keys
                 parsed = _sorts(tuple(sorts), tuple(spec.pin))

@@ -8,6 +8,7 @@ the offer is no longer shown.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 
@@ -27,7 +28,13 @@ class OfferState(msgspec.Struct, frozen=True):
 
     @property
     def deadline_iso(self) -> str:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.deadline))
+        return _iso(self.deadline)
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso(moment: int) -> str:
+    """(Remembered: a visitor's deadline stays put, and a page shows it on every view.)"""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
 
 
 def offer_state(offers: Mapping[str, int], placement_id: str, ttl: int, now: int) -> OfferState:
@@ -46,9 +53,8 @@ def offer_state(offers: Mapping[str, int], placement_id: str, ttl: int, now: int
     )
 
 
-# Frequency caps need exposure times per placement, which Profile does not keep yet
-# (``offers`` holds only the first). The field these helpers expect:
-#     exposures: dict[str, list[int]]   # placement id -> last exposure times, oldest first
+# Frequency caps count exposure times per placement: ``Profile.exposures`` (placement
+# id -> the last exposure times, oldest first).
 
 
 def frequency_allows(exposure_times: Sequence[int], cap: int, window: int, now: int) -> bool:

@@ -46,6 +46,7 @@ from edge.personalize.catalog import Catalog, ItemFacts
 from edge.personalize.offers import OfferState
 from edge.personalize.profiling import Question
 from edge.profiles.model import Profile
+from edge.profiles.store import Expiring
 
 __all__ = [
     "DEFAULT_DIRECTORY",
@@ -182,8 +183,9 @@ class Snippets:
         self._uses: weakref.WeakKeyDictionary[jinja2.Template, tuple[str, ...] | None] = (
             weakref.WeakKeyDictionary()
         )
-        self._chosen: cachetools.TTLCache[tuple[str, tuple[str, ...]], Any] = cachetools.TTLCache(
-            maxsize=2048, ttl=reload_interval, timer=clock
+        # (Expiring: a third of cachetools.TTLCache's 2 µs a lookup, three a page.)
+        self._chosen: Expiring[tuple[str, tuple[str, ...]], Any] = Expiring(
+            2048, reload_interval, timer=clock
         )
         self._logged: dict[str, float] = {}
 

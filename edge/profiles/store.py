@@ -120,14 +120,17 @@ class Expiring(Generic[K, V]):
     in is the order they expire in: the oldest are swept from the front as new ones
     arrive."""
 
-    def __init__(self, maxsize: int, ttl: float) -> None:
+    def __init__(
+        self, maxsize: int, ttl: float, timer: Callable[[], float] = time.monotonic
+    ) -> None:
         self.maxsize = maxsize
         self.ttl = ttl
+        self._timer = timer
         self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
 
     def __getitem__(self, key: K) -> V:
         deadline, value = self._data[key]
-        if deadline <= time.monotonic():
+        if deadline <= self._timer():
             del self._data[key]
             raise KeyError(key)
         return value
@@ -140,7 +143,7 @@ class Expiring(Generic[K, V]):
 
     def __setitem__(self, key: K, value: V) -> None:
         data = self._data
-        now = time.monotonic()
+        now = self._timer()
         data[key] = (now + self.ttl, value)
         data.move_to_end(key)
         # Sweep a little on every write: what expired first is at the front.
@@ -161,10 +164,10 @@ class Expiring(Generic[K, V]):
 
     def pop(self, key: K, default: V | None = None) -> V | None:
         item = self._data.pop(key, None)
-        return default if item is None or item[0] <= time.monotonic() else item[1]
+        return default if item is None or item[0] <= self._timer() else item[1]
 
     def items(self) -> Iterator[tuple[K, V]]:
-        now = time.monotonic()
+        now = self._timer()
         return ((key, value) for key, (deadline, value) in self._data.items() if deadline > now)
 
     def __len__(self) -> int:

@@ -92,6 +92,8 @@ class RuleSet:
     evaluate: Callable[[fn.Context], tuple[bool, ...]] = field(init=False, repr=False)
     """``evaluate(ctx)``: every segment (in ``segment_names`` order), then every
     placement's condition. The generated function itself, called with no wrapper."""
+    _page_types: dict[str, str] = field(init=False, repr=False)
+    """Path -> page type, as found (the patterns are tried once per path)."""
     _by_priority: list[PlacementRule] = field(init=False, repr=False)
     """The placements sorted once (stably) by priority, highest first: filtering keeps
     that order, so a page's eligible placements need no sort of their own."""
@@ -103,6 +105,7 @@ class RuleSet:
         ]
         self.evaluate = self.program.evaluate
         self._by_priority = sorted(self.placements, key=lambda p: -p.spec.priority)
+        self._page_types: dict[str, str] = {}
 
     def matching(self, ctx: fn.Context) -> frozenset[str]:
         """The names of the segments the context is in."""
@@ -123,6 +126,15 @@ class RuleSet:
         return [p for p in self._by_priority if result[p.output] and p.scheduled(now)]
 
     def page_type(self, path: str) -> str:
+        found = self._page_types.get(path)
+        if found is None:
+            found = self._page_type(path)
+            if len(self._page_types) >= 4096:  # (a shop's pages are many, but finite)
+                self._page_types.clear()
+            self._page_types[path] = found
+        return found
+
+    def _page_type(self, path: str) -> str:
         for pattern, name in self._page_patterns:
             if pattern.fullmatch(path):
                 return name
