@@ -81,6 +81,15 @@ def expected(html: bytes, hero: str, banner: str, descending: bool) -> bytes:
     return rewrite(html, edits(hero, banner, target.key, target.order))
 
 
+def streamed(html: bytes, hero: str, banner: str, descending: bool) -> bytes:
+    """What a fresh streaming rewriter sends: :func:`expected`, except for a page it
+    gives up on midway (a stray end tag it cannot place, say), where what it sent
+    before stays sent and the rest goes out as it came."""
+    target = ByPrice(descending)
+    rw = Plan(edits(hero, banner, target.key, target.order)).rewriter()
+    return rw.write(html) + rw.end()
+
+
 def page(n_items: int = 12, pad: int = 0, tag: str = "") -> bytes:
     items = "".join(
         f'<li data-price="{(i * 37) % 101}"><a href="/p/{i}">Product {i}</a>'
@@ -217,7 +226,7 @@ def test_replay_or_not_the_output_is_a_fresh_rewrite(
         other = html[:at] + edit + html[at + (change - 1) :]
     hero, banner = ("<b>c</b>", "<i>d</i>") if rng.random() < 0.5 else ("<b>a</b>", "<i>b</i>")
     rw = side.response("/", hero, banner, descending)
-    assert feed(rw, other, sizes) == expected(other, hero, banner, descending)
+    assert feed(rw, other, sizes) == streamed(other, hero, banner, descending)
     assert rw.replayed == (other == html)
 
 
