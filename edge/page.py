@@ -328,10 +328,13 @@ class Personalizer:
                     if profile is not None
                     else Interest()
                 )
-                order = ListOrder(self._reader(slot_name, slot), parsed, interest)
+                fingerprint = interest.fingerprint()
+                order = ListOrder(
+                    self._reader(slot_name, slot), parsed, interest, fingerprint=fingerprint
+                )
                 edit = Edit(slot.select, "reorder", key=order.key, order=order.order)
                 digest.update(_FINGERPRINT.encode((sorts, spec.pin)))
-                digest.update(interest.fingerprint())
+                digest.update(fingerprint)
             taken.add(slot_name)
             decision.edits.append(SlotEdit(placement.id, slot_name, edit, offer=offer is not None))
         if self.stylesheet and any(e.edit.action != "reorder" for e in decision.edits):

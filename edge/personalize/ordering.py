@@ -26,6 +26,7 @@ its relative place.
 
 from __future__ import annotations
 
+import operator
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -308,11 +309,15 @@ class ListOrder:
         reader: ItemReader,
         sort: Sort | str | Sequence[Sort | str],
         interest: Interest | None = None,
+        *,
+        fingerprint: bytes | None = None,
     ) -> None:
         self.reader = reader
         self.sorts = _sorts(sort)
         self.interest = interest or Interest()
         self.facts: dict[str, ItemFacts | None] = {}
+        self._fingerprint = fingerprint
+        """*interest*'s :meth:`Interest.fingerprint`, if the caller has it already."""
 
     def key(self, attrs: dict[str, str]) -> str:
         key = str(len(self.facts))
@@ -321,5 +326,25 @@ class ListOrder:
 
     def order(self, keys: list[str | None]) -> list[str]:
         present = [k for k in keys if k is not None]
-        perm = order([self.facts.get(k) for k in present], self.sorts, self.interest)
+        facts = [self.facts.get(k) for k in present]
+        # The same list for the same interest comes back in the same order: the
+        # permutation is remembered by the items' facts, which the reader keeps (the
+        # same objects on every response), so they are told apart by identity.
+        if self._fingerprint is None:
+            self._fingerprint = self.interest.fingerprint()
+        memo = (tuple(self.sorts), self._fingerprint, *map(id, facts))
+        found = _PERMUTATIONS.get(memo)
+        if found is not None and all(map(operator.is_, found[0], facts)):
+            perm = found[1]
+        else:
+            perm = order(facts, self.sorts, self.interest)
+            if len(_PERMUTATIONS) >= _PERMUTATIONS_KEPT:
+                _PERMUTATIONS.clear()
+            _PERMUTATIONS[memo] = (facts, perm)
         return [present[i] for i in perm]
+
+
+_PERMUTATIONS: Final[dict[tuple[Any, ...], tuple[list[ItemFacts | None], list[int]]]] = {}
+"""Orders found, with the facts they were found for (which keeps those alive, so an
+id is not reused while its entry is here)."""
+_PERMUTATIONS_KEPT: Final = 4096
