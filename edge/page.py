@@ -105,6 +105,12 @@ class Decision:
         return out
 
 
+@functools.lru_cache(maxsize=1024)
+def _with_countdown(html: str) -> str:
+    """(The same string for the same snippet: see :func:`_html_digest`.)"""
+    return html + COUNTDOWN_SCRIPT
+
+
 @functools.lru_cache(maxsize=4096)
 def _html_digest(html: str) -> bytes:
     """A rendered snippet's share of the page's fingerprint (ETag). Remembered: most
@@ -312,7 +318,7 @@ class Personalizer:
                     continue  # logged by the library; the slot stays as the shop made it
                 digest.update(_html_digest(html))
                 if offer is not None:
-                    html += COUNTDOWN_SCRIPT
+                    html = _with_countdown(html)
                     digest.update(b"+countdown")
                 if error_text and question and error_question == question.trait:
                     decision.clear_form_error = True

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -483,6 +484,14 @@ class _Late:
         return self.target.order(keys)
 
 
+@functools.lru_cache(maxsize=4096)
+def _encoded(html: str, charset: str) -> bytes:
+    """A snippet's HTML in the page's charset. Remembered: a rendered snippet is most
+    often the very same string again (the snippets' render cache), and the same bytes
+    object keeps its hash for the plan and replay lookups keyed by it."""
+    return codec.encode_text(html, charset)
+
+
 class _PlanCache:
     """Compiled rewrite plans by their edits' shape and content (compiling selectors
     costs more than rewriting a page, and most visitors of a segment get the same
@@ -507,7 +516,7 @@ class _PlanCache:
             else:
                 content = edit.content
                 if isinstance(content, str):
-                    content = codec.encode_text(content, charset)
+                    content = _encoded(content, charset)
                 shape.append((edit.selector, edit.action, content))
         key = tuple(shape)
         cached = self._plans.get(key)
