@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge import importer
 from edge.identity import Identity
@@ -132,3 +134,28 @@ def test_import_with_small_blocks_gives_the_same_result(
     assert results[0] == results[1]
     orders, errors, stored = results[0]
     assert orders == 8 and [line for line, _ in errors] == [10] and len(stored) == 8
+
+
+_CELL = st.text(st.sampled_from("ab1 ;,\t\x00é"), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(st.lists(_CELL, min_size=0, max_size=5), min_size=1, max_size=8),
+    ends=st.lists(st.sampled_from(["\n", "\r\n", "\r", ""]), min_size=8, max_size=8),
+    delimiter=st.sampled_from([",", ";"]),
+    width=st.integers(1, 5),
+)
+def test_lines_without_quotes_split_as_the_csv_module_reads_them(
+    rows: list[list[str]], ends: list[str], delimiter: str, width: int
+) -> None:
+    # Lines as _CsvLines gives them: each with its own end (the last may have none).
+    lines = [delimiter.join(row) + end for row, end in zip(rows, ends, strict=False)]
+    lines = [line for line in lines[:-1] if line[-1:] in ("\n", "\r")] + lines[-1:]
+    lines = [line for line in lines if "\r" not in line.rstrip("\r\n")]
+    if not lines:
+        return
+    text = "".join(lines)
+    assert importer._split_rows(lines, text, delimiter, width) == list(
+        csv.reader(lines, delimiter=delimiter)
+    )
