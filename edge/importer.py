@@ -83,12 +83,13 @@ a fresh file) on the 2-core development machine, which other benchmarks share:
 - before (parse everything, then plan and apply chunk by chunk in one process):
   9.6-11.9 s, 8,400-10,400 orders/s with the machine otherwise idle; 10.6-12.3 s
   while other jobs ran;
-- now: 4.7-5.8 s, 17,200-21,300 orders/s idle (the same machine's speed varies by
+- then: 4.7-5.8 s, 17,200-21,300 orders/s idle (the same machine's speed varies by
   ~20% from hour to hour); 8.2-10.3 s (9,700-12,300/s) while another job kept one
-  core busy. CPU: the reading process ~4 s; this one ~3 s applying while the file
-  is read (waiting for batches ~1.2 s of that), then ~1.2 s writing. The reading
-  process is the long pole, and applying must follow file order, so a third process
-  reading half the file would gain little.
+  core busy;
+- now: 4.4-5.0 s, 19,800-22,700 orders/s idle. The reading process ~3.1-3.7 s of
+  CPU, this one ~2.5 s applying while the file is read, then ~1.1 s writing. The
+  reading process is the long pole, and applying must follow file order, so a third
+  process reading half the file would gain little.
 
 Besides the second process, what took time off (found with cProfile and cachegrind
 instruction counts): CSV item rows read by column, with no record per row (an eighth
@@ -102,6 +103,12 @@ while SQLite writes the last (it lets go of the GIL). CSV lines without a quote 
 parsed a block at a time (:class:`_CsvLines`) and an order's run of item rows taken at
 once, product records made by a dict display rather than ``dict(zip())``: 15% fewer
 instructions reading (cachegrind, 15,000 orders), 9% for a whole import in one process.
+Those lines are cut with ``str.split`` rather than the csv module (9% fewer again).
+Reading early, the orders whole within a block go out at once, with no group gathered,
+queued and closed. The pipe from the reading process holds 1 MB, so it reads on while
+a batch is applied (it waited at each send: 0.5 s in all). And it drops the batches it
+sent sixteen at a time: freed one by one, while the next were made, they left
+pymalloc's pools holed and reading took ~18% longer for the same instructions.
 """
 
 from __future__ import annotations
