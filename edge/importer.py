@@ -755,16 +755,13 @@ def _split_rows(lines: list[str], text: str, delimiter: str, width: int) -> list
     ``csv.reader`` gives them (raising its ``csv.Error`` where it would). Without
     quotes a row is its line cut at the delimiter: ``str.split`` does that five times
     as fast as the csv module's parser, which looks at every character."""
-    if width < 2 or (len(text) > _csv_limit() and max(map(len, lines)) > _csv_limit()):
+    limit = csv.field_size_limit()
+    if width < 2 or (len(text) > limit and max(map(len, lines)) > limit):
         return list(csv.reader(lines, delimiter=delimiter))  # (blank lines; huge fields)
     rows = [line.rstrip("\r\n").split(delimiter) for line in lines]
     if [""] in rows:  # a blank line: the csv module gives no cell at all
         rows = [[] if row == [""] else row for row in rows]
     return rows
-
-
-def _csv_limit() -> int:
-    return csv.field_size_limit()
 
 
 def _csv_records(path: Path, head: bytes) -> _Source:
@@ -1353,28 +1350,32 @@ class _Orders(_Parser):
         items = list(map(self._product_cells, rows))
         starts = [0, *compress(range(1, len(ids)), map(ne, islice(ids, 1, None), ids)), len(ids)]
         runs = list(pairwise(starts))
+
+        def gather(start: int, end: int) -> None:
+            self._items(range(first + start, first + end), heads[start:end], items[start:end])
+
         if not self.early or len(runs) < 3:
             for start, end in runs:
-                self._items(range(first + start, first + end), heads[start:end], items[start:end])
+                gather(start, end)
             return True
         # Reading early, every run but the first (it may go on an order of the rows
         # before) and the last (the next rows may go on it) is a whole order, made at
         # once: no group gathered, queued and closed (a tenth of reading).
-        (start, end), *middle, (last, stop) = runs
-        self._items(range(first + start, first + end), heads[start:end], items[start:end])
+        first_run, *middle, last_run = runs
+        gather(*first_run)
         self._close_early(self._last)  # type: ignore[arg-type]  # (another order follows)
         for start, end in middle:
-            lines = range(first + start, first + end)
             order_id = ids[start]
             if not (self.queue or order_id in self.closed_early or order_id in self.groups):
-                unit = self._whole_order(list(lines), heads[start:end], items[start:end])
+                lines = list(range(first + start, first + end))
+                unit = self._whole_order(lines, heads[start:end], items[start:end])
                 if unit is not None:
                     self.closed_early.add(order_id)
                     self.ready.append(unit)
                     continue
-            self._items(lines, heads[start:end], items[start:end])  # the whole story
+            gather(start, end)  # the whole story
             self._close_early(self._last)  # type: ignore[arg-type]
-        self._items(range(first + last, first + stop), heads[last:stop], items[last:stop])
+        gather(*last_run)
         return True
 
     def _group(self, order_id: Any) -> _OrderGroup:

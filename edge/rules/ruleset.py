@@ -105,7 +105,7 @@ class RuleSet:
         ]
         self.evaluate = self.program.evaluate
         self._by_priority = sorted(self.placements, key=lambda p: -p.spec.priority)
-        self._page_types: dict[str, str] = {}
+        self._page_types = {}
 
     def matching(self, ctx: fn.Context) -> frozenset[str]:
         """The names of the segments the context is in."""
