@@ -114,7 +114,7 @@ async def timed(step: Step, before: Step | None, idle: float, n: int) -> list[fl
         if before is not None:
             await before()
         if idle:
-            time.sleep(idle)
+            time.sleep(idle)  # the whole process idles, the loop included, as between requests
         started = time.perf_counter()
         await step()
         times.append((time.perf_counter() - started) * 1e6)
