@@ -407,9 +407,9 @@ def _store(conn: sqlite3.Connection, writes: Writes) -> None:
 
 
 _JSON: Final = sqlite3.sqlite_version_info >= (3, 38)
+"""SQLite has JSON functions built in (``json_each``)."""
 PRUNE_EVERY: Final = 86_400.0
 """Seconds between two sweeps of expired claims by the writer thread."""
-"""SQLite has JSON functions built in (``json_each``)."""
 
 
 def _settle(settled: _Settled) -> None:
