@@ -239,11 +239,10 @@ class Personalizer:
             segments = [n for n in ruleset.segment_names if n in names]
             eligible = [
                 p
-                for p in ruleset.placements
+                for p in ruleset.by_priority
                 if (p.spec.segment in names if p.spec.segment else result[p.output])
                 and p.scheduled(now)
             ]
-            eligible.sort(key=lambda p: -p.spec.priority)
         else:
             segments = ruleset.names(result)
             eligible = ruleset.eligible(ctx, result)

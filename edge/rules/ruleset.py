@@ -94,7 +94,7 @@ class RuleSet:
     placement's condition. The generated function itself, called with no wrapper."""
     _page_types: dict[str, str] = field(init=False, repr=False)
     """Path -> page type, as found (the patterns are tried once per path)."""
-    _by_priority: list[PlacementRule] = field(init=False, repr=False)
+    by_priority: list[PlacementRule] = field(init=False, repr=False)
     """The placements sorted once (stably) by priority, highest first: filtering keeps
     that order, so a page's eligible placements need no sort of their own."""
 
@@ -104,7 +104,7 @@ class RuleSet:
             (_page_pattern(p), name) for name, patterns in self.page_types.items() for p in patterns
         ]
         self.evaluate = self.program.evaluate
-        self._by_priority = sorted(self.placements, key=lambda p: -p.spec.priority)
+        self.by_priority = sorted(self.placements, key=lambda p: -p.spec.priority)
         self._page_types = {}
 
     def matching(self, ctx: fn.Context) -> frozenset[str]:
@@ -123,7 +123,7 @@ class RuleSet:
         if result is None:
             result = self.program.evaluate(ctx)
         now = ctx.now
-        return [p for p in self._by_priority if result[p.output] and p.scheduled(now)]
+        return [p for p in self.by_priority if result[p.output] and p.scheduled(now)]
 
     def page_type(self, path: str) -> str:
         found = self._page_types.get(path)
