@@ -1,0 +1,121 @@
+"""Page types: one map from URL paths to the shop's kinds of page, one pattern language.
+
+The same map tells tracking what a visitor looked at (a product view, a category
+view, a search) and tells slots on which pages they apply. A pattern is a path:
+
+- literal text matches itself (``/cart``);
+- ``{name}`` matches one path segment and captures it (``/p/{product}``);
+- ``*`` matches anything, slashes included (``/blog/*``);
+- a trailing slash is optional (``/cart`` matches ``/cart/``).
+
+Patterns are tried in the order written, the first match wins. The map is built from
+the rule files' ``[page_types]`` laid over ``edge.toml``'s ``page_types`` (or, without
+those, the demo shop's), see :func:`layered`. Pure logic, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from edge.caches import Memo
+
+__all__ = ["DEFAULT_PAGE_TYPES", "Page", "PageMap", "PatternError", "compile_pattern", "layered"]
+
+DEFAULT_PAGE_TYPES: Final[Mapping[str, Sequence[str]]] = {
+    "home": ["/"],
+    "category": ["/c/{category}"],
+    "product": ["/p/{product}"],
+    "search": ["/search"],
+    "cart": ["/cart"],
+    "checkout": ["/checkout"],
+    "order-complete": ["/order/{order_id}"],
+}
+"""The demo shop's pages: what tracking recognises when nothing else is declared."""
+
+_PART: Final = re.compile(r"(\{[^{}]*\}|\*)")
+_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PATHS_KEPT: Final = 4096
+
+
+class PatternError(ValueError):
+    """A page-type pattern that cannot be used; the message says why and how to write it."""
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """The regular expression for a pattern (match it with ``fullmatch``)."""
+    if not pattern.startswith("/"):
+        raise PatternError(f"pattern `{pattern}` must start with `/`")
+    out: list[str] = []
+    names: set[str] = set()
+    for part in _PART.split(pattern):
+        if part == "*":
+            out.append(".*")
+        elif part.startswith("{"):
+            name = part[1:-1]
+            if not _NAME.match(name):
+                raise PatternError(
+                    f"pattern `{pattern}`: `{part}` is not a name (letters, digits and `_`)"
+                )
+            if name in names:
+                raise PatternError(f"pattern `{pattern}` names `{{{name}}}` twice")
+            names.add(name)
+            out.append(f"(?P<{name}>[^/]+)")
+        else:
+            if "{" in part or "}" in part:
+                raise PatternError(f"pattern `{pattern}` has an unmatched `{{` or `}}`")
+            out.append(re.escape(part))
+    return re.compile("".join(out) + "/?")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A recognised page: its type and what its pattern captured (``{product}``...)."""
+
+    type: str
+    params: Mapping[str, str]
+
+
+def layered(
+    over: Mapping[str, Sequence[str]], under: Mapping[str, Sequence[str]]
+) -> dict[str, list[str]]:
+    """Page types of *over* first, then those of *under* that *over* does not name."""
+    merged = {name: list(patterns) for name, patterns in over.items()}
+    for name, patterns in under.items():
+        merged.setdefault(name, list(patterns))
+    return merged
+
+
+class PageMap:
+    """Paths to pages. A path's answer is remembered (a shop has many pages, but
+    visitors keep coming back to the same ones)."""
+
+    def __init__(self, page_types: Mapping[str, Sequence[str]]) -> None:
+        self.page_types = {name: list(patterns) for name, patterns in page_types.items()}
+        self._patterns = [
+            (compile_pattern(p), name)
+            for name, patterns in self.page_types.items()
+            for p in patterns
+        ]
+        self._found: Memo[str, Page | None] = Memo(_PATHS_KEPT)
+
+    def page(self, path: str) -> Page | None:
+        """The page at *path*, or None when no pattern matches."""
+        try:
+            return self._found[path]
+        except KeyError:
+            pass
+        found = None
+        for pattern, name in self._patterns:
+            match = pattern.fullmatch(path)
+            if match is not None:
+                found = Page(name, match.groupdict())
+                break
+        return self._found.put(path, found)
+
+    def type_of(self, path: str) -> str:
+        """The type of the page at *path*, empty when none matches."""
+        page = self.page(path)
+        return page.type if page is not None else ""
