@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/decide.py [--requests 1000]
 
-The sidecar's head waits for :meth:`edge.page.Personalizer.decide` (the ETag and
+The sidecar's head waits for :meth:`edge.decide.Decider.decide` (the ETag and
 ``Cache-Control`` depend on it), so its time is both CPU per personalized request and
 part of the time to first byte. This measures it without sockets, wrk or uvicorn:
 
@@ -14,7 +14,7 @@ part of the time to first byte. This measures it without sockets, wrk or uvicorn
   shelves by interest) and on ``/c/scarpe-donna`` the product order;
 * **same profile**: decisions back to back for the same cached profile;
 * **next page**: before each decision the previous page view and its exposures are
-  recorded and written (``Visitors.after`` + ``flush``), as a real visitor's next page
+  recorded and written (``Responder.record`` + ``flush``), as a real visitor's next page
   finds it: a new profile object, and the writer's work just done on the same core;
 * **after N ms idle**: *next page*, then a sleep before the decision, as the TTFB
   benchmark's paced requests (0-50 ms apart) find the process;
@@ -48,10 +48,11 @@ from personalize import BROWSER, SECRET, TOKEN, visitor_history
 
 from edge.app import EdgeApp, create_app
 from edge.config import load_config
+from edge.decide import Decision
 from edge.demo.catalog import write_feed
 from edge.ingest import _decode_batch
-from edge.page import Decision
 from edge.profiles import events as ev
+from edge.request import RequestHead
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ("/", "/c/scarpe-donna")
@@ -89,18 +90,27 @@ def build(work: Path) -> EdgeApp:
     return create_app(load_config(environ=env))
 
 
+def page_view(app: EdgeApp, scope: dict[str, Any], decision: Decision | None = None) -> str:
+    """Record a page view as the sidecar does once the response is out (with the
+    placements *decision* showed); the visitor's cookie."""
+    exchange, _personalize = app.respond.visit(RequestHead.parse(scope))
+    exchange.status, exchange.content_type = 200, b"text/html"
+    if decision is not None:
+        exchange.decision = decision
+        exchange.applied = [e.placement for e in decision.edits]
+    visit = exchange.visit
+    assert visit.visitor_id is not None
+    app.respond.record(exchange)
+    return app.visitors.cookie_header(visit)[1].decode().split(";", 1)[0]
+
+
 async def returning_visitor(app: EdgeApp) -> str:
     """A visitor's cookie whose profile is stored with the benchmark's history."""
-    visitors = app.visitors
-    first = scope_for("/")
-    visit = visitors.begin(first)
-    assert visit.visitor_id is not None
-    cookie = visitors.cookie_header(visit)[1].decode().split(";", 1)[0]
-    visitors.after(visit, first, 200, b"text/html", None)
-    second = scope_for("/", cookie)
-    visitors.after(visitors.begin(second), second, 200, b"text/html", None)
-    await visitors.flush()
-    history = json.dumps({"events": visitor_history(visit.visitor_id, time.time())})
+    cookie = page_view(app, scope_for("/"))
+    page_view(app, scope_for("/", cookie))
+    await app.recorder.flush()
+    visit_id = cookie.removeprefix("edge_vid=").split(".")[0]
+    history = json.dumps({"events": visitor_history(visit_id, time.time())})
     await app.profiles.record(None, _decode_batch(history.encode()).events, ev.Source.SHOP)
     return cookie
 
@@ -130,18 +140,17 @@ class PageViews:
         self.last: Decision | None = None
 
     async def decide(self) -> None:
-        request = dict(self.scope)
-        visitors = self.app.visitors
-        self.last = await self.app.personalizer.decide(request, visitors.begin(request))
+        head = RequestHead.parse(self.scope)
+        exchange, _personalize = self.app.respond.visit(head)
+        self.last = await self.app.decider.decide(
+            head, exchange.visit, exchange.page, exchange.touch
+        )
 
     async def page_view(self) -> None:
         """What the sidecar does after the response: the view and what it showed,
         queued and written."""
-        request = dict(self.scope)
-        visitors = self.app.visitors
-        shown = self.last.exposures() if self.last is not None else []
-        visitors.after(visitors.begin(request), request, 200, b"text/html", None, shown)
-        await visitors.flush()
+        page_view(self.app, self.scope, self.last)
+        await self.app.recorder.flush()
 
 
 def idle_count(n: int, ms: int) -> int:

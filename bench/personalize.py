@@ -506,15 +506,15 @@ def median_row(rows: list[Row]) -> Row:
 
 # The sidecar's steps, for the --profile table: (label, file, function, is a coroutine).
 PROFILE_STEPS = (
-    ("whole proxied request", "edge/proxy.py", "_forward", True),
-    ("decide: profile, rules, placements", "edge/page.py", "_decide", True),
+    ("whole proxied request", "edge/respond.py", "_respond", True),
+    ("decide: profile, rules, placements", "edge/decide.py", "_decide", True),
     ("  snippets rendered (jinja)", "edge/personalize/snippets.py", "render", False),
     ("  rules evaluated", "edge/rules/ruleset.py", "evaluate", False),
-    ("rewrite the body", "edge/proxy.py", "_rewrite_body", True),
+    ("rewrite the body", "edge/respond.py", "_rewrite", True),
     ("  rewriter: start tags one by one", "edge/rewrite/rewriter.py", "_start_tag", False),
     ("  rewriter: end tags one by one", "edge/rewrite/rewriter.py", "_end_tag", False),
     ("  rewriter: reorder items, fast path", "edge/rewrite/rewriter.py", "_fast_items", False),
-    ("events queued (Visitors.after)", "edge/visitors.py", "after", False),
+    ("events queued (Responder.record)", "edge/respond.py", "record", False),
 )
 
 
@@ -532,7 +532,7 @@ def print_profile(path: Path, label: str) -> None:
 
     # A plain function called once per proxied request (a coroutine's count is its resumptions).
     requests = find("edge/proxy.py", "response_headers")[0]
-    total = find("edge/proxy.py", "_forward")[1]
+    total = find("edge/respond.py", "_respond")[1]
     print()
     print(f"cProfile of the personalized sidecar, {label} ({requests} requests)")
     if not requests or not total:

@@ -1,5 +1,6 @@
-"""The ASGI application: starlette routes for the sidecar's own ``/_edge/*`` space,
-and a raw ASGI catch-all that proxies everything else to the shop."""
+"""The ASGI application, wired from the configuration: starlette routes for the
+sidecar's own ``/_edge/*`` space, and the raw ASGI request path (:mod:`edge.respond`)
+for everything the shop answers."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,17 +19,24 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from edge.activities import Activities
 from edge.config import Config, ConfigError
-from edge.forms import FORM_PATH, ProfileForm
+from edge.decide import Decider
+from edge.forms import FORM_PATH
 from edge.identity import Identity
-from edge.ingest import EventEndpoints
-from edge.observe import CartAction, Observer
-from edge.page import Personalizer, load_catalog
-from edge.personalize.catalog import CatalogError
+from edge.ingest import EventEndpoints, ProfileForm
+from edge.observe import CartAction, Observer, host_of
+from edge.pages import DEFAULT_PAGE_TYPES
+from edge.personalize.catalog import Catalog, CatalogError
 from edge.personalize.snippets import Snippets
+from edge.profiles.backends import open_store
 from edge.profiles.service import ProfileService
+from edge.profiles.stats import average_order_value
 from edge.profiles.store import Store
-from edge.proxy import Proxy, Scope
+from edge.proxy import Proxy
+from edge.recorder import Recorder
+from edge.respond import Responder
+from edge.rewriting import Rewriting
 from edge.rules import LIBRARY_DIR, LiveRules, ShopStats
 from edge.rules.ruleset import LIBRARY_SEGMENTS
 from edge.visitors import Visitors
@@ -39,9 +48,12 @@ STATIC_DIR = (Path(__file__).parent / "static").resolve()
 """The browser snippet and its styles, served at ``/_edge/static/``: in the source
 tree a symbolic link to ``static/``, in an installed package a copy (package data)."""
 
+Scope = dict[str, Any]
+
 
 class EdgeApp:
-    """Dispatches on the path: ``/_edge`` and below to the sidecar, the rest upstream."""
+    """Builds the sidecar from its configuration, and dispatches on the path:
+    ``/_edge`` and below to the sidecar's own endpoints, the rest to the shop."""
 
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
@@ -52,42 +64,51 @@ class EdgeApp:
                 "no secret configured (EDGE_SECRET): visitor cookies signed with a random "
                 "secret will not survive a restart"
             )
-        self.identity = Identity(
+        self.identity = identity = Identity(
             [secret, *config.previous_secrets],
             consent_cookie=config.consent_cookie,
             consent_values=config.consent_values,
         )
         self.store = store if store is not None else open_store(config.store)
-        self.profiles = ProfileService(self.store, self.identity.email_hash)
-        self.visitors = Visitors(
-            self.identity, self.profiles, observer_for(config), track=config.track
+        self.profiles = ProfileService(self.store, identity.email_hash)
+        self.recorder = Recorder(self.profiles)
+        self.visitors = Visitors(identity, track=config.track)
+        self.rules = LiveRules(
+            *rules_directory(config.rules), base_page_types=page_types_of(config)
         )
-        self.rules = LiveRules(*rules_directory(config.rules))
-        self.snippets = Snippets(config.snippets)
         try:
-            catalog = load_catalog(config.catalog)
+            catalog = Catalog.load(Path(config.catalog)) if config.catalog else None
         except CatalogError as exc:
             raise ConfigError(f"catalog: {exc}") from None
-        self.visitors.observer.catalog = catalog
-        self.personalizer = Personalizer(
+        self.observer = observer_for(config, catalog)
+        self.snippets = Snippets(config.snippets)
+        self.decider = Decider(
             self.rules,
-            self.snippets,
             self.profiles,
-            self.visitors,
-            self.identity,
-            self.visitors.observer,
-            catalog=catalog,
+            self.recorder,
+            Activities(self.snippets, identity, catalog=catalog, stylesheet=config.stylesheet),
             languages=config.languages or ["en"],
             shop=ShopStats(avg_order_value=config.avg_order_value),
-            stylesheet=config.stylesheet,
         )
-        self.proxy = Proxy(config, self.visitors, self.personalizer)
+        self.proxy = Proxy(config)
+        self.respond = Responder(
+            self.proxy,
+            self.visitors,
+            self.observer,
+            self.recorder,
+            self.decider,
+            Rewriting(
+                max_bytes=config.personalize_max_bytes, replay_bytes=config.replay_cache_bytes
+            ),
+            self.rules,
+            identity,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self.startup_hooks: list[Callable[[EdgeApp], Awaitable[None]]] = []
         self.events = endpoints = EventEndpoints(
-            config, self.identity, self.profiles, self.visitors
+            config, identity, self.profiles, self.recorder, self.visitors
         )
-        self.profile_form = ProfileForm(self.identity, self.profiles, self.visitors)
+        self.profile_form = ProfileForm(identity, self.recorder, self.visitors)
         self.sidecar = Starlette(
             routes=[
                 Route(FORM_PATH, self.profile_form.handle, methods=["POST"]),
@@ -110,7 +131,7 @@ class EdgeApp:
         ):
             await self.sidecar(scope, receive, send)
         else:
-            await self.proxy(scope, receive, send)
+            await self.respond(scope, receive, send)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -123,7 +144,7 @@ class EdgeApp:
         yield
         for task in self._tasks:
             task.cancel()
-        await self.visitors.flush()
+        await self.recorder.flush()
         self.proxy.pool.close()
         await self.store.close()
 
@@ -148,7 +169,8 @@ class EdgeApp:
     async def _shop_stats_every(self, seconds: float) -> None:
         while True:
             try:
-                self.personalizer.shop = await shop_stats(self.store)
+                average = await average_order_value(self.store)
+                self.decider.shop = ShopStats(avg_order_value=average)
             except Exception as exc:
                 log.warning("shop statistics not updated: %s", exc)
             await asyncio.sleep(seconds)
@@ -168,22 +190,6 @@ async def _not_found(_request: Request, _exc: Exception) -> Response:
 SHOP_STATS_EVERY: Final = 900.0
 
 
-async def shop_stats(store: Store) -> ShopStats:
-    """Shop-wide figures the rules compare a visitor against (``shop.*``), from every
-    stored profile; yields to the loop between batches."""
-    spent = 0.0
-    orders = 0
-    keys = await store.keys()
-    for i, key in enumerate(keys):
-        profile = await store.get(key)
-        if profile is not None:
-            spent += profile.lifetime_spent
-            orders += profile.order_count
-        if i % 500 == 499:
-            await asyncio.sleep(0)
-    return ShopStats(avg_order_value=round(spent / orders, 2) if orders else None)
-
-
 def rules_directory(configured: str) -> tuple[Path, tuple[str, ...] | None]:
     """The merchant's rule directory; without one, the shipped library's segments
     (its placements map the demo shop's theme, not this shop's)."""
@@ -194,34 +200,23 @@ def rules_directory(configured: str) -> tuple[Path, tuple[str, ...] | None]:
     return LIBRARY_DIR, LIBRARY_SEGMENTS
 
 
-def observer_for(config: Config) -> Observer:
-    """The page-type patterns and cart forms from config, or the demo shop's."""
-    kwargs: dict[str, Any] = {}
-    if config.page_types:
-        kwargs["page_types"] = config.page_types
-    if config.cart_actions:
-        kwargs["cart_actions"] = tuple(
-            CartAction(a.method.upper(), a.path, a.action, a.product_field, a.quantity_field)
-            for a in config.cart_actions
-        )
-    return Observer(**kwargs)
+def page_types_of(config: Config) -> Mapping[str, Sequence[str]]:
+    """The page types ``edge.toml`` declares, or the demo shop's; the rule files'
+    ``[page_types]`` are laid over these (:mod:`edge.pages`)."""
+    return config.page_types or DEFAULT_PAGE_TYPES
 
 
-def open_store(spec: str) -> Store:
-    """``sqlite:PATH`` or ``redis://...`` -> a store."""
-    if spec.startswith("sqlite:"):
-        from edge.profiles.sqlite import SQLiteStore
-
-        return SQLiteStore(spec.removeprefix("sqlite:") or "edge-data/profiles.db")
-    if spec.startswith(("redis://", "rediss://", "unix://")):
-        from edge.profiles.redis import RedisStore
-
-        return RedisStore(spec)
-    if spec == "memory":
-        from edge.profiles.store import MemoryStore
-
-        return MemoryStore()
-    raise ConfigError(f"store: expected sqlite:PATH, redis://HOST:PORT/DB or memory, got {spec!r}")
+def observer_for(config: Config, catalog: Catalog | None = None) -> Observer:
+    """What the sidecar sees, for this shop: its cart forms (or the demo shop's)."""
+    cart_actions = tuple(
+        CartAction(a.method.upper(), a.path, a.action, a.product_field, a.quantity_field)
+        for a in config.cart_actions
+    )
+    return Observer(
+        *([cart_actions] if cart_actions else []),
+        shop_host=host_of(urlsplit(config.public_url).netloc) if config.public_url else "",
+        catalog=catalog,
+    )
 
 
 def create_app(config: Config, store: Store | None = None) -> EdgeApp:

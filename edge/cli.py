@@ -307,8 +307,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _forget(args: argparse.Namespace) -> int:
     import asyncio
 
-    from edge.app import open_store
     from edge.identity import Identity
+    from edge.profiles.backends import open_store
     from edge.profiles.service import ProfileService
 
     config = load_config({"store": args.store}, config_file=args.config)

@@ -15,6 +15,8 @@ import secrets
 from collections.abc import Sequence
 from typing import Final
 
+from edge.caches import Memo
+
 VISITOR_COOKIE: Final = "edge_vid"
 COOKIE_MAX_AGE: Final = 400 * 86_400  # browsers cap cookie lifetime at 400 days
 _ID_LEN: Final = 22  # 16 bytes, base64url without padding
@@ -46,7 +48,7 @@ class Identity:
         # Keyed once: a tag then costs a copy and one update, and never releases the
         # GIL (hmac.digest does, handing the core to the store's writer thread).
         self._id_macs = [hmac.new(key, b"vid:", hashlib.sha256) for key in self._keys]
-        self._verified: dict[str, str] = {}
+        self._verified: Memo[str, str] = Memo(_VERIFIED_KEPT)
         """Cookie values already verified, whole: a returning visitor's costs a lookup."""
         self.consent_cookie = consent_cookie
         self.consent_values = frozenset(consent_values)
@@ -64,9 +66,7 @@ class Identity:
             return known
         visitor_id = self._verify(cookie_value)
         if visitor_id is not None:
-            if len(self._verified) >= _VERIFIED_KEPT:
-                self._verified.clear()  # cheaper than an LRU; refilled one request each
-            self._verified[cookie_value] = visitor_id
+            self._verified.put(cookie_value, visitor_id)
         return visitor_id
 
     def _verify(self, cookie_value: str) -> str | None:

@@ -1,5 +1,6 @@
 """Events arriving over HTTP: from the browser (``/_edge/events``), from the shop
-(``/_edge/ingest``), and the visitor's own profile (``/_edge/profile``).
+(``/_edge/ingest``), from the profiling form (``/_edge/profile-form``), and the
+visitor's own profile (``/_edge/profile``).
 
 Both event endpoints answer 2xx only after the store committed the batch, so an
 acknowledged event survives a killed process. A browser batch is the visitor's own
@@ -16,18 +17,31 @@ import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any, Final
+from urllib.parse import parse_qsl
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from edge.caches import Expiring
 from edge.config import Config
+from edge.forms import (
+    BODY_LIMIT,
+    ERROR_COOKIE,
+    ERROR_COOKIE_CLEAR,
+    csrf_token,
+    error_cookie,
+    safe_return,
+)
 from edge.identity import Identity
+from edge.personalize.profiling import DECLINED, AnswerError, Question, default_questions
 from edge.profiles import events as ev
 from edge.profiles.service import ProfileService, UnknownVisitor
-from edge.profiles.store import Expiring
+from edge.recorder import Recorder
+from edge.request import RequestHead, read_body
 from edge.visitors import Visitors
 
 log = logging.getLogger("edge.ingest")
@@ -60,23 +74,6 @@ def _problem(status: int, error: str, message: str) -> tuple[int, dict[str, Any]
     return status, {"error": error, "message": message}
 
 
-async def _receive_limited(scope: dict[str, Any], receive: Any, limit: int) -> bytes | None:
-    """The request body, or None past *limit* bytes (checked on Content-Length first)."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and (not value.isdigit() or int(value) > limit):
-            return None
-    body = b""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        body += message.get("body", b"")
-        if len(body) > limit:
-            return None
-        if not message.get("more_body", False):
-            return body
-
-
 def _unavailable(exc: Exception) -> JSONResponse:
     log.error("profile store failed, batch not acknowledged: %s", type(exc).__name__)
     response = _error(503, "store_unavailable", _RETRY)
@@ -84,25 +81,19 @@ def _unavailable(exc: Exception) -> JSONResponse:
     return response
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > limit):
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
 class EventEndpoints:
     def __init__(
-        self, config: Config, identity: Identity, profiles: ProfileService, visitors: Visitors
+        self,
+        config: Config,
+        identity: Identity,
+        profiles: ProfileService,
+        recorder: Recorder,
+        visitors: Visitors,
     ) -> None:
         self.config = config
         self.identity = identity
         self.profiles = profiles
+        self.recorder = recorder
         self.visitors = visitors
         # A bucket left alone for _BURST / _REFILL_PER_SECOND seconds is full again,
         # exactly as if it had never been made: it can expire then.
@@ -150,14 +141,15 @@ class EventEndpoints:
     async def _browser_batch(
         self, scope: dict[str, Any], receive: Any
     ) -> tuple[int, dict[str, Any]]:
-        visit = self.visitors.begin(scope)
+        head = RequestHead.parse(scope)
+        visit = self.visitors.begin(head)
         if not visit.consent:
             return 202, {"accepted": 0, "stored": False}
         if visit.visitor_id is None or visit.new:
             return _problem(403, "no_visitor", "events need the visitor cookie set by a page view")
         if not self._allow(visit.visitor_id):
             return _problem(429, "rate_limited", "too many event batches; slow down")
-        body = await _receive_limited(scope, receive, BROWSER_BODY_LIMIT)
+        body = await read_body(head, receive, BROWSER_BODY_LIMIT)
         if body is None:
             return _problem(413, "too_large", f"a batch may be at most {BROWSER_BODY_LIMIT} bytes")
         try:
@@ -169,7 +161,7 @@ class EventEndpoints:
                 413, "too_many", f"a batch may hold at most {BROWSER_BATCH_LIMIT} events"
             )
         try:
-            await self.profiles.record(visit.visitor_id, batch.events, ev.Source.BROWSER)
+            await self.recorder.write(visit.visitor_id, batch.events, ev.Source.BROWSER)
         except ev.NotAllowed as exc:
             return _problem(403, "not_allowed", str(exc))
         except Exception as exc:  # the store failed: not acknowledged, the sender retries
@@ -200,7 +192,7 @@ class EventEndpoints:
             return _error(
                 503, "ingest_disabled", "set ingest_token or ingest_secret to accept shop events"
             )
-        body = await _read_limited(request, INGEST_BODY_LIMIT)
+        body = await read_body(RequestHead.parse(request.scope), request.receive, INGEST_BODY_LIMIT)
         if body is None:
             return _error(413, "too_large", f"a batch may be at most {INGEST_BODY_LIMIT} bytes")
         if not self._authenticated(request, body):
@@ -215,7 +207,7 @@ class EventEndpoints:
             if not (event.user_id or event.email or event.anonymous_id):
                 return _error(422, "invalid", f"events[{i}]: needs user_id, email or anonymous_id")
         try:
-            await self.profiles.record(None, batch.events, ev.Source.SHOP)
+            await self.recorder.write(None, batch.events, ev.Source.SHOP)
         except UnknownVisitor as exc:
             return _error(422, "invalid", str(exc))
         except ValueError as exc:
@@ -225,7 +217,7 @@ class EventEndpoints:
         return JSONResponse({"accepted": len(batch.events)}, headers=_no_store)
 
     async def profile(self, request: Request) -> Response:
-        visit = self.visitors.begin(request.scope)
+        visit = self.visitors.begin(RequestHead.parse(request.scope))
         if visit.visitor_id is None or visit.new:
             if request.method == "DELETE":
                 return JSONResponse({"erased": False}, headers=_no_store)
@@ -243,3 +235,66 @@ class EventEndpoints:
             media_type="application/json",
             headers={"cache-control": "private, no-store"},
         )
+
+
+class ProfileForm:
+    """``POST /_edge/profile-form``: the profiling form's answer, without JavaScript.
+    Validated against its question and stored on the visitor's own profile as a
+    ``Profile Form Answered`` event (a behavioural fact, like the browser's own
+    events: it never touches the shop's CRM traits); the visitor goes back to the
+    page with a 303 (see :mod:`edge.forms`)."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        recorder: Recorder,
+        visitors: Visitors,
+        questions: Mapping[str, Question] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.recorder = recorder
+        self.visitors = visitors
+        self.questions = questions if questions is not None else default_questions()
+
+    async def handle(self, request: Request) -> Response:
+        head = RequestHead.parse(request.scope)
+        body = await read_body(head, request.receive, BODY_LIMIT)
+        if body is None:
+            return Response("form too large", status_code=413, media_type="text/plain")
+        fields = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        back = safe_return(fields.get("return_to", "/"))
+        visit = self.visitors.begin(head)
+        if visit.visitor_id is None or visit.new:
+            # No consent, a crawler, or no cookie yet: nothing may be stored.
+            return _back(back)
+        expected = csrf_token(self.identity, visit.visitor_id)
+        if not hmac.compare_digest(fields.get("csrf", "").encode(), expected.encode()):
+            return Response(
+                "This form has expired: go back, reload the page and answer again.",
+                status_code=403,
+                media_type="text/plain; charset=utf-8",
+                headers={"cache-control": "no-store"},
+            )
+        question = self.questions.get(fields.get("question", ""))
+        if question is None:
+            return _back(back)
+        language = fields.get("lang", "en")[:8]
+        try:
+            answer = DECLINED if fields.get("skip") else question.validate(fields.get("answer", ""))
+        except AnswerError as exc:
+            response = _back(back)
+            response.headers.append("set-cookie", error_cookie(question.trait, exc.text(language)))
+            return response
+        event = ev.ProfileFormAnswered(question=question.trait, answer=answer)
+        try:
+            await self.recorder.write(visit.visitor_id, [event], ev.Source.BROWSER)
+        except Exception as exc:  # the visitor still gets their page back
+            log.error("profile form answer not stored: %s", type(exc).__name__)
+        response = _back(back)
+        if ERROR_COOKIE in head.cookies:
+            response.headers.append("set-cookie", ERROR_COOKIE_CLEAR)
+        return response
+
+
+def _back(path: str) -> Response:
+    return Response(status_code=303, headers={"location": path, "cache-control": "no-store"})

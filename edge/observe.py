@@ -1,32 +1,32 @@
-"""What the sidecar sees in a request, as events: page types, searches, campaigns,
-cart actions. Pure logic over the request's method, path, query and form; no I/O.
+"""What the sidecar sees in a request, as events: page views, searches, campaigns,
+cart actions. Pure logic over the request's head, its page and its form; no I/O.
 
-Page types come from URL patterns (``/c/{category}``, ``/p/{product}``), cart actions
-from method + path + form field, landing campaigns from UTM parameters and the
-referrer. The defaults recognise the demo shop; ``edge.toml`` can replace them.
+Which page a path is comes from the one page map (:mod:`edge.pages`); cart actions
+from method + path + form field; landing campaigns from UTM parameters and the
+referrer. The default cart forms are the demo shop's; ``edge.toml`` can replace them.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
+from edge.pages import Page
 from edge.personalize.catalog import Catalog
 from edge.profiles import events as ev
 from edge.profiles.model import Touch
+from edge.request import RequestHead
 
-DEFAULT_PAGE_TYPES: Final[dict[str, list[str]]] = {
-    "home": ["/"],
-    "category": ["/c/{category}"],
-    "product": ["/p/{product}"],
-    "search": ["/search"],
-    "cart": ["/cart"],
-    "checkout": ["/checkout"],
-    "order-complete": ["/order/{order_id}"],
-}
+__all__ = [
+    "DEFAULT_CART_ACTIONS",
+    "CartAction",
+    "Observer",
+    "campaign_of",
+    "channel",
+    "host_of",
+]
 
 
 @dataclass(frozen=True)
@@ -67,56 +67,65 @@ _SOCIAL: Final = (
 _EMAIL_MEDIUMS: Final = frozenset({"email", "e-mail", "newsletter"})
 
 
-def _compile(pattern: str) -> re.Pattern[str]:
-    """``/p/{product}`` -> a regex with a named group per ``{name}`` (one path segment)."""
-    out = []
-    for literal, name in re.findall(r"([^{]*)(?:\{(\w+)\})?", pattern):
-        out.append(re.escape(literal))
-        if name:
-            out.append(f"(?P<{name}>[^/]+)")
-    return re.compile("".join(out) + "/?$")
+def host_of(netloc: bytes | str) -> str:
+    """The host name in a ``Host`` header or a URL's authority (no port, lower-case)."""
+    text = netloc.decode("latin-1") if isinstance(netloc, bytes) else netloc
+    if not text:
+        return ""
+    try:
+        return urlsplit("//" + text).hostname or ""
+    except ValueError:  # a malformed header: no host to compare with
+        return ""
 
 
-@dataclass(frozen=True)
-class Page:
-    type: str
-    params: Mapping[str, str]
-
-
-@dataclass
 class Observer:
-    page_types: Mapping[str, Sequence[str]] = field(default_factory=lambda: DEFAULT_PAGE_TYPES)
-    cart_actions: Sequence[CartAction] = DEFAULT_CART_ACTIONS
-    shop_host: str = ""
-    catalog: Catalog | None = None
-    """Product facts by id or page slug: observed views and cart adds carry the
-    product's category, brand and price when the feed knows them."""
+    """Turns what passed through the sidecar into events about the visitor."""
 
-    def __post_init__(self) -> None:
-        self._patterns = [
-            (name, _compile(p)) for name, patterns in self.page_types.items() for p in patterns
-        ]
+    def __init__(
+        self,
+        cart_actions: Sequence[CartAction] = DEFAULT_CART_ACTIONS,
+        *,
+        shop_host: str = "",
+        catalog: Catalog | None = None,
+    ) -> None:
+        self.cart_actions = tuple(cart_actions)
+        self.shop_host = shop_host.lower()
+        """The shop's public host (from ``public_url``): links from it are internal,
+        like links from the host each request names."""
+        self.catalog = catalog
+        """Product facts by id or page slug: observed views and cart adds carry the
+        product's category, brand and price when the feed knows them."""
         self._cart = {(a.method.upper(), a.path): a for a in self.cart_actions}
-
-    def page(self, path: str) -> Page | None:
-        for name, pattern in self._patterns:
-            match = pattern.match(path)
-            if match:
-                return Page(name, match.groupdict())
-        return None
 
     def wants_form(self, method: str, path: str) -> bool:
         """Whether this request's form body must be read to see a cart action."""
         return (method, path) in self._cart
 
-    def page_events(self, path: str, query: str) -> tuple[Page | None, list[ev.BaseEvent]]:
-        """Events for a page the visitor received (a 2xx HTML response to a GET)."""
-        page = self.page(path)
+    def exchange_events(
+        self,
+        head: RequestHead,
+        page: Page | None,
+        status: int,
+        content_type: bytes,
+        form: bytes | None,
+    ) -> list[ev.BaseEvent]:
+        """The events one request and its response show: a cart form that went
+        through, a page (a 2xx HTML answer to a GET) and what kind of page it was."""
+        events: list[ev.BaseEvent] = []
+        if form is not None and status < 400:
+            fields = dict(parse_qsl(form.decode("utf-8", "replace")))
+            events.extend(self.cart_events(head.method, head.path, fields))
+        if head.method == "GET" and 200 <= status < 300 and content_type.startswith(b"text/html"):
+            events.extend(self.page_events(page, head.path, head.query_text))
+        return events
+
+    def page_events(self, page: Page | None, path: str, query: str) -> list[ev.BaseEvent]:
+        """Events for a page the visitor received."""
         out: list[ev.BaseEvent] = [
             ev.PageViewed(path=path[:2048], page_type=page.type if page else "")
         ]
         if page is None:
-            return None, out
+            return out
         if page.type == "product" and "product" in page.params:
             ref = page.params["product"][:128]
             facts = self.catalog.lookup(ref) if self.catalog is not None else None
@@ -141,7 +150,7 @@ class Observer:
             out.append(ev.CartViewed())
         elif page.type == "checkout":
             out.append(ev.CheckoutStarted())
-        return page, out
+        return out
 
     def cart_events(self, method: str, path: str, form: Mapping[str, str]) -> list[ev.BaseEvent]:
         action = self._cart.get((method, path))
@@ -169,20 +178,23 @@ class Observer:
             return [ev.ProductAdded(product_id=product, quantity=quantity)]
         return [ev.ProductRemoved(product_id=product)]
 
-    def touch(self, query: str, referrer: str, now: int) -> Touch | None:
-        """The campaign a visit arrived from, or None for an internal navigation."""
-        if not referrer and "utm" not in query and "%" not in query:
+    def touch(self, head: RequestHead, now: int) -> Touch | None:
+        """The campaign a visit arrived from, or None for a navigation inside the shop
+        (a Referer naming the shop's own host is no new touch)."""
+        query = head.query
+        if not head.referer and b"utm" not in query and b"%" not in query:
             return None  # (most page views: nothing to parse)
-        params = dict(parse_qsl(query))
+        params = dict(parse_qsl(head.query_text))
         source = params.get("utm_source", "")[:100]
         medium = params.get("utm_medium", "")[:100]
         campaign = params.get("utm_campaign", "")[:100]
-        host = (urlsplit(referrer).hostname or "") if referrer else ""
-        if (
-            host
-            and self.shop_host
-            and (host == self.shop_host or host.endswith("." + self.shop_host))
-        ):
+        host = ""
+        if head.referer:
+            try:
+                host = urlsplit(head.referer.decode("latin-1")).hostname or ""
+            except ValueError:  # a malformed Referer names no site
+                host = ""
+        if host and self._internal(host, head):
             host = ""  # moving around the shop is not a new touch
         if not (source or medium or campaign or host):
             return None
@@ -194,6 +206,20 @@ class Observer:
             channel=channel(medium, host),
             referrer=host[:100],
         )
+
+    def _internal(self, host: str, head: RequestHead) -> bool:
+        for site in (self.shop_host, host_of(head.host), host_of(head.forwarded_host)):
+            if site and (host == site or host.endswith("." + site)):
+                return True
+        return False
+
+
+def campaign_of(touch: Touch | None) -> tuple[dict[str, str], str]:
+    """The request's ``utm`` fields and channel for the rules, from its touch."""
+    if touch is None:
+        return {}, ""
+    parts = (("source", touch.source), ("medium", touch.medium), ("campaign", touch.campaign))
+    return {k: v for k, v in parts if v}, touch.channel
 
 
 def channel(medium: str, referrer_host: str) -> str:

@@ -82,19 +82,3 @@ def preview_link(base_url: str, path: str, token: str) -> str:
     ]
     query.append((PREVIEW_PARAM, token))
     return urlunsplit((base.scheme, base.netloc, target.path, urlencode(query), ""))
-
-
-def strip_param(query_string: bytes) -> tuple[bytes, str | None]:
-    """The query string without ``edge_preview`` (the shop never sees it), and the
-    parameter's value if it was there."""
-    if PREVIEW_PARAM.encode() not in query_string:
-        return query_string, None
-    kept = []
-    value = None
-    for part in query_string.split(b"&"):
-        name, _, raw = part.partition(b"=")
-        if name == PREVIEW_PARAM.encode():
-            value = raw.decode("latin-1")
-        else:
-            kept.append(part)
-    return b"&".join(kept), value

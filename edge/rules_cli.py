@@ -142,13 +142,14 @@ def _snippet_problems(placements: list[tuple[str, dict[str, Any]]], snippets_dir
 def request_info(ruleset: RuleSet, url: str | None, user_agent: str = "") -> RequestInfo:
     if not url:
         return RequestInfo()
-    from edge.observe import Observer
-    from edge.page import campaign_of
+    from edge.observe import Observer, campaign_of
+    from edge.request import RequestHead
 
     parts = urlsplit(url)
-    # The same reading of the URL as the sidecar's for a request (utm fields, channel).
-    utm, channel = campaign_of(Observer().touch(parts.query, "", int(time.time())))
     path = parts.path or "/"
+    # The same reading of the URL as the sidecar's for a request (utm fields, channel).
+    head = RequestHead("GET", path, query=parts.query.encode("latin-1", "replace"))
+    utm, channel = campaign_of(Observer().touch(head, int(time.time())))
     return RequestInfo(
         path=path,
         page_type=ruleset.page_type(path),
@@ -159,16 +160,16 @@ def request_info(ruleset: RuleSet, url: str | None, user_agent: str = "") -> Req
 
 
 async def _shop(config: Config, store: Any) -> ShopStats:
-    from edge.app import shop_stats
+    from edge.profiles.stats import average_order_value
 
     if config.avg_order_value is not None:
         return ShopStats(avg_order_value=config.avg_order_value)
-    return await shop_stats(store)
+    return ShopStats(avg_order_value=await average_order_value(store))
 
 
 async def _load_profile(config: Config, visitor: str) -> tuple[Profile | None, ShopStats]:
-    from edge.app import open_store
     from edge.identity import Identity
+    from edge.profiles.backends import open_store
     from edge.profiles.service import ProfileService
 
     store = open_store(config.store)
@@ -234,7 +235,7 @@ def explain(
 
 
 async def _scan(config: Config) -> tuple[list[Profile], ShopStats]:
-    from edge.app import open_store
+    from edge.profiles.backends import open_store
 
     store = open_store(config.store)
     try:

@@ -24,7 +24,6 @@ from typing import Final
 import httptools
 
 HIGH_WATER: Final = 256 * 1024
-LOW_WATER: Final = 64 * 1024
 
 
 class UpstreamError(Exception):

@@ -22,7 +22,7 @@ import pytest
 
 from edge.demo.catalog import CATEGORIES, PRODUCTS_BY_ID, products_in, write_feed
 from edge.demo.shop import serve_argv
-from edge.page import in_holdout
+from edge.placements import in_holdout
 from tests._upstream import Received, TestUpstream
 from tests.conftest import (
     EDGE,
@@ -264,6 +264,22 @@ def test_campaign_arrival_is_remembered_for_the_visit(edge: EdgeProcess) -> None
 
     # another visitor, no campaign: the shop's own hero
     assert ORIGINAL_HERO in hero(Visitor(edge.port).page("/"))
+
+
+def test_moving_around_the_shop_keeps_the_landing_campaign(edge: EdgeProcess) -> None:
+    # A browser sends the page it came from as Referer: the shop's own pages are no
+    # new arrival ("referral"), so the visit keeps the campaign it landed with.
+    visitor = Visitor(edge.port)
+    inside = {"Referer": f"http://127.0.0.1:{edge.port}/?utm_campaign=black-friday"}
+    assert "edge-hero--campaign" in hero(
+        visitor.page("/?utm_source=google&utm_medium=cpc&utm_campaign=black-friday")
+    )
+    assert "edge-hero--campaign" in hero(visitor.page("/", inside))
+    wait_for(lambda: visitor.profile().get("last_touch", {}).get("campaign") == "black-friday")
+    assert "edge-hero--campaign" in hero(visitor.page("/", inside))
+    time.sleep(0.3)  # the third page's events are written too
+    touch = visitor.profile()["last_touch"]
+    assert (touch["campaign"], touch["channel"]) == ("black-friday", "paid")
 
 
 def test_newsletter_arrival_sees_the_newsletter_hero(edge: EdgeProcess) -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.app import observer_for
+from edge.app import observer_for, page_types_of
 from edge.config import ConfigError, load_config
+from edge.pages import PageMap
 
 
 def test_precedence_file_then_environment_then_flags(tmp_path: Path) -> None:
@@ -53,10 +54,12 @@ def test_page_types_and_cart_forms_from_config(tmp_path: Path) -> None:
         '[page_types]\nproduct = ["/prodotto/{product}"]\ncategory = ["/categoria/{category}"]\n'
         '[[cart_actions]]\npath = "/carrello/aggiungi"\naction = "add"\nproduct_field = "id"\n'
     )
-    observer = observer_for(load_config(config_file=toml, environ={}))
-    page = observer.page("/prodotto/borsa-tessa")
+    config = load_config(config_file=toml, environ={})
+    pages = PageMap(page_types_of(config))
+    page = pages.page("/prodotto/borsa-tessa")
     assert page is not None and page.type == "product" and page.params == {"product": "borsa-tessa"}
-    assert observer.page("/p/borsa-tessa") is None  # the defaults are replaced, not merged
+    assert pages.page("/p/borsa-tessa") is None  # the defaults are replaced, not merged
+    observer = observer_for(config)
     (added,) = observer.cart_events("POST", "/carrello/aggiungi", {"id": "p7", "qty": "3"})
     assert added.product_id == "p7" and added.quantity == 3
 

@@ -80,8 +80,8 @@ def test_forget_erases_from_the_store() -> None:
 
 
 async def test_every_library_segment_has_members_and_none_has_everyone() -> None:
-    from edge.app import shop_stats
-    from edge.rules import LIBRARY_DIR, RequestInfo, load_rules
+    from edge.profiles.stats import average_order_value
+    from edge.rules import LIBRARY_DIR, RequestInfo, ShopStats, load_rules
     from edge.rules.functions import Context
     from edge.rules_cli import _REQUEST_FIELDS
 
@@ -89,7 +89,7 @@ async def test_every_library_segment_has_members_and_none_has_everyone() -> None
     await seed(ProfileService(store, Identity(["s"]).email_hash), now=NOW)
     ruleset, errors = load_rules(LIBRARY_DIR)
     assert ruleset is not None, errors
-    shop = await shop_stats(store)
+    shop = ShopStats(avg_order_value=await average_order_value(store))
     counts = dict.fromkeys(ruleset.segment_names, 0)
     for profile in store.profiles.values():
         result = ruleset.evaluate(Context(profile, RequestInfo(), NOW, shop))

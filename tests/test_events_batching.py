@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from edge.caches import Expiring
 from edge.identity import Identity
 from edge.profiles import events as ev
 from edge.profiles.model import Profile, new_profile
 from edge.profiles.sqlite import SQLiteStore
-from edge.profiles.store import Expiring, Profiles
+from edge.profiles.store import Profiles
 
 NOW = 1_790_000_000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.personalize.offers import frequency_allows, offer_state, record_exposure
+from edge.personalize.offers import frequency_allows, offer_state
 from edge.personalize.profiling import (
     DECLINED,
     AnswerError,
@@ -13,8 +13,15 @@ from edge.personalize.profiling import (
     known_traits,
     next_question,
 )
-from edge.profiles.events import Identify, ProfileFormAnswered, Source, apply, merge
-from edge.profiles.model import new_profile
+from edge.profiles.events import (
+    Identify,
+    PlacementShown,
+    ProfileFormAnswered,
+    Source,
+    apply,
+    merge,
+)
+from edge.profiles.model import MAX_EXPOSURES, new_profile
 
 NOW = 1_750_000_000
 INTERESTS = [
@@ -139,13 +146,16 @@ def test_merged_profiles_keep_the_earliest_exposure() -> None:
 
 
 def test_frequency_cap() -> None:
-    times: list[int] = []
+    # The exposures a cap counts are the ones the profile keeps from PlacementShown.
+    p = new_profile("v", NOW)
     for k in range(3):
-        assert frequency_allows(times, cap=3, window=3600, now=NOW + k)
-        record_exposure(times, NOW + k)
-    assert not frequency_allows(times, cap=3, window=3600, now=NOW + 10)
-    assert frequency_allows(times, cap=3, window=3600, now=NOW + 3601)
+        assert frequency_allows(p.exposures.get("b", []), cap=3, window=3600, now=NOW + k)
+        apply(p, PlacementShown(placement_id="b"), NOW + k, Source.OBSERVED)
+    assert not frequency_allows(p.exposures["b"], cap=3, window=3600, now=NOW + 10)
+    assert frequency_allows(p.exposures["b"], cap=3, window=3600, now=NOW + 3601)
     assert not frequency_allows([], cap=0, window=60, now=NOW)
     for k in range(30):
-        record_exposure(times, NOW + k, keep=5)
-    assert len(times) == 5 and times[-1] == NOW + 29
+        apply(p, PlacementShown(placement_id="b"), NOW + 100 + k, Source.OBSERVED)
+    assert len(p.exposures["b"]) == MAX_EXPOSURES and p.exposures["b"][-1] == NOW + 129
+    apply(p, PlacementShown(placement_id="c", held_out=True), NOW, Source.OBSERVED)
+    assert "c" not in p.exposures  # a visitor held out saw nothing to count

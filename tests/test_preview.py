@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from edge.identity import Identity
-from edge.preview import make_token, preview_link, read_token, strip_param
+from edge.preview import make_token, preview_link, read_token
+from edge.request import RequestHead
 
 NOW = 1_790_000_000
 IDENTITY = Identity(["current", "previous"])
@@ -49,8 +50,10 @@ def test_bad_requests_for_a_token_are_errors() -> None:
 def test_link_and_stripping() -> None:
     link = preview_link("https://shop.example/", "/c/donna?page=2&edge_preview=old", "TOK")
     assert link == "https://shop.example/c/donna?page=2&edge_preview=TOK"
-    assert strip_param(b"page=2&edge_preview=TOK") == (b"page=2", "TOK")
-    assert strip_param(b"page=2") == (b"page=2", None)
+    head = RequestHead("GET", "/c/donna", query=b"page=2&edge_preview=TOK")
+    assert head.without_param(b"edge_preview") == b"TOK"
+    assert head.query == b"page=2" and head.target == b"/c/donna?page=2"
+    assert head.without_param(b"edge_preview") is None and head.query == b"page=2"
 
 
 def test_cli_prints_a_link_that_verifies(

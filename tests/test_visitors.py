@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from edge.visitors import is_crawler
+from edge.request import is_crawler
 from tests._upstream import TestUpstream
 from tests.conftest import EdgeProcess, Reply, fetch, start_edge
 
@@ -314,11 +314,11 @@ async def test_events_queued_during_a_flush_are_written_without_more_traffic() -
     import asyncio
 
     from edge.identity import Identity
-    from edge.observe import Observer
     from edge.profiles import events as ev
     from edge.profiles.service import ProfileService
     from edge.profiles.store import MemoryStore
-    from edge.visitors import Visitors
+    from edge.recorder import Recorder
+    from edge.visitors import Visit
 
     class SlowService(ProfileService):
         async def record(self, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -327,10 +327,11 @@ async def test_events_queued_during_a_flush_are_written_without_more_traffic() -
 
     identity = Identity(["s"])
     service = SlowService(MemoryStore(), identity.email_hash)
-    visitors = Visitors(identity, service, Observer())
-    visitors._queue("v1", [ev.PageViewed(path="/a")], [])
+    recorder = Recorder(service)
+    returning = Visit("v1", new=False, secure=False, consent=True)
+    recorder.observed(returning, [ev.PageViewed(path="/a")], None, int(time.time()))
     await asyncio.sleep(0.08)  # the first flush is writing now
-    visitors._queue("v1", [ev.PageViewed(path="/b")], [])  # and this one must follow
+    recorder.observed(returning, [ev.PageViewed(path="/b")], None, int(time.time()))
     for _ in range(100):
         await asyncio.sleep(0.02)
         profile = await service.load("v1")

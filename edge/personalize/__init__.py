@@ -1,7 +1,6 @@
-"""Building blocks of the on-site activities (pure, I/O-light; the proxy wires them):
+"""Building blocks of the on-site activities (pure, I/O-light; :mod:`edge.activities`
+uses them):
 
-- :mod:`.codec`: content codings (gzip, deflate, br, zstd) decoded and re-encoded in
-  streaming, with a decoded-size limit; the page's charset;
 - :mod:`.catalog`: product facts from item attributes, a link pattern or a feed file;
 - :mod:`.ordering`: category product order (affinity, price, pin, bought last);
 - :mod:`.snippets`: the merchant's Jinja2 blocks, sandboxed, with language variants;
@@ -10,15 +9,6 @@
 """
 
 from edge.personalize.catalog import Catalog, CatalogError, ItemFacts, ItemReader
-from edge.personalize.codec import (
-    CodecError,
-    Decoder,
-    Encoder,
-    UnsupportedCoding,
-    accepted_coding,
-    charset_of,
-    encode_text,
-)
 from edge.personalize.offers import OfferState, frequency_allows, offer_state
 from edge.personalize.ordering import Interest, ListOrder, Sort, order
 from edge.personalize.profiling import AnswerError, Question, default_questions, next_question
@@ -33,9 +23,6 @@ __all__ = [
     "AnswerError",
     "Catalog",
     "CatalogError",
-    "CodecError",
-    "Decoder",
-    "Encoder",
     "Interest",
     "ItemFacts",
     "ItemReader",
@@ -45,12 +32,8 @@ __all__ = [
     "SnippetProblem",
     "Snippets",
     "Sort",
-    "UnsupportedCoding",
     "accept_languages",
-    "accepted_coding",
-    "charset_of",
     "default_questions",
-    "encode_text",
     "frequency_allows",
     "next_question",
     "offer_state",

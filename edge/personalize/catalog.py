@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+
+from edge.caches import Memo
 
 __all__ = ["Catalog", "CatalogError", "ItemFacts", "ItemReader", "parse_price"]
 
@@ -308,6 +311,10 @@ def _json_rows(text: str, source: str) -> Iterator[tuple[int, Any]]:
             raise fail(pos, "expected ',' or ']' after a product")
 
 
+_SERIALS: Final = itertools.count()
+"""Serial numbers of the facts item readers remember, unique in the process."""
+
+
 @dataclass(frozen=True)
 class ItemReader:
     """How a theme marks its list items: attribute names and a link pattern.
@@ -337,7 +344,7 @@ class ItemReader:
         object.__setattr__(self, "_pattern", pattern)
         # Facts by the attribute values they come from: a list's items are the same
         # on every response, and parsing their prices is most of reading them.
-        object.__setattr__(self, "_memo", {})
+        object.__setattr__(self, "_memo", Memo(4096))
 
     def product_id(self, attrs: Mapping[str, str], first_href: str | None = None) -> str | None:
         value = attrs.get(self.id_attr, "").strip()
@@ -353,7 +360,15 @@ class ItemReader:
 
     def facts(self, attrs: Mapping[str, str], first_href: str | None = None) -> ItemFacts | None:
         """The item's facts, or ``None`` if it has no id and no facts of its own."""
-        memo: dict[tuple[str | None, ...], ItemFacts | None] = self._memo  # type: ignore[attr-defined]
+        return self.read(attrs, first_href)[1]
+
+    def read(
+        self, attrs: Mapping[str, str], first_href: str | None = None
+    ) -> tuple[int, ItemFacts | None]:
+        """The item's facts and their serial number: the same number for the same
+        attribute values while the reader remembers them, never given to other facts
+        (a list's order can be remembered by its items' numbers)."""
+        memo: Memo[tuple[str | None, ...], tuple[int, ItemFacts | None]] = self._memo  # type: ignore[attr-defined]
         key = (
             attrs.get(self.id_attr),
             attrs.get(self.price_attr),
@@ -364,11 +379,7 @@ class ItemReader:
         try:
             return memo[key]
         except KeyError:
-            pass
-        if len(memo) >= 4096:
-            memo.clear()
-        facts = memo[key] = self._facts(attrs, first_href)
-        return facts
+            return memo.put(key, (next(_SERIALS), self._facts(attrs, first_href)))
 
     def _facts(self, attrs: Mapping[str, str], first_href: str | None) -> ItemFacts | None:
         product_id = self.product_id(attrs, first_href) or ""

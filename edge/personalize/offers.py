@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-__all__ = ["OfferState", "frequency_allows", "offer_state", "record_exposure"]
+__all__ = ["OfferState", "frequency_allows", "offer_state"]
 
 
 class OfferState(msgspec.Struct, frozen=True):
@@ -54,7 +54,7 @@ def offer_state(offers: Mapping[str, int], placement_id: str, ttl: int, now: int
 
 
 # Frequency caps count exposure times per placement: ``Profile.exposures`` (placement
-# id -> the last exposure times, oldest first).
+# id -> the last exposure times, oldest first; kept by ``edge.profiles.events``).
 
 
 def frequency_allows(exposure_times: Sequence[int], cap: int, window: int, now: int) -> bool:
@@ -63,9 +63,3 @@ def frequency_allows(exposure_times: Sequence[int], cap: int, window: int, now: 
         return False
     since = now - window
     return sum(1 for ts in exposure_times if ts > since) < cap
-
-
-def record_exposure(exposure_times: list[int], now: int, keep: int = 20) -> None:
-    """Append *now*, keeping the last *keep* times (enough for any cap up to *keep*)."""
-    exposure_times.append(now)
-    del exposure_times[:-keep]

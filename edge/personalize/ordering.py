@@ -26,7 +26,6 @@ its relative place.
 
 from __future__ import annotations
 
-import operator
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +35,7 @@ from typing import Any, Final
 
 import msgspec
 
+from edge.caches import Memo
 from edge.personalize.catalog import ItemFacts, ItemReader
 from edge.profiles.model import SESSION_GAP, Profile
 
@@ -315,36 +315,33 @@ class ListOrder:
         self.reader = reader
         self.sorts = _sorts(sort)
         self.interest = interest or Interest()
-        self.facts: dict[str, ItemFacts | None] = {}
+        self.facts: dict[str, tuple[int, ItemFacts | None]] = {}
+        """Each item's facts by its key, with their serial number (see ItemReader.read)."""
         self._fingerprint = fingerprint
         """*interest*'s :meth:`Interest.fingerprint`, if the caller has it already."""
 
     def key(self, attrs: dict[str, str]) -> str:
         key = str(len(self.facts))
-        self.facts[key] = self.reader.facts(attrs)
+        self.facts[key] = self.reader.read(attrs)
         return key
 
     def order(self, keys: list[str | None]) -> list[str]:
         present = [k for k in keys if k is not None]
-        facts = [self.facts.get(k) for k in present]
+        read = [self.facts.get(k, _UNREAD) for k in present]
         # The same list for the same interest comes back in the same order: the
-        # permutation is remembered by the items' facts, which the reader keeps (the
-        # same objects on every response), so they are told apart by identity.
+        # permutation is remembered by the items' serial numbers (the reader gives
+        # the same items the same numbers on every response).
         if self._fingerprint is None:
             self._fingerprint = self.interest.fingerprint()
-        memo = (tuple(self.sorts), self._fingerprint, *map(id, facts))
-        found = _PERMUTATIONS.get(memo)
-        if found is not None and all(map(operator.is_, found[0], facts)):
-            perm = found[1]
-        else:
-            perm = order(facts, self.sorts, self.interest)
-            if len(_PERMUTATIONS) >= _PERMUTATIONS_KEPT:
-                _PERMUTATIONS.clear()
-            _PERMUTATIONS[memo] = (facts, perm)
+        memo = (tuple(self.sorts), self._fingerprint, *[serial for serial, _facts in read])
+        perm = _PERMUTATIONS.get(memo)
+        if perm is None:
+            perm = _PERMUTATIONS.put(
+                memo, order([facts for _serial, facts in read], self.sorts, self.interest)
+            )
         return [present[i] for i in perm]
 
 
-_PERMUTATIONS: Final[dict[tuple[Any, ...], tuple[list[ItemFacts | None], list[int]]]] = {}
-"""Orders found, with the facts they were found for (which keeps those alive, so an
-id is not reused while its entry is here)."""
-_PERMUTATIONS_KEPT: Final = 4096
+_UNREAD: Final[tuple[int, ItemFacts | None]] = (-1, None)
+_PERMUTATIONS: Final[Memo[tuple[Any, ...], list[int]]] = Memo(4096)
+"""Orders found, by sorts, interest and the items' serial numbers."""

@@ -14,11 +14,10 @@ by ``cust:<customer id>`` (or ``email:<hash>`` before the shop tells us the id).
 from __future__ import annotations
 
 import abc
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Final, Generic, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final
 
+from edge.caches import Expiring
 from edge.profiles.model import DAY, Profile, decode, encode
 
 CLAIM_TTL: Final = 400 * DAY
@@ -106,72 +105,6 @@ class MemoryStore(Store):
 
     async def keys(self) -> list[str]:
         return list(self._data)
-
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class Expiring(Generic[K, V]):
-    """A mapping whose entries expire *ttl* seconds after they were set, at most
-    *maxsize* of them (the oldest go first). The request path reads and writes these
-    for every request: one ordered dict of ``(deadline, value)`` costs a third of
-    ``cachetools.TTLCache``. Every entry lives equally long, so the order they were set
-    in is the order they expire in: the oldest are swept from the front as new ones
-    arrive."""
-
-    def __init__(
-        self, maxsize: int, ttl: float, timer: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.maxsize = maxsize
-        self.ttl = ttl
-        self._timer = timer
-        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
-
-    def __getitem__(self, key: K) -> V:
-        deadline, value = self._data[key]
-        if deadline <= self._timer():
-            del self._data[key]
-            raise KeyError(key)
-        return value
-
-    def get(self, key: K, default: V | None = None) -> V | None:
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-    def __setitem__(self, key: K, value: V) -> None:
-        data = self._data
-        now = self._timer()
-        data[key] = (now + self.ttl, value)
-        data.move_to_end(key)
-        # Sweep a little on every write: what expired first is at the front.
-        for _ in range(2):
-            if not data:  # a ttl of 0 (or less) expires even the entry just set
-                break
-            oldest = next(iter(data.values()))
-            if oldest[0] > now and len(data) <= self.maxsize:
-                break
-            data.popitem(last=False)
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            self[key]  # type: ignore[index]
-        except KeyError:
-            return False
-        return True
-
-    def pop(self, key: K, default: V | None = None) -> V | None:
-        item = self._data.pop(key, None)
-        return default if item is None or item[0] <= self._timer() else item[1]
-
-    def items(self) -> Iterator[tuple[K, V]]:
-        now = self._timer()
-        return ((key, value) for key, (deadline, value) in self._data.items() if deadline > now)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 class CachedStore:

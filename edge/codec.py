@@ -38,8 +38,6 @@ import zlib
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from edge.headers import weighted
-
 try:  # Google's binding: ~25% faster than brotlicffi here (bench in the module doc).
     import brotli as _brotli
 except ImportError:  # pragma: no cover - depends on the installation
@@ -59,7 +57,6 @@ __all__ = [
     "Decoder",
     "Encoder",
     "UnsupportedCoding",
-    "accepted_coding",
     "charset_of",
     "codings",
     "encode_text",
@@ -125,26 +122,6 @@ def supported(header: str | None) -> bool:
     except UnsupportedCoding:
         return False
     return True
-
-
-def accepted_coding(accept_encoding: str | None, preferred: str | None = None) -> str:
-    """The coding to send a client: *preferred* (the upstream's own, say) if the
-    client accepts it, else the best of br, zstd, gzip it accepts, else ``identity``."""
-    weights: dict[str, float] = {
-        _ALIASES.get(name, name): 0.0 if q is None else q  # (malformed: refused)
-        for name, q in weighted(accept_encoding)
-    }
-
-    def ok(coding: str) -> bool:
-        q = weights.get(coding, weights.get("*", 0.0) if coding != "identity" else 1.0)
-        return q > 0 and _available(coding)
-
-    if preferred and preferred in LEVELS and ok(preferred):
-        return preferred
-    for coding in ("br", "zstd", "gzip"):
-        if ok(coding):
-            return coding
-    return "identity"
 
 
 # --- decoding --------------------------------------------------------------------

@@ -9,18 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.headers import weighted
-from edge.personalize.codec import (
+from edge.codec import (
     CodecError,
     Decoder,
     Encoder,
     UnsupportedCoding,
-    accepted_coding,
     charset_of,
     codings,
     encode_text,
     supported,
 )
+from edge.headers import weighted
 
 try:
     import zstandard as zstd
@@ -195,18 +194,6 @@ def test_unsupported_codings() -> None:
     with pytest.raises(UnsupportedCoding):
         Decoder.for_header("compress")
     assert codings("X-GZIP, identity,br") == ["gzip", "br"]
-
-
-def test_accepted_coding() -> None:
-    assert accepted_coding("gzip, deflate, br") == "br"
-    assert accepted_coding("gzip, deflate, br", preferred="gzip") == "gzip"
-    assert accepted_coding("gzip;q=0.5, br;q=0") == "gzip"
-    assert accepted_coding("br;q=0, gzip;q=0", preferred="br") == "identity"
-    assert accepted_coding(None) == "identity"
-    assert accepted_coding("*") == "br"
-    # A weight that is not a number refuses the coding rather than guessing.
-    assert accepted_coding("br;q=high, gzip") == "gzip"
-    assert accepted_coding("GZIP ; Q = 0.3 , x-gzip;q=0") == "identity"
 
 
 def test_weighted_lists() -> None:

@@ -1,0 +1,232 @@
+"""Deciding what one page view shows: profile and context, segments, placements, edits.
+
+:mod:`edge.respond` starts the upstream request and, meanwhile, asks
+:meth:`Decider.decide` for a :class:`Decision`: the visitor's profile (cache, then
+store, or the first hit not stored yet), the request's context for the rules (page
+type, campaign, language, device, geo), the compiled rules' segments, the placements
+chosen for this page (:mod:`edge.placements`) and the edits they make
+(:mod:`edge.activities`). The decision is data; the response applies it with the
+streaming rewriter (:mod:`edge.rewriting`) and records its exposures afterwards.
+
+Fail open: anything that raises in here is logged and the page goes out untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from edge.activities import Activities, PageActivities
+from edge.observe import campaign_of
+from edge.pages import Page
+from edge.personalize.snippets import choose_language
+from edge.placements import choose, fill
+from edge.preview import Preview
+from edge.profiles import events as ev
+from edge.profiles.model import Profile, Touch
+from edge.profiles.service import ProfileService
+from edge.recorder import Recorder
+from edge.request import RequestHead
+from edge.rewriting import SlotEdit
+from edge.rules import LiveRules, PlacementRule, RequestInfo, RuleSet, ShopStats, device_of
+from edge.rules.functions import Context
+from edge.visitors import Visit
+
+__all__ = ["Decider", "Decision"]
+
+log = logging.getLogger("edge.decide")
+
+
+@dataclass(slots=True)
+class Decision:
+    edits: list[SlotEdit] = field(default_factory=list)
+    held_out: list[str] = field(default_factory=list)
+    """Placements this visitor would have seen but is the control group of."""
+    segments: list[str] = field(default_factory=list)
+    preview: Preview | None = None
+    seconds: float = 0.0
+    """The sidecar's own time deciding, for Server-Timing."""
+    fingerprint: str = ""
+    """A digest of everything visitor-specific in the edits (for the ETag)."""
+    clear_form_error: bool = False
+    now: int | None = None
+    """The time the decision was made: a timed offer's deadline on the page ran from it."""
+
+    def exposures(self, shown: set[str] | None = None) -> list[ev.BaseEvent]:
+        """Events recording what was shown (and withheld), for caps, offers, lift: the
+        edits whose placement is in *shown* (all of them when None) and the holdouts.
+        Stamped with the decision's time, not the end of the response: a first exposure
+        stored a second later would move the deadline the page showed."""
+        out: list[ev.BaseEvent] = [
+            ev.PlacementShown(placement_id=e.placement, offer=e.offer, ts=self.now)
+            for e in self.edits
+            # (not the sidecar's own additions: stylesheet, preview badge)
+            if e.placement and (shown is None or e.placement in shown)
+        ]
+        out += [
+            ev.PlacementShown(placement_id=p, held_out=True, ts=self.now) for p in self.held_out
+        ]
+        return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _language(accept_language: bytes, languages: tuple[str, ...]) -> str:
+    """The visitor's language among the shop's, by ``Accept-Language`` (a handful of
+    distinct headers cover nearly every visitor, so the answer is kept)."""
+    return choose_language(accept_language.decode("latin-1"), languages)
+
+
+def _coordinate(text: bytes) -> float | None:
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if -180.0 <= value <= 180.0 else None
+
+
+class Decider:
+    def __init__(
+        self,
+        rules: LiveRules,
+        profiles: ProfileService,
+        recorder: Recorder,
+        activities: Activities,
+        *,
+        languages: Sequence[str] = ("en", "it"),
+        shop: ShopStats | None = None,
+    ) -> None:
+        self.rules = rules
+        self.profiles = profiles
+        self.recorder = recorder
+        self.activities = activities
+        self.languages = tuple(languages)
+        self.shop = shop if shop is not None else ShopStats()
+
+    @property
+    def active(self) -> bool:
+        """Whether the serving rules place anything at all."""
+        return bool(self.rules.ruleset.placements)
+
+    def wants(self, head: RequestHead) -> bool:
+        """Whether this request may be personalized at all (before any work)."""
+        return head.method == "GET" and self.active and head.wants_html
+
+    async def decide(
+        self,
+        head: RequestHead,
+        visit: Visit,
+        page: Page | None,
+        touch: Touch | None,
+        preview: Preview | None = None,
+    ) -> Decision | None:
+        """The decision for this page view, or None (a crawler, or something failed:
+        the page goes out as the shop made it)."""
+        started = time.perf_counter()
+        try:
+            decision = await self._decide(head, visit, page, touch, preview)
+        except Exception:
+            log.exception("personalization failed; the page goes out as the shop made it")
+            return None
+        if decision is not None:
+            decision.seconds = time.perf_counter() - started
+        return decision
+
+    async def _decide(
+        self,
+        head: RequestHead,
+        visit: Visit,
+        page: Page | None,
+        touch: Touch | None,
+        preview: Preview | None,
+    ) -> Decision | None:
+        ruleset = self.rules.ruleset
+        if visit.crawler:
+            return None
+        now = int(time.time())
+        visitor_id = visit.visitor_id if preview is None else None
+        profile = await self._profile(visitor_id, visit)
+        request = self._request_info(head, page, touch)
+        ctx = Context(profile, request, now, self.shop)
+        result = ruleset.evaluate(ctx)
+        if preview is not None:
+            segments = [n for n in ruleset.segment_names if n in preview.segments]
+            holding = _previewed(ruleset, preview, result)
+        else:
+            segments = ruleset.names(result)
+            holding = [p for p in ruleset.by_priority if result[p.output]]
+        decision = Decision(segments=segments, preview=preview, now=now)
+        choices = choose(
+            holding,
+            ruleset.slots,
+            page_type=request.page_type,
+            profile=profile,
+            now=now,
+            holdout_key=visitor_id or "",
+        )
+        if not choices and preview is None:
+            return decision
+        activities = PageActivities(
+            self.activities,
+            profile=profile,
+            visitor_id=visitor_id,
+            now=now,
+            language=request.lang,
+            segments=segments,
+            page={"path": head.path, "type": request.page_type, **request.utm},
+            return_to=head.path + ("?" + head.query_text if head.query else ""),
+            cookies=head.cookies,
+            preview=preview is not None,
+        )
+        filled = fill(choices, activities.edit)
+        decision.edits = [edit for _choice, edit in filled.shown]
+        decision.held_out = [choice.placement.id for choice in filled.held_out]
+        decision.edits += activities.additions(decision.edits)
+        decision.clear_form_error = activities.clear_form_error
+        digest = hashlib.blake2b(digest_size=12)
+        for edit in decision.edits:
+            digest.update(edit.share)
+        decision.fingerprint = digest.hexdigest()
+        return decision
+
+    async def _profile(self, visitor_id: str | None, visit: Visit) -> Profile | None:
+        if not visitor_id or visit.new:
+            return None
+        profile = await self.profiles.load(visitor_id)
+        if profile is None:
+            # Their first page is stored only with this, their second request: what it
+            # showed (the landing campaign, an offer's first exposure) already counts.
+            profile = self.recorder.pending_profile(visitor_id)
+        return profile
+
+    def _request_info(
+        self, head: RequestHead, page: Page | None, touch: Touch | None
+    ) -> RequestInfo:
+        utm, channel = campaign_of(touch)
+        return RequestInfo(
+            path=head.path,
+            page_type=page.type if page is not None else "",
+            utm=utm,
+            channel=channel,
+            lang=_language(head.accept_language, self.languages),
+            device=device_of(head.user_agent.decode("latin-1")),
+            country=(head.geo_country or head.cf_country).decode("latin-1").upper(),
+            latitude=_coordinate(head.geo_latitude),
+            longitude=_coordinate(head.geo_longitude),
+        )
+
+
+def _previewed(ruleset: RuleSet, preview: Preview, result: tuple[bool, ...]) -> list[PlacementRule]:
+    """The placements a preview's segments see: a placement for a segment holds when
+    the segment is previewed; one with its own condition, when that holds."""
+    names = preview.segments
+    return [
+        p
+        for p in ruleset.by_priority
+        if (p.spec.segment in names if p.spec.segment else result[p.output])
+    ]

@@ -1,0 +1,134 @@
+"""Choosing placements: which placement fills each slot of a page, for one visitor.
+
+Pure: given the placements whose condition holds (highest priority first), the
+slots, the page's type, the visitor's profile and the time, :func:`choose` says for
+each candidate whether it may be shown (its slot is on this page, it is within its
+schedule, under its frequency cap, not an expired timed offer) and whether this
+visitor is in its holdout; :func:`fill` then gives each slot the first candidate that
+makes an edit, or keeps the original page where the first candidate holds the
+visitor out. No I/O and no rendering here: :mod:`edge.activities` turns a choice
+into an edit, :mod:`edge.decide` puts the two together.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from edge.personalize.offers import OfferState, frequency_allows, offer_state
+from edge.profiles.model import Profile
+from edge.rules import PlacementRule
+from edge.rules.lang import parse_duration
+from edge.rules.spec import Slot
+
+__all__ = ["Choice", "Filled", "choose", "fill", "in_holdout"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A placement that may fill its slot on this page."""
+
+    placement: PlacementRule
+    slot: Slot
+    offer: OfferState | None = None
+    """The timed offer's state (deadline fixed at the first exposure), when it is one."""
+    held_out: bool = False
+    """The visitor is in this placement's control group: the slot keeps the original."""
+
+    @property
+    def slot_name(self) -> str:
+        return self.placement.spec.slot
+
+
+@functools.lru_cache(maxsize=256)
+def _seconds(text: str) -> int:
+    """A duration the rule files' checker already accepted (``90s``, ``24h``, ``1.5h``);
+    a rule set has a handful, asked for on every page."""
+    seconds = parse_duration(text)
+    assert seconds is not None, text
+    return int(seconds)
+
+
+def in_holdout(visitor_id: str, placement_id: str, share: float) -> bool:
+    """Deterministic: the same visitor is always on the same side for a placement, and
+    different placements split visitors independently."""
+    if share <= 0.0 or not visitor_id:
+        return False
+    digest = hashlib.blake2b(f"{placement_id}\0{visitor_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < share
+
+
+def choose(
+    placements: Sequence[PlacementRule],
+    slots: Mapping[str, Slot],
+    *,
+    page_type: str,
+    profile: Profile | None,
+    now: int,
+    holdout_key: str,
+) -> list[Choice]:
+    """The placements of *placements* (those whose condition holds, highest priority
+    first) that may be shown on a page of *page_type* now, in the same order.
+
+    A placement is left out when its slot is not declared or not on this page type,
+    when it is outside its schedule, when the visitor saw it ``cap.views`` times in
+    ``cap.per`` already, or when it is a timed offer whose deadline passed. Visitors
+    are held out by *holdout_key* (empty: nobody is, as in a preview)."""
+    chosen: list[Choice] = []
+    for placement in placements:
+        spec = placement.spec
+        slot = slots.get(spec.slot)
+        if slot is None or (slot.pages and page_type not in slot.pages):
+            continue
+        if not placement.scheduled(now):
+            continue
+        if spec.cap is not None and profile is not None:
+            times = profile.exposures.get(placement.id, [])
+            if not frequency_allows(times, spec.cap.views, _seconds(spec.cap.per), now):
+                continue
+        offer = None
+        if spec.offer_ttl:
+            offers = profile.offers if profile is not None else {}
+            offer = offer_state(offers, placement.id, _seconds(spec.offer_ttl), now)
+            if offer.expired:
+                continue
+        held_out = in_holdout(holdout_key, placement.id, spec.holdout)
+        chosen.append(Choice(placement, slot, offer, held_out))
+    return chosen
+
+
+@dataclass(slots=True)
+class Filled(Generic[T]):
+    """What :func:`fill` made of a page's choices."""
+
+    shown: list[tuple[Choice, T]]
+    """Each filled slot's choice and its edit, in the order the choices came."""
+    held_out: list[Choice]
+    """The choices whose slot keeps the original page for this visitor."""
+
+
+def fill(choices: Sequence[Choice], make: Callable[[Choice], T | None]) -> Filled[T]:
+    """Give each slot its first choice: held out (the slot is then done), or shown if
+    ``make(choice)`` makes an edit; a choice that makes none (a snippet that failed,
+    a form with nothing left to ask) lets the next choice for that slot try."""
+    filled: Filled[T] = Filled([], [])
+    taken: set[str] = set()
+    for choice in choices:
+        slot = choice.slot_name
+        if slot in taken:
+            continue
+        if choice.held_out:
+            taken.add(slot)
+            filled.held_out.append(choice)
+            continue
+        made = make(choice)
+        if made is None:
+            continue
+        taken.add(slot)
+        filled.shown.append((choice, made))
+    return filled

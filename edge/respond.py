@@ -1,0 +1,396 @@
+"""One request to the shop, from head to record: the sidecar's request path.
+
+Every request outside ``/_edge/`` comes here (raw ASGI, see :mod:`edge.proxy` for
+why), and goes through the same steps:
+
+1. **visit** — the head is parsed once (:class:`~edge.request.RequestHead`), the
+   visitor recognised (:mod:`edge.visitors`), the page found in the page map
+   (:mod:`edge.pages`) and the campaign it came from (:mod:`edge.observe`);
+2. **decide** — for a page view that rules may change, the decision
+   (:mod:`edge.decide`) is made while the upstream works;
+3. **headers** — the upstream's headers made public (:mod:`edge.proxy`), then true
+   for what is sent: a new visitor's cookie (and ``private``), a personalized page's
+   ETag, ``Vary: Cookie``, ``private`` and no length, a preview's ``no-store``; a
+   revalidation of a page this visitor already holds gets a 304;
+4. **body** — byte for byte, or through the rewriter (:mod:`edge.rewriting`);
+5. **record** — what the exchange showed, and the placements' exposures, are queued
+   (:mod:`edge.recorder`) once the response is out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from edge.codec import CodecError
+from edge.decide import Decider, Decision
+from edge.forms import ERROR_COOKIE_CLEAR
+from edge.identity import Identity
+from edge.observe import Observer
+from edge.pages import Page
+from edge.preview import PREVIEW_COOKIE, PREVIEW_PARAM, Preview, read_token
+from edge.profiles.model import Touch
+from edge.proxy import FORM_LIMIT, ClientGone, Headers, Proxy, read, relay
+from edge.recorder import Recorder
+from edge.request import RequestHead
+from edge.rewriting import Rewriting
+from edge.rules import LiveRules
+from edge.upstream import UpstreamResponse
+from edge.visitors import Visit, Visitors
+
+__all__ = ["Responder"]
+
+log = logging.getLogger("edge.respond")
+
+_VARY_COOKIE: Final = b"Cookie"
+_NOT_MODIFIED_KEEP: Final = frozenset(
+    {b"etag", b"cache-control", b"vary", b"server-timing", b"set-cookie", b"via", b"date"}
+)
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request and its response, as the steps find them out."""
+
+    head: RequestHead
+    visit: Visit
+    now: int
+    """When the request came (its events and campaign touch are stamped with it)."""
+    tracked: bool
+    """Whether what the visitor does here is recorded (not without consent, not in a
+    preview)."""
+    preview: Preview | None = None
+    preview_cookie: str | None = None
+    """The preview cookie to set (empty: to clear), when the link carried a token."""
+    page: Page | None = None
+    touch: Touch | None = None
+    form: bytearray | None = None
+    """The cart form's body, copied as it is forwarded, when it is one."""
+    if_none_match: bytes = b""
+    decision: Decision | None = None
+    status: int = 0
+    content_type: bytes = b""
+    applied: list[str] = field(default_factory=list)
+    """The placements whose slot was found in the page sent."""
+
+
+class Responder:
+    """The ASGI app for everything the shop answers."""
+
+    def __init__(
+        self,
+        proxy: Proxy,
+        visitors: Visitors,
+        observer: Observer,
+        recorder: Recorder,
+        decider: Decider,
+        rewriting: Rewriting,
+        rules: LiveRules,
+        identity: Identity,
+    ) -> None:
+        self.proxy = proxy
+        self.visitors = visitors
+        self.observer = observer
+        self.recorder = recorder
+        self.decider = decider
+        self.rewriting = rewriting
+        self.rules = rules
+        self.identity = identity
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1011})
+            return
+        with contextlib.suppress(ClientGone):
+            await self._respond(RequestHead.parse(scope), receive, send)
+
+    async def _respond(self, head: RequestHead, receive: Any, send: Any) -> None:
+        exchange, personalize = self.visit(head)
+        deciding = await self._start_deciding(exchange) if personalize else None
+        try:
+            response = await self.proxy.open(head, receive, send, exchange.form)
+        except BaseException:
+            if deciding is not None:
+                deciding.cancel()
+            raise
+        if response is None:
+            if deciding is not None:
+                deciding.cancel()
+            return
+        headers, encoding, edited = await self._headers(exchange, response, deciding)
+        await self._body(exchange, response, headers, encoding, edited, receive, send)
+        self.record(exchange)
+
+    def visit(self, head: RequestHead) -> tuple[Exchange, bool]:
+        """Step 1: who asks for which page, coming from where; and whether the page
+        may be personalized."""
+        wants = self.decider.wants(head)
+        preview, preview_cookie = self._preview(head) if wants else (None, None)
+        visit = self.visitors.begin(head)
+        tracked = visit.visitor_id is not None and preview is None
+        personalize = wants and not visit.crawler
+        exchange = Exchange(head, visit, int(time.time()), tracked, preview, preview_cookie)
+        if tracked or personalize:
+            exchange.page = self.rules.ruleset.pages.page(head.path)
+        if personalize:
+            exchange.touch = self.observer.touch(head, exchange.now)
+        if tracked and self.observer.wants_form(head.method, head.path):
+            exchange.form = bytearray()
+        return exchange, personalize
+
+    async def _start_deciding(self, exchange: Exchange) -> asyncio.Future[Decision | None]:
+        """Step 2: the decision, made while the upstream works."""
+        head = exchange.head
+        deciding = asyncio.ensure_future(
+            self.decider.decide(
+                head, exchange.visit, exchange.page, exchange.touch, exchange.preview
+            )
+        )
+        if head.conditional:
+            # A revalidation: the browser's copy may predate this visitor's edits, and
+            # the shop would confirm it with a 304. When the page is personalized, ask
+            # the shop for the page itself.
+            exchange.if_none_match = head.if_none_match
+            early = await deciding
+            if early is not None and early.edits:
+                head.without_conditionals()
+        return deciding
+
+    async def _headers(
+        self,
+        exchange: Exchange,
+        response: UpstreamResponse,
+        deciding: asyncio.Future[Decision | None] | None,
+    ) -> tuple[Headers, bytes, bool]:
+        """Step 3: the response's headers made true for what is sent; its content
+        coding, and whether the body is rewritten."""
+        visit = exchange.visit
+        headers = self.proxy.response_headers(exchange.head, response.headers)
+        content_type, encoding, length = _body_facts(headers)
+        exchange.status = response.status
+        exchange.content_type = content_type
+        is_html = content_type.startswith(b"text/html")
+        decision = None
+        if deciding is not None:
+            if response.status == 200 and is_html:
+                decision = exchange.decision = await deciding
+            else:
+                deciding.cancel()
+        if visit.new:
+            # The cookie rides only on pages: an image or a stylesheet fetched without
+            # one (a CDN's origin pull, say) stays cacheable and anonymous.
+            if is_html and exchange.tracked:
+                headers = _private(headers)
+                headers.append(self.visitors.cookie_header(visit))
+            else:
+                visit.visitor_id = None
+        edited = (
+            decision is not None
+            and bool(decision.edits)
+            and self.rewriting.applies(encoding, length)
+        )
+        if exchange.preview is not None or exchange.preview_cookie == "":
+            headers = _preview_headers(headers, exchange.preview_cookie)
+        if decision is not None:
+            if edited:
+                headers = _personalized_headers(headers, decision)
+            else:
+                headers.append(_server_timing(decision.seconds))
+            if decision.clear_form_error:
+                headers.append((b"set-cookie", ERROR_COOKIE_CLEAR.encode()))
+        return headers, encoding, edited
+
+    async def _body(
+        self,
+        exchange: Exchange,
+        response: UpstreamResponse,
+        headers: Headers,
+        encoding: bytes,
+        edited: bool,
+        receive: Any,
+        send: Any,
+    ) -> None:
+        """Step 4: the body, byte for byte or rewritten; or a 304 when the browser
+        holds this very page already."""
+        decision = exchange.decision
+        if edited and decision is not None:
+            etag_matched = (
+                exchange.preview is None
+                and exchange.if_none_match
+                and _matches(exchange.if_none_match, headers)
+            )
+            if etag_matched:  # same upstream version, same edits
+                response.close()
+                kept = [(n, v) for n, v in headers if n in _NOT_MODIFIED_KEEP]
+                await send({"type": "http.response.start", "status": 304, "headers": kept})
+                await send({"type": "http.response.body", "body": b""})
+                exchange.applied = [e.placement for e in decision.edits]
+                return
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        if edited and decision is not None:
+            exchange.applied = await self._rewrite(response, send, decision, encoding, exchange)
+        else:
+            await relay(response, receive, send)
+
+    def record(self, exchange: Exchange) -> None:
+        """Step 5, once the response is out: queue what the exchange showed of the
+        visitor, and what the page showed them (its placements' exposures)."""
+        visit = exchange.visit
+        if not (exchange.tracked and visit.visitor_id):
+            return
+        head = exchange.head
+        form = exchange.form
+        events = self.observer.exchange_events(
+            head,
+            exchange.page,
+            exchange.status,
+            exchange.content_type,
+            bytes(form) if form is not None and len(form) <= FORM_LIMIT else None,
+        )
+        if exchange.decision is not None:
+            events += exchange.decision.exposures(set(exchange.applied))
+        touch = None
+        received = 200 <= exchange.status < 300 and exchange.content_type.startswith(b"text/html")
+        if head.method == "GET" and received:  # only a page the visitor received is a touch
+            # (a decision found it already)
+            touch = exchange.touch or self.observer.touch(head, exchange.now)
+        self.recorder.observed(visit, events, touch, exchange.now)
+
+    async def _rewrite(
+        self,
+        response: UpstreamResponse,
+        send: Any,
+        decision: Decision,
+        encoding: bytes,
+        exchange: Exchange,
+    ) -> list[str]:
+        """Send the body through the decision's edits; the placements whose slot was
+        found. A body that cannot be decoded midway is cut off (the head is out
+        already); one that the rewriter cannot parse goes on unchanged."""
+        body = self.rewriting.start(
+            decision.edits, exchange.content_type, encoding, exchange.head.target
+        )
+        while True:
+            chunk, more = await read(response)
+            try:
+                out = body.feed(chunk, more)
+            except CodecError as exc:
+                log.warning("cannot decode the page (%s); response cut off", exc)
+                response.close()
+                raise ClientGone from None
+            if out or not more:
+                await send({"type": "http.response.body", "body": out, "more_body": more})
+            if not more:
+                return body.applied()
+
+    def _preview(self, head: RequestHead) -> tuple[Preview | None, str | None]:
+        """A valid preview token from the query (which the shop must not see) or the
+        preview cookie, and the token to set as the cookie when it came by URL (empty:
+        clear it, the preview is over)."""
+        param = head.without_param(PREVIEW_PARAM.encode())
+        if param is not None:
+            token = param.decode("latin-1")
+            if token == "off":
+                return None, ""
+            preview = read_token(self.identity, token)
+            return preview, token if preview is not None else None
+        cookie = (
+            head.cookies.get(PREVIEW_COOKIE) if PREVIEW_COOKIE.encode() in head.cookie else None
+        )
+        if cookie:
+            return read_token(self.identity, cookie), None
+        return None, None
+
+
+def _body_facts(headers: Headers) -> tuple[bytes, bytes, int]:
+    """Content-Type, Content-Encoding and Content-Length (-1 when not given)."""
+    content_type = b""
+    encoding = b""
+    length = -1
+    for name, value in headers:
+        if name == b"content-type":
+            content_type = value
+        elif name == b"content-encoding":
+            encoding = value
+        elif name == b"content-length" and value.isdigit():
+            length = int(value)
+    return content_type, encoding, length
+
+
+def _matches(if_none_match: bytes, headers: Headers) -> bool:
+    """Weak comparison (RFC 9110 13.1.2) of our ETag with the browser's list."""
+    etag = next((v for n, v in headers if n == b"etag"), b"")
+    if not etag:
+        return False
+    ours = etag.removeprefix(b"W/")
+    return any(t.strip().removeprefix(b"W/") == ours for t in if_none_match.split(b","))
+
+
+def _server_timing(seconds: float) -> tuple[bytes, bytes]:
+    return (b"server-timing", b'edge;dur=%.2f;desc="shop-edge"' % (seconds * 1000))
+
+
+def _personalized_headers(headers: Headers, decision: Decision) -> Headers:
+    """Headers made true for the rewritten body: no length (it streams), a weak ETag
+    of the upstream's version and this visitor's edits, never in a shared cache."""
+    out: Headers = []
+    vary: list[bytes] = []
+    for name, value in _private(headers):
+        if name in (b"content-length", b"accept-ranges", b"content-md5", b"last-modified"):
+            continue
+        if name == b"etag":
+            inner = value.removeprefix(b"W/").strip(b'"')[:64]
+            value = b'W/"' + inner + b"-" + decision.fingerprint.encode() + b'"'
+        elif name == b"vary":
+            vary.extend(v.strip() for v in value.split(b",") if v.strip())
+            continue
+        out.append((name, value))
+    if not any(v.lower() in (b"cookie", b"*") for v in vary):
+        vary.append(_VARY_COOKIE)
+    out.append((b"vary", b", ".join(vary)))
+    out.append(_server_timing(decision.seconds))
+    return out
+
+
+def _preview_headers(headers: Headers, token: str | None) -> Headers:
+    """A preview is for one merchant: never stored anywhere; the token moves from
+    the link to a session cookie (or is cleared with ``edge_preview=off``)."""
+    out = [(n, v) for n, v in headers if n != b"cache-control"]
+    out.append((b"cache-control", b"no-store"))
+    if token is not None:
+        value = f"{PREVIEW_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax"
+        if not token:
+            value += "; Max-Age=0"
+        out.append((b"set-cookie", value.encode()))
+    return out
+
+
+def _private(headers: Headers) -> Headers:
+    """Keep a response that sets the visitor cookie out of shared caches: a cached
+    copy would hand one visitor's id to everyone."""
+    out = []
+    found = False
+    for name, value in headers:
+        if name == b"cache-control":
+            found = True
+            parts = [
+                p.strip()
+                for p in value.split(b",")
+                if p.strip()
+                and p.strip().lower() != b"public"
+                and not p.strip().lower().startswith(b"s-maxage")
+            ]
+            if b"private" not in (p.lower() for p in parts) and b"no-store" not in (
+                p.lower() for p in parts
+            ):
+                parts.insert(0, b"private")
+            value = b", ".join(parts)
+        out.append((name, value))
+    if not found:
+        out.append((b"cache-control", b"private"))
+    return out

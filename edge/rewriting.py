@@ -1,0 +1,195 @@
+"""A page's body through the edits of its decision: decoder -> rewriter -> encoder.
+
+:meth:`Rewriting.start` gives one response a :class:`BodyRewrite` that is fed the
+upstream's body chunk by chunk and returns what to send: the content coding
+(gzip, deflate, br, zstd) is decoded, the HTML rewritten by the decision's edits as
+it streams, and the result encoded again with the same coding. No I/O here; the
+caller reads and sends.
+
+Rewriting is the expensive part of a personalized page, so two things are kept
+across responses (:class:`_Plans`): the compiled plan of each set of edits (parsing
+selectors costs more than rewriting a page, and most visitors of a segment get the
+same snippet), and, per page and edit shape, the last rewrite to *replay*: the same
+page with the same slots filled costs a comparison instead of a parse
+(:mod:`edge.rewrite.replay`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Any, Final
+
+from edge import codec
+from edge.caches import LRU
+from edge.rewrite import Edit, Plan
+from edge.rewrite.replay import ReplayCache, Target
+
+__all__ = ["BodyRewrite", "Rewriting", "SlotEdit"]
+
+log = logging.getLogger("edge.rewriting")
+
+_PLANS_KEPT: Final = 512
+
+
+@dataclass(slots=True)
+class SlotEdit:
+    """What one placement does to one slot on this page (made by
+    :mod:`edge.activities`, applied here)."""
+
+    placement: str
+    """The placement's id; empty for the sidecar's own additions."""
+    slot: str
+    edit: Edit
+    offer: bool = False
+    order: Target | None = None
+    """A reorder's per-visitor order (a ``ListOrder``: its ``key`` and ``order`` are
+    the edit's)."""
+    share: bytes = b""
+    """What in this edit is particular to the visitor, for the page's fingerprint."""
+
+
+class _Late:
+    """Stands in for one request's reorder callbacks inside a shared, cached plan.
+    :class:`~edge.rewrite.replay.Replayer` sets :attr:`target` right before feeding
+    that request's rewriter (feeding is synchronous, so concurrent requests never
+    see each other's target)."""
+
+    __slots__ = ("target",)
+
+    def __init__(self) -> None:
+        self.target: Any = None
+
+    def key(self, attrs: dict[str, str]) -> str | None:
+        return self.target.key(attrs)
+
+    def order(self, keys: list[str | None]) -> list[str]:
+        return self.target.order(keys)
+
+
+@functools.lru_cache(maxsize=4096)
+def _encoded(html: str, charset: str) -> bytes:
+    """A snippet's HTML in the page's charset. Remembered: a rendered snippet is most
+    often the very same string again (the snippets' render cache), and the same bytes
+    object keeps its hash for the plan and replay lookups keyed by it."""
+    return codec.encode_text(html, charset)
+
+
+class _Plans:
+    """Compiled rewrite plans by their edits' shape and content, and rewrites to
+    replay by page and edits' shape."""
+
+    def __init__(self, replay_bytes: int) -> None:
+        self._plans: LRU[tuple[Any, ...], tuple[Plan, dict[int, _Late]]] = LRU(_PLANS_KEPT)
+        self.replays = ReplayCache(replay_bytes)
+
+    def rewriter(self, edits: list[SlotEdit], charset: str, page: bytes) -> Any:
+        """A rewriter (or a replayer) for *edits* on *page* in *charset*."""
+        shape: list[tuple[Any, ...]] = []
+        targets: dict[int, Target] = {}
+        for i, slot_edit in enumerate(edits):
+            edit = slot_edit.edit
+            if slot_edit.order is not None:
+                shape.append((edit.selector, "reorder"))
+                targets[i] = slot_edit.order
+            else:
+                content = edit.content
+                if isinstance(content, str):
+                    content = _encoded(content, charset)
+                shape.append((edit.selector, edit.action, content))
+        key = tuple(shape)
+        cached = self._plans.get(key)
+        if cached is None:
+            late: dict[int, _Late] = {}
+            compiled = []
+            for i, item in enumerate(key):
+                if item[1] == "reorder":
+                    holder = late[i] = _Late()
+                    compiled.append(Edit(item[0], "reorder", key=holder.key, order=holder.order))
+                else:
+                    compiled.append(Edit(item[0], item[1], item[2]))
+            cached = (Plan(compiled), late)
+            self._plans[key] = cached
+        plan, late = cached
+
+        def bind(bound: dict[int, Any]) -> None:
+            for i, holder in late.items():
+                holder.target = bound[i]
+
+        contents = [None if ce.action == "reorder" else ce.content for ce in plan.compiled]
+        replay_key = (page, charset, tuple(item[:2] for item in key))
+        return self.replays.rewriter(
+            replay_key, contents, targets, lambda _bound: plan.rewriter(), bind
+        )
+
+
+class BodyRewrite:
+    """One response's body on its way through the edits."""
+
+    def __init__(
+        self,
+        plans: _Plans,
+        edits: list[SlotEdit],
+        content_type: bytes,
+        encoding: bytes,
+        page: bytes,
+        max_bytes: int,
+    ) -> None:
+        self._plans = plans
+        self._edits = edits
+        self._content_type = content_type
+        self._page = page
+        coding = encoding.decode("latin-1") or None
+        self._decoder = codec.Decoder.for_header(coding, max_output=max_bytes * 8)
+        self._encoder = codec.Encoder.for_header(coding)
+        self._rewriter: Any = None
+
+    def feed(self, chunk: bytes, more: bool) -> bytes:
+        """The bytes to send for *chunk* of the upstream's body (*more*: not the last).
+        Raises :class:`~edge.codec.CodecError` when the body cannot be decoded."""
+        data = self._decoder.feed(chunk)
+        if not more:
+            data += self._decoder.flush()
+        if self._rewriter is None and (data or not more):
+            charset = codec.charset_of(self._content_type.decode("latin-1"), data[:1024])
+            self._rewriter = self._plans.rewriter(self._edits, charset, self._page)
+        out = b""
+        rewriter = self._rewriter
+        if rewriter is not None:
+            out = rewriter.write(data) if data else b""
+            if not more:
+                out += rewriter.end()
+        encoder = self._encoder
+        return encoder.feed(out) + (encoder.finish() if not more else encoder.flush())
+
+    def applied(self) -> list[str]:
+        """The placements whose slot was found in the page (once the body is done)."""
+        rewriter = self._rewriter
+        if rewriter is None or rewriter.error is not None:
+            return []
+        return [self._edits[i].placement for i, n in enumerate(rewriter.counts) if n]
+
+
+class Rewriting:
+    """Rewrites personalized pages; keeps compiled plans and rewrites to replay."""
+
+    def __init__(self, *, max_bytes: int, replay_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        """Pages longer than this (by Content-Length) are not rewritten; a decoded
+        body may grow to eight times this before it is cut off."""
+        self._plans = _Plans(replay_bytes)
+
+    def applies(self, encoding: bytes, length: int) -> bool:
+        """Whether a body with this Content-Encoding and Content-Length (-1: not
+        given) can be rewritten."""
+        return codec.supported(encoding.decode("latin-1") or None) and (
+            length < 0 or length <= self.max_bytes
+        )
+
+    def start(
+        self, edits: list[SlotEdit], content_type: bytes, encoding: bytes, page: bytes
+    ) -> BodyRewrite:
+        """A rewrite of one response's body; *page* (the request target) names the
+        page for the replay."""
+        return BodyRewrite(self._plans, edits, content_type, encoding, page, self.max_bytes)
