@@ -17,9 +17,9 @@ functions) and ``edge/rules/compiler.py`` (semantics), and for merchants in
 from edge.rules.compiler import Explained
 from edge.rules.errors import RuleError
 from edge.rules.functions import Context, RequestInfo, ShopStats, build_context, device_of
+from edge.rules.live import LiveRules
 from edge.rules.ruleset import (
     LIBRARY_DIR,
-    LiveRules,
     PlacementRule,
     RuleSet,
     SegmentRule,

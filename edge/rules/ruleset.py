@@ -1,20 +1,15 @@
-"""Rule files loaded, checked and compiled into a RuleSet; LiveRules hot-swaps them.
+"""Rule files loaded, checked and compiled into a RuleSet.
 
 ``load_rules(directory)`` reads every ``*.toml`` in a directory, reports every error of
 every file (not only the first), and compiles the whole set into one evaluator.
-``LiveRules`` keeps the rule set that is serving: ``reload()`` swaps in a new one only
-if it is valid, otherwise the errors are kept for the log and ``/_edge/readyz``.
+``edge/rules/live.py`` keeps the rule set that is serving.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import difflib
 import gc
-import hashlib
-import logging
 import re
 import tomllib
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -29,8 +24,6 @@ from edge.rules.compiler import Checked, Explained, Interpreter, Output, Program
 from edge.rules.errors import Locator, RuleError
 from edge.rules.lang import LangError, parse, parse_duration
 from edge.rules.spec import SORT_KEYS, Placement, Segment, Slot
-
-log = logging.getLogger("edge.rules")
 
 LIBRARY_DIR: Final = Path(__file__).resolve().parent / "library"
 """The shipped library: in the source tree a symbolic link to ``rules/``, in an
@@ -562,7 +555,8 @@ def _check_placement(
     return PlacementRule(pid, p, Where(loc.file, header), checked=checked, start=start, end=end)
 
 
-def _rule_files(directory: Path, only: Sequence[str] | None = None) -> list[Path]:
+def rule_files(directory: Path, only: Sequence[str] | None = None) -> list[Path]:
+    """The rule files of *directory*: every ``*.toml``, or those named in *only*."""
     if only is not None:
         return [directory / name for name in only if (directory / name).is_file()]
     return sorted(p for p in directory.glob("*.toml") if p.is_file())
@@ -576,7 +570,7 @@ def load_rules(
     directory = Path(directory)
     if not directory.is_dir():
         return None, [RuleError(str(directory), 0, 0, "no such directory")]
-    return compile_files(_rule_files(directory, only), directory)
+    return compile_files(rule_files(directory, only), directory)
 
 
 def compile_files(
@@ -704,80 +698,3 @@ def compile_text(
 
 def _toml_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-# --- hot reload --------------------------------------------------------------------------
-
-
-def _empty() -> RuleSet:
-    return RuleSet({}, [], {}, {}, generate([], {}))
-
-
-class LiveRules:
-    """The rule set that is serving, reloaded when the files change.
-
-    ``reload()`` compares file names, sizes and mtimes, then content hashes; a valid
-    edit is swapped in at once (one assignment), an invalid one leaves the serving
-    rules in place and its errors in ``errors``."""
-
-    def __init__(self, directory: str | Path, only: Sequence[str] | None = None) -> None:
-        self.directory = Path(directory)
-        self.only = only
-        self.ruleset: RuleSet = _empty()
-        self.errors: list[RuleError] = []
-        self.loaded = False
-        self._stat: tuple[Any, ...] | None = None
-        self._digest = ""
-        self.reload()
-
-    @property
-    def ok(self) -> bool:
-        """Serving the current files (for readiness)."""
-        return self.loaded and not self.errors
-
-    def _stats(self) -> tuple[Any, ...]:
-        try:
-            paths = _rule_files(self.directory, self.only)
-            return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
-        except OSError:
-            return ()
-
-    def reload(self) -> bool:
-        """Load the files if they changed; True if a new rule set is now serving."""
-        stat = self._stats()
-        if stat == self._stat:
-            return False
-        self._stat = stat
-        digest = hashlib.sha256()
-        for path in _rule_files(self.directory, self.only):
-            with contextlib.suppress(OSError):
-                digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-        if digest.hexdigest() == self._digest:
-            return False
-        self._digest = digest.hexdigest()
-        ruleset, errors = load_rules(self.directory, self.only)
-        if ruleset is None:
-            self.errors = errors
-            for error in errors:
-                log.error("%s", error)
-            if self.loaded:
-                log.error("rules: kept the rules that were serving (%d errors)", len(errors))
-            return False
-        self.ruleset = ruleset
-        self.errors = []
-        self.loaded = True
-        log.info(
-            "rules: %d segments, %d placements loaded",
-            len(ruleset.segments),
-            len(ruleset.placements),
-        )
-        return True
-
-    async def watch(self, interval: float = 1.0) -> None:
-        """Poll the directory every *interval* seconds (run it as a task)."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.reload()
-            except Exception:  # a reload must never stop the watcher
-                log.exception("rules: reload failed")
