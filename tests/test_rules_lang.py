@@ -231,6 +231,7 @@ def test_merchant_error_format_line_column_and_caret(tmp_path: Path) -> None:
         ),
         ("[slots.list]\nselect = 'ol'\nitem_link = '/p/.*'\n", ":3:1:", "item_link"),
         ("[page_types]\ncategory = 'c/{slug}'\n", ":2:1:", "must start with `/`"),
+        ("segments = 3\n", ":1:1:", "`segments` has the wrong shape"),
     ],
 )
 def test_every_kind_of_file_error(tmp_path: Path, text: str, where: str, message: str) -> None:
@@ -312,6 +313,20 @@ def test_invalid_first_load_serves_nothing(tmp_path: Path) -> None:
     (tmp_path / "shop.toml").write_text("[segments.vip]\nwhen = 'nope'\n")
     live = LiveRules(tmp_path)
     assert not live.ok and live.errors and live.ruleset.segment_names == ()
+
+
+def test_an_entry_that_does_not_decode_leaves_the_others_checked(tmp_path: Path) -> None:
+    errors = errors_of(
+        tmp_path,
+        "[segments.a]\nwhen = 'true'\ncolour = 'red'\n"
+        "[segments.b]\nwhen = 'orderz > 1'\n"
+        "[[placements]]\nslot = 'h'\nsnippet = 'a'\nstart = 2026-11-27\nsegment = 'c'\n",
+    )
+    assert [e.split(": error: ")[1].split("\n")[0] for e in errors] == [
+        "unknown key `colour` in segment `a`",
+        "segment `b`: unknown name `orderz`",
+        "unknown segment `c`",
+    ]
 
 
 def test_a_condition_written_twice_is_reported_at_each_place(tmp_path: Path) -> None:

@@ -1,8 +1,11 @@
 """Rule files loaded, checked and compiled into a RuleSet.
 
 ``load_rules(directory)`` reads every ``*.toml`` in a directory, reports every error of
-every file (not only the first), and compiles the whole set into one evaluator.
-``edge/rules/live.py`` keeps the rule set that is serving.
+every file (not only the first), and compiles the whole set into one evaluator. A file
+decodes into :class:`~edge.rules.spec.RuleFile`; each section is then checked by its
+own function (``_segments``, ``_placements``, ``_slots``, ``_page_types``), and the
+conditions of all files together. ``edge/rules/live.py`` keeps the rule set that is
+serving.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from edge.rules import functions as fn
 from edge.rules.compiler import Checked, Explained, Interpreter, Output, Program, check, generate
 from edge.rules.errors import Locator, RuleError
 from edge.rules.lang import LangError, parse, parse_duration
-from edge.rules.spec import SORT_KEYS, Placement, Segment, Slot
+from edge.rules.spec import SECTIONS, SORT_KEYS, Placement, RuleFile, Segment, Slot
 
 LIBRARY_DIR: Final = Path(__file__).resolve().parent / "library"
 """The shipped library: in the source tree a symbolic link to ``rules/``, in an
@@ -33,7 +36,6 @@ LIBRARY_SEGMENTS: Final = ("segments.toml",)
 the segments only (the placements there map the demo shop's theme)."""
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_SECTIONS: Final = ("segments", "placements", "slots", "page_types")
 _RESERVED: Final = frozenset({"and", "or", "not", "in", "true", "false", "has", "date"})
 
 
@@ -188,6 +190,7 @@ def _validation_message(error: msgspec.ValidationError, what: str) -> tuple[str,
 def _convert(
     raw: Any, kind: type[Any], what: str, loc: Locator, header: int, errors: list[RuleError]
 ) -> Any:
+    """One entry decoded on its own; None, and its error placed, if it does not decode."""
     if not isinstance(raw, dict):
         line = header or 1
         errors.append(loc.error(line, 1, f"{what} must be a table"))
@@ -210,6 +213,7 @@ def _convert(
 
 
 def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | None) -> None:
+    """Decode one rule file and check it, section by section, into *parsed*."""
     loc = Locator(shown, text)
     if data is None:
         try:
@@ -217,10 +221,23 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
         except tomllib.TOMLDecodeError as e:
             parsed.errors.append(loc.toml_error(str(e)))
             return
-    errors = parsed.errors
+    try:
+        declared: RuleFile | None = msgspec.convert(data, RuleFile)
+    except msgspec.ValidationError:
+        declared = None  # the sections decode each entry on its own, to place each error
+        data = _tables(data, loc, parsed.errors)
+    _segments(loc, data, declared, parsed)
+    _placements(loc, data, declared, parsed)
+    _slots(loc, data, declared, parsed)
+    _page_types(loc, data, parsed)
+
+
+def _tables(data: dict[str, Any], loc: Locator, errors: list[RuleError]) -> dict[str, Any]:
+    """The sections of a file that is not a :class:`RuleFile`: an unknown table or one of
+    the wrong shape is reported, and left out."""
     for key in data:
-        if key not in _SECTIONS:
-            close = difflib.get_close_matches(key, _SECTIONS, n=1)
+        if key not in SECTIONS:
+            close = difflib.get_close_matches(key, list(SECTIONS), n=1)
             line = loc.table(key) or loc.key(1, key)[0] or 1
             errors.append(
                 loc.error(
@@ -233,20 +250,28 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
                     else "a rule file has [segments.NAME], [[placements]], [slots.NAME] and [page_types]",
                 )
             )
-    for section, kind in (
-        ("segments", dict),
-        ("placements", list),
-        ("slots", dict),
-        ("page_types", dict),
-    ):
-        if section in data and not isinstance(data[section], kind):
+    tables = {}
+    for section, shape in SECTIONS.items():
+        if section not in data:
+            continue
+        if isinstance(data[section], shape):
+            tables[section] = data[section]
+        else:
             errors.append(loc.error(loc.table(section) or 1, 1, f"`{section}` has the wrong shape"))
-            data[section] = kind()
+    return tables
 
+
+def _segments(
+    loc: Locator, data: dict[str, Any], declared: RuleFile | None, parsed: _Parsed
+) -> None:
+    """``[segments.NAME]``: a name a condition can use, defined once in all the files."""
+    errors = parsed.errors
     for name, raw in data.get("segments", {}).items():
         header = loc.table("segments", name)
-        seg = _convert(raw, Segment, f"segment `{name}`", loc, header, errors)
-        where = Where(shown, header)
+        if declared is not None:
+            seg = declared.segments[name]
+        else:
+            seg = _convert(raw, Segment, f"segment `{name}`", loc, header, errors)
         if (
             not _NAME.match(name)
             or name in _RESERVED
@@ -282,28 +307,50 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
             continue
         if seg is None:
             continue
-        rule = SegmentRule(name, seg.label, seg.description, seg.when, where)
+        rule = SegmentRule(name, seg.label, seg.description, seg.when, Where(loc.file, header))
         parsed.segments[name] = (rule, loc, header)
 
+
+def _placements(
+    loc: Locator, data: dict[str, Any], declared: RuleFile | None, parsed: _Parsed
+) -> None:
+    """``[[placements]]``, decoded here; they are checked with the whole rule set."""
     for index, raw in enumerate(data.get("placements", [])):
         header = loc.table("placements", index=index)
-        placement = _convert(raw, Placement, "placement", loc, header, errors)
-        if (
-            placement is None
-            and isinstance(raw, dict)
-            and any(isinstance(raw.get(k), dt.date) for k in ("start", "end"))
-        ):
-            for k in ("start", "end"):
-                if isinstance(raw.get(k), dt.date) and not isinstance(raw[k], dt.datetime):
-                    raw[k] = dt.datetime(raw[k].year, raw[k].month, raw[k].day)
-            errors.pop()
-            placement = _convert(raw, Placement, "placement", loc, header, errors)
+        if declared is not None:
+            placement = declared.placements[index]
+        else:
+            placement = _placement(raw, loc, header, parsed.errors)
         if placement is not None:
             parsed.placements.append((placement, loc, header))
 
+
+def _placement(raw: Any, loc: Locator, header: int, errors: list[RuleError]) -> Placement | None:
+    """One placement decoded on its own; a day without a time (``start = 2026-11-27``)
+    is its midnight."""
+    placement = _convert(raw, Placement, "placement", loc, header, errors)
+    if (
+        placement is None
+        and isinstance(raw, dict)
+        and any(isinstance(raw.get(k), dt.date) for k in ("start", "end"))
+    ):
+        for k in ("start", "end"):
+            if isinstance(raw.get(k), dt.date) and not isinstance(raw[k], dt.datetime):
+                raw[k] = dt.datetime(raw[k].year, raw[k].month, raw[k].day)
+        errors.pop()
+        placement = _convert(raw, Placement, "placement", loc, header, errors)
+    return placement
+
+
+def _slots(loc: Locator, data: dict[str, Any], declared: RuleFile | None, parsed: _Parsed) -> None:
+    """``[slots.NAME]``: a place in the theme, found by a selector, defined once."""
+    errors = parsed.errors
     for name, raw in data.get("slots", {}).items():
         header = loc.table("slots", name)
-        slot = _convert(raw, Slot, f"slot `{name}`", loc, header, errors)
+        if declared is not None:
+            slot = declared.slots[name]
+        else:
+            slot = _convert(raw, Slot, f"slot `{name}`", loc, header, errors)
         if slot is None:
             continue
         if name in parsed.slots:
@@ -339,8 +386,12 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
                         help=r'group 1 is the product id, e.g. "/p/([\w-]+)"',
                     )
                 )
-        parsed.slots[name] = (slot, Where(shown, header))
+        parsed.slots[name] = (slot, Where(loc.file, header))
 
+
+def _page_types(loc: Locator, data: dict[str, Any], parsed: _Parsed) -> None:
+    """``[page_types]``: a name's URL pattern, or a list of them; every name defined once."""
+    errors = parsed.errors
     header = loc.table("page_types")
     for name, patterns in data.get("page_types", {}).items():
         line, col = loc.key(header, name)
@@ -370,7 +421,7 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
                 )
             )
             continue
-        parsed.page_types[name] = (listed, Where(shown, line))
+        parsed.page_types[name] = (listed, Where(loc.file, line))
 
 
 def _expression_errors(
