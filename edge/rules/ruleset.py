@@ -15,13 +15,14 @@ import difflib
 import gc
 import re
 import tomllib
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 
+from edge.pages import DEFAULT_PAGE_TYPES, PageMap, PatternError, compile_pattern, layered
 from edge.rules import functions as fn
 from edge.rules.compiler import Checked, Explained, Interpreter, Output, Program, check, generate
 from edge.rules.errors import Locator, RuleError
@@ -80,27 +81,24 @@ class RuleSet:
     placements: list[PlacementRule]
     slots: dict[str, Slot]
     page_types: dict[str, list[str]]
+    """The rule files' own ``[page_types]``."""
     program: Program
+    pages: PageMap
+    """Paths to page types: ``page_types`` laid over the base page types (``edge.toml``'s,
+    else the demo shop's). Slots and tracking read this one map."""
     files: list[str] = field(default_factory=list)
     segment_names: tuple[str, ...] = ()
-    _page_patterns: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
     evaluate: Callable[[fn.Context], tuple[bool, ...]] = field(init=False, repr=False)
     """``evaluate(ctx)``: every segment (in ``segment_names`` order), then every
     placement's condition. The generated function itself, called with no wrapper."""
-    _page_types: dict[str, str] = field(init=False, repr=False)
-    """Path -> page type, as found (the patterns are tried once per path)."""
     by_priority: list[PlacementRule] = field(init=False, repr=False)
     """The placements sorted once (stably) by priority, highest first: filtering keeps
     that order, so a page's eligible placements need no sort of their own."""
 
     def __post_init__(self) -> None:
         self.segment_names = tuple(self.segments)
-        self._page_patterns = [
-            (_page_pattern(p), name) for name, patterns in self.page_types.items() for p in patterns
-        ]
         self.evaluate = self.program.evaluate
         self.by_priority = sorted(self.placements, key=lambda p: -p.spec.priority)
-        self._page_types = {}
 
     def matching(self, ctx: fn.Context) -> frozenset[str]:
         """The names of the segments the context is in."""
@@ -120,40 +118,12 @@ class RuleSet:
         now = ctx.now
         return [p for p in self.by_priority if result[p.output] and p.scheduled(now)]
 
-    def page_type(self, path: str) -> str:
-        found = self._page_types.get(path)
-        if found is None:
-            found = self._page_type(path)
-            if len(self._page_types) >= 4096:  # (a shop's pages are many, but finite)
-                self._page_types.clear()
-            self._page_types[path] = found
-        return found
-
-    def _page_type(self, path: str) -> str:
-        for pattern, name in self._page_patterns:
-            if pattern.fullmatch(path):
-                return name
-        return ""
-
     def explain(self, ctx: fn.Context) -> dict[str, Explained]:
         """For each segment, its value and the values of the sub-expressions that
         decided it (the reference interpreter, so it is also the specification)."""
         checked = {n: s.checked for n, s in self.segments.items() if s.checked is not None}
         interp = Interpreter(ctx, checked)
         return {name: interp.explain(c) for name, c in checked.items()}
-
-
-def _page_pattern(pattern: str) -> re.Pattern[str]:
-    parts = re.split(r"(\{[A-Za-z_][A-Za-z0-9_]*\}|\*)", pattern)
-    out = []
-    for part in parts:
-        if part == "*":
-            out.append(".*")
-        elif part.startswith("{"):
-            out.append("[^/]+")
-        else:
-            out.append(re.escape(part))
-    return re.compile("".join(out) + "/?")
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -390,7 +360,8 @@ def _slots(loc: Locator, data: dict[str, Any], declared: RuleFile | None, parsed
 
 
 def _page_types(loc: Locator, data: dict[str, Any], parsed: _Parsed) -> None:
-    """``[page_types]``: a name's URL pattern, or a list of them; every name defined once."""
+    """``[page_types]``: a name's URL pattern, or a list of them, each one that
+    :func:`edge.pages.compile_pattern` accepts; every name defined once."""
     errors = parsed.errors
     header = loc.table("page_types")
     for name, patterns in data.get("page_types", {}).items():
@@ -401,16 +372,20 @@ def _page_types(loc: Locator, data: dict[str, Any], parsed: _Parsed) -> None:
                 loc.error(line, col, f'page type `{name}` needs a URL pattern like "/c/{{slug}}"')
             )
             continue
-        bad = [p for p in listed if not p.startswith("/")]
-        if bad:
-            errors.append(
-                loc.error(
-                    line,
-                    col,
-                    f"page type `{name}`: pattern `{bad[0]}` must start with `/`",
-                    help='e.g. "/c/{slug}" ({name} matches one path segment, * anything)',
+        bad = len(errors)
+        for pattern in listed:
+            try:
+                compile_pattern(pattern)
+            except PatternError as e:
+                errors.append(
+                    loc.error(
+                        line,
+                        col,
+                        f"page type `{name}`: {e}",
+                        help='e.g. "/c/{slug}" ({name} matches one path segment, * anything)',
+                    )
                 )
-            )
+        if len(errors) > bad:
             continue
         if name in parsed.page_types:
             errors.append(
@@ -614,39 +589,42 @@ def rule_files(directory: Path, only: Sequence[str] | None = None) -> list[Path]
 
 
 def load_rules(
-    directory: str | Path, only: Sequence[str] | None = None
+    directory: str | Path,
+    only: Sequence[str] | None = None,
+    *,
+    base_page_types: Mapping[str, Sequence[str]] = DEFAULT_PAGE_TYPES,
 ) -> tuple[RuleSet | None, list[RuleError]]:
     """Read, check and compile every ``*.toml`` in *directory* (or the files named in
-    *only*). Returns the rule set, or None and every error found."""
+    *only*). Returns the rule set, or None and every error found. The rule set's pages
+    are the files' ``[page_types]`` laid over *base_page_types*."""
     directory = Path(directory)
     if not directory.is_dir():
         return None, [RuleError(str(directory), 0, 0, "no such directory")]
-    return compile_files(rule_files(directory, only), directory)
-
-
-def compile_files(
-    paths: Iterable[Path], base: Path | None = None
-) -> tuple[RuleSet | None, list[RuleError]]:
     sources: list[tuple[str, str | None]] = []
-    read_errors = []
-    for path in paths:
-        shown = str(path) if base is None else str(Path(base) / path.name)
+    errors = []
+    for path in rule_files(directory, only):
+        shown = str(directory / path.name)
         try:
             sources.append((shown, path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as e:
             sources.append((shown, None))
-            read_errors.append(RuleError(shown, 0, 0, f"cannot read: {e}"))
-    return compile_sources(sources, read_errors)
+            errors.append(RuleError(shown, 0, 0, f"cannot read: {e}"))
+    return compile_sources(sources, errors, base_page_types=base_page_types)
 
 
 def compile_sources(
     sources: Iterable[tuple[str, str | None]],
     errors: Iterable[RuleError] = (),
     decoded: dict[str, dict[str, Any]] | None = None,
+    *,
+    base_page_types: Mapping[str, Sequence[str]] = DEFAULT_PAGE_TYPES,
 ) -> tuple[RuleSet | None, list[RuleError]]:
     """Check and compile rule files given as (name shown in errors, text); a text of
     None is a file that could not be read (its error is among *errors*). *decoded*
     has the TOML of some files already decoded (their text then only places errors).
+    The rule set's pages are the files' ``[page_types]`` laid over *base_page_types*
+    (a pattern there that does not compile raises :class:`~edge.pages.PatternError`:
+    the operator's configuration is checked when it loads).
 
     The cyclic garbage collector is paused meanwhile: compiling allocates tens of
     thousands of small, acyclic objects (tokens, nodes, code strings), and in a serving
@@ -655,7 +633,7 @@ def compile_sources(
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _compile_sources(sources, errors, decoded)
+        return _compile_sources(sources, errors, decoded, base_page_types)
     finally:
         if paused:
             gc.enable()
@@ -665,6 +643,7 @@ def _compile_sources(
     sources: Iterable[tuple[str, str | None]],
     errors: Iterable[RuleError],
     decoded: dict[str, dict[str, Any]] | None,
+    base_page_types: Mapping[str, Sequence[str]],
 ) -> tuple[RuleSet | None, list[RuleError]]:
     parsed = _Parsed(errors=list(errors))
     files = []
@@ -714,12 +693,14 @@ def _compile_sources(
         else:
             outputs.append(Output(rule.id, None))
     program = generate(outputs, index)
+    page_types = {n: p for n, (p, _) in parsed.page_types.items()}
     return RuleSet(
         segments=segments,
         placements=placements,
         slots={n: s for n, (s, _) in parsed.slots.items()},
-        page_types={n: p for n, (p, _) in parsed.page_types.items()},
+        page_types=page_types,
         program=program,
+        pages=PageMap(layered(page_types, base_page_types)),
         files=files,
     ), []
 
