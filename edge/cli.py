@@ -8,9 +8,13 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from edge import __version__
 from edge.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    _Commands = argparse._SubParsersAction[argparse.ArgumentParser]  # what add_subparsers returns
 
 
 def _add_config_flag(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"shop-edge {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    # In the order `edge --help` lists them.
+    _add_serve_command(commands)
+    _add_rule_commands(commands)
+    _add_demo_command(commands)
+    _add_profile_commands(commands)
+    _add_preview_command(commands)
+    return parser
 
+
+def _add_serve_command(commands: _Commands) -> None:
     serve = commands.add_parser(
         "serve",
         help="run the sidecar in front of a shop",
@@ -45,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--snippets", metavar="DIR", help="snippet templates (default ./snippets)")
     _add_config_flag(serve)
 
+
+def _add_rule_commands(commands: _Commands) -> None:
+    """The merchant's rule tools (``edge/rules_cli.py``)."""
     check = commands.add_parser(
         "check",
         help="validate the rule files: every error with file, line and column",
@@ -83,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     segs.add_argument("--store", help="profile store (default: from edge.toml / EDGE_STORE)")
     _add_config_flag(segs)
 
+
+def _add_demo_command(commands: _Commands) -> None:
     demo = commands.add_parser(
         "demo",
         help="run the bundled demo shop with the sidecar in front of it",
@@ -95,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
+
+
+def _add_profile_commands(commands: _Commands) -> None:
+    """What the store holds: erasing a profile, importing the shop's data."""
     forget = commands.add_parser(
         "forget",
         help="erase a visitor's profile by visitor id, customer id or email",
@@ -130,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_flag(imp)
 
+
+def _add_preview_command(commands: _Commands) -> None:
     preview = commands.add_parser(
         "preview-link",
         help="print a signed, expiring link showing a page as chosen segments see it",
@@ -150,7 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--base", help="the shop's public address (default: public_url, else host:port)"
     )
     _add_config_flag(preview)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

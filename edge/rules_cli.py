@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from edge.config import Config, ConfigError
+from edge.pages import DEFAULT_PAGE_TYPES, PatternError
 from edge.profiles.model import Profile
 from edge.rewrite import SelectorError, parse_selector
 from edge.rules import RequestInfo, RuleSet, ShopStats, device_of, load_rules
@@ -152,7 +153,7 @@ def request_info(ruleset: RuleSet, url: str | None, user_agent: str = "") -> Req
     utm, channel = campaign_of(Observer().touch(head, int(time.time())))
     return RequestInfo(
         path=path,
-        page_type=ruleset.page_type(path),
+        page_type=ruleset.pages.type_of(path),
         utm=utm,
         channel=channel,
         device=device_of(user_agent) if user_agent else "",
@@ -189,7 +190,13 @@ def explain(
     url: str | None,
     user_agent: str,
 ) -> int:
-    ruleset, errors = load_rules(directory)
+    try:
+        # The pages the sidecar would see: the rule files' over edge.toml's (or the demo's).
+        ruleset, errors = load_rules(
+            directory, base_page_types=config.page_types or DEFAULT_PAGE_TYPES
+        )
+    except PatternError as exc:
+        raise ConfigError(f"page_types: {exc}") from None
     if ruleset is None:
         for error in errors:
             print(error, file=sys.stderr)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.pages import Page
 from edge.profiles.model import Profile
 from edge.rules import LiveRules, RequestInfo, build_context, compile_segments, load_rules
 from edge.rules.compiler import check
@@ -231,6 +232,11 @@ def test_merchant_error_format_line_column_and_caret(tmp_path: Path) -> None:
         ),
         ("[slots.list]\nselect = 'ol'\nitem_link = '/p/.*'\n", ":3:1:", "item_link"),
         ("[page_types]\ncategory = 'c/{slug}'\n", ":2:1:", "must start with `/`"),
+        ("[page_types]\nproduct = ['/p/{id}', '/p/{1d}']\n", ":2:1:", "`{1d}` is not a name"),
+        ("[page_types]\n  product = '/p/{id}/{id}'\n", ":2:3:", "names `{id}` twice"),
+        ("[page_types]\nproduct = '/p/{id'\n", ":2:1:", "unmatched `{` or `}`"),
+        ("[page_types]\nproduct = 3\n", ":2:1:", "needs a URL pattern"),
+        ("segments = 3\n", ":1:1:", "`segments` has the wrong shape"),
     ],
 )
 def test_every_kind_of_file_error(tmp_path: Path, text: str, where: str, message: str) -> None:
@@ -261,9 +267,11 @@ def test_full_file_with_placements_slots_and_page_types(tmp_path: Path) -> None:
     )
     ruleset, errors = load_rules(tmp_path)
     assert not errors and ruleset is not None
-    assert ruleset.page_type("/c/shoes") == "category"
-    assert ruleset.page_type("/product/a/b") == "product"
-    assert ruleset.page_type("/cart") == ""
+    assert ruleset.pages.type_of("/c/shoes") == "category"
+    assert ruleset.pages.type_of("/product/a/b") == "product"
+    assert ruleset.pages.page("/p/x") == Page("product", {"id": "x"})
+    assert ruleset.pages.type_of("/cart") == "cart"  # the demo shop's, under the file's
+    assert ruleset.pages.type_of("/nowhere") == ""
     p = Profile(visitor_id="v", order_count=1)
     ctx = build_context(p, RequestInfo(page_type="category"), NOW)
     assert [r.id for r in ruleset.eligible(ctx)] == [
@@ -312,6 +320,40 @@ def test_invalid_first_load_serves_nothing(tmp_path: Path) -> None:
     (tmp_path / "shop.toml").write_text("[segments.vip]\nwhen = 'nope'\n")
     live = LiveRules(tmp_path)
     assert not live.ok and live.errors and live.ruleset.segment_names == ()
+
+
+def test_page_types_lie_over_the_base_page_types(tmp_path: Path) -> None:
+    (tmp_path / "shop.toml").write_text("[page_types]\ncategory = '/shop/{category}'\n")
+    base = {"category": ["/c/{category}"], "cart": ["/basket"]}
+    ruleset, errors = load_rules(tmp_path, base_page_types=base)
+    assert not errors and ruleset is not None
+    assert ruleset.page_types == {"category": ["/shop/{category}"]}
+    assert ruleset.pages.page("/shop/shoes") == Page("category", {"category": "shoes"})
+    assert ruleset.pages.type_of("/c/shoes") == ""  # the file's category replaces the base's
+    assert ruleset.pages.type_of("/basket") == "cart"
+    assert ruleset.pages.type_of("/cart") == ""  # the demo shop's pages are not the base here
+    assert LiveRules(tmp_path, base_page_types=base).ruleset.pages.type_of("/basket") == "cart"
+
+
+def test_the_base_pages_serve_before_any_rules_load(tmp_path: Path) -> None:
+    (tmp_path / "shop.toml").write_text("[segments.vip]\nwhen = 'nope'\n")
+    live = LiveRules(tmp_path, base_page_types={"cart": ["/basket"]})
+    assert not live.ok and live.ruleset.pages.type_of("/basket") == "cart"
+    assert LiveRules(tmp_path).ruleset.pages.type_of("/p/x") == "product"  # the demo shop's
+
+
+def test_an_entry_that_does_not_decode_leaves_the_others_checked(tmp_path: Path) -> None:
+    errors = errors_of(
+        tmp_path,
+        "[segments.a]\nwhen = 'true'\ncolour = 'red'\n"
+        "[segments.b]\nwhen = 'orderz > 1'\n"
+        "[[placements]]\nslot = 'h'\nsnippet = 'a'\nstart = 2026-11-27\nsegment = 'c'\n",
+    )
+    assert [e.split(": error: ")[1].split("\n")[0] for e in errors] == [
+        "unknown key `colour` in segment `a`",
+        "segment `b`: unknown name `orderz`",
+        "unknown segment `c`",
+    ]
 
 
 def test_a_condition_written_twice_is_reported_at_each_place(tmp_path: Path) -> None:

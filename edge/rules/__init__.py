@@ -2,24 +2,33 @@
 
 Public surface::
 
-    load_rules(directory) -> (RuleSet | None, [RuleError])
-    LiveRules(directory)            .ruleset, .errors, .ok, reload(), watch()
-    RuleSet                         .evaluate(ctx), .matching(ctx), .eligible(ctx),
-                                    .explain(ctx), .page_type(path), .segment_names
+    load_rules(directory, only=None, *, base_page_types=DEFAULT_PAGE_TYPES)
+                                    -> (RuleSet | None, [RuleError])
+    LiveRules(directory, only=None, *, base_page_types=DEFAULT_PAGE_TYPES)
+                                    .ruleset, .errors, .ok, reload(), watch()
+    RuleSet                         .evaluate(ctx), .matching(ctx), .names(result),
+                                    .eligible(ctx), .explain(ctx), .pages (a PageMap),
+                                    .segments, .placements, .by_priority, .slots,
+                                    .page_types, .segment_names
     build_context(profile, request, now, shop) -> Context
-    RequestInfo, ShopStats, RuleError, compile_text, compile_segments, device_of
+    RequestInfo, ShopStats, RuleError, Explained, SegmentRule, PlacementRule,
+    compile_text, compile_segments, device_of, LIBRARY_DIR, LIBRARY_SEGMENTS
 
-The language itself is described in ``edge/rules/functions.py`` (fields and
-functions) and ``edge/rules/compiler.py`` (semantics), and for merchants in
-``rules/README.md``.
+The modules: ``spec`` (a rule file, declared), ``ruleset`` (files loaded, checked and
+compiled), ``live`` (the file watcher), ``errors`` (what a merchant sees, and where),
+``lang`` (tokenizer and parser), ``compiler`` (types, the generated evaluator, the
+reference interpreter), ``functions`` (fields and functions). The language itself is
+described in ``edge/rules/functions.py`` (fields and functions) and
+``edge/rules/compiler.py`` (semantics), and for merchants in ``rules/README.md``.
 """
 
 from edge.rules.compiler import Explained
 from edge.rules.errors import RuleError
 from edge.rules.functions import Context, RequestInfo, ShopStats, build_context, device_of
+from edge.rules.live import LiveRules
 from edge.rules.ruleset import (
     LIBRARY_DIR,
-    LiveRules,
+    LIBRARY_SEGMENTS,
     PlacementRule,
     RuleSet,
     SegmentRule,
@@ -30,6 +39,7 @@ from edge.rules.ruleset import (
 
 __all__ = [
     "LIBRARY_DIR",
+    "LIBRARY_SEGMENTS",
     "Context",
     "Explained",
     "LiveRules",

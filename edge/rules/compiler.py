@@ -76,7 +76,7 @@ class Checked:
 
     source: str
     tree: Node
-    types: dict[int, Typed]
+    types: dict[Node, Typed]  # nodes hash by identity (eq=False); a key held here stays alive
     segments: list[tuple[str, Name]] = field(default_factory=list)
 
 
@@ -105,7 +105,7 @@ class _Checker:
             segments if isinstance(segments, set | frozenset | dict) else set(segments)
         )
         self.segment_list = segments
-        self.types: dict[int, Typed] = {}
+        self.types: dict[Node, Typed] = {}
         self.errors: list[LangError] = []
         self.uses: list[tuple[str, Name]] = []
 
@@ -117,7 +117,7 @@ class _Checker:
         typed = _TYPED[nullable].get(type)
         if typed is None:
             typed = _TYPED[nullable][type] = Typed(type, nullable)
-        self.types[id(node)] = typed
+        self.types[node] = typed
         return typed
 
     def text(self, node: Node) -> str:
@@ -128,7 +128,7 @@ class _Checker:
         if kind is Binary:
             return self.binary(node)  # type: ignore[arg-type]
         if kind is Literal:
-            typed = self.types[id(node)] = _TYPED[False][node.type]  # type: ignore[attr-defined]
+            typed = self.types[node] = _TYPED[False][node.type]  # type: ignore[attr-defined]
             return typed
         if kind is Name:
             return self.name(node)  # type: ignore[arg-type]
@@ -253,7 +253,7 @@ class _Checker:
         op = node.op
         lt, rt = left.type, right.type
         if lt == rt and lt in _ORDERED and (op in _ORDERING or op in _EQUALITY):
-            self.types[id(node)] = _BOOL  # the common case, in short
+            self.types[node] = _BOOL  # the common case, in short
             return _BOOL
         if op in ("and", "or"):
             for side, typed in ((node.left, left), (node.right, right)):
@@ -331,11 +331,11 @@ class _Checker:
         return self.error(node, f"cannot compare a {lt} with a {rt}", help)
 
 
-def check(source: str, tree: Node, segments: Collection[str], want_bool: bool = True) -> Checked:
-    """Check names, arities and types. Raises an ExceptionGroup of LangErrors."""
+def check(source: str, tree: Node, segments: Collection[str]) -> Checked:
+    """Check names, arities and types of a condition. Raises an ExceptionGroup of LangErrors."""
     checker = _Checker(source, segments)
     typed = checker.check(tree)
-    if not checker.errors and want_bool and typed.type not in ("bool", "any"):
+    if not checker.errors and typed.type not in ("bool", "any"):
         help = ""
         if typed.type == "number":
             help = f"compare it, like `{source.strip()} >= 1`"
@@ -468,7 +468,7 @@ class _Generator:
         self.temps: dict[Hashable, str] = {}
         self.constants: dict[tuple[Any, ...], str] = {}
         self.walrus = 0
-        self.types: dict[int, Typed] = {}
+        self.types: dict[Node, Typed] = {}
         counts: dict[Hashable, int] = {}
         self.referenced: set[int] = set()
         for out in outputs:
@@ -564,11 +564,11 @@ class _Generator:
         self.leaves[key] = code
 
     def typed(self, node: Node) -> Typed:
-        return self.types[id(node)]
+        return self.types[node]
 
     def truth(self, node: Node) -> _Code:
         code = self.expr(node)
-        typed = self.types[id(node)]
+        typed = self.types[node]
         if typed is _BOOL or (typed.type == "bool" and not typed.nullable):
             return code
         return f"{_operand(code, _SUM)} is True", _COMPARE
@@ -649,7 +649,7 @@ class _Generator:
             left_code = _operand(self.truth(node.left), least)
             return f"{left_code} {op} {_operand(self.truth(node.right), least)}", _BINDING[op]
         types = self.types
-        lt, rt = types[id(node.left)], types[id(node.right)]
+        lt, rt = types[node.left], types[node.right]
         left, right = self.expr(node.left), self.expr(node.right)
         if op in _ARITH:
             if lt.type == "any":

@@ -355,7 +355,6 @@ FIELDS: Final[dict[str, Field]] = {
     "geo.country": Field("string", True, _country),
     "shop.avg_order_value": Field("number", True, attrgetter("shop.avg_order_value")),
 }
-DYNAMIC_PREFIXES: Final = ("traits.", "answers.")
 
 
 def field_type(path: str) -> tuple[str, bool] | None:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
+from edge.caches import Memo
+
 MAX_LENGTH: Final = 4096
 MAX_DEPTH: Final = 64
 MAX_NUMBER: Final = 1e15
@@ -189,10 +191,10 @@ _HINTS: Final = {
     "!": "write `not`",
 }
 _UNESCAPE: Final = re.compile(r"\\([\\'\"])")
-_PIECES_READ: dict[str, tuple[str, str, int, object]] = {}
+_PIECES_READ: Memo[str, tuple[str, str, int, object]] = Memo(20_000)
 """A piece of text (blanks, then a token) -> (kind, text, blanks, value): most pieces
 recur (``orders``, ``>=``, ``30d``) within a rule set and across reloads, so each is
-read once, here."""
+read once, here (bounded, for a process that loads many rule sets)."""
 
 
 def tokenize(source: str) -> list[Token]:
@@ -210,9 +212,7 @@ def tokenize(source: str) -> list[Token]:
         known = read.get(piece)
         if known is None:
             token = _token(source, end, piece)  # raises if the piece is not a token
-            if len(read) > 20_000:
-                read.clear()  # a bound, for a process that loads many rule sets
-            known = read[piece] = (token[0], token[1], token[2] - end, token[4])
+            known = read.put(piece, (token[0], token[1], token[2] - end, token[4]))
         kind, text, blanks, value = known
         start = end + blanks
         end += len(piece)

@@ -1,36 +1,33 @@
-"""Rule files loaded, checked and compiled into a RuleSet; LiveRules hot-swaps them.
+"""Rule files loaded, checked and compiled into a RuleSet.
 
 ``load_rules(directory)`` reads every ``*.toml`` in a directory, reports every error of
-every file (not only the first), and compiles the whole set into one evaluator.
-``LiveRules`` keeps the rule set that is serving: ``reload()`` swaps in a new one only
-if it is valid, otherwise the errors are kept for the log and ``/_edge/readyz``.
+every file (not only the first), and compiles the whole set into one evaluator. A file
+decodes into :class:`~edge.rules.spec.RuleFile`; each section is then checked by its
+own function (``_segments``, ``_placements``, ``_slots``, ``_page_types``), and the
+conditions of all files together. ``edge/rules/live.py`` keeps the rule set that is
+serving.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import difflib
 import gc
-import hashlib
-import logging
 import re
 import tomllib
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 
+from edge.pages import DEFAULT_PAGE_TYPES, PageMap, PatternError, compile_pattern, layered
 from edge.rules import functions as fn
 from edge.rules.compiler import Checked, Explained, Interpreter, Output, Program, check, generate
 from edge.rules.errors import Locator, RuleError
 from edge.rules.lang import LangError, parse, parse_duration
-from edge.rules.spec import SORT_KEYS, Placement, Segment, Slot
-
-log = logging.getLogger("edge.rules")
+from edge.rules.spec import SECTIONS, SORT_KEYS, Placement, RuleFile, Segment, Slot
 
 LIBRARY_DIR: Final = Path(__file__).resolve().parent / "library"
 """The shipped library: in the source tree a symbolic link to ``rules/``, in an
@@ -40,7 +37,6 @@ LIBRARY_SEGMENTS: Final = ("segments.toml",)
 the segments only (the placements there map the demo shop's theme)."""
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_SECTIONS: Final = ("segments", "placements", "slots", "page_types")
 _RESERVED: Final = frozenset({"and", "or", "not", "in", "true", "false", "has", "date"})
 
 
@@ -85,27 +81,24 @@ class RuleSet:
     placements: list[PlacementRule]
     slots: dict[str, Slot]
     page_types: dict[str, list[str]]
+    """The rule files' own ``[page_types]``."""
     program: Program
+    pages: PageMap
+    """Paths to page types: ``page_types`` laid over the base page types (``edge.toml``'s,
+    else the demo shop's). Slots and tracking read this one map."""
     files: list[str] = field(default_factory=list)
     segment_names: tuple[str, ...] = ()
-    _page_patterns: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
     evaluate: Callable[[fn.Context], tuple[bool, ...]] = field(init=False, repr=False)
     """``evaluate(ctx)``: every segment (in ``segment_names`` order), then every
     placement's condition. The generated function itself, called with no wrapper."""
-    _page_types: dict[str, str] = field(init=False, repr=False)
-    """Path -> page type, as found (the patterns are tried once per path)."""
     by_priority: list[PlacementRule] = field(init=False, repr=False)
     """The placements sorted once (stably) by priority, highest first: filtering keeps
     that order, so a page's eligible placements need no sort of their own."""
 
     def __post_init__(self) -> None:
         self.segment_names = tuple(self.segments)
-        self._page_patterns = [
-            (_page_pattern(p), name) for name, patterns in self.page_types.items() for p in patterns
-        ]
         self.evaluate = self.program.evaluate
         self.by_priority = sorted(self.placements, key=lambda p: -p.spec.priority)
-        self._page_types = {}
 
     def matching(self, ctx: fn.Context) -> frozenset[str]:
         """The names of the segments the context is in."""
@@ -125,40 +118,12 @@ class RuleSet:
         now = ctx.now
         return [p for p in self.by_priority if result[p.output] and p.scheduled(now)]
 
-    def page_type(self, path: str) -> str:
-        found = self._page_types.get(path)
-        if found is None:
-            found = self._page_type(path)
-            if len(self._page_types) >= 4096:  # (a shop's pages are many, but finite)
-                self._page_types.clear()
-            self._page_types[path] = found
-        return found
-
-    def _page_type(self, path: str) -> str:
-        for pattern, name in self._page_patterns:
-            if pattern.fullmatch(path):
-                return name
-        return ""
-
     def explain(self, ctx: fn.Context) -> dict[str, Explained]:
         """For each segment, its value and the values of the sub-expressions that
         decided it (the reference interpreter, so it is also the specification)."""
         checked = {n: s.checked for n, s in self.segments.items() if s.checked is not None}
         interp = Interpreter(ctx, checked)
         return {name: interp.explain(c) for name, c in checked.items()}
-
-
-def _page_pattern(pattern: str) -> re.Pattern[str]:
-    parts = re.split(r"(\{[A-Za-z_][A-Za-z0-9_]*\}|\*)", pattern)
-    out = []
-    for part in parts:
-        if part == "*":
-            out.append(".*")
-        elif part.startswith("{"):
-            out.append("[^/]+")
-        else:
-            out.append(re.escape(part))
-    return re.compile("".join(out) + "/?")
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -195,6 +160,7 @@ def _validation_message(error: msgspec.ValidationError, what: str) -> tuple[str,
 def _convert(
     raw: Any, kind: type[Any], what: str, loc: Locator, header: int, errors: list[RuleError]
 ) -> Any:
+    """One entry decoded on its own; None, and its error placed, if it does not decode."""
     if not isinstance(raw, dict):
         line = header or 1
         errors.append(loc.error(line, 1, f"{what} must be a table"))
@@ -217,6 +183,7 @@ def _convert(
 
 
 def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | None) -> None:
+    """Decode one rule file and check it, section by section, into *parsed*."""
     loc = Locator(shown, text)
     if data is None:
         try:
@@ -224,10 +191,23 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
         except tomllib.TOMLDecodeError as e:
             parsed.errors.append(loc.toml_error(str(e)))
             return
-    errors = parsed.errors
+    try:
+        declared: RuleFile | None = msgspec.convert(data, RuleFile)
+    except msgspec.ValidationError:
+        declared = None  # the sections decode each entry on its own, to place each error
+        data = _tables(data, loc, parsed.errors)
+    _segments(loc, data, declared, parsed)
+    _placements(loc, data, declared, parsed)
+    _slots(loc, data, declared, parsed)
+    _page_types(loc, data, parsed)
+
+
+def _tables(data: dict[str, Any], loc: Locator, errors: list[RuleError]) -> dict[str, Any]:
+    """The sections of a file that is not a :class:`RuleFile`: an unknown table or one of
+    the wrong shape is reported, and left out."""
     for key in data:
-        if key not in _SECTIONS:
-            close = difflib.get_close_matches(key, _SECTIONS, n=1)
+        if key not in SECTIONS:
+            close = difflib.get_close_matches(key, list(SECTIONS), n=1)
             line = loc.table(key) or loc.key(1, key)[0] or 1
             errors.append(
                 loc.error(
@@ -240,20 +220,28 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
                     else "a rule file has [segments.NAME], [[placements]], [slots.NAME] and [page_types]",
                 )
             )
-    for section, kind in (
-        ("segments", dict),
-        ("placements", list),
-        ("slots", dict),
-        ("page_types", dict),
-    ):
-        if section in data and not isinstance(data[section], kind):
+    tables = {}
+    for section, shape in SECTIONS.items():
+        if section not in data:
+            continue
+        if isinstance(data[section], shape):
+            tables[section] = data[section]
+        else:
             errors.append(loc.error(loc.table(section) or 1, 1, f"`{section}` has the wrong shape"))
-            data[section] = kind()
+    return tables
 
+
+def _segments(
+    loc: Locator, data: dict[str, Any], declared: RuleFile | None, parsed: _Parsed
+) -> None:
+    """``[segments.NAME]``: a name a condition can use, defined once in all the files."""
+    errors = parsed.errors
     for name, raw in data.get("segments", {}).items():
         header = loc.table("segments", name)
-        seg = _convert(raw, Segment, f"segment `{name}`", loc, header, errors)
-        where = Where(shown, header)
+        if declared is not None:
+            seg = declared.segments[name]
+        else:
+            seg = _convert(raw, Segment, f"segment `{name}`", loc, header, errors)
         if (
             not _NAME.match(name)
             or name in _RESERVED
@@ -289,28 +277,50 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
             continue
         if seg is None:
             continue
-        rule = SegmentRule(name, seg.label, seg.description, seg.when, where)
+        rule = SegmentRule(name, seg.label, seg.description, seg.when, Where(loc.file, header))
         parsed.segments[name] = (rule, loc, header)
 
+
+def _placements(
+    loc: Locator, data: dict[str, Any], declared: RuleFile | None, parsed: _Parsed
+) -> None:
+    """``[[placements]]``, decoded here; they are checked with the whole rule set."""
     for index, raw in enumerate(data.get("placements", [])):
         header = loc.table("placements", index=index)
-        placement = _convert(raw, Placement, "placement", loc, header, errors)
-        if (
-            placement is None
-            and isinstance(raw, dict)
-            and any(isinstance(raw.get(k), dt.date) for k in ("start", "end"))
-        ):
-            for k in ("start", "end"):
-                if isinstance(raw.get(k), dt.date) and not isinstance(raw[k], dt.datetime):
-                    raw[k] = dt.datetime(raw[k].year, raw[k].month, raw[k].day)
-            errors.pop()
-            placement = _convert(raw, Placement, "placement", loc, header, errors)
+        if declared is not None:
+            placement = declared.placements[index]
+        else:
+            placement = _placement(raw, loc, header, parsed.errors)
         if placement is not None:
             parsed.placements.append((placement, loc, header))
 
+
+def _placement(raw: Any, loc: Locator, header: int, errors: list[RuleError]) -> Placement | None:
+    """One placement decoded on its own; a day without a time (``start = 2026-11-27``)
+    is its midnight."""
+    placement = _convert(raw, Placement, "placement", loc, header, errors)
+    if (
+        placement is None
+        and isinstance(raw, dict)
+        and any(isinstance(raw.get(k), dt.date) for k in ("start", "end"))
+    ):
+        for k in ("start", "end"):
+            if isinstance(raw.get(k), dt.date) and not isinstance(raw[k], dt.datetime):
+                raw[k] = dt.datetime(raw[k].year, raw[k].month, raw[k].day)
+        errors.pop()
+        placement = _convert(raw, Placement, "placement", loc, header, errors)
+    return placement
+
+
+def _slots(loc: Locator, data: dict[str, Any], declared: RuleFile | None, parsed: _Parsed) -> None:
+    """``[slots.NAME]``: a place in the theme, found by a selector, defined once."""
+    errors = parsed.errors
     for name, raw in data.get("slots", {}).items():
         header = loc.table("slots", name)
-        slot = _convert(raw, Slot, f"slot `{name}`", loc, header, errors)
+        if declared is not None:
+            slot = declared.slots[name]
+        else:
+            slot = _convert(raw, Slot, f"slot `{name}`", loc, header, errors)
         if slot is None:
             continue
         if name in parsed.slots:
@@ -346,8 +356,13 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
                         help=r'group 1 is the product id, e.g. "/p/([\w-]+)"',
                     )
                 )
-        parsed.slots[name] = (slot, Where(shown, header))
+        parsed.slots[name] = (slot, Where(loc.file, header))
 
+
+def _page_types(loc: Locator, data: dict[str, Any], parsed: _Parsed) -> None:
+    """``[page_types]``: a name's URL pattern, or a list of them, each one that
+    :func:`edge.pages.compile_pattern` accepts; every name defined once."""
+    errors = parsed.errors
     header = loc.table("page_types")
     for name, patterns in data.get("page_types", {}).items():
         line, col = loc.key(header, name)
@@ -357,16 +372,20 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
                 loc.error(line, col, f'page type `{name}` needs a URL pattern like "/c/{{slug}}"')
             )
             continue
-        bad = [p for p in listed if not p.startswith("/")]
-        if bad:
-            errors.append(
-                loc.error(
-                    line,
-                    col,
-                    f"page type `{name}`: pattern `{bad[0]}` must start with `/`",
-                    help='e.g. "/c/{slug}" ({name} matches one path segment, * anything)',
+        bad = len(errors)
+        for pattern in listed:
+            try:
+                compile_pattern(pattern)
+            except PatternError as e:
+                errors.append(
+                    loc.error(
+                        line,
+                        col,
+                        f"page type `{name}`: {e}",
+                        help='e.g. "/c/{slug}" ({name} matches one path segment, * anything)',
+                    )
                 )
-            )
+        if len(errors) > bad:
             continue
         if name in parsed.page_types:
             errors.append(
@@ -377,7 +396,7 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
                 )
             )
             continue
-        parsed.page_types[name] = (listed, Where(shown, line))
+        parsed.page_types[name] = (listed, Where(loc.file, line))
 
 
 def _expression_errors(
@@ -562,46 +581,50 @@ def _check_placement(
     return PlacementRule(pid, p, Where(loc.file, header), checked=checked, start=start, end=end)
 
 
-def _rule_files(directory: Path, only: Sequence[str] | None = None) -> list[Path]:
+def rule_files(directory: Path, only: Sequence[str] | None = None) -> list[Path]:
+    """The rule files of *directory*: every ``*.toml``, or those named in *only*."""
     if only is not None:
         return [directory / name for name in only if (directory / name).is_file()]
     return sorted(p for p in directory.glob("*.toml") if p.is_file())
 
 
 def load_rules(
-    directory: str | Path, only: Sequence[str] | None = None
+    directory: str | Path,
+    only: Sequence[str] | None = None,
+    *,
+    base_page_types: Mapping[str, Sequence[str]] = DEFAULT_PAGE_TYPES,
 ) -> tuple[RuleSet | None, list[RuleError]]:
     """Read, check and compile every ``*.toml`` in *directory* (or the files named in
-    *only*). Returns the rule set, or None and every error found."""
+    *only*). Returns the rule set, or None and every error found. The rule set's pages
+    are the files' ``[page_types]`` laid over *base_page_types*."""
     directory = Path(directory)
     if not directory.is_dir():
         return None, [RuleError(str(directory), 0, 0, "no such directory")]
-    return compile_files(_rule_files(directory, only), directory)
-
-
-def compile_files(
-    paths: Iterable[Path], base: Path | None = None
-) -> tuple[RuleSet | None, list[RuleError]]:
     sources: list[tuple[str, str | None]] = []
-    read_errors = []
-    for path in paths:
-        shown = str(path) if base is None else str(Path(base) / path.name)
+    errors = []
+    for path in rule_files(directory, only):
+        shown = str(directory / path.name)
         try:
             sources.append((shown, path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as e:
             sources.append((shown, None))
-            read_errors.append(RuleError(shown, 0, 0, f"cannot read: {e}"))
-    return compile_sources(sources, read_errors)
+            errors.append(RuleError(shown, 0, 0, f"cannot read: {e}"))
+    return compile_sources(sources, errors, base_page_types=base_page_types)
 
 
 def compile_sources(
     sources: Iterable[tuple[str, str | None]],
     errors: Iterable[RuleError] = (),
     decoded: dict[str, dict[str, Any]] | None = None,
+    *,
+    base_page_types: Mapping[str, Sequence[str]] = DEFAULT_PAGE_TYPES,
 ) -> tuple[RuleSet | None, list[RuleError]]:
     """Check and compile rule files given as (name shown in errors, text); a text of
     None is a file that could not be read (its error is among *errors*). *decoded*
     has the TOML of some files already decoded (their text then only places errors).
+    The rule set's pages are the files' ``[page_types]`` laid over *base_page_types*
+    (a pattern there that does not compile raises :class:`~edge.pages.PatternError`:
+    the operator's configuration is checked when it loads).
 
     The cyclic garbage collector is paused meanwhile: compiling allocates tens of
     thousands of small, acyclic objects (tokens, nodes, code strings), and in a serving
@@ -610,7 +633,7 @@ def compile_sources(
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _compile_sources(sources, errors, decoded)
+        return _compile_sources(sources, errors, decoded, base_page_types)
     finally:
         if paused:
             gc.enable()
@@ -620,6 +643,7 @@ def _compile_sources(
     sources: Iterable[tuple[str, str | None]],
     errors: Iterable[RuleError],
     decoded: dict[str, dict[str, Any]] | None,
+    base_page_types: Mapping[str, Sequence[str]],
 ) -> tuple[RuleSet | None, list[RuleError]]:
     parsed = _Parsed(errors=list(errors))
     files = []
@@ -669,12 +693,14 @@ def _compile_sources(
         else:
             outputs.append(Output(rule.id, None))
     program = generate(outputs, index)
+    page_types = {n: p for n, (p, _) in parsed.page_types.items()}
     return RuleSet(
         segments=segments,
         placements=placements,
         slots={n: s for n, (s, _) in parsed.slots.items()},
-        page_types={n: p for n, (p, _) in parsed.page_types.items()},
+        page_types=page_types,
         program=program,
+        pages=PageMap(layered(page_types, base_page_types)),
         files=files,
     ), []
 
@@ -704,80 +730,3 @@ def compile_text(
 
 def _toml_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-# --- hot reload --------------------------------------------------------------------------
-
-
-def _empty() -> RuleSet:
-    return RuleSet({}, [], {}, {}, generate([], {}))
-
-
-class LiveRules:
-    """The rule set that is serving, reloaded when the files change.
-
-    ``reload()`` compares file names, sizes and mtimes, then content hashes; a valid
-    edit is swapped in at once (one assignment), an invalid one leaves the serving
-    rules in place and its errors in ``errors``."""
-
-    def __init__(self, directory: str | Path, only: Sequence[str] | None = None) -> None:
-        self.directory = Path(directory)
-        self.only = only
-        self.ruleset: RuleSet = _empty()
-        self.errors: list[RuleError] = []
-        self.loaded = False
-        self._stat: tuple[Any, ...] | None = None
-        self._digest = ""
-        self.reload()
-
-    @property
-    def ok(self) -> bool:
-        """Serving the current files (for readiness)."""
-        return self.loaded and not self.errors
-
-    def _stats(self) -> tuple[Any, ...]:
-        try:
-            paths = _rule_files(self.directory, self.only)
-            return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
-        except OSError:
-            return ()
-
-    def reload(self) -> bool:
-        """Load the files if they changed; True if a new rule set is now serving."""
-        stat = self._stats()
-        if stat == self._stat:
-            return False
-        self._stat = stat
-        digest = hashlib.sha256()
-        for path in _rule_files(self.directory, self.only):
-            with contextlib.suppress(OSError):
-                digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-        if digest.hexdigest() == self._digest:
-            return False
-        self._digest = digest.hexdigest()
-        ruleset, errors = load_rules(self.directory, self.only)
-        if ruleset is None:
-            self.errors = errors
-            for error in errors:
-                log.error("%s", error)
-            if self.loaded:
-                log.error("rules: kept the rules that were serving (%d errors)", len(errors))
-            return False
-        self.ruleset = ruleset
-        self.errors = []
-        self.loaded = True
-        log.info(
-            "rules: %d segments, %d placements loaded",
-            len(ruleset.segments),
-            len(ruleset.placements),
-        )
-        return True
-
-    async def watch(self, interval: float = 1.0) -> None:
-        """Poll the directory every *interval* seconds (run it as a task)."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.reload()
-            except Exception:  # a reload must never stop the watcher
-                log.exception("rules: reload failed")

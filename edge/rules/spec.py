@@ -1,20 +1,21 @@
-"""The rule files' entries, one declared type per kind.
+"""A rule file, declared: :class:`RuleFile` and the types of its entries.
 
 A rule file has up to four tables: ``[segments.NAME]``, ``[[placements]]``,
-``[slots.NAME]`` and ``[page_types]``. Each entry decodes into its type below, so an
-unknown key or a wrong type is an error naming the key.
+``[slots.NAME]`` and ``[page_types]``. A file decodes into :class:`RuleFile` in one
+call; a file that does not is decoded again entry by entry, so that each unknown key
+or wrong type is an error naming the key, at its place.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, get_origin
 
 import msgspec
 
 SORT_KEYS: Final = ("affinity", "price asc", "price desc", "pin", "bought last")
 """How a placement may order a slot's items, applied in the order written."""
-ACTIONS: Final = ("set_inner_content", "replace", "before", "after", "prepend", "append")
+Action = Literal["set_inner_content", "replace", "before", "after", "prepend", "append"]
 """What a snippet placement does with the slot's element (the rewriter's vocabulary)."""
 
 
@@ -43,9 +44,7 @@ class Placement(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """A condition written in place of (not with) ``segment``; neither: everyone."""
     snippet: str = ""
     """A template in ``snippets/``; a placement has a snippet or a sort."""
-    action: (
-        Literal["set_inner_content", "replace", "before", "after", "prepend", "append"] | None
-    ) = None
+    action: Action | None = None
     """What the snippet does to the slot; default the slot's action."""
     sort: str | list[str] = msgspec.field(default_factory=list)
     pin: list[str] = msgspec.field(default_factory=list)
@@ -76,18 +75,23 @@ class Slot(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Attribute on each item that holds the product id (e.g. "data-product-id")."""
     item_link: str = ""
     """Or: a regular expression over the item's first link; group 1 is the id."""
-    action: Literal["set_inner_content", "replace", "before", "after", "prepend", "append"] = (
-        "set_inner_content"
-    )
+    action: Action = "set_inner_content"
     pages: list[str] = msgspec.field(default_factory=list)
     """Page types the slot is on (``home``, ``category``...); empty: every page. A page
     of another type is never personalized for this slot, and keeps its caching."""
 
 
 class RuleFile(msgspec.Struct, forbid_unknown_fields=True):
-    """The top level of a rule file (entries are decoded one by one)."""
+    """The top level of a rule file."""
 
-    segments: dict[str, dict[str, object]] = msgspec.field(default_factory=dict)
-    placements: list[dict[str, object]] = msgspec.field(default_factory=list)
-    slots: dict[str, dict[str, object]] = msgspec.field(default_factory=dict)
+    segments: dict[str, Segment] = msgspec.field(default_factory=dict)
+    placements: list[Placement] = msgspec.field(default_factory=list)
+    slots: dict[str, Slot] = msgspec.field(default_factory=dict)
     page_types: dict[str, str | list[str]] = msgspec.field(default_factory=dict)
+    """Page type -> its URL patterns (see ``edge/pages.py``), laid over the base ones."""
+
+
+SECTIONS: Final[dict[str, type]] = {
+    field.name: get_origin(field.type) for field in msgspec.structs.fields(RuleFile)
+}
+"""Each table a rule file may have, and its shape (``dict`` or ``list``)."""
