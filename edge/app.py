@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -26,7 +26,6 @@ from edge.forms import FORM_PATH
 from edge.identity import Identity
 from edge.ingest import EventEndpoints, ProfileForm
 from edge.observe import CartAction, Observer, host_of
-from edge.pages import DEFAULT_PAGE_TYPES
 from edge.personalize.catalog import Catalog, CatalogError
 from edge.personalize.snippets import Snippets
 from edge.profiles.backends import open_store
@@ -37,8 +36,7 @@ from edge.proxy import Proxy
 from edge.recorder import Recorder
 from edge.respond import Responder
 from edge.rewriting import Rewriting
-from edge.rules import LIBRARY_DIR, LiveRules, ShopStats
-from edge.rules.ruleset import LIBRARY_SEGMENTS
+from edge.rules import LiveRules, ShopStats, rules_directory
 from edge.visitors import Visitors
 
 log = logging.getLogger("edge.app")
@@ -74,7 +72,7 @@ class EdgeApp:
         self.recorder = Recorder(self.profiles)
         self.visitors = Visitors(identity, track=config.track)
         self.rules = LiveRules(
-            *rules_directory(config.rules), base_page_types=page_types_of(config)
+            *rules_directory(config.rules), base_page_types=config.base_page_types
         )
         try:
             catalog = Catalog.load(Path(config.catalog)) if config.catalog else None
@@ -188,22 +186,6 @@ async def _not_found(_request: Request, _exc: Exception) -> Response:
 
 
 SHOP_STATS_EVERY: Final = 900.0
-
-
-def rules_directory(configured: str) -> tuple[Path, tuple[str, ...] | None]:
-    """The merchant's rule directory; without one, the shipped library's segments
-    (its placements map the demo shop's theme, not this shop's)."""
-    path = Path(configured)
-    if path.is_dir():
-        return path, None
-    log.info("no rule directory %s: the shipped segment library, no placements", path)
-    return LIBRARY_DIR, LIBRARY_SEGMENTS
-
-
-def page_types_of(config: Config) -> Mapping[str, Sequence[str]]:
-    """The page types ``edge.toml`` declares, or the demo shop's; the rule files'
-    ``[page_types]`` are laid over these (:mod:`edge.pages`)."""
-    return config.page_types or DEFAULT_PAGE_TYPES
 
 
 def observer_for(config: Config, catalog: Catalog | None = None) -> Observer:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
+
+from edge.pages import DEFAULT_PAGE_TYPES, PatternError, compile_pattern
 
 DEFAULT_CONFIG_FILE = "edge.toml"
 
@@ -83,8 +85,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ingest_secret: str = ""
     """HMAC-SHA256 key for signed ``POST /_edge/ingest`` bodies. Empty: disabled."""
     page_types: dict[str, list[str]] = msgspec.field(default_factory=dict)
-    """Page type -> URL patterns (``{name}`` matches one path segment), e.g.
-    ``product = ["/p/{product}"]``. Empty: the demo shop's patterns."""
+    """Page type -> URL patterns (``{name}`` matches one path segment, ``*`` anything),
+    e.g. ``product = ["/p/{product}"]``. Empty: the demo shop's patterns. The rule
+    files' ``[page_types]`` are laid over these."""
     cart_actions: list[CartActionConfig] = msgspec.field(default_factory=list)
     """Cart forms the sidecar recognises. Empty: the demo shop's ``/cart/add`` and
     ``/cart/remove``."""
@@ -125,6 +128,18 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("pool_size must be 0 or more")
         if self.replay_cache_bytes < 0:
             raise ValueError("replay_cache_bytes must be 0 (off) or more")
+        for name, patterns in self.page_types.items():
+            for pattern in patterns:
+                try:
+                    compile_pattern(pattern)
+                except PatternError as exc:
+                    raise ValueError(f"page type {name!r}: {exc}") from None
+
+    @property
+    def base_page_types(self) -> dict[str, list[str]] | Mapping[str, Sequence[str]]:
+        """The page types the rule files' ``[page_types]`` are laid over: these, or
+        without any the demo shop's."""
+        return self.page_types or DEFAULT_PAGE_TYPES
 
     @property
     def upstream_origin(self) -> tuple[str, str, int]:

@@ -15,10 +15,9 @@ from urllib.parse import urlsplit
 import msgspec
 
 from edge.config import Config, ConfigError
-from edge.pages import DEFAULT_PAGE_TYPES, PatternError
 from edge.profiles.model import Profile
 from edge.rewrite import SelectorError, parse_selector
-from edge.rules import RequestInfo, RuleSet, ShopStats, device_of, load_rules
+from edge.rules import RequestInfo, RuleSet, ShopStats, device_of, load_rules, rules_directory
 from edge.rules.functions import Context
 
 # Fields that come from the request, not the profile: a segment reading them cannot be
@@ -27,8 +26,6 @@ _REQUEST_FIELDS = re.compile(r"\b(utm\.|page\.|channel\b|lang\b|device\b|geo\.|d
 
 
 def rules_dir_for(configured: str | None, config: Config) -> Path:
-    from edge.app import rules_directory
-
     if configured:
         path = Path(configured)
         if not path.is_dir():
@@ -190,13 +187,8 @@ def explain(
     url: str | None,
     user_agent: str,
 ) -> int:
-    try:
-        # The pages the sidecar would see: the rule files' over edge.toml's (or the demo's).
-        ruleset, errors = load_rules(
-            directory, base_page_types=config.page_types or DEFAULT_PAGE_TYPES
-        )
-    except PatternError as exc:
-        raise ConfigError(f"page_types: {exc}") from None
+    # The pages the sidecar would see: the rule files' over edge.toml's (or the demo's).
+    ruleset, errors = load_rules(directory, base_page_types=config.base_page_types)
     if ruleset is None:
         for error in errors:
             print(error, file=sys.stderr)

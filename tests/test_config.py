@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.app import observer_for, page_types_of
+from edge.app import observer_for
 from edge.config import ConfigError, load_config
 from edge.pages import PageMap
 
@@ -34,6 +34,8 @@ def test_precedence_file_then_environment_then_flags(tmp_path: Path) -> None:
         ("read_timeout = -1", "read_timeout must be a positive number"),
         ('upstream = "http://x"\n[[cart_actions]]\npath = "/a"\naction = "buy"', "cart_actions"),
         ("port = ", "edge.toml"),
+        ('[page_types]\nproduct = ["/p/{product"]', r"page_types: page type 'product': pattern"),
+        ('[page_types]\nproduct = ["p/{id}"]', "must start with `/`"),
     ],
 )
 def test_bad_file_names_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -55,7 +57,7 @@ def test_page_types_and_cart_forms_from_config(tmp_path: Path) -> None:
         '[[cart_actions]]\npath = "/carrello/aggiungi"\naction = "add"\nproduct_field = "id"\n'
     )
     config = load_config(config_file=toml, environ={})
-    pages = PageMap(page_types_of(config))
+    pages = PageMap(config.base_page_types)
     page = pages.page("/prodotto/borsa-tessa")
     assert page is not None and page.type == "product" and page.params == {"product": "borsa-tessa"}
     assert pages.page("/p/borsa-tessa") is None  # the defaults are replaced, not merged

@@ -6,6 +6,7 @@ Public surface::
                                     -> (RuleSet | None, [RuleError])
     LiveRules(directory, only=None, *, base_page_types=DEFAULT_PAGE_TYPES)
                                     .ruleset, .errors, .ok, reload(), watch()
+    rules_directory(configured)     -> (the directory to watch, the files to load)
     RuleSet                         .evaluate(ctx), .matching(ctx), .names(result),
                                     .eligible(ctx), .explain(ctx), .pages (a PageMap),
                                     .segments, .placements, .by_priority, .slots,
@@ -25,7 +26,7 @@ described in ``edge/rules/functions.py`` (fields and functions) and
 from edge.rules.compiler import Explained
 from edge.rules.errors import RuleError
 from edge.rules.functions import Context, RequestInfo, ShopStats, build_context, device_of
-from edge.rules.live import LiveRules
+from edge.rules.live import LiveRules, rules_directory
 from edge.rules.ruleset import (
     LIBRARY_DIR,
     LIBRARY_SEGMENTS,
@@ -54,4 +55,5 @@ __all__ = [
     "compile_text",
     "device_of",
     "load_rules",
+    "rules_directory",
 ]

@@ -16,7 +16,14 @@ from typing import Any
 
 from edge.pages import DEFAULT_PAGE_TYPES
 from edge.rules.errors import RuleError
-from edge.rules.ruleset import RuleSet, compile_sources, load_rules, rule_files
+from edge.rules.ruleset import (
+    LIBRARY_DIR,
+    LIBRARY_SEGMENTS,
+    RuleSet,
+    compile_sources,
+    load_rules,
+    rule_files,
+)
 
 log = logging.getLogger("edge.rules")
 
@@ -102,3 +109,13 @@ class LiveRules:
                 self.reload()
             except Exception:  # a reload must never stop the watcher
                 log.exception("rules: reload failed")
+
+
+def rules_directory(configured: str) -> tuple[Path, tuple[str, ...] | None]:
+    """The merchant's rule directory; without one, the shipped library's segments
+    (its placements map the demo shop's theme, not this shop's)."""
+    path = Path(configured)
+    if path.is_dir():
+        return path, None
+    log.info("no rule directory %s: the shipped segment library, no placements", path)
+    return LIBRARY_DIR, LIBRARY_SEGMENTS
