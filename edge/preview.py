@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msgspec
 
 from edge.identity import Identity
+from edge.request import RequestHead
 
 PREVIEW_PARAM: Final = "edge_preview"
 PREVIEW_COOKIE: Final = "edge_preview"
@@ -82,3 +83,35 @@ def preview_link(base_url: str, path: str, token: str) -> str:
     ]
     query.append((PREVIEW_PARAM, token))
     return urlunsplit((base.scheme, base.netloc, target.path, urlencode(query), ""))
+
+
+def of_request(identity: Identity, head: RequestHead) -> tuple[Preview | None, str | None]:
+    """A valid preview token from the query (taken out of it: the shop must not see
+    it) or the preview cookie; and the token to set as the cookie when it came by URL
+    (empty: clear it, the preview is over)."""
+    param = head.without_param(PREVIEW_PARAM.encode())
+    if param is not None:
+        token = param.decode("latin-1")
+        if token == "off":
+            return None, ""
+        preview = read_token(identity, token)
+        return preview, token if preview is not None else None
+    cookie = head.cookies.get(PREVIEW_COOKIE) if PREVIEW_COOKIE.encode() in head.cookie else None
+    if cookie:
+        return read_token(identity, cookie), None
+    return None, None
+
+
+def response_headers(
+    headers: list[tuple[bytes, bytes]], token: str | None
+) -> list[tuple[bytes, bytes]]:
+    """A preview is for one merchant: never stored anywhere; the token moves from
+    the link to a session cookie (or is cleared with ``edge_preview=off``)."""
+    out = [(n, v) for n, v in headers if n != b"cache-control"]
+    out.append((b"cache-control", b"no-store"))
+    if token is not None:
+        value = f"{PREVIEW_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax"
+        if not token:
+            value += "; Max-Age=0"
+        out.append((b"set-cookie", value.encode()))
+    return out

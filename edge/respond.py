@@ -26,13 +26,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from edge import preview as previews
 from edge.codec import CodecError
 from edge.decide import Decider, Decision
 from edge.forms import ERROR_COOKIE_CLEAR
 from edge.identity import Identity
 from edge.observe import Observer
 from edge.pages import Page
-from edge.preview import PREVIEW_COOKIE, PREVIEW_PARAM, Preview, read_token
+from edge.preview import Preview
 from edge.profiles.model import Touch
 from edge.proxy import FORM_LIMIT, ClientGone, Headers, Proxy, read, relay
 from edge.recorder import Recorder
@@ -130,7 +131,9 @@ class Responder:
         """Step 1: who asks for which page, coming from where; and whether the page
         may be personalized."""
         wants = self.decider.wants(head)
-        preview, preview_cookie = self._preview(head) if wants else (None, None)
+        preview, preview_cookie = (
+            previews.of_request(self.identity, head) if wants else (None, None)
+        )
         visit = self.visitors.begin(head)
         tracked = visit.visitor_id is not None and preview is None
         personalize = wants and not visit.crawler
@@ -195,7 +198,7 @@ class Responder:
             and self.rewriting.applies(encoding, length)
         )
         if exchange.preview is not None or exchange.preview_cookie == "":
-            headers = _preview_headers(headers, exchange.preview_cookie)
+            headers = previews.response_headers(headers, exchange.preview_cookie)
         if decision is not None:
             if edited:
                 headers = _personalized_headers(headers, decision)
@@ -288,24 +291,6 @@ class Responder:
             if not more:
                 return body.applied()
 
-    def _preview(self, head: RequestHead) -> tuple[Preview | None, str | None]:
-        """A valid preview token from the query (which the shop must not see) or the
-        preview cookie, and the token to set as the cookie when it came by URL (empty:
-        clear it, the preview is over)."""
-        param = head.without_param(PREVIEW_PARAM.encode())
-        if param is not None:
-            token = param.decode("latin-1")
-            if token == "off":
-                return None, ""
-            preview = read_token(self.identity, token)
-            return preview, token if preview is not None else None
-        cookie = (
-            head.cookies.get(PREVIEW_COOKIE) if PREVIEW_COOKIE.encode() in head.cookie else None
-        )
-        if cookie:
-            return read_token(self.identity, cookie), None
-        return None, None
-
 
 def _body_facts(headers: Headers) -> tuple[bytes, bytes, int]:
     """Content-Type, Content-Encoding and Content-Length (-1 when not given)."""
@@ -354,19 +339,6 @@ def _personalized_headers(headers: Headers, decision: Decision) -> Headers:
         vary.append(_VARY_COOKIE)
     out.append((b"vary", b", ".join(vary)))
     out.append(_server_timing(decision.seconds))
-    return out
-
-
-def _preview_headers(headers: Headers, token: str | None) -> Headers:
-    """A preview is for one merchant: never stored anywhere; the token moves from
-    the link to a session cookie (or is cleared with ``edge_preview=off``)."""
-    out = [(n, v) for n, v in headers if n != b"cache-control"]
-    out.append((b"cache-control", b"no-store"))
-    if token is not None:
-        value = f"{PREVIEW_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax"
-        if not token:
-            value += "; Max-Age=0"
-        out.append((b"set-cookie", value.encode()))
     return out
 
 
