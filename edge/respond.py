@@ -69,6 +69,9 @@ class Exchange:
     """The preview cookie to set (empty: to clear), when the link carried a token."""
     page: Page | None = None
     touch: Touch | None = None
+    touch_read: bool = False
+    """Whether :attr:`touch` was read from the request already (a decision needs it
+    first; the record, only for a page the visitor received)."""
     form: bytearray | None = None
     """The cart form's body, copied as it is forwarded, when it is one."""
     if_none_match: bytes = b""
@@ -142,6 +145,7 @@ class Responder:
             exchange.page = self.rules.ruleset.pages.page(head.path)
         if personalize:
             exchange.touch = self.observer.touch(head, exchange.now)
+            exchange.touch_read = True
         if tracked and self.observer.wants_form(head.method, head.path):
             exchange.form = bytearray()
         return exchange, personalize
@@ -260,8 +264,9 @@ class Responder:
         touch = None
         received = 200 <= exchange.status < 300 and exchange.content_type.startswith(b"text/html")
         if head.method == "GET" and received:  # only a page the visitor received is a touch
-            # (a decision found it already)
-            touch = exchange.touch or self.observer.touch(head, exchange.now)
+            if not exchange.touch_read:
+                exchange.touch = self.observer.touch(head, exchange.now)
+            touch = exchange.touch
         self.recorder.observed(visit, events, touch, exchange.now)
 
     async def _rewrite(
