@@ -45,7 +45,8 @@ from typing import Any, Protocol
 
 import cachetools
 
-from .rewriter import Rewriter, _reordered, _Sink
+from .edits import Mark, Sink, reordered
+from .rewriter import Rewriter
 
 __all__ = ["RECORD_STEP", "Recording", "ReplayCache", "Target"]
 
@@ -132,13 +133,13 @@ class _Taker:
             self.recording.pieces.append(b"".join(self._run))
             self._run.clear()
 
-    def take(self, out: list[bytes], marks: list[tuple[int, int, _Sink, int]]) -> bytes:
+    def take(self, out: list[bytes], marks: list[Mark]) -> bytes:
         data = b"".join(out)
         if self.ok:
             pieces = self.recording.pieces
             run = self._run
             at = 0
-            for first, end, sink, edit in (*marks, (len(out), len(out), None, -1)):
+            for first, end, edit, sink in (*marks, (len(out), len(out), -1, None)):
                 for part in out[at:first]:
                     index = self.contents.get(id(part))
                     if index is None:
@@ -158,7 +159,7 @@ class _Taker:
         marks.clear()
         return data
 
-    def _region(self, sink: _Sink, edit: int) -> _Region | None:
+    def _region(self, sink: Sink, edit: int) -> _Region | None:
         """The list *sink* held; None unless its items were keyed by this edit's
         target, once each and in order (the calls a replay will make again)."""
         items = sink.items
@@ -220,15 +221,6 @@ class _RequestTarget:
             return orders.popleft()[1]
         orders.clear()
         return self._target.order(keys)
-
-
-class _Order:
-    """The one field of an edit that :func:`_reordered` reads."""
-
-    __slots__ = ("order",)
-
-    def __init__(self, order: Callable[[list[str | None]], Sequence[str]]) -> None:
-        self.order = order
 
 
 class _Volatile:
@@ -483,9 +475,8 @@ class Replayer:
             return wanted
 
         contents = self._contents
-        sink = _Sink([p if isinstance(p, bytes) else contents[p] or b"" for p in region.parts])
-        sink.items = region.items
-        return _reordered(sink, _Order(order))  # type: ignore[arg-type]
+        parts = [p if isinstance(p, bytes) else contents[p] or b"" for p in region.parts]
+        return reordered(parts, region.items, order)
 
     # -- rewriting for real -------------------------------------------------------
 
@@ -518,7 +509,7 @@ class Replayer:
         }
         self._rw = self._real_factory(self._bound)
         if self._taker is not None:
-            self._rw._record = self._taker
+            self._rw.record(self._taker)
         self._fed = 0
         self._pending = prefix
 

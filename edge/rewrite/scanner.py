@@ -14,6 +14,8 @@ import functools
 import re
 from html.entities import html5 as _HTML5_ENTITIES
 
+from edge.caches import Memo
+
 _WS = rb"\t\n\f\r "
 
 #: One attribute: a name, then optionally ``= value`` (quoted, unquoted or empty).
@@ -102,6 +104,9 @@ BREAKOUT = frozenset(
 )
 SVG_HTML_POINTS = frozenset(b"foreignobject desc title".split())
 MATH_HTML_POINTS = frozenset(b"mi mo mn ms mtext".split())
+
+#: Tag names as read, lowercased: a page's names repeat.
+LOWER_NAMES: Memo[bytes, bytes] = Memo(4096)
 
 
 @functools.lru_cache(maxsize=64)
