@@ -8,9 +8,10 @@ elements by key). A :class:`~.rewriter.Plan` compiles each into a
 
 While an element's edits are under way the rewriter's output goes to a
 :class:`Sink`: the response, the held parts of a list being reordered, or nowhere
-(content being replaced). A sink's *marks* say which stretch of its parts is a
-reordered list, for a recorder (see :mod:`.replay`). :func:`reordered` puts a
-list's held items in the wanted order.
+(content being replaced). A sink's *marks* say which of its parts are an edit's
+content and which stretch is a reordered list, so a recorder (see
+:mod:`.replay`) can tell them apart from bytes copied from the input without
+guessing. :func:`reordered` puts a list's held items in the wanted order.
 """
 
 from __future__ import annotations
@@ -135,9 +136,10 @@ class CompiledEdit:
 
 #: A held list item: (its first part, the part after its last, its key).
 Item = tuple[int, int, "str | None"]
-#: In a sink's parts: a reordered list, (first part, end part, edit index, the
-#: sink that held its items).
-Mark = tuple[int, int, int, "Sink"]
+#: In a sink's parts: (first part, end part, edit index, held list). An edit's
+#: content is one part and no held list; a reordered list is the parts from first
+#: to end, and the sink that held its items.
+Mark = tuple[int, int, int, "Sink | None"]
 
 
 class Sink:

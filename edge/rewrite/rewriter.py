@@ -151,7 +151,7 @@ class Recorder(Protocol):
 
     def take(self, out: list[bytes], marks: list[Mark]) -> bytes:
         """The output in *out* joined (and both lists emptied), noted down: *marks*
-        say which of its parts are reordered lists."""
+        say which of its parts are edit contents and reordered lists."""
 
     def spoil(self) -> None:
         """This document's output cannot be replayed."""
@@ -332,9 +332,15 @@ class Rewriter(ListItems):
             self._sink.parts.extend(parts)
 
     def _insert(self, edits: list[CompiledEdit]) -> None:
-        """Output the contents of *edits*."""
-        if not self._sink.discard:
-            self._sink.parts.extend([ce.content for ce in edits])
+        """Output the contents of *edits*, each marked with its edit for a recorder."""
+        sink = self._sink
+        if sink.discard:
+            return
+        parts = sink.parts
+        if self._record is not None:
+            at = len(parts)
+            sink.marks += [(at + i, at + i + 1, ce.index, None) for i, ce in enumerate(edits)]
+        parts += [ce.content for ce in edits]
 
     def _emit_reordered(self, held: Sink, ce: CompiledEdit) -> None:
         """Output the list *held* for reorder edit *ce*, its items in order."""
