@@ -16,8 +16,6 @@ from html.entities import html5 as _HTML5_ENTITIES
 
 from edge.caches import Memo
 
-_WS = rb"\t\n\f\r "
-
 #: One attribute: a name, then optionally ``= value`` (quoted, unquoted or empty).
 ATTR_SRC = (
     rb"[^\t\n\f\r />][^\t\n\f\r />=]*+"
