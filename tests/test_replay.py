@@ -274,7 +274,7 @@ class Shop:
     def response(
         self, spec: Spec, contents: list[bytes], targets: dict[int, object], page: str = "/"
     ):  # type: ignore[no-untyped-def]
-        plan_key = (tuple(spec), tuple(map(id, contents)), tuple(contents))
+        plan_key = (tuple(spec), tuple(contents))
         if plan_key not in self.plans:
             late = {i: Late() for i, (_s, action) in enumerate(spec) if action == "reorder"}
             self.plans[plan_key] = (Plan(shop_edits(spec, contents, late)), late)
