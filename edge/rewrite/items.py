@@ -105,6 +105,7 @@ class ListItems:
     _foreign_end: Callable[[bytes, int, int, bool], int]
 
     def _init_items(self) -> None:
+        """A new document: no list seen yet."""
         # Bytes from the current position a list item needs before the fast
         # path looks at it again (so a trickle of tiny chunks stays linear).
         self._items_need = 0
