@@ -26,20 +26,17 @@ import functools
 import re
 from collections.abc import Callable
 from itertools import accumulate
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 from edge.caches import Memo
 
 from . import scanner as sc
 from .edits import Act, Sink
-from .patterns import DIGITS, DIGITS_TO_ZERO, ItemShape, has_any
+from .patterns import DIGITS, DIGITS_TO_ZERO, ItemShape, ScanPatterns, has_any
 from .scanner import LOWER_NAMES
 from .tree import FOREIGN_START, HTML, ITEM_NAMES, MAY_CLOSE, follow_structure
 
-if TYPE_CHECKING:
-    from .rewriter import Plan
-
-__all__ = ["ListItems", "is_simple_markup"]
+__all__ = ["ItemsPlan", "ListItems", "is_simple_markup"]
 
 _T = TypeVar("_T")
 _EMPTY: frozenset[bytes] = frozenset()
@@ -90,12 +87,21 @@ def _simple_end_pattern(name: bytes) -> re.Pattern[bytes]:
     return re.compile(rb"</(?i:" + re.escape(name) + rb")[\t\n\f\r ]*+>")
 
 
+class ItemsPlan(Protocol):
+    """What the list fast paths read of the rewriter's :class:`~.rewriter.Plan`."""
+
+    types: frozenset[bytes]
+    match_all: bool
+    max_depth: int
+    scan: ScanPatterns
+
+
 class ListItems:
     """The list fast paths and the items' keys, mixed into
     :class:`~.rewriter.Rewriter`: they work on its input, element stack and
     output (annotated below) and call its ``_flush`` and ``_foreign_end``."""
 
-    plan: Plan
+    plan: ItemsPlan
     _buf: bytearray
     _low: bytearray
     _stack: list[tuple[bytes, int, int, Act | None]]
