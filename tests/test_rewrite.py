@@ -779,13 +779,13 @@ def test_list_items_differing_in_digits_are_checked_once_per_shape() -> None:
         for i in range(40)
     ]
     plan = Plan([PRODUCTS])
-    plan.item_shapes.clear()  # shared by every plan with these selectors' kinds
+    plan.scan.item_shapes.clear()  # shared by every plan with these selectors' kinds
     out = plan.rewrite(_product_list(cards))
     assert out == _product_list([cards[3], cards[1], cards[0], cards[2], *cards[4:]])
-    assert Plan([PRODUCTS]).item_shapes is plan.item_shapes
+    assert Plan([PRODUCTS]).scan.item_shapes is plan.scan.item_shapes
     # Three shapes, each checked once: the first card (nothing before it), the
     # cards numbered with one digit, those with two.
-    assert sum(len(shapes) for shapes in plan.item_shapes.values()) == 3
+    assert sum(len(shapes) for shapes in plan.scan.item_shapes.values()) == 3
     assert out == _both(_product_list(cards), [PRODUCTS], 1 << 20)[1]
 
 
@@ -833,8 +833,8 @@ def test_plans_for_new_contents_reuse_the_scan_patterns() -> None:
     a = Plan([Edit("[data-edge-slot=s]", "set_inner_content", b"cart: 1 item")])
     b = Plan([Edit("[data-edge-slot=s]", "set_inner_content", b"cart: 2 items")])
     c = Plan([Edit("ol.products", "append", b"x")])
-    assert a.skip is b.skip and a.candidates is b.candidates and a.structural is b.structural
-    assert c.skip is not a.skip
+    assert a.scan is b.scan
+    assert c.scan is not a.scan
     page = b"<div data-edge-slot=s>old</div>"
     assert a.rewrite(page) == b"<div data-edge-slot=s>cart: 1 item</div>"
     assert b.rewrite(page) == b"<div data-edge-slot=s>cart: 2 items</div>"

@@ -6,7 +6,8 @@
 b'<div data-edge-slot=home-hero><p>hi</p></div>'
 """
 
-from .rewriter import ACTIONS, Edit, Plan, RewriteError, Rewriter, rewrite
+from .edits import ACTIONS, Edit, RewriteError
+from .rewriter import Plan, Rewriter, rewrite
 from .selectors import SelectorError, SelectorList, parse_selector
 
 __all__ = [

@@ -29,23 +29,24 @@ replay asks ``key()`` for a list's items (with the attributes kept) and
 ``order()`` only when it sends that list, and a real rewriter that takes over is
 answered from what the replay was told for the items it reads again.
 
-The edit contents are recognised in the output by identity (the rewriter appends
-the compiled edit's own ``bytes`` object); contents shorter than two bytes could
-be shared with the input's, so plans with those are not recorded.
+The edit contents and reordered lists are told apart from copied bytes by the
+rewriter's marks (see :meth:`~.rewriter.Rewriter.record`): it says which edit
+each content it outputs belongs to, so any contents can be recorded (empty, one
+byte, one object for two edits) and the response's own are filled in by edit.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import cachetools
+from edge.caches import LRU
 
-from .rewriter import Rewriter, _reordered, _Sink
+from .edits import Mark, Sink, reordered
+from .rewriter import Rewriter
 
 __all__ = ["RECORD_STEP", "Recording", "ReplayCache", "Target"]
 
@@ -109,10 +110,9 @@ def _size(recording: Recording) -> int:
 
 
 class _Taker:
-    """Hooked into a recording rewriter: turns its output into template pieces."""
+    """Hooked into a recording rewriter: turns its marked output into template pieces."""
 
-    def __init__(self, contents: dict[int, int], recording: Recording, calls: list[_Call]) -> None:
-        self.contents = contents  # id(content bytes) -> edit index
+    def __init__(self, recording: Recording, calls: list[_Call]) -> None:
         self.recording = recording
         self.calls = calls  # the key calls the rewriter made, in order
         self.called = 0  # how many of them belong to the lists taken so far
@@ -123,52 +123,52 @@ class _Taker:
         self.ok = False
         self._run.clear()
 
-    def _piece(self, part: bytes) -> bytes | int:
-        index = self.contents.get(id(part))
-        return part if index is None else index
-
     def _flush(self) -> None:
         if self._run:
             self.recording.pieces.append(b"".join(self._run))
             self._run.clear()
 
-    def take(self, out: list[bytes], marks: list[tuple[int, int, _Sink, int]]) -> bytes:
+    def take(self, out: list[bytes], marks: list[Mark]) -> bytes:
         data = b"".join(out)
         if self.ok:
             pieces = self.recording.pieces
             run = self._run
             at = 0
-            for first, end, sink, edit in (*marks, (len(out), len(out), None, -1)):
-                for part in out[at:first]:
-                    index = self.contents.get(id(part))
-                    if index is None:
-                        run.append(part)
-                    else:
-                        self._flush()
-                        pieces.append(index)
-                if sink is not None:
-                    region = self._region(sink, edit)
+            for first, end, edit, held in marks:
+                run += out[at:first]
+                self._flush()
+                if held is None:  # an edit's content
+                    pieces.append(edit)
+                else:
+                    region = self._region(held, edit)
                     if region is None:
                         self.spoil()
                         break
-                    self._flush()
                     pieces.append(region)
                 at = end
+            else:
+                run += out[at:]
         out.clear()
         marks.clear()
         return data
 
-    def _region(self, sink: _Sink, edit: int) -> _Region | None:
-        """The list *sink* held; None unless its items were keyed by this edit's
-        target, once each and in order (the calls a replay will make again)."""
-        items = sink.items
+    def _region(self, held: Sink, edit: int) -> _Region | None:
+        """The list *held* for reorder *edit*; None unless its items were keyed by
+        this edit's target, once each and in order (the calls a replay will make
+        again)."""
+        items = held.items
         calls = self.calls[self.called : self.called + len(items)]
         if len(calls) != len(items) or any(
             e != edit or key != item[2] for (e, _attrs, key), item in zip(calls, items, strict=True)
         ):
             return None
         self.called += len(items)
-        return _Region(edit, [self._piece(p) for p in sink.parts], items, calls)
+        parts: list[bytes | int] = list(held.parts)
+        for first, _end, index, inner in held.marks:
+            if inner is not None:  # a list reordered inside another is not kept
+                return None
+            parts[first] = index
+        return _Region(edit, parts, items, calls)
 
     def checkpoint(self, read: int) -> None:
         if self.ok:
@@ -222,15 +222,6 @@ class _RequestTarget:
         return self._target.order(keys)
 
 
-class _Order:
-    """The one field of an edit that :func:`_reordered` reads."""
-
-    __slots__ = ("order",)
-
-    def __init__(self, order: Callable[[list[str | None]], Sequence[str]]) -> None:
-        self.order = order
-
-
 class _Volatile:
     """In the cache instead of a template: this page diverged too often."""
 
@@ -248,15 +239,17 @@ class _Entry:
     size: int = 1
 
 
+def _weight(entry: _Entry | _Volatile) -> int:
+    return entry.size
+
+
 class ReplayCache:
     """Templates by (page, edit shape), within a byte budget (least recently used go)."""
 
     def __init__(self, max_bytes: int = 32 << 20, max_body: int = 2 << 20) -> None:
         self.max_bytes = max_bytes
         self.max_body = max_body
-        self._entries: cachetools.LRUCache[Any, _Entry | _Volatile] = cachetools.LRUCache(
-            max(max_bytes, 1), getsizeof=lambda e: e.size
-        )
+        self._entries: LRU[Any, _Entry | _Volatile] = LRU(max_bytes, weigh=_weight)
         self.hits = 0
         self.misses = 0
         self.recorded = 0
@@ -270,8 +263,7 @@ class ReplayCache:
         bind: Callable[[dict[int, Target]], None],
     ) -> Replayer:
         """A rewriter-like object for one response. *key* names the page and the
-        shape of the edits (not their contents, nor which are empty: that is added
-        here); *contents* are this response's
+        shape of the edits (not their contents); *contents* are this response's
         edit contents by edit index (None for reorders); *targets* its reorder
         callbacks by edit index (every reorder's items are keyed by a callback);
         ``real(targets)`` makes a real rewriter whose reorders call those targets,
@@ -279,9 +271,6 @@ class ReplayCache:
         feed."""
         if self.max_bytes <= 0:  # replaying is off: every response is rewritten
             return Replayer(self, None, None, contents, targets, real, bind, record=False)
-        # An empty content leaves no piece to fill in: a template serves only
-        # responses whose contents are empty where its were.
-        key = (key, tuple(not c for c in contents))
         entry = self._entries.get(key)
         if isinstance(entry, _Volatile):
             if entry.until > time.monotonic():
@@ -302,10 +291,7 @@ class ReplayCache:
         self.recorded += 1
         entry.recording = recording
         entry.size = size
-        if current is entry:
-            del self._entries[key]  # re-insert: its size changed
-        with contextlib.suppress(ValueError):  # larger than the whole budget
-            self._entries[key] = entry
+        self._entries[key] = entry  # weighed again (one larger than the budget is dropped)
 
     def _diverged(self, key: Any, entry: _Entry) -> bool:
         """A response stopped matching *entry*'s template; True if the page is now
@@ -483,9 +469,8 @@ class Replayer:
             return wanted
 
         contents = self._contents
-        sink = _Sink([p if isinstance(p, bytes) else contents[p] or b"" for p in region.parts])
-        sink.items = region.items
-        return _reordered(sink, _Order(order))  # type: ignore[arg-type]
+        parts = [p if isinstance(p, bytes) else contents[p] or b"" for p in region.parts]
+        return reordered(parts, region.items, order)
 
     # -- rewriting for real -------------------------------------------------------
 
@@ -496,20 +481,9 @@ class Replayer:
         self._cache.misses += 1
         calls: list[_Call] | None = None
         if self._record and self._entry is not None:
-            # The contents the rewriter will append, told apart by identity; an
-            # empty one adds nothing, a one-byte one may be shared with the input.
-            ids: dict[int, int] | None = {}
-            for i, content in enumerate(self._contents):
-                if not content:
-                    continue
-                if len(content) < 2 or id(content) in ids:
-                    ids = None
-                    break
-                ids[id(content)] = i
-            if ids is not None:
-                calls = []
-                self._recording = Recording()
-                self._taker = _Taker(ids, self._recording, calls)
+            calls = []
+            self._recording = Recording()
+            self._taker = _Taker(self._recording, calls)
         self._bound = {
             i: _RequestTarget(t, i, self._keys.pop(i, deque()), self._orders.pop(i, deque()), calls)
             if calls is not None or i in self._keys
@@ -518,7 +492,7 @@ class Replayer:
         }
         self._rw = self._real_factory(self._bound)
         if self._taker is not None:
-            self._rw._record = self._taker
+            self._rw.record(self._taker)
         self._fed = 0
         self._pending = prefix
 

@@ -128,20 +128,6 @@ class ComplexSelector:
     compounds: tuple[Compound, ...]
     combinators: tuple[str, ...]
 
-    def matches(self, chain: list[tuple[bytes, dict[bytes, bytes]]]) -> bool:
-        """Match against ``chain``: the element last, its ancestors before it."""
-        return self._match(len(self.compounds) - 1, chain, len(chain) - 1)
-
-    def _match(self, ci: int, chain: list[tuple[bytes, dict[bytes, bytes]]], ei: int) -> bool:
-        name, attrs = chain[ei]
-        if not self.compounds[ci].matches(name, attrs):
-            return False
-        if ci == 0:
-            return True
-        if self.combinators[ci - 1] == ">":
-            return ei > 0 and self._match(ci - 1, chain, ei - 1)
-        return any(self._match(ci - 1, chain, j) for j in range(ei - 1, -1, -1))
-
 
 @dataclass(frozen=True, slots=True)
 class SelectorList:
@@ -149,9 +135,6 @@ class SelectorList:
 
     text: str
     selectors: tuple[ComplexSelector, ...]
-
-    def matches(self, chain: list[tuple[bytes, dict[bytes, bytes]]]) -> bool:
-        return any(s.matches(chain) for s in self.selectors)
 
 
 _IDENT = re.compile(

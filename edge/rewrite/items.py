@@ -1,0 +1,615 @@
+"""The list fast paths: moving a reordered list's items without the element stack.
+
+The children of an element being reordered are items. The exact path follows
+each through the element stack (see :mod:`.tree`); these paths move an item
+whole when its markup is simple (see :func:`is_simple_markup`) and nothing in
+it can match a selector, open or close an element implicitly, or change the
+tokenizer's state. Three ways, tried in this order for each list:
+
+- :meth:`ListItems._split_items`: items that each end with their own plain end
+  tag (``</li>``), cut apart with one ``bytes.split`` and checked once per
+  *shape* (the piece with every digit read as ``0``): a product grid whose items
+  differ in ids and prices is checked a few times, not per item.
+- :meth:`ListItems._bulk_items`: a run of like items in a stretch already known
+  to be simple, found by their junctions and checked per distinct sequence of
+  structural tags.
+- :meth:`ListItems._simple_item_end`: one item at a time, to its end tag.
+
+What goes into the held output is exactly what the exact path puts there, so
+the paths may alternate item by item. An inline ``<svg>`` or ``<math>`` whose
+content is simple foreign markup is stepped over whole, in and out of items.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from itertools import accumulate
+from typing import Protocol, TypeVar
+
+from edge.caches import Memo
+
+from . import scanner as sc
+from .edits import Act, Sink
+from .patterns import DIGITS, DIGITS_TO_ZERO, ItemShape, ScanPatterns, has_any
+from .scanner import LOWER_NAMES
+from .tree import FOREIGN_START, HTML, ITEM_NAMES, MAY_CLOSE, follow_structure
+
+__all__ = ["ItemsPlan", "ListItems", "is_simple_markup"]
+
+_T = TypeVar("_T")
+_EMPTY: frozenset[bytes] = frozenset()
+_UNKNOWN = object()
+#: Room for a foreign element nested inside an item: the item's check bounds it.
+_ANY_DEPTH = 1 << 62
+_ITEM_DELIMS = frozenset(b"\t\n\f\r />")
+_BETWEEN_ITEMS = re.compile(rb"(?:[^<]++|<(?=[^A-Za-z/!?])|" + sc.COMMENT_SRC + rb")*+")
+_BAD_COMMENT = re.compile(rb"<!--(?!-?>)[^>]*+(?<!--)(?<!--!)>")
+_NOT_SKELETON = bytes(b for b in range(256) if b not in b"<>=\"'")
+_SKELETON_QUOTED_ANGLE = re.compile(rb"=(?:\"[^\"<>]*+[<>]|'[^'<>]*+[<>])")
+
+
+def is_simple_markup(buf: bytes | bytearray, a: int, b: int) -> bool:
+    """Whether ``buf[a:b]`` is simple markup, which the reorder fast path moves
+    without the element stack: every tag ends at the first ">" after its "<"
+    and every "<" + letter is a tag, as the HTML tokenizer reads it.
+
+    Checked with byte-level operations: "<" and ">" alternate (so no tag,
+    comment or bogus comment holds "<", and text holds no ">"); a comment ends
+    at its first ">"; and no "=" then a quote opens a value holding "<" or ">"
+    (tested on the bytes ``<>="'`` alone: dropping the rest can only find more).
+    """
+    region = bytes(buf[a:b])
+    skeleton = region.translate(None, _NOT_SKELETON)
+    angles = skeleton.translate(None, b"=\"'")
+    if angles.count(b"<>") * 2 != len(angles):
+        return False
+    if b"<!--" in region and _BAD_COMMENT.search(region) is not None:
+        return False
+    return _SKELETON_QUOTED_ANGLE.search(skeleton) is None
+
+
+@functools.lru_cache(maxsize=256)
+def _item_patterns(name: bytes) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
+    """In simple lowercased markup: a separator then an item's start tag (group
+    2), and a junction between items: end tag, separator (group 1), start tag
+    (group 2)."""
+    n = re.escape(name)
+    sep = rb"((?:[^<]++|<!--[^<>]*-->|<(?![a-z/!?]))*+)"
+    start = rb"(<" + n + rb"(?=[\t\n\f\r />])[^>]*+>)"
+    return re.compile(sep + start), re.compile(rb"</" + n + rb"[\t\n\f\r ]*+>" + sep + start)
+
+
+@functools.lru_cache(maxsize=256)
+def _simple_end_pattern(name: bytes) -> re.Pattern[bytes]:
+    """A plain end tag of ``name`` (any case, no attributes)."""
+    return re.compile(rb"</(?i:" + re.escape(name) + rb")[\t\n\f\r ]*+>")
+
+
+class ItemsPlan(Protocol):
+    """What the list fast paths read of the rewriter's :class:`~.rewriter.Plan`."""
+
+    types: frozenset[bytes]
+    match_all: bool
+    max_depth: int
+    scan: ScanPatterns
+
+
+class ListItems:
+    """The list fast paths and the items' keys, mixed into
+    :class:`~.rewriter.Rewriter`: they work on its input, element stack and
+    output (annotated below) and call its ``_flush`` and ``_foreign_end``."""
+
+    plan: ItemsPlan
+    _buf: bytearray
+    _low: bytearray
+    _stack: list[tuple[bytes, int, int, Act | None]]
+    _sink: Sink
+    _emitted: int
+    _flush: Callable[[int], None]
+    _foreign_end: Callable[[bytes, int, int, bool], int]
+
+    def _init_items(self) -> None:
+        """A new document: no list seen yet."""
+        # Bytes from the current position a list item needs before the fast
+        # path looks at it again (so a trickle of tiny chunks stays linear).
+        self._items_need = 0
+        # How many more elements may open inside an item (plan.max_depth).
+        self._room = 0
+        # The list's first end tag (-1: not known), whether the markup up to it
+        # is simple, and whether a run of items was tried there.
+        self._list_end = -1
+        self._list_act: Act | None = None
+        self._list_simple = False
+        self._bulk_tried = False
+        self._simple_upto = -1
+
+    def _fast_items(self, pos: int, final: bool) -> int:
+        """Move the items of the list being reordered (the top of the stack)
+        into its held output without the element stack, while they are simple.
+
+        Returns the position where the exact path takes over (an item that is
+        not simple, or the end tag of the list), or ``-pos - 1`` to wait for
+        more input.
+        """
+        buf = self._buf
+        n = len(buf)
+        if n - pos < self._items_need and not final:
+            return -pos - 1
+        self._items_need = 0
+        stack = self._stack
+        if len(stack) + 1 >= self.plan.max_depth or any(e[1] != HTML for e in stack):
+            return pos
+        plan = self.plan
+        types = plan.types
+        act = stack[-1][3]
+        assert act is not None and act.sink is not None
+        sink = act.sink
+        parts = sink.parts
+        open_names = frozenset(e[0] for e in stack)
+        self._room = plan.max_depth - len(stack) - 1
+        # Up to the list's first end tag, move the items that split cleanly at
+        # their end tags, then check the rest is simple markup in one go (once
+        # per list: this runs again after every item the exact path took).
+        if self._list_end < pos or self._list_act is not act:
+            self._list_act = act
+            self._list_end = end = self._end_tag_at(stack[-1][0], pos)
+            if end >= 0:
+                pos = self._split_items(pos, end, open_names)
+                self._list_simple = is_simple_markup(buf, pos, end)
+                self._bulk_tried = False
+        self._simple_upto = self._list_end if self._list_end >= pos and self._list_simple else -1
+        lits = plan.scan.attr_literals
+        low = self._low
+        while True:
+            q = _BETWEEN_ITEMS.match(buf, pos).end()
+            if q >= n:
+                return q if final else -q - 1
+            tm = sc.START_TAG.match(buf, q)
+            if tm is None or plan.match_all:
+                return q
+            raw = tm.group(1)
+            name = LOWER_NAMES.get(raw) or raw.lower()
+            a = tm.end()
+            if (
+                name not in ITEM_NAMES
+                or name in types
+                or MAY_CLOSE.get(name, _EMPTY) & open_names
+                or (lits and has_any(low, lits, q, a))
+            ):
+                return q
+            if q < self._simple_upto and not self._bulk_tried:
+                self._bulk_tried = True  # once per list: what it leaves goes item by item
+                after = self._bulk_items(pos, name, open_names)
+                if after > pos:
+                    pos = after
+                    continue
+            end = self._simple_item_end(name, a, open_names)
+            if end is None:
+                return q
+            if end < 0:  # the item's end is not here yet
+                if final:
+                    return q
+                self._items_need = 2 * (n - q)
+                return -q - 1
+            self._flush(q)
+            first = len(parts)
+            parts.append(bytes(buf[q:end]))
+            self._emitted = end
+            sink.items.append((first, len(parts), self._item_key_of(tm.group(2))))
+            pos = end
+
+    def _end_tag_at(self, name: bytes, pos: int) -> int:
+        """Where the first end tag of ``name`` at or after ``pos`` starts (-1: none
+        yet): found with ``bytes.find``, confirmed by the exact pattern."""
+        low = self._low
+        match = _simple_end_pattern(name).match
+        lit = b"</" + name
+        at = low.find(lit, pos)
+        while at >= 0 and match(self._buf, at) is None:
+            at = low.find(lit, at + 1)
+        return at
+
+    # -- items cut apart at their end tags ---------------------------------------
+
+    def _split_items(self, pos: int, end: int, open_names: frozenset[bytes]) -> int:
+        """Move the run of list items from ``pos`` (up to ``end``, the list's first
+        end tag) that each end with their own plain end tag (``</li>``), cut
+        with one ``bytes.split``; returns where the run ends (``pos`` if none).
+
+        Each piece (a separator, then an item) gets the checks
+        :meth:`_bulk_items` makes, once per *shape*: the piece lowercased with
+        every digit read as ``0``.  A digit never delimits a tag, a value or a
+        comment, so pieces of one shape hold the same tags and attributes at
+        the same offsets (names with a digit, like ``h2``, are refused), and a
+        product list whose items differ in ids and prices is checked a few times,
+        not per item.  Only the keys are read per item, at the shape's offsets.
+        """
+        plan = self.plan
+        buf = self._buf
+        if plan.match_all:
+            return pos
+        tm = sc.START_TAG.match(buf, _BETWEEN_ITEMS.match(buf, pos, end).end(), end)
+        if tm is None:
+            return pos
+        name = tm.group(1).lower()
+        act = self._stack[-1][3]
+        assert act is not None and act.edit is not None and act.sink is not None
+        key_attr = act.edit.key_attr
+        if (
+            name not in ITEM_NAMES
+            or name in plan.types
+            or MAY_CLOSE.get(name, _EMPTY) & open_names
+            or any(c in DIGITS for c in name)
+            or (key_attr is not None and any(c in DIGITS for c in key_attr))
+        ):
+            return pos
+        close = b"</" + name + b">"
+        low = bytes(self._low[pos:end])
+        shapes = low.translate(DIGITS_TO_ZERO).split(close)
+        if len(shapes) < 2:
+            return pos
+        shapes.pop()  # what follows the last end tag is left to the other paths
+        bounds = list(accumulate([len(shape) + len(close) for shape in shapes], initial=0))
+        found = self._shape_verdicts(low, shapes, bounds, name, open_names, key_attr)
+        self._flush(pos)
+        assert self._sink is act.sink and not act.sink.discard
+        region = bytes(buf[pos:end])
+        n = len(found)
+        if n and found.count(found[0]) == n:
+            self._move_grid(act.sink, region, bounds, found[0], n, len(name) + 1, key_attr)
+        else:
+            self._move_pieces(act.sink, region, bounds, found, len(name) + 1, key_attr)
+        self._emitted = pos + bounds[n]
+        return pos + bounds[n]
+
+    def _shape_verdicts(
+        self,
+        low: bytes,
+        shapes: list[bytes],
+        bounds: list[int],
+        name: bytes,
+        open_names: frozenset[bytes],
+        key_attr: bytes | None,
+    ) -> list[ItemShape]:
+        """The verdicts of the pieces ``low[bounds[i]:bounds[i + 1]]`` (of shapes
+        ``shapes``), up to the first that is not a simple item."""
+        memos = self.plan.scan.item_shapes
+        memo_key = (name, open_names, self._room, key_attr)
+        memo = memos.get(memo_key)
+        if memo is None:
+            memo = memos.put(memo_key, Memo(1024))
+        found: list[object] = []
+        previous: bytes | None = None
+        verdict: object = _UNKNOWN
+        for shape in shapes:  # a grid's items mostly repeat the one before: compare, not hash
+            if shape != previous:
+                verdict = memo.get(shape, _UNKNOWN)
+                previous = shape if verdict is not _UNKNOWN else None
+            found.append(verdict)
+        for i, verdict in enumerate(found):
+            if verdict is _UNKNOWN:
+                at = bounds[i]
+                verdict = found[i] = memo.put(
+                    shapes[i],
+                    self._item_shape(
+                        low[at : bounds[i + 1]], shapes[i], name, open_names, key_attr
+                    ),
+                )
+            if verdict is None:
+                del found[i:]
+                break
+        return found  # type: ignore[return-value]
+
+    def _move_grid(
+        self,
+        sink: Sink,
+        region: bytes,
+        bounds: list[int],
+        verdict: ItemShape,
+        n: int,
+        skip: int,
+        key_attr: bytes | None,
+    ) -> None:
+        """Move the first ``n`` pieces of ``region``, all of one shape (a product
+        grid), with comprehensions."""
+        sep, start_end, vs, ve = verdict  # type: ignore[misc]
+        starts = bounds[:n]
+        ends = bounds[1 : n + 1]
+        if vs >= 0:
+            decode = sc.decode_entities
+            keys: list[str | None] = [
+                (decode(v) if b"&" in v else v).decode("utf-8", "replace")
+                for v in [region[at + vs : at + ve] for at in starts]
+            ]
+        elif key_attr is None:
+            key_of = self._item_key_of
+            keys = [key_of(region[at + sep + skip : at + start_end - 1]) for at in starts]
+        else:
+            keys = [None] * n
+        parts = sink.parts
+        base = len(parts)
+        if sep:
+            both: list[bytes] = [b""] * (2 * n)
+            both[0::2] = [region[at : at + sep] for at in starts]
+            both[1::2] = [region[at + sep : e] for at, e in zip(starts, ends, strict=True)]
+            parts.extend(both)
+            sink.items.extend(
+                zip(
+                    range(base + 1, base + 2 * n, 2),
+                    range(base + 2, base + 2 * n + 1, 2),
+                    keys,
+                    strict=True,
+                )
+            )
+        else:
+            parts.extend([region[at:e] for at, e in zip(starts, ends, strict=True)])
+            sink.items.extend(
+                zip(range(base, base + n), range(base + 1, base + n + 1), keys, strict=True)
+            )
+
+    def _move_pieces(
+        self,
+        sink: Sink,
+        region: bytes,
+        bounds: list[int],
+        found: list[ItemShape],
+        skip: int,
+        key_attr: bytes | None,
+    ) -> None:
+        """Move the pieces of ``region`` whose verdicts are ``found``, one by one."""
+        append = sink.parts.append
+        add_item = sink.items.append
+        key_of = self._item_key_of
+        decode = sc.decode_entities
+        parts = sink.parts
+        # Each piece from ``at`` to ``e``: a separator (``sep`` long), then an item.
+        for at, e, (sep, start_end, vs, ve) in zip(  # type: ignore[misc]
+            bounds, bounds[1:], found, strict=False
+        ):
+            if sep:
+                q = at + sep
+                append(region[at:q])  # the separator stays where it is
+                append(region[q:e])
+            else:
+                append(region[at:e])
+            if vs >= 0:
+                value = region[at + vs : at + ve]
+                if b"&" in value:
+                    value = decode(value)
+                key = value.decode("utf-8", "replace")
+            elif key_attr is None:
+                key = key_of(region[at + sep + skip : at + start_end - 1])
+            else:
+                key = None
+            k = len(parts)
+            add_item((k - 1, k, key))
+
+    def _item_shape(
+        self,
+        piece: bytes,
+        shape: bytes,
+        name: bytes,
+        open_names: frozenset[bytes],
+        key_attr: bytes | None,
+    ) -> ItemShape:
+        """For :meth:`_split_items`, a piece (lowercased, its end tag included)
+        that is a separator then one simple item ``name``: the item's offset,
+        its start tag's end and its key value's span (-1, -1 if it has none);
+        None if it is not such a piece."""
+        plan = self.plan
+        scan = plan.scan
+        sep = _BETWEEN_ITEMS.match(piece).end()
+        skip = len(name) + 1
+        if not piece.startswith(b"<" + name, sep) or piece[sep + skip] not in _ITEM_DELIMS:
+            return None
+        item = piece[sep:]
+        if (
+            b"<svg" in item
+            or b"<math" in item
+            or any(lit in shape for lit in scan.shape_literals)
+            or any(tag in shape for tag in scan.shape_digit_tags)
+            or item.count(b"<") >= self._room
+            or not is_simple_markup(item, 0, len(item))
+        ):
+            return None
+        # Its structural tags: its own start tag first, its end tag last, and
+        # in between tags that nest and close nothing outside.
+        words = scan.structural_tags.findall(item)
+        if words[0] != name or words.count(name) != 1 or words.index(b"/" + name) != len(words) - 1:
+            return None
+        tags = tuple((b"/", t[1:]) if t[:1] == b"/" else (b"", t) for t in words[1:-1])
+        if follow_structure(name, open_names, (), tags, plan.types) != ():
+            return None
+        start_end = item.find(b">") + 1  # simple markup: a tag ends at its first ">"
+        if key_attr is not None:
+            for m in sc.ATTR.finditer(item, skip, start_end - 1):
+                if m.group(1) == key_attr:  # the first of duplicates wins
+                    g = next((g for g in (2, 3, 4) if m.start(g) >= 0), 0)
+                    at = m.start(g) if g else start_end
+                    return sep, sep + start_end, sep + at, sep + (m.end(g) if g else start_end)
+        return sep, sep + start_end, -1, -1
+
+    # -- runs of items, and one item at a time ------------------------------------
+
+    def _bulk_items(self, pos: int, name: bytes, open_names: frozenset[bytes]) -> int:
+        """Move a run of list items named ``name`` at once, in the stretch already
+        known to be simple markup; returns where the run ends (``pos`` if none).
+
+        Items are found by their junctions (an end tag of their name, a
+        separator, a start tag of their name); as many start and end tags of
+        that name as items prove none is nested, ended early or missed, and the
+        structural tags inside (checked per distinct sequence) prove nothing
+        closes outside its item.
+        """
+        low = self._low
+        buf = self._buf
+        plan = self.plan
+        upto = self._simple_upto
+        head, junction = _item_patterns(name)
+        m = head.match(low, pos, upto)
+        if m is None:
+            return pos
+        runs = [[m.start(2), m.end(2), 0]]  # start, start tag end, end
+        for j in junction.finditer(low, m.end(2), upto):
+            runs[-1][2] = j.start(1)
+            runs.append([j.start(2), j.end(2), 0])
+        last = _simple_end_pattern(name).search(low, runs[-1][1], upto)
+        if last is None:
+            runs.pop()
+            if not runs:
+                return pos
+        else:
+            runs[-1][2] = last.end()
+        p = runs[-1][2]
+        lits = plan.scan.attr_literals
+        if lits and has_any(low, lits, pos, p):
+            return pos
+        room = self._room
+        for q, _a, e in runs:
+            if e - q > 3 * room and low.count(b"<", q, e) >= room:
+                return pos
+        # Every item's structural tags, "name ... /name": one start and one end
+        # tag of its name each (none nested, none ended early).
+        structure = self._outside_foreign(plan.scan.structural_tags.findall, pos, p)
+        if structure is None:
+            return pos
+        joined = b" " + b" ".join(structure) + b" "
+        per_item = joined.split(b" /" + name + b" ")
+        if len(per_item) != len(runs) + 1 or per_item[-1].strip():
+            return pos
+        for seq in set(per_item[:-1]):
+            words = seq.split()
+            if not words or words[0] != name or words.count(name) != 1:
+                return pos
+            tags = tuple((b"/", t[1:]) if t[:1] == b"/" else (b"", t) for t in words[1:])
+            if follow_structure(name, open_names, (), tags, plan.types) != ():
+                return pos
+        act = self._stack[-1][3]
+        assert act is not None and act.sink is not None
+        sink = act.sink
+        parts = sink.parts
+        assert self._sink is sink and not sink.discard
+        skip = len(name) + 1
+        items = sink.items
+        key_of = self._item_key_of
+        prev = self._emitted
+        for q, a, e in runs:
+            if q > prev:
+                parts.append(bytes(buf[prev:q]))  # the separator stays where it is
+            parts.append(bytes(buf[q:e]))
+            at = len(parts)
+            items.append((at - 1, at, key_of(bytes(buf[q + skip : a - 1]))))
+            prev = e
+        self._emitted = prev
+        return p
+
+    def _outside_foreign(
+        self, find: Callable[[bytearray, int, int], list[_T]], a: int, b: int
+    ) -> list[_T] | None:
+        """``find(low, a, b)`` minus what lies inside ``<svg>``/``<math>``
+        elements, each of which must be simple (see ``Rewriter._foreign_end``)
+        and end before ``b``; None if one is not.  From outside, a simple
+        foreign element is like a void one: nothing in it can match, close or
+        open anything."""
+        low = self._low
+        m = FOREIGN_START.search(low, a, b)
+        if m is None:
+            return find(low, a, b)
+        types = self.plan.types
+        found: list[_T] = []
+        at = a
+        while m is not None:
+            found += find(low, at, m.start())
+            name = m.group(1)
+            tm = sc.START_TAG.match(self._buf, m.start(), b)
+            if tm is None or name in types:
+                return None
+            at = tm.end()
+            if not sc.is_self_closing(tm.group(2)):
+                at = self._foreign_end(name, at, _ANY_DEPTH, True)
+                if at < 0 or at > b:
+                    return None
+            m = FOREIGN_START.search(low, at, b)
+        found += find(low, at, b)
+        return found
+
+    def _simple_item_end(self, name: bytes, a: int, open_names: frozenset[bytes]) -> int | None:
+        """End of the simple element ``name`` whose content starts at ``a``;
+        None if it is not simple, -1 if its end is not in the input yet.
+
+        Simple: the content is simple markup (so every ``<`` + letter in it
+        is a real tag) and, among the elements that can close others (see
+        :data:`.tree.STRUCTURAL`), start and end tags nest and close nothing
+        outside.  ``name`` is special, so an end tag of any other element stops
+        at it.
+        """
+        buf = self._buf
+        end_tag = _simple_end_pattern(name)
+        plan = self.plan
+        lits = plan.scan.attr_literals
+        found = plan.scan.structural.findall
+        low = self._low
+        inner: tuple[bytes, ...] = ()
+        seg = a
+        while (em := end_tag.search(buf, seg)) is not None:
+            b = em.start()
+            if (
+                (b > self._simple_upto and not is_simple_markup(buf, seg, b))
+                or (lits and has_any(low, lits, seg, b))
+                or (b - seg > 3 * self._room and low.count(b"<", seg, b) >= self._room)
+            ):
+                return None
+            found_seq = self._outside_foreign(found, seg, b)
+            if found_seq is None:
+                return None
+            after = follow_structure(name, open_names, inner, tuple(found_seq), plan.types)
+            if after is None:
+                return None
+            inner = after
+            if not inner:
+                return em.end()
+            if inner[-1] != name:
+                return None
+            inner = inner[:-1]  # that end tag closes a nested element of the same name
+            seg = em.end()
+        return -1  # its end is not here yet
+
+    # -- items' keys ------------------------------------------------------------
+
+    def _item_key_of(self, area: bytes) -> str | None:
+        """:meth:`_item_key` from a start tag's attribute area."""
+        top = self._stack[-1][3]
+        assert top is not None and top.edit is not None
+        key = top.edit.key_attr
+        if key is None:
+            return self._item_key(sc.parse_attrs(area))
+        if key not in area.lower():
+            return None
+        for name, dq, sq, uq, _end in sc.ATTR.findall(area):
+            if name.lower() == key:  # the first of duplicates wins, as in parse_attrs
+                value = dq or sq or uq
+                if b"&" in value:
+                    value = sc.decode_entities(value)
+                return value.decode("utf-8", "replace")
+        return None
+
+    def _item_key(self, attrs: dict[bytes, bytes]) -> str | None:
+        """The key of an item of the list on top of the stack, given its attributes."""
+        top = self._stack[-1][3]
+        assert top is not None and top.edit is not None
+        ce = top.edit
+        if ce.key_attr is not None:
+            value = attrs.get(ce.key_attr)
+            return None if value is None else value.decode("utf-8", "replace")
+        assert ce.edit.key is not None
+        return ce.edit.key(
+            {k.decode("latin-1"): v.decode("utf-8", "replace") for k, v in attrs.items()}
+        )
+
+    def _end_item(self, act: Act) -> None:
+        """An element ended: if it is an item of a list, note it among the list's items."""
+        sink = act.item_of
+        if sink is not None:
+            sink.items.append((sink.item_start, len(sink.parts), act.item_key))
