@@ -513,7 +513,7 @@ PROFILE_STEPS = (
     ("rewrite the body", "edge/respond.py", "_rewrite", True),
     ("  rewriter: start tags one by one", "edge/rewrite/rewriter.py", "_start_tag", False),
     ("  rewriter: end tags one by one", "edge/rewrite/rewriter.py", "_end_tag", False),
-    ("  rewriter: reorder items, fast path", "edge/rewrite/rewriter.py", "_fast_items", False),
+    ("  rewriter: reorder items, fast path", "edge/rewrite/items.py", "_fast_items", False),
     ("events queued (Responder.record)", "edge/respond.py", "record", False),
 )
 
