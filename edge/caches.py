@@ -102,9 +102,9 @@ class LRU(Generic[K, V]):
 class Expiring(Generic[K, V]):
     """A mapping whose entries expire *ttl* seconds after they were set, at most
     *maxsize* of them (the oldest go first). The request path reads and writes these
-    for every request, so it is one ordered dict of ``(deadline, value)``. Every entry lives equally long, so the order they were set
-    in is the order they expire in: the oldest are swept from the front as new ones
-    arrive."""
+    for every request, so it is one ordered dict of ``(deadline, value)``, no more.
+    Every entry lives equally long, so the order they were set in is the order they
+    expire in: the oldest are swept from the front as new ones arrive."""
 
     def __init__(
         self, maxsize: int, ttl: float, timer: Callable[[], float] = time.monotonic
