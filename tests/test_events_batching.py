@@ -4,12 +4,10 @@ maps, and cookie verification with its cache."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
 
-from edge.caches import Expiring
 from edge.identity import Identity
 from edge.profiles import events as ev
 from edge.profiles.model import Profile, new_profile
@@ -109,30 +107,6 @@ async def test_deletions_in_a_group_land_in_order(tmp_path: Path) -> None:
         assert await store.resolve("v1") == "cust:1"
     finally:
         await store.close()
-
-
-def test_expiring_entries_go_after_their_ttl_and_past_maxsize() -> None:
-    short: Expiring[str, int | None] = Expiring(100, 0.05)
-    short["a"] = None
-    assert "a" in short and short["a"] is None
-    time.sleep(0.06)
-    assert "a" not in short and short.get("a", 7) == 7
-    small: Expiring[str, int] = Expiring(3, 60)
-    for i in range(10):
-        small[str(i)] = i
-    assert len(small) == 3 and dict(small.items()) == {"7": 7, "8": 8, "9": 9}
-    small["7"] = 70  # setting again makes it the newest
-    small["10"] = 10
-    assert dict(small.items()) == {"9": 9, "7": 70, "10": 10}
-    assert small.pop("9") == 9 and small.pop("9") is None
-
-
-def test_an_expiring_map_that_keeps_nothing_still_takes_writes() -> None:
-    """A cache turned off (ttl 0, or maxsize 0) forgets at once rather than raising."""
-    for off in (Expiring[str, int](100, 0), Expiring[str, int](0, 60)):
-        off["a"] = 1
-        off["b"] = 2
-        assert "a" not in off and off.get("b") is None
 
 
 def test_rate_limit_buckets_refill_exactly_as_they_expire() -> None:
