@@ -2,7 +2,7 @@
 
 - :class:`Memo` — a bounded memo for answers that never go stale (a selector's
   structure, a price parsed from an attribute): at most ``maxsize`` entries, the
-  oldest set is forgotten first. A hit is a plain ``dict`` lookup (``memo.get``).
+  oldest set is forgotten first. A hit is a plain lookup (``memo[key]``).
 - :class:`LRU` — at most ``maxsize`` entries, or at most ``maxsize`` units of weight
   when given a ``weigh`` function (bytes of a kept rewrite); the least recently used
   go first.
@@ -26,10 +26,12 @@ V = TypeVar("V")
 __all__ = ["LRU", "Expiring", "Memo"]
 
 
-class Memo(dict[K, V]):
-    """A dict that holds at most *maxsize* entries: :meth:`put` forgets the oldest
-    entry set when it is full. Reads are the dict's own (``get``, ``[]``, ``in``), so
-    a hit costs what a dict lookup costs; only writes go through :meth:`put`."""
+class Memo(OrderedDict[K, V]):
+    """A mapping that holds at most *maxsize* entries: :meth:`put` forgets the oldest
+    entry set when it is full. Reads are the mapping's own (``[]``, ``get``, ``in``)
+    and do not reorder anything, so a hit costs what a dict lookup costs; only writes
+    go through :meth:`put`. (An ordered dict rather than a dict: forgetting a plain
+    dict's first entry walks every slot emptied since its last resize.)"""
 
     __slots__ = ("maxsize",)
 
@@ -42,7 +44,7 @@ class Memo(dict[K, V]):
         if len(self) >= self.maxsize and key not in self:
             if self.maxsize <= 0:
                 return value
-            del self[next(iter(self))]
+            self.popitem(last=False)
         self[key] = value
         return value
 
