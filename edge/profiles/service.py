@@ -134,7 +134,7 @@ class ProfileService:
             link(
                 profile,
                 key,
-                customer_id=next((e.user_id for e in events if e.user_id), ""),
+                customer_id=next((e.user_id for e in events if e.user_id), None),
                 email_hash=email_hash,
                 aliases=extra_aliases,
             )

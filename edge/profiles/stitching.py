@@ -99,7 +99,12 @@ def absorb_into(
 
 
 def link(
-    profile: Profile, key: str, *, customer_id: str, email_hash: str, aliases: Sequence[str]
+    profile: Profile,
+    key: str,
+    *,
+    customer_id: str | None,
+    email_hash: str,
+    aliases: Sequence[str],
 ) -> None:
     """Name *profile* (stored under *key*) as the shop did: its customer id and email
     hash when given, and *aliases* pointing at it."""
