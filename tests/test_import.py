@@ -381,6 +381,19 @@ async def test_emails(tmp_path: Path, store: SQLiteStore) -> None:
     assert await must_load(store, key) == ann
 
 
+async def test_a_time_of_true_is_bad_after_a_time_of_one(
+    tmp_path: Path, store: SQLiteStore
+) -> None:
+    """JSON ``true`` is no time, even after a ``1`` (equal as keys of a dict)."""
+    lines = [{"email": "a@x.io", "type": "sent", "ts": ts} for ts in (1, True)]
+    path = write(tmp_path, "emails.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
+    report = run(path, store)
+    assert messages(report) == {
+        2: "ts: expected an ISO 8601 date or datetime or unix seconds, got True"
+    }
+    assert report.applied_events == 1
+
+
 # --- events (JSON) ---------------------------------------------------------------------
 
 
