@@ -372,6 +372,25 @@ def test_ctrl_c_stops_both_processes(tmp_path: Path) -> None:
     assert nothing_written(db)
 
 
+def test_a_ctrl_c_while_the_reader_starts_waits_for_it() -> None:
+    """Raised during the fork, a KeyboardInterrupt was swallowed by an at-fork hook (the
+    import went on and wrote everything) or left a reader nobody stopped."""
+
+    class Reader:
+        def start(self) -> None:
+            signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert pipeline._start(Reader()) is True  # type: ignore[arg-type]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        reader = multiprocessing.get_context("fork").Process(target=int)
+        assert pipeline._start(reader) is False
+        reader.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _group(pgid: int) -> list[int]:
     """Live processes of a process group."""
     found = []

@@ -29,6 +29,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Final
 
@@ -339,7 +340,7 @@ def _reading(
     reader = context.Process(
         target=_read_for, args=(sender, path, kind), name="edge import: reading", daemon=True
     )
-    reader.start()
+    interrupted = _start(reader)
     sender.close()
     finished = False
 
@@ -352,6 +353,8 @@ def _reading(
         finished = True
 
     try:
+        if interrupted:
+            signal.raise_signal(signal.SIGINT)  # now that the reader is there to be stopped
         opened = _receive(receiver)
         if not isinstance(opened, Opened):
             raise RuntimeError(f"edge import: unexpected {type(opened).__name__} from the reader")
@@ -364,6 +367,24 @@ def _reading(
         if reader.is_alive():
             reader.kill()
             reader.join()
+
+
+def _start(reader: BaseProcess) -> bool:
+    """Start *reader* with Ctrl-C held back; returns whether one came meanwhile. (Raised
+    during the fork, a KeyboardInterrupt is swallowed by an at-fork hook, or leaves a
+    reader that nobody stops.)"""
+    if threading.current_thread() is not threading.main_thread() or not callable(
+        signal.getsignal(signal.SIGINT)
+    ):
+        reader.start()  # (no KeyboardInterrupt here, or a handler that cannot be put back)
+        return False
+    came: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
+    try:
+        reader.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return bool(came)
 
 
 def _receive(receiver: Connection) -> Opened | Batch | Restart | Done:
