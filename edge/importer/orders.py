@@ -24,7 +24,7 @@ from typing import Any, Final
 import msgspec
 
 from edge.importer.formats import Record
-from edge.importer.records import SUBJECT, Bad, Parser, Unit, convert
+from edge.importer.records import SUBJECT, Bad, Parser, Unit, convert, timestamp
 from edge.importer.report import LineError
 from edge.profiles import events as ev
 
@@ -118,7 +118,8 @@ class Orders(Parser):
         self.row = self._item_cells  # type: ignore[method-assign, assignment]
         self.rows = self._item_rows  # type: ignore[method-assign, assignment]
 
-    def head(self, values: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, str]]:
+    @staticmethod
+    def head(values: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, str]]:
         """An order's own columns (:data:`_HEAD_FIELDS`, None or "" where missing)
         checked and named as OrderCompleted has them, and which column the time came
         from. (In this order: it decides which bad value is reported first.)"""
@@ -133,7 +134,7 @@ class Orders(Parser):
         ts_name, value = ("ts", ts) if ts not in _MISSING else ("date", date)
         if value in _MISSING:
             raise Bad("ts: missing (a ts or date column is needed)")
-        data["ts"] = self.timestamp(value, ts_name)
+        data["ts"] = timestamp(value, ts_name)
         if order_id not in _MISSING:
             data["order_id"] = order_id
         if total not in _MISSING:

@@ -13,6 +13,7 @@ importing a file twice counts each row once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -23,7 +24,6 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from edge.caches import Memo
 from edge.importer.formats import Record, normal_column
 from edge.importer.report import LineError
 from edge.profiles import events as ev
@@ -143,6 +143,23 @@ def parse_ts(value: Any, name: str) -> int:
     raise Bad(f"{name}: expected an ISO 8601 date or datetime or unix seconds, got {show(value)}")
 
 
+@functools.lru_cache(maxsize=4096)
+def _text_ts(text: str) -> int | None:
+    """:func:`parse_ts` of a text (None: not a time), remembered: exports repeat their
+    dates, an order's item rows its time."""
+    try:
+        return parse_ts(text, "")
+    except Bad:
+        return None
+
+
+def timestamp(value: Any, name: str) -> int:
+    """:func:`parse_ts`, with a text's answer remembered."""
+    if type(value) is str and (found := _text_ts(value)) is not None:
+        return found
+    return parse_ts(value, name)
+
+
 def derive_id(kind: str, event: ev.BaseEvent) -> str:
     """A stable id for a row without one: same content, same id, counted once."""
     if event.email:
@@ -173,8 +190,6 @@ class Parser:
         """Units complete, in file order, not yet in a batch."""
         self.errors: list[LineError] = []
         """Bad lines not yet in a batch."""
-        self._times: Memo[str, int] = Memo(1 << 16)
-        """Texts' timestamps, for this file only (an lru_cache kept them, and cost more)."""
 
     def row(self, line: int, record: Record) -> None:
         """Read one record: its unit goes to ``ready`` (possibly later, with the rest of
@@ -195,7 +210,8 @@ class Parser:
         self.errors = []
         return batch
 
-    def ts(self, record: Record, *, required: bool) -> tuple[int | None, str]:
+    @staticmethod
+    def ts(record: Record, *, required: bool) -> tuple[int | None, str]:
         """The record's time (``ts``, else ``date``), and the column it came from."""
         name = "ts" if "ts" in record else "date"
         value = record.get(name)
@@ -203,16 +219,7 @@ class Parser:
             if required:
                 raise Bad("ts: missing (a ts or date column is needed)")
             return None, name
-        return self.timestamp(value, name), name
-
-    def timestamp(self, value: Any, name: str) -> int:
-        """:func:`parse_ts`, a text remembered (exports repeat their dates)."""
-        if type(value) is not str:
-            return parse_ts(value, name)
-        found = self._times.get(value)
-        if found is None:
-            found = self._times.put(value, parse_ts(value, name))
-        return found
+        return timestamp(value, name), name
 
     @staticmethod
     def subject(record: Record) -> dict[str, Any]:
