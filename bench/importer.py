@@ -7,7 +7,8 @@ prints orders, wall and CPU seconds, and orders/s (wall) against the goal (20,00
 The file is read in a second process while this one applies: CPU seconds count both
 (so up to twice the wall seconds); the load average before and after says how busy
 the machine was with other work. A second import of the same file shows the
-idempotent path (every order skipped as a duplicate).
+idempotent path (every order skipped as a duplicate). The figures so far, and what
+made them: ``bench/README.md``.
 
     python bench/importer.py [--orders 100000] [--customers 20000]
 """

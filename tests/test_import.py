@@ -12,7 +12,9 @@ import msgspec
 import pytest
 
 from edge.identity import Identity
-from edge.importer import ImportFailed, ImportReport, LineError, _Progress, import_file
+from edge.importer import ImportFailed, ImportReport, LineError, import_file
+from edge.importer.progress import Progress
+from edge.importer.records import derive_id
 from edge.profiles import events as ev
 from edge.profiles.model import Profile, day_of
 from edge.profiles.service import ProfileService
@@ -379,6 +381,19 @@ async def test_emails(tmp_path: Path, store: SQLiteStore) -> None:
     assert await must_load(store, key) == ann
 
 
+async def test_a_time_of_true_is_bad_after_a_time_of_one(
+    tmp_path: Path, store: SQLiteStore
+) -> None:
+    """JSON ``true`` is no time, even after a ``1`` (equal as keys of a dict)."""
+    lines = [{"email": "a@x.io", "type": "sent", "ts": ts} for ts in (1, True)]
+    path = write(tmp_path, "emails.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
+    report = run(path, store)
+    assert messages(report) == {
+        2: "ts: expected an ISO 8601 date or datetime or unix seconds, got True"
+    }
+    assert report.applied_events == 1
+
+
 # --- events (JSON) ---------------------------------------------------------------------
 
 
@@ -499,9 +514,7 @@ async def test_bulk_import_matches_the_service(tmp_path: Path) -> None:
 
 
 def _derived(event: ev.BaseEvent) -> str:
-    from edge.importer import _derive_id
-
-    return _derive_id("events", event)
+    return derive_id("events", event)
 
 
 # --- kinds, files, progress ----------------------------------------------------------------
@@ -538,14 +551,14 @@ async def test_ignored_columns_are_named(tmp_path: Path, store: SQLiteStore) -> 
 
 def test_progress_bar_draws_on_a_stream() -> None:
     out = io.StringIO()
-    bar = _Progress("applying", 10, "", enabled=True, stream=out)
+    bar = Progress("applying", 10, "", enabled=True, stream=out)
     bar.add(10)
     bar.close()
     text = out.getvalue()
     assert text.startswith("\rapplying  [####################] 10/10")
     assert "ETA 0s" in text and text.endswith("\r")
     quiet = io.StringIO()
-    bar = _Progress("applying", 10, "", enabled=False, stream=quiet)
+    bar = Progress("applying", 10, "", enabled=False, stream=quiet)
     bar.add(5)
     bar.close()
     assert quiet.getvalue() == ""

@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge import importer
 from edge.identity import Identity
-from edge.importer import LineError, import_file
+from edge.importer import LineError, formats, import_file
 from edge.profiles.sqlite import SQLiteStore
 
 HEADER = "order_id,user_id,date,total,product_id,category,price,quantity"
@@ -62,10 +61,10 @@ def reference(path: Path) -> list[tuple[int, list[str] | LineError]]:
 
 
 def read(path: Path) -> list[tuple[int, list[str] | LineError]]:
-    source = importer._open_records(path)
+    source = formats.open_records(path)
     out: list[tuple[int, Any]] = []
     for line, item in source.records:
-        if isinstance(item, importer._Rows):
+        if isinstance(item, formats.Rows):
             # (as the parser takes them when it cannot take all at once)
             out += [(line + n, list(cells)) for n, cells in enumerate(item) if any(cells)]
         else:
@@ -78,8 +77,8 @@ def read(path: Path) -> list[tuple[int, list[str] | LineError]]:
 def test_blocks_read_as_the_csv_module_reads_lines(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int, newline: str
 ) -> None:
-    monkeypatch.setattr(importer, "_BLOCK_BYTES", block)
-    monkeypatch.setattr(importer, "BATCH", 3)
+    monkeypatch.setattr(formats, "_BLOCK_BYTES", block)
+    monkeypatch.setattr(formats, "BATCH", 3)
     path = tmp_path / "orders.csv"
     rows = ROWS * 3
     path.write_bytes(("\ufeff" + newline.join([HEADER, *rows])).encode())  # (no last newline)
@@ -92,12 +91,12 @@ def test_blocks_read_as_the_csv_module_reads_lines(
 def test_lines_are_read_a_block_at_a_time_whatever_ends_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, newline: str
 ) -> None:
-    monkeypatch.setattr(importer, "_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(formats, "_BLOCK_BYTES", 4096)
     path = tmp_path / "orders.csv"
     lines = [HEADER, *(f"o{n},u1,2024-06-01,1,p1,x,1,1" for n in range(5000))]
     path.write_bytes(newline.join(lines).encode())
     with path.open("rb") as f:
-        reader = importer._CsvLines(f)
+        reader = formats.CsvLines(f)
         assert next(reader) == HEADER + newline
         assert f.tell() <= 2 * 4096  # not the whole 150 KB file
         assert [line.rstrip("\r\n") for line in reader] == lines[1:]
@@ -106,7 +105,7 @@ def test_lines_are_read_a_block_at_a_time_whatever_ends_them(
 def test_not_utf8_is_reported_at_its_line_and_reading_stops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(importer, "_BLOCK_BYTES", 1 << 20)
+    monkeypatch.setattr(formats, "_BLOCK_BYTES", 1 << 20)
     path = tmp_path / "orders.csv"
     good = "".join(f"o{n},u1,2024-06-01,1,p1,x,1,1\n" for n in range(2, 500)).encode()
     path.write_bytes(f"{HEADER}\n".encode() + good + b"o500,u1,\xff,1,p1,x,1,1\n" + good)
@@ -123,7 +122,7 @@ def test_import_with_small_blocks_gives_the_same_result(
     path.write_text(rows, encoding="utf-8")
     results = []
     for block in (1 << 20, 5):
-        monkeypatch.setattr(importer, "_BLOCK_BYTES", block)
+        monkeypatch.setattr(formats, "_BLOCK_BYTES", block)
         store = SQLiteStore(tmp_path / f"profiles-{block}.db")
         identity = Identity(["test-secret"])
         report = import_file(path, store=store, identity=identity, progress=False, now=1)
@@ -156,6 +155,6 @@ def test_lines_without_quotes_split_as_the_csv_module_reads_them(
     if not lines:
         return
     text = "".join(lines)
-    assert importer._split_rows(lines, text, delimiter, width) == list(
+    assert formats.split_rows(lines, text, delimiter, width) == list(
         csv.reader(lines, delimiter=delimiter)
     )

@@ -22,9 +22,12 @@ from typing import Any
 
 import pytest
 
-from edge import importer
 from edge.identity import Identity
-from edge.importer import ImportReport, import_file
+from edge.importer import ImportReport, import_file, pipeline
+from edge.importer.bulk import Bulk
+from edge.importer.formats import BATCH
+from edge.importer.orders import OrderGroup, Orders, Scattered
+from edge.importer.records import Batch, Parser, Unit
 from edge.profiles import events as ev
 from edge.profiles.model import Profile, decode, encode
 from edge.profiles.service import ProfileService
@@ -210,7 +213,7 @@ def test_separate_reader_gives_identical_results(tmp_path: Path, make: Any, stri
     assert reports[0] == reports[1]
     assert dumps[0] == dumps[1]
     first, again = reports[0]
-    assert first.errors and first.lines > importer.BATCH  # several batches, bad lines
+    assert first.errors and first.lines > BATCH  # several batches, bad lines
     if not strict:
         assert first.applied_events > 1_000 and again.applied_events == 0
     if make in (orders_csv, contiguous_orders_csv) and not strict:
@@ -223,7 +226,7 @@ def test_orders_go_out_early_or_at_the_end_alike(tmp_path: Path) -> None:
     path = orders_csv(tmp_path / "orders.csv", scatter=False)
     found = []
     for early in (False, True):
-        opened, batches = importer._read(path, None, early=early)
+        opened, batches = pipeline.read(path, None, early=early)
         batches = list(batches)
         units = [(unit.lines, unit.event) for batch in batches for unit in batch.units]
         errors = sorted((e for b in batches for e in b.errors), key=lambda e: e.line)
@@ -236,17 +239,17 @@ def test_orders_go_out_early_or_at_the_end_alike(tmp_path: Path) -> None:
 
 def test_an_order_found_scattered_means_reading_again(tmp_path: Path) -> None:
     path = orders_csv(tmp_path / "orders.csv", scatter=True)
-    with pytest.raises(importer._Scattered):
-        list(importer._read(path, None, early=True)[1])
+    with pytest.raises(Scattered):
+        list(pipeline.read(path, None, early=True)[1])
 
 
 def test_small_files_are_read_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_process(*args: Any) -> None:
         raise AssertionError("a second process for a small file")
 
-    monkeypatch.setattr(importer, "_read_for", no_process)
+    monkeypatch.setattr(pipeline, "_read_for", no_process)
     path = orders_csv(tmp_path / "orders.csv", orders=200)
-    assert path.stat().st_size < importer.SEPARATE_READER_BYTES
+    assert path.stat().st_size < pipeline.SEPARATE_READER_BYTES
     assert run(path, SQLiteStore(tmp_path / "p.db")).orders > 100
 
 
@@ -281,16 +284,16 @@ def test_a_reader_that_fails_changes_nothing(
 ) -> None:
     path = orders_csv(tmp_path / "orders.csv")
     closed = 0
-    close = importer._Orders._close
+    close = Orders._close
 
-    def failing(self: importer._Orders, group: importer._OrderGroup) -> None:
+    def failing(self: Orders, group: OrderGroup) -> None:
         nonlocal closed
         closed += 1
         if closed == 700:
             raise ValueError("the disk is on fire")
         close(self, group)
 
-    monkeypatch.setattr(importer._Orders, "_close", failing)  # (the fork inherits it)
+    monkeypatch.setattr(Orders, "_close", failing)  # (the fork inherits it)
     store = SQLiteStore(tmp_path / "p.db")
     with pytest.raises(RuntimeError, match="the disk is on fire"):
         run(path, store, separate_reader=True)
@@ -302,15 +305,15 @@ def test_a_reader_that_dies_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = orders_csv(tmp_path / "orders.csv")
-    batch = importer._Parser.batch
+    batch = Parser.batch
 
-    def dying(self: importer._Parser, lines: int, position: int) -> importer._Batch:
+    def dying(self: Parser, lines: int, position: int) -> Batch:
         out = batch(self, lines, position)
         if out.units:
             os.kill(os.getpid(), signal.SIGKILL)  # only ever in the reading process
         return out
 
-    monkeypatch.setattr(importer._Parser, "batch", dying)
+    monkeypatch.setattr(Parser, "batch", dying)
     store = SQLiteStore(tmp_path / "p.db")
     with pytest.raises(RuntimeError, match="ended before the file did"):
         run(path, store, separate_reader=True)
@@ -322,14 +325,14 @@ def test_interrupted_while_reading_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = orders_csv(tmp_path / "orders.csv")
-    add = importer._Bulk.add
+    add = Bulk.add
 
-    def interrupted(self: importer._Bulk, units: list[importer._Unit]) -> None:
+    def interrupted(self: Bulk, units: list[Unit]) -> None:
         if units:
             raise KeyboardInterrupt
         add(self, units)
 
-    monkeypatch.setattr(importer._Bulk, "add", interrupted)
+    monkeypatch.setattr(Bulk, "add", interrupted)
     store = SQLiteStore(tmp_path / "p.db")
     with pytest.raises(KeyboardInterrupt):
         run(path, store, separate_reader=True)
@@ -369,6 +372,25 @@ def test_ctrl_c_stops_both_processes(tmp_path: Path) -> None:
     assert nothing_written(db)
 
 
+def test_a_ctrl_c_while_the_reader_starts_waits_for_it() -> None:
+    """Raised during the fork, a KeyboardInterrupt was swallowed by an at-fork hook (the
+    import went on and wrote everything) or left a reader nobody stopped."""
+
+    class Reader:
+        def start(self) -> None:
+            signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert pipeline._start(Reader()) is True  # type: ignore[arg-type]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        reader = multiprocessing.get_context("fork").Process(target=int)
+        assert pipeline._start(reader) is False
+        reader.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _group(pgid: int) -> list[int]:
     """Live processes of a process group."""
     found = []
@@ -398,9 +420,9 @@ def test_profiles_changed_meanwhile_are_computed_again(
     path = tmp_path / "orders.csv"
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     db = tmp_path / "p.db"
-    write = importer._Bulk.write
+    write = Bulk.write
 
-    def meanwhile(self: importer._Bulk, **kw: Any) -> None:
+    def meanwhile(self: Bulk, **kw: Any) -> None:
         conn = sqlite3.connect(db)
         visitor = Profile(visitor_id="cust:u3", customer_id="u3", visits=4)
         visitor.traits.city = "Oslo"
@@ -410,7 +432,7 @@ def test_profiles_changed_meanwhile_are_computed_again(
         conn.close()
         write(self, **kw)
 
-    monkeypatch.setattr(importer._Bulk, "write", meanwhile)
+    monkeypatch.setattr(Bulk, "write", meanwhile)
     store = SQLiteStore(db)
     report = run(path, store, separate_reader=True, chunk=40)
     assert (report.orders, report.skipped_duplicates) == (299, 1)
@@ -452,21 +474,21 @@ def test_written_meanwhile_is_as_if_written_before(
     meanwhile = tmp_path / "meanwhile.db"
     store = SQLiteStore(meanwhile)
     run(known, store)
-    write = importer._Bulk.write
+    write = Bulk.write
 
-    def write_after_the_sidecar(self: importer._Bulk, **kw: Any) -> None:
+    def write_after_the_sidecar(self: Bulk, **kw: Any) -> None:
         sidecar(meanwhile)
         write(self, **kw)
 
-    monkeypatch.setattr(importer._Bulk, "write", write_after_the_sidecar)
+    monkeypatch.setattr(Bulk, "write", write_after_the_sidecar)
     computed_again = []
-    write_around = importer._Bulk._write_around
+    write_around = Bulk._write_around
 
-    def counted(self: importer._Bulk, result: Any, claims: Any, stale: set[str]) -> None:
+    def counted(self: Bulk, result: Any, claims: Any, stale: set[str]) -> None:
         computed_again.append(len(stale))
         write_around(self, result, claims, stale)
 
-    monkeypatch.setattr(importer._Bulk, "_write_around", counted)
+    monkeypatch.setattr(Bulk, "_write_around", counted)
     report = run(path, store, separate_reader=True, chunk=300)
     assert same_report(report) == same_report(expected)
     assert dump(meanwhile) == dump(before)

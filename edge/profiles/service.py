@@ -1,9 +1,10 @@
-"""Recording events into profiles: keys, idempotency, stitching, erasure.
+"""Recording events into profiles: rights, idempotency, stitching, erasure.
 
 Every source goes through :meth:`Profiles.record`: the events are checked for the
 source's rights first (a refused batch changes nothing), then applied in one store
 transaction together with their idempotency claims, so an order id or event id sent
-twice counts once even across replicas.
+twice counts once even across replicas. Which profile a shop event goes to, and
+which ones it absorbs, are the rules of :mod:`edge.profiles.stitching`.
 """
 
 from __future__ import annotations
@@ -11,29 +12,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from edge.profiles.events import (
-    BaseEvent,
-    OrderCompleted,
-    Source,
-    apply,
-    check_allowed,
-    merge,
-    record_touch,
-)
+from edge.profiles.events import BaseEvent, Source, apply, check_allowed, record_touch
 from edge.profiles.model import Profile, Touch, new_profile
+from edge.profiles.stitching import (
+    UnknownVisitor,
+    absorb_into,
+    aliases,
+    claim,
+    customer_key,
+    email_key,
+    link,
+    stitch,
+)
 from edge.profiles.store import CachedStore, Profiles, Store
 
-
-class UnknownVisitor(Exception):
-    """An event from the shop names no visitor, customer or email."""
-
-
-def customer_key(customer_id: str) -> str:
-    return f"cust:{customer_id}"
-
-
-def email_key(email_hash: str) -> str:
-    return f"email:{email_hash}"
+# The stitching vocabulary, where the service's callers (ingest, the demo, tests) find it.
+__all__ = ["ProfileService", "UnknownVisitor", "customer_key", "email_key"]
 
 
 class ProfileService:
@@ -92,35 +86,19 @@ class ProfileService:
 
     async def _record_shop_event(self, event: BaseEvent, now: int) -> Profile | None:
         email_hash = self._email_hash(event.email) if event.email else ""
-        if event.user_id:
-            key = customer_key(event.user_id)
-        elif email_hash:
-            key = await self.cache.resolve(email_key(email_hash)) or email_key(email_hash)
-        elif event.anonymous_id:
-            key = await self.cache.resolve(event.anonymous_id) or event.anonymous_id
-        else:
-            raise UnknownVisitor("each shop event needs user_id, email or anonymous_id")
-        # Profiles that become this one: the visitor's anonymous profile, and a
-        # profile known only by email before the customer id arrived.
-        absorb: list[str] = []
-        for alias in (event.anonymous_id, email_key(email_hash) if email_hash else None):
-            if alias:
-                other = await self.cache.resolve(alias) or alias
-                if other != key and other not in absorb:
-                    absorb.append(other)
+        resolved = {alias: await self.cache.resolve(alias) for alias in aliases(event, email_hash)}
+        to = stitch(event, email_hash, resolved.get)
         result = await self._apply(
-            key,
-            absorb,
+            to.key,
+            to.absorb,
             [event],
             Source.SHOP,
             now,
-            fresh_id=key,
+            fresh_id=to.key,
             email_hash=email_hash,
-            extra_aliases=[
-                a for a in (event.anonymous_id, email_key(email_hash) if email_hash else None) if a
-            ],
+            extra_aliases=to.aliases,
         )
-        return result[key]
+        return result[to.key]
 
     async def _apply(
         self,
@@ -136,7 +114,7 @@ class ProfileService:
         touches: Sequence[Touch] = (),
         created: list[str] | None = None,
     ) -> Profiles:
-        claims = [_claim(e) for e in events]
+        claims = [claim(e) for e in events]
         wanted = [c for c in claims if c]
 
         def mutation(current: Profiles, seen: set[str]) -> Profiles:
@@ -146,23 +124,20 @@ class ProfileService:
                 if created is not None:
                     created.append(key)
             out: Profiles = {key: profile}
-            for other_key in absorb:
-                other = current.get(other_key)
-                if other is not None:
-                    merge(profile, other)
-                    out[other_key] = None
-            for event, claim in zip(events, claims, strict=True):
-                if claim and claim in seen:
+            out.update(dict.fromkeys(absorb_into(profile, absorb, current)))
+            for event, counted in zip(events, claims, strict=True):
+                if counted and counted in seen:
                     continue
                 apply(profile, event, now, source)
             for touch in touches:
                 record_touch(profile, touch)
-            if event_user := next((e.user_id for e in events if e.user_id), None):
-                profile.customer_id = event_user
-            if email_hash:
-                profile.email_hash = email_hash
-            aliases = set(profile.aliases) | {a for a in extra_aliases if a != key}
-            profile.aliases = sorted(aliases)
+            link(
+                profile,
+                key,
+                customer_id=next((e.user_id for e in events if e.user_id), None),
+                email_hash=email_hash,
+                aliases=extra_aliases,
+            )
             return out
 
         return await self.cache.transact([key, *absorb], wanted, mutation)
@@ -179,11 +154,3 @@ class ProfileService:
         await self.cache.transact([key], [], lambda current, seen: {key: None})
         self.cache.forget_cached(alias)
         return True
-
-
-def _claim(event: BaseEvent) -> str:
-    if isinstance(event, OrderCompleted):
-        return f"order:{event.order_id}"
-    if event.event_id:
-        return f"event:{event.event_id}"
-    return ""

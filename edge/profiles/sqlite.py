@@ -92,10 +92,6 @@ class SQLiteStore(Store):
     async def keys(self) -> list[str]:
         return [row[0] for row in self._reader.execute("SELECT key FROM profiles")]
 
-    def iter_profiles(self) -> Iterable[Profile]:
-        for (data,) in self._reader.execute("SELECT data FROM profiles"):
-            yield decode(data)
-
     # writes
 
     async def transact(
