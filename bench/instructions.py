@@ -49,18 +49,22 @@ a virtual clock that starts each sidecar at a fixed instant and moves 1 ms a req
 (so the time-based caches, 1 s snippet lookups and the 5 s profile cache, stay warm
 through a row, as at 1,000 requests/s; ``Server-Timing`` reads 0); the app's own
 timers (the rules watcher polls every second) stopped after start-up: they cost by the
-second, and under valgrind a second is a handful of requests; ``gc.freeze()`` before
-each measured part, so a full collection does not cost by where it falls; a GIL switch
-interval of 30 s, so the writer thread runs when the loop waits, not after a wall-clock
-5 ms; a pause after each sidecar's shutdown, so its writer thread's last frees do not
-interleave with the next sidecar's allocations; every tree reached through the same
-paths (``bench/.work/instructions/tree`` and ``venv``, links), since a path of another
-length moves the heap. Run to run, passthrough and the harness repeat to the
-instruction and the other rows within 0.02% (which thread waits for the GIL when the
-loop and the writer thread hand over). Moving the heap moves every row by up to ~0.2%
-(CPython's method cache is indexed by the address of the attribute's name; what glibc's
-malloc has free decides what an allocation costs), and any code change moves it:
-``--layouts 3`` runs each tree under three heap layouts and prints the median and the
+second, and under valgrind a second is a handful of requests; the loop blocked past the
+50 ms write-behind delay before it turns again, so it finds the flush's timer due on
+its first turn; ``gc.freeze()`` before each measured part, so a full collection does
+not cost by where it falls; a GIL switch interval of 30 s, so the writer thread runs
+when the loop waits, not after a wall-clock 5 ms; a pause after each sidecar's
+shutdown, so its writer thread's last frees do not interleave with the next sidecar's
+allocations; every tree reached through the same paths (``bench/.work/instructions/``
+``tree`` and ``venv``, links), since a path of another length moves the heap.
+
+How much they vary: run to run (three runs), passthrough and the harness repeat to the
+instruction, the other rows within 0.02% (which thread waits for the GIL when the loop
+and the writer thread hand over). Moving the heap moves the rows by up to a few tenths
+of a percent (CPython's method cache is indexed by the address of the attribute's
+name; what glibc's malloc has free decides what an allocation costs, and now and then
+it sorts its free lists, ~1M Ir at once), and any code change moves the heap:
+``--layouts 3`` runs each tree under three layouts and prints the median and the
 spread, the noise floor for a before/after. Figures: bench/README.md.
 
 Not counted: uvicorn (parsing the visitor's request, writing to the visitor's socket) and
