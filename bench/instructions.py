@@ -59,7 +59,7 @@ allocations; every tree reached through the same paths (``bench/.work/instructio
 ``tree`` and ``venv``, links), since a path of another length moves the heap.
 
 How much they vary: run to run (three runs), passthrough and the harness repeat to the
-instruction, the other rows within 0.02% (which thread waits for the GIL when the loop
+instruction, the other rows within 0.05% (which thread waits for the GIL when the loop
 and the writer thread hand over). Moving the heap moves the rows by up to a few tenths
 of a percent (CPython's method cache is indexed by the address of the attribute's
 name; what glibc's malloc has free decides what an allocation costs, and now and then
