@@ -367,6 +367,12 @@ def returning_visitor(port: int, personalize: bool) -> str:
     return cookie
 
 
+def visitor_cookie(visitor_id: str, identity: Identity | None = None) -> str:
+    """``edge_vid=...`` for *visitor_id*, signed as a sidecar with the bench's secret
+    signs it."""
+    return f"edge_vid={(identity or Identity([SECRET])).sign(visitor_id)}"
+
+
 def returning_visitors(port: int, n: int) -> list[str]:
     """Cookies of *n* visitors with the history above (each their own bag in the
     cart), signed as the sidecar signs them and given their history by the shop."""
@@ -377,7 +383,7 @@ def returning_visitors(port: int, n: int) -> list[str]:
         ingest(
             port, [e for k in range(at, min(n, at + 100)) for e in visitor_history(ids[k], now, k)]
         )
-    cookies = [f"edge_vid={identity.sign(v)}" for v in ids]
+    cookies = [visitor_cookie(v, identity) for v in ids]
     wait_for(
         lambda: all(has_history(stored_profile(port, c)) for c in (cookies[0], cookies[-1])),
         "visitors' histories",
@@ -400,9 +406,24 @@ def product_ids(page: bytes) -> list[bytes]:
 def check_page(sidecar: Sidecar, path: str, original: bytes) -> tuple[list[str], list[str]]:
     """(problems, what was personalized) for one GET through *sidecar*."""
     status, headers, body = get(sidecar.port, path, sidecar.headers())
+    return check_response(sidecar.mode in PERSONALIZED, path, status, headers, body, original)
+
+
+def check_response(
+    personalized: bool,
+    path: str,
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    original: bytes,
+) -> tuple[list[str], list[str]]:
+    """(problems, what was personalized) for one response to GET *path* (of
+    :data:`PAGES`), whose upstream page is *original*: a *personalized* one must carry
+    this benchmark's visitor's edits and ``Cache-Control: private``, any other must be
+    *original* byte for byte."""
     if status != 200:
         return [f"GET {path} -> {status}"], []
-    if sidecar.mode not in PERSONALIZED:
+    if not personalized:
         return (
             []
             if body == original
