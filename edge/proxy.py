@@ -161,12 +161,11 @@ class Proxy:
             framing = None
         return out, framing
 
-    def _public_origin_for(self, head: RequestHead) -> bytes:
+    def _public_origin_for(self, head: RequestHead, host: bytes) -> bytes:
         if self._public_origin is not None:
             return self._public_origin
-        if self._trust_forwarded and head.forwarded_proto:
-            return head.forwarded_proto + b"://" + head.host
-        return head.scheme.encode() + b"://" + head.host
+        proto = _header(head, b"x-forwarded-proto") if self._trust_forwarded else b""
+        return (proto or head.scheme.encode()) + b"://" + host
 
     def response_headers(self, head: RequestHead, headers: Headers) -> Headers:
         """The upstream's end-to-end headers, lower-cased names, Location made public."""
@@ -179,16 +178,8 @@ class Proxy:
                 if name == b"connection":
                     connection_tokens = [t.strip() for t in value.lower().split(b",")]
                 continue
-            if name == b"location" and value.startswith(self._upstream_origins) and head.host:
-                for origin in self._upstream_origins:
-                    if value.startswith(origin) and value[len(origin) : len(origin) + 1] in (
-                        b"",
-                        b"/",
-                        b"?",
-                        b"#",
-                    ):
-                        value = self._public_origin_for(head) + value[len(origin) :]
-                        break
+            if name == b"location" and value.startswith(self._upstream_origins):
+                value = self._public_location(head, value)
             elif name == b"via":
                 via = value
                 continue
@@ -198,6 +189,21 @@ class Proxy:
             out = [(n, v) for n, v in out if n not in dropped]
         out.append((b"via", via + b", " + _VIA if via else _VIA))
         return out
+
+    def _public_location(self, head: RequestHead, location: bytes) -> bytes:
+        """A Location naming the upstream's own origin, on the public one instead."""
+        host = _header(head, b"host")
+        if not host:
+            return location
+        for origin in self._upstream_origins:
+            if location.startswith(origin) and location[len(origin) : len(origin) + 1] in (
+                b"",
+                b"/",
+                b"?",
+                b"#",
+            ):
+                return self._public_origin_for(head, host) + location[len(origin) :]
+        return location
 
     async def open(
         self, head: RequestHead, receive: Any, send: Any, form: bytearray | None = None
@@ -225,6 +231,12 @@ class Proxy:
             log.warning("upstream failed: %s", exc)
             await send_error(head, send, 502)
         return None
+
+
+def _header(head: RequestHead, name: bytes) -> bytes:
+    """The first *name* header's value: for what only a redirect or an error page needs
+    (a forwarded request's head is not read: see :meth:`RequestHead.read_headers`)."""
+    return next((value for n, value in head.headers if n == name), b"")
 
 
 FORM_LIMIT: Final = 16 * 1024
@@ -308,7 +320,8 @@ async def send_error(head: RequestHead, send: Any, status: int, detail: str | No
     *detail* is only used for 400s, where it describes the client's own request."""
     title = _TITLES[status]
     text = detail if status == 400 and detail else _EXPLANATIONS[status]
-    if head.wants_json:
+    accept = _header(head, b"accept")
+    if b"application/json" in accept and b"text/html" not in accept:
         body = msgspec.json.encode({"error": title.lower().replace(" ", "_"), "message": text})
         content_type = b"application/json"
     else:

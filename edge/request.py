@@ -1,11 +1,11 @@
 """One request's head, parsed once: what every step of the request path reads.
 
-:meth:`RequestHead.parse` walks the ASGI scope's headers once and keeps the few the
-sidecar acts on (cookies, Accept, Accept-Language, User-Agent, Referer, the
+:meth:`RequestHead.read_headers` walks the ASGI scope's headers once and keeps the few
+the sidecar acts on (cookies, Accept, Accept-Language, User-Agent, Referer, the
 forwarded headers, the conditional ones, the geo headers); everything downstream
-(identity, the decision, the proxy, the record) reads them from here instead of
-scanning ``scope["headers"]`` again. Headers stay the bytes the client sent; the
-header list itself is kept whole for forwarding.
+(identity, the decision, the record) reads them from here instead of scanning
+``scope["headers"]`` again. Headers stay the bytes the client sent; the header list
+itself is kept whole for the proxy, which walks it once more to forward it.
 """
 
 from __future__ import annotations
@@ -55,7 +55,13 @@ _KEPT: Final = {
 
 
 class RequestHead:
-    """The parts of a request the sidecar reads, as the client sent them."""
+    """The parts of a request the sidecar reads, as the client sent them.
+
+    Made in two steps: :meth:`parse` takes what the scope has ready (method, path,
+    query, scheme, client, the header list); :meth:`read_headers` reads the headers
+    the sidecar acts on, once, when the request is one the sidecar has to do with
+    (a bare proxied request never needs them). :meth:`parse` reads them too unless
+    told not to."""
 
     __slots__ = (
         "_cookies",
@@ -93,6 +99,7 @@ class RequestHead:
         scheme: str = "http",
         client: str = "",
         headers: list[tuple[bytes, bytes]] | None = None,
+        read: bool = True,
     ) -> None:
         self.method = method
         self.path = path
@@ -103,25 +110,23 @@ class RequestHead:
         self.client = client
         self.headers: list[tuple[bytes, bytes]] = headers if headers is not None else []
         """Every header as received (names lower-case), for forwarding."""
+        self._cookies: dict[str, str] | None = None
+        if read:
+            self.read_headers()
+
+    def read_headers(self) -> None:
+        """Read the headers the sidecar acts on (absent ones read as empty)."""
         self.cookie = b""
+        """Every Cookie header, joined with ``; ``."""
         self.accept: bytes | None = None
         """None when the client sent no Accept header (it accepts anything)."""
-        self.accept_language = b""
-        self.user_agent = b""
-        self.referer = b""
-        self.host = b""
-        self.content_length = b""
-        self.forwarded_proto = b""
-        self.forwarded_host = b""
-        self.if_none_match = b""
-        self.if_modified_since = b""
-        self.geo_country = b""
-        self.cf_country = b""
-        self.geo_latitude = b""
-        self.geo_longitude = b""
-        self._cookies: dict[str, str] | None = None
+        self.accept_language = self.user_agent = self.referer = self.host = b""
+        self.content_length = self.forwarded_proto = self.forwarded_host = b""
+        self.if_none_match = self.if_modified_since = b""
+        self.geo_country = self.cf_country = self.geo_latitude = self.geo_longitude = b""
+        kept = _KEPT
         for name, value in self.headers:
-            field = _KEPT.get(name)
+            field = kept.get(name)
             if field is None:
                 continue
             if field == "cookie":
@@ -129,22 +134,28 @@ class RequestHead:
             elif field == "accept":
                 if self.accept is None:
                     self.accept = value
-            elif not getattr(self, field):
+            elif not getattr(self, field):  # the first of each wins
                 setattr(self, field, value)
 
     @classmethod
-    def parse(cls, scope: dict[str, Any]) -> RequestHead:
-        """The head of an ASGI HTTP scope."""
+    def parse(cls, scope: dict[str, Any], *, read: bool = True) -> RequestHead:
+        """The head of an ASGI HTTP scope (its headers read unless *read* is false:
+        then :meth:`read_headers` before any of them is used)."""
+        # Filled in place rather than through __init__'s keywords: every proxied
+        # request makes one, and keyword passing costs more than the rest together.
+        head = cls.__new__(cls)
+        head.method = scope["method"]
+        head.path = scope["path"]
+        head.query = scope["query_string"]
+        head.raw_path = scope.get("raw_path") or head.path.encode()
+        head.scheme = scope["scheme"]
         client = scope.get("client")
-        return cls(
-            scope["method"],
-            scope["path"],
-            query=scope.get("query_string", b""),
-            raw_path=scope.get("raw_path") or None,
-            scheme=scope.get("scheme", "http"),
-            client=client[0] if client else "",
-            headers=scope["headers"],
-        )
+        head.client = client[0] if client else ""
+        head.headers = scope["headers"]
+        head._cookies = None
+        if read:
+            head.read_headers()
+        return head
 
     @property
     def target(self) -> bytes:
@@ -178,11 +189,6 @@ class RequestHead:
     @property
     def query_text(self) -> str:
         return self.query.decode("latin-1")
-
-    @property
-    def wants_json(self) -> bool:
-        accept = self.accept
-        return accept is not None and b"application/json" in accept and b"text/html" not in accept
 
     @property
     def wants_html(self) -> bool:

@@ -12,7 +12,8 @@ why), and goes through the same steps:
    for what is sent: a new visitor's cookie (and ``private``), a personalized page's
    ETag, ``Vary: Cookie``, ``private`` and no length, a preview's ``no-store``; a
    revalidation of a page this visitor already holds gets a 304;
-4. **body** — byte for byte, or through the rewriter (:mod:`edge.rewriting`);
+4. **body** — byte for byte (:func:`edge.proxy.relay`), or through the rewriter
+   (:mod:`edge.rewriting`);
 5. **record** — what the exchange showed, and the placements' exposures, are queued
    (:mod:`edge.recorder`) once the response is out.
 """
@@ -111,9 +112,21 @@ class Responder:
                 await send({"type": "websocket.close", "code": 1011})
             return
         with contextlib.suppress(ClientGone):
-            await self._respond(RequestHead.parse(scope), receive, send)
+            await self._respond(RequestHead.parse(scope, read=False), receive, send)
 
     async def _respond(self, head: RequestHead, receive: Any, send: Any) -> None:
+        if not (self.visitors.track or self.decider.active):
+            # Nothing for the sidecar to do (no visitor to track, no page that rules may
+            # change): forwarded as it is, its headers never read.
+            response = await self.proxy.open(head, receive, send)
+            if response is not None:
+                headers = self.proxy.response_headers(head, response.headers)
+                await send(
+                    {"type": "http.response.start", "status": response.status, "headers": headers}
+                )
+                await relay(response, receive, send)
+            return
+        head.read_headers()
         exchange, personalize = self.visit(head)
         deciding = await self._start_deciding(exchange) if personalize else None
         try:
@@ -126,8 +139,23 @@ class Responder:
             if deciding is not None:
                 deciding.cancel()
             return
-        headers, encoding, edited = await self._headers(exchange, response, deciding)
-        await self._body(exchange, response, headers, encoding, edited, receive, send)
+        headers = self.proxy.response_headers(head, response.headers)
+        content_type, encoding, length = _body_facts(headers)
+        exchange.status = response.status
+        exchange.content_type = content_type
+        if deciding is not None:  # the decision is needed for a page, and only then
+            if response.status == 200 and content_type.startswith(b"text/html"):
+                exchange.decision = await deciding
+            else:
+                deciding.cancel()
+        headers, edited = self._headers(exchange, headers, encoding, length)
+        if edited:
+            await self._send_edited(exchange, response, headers, encoding, send)
+        else:
+            await send(
+                {"type": "http.response.start", "status": response.status, "headers": headers}
+            )
+            await relay(response, receive, send)
         self.record(exchange)
 
     def visit(self, head: RequestHead) -> tuple[Exchange, bool]:
@@ -168,30 +196,17 @@ class Responder:
                 head.without_conditionals()
         return deciding
 
-    async def _headers(
-        self,
-        exchange: Exchange,
-        response: UpstreamResponse,
-        deciding: asyncio.Future[Decision | None] | None,
-    ) -> tuple[Headers, bytes, bool]:
-        """Step 3: the response's headers made true for what is sent; its content
-        coding, and whether the body is rewritten."""
+    def _headers(
+        self, exchange: Exchange, headers: Headers, encoding: bytes, length: int
+    ) -> tuple[Headers, bool]:
+        """Step 3: the response's headers made true for what is sent, and whether the
+        body is rewritten."""
         visit = exchange.visit
-        headers = self.proxy.response_headers(exchange.head, response.headers)
-        content_type, encoding, length = _body_facts(headers)
-        exchange.status = response.status
-        exchange.content_type = content_type
-        is_html = content_type.startswith(b"text/html")
-        decision = None
-        if deciding is not None:
-            if response.status == 200 and is_html:
-                decision = exchange.decision = await deciding
-            else:
-                deciding.cancel()
+        decision = exchange.decision
         if visit.new:
             # The cookie rides only on pages: an image or a stylesheet fetched without
             # one (a CDN's origin pull, say) stays cacheable and anonymous.
-            if is_html and exchange.tracked:
+            if exchange.tracked and exchange.content_type.startswith(b"text/html"):
                 headers = _private(headers)
                 headers.append(self.visitors.cookie_header(visit))
             else:
@@ -210,39 +225,33 @@ class Responder:
                 headers.append(_server_timing(decision.seconds))
             if decision.clear_form_error:
                 headers.append((b"set-cookie", ERROR_COOKIE_CLEAR.encode()))
-        return headers, encoding, edited
+        return headers, edited
 
-    async def _body(
+    async def _send_edited(
         self,
         exchange: Exchange,
         response: UpstreamResponse,
         headers: Headers,
         encoding: bytes,
-        edited: bool,
-        receive: Any,
         send: Any,
     ) -> None:
-        """Step 4: the body, byte for byte or rewritten; or a 304 when the browser
-        holds this very page already."""
+        """Step 4 for a page with edits: rewritten as it streams; or a 304 when the
+        browser holds this very page already (same upstream version, same edits)."""
         decision = exchange.decision
-        if edited and decision is not None:
-            etag_matched = (
-                exchange.preview is None
-                and exchange.if_none_match
-                and _matches(exchange.if_none_match, headers)
-            )
-            if etag_matched:  # same upstream version, same edits
-                response.close()
-                kept = [(n, v) for n, v in headers if n in _NOT_MODIFIED_KEEP]
-                await send({"type": "http.response.start", "status": 304, "headers": kept})
-                await send({"type": "http.response.body", "body": b""})
-                exchange.applied = [e.placement for e in decision.edits]
-                return
+        assert decision is not None
+        if (
+            exchange.preview is None
+            and exchange.if_none_match
+            and _matches(exchange.if_none_match, headers)
+        ):
+            response.close()
+            kept = [(n, v) for n, v in headers if n in _NOT_MODIFIED_KEEP]
+            await send({"type": "http.response.start", "status": 304, "headers": kept})
+            await send({"type": "http.response.body", "body": b""})
+            exchange.applied = [e.placement for e in decision.edits]
+            return
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        if edited and decision is not None:
-            exchange.applied = await self._rewrite(response, send, decision, encoding, exchange)
-        else:
-            await relay(response, receive, send)
+        exchange.applied = await self._rewrite(response, send, decision, encoding, exchange)
 
     def record(self, exchange: Exchange) -> None:
         """Step 5, once the response is out: queue what the exchange showed of the

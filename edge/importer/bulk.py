@@ -178,7 +178,7 @@ class Changes:
             profiles[gone] = None
         if not duplicate:
             ev.apply(profile, event, self.now, ev.Source.SHOP)
-        link(profile, to.key, customer_id=event.user_id, email_hash=email_hash, aliases=to.aliases)
+        link(profile, to.key, event.user_id, email_hash, to.aliases)
         profiles[to.key] = profile
         for gone in merged:
             self.deleted[gone] = None

@@ -124,20 +124,16 @@ class ProfileService:
                 if created is not None:
                     created.append(key)
             out: Profiles = {key: profile}
-            out.update(dict.fromkeys(absorb_into(profile, absorb, current)))
+            if absorb:
+                out.update(dict.fromkeys(absorb_into(profile, absorb, current)))
             for event, counted in zip(events, claims, strict=True):
                 if counted and counted in seen:
                     continue
                 apply(profile, event, now, source)
             for touch in touches:
                 record_touch(profile, touch)
-            link(
-                profile,
-                key,
-                customer_id=next((e.user_id for e in events if e.user_id), None),
-                email_hash=email_hash,
-                aliases=extra_aliases,
-            )
+            customer_id = next((e.user_id for e in events if e.user_id), None)
+            link(profile, key, customer_id, email_hash, extra_aliases)
             return out
 
         return await self.cache.transact([key, *absorb], wanted, mutation)
