@@ -172,19 +172,9 @@ class RequestHead:
         return cookies
 
     @property
-    def crawler(self) -> bool:
-        """Whether a known crawler or link-preview fetcher sent it."""
-        return bool(self.user_agent) and is_crawler(self.user_agent)
-
-    @property
     def conditional(self) -> bool:
         """A revalidation: the client holds a copy and asks whether it is current."""
         return bool(self.if_none_match or self.if_modified_since)
-
-    @property
-    def secure(self) -> bool:
-        """Whether the visitor's connection is HTTPS (here, or at a TLS terminator)."""
-        return self.scheme == "https" or self.forwarded_proto == b"https"
 
     @property
     def query_text(self) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge.identity import VISITOR_COOKIE, Identity
-from edge.request import RequestHead
+from edge.request import RequestHead, is_crawler
 
 __all__ = ["Visit", "Visitors"]
 
@@ -32,8 +32,9 @@ class Visitors:
         self.track = track
 
     def begin(self, head: RequestHead) -> Visit:
-        secure = head.secure
-        if head.crawler:
+        # Secure behind a TLS terminator too: the cookie then gets Secure.
+        secure = head.scheme == "https" or head.forwarded_proto == b"https"
+        if head.user_agent and is_crawler(head.user_agent):
             return Visit(None, False, secure, False, crawler=True)
         cookies = head.cookies
         consent = self.identity.has_consent(cookies)
