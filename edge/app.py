@@ -25,7 +25,7 @@ from edge.decide import Decider
 from edge.forms import FORM_PATH
 from edge.identity import Identity
 from edge.ingest import EventEndpoints, ProfileForm
-from edge.observe import CartAction, Observer, host_of
+from edge.observe import Observer, host_of
 from edge.personalize.catalog import Catalog, CatalogError
 from edge.personalize.snippets import Snippets
 from edge.profiles.backends import open_store
@@ -78,7 +78,7 @@ class EdgeApp:
             catalog = Catalog.load(Path(config.catalog)) if config.catalog else None
         except CatalogError as exc:
             raise ConfigError(f"catalog: {exc}") from None
-        self.observer = observer_for(config, catalog)
+        self.observer = observer_for(config, catalog, self.rules)
         self.snippets = Snippets(config.snippets)
         self.decider = Decider(
             self.rules,
@@ -188,14 +188,13 @@ async def _not_found(_request: Request, _exc: Exception) -> Response:
 SHOP_STATS_EVERY: Final = 900.0
 
 
-def observer_for(config: Config, catalog: Catalog | None = None) -> Observer:
-    """What the sidecar sees, for this shop: its cart forms (or the demo shop's)."""
-    cart_actions = tuple(
-        CartAction(a.method.upper(), a.path, a.action, a.product_field, a.quantity_field)
-        for a in config.cart_actions
-    )
+def observer_for(
+    config: Config, catalog: Catalog | None = None, rules: LiveRules | None = None
+) -> Observer:
+    """What the sidecar sees, for this shop: the cart actions of the rules serving (or
+    the demo shop's forms)."""
     return Observer(
-        *([cart_actions] if cart_actions else []),
+        *([lambda: rules.ruleset.carts.actions] if rules is not None else []),
         shop_host=host_of(urlsplit(config.public_url).netloc) if config.public_url else "",
         catalog=catalog,
     )

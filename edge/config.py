@@ -20,20 +20,18 @@ import msgspec
 from edge.pages import DEFAULT_PAGE_TYPES, PatternError, compile_pattern
 
 DEFAULT_CONFIG_FILE = "edge.toml"
+MOVED: dict[str, str] = {
+    "cart_actions": (
+        "cart actions moved to the rule files: write each as [[cart_actions]] in the "
+        "theme's rule file (e.g. rules/theme.toml), with action, path and product; "
+        'see rules/README.md, "Carts and orders"'
+    ),
+}
+"""Keys that edge.toml no longer has, and where they went."""
 
 
 class ConfigError(Exception):
     """A configuration value is missing or wrong; the message names it and its source."""
-
-
-class CartActionConfig(msgspec.Struct, forbid_unknown_fields=True):
-    """A form the shop posts to change the cart, e.g. ``POST /cart/add`` with ``product_id``."""
-
-    path: str
-    action: Literal["add", "remove"]
-    method: str = "POST"
-    product_field: str = "product_id"
-    quantity_field: str = "qty"
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -88,9 +86,6 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Page type -> URL patterns (``{name}`` matches one path segment, ``*`` anything),
     e.g. ``product = ["/p/{product}"]``. Empty: the demo shop's patterns. The rule
     files' ``[page_types]`` are laid over these."""
-    cart_actions: list[CartActionConfig] = msgspec.field(default_factory=list)
-    """Cart forms the sidecar recognises. Empty: the demo shop's ``/cart/add`` and
-    ``/cart/remove``."""
     rules: str = "rules"
     """Directory of the merchant's rule files."""
     snippets: str = "snippets"
@@ -176,6 +171,9 @@ def load_config(
             raise ConfigError(f"{path}: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        moved = sorted(set(data) & MOVED.keys())
+        if moved:
+            raise ConfigError(f"{path}: {moved[0]}: {MOVED[moved[0]]}")
         unknown = sorted(set(data) - set(FIELDS))
         if unknown:
             raise ConfigError(
@@ -185,6 +183,9 @@ def load_config(
     elif explicit:
         raise ConfigError(f"{path}: no such config file")
 
+    for name in MOVED:
+        if f"EDGE_{name.upper()}" in environ:
+            raise ConfigError(f"environment: EDGE_{name.upper()}: {MOVED[name]}")
     env = {
         name: environ[f"EDGE_{name.upper()}"]
         for name in FIELDS

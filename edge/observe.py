@@ -2,46 +2,32 @@
 cart actions. Pure logic over the request's head, its page and its form; no I/O.
 
 Which page a path is comes from the one page map (:mod:`edge.pages`); cart actions
-from method + path + form field; landing campaigns from UTM parameters and the
-referrer. The default cart forms are the demo shop's; ``edge.toml`` can replace them.
+from the rule files' ``[[cart_actions]]`` (:mod:`edge.carts`: method, path pattern,
+query, form or JSON fields; without any, the demo shop's forms); landing campaigns
+from UTM parameters and the referrer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
+from edge.carts import cart_events
 from edge.pages import Page
 from edge.personalize.catalog import Catalog
 from edge.profiles import events as ev
 from edge.profiles.model import Touch
 from edge.request import RequestHead
+from edge.rules.carts import DEFAULT_CART_ACTIONS, CartAction
 
 __all__ = [
-    "DEFAULT_CART_ACTIONS",
-    "CartAction",
     "Observer",
     "campaign_of",
     "channel",
     "host_of",
 ]
 
-
-@dataclass(frozen=True)
-class CartAction:
-    method: str
-    path: str
-    action: str  # "add" | "remove"
-    product_field: str = "product_id"
-    quantity_field: str = "qty"
-
-
-DEFAULT_CART_ACTIONS: Final = (
-    CartAction("POST", "/cart/add", "add"),
-    CartAction("POST", "/cart/remove", "remove"),
-)
 
 _SEARCH_ENGINES: Final = (
     "google.",
@@ -83,23 +69,25 @@ class Observer:
 
     def __init__(
         self,
-        cart_actions: Sequence[CartAction] = DEFAULT_CART_ACTIONS,
+        cart_actions: Callable[[], Sequence[CartAction]] = lambda: DEFAULT_CART_ACTIONS,
         *,
         shop_host: str = "",
         catalog: Catalog | None = None,
     ) -> None:
-        self.cart_actions = tuple(cart_actions)
+        self.cart_actions = cart_actions
+        """The cart actions serving now (the live rule set's)."""
         self.shop_host = shop_host.lower()
         """The shop's public host (from ``public_url``): links from it are internal,
         like links from the host each request names."""
         self.catalog = catalog
         """Product facts by id or page slug: observed views and cart adds carry the
         product's category, brand and price when the feed knows them."""
-        self._cart = {(a.method.upper(), a.path): a for a in self.cart_actions}
 
     def wants_form(self, method: str, path: str) -> bool:
-        """Whether this request's form body must be read to see a cart action."""
-        return (method, path) in self._cart
+        """Whether this request's body must be copied to see a cart action."""
+        if method == "GET" or method == "HEAD":
+            return False
+        return any(a.matches(method, path) for a in self.cart_actions())
 
     def exchange_events(
         self,
@@ -112,9 +100,13 @@ class Observer:
         """The events one request and its response show: a cart form that went
         through, a page (a 2xx HTML answer to a GET) and what kind of page it was."""
         events: list[ev.BaseEvent] = []
-        if form is not None and status < 400:
-            fields = dict(parse_qsl(form.decode("utf-8", "replace")))
-            events.extend(self.cart_events(head.method, head.path, fields))
+        if form is not None and status < 400:  # the shop accepted it (a redirect too)
+            content_type = next((v for n, v in head.headers if n == b"content-type"), b"")
+            events.extend(
+                self.cart_events(
+                    head.method, head.path, head.query_text, content_type.decode("latin-1"), form
+                )
+            )
         if head.method == "GET" and 200 <= status < 300 and content_type.startswith(b"text/html"):
             events.extend(self.page_events(page, head.path, head.query_text))
         return events
@@ -152,31 +144,32 @@ class Observer:
             out.append(ev.CheckoutStarted())
         return out
 
-    def cart_events(self, method: str, path: str, form: Mapping[str, str]) -> list[ev.BaseEvent]:
-        action = self._cart.get((method, path))
-        if action is None:
-            return []
-        product = form.get(action.product_field, "").strip()[:128]
-        if not product:
-            return []
-        try:
-            quantity = max(1, min(int(form.get(action.quantity_field, "1") or 1), 10_000))
-        except ValueError:
-            quantity = 1
-        if action.action == "add":
-            facts = self.catalog.lookup(product) if self.catalog is not None else None
+    def cart_events(
+        self, method: str, path: str, query: str, content_type: str, body: bytes
+    ) -> list[ev.BaseEvent]:
+        """The cart events of a request the shop accepted; adds carry the product's
+        facts when the catalog knows them."""
+        events = cart_events(self.cart_actions(), method, path, query, content_type, body)
+        if self.catalog is None:
+            return events
+        out: list[ev.BaseEvent] = []
+        for event in events:
+            facts = (
+                self.catalog.lookup(event.product_id)
+                if isinstance(event, ev.ProductAdded)
+                else None
+            )
             if facts is not None:
-                return [
-                    ev.ProductAdded(
-                        product_id=facts.product_id[:128],
-                        category=facts.category[:200],
-                        brand=facts.brand[:200],
-                        price=facts.price or 0.0,
-                        quantity=quantity,
-                    )
-                ]
-            return [ev.ProductAdded(product_id=product, quantity=quantity)]
-        return [ev.ProductRemoved(product_id=product)]
+                assert isinstance(event, ev.ProductAdded)
+                event = ev.ProductAdded(
+                    product_id=facts.product_id[:128],
+                    category=facts.category[:200],
+                    brand=facts.brand[:200],
+                    price=facts.price or 0.0,
+                    quantity=event.quantity,
+                )
+            out.append(event)
+        return out
 
     def touch(self, head: RequestHead, now: int) -> Touch | None:
         """The campaign a visit arrived from, or None for a navigation inside the shop

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("edge.upstream",),
     ("edge.recorder",),
     ("edge.visitors", "edge.observe", "edge.preview"),
-    ("edge.request", "edge.forms"),
+    ("edge.request", "edge.forms", "edge.carts"),
     ("edge.personalize", "edge.rules", "edge.rewrite", "edge.profiles", "edge.importer"),
     ("edge.identity", "edge.pages", "edge.config", "edge.codec", "edge.headers", "edge.caches"),
     ("edge",),  # the package's own __init__ (its version)

@@ -242,6 +242,8 @@ class _DemoShop:
             Route("/search", self.search),
             Route("/cart", self.cart),
             Route("/cart/add", self.cart_add, methods=["POST"]),
+            # The same form, posted the way many themes do it: the product in the path.
+            Route("/cart/add/{product_id}", self.cart_add, methods=["POST"]),
             Route("/cart/remove", self.cart_remove, methods=["POST"]),
             Route("/checkout", self.checkout, methods=["GET"]),
             Route("/checkout", self.place_order, methods=["POST"]),
@@ -387,7 +389,7 @@ class _DemoShop:
 
     async def cart_add(self, request: Request) -> Response:
         form = await request.form()
-        product_id = _form_text(form, "product_id")
+        product_id = request.path_params.get("product_id") or _form_text(form, "product_id")
         if product_id not in PRODUCTS_BY_ID:
             raise HTTPException(404)
         quantities = _quantities_of(request)

@@ -149,6 +149,26 @@ class CheckoutStarted(BaseEvent, tag="Checkout Started"):
     pass
 
 
+class CartReplaced(BaseEvent, tag="Cart Replaced"):
+    """The whole cart, as the shop's cart page showed it (empty: the cart was emptied,
+    by a "clear" request or an order). Only the sidecar records these."""
+
+    products: Annotated[list[Product], msgspec.Meta(max_length=MAX_CART_ITEMS)] = msgspec.field(
+        default_factory=list
+    )
+
+
+class OrderObserved(BaseEvent, tag="Order Observed"):
+    """A purchase the shop's order-confirmation page showed. Counted once with an
+    "Order Completed" of the same ``order_id`` (whichever arrives first); its items
+    are the cart's. Only the sidecar records these: the shop's own response, not a
+    claim of the browser."""
+
+    order_id: Id
+    total: Money | None = None
+    """None: the page showed no total; the cart's value stands for it."""
+
+
 class ProfileFormAnswered(BaseEvent, tag="Profile Form Answered"):
     question: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
     answer: Text
@@ -201,6 +221,8 @@ Event = (
     | ProductRemoved
     | CartViewed
     | CheckoutStarted
+    | CartReplaced
+    | OrderObserved
     | ProfileFormAnswered
     | PlacementShown
     | OrderCompleted
@@ -227,7 +249,7 @@ BEHAVIOURAL: Final = frozenset(
 )
 """What a browser may report about its own visitor; everything else needs the shop."""
 
-SIDECAR_ONLY: Final = frozenset({PlacementShown})
+SIDECAR_ONLY: Final = frozenset({PlacementShown, CartReplaced, OrderObserved})
 """What only the sidecar itself records (observed), never a browser."""
 
 TRAIT_FIELDS: Final = frozenset(
@@ -369,6 +391,31 @@ def _removed(p: Profile, e: ProductRemoved, ts: int) -> None:
                 item.quantity -= e.quantity
             p.cart.updated = ts
             return
+
+
+def _cart_replaced(p: Profile, e: CartReplaced, ts: int) -> None:
+    """The page's lines are the cart; what was known of a product (its category, brand,
+    price) stays where the page does not say."""
+    known = {item.product_id: item for item in p.cart.items}
+    items = []
+    for product in e.products[:MAX_CART_ITEMS]:
+        item = product.item()
+        before = known.get(item.product_id)
+        if before is not None:
+            item.category = item.category or before.category
+            item.brand = item.brand or before.brand
+            item.price = item.price or before.price
+        items.append(item)
+    if items != p.cart.items:  # a cart seen unchanged is not touched (its age goes on)
+        p.cart.items = items
+        p.cart.updated = ts
+
+
+def _order_observed(p: Profile, e: OrderObserved, ts: int) -> None:
+    items = p.cart.items
+    products = [Product(i.product_id, i.category, i.brand, i.price, i.quantity) for i in items]
+    total = e.total if e.total is not None else p.cart.value
+    _order(p, OrderCompleted(order_id=e.order_id, total=total, products=products), ts)
 
 
 def _nothing(p: Profile, e: BaseEvent, ts: int) -> None:
@@ -513,6 +560,8 @@ _HANDLERS: Final = {
     ProductRemoved: _removed,
     CartViewed: _nothing,
     CheckoutStarted: _nothing,
+    CartReplaced: _cart_replaced,
+    OrderObserved: _order_observed,
     ProfileFormAnswered: _answered,
     PlacementShown: _placement_shown,
     OrderCompleted: _order,

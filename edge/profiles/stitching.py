@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from edge.profiles.events import BaseEvent, OrderCompleted, merge
+from edge.profiles.events import BaseEvent, OrderCompleted, OrderObserved, merge
 from edge.profiles.model import Profile
 
 
@@ -34,9 +34,10 @@ def email_key(email_hash: str) -> str:
 
 
 def claim(event: BaseEvent) -> str:
-    """What makes *event* count once: its order id for an order, else its event id;
-    "" when it has neither (it counts every time)."""
-    if isinstance(event, OrderCompleted):
+    """What makes *event* count once: its order id for an order (ingested, imported or
+    observed on the confirmation page alike), else its event id; "" when it has neither
+    (it counts every time)."""
+    if isinstance(event, OrderCompleted | OrderObserved):
         return f"order:{event.order_id}"
     if event.event_id:
         return f"event:{event.event_id}"

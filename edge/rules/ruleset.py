@@ -24,6 +24,7 @@ import msgspec
 
 from edge.pages import DEFAULT_PAGE_TYPES, PageMap, PatternError, compile_pattern, layered
 from edge.rules import functions as fn
+from edge.rules.carts import CartRules, CartSections, parse_carts
 from edge.rules.compiler import Checked, Explained, Interpreter, Output, Program, check, generate
 from edge.rules.errors import Locator, RuleError
 from edge.rules.lang import LangError, parse, parse_duration
@@ -87,6 +88,8 @@ class RuleSet:
     """Paths to page types: ``page_types`` laid over the base page types (``edge.toml``'s,
     else the demo shop's). Slots and tracking read this one map."""
     files: list[str] = field(default_factory=list)
+    carts: CartRules = field(default_factory=CartRules)
+    """Cart actions and the cart and order pages' selectors (or the demo shop's)."""
     segment_names: tuple[str, ...] = ()
     evaluate: Callable[[fn.Context], tuple[bool, ...]] = field(init=False, repr=False)
     """``evaluate(ctx)``: every segment (in ``segment_names`` order), then every
@@ -137,6 +140,7 @@ class _Parsed:
     placements: list[tuple[Placement, Locator, int]] = field(default_factory=list)
     slots: dict[str, tuple[Slot, Where]] = field(default_factory=dict)
     page_types: dict[str, tuple[list[str], Where]] = field(default_factory=dict)
+    carts: CartSections = field(default_factory=CartSections)
     errors: list[RuleError] = field(default_factory=list)
 
 
@@ -200,6 +204,7 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
     _placements(loc, data, declared, parsed)
     _slots(loc, data, declared, parsed)
     _page_types(loc, data, parsed)
+    parse_carts(loc, data, declared, parsed.carts, parsed.errors, _convert)
 
 
 def _tables(data: dict[str, Any], loc: Locator, errors: list[RuleError]) -> dict[str, Any]:
@@ -217,7 +222,8 @@ def _tables(data: dict[str, Any], loc: Locator, errors: list[RuleError]) -> dict
                     len(key) + 2,
                     f"did you mean `{close[0]}`?"
                     if close
-                    else "a rule file has [segments.NAME], [[placements]], [slots.NAME] and [page_types]",
+                    else "a rule file has [segments.NAME], [[placements]], [slots.NAME], [page_types], "
+                    "[[cart_actions]], [cart_page] and [order_page]",
                 )
             )
     tables = {}
@@ -702,6 +708,7 @@ def _compile_sources(
         program=program,
         pages=PageMap(layered(page_types, base_page_types)),
         files=files,
+        carts=parsed.carts.rules(),
     ), []
 
 

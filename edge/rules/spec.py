@@ -1,7 +1,8 @@
 """A rule file, declared: :class:`RuleFile` and the types of its entries.
 
-A rule file has up to four tables: ``[segments.NAME]``, ``[[placements]]``,
-``[slots.NAME]`` and ``[page_types]``. A file decodes into :class:`RuleFile` in one
+A rule file has up to seven tables: ``[segments.NAME]``, ``[[placements]]``,
+``[slots.NAME]``, ``[page_types]`` and the cart sections ``[[cart_actions]]``,
+``[cart_page]`` and ``[order_page]`` (:mod:`edge.rules.carts`). A file decodes into :class:`RuleFile` in one
 call; a file that does not is decoded again entry by entry, so that each unknown key
 or wrong type is an error naming the key, at its place.
 """
@@ -12,6 +13,8 @@ import datetime as dt
 from typing import Annotated, Final, Literal, get_origin
 
 import msgspec
+
+from edge.rules.carts import CartActionSpec, CartPage, OrderPage
 
 SORT_KEYS: Final = ("affinity", "price asc", "price desc", "pin", "bought last")
 """How a placement may order a slot's items, applied in the order written."""
@@ -89,9 +92,13 @@ class RuleFile(msgspec.Struct, forbid_unknown_fields=True):
     slots: dict[str, Slot] = msgspec.field(default_factory=dict)
     page_types: dict[str, str | list[str]] = msgspec.field(default_factory=dict)
     """Page type -> its URL patterns (see ``edge/pages.py``), laid over the base ones."""
+    cart_actions: list[CartActionSpec] = msgspec.field(default_factory=list)
+    """The theme's cart requests (see ``edge/rules/carts.py``)."""
+    cart_page: CartPage = msgspec.field(default_factory=CartPage)
+    order_page: OrderPage = msgspec.field(default_factory=OrderPage)
 
 
 SECTIONS: Final[dict[str, type]] = {
-    field.name: get_origin(field.type) for field in msgspec.structs.fields(RuleFile)
+    field.name: get_origin(field.type) or dict for field in msgspec.structs.fields(RuleFile)
 }
 """Each table a rule file may have, and its shape (``dict`` or ``list``)."""
