@@ -9,9 +9,12 @@ import json
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
 from edge.carts import cart_events, parse_money, read_cart, read_order
 from edge.config import ConfigError, load_config
+from edge.demo.catalog import PRODUCTS_BY_ID
+from edge.demo.shop import create_app
 from edge.identity import Identity
 from edge.observe import Observer
 from edge.pages import Page
@@ -20,7 +23,7 @@ from edge.profiles.model import Item, new_profile
 from edge.profiles.service import ProfileService
 from edge.profiles.sqlite import SQLiteStore
 from edge.request import RequestHead
-from edge.rules.ruleset import RuleSet, compile_text
+from edge.rules.ruleset import RuleSet, compile_text, load_rules
 
 THEMES = Path(__file__).resolve().parent / "themes"
 FORM = "application/x-www-form-urlencoded"
@@ -472,3 +475,33 @@ async def test_an_ingested_order_then_its_page_counts_once_and_empties_the_cart(
         None, [ev.Identify(user_id="c2", anonymous_id="v2")], ev.Source.SHOP, NOW + 30
     )
     assert customer is not None and customer.order_count == 1
+
+
+def test_the_demo_shop_s_cart_and_order_pages_are_read() -> None:
+    ruleset, errors = load_rules(Path(__file__).resolve().parent.parent / "rules")
+    assert ruleset is not None, errors
+    with TestClient(create_app()) as shop:
+        assert (
+            shop.post("/cart/add/p1001", data={"qty": "2"}, follow_redirects=False).status_code
+            == 303
+        )
+        shop.post("/cart/add", data={"product_id": "p1002"}, follow_redirects=False)
+        cart = shop.get("/cart").text
+        placed = shop.post(
+            "/checkout",
+            data={"name": "Anna", "email": "anna@example.com", "address": "Via Roma 1"},
+            follow_redirects=False,
+        )
+        location = placed.headers["location"]
+        order = shop.get(location).text
+    [replaced] = read_cart(ruleset.pages.page("/cart"), cart, ruleset)  # type: ignore[arg-type]
+    assert [(p.product_id, p.quantity) for p in replaced.products] == [("p1001", 2), ("p1002", 1)]  # type: ignore[attr-defined]
+    page = ruleset.pages.page(location)
+    assert page is not None and page.type == "order-complete"
+    observed, emptied = read_order(page, order, ruleset)
+    total = PRODUCTS_BY_ID["p1001"].price * 2 + PRODUCTS_BY_ID["p1002"].price
+    assert (
+        isinstance(observed, ev.OrderObserved) and observed.order_id == location.rsplit("/", 1)[1]
+    )
+    assert observed.total is not None and observed.total >= total / 100  # shipping on top, or free
+    assert emptied == ev.CartReplaced()
