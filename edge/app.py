@@ -194,7 +194,7 @@ def observer_for(
     """What the sidecar sees, for this shop: the cart actions of the rules serving (or
     the demo shop's forms)."""
     return Observer(
-        *([lambda: rules.ruleset.carts.actions] if rules is not None else []),
+        *([lambda: rules.ruleset.carts] if rules is not None else []),
         shop_host=host_of(urlsplit(config.public_url).netloc) if config.public_url else "",
         catalog=catalog,
     )

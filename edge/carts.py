@@ -36,6 +36,7 @@ from edge.rules.ruleset import RuleSet
 __all__ = [
     "READERS",
     "Document",
+    "action_for",
     "cart_events",
     "parse_body",
     "parse_money",
@@ -139,6 +140,22 @@ def cart_events(
         if events:
             return events
     return []
+
+
+def action_for(
+    actions: Sequence[CartAction], method: str, path: str, fields: Mapping[str, str]
+) -> CartAction | None:
+    """The action that would recognise a request with these form or query *fields*
+    (for ``edge map``: does a form found on a page count?)."""
+    for action in actions:
+        found = action.matches(method, path)
+        if found is None:
+            continue
+        if not all(_matched(fields, {}, name, want) for name, want in action.match):
+            continue
+        if _action_events(action, found.groupdict().get("product", ""), [fields]):
+            return action
+    return None
 
 
 def _matched(params: Mapping[str, Any], fields: Mapping[str, Any], name: str, want: str) -> bool:
@@ -337,22 +354,40 @@ def parse_money(text: str) -> float | None:
 # --- pages: the cart -------------------------------------------------------------------
 
 _selector = parse_selector
+
+
+def _in_order(text: str) -> tuple[SelectorList, ...]:
+    """Selectors tried one after the other (a selector list matches in page order)."""
+    return tuple(parse_selector(part) for part in text.split(", "))
+
+
+def _texts(
+    doc: Document, selectors: tuple[SelectorList, ...], within: Element | None = None
+) -> Iterator[str]:
+    for selector in selectors:
+        for element in doc.select(selector, within):
+            yield element.text()
+
+
 _ITEMS: Final = _selector(
     ".woocommerce-cart-form__cart-item, tr.cart_item, tr.cart-item, li.cart-item, "
-    "tbody.cart.item, .cart-line, [data-cart-item]"
+    "tbody.cart.item, .basket_summary .basket-items, .cart-line, [data-cart-item]"
 )
-"""A line of the cart in the common themes (Storefront, Dawn, classic, Luma, the demo)."""
+"""A line of the cart in the common themes (Storefront, Dawn, classic, Luma, Oscar's
+default templates, the demo)."""
 _ID_ATTRIBUTES: Final = ("data-product-id", "data-product_id", "data-id-product")
 _QUANTITY_INPUTS: Final = _selector(
     "input.qty, input.quantity__input, input.js-cart-line-product-quantity, "
     "input[name*=qty], input[name*=quantity]"
 )
 _QUANTITY_TEXT: Final = _selector(".qty, .quantity")
-_NAMES: Final = _selector(
+_NAMES: Final = _in_order(
     ".product-name a, a.cart-item__name, .product-item-name a, .product-line-info a.label, "
-    ".product-name, .cart-item__name, .product-item-name"
+    "h3 a, .product-name, .cart-item__name, .product-item-name"
 )
-_PRICES: Final = _selector(".product-price .amount, .cart-item__prices .price, .price, .amount")
+_PRICES: Final = _in_order(
+    ".product-price .amount, .cart-item__prices .price, .price, .amount, .price_color"
+)
 _LINKS: Final = _selector("a[href]")
 _LINK_PRODUCT_ID: Final = re.compile(r"/product_id/(\d+)")
 
@@ -368,15 +403,11 @@ def read_cart(page: Page, html: str, ruleset: RuleSet) -> list[ev.BaseEvent]:
         product_id = _first(_pick(doc, picks.get("product"), item)) or _item_id(doc, item, ruleset)
         if not product_id:
             continue
-        name = _first(_pick(doc, picks.get("name"), item)) or _first(
-            e.text() for e in doc.select(_NAMES, item)
-        )
+        name = _first(_pick(doc, picks.get("name"), item)) or _first(_texts(doc, _NAMES, item))
         quantity = _quantity(
             _first(_pick(doc, picks.get("quantity"), item)) or _item_qty(doc, item)
         )
-        price_texts = _pick(doc, picks.get("price"), item) or [
-            e.text() for e in doc.select(_PRICES, item)
-        ]
+        price_texts = _pick(doc, picks.get("price"), item) or _texts(doc, _PRICES, item)
         price = next((p for p in map(parse_money, price_texts) if p is not None), 0.0)
         products.append(
             ev.Product(
@@ -429,13 +460,13 @@ def _item_qty(doc: Document, item: Element) -> str:
 
 # --- pages: the order confirmation -----------------------------------------------------
 
-_ORDER_IDS: Final = _selector(
+_ORDER_IDS: Final = _in_order(
     ".woocommerce-order-overview__order strong, #order-reference-value, "
-    ".checkout-success .order-number strong, .checkout-success p span, .order-id"
+    ".checkout-success .order-number strong, .checkout-success p span, p.lead strong, .order-id"
 )
-_ORDER_TOTALS: Final = _selector(
+_ORDER_TOTALS: Final = _in_order(
     ".woocommerce-order-overview__total .amount, .order-confirmation-table tr.font-weight-bold td, "
-    ".order-total .amount, .order-total"
+    "#basket_totals h3.price_color, .order-total .amount, .order-total"
 )
 _PUSH: Final = re.compile(r"(?:dataLayer\.push|gtag)\s*\(")
 
@@ -450,12 +481,12 @@ def read_order(page: Page, html: str, ruleset: RuleSet) -> list[ev.BaseEvent]:
         _first(_pick(doc, picks.get("order_id")))
         or page.params.get("order_id", "")
         or found[0]
-        or _first(_last_word(e.text()) for e in doc.select(_ORDER_IDS))
+        or _first(map(_last_word, _texts(doc, _ORDER_IDS)))
     )
     totals = [parse_money(t) for t in _pick(doc, picks.get("total"))]
     if found[1] is not None:
         totals.append(found[1])
-    totals += [parse_money(e.text()) for e in doc.select(_ORDER_TOTALS)]
+    totals += [parse_money(text) for text in _texts(doc, _ORDER_TOTALS)]
     total = next((t for t in totals if t is not None), None)
     events: list[ev.BaseEvent] = []
     order_id = order_id.strip().lstrip("#")[:128]

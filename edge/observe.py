@@ -9,7 +9,7 @@ from UTM parameters and the referrer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
@@ -19,7 +19,7 @@ from edge.personalize.catalog import Catalog
 from edge.profiles import events as ev
 from edge.profiles.model import Touch
 from edge.request import RequestHead
-from edge.rules.carts import DEFAULT_CART_ACTIONS, CartAction
+from edge.rules.carts import CartRules
 
 __all__ = [
     "Observer",
@@ -28,6 +28,9 @@ __all__ = [
     "host_of",
 ]
 
+
+DEMO_CARTS: Final = CartRules()
+"""Without rule files: the demo shop's cart forms."""
 
 _SEARCH_ENGINES: Final = (
     "google.",
@@ -69,13 +72,13 @@ class Observer:
 
     def __init__(
         self,
-        cart_actions: Callable[[], Sequence[CartAction]] = lambda: DEFAULT_CART_ACTIONS,
+        carts: Callable[[], CartRules] = lambda: DEMO_CARTS,
         *,
         shop_host: str = "",
         catalog: Catalog | None = None,
     ) -> None:
-        self.cart_actions = cart_actions
-        """The cart actions serving now (the live rule set's)."""
+        self.carts = carts
+        """The cart actions serving now (the live rule set's; by default the demo's)."""
         self.shop_host = shop_host.lower()
         """The shop's public host (from ``public_url``): links from it are internal,
         like links from the host each request names."""
@@ -87,7 +90,7 @@ class Observer:
         """Whether this request's body must be copied to see a cart action."""
         if method == "GET" or method == "HEAD":
             return False
-        return any(a.matches(method, path) for a in self.cart_actions())
+        return any(a.matches(method, path) for a in self.carts().actions)
 
     def exchange_events(
         self,
@@ -107,6 +110,8 @@ class Observer:
                     head.method, head.path, head.query_text, content_type.decode("latin-1"), form
                 )
             )
+        elif head.method == "GET" and status < 400 and self.carts().on_get:
+            events.extend(self.cart_events("GET", head.path, head.query_text, "", b""))
         if head.method == "GET" and 200 <= status < 300 and content_type.startswith(b"text/html"):
             events.extend(self.page_events(page, head.path, head.query_text))
         return events
@@ -149,7 +154,7 @@ class Observer:
     ) -> list[ev.BaseEvent]:
         """The cart events of a request the shop accepted; adds carry the product's
         facts when the catalog knows them."""
-        events = cart_events(self.cart_actions(), method, path, query, content_type, body)
+        events = cart_events(self.carts().actions, method, path, query, content_type, body)
         if self.catalog is None:
             return events
         out: list[ev.BaseEvent] = []

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from edge.carts import cart_events, parse_money, read_cart, read_order
+from edge.carts import action_for, cart_events, parse_money, read_cart, read_order
 from edge.config import ConfigError, load_config
 from edge.demo.catalog import PRODUCTS_BY_ID
 from edge.demo.shop import create_app
@@ -164,6 +164,32 @@ def test_magento_posts_under_a_path_with_the_id_and_a_field(rules: RuleSet) -> N
     ]
 
 
+def test_a_get_link_adds_too_when_an_action_says_get() -> None:
+    woo = compile_text(
+        '[[cart_actions]]\naction = "add"\nmethod = "GET"\npath = "/*"\nproduct = "add-to-cart"\n'
+    )
+    assert woo.carts.on_get and not compile_text(PLATFORMS).carts.on_get
+    observer = Observer(lambda: woo.carts)
+    link = RequestHead("GET", "/shop/", query=b"add-to-cart=42", headers=[])
+    events = observer.exchange_events(link, None, 302, b"text/html", None)
+    assert [(e.product_id, e.quantity) for e in events if isinstance(e, ev.ProductAdded)] == [
+        ("42", 1)
+    ]
+    plain = RequestHead("GET", "/shop/", query=b"orderby=price", headers=[])
+    assert not any(
+        isinstance(e, ev.ProductAdded)
+        for e in observer.exchange_events(plain, None, 200, b"text/html", None)
+    )
+
+
+def test_edge_map_can_ask_which_action_recognises_a_form(rules: RuleSet) -> None:
+    found = action_for(rules.carts.actions, "POST", "/cart", {"id_product": "7", "add": "1"})
+    assert found is not None and found.action == "add"
+    assert action_for(rules.carts.actions, "POST", "/cart", {"id_product": "7"}) is None
+    oscar = action_for(rules.carts.actions, "POST", "/basket/add/3/", {"quantity": "1"})
+    assert oscar is not None and oscar.patterns[0].pattern.startswith("/basket")
+
+
 def test_a_method_or_path_that_does_not_match_is_nothing(rules: RuleSet) -> None:
     assert cart_events(rules.carts.actions, "GET", "/basket/add/1/", "", FORM, b"") == []
     assert seen(rules, "/basket/remove/1/") == []
@@ -175,7 +201,7 @@ def head(method: str, path: str, query: bytes = b"", kind: bytes = FORM.encode()
 
 
 def test_a_cart_action_counts_only_when_the_shop_accepted_it(rules: RuleSet) -> None:
-    observer = Observer(lambda: rules.carts.actions)
+    observer = Observer(lambda: rules.carts)
     request = head("POST", "/basket/add/9/")
     assert observer.wants_form("POST", "/basket/add/9/")
     assert not observer.wants_form("GET", "/basket/add/9/")
@@ -300,6 +326,44 @@ def test_the_cart_page_of_each_theme_is_read(theme: str, expected: list) -> None
     assert isinstance(event, ev.CartReplaced)
     got = [(p.product_id, p.name, p.quantity, p.price) for p in event.products]
     assert got == expected
+
+
+OSCAR_BASKET = """
+<form method="post" class="basket_summary" id="basket_formset">
+  <div class="basket-items"><div class="row">
+    <div class="col-md-2"><input type="hidden" name="form-0-id" value="11" id="id_form-0-id">
+      <a href="/catalogue/the-shellcoders-handbook_209/"><img class="img-thumbnail" src="/m/1.jpg" alt=""/></a></div>
+    <div class="col-md-4"><h3><a href="/catalogue/the-shellcoders-handbook_209/">The shellcoder's handbook</a></h3>
+      <p class="availability instock">In stock (12 available)</p></div>
+    <div class="col-md-3"><div class="checkout-quantity"><div class="input-group">
+      <input type="number" name="form-0-quantity" value="2" min="0" class="form-control" id="id_form-0-quantity">
+    </div></div></div>
+    <div class="col-md-1"><p class="price_color text-right"><span class="price-title d-md-none">Price:</span> £9.99</p></div>
+    <div class="col-md-2"><p class="price_color text-right">£19.98</p></div>
+  </div></div>
+</form>
+<form action="/basket/saved/" method="post" class="form-stacked later_summary">
+  <div class="basket-items"><div class="row"><h3><a href="/catalogue/later_5/">Later</a></h3></div></div>
+</form>
+<div id="basket_totals"><table><tr><td class="total"><h3>Order total</h3></td>
+<td class="total align-right"><h3 class="price_color">£24.98</h3></td></tr></table></div>
+"""
+
+
+def test_oscar_s_basket_and_thank_you_pages_are_read() -> None:
+    # Written from django-oscar src/oscar/templates/oscar/basket/partials/basket_content.html
+    # and checkout/thank_you.html; the page map takes the id out of the product's slug.
+    ruleset = compile_text('[page_types]\nproduct = "/catalogue/{slug}_{product}/"\n')
+    [event] = read_cart(Page("cart", {}), OSCAR_BASKET, ruleset)
+    got = [(p.product_id, p.name, p.quantity, p.price) for p in event.products]  # type: ignore[attr-defined]
+    assert got == [("209", "The shellcoder's handbook", 2, 9.99)]  # not the saved-for-later one
+    thanks = (
+        '<p class="lead">Your order has been placed and a confirmation email has been sent -'
+        " your order number is <strong>100023</strong>. Please make a note of this reference</p>"
+        + OSCAR_BASKET.split("</form>")[-1]
+    )
+    events = read_order(Page("order-complete", {}), thanks, ruleset)
+    assert events[0] == ev.OrderObserved(order_id="100023", total=24.98)
 
 
 def test_merchant_selectors_read_a_cart_nothing_else_knows() -> None:

@@ -116,6 +116,9 @@ class CartRules:
     actions: tuple[CartAction, ...] = DEFAULT_CART_ACTIONS
     cart_page: dict[str, Pick] = field(default_factory=dict)
     order_page: dict[str, Pick] = field(default_factory=dict)
+    on_get: bool = False
+    """Whether an action is a ``GET`` (``/?add-to-cart=ID`` links): then page requests
+    are looked at too."""
 
 
 @dataclass(slots=True)
@@ -129,9 +132,9 @@ class CartSections:
     """``cart_page``/``order_page`` -> the file that declared it (once in all files)."""
 
     def rules(self) -> CartRules:
-        return CartRules(
-            tuple(self.actions) or DEFAULT_CART_ACTIONS, self.cart_page, self.order_page
-        )
+        actions = tuple(self.actions) or DEFAULT_CART_ACTIONS
+        on_get = any(a.method == "GET" for a in actions)
+        return CartRules(actions, self.cart_page, self.order_page, on_get)
 
 
 Convert = Callable[[Any, type[Any], str, Locator, int, list[RuleError]], Any]
