@@ -41,6 +41,7 @@ __all__ = [
     "parse_body",
     "parse_money",
     "read_cart",
+    "read_mini_cart",
     "read_order",
 ]
 
@@ -108,10 +109,9 @@ def _field(line: Line, name: str) -> str:
 
 
 def _quantity(text: str) -> int | None:
-    try:
-        return max(0, min(int(float(text)), _MAX_QUANTITY))
-    except ValueError:
-        return None
+    """A quantity: the first whole number of the text ("2", "2.0", "2 × $45.00")."""
+    found = re.search(r"\d+", text)
+    return min(int(found.group()), _MAX_QUANTITY) if found else None
 
 
 def cart_events(
@@ -397,6 +397,28 @@ def read_cart(page: Page, html: str, ruleset: RuleSet) -> list[ev.BaseEvent]:
     doc = Document(html)
     picks = ruleset.carts.cart_page
     items = doc.select(picks["item"].selector) if "item" in picks else doc.select(_ITEMS)
+    return [ev.CartReplaced(products=_lines(doc, items, picks, ruleset))]
+
+
+def read_mini_cart(page: Page, html: str, ruleset: RuleSet) -> list[ev.BaseEvent]:
+    """The ``[mini_cart]`` of any page, as the visitor's whole cart; nothing when the
+    rules name no mini-cart or the page does not show it (a theme that fills it by
+    script shows an empty container: then it says nothing either)."""
+    picks = ruleset.carts.mini_cart
+    if not picks:
+        return []
+    doc = Document(html)
+    containers = doc.select(picks["select"].selector)
+    if not containers or not any(e.text() for e in containers):
+        return []
+    items = [i for c in containers for i in doc.select(picks["item"].selector, c)]
+    return [ev.CartReplaced(products=_lines(doc, items, picks, ruleset))]
+
+
+def _lines(
+    doc: Document, items: list[Element], picks: Mapping[str, Pick], ruleset: RuleSet
+) -> list[ev.Product]:
+    """A cart's lines: each item's product, name, quantity and unit price."""
     items = [i for i in items if not any(a in items for a in _ancestors(i))]
     products = []
     for item in items[:MAX_LINES]:
@@ -417,7 +439,7 @@ def read_cart(page: Page, html: str, ruleset: RuleSet) -> list[ev.BaseEvent]:
                 quantity=max(1, quantity or 1),
             )
         )
-    return [ev.CartReplaced(products=products)]
+    return products
 
 
 def _ancestors(element: Element) -> Iterator[Element]:
@@ -621,4 +643,5 @@ def _money(value: Any) -> float | None:
 
 
 READERS: Final = {"cart": read_cart, "order-complete": read_order}
-"""Page type -> its reader, for :mod:`edge.reading` to register."""
+"""Page type -> its reader, for :mod:`edge.reading` to register. :func:`read_mini_cart`
+reads any page type, and only when ``ruleset.carts.mini_cart`` is set."""

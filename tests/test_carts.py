@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from edge.carts import action_for, cart_events, parse_money, read_cart, read_order
+from edge.carts import action_for, cart_events, parse_money, read_cart, read_mini_cart, read_order
 from edge.config import ConfigError, load_config
 from edge.demo.catalog import PRODUCTS_BY_ID
 from edge.demo.shop import create_app
@@ -380,6 +380,50 @@ def test_merchant_selectors_read_a_cart_nothing_else_knows() -> None:
         ("A-1", "Borsa", 2, 1234.5),
         ("B-2", "Sciarpa", 1, 0.0),
     ]
+
+
+MINI_CART = """
+<div class="widget woocommerce widget_shopping_cart"><div class="widget_shopping_cart_content">
+<ul class="woocommerce-mini-cart cart_list product_list_widget ">
+  <li class="woocommerce-mini-cart-item mini_cart_item">
+    <a href="https://shop.example/cart/?remove_item=c16a&#038;_wpnonce=6f" class="remove remove_from_cart_button"
+       aria-label="Remove Hoodie with Logo from cart" data-product_id="27" data-cart_item_key="c16a"
+       data-product_sku="woo-hoodie-with-logo">&times;</a>
+    <a href="https://shop.example/product/hoodie-with-logo/"><img src="/h.jpg" alt="" />Hoodie with Logo</a>
+    <span class="quantity">2 &times; <span class="woocommerce-Price-amount amount"><bdi>
+      <span class="woocommerce-Price-currencySymbol">&#36;</span>45.00</bdi></span></span>
+  </li>
+</ul>
+<p class="woocommerce-mini-cart__total total"><strong>Subtotal:</strong> $90.00</p>
+</div></div>
+"""
+MINI_RULES = """
+[mini_cart]
+select = "div.widget_shopping_cart_content"
+item = "li.mini_cart_item"
+name = 'a[href*="/product/"]'
+quantity = ".quantity"
+price = ".quantity .amount"
+"""
+
+
+def test_the_mini_cart_is_read_where_the_rules_name_it() -> None:
+    # Written from woocommerce/woocommerce templates/cart/mini-cart.php (Storefront's header).
+    ruleset = compile_text(MINI_RULES)
+    page = Page("home", {})
+    [event] = read_mini_cart(page, f"<header>{MINI_CART}</header><main>…</main>", ruleset)
+    got = [(p.product_id, p.name, p.quantity, p.price) for p in event.products]  # type: ignore[attr-defined]
+    assert got == [("27", "Hoodie with Logo", 2, 45.0)]
+    # filled by a script later (an empty container), or not on the page: nothing said
+    empty = '<div class="widget_shopping_cart_content"></div>'
+    assert read_mini_cart(page, empty, ruleset) == []
+    assert read_mini_cart(page, "<main>no header</main>", ruleset) == []
+    # an empty cart the page shows is an empty cart
+    shown_empty = '<div class="widget_shopping_cart_content"><p>No products in the cart.</p></div>'
+    assert read_mini_cart(page, shown_empty, ruleset) == [ev.CartReplaced()]
+    assert read_mini_cart(page, MINI_CART, compile_text("")) == []  # no [mini_cart]: nothing
+    with pytest.raises(ValueError, match=r"\[mini_cart\] needs `select`"):
+        compile_text('[mini_cart]\nitem = "li"\n')
 
 
 def test_an_empty_cart_page_empties_the_cart() -> None:

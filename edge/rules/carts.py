@@ -1,4 +1,5 @@
-"""The cart sections of a rule file: ``[[cart_actions]]``, ``[cart_page]``, ``[order_page]``.
+"""The cart sections of a rule file: ``[[cart_actions]]``, ``[cart_page]``,
+``[mini_cart]``, ``[order_page]``.
 
 A cart action is a request of the shop's own theme that changes the cart: its method,
 a path in the page map's pattern language (``{product}`` one segment that is the
@@ -28,6 +29,7 @@ __all__ = [
     "CartActionSpec",
     "CartPage",
     "CartRules",
+    "MiniCart",
     "OrderPage",
     "Pick",
     "parse_carts",
@@ -59,6 +61,13 @@ class CartPage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: str = ""
     quantity: str = ""
     price: str = ""
+
+
+class MiniCart(CartPage, forbid_unknown_fields=True, kw_only=True):
+    """``[mini_cart]``: the cart summary the theme shows on every page (its container
+    ``select``; a page without it says nothing about the cart)."""
+
+    select: str = ""
 
 
 class OrderPage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -116,6 +125,7 @@ class CartRules:
     actions: tuple[CartAction, ...] = DEFAULT_CART_ACTIONS
     cart_page: dict[str, Pick] = field(default_factory=dict)
     order_page: dict[str, Pick] = field(default_factory=dict)
+    mini_cart: dict[str, Pick] = field(default_factory=dict)
     on_get: bool = False
     """Whether an action is a ``GET`` (``/?add-to-cart=ID`` links): then page requests
     are looked at too."""
@@ -128,13 +138,14 @@ class CartSections:
     actions: list[CartAction] = field(default_factory=list)
     cart_page: dict[str, Pick] = field(default_factory=dict)
     order_page: dict[str, Pick] = field(default_factory=dict)
+    mini_cart: dict[str, Pick] = field(default_factory=dict)
     seen: dict[str, str] = field(default_factory=dict)
     """``cart_page``/``order_page`` -> the file that declared it (once in all files)."""
 
     def rules(self) -> CartRules:
         actions = tuple(self.actions) or DEFAULT_CART_ACTIONS
         on_get = any(a.method == "GET" for a in actions)
-        return CartRules(actions, self.cart_page, self.order_page, on_get)
+        return CartRules(actions, self.cart_page, self.order_page, self.mini_cart, on_get)
 
 
 Convert = Callable[[Any, type[Any], str, Locator, int, list[RuleError]], Any]
@@ -160,7 +171,11 @@ def parse_carts(
             action = _action(spec, loc, header, errors)
             if action is not None:
                 into.actions.append(action)
-    for section, kind in (("cart_page", CartPage), ("order_page", OrderPage)):
+    for section, kind in (
+        ("cart_page", CartPage),
+        ("order_page", OrderPage),
+        ("mini_cart", MiniCart),
+    ):
         if section not in data:
             continue
         header = loc.table(section)
@@ -255,7 +270,11 @@ def _action(
 
 
 def _picks(
-    spec: CartPage | OrderPage, section: str, loc: Locator, header: int, errors: list[RuleError]
+    spec: CartPage | OrderPage | MiniCart,
+    section: str,
+    loc: Locator,
+    header: int,
+    errors: list[RuleError],
 ) -> dict[str, Pick]:
     picks = {}
     for key in spec.__struct_fields__:
@@ -276,14 +295,18 @@ def _picks(
                     'a CSS selector, optionally @attribute: "input.qty@value"',
                 )
             )
-    if section == "cart_page" and picks and "item" not in picks:
-        line, col = loc.key(header, next(iter(picks)))
-        errors.append(
-            loc.error(
-                line,
-                col,
-                "[cart_page] needs `item`: the selector of one line of the cart",
-                help='e.g. item = "tr.cart_item"',
+    needed = {"cart_page": ("item",), "mini_cart": ("select", "item")}.get(section, ())
+    for key in needed:
+        if picks and key not in picks:
+            line, col = loc.key(header, next(iter(picks)))
+            what = "the cart's container" if key == "select" else "one line of the cart"
+            example = "div.widget_shopping_cart_content" if key == "select" else "tr.cart_item"
+            errors.append(
+                loc.error(
+                    line,
+                    col,
+                    f"[{section}] needs `{key}`: the selector of {what}",
+                    help=f'e.g. {key} = "{example}"',
+                )
             )
-        )
     return picks

@@ -223,7 +223,7 @@ def _tables(data: dict[str, Any], loc: Locator, errors: list[RuleError]) -> dict
                     f"did you mean `{close[0]}`?"
                     if close
                     else "a rule file has [segments.NAME], [[placements]], [slots.NAME], [page_types], "
-                    "[[cart_actions]], [cart_page] and [order_page]",
+                    "[[cart_actions]], [cart_page], [mini_cart] and [order_page]",
                 )
             )
     tables = {}

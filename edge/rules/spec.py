@@ -1,8 +1,8 @@
 """A rule file, declared: :class:`RuleFile` and the types of its entries.
 
-A rule file has up to seven tables: ``[segments.NAME]``, ``[[placements]]``,
+A rule file has up to eight tables: ``[segments.NAME]``, ``[[placements]]``,
 ``[slots.NAME]``, ``[page_types]`` and the cart sections ``[[cart_actions]]``,
-``[cart_page]`` and ``[order_page]`` (:mod:`edge.rules.carts`). A file decodes into :class:`RuleFile` in one
+``[cart_page]``, ``[mini_cart]`` and ``[order_page]`` (:mod:`edge.rules.carts`). A file decodes into :class:`RuleFile` in one
 call; a file that does not is decoded again entry by entry, so that each unknown key
 or wrong type is an error naming the key, at its place.
 """
@@ -14,7 +14,7 @@ from typing import Annotated, Final, Literal, get_origin
 
 import msgspec
 
-from edge.rules.carts import CartActionSpec, CartPage, OrderPage
+from edge.rules.carts import CartActionSpec, CartPage, MiniCart, OrderPage
 
 SORT_KEYS: Final = ("affinity", "price asc", "price desc", "pin", "bought last")
 """How a placement may order a slot's items, applied in the order written."""
@@ -96,6 +96,7 @@ class RuleFile(msgspec.Struct, forbid_unknown_fields=True):
     """The theme's cart requests (see ``edge/rules/carts.py``)."""
     cart_page: CartPage = msgspec.field(default_factory=CartPage)
     order_page: OrderPage = msgspec.field(default_factory=OrderPage)
+    mini_cart: MiniCart = msgspec.field(default_factory=MiniCart)
 
 
 SECTIONS: Final[dict[str, type]] = {
