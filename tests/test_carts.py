@@ -527,6 +527,10 @@ def test_the_cart_page_replaces_the_cart_and_keeps_known_facts() -> None:
     assert profile.cart.updated == NOW + 60
     ev.apply(profile, page, NOW + 3600, ev.Source.OBSERVED)  # seen again, unchanged
     assert profile.cart.updated == NOW + 60
+    # the same lines with a price the page shows now: learned, and the cart's age goes on
+    priced = ev.CartReplaced(products=[ev.Product("p1", quantity=3), ev.Product("p3", price=6.0)])
+    ev.apply(profile, priced, NOW + 7200, ev.Source.OBSERVED)
+    assert profile.cart.items[1].price == 6.0 and profile.cart.updated == NOW + 60
 
 
 def test_a_browser_may_not_replace_the_cart_or_claim_an_order() -> None:

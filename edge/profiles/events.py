@@ -406,8 +406,11 @@ def _cart_replaced(p: Profile, e: CartReplaced, ts: int) -> None:
             item.brand = item.brand or before.brand
             item.price = item.price or before.price
         items.append(item)
-    if items != p.cart.items:  # a cart seen unchanged is not touched (its age goes on)
-        p.cart.items = items
+    changed = [(i.product_id, i.quantity) for i in items] != [
+        (i.product_id, i.quantity) for i in p.cart.items
+    ]
+    p.cart.items = items
+    if changed:  # a cart seen with the same lines is not touched (its age goes on)
         p.cart.updated = ts
 
 
