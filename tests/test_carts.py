@@ -524,13 +524,17 @@ def test_the_cart_page_replaces_the_cart_and_keeps_known_facts() -> None:
     page = ev.CartReplaced(products=[ev.Product("p1", quantity=3), ev.Product("p3", price=5.0)])
     ev.apply(profile, page, NOW + 60, ev.Source.OBSERVED)
     assert profile.cart.items == [Item("p1", "Bags", "", 30.0, 3), Item("p3", "", "", 5.0, 1)]
-    assert profile.cart.updated == NOW + 60
+    named = ev.CartReplaced(products=[ev.Product("p1", quantity=3, name="Borsa Arno")])
+    ev.apply(profile, named, NOW + 90, ev.Source.OBSERVED)
+    assert profile.cart.items == [Item("p1", "Bags", "", 30.0, 3, "Borsa Arno")]
+    ev.apply(profile, page, NOW + 120, ev.Source.OBSERVED)  # a page without the name keeps it
+    assert profile.cart.items[0].name == "Borsa Arno"
     ev.apply(profile, page, NOW + 3600, ev.Source.OBSERVED)  # seen again, unchanged
-    assert profile.cart.updated == NOW + 60
+    assert profile.cart.updated == NOW + 120
     # the same lines with a price the page shows now: learned, and the cart's age goes on
     priced = ev.CartReplaced(products=[ev.Product("p1", quantity=3), ev.Product("p3", price=6.0)])
     ev.apply(profile, priced, NOW + 7200, ev.Source.OBSERVED)
-    assert profile.cart.items[1].price == 6.0 and profile.cart.updated == NOW + 60
+    assert profile.cart.items[1].price == 6.0 and profile.cart.updated == NOW + 120
 
 
 def test_a_browser_may_not_replace_the_cart_or_claim_an_order() -> None:

@@ -420,7 +420,7 @@ def visitor_context(
             items.append(
                 {
                     "id": item.product_id,
-                    "name": (facts.name if facts and facts.name else item.product_id),
+                    "name": (facts.name if facts and facts.name else item.name or item.product_id),
                     "url": facts.url if facts and facts.url else None,
                     "price": price,
                     "quantity": item.quantity,

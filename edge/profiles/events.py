@@ -26,6 +26,7 @@ from edge.profiles.model import (
     MAX_CUSTOM_TRAITS,
     MAX_EXPOSURES,
     MAX_ID,
+    MAX_NAME,
     MAX_OFFERS,
     MAX_ORDER_ITEMS,
     MAX_ORDERS,
@@ -400,11 +401,13 @@ def _cart_replaced(p: Profile, e: CartReplaced, ts: int) -> None:
     items = []
     for product in e.products[:MAX_CART_ITEMS]:
         item = product.item()
+        item.name = product.name[:MAX_NAME]
         before = known.get(item.product_id)
         if before is not None:
             item.category = item.category or before.category
             item.brand = item.brand or before.brand
             item.price = item.price or before.price
+            item.name = item.name or before.name
         items.append(item)
     changed = [(i.product_id, i.quantity) for i in items] != [
         (i.product_id, i.quantity) for i in p.cart.items

@@ -31,6 +31,8 @@ MAX_ORDER_ITEMS: Final = 10
 """Items kept per stored order (all of them count toward affinities)."""
 MAX_ID: Final = 48
 """Product ids, categories and brands are clipped to this many characters."""
+MAX_NAME: Final = 100
+"""A cart line's product name is clipped to this many characters."""
 MAX_CART_ITEMS: Final = 50
 MAX_AFFINITIES: Final = 30
 MAX_SEARCHES: Final = 10
@@ -55,6 +57,8 @@ class Item(msgspec.Struct, array_like=True):
     brand: str = ""
     price: float = 0.0
     quantity: int = 1
+    name: str = ""
+    """The name the shop's cart page showed (cart lines only; a catalog's name wins)."""
 
 
 class Order(msgspec.Struct, omit_defaults=True):
