@@ -183,7 +183,7 @@ def fit_page(
         if product is None:
             missing.append(_no_product_facts(doc))
     forms = _cart_forms(doc, path, ruleset, cart_actions)
-    missing.extend(_form_missing(form) for form in forms if not form.recognised)
+    missing.extend(_form_missing(form, params) for form in forms if not form.recognised)
     return PageFit(path, page_type, params, slots, product, forms, missing)
 
 
@@ -770,11 +770,18 @@ def _no_product_facts(doc: Element) -> Missing:
     )
 
 
-def _form_missing(form: CartForm) -> Missing:
+def _form_missing(form: CartForm, params: Mapping[str, str]) -> Missing:
+    """A cart action for a form nothing recognises: its path with the product's place
+    named (a number, or what the page's own pattern captured: WooCommerce posts to the
+    product page itself)."""
     product = next((f for f in _PRODUCT_FIELDS if f in form.fields), "")
     quantity = next((f for f in _QUANTITY_FIELDS if f in form.fields), "")
+    captured = {value: name for name, value in params.items()}
     parts = form.action.split("/")
-    path = "/".join("{product}" if part.isdigit() else part for part in parts)
+    path = "/".join(
+        f"{{{captured[part]}}}" if part in captured else "{product}" if part.isdigit() else part
+        for part in parts
+    )
     toml = f'[[cart_actions]] path = "{path}", method = "{form.method}", action = "add"'
     if product:
         toml += f', product_field = "{product}"'
