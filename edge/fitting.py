@@ -205,10 +205,13 @@ class Element:
         return self.attrs.get(name.encode(), b"").decode("utf-8", "replace")
 
     def walk(self) -> Iterator[Element]:
-        """This element's descendants, in document order."""
-        for child in self.children:
-            yield child
-            yield from child.walk()
+        """This element's descendants, in document order (no recursion: a page may
+        nest deeper than Python's stack)."""
+        pending = list(reversed(self.children))
+        while pending:
+            element = pending.pop()
+            yield element
+            pending.extend(reversed(element.children))
 
     def text_content(self) -> str:
         parts = list(self.text)
@@ -782,11 +785,11 @@ def _form_missing(form: CartForm, params: Mapping[str, str]) -> Missing:
         f"{{{captured[part]}}}" if part in captured else "{product}" if part.isdigit() else part
         for part in parts
     )
-    toml = f'[[cart_actions]] path = "{path}", method = "{form.method}", action = "add"'
+    toml = f'[[cart_actions]]\npath = "{path}"\nmethod = "{form.method}"\naction = "add"'
     if product:
-        toml += f', product_field = "{product}"'
+        toml += f'\nproduct_field = "{product}"'
     if quantity:
-        toml += f', quantity_field = "{quantity}"'
+        toml += f'\nquantity_field = "{quantity}"'
     return Missing(
         f"cart form {form.method} {form.action} ({', '.join(form.fields) or 'no fields'}) "
         "is not recognised by any cart action",

@@ -222,7 +222,7 @@ def _report(page: dict[str, Any]) -> str:
         lines.append(f"  missing ({len(fit.missing)})")
         for missing in fit.missing:
             lines.append(f"    - {missing.what}")
-            lines.append(f"      try: {missing.suggestion}")
+            lines.append("      try: " + missing.suggestion.replace("\n", "\n           "))
     else:
         lines.append("  missing     nothing: every slot for this page matched")
     return "\n".join(lines)

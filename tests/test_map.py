@@ -364,7 +364,14 @@ def test_product_facts_and_cart_form_of_a_theme(theme: str, tmp_path: Path) -> N
     [missing] = fit["missing"]
     assert "cart form POST /product/hoodie/" in missing["what"]
     assert 'path = "/product/{product}/"' in missing["suggestion"]
-    assert 'product_field = "add-to-cart", quantity_field = "quantity"' in missing["suggestion"]
+    assert missing["suggestion"].splitlines() == [
+        "[[cart_actions]]",
+        'path = "/product/{product}/"',
+        'method = "POST"',
+        'action = "add"',
+        'product_field = "add-to-cart"',
+        'quantity_field = "quantity"',
+    ]
 
     # a cart action for it (today's edge.toml syntax) recognises it
     ruleset = compile_text((rules / "theme.toml").read_text())
