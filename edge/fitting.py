@@ -561,7 +561,8 @@ _QUANTITY_FIELDS: Final = ("qty", "quantity", "quantita", "qta", "menge", "quant
 def _cart_forms(
     doc: Element, page_path: str, ruleset: RuleSet, cart_actions: Sequence[CartAction]
 ) -> list[CartForm]:
-    """The page's forms that look like cart forms, alike ones counted once."""
+    """The page's forms that look like cart forms, alike ones counted once (the same
+    fields, posting to the same path or to paths that differ by a number)."""
     found: dict[tuple[str, str, tuple[str, ...]], CartForm] = {}
     for form in select(doc, "form"):
         method = (form.attr("method").strip() or "GET").upper()
@@ -569,7 +570,9 @@ def _cart_forms(
         fields = _form_fields(form)
         if not _looks_like_cart(form, action, fields):
             continue
-        key = (method, action, tuple(fields))
+        # one entry for a list's forms that differ only by the product's number
+        shape = "/".join("#" if part.isdigit() else part for part in action.split("/"))
+        key = (method, shape, tuple(fields))
         if key in found:
             found[key].count += 1
             continue

@@ -20,9 +20,11 @@ from edge.cli import main
 from edge.demo.catalog import PRODUCTS, PRODUCTS_BY_ID, write_feed
 from edge.demo.shop import serve_argv
 from edge.fitting import _link_pattern, fit_page
+from edge.map_cli import USER_AGENT
 from edge.observe import CartAction
+from edge.request import is_crawler
 from edge.rules import compile_text
-from tests.conftest import EDGE, ROOT, free_port, wait_listening
+from tests.conftest import EDGE, ROOT, free_port, start_edge, wait_listening
 
 # --- a Storefront-shaped theme (WooCommerce's default theme), as its templates render ----
 
@@ -286,6 +288,29 @@ def test_map_reads_the_demo_as_a_merchant_sees_it(demo_shop: str, tmp_path: Path
     assert "missing     nothing" in text
 
 
+def test_map_through_the_sidecar_reads_the_shop_s_own_page(demo_shop: str, tmp_path: Path) -> None:
+    # the sidecar serves a crawler the original page and records nothing: edge map is one
+    assert is_crawler(USER_AGENT.encode())
+    sidecar = start_edge(demo_shop, "--rules", str(ROOT / "rules"))
+    try:
+        through = edge_map(
+            "--rules",
+            str(ROOT / "rules"),
+            "--json",
+            f"http://127.0.0.1:{sidecar.port}/c/scarpe-donna",
+            cwd=tmp_path,
+        )
+    finally:
+        sidecar.stop()
+    beside = edge_map(
+        "--rules", str(ROOT / "rules"), "--json", f"{demo_shop}/c/scarpe-donna", cwd=tmp_path
+    )
+    assert through.returncode == beside.returncode == 0, through.stdout
+    [seen_through] = json.loads(through.stdout)["pages"]
+    [seen_beside] = json.loads(beside.stdout)["pages"]
+    assert seen_through["fit"] == seen_beside["fit"]
+
+
 def test_a_product_page_without_facts_is_missing_them(demo_shop: str, tmp_path: Path) -> None:
     done = edge_map(
         "--rules", str(ROOT / "rules"), "--json", f"{demo_shop}/p/{PRODUCTS[0].slug}", cwd=tmp_path
@@ -442,6 +467,46 @@ def test_link_patterns_take_the_segment_that_differs() -> None:
     assert pattern == r"/catalogue/[^/?#]*?_(\d+)(?:[/?#]|$)"
     assert _link_pattern(["/p/one"]) == "/p/([^/?#]+)"
     assert _link_pattern([]) is None
+
+
+def _oscar_card(pk: int, slug: str, title: str) -> str:
+    """A product of django-oscar's default templates (catalogue/partials/product.html
+    with add_to_basket_form_compact.html), as a category page lists it."""
+    url = f"/catalogue/{slug}_{pk}/"
+    return f"""<li class="col-sm-6 col-md-4 col-lg-3"><article class="product_pod">
+<div class="image_container w-100"><a href="{url}"><img src="/media/cache/{pk}.jpg" alt="{title}" class="img-thumbnail w-auto mx-auto my-0"></a></div>
+<h3 class="mt-3"><a href="{url}" title="{title}">{title}</a></h3>
+<div class="product_price w-100"><p class="price_color">£9.99</p><p class="instock availability">In stock</p>
+<form action="/basket/add/{pk}/" method="post"><input type="hidden" name="csrfmiddlewaretoken" value="t0k3n">
+<p><input type="hidden" name="quantity" value="1" id="id_quantity"></p>
+<button type="submit" class="btn btn-primary btn-block" data-loading-text="Adding...">Add to basket</button></form>
+</div></article></li>"""
+
+
+def test_an_oscar_shaped_category_page() -> None:
+    ruleset = compile_text(
+        '[slots.category-products]\nselect = "ol.row"\nitem_id = "data-id"\n'
+        'pages = ["category"]\n[page_types]\ncategory = "/catalogue/category/{category}/"\n'
+    )
+    page = f"""<div class="container-fluid page"><div class="page_inner"><section>
+<ol class="row list-unstyled ml-0 pl-0">{_oscar_card(209, "the-shellcoders-handbook", "The shellcoder's handbook")}
+{_oscar_card(12, "hackers", "Hackers")}</ol></section></div></div>"""
+    fit = fit_page("/catalogue/category/books_2/", page, ruleset)
+    [slot] = fit.slots
+    assert (slot.elements, slot.item_count) == (1, 2)
+    assert [i.name for i in slot.items] == ["The shellcoder's handbook", "Hackers"]
+    ids, cart = fit.missing
+    assert ids.suggestion.startswith(r"item_link = '/catalogue/[^/?#]*?_(\d+)(?:[/?#]|$)'")
+    assert "ids for 2 of 2 items: 209, 12" in ids.suggestion
+    [form] = fit.cart_forms
+    assert (form.action, form.count, form.recognised) == ("/basket/add/209/", 2, "")
+    assert cart.suggestion.splitlines() == [
+        "[[cart_actions]]",
+        'path = "/basket/add/{product}/"',
+        'method = "POST"',
+        'action = "add"',
+        'quantity_field = "quantity"',
+    ]
 
 
 def test_page_without_type_and_other_fact_sources() -> None:
