@@ -540,3 +540,12 @@ def test_edge_map_is_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "fit the theme: what the sidecar sees on live pages" in capsys.readouterr().out
+
+
+def test_a_page_the_rewriter_would_give_up_on_is_said() -> None:
+    ruleset = compile_text('[slots.hero]\nselect = "#hero"\n')
+    fit = fit_page("/", "<main><div id=hero><p>Welcome", ruleset)
+    assert fit.slots[0].error == "<div> being rewritten is still open at the end"
+    [missing] = fit.missing
+    assert missing.what.startswith("slot `hero`: the rewriter would leave this page untouched")
+    assert fit_page("/", "<main><div id=hero><p>Welcome</div></main>", ruleset).complete
