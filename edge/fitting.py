@@ -291,8 +291,9 @@ def _add_text(element: Element, raw: bytes) -> None:
 
 
 def select(root: Element, selector: str) -> list[Element]:
-    """The elements *selector* matches, in document order (the rewriter's selector
-    language; raises :class:`~edge.rewrite.selectors.SelectorError`)."""
+    """The elements under *root* that *selector* matches (their ancestors above *root*
+    count too), in document order: the rewriter's selector language (raises
+    :class:`~edge.rewrite.selectors.SelectorError`)."""
     parsed = parse_selector(selector).selectors
     return [
         el for el in root.walk() if any(_matches(el, cs, len(cs.compounds) - 1) for cs in parsed)
@@ -371,8 +372,7 @@ def _items(doc: Element, slot: Slot) -> list[Element]:
     found: list[Element] = []
     for el in select(doc, slot.select):
         if slot.items:
-            inner = {id(e) for e in el.walk()}
-            found.extend(e for e in select(doc, slot.items) if id(e) in inner)
+            found.extend(select(el, slot.items))  # its descendants, as querySelectorAll
         else:
             found.extend(el.children)
     return found

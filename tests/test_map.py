@@ -549,3 +549,14 @@ def test_a_page_the_rewriter_would_give_up_on_is_said() -> None:
     [missing] = fit.missing
     assert missing.what.startswith("slot `hero`: the rewriter would leave this page untouched")
     assert fit_page("/", "<main><div id=hero><p>Welcome</div></main>", ruleset).complete
+
+
+def test_items_selected_inside_the_slot() -> None:
+    ruleset = compile_text(
+        '[slots.grid]\nselect = "#grid"\nitems = "article.card"\nitem_id = "data-sku"\n'
+    )
+    page = """<article class="card" data-sku="outside"></article><div id="grid"><div class="row">
+    <article class="card" data-sku="A1"><h3>One</h3></article>
+    <article class="card" data-sku="B2"><h3>Two</h3></article></div></div>"""
+    [slot] = fit_page("/", page, ruleset).slots
+    assert [(i.id, i.name) for i in slot.items] == [("A1", "One"), ("B2", "Two")]
