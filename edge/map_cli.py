@@ -92,7 +92,14 @@ def run(args: argparse.Namespace) -> int:
         _read(_absolute(url, base), ruleset, catalog, actions, args.timeout) for url in args.urls
     ]
     if args.json:
-        shown = [{**page, "fit": page["fit"] and dataclasses.asdict(page["fit"])} for page in pages]
+        shown = [
+            {
+                **page,
+                "complete": bool(page["fit"] and page["fit"].complete),
+                "fit": page["fit"] and dataclasses.asdict(page["fit"]),
+            }
+            for page in pages
+        ]
         print(json.dumps({"pages": shown}, indent=2, ensure_ascii=False))
     else:
         print("\n\n".join(_report(page) for page in pages))

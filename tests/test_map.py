@@ -132,10 +132,18 @@ product = "/product/{{product}}/"
 cart = "/cart/"
 """
 
+STOREFRONT_PRODUCT_WITHOUT_FACTS = STOREFRONT_PRODUCT.replace(
+    STOREFRONT_PRODUCT[
+        STOREFRONT_PRODUCT.index("<script") : STOREFRONT_PRODUCT.index("</script>") + 9
+    ],
+    "",
+)
+
 PAGES = {
     "/": ("200 OK", "text/html; charset=UTF-8", STOREFRONT_HOME),
     "/product-category/clothing/": ("200 OK", "text/html; charset=UTF-8", STOREFRONT_CATEGORY),
     "/product/hoodie/": ("200 OK", "text/html; charset=UTF-8", STOREFRONT_PRODUCT),
+    "/product/beanie/": ("200 OK", "text/html", STOREFRONT_PRODUCT_WITHOUT_FACTS),
     "/wp-json/": ("200 OK", "application/json", "{}"),
 }
 
@@ -236,7 +244,9 @@ def test_map_on_the_demo_names_slots_items_and_facts(demo_shop: str, tmp_path: P
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    home, category, page = (p["fit"] for p in json.loads(done.stdout)["pages"])
+    pages = json.loads(done.stdout)["pages"]
+    assert [p["complete"] for p in pages] == [True, True, True]
+    home, category, page = (p["fit"] for p in pages)
 
     assert home["page_type"] == "home"
     matched = {s["name"]: s["elements"] for s in home["slots"] if s["on_page"]}
@@ -268,7 +278,7 @@ def test_map_on_the_demo_names_slots_items_and_facts(demo_shop: str, tmp_path: P
     assert page["page_type"] == "product"
     assert page["product"]["id"] == product.id
     assert page["product"]["price"] == pytest.approx(float(product.price_euro))
-    assert page["product"]["source"].startswith("catalog feed")
+    assert page["product"]["name"] == product.name
 
 
 def test_map_reads_the_demo_as_a_merchant_sees_it(demo_shop: str, tmp_path: Path) -> None:
@@ -311,16 +321,16 @@ def test_map_through_the_sidecar_reads_the_shop_s_own_page(demo_shop: str, tmp_p
     assert seen_through["fit"] == seen_beside["fit"]
 
 
-def test_a_product_page_without_facts_is_missing_them(demo_shop: str, tmp_path: Path) -> None:
-    done = edge_map(
-        "--rules", str(ROOT / "rules"), "--json", f"{demo_shop}/p/{PRODUCTS[0].slug}", cwd=tmp_path
-    )
+def test_a_product_page_without_facts_is_missing_them(theme: str, tmp_path: Path) -> None:
+    rules = _rules_dir(tmp_path, "/product/([^/?#]+)")
+    done = edge_map("--rules", str(rules), "--json", f"{theme}/product/beanie/", cwd=tmp_path)
     assert done.returncode == 1
     fit = json.loads(done.stdout)["pages"][0]["fit"]
-    assert fit["product"] is None
-    [missing] = fit["missing"]
-    assert "without product facts" in missing["what"]
-    assert "[products]" in missing["suggestion"] and 'name = "h1"' in missing["suggestion"]
+    assert fit["page_type"] == "product" and fit["product"] is None
+    missing = next(m for m in fit["missing"] if "product facts" in m["what"])
+    assert missing["what"].startswith("product page without product facts")
+    assert missing["suggestion"].startswith('map them by selector in [products] (name = "h1"')
+    assert 'price = "p.price"' in missing["suggestion"]
 
 
 # --- a Storefront-shaped theme ----------------------------------------------------------------
