@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config({}, config_file=args.config)
     directory = rules_dir_for(args.rules, config)
-    ruleset, errors = load_rules(directory, base_page_types=config.base_page_types)
+    ruleset, errors = load_rules(directory)
     if ruleset is None:
         for error in errors:
             print(error, file=sys.stderr)

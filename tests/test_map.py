@@ -553,7 +553,7 @@ def test_edge_map_is_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_a_page_the_rewriter_would_give_up_on_is_said() -> None:
-    ruleset = compile_text('[slots.hero]\nselect = "#hero"\n')
+    ruleset = compile_text('[page_types]\nhome = "/"\n[slots.hero]\nselect = "#hero"\n')
     fit = fit_page("/", "<main><div id=hero><p>Welcome", ruleset)
     assert fit.slots[0].error == "<div> being rewritten is still open at the end"
     [missing] = fit.missing
