@@ -187,8 +187,7 @@ def explain(
     url: str | None,
     user_agent: str,
 ) -> int:
-    # The pages the sidecar would see: the rule files' over edge.toml's (or the demo's).
-    ruleset, errors = load_rules(directory, base_page_types=config.base_page_types)
+    ruleset, errors = load_rules(directory)
     if ruleset is None:
         for error in errors:
             print(error, file=sys.stderr)

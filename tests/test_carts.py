@@ -281,7 +281,9 @@ def test_cart_and_order_page_selectors_are_checked() -> None:
 def test_cart_actions_in_edge_toml_say_where_they_moved(tmp_path: Path) -> None:
     config = tmp_path / "edge.toml"
     config.write_text('upstream = "http://x"\n[[cart_actions]]\npath = "/a"\naction = "add"\n')
-    with pytest.raises(ConfigError, match=r"edge.toml: cart_actions: .*\[\[cart_actions\]\]"):
+    with pytest.raises(
+        ConfigError, match=r"edge.toml: `cart_actions`: .*\[\[cart_actions\]\] in rules/theme.toml"
+    ):
         load_config(config_file=config, environ={})
     with pytest.raises(ConfigError, match="EDGE_CART_ACTIONS: cart actions moved"):
         load_config(environ={"EDGE_CART_ACTIONS": "x", "EDGE_CONFIG": ""})
