@@ -137,6 +137,26 @@ def _snippet_problems(placements: list[tuple[str, dict[str, Any]]], snippets_dir
     return out
 
 
+def check_segment_names(names: list[str], config: Config) -> None:
+    """Raise :class:`ConfigError` naming each of *names* that the serving rules do not
+    define (with the closest one), or the rules' errors when they do not load."""
+    directory, only = rules_directory(config.rules)
+    ruleset, errors = load_rules(directory, only, base_page_types=config.base_page_types)
+    if ruleset is None:
+        raise ConfigError(
+            f"the rules in {directory} have errors ({errors[0]}); run: edge check {directory}"
+        )
+    known = list(ruleset.segment_names)
+    problems = []
+    for name in names:
+        if name not in ruleset.segments:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean `{close[0]}`?" if close else "one of: " + ", ".join(known)
+            problems.append(f"unknown segment `{name}` in {directory}: {hint}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def request_info(ruleset: RuleSet, url: str | None, user_agent: str = "") -> RequestInfo:
     if not url:
         return RequestInfo()
