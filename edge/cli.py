@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from edge import __version__
+from edge import __version__, map_cli
 from edge.config import ConfigError, load_config
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     # In the order `edge --help` lists them.
     _add_serve_command(commands)
     _add_rule_commands(commands)
+    map_cli.add_command(commands)
     _add_demo_command(commands)
     _add_profile_commands(commands)
     _add_preview_command(commands)
@@ -198,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _import(args)
         if args.command == "preview-link":
             return _preview_link(args)
+        if args.command == "map":
+            return map_cli.run(args)
         if args.command in ("check", "explain", "segments"):
             return _rules_command(args)
     except ConfigError as exc:

@@ -141,7 +141,7 @@ def check_segment_names(names: list[str], config: Config) -> None:
     """Raise :class:`ConfigError` naming each of *names* that the serving rules do not
     define (with the closest one), or the rules' errors when they do not load."""
     directory, only = rules_directory(config.rules)
-    ruleset, errors = load_rules(directory, only, base_page_types=config.base_page_types)
+    ruleset, errors = load_rules(directory, only)
     if ruleset is None:
         raise ConfigError(
             f"the rules in {directory} have errors ({errors[0]}); run: edge check {directory}"
@@ -207,8 +207,7 @@ def explain(
     url: str | None,
     user_agent: str,
 ) -> int:
-    # The pages the sidecar would see: the rule files' over edge.toml's (or the demo's).
-    ruleset, errors = load_rules(directory, base_page_types=config.base_page_types)
+    ruleset, errors = load_rules(directory)
     if ruleset is None:
         for error in errors:
             print(error, file=sys.stderr)
