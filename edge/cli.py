@@ -174,6 +174,15 @@ def _add_preview_command(commands: _Commands) -> None:
     preview.add_argument(
         "--base", help="the shop's public address (default: public_url, else host:port)"
     )
+    preview.add_argument(
+        "--host", help="where the sidecar listens, without public_url (as given to serve)"
+    )
+    preview.add_argument(
+        "--port", type=int, help="the sidecar's port, without public_url (as given to serve)"
+    )
+    preview.add_argument(
+        "--rules", metavar="DIR", help="rule files naming the segments (default ./rules)"
+    )
     _add_config_flag(preview)
 
 
@@ -433,13 +442,19 @@ def _rules_command(args: argparse.Namespace) -> int:
 def _preview_link(args: argparse.Namespace) -> int:
     from edge.identity import Identity
     from edge.preview import make_token, preview_link
+    from edge.rules_cli import check_segment_names
 
-    config = load_config({}, config_file=args.config)
+    config = load_config(
+        {"host": args.host, "port": args.port, "rules": args.rules}, config_file=args.config
+    )
     if not config.secret:
         raise ConfigError(
             "a preview link is signed with the sidecar's secret: set EDGE_SECRET (or secret "
             "in edge.toml) to the value the running sidecar uses"
         )
+    check_segment_names(args.segment, config)
+    # The address visitors use (public_url); else where the sidecar listens, as the
+    # configuration and these flags say (the same as `edge serve` reads them).
     base = args.base or config.public_url or f"http://{_display_host(config.host)}:{config.port}"
     ttl = _parse_duration(args.ttl, "--ttl")
     try:

@@ -585,6 +585,12 @@ def _check_placement(
                 f"unknown sort `{key}`",
                 f"did you mean `{close[0]}`?" if close else "one of: " + ", ".join(SORT_KEYS),
             )
+    if "pin" in p.sort_keys and not p.pin:
+        err(
+            "sort",
+            '`sort` has "pin" but `pin` lists no products',
+            'list the product ids to show first, e.g. pin = ["p1001", "p1002"]',
+        )
     if p.pin and "pin" not in p.sort_keys:
         err(
             "pin",
