@@ -8,11 +8,15 @@ every product can be put in the basket and bought as a guest.
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import django
 
 
 def load() -> None:
+    import oscar
+    from django.conf import settings
     from django.core.management import call_command
     from oscar.apps.catalogue.categories import create_from_breadcrumbs
     from oscar.core.loading import get_model
@@ -57,6 +61,11 @@ def load() -> None:
             num_in_stock=1000,
         )
     call_command("rebuild_index", interactive=False, verbosity=0)
+    # Oscar's guide: its "image not found" picture in MEDIA_ROOT, for the thumbnailer
+    media = Path(settings.MEDIA_ROOT)
+    media.mkdir(parents=True, exist_ok=True)
+    missing = Path(oscar.__file__).parent / "static" / "oscar" / "img" / "image_not_found.jpg"
+    shutil.copy(missing, media / settings.OSCAR_MISSING_IMAGE_URL)
 
 
 if __name__ == "__main__":
