@@ -34,9 +34,7 @@ def load() -> None:
     kind = product_class_model.objects.create(
         name="Goods", requires_shipping=False, track_stock=True
     )
-    brand = attribute_model.objects.create(
-        product_class=kind, name="Brand", code="brand", type="text"
-    )
+    attribute_model.objects.create(product_class=kind, name="Brand", code="brand", type="text")
     partner = partner_model.objects.create(name="Oscar Sandbox Warehouse")
     categories = {name: create_from_breadcrumbs(name) for name in CATEGORIES}
     for item in ITEMS:
@@ -50,7 +48,6 @@ def load() -> None:
         )
         product.attr.brand = item.brand
         product.attr.save()
-        assert brand.code == "brand"
         product_category_model.objects.create(product=product, category=categories[item.category])
         stock_model.objects.create(
             product=product,
