@@ -356,7 +356,6 @@ def test_newsletter_arrival_sees_the_newsletter_hero(
     assert "edge-hero--newsletter" in hero(shopper.page(HOME))
 
 
-@pytest.mark.skip(reason="needs issue 14 campaigns on redirects: merged later")
 def test_campaign_link_to_oscars_root_survives_the_redirect(
     edge: EdgeProcess, shoppers: list[Shopper]
 ) -> None:
