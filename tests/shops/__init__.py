@@ -1,0 +1,1 @@
+"""Real open-source shops the tests install from the package index and start."""

@@ -1,0 +1,1 @@
+"""django-oscar, unchanged, as a merchant runs it: a minimal Django project."""
