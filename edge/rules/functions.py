@@ -13,6 +13,8 @@ Fields
 field                      type      meaning
 =========================  ========  ==========================================================
 now                        date      the time of the request
+hour                       number    the hour of day, 0-23, on the shop's clock ([shop] timezone)
+weekday                    number    the day of the week on the shop's clock, 1 Monday .. 7 Sunday
 visits                     number    visits so far (a visit ends after 30 minutes of silence)
 session.pageviews          number    pages seen in the current visit
 orders                     number    orders ever placed
@@ -82,6 +84,7 @@ daily counters count whole days, from the day ``now - duration`` falls on to tod
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import time
 from bisect import bisect_left
@@ -146,6 +149,9 @@ class Context:
     most once per request. The compiled evaluator keeps the tuple of all its values
     under its own key; ``value()`` (the reference interpreter's way in) computes one
     value (a field, or a function with its arguments) on first use."""
+
+    zone: dt.tzinfo = dt.UTC
+    """The shop's time zone (``[shop] timezone``): ``hour`` and ``weekday`` read it."""
 
     def __init__(
         self,
@@ -304,12 +310,19 @@ def trait(ctx: Context, name: str) -> Any:
     return None if value == "" else value
 
 
+def _wall_clock(ctx: Context) -> dt.datetime:
+    """The request's time on the shop's clock."""
+    return dt.datetime.fromtimestamp(ctx.now, ctx.zone)
+
+
 def answer(ctx: Context, name: str) -> str | None:
     return ctx.profile.answers.get(name) or None
 
 
 FIELDS: Final[dict[str, Field]] = {
     "now": Field("date", False, attrgetter("now")),
+    "hour": Field("number", False, lambda c: _wall_clock(c).hour),
+    "weekday": Field("number", False, lambda c: _wall_clock(c).isoweekday()),
     "visits": Field("number", False, attrgetter("profile.visits")),
     "session.pageviews": Field("number", False, attrgetter("profile.session_pageviews")),
     "orders": Field("number", False, attrgetter("profile.order_count")),

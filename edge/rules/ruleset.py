@@ -10,6 +10,7 @@ serving.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import gc
@@ -27,6 +28,8 @@ from edge.rules import functions as fn
 from edge.rules.compiler import Checked, Explained, Interpreter, Output, Program, check, generate
 from edge.rules.errors import Locator, RuleError
 from edge.rules.lang import LangError, parse, parse_duration
+from edge.rules.questions import Declared, Question, check_questions, parse_questions
+from edge.rules.shop import DEFAULT_SHOP, Shop, localize_dates, parse_shop
 from edge.rules.spec import SECTIONS, SORT_KEYS, Placement, RuleFile, Segment, Slot
 
 LIBRARY_DIR: Final = Path(__file__).resolve().parent / "library"
@@ -87,6 +90,10 @@ class RuleSet:
     """Paths to page types: ``page_types`` laid over the base page types (``edge.toml``'s,
     else the demo shop's). Slots and tracking read this one map."""
     files: list[str] = field(default_factory=list)
+    shop: Shop = DEFAULT_SHOP
+    """``[shop]``: currency, locale, time zone, languages."""
+    questions: dict[str, Question] = field(default_factory=dict)
+    """The profiling questions by trait, in the order they are asked."""
     segment_names: tuple[str, ...] = ()
     evaluate: Callable[[fn.Context], tuple[bool, ...]] = field(init=False, repr=False)
     """``evaluate(ctx)``: every segment (in ``segment_names`` order), then every
@@ -137,6 +144,8 @@ class _Parsed:
     placements: list[tuple[Placement, Locator, int]] = field(default_factory=list)
     slots: dict[str, tuple[Slot, Where]] = field(default_factory=dict)
     page_types: dict[str, tuple[list[str], Where]] = field(default_factory=dict)
+    shops: list[Shop] = field(default_factory=list)
+    questions: list[Declared] = field(default_factory=list)
     errors: list[RuleError] = field(default_factory=list)
 
 
@@ -200,6 +209,8 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
     _placements(loc, data, declared, parsed)
     _slots(loc, data, declared, parsed)
     _page_types(loc, data, parsed)
+    parse_shop(loc, data, parsed.errors, parsed.shops)
+    parse_questions(loc, data, parsed.errors, parsed.questions)
 
 
 def _tables(data: dict[str, Any], loc: Locator, errors: list[RuleError]) -> dict[str, Any]:
@@ -217,7 +228,8 @@ def _tables(data: dict[str, Any], loc: Locator, errors: list[RuleError]) -> dict
                     len(key) + 2,
                     f"did you mean `{close[0]}`?"
                     if close
-                    else "a rule file has [segments.NAME], [[placements]], [slots.NAME] and [page_types]",
+                    else "a rule file has [segments.NAME], [[placements]], [slots.NAME], "
+                    "[page_types], [shop] and [questions.NAME]",
                 )
             )
     tables = {}
@@ -431,11 +443,12 @@ def _check_expression(
     what: str,
     errors: list[RuleError],
     known: _Known,
+    zone: dt.tzinfo = dt.UTC,
 ) -> Checked | None:
     found = known.get(source)
     if found is None:
         try:
-            found = check(source, parse(source), names)
+            found = check(source, localize_dates(parse(source), zone), names)
         except (LangError, ExceptionGroup) as e:
             found = e
         known[source] = found
@@ -495,11 +508,12 @@ def _order(parsed: _Parsed, errors: list[RuleError]) -> list[str]:
     return order
 
 
-def _timestamp(value: dt.datetime | None) -> float | None:
+def _timestamp(value: dt.datetime | None, zone: dt.tzinfo = dt.UTC) -> float | None:
+    """A placement's ``start``/``end``: without an offset, the shop's wall-clock time."""
     if value is None:
         return None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
+        value = value.replace(tzinfo=zone)
     return value.timestamp()
 
 
@@ -511,6 +525,7 @@ def _check_placement(
     slots: dict[str, Any],
     errors: list[RuleError],
     known: _Known,
+    zone: dt.tzinfo = dt.UTC,
 ) -> PlacementRule | None:
     bad = len(errors)
 
@@ -554,7 +569,7 @@ def _check_placement(
             '`pin` lists products but `sort` has no "pin"',
             'add "pin" to sort, e.g. sort = ["pin", "affinity"]',
         )
-    start, end = _timestamp(p.start), _timestamp(p.end)
+    start, end = _timestamp(p.start, zone), _timestamp(p.end, zone)
     if start is not None and end is not None and end <= start:
         err("end", "`end` is not after `start`")
     if p.cap is not None and parse_duration(p.cap.per) is None:
@@ -568,7 +583,7 @@ def _check_placement(
     checked = None
     if p.when:
         checked = _check_expression(
-            p.when, segments, loc, header, "placement condition", errors, known
+            p.when, segments, loc, header, "placement condition", errors, known, zone
         )
     if len(errors) > bad:
         return None
@@ -653,17 +668,31 @@ def _compile_sources(
             _parse_file(text, shown, parsed, (decoded or {}).get(shown))
     names = dict.fromkeys(parsed.segments)  # ordered, and quick to look a name up in
     errors = parsed.errors
+    shop = _the_shop(parsed.shops, errors)
+    zone = shop.zone
     known: _Known = {}
     for rule, loc, header in parsed.segments.values():
         rule.checked = _check_expression(
-            rule.when, names, loc, header, f"segment `{rule.name}`", errors, known
+            rule.when, names, loc, header, f"segment `{rule.name}`", errors, known, zone
         )
     order = _order(parsed, errors)
     placements = []
     for p, loc, header in parsed.placements:
-        rule = _check_placement(p, loc, header, names, parsed.slots, errors, known)
+        rule = _check_placement(p, loc, header, names, parsed.slots, errors, known, zone)
         if rule is not None:
             placements.append(rule)
+    questions = [
+        (
+            q,
+            d,
+            _check_expression(
+                d.spec.when, names, d.loc, d.header, f"question `{d.name}`", errors, known, zone
+            )
+            if d.spec.when
+            else None,
+        )
+        for q, d in check_questions(parsed.questions, shop.languages, errors)
+    ]
     seen: dict[str, PlacementRule] = {}
     for rule in placements:
         if rule.id in seen:
@@ -692,6 +721,12 @@ def _compile_sources(
             rule.output = index[rule.spec.segment]
         else:
             outputs.append(Output(rule.id, None))
+    asked = {}
+    for question, _declared, checked in questions:
+        if checked is not None:
+            question = dataclasses.replace(question, output=len(outputs))
+            outputs.append(Output(f"question.{question.trait}", checked))
+        asked[question.trait] = question
     program = generate(outputs, index)
     page_types = {n: p for n, (p, _) in parsed.page_types.items()}
     return RuleSet(
@@ -702,7 +737,25 @@ def _compile_sources(
         program=program,
         pages=PageMap(layered(page_types, base_page_types)),
         files=files,
+        shop=shop,
+        questions=asked,
     ), []
+
+
+def _the_shop(shops: list[Shop], errors: list[RuleError]) -> Shop:
+    """The one ``[shop]`` of the rule set (a second one is an error)."""
+    for extra in shops[1:]:
+        file, _, line = extra.where.rpartition(":")
+        errors.append(
+            RuleError(
+                file,
+                int(line),
+                1,
+                f"[shop] is defined twice: here and at {shops[0].where}",
+                help="keep one [shop] table in one file",
+            )
+        )
+    return shops[0] if shops else DEFAULT_SHOP
 
 
 def compile_segments(segments: dict[str, str]) -> RuleSet:

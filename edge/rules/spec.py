@@ -1,7 +1,8 @@
 """A rule file, declared: :class:`RuleFile` and the types of its entries.
 
-A rule file has up to four tables: ``[segments.NAME]``, ``[[placements]]``,
-``[slots.NAME]`` and ``[page_types]``. A file decodes into :class:`RuleFile` in one
+A rule file has up to six tables: ``[segments.NAME]``, ``[[placements]]``,
+``[slots.NAME]``, ``[page_types]``, ``[shop]`` and ``[questions.NAME]`` (the last two
+checked by their own modules, ``shop.py`` and ``questions.py``). A file decodes into :class:`RuleFile` in one
 call; a file that does not is decoded again entry by entry, so that each unknown key
 or wrong type is an error naming the key, at its place.
 """
@@ -9,7 +10,7 @@ or wrong type is an error naming the key, at its place.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Final, Literal, get_origin
+from typing import Annotated, Any, Final, Literal, get_origin
 
 import msgspec
 
@@ -89,6 +90,10 @@ class RuleFile(msgspec.Struct, forbid_unknown_fields=True):
     slots: dict[str, Slot] = msgspec.field(default_factory=dict)
     page_types: dict[str, str | list[str]] = msgspec.field(default_factory=dict)
     """Page type -> its URL patterns (see ``edge/pages.py``), laid over the base ones."""
+    shop: dict[str, Any] = msgspec.field(default_factory=dict)
+    """The shop's currency, locale, time zone and languages (``edge/rules/shop.py``)."""
+    questions: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Profiling questions by name (``edge/rules/questions.py``)."""
 
 
 SECTIONS: Final[dict[str, type]] = {
