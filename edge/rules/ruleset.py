@@ -35,9 +35,10 @@ from edge.rules.spec import SECTIONS, SORT_KEYS, Placement, RuleFile, Segment, S
 LIBRARY_DIR: Final = Path(__file__).resolve().parent / "library"
 """The shipped library: in the source tree a symbolic link to ``rules/``, in an
 installed package a copy of it (package data)."""
-LIBRARY_SEGMENTS: Final = ("segments.toml",)
+LIBRARY_SEGMENTS: Final = ("segments.toml", "questions.toml")
 """What ``edge serve`` loads from the library when the shop has no rule directory:
-the segments only (the placements there map the demo shop's theme)."""
+the segments and the profiling questions (the placements there map the demo shop's
+theme)."""
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _RESERVED: Final = frozenset({"and", "or", "not", "in", "true", "false", "has", "date"})
