@@ -136,14 +136,14 @@ def parse_shop(
         err(key, f"[shop] `{key}`: " + re.sub(r" - at `[^`]*`", "", str(e)).lower())
         return
     if spec.currency not in _currencies():
+        wanted = spec.currency.upper()
+        common = difflib.get_close_matches(wanted, _COMMON_CURRENCIES, n=1, cutoff=0.6)
         err(
             "currency",
             f"unknown currency `{spec.currency}`",
-            _suggest(
-                spec.currency.upper(),
-                _COMMON_CURRENCIES + tuple(sorted(_currencies())),
-                'an ISO 4217 code, e.g. "EUR", "USD", "GBP"',
-            ),
+            f"did you mean `{common[0]}`?"
+            if common
+            else _suggest(wanted, sorted(_currencies()), 'an ISO 4217 code, e.g. "EUR", "USD"'),
         )
     if spec.locale:
         try:

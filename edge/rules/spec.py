@@ -53,7 +53,8 @@ class Placement(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     priority: int = 0
     """Higher wins when several placements fit one slot."""
     start: dt.datetime | None = None
-    """Shown from (UTC unless the time says otherwise), e.g. 2026-11-27T00:00:00."""
+    """Shown from, e.g. 2026-11-27T00:00:00: on the shop's clock (``[shop] timezone``,
+    default UTC) unless the time has an offset."""
     end: dt.datetime | None = None
     cap: Cap | None = None
     holdout: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
