@@ -51,8 +51,8 @@ def check(directory: Path, snippets_dir: str) -> int:
     assert ruleset is not None
     print(
         f"{directory}: ok: {len(ruleset.segments)} segments, {len(ruleset.placements)} "
-        f"placements, {len(ruleset.slots)} slots, {len(ruleset.page_types)} page types "
-        f"({len(ruleset.files)} files)"
+        f"placements, {len(ruleset.slots)} slots, {len(ruleset.page_types)} page types, "
+        f"{len(ruleset.questions)} questions ({len(ruleset.files)} files)"
     )
     return 0
 

@@ -682,16 +682,15 @@ def _compile_sources(
         rule = _check_placement(p, loc, header, names, parsed.slots, errors, known, zone)
         if rule is not None:
             placements.append(rule)
-    questions = [
-        (
-            q,
-            d,
-            _check_expression(
-                d.spec.when, names, d.loc, d.header, f"question `{d.name}`", errors, known, zone
-            )
-            if d.spec.when
-            else None,
+    whens = {
+        d.index: _check_expression(
+            d.spec.when, names, d.loc, d.header, f"question `{d.name}`", errors, known, zone
         )
+        for d in parsed.questions
+        if d.spec.when
+    }
+    questions = [
+        (q, whens.get(d.index))
         for q, d in check_questions(parsed.questions, shop.languages, errors)
     ]
     seen: dict[str, PlacementRule] = {}
@@ -723,7 +722,7 @@ def _compile_sources(
         else:
             outputs.append(Output(rule.id, None))
     asked = {}
-    for question, _declared, checked in questions:
+    for question, checked in questions:
         if checked is not None:
             question = dataclasses.replace(question, output=len(outputs))
             outputs.append(Output(f"question.{question.trait}", checked))
