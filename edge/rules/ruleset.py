@@ -108,6 +108,18 @@ class RuleSet:
         self.evaluate = self.program.evaluate
         self.by_priority = sorted(self.placements, key=lambda p: -p.spec.priority)
 
+    def context(
+        self,
+        profile: Any,
+        request: fn.RequestInfo | None = None,
+        now: float = 0.0,
+        shop: fn.ShopStats | None = None,
+    ) -> fn.Context:
+        """A rule context on this rule set's clock (``[shop] timezone``)."""
+        ctx = fn.Context(profile, request, now, shop)
+        ctx.zone = self.shop.zone
+        return ctx
+
     def matching(self, ctx: fn.Context) -> frozenset[str]:
         """The names of the segments the context is in."""
         result = self.program.evaluate(ctx)
@@ -682,17 +694,7 @@ def _compile_sources(
         rule = _check_placement(p, loc, header, names, parsed.slots, errors, known, zone)
         if rule is not None:
             placements.append(rule)
-    whens = {
-        d.index: _check_expression(
-            d.spec.when, names, d.loc, d.header, f"question `{d.name}`", errors, known, zone
-        )
-        for d in parsed.questions
-        if d.spec.when
-    }
-    questions = [
-        (q, whens.get(d.index))
-        for q, d in check_questions(parsed.questions, shop.languages, errors)
-    ]
+    questions = _questions(parsed, names, errors, known, shop)
     seen: dict[str, PlacementRule] = {}
     for rule in placements:
         if rule.id in seen:
@@ -740,6 +742,24 @@ def _compile_sources(
         shop=shop,
         questions=asked,
     ), []
+
+
+def _questions(
+    parsed: _Parsed, names: Collection[str], errors: list[RuleError], known: _Known, shop: Shop
+) -> list[tuple[Question, Checked | None]]:
+    """Every file's questions checked, in the order they are asked, with their ``when``
+    (checked for every question, even one with other errors)."""
+    whens = {
+        d.index: _check_expression(
+            d.spec.when, names, d.loc, d.header, f"question `{d.name}`", errors, known, shop.zone
+        )
+        for d in parsed.questions
+        if d.spec.when
+    }
+    return [
+        (q, whens.get(d.index))
+        for q, d in check_questions(parsed.questions, shop.languages, errors)
+    ]
 
 
 def _the_shop(shops: list[Shop], errors: list[RuleError]) -> Shop:

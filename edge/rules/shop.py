@@ -16,10 +16,11 @@ Pure logic, no I/O beyond Babel's and zoneinfo's own data.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final
@@ -135,6 +136,17 @@ def parse_shop(
         key = at.group(1) if at else ""
         err(key, f"[shop] `{key}`: " + re.sub(r" - at `[^`]*`", "", str(e)).lower())
         return
+    checked = _checked(spec, err)
+    if checked is not None and len(errors) == bad:
+        found.append(dataclasses.replace(checked, where=f"{loc.file}:{header}"))
+
+
+_Err = Callable[..., None]
+"""Places an error at a key of the table: ``err(key, message, help)``."""
+
+
+def _checked(spec: ShopSpec, err: _Err) -> Shop | None:
+    """The settings of a decoded ``[shop]``, each checked (None: errors placed)."""
     if spec.currency not in _currencies():
         wanted = spec.currency.upper()
         common = difflib.get_close_matches(wanted, _COMMON_CURRENCIES, n=1, cutoff=0.6)
@@ -173,6 +185,23 @@ def parse_shop(
             err("languages", f"`{tag}` is not a language tag", 'e.g. languages = ["it", "en"]')
     if len(set(languages)) != len(languages):
         err("languages", "a language is listed twice")
+    compiled = _language_paths(spec, err)
+    if compiled and not languages:
+        err(
+            "language_path",
+            "`language_path` needs `languages`",
+            'add e.g. languages = ["it", "en"]',
+        )
+    return Shop(
+        currency=spec.currency,
+        locale=spec.locale,
+        zone=zone,
+        languages=tuple(languages),
+        language_paths=tuple(compiled),
+    )
+
+
+def _language_paths(spec: ShopSpec, err: _Err) -> list[re.Pattern[str]]:
     paths = [spec.language_path] if isinstance(spec.language_path, str) else spec.language_path
     compiled = []
     for pattern in paths:
@@ -189,24 +218,7 @@ def parse_shop(
             )
             continue
         compiled.append(regex)
-    if compiled and not languages:
-        err(
-            "language_path",
-            "`language_path` needs `languages`",
-            'add e.g. languages = ["it", "en"]',
-        )
-    if len(errors) > bad:
-        return
-    found.append(
-        Shop(
-            currency=spec.currency,
-            locale=spec.locale.replace("-", "_"),
-            zone=zone,
-            languages=tuple(languages),
-            language_paths=tuple(compiled),
-            where=f"{loc.file}:{header}",
-        )
-    )
+    return compiled
 
 
 def shift_wall_time(stamp: float, zone: dt.tzinfo) -> float:
