@@ -35,6 +35,8 @@ last_order                 duration  time since the last order; missing without 
 registered                 duration  time since the account was created; missing if none
 customer                   bool      a known customer (logged in or identified by the shop)
 age                        number    age in years, from the birth year the shop sent
+age_band                   string    18-24, 25-34, 35-44, 45-54, 55-64 or 65+: from the birth
+                                     year, else the visitor's answer, else the shop's trait
 email.sends                number    marketing emails sent in the last 400 days
 email.opens                number    marketing emails opened in the last 400 days
 cart.items                 number    items in the cart (quantities added up)
@@ -272,6 +274,28 @@ def _age_years(ctx: Context) -> float | None:
     return time.gmtime(ctx.now).tm_year - year
 
 
+AGE_BANDS: Final = ((18, "18-24"), (25, "25-34"), (35, "35-44"), (45, "45-54"), (55, "55-64"))
+"""The profiling form's age bands (rules/questions.toml) by their first year; 65+ after."""
+
+
+def _age_band(ctx: Context) -> str | None:
+    """The band of the shop's birth year; without one the visitor's answer, else the
+    band the shop sent (a declined answer is missing)."""
+    years = _age_years(ctx)
+    if years is not None:
+        if years >= 65:
+            return "65+"
+        band = None
+        for first, name in AGE_BANDS:
+            if years >= first:
+                band = name
+        return band
+    answer = ctx.profile.answers.get("age_band")
+    if answer and answer != "-":
+        return answer
+    return _text(ctx.profile.traits.age_band)
+
+
 def _dwell(ctx: Context) -> float | None:
     p = ctx.profile
     return p.dwell_ms / p.dwell_count / 1000 if p.dwell_count else None
@@ -349,6 +373,7 @@ FIELDS: Final[dict[str, Field]] = {
     "registered": Field("duration", True, lambda c: _age(c, c.profile.traits.registered or 0)),
     "customer": Field("bool", False, lambda c: bool(c.profile.customer_id)),
     "age": Field("number", True, _age_years),
+    "age_band": Field("string", True, _age_band),
     "email.sends": Field("number", False, lambda c: sum(c.profile.email_send_days.values())),
     "email.opens": Field("number", False, lambda c: sum(c.profile.email_open_days.values())),
     "cart.items": Field("number", False, attrgetter("profile.cart.count")),

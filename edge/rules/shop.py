@@ -56,9 +56,10 @@ class ShopSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Patterns with ``{lang}`` (``/{lang}/*``): the URL tells the page's language."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Shop:
-    """The checked ``[shop]`` settings."""
+    """The checked ``[shop]`` settings. Hashed by identity (a rule set's one instance
+    is a cache key on the request path: the snippets' formats by language)."""
 
     currency: str = "EUR"
     locale: str = ""
