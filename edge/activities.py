@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape as html_escape
 from typing import Any, Final
 
@@ -27,12 +27,13 @@ from edge.forms import FORM_PATH, csrf_token, form_error
 from edge.identity import Identity
 from edge.personalize.catalog import Catalog, ItemReader
 from edge.personalize.ordering import Interest, ListOrder, Sort
-from edge.personalize.profiling import Question, default_questions, next_question
+from edge.personalize.profiling import Question, next_question
 from edge.personalize.snippets import Snippets, offer_view, visitor_context
 from edge.placements import Choice
 from edge.profiles.model import Profile
 from edge.rewrite import Edit
 from edge.rewriting import SlotEdit
+from edge.rules.shop import DEFAULT_SHOP, Shop
 from edge.rules.spec import Slot
 
 __all__ = [
@@ -91,7 +92,8 @@ class Activities:
         self.snippets = snippets
         self.identity = identity
         self.catalog = catalog
-        self.questions = questions if questions is not None else default_questions()
+        self.questions = questions
+        """Profiling questions that replace the rule files' ``[questions]`` (tests)."""
         self.stylesheet = stylesheet
         """Linked in the head of a page that shows snippets (empty: the theme styles
         them)."""
@@ -139,6 +141,9 @@ class PageActivities:
         return_to: str,
         cookies: dict[str, str],
         preview: bool,
+        shop: Shop = DEFAULT_SHOP,
+        questions: Mapping[str, Question] | None = None,
+        result: Sequence[bool] | None = None,
     ) -> None:
         self.activities = activities
         self.profile = profile
@@ -150,6 +155,10 @@ class PageActivities:
         self.return_to = return_to
         self.preview = preview
         self._cookies = cookies
+        self.shop = shop
+        self._questions = activities.questions if activities.questions is not None else questions
+        self._result = result
+        """The rule set's results: a question's ``when`` is among them."""
         self._asked = False  # the next profiling question is found only if a snippet needs it
         self._question: Question | None = None
         self._context: dict[str, Any] | None = None
@@ -222,7 +231,7 @@ class PageActivities:
             self._asked = True
             if self.profile is not None or self.visitor_id:
                 known = self.profile or Profile(visitor_id=self.visitor_id or "")
-                self._question = next_question(known, self.activities.questions)
+                self._question = next_question(known, self._questions or {}, result=self._result)
         return self._question
 
     def _snippet_context(self, question: Question | None) -> dict[str, Any]:
@@ -243,6 +252,7 @@ class PageActivities:
                 csrf=self.activities.csrf(visitor_id) if visitor_id and question else "",
                 return_to=self.return_to,
                 preview=self.preview,
+                shop=self.shop,
             )
             self._context["form"]["action"] = FORM_PATH
         return self._context
@@ -264,6 +274,7 @@ class PageActivities:
                     language=self.language,
                     segments=self.segments,
                     preview=True,
+                    shop=self.shop,
                 ),
                 languages=[self.language],
             )

@@ -104,7 +104,7 @@ class EdgeApp:
         self.events = endpoints = EventEndpoints(
             config, identity, self.profiles, self.recorder, self.visitors
         )
-        self.profile_form = ProfileForm(identity, self.recorder, self.visitors)
+        self.profile_form = ProfileForm(identity, self.recorder, self.visitors, rules=self.rules)
         self.sidecar = Starlette(
             routes=[
                 Route(FORM_PATH, self.profile_form.handle, methods=["POST"]),

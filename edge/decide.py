@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from edge.activities import Activities, PageActivities
+from edge.languages import PageLanguages, declared_language, pick
 from edge.observe import campaign_of
 from edge.pages import Page
 from edge.personalize.snippets import choose_language
@@ -34,6 +35,7 @@ from edge.request import RequestHead
 from edge.rewriting import SlotEdit
 from edge.rules import LiveRules, PlacementRule, RequestInfo, RuleSet, ShopStats, device_of
 from edge.rules.functions import Context
+from edge.rules.shop import Shop
 from edge.visitors import Visit
 
 __all__ = ["Decider", "Decision"]
@@ -77,7 +79,7 @@ class Decision:
 def _language(accept_language: bytes, languages: tuple[str, ...]) -> str:
     """The visitor's language among the shop's, by ``Accept-Language`` (a handful of
     distinct headers cover nearly every visitor, so the answer is kept)."""
-    return choose_language(accept_language.decode("latin-1"), languages)
+    return choose_language(accept_language.decode("latin-1"), languages, languages[0])
 
 
 def _coordinate(text: bytes) -> float | None:
@@ -107,6 +109,29 @@ class Decider:
         self.activities = activities
         self.languages = tuple(languages)
         self.shop = shop if shop is not None else ShopStats()
+        self.page_languages = PageLanguages()
+        """What the shop's pages declared (``<html lang>``), learned as they pass."""
+
+    def page_seen(self, path: str, top: bytes) -> None:
+        """A personalized page went out; *top* is its first decoded bytes: its
+        ``<html lang>`` is remembered when the shop has ``[shop] languages``."""
+        if self.rules.ruleset.shop.languages:
+            self.page_languages.learn(path, declared_language(top[:4096]))
+
+    def language(self, path: str, accept_language: bytes, shop: Shop) -> str:
+        """The page's language (edge/languages.py): with ``[shop] languages``, the URL's
+        (``language_path``), else the one the shop's pages declared, else the browser's;
+        without, the browser's among ``edge.toml``'s ``languages``."""
+        languages = shop.languages
+        if not languages:
+            return _language(accept_language, self.languages)
+        if shop.language_paths:
+            found = pick(shop.path_language(path), languages)
+            if found:
+                return found
+        return pick(self.page_languages.of(path), languages) or _language(
+            accept_language, languages
+        )
 
     @property
     def active(self) -> bool:
@@ -153,8 +178,9 @@ class Decider:
         profile = await self._profile(visitor_id, visit)
         # This request's campaign, else its visit's: `utm.*`, `channel` and the
         # snippets' `page.campaign` hold for the whole visit.
-        request = self._request_info(head, page, ev.visit_touch(profile, touch))
+        request = self._request_info(head, page, ev.visit_touch(profile, touch), ruleset.shop)
         ctx = Context(profile, request, now, self.shop)
+        ctx.zone = ruleset.shop.zone
         result = ruleset.evaluate(ctx)
         if preview is not None:
             segments = [n for n in ruleset.segment_names if n in preview.segments]
@@ -189,6 +215,9 @@ class Decider:
             return_to=head.path + ("?" + head.query_text if head.query else ""),
             cookies=head.cookies,
             preview=preview is not None,
+            shop=ruleset.shop,
+            questions=ruleset.questions,
+            result=result,
         )
         filled = fill(choices, activities.edit)
         decision.edits = [edit for _choice, edit in filled.shown]
@@ -212,7 +241,7 @@ class Decider:
         return profile
 
     def _request_info(
-        self, head: RequestHead, page: Page | None, touch: Touch | None
+        self, head: RequestHead, page: Page | None, touch: Touch | None, shop: Shop
     ) -> RequestInfo:
         utm, channel = campaign_of(touch)
         return RequestInfo(
@@ -220,7 +249,7 @@ class Decider:
             page_type=page.type if page is not None else "",
             utm=utm,
             channel=channel,
-            lang=_language(head.accept_language, self.languages),
+            lang=self.language(head.path, head.accept_language, shop),
             device=device_of(head.user_agent.decode("latin-1")),
             country=(head.geo_country or head.cf_country).decode("latin-1").upper(),
             latitude=_coordinate(head.geo_latitude),

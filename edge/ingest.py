@@ -42,6 +42,7 @@ from edge.profiles import events as ev
 from edge.profiles.service import ProfileService, UnknownVisitor
 from edge.recorder import Recorder
 from edge.request import RequestHead, read_body
+from edge.rules import LiveRules
 from edge.visitors import Visitors
 
 log = logging.getLogger("edge.ingest")
@@ -261,11 +262,22 @@ class ProfileForm:
         recorder: Recorder,
         visitors: Visitors,
         questions: Mapping[str, Question] | None = None,
+        rules: LiveRules | None = None,
     ) -> None:
         self.identity = identity
         self.recorder = recorder
         self.visitors = visitors
-        self.questions = questions if questions is not None else default_questions()
+        self.rules = rules
+        self._questions = questions
+        """Fixed questions (tests); else the serving rule set's ``[questions]``."""
+
+    @property
+    def questions(self) -> Mapping[str, Question]:
+        if self._questions is not None:
+            return self._questions
+        if self.rules is not None:
+            return self.rules.ruleset.questions
+        return default_questions()
 
     async def handle(self, request: Request) -> Response:
         head = RequestHead.parse(request.scope)

@@ -306,6 +306,7 @@ class Responder:
             if out or not more:
                 await send({"type": "http.response.body", "body": out, "more_body": more})
             if not more:
+                self.decider.page_seen(exchange.head.path, body.top)
                 return body.applied()
 
 

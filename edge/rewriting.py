@@ -144,6 +144,8 @@ class BodyRewrite:
         self._decoder = codec.Decoder.for_header(coding, max_output=max_bytes * 8)
         self._encoder = codec.Encoder.for_header(coding)
         self._rewriter: Any = None
+        self.top = b""
+        """The first decoded bytes of the page (where ``<html lang>`` is)."""
 
     def feed(self, chunk: bytes, more: bool) -> bytes:
         """The bytes to send for *chunk* of the upstream's body (*more*: not the last).
@@ -153,6 +155,7 @@ class BodyRewrite:
             data += self._decoder.flush()
         if self._rewriter is None and (data or not more):
             charset = codec.charset_of(self._content_type.decode("latin-1"), data[:1024])
+            self.top = data
             self._rewriter = self._plans.rewriter(self._edits, charset, self._page)
         out = b""
         rewriter = self._rewriter

@@ -18,7 +18,6 @@ from edge.config import Config, ConfigError
 from edge.profiles.model import Profile
 from edge.rewrite import SelectorError, parse_selector
 from edge.rules import RequestInfo, RuleSet, ShopStats, device_of, load_rules, rules_directory
-from edge.rules.functions import Context
 
 # Fields that come from the request, not the profile: a segment reading them cannot be
 # judged from stored profiles alone.
@@ -51,8 +50,8 @@ def check(directory: Path, snippets_dir: str) -> int:
     assert ruleset is not None
     print(
         f"{directory}: ok: {len(ruleset.segments)} segments, {len(ruleset.placements)} "
-        f"placements, {len(ruleset.slots)} slots, {len(ruleset.page_types)} page types "
-        f"({len(ruleset.files)} files)"
+        f"placements, {len(ruleset.slots)} slots, {len(ruleset.page_types)} page types, "
+        f"{len(ruleset.questions)} questions ({len(ruleset.files)} files)"
     )
     return 0
 
@@ -230,8 +229,8 @@ def explain(
             return 1
     request = request_info(ruleset, url, user_agent)
     now = time.time()
-    explained = ruleset.explain(Context(profile, request, now, shop))
-    result = ruleset.evaluate(Context(profile, request, now, shop))
+    explained = ruleset.explain(ruleset.context(profile, request, now, shop))
+    result = ruleset.evaluate(ruleset.context(profile, request, now, shop))
     member = set(ruleset.names(result))
     for name in ruleset.segment_names:
         rule = ruleset.segments[name]
@@ -240,7 +239,7 @@ def explain(
         if name in explained:
             for line in explained[name].lines(indent=3):
                 print(line)
-    eligible = ruleset.eligible(Context(profile, request, now, shop), result)
+    eligible = ruleset.eligible(ruleset.context(profile, request, now, shop), result)
     for line in _placement_lines(ruleset, eligible, request.page_type if url else None):
         print(line)
     return 0
@@ -304,7 +303,7 @@ def segments(directory: Path, config: Config) -> int:
     counts = dict.fromkeys(ruleset.segment_names, 0)
     empty = RequestInfo()
     for profile in profiles:
-        for name in ruleset.names(ruleset.evaluate(Context(profile, empty, now, shop))):
+        for name in ruleset.names(ruleset.evaluate(ruleset.context(profile, empty, now, shop))):
             counts[name] += 1
     total = len(profiles)
     width = max((len(n) for n in counts), default=10)

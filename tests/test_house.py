@@ -29,7 +29,15 @@ LAYERS: list[tuple[str, ...]] = [
     ("edge.visitors", "edge.observe", "edge.preview"),
     ("edge.request", "edge.forms", "edge.carts"),
     ("edge.personalize", "edge.rules", "edge.rewrite", "edge.profiles", "edge.importer"),
-    ("edge.identity", "edge.pages", "edge.config", "edge.codec", "edge.headers", "edge.caches"),
+    (
+        "edge.identity",
+        "edge.pages",
+        "edge.languages",
+        "edge.config",
+        "edge.codec",
+        "edge.headers",
+        "edge.caches",
+    ),
     ("edge",),  # the package's own __init__ (its version)
 ]
 """Top first. Within the packages' layer, packages may use each other, without cycles."""

@@ -267,7 +267,7 @@ def test_shipped_snippets_content() -> None:
     s = Snippets(library=LIBRARY)
     context = sample_context("it")
     cart = s.render("cart_reminder", context) or ""
-    assert 'href="/cart"' in cart and "Décolleté Aurora" in cart and "€ 329,90" in cart
+    assert 'href="/cart"' in cart and "Décolleté Aurora" in cart and "329,90\xa0€" in cart
     offer = s.render("timed_offer", context) or ""
     assert f'data-deadline="{context["offer"]["deadline"]}"' in offer
     assert "data-edge-countdown" in offer and "<script" not in offer

@@ -22,6 +22,7 @@ for a request whose ``Accept-Language`` prefers Italian, ``hero_vip.html`` other
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -30,14 +31,18 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import babel
 import jinja2
 import jinja2.meta
 import msgspec
+from babel.dates import format_date, format_datetime, format_time
+from babel.numbers import format_currency
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from edge.caches import LRU, Expiring
@@ -46,15 +51,18 @@ from edge.personalize.catalog import Catalog, ItemFacts
 from edge.personalize.offers import OfferState
 from edge.personalize.profiling import Question
 from edge.profiles.model import Profile
+from edge.rules.shop import DEFAULT_SHOP, Shop
 
 __all__ = [
     "DEFAULT_DIRECTORY",
     "LIBRARY",
     "PROFILE_FORM_ACTION",
+    "Formats",
     "SnippetProblem",
     "Snippets",
     "accept_languages",
     "choose_language",
+    "formats_for",
     "sample_context",
     "visitor_context",
 ]
@@ -134,20 +142,101 @@ def _zone(name: str) -> tzinfo:
         return UTC
 
 
-_MONEY: Final = {"it": ("€ {whole},{cents}", "."), "en": ("€{whole}.{cents}", ",")}
+# --- money and dates, by Babel ---------------------------------------------------------
+
+
+class Formats(NamedTuple):
+    """How a page writes money and time: the Babel locale (the page language, in the
+    shop's region), the shop's currency and its time zone. In the render context as
+    ``formats``; the filters below read it."""
+
+    locale: str
+    currency: str
+    zone: tzinfo
+
+
+@functools.lru_cache(maxsize=256)
+def formats_for(language: str, shop: Shop = DEFAULT_SHOP) -> Formats:
+    """The formats of a page in *language* of *shop*: its ``[shop] locale`` when the
+    page is in that locale's language; else the page language in the shop's region
+    (``en`` on an ``it_IT`` shop: ``en_IT``, Italian digits, English words) when CLDR
+    has it; else the page language alone."""
+    primary = (language or "en").split("-")[0].lower()
+    chosen = "en"
+    candidates = []
+    if shop.locale:
+        own = babel.Locale.parse(shop.locale)
+        if own.language == primary:
+            candidates.append(shop.locale)
+        elif own.territory:
+            candidates.append(f"{primary}_{own.territory}")
+    candidates += [language.replace("-", "_"), primary]
+    for candidate in candidates:
+        try:
+            babel.Locale.parse(candidate)
+        except (ValueError, babel.UnknownLocaleError):
+            continue
+        chosen = candidate
+        break
+    return Formats(chosen, shop.currency, shop.zone)
+
+
+def _formats(ctx: Any) -> Formats:
+    found = ctx.get("formats")
+    if isinstance(found, Formats):
+        return found
+    return formats_for(str(ctx.get("language") or "en"))
+
+
+def _moment(value: Any, zone: tzinfo) -> datetime | None:
+    """A unix time, an ISO text or a datetime, in *zone* (a naive one is taken as UTC)."""
+    try:
+        if isinstance(value, datetime):
+            moment = value
+        elif isinstance(value, str):
+            moment = datetime.fromisoformat(value)
+        else:
+            moment = datetime.fromtimestamp(float(value), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(zone)
 
 
 @jinja2.pass_context
-def _money(ctx: Any, value: Any) -> str:
-    """``89.9`` → ``€ 89,90`` (Italian) / ``€89.90`` (English)."""
+def _money(ctx: Any, value: Any, currency: str | None = None) -> str:
+    """``{{ price|money }}``: ``89,90 €`` (it_IT, EUR), ``$89.90`` (en_US, USD),
+    ``￥8,990`` (ja_JP, JPY: no decimals); another currency: ``price|money("USD")``."""
+    f = _formats(ctx)
     try:
-        cents = round(float(value) * 100)
-    except (TypeError, ValueError):
+        amount = Decimal(str(value))
+        return format_currency(amount, currency or f.currency, locale=f.locale)
+    except (ArithmeticError, TypeError, ValueError, babel.UnknownLocaleError):
         return ""
-    pattern, group = _MONEY.get(str(ctx.get("language", "en")), _MONEY["en"])
-    sign = "-" if cents < 0 else ""
-    whole, rest = divmod(abs(cents), 100)
-    return sign + pattern.format(whole=f"{whole:,}".replace(",", group), cents=f"{rest:02d}")
+
+
+def _dated(kind: str) -> Any:
+    @jinja2.pass_context
+    def fmt(ctx: Any, value: Any, format: str = "medium") -> str:
+        f = _formats(ctx)
+        moment = _moment(value, f.zone)
+        if moment is None:
+            return ""
+        try:
+            if kind == "date":
+                return format_date(moment, format, locale=f.locale)
+            if kind == "time":
+                return format_time(moment, format, tzinfo=f.zone, locale=f.locale)
+            return format_datetime(moment, format, tzinfo=f.zone, locale=f.locale)
+        except (ValueError, KeyError, AttributeError):
+            return ""
+
+    fmt.__doc__ = (
+        f"``{{{{ deadline|{kind} }}}}``: the time on the shop's clock, written the page "
+        'locale\'s way; ``short``, ``medium`` (default), ``long``, ``full`` or a CLDR pattern ("HH:mm").'
+    )
+    return fmt
 
 
 class Snippets:
@@ -177,6 +266,9 @@ class Snippets:
             lstrip_blocks=True,
         )
         self.env.filters["money"] = _money
+        self.env.filters["datetime"] = _dated("datetime")
+        self.env.filters["date"] = _dated("date")
+        self.env.filters["time"] = _dated("time")
         self.env.filters["clock"] = self._clock_time
         self._rendered: LRU[Any, str] = LRU(4096)
         self._uses: weakref.WeakKeyDictionary[jinja2.Template, tuple[str, ...] | None] = (
@@ -187,10 +279,14 @@ class Snippets:
         )
         self._logged: Expiring[str, bool] = Expiring(1000, _LOG_EVERY, timer=clock)
 
-    def _clock_time(self, epoch: Any, fmt: str = "%d/%m %H:%M") -> str:
-        """A unix time as local time in the shop's zone (``{{ offer.deadline|clock }}``)."""
+    @jinja2.pass_context
+    def _clock_time(self, ctx: Any, epoch: Any, fmt: str = "%d/%m %H:%M") -> str:
+        """A unix time on the shop's clock, by a strftime pattern (``{{ t|clock }}``:
+        kept for older snippets; ``datetime`` writes it the page locale's way)."""
+        found = ctx.get("formats")
+        zone = found.zone if isinstance(found, Formats) else self.timezone
         try:
-            return datetime.fromtimestamp(int(epoch), self.timezone).strftime(fmt)
+            return datetime.fromtimestamp(int(epoch), zone).strftime(fmt)
         except (TypeError, ValueError, OverflowError, OSError):
             return ""
 
@@ -273,7 +369,11 @@ class Snippets:
         if names is None:
             return None
         try:
-            return template, _KEY_ENCODER.encode([context.get(n) for n in names])
+            # The filters read the language and the formats whether or not a
+            # template names them.
+            values = [context.get(n) for n in names if n != "formats"]
+            formats = context.get("formats"), context.get("language")
+            return template, formats, _KEY_ENCODER.encode(values)
         except (TypeError, ValueError):
             return None
 
@@ -397,6 +497,7 @@ def visitor_context(
     csrf: str = "",
     return_to: str = "/",
     preview: bool = False,
+    shop: Shop = DEFAULT_SHOP,
 ) -> dict[str, Any]:
     """What a snippet can use. Only plain values (str, numbers, lists, dicts and the
     ``cart`` namespace), so a template sees data, never the profile's objects. Every key is always present (``None``
@@ -408,7 +509,9 @@ def visitor_context(
     ``seconds_left``), ``question`` (the next profiling question: ``trait``, ``text``,
     ``kind``, ``options`` [{value, label}], ``min``, ``max``, ``max_length``),
     ``form`` (``action``, ``csrf``, ``return_to``, ``error``), ``segments`` (names),
-    ``page`` (what the caller passes: path, type, campaign…), ``preview``, ``now``.
+    ``page`` (what the caller passes: path, type, campaign…), ``preview``, ``now``,
+    ``formats`` (``locale``, ``currency``, ``zone``: what ``money`` and ``datetime``
+    write with, from ``[shop]`` and the page language).
     """
     items = []
     cart_value = 0.0
@@ -449,6 +552,7 @@ def visitor_context(
         "page": dict(page or {}),
         "preview": preview,
         "now": now,
+        "formats": formats_for(language, shop),
     }
 
 

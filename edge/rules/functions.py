@@ -13,6 +13,8 @@ Fields
 field                      type      meaning
 =========================  ========  ==========================================================
 now                        date      the time of the request
+hour                       number    the hour of day, 0-23, on the shop's clock ([shop] timezone)
+weekday                    number    the day of the week on the shop's clock, 1 Monday .. 7 Sunday
 visits                     number    visits so far (a visit ends after 30 minutes of silence)
 session.pageviews          number    pages seen in the current visit
 orders                     number    orders ever placed
@@ -33,6 +35,8 @@ last_order                 duration  time since the last order; missing without 
 registered                 duration  time since the account was created; missing if none
 customer                   bool      a known customer (logged in or identified by the shop)
 age                        number    age in years, from the birth year the shop sent
+age_band                   string    18-24, 25-34, 35-44, 45-54, 55-64 or 65+: from the birth
+                                     year, else the visitor's answer, else the shop's trait
 email.sends                number    marketing emails sent in the last 400 days
 email.opens                number    marketing emails opened in the last 400 days
 cart.items                 number    items in the cart (quantities added up)
@@ -82,6 +86,7 @@ daily counters count whole days, from the day ``now - duration`` falls on to tod
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import time
 from bisect import bisect_left
@@ -146,6 +151,9 @@ class Context:
     most once per request. The compiled evaluator keeps the tuple of all its values
     under its own key; ``value()`` (the reference interpreter's way in) computes one
     value (a field, or a function with its arguments) on first use."""
+
+    zone: dt.tzinfo = dt.UTC
+    """The shop's time zone (``[shop] timezone``): ``hour`` and ``weekday`` read it."""
 
     def __init__(
         self,
@@ -266,6 +274,28 @@ def _age_years(ctx: Context) -> float | None:
     return time.gmtime(ctx.now).tm_year - year
 
 
+AGE_BANDS: Final = ((18, "18-24"), (25, "25-34"), (35, "35-44"), (45, "45-54"), (55, "55-64"))
+"""The profiling form's age bands (rules/questions.toml) by their first year; 65+ after."""
+
+
+def _age_band(ctx: Context) -> str | None:
+    """The band of the shop's birth year; without one the visitor's answer, else the
+    band the shop sent (a declined answer is missing)."""
+    years = _age_years(ctx)
+    if years is not None:
+        if years >= 65:
+            return "65+"
+        band = None
+        for first, name in AGE_BANDS:
+            if years >= first:
+                band = name
+        return band
+    answer = ctx.profile.answers.get("age_band")
+    if answer and answer != "-":
+        return answer
+    return _text(ctx.profile.traits.age_band)
+
+
 def _dwell(ctx: Context) -> float | None:
     p = ctx.profile
     return p.dwell_ms / p.dwell_count / 1000 if p.dwell_count else None
@@ -304,12 +334,19 @@ def trait(ctx: Context, name: str) -> Any:
     return None if value == "" else value
 
 
+def _wall_clock(ctx: Context) -> dt.datetime:
+    """The request's time on the shop's clock."""
+    return dt.datetime.fromtimestamp(ctx.now, ctx.zone)
+
+
 def answer(ctx: Context, name: str) -> str | None:
     return ctx.profile.answers.get(name) or None
 
 
 FIELDS: Final[dict[str, Field]] = {
     "now": Field("date", False, attrgetter("now")),
+    "hour": Field("number", False, lambda c: _wall_clock(c).hour),
+    "weekday": Field("number", False, lambda c: _wall_clock(c).isoweekday()),
     "visits": Field("number", False, attrgetter("profile.visits")),
     "session.pageviews": Field("number", False, attrgetter("profile.session_pageviews")),
     "orders": Field("number", False, attrgetter("profile.order_count")),
@@ -336,6 +373,7 @@ FIELDS: Final[dict[str, Field]] = {
     "registered": Field("duration", True, lambda c: _age(c, c.profile.traits.registered or 0)),
     "customer": Field("bool", False, lambda c: bool(c.profile.customer_id)),
     "age": Field("number", True, _age_years),
+    "age_band": Field("string", True, _age_band),
     "email.sends": Field("number", False, lambda c: sum(c.profile.email_send_days.values())),
     "email.opens": Field("number", False, lambda c: sum(c.profile.email_open_days.values())),
     "cart.items": Field("number", False, attrgetter("profile.cart.count")),

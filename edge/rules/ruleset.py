@@ -10,6 +10,7 @@ serving.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import gc
@@ -28,14 +29,17 @@ from edge.rules.carts import CartRules, CartSections, parse_carts
 from edge.rules.compiler import Checked, Explained, Interpreter, Output, Program, check, generate
 from edge.rules.errors import Locator, RuleError
 from edge.rules.lang import LangError, parse, parse_duration
+from edge.rules.questions import Declared, Question, check_questions, parse_questions
+from edge.rules.shop import DEFAULT_SHOP, Shop, localize_dates, parse_shop
 from edge.rules.spec import SECTIONS, SORT_KEYS, Placement, RuleFile, Segment, Slot
 
 LIBRARY_DIR: Final = Path(__file__).resolve().parent / "library"
 """The shipped library: in the source tree a symbolic link to ``rules/``, in an
 installed package a copy of it (package data)."""
-LIBRARY_SEGMENTS: Final = ("segments.toml",)
+LIBRARY_SEGMENTS: Final = ("segments.toml", "questions.toml")
 """What ``edge serve`` loads from the library when the shop has no rule directory:
-the segments only (the placements there map the demo shop's theme)."""
+the segments and the profiling questions (the placements there map the demo shop's
+theme)."""
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _RESERVED: Final = frozenset({"and", "or", "not", "in", "true", "false", "has", "date"})
@@ -89,6 +93,10 @@ class RuleSet:
     files: list[str] = field(default_factory=list)
     carts: CartRules = field(default_factory=CartRules)
     """Cart actions and the cart and order pages' selectors (or the demo shop's)."""
+    shop: Shop = DEFAULT_SHOP
+    """``[shop]``: currency, locale, time zone, languages."""
+    questions: dict[str, Question] = field(default_factory=dict)
+    """The profiling questions by trait, in the order they are asked."""
     segment_names: tuple[str, ...] = ()
     evaluate: Callable[[fn.Context], tuple[bool, ...]] = field(init=False, repr=False)
     """``evaluate(ctx)``: every segment (in ``segment_names`` order), then every
@@ -101,6 +109,18 @@ class RuleSet:
         self.segment_names = tuple(self.segments)
         self.evaluate = self.program.evaluate
         self.by_priority = sorted(self.placements, key=lambda p: -p.spec.priority)
+
+    def context(
+        self,
+        profile: Any,
+        request: fn.RequestInfo | None = None,
+        now: float = 0.0,
+        shop: fn.ShopStats | None = None,
+    ) -> fn.Context:
+        """A rule context on this rule set's clock (``[shop] timezone``)."""
+        ctx = fn.Context(profile, request, now, shop)
+        ctx.zone = self.shop.zone
+        return ctx
 
     def matching(self, ctx: fn.Context) -> frozenset[str]:
         """The names of the segments the context is in."""
@@ -142,6 +162,8 @@ class _Parsed:
     """Slots with ``pages``, to check the names once every file's page types are in."""
     page_types: dict[str, tuple[list[str], Where]] = field(default_factory=dict)
     carts: CartSections = field(default_factory=CartSections)
+    shops: list[Shop] = field(default_factory=list)
+    questions: list[Declared] = field(default_factory=list)
     errors: list[RuleError] = field(default_factory=list)
 
 
@@ -206,6 +228,8 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
     _slots(loc, data, declared, parsed)
     _page_types(loc, data, parsed)
     parse_carts(loc, data, declared, parsed.carts, parsed.errors, _convert)
+    parse_shop(loc, data, parsed.errors, parsed.shops)
+    parse_questions(loc, data, parsed.errors, parsed.questions)
 
 
 def _tables(data: dict[str, Any], loc: Locator, errors: list[RuleError]) -> dict[str, Any]:
@@ -224,7 +248,8 @@ def _tables(data: dict[str, Any], loc: Locator, errors: list[RuleError]) -> dict
                     f"did you mean `{close[0]}`?"
                     if close
                     else "a rule file has [segments.NAME], [[placements]], [slots.NAME], [page_types], "
-                    "[[cart_actions]], [cart_page], [mini_cart] and [order_page]",
+                    "[[cart_actions]], [cart_page], [mini_cart], [order_page], [shop] and "
+                    "[questions.NAME]",
                 )
             )
     tables = {}
@@ -468,11 +493,12 @@ def _check_expression(
     what: str,
     errors: list[RuleError],
     known: _Known,
+    zone: dt.tzinfo = dt.UTC,
 ) -> Checked | None:
     found = known.get(source)
     if found is None:
         try:
-            found = check(source, parse(source), names)
+            found = check(source, localize_dates(parse(source), zone), names)
         except (LangError, ExceptionGroup) as e:
             found = e
         known[source] = found
@@ -532,11 +558,12 @@ def _order(parsed: _Parsed, errors: list[RuleError]) -> list[str]:
     return order
 
 
-def _timestamp(value: dt.datetime | None) -> float | None:
+def _timestamp(value: dt.datetime | None, zone: dt.tzinfo = dt.UTC) -> float | None:
+    """A placement's ``start``/``end``: without an offset, the shop's wall-clock time."""
     if value is None:
         return None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
+        value = value.replace(tzinfo=zone)
     return value.timestamp()
 
 
@@ -548,6 +575,7 @@ def _check_placement(
     slots: dict[str, Any],
     errors: list[RuleError],
     known: _Known,
+    zone: dt.tzinfo = dt.UTC,
 ) -> PlacementRule | None:
     bad = len(errors)
 
@@ -597,7 +625,7 @@ def _check_placement(
             '`pin` lists products but `sort` has no "pin"',
             'add "pin" to sort, e.g. sort = ["pin", "affinity"]',
         )
-    start, end = _timestamp(p.start), _timestamp(p.end)
+    start, end = _timestamp(p.start, zone), _timestamp(p.end, zone)
     if start is not None and end is not None and end <= start:
         err("end", "`end` is not after `start`")
     if p.cap is not None and parse_duration(p.cap.per) is None:
@@ -611,7 +639,7 @@ def _check_placement(
     checked = None
     if p.when:
         checked = _check_expression(
-            p.when, segments, loc, header, "placement condition", errors, known
+            p.when, segments, loc, header, "placement condition", errors, known, zone
         )
     if len(errors) > bad:
         return None
@@ -687,18 +715,21 @@ def _compile_sources(
             _parse_file(text, shown, parsed, (decoded or {}).get(shown))
     names = dict.fromkeys(parsed.segments)  # ordered, and quick to look a name up in
     errors = parsed.errors
+    shop = _the_shop(parsed.shops, errors)
+    zone = shop.zone
     known: _Known = {}
     for rule, loc, header in parsed.segments.values():
         rule.checked = _check_expression(
-            rule.when, names, loc, header, f"segment `{rule.name}`", errors, known
+            rule.when, names, loc, header, f"segment `{rule.name}`", errors, known, zone
         )
     order = _order(parsed, errors)
     _check_slot_pages(parsed)
     placements = []
     for p, loc, header in parsed.placements:
-        rule = _check_placement(p, loc, header, names, parsed.slots, errors, known)
+        rule = _check_placement(p, loc, header, names, parsed.slots, errors, known, zone)
         if rule is not None:
             placements.append(rule)
+    questions = _questions(parsed, names, errors, known, shop)
     seen: dict[str, PlacementRule] = {}
     for rule in placements:
         if rule.id in seen:
@@ -727,6 +758,12 @@ def _compile_sources(
             rule.output = index[rule.spec.segment]
         else:
             outputs.append(Output(rule.id, None))
+    asked = {}
+    for question, checked in questions:
+        if checked is not None:
+            question = dataclasses.replace(question, output=len(outputs))
+            outputs.append(Output(f"question.{question.trait}", checked))
+        asked[question.trait] = question
     program = generate(outputs, index)
     page_types = {n: p for n, (p, _) in parsed.page_types.items()}
     return RuleSet(
@@ -738,7 +775,43 @@ def _compile_sources(
         pages=PageMap(page_types),
         files=files,
         carts=parsed.carts.rules(),
+        shop=shop,
+        questions=asked,
     ), []
+
+
+def _questions(
+    parsed: _Parsed, names: Collection[str], errors: list[RuleError], known: _Known, shop: Shop
+) -> list[tuple[Question, Checked | None]]:
+    """Every file's questions checked, in the order they are asked, with their ``when``
+    (checked for every question, even one with other errors)."""
+    whens = {
+        d.index: _check_expression(
+            d.spec.when, names, d.loc, d.header, f"question `{d.name}`", errors, known, shop.zone
+        )
+        for d in parsed.questions
+        if d.spec.when
+    }
+    return [
+        (q, whens.get(d.index))
+        for q, d in check_questions(parsed.questions, shop.languages, errors)
+    ]
+
+
+def _the_shop(shops: list[Shop], errors: list[RuleError]) -> Shop:
+    """The one ``[shop]`` of the rule set (a second one is an error)."""
+    for extra in shops[1:]:
+        file, _, line = extra.where.rpartition(":")
+        errors.append(
+            RuleError(
+                file,
+                int(line),
+                1,
+                f"[shop] is defined twice: here and at {shops[0].where}",
+                help="keep one [shop] table in one file",
+            )
+        )
+    return shops[0] if shops else DEFAULT_SHOP
 
 
 def compile_segments(segments: dict[str, str]) -> RuleSet:

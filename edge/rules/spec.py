@@ -1,8 +1,9 @@
 """A rule file, declared: :class:`RuleFile` and the types of its entries.
 
-A rule file has up to eight tables: ``[segments.NAME]``, ``[[placements]]``,
-``[slots.NAME]``, ``[page_types]`` and the cart sections ``[[cart_actions]]``,
-``[cart_page]``, ``[mini_cart]`` and ``[order_page]`` (:mod:`edge.rules.carts`). A file decodes into :class:`RuleFile` in one
+A rule file has up to ten tables: ``[segments.NAME]``, ``[[placements]]``,
+``[slots.NAME]``, ``[page_types]``, the cart sections ``[[cart_actions]]``,
+``[cart_page]``, ``[mini_cart]`` and ``[order_page]`` (:mod:`edge.rules.carts`),
+``[shop]`` and ``[questions.NAME]`` (``shop.py`` and ``questions.py``). A file decodes into :class:`RuleFile` in one
 call; a file that does not is decoded again entry by entry, so that each unknown key
 or wrong type is an error naming the key, at its place.
 """
@@ -10,7 +11,7 @@ or wrong type is an error naming the key, at its place.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Final, Literal, get_origin
+from typing import Annotated, Any, Final, Literal, get_origin
 
 import msgspec
 
@@ -55,7 +56,8 @@ class Placement(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     priority: int = 0
     """Higher wins when several placements fit one slot."""
     start: dt.datetime | None = None
-    """Shown from (UTC unless the time says otherwise), e.g. 2026-11-27T00:00:00."""
+    """Shown from, e.g. 2026-11-27T00:00:00: on the shop's clock (``[shop] timezone``,
+    default UTC) unless the time has an offset."""
     end: dt.datetime | None = None
     cap: Cap | None = None
     holdout: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
@@ -97,6 +99,10 @@ class RuleFile(msgspec.Struct, forbid_unknown_fields=True):
     cart_page: CartPage = msgspec.field(default_factory=CartPage)
     order_page: OrderPage = msgspec.field(default_factory=OrderPage)
     mini_cart: MiniCart = msgspec.field(default_factory=MiniCart)
+    shop: dict[str, Any] = msgspec.field(default_factory=dict)
+    """The shop's currency, locale, time zone and languages (``edge/rules/shop.py``)."""
+    questions: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Profiling questions by name (``edge/rules/questions.py``)."""
 
 
 SECTIONS: Final[dict[str, type]] = {
