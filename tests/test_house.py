@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("edge.proxy",),
     ("edge.upstream",),
     ("edge.recorder",),
-    ("edge.visitors", "edge.observe", "edge.preview"),
+    ("edge.visitors", "edge.observe", "edge.preview", "edge.reading"),
     ("edge.request", "edge.forms"),
     ("edge.personalize", "edge.rules", "edge.rewrite", "edge.profiles", "edge.importer"),
     ("edge.identity", "edge.pages", "edge.config", "edge.codec", "edge.headers", "edge.caches"),

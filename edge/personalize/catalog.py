@@ -391,6 +391,14 @@ class LearnedCatalog(Catalog):
         self.version += 1
         return True
 
+    def learn_path(self, path: str, product_id: str) -> None:
+        """The path a product page was asked at (it may differ from its canonical URL)."""
+        key = link_path(path)
+        if key and product_id and self._paths.get(key) != product_id:
+            self._paths[key] = product_id
+            self._slugs_learned[key.rsplit("/", 1)[-1]] = product_id
+            self.version += 1
+
     def learn_category(self, slug: str, name: str) -> None:
         """A category page's URL segment and the name its page shows."""
         if slug and name and self._category_names.get(slug) != name:

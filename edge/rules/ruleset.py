@@ -23,10 +23,12 @@ from typing import Any, Final
 import msgspec
 
 from edge.pages import DEFAULT_PAGE_TYPES, PageMap, PatternError, compile_pattern, layered
+from edge.personalize.facts import ProductSelectors, Selector
 from edge.rules import functions as fn
 from edge.rules.compiler import Checked, Explained, Interpreter, Output, Program, check, generate
 from edge.rules.errors import Locator, RuleError
 from edge.rules.lang import LangError, parse, parse_duration
+from edge.rules.products import parse_products, product_selectors
 from edge.rules.spec import SECTIONS, SORT_KEYS, Placement, RuleFile, Segment, Slot
 
 LIBRARY_DIR: Final = Path(__file__).resolve().parent / "library"
@@ -87,6 +89,8 @@ class RuleSet:
     """Paths to page types: ``page_types`` laid over the base page types (``edge.toml``'s,
     else the demo shop's). Slots and tracking read this one map."""
     files: list[str] = field(default_factory=list)
+    products: ProductSelectors = field(default_factory=ProductSelectors)
+    """``[products]``: the merchant's selectors for product facts."""
     segment_names: tuple[str, ...] = ()
     evaluate: Callable[[fn.Context], tuple[bool, ...]] = field(init=False, repr=False)
     """``evaluate(ctx)``: every segment (in ``segment_names`` order), then every
@@ -137,6 +141,7 @@ class _Parsed:
     placements: list[tuple[Placement, Locator, int]] = field(default_factory=list)
     slots: dict[str, tuple[Slot, Where]] = field(default_factory=dict)
     page_types: dict[str, tuple[list[str], Where]] = field(default_factory=dict)
+    products: dict[str, tuple[Selector, str]] = field(default_factory=dict)
     errors: list[RuleError] = field(default_factory=list)
 
 
@@ -200,6 +205,7 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
     _placements(loc, data, declared, parsed)
     _slots(loc, data, declared, parsed)
     _page_types(loc, data, parsed)
+    parse_products(loc, data, parsed.products, parsed.errors)
 
 
 def _tables(data: dict[str, Any], loc: Locator, errors: list[RuleError]) -> dict[str, Any]:
@@ -702,6 +708,7 @@ def _compile_sources(
         program=program,
         pages=PageMap(layered(page_types, base_page_types)),
         files=files,
+        products=product_selectors(parsed.products),
     ), []
 
 

@@ -89,6 +89,8 @@ class RuleFile(msgspec.Struct, forbid_unknown_fields=True):
     slots: dict[str, Slot] = msgspec.field(default_factory=dict)
     page_types: dict[str, str | list[str]] = msgspec.field(default_factory=dict)
     """Page type -> its URL patterns (see ``edge/pages.py``), laid over the base ones."""
+    products: dict[str, str] = msgspec.field(default_factory=dict)
+    """Fact -> a CSS selector (``@attribute`` to read one), see ``edge/rules/products.py``."""
 
 
 SECTIONS: Final[dict[str, type]] = {
