@@ -145,9 +145,13 @@ def read_page(html: str, selectors: ProductSelectors | None = None, *, url: str 
             crumbs = _ld_breadcrumb(node)
     tree = _Tree.of(html) if ("itemscope" in html or selectors) else None
     sources: list[str] = []
-    if len(products) > 1:  # a list page's products (WooCommerce prints them so)
-        items = items or products
-        products = []
+    if len(products) > 1:
+        # One with a price among several is the page's; else they are a list page's
+        # products (WooCommerce prints a category's so: names and links only).
+        priced = [p for p in products if p.price is not None]
+        if len(priced) != 1:
+            items = items or products
+        products = priced if len(priced) == 1 else []
     product = products[0] if products else None
     if product is not None:
         sources.append("json-ld")
