@@ -25,9 +25,9 @@ and read back at start (:meth:`Reading.load`).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
@@ -47,6 +47,7 @@ log = logging.getLogger("edge.reading")
 MAX_BYTES: Final = 4 << 20
 """The largest decoded page read (larger pages are served, not read)."""
 _DIGESTS_KEPT: Final = 8192
+"""Pages (by path) whose last body's size and CRC-32 are remembered."""
 
 Reader = Callable[[Page, str, RuleSet], list[ev.BaseEvent]]
 """``reader(page, html, ruleset)``: the events a page of its type shows."""
@@ -65,13 +66,15 @@ class ProductStore(Protocol):
 class PageBody:
     """One response's body as it streams: its decoded bytes, up to a limit."""
 
-    __slots__ = ("_decoder", "_parts", "_size", "content_type", "limit", "whole")
+    __slots__ = ("_decoder", "_parts", "content_type", "digest", "limit", "size", "whole")
 
     def __init__(self, encoding: bytes, content_type: bytes, limit: int = MAX_BYTES) -> None:
         self.content_type = content_type
         self.limit = limit
         self._parts: list[bytes] = []
-        self._size = 0
+        self.size = 0
+        self.digest = 0
+        """CRC-32 of the decoded bytes so far: with the size, whether a page changed."""
         self.whole = True
         """False once the body proved too large or undecodable: it is not read."""
         try:
@@ -91,10 +94,11 @@ class PageBody:
         except codec.CodecError:
             self._drop()
             return
-        self._size += len(data)
-        if self._size > self.limit:
+        self.size += len(data)
+        if self.size > self.limit:
             self._drop()
             return
+        self.digest = zlib.crc32(data, self.digest)
         self._parts.append(data)
 
     def _drop(self) -> None:
@@ -111,6 +115,7 @@ class PageBody:
                 self._parts.append(self._decoder.flush())
             except codec.CodecError:
                 return None
+            self._decoder = None
         raw = b"".join(self._parts)
         m = _CHARSET.search(self.content_type) or _CHARSET.search(raw[:2048])
         charset = m.group(1).decode("ascii") if m else "utf-8"
@@ -167,17 +172,20 @@ class Reading:
     def read(self, page: Page, path: str, body: PageBody, ruleset: RuleSet) -> list[ev.BaseEvent]:
         """Run the page type's readers on a body collected whole; their events. A
         reader that fails is logged and skipped (the visitor has the page already)."""
+        if not body.whole:
+            return []
+        digest = (body.size, body.digest)
+        unchanged = self._digests.get(path) == digest
+        readers = [r for r in self._readers.get(page.type, ()) if not (r.facts and unchanged)]
+        if not readers:  # (a list page seen before: no decoding, no parsing)
+            return []
         html = body.text()
         if html is None:
             return []
-        digest = hashlib.blake2b(html.encode("utf-8", "replace"), digest_size=16).digest()
-        unchanged = self._digests.get(path) == digest
         self._digests[path] = digest
         self._path = path
         events: list[ev.BaseEvent] = []
-        for registered in self._readers.get(page.type, ()):
-            if registered.facts and unchanged:
-                continue
+        for registered in readers:
             try:
                 events.extend(registered.reader(page, html, ruleset))
             except Exception:

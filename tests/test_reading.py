@@ -262,3 +262,19 @@ async def test_learned_products_in_redis(redis_url: str) -> None:
         await other.store.close()  # type: ignore[union-attr]
     finally:
         await store.close()
+
+
+def test_a_feed_that_names_categories_by_their_slugs_keeps_them() -> None:
+    """The demo's feed says `scarpe-donna`, as its URLs do: its category views stay
+    so (its items' `data-category` match them); a shop whose URL says `clothing-16`
+    and whose products say `Clothing` records the name its page shows."""
+    from edge.personalize.catalog import Catalog
+
+    feed = Catalog({"d1": ItemFacts("d1", "scarpe-donna")})
+    slugs = LearnedCatalog(feed)
+    slugs.learn_category("scarpe-donna", "Scarpe donna")
+    assert slugs.category_name("scarpe-donna") == "scarpe-donna"
+    names = LearnedCatalog()
+    names.learn_category("clothing-16", "Clothing")
+    assert names.category_name("clothing-16") == "Clothing"
+    assert names.category_name("unknown") == "unknown"

@@ -370,6 +370,8 @@ class LearnedCatalog(Catalog):
         self._slugs_learned: LRU[str, str] = LRU(2 * maxsize)
         self._category_names: LRU[str, str] = LRU(4096)
         self.version = 0
+        self._known_categories = {f.category for f in self.products.values() if f.category}
+        """Categories as the products' facts name them (the feed's and learned)."""
         for facts in self.products.values():
             if facts.url:
                 self._paths[link_path(facts.url)] = facts.product_id
@@ -383,6 +385,8 @@ class LearnedCatalog(Catalog):
         if merged == old:
             return False
         self.learned[facts.product_id] = merged
+        if merged.category:
+            self._known_categories.add(merged.category)
         if merged.url:
             path = link_path(merged.url)
             if path:
@@ -406,7 +410,11 @@ class LearnedCatalog(Catalog):
             self.version += 1
 
     def category_name(self, slug: str) -> str:
-        """The name a category page showed for its URL segment (the slug if none)."""
+        """A category page's URL segment as the products' facts name the category:
+        the segment itself if they name it so (a feed of slugs), else the name its
+        page showed, else the segment."""
+        if slug in self._known_categories:
+            return slug
         return self._category_names.get(slug) or slug
 
     def get(self, product_id: str | None) -> ItemFacts | None:
