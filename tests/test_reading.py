@@ -8,6 +8,7 @@ store (memory, SQLite, and a real redis-server)."""
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -278,3 +279,23 @@ def test_a_feed_that_names_categories_by_their_slugs_keeps_them() -> None:
     names.learn_category("clothing-16", "Clothing")
     assert names.category_name("clothing-16") == "Clothing"
     assert names.category_name("unknown") == "unknown"
+
+
+def test_a_category_pages_item_list_with_prices_teaches_its_products() -> None:
+    reading = Reading(LearnedCatalog())
+    rules = compile_text(RULES)
+    entries = [
+        {
+            "@type": "ListItem",
+            "position": n,
+            "item": {"@type": "Product", "sku": sku, "url": url, "offers": {"price": price}},
+        }
+        for n, (sku, url, price) in enumerate([("a1", "/p/a", "9"), ("b2", "/p/b", "3")], 1)
+    ]
+    listed = json.dumps({"@type": "ItemList", "itemListElement": entries})
+    html = f'<script type="application/ld+json">{listed}</script><h1>Borse</h1>'
+    body = reading.body(b"", b"text/html")
+    body.feed(html.encode())
+    reading.read(Page("category", {"category": "borse-12"}), "/c/borse-12", body, rules)
+    assert reading.catalog.by_link("https://shop/p/b/") == ItemFacts("b2", price=3.0, url="/p/b")
+    assert reading.catalog.category_name("borse-12") == "Borse"
