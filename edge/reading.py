@@ -145,6 +145,8 @@ class Reading:
         self.store = store
         self.max_bytes = max_bytes
         self._readers: dict[str, list[_Registered]] = {}
+        self.page_types = self._readers.keys()
+        """The page types read (a live view: readers registered later count)."""
         self._digests: LRU[str, bytes] = LRU(_DIGESTS_KEPT)
         self._path = ""
         self._saved = catalog.version

@@ -156,11 +156,14 @@ class Responder:
             else:
                 deciding.cancel()
         headers, edited = self._headers(exchange, headers, encoding, length)
-        reading = self.reading
-        if reading is not None and reading.wants(
-            head.method, response.status, content_type, exchange.page
+        page = exchange.page
+        if (
+            page is not None
+            and self.reading is not None
+            and page.type in self.reading.page_types
+            and self.reading.wants(head.method, response.status, content_type, page)
         ):
-            exchange.body = reading.body(encoding, content_type)
+            exchange.body = self.reading.body(encoding, content_type)
         if edited:
             await self._send_edited(exchange, response, headers, encoding, send)
         else:
