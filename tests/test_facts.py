@@ -202,3 +202,36 @@ def test_a_page_with_nothing_says_nothing() -> None:
     assert found.product is None and found.items == () and found.category == ""
     assert read_page("").product is None
     assert read_page("<div itemscope itemtype=x><p itemprop=name>").product is None
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "says"),
+    [
+        ('[products]\nprise = "p"\n', "<rules>:2:1", "did you mean `price`?"),
+        ('[products]\nname = "h1:first"\n', "<rules>:2:11", "pseudo-classes"),
+        ("[products]\nname = 3\n", "<rules>:2:1", "needs a CSS selector"),
+        ('[products]\nid = "@value"\n', "<rules>:2:1", "a selector is needed"),
+    ],
+)
+def test_products_section_errors_name_file_line_and_column(
+    text: str, where: str, says: str
+) -> None:
+    from edge.rules.ruleset import compile_text
+
+    with pytest.raises(ValueError) as raised:
+        compile_text(text)
+    assert where in str(raised.value) and says in str(raised.value)
+
+
+def test_products_section_twice_across_files(tmp_path) -> None:
+    from edge.rules.ruleset import load_rules
+
+    (tmp_path / "a.toml").write_text('[products]\nprice = ".price"\n')
+    (tmp_path / "b.toml").write_text('\n[products]\nprice = ".amount"\n')
+    ruleset, errors = load_rules(tmp_path)
+    assert ruleset is None
+    assert (
+        "b.toml:3:1" in str(errors[0])
+        and "set twice" in str(errors[0])
+        and "a.toml:2" in str(errors[0])
+    )
