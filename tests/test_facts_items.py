@@ -122,3 +122,24 @@ def test_first_link() -> None:
     assert first_link(b'<li><span>x</span><a class=a href="/p/1?x=1&amp;y=2">') == "/p/1?x=1&y=2"
     assert first_link(b"<li><abbr>x</abbr><a name=top><a href='/q'>") == "/q"
     assert first_link(b"<li>no link</li>") == ""
+
+
+def test_a_list_keyed_by_link_is_replayed_in_each_visitors_order() -> None:
+    """The page's second response replays the first's template (a hit), and each
+    visitor still gets their own order, keys asked with the links kept."""
+    from edge.rewriting import Rewriting, SlotEdit
+
+    rewriting = Rewriting(max_bytes=1 << 20, replay_bytes=1 << 20)
+    reader = ItemReader(link_pattern=r"/product/([^/?#]+)", catalog=FEED)
+    html = simple_list()
+    outs = []
+    for sort in ("price asc", "price desc", "price asc"):
+        lo = ListOrder(reader, sort)
+        edit = Edit("ul.products", "reorder", key=lo.key, order=lo.order, key_link=True)
+        body = rewriting.start([SlotEdit("p", "s", edit, order=lo)], b"text/html", b"", b"/c/x")
+        outs.append(body.feed(html[:100], True) + body.feed(html[100:], False))
+    replays = rewriting._plans.replays
+    assert replays.hits >= 1
+    assert texts(outs[0]) == ["mug-4", "shoe-3", "shoe-1", "bag-2"]
+    assert texts(outs[1]) == ["bag-2", "shoe-1", "shoe-3", "mug-4"]
+    assert outs[2] == outs[0]
