@@ -16,9 +16,11 @@ The facts readers here teach the :class:`~edge.personalize.catalog.LearnedCatalo
   record ``Electronics``, as the product facts say, rather than ``electronics_1``)
   and the products its JSON-LD lists.
 
-Facts are the same for every visitor, so a page whose body has not changed since it
-was last read (a digest per path) is not read again; readers registered with
-``facts=False`` (a cart page, an order confirmation: the visitor's own) always run.
+Facts are the same for every visitor, so a page read less than a minute ago is not
+collected at all (``reread_after``), and one whose body has not changed since it was
+last read (its size and CRC-32, per path) is not parsed again; readers registered
+with ``facts=False`` (a cart page, an order confirmation: the visitor's own) always
+run.
 The learned products are written to the store now and then (:meth:`Reading.save`)
 and read back at start (:meth:`Reading.load`).
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -46,6 +49,8 @@ log = logging.getLogger("edge.reading")
 
 MAX_BYTES: Final = 4 << 20
 """The largest decoded page read (larger pages are served, not read)."""
+REREAD_AFTER: Final = 60.0
+"""Seconds before a page of facts (product, category) is read again."""
 _DIGESTS_KEPT: Final = 8192
 """Pages (by path) whose last body's size and CRC-32 are remembered."""
 
@@ -140,6 +145,7 @@ class Reading:
         store: ProductStore | None = None,
         *,
         max_bytes: int = MAX_BYTES,
+        reread_after: float = REREAD_AFTER,
     ) -> None:
         self.catalog = catalog
         self.store = store
@@ -147,7 +153,11 @@ class Reading:
         self._readers: dict[str, list[_Registered]] = {}
         self.page_types = self._readers.keys()
         """The page types read (a live view: readers registered later count)."""
-        self._digests: LRU[str, bytes] = LRU(_DIGESTS_KEPT)
+        self._digests: LRU[str, tuple[int, int]] = LRU(_DIGESTS_KEPT)
+        self._read_at: LRU[str, float] = LRU(_DIGESTS_KEPT)
+        self._personal: set[str] = set()
+        """Page types with a reader that is not a facts reader (read every time)."""
+        self.reread_after = reread_after
         self._path = ""
         self._saved = catalog.version
         self.register("product", self.product_facts, facts=True)
@@ -157,15 +167,29 @@ class Reading:
         """Call *reader* for every page of *page_type* read. ``facts=True``: what it
         reads is the same for every visitor (skipped when the page is unchanged)."""
         self._readers.setdefault(page_type, []).append(_Registered(reader, facts))
+        if not facts:
+            self._personal.add(page_type)
 
-    def wants(self, method: str, status: int, content_type: bytes, page: Page | None) -> bool:
-        """Whether this response's body is collected to be read."""
+    def wants(
+        self, method: str, status: int, content_type: bytes, page: Page | None, path: str = ""
+    ) -> bool:
+        """Whether this response's body is collected to be read: not when every
+        reader of its type reads facts and the page was read less than
+        ``reread_after`` seconds ago (a popular page costs nothing most of the time;
+        a change shows within that time)."""
+        if (
+            page is None
+            or status != 200
+            or method != "GET"
+            or page.type not in self._readers
+            or not content_type.startswith(b"text/html")
+        ):
+            return False
+        read_at = self._read_at.get(path)
         return (
-            page is not None
-            and status == 200
-            and method == "GET"
-            and page.type in self._readers
-            and content_type.startswith(b"text/html")
+            read_at is None
+            or time.monotonic() - read_at >= self.reread_after
+            or page.type in self._personal
         )
 
     def body(self, encoding: bytes, content_type: bytes) -> PageBody:
@@ -176,6 +200,7 @@ class Reading:
         reader that fails is logged and skipped (the visitor has the page already)."""
         if not body.whole:
             return []
+        self._read_at[path] = time.monotonic()
         digest = (body.size, body.digest)
         unchanged = self._digests.get(path) == digest
         readers = [r for r in self._readers.get(page.type, ()) if not (r.facts and unchanged)]

@@ -161,7 +161,7 @@ class Responder:
             page is not None
             and self.reading is not None
             and page.type in self.reading.page_types
-            and self.reading.wants(head.method, response.status, content_type, page)
+            and self.reading.wants(head.method, response.status, content_type, page, head.path)
         ):
             exchange.body = self.reading.body(encoding, content_type)
         if edited:

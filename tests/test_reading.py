@@ -179,7 +179,14 @@ async def test_an_unchanged_page_is_not_read_again_and_a_changed_one_is(app: Edg
     async with client(app) as browser:
         await browser.get("/product/belt/")
         version = learned.version
-        await browser.get("/product/belt/")
+        PRODUCTS["belt"] = ("Belt", "51.00")
+        try:  # read a moment ago: not read again (a minute by default)
+            await browser.get("/product/belt/")
+        finally:
+            PRODUCTS["belt"] = ("Belt", "55.00")
+        assert learned.version == version
+        app.reading.reread_after = 0
+        await browser.get("/product/belt/")  # read again, unchanged: not parsed
         assert learned.version == version
         PRODUCTS["belt"] = ("Belt", "50.00")
         try:
