@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 from collections.abc import Sequence
 from html import escape as html_escape
 from typing import Any, Final
@@ -41,6 +42,8 @@ __all__ = [
     "Activities",
     "PageActivities",
 ]
+
+log = logging.getLogger("edge.activities")
 
 PREVIEW_SLOT: Final = "edge-preview-badge"
 ASSETS_SLOT: Final = "edge-assets"
@@ -156,10 +159,19 @@ class PageActivities:
     def edit(self, choice: Choice) -> SlotEdit | None:
         """The edit *choice* makes of its slot, or None when it makes none (the slot
         is then left to the next placement)."""
-        spec = choice.placement.spec
-        if spec.snippet:
-            return self._snippet(choice)
-        return self._order(choice)
+        # One placement that fails (a bug, a rule the checker let through) leaves its
+        # slot as the shop made it; the page's other placements still apply.
+        try:
+            if choice.placement.spec.snippet:
+                return self._snippet(choice)
+            return self._order(choice)
+        except Exception:
+            log.exception(
+                "placement %s (%s) failed; its slot keeps the shop's content",
+                choice.placement.id,
+                choice.placement.where,
+            )
+            return None
 
     def _snippet(self, choice: Choice) -> SlotEdit | None:
         spec = choice.placement.spec

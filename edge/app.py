@@ -72,9 +72,7 @@ class EdgeApp:
         self.profiles = ProfileService(self.store, identity.email_hash)
         self.recorder = Recorder(self.profiles)
         self.visitors = Visitors(identity, track=config.track)
-        self.rules = LiveRules(
-            *rules_directory(config.rules), base_page_types=config.base_page_types
-        )
+        self.rules = LiveRules(*rules_directory(config.rules))
         try:
             catalog = Catalog.load(Path(config.catalog)) if config.catalog else None
         except CatalogError as exc:

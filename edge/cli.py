@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from edge import __version__
+from edge import __version__, map_cli
 from edge.config import ConfigError, load_config
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     # In the order `edge --help` lists them.
     _add_serve_command(commands)
     _add_rule_commands(commands)
+    map_cli.add_command(commands)
     _add_demo_command(commands)
     _add_profile_commands(commands)
     _add_preview_command(commands)
@@ -173,6 +174,15 @@ def _add_preview_command(commands: _Commands) -> None:
     preview.add_argument(
         "--base", help="the shop's public address (default: public_url, else host:port)"
     )
+    preview.add_argument(
+        "--host", help="where the sidecar listens, without public_url (as given to serve)"
+    )
+    preview.add_argument(
+        "--port", type=int, help="the sidecar's port, without public_url (as given to serve)"
+    )
+    preview.add_argument(
+        "--rules", metavar="DIR", help="rule files naming the segments (default ./rules)"
+    )
     _add_config_flag(preview)
 
 
@@ -189,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _import(args)
         if args.command == "preview-link":
             return _preview_link(args)
+        if args.command == "map":
+            return map_cli.run(args)
         if args.command in ("check", "explain", "segments"):
             return _rules_command(args)
     except ConfigError as exc:
@@ -430,13 +442,19 @@ def _rules_command(args: argparse.Namespace) -> int:
 def _preview_link(args: argparse.Namespace) -> int:
     from edge.identity import Identity
     from edge.preview import make_token, preview_link
+    from edge.rules_cli import check_segment_names
 
-    config = load_config({}, config_file=args.config)
+    config = load_config(
+        {"host": args.host, "port": args.port, "rules": args.rules}, config_file=args.config
+    )
     if not config.secret:
         raise ConfigError(
             "a preview link is signed with the sidecar's secret: set EDGE_SECRET (or secret "
             "in edge.toml) to the value the running sidecar uses"
         )
+    check_segment_names(args.segment, config)
+    # The address visitors use (public_url); else where the sidecar listens, as the
+    # configuration and these flags say (the same as `edge serve` reads them).
     base = args.base or config.public_url or f"http://{_display_host(config.host)}:{config.port}"
     ttl = _parse_duration(args.ttl, "--ttl")
     try:

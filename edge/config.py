@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
 
-from edge.pages import DEFAULT_PAGE_TYPES, PatternError, compile_pattern
-
 DEFAULT_CONFIG_FILE = "edge.toml"
+
+MOVED: dict[str, str] = {
+    "page_types": "page types moved to the rule files: write them as [page_types] in "
+    'rules/theme.toml (the same patterns; see rules/README.md, "Page types")',
+}
+"""Keys that edge.toml no longer has, and where what they said is written now."""
 
 
 class ConfigError(Exception):
@@ -84,10 +88,6 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Bearer token accepted by ``POST /_edge/ingest``. Empty: token auth disabled."""
     ingest_secret: str = ""
     """HMAC-SHA256 key for signed ``POST /_edge/ingest`` bodies. Empty: disabled."""
-    page_types: dict[str, list[str]] = msgspec.field(default_factory=dict)
-    """Page type -> URL patterns (``{name}`` matches one path segment, ``*`` anything),
-    e.g. ``product = ["/p/{product}"]``. Empty: the demo shop's patterns. The rule
-    files' ``[page_types]`` are laid over these."""
     cart_actions: list[CartActionConfig] = msgspec.field(default_factory=list)
     """Cart forms the sidecar recognises. Empty: the demo shop's ``/cart/add`` and
     ``/cart/remove``."""
@@ -128,18 +128,6 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("pool_size must be 0 or more")
         if self.replay_cache_bytes < 0:
             raise ValueError("replay_cache_bytes must be 0 (off) or more")
-        for name, patterns in self.page_types.items():
-            for pattern in patterns:
-                try:
-                    compile_pattern(pattern)
-                except PatternError as exc:
-                    raise ValueError(f"page type {name!r}: {exc}") from None
-
-    @property
-    def base_page_types(self) -> dict[str, list[str]] | Mapping[str, Sequence[str]]:
-        """The page types the rule files' ``[page_types]`` are laid over: these, or
-        without any the demo shop's."""
-        return self.page_types or DEFAULT_PAGE_TYPES
 
     @property
     def upstream_origin(self) -> tuple[str, str, int]:
@@ -176,6 +164,9 @@ def load_config(
             raise ConfigError(f"{path}: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        moved = sorted(set(data) & MOVED.keys())
+        if moved:
+            raise ConfigError(f"{path}: `{moved[0]}`: {MOVED[moved[0]]}")
         unknown = sorted(set(data) - set(FIELDS))
         if unknown:
             raise ConfigError(

@@ -151,7 +151,9 @@ class Decider:
         now = int(time.time())
         visitor_id = visit.visitor_id if preview is None else None
         profile = await self._profile(visitor_id, visit)
-        request = self._request_info(head, page, touch)
+        # This request's campaign, else its visit's: `utm.*`, `channel` and the
+        # snippets' `page.campaign` hold for the whole visit.
+        request = self._request_info(head, page, ev.visit_touch(profile, touch))
         ctx = Context(profile, request, now, self.shop)
         result = ruleset.evaluate(ctx)
         if preview is not None:
@@ -178,7 +180,12 @@ class Decider:
             now=now,
             language=request.lang,
             segments=segments,
-            page={"path": head.path, "type": request.page_type, **request.utm},
+            page={
+                "path": head.path,
+                "type": request.page_type,
+                **request.utm,
+                "channel": request.channel,
+            },
             return_to=head.path + ("?" + head.query_text if head.query else ""),
             cookies=head.cookies,
             preview=preview is not None,

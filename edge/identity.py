@@ -78,6 +78,15 @@ class Identity:
             ok |= hmac.compare_digest(_tag(mac, visitor_id), tag.encode("utf-8", "replace"))
         return visitor_id if ok else None
 
+    def subject_id(self, anonymous_id: str) -> str | None:
+        """The visitor id an ingested ``anonymous_id`` names: the id itself, or the id
+        inside a whole ``edge_vid`` cookie value when its tag verifies (constant time);
+        None for a cookie value that is not one we signed (the visitor's profile is
+        stored under the id alone, so anything else would be a key nothing reads)."""
+        if "." not in anonymous_id and "=" not in anonymous_id:
+            return anonymous_id
+        return self._verify(anonymous_id.removeprefix(f"{VISITOR_COOKIE}="))
+
     def mac(self, purpose: str, message: bytes) -> str:
         """A tag over *message* with the signing secret, separated by *purpose*."""
         return _b64(hmac.digest(self._keys[0], purpose.encode() + b":" + message, "sha256"))

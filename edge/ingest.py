@@ -67,6 +67,12 @@ def _error(status: int, error: str, message: str) -> JSONResponse:
     return JSONResponse({"error": error, "message": message}, status_code=status, headers=_no_store)
 
 
+_BAD_ANONYMOUS_ID = (
+    "events[%d].anonymous_id: a whole edge_vid cookie value whose signature does not "
+    "verify (changed, or signed with another secret); send the visitor id (the part of "
+    "the cookie before the '.') or the cookie value exactly as the sidecar set it. "
+    "Nothing in the batch was stored"
+)
 _RETRY = "the batch was not stored; retry it (event ids keep retries idempotent)"
 
 
@@ -206,6 +212,11 @@ class EventEndpoints:
         for i, event in enumerate(batch.events):
             if not (event.user_id or event.email or event.anonymous_id):
                 return _error(422, "invalid", f"events[{i}]: needs user_id, email or anonymous_id")
+            if event.anonymous_id:
+                visitor_id = self.identity.subject_id(event.anonymous_id)
+                if visitor_id is None:
+                    return _error(400, "bad_anonymous_id", _BAD_ANONYMOUS_ID % i)
+                event.anonymous_id = visitor_id
         try:
             await self.recorder.write(None, batch.events, ev.Source.SHOP)
         except UnknownVisitor as exc:

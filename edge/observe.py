@@ -26,6 +26,7 @@ __all__ = [
     "campaign_of",
     "channel",
     "host_of",
+    "is_webmail",
 ]
 
 
@@ -65,6 +66,18 @@ _SOCIAL: Final = (
     "reddit.",
 )
 _EMAIL_MEDIUMS: Final = frozenset({"email", "e-mail", "newsletter"})
+# Webmail front ends: a link clicked in an email read there. Checked before the search
+# engines, which often serve mail from the same domain (mail.google.com, mail.yahoo.com).
+_WEBMAIL_LABELS: Final = frozenset({"mail", "webmail", "email", "posta", "outlook"})
+_WEBMAIL_HOSTS: Final = (
+    "outlook.live.com",
+    "outlook.office.com",
+    "outlook.office365.com",
+    "mail.proton.me",
+    "app.tuta.com",
+    "navigator.gmx.net",
+    "navigator.web.de",
+)
 
 
 def host_of(netloc: bytes | str) -> str:
@@ -237,11 +250,20 @@ def channel(medium: str, referrer_host: str) -> str:
     if medium in ("social", "paid-social"):
         return "social"
     if referrer_host:
+        if is_webmail(referrer_host):
+            return "email"
         if any(s in referrer_host for s in _SEARCH_ENGINES):
             return "search"
         if any(s in referrer_host for s in _SOCIAL):
             return "social"
-        if "mail" in referrer_host:
-            return "email"
         return "referral"
     return medium or "direct"
+
+
+def is_webmail(host: str) -> bool:
+    """Whether *host* (lower-case) is a webmail front end: a known one, or one whose
+    first label says mail (``mail.google.com``, ``webmail.aruba.it``, ``posta.libero.it``)."""
+    if any(host == known or host.endswith("." + known) for known in _WEBMAIL_HOSTS):
+        return True
+    first, dot, _rest = host.partition(".")
+    return bool(dot) and first in _WEBMAIL_LABELS

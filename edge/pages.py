@@ -8,9 +8,9 @@ view, a search) and tells slots on which pages they apply. A pattern is a path:
 - ``*`` matches anything, slashes included (``/blog/*``);
 - a trailing slash is optional (``/cart`` matches ``/cart/``).
 
-Patterns are tried in the order written, the first match wins. The map is built from
-the rule files' ``[page_types]`` laid over ``edge.toml``'s ``page_types`` (or, without
-those, the demo shop's), see :func:`layered`. Pure logic, no I/O.
+Patterns are tried in the order written, the first match wins. The map is the rule
+files' ``[page_types]`` (the shipped ``rules/theme.toml`` maps the demo shop); there is
+no other. Pure logic, no I/O.
 """
 
 from __future__ import annotations
@@ -22,18 +22,7 @@ from typing import Final
 
 from edge.caches import Memo
 
-__all__ = ["DEFAULT_PAGE_TYPES", "Page", "PageMap", "PatternError", "compile_pattern", "layered"]
-
-DEFAULT_PAGE_TYPES: Final[Mapping[str, Sequence[str]]] = {
-    "home": ["/"],
-    "category": ["/c/{category}"],
-    "product": ["/p/{product}"],
-    "search": ["/search"],
-    "cart": ["/cart"],
-    "checkout": ["/checkout"],
-    "order-complete": ["/order/{order_id}"],
-}
-"""The demo shop's pages: what tracking recognises when nothing else is declared."""
+__all__ = ["Page", "PageMap", "PatternError", "compile_pattern"]
 
 _PART: Final = re.compile(r"(\{[^{}]*\}|\*)")
 _NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -76,16 +65,6 @@ class Page:
 
     type: str
     params: Mapping[str, str]
-
-
-def layered(
-    over: Mapping[str, Sequence[str]], under: Mapping[str, Sequence[str]]
-) -> dict[str, list[str]]:
-    """Page types of *over* first, then those of *under* that *over* does not name."""
-    merged = {name: list(patterns) for name, patterns in over.items()}
-    for name, patterns in under.items():
-        merged.setdefault(name, list(patterns))
-    return merged
 
 
 class PageMap:

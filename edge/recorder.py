@@ -63,8 +63,9 @@ class Recorder:
     def observed(
         self, visit: Visit, events: list[ev.BaseEvent], touch: Touch | None, now: int
     ) -> None:
-        """Queue what the sidecar saw of *visit* at *now* (no I/O here)."""
-        if visit.visitor_id is None or not events:
+        """Queue what the sidecar saw of *visit* at *now* (no I/O here): its events and
+        the campaign touch it landed with (alone for a redirect, which is no page)."""
+        if visit.visitor_id is None or not (events or touch):
             return
         # Stamped with the request's time: a first hit is stored only with the
         # visitor's next request, and must count at the time it happened (the visit
@@ -91,12 +92,13 @@ class Recorder:
         if first is None:
             return None
         events, touch = first
-        profile = new_profile(visitor_id, min((e.ts or 0) for e in events) if events else 0)
+        stamps = [e.ts or 0 for e in events] + ([touch.ts] if touch is not None else [])
+        profile = new_profile(visitor_id, min(stamps, default=0))
+        if touch is not None:  # first, as the store applies it: the visit starts with it
+            ev.record_touch(profile, touch)
         for event in events:
             with contextlib.suppress(ev.NotAllowed):
                 ev.apply(profile, event, event.ts or 0, ev.Source.OBSERVED)
-        if touch is not None:
-            ev.record_touch(profile, touch)
         return profile
 
     def _queue(self, visitor_id: str, events: list[ev.BaseEvent], touches: list[Touch]) -> None:

@@ -47,6 +47,7 @@ _KEPT: Final = {
     b"x-forwarded-host": "forwarded_host",
     b"if-none-match": "if_none_match",
     b"if-modified-since": "if_modified_since",
+    b"sec-fetch-dest": "sec_fetch_dest",
     b"x-geo-country": "geo_country",
     b"cf-ipcountry": "cf_country",
     b"x-geo-latitude": "geo_latitude",
@@ -86,6 +87,7 @@ class RequestHead:
         "raw_path",
         "referer",
         "scheme",
+        "sec_fetch_dest",
         "user_agent",
     )
 
@@ -122,7 +124,7 @@ class RequestHead:
         """None when the client sent no Accept header (it accepts anything)."""
         self.accept_language = self.user_agent = self.referer = self.host = b""
         self.content_length = self.forwarded_proto = self.forwarded_host = b""
-        self.if_none_match = self.if_modified_since = b""
+        self.if_none_match = self.if_modified_since = self.sec_fetch_dest = b""
         self.geo_country = self.cf_country = self.geo_latitude = self.geo_longitude = b""
         kept = _KEPT
         for name, value in self.headers:
@@ -185,6 +187,16 @@ class RequestHead:
         """Whether an HTML answer is acceptable (no Accept header: anything is)."""
         accept = self.accept
         return accept is None or b"text/html" in accept or b"*/*" in accept
+
+    @property
+    def navigates(self) -> bool:
+        """Whether the browser asks for a page to show (a navigation), not something a
+        page loads (an image, a script, a fetch): ``Sec-Fetch-Dest`` where the browser
+        sends it, else an ``Accept`` that names HTML."""
+        dest = self.sec_fetch_dest
+        if dest:
+            return dest in (b"document", b"iframe", b"frame")
+        return self.accept is not None and b"text/html" in self.accept
 
     def without_conditionals(self) -> None:
         """Forget the client's validators: the upstream is then asked for the page

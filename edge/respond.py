@@ -43,7 +43,7 @@ from edge.request import RequestHead
 from edge.rewriting import Rewriting
 from edge.rules import LiveRules
 from edge.upstream import UpstreamResponse
-from edge.visitors import Visit, Visitors
+from edge.visitors import Visit, Visitors, answers_a_page
 
 __all__ = ["Responder"]
 
@@ -73,7 +73,7 @@ class Exchange:
     touch: Touch | None = None
     touch_read: bool = False
     """Whether :attr:`touch` was read from the request already (a decision needs it
-    first; the record, only for a page the visitor received)."""
+    first; the record, only for an answer to a page request)."""
     form: bytearray | None = None
     """The cart form's body, copied as it is forwarded, when it is one."""
     if_none_match: bytes = b""
@@ -231,9 +231,11 @@ class Responder:
         visit = exchange.visit
         decision = exchange.decision
         if visit.new:
-            # The cookie rides only on pages: an image or a stylesheet fetched without
-            # one (a CDN's origin pull, say) stays cacheable and anonymous.
-            if exchange.tracked and exchange.content_type.startswith(b"text/html"):
+            # The cookie rides only on pages, redirects to one included (see
+            # answers_a_page): an image fetched without one stays cacheable, anonymous.
+            if exchange.tracked and answers_a_page(
+                exchange.head, exchange.status, exchange.content_type
+            ):
                 headers = _private(headers)
                 headers.append(self.visitors.cookie_header(visit))
             else:
@@ -299,8 +301,9 @@ class Responder:
         if exchange.decision is not None:
             events += exchange.decision.exposures(set(exchange.applied))
         touch = None
-        received = 200 <= exchange.status < 300 and exchange.content_type.startswith(b"text/html")
-        if head.method == "GET" and received:  # only a page the visitor received is a touch
+        # The landing campaign: on any answer to a page request, a redirect included (a
+        # campaign link the shop redirects may lose its utm_* on the way).
+        if head.method == "GET" and answers_a_page(head, exchange.status, exchange.content_type):
             if not exchange.touch_read:
                 exchange.touch = self.observer.touch(head, exchange.now)
             touch = exchange.touch

@@ -137,6 +137,26 @@ def _snippet_problems(placements: list[tuple[str, dict[str, Any]]], snippets_dir
     return out
 
 
+def check_segment_names(names: list[str], config: Config) -> None:
+    """Raise :class:`ConfigError` naming each of *names* that the serving rules do not
+    define (with the closest one), or the rules' errors when they do not load."""
+    directory, only = rules_directory(config.rules)
+    ruleset, errors = load_rules(directory, only)
+    if ruleset is None:
+        raise ConfigError(
+            f"the rules in {directory} have errors ({errors[0]}); run: edge check {directory}"
+        )
+    known = list(ruleset.segment_names)
+    problems = []
+    for name in names:
+        if name not in ruleset.segments:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean `{close[0]}`?" if close else "one of: " + ", ".join(known)
+            problems.append(f"unknown segment `{name}` in {directory}: {hint}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def request_info(ruleset: RuleSet, url: str | None, user_agent: str = "") -> RequestInfo:
     if not url:
         return RequestInfo()
@@ -187,8 +207,7 @@ def explain(
     url: str | None,
     user_agent: str,
 ) -> int:
-    # The pages the sidecar would see: the rule files' over edge.toml's (or the demo's).
-    ruleset, errors = load_rules(directory, base_page_types=config.base_page_types)
+    ruleset, errors = load_rules(directory)
     if ruleset is None:
         for error in errors:
             print(error, file=sys.stderr)
@@ -222,15 +241,39 @@ def explain(
             for line in explained[name].lines(indent=3):
                 print(line)
     eligible = ruleset.eligible(Context(profile, request, now, shop), result)
-    if eligible:
-        print(
-            "\nplacements that hold (highest priority first; caps and holdouts apply at "
-            "request time):"
-        )
-        for placement in eligible:
-            what = placement.spec.snippet or f"sort {placement.spec.sort_keys}"
-            print(f"  {placement.spec.slot}: {placement.id} -> {what}")
+    for line in _placement_lines(ruleset, eligible, request.page_type if url else None):
+        print(line)
     return 0
+
+
+def _placement_lines(ruleset: RuleSet, eligible: list[Any], page_type: str | None) -> list[str]:
+    """The placements that hold, split by their slot's ``pages`` when the page is known
+    (``--url``): those that apply on it, and those whose slot is not on it."""
+    if not eligible:
+        return []
+    here: list[str] = []
+    elsewhere: list[str] = []
+    for placement in eligible:
+        what = placement.spec.snippet or f"sort {placement.spec.sort_keys}"
+        line = f"  {placement.spec.slot}: {placement.id} -> {what}"
+        slot = ruleset.slots.get(placement.spec.slot)
+        pages = list(slot.pages) if slot is not None else []
+        if page_type is None:
+            here.append(line + (f"  (pages: {', '.join(pages)})" if pages else ""))
+        elif pages and page_type not in pages:
+            elsewhere.append(
+                f"{line}  (slot `{placement.spec.slot}` is only on: {', '.join(pages)})"
+            )
+        else:
+            here.append(line)
+    caveat = "highest priority first; caps and holdouts apply at request time"
+    if page_type is None:
+        return ["", f"placements that hold ({caveat}; give --url for one page):", *here]
+    page = f"`{page_type}` page" if page_type else "page of no known type"
+    out = ["", f"placements that apply on this {page} ({caveat}):", *(here or ["  none"])]
+    if elsewhere:
+        out += ["", "placements that hold but not on this page (their slot's `pages`):", *elsewhere]
+    return out
 
 
 async def _scan(config: Config) -> tuple[list[Profile], ShopStats]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from edge.identity import VISITOR_COOKIE, Identity
 from edge.request import RequestHead, is_crawler
 
-__all__ = ["Visit", "Visitors"]
+__all__ = ["Visit", "Visitors", "answers_a_page"]
 
 
 @dataclass(slots=True)
@@ -53,3 +53,14 @@ class Visitors:
             b"set-cookie",
             self.identity.set_cookie_header(visit.visitor_id, secure=visit.secure),
         )
+
+
+def answers_a_page(head: RequestHead, status: int, content_type: bytes) -> bool:
+    """Whether a response answers a request for a page: an HTML page (whatever its
+    status), or a redirect answering a navigation (a campaign link the shop redirects,
+    say). A new visitor's cookie rides only on these, and the landing campaign is read
+    from them; an image or a stylesheet fetched without a cookie (a CDN's origin pull)
+    stays cacheable and anonymous, redirected or not."""
+    if content_type.startswith(b"text/html"):
+        return True
+    return 300 <= status < 400 and head.method == "GET" and head.navigates

@@ -134,6 +134,38 @@ def test_the_timed_offer_counts_down(edge: EdgeProcess, context: BrowserContext)
     assert errors.seen == []
 
 
+def test_the_timed_offer_disappears_at_its_deadline(
+    edge: EdgeProcess, context: BrowserContext
+) -> None:
+    visitor = lapsed_customer(edge.port)
+    base = f"http://127.0.0.1:{edge.port}"
+    name, _, value = visitor.cookie.partition("=")
+    context.add_cookies([{"name": name, "value": value, "url": base}])
+    page = context.new_page()
+    errors = Errors(page)
+    page.clock.install()  # the page's clock, moved on below without waiting a day
+    page.goto(base + "/", wait_until="load")
+    offer = page.locator("[data-edge-offer]")
+    assert offer.count() == 1 and offer.is_visible()
+    assert "AURORA10" in (offer.text_content() or "")
+    deadline = int(page.locator("[data-edge-countdown]").get_attribute("data-deadline") or 0)
+    assert deadline > time.time() + 23 * 3600
+
+    # a second before the deadline it still shows; past it, the code is gone from view
+    page.clock.fast_forward(int((deadline - time.time() - 2) * 1000))
+    page.clock.run_for(1_000)
+    assert offer.is_visible()
+    page.clock.fast_forward(3_000)
+    page.clock.run_for(1_000)
+    assert offer.get_attribute("hidden") is not None  # edge.js marked it hidden ...
+    assert offer.is_hidden()  # ... and the stylesheet lets it be
+    assert (
+        page.evaluate("getComputedStyle(document.querySelector('[data-edge-offer]')).display")
+        == "none"
+    )
+    assert errors.seen == []
+
+
 def test_the_profiling_form_asks_the_next_question(
     edge: EdgeProcess, context: BrowserContext
 ) -> None:

@@ -8,7 +8,6 @@ import pytest
 
 from edge.app import observer_for
 from edge.config import ConfigError, load_config
-from edge.pages import PageMap
 
 
 def test_precedence_file_then_environment_then_flags(tmp_path: Path) -> None:
@@ -34,8 +33,10 @@ def test_precedence_file_then_environment_then_flags(tmp_path: Path) -> None:
         ("read_timeout = -1", "read_timeout must be a positive number"),
         ('upstream = "http://x"\n[[cart_actions]]\npath = "/a"\naction = "buy"', "cart_actions"),
         ("port = ", "edge.toml"),
-        ('[page_types]\nproduct = ["/p/{product"]', r"page_types: page type 'product': pattern"),
-        ('[page_types]\nproduct = ["p/{id}"]', "must start with `/`"),
+        (
+            '[page_types]\nproduct = ["/p/{id}"]',
+            r"`page_types`: .* \[page_types\] in rules/theme.toml",
+        ),
     ],
 )
 def test_bad_file_names_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -50,17 +51,12 @@ def test_bad_environment_names_the_variable() -> None:
         load_config(environ={"EDGE_PORT": "lots"})
 
 
-def test_page_types_and_cart_forms_from_config(tmp_path: Path) -> None:
+def test_cart_forms_from_config(tmp_path: Path) -> None:
     toml = tmp_path / "edge.toml"
     toml.write_text(
-        '[page_types]\nproduct = ["/prodotto/{product}"]\ncategory = ["/categoria/{category}"]\n'
         '[[cart_actions]]\npath = "/carrello/aggiungi"\naction = "add"\nproduct_field = "id"\n'
     )
     config = load_config(config_file=toml, environ={})
-    pages = PageMap(config.base_page_types)
-    page = pages.page("/prodotto/borsa-tessa")
-    assert page is not None and page.type == "product" and page.params == {"product": "borsa-tessa"}
-    assert pages.page("/p/borsa-tessa") is None  # the defaults are replaced, not merged
     observer = observer_for(config)
     (added,) = observer.cart_events("POST", "/carrello/aggiungi", {"id": "p7", "qty": "3"})
     assert added.product_id == "p7" and added.quantity == 3

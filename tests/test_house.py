@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "edge"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("edge.cli", "edge.rules_cli", "edge.__main__"),
+    ("edge.cli", "edge.rules_cli", "edge.map_cli", "edge.__main__"),
     ("edge.app", "edge.server", "edge.demo"),
     ("edge.respond", "edge.ingest"),
     ("edge.decide",),
@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("edge.proxy",),
     ("edge.upstream",),
     ("edge.recorder",),
+    ("edge.fitting",),  # edge map's pure half: reads pages as the request path does
     ("edge.visitors", "edge.observe", "edge.preview", "edge.reading"),
     ("edge.request", "edge.forms"),
     ("edge.personalize", "edge.rules", "edge.rewrite", "edge.profiles", "edge.importer"),

@@ -74,3 +74,26 @@ def test_other_sites_are_touches() -> None:
 
 def test_a_page_without_referrer_or_campaign_is_no_touch() -> None:
     assert Observer().touch(head(b"page=2", host=b"shop.example"), NOW) is None
+
+
+def test_webmail_referrers_are_email_not_search() -> None:
+    observer = Observer()
+    for webmail in [
+        b"https://mail.google.com/mail/u/0/",
+        b"https://mail.yahoo.com/d/folders/1",
+        b"https://outlook.live.com/mail/0/inbox",
+        b"https://outlook.office365.com/mail/",
+        b"https://webmail.aruba.it/",
+        b"https://mail.proton.me/u/0/inbox",
+    ]:
+        touch = observer.touch(head(host=b"shop.example", referer=webmail), NOW)
+        assert touch is not None and touch.channel == "email", webmail
+    # the search engines on the same domains stay search; a blog about mail is a referral
+    for referer, expected in [
+        (b"https://www.google.com/", "search"),
+        (b"https://search.yahoo.com/search?p=scarpe", "search"),
+        (b"https://www.bing.com/", "search"),
+        (b"https://mailchimp-fans.example.org/", "referral"),
+    ]:
+        touch = observer.touch(head(host=b"shop.example", referer=referer), NOW)
+        assert touch is not None and touch.channel == expected, referer

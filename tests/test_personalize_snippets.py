@@ -279,13 +279,27 @@ def test_shipped_snippets_content() -> None:
     assert "Preview: segments lapsed, vip — not tracked" in badge
     hero = s.render("hero_vip", sample_context("en")) or ""
     assert "Welcome back, Giulia." in hero
-    assert "Bentornata, Giulia." in (s.render("hero_vip", context) or "")
+    assert "Che bello rivederti, Giulia." in (s.render("hero_vip", context) or "")
     campaign = s.render("hero_campaign", context) or ""
     assert "Saldi" in campaign
     nothing = visitor_context(None, now=NOW)
     assert (s.render("cart_reminder", nothing) or "").strip() == ""
     assert (s.render("timed_offer", nothing) or "").strip() == ""
     assert (s.render("profile_form", nothing) or "").strip() == ""
+
+
+def test_italian_heroes_do_not_presume_the_visitor_s_gender() -> None:
+    # "Ci sei mancata" said to every lapsed customer, men included: the Italian heroes
+    # greet in words that agree with no gender, named or not.
+    s = Snippets(library=LIBRARY)
+    named = sample_context("it")
+    anonymous = visitor_context(None, now=NOW, language="it")
+    lapsed = [s.render("hero_lapsed", c, languages=["it"]) or "" for c in (named, anonymous)]
+    assert "Ci mancavi, Giulia." in lapsed[0] and "Ci mancavi." in lapsed[1]
+    vip = [s.render("hero_vip", c, languages=["it"]) or "" for c in (named, anonymous)]
+    assert "Che bello rivederti, Giulia." in vip[0] and "Che bello rivederti." in vip[1]
+    for html in lapsed + vip:
+        assert not any(w in html for w in ("mancata", "mancato", "Bentornata", "Bentornato"))
 
 
 def test_static_countdown_script_has_no_inline_dependency() -> None:

@@ -19,6 +19,9 @@ RULES = """
 [segments.vip]
 when = "orders_within(365d) >= 1"
 
+[page_types]
+home = "/"
+
 [slots.hero]
 select = "#hero"
 pages = ["home"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from edge.identity import Identity
@@ -71,3 +73,34 @@ def test_cli_prints_a_link_that_verifies(
     assert preview is not None and preview.segments == {"vip"}
     assert main(["preview-link", "--segment", "vip", "--ttl", "forever", "/"]) == 2
     assert "--ttl" in capsys.readouterr().err
+
+
+def test_cli_refuses_unknown_segments_and_links_where_the_sidecar_listens(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from edge.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("EDGE_PUBLIC_URL", "EDGE_PORT", "EDGE_HOST", "EDGE_CONFIG", "EDGE_RULES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("EDGE_SECRET", "current")
+    monkeypatch.setenv("EDGE_RULES", str(Path(__file__).resolve().parent.parent / "rules"))
+
+    # a misspelt segment would preview nothing: refused, with the closest name
+    assert main(["preview-link", "--segment", "vip", "--segment", "lapsd", "/"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown segment `lapsd`" in err and "did you mean `lapsed`?" in err
+
+    def link(*flags: str) -> str:
+        assert main(["preview-link", "--segment", "vip", *flags, "/"]) == 0
+        return capsys.readouterr().out.strip()
+
+    # the port the sidecar was configured with, by edge.toml, the environment or a flag
+    (tmp_path / "edge.toml").write_text("port = 9400\n", encoding="utf-8")
+    assert link().startswith("http://127.0.0.1:9400/?edge_preview=")
+    monkeypatch.setenv("EDGE_PORT", "9123")
+    assert link().startswith("http://127.0.0.1:9123/?edge_preview=")
+    assert link("--host", "0.0.0.0", "--port", "9300").startswith("http://127.0.0.1:9300/?")
+    # the shop's public address wins: it is where visitors reach the sidecar
+    monkeypatch.setenv("EDGE_PUBLIC_URL", "https://shop.example")
+    assert link("--port", "9300").startswith("https://shop.example/?edge_preview=")

@@ -101,3 +101,26 @@ def test_explain_shows_the_values_that_decided(
     assert main(["explain", "--profile", str(profile), "--rules", str(ROOT / "rules")]) == 0
     assert "no   vip" in capsys.readouterr().out
     assert main(["explain", "nobody-here", "--rules", str(ROOT / "rules")]) == 1
+
+
+def test_explain_says_which_placements_a_slot_s_pages_keep_off_the_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps({"profile": {"visitor_id": "v", "visits": 1}}))
+    rules = ["--profile", str(profile), "--rules", str(ROOT / "rules")]
+    # the newsletter hero's slot is on home pages only; the top banner is everywhere
+    assert main(["explain", *rules, "--url", "/c/scarpe-donna?utm_medium=email"]) == 0
+    out = capsys.readouterr().out
+    here, _, elsewhere = out.partition("not on this page")
+    assert "placements that apply on this `category` page" in here
+    assert "home-hero: hero-newsletter" not in here
+    assert "home-hero: hero-newsletter" in elsewhere and "is only on: home" in elsewhere
+    assert main(["explain", *rules, "--url", "/?utm_medium=email"]) == 0
+    out = capsys.readouterr().out
+    assert "placements that apply on this `home` page" in out
+    here, _, elsewhere = out.partition("not on this page")
+    assert "home-hero: hero-newsletter" in here and "category-products" in elsewhere
+    # without a page, each placement says where its slot is
+    assert main(["explain", *rules]) == 0
+    assert "give --url for one page" in capsys.readouterr().out

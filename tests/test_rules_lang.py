@@ -270,7 +270,7 @@ def test_full_file_with_placements_slots_and_page_types(tmp_path: Path) -> None:
     assert ruleset.pages.type_of("/c/shoes") == "category"
     assert ruleset.pages.type_of("/product/a/b") == "product"
     assert ruleset.pages.page("/p/x") == Page("product", {"id": "x"})
-    assert ruleset.pages.type_of("/cart") == "cart"  # the demo shop's, under the file's
+    assert ruleset.pages.type_of("/cart") == ""  # the rule files' map is the only one
     assert ruleset.pages.type_of("/nowhere") == ""
     p = Profile(visitor_id="v", order_count=1)
     ctx = build_context(p, RequestInfo(page_type="category"), NOW)
@@ -322,24 +322,50 @@ def test_invalid_first_load_serves_nothing(tmp_path: Path) -> None:
     assert not live.ok and live.errors and live.ruleset.segment_names == ()
 
 
-def test_page_types_lie_over_the_base_page_types(tmp_path: Path) -> None:
+def test_the_rule_files_page_types_are_the_only_map(tmp_path: Path) -> None:
     (tmp_path / "shop.toml").write_text("[page_types]\ncategory = '/shop/{category}'\n")
-    base = {"category": ["/c/{category}"], "cart": ["/basket"]}
-    ruleset, errors = load_rules(tmp_path, base_page_types=base)
+    ruleset, errors = load_rules(tmp_path)
     assert not errors and ruleset is not None
     assert ruleset.page_types == {"category": ["/shop/{category}"]}
     assert ruleset.pages.page("/shop/shoes") == Page("category", {"category": "shoes"})
-    assert ruleset.pages.type_of("/c/shoes") == ""  # the file's category replaces the base's
-    assert ruleset.pages.type_of("/basket") == "cart"
-    assert ruleset.pages.type_of("/cart") == ""  # the demo shop's pages are not the base here
-    assert LiveRules(tmp_path, base_page_types=base).ruleset.pages.type_of("/basket") == "cart"
+    assert ruleset.pages.type_of("/c/shoes") == ""  # no demo shop's patterns underneath
+    assert ruleset.pages.type_of("/cart") == ""
 
 
-def test_the_base_pages_serve_before_any_rules_load(tmp_path: Path) -> None:
+def test_no_page_types_before_any_rules_load(tmp_path: Path) -> None:
     (tmp_path / "shop.toml").write_text("[segments.vip]\nwhen = 'nope'\n")
-    live = LiveRules(tmp_path, base_page_types={"cart": ["/basket"]})
-    assert not live.ok and live.ruleset.pages.type_of("/basket") == "cart"
-    assert LiveRules(tmp_path).ruleset.pages.type_of("/p/x") == "product"  # the demo shop's
+    live = LiveRules(tmp_path)
+    assert not live.ok and live.ruleset.pages.type_of("/p/x") == ""
+
+
+def test_a_slot_on_a_page_type_nothing_defines_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "theme.toml").write_text(
+        "[page_types]\nhome = '/'\ncategory = '/c/{slug}'\n"
+        "[slots.hero]\nselect = '#hero'\npages = ['home', 'categroy']\n"
+    )
+    ruleset, errors = load_rules(tmp_path)
+    assert ruleset is None
+    (error,) = errors
+    assert f"{tmp_path}/theme.toml:6:1" in str(error)
+    assert "slot `hero`: no page type `categroy`" in str(error)
+    assert "did you mean `category`?" in str(error)
+
+
+def test_the_shipped_theme_maps_every_demo_page(tmp_path: Path) -> None:
+    from edge.rules import LIBRARY_DIR
+
+    ruleset, errors = load_rules(LIBRARY_DIR)
+    assert not errors and ruleset is not None
+    pages = ruleset.pages
+    assert pages.page("/p/borsa-tessa") == Page("product", {"product": "borsa-tessa"})
+    assert pages.type_of("/c/scarpe-donna") == "category"
+    assert pages.type_of("/order/A-1") == "order-complete"
+    assert [pages.type_of(p) for p in ("/", "/search", "/cart", "/checkout")] == [
+        "home",
+        "search",
+        "cart",
+        "checkout",
+    ]
 
 
 def test_an_entry_that_does_not_decode_leaves_the_others_checked(tmp_path: Path) -> None:

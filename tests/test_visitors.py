@@ -359,3 +359,40 @@ def test_crawlers_are_told_from_browsers_every_time(user_agent: bytes, crawler: 
     # The second answer comes from the verdicts kept by User-Agent.
     assert is_crawler(user_agent) is crawler
     assert is_crawler(user_agent) is crawler
+
+
+def test_ingest_takes_the_whole_cookie_value_only_when_its_signature_verifies(
+    tracked: EdgeProcess,
+) -> None:
+    cookie = visitor_cookie(fetch(tracked.port, "/page"))
+    fetch(tracked.port, "/page", headers={"Cookie": cookie})
+    wait_for(lambda: profile(tracked.port, cookie) is not None)
+    signed = cookie.removeprefix("edge_vid=")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def order(anonymous_id: str, number: str) -> dict:  # type: ignore[type-arg]
+        event = {"event": "Order Completed", "order_id": number, "total": 40.0}
+        return {"events": [{**event, "anonymous_id": anonymous_id, "ts": int(time.time())}]}
+
+    # the shop copied the whole cookie: the id inside is used, the order is the visitor's
+    assert post_json(tracked.port, "/_edge/ingest", order(signed, "o-1"), auth).status == 200
+    assert profile(tracked.port, cookie)["order_count"] == 1
+    # ... or the cookie with its name
+    whole = order(f"edge_vid={signed}", "o-2")
+    assert post_json(tracked.port, "/_edge/ingest", whole, auth).status == 200
+    assert profile(tracked.port, cookie)["order_count"] == 2
+
+    # a value whose tag does not verify is refused, naming the field; nothing is stored
+    visitor_id, _, tag = signed.partition(".")
+    forged = f"{visitor_id}.{'A' * len(tag)}"
+    batch = order(forged, "o-3")
+    batch["events"].insert(0, order(visitor_id, "o-4")["events"][0])
+    reply = post_json(tracked.port, "/_edge/ingest", batch, auth)
+    assert reply.status == 400
+    problem = json.loads(reply.body)
+    assert problem["error"] == "bad_anonymous_id"
+    assert "events[1].anonymous_id" in problem["message"] and "before the '.'" in problem["message"]
+    assert profile(tracked.port, cookie)["order_count"] == 2
+    # the id alone goes on working
+    assert post_json(tracked.port, "/_edge/ingest", order(visitor_id, "o-4"), auth).status == 200
+    assert profile(tracked.port, cookie)["order_count"] == 3

@@ -250,6 +250,7 @@ class _DemoShop:
             Route("/login", self.log_in, methods=["POST"]),
             Route("/account", self.account),
             Route("/logout", self.log_out, methods=["POST"]),
+            Route("/index.html", self.old_home),
             Route("/robots.txt", self.robots),
             Mount(
                 "/static",
@@ -356,6 +357,13 @@ class _DemoShop:
             title=f"Risultati per “{query}”" if query else "Cerca",
             query=query,
             results=search_products(query),
+        )
+
+    async def old_home(self, request: Request) -> Response:
+        # The old home page's address, still in old newsletters and ads: sent on to the
+        # home page without its query, as many shops' redirects do (utm_* included).
+        return RedirectResponse(
+            "/", status_code=302, headers={"Cache-Control": "public, max-age=300"}
         )
 
     async def robots(self, request: Request) -> Response:

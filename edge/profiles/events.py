@@ -524,11 +524,46 @@ _HANDLERS: Final = {
 
 
 def record_touch(p: Profile, t: Touch) -> None:
-    """Remember where a visit came from; order-independent (touches may arrive late)."""
+    """Remember where a visit came from; order-independent (touches may arrive late).
+
+    A touch is a request of the visitor's (a landing, maybe a redirect before any
+    page): the visit starts with it. Within a visit, a touch that is the same arrival
+    as the visit's campaign does not replace it (see :func:`same_arrival`)."""
+    touch(p, t.ts)
+    if p.session_start - SESSION_GAP < t.ts < p.session_start:
+        p.session_start = t.ts  # a landing told late: its visit started with it
     if p.first_touch is None or t.ts < p.first_touch.ts:
         p.first_touch = t
-    if p.last_touch is None or t.ts >= p.last_touch.ts:
+    last = p.last_touch
+    if last is None:
         p.last_touch = t
+    elif last.ts >= p.session_start and t.ts >= p.session_start and same_arrival(last, t):
+        if _has_campaign(t) and not _has_campaign(last):
+            p.last_touch = t
+    elif t.ts >= last.ts:
+        p.last_touch = t
+
+
+def _has_campaign(t: Touch) -> bool:
+    return bool(t.source or t.medium or t.campaign)
+
+
+def same_arrival(a: Touch, b: Touch) -> bool:
+    """Whether two touches of one visit are one arrival told twice: the same referring
+    site, one of them without the campaign's utm_* (a campaign link the shop redirected
+    without its query: the browser sends the first Referer again with the next page)."""
+    return a.referrer == b.referrer and _has_campaign(a) != _has_campaign(b)
+
+
+def visit_touch(p: Profile | None, t: Touch | None) -> Touch | None:
+    """The campaign a request counts under: its own touch, unless it has none or is the
+    same arrival as its visit's (then the visit's, which carries the campaign)."""
+    last = p.last_touch if p is not None else None
+    if last is None or last.ts < p.session_start:  # type: ignore[union-attr]
+        return t
+    if t is None or (same_arrival(last, t) and _has_campaign(last)):
+        return last
+    return t
 
 
 def merge(into: Profile, other: Profile) -> None:

@@ -126,12 +126,12 @@ class ProfileService:
             out: Profiles = {key: profile}
             if absorb:
                 out.update(dict.fromkeys(absorb_into(profile, absorb, current)))
+            for touch in touches:  # first: a visit starts with its landing
+                record_touch(profile, touch)
             for event, counted in zip(events, claims, strict=True):
                 if counted and counted in seen:
                     continue
                 apply(profile, event, now, source)
-            for touch in touches:
-                record_touch(profile, touch)
             customer_id = next((e.user_id for e in events if e.user_id), None)
             link(profile, key, customer_id, email_hash, extra_aliases)
             return out

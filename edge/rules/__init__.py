@@ -2,9 +2,9 @@
 
 Public surface::
 
-    load_rules(directory, only=None, *, base_page_types=DEFAULT_PAGE_TYPES)
+    load_rules(directory, only=None)
                                     -> (RuleSet | None, [RuleError])
-    LiveRules(directory, only=None, *, base_page_types=DEFAULT_PAGE_TYPES)
+    LiveRules(directory, only=None)
                                     .ruleset, .errors, .ok, reload(), watch()
     rules_directory(configured)     -> (the directory to watch, the files to load)
     RuleSet                         .evaluate(ctx), .matching(ctx), .names(result),

@@ -10,11 +10,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge.pages import DEFAULT_PAGE_TYPES
 from edge.rules.errors import RuleError
 from edge.rules.ruleset import (
     LIBRARY_DIR,
@@ -34,20 +33,16 @@ class LiveRules:
     ``reload()`` compares file names, sizes and mtimes, then content hashes; a valid
     edit is swapped in at once (one assignment), an invalid one leaves the serving
     rules in place and its errors in ``errors``. Every rule set's pages are its files'
-    ``[page_types]`` laid over *base_page_types*, and so are those of the empty rule
-    set served before any file loads: tracking reads ``ruleset.pages`` either way."""
+    ``[page_types]`` (the empty rule set served before any file loads has none)."""
 
     def __init__(
         self,
         directory: str | Path,
         only: Sequence[str] | None = None,
-        *,
-        base_page_types: Mapping[str, Sequence[str]] = DEFAULT_PAGE_TYPES,
     ) -> None:
         self.directory = Path(directory)
         self.only = only
-        self.base_page_types = base_page_types
-        empty, _ = compile_sources((), base_page_types=base_page_types)
+        empty, _ = compile_sources(())
         assert empty is not None  # no files, no errors
         self.ruleset: RuleSet = empty
         self.errors: list[RuleError] = []
@@ -81,9 +76,7 @@ class LiveRules:
         if digest.hexdigest() == self._digest:
             return False
         self._digest = digest.hexdigest()
-        ruleset, errors = load_rules(
-            self.directory, self.only, base_page_types=self.base_page_types
-        )
+        ruleset, errors = load_rules(self.directory, self.only)
         if ruleset is None:
             self.errors = errors
             for error in errors:

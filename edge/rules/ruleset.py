@@ -15,14 +15,14 @@ import difflib
 import gc
 import re
 import tomllib
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 
-from edge.pages import DEFAULT_PAGE_TYPES, PageMap, PatternError, compile_pattern, layered
+from edge.pages import PageMap, PatternError, compile_pattern
 from edge.personalize.facts import ProductSelectors, Selector
 from edge.rules import functions as fn
 from edge.rules.compiler import Checked, Explained, Interpreter, Output, Program, check, generate
@@ -86,8 +86,7 @@ class RuleSet:
     """The rule files' own ``[page_types]``."""
     program: Program
     pages: PageMap
-    """Paths to page types: ``page_types`` laid over the base page types (``edge.toml``'s,
-    else the demo shop's). Slots and tracking read this one map."""
+    """Paths to page types, from ``page_types``: slots and tracking read this one map."""
     files: list[str] = field(default_factory=list)
     products: ProductSelectors = field(default_factory=ProductSelectors)
     """``[products]``: the merchant's selectors for product facts."""
@@ -140,6 +139,8 @@ class _Parsed:
     segments: dict[str, tuple[SegmentRule, Locator, int]] = field(default_factory=dict)
     placements: list[tuple[Placement, Locator, int]] = field(default_factory=list)
     slots: dict[str, tuple[Slot, Where]] = field(default_factory=dict)
+    slot_pages: list[tuple[str, Slot, Locator, int]] = field(default_factory=list)
+    """Slots with ``pages``, to check the names once every file's page types are in."""
     page_types: dict[str, tuple[list[str], Where]] = field(default_factory=dict)
     products: dict[str, tuple[Selector, str]] = field(default_factory=dict)
     errors: list[RuleError] = field(default_factory=list)
@@ -363,6 +364,8 @@ def _slots(loc: Locator, data: dict[str, Any], declared: RuleFile | None, parsed
                     )
                 )
         parsed.slots[name] = (slot, Where(loc.file, header))
+        if slot.pages:
+            parsed.slot_pages.append((name, slot, loc, header))
 
 
 def _page_types(loc: Locator, data: dict[str, Any], parsed: _Parsed) -> None:
@@ -403,6 +406,34 @@ def _page_types(loc: Locator, data: dict[str, Any], parsed: _Parsed) -> None:
             )
             continue
         parsed.page_types[name] = (listed, Where(loc.file, line))
+
+
+def _check_slot_pages(parsed: _Parsed) -> None:
+    """A slot's ``pages`` name page types that some file defines: a name nothing
+    defines would keep the slot off every page without a word."""
+    defined = list(parsed.page_types)
+    for name, slot, loc, header in parsed.slot_pages:
+        for page in slot.pages:
+            if page in parsed.page_types:
+                continue
+            line, col = loc.key(header, "pages")
+            close = difflib.get_close_matches(page, defined, n=1)
+            parsed.errors.append(
+                loc.error(
+                    line,
+                    col,
+                    f"slot `{name}`: no page type `{page}`",
+                    len("pages"),
+                    f"did you mean `{close[0]}`?"
+                    if close
+                    else (
+                        f"page types defined: {', '.join(defined)}"
+                        if defined
+                        else "define it in [page_types], e.g. "
+                        f'{page} = "/{page}/{{slug}}" (rules/theme.toml)'
+                    ),
+                )
+            )
 
 
 def _expression_errors(
@@ -554,6 +585,12 @@ def _check_placement(
                 f"unknown sort `{key}`",
                 f"did you mean `{close[0]}`?" if close else "one of: " + ", ".join(SORT_KEYS),
             )
+    if "pin" in p.sort_keys and not p.pin:
+        err(
+            "sort",
+            '`sort` has "pin" but `pin` lists no products',
+            'list the product ids to show first, e.g. pin = ["p1001", "p1002"]',
+        )
     if p.pin and "pin" not in p.sort_keys:
         err(
             "pin",
@@ -597,12 +634,9 @@ def rule_files(directory: Path, only: Sequence[str] | None = None) -> list[Path]
 def load_rules(
     directory: str | Path,
     only: Sequence[str] | None = None,
-    *,
-    base_page_types: Mapping[str, Sequence[str]] = DEFAULT_PAGE_TYPES,
 ) -> tuple[RuleSet | None, list[RuleError]]:
     """Read, check and compile every ``*.toml`` in *directory* (or the files named in
-    *only*). Returns the rule set, or None and every error found. The rule set's pages
-    are the files' ``[page_types]`` laid over *base_page_types*."""
+    *only*). Returns the rule set, or None and every error found."""
     directory = Path(directory)
     if not directory.is_dir():
         return None, [RuleError(str(directory), 0, 0, "no such directory")]
@@ -615,22 +649,17 @@ def load_rules(
         except (OSError, UnicodeDecodeError) as e:
             sources.append((shown, None))
             errors.append(RuleError(shown, 0, 0, f"cannot read: {e}"))
-    return compile_sources(sources, errors, base_page_types=base_page_types)
+    return compile_sources(sources, errors)
 
 
 def compile_sources(
     sources: Iterable[tuple[str, str | None]],
     errors: Iterable[RuleError] = (),
     decoded: dict[str, dict[str, Any]] | None = None,
-    *,
-    base_page_types: Mapping[str, Sequence[str]] = DEFAULT_PAGE_TYPES,
 ) -> tuple[RuleSet | None, list[RuleError]]:
     """Check and compile rule files given as (name shown in errors, text); a text of
     None is a file that could not be read (its error is among *errors*). *decoded*
     has the TOML of some files already decoded (their text then only places errors).
-    The rule set's pages are the files' ``[page_types]`` laid over *base_page_types*
-    (a pattern there that does not compile raises :class:`~edge.pages.PatternError`:
-    the operator's configuration is checked when it loads).
 
     The cyclic garbage collector is paused meanwhile: compiling allocates tens of
     thousands of small, acyclic objects (tokens, nodes, code strings), and in a serving
@@ -639,7 +668,7 @@ def compile_sources(
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _compile_sources(sources, errors, decoded, base_page_types)
+        return _compile_sources(sources, errors, decoded)
     finally:
         if paused:
             gc.enable()
@@ -649,7 +678,6 @@ def _compile_sources(
     sources: Iterable[tuple[str, str | None]],
     errors: Iterable[RuleError],
     decoded: dict[str, dict[str, Any]] | None,
-    base_page_types: Mapping[str, Sequence[str]],
 ) -> tuple[RuleSet | None, list[RuleError]]:
     parsed = _Parsed(errors=list(errors))
     files = []
@@ -665,6 +693,7 @@ def _compile_sources(
             rule.when, names, loc, header, f"segment `{rule.name}`", errors, known
         )
     order = _order(parsed, errors)
+    _check_slot_pages(parsed)
     placements = []
     for p, loc, header in parsed.placements:
         rule = _check_placement(p, loc, header, names, parsed.slots, errors, known)
@@ -706,7 +735,7 @@ def _compile_sources(
         slots={n: s for n, (s, _) in parsed.slots.items()},
         page_types=page_types,
         program=program,
-        pages=PageMap(layered(page_types, base_page_types)),
+        pages=PageMap(page_types),
         files=files,
         products=product_selectors(parsed.products),
     ), []
