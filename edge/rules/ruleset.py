@@ -224,7 +224,8 @@ def _tables(data: dict[str, Any], loc: Locator, errors: list[RuleError]) -> dict
                     len(key) + 2,
                     f"did you mean `{close[0]}`?"
                     if close
-                    else "a rule file has [segments.NAME], [[placements]], [slots.NAME] and [page_types]",
+                    else "a rule file has [segments.NAME], [[placements]], [slots.NAME], "
+                    "[page_types] and [products]",
                 )
             )
     tables = {}

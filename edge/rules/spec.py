@@ -1,7 +1,7 @@
 """A rule file, declared: :class:`RuleFile` and the types of its entries.
 
-A rule file has up to four tables: ``[segments.NAME]``, ``[[placements]]``,
-``[slots.NAME]`` and ``[page_types]``. A file decodes into :class:`RuleFile` in one
+A rule file has up to five tables: ``[segments.NAME]``, ``[[placements]]``,
+``[slots.NAME]``, ``[page_types]`` and ``[products]``. A file decodes into :class:`RuleFile` in one
 call; a file that does not is decoded again entry by entry, so that each unknown key
 or wrong type is an error naming the key, at its place.
 """
