@@ -181,9 +181,12 @@ class Responder:
     def _read(self, exchange: Exchange) -> None:
         """After the response: the page's readers, on the body collected."""
         assert self.reading is not None and exchange.body is not None and exchange.page
-        exchange.read_events = self.reading.read(
-            exchange.page, exchange.head.path, exchange.body, self.rules.ruleset
-        )
+        try:
+            exchange.read_events = self.reading.read(
+                exchange.page, exchange.head.path, exchange.body, self.rules.ruleset
+            )
+        except Exception:  # the visitor has the page; what it said is lost, nothing else
+            log.exception("reading a %s page failed", exchange.page.type)
 
     def visit(self, head: RequestHead) -> tuple[Exchange, bool]:
         """Step 1: who asks for which page, coming from where; and whether the page

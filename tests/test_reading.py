@@ -306,3 +306,22 @@ def test_a_category_pages_item_list_with_prices_teaches_its_products() -> None:
     reading.read(Page("category", {"category": "borse-12"}), "/c/borse-12", body, rules)
     assert reading.catalog.by_link("https://shop/p/b/") == ItemFacts("b2", price=3.0, url="/p/b")
     assert reading.catalog.category_name("borse-12") == "Borse"
+
+
+async def test_reading_that_fails_leaves_the_page_and_its_record_alone(
+    app: EdgeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object) -> list:
+        raise RuntimeError("a bug in reading")
+
+    monkeypatch.setattr(app.reading, "read", broken)
+    async with client(app) as browser:
+        for _ in range(2):
+            page = await browser.get("/product/cap/")
+            assert page.status_code == 200 and page.text == product_page("cap")
+    await app.recorder.flush()
+    (key,) = await app.store.keys()
+    profile = await app.store.get(key)
+    assert profile is not None
+    assert profile.session_pageviews == 2  # both views recorded
+    assert sum(profile.categories.viewed.values()) == 0  # the product was never learned
