@@ -198,9 +198,9 @@ class Reading:
     def read(self, page: Page, path: str, body: PageBody, ruleset: RuleSet) -> list[ev.BaseEvent]:
         """Run the page type's readers on a body collected whole; their events. A
         reader that fails is logged and skipped (the visitor has the page already)."""
+        self._read_at[path] = time.monotonic()  # (a page too large to read waits too)
         if not body.whole:
             return []
-        self._read_at[path] = time.monotonic()
         digest = (body.size, body.digest)
         unchanged = self._digests.get(path) == digest
         readers = [r for r in self._readers.get(page.type, ()) if not (r.facts and unchanged)]
