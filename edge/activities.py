@@ -221,7 +221,14 @@ class PageActivities:
         order = ListOrder(
             self.activities.reader(choice.slot), sorts, interest, fingerprint=fingerprint
         )
-        edit = Edit(choice.slot.select, "reorder", key=order.key, order=order.order)
+        slot = choice.slot
+        edit = Edit(
+            slot.select,
+            "reorder",
+            key=order.key,
+            order=order.order,
+            key_link=bool(slot.item_link) or not slot.item_id,
+        )
         return SlotEdit(
             choice.placement.id, choice.slot_name, edit, order=order, share=share + fingerprint
         )

@@ -20,19 +20,21 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from edge.activities import Activities
+from edge.carts import READERS as CART_READERS
 from edge.config import Config, ConfigError
 from edge.decide import Decider
 from edge.forms import FORM_PATH
 from edge.identity import Identity
 from edge.ingest import EventEndpoints, ProfileForm
 from edge.observe import Observer, host_of
-from edge.personalize.catalog import Catalog, CatalogError
+from edge.personalize.catalog import Catalog, CatalogError, LearnedCatalog
 from edge.personalize.snippets import Snippets
 from edge.profiles.backends import open_store
 from edge.profiles.service import ProfileService
 from edge.profiles.stats import average_order_value
 from edge.profiles.store import Store
 from edge.proxy import Proxy
+from edge.reading import Reading
 from edge.recorder import Recorder
 from edge.respond import Responder
 from edge.rewriting import Rewriting
@@ -76,13 +78,19 @@ class EdgeApp:
             catalog = Catalog.load(Path(config.catalog)) if config.catalog else None
         except CatalogError as exc:
             raise ConfigError(f"catalog: {exc}") from None
-        self.observer = observer_for(config, catalog, self.rules)
+        # What the shop's own pages teach, over the optional feed (edge/reading.py):
+        # product and category pages (facts), the cart and order-complete pages (carts).
+        learned = LearnedCatalog(catalog)
+        self.reading = Reading(learned, self.store)
+        for page_type, reader in CART_READERS.items():
+            self.reading.register(page_type, reader)
+        self.observer = observer_for(config, learned, self.rules)
         self.snippets = Snippets(config.snippets)
         self.decider = Decider(
             self.rules,
             self.profiles,
             self.recorder,
-            Activities(self.snippets, identity, catalog=catalog, stylesheet=config.stylesheet),
+            Activities(self.snippets, identity, catalog=learned, stylesheet=config.stylesheet),
             languages=config.languages or ["en"],
             shop=ShopStats(avg_order_value=config.avg_order_value),
         )
@@ -98,6 +106,7 @@ class EdgeApp:
             ),
             self.rules,
             identity,
+            self.reading,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.startup_hooks: list[Callable[[EdgeApp], Awaitable[None]]] = []
@@ -134,13 +143,19 @@ class EdgeApp:
         log.info("proxying to %s", self.config.upstream)
         for hook in self.startup_hooks:
             await hook(self)
-        self._tasks = [asyncio.ensure_future(self.rules.watch())]
+        await self.reading.load()
+        self._tasks = [
+            asyncio.ensure_future(self.rules.watch()),
+            asyncio.ensure_future(self._save_learned_every(LEARNED_SAVE_EVERY)),
+        ]
         if self.config.avg_order_value is None:
             self._tasks.append(asyncio.ensure_future(self._shop_stats_every(SHOP_STATS_EVERY)))
         yield
         for task in self._tasks:
             task.cancel()
         await self.recorder.flush()
+        with contextlib.suppress(Exception):
+            await self.reading.save()
         self.proxy.pool.close()
         await self.store.close()
 
@@ -161,6 +176,14 @@ class EdgeApp:
         return JSONResponse(
             body, status_code=200 if reachable else 503, headers={"cache-control": "no-store"}
         )
+
+    async def _save_learned_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.reading.save()
+            except Exception as exc:
+                log.warning("learned products not saved: %s", exc)
 
     async def _shop_stats_every(self, seconds: float) -> None:
         while True:
@@ -184,6 +207,8 @@ async def _not_found(_request: Request, _exc: Exception) -> Response:
 
 
 SHOP_STATS_EVERY: Final = 900.0
+LEARNED_SAVE_EVERY: Final = 60.0
+"""How often the products learned from the shop's pages are written to the store."""
 
 
 def observer_for(

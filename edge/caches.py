@@ -87,6 +87,10 @@ class LRU(Generic[K, V]):
             _key, (_value, dropped) = data.popitem(last=False)
             self.weight -= dropped
 
+    def values(self) -> list[V]:
+        """The values, least recently used first (their order is left as it is)."""
+        return [value for value, _weight in self._data.values()]
+
     def pop(self, key: K, default: V | None = None) -> V | None:
         item = self._data.pop(key, None)
         if item is None:

@@ -29,15 +29,15 @@ means here what it means when serving. Pure logic, no I/O.
 from __future__ import annotations
 
 import html as htmllib
-import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urlsplit
 
 from edge.carts import action_for
-from edge.personalize.catalog import Catalog, ItemFacts, ItemReader, parse_price
+from edge.personalize.catalog import Catalog, ItemFacts, ItemReader
+from edge.personalize.facts import read_page
 from edge.rewrite import Edit, Plan, Rewriter
 from edge.rewrite import scanner as sc
 from edge.rewrite.selectors import ComplexSelector, SelectorError, parse_selector
@@ -179,7 +179,7 @@ def fit_page(
             missing.extend(_slot_missing(fit, slot, doc))
     product = None
     if page_type == "product":
-        product = _product_facts(html, ruleset)
+        product = _product_facts(html, ruleset, params.get("product", ""))
         if product is None and catalog is not None:
             product = _catalog_facts(params, catalog)
         if product is None:
@@ -407,121 +407,33 @@ def _first_link(el: Element) -> str:
 # --- product facts ---------------------------------------------------------------------------
 
 
-def _product_facts(html: str, ruleset: RuleSet) -> ProductFacts | None:
-    """The product facts a product page publishes: schema.org JSON-LD ``Product``, then
-    microdata, then OpenGraph product tags. (``ruleset`` is for the merchant's own
-    selectors when the rule files have them.)"""
-    doc = parse_document(html)
-    for script in select(doc, "script"):
-        if script.attr("type").strip().lower() != "application/ld+json":
-            continue
-        try:
-            data = json.loads("".join(script.text))
-        except ValueError:
-            continue
-        product = _json_ld_product(data)
-        if product is not None:
-            return _from_json_ld(product)
-    micro = _microdata(doc)
-    if micro is not None:
-        return micro
-    return _open_graph(doc)
-
-
-def _json_ld_product(data: Any) -> dict[str, Any] | None:
-    """The first ``Product`` in a JSON-LD document (top level, a list or ``@graph``)."""
-    if isinstance(data, list):
-        for entry in data:
-            found = _json_ld_product(entry)
-            if found is not None:
-                return found
+def _product_facts(html: str, ruleset: RuleSet, product_id: str = "") -> ProductFacts | None:
+    """The product facts a product page gives, read as the sidecar reads them
+    (:func:`edge.personalize.facts.read_page`: JSON-LD, microdata, OpenGraph, then the
+    rule files' ``[products]`` selectors); *product_id* is the page type's
+    ``{product}``, for a page whose markup names no id."""
+    found = read_page(html, ruleset.products, product_id=product_id)
+    facts = found.product
+    if facts is None:
         return None
-    if not isinstance(data, dict):
-        return None
-    kind = data.get("@type")
-    kinds = kind if isinstance(kind, list) else [kind]
-    if "Product" in kinds or "ProductGroup" in kinds:
-        return data
-    return _json_ld_product(data.get("@graph")) if "@graph" in data else None
-
-
-def _name_of(value: Any) -> str:
-    if isinstance(value, dict):
-        value = value.get("name", "")
-    if isinstance(value, list):
-        value = value[0] if value else ""
-    return str(value).strip() if isinstance(value, str | int | float) else ""
-
-
-def _from_json_ld(product: dict[str, Any]) -> ProductFacts:
-    offers = product.get("offers")
-    if isinstance(offers, list):
-        offers = offers[0] if offers else {}
-    offers = offers if isinstance(offers, dict) else {}
-    raw_price = offers.get("price", offers.get("lowPrice"))
-    spec = offers.get("priceSpecification")
-    if raw_price is None and isinstance(spec, dict):
-        raw_price = spec.get("price")
     return ProductFacts(
-        "JSON-LD",
-        id=_name_of(product.get("sku") or product.get("productID") or product.get("@id") or ""),
-        name=_name_of(product.get("name")),
-        price=_price(raw_price),
-        currency=_name_of(offers.get("priceCurrency", "")),
-        brand=_name_of(product.get("brand")),
-        category=_name_of(product.get("category")),
-        availability=_name_of(offers.get("availability", "")).rsplit("/", 1)[-1],
+        " + ".join(_SOURCES.get(s, s) for s in found.sources) or "the page's URL",
+        id=facts.product_id,
+        name=facts.name,
+        price=facts.price,
+        currency=facts.currency,
+        brand=facts.brand,
+        category=facts.category,
+        availability=facts.availability,
     )
 
 
-def _price(raw: Any) -> float | None:
-    if isinstance(raw, bool) or raw is None:
-        return None
-    if isinstance(raw, int | float):
-        return float(raw)
-    try:
-        return parse_price(str(raw))
-    except ValueError:
-        return None
-
-
-def _microdata(doc: Element) -> ProductFacts | None:
-    for scope in select(doc, "[itemscope][itemtype*=Product]"):
-        props: dict[str, str] = {}
-        for el in scope.walk():
-            prop = el.attr("itemprop")
-            if prop and prop not in props:
-                props[prop] = (el.attr("content") or el.attr("href") or el.text_content()).strip()
-        return ProductFacts(
-            "microdata",
-            id=props.get("sku", "") or props.get("productID", ""),
-            name=props.get("name", ""),
-            price=_price(props.get("price") or props.get("lowPrice")),
-            currency=props.get("priceCurrency", ""),
-            brand=props.get("brand", ""),
-            category=props.get("category", ""),
-            availability=props.get("availability", "").rsplit("/", 1)[-1],
-        )
-    return None
-
-
-def _open_graph(doc: Element) -> ProductFacts | None:
-    meta = {}
-    for el in select(doc, "meta[property]"):
-        meta.setdefault(el.attr("property").strip().lower(), el.attr("content").strip())
-    price = _price(meta.get("product:price:amount") or meta.get("og:price:amount"))
-    if price is None and meta.get("og:type", "").lower() != "product":
-        return None
-    return ProductFacts(
-        "OpenGraph",
-        id=meta.get("product:retailer_item_id", ""),
-        name=meta.get("og:title", ""),
-        price=price,
-        currency=meta.get("product:price:currency", "") or meta.get("og:price:currency", ""),
-        brand=meta.get("product:brand", ""),
-        category=meta.get("product:category", ""),
-        availability=meta.get("product:availability", ""),
-    )
+_SOURCES: Final = {
+    "json-ld": "JSON-LD",
+    "microdata": "microdata",
+    "opengraph": "OpenGraph",
+    "selectors": "[products] selectors",
+}
 
 
 def _catalog_facts(params: Mapping[str, str], catalog: Catalog) -> ProductFacts | None:

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from edge.carts import cart_events
 from edge.pages import Page
-from edge.personalize.catalog import Catalog
+from edge.personalize.catalog import Catalog, LearnedCatalog
 from edge.profiles import events as ev
 from edge.profiles.model import Touch
 from edge.request import RequestHead
@@ -151,7 +151,13 @@ class Observer:
                     )
                 )
         elif page.type == "category" and "category" in page.params:
-            out.append(ev.ProductListViewed(category=page.params["category"][:200]))
+            slug = page.params["category"]
+            name = (
+                self.catalog.category_name(slug)
+                if isinstance(self.catalog, LearnedCatalog)
+                else slug
+            )
+            out.append(ev.ProductListViewed(category=name[:200]))
         elif page.type == "search":
             q = dict(parse_qsl(query)).get("q", "").strip()
             if q:

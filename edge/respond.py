@@ -37,6 +37,7 @@ from edge.pages import Page
 from edge.preview import Preview
 from edge.profiles.model import Touch
 from edge.proxy import FORM_LIMIT, ClientGone, Headers, Proxy, read, relay
+from edge.reading import PageBody, Reading
 from edge.recorder import Recorder
 from edge.request import RequestHead
 from edge.rewriting import Rewriting
@@ -81,6 +82,10 @@ class Exchange:
     content_type: bytes = b""
     applied: list[str] = field(default_factory=list)
     """The placements whose slot was found in the page sent."""
+    body: PageBody | None = None
+    """The page's body, collected for its readers (see :mod:`edge.reading`)."""
+    read_events: list[Any] = field(default_factory=list)
+    """What the page's readers found in it."""
 
 
 class Responder:
@@ -96,7 +101,9 @@ class Responder:
         rewriting: Rewriting,
         rules: LiveRules,
         identity: Identity,
+        reading: Reading | None = None,
     ) -> None:
+        self.reading = reading
         self.proxy = proxy
         self.visitors = visitors
         self.observer = observer
@@ -149,14 +156,37 @@ class Responder:
             else:
                 deciding.cancel()
         headers, edited = self._headers(exchange, headers, encoding, length)
+        page = exchange.page
+        if (
+            page is not None
+            and self.reading is not None
+            and page.type in self.reading.page_types
+            and self.reading.wants(head.method, response.status, content_type, page, head.path)
+        ):
+            exchange.body = self.reading.body(encoding, content_type)
         if edited:
             await self._send_edited(exchange, response, headers, encoding, send)
         else:
             await send(
                 {"type": "http.response.start", "status": response.status, "headers": headers}
             )
-            await relay(response, receive, send)
+            if exchange.body is None:
+                await relay(response, receive, send)
+            else:
+                await _relay_read(response, receive, send, exchange.body)
+        if exchange.body is not None:
+            self._read(exchange)
         self.record(exchange)
+
+    def _read(self, exchange: Exchange) -> None:
+        """After the response: the page's readers, on the body collected."""
+        assert self.reading is not None and exchange.body is not None and exchange.page
+        try:
+            exchange.read_events = self.reading.read(
+                exchange.page, exchange.head.path, exchange.body, self.rules.ruleset
+            )
+        except Exception:  # the visitor has the page; what it said is lost, nothing else
+            log.exception("reading a %s page failed", exchange.page.type)
 
     def visit(self, head: RequestHead) -> tuple[Exchange, bool]:
         """Step 1: who asks for which page, coming from where; and whether the page
@@ -270,6 +300,7 @@ class Responder:
             exchange.content_type,
             bytes(form) if form is not None and len(form) <= FORM_LIMIT else None,
         )
+        events += exchange.read_events
         if exchange.decision is not None:
             events += exchange.decision.exposures(set(exchange.applied))
         touch = None
@@ -295,8 +326,11 @@ class Responder:
         body = self.rewriting.start(
             decision.edits, exchange.content_type, encoding, exchange.head.target
         )
+        page_body = exchange.body
         while True:
             chunk, more = await read(response)
+            if page_body is not None:
+                page_body.feed(chunk)
             try:
                 out = body.feed(chunk, more)
             except CodecError as exc:
@@ -308,6 +342,18 @@ class Responder:
             if not more:
                 self.decider.page_seen(exchange.head.path, body.top)
                 return body.applied()
+
+
+async def _relay_read(response: UpstreamResponse, receive: Any, send: Any, body: PageBody) -> None:
+    """:func:`edge.proxy.relay`, keeping a copy of the body for its readers while it
+    is small enough to be read (then relayed as usual)."""
+    while body.whole:
+        chunk, more = await read(response)
+        body.feed(chunk)
+        await send({"type": "http.response.body", "body": chunk, "more_body": more})
+        if not more:
+            return
+    await relay(response, receive, send)
 
 
 def _body_facts(headers: Headers) -> tuple[bytes, bytes, int]:

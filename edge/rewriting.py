@@ -91,7 +91,7 @@ class _Plans:
         for i, slot_edit in enumerate(edits):
             edit = slot_edit.edit
             if slot_edit.order is not None:
-                shape.append((edit.selector, "reorder"))
+                shape.append((edit.selector, "reorder", edit.key_link))
                 targets[i] = slot_edit.order
             else:
                 content = edit.content
@@ -106,7 +106,11 @@ class _Plans:
             for i, item in enumerate(key):
                 if item[1] == "reorder":
                     holder = late[i] = _Late()
-                    compiled.append(Edit(item[0], "reorder", key=holder.key, order=holder.order))
+                    compiled.append(
+                        Edit(
+                            item[0], "reorder", key=holder.key, order=holder.order, key_link=item[2]
+                        )
+                    )
                 else:
                     compiled.append(Edit(item[0], item[1], item[2]))
             cached = (Plan(compiled), late)
@@ -118,7 +122,11 @@ class _Plans:
                 holder.target = bound[i]
 
         contents = [None if ce.action == "reorder" else ce.content for ce in plan.compiled]
-        replay_key = (page, charset, tuple(item[:2] for item in key))
+        replay_key = (
+            page,
+            charset,
+            tuple(item[:2] if item[1] != "reorder" else item for item in key),
+        )
         return self.replays.rewriter(
             replay_key, contents, targets, lambda _bound: plan.rewriter(), bind
         )

@@ -121,7 +121,6 @@ def test_a_checkout_page_view_keeps_the_cart(edge: EdgeProcess) -> None:
 
 
 def test_the_order_page_empties_the_cart_and_the_order_counts_once(edge: EdgeProcess) -> None:
-    pytest.importorskip("edge.reading", reason="the page readers are wired by edge/reading.py")
     browser = arrived(edge.port)
     browser.request("/cart/add/p1001", "POST", {"qty": "1"})
     browser.request("/cart/add/p1002", "POST", {"qty": "2"})

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("edge.upstream",),
     ("edge.recorder",),
     ("edge.fitting",),  # edge map's pure half: reads pages as the request path does
-    ("edge.visitors", "edge.observe", "edge.preview"),
+    ("edge.visitors", "edge.observe", "edge.preview", "edge.reading"),
     ("edge.request", "edge.forms", "edge.carts"),
     ("edge.personalize", "edge.rules", "edge.rewrite", "edge.profiles", "edge.importer"),
     (

@@ -390,7 +390,7 @@ def test_product_facts_and_cart_form_of_a_theme(theme: str, tmp_path: Path) -> N
         "currency": "USD",
         "brand": "",
         "category": "",
-        "availability": "InStock",
+        "availability": "in stock",
     }
     [form] = fit["cart_forms"]
     assert (form["method"], form["action"], form["recognised"]) == ("POST", "/product/hoodie/", "")

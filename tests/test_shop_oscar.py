@@ -13,11 +13,10 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import httpx
 import pytest
@@ -64,27 +63,8 @@ def readme_rule_files() -> dict[str, str]:
     return files
 
 
-COMING: Final = {"carts.toml": "cart_actions", "products.toml": "products"}
-"""Files of the README's Oscar section whose tables issue 14 adds; merged later."""
-
-
-def understood(name: str, text: str) -> bool:
-    """Whether this sidecar knows the file's table. Only a table issue 14 adds may be
-    unknown (then the file stays out of the directory); any other error fails."""
-    if name not in COMING:
-        return True
-    with tempfile.TemporaryDirectory() as scratch:
-        shutil.copy(ROOT / "rules" / "segments.toml", scratch)
-        Path(scratch, name).write_text(text, encoding="utf-8")
-        _, errors = load_rules(Path(scratch))
-    unknown = f"unknown table `{COMING[name]}`"
-    assert all(unknown in str(e) for e in errors), [str(e) for e in errors]
-    return not errors
-
-
 LIBRARY = ("segments.toml", "questions.toml")
-"""shop-edge's library files a merchant copies into their rule directory (the profiling
-questions come with issue 14; before it they were built in)."""
+"""shop-edge's library files a merchant copies into their rule directory."""
 
 
 def write_rules(directory: Path) -> Path:
@@ -100,8 +80,7 @@ def write_rules(directory: Path) -> Path:
     assert "cart.age >= 1h" in library
     segments.write_text(library.replace("cart.age >= 1h", "cart.age >= 2s"), encoding="utf-8")
     for name, text in readme_rule_files().items():
-        if understood(name, text):
-            (directory / name).write_text(text, encoding="utf-8")
+        (directory / name).write_text(text, encoding="utf-8")
     return directory
 
 
@@ -413,9 +392,6 @@ def test_lapsed_customer_gets_the_comeback_hero_and_a_timed_offer(
 # --- 2. category order per segment --------------------------------------------------
 
 
-@pytest.mark.skip(
-    reason="needs issue 14 learned product facts and item_link ordering: merged later"
-)
 def test_big_spender_sees_oscars_category_by_price_descending(
     edge: EdgeProcess, shoppers: list[Shopper]
 ) -> None:
@@ -488,9 +464,6 @@ def check_out_as_guest(shopper: Shopper) -> str:
     return shopper.page("/checkout/thank-you/")
 
 
-@pytest.mark.skip(
-    reason="needs issue 14 cart actions by path pattern and the order-complete page: merged later"
-)
 def test_cart_reminder_follows_oscars_basket_until_the_order(
     edge: EdgeProcess, shoppers: list[Shopper]
 ) -> None:
@@ -599,9 +572,6 @@ def test_edge_map_names_oscars_pages_slots_and_items(oscar: str, rules: Path) ->
     assert not [m for fit in fits.values() for m in fit["missing"] if m["slot"]]
 
 
-@pytest.mark.skip(
-    reason="needs issue 14 [products] and [[cart_actions]] in the rules: merged later"
-)
 def test_edge_map_finds_nothing_missing_on_oscar(oscar: str, rules: Path) -> None:
     status, fits = edge_map(rules, oscar, *MAPPED)
     assert [m for fit in fits.values() for m in fit["missing"]] == []

@@ -17,6 +17,7 @@ A feed with mistakes is refused as a whole with every problem listed as
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import itertools
 import json
@@ -25,10 +26,19 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import unquote, urlsplit
 
-from edge.caches import Memo
+from edge.caches import LRU, Memo
 
-__all__ = ["Catalog", "CatalogError", "ItemFacts", "ItemReader", "parse_price"]
+__all__ = [
+    "Catalog",
+    "CatalogError",
+    "ItemFacts",
+    "ItemReader",
+    "LearnedCatalog",
+    "link_path",
+    "parse_price",
+]
 
 MAX_PROBLEMS: Final = 20
 """Problems listed in one error before "and N more"."""
@@ -46,6 +56,9 @@ class ItemFacts:
     price: float | None = None
     name: str = ""
     url: str = ""
+    currency: str = ""
+    availability: str = ""
+    """``in stock``, ``out of stock``, ``preorder``... (schema.org's, lowercased)."""
 
     def over(self, base: ItemFacts | None) -> ItemFacts:
         """These facts, with the gaps filled from *base* (the feed's)."""
@@ -58,7 +71,22 @@ class ItemFacts:
             self.price if self.price is not None else base.price,
             self.name or base.name,
             self.url or base.url,
+            self.currency or base.currency,
+            self.availability or base.availability,
         )
+
+    def as_record(self) -> dict[str, str | float | None]:
+        """The facts as a feed row (how the learned catalog persists them)."""
+        return {
+            "id": self.product_id,
+            "category": self.category,
+            "brand": self.brand,
+            "price": self.price,
+            "name": self.name,
+            "url": self.url,
+            "currency": self.currency,
+            "availability": self.availability,
+        }
 
 
 class CatalogError(Exception):
@@ -220,6 +248,8 @@ def _facts(record: Mapping[str, Any]) -> ItemFacts:
         price,
         _text(record, "name"),
         _text(record, "url"),
+        _text(record, "currency"),
+        _text(record, "availability"),
     )
 
 
@@ -311,6 +341,128 @@ def _json_rows(text: str, source: str) -> Iterator[tuple[int, Any]]:
             raise fail(pos, "expected ',' or ']' after a product")
 
 
+def link_path(url: str) -> str:
+    """A product link as the catalog knows it: its path, decoded, without the query,
+    the fragment or a trailing slash (``https://shop/p/shoe-1/?ref=x`` → ``/p/shoe-1``),
+    so a list's links and a product page's canonical URL meet."""
+    try:
+        path = urlsplit(url.strip()).path
+    except ValueError:
+        return ""
+    return unquote(path).rstrip("/")
+
+
+class LearnedCatalog(Catalog):
+    """The feed (optional) and what the shop's own product pages taught.
+
+    The page is the shop's live truth: a fact read from a product page wins over the
+    feed's, and the feed fills what the page does not say. Learned facts are bounded
+    (least recently learned or used forgotten first) and found by product id, by
+    their page's path (``by_link``) or by its last segment (``lookup``). ``version``
+    changes whenever a fact does, so readers that remember facts know to read again.
+    """
+
+    def __init__(self, feed: Catalog | None = None, maxsize: int = 20_000) -> None:
+        super().__init__(feed.products if feed is not None else {}, feed.source if feed else "")
+        self.maxsize = maxsize
+        self.learned: LRU[str, ItemFacts] = LRU(maxsize)
+        self._paths: LRU[str, str] = LRU(2 * maxsize)
+        self._slugs_learned: LRU[str, str] = LRU(2 * maxsize)
+        self._category_names: LRU[str, str] = LRU(4096)
+        self.version = 0
+        self._known_categories = {f.category for f in self.products.values() if f.category}
+        """Categories as the products' facts name them (the feed's and learned)."""
+        for facts in self.products.values():
+            if facts.url:
+                self._paths[link_path(facts.url)] = facts.product_id
+
+    def learn(self, facts: ItemFacts) -> bool:
+        """Take a product page's facts; whether anything changed."""
+        if not facts.product_id:
+            return False
+        old = self.learned.get(facts.product_id)
+        merged = facts.over(old)
+        if merged == old:
+            return False
+        self.learned[facts.product_id] = merged
+        if merged.category:
+            self._known_categories.add(merged.category)
+        if merged.url:
+            path = link_path(merged.url)
+            if path:
+                self._paths[path] = merged.product_id
+                self._slugs_learned[path.rsplit("/", 1)[-1]] = merged.product_id
+        self.version += 1
+        return True
+
+    def learn_path(self, path: str, product_id: str) -> None:
+        """The path a product page was asked at (it may differ from its canonical URL)."""
+        key = link_path(path)
+        if key and product_id and self._paths.get(key) != product_id:
+            self._paths[key] = product_id
+            self._slugs_learned[key.rsplit("/", 1)[-1]] = product_id
+            self.version += 1
+
+    def learn_category(self, slug: str, name: str) -> None:
+        """A category page's URL segment and the name its page shows."""
+        if slug and name and self._category_names.get(slug) != name:
+            self._category_names[slug] = name
+            self.version += 1
+
+    def category_name(self, slug: str) -> str:
+        """A category page's URL segment as the products' facts name the category:
+        the segment itself if they name it so (a feed of slugs), else the name its
+        page showed, else the segment."""
+        if slug in self._known_categories:
+            return slug
+        return self._category_names.get(slug) or slug
+
+    def get(self, product_id: str | None) -> ItemFacts | None:
+        if not product_id:
+            return None
+        learned = self.learned.get(product_id)
+        feed = self.products.get(product_id)
+        return feed if learned is None else learned.over(feed)
+
+    def lookup(self, ref: str) -> ItemFacts | None:
+        found = self.get(ref)
+        if found is not None:
+            return found
+        by_slug = self._slugs_learned.get(ref)
+        if by_slug is not None:
+            return self.get(by_slug)
+        return super().lookup(ref)
+
+    def by_link(self, href: str) -> ItemFacts | None:
+        """The product whose page a list item's link leads to, if known."""
+        product_id = self._paths.get(link_path(href)) if href else None
+        return self.get(product_id)
+
+    @property
+    def categories(self) -> set[str]:
+        return super().categories | {f.category for f in self.learned.values() if f.category}
+
+    @property
+    def brands(self) -> set[str]:
+        return super().brands | {f.brand for f in self.learned.values() if f.brand}
+
+    def records(self) -> list[dict[str, str | float | None]]:
+        """The learned facts as feed rows, least recently learned first (to persist)."""
+        return [f.as_record() for f in self.learned.values()]
+
+    def restore(self, records: list[Any]) -> int:
+        """Learned facts persisted earlier (rows that do not read are skipped); how
+        many were taken."""
+        taken = 0
+        for record in records:
+            try:
+                facts = _facts(record)
+            except (ValueError, AttributeError, TypeError):
+                continue
+            taken += self.learn(facts)
+        return taken
+
+
 _SERIALS: Final = itertools.count()
 """Serial numbers of the facts item readers remember, unique in the process."""
 
@@ -323,8 +475,9 @@ class ItemReader:
     (names lowercased, values decoded) and, if the id is not in an attribute, from the
     item's first link matched against ``link_pattern`` (group ``id``, or group 1).
     The item's own attributes win over the catalog's facts; the catalog fills gaps.
-    Facts are remembered by the attribute values they come from, so the catalog is
-    taken as fixed for the reader's life (a new feed gets a new reader).
+    With a :class:`LearnedCatalog`, an item is also found by its link's slug or its
+    link's path (the product page the shop taught it). Facts are remembered by the
+    attribute values they come from and the catalog's ``version``.
     """
 
     id_attr: str = "data-product-id"
@@ -333,6 +486,18 @@ class ItemReader:
     price_attr: str = "data-price"
     link_pattern: str | None = None
     catalog: Catalog | None = None
+
+    def _known(self, product_id: str, first_href: str | None) -> ItemFacts | None:
+        """The catalog's facts for an item: by id, by the id's slug, by its link."""
+        catalog = self.catalog
+        if catalog is None:
+            return None
+        found = catalog.get(product_id) if product_id else None
+        if found is None and isinstance(catalog, LearnedCatalog):
+            found = catalog.lookup(product_id) if product_id else None
+            if found is None and first_href:
+                found = catalog.by_link(first_href)
+        return found
 
     def __post_init__(self) -> None:
         pattern = re.compile(self.link_pattern) if self.link_pattern else None
@@ -375,6 +540,7 @@ class ItemReader:
             attrs.get(self.category_attr),
             attrs.get(self.brand_attr),
             first_href,
+            getattr(self.catalog, "version", 0),
         )
         try:
             return memo[key]
@@ -382,6 +548,7 @@ class ItemReader:
             return memo.put(key, (next(_SERIALS), self._facts(attrs, first_href)))
 
     def _facts(self, attrs: Mapping[str, str], first_href: str | None) -> ItemFacts | None:
+        own_id = attrs.get(self.id_attr, "").strip()
         product_id = self.product_id(attrs, first_href) or ""
         price: float | None = None
         raw_price = attrs.get(self.price_attr, "").strip()
@@ -396,7 +563,10 @@ class ItemReader:
             attrs.get(self.brand_attr, "").strip(),
             price,
         )
-        base = self.catalog.get(product_id) if self.catalog is not None else None
+        base = self._known(product_id, first_href)
+        if base is not None and not own_id:
+            # Known by its link: the catalog's id is the one orders and pins use.
+            own = dataclasses.replace(own, product_id=base.product_id)
         facts = own.over(base)
         if not (facts.product_id or facts.category or facts.brand or facts.price is not None):
             return None

@@ -38,6 +38,7 @@ import msgspec
 from edge.caches import Memo
 from edge.personalize.catalog import ItemFacts, ItemReader
 from edge.profiles.model import SESSION_GAP, Profile
+from edge.rewrite.edits import ITEM_LINK
 
 _FINGERPRINT: Final = msgspec.msgpack.Encoder()
 
@@ -300,8 +301,8 @@ class ListOrder:
         lo = ListOrder(reader, "affinity", interest)
         Edit("ol.products", "reorder", key=lo.key, order=lo.order)
 
-    ``key`` reads each item's facts from its start-tag attributes and gives the item
-    a unique key; ``order`` turns the keys (page order) into the wanted key order.
+    ``key`` reads each item's facts from its start-tag attributes (and its first
+    link, for an edit with ``key_link``) and gives the item a unique key; ``order`` turns the keys (page order) into the wanted key order.
     """
 
     def __init__(
@@ -322,7 +323,7 @@ class ListOrder:
 
     def key(self, attrs: dict[str, str]) -> str:
         key = str(len(self.facts))
-        self.facts[key] = self.reader.read(attrs)
+        self.facts[key] = self.reader.read(attrs, attrs.get(ITEM_LINK))
         return key
 
     def order(self, keys: list[str | None]) -> list[str]:

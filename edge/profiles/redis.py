@@ -8,7 +8,9 @@ Layout, every key under ``prefix`` (default ``edge:``):
   its aliases without a scan (members may be stale: an alias later re-pointed
   elsewhere stays listed, and deletion checks where it points before removing it);
 - ``c:{claim}``   an idempotency claim (an order or event id already applied), kept
-  for ``CLAIM_TTL`` (400 days, as long as the daily counters look back).
+  for ``CLAIM_TTL`` (400 days, as long as the daily counters look back);
+- ``products``    the products learned from the shop's pages (one msgpack blob,
+  shared by the replicas: the last writer's view wins, each learns again anyway).
 
 :meth:`RedisStore.transact` is optimistic: ``WATCH`` the profiles and claims, read
 them, run the mutation on freshly decoded copies, then ``MULTI``/``EXEC`` the writes.
@@ -32,7 +34,7 @@ import random
 import time
 import zlib
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -42,7 +44,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from edge.profiles.model import Profile, decode, encode
-from edge.profiles.store import CLAIM_TTL, Mutation, Profiles, Store
+from edge.profiles.store import (
+    CLAIM_TTL,
+    Mutation,
+    Profiles,
+    Store,
+    decode_products,
+    encode_products,
+)
 
 MAX_ATTEMPTS: Final = 50
 _LOCK_STRIPES: Final = 256
@@ -98,6 +107,12 @@ class RedisStore(Store):
     async def resolve(self, alias: str) -> str | None:
         key = await self._get(self._alias + alias)
         return None if key is None else key.decode()
+
+    async def put_products(self, records: list[dict[str, Any]]) -> None:
+        await self._redis.set(self.prefix + "products", encode_products(records))
+
+    async def get_products(self) -> list[dict[str, Any]]:
+        return decode_products(await self._get(self.prefix + "products"))
 
     async def _get(self, name: str) -> bytes | None:
         """``GET`` on an idle connection of the store's own, not through the client.

@@ -23,12 +23,19 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
 from edge.profiles.model import Profile, decode, encode
-from edge.profiles.store import CLAIM_TTL, Mutation, Profiles, Store
+from edge.profiles.store import (
+    CLAIM_TTL,
+    Mutation,
+    Profiles,
+    Store,
+    decode_products,
+    encode_products,
+)
 
 log = logging.getLogger("edge.profiles")
 
@@ -37,6 +44,7 @@ CREATE TABLE IF NOT EXISTS profiles (key TEXT PRIMARY KEY, data BLOB NOT NULL, u
 CREATE TABLE IF NOT EXISTS aliases (alias TEXT PRIMARY KEY, key TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS aliases_by_key ON aliases(key);
 CREATE TABLE IF NOT EXISTS claims (claim TEXT PRIMARY KEY, ts INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS learned (name TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 """
 _MAX_GROUP = 512
 
@@ -91,6 +99,26 @@ class SQLiteStore(Store):
 
     async def keys(self) -> list[str]:
         return [row[0] for row in self._reader.execute("SELECT key FROM profiles")]
+
+    # the products learned from the shop's pages: one row, written now and then on a
+    # connection of its own (not the writer thread's, not on the event loop)
+
+    async def put_products(self, records: list[dict[str, Any]]) -> None:
+        data = encode_products(records)
+        await asyncio.get_running_loop().run_in_executor(None, self._put_products, data)
+
+    def _put_products(self, data: bytes) -> None:
+        conn = _connect(self.path, sync_full=False)
+        try:
+            conn.execute(
+                "INSERT OR REPLACE INTO learned (name, data) VALUES ('products', ?)", (data,)
+            )
+        finally:
+            conn.close()
+
+    async def get_products(self) -> list[dict[str, Any]]:
+        row = self._reader.execute("SELECT data FROM learned WHERE name = 'products'").fetchone()
+        return decode_products(row[0] if row else None)
 
     # writes
 

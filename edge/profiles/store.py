@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final
+from typing import Any, Final
+
+import msgspec
 
 from edge.caches import Expiring
 from edge.profiles.model import DAY, Profile, decode, encode
@@ -55,6 +57,32 @@ class Store(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and threads."""
+
+    async def put_products(self, records: list[dict[str, Any]]) -> None:  # noqa: B027
+        """Keep the products the sidecar learned from the shop's pages (feed rows,
+        see :meth:`edge.personalize.catalog.LearnedCatalog.records`), replacing the
+        previous ones. A store that keeps nothing ignores them."""
+
+    async def get_products(self) -> list[dict[str, Any]]:
+        """The products kept by :meth:`put_products` (none if never)."""
+        return []
+
+
+def encode_products(records: list[dict[str, Any]]) -> bytes:
+    """Learned products as the stores keep them: one msgpack blob."""
+    return msgspec.msgpack.encode(records)
+
+
+def decode_products(data: bytes | None) -> list[dict[str, Any]]:
+    """The records :func:`encode_products` wrote; none from a blob that does not read
+    (the catalog is learned again from the pages)."""
+    if not data:
+        return []
+    try:
+        records = msgspec.msgpack.decode(data)
+    except msgspec.DecodeError:
+        return []
+    return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
 
 
 class MemoryStore(Store):
@@ -105,6 +133,12 @@ class MemoryStore(Store):
 
     async def keys(self) -> list[str]:
         return list(self._data)
+
+    async def put_products(self, records: list[dict[str, Any]]) -> None:
+        self._products = encode_products(records)
+
+    async def get_products(self) -> list[dict[str, Any]]:
+        return decode_products(getattr(self, "_products", None))
 
 
 class CachedStore:

@@ -26,6 +26,7 @@ import msgspec
 __all__ = [
     "ACTIONS",
     "CONTENT_ACTIONS",
+    "ITEM_LINK",
     "Act",
     "Action",
     "CompiledEdit",
@@ -56,6 +57,10 @@ ACTIONS: tuple[str, ...] = (
 CONTENT_ACTIONS = frozenset(("set_inner_content", "replace", "remove", "reorder"))
 
 KeyFunc = Callable[[dict[str, str]], "str | None"]
+#: For an edit with ``key_link``: the name under which ``key`` finds the item's first
+#: link (its first ``<a href>``) among the attributes; never an attribute's name
+#: (a name cannot hold a space).
+ITEM_LINK = "first link"
 OrderFunc = Callable[[list["str | None"]], Sequence[str]]
 
 
@@ -78,6 +83,9 @@ class Edit(msgspec.Struct, frozen=True):
     (no key, or a key not in ``order``) follow in their original relative order.
     Text, whitespace and comments between items stay where they are, so an
     unchanged order gives byte-identical output.
+    With ``key_link``, ``key`` is called once the item has ended and finds the
+    ``href`` of the item's first ``<a>`` among the attributes, as ``ITEM_LINK``
+    (for themes whose items say which product they are only by their link).
 
     An element gets at most one content-changing action (``set_inner_content``,
     ``replace``, ``remove``, ``reorder``): the first matching edit in the list
@@ -99,6 +107,7 @@ class Edit(msgspec.Struct, frozen=True):
     key_attr: str | None = None
     key: KeyFunc | None = None
     order: Sequence[str] | OrderFunc | None = None
+    key_link: bool = False
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -160,7 +169,7 @@ class Sink:
 class Act:
     """Work pending at the end of an open element."""
 
-    __slots__ = ("after", "append", "edit", "item_key", "item_of", "kind", "sink")
+    __slots__ = ("after", "append", "edit", "item_attrs", "item_key", "item_of", "kind", "sink")
 
     def __init__(self) -> None:
         self.after: list[CompiledEdit] = []
@@ -170,6 +179,8 @@ class Act:
         self.sink: Sink | None = None
         self.item_of: Sink | None = None  # the reorder sink this element is an item of
         self.item_key: str | None = None
+        # An item keyed by its link: its attributes, until its end shows the link.
+        self.item_attrs: tuple[KeyFunc, dict[str, str]] | None = None
 
 
 def reordered(

@@ -31,12 +31,12 @@ from typing import Protocol, TypeVar
 from edge.caches import Memo
 
 from . import scanner as sc
-from .edits import Act, Sink
+from .edits import ITEM_LINK, Act, Sink
 from .patterns import DIGITS, DIGITS_TO_ZERO, ItemShape, ScanPatterns, has_any
 from .scanner import LOWER_NAMES
 from .tree import FOREIGN_START, HTML, ITEM_NAMES, MAY_CLOSE, follow_structure
 
-__all__ = ["ItemsPlan", "ListItems", "is_simple_markup"]
+__all__ = ["ItemsPlan", "ListItems", "first_link", "is_simple_markup"]
 
 _T = TypeVar("_T")
 _EMPTY: frozenset[bytes] = frozenset()
@@ -68,6 +68,24 @@ def is_simple_markup(buf: bytes | bytearray, a: int, b: int) -> bool:
     if b"<!--" in region and _BAD_COMMENT.search(region) is not None:
         return False
     return _SKELETON_QUOTED_ANGLE.search(skeleton) is None
+
+
+_LINK_START = re.compile(rb"<[aA][\t\n\f\r />]")
+
+
+def first_link(item: bytes) -> str:
+    """The ``href`` of the first ``<a>`` in an item's markup ("" if none): how a
+    theme whose items carry no id says which product each is."""
+    at = 0
+    while (m := _LINK_START.search(item, at)) is not None:
+        tm = sc.START_TAG.match(item, m.start())
+        if tm is None:
+            return ""
+        href = sc.parse_attrs(tm.group(2)).get(b"href")
+        if href is not None:
+            return href.decode("utf-8", "replace").strip()
+        at = tm.end()
+    return ""
 
 
 @functools.lru_cache(maxsize=256)
@@ -197,7 +215,7 @@ class ListItems:
             first = len(parts)
             parts.append(bytes(buf[q:end]))
             self._emitted = end
-            sink.items.append((first, len(parts), self._item_key_of(tm.group(2))))
+            sink.items.append((first, len(parts), self._item_key_of(tm.group(2), parts[-1])))
             pos = end
 
     def _end_tag_at(self, name: bytes, pos: int) -> int:
@@ -325,7 +343,13 @@ class ListItems:
             ]
         elif key_attr is None:
             key_of = self._item_key_of
-            keys = [key_of(region[at + sep + skip : at + start_end - 1]) for at in starts]
+            if self._keyed_by_link():
+                keys = [
+                    key_of(region[at + sep + skip : at + start_end - 1], region[at + sep : e])
+                    for at, e in zip(starts, ends, strict=True)
+                ]
+            else:
+                keys = [key_of(region[at + sep + skip : at + start_end - 1]) for at in starts]
         else:
             keys = [None] * n
         parts = sink.parts
@@ -364,6 +388,7 @@ class ListItems:
         key_of = self._item_key_of
         decode = sc.decode_entities
         parts = sink.parts
+        by_link = key_attr is None and self._keyed_by_link()
         # Each piece from ``at`` to ``e``: a separator (``sep`` long), then an item.
         for at, e, (sep, start_end, vs, ve) in zip(  # type: ignore[misc]
             bounds, bounds[1:], found, strict=False
@@ -380,7 +405,10 @@ class ListItems:
                     value = decode(value)
                 key = value.decode("utf-8", "replace")
             elif key_attr is None:
-                key = key_of(region[at + sep + skip : at + start_end - 1])
+                key = key_of(
+                    region[at + sep + skip : at + start_end - 1],
+                    region[at + sep : e] if by_link else None,
+                )
             else:
                 key = None
             k = len(parts)
@@ -500,7 +528,7 @@ class ListItems:
                 parts.append(bytes(buf[prev:q]))  # the separator stays where it is
             parts.append(bytes(buf[q:e]))
             at = len(parts)
-            items.append((at - 1, at, key_of(bytes(buf[q + skip : a - 1]))))
+            items.append((at - 1, at, key_of(bytes(buf[q + skip : a - 1]), parts[-1])))
             prev = e
         self._emitted = prev
         return p
@@ -578,13 +606,19 @@ class ListItems:
 
     # -- items' keys ------------------------------------------------------------
 
-    def _item_key_of(self, area: bytes) -> str | None:
-        """:meth:`_item_key` from a start tag's attribute area."""
+    def _keyed_by_link(self) -> bool:
+        """Whether the list on top of the stack keys its items by their first link."""
+        top = self._stack[-1][3]
+        return top is not None and top.edit is not None and top.edit.edit.key_link
+
+    def _item_key_of(self, area: bytes, item: bytes | None = None) -> str | None:
+        """:meth:`_item_key` from a start tag's attribute area (``item``: the whole
+        item, for an edit keyed by link)."""
         top = self._stack[-1][3]
         assert top is not None and top.edit is not None
         key = top.edit.key_attr
         if key is None:
-            return self._item_key(sc.parse_attrs(area))
+            return self._item_key(sc.parse_attrs(area), item)
         if key not in area.lower():
             return None
         for name, dq, sq, uq, _end in sc.ATTR.findall(area):
@@ -595,21 +629,37 @@ class ListItems:
                 return value.decode("utf-8", "replace")
         return None
 
-    def _item_key(self, attrs: dict[bytes, bytes]) -> str | None:
-        """The key of an item of the list on top of the stack, given its attributes."""
+    def _item_key(
+        self, attrs: dict[bytes, bytes], item: bytes | None = None, act: Act | None = None
+    ) -> str | None:
+        """The key of an item of the list on top of the stack, given its attributes
+        and, for an edit keyed by link, the item's markup; without the markup (the
+        exact path, at the item's start) the call waits on ``act`` for its end."""
         top = self._stack[-1][3]
         assert top is not None and top.edit is not None
         ce = top.edit
         if ce.key_attr is not None:
             value = attrs.get(ce.key_attr)
             return None if value is None else value.decode("utf-8", "replace")
-        assert ce.edit.key is not None
-        return ce.edit.key(
-            {k.decode("latin-1"): v.decode("utf-8", "replace") for k, v in attrs.items()}
-        )
+        edit = ce.edit
+        assert edit.key is not None
+        named = {k.decode("latin-1"): v.decode("utf-8", "replace") for k, v in attrs.items()}
+        if edit.key_link:
+            if item is None:
+                assert act is not None
+                act.item_attrs = (edit.key, named)
+                return None
+            named[ITEM_LINK] = first_link(item)
+        return edit.key(named)
 
     def _end_item(self, act: Act) -> None:
         """An element ended: if it is an item of a list, note it among the list's items."""
         sink = act.item_of
         if sink is not None:
-            sink.items.append((sink.item_start, len(sink.parts), act.item_key))
+            key = act.item_key
+            waiting = act.item_attrs
+            if waiting is not None:  # keyed by its link: the item is whole now
+                key_func, named = waiting
+                named[ITEM_LINK] = first_link(b"".join(sink.parts[sink.item_start :]))
+                key = key_func(named)
+            sink.items.append((sink.item_start, len(sink.parts), key))

@@ -657,7 +657,9 @@ class Rewriter(ListItems):
         if item_of is not None:
             item_of.item_start = len(item_of.parts)
             act.item_of = item_of
-            act.item_key = self._item_key(attrs if attrs is not None else sc.parse_attrs(area))
+            act.item_key = self._item_key(
+                attrs if attrs is not None else sc.parse_attrs(area), act=act
+            )
         if before:
             self._insert(before)
         if content_edit is not None and content_edit.action in ("replace", "remove"):

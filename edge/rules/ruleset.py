@@ -29,6 +29,7 @@ from edge.rules.carts import CartRules, CartSections, parse_carts
 from edge.rules.compiler import Checked, Explained, Interpreter, Output, Program, check, generate
 from edge.rules.errors import Locator, RuleError
 from edge.rules.lang import LangError, parse, parse_duration
+from edge.rules.products import ProductSelectors, Selector, parse_products, product_selectors
 from edge.rules.questions import Declared, Question, check_questions, parse_questions
 from edge.rules.shop import DEFAULT_SHOP, Shop, localize_dates, parse_shop
 from edge.rules.spec import SECTIONS, SORT_KEYS, Placement, RuleFile, Segment, Slot
@@ -97,6 +98,8 @@ class RuleSet:
     """``[shop]``: currency, locale, time zone, languages."""
     questions: dict[str, Question] = field(default_factory=dict)
     """The profiling questions by trait, in the order they are asked."""
+    products: ProductSelectors = field(default_factory=ProductSelectors)
+    """``[products]``: the merchant's selectors for product facts."""
     segment_names: tuple[str, ...] = ()
     evaluate: Callable[[fn.Context], tuple[bool, ...]] = field(init=False, repr=False)
     """``evaluate(ctx)``: every segment (in ``segment_names`` order), then every
@@ -164,6 +167,7 @@ class _Parsed:
     carts: CartSections = field(default_factory=CartSections)
     shops: list[Shop] = field(default_factory=list)
     questions: list[Declared] = field(default_factory=list)
+    products: dict[str, tuple[Selector, str]] = field(default_factory=dict)
     errors: list[RuleError] = field(default_factory=list)
 
 
@@ -230,6 +234,7 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
     parse_carts(loc, data, declared, parsed.carts, parsed.errors, _convert)
     parse_shop(loc, data, parsed.errors, parsed.shops)
     parse_questions(loc, data, parsed.errors, parsed.questions)
+    parse_products(loc, data, parsed.products, parsed.errors)
 
 
 def _tables(data: dict[str, Any], loc: Locator, errors: list[RuleError]) -> dict[str, Any]:
@@ -247,9 +252,9 @@ def _tables(data: dict[str, Any], loc: Locator, errors: list[RuleError]) -> dict
                     len(key) + 2,
                     f"did you mean `{close[0]}`?"
                     if close
-                    else "a rule file has [segments.NAME], [[placements]], [slots.NAME], [page_types], "
-                    "[[cart_actions]], [cart_page], [mini_cart], [order_page], [shop] and "
-                    "[questions.NAME]",
+                    else "a rule file has [segments.NAME], [[placements]], [slots.NAME], "
+                    "[page_types], [products], [[cart_actions]], [cart_page], [mini_cart], "
+                    "[order_page], [shop] and [questions.NAME]",
                 )
             )
     tables = {}
@@ -777,6 +782,7 @@ def _compile_sources(
         carts=parsed.carts.rules(),
         shop=shop,
         questions=asked,
+        products=product_selectors(parsed.products),
     ), []
 
 

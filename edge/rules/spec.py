@@ -1,9 +1,10 @@
 """A rule file, declared: :class:`RuleFile` and the types of its entries.
 
-A rule file has up to ten tables: ``[segments.NAME]``, ``[[placements]]``,
-``[slots.NAME]``, ``[page_types]``, the cart sections ``[[cart_actions]]``,
-``[cart_page]``, ``[mini_cart]`` and ``[order_page]`` (:mod:`edge.rules.carts`),
-``[shop]`` and ``[questions.NAME]`` (``shop.py`` and ``questions.py``). A file decodes into :class:`RuleFile` in one
+A rule file has up to eleven tables: ``[segments.NAME]``, ``[[placements]]``,
+``[slots.NAME]``, ``[page_types]``, ``[products]`` (:mod:`edge.rules.products`), the
+cart sections ``[[cart_actions]]``, ``[cart_page]``, ``[mini_cart]`` and ``[order_page]``
+(:mod:`edge.rules.carts`), ``[shop]`` and ``[questions.NAME]`` (``shop.py`` and
+``questions.py``). A file decodes into :class:`RuleFile` in one
 call; a file that does not is decoded again entry by entry, so that each unknown key
 or wrong type is an error naming the key, at its place.
 """
@@ -103,6 +104,8 @@ class RuleFile(msgspec.Struct, forbid_unknown_fields=True):
     """The shop's currency, locale, time zone and languages (``edge/rules/shop.py``)."""
     questions: dict[str, Any] = msgspec.field(default_factory=dict)
     """Profiling questions by name (``edge/rules/questions.py``)."""
+    products: dict[str, str] = msgspec.field(default_factory=dict)
+    """Fact -> a CSS selector (``@attribute`` to read one), see ``edge/rules/products.py``."""
 
 
 SECTIONS: Final[dict[str, type]] = {
