@@ -40,7 +40,7 @@ class Theme:
 
 THEME_CASES = [
     Theme(
-        "storefront",
+        "woocommerce-storefront",
         ItemFacts(
             "woo-hoodie-with-logo",
             "Hoodies",
@@ -64,7 +64,7 @@ THEME_CASES = [
         "Clothing",
     ),
     Theme(
-        "dawn",
+        "shopify-dawn",
         ItemFacts(
             "8012345601",
             "Shirts",
@@ -82,7 +82,7 @@ THEME_CASES = [
         "Tops",
     ),
     Theme(
-        "classic",
+        "prestashop-classic",
         ItemFacts(
             "demo_1",
             "Men",
@@ -100,7 +100,7 @@ THEME_CASES = [
         "Clothes",
     ),
     Theme(
-        "luma",
+        "magento-luma",
         ItemFacts(
             "24-MB01",
             "",
@@ -139,7 +139,7 @@ def test_the_category_pages_name_is_read(theme: Theme) -> None:
 
 def test_merchant_selectors_win_over_structured_data() -> None:
     rules = compile_text('[products]\nid = "#product_page_product_id@value"\nbrand = "h1.h1"\n')
-    found = read_page(page("classic", "product"), rules.products)
+    found = read_page(page("prestashop-classic", "product"), rules.products)
     assert found.product is not None
     assert found.product.product_id == "1"  # what the cart form posts, not the reference
     assert found.product.brand == "Hummingbird printed t-shirt"
@@ -159,10 +159,10 @@ def _catalog(theme: Theme, html: str) -> tuple[LearnedCatalog, list[str]]:
 
 
 _LIST_START = {
-    "storefront": '<ul class="products',
-    "dawn": '<ul id="product-grid"',
-    "classic": '<div class="products',
-    "luma": '<ol class="products',
+    "woocommerce-storefront": '<ul class="products',
+    "shopify-dawn": '<ul id="product-grid"',
+    "prestashop-classic": '<div class="products',
+    "magento-luma": '<ol class="products',
 }
 
 
@@ -220,7 +220,7 @@ def test_a_woocommerce_list_is_learned_from_its_product_pages() -> None:
     """The whole way for Storefront: the one product page there is teaches its
     product; the list finds it by its link."""
     catalog = LearnedCatalog()
-    facts = read_page(page("storefront", "product")).product
+    facts = read_page(page("woocommerce-storefront", "product")).product
     assert facts is not None
     catalog.learn(facts)
     catalog.learn(

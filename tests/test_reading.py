@@ -26,7 +26,7 @@ from edge.profiles.store import MemoryStore
 from edge.reading import PageBody, Reading
 from edge.rules.ruleset import compile_text
 
-THEME = Path(__file__).parent / "themes" / "storefront"
+THEME = Path(__file__).parent / "themes" / "woocommerce-storefront"
 ROOT = Path(__file__).resolve().parent.parent
 BROWSER = {
     "Accept": "text/html,application/xhtml+xml",
