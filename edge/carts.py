@@ -465,7 +465,7 @@ def _item_id(doc: Document, item: Element, ruleset: RuleSet) -> str:
     for href in links:
         page = ruleset.pages.page(urlsplit(href).path or "/")
         if page is not None and page.type == "product" and page.params:
-            return page.params.get("product") or next(iter(page.params.values()))
+            return page.ref("product") or next(iter(page.params.values()))
     for href in links:
         found = _LINK_PRODUCT_ID.search(href)
         if found:

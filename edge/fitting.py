@@ -179,7 +179,7 @@ def fit_page(
             missing.extend(_slot_missing(fit, slot, doc))
     product = None
     if page_type == "product":
-        product = _product_facts(html, ruleset, params.get("product", ""))
+        product = _product_facts(html, ruleset, page.ref("product") if page else "")
         if product is None and catalog is not None:
             product = _catalog_facts(params, catalog)
         if product is None:

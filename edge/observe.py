@@ -136,8 +136,8 @@ class Observer:
         ]
         if page is None:
             return out
-        if page.type == "product" and "product" in page.params:
-            ref = page.params["product"][:128]
+        if page.type == "product" and page.ref("product"):
+            ref = page.ref("product")[:128]
             facts = self.catalog.lookup(ref) if self.catalog is not None else None
             if facts is None:
                 out.append(ev.ProductViewed(product_id=ref))
@@ -150,8 +150,8 @@ class Observer:
                         price=facts.price or 0.0,
                     )
                 )
-        elif page.type == "category" and "category" in page.params:
-            slug = page.params["category"]
+        elif page.type == "category" and page.ref("category"):
+            slug = page.ref("category")
             name = (
                 self.catalog.category_name(slug)
                 if isinstance(self.catalog, LearnedCatalog)

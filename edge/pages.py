@@ -22,7 +22,13 @@ from typing import Final
 
 from edge.caches import Memo
 
-__all__ = ["Page", "PageMap", "PatternError", "compile_pattern"]
+__all__ = ["NAMED_CAPTURES", "Page", "PageMap", "PatternError", "compile_pattern"]
+
+NAMED_CAPTURES: Final[Mapping[str, str]] = {"product": "product", "category": "category"}
+"""The page types whose pattern names a thing, and the capture that names it: a
+``product`` page's ``{product}`` is the product's id or slug, a ``category``
+page's ``{category}`` the category's. A pattern with a single capture may call it
+anything (see :meth:`Page.ref`)."""
 
 _PART: Final = re.compile(r"(\{[^{}]*\}|\*)")
 _NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -65,6 +71,16 @@ class Page:
 
     type: str
     params: Mapping[str, str]
+
+    def ref(self, name: str) -> str:
+        """What the pattern captured as ``{name}``; or, when it captured one segment
+        under another name (``/p/{id}`` for a product), that one. Empty: nothing."""
+        found = self.params.get(name)
+        if found is not None:
+            return found
+        if len(self.params) == 1:
+            return next(iter(self.params.values()))
+        return ""
 
 
 class PageMap:

@@ -227,7 +227,7 @@ class Reading:
         # The id the page's own markup gives, else the one its URL names (the page
         # type's `{product}`: what the theme's list links and cart paths carry too).
         facts = read_page(
-            html, ruleset.products, url=self._path, product_id=page.params.get("product", "")
+            html, ruleset.products, url=self._path, product_id=page.ref("product")
         ).product
         if facts is not None:
             self.catalog.learn(facts)
@@ -238,7 +238,7 @@ class Reading:
         """A category page teaches its name (for its URL segment) and the products
         its JSON-LD lists."""
         found = read_page(html, ruleset.products)
-        slug = page.params.get("category", "")
+        slug = page.ref("category")
         if slug and found.category:
             self.catalog.learn_category(slug, found.category)
         for item in found.items:

@@ -18,6 +18,7 @@ from edge.config import Config, ConfigError
 from edge.profiles.model import Profile
 from edge.rewrite import SelectorError, parse_selector
 from edge.rules import RequestInfo, RuleSet, ShopStats, device_of, load_rules, rules_directory
+from edge.rules.carts import DEFAULT_CART_ACTIONS
 
 # Fields that come from the request, not the profile: a segment reading them cannot be
 # judged from stored profiles alone.
@@ -48,9 +49,11 @@ def check(directory: Path, snippets_dir: str) -> int:
         print(f"{directory}: {count} error{'s' * (count != 1)}", file=sys.stderr)
         return 1
     assert ruleset is not None
+    demo_carts = ruleset.carts.actions is DEFAULT_CART_ACTIONS
     print(
         f"{directory}: ok: {len(ruleset.segments)} segments, {len(ruleset.placements)} "
         f"placements, {len(ruleset.slots)} slots, {len(ruleset.page_types)} page types, "
+        f"{len(ruleset.carts.actions)} cart actions{' (the demo shop’s)' * demo_carts}, "
         f"{len(ruleset.questions)} questions ({len(ruleset.files)} files)"
     )
     return 0

@@ -97,3 +97,14 @@ def test_webmail_referrers_are_email_not_search() -> None:
     ]:
         touch = observer.touch(head(host=b"shop.example", referer=referer), NOW)
         assert touch is not None and touch.channel == expected, referer
+
+
+def test_a_product_view_is_recorded_whatever_the_one_capture_is_called() -> None:
+    from edge.pages import Page
+    from edge.profiles import events as ev
+
+    observer = Observer()
+    events = observer.page_events(Page("product", {"id": "borsa-tessa"}), "/p/borsa-tessa", "")
+    assert [e.product_id for e in events if isinstance(e, ev.ProductViewed)] == ["borsa-tessa"]
+    events = observer.page_events(Page("category", {"slug": "scarpe"}), "/c/scarpe", "")
+    assert [e.category for e in events if isinstance(e, ev.ProductListViewed)] == ["scarpe"]

@@ -426,3 +426,28 @@ def test_a_dropped_rule_set_is_freed_at_once() -> None:
         assert gc.collect() < 20
     finally:
         gc.enable()
+
+
+def test_a_product_pattern_may_call_its_one_capture_anything(tmp_path: Path) -> None:
+    (tmp_path / "theme.toml").write_text(
+        "[page_types]\nproduct = '/p/{id}'\ncategory = '/c/{slug}'\n"
+        "catalogue = '/catalogue/{slug}_{pk}/'\n"
+    )
+    ruleset, errors = load_rules(tmp_path)
+    assert not errors and ruleset is not None
+    product = ruleset.pages.page("/p/borsa-tessa")
+    assert product is not None and product.ref("product") == "borsa-tessa"
+    category = ruleset.pages.page("/c/scarpe")
+    assert category is not None and category.ref("category") == "scarpe"
+    other = ruleset.pages.page("/catalogue/boot_7/")
+    assert other is not None and other.ref("product") == ""  # two captures, neither named
+
+
+def test_a_product_pattern_with_several_captures_names_the_product(tmp_path: Path) -> None:
+    (tmp_path / "theme.toml").write_text("[page_types]\nproduct = '/catalogue/{slug}_{pk}/'\n")
+    ruleset, errors = load_rules(tmp_path)
+    assert ruleset is None
+    (error,) = errors
+    assert f"{tmp_path}/theme.toml:2:1" in str(error)
+    assert "captures `{slug}`, `{pk}` but not `{product}`" in str(error)
+    assert "'/catalogue/{slug}_{product}/'" in str(error)

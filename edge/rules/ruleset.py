@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import msgspec
 
-from edge.pages import PageMap, PatternError, compile_pattern
+from edge.pages import NAMED_CAPTURES, PageMap, PatternError, compile_pattern
 from edge.rules import functions as fn
 from edge.rules.carts import CartRules, CartSections, parse_carts
 from edge.rules.compiler import Checked, Explained, Interpreter, Output, Program, check, generate
@@ -426,6 +426,7 @@ def _page_types(loc: Locator, data: dict[str, Any], parsed: _Parsed) -> None:
                 )
         if len(errors) > bad:
             continue
+        _check_captures(name, listed, loc, line, col, errors)
         if name in parsed.page_types:
             errors.append(
                 loc.error(
@@ -436,6 +437,37 @@ def _page_types(loc: Locator, data: dict[str, Any], parsed: _Parsed) -> None:
             )
             continue
         parsed.page_types[name] = (listed, Where(loc.file, line))
+
+
+def _check_captures(
+    name: str, patterns: list[str], loc: Locator, line: int, col: int, errors: list[RuleError]
+) -> None:
+    """A product or category pattern that captures several segments says which one
+    names the thing (``{product}``): otherwise views would be recorded without it."""
+    wanted = NAMED_CAPTURES.get(name)
+    if wanted is None:
+        return
+    for pattern in patterns:
+        captures = compile_pattern(pattern).groupindex
+        if len(captures) > 1 and wanted not in captures:
+            errors.append(
+                loc.error(
+                    line,
+                    col,
+                    f"page type `{name}`: pattern `{pattern}` captures "
+                    + ", ".join(f"`{{{c}}}`" for c in captures)
+                    + f" but not `{{{wanted}}}`",
+                    len(name),
+                    f"name the segment that identifies the {name} `{{{wanted}}}`, "
+                    f"e.g. {_example_capture(pattern, wanted)!r}",
+                )
+            )
+
+
+def _example_capture(pattern: str, wanted: str) -> str:
+    """*pattern* with its last capture renamed *wanted*."""
+    last = list(re.finditer(r"\{[^{}]*\}", pattern))[-1]
+    return pattern[: last.start()] + "{" + wanted + "}" + pattern[last.end() :]
 
 
 def _check_slot_pages(parsed: _Parsed) -> None:
