@@ -213,3 +213,37 @@ def test_list_order_drives_the_rewriters_reorder() -> None:
     out = rewrite(html, [Edit("ol.products", "reorder", key=lo.key, order=lo.order)])
     texts = [part.split(b">")[1].split(b"<")[0] for part in out.split(b"<li")[1:]]
     assert texts == [b"D2", b"D1", b"U1", b"no facts"]
+
+
+class _BrokenCatalog:
+    """A catalog whose lookups fail, as a bug or a corrupted learned entry would."""
+
+    version = 0
+
+    def get(self, product_id: str | None) -> ItemFacts | None:
+        raise RuntimeError("boom")
+
+    def lookup(self, ref: str) -> ItemFacts | None:
+        raise RuntimeError("boom")
+
+
+def test_a_failing_list_order_keeps_the_shops_order_and_the_whole_page(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    html = (
+        b'<main><ol class="products">'
+        b'<li data-product-id="u1" data-price="120">U1</li>'
+        b'<li data-product-id="d1" data-price="95">D1</li>'
+        b"</ol><footer>end</footer></main>"
+    )
+    lo = ListOrder(ItemReader(catalog=_BrokenCatalog()), "price asc")  # type: ignore[arg-type]
+    assert rewrite(html, [Edit("ol.products", "reorder", key=lo.key, order=lo.order)]) == html
+    assert "cannot read an item's facts" in caplog.text
+
+    def broken_sort(keys: list[str | None]) -> list[str]:
+        raise RuntimeError("boom")
+
+    lo = ListOrder(ItemReader(), "price asc")
+    lo._order = broken_sort  # type: ignore[method-assign]
+    assert rewrite(html, [Edit("ol.products", "reorder", key=lo.key, order=lo.order)]) == html
+    assert "the list keeps the shop's order" in caplog.text

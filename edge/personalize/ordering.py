@@ -26,6 +26,7 @@ its relative place.
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +42,7 @@ from edge.profiles.model import SESSION_GAP, Profile
 from edge.rewrite.edits import ITEM_LINK
 
 _FINGERPRINT: Final = msgspec.msgpack.Encoder()
+log = logging.getLogger("edge.ordering")
 
 __all__ = [
     "BOUGHT_WEIGHT",
@@ -323,10 +325,23 @@ class ListOrder:
 
     def key(self, attrs: dict[str, str]) -> str:
         key = str(len(self.facts))
-        self.facts[key] = self.reader.read(attrs, attrs.get(ITEM_LINK))
+        try:
+            self.facts[key] = self.reader.read(attrs, attrs.get(ITEM_LINK))
+        except Exception:  # fail open: an item whose facts cannot be read is unknown
+            log.exception("list order: cannot read an item's facts; it keeps its place")
+            self.facts[key] = _UNREAD
         return key
 
     def order(self, keys: list[str | None]) -> list[str]:
+        """The keys in the order to show; the page's own order when sorting fails (a
+        bug must not cut the page off midway: the rewriter is streaming it)."""
+        try:
+            return self._order(keys)
+        except Exception:
+            log.exception("list order failed; the list keeps the shop's order")
+            return [k for k in keys if k is not None]
+
+    def _order(self, keys: list[str | None]) -> list[str]:
         present = [k for k in keys if k is not None]
         read = [self.facts.get(k, _UNREAD) for k in present]
         # The same list for the same interest comes back in the same order: the
