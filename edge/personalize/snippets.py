@@ -272,6 +272,8 @@ class Snippets:
         self.env.filters["time"] = _dated("time")
         self.env.filters["clock"] = self._clock_time
         self._rendered: LRU[Any, str] = LRU(4096)
+        self._links: tuple[Any, bytes] | None = None
+        """The last ``links`` seen, and its encoding for the render cache's keys."""
         self._uses: weakref.WeakKeyDictionary[jinja2.Template, tuple[str, ...] | None] = (
             weakref.WeakKeyDictionary()
         )
@@ -371,12 +373,20 @@ class Snippets:
             return None
         try:
             # The filters read the language and the formats whether or not a
-            # template names them.
-            values = [context.get(n) for n in names if n != "formats"]
+            # template names them. The links are the rule set's one mapping: encoded
+            # once while it serves, not on every render.
+            values = [context.get(n) for n in names if n != "formats" and n != "links"]
             formats = context.get("formats"), context.get("language")
-            return template, formats, _KEY_ENCODER.encode(values)
+            links = self._links_key(context.get("links")) if "links" in names else b""
+            return template, formats, links, _KEY_ENCODER.encode(values)
         except (TypeError, ValueError):
             return None
+
+    def _links_key(self, links: Any) -> bytes:
+        last = self._links
+        if last is None or last[0] is not links:
+            last = self._links = (links, _KEY_ENCODER.encode(links))
+        return last[1]
 
     def _variables(self, template: jinja2.Template) -> tuple[str, ...] | None:
         try:
@@ -474,14 +484,10 @@ def _first_name(profile: Profile) -> str:
     return ""
 
 
-def links_of(shop: Shop) -> Mapping[str, str | None]:
-    """The shop's own URLs for snippets (``links.cart``): from the rule set's page map
-    and ``[shop] links`` (:func:`edge.rules.shop.shop_links`), else the defaults."""
-    return shop.links if "home" in shop.links else _default_links(shop)
-
-
 @functools.lru_cache(maxsize=8)
 def _default_links(shop: Shop) -> Mapping[str, str | None]:
+    """The links of a shop no rule set compiled (its ``links`` are ``[shop]``'s own):
+    what :func:`edge.rules.shop.shop_links` gives with no page map."""
     return shop_links(shop, {}).links
 
 
@@ -577,7 +583,7 @@ def visitor_context(
         },
         "segments": sorted(segments),
         "page": dict(page or {}),
-        "links": links_of(shop),
+        "links": shop.links if "home" in shop.links else _default_links(shop),
         "preview": preview,
         "now": now,
         "formats": formats_for(language, shop),
