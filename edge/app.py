@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from edge.activities import Activities
 from edge.carts import READERS as CART_READERS
+from edge.carts import read_mini_cart
 from edge.config import Config, ConfigError
 from edge.decide import Decider
 from edge.forms import FORM_PATH
@@ -84,6 +85,7 @@ class EdgeApp:
         self.reading = Reading(learned, self.store)
         for page_type, reader in CART_READERS.items():
             self.reading.register(page_type, reader)
+        self.reading.register_mini_cart(read_mini_cart, besides=CART_READERS)
         self.observer = observer_for(config, learned, self.rules)
         self.snippets = Snippets(config.snippets)
         self.decider = Decider(

@@ -21,6 +21,12 @@ collected at all (``reread_after``), and one whose body has not changed since it
 last read (its size and CRC-32, per path) is not parsed again; readers registered
 with ``facts=False`` (a cart page, an order confirmation: the visitor's own) always
 run.
+
+The mini-cart (:meth:`Reading.register_mini_cart`): while the live rules name a
+``[mini_cart]``, every HTML page a tracked visitor is sent (of any page type, or
+none) is read for it too, but for the types whose own readers say what the cart holds
+(the cart and order pages). Without ``[mini_cart]`` a page of a type with no reader
+is never collected.
 The learned products are written to the store now and then (:meth:`Reading.save`)
 and read back at start (:meth:`Reading.load`).
 """
@@ -31,7 +37,7 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
@@ -56,6 +62,9 @@ _DIGESTS_KEPT: Final = 8192
 
 Reader = Callable[[Page, str, RuleSet], list[ev.BaseEvent]]
 """``reader(page, html, ruleset)``: the events a page of its type shows."""
+
+_NO_TYPE: Final = Page("", {})
+"""A page the page map does not know (read for its mini-cart only)."""
 
 _CHARSET: Final = re.compile(rb"charset\s*=\s*[\"']?([A-Za-z0-9_.:-]+)", re.I)
 
@@ -158,6 +167,8 @@ class Reading:
         self._personal: set[str] = set()
         """Page types with a reader that is not a facts reader (read every time)."""
         self.reread_after = reread_after
+        self._mini_cart: Reader | None = None
+        self._mini_cart_besides: frozenset[str] = frozenset()
         self._path = ""
         self._saved = catalog.version
         self.register("product", self.product_facts, facts=True)
@@ -170,20 +181,40 @@ class Reading:
         if not facts:
             self._personal.add(page_type)
 
+    def register_mini_cart(self, reader: Reader, *, besides: Collection[str] = ()) -> None:
+        """*reader* on every page of a tracked visitor (of any type, or none) while
+        the live rules name a ``[mini_cart]``; not on the page types of *besides* (the
+        cart and order pages, whose own readers say what the cart holds)."""
+        self._mini_cart = reader
+        self._mini_cart_besides = frozenset(besides)
+
+    def _reads_mini_cart(self, page: Page | None, mini_cart: bool) -> bool:
+        return (
+            mini_cart
+            and self._mini_cart is not None
+            and (page is None or page.type not in self._mini_cart_besides)
+        )
+
     def wants(
-        self, method: str, status: int, content_type: bytes, page: Page | None, path: str = ""
+        self,
+        method: str,
+        status: int,
+        content_type: bytes,
+        page: Page | None,
+        path: str = "",
+        *,
+        mini_cart: bool = False,
     ) -> bool:
         """Whether this response's body is collected to be read: not when every
         reader of its type reads facts and the page was read less than
         ``reread_after`` seconds ago (a popular page costs nothing most of the time;
-        a change shows within that time)."""
-        if (
-            page is None
-            or status != 200
-            or method != "GET"
-            or page.type not in self._readers
-            or not content_type.startswith(b"text/html")
-        ):
+        a change shows within that time). *mini_cart*: the rules name a
+        ``[mini_cart]`` and the visitor is tracked (then any HTML page is read)."""
+        if status != 200 or method != "GET" or not content_type.startswith(b"text/html"):
+            return False
+        if self._reads_mini_cart(page, mini_cart):
+            return True
+        if page is None or page.type not in self._readers:
             return False
         read_at = self._read_at.get(path)
         return (
@@ -195,28 +226,49 @@ class Reading:
     def body(self, encoding: bytes, content_type: bytes) -> PageBody:
         return PageBody(encoding, content_type, self.max_bytes)
 
-    def read(self, page: Page, path: str, body: PageBody, ruleset: RuleSet) -> list[ev.BaseEvent]:
-        """Run the page type's readers on a body collected whole; their events. A
+    def read(
+        self,
+        page: Page | None,
+        path: str,
+        body: PageBody,
+        ruleset: RuleSet,
+        *,
+        mini_cart: bool = False,
+    ) -> list[ev.BaseEvent]:
+        """Run the page type's readers on a body collected whole, and the mini-cart's
+        when *mini_cart* (see :meth:`wants`) and the rules name one; their events. A
         reader that fails is logged and skipped (the visitor has the page already)."""
-        self._read_at[path] = time.monotonic()  # (a page too large to read waits too)
+        now = time.monotonic()
+        read_at = self._read_at.get(path)
+        # Facts read a moment ago are not read again (a page collected for its
+        # mini-cart, or a personal reader, comes sooner).
+        recent = read_at is not None and now - read_at < self.reread_after
+        if not recent:
+            self._read_at[path] = now  # (a page too large to read waits too)
         if not body.whole:
             return []
         digest = (body.size, body.digest)
-        unchanged = self._digests.get(path) == digest
-        readers = [r for r in self._readers.get(page.type, ()) if not (r.facts and unchanged)]
+        unchanged = recent or self._digests.get(path) == digest
+        registered = self._readers.get(page.type, ()) if page is not None else ()
+        readers = [r for r in registered if not (r.facts and unchanged)]
+        mini = self._mini_cart
+        if mini is not None and ruleset.carts.mini_cart and self._reads_mini_cart(page, mini_cart):
+            readers.append(_Registered(mini, False))
         if not readers:  # (a list page seen before: no decoding, no parsing)
             return []
         html = body.text()
         if html is None:
             return []
-        self._digests[path] = digest
+        if any(r.facts for r in readers):
+            self._digests[path] = digest
         self._path = path
+        page = page or _NO_TYPE
         events: list[ev.BaseEvent] = []
-        for registered in readers:
+        for one in readers:
             try:
-                events.extend(registered.reader(page, html, ruleset))
+                events.extend(one.reader(page, html, ruleset))
             except Exception:
-                log.exception("reading a %s page failed; skipped", page.type)
+                log.exception("reading a %s page failed; skipped", page.type or "untyped")
         return events
 
     # -- the facts readers ---------------------------------------------------------

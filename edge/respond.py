@@ -86,6 +86,8 @@ class Exchange:
     """The page's body, collected for its readers (see :mod:`edge.reading`)."""
     read_events: list[Any] = field(default_factory=list)
     """What the page's readers found in it."""
+    mini_cart: bool = False
+    """Whether the page is read for its mini-cart too (tracked, ``[mini_cart]`` set)."""
 
 
 class Responder:
@@ -157,13 +159,23 @@ class Responder:
                 deciding.cancel()
         headers, edited = self._headers(exchange, headers, encoding, length)
         page = exchange.page
-        if (
-            page is not None
-            and self.reading is not None
-            and page.type in self.reading.page_types
-            and self.reading.wants(head.method, response.status, content_type, page, head.path)
+        reading = self.reading
+        # A page type with no reader costs a set lookup; any page is read for its
+        # mini-cart, for a tracked visitor, while the live rules name one.
+        if reading is not None and (
+            (page is not None and page.type in reading.page_types)
+            or (exchange.tracked and self.rules.ruleset.carts.mini_cart)
         ):
-            exchange.body = self.reading.body(encoding, content_type)
+            exchange.mini_cart = exchange.tracked and bool(self.rules.ruleset.carts.mini_cart)
+            if reading.wants(
+                head.method,
+                response.status,
+                content_type,
+                page,
+                head.path,
+                mini_cart=exchange.mini_cart,
+            ):
+                exchange.body = reading.body(encoding, content_type)
         if edited:
             await self._send_edited(exchange, response, headers, encoding, send)
         else:
@@ -180,13 +192,18 @@ class Responder:
 
     def _read(self, exchange: Exchange) -> None:
         """After the response: the page's readers, on the body collected."""
-        assert self.reading is not None and exchange.body is not None and exchange.page
+        assert self.reading is not None and exchange.body is not None
         try:
             exchange.read_events = self.reading.read(
-                exchange.page, exchange.head.path, exchange.body, self.rules.ruleset
+                exchange.page,
+                exchange.head.path,
+                exchange.body,
+                self.rules.ruleset,
+                mini_cart=exchange.mini_cart,
             )
         except Exception:  # the visitor has the page; what it said is lost, nothing else
-            log.exception("reading a %s page failed", exchange.page.type)
+            page_type = exchange.page.type if exchange.page is not None else "untyped"
+            log.exception("reading a %s page failed", page_type)
 
     def visit(self, head: RequestHead) -> tuple[Exchange, bool]:
         """Step 1: who asks for which page, coming from where; and whether the page

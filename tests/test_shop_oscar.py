@@ -478,6 +478,9 @@ def test_cart_reminder_follows_oscars_basket_until_the_order(
     time.sleep(2.5)  # the merchant's cart_abandoner: untouched for 2 s (see write_rules)
     reminder = banner(shopper.page(SHOES))
     assert "edge-cart-reminder" in reminder and "Ferri Suede Loafer" in reminder
+    # the library's snippet, unedited, links to Oscar's basket and the product's page
+    assert 'href="/basket/"' in reminder
+    assert 'href="/catalogue/ferri-suede-loafer_3/">Ferri Suede Loafer</a>' in reminder
     assert "edge-cart-reminder" not in shopper.page("/basket/")  # not on the basket page
 
     thanks = check_out_as_guest(shopper)

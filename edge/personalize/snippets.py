@@ -35,6 +35,7 @@ from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Final, NamedTuple
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import babel
@@ -51,7 +52,7 @@ from edge.personalize.catalog import Catalog, ItemFacts
 from edge.personalize.offers import OfferState
 from edge.personalize.profiling import Question
 from edge.profiles.model import Profile
-from edge.rules.shop import DEFAULT_SHOP, Shop
+from edge.rules.shop import DEFAULT_SHOP, Shop, shop_links
 
 __all__ = [
     "DEFAULT_DIRECTORY",
@@ -271,6 +272,8 @@ class Snippets:
         self.env.filters["time"] = _dated("time")
         self.env.filters["clock"] = self._clock_time
         self._rendered: LRU[Any, str] = LRU(4096)
+        self._links: tuple[Any, bytes] | None = None
+        """The last ``links`` seen, and its encoding for the render cache's keys."""
         self._uses: weakref.WeakKeyDictionary[jinja2.Template, tuple[str, ...] | None] = (
             weakref.WeakKeyDictionary()
         )
@@ -370,12 +373,20 @@ class Snippets:
             return None
         try:
             # The filters read the language and the formats whether or not a
-            # template names them.
-            values = [context.get(n) for n in names if n != "formats"]
+            # template names them. The links are the rule set's one mapping: encoded
+            # once while it serves, not on every render.
+            values = [context.get(n) for n in names if n != "formats" and n != "links"]
             formats = context.get("formats"), context.get("language")
-            return template, formats, _KEY_ENCODER.encode(values)
+            links = self._links_key(context.get("links")) if "links" in names else b""
+            return template, formats, links, _KEY_ENCODER.encode(values)
         except (TypeError, ValueError):
             return None
+
+    def _links_key(self, links: Any) -> bytes:
+        last = self._links
+        if last is None or last[0] is not links:
+            last = self._links = (links, _KEY_ENCODER.encode(links))
+        return last[1]
 
     def _variables(self, template: jinja2.Template) -> tuple[str, ...] | None:
         try:
@@ -473,6 +484,25 @@ def _first_name(profile: Profile) -> str:
     return ""
 
 
+@functools.lru_cache(maxsize=8)
+def _default_links(shop: Shop) -> Mapping[str, str | None]:
+    """The links of a shop no rule set compiled (its ``links`` are ``[shop]``'s own):
+    what :func:`edge.rules.shop.shop_links` gives with no page map."""
+    return shop_links(shop, {}).links
+
+
+def site_link(url: str) -> str:
+    """A product's URL as a link on the page: a whole URL's path and query (the
+    visitor stays on the host they browse, the sidecar in front of the shop)."""
+    if not url.startswith(("http://", "https://")):
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
 def offer_view(offer: OfferState) -> dict[str, Any]:
     """A timed offer as a snippet sees it: ``deadline`` (unix time), ``deadline_iso``,
     ``seconds_left``."""
@@ -511,7 +541,10 @@ def visitor_context(
     ``form`` (``action``, ``csrf``, ``return_to``, ``error``), ``segments`` (names),
     ``page`` (what the caller passes: path, type, campaign…), ``preview``, ``now``,
     ``formats`` (``locale``, ``currency``, ``zone``: what ``money`` and ``datetime``
-    write with, from ``[shop]`` and the page language).
+    write with, from ``[shop]`` and the page language), ``links`` (the shop's own URLs
+    by name: ``links.cart``, ``links.home``…, from the page map and ``[shop] links``;
+    None when unknown). A cart item's ``url`` is its product page's, as the feed or
+    the shop's own pages taught it.
     """
     items = []
     cart_value = 0.0
@@ -524,7 +557,7 @@ def visitor_context(
                 {
                     "id": item.product_id,
                     "name": (facts.name if facts and facts.name else item.name or item.product_id),
-                    "url": facts.url if facts and facts.url else None,
+                    "url": site_link(facts.url) or None if facts and facts.url else None,
                     "price": price,
                     "quantity": item.quantity,
                     "total": round(price * item.quantity, 2),
@@ -550,6 +583,7 @@ def visitor_context(
         },
         "segments": sorted(segments),
         "page": dict(page or {}),
+        "links": shop.links if "home" in shop.links else _default_links(shop),
         "preview": preview,
         "now": now,
         "formats": formats_for(language, shop),
@@ -575,6 +609,11 @@ def sample_context(language: str = "en") -> dict[str, Any]:
         }
     )
     now = 1_700_000_000
+    sample_links = {"account": "/account", "collection": "/c/new"}
+    shop = shop_links(
+        Shop(links=sample_links),
+        {"cart": ["/cart"], "checkout": ["/checkout"], "search": ["/search"]},
+    )
     return visitor_context(
         profile,
         now=now,
@@ -587,4 +626,5 @@ def sample_context(language: str = "en") -> dict[str, Any]:
         csrf="sample-token",
         return_to="/",
         preview=True,
+        shop=shop,
     )

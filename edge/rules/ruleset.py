@@ -31,7 +31,7 @@ from edge.rules.errors import Locator, RuleError
 from edge.rules.lang import LangError, parse, parse_duration
 from edge.rules.products import ProductSelectors, Selector, parse_products, product_selectors
 from edge.rules.questions import Declared, Question, check_questions, parse_questions
-from edge.rules.shop import DEFAULT_SHOP, Shop, localize_dates, parse_shop
+from edge.rules.shop import DEFAULT_SHOP, Shop, localize_dates, parse_shop, shop_links
 from edge.rules.spec import SECTIONS, SORT_KEYS, Placement, RuleFile, Segment, Slot
 
 LIBRARY_DIR: Final = Path(__file__).resolve().parent / "library"
@@ -812,7 +812,7 @@ def _compile_sources(
         pages=PageMap(page_types),
         files=files,
         carts=parsed.carts.rules(),
-        shop=shop,
+        shop=shop_links(shop, page_types),
         questions=asked,
         products=product_selectors(parsed.products),
     ), []

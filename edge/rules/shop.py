@@ -7,7 +7,12 @@ locale = "it_IT"                 # how numbers and dates are written (Babel/CLDR
 timezone = "Europe/Rome"         # IANA; calendar conditions and dates in rules use it
 languages = ["it", "en"]         # the page languages; the first is the default
 language_path = "/{lang}/*"      # where the URL says the language (a pattern or a list)
+links = { account = "/accounts/" }  # the shop's own URLs, for snippets (`links.account`)
 ```
+
+``links``: the snippets' ``links`` (:func:`shop_links`) are each page type's first
+literal pattern (``cart = "/basket/"``: ``links.cart``), ``home`` ``/`` by default;
+``links`` here adds names or replaces those (a path or an ``http(s)://`` URL).
 
 Every key is optional. One file of the rule set has ``[shop]``; a second one is an
 error. :class:`Shop` is the checked result the request path reads (``ruleset.shop``).
@@ -20,7 +25,7 @@ import dataclasses
 import datetime as dt
 import difflib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final
@@ -34,10 +39,24 @@ from edge.pages import PatternError, compile_pattern
 from edge.rules.errors import Locator, RuleError
 from edge.rules.lang import Binary, Call, ListLit, Literal, Node, Unary
 
-__all__ = ["DEFAULT_SHOP", "Shop", "ShopSpec", "localize_dates", "parse_shop", "shift_wall_time"]
+__all__ = [
+    "DEFAULT_SHOP",
+    "LINK_NAMES",
+    "Shop",
+    "ShopSpec",
+    "localize_dates",
+    "parse_shop",
+    "shift_wall_time",
+    "shop_links",
+]
 
 _COMMON_CURRENCIES: Final = ("EUR", "USD", "GBP", "JPY", "CHF", "CAD", "AUD", "SEK", "PLN")
 _TAG: Final = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]{2,8})*$")
+_LINK_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_LINK: Final = re.compile(r"^(?:/|https?://[^/\s]+(?:/|$))[^\s{}*<>\"']*$")
+LINK_NAMES: Final = ("home", "category", "product", "search", "cart", "checkout", "account")
+"""Names always in the snippets' ``links`` (None when the shop's are not known), so a
+snippet may guard with ``{% if links.account %}``."""
 
 
 class ShopSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -54,6 +73,9 @@ class ShopSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The page languages, the first the default; empty: ``edge.toml``'s ``languages``."""
     language_path: str | list[str] = msgspec.field(default_factory=list)
     """Patterns with ``{lang}`` (``/{lang}/*``): the URL tells the page's language."""
+    links: dict[str, str] = msgspec.field(default_factory=dict)
+    """Name -> the shop's URL for it (``account = "/accounts/"``), for snippets; over
+    the page types' literal patterns."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -68,6 +90,9 @@ class Shop:
     language_paths: tuple[re.Pattern[str], ...] = field(default=())
     where: str = ""
     """``file:line`` of the table, for "defined twice"."""
+    links: Mapping[str, str | None] = field(default_factory=dict)
+    """``[shop] links`` as written; once the rule set is compiled (:func:`shop_links`),
+    every link a snippet sees (read-only)."""
 
     def path_language(self, path: str) -> str:
         """The language the URL names (``/it/c/borse`` -> ``it``), or ``""``."""
@@ -118,7 +143,13 @@ def parse_shop(
     header = loc.table("shop") or 1
 
     def err(key: str, message: str, help: str = "", length: int = 0) -> None:
+        key, _, inner = key.partition(".")  # `links.cart`: the name in the inline table
         line, col = loc.key(header, key) if key else (header, 1)
+        if inner:
+            found = re.compile(rf"[\s{{,](?P<n>\"?{re.escape(inner)}\"?)\s*=")
+            at = found.search(loc.lines[line - 1], col) if line <= len(loc.lines) else None
+            if at is not None:
+                col, key = at.start("n") + 1, at.group("n")
         errors.append(loc.error(line, col, message, length or len(key) or 1, help))
 
     if not isinstance(raw, dict):
@@ -186,6 +217,15 @@ def _checked(spec: ShopSpec, err: _Err) -> Shop | None:
             err("languages", f"`{tag}` is not a language tag", 'e.g. languages = ["it", "en"]')
     if len(set(languages)) != len(languages):
         err("languages", "a language is listed twice")
+    for name, link in spec.links.items():
+        if not _LINK_NAME.match(name):
+            err("links", f"`{name}` is not a name for a link", "letters, digits, `_` and `-`")
+        elif not isinstance(link, str) or not _LINK.match(link):
+            err(
+                f"links.{name}",
+                f"link `{name}`: `{link}` is not a path or an http(s) URL",
+                'a path from the site\'s root or a whole URL, no placeholders: "/basket/"',
+            )
     compiled = _language_paths(spec, err)
     if compiled and not languages:
         err(
@@ -199,7 +239,24 @@ def _checked(spec: ShopSpec, err: _Err) -> Shop | None:
         zone=zone,
         languages=tuple(languages),
         language_paths=tuple(compiled),
+        links=dict(spec.links),
     )
+
+
+def shop_links(shop: Shop, page_types: Mapping[str, Sequence[str]]) -> Shop:
+    """*shop* with every link a snippet sees: each page type's first literal pattern
+    (no ``{name}``, no ``*``), ``home`` ``/`` when none says otherwise, the names of
+    :data:`LINK_NAMES` (None when unknown), then ``[shop] links``."""
+    links: dict[str, str | None] = dict.fromkeys(LINK_NAMES)
+    links["home"] = "/"
+    for name, patterns in page_types.items():
+        literal = next((p for p in patterns if "{" not in p and "*" not in p), None)
+        if literal is not None:
+            links[name] = literal
+        else:
+            links.setdefault(name, None)
+    links.update(shop.links)
+    return dataclasses.replace(shop, links=links)
 
 
 def _language_paths(spec: ShopSpec, err: _Err) -> list[re.Pattern[str]]:
