@@ -110,7 +110,8 @@ class EdgeApp:
             identity,
             self.reading,
         )
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        """The periodic jobs running (one that ends, cancelled say, leaves the set)."""
         self.startup_hooks: list[Callable[[EdgeApp], Awaitable[None]]] = []
         self.events = endpoints = EventEndpoints(
             config, identity, self.profiles, self.recorder, self.visitors
@@ -146,14 +147,15 @@ class EdgeApp:
         for hook in self.startup_hooks:
             await hook(self)
         await self.reading.load()
-        self._tasks = [
-            asyncio.ensure_future(self.rules.watch()),
-            asyncio.ensure_future(self._save_learned_every(LEARNED_SAVE_EVERY)),
-        ]
+        jobs = [self.rules.watch(), self._save_learned_every(LEARNED_SAVE_EVERY)]
         if self.config.avg_order_value is None:
-            self._tasks.append(asyncio.ensure_future(self._shop_stats_every(SHOP_STATS_EVERY)))
+            jobs.append(self._shop_stats_every(SHOP_STATS_EVERY))
+        for job in jobs:
+            task = asyncio.ensure_future(job)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         yield
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
         await self.recorder.flush()
         with contextlib.suppress(Exception):

@@ -136,8 +136,8 @@ class Observer:
         ]
         if page is None:
             return out
-        if page.type == "product" and page.ref("product"):
-            ref = page.ref("product")[:128]
+        kind = page.type
+        if kind == "product" and (ref := page.ref("product")[:128]):
             facts = self.catalog.lookup(ref) if self.catalog is not None else None
             if facts is None:
                 out.append(ev.ProductViewed(product_id=ref))
@@ -150,21 +150,20 @@ class Observer:
                         price=facts.price or 0.0,
                     )
                 )
-        elif page.type == "category" and page.ref("category"):
-            slug = page.ref("category")
+        elif kind == "category" and (slug := page.ref("category")):
             name = (
                 self.catalog.category_name(slug)
                 if isinstance(self.catalog, LearnedCatalog)
                 else slug
             )
             out.append(ev.ProductListViewed(category=name[:200]))
-        elif page.type == "search":
+        elif kind == "search":
             q = dict(parse_qsl(query)).get("q", "").strip()
             if q:
                 out.append(ev.ProductsSearched(query=q[:200]))
-        elif page.type == "cart":
+        elif kind == "cart":
             out.append(ev.CartViewed())
-        elif page.type == "checkout":
+        elif kind == "checkout":
             out.append(ev.CheckoutStarted())
         return out
 

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -84,7 +85,7 @@ class Exchange:
     """The placements whose slot was found in the page sent."""
     body: PageBody | None = None
     """The page's body, collected for its readers (see :mod:`edge.reading`)."""
-    read_events: list[Any] = field(default_factory=list)
+    read_events: Sequence[Any] = ()
     """What the page's readers found in it."""
     mini_cart: bool = False
     """Whether the page is read for its mini-cart too (tracked, ``[mini_cart]`` set)."""

@@ -87,17 +87,22 @@ class _Plans:
     def rewriter(self, edits: list[SlotEdit], charset: str, page: bytes) -> Any:
         """A rewriter (or a replayer) for *edits* on *page* in *charset*."""
         shape: list[tuple[Any, ...]] = []
+        replay_shape: list[tuple[Any, ...]] = []  # (the same without the contents)
         targets: dict[int, Target] = {}
         for i, slot_edit in enumerate(edits):
             edit = slot_edit.edit
             if slot_edit.order is not None:
-                shape.append((edit.selector, "reorder", edit.key_link))
+                item: tuple[Any, ...] = (edit.selector, "reorder", edit.key_link)
+                shape.append(item)
+                replay_shape.append(item)
                 targets[i] = slot_edit.order
             else:
                 content = edit.content
                 if isinstance(content, str):
                     content = _encoded(content, charset)
-                shape.append((edit.selector, edit.action, content))
+                item = (edit.selector, edit.action, content)
+                shape.append(item)
+                replay_shape.append(item if edit.action == "reorder" else item[:2])
         key = tuple(shape)
         cached = self._plans.get(key)
         if cached is None:
@@ -122,11 +127,7 @@ class _Plans:
                 holder.target = bound[i]
 
         contents = [None if ce.action == "reorder" else ce.content for ce in plan.compiled]
-        replay_key = (
-            page,
-            charset,
-            tuple(item[:2] if item[1] != "reorder" else item for item in key),
-        )
+        replay_key = (page, charset, tuple(replay_shape))
         return self.replays.rewriter(
             replay_key, contents, targets, lambda _bound: plan.rewriter(), bind
         )

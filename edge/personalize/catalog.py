@@ -123,6 +123,9 @@ def parse_price(text: str) -> float:
 class Catalog:
     """Product facts by id, from a feed file (or built in code for tests)."""
 
+    version: int = 0
+    """Changes whenever a fact does (a feed's never; see :class:`LearnedCatalog`)."""
+
     def __init__(self, products: Mapping[str, ItemFacts] | None = None, source: str = "") -> None:
         self.products: dict[str, ItemFacts] = dict(products or {})
         self.source = source
@@ -540,7 +543,7 @@ class ItemReader:
             attrs.get(self.category_attr),
             attrs.get(self.brand_attr),
             first_href,
-            getattr(self.catalog, "version", 0),
+            catalog.version if (catalog := self.catalog) is not None else 0,
         )
         try:
             return memo[key]

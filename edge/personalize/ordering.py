@@ -275,7 +275,7 @@ def _key(sort: Sort, interest: Interest) -> Key:
 
 
 def _sorts(sort: Sort | str | Sequence[Sort | str]) -> list[Sort]:
-    items = [sort] if isinstance(sort, Sort | str) else list(sort)
+    items = [sort] if isinstance(sort, (Sort, str)) else list(sort)
     return [s if isinstance(s, Sort) else Sort.parse(s) for s in items]
 
 

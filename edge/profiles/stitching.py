@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from edge.profiles.events import BaseEvent, OrderCompleted, OrderObserved, merge
 from edge.profiles.model import Profile
@@ -33,11 +34,15 @@ def email_key(email_hash: str) -> str:
     return f"email:{email_hash}"
 
 
+_ORDERS: Final = (OrderCompleted, OrderObserved)
+"""(a tuple: ``A | B`` would build a union object on every call)"""
+
+
 def claim(event: BaseEvent) -> str:
     """What makes *event* count once: its order id for an order (ingested, imported or
     observed on the confirmation page alike), else its event id; "" when it has neither
     (it counts every time)."""
-    if isinstance(event, OrderCompleted | OrderObserved):
+    if isinstance(event, _ORDERS):
         return f"order:{event.order_id}"
     if event.event_id:
         return f"event:{event.event_id}"

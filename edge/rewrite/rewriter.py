@@ -223,7 +223,7 @@ class Rewriter(ListItems):
         self._buf += chunk
         if self._fast:
             self._low += (
-                chunk.lower() if isinstance(chunk, bytes | bytearray) else bytes(chunk).lower()
+                chunk.lower() if isinstance(chunk, (bytes, bytearray)) else bytes(chunk).lower()
             )
         return self._step(False)
 
