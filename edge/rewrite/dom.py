@@ -104,7 +104,7 @@ class Element:
     def walk(self) -> Sequence[Element]:
         """The descendants, in document order."""
         if self.parent is None:
-            return self.doc.elements
+            return self.doc.elements[:]
         return self.doc.elements[self.index + 1 : self.last + 1]
 
     def ancestors(self) -> Iterator[Element]:
