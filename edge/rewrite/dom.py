@@ -23,12 +23,18 @@ stretch of it, and its stretch of the page's element list, so ``text()`` is a jo
 and a descendant walk is a slice (no recursion: a page may nest deeper than
 Python's stack).
 
-Measured (parse + 5 selects on each of tests/themes/*/category.html and
-product.html, 8 pages of 67 KB, best of 5 x 30, CPU time on the 2-core VM) for the
-three trees this module replaced and itself: ``facts._Tree`` (tokenizer, no tree
-rules) 6.4 ms, ``fitting.parse_document`` (tokenizer and tree rules) 9.3 ms,
-``carts.Document`` (``html.parser``) 12.8 ms; this module, built on the first with
-the tree rules of the second, 7.0 ms.
+Measured (timeit, best of 5 x 30: parse + 5 selects on each of
+tests/themes/*/category.html and product.html, 8 pages, 67 KB, on the 2-core VM)
+for the three trees this module replaced and for itself:
+
+=============================================  =========  =================
+tree                                           run 1      runs 2-3 (busier)
+=============================================  =========  =================
+``facts._Tree`` (tokenizer, no tree rules)     6.4 ms     16.4-22.2 ms
+``fitting.parse_document`` (+ tree rules)      9.3 ms     29.7-33.8 ms
+``carts.Document`` (``html.parser``)           12.8 ms    32.7-40.5 ms
+this module (the first + the second's rules)   7.0 ms     20.7-24.8 ms
+=============================================  =========  =================
 """
 
 from __future__ import annotations
