@@ -23,19 +23,18 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from email.parser import BytesParser
 from email.policy import HTTP
-from html.parser import HTMLParser
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 from edge.pages import Page
 from edge.profiles import events as ev
-from edge.rewrite.selectors import ComplexSelector, SelectorList, parse_selector
+from edge.rewrite.dom import Document, Element, parse
+from edge.rewrite.selectors import SelectorList, parse_selector
 from edge.rules.carts import CartAction, Pick
 from edge.rules.ruleset import RuleSet
 
 __all__ = [
     "READERS",
-    "Document",
     "action_for",
     "cart_events",
     "parse_body",
@@ -183,145 +182,15 @@ def _action_events(action: CartAction, in_path: str, lines: list[Line]) -> list[
     return events
 
 
-# --- pages: a small document tree for selectors --------------------------------------
-
-_VOID: Final = frozenset(
-    [
-        "area",
-        "base",
-        "br",
-        "col",
-        "embed",
-        "hr",
-        "img",
-        "input",
-        "link",
-        "meta",
-        "param",
-        "source",
-        "track",
-        "wbr",
-    ]
-)
-_CLOSED_BY_SIBLING: Final = {
-    "li": ("li",),
-    "tr": ("tr",),
-    "td": ("td", "th"),
-    "th": ("td", "th"),
-    "dt": ("dt", "dd"),
-    "dd": ("dt", "dd"),
-    "option": ("option",),
-    "p": ("p",),
-}
-
-
-class Element:
-    __slots__ = ("attrs", "children", "parent", "tag", "texts")
-
-    def __init__(self, tag: str, attrs: dict[bytes, bytes], parent: Element | None) -> None:
-        self.tag = tag
-        self.attrs = attrs
-        self.parent = parent
-        self.children: list[Element] = []
-        self.texts: list[str | Element] = []
-
-    def attr(self, name: str) -> str:
-        return self.attrs.get(name.encode(), b"").decode("utf-8", "replace")
-
-    def text(self) -> str:
-        parts: list[str] = []
-        stack: list[str | Element] = [self]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, str):
-                parts.append(node)
-            elif node.tag not in ("script", "style"):
-                stack.extend(reversed(node.texts))
-        return " ".join(" ".join(parts).split())
-
-    def descendants(self) -> Iterator[Element]:
-        stack = list(reversed(self.children))
-        while stack:
-            node = stack.pop()
-            yield node
-            stack.extend(reversed(node.children))
-
-
-class Document(HTMLParser):
-    """An HTML page as a tree (the stdlib's tolerant parser), for the selectors of
-    :mod:`edge.rewrite.selectors`; and its scripts' texts by type."""
-
-    def __init__(self, html: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = Element("#document", {}, None)
-        self._open = self.root
-        self.scripts: list[tuple[str, str]] = []
-        self.feed(html)
-        self.close()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        closes = _CLOSED_BY_SIBLING.get(tag)
-        if closes and self._open.tag in closes and self._open.parent is not None:
-            self._open = self._open.parent
-        values = {k.encode(): (v or "").encode("utf-8", "replace") for k, v in attrs}
-        element = Element(tag, values, self._open)
-        self._open.children.append(element)
-        self._open.texts.append(element)
-        if tag not in _VOID:
-            self._open = element
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.handle_starttag(tag, attrs)
-        if tag not in _VOID and self._open.tag == tag and self._open.parent is not None:
-            self._open = self._open.parent
-
-    def handle_endtag(self, tag: str) -> None:
-        node: Element | None = self._open
-        while node is not None and node.tag != tag:
-            node = node.parent
-        if node is not None and node.parent is not None:
-            self._open = node.parent
-
-    def handle_data(self, data: str) -> None:
-        self._open.texts.append(data)
-        if self._open.tag == "script":
-            self.scripts.append((self._open.attr("type").lower(), data))
-
-    def select(self, selector: SelectorList, within: Element | None = None) -> list[Element]:
-        scope = within or self.root
-        return [e for e in scope.descendants() if any(_match(s, e) for s in selector.selectors)]
-
-
-def _match(selector: ComplexSelector, element: Element, index: int = -1) -> bool:
-    compounds = selector.compounds
-    index = len(compounds) - 1 if index < 0 else index
-    if not compounds[index].matches(element.tag.encode(), element.attrs):
-        return False
-    if index == 0:
-        return True
-    parent = element.parent
-    if selector.combinators[index - 1] == ">":
-        return parent is not None and _match(selector, parent, index - 1)
-    while parent is not None:
-        if _match(selector, parent, index - 1):
-            return True
-        parent = parent.parent
-    return False
-
-
 def _pick(doc: Document, pick: Pick | None, within: Element | None = None) -> list[str]:
     """The values a ``selector@attribute`` finds (attribute, else text), non-empty."""
     if pick is None:
         return []
-    found = doc.select(pick.selector, within)
-    if within is not None and not found and _match_any(pick.selector, within):
+    found = (within or doc).select(pick.selector)
+    if within is not None and not found and within.matches(pick.selector):
         found = [within]  # the item itself carries it (item = "tr", product = "tr@data-id")
     values = (e.attr(pick.attribute) if pick.attribute else e.text() for e in found)
     return [v.strip() for v in values if v.strip()]
-
-
-def _match_any(selector: SelectorList, element: Element) -> bool:
-    return any(_match(s, element) for s in selector.selectors)
 
 
 # --- money -----------------------------------------------------------------------------
@@ -365,7 +234,7 @@ def _texts(
     doc: Document, selectors: tuple[SelectorList, ...], within: Element | None = None
 ) -> Iterator[str]:
     for selector in selectors:
-        for element in doc.select(selector, within):
+        for element in (within or doc).select(selector):
             yield element.text()
 
 
@@ -394,7 +263,7 @@ _LINK_PRODUCT_ID: Final = re.compile(r"/product_id/(\d+)")
 
 def read_cart(page: Page, html: str, ruleset: RuleSet) -> list[ev.BaseEvent]:
     """The cart page's lines, as the visitor's whole cart."""
-    doc = Document(html)
+    doc = parse(html)
     picks = ruleset.carts.cart_page
     items = doc.select(picks["item"].selector) if "item" in picks else doc.select(_ITEMS)
     return [ev.CartReplaced(products=_lines(doc, items, picks, ruleset))]
@@ -407,11 +276,11 @@ def read_mini_cart(page: Page, html: str, ruleset: RuleSet) -> list[ev.BaseEvent
     picks = ruleset.carts.mini_cart
     if not picks:
         return []
-    doc = Document(html)
+    doc = parse(html)
     containers = doc.select(picks["select"].selector)
     if not containers or not any(e.text() for e in containers):
         return []
-    items = [i for c in containers for i in doc.select(picks["item"].selector, c)]
+    items = [i for c in containers for i in c.select(picks["item"].selector)]
     return [ev.CartReplaced(products=_lines(doc, items, picks, ruleset))]
 
 
@@ -419,7 +288,7 @@ def _lines(
     doc: Document, items: list[Element], picks: Mapping[str, Pick], ruleset: RuleSet
 ) -> list[ev.Product]:
     """A cart's lines: each item's product, name, quantity and unit price."""
-    items = [i for i in items if not any(a in items for a in _ancestors(i))]
+    items = [i for i in items if not any(a in items for a in i.ancestors())]
     products = []
     for item in items[:MAX_LINES]:
         product_id = _first(_pick(doc, picks.get("product"), item)) or _item_id(doc, item, ruleset)
@@ -442,13 +311,6 @@ def _lines(
     return products
 
 
-def _ancestors(element: Element) -> Iterator[Element]:
-    node = element.parent
-    while node is not None:
-        yield node
-        node = node.parent
-
-
 def _first(values: Any) -> str:
     return next((v for v in values if v), "")
 
@@ -456,12 +318,12 @@ def _first(values: Any) -> str:
 def _item_id(doc: Document, item: Element, ruleset: RuleSet) -> str:
     """A line's product: an id attribute, else its first link to a product page (by
     the page map), else a ``product_id/N`` in a link (Magento's edit link)."""
-    for element in (item, *item.descendants()):
+    for element in (item, *item.walk()):
         for name in _ID_ATTRIBUTES:
             value = element.attr(name).strip()
             if value:
                 return value
-    links = [e.attr("href") for e in doc.select(_LINKS, item)]
+    links = [e.attr("href") for e in item.select(_LINKS)]
     for href in links:
         page = ruleset.pages.page(urlsplit(href).path or "/")
         if page is not None and page.type == "product" and page.params:
@@ -474,10 +336,10 @@ def _item_id(doc: Document, item: Element, ruleset: RuleSet) -> str:
 
 
 def _item_qty(doc: Document, item: Element) -> str:
-    for element in doc.select(_QUANTITY_INPUTS, item):
+    for element in item.select(_QUANTITY_INPUTS):
         if element.attr("type").lower() != "hidden" or element.attr("value"):
             return element.attr("value")
-    return _first(e.text() for e in doc.select(_QUANTITY_TEXT, item))
+    return _first(e.text() for e in item.select(_QUANTITY_TEXT))
 
 
 # --- pages: the order confirmation -----------------------------------------------------
@@ -496,7 +358,7 @@ _PUSH: Final = re.compile(r"(?:dataLayer\.push|gtag)\s*\(")
 def read_order(page: Page, html: str, ruleset: RuleSet) -> list[ev.BaseEvent]:
     """The purchase the order-confirmation page shows (when it names its order), then
     the cart emptied: the order came from it."""
-    doc = Document(html)
+    doc = parse(html)
     picks = ruleset.carts.order_page
     found = _page_order(doc)
     order_id = (

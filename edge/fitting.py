@@ -19,18 +19,16 @@ which fetches the pages, is :mod:`edge.map_cli`). For one page it reports:
   links), a product page without facts, a cart form nothing recognises, a page no
   page type names.
 
-The details (items, links, forms, JSON-LD) come from an element tree built with the
-rewriter's own tokenizer patterns and HTML5 tree rules (:mod:`edge.rewrite.scanner`,
-:mod:`edge.rewrite.tree`) and matched with its selector classes
-(:mod:`edge.rewrite.selectors`): no second HTML parser or CSS engine, so a selector
-means here what it means when serving. Pure logic, no I/O.
+The details (items, links, forms) come from the page's element tree
+(:mod:`edge.rewrite.dom`: the rewriter's own tokenizer, HTML5 tree rules and
+selectors): no second HTML parser or CSS engine, so a selector means here what it
+means when serving. Pure logic, no I/O.
 """
 
 from __future__ import annotations
 
-import html as htmllib
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
@@ -40,8 +38,8 @@ from edge.personalize.catalog import Catalog, ItemFacts, ItemReader
 from edge.personalize.facts import read_page
 from edge.rewrite import Edit, Plan, Rewriter
 from edge.rewrite import scanner as sc
-from edge.rewrite.selectors import ComplexSelector, SelectorError, parse_selector
-from edge.rewrite.tree import HTML, end_tag_closes, start_tag_place
+from edge.rewrite.dom import Element, parse
+from edge.rewrite.selectors import SelectorError
 from edge.rules.carts import CartAction
 from edge.rules.ruleset import RuleSet
 from edge.rules.spec import Slot
@@ -162,7 +160,7 @@ def fit_page(
 ) -> PageFit:
     """What the sidecar sees on the page at *path* whose HTML is *html*, and what is
     missing for the rule set's slots, with suggestions."""
-    doc = parse_document(html)
+    doc = parse(html)
     page = ruleset.pages.page(path)
     page_type = page.type if page is not None else ""
     params = dict(page.params) if page is not None else {}
@@ -188,136 +186,6 @@ def fit_page(
     forms = _cart_forms(doc, path, ruleset, known)
     missing.extend(_form_missing(form, params) for form in forms if not form.recognised)
     return PageFit(path, page_type, params, slots, product, forms, missing)
-
-
-# --- the document: an element tree built with the rewriter's tokenizer -------------------
-
-
-@dataclass(eq=False, slots=True)
-class Element:
-    """An element of the page: its name, attributes and what it holds."""
-
-    name: bytes
-    attrs: dict[bytes, bytes]
-    parent: Element | None
-    children: list[Element] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
-    """Its own text, and the content of a ``<script>``, ``<style>``, ``<title>``."""
-
-    def attr(self, name: str) -> str:
-        return self.attrs.get(name.encode(), b"").decode("utf-8", "replace")
-
-    def walk(self) -> Iterator[Element]:
-        """This element's descendants, in document order (no recursion: a page may
-        nest deeper than Python's stack)."""
-        pending = list(reversed(self.children))
-        while pending:
-            element = pending.pop()
-            yield element
-            pending.extend(reversed(element.children))
-
-    def text_content(self) -> str:
-        parts = list(self.text)
-        for el in self.walk():
-            parts.extend(el.text)
-        return " ".join(" ".join(parts).split())
-
-
-def parse_document(html: str) -> Element:
-    """The page as an element tree: tags read by the rewriter's token pattern, elements
-    closed as HTML5's tree builder closes them (implied end tags, scopes). Elements
-    inside ``<template>`` are left out, as the rewriter never matches them."""
-    data = html.encode("utf-8", "surrogateescape")
-    root = Element(b"#document", {}, None)
-    stack: list[tuple[bytes, int, int, Element]] = []
-    pos, end = 0, len(data)
-    while pos < end:
-        lt = data.find(b"<", pos)
-        top = stack[-1][3] if stack else root
-        if lt < 0:
-            _add_text(top, data[pos:])
-            break
-        if lt > pos:
-            _add_text(top, data[pos:lt])
-        m = sc.TOKEN.match(data, lt)
-        if m is None:
-            _add_text(top, b"<")
-            pos = lt + 1
-        elif m.group(1):
-            pos = _start_tag(data, m, stack, root)
-        elif m.group(3):
-            name = m.group(3).lower()
-            if stack:
-                index = end_tag_closes(stack, name)
-                if index >= 0:
-                    del stack[index:]
-            pos = m.end()
-        else:
-            pos = m.end()
-    return root
-
-
-def _start_tag(
-    data: bytes, m: re.Match[bytes], stack: list[tuple[bytes, int, int, Element]], root: Element
-) -> int:
-    """Open the element of start tag *m*; the position after it (and after the content
-    of an element whose content is text, such as ``<script>``)."""
-    name, area = m.group(1).lower(), m.group(2)
-    ns, keep = start_tag_place(stack, name)
-    del stack[keep:]
-    parent = stack[-1][3] if stack else root
-    element = Element(name, sc.parse_attrs(area), parent)
-    if not any(entry[0] == b"template" for entry in stack):
-        parent.children.append(element)
-    pos = m.end()
-    if name in sc.VOID or (ns != HTML and sc.is_self_closing(area)):
-        return pos
-    if ns == HTML and name in sc.TEXT_ELEMENTS:
-        if name == b"script":
-            close = sc.script_end(data, pos)
-        else:
-            found = sc.raw_end_pattern(name).search(data, pos)
-            close = found.start() if found else -1
-        if close < 0:
-            close = len(data)
-        element.text.append(data[pos:close].decode("utf-8", "replace"))
-        after = data.find(b">", close)
-        return len(data) if after < 0 else after + 1
-    stack.append((name, ns, 0, element))
-    return pos
-
-
-def _add_text(element: Element, raw: bytes) -> None:
-    text = raw.decode("utf-8", "replace")
-    if text.strip():
-        element.text.append(htmllib.unescape(text))
-
-
-def select(root: Element, selector: str) -> list[Element]:
-    """The elements under *root* that *selector* matches (their ancestors above *root*
-    count too), in document order: the rewriter's selector language (raises
-    :class:`~edge.rewrite.selectors.SelectorError`)."""
-    parsed = parse_selector(selector).selectors
-    return [
-        el for el in root.walk() if any(_matches(el, cs, len(cs.compounds) - 1) for cs in parsed)
-    ]
-
-
-def _matches(el: Element | None, cs: ComplexSelector, i: int) -> bool:
-    if el is None or el.parent is None:
-        return False
-    if not cs.compounds[i].matches(el.name, el.attrs):
-        return False
-    if i == 0:
-        return True
-    if cs.combinators[i - 1] == ">":
-        return _matches(el.parent, cs, i - 1)
-    parent = el.parent
-    while parent is not None and parent.parent is not None:
-        if _matches(parent, cs, i - 1):
-            return True
-        parent = parent.parent
-    return False
 
 
 # --- slots ----------------------------------------------------------------------------------
@@ -373,9 +241,9 @@ def _rewriter_count(data: bytes, slot: Slot, is_list: bool) -> tuple[int, str]:
 def _items(doc: Element, slot: Slot) -> list[Element]:
     """The list's items: its ``items`` inside the slot's elements, else their children."""
     found: list[Element] = []
-    for el in select(doc, slot.select):
+    for el in doc.select(slot.select):
         if slot.items:
-            found.extend(select(el, slot.items))  # its descendants, as querySelectorAll
+            found.extend(el.select(slot.items))  # its descendants, as querySelectorAll
         else:
             found.extend(el.children)
     return found
@@ -387,7 +255,7 @@ def _item(el: Element, reader: ItemReader) -> Item:
     facts = reader.facts(attrs, link or None)
     heading = next((e for e in el.walk() if e.name in sc.HEADINGS), None)
     anchor = el if el.name == b"a" else next((e for e in el.walk() if e.name == b"a"), None)
-    name = (heading or anchor or el).text_content() or (anchor.attr("title") if anchor else "")
+    name = (heading or anchor or el).text() or (anchor.attr("title") if anchor else "")
     if len(name) > _NAME_LIMIT:
         name = name[: _NAME_LIMIT - 1] + "…"
     if facts is None:
@@ -479,7 +347,7 @@ def _cart_forms(
     """The page's forms that look like cart forms, alike ones counted once (the same
     fields, posting to the same path or to paths that differ by a number)."""
     found: dict[tuple[str, str, tuple[str, ...]], CartForm] = {}
-    for form in select(doc, "form"):
+    for form in doc.select("form"):
         method = (form.attr("method").strip() or "GET").upper()
         action = urlsplit(form.attr("action").strip()).path or page_path
         fields = _form_fields(form)
@@ -615,7 +483,7 @@ def _candidates(doc: Element, words: Sequence[str]) -> list[tuple[str, int]]:
                 if word in cls.lower() and _plain(cls):
                     seen.setdefault(f"{name}.{cls}", 0)
                     break
-    counted = [(sel, len(select(doc, sel))) for sel in seen]
+    counted = [(sel, len(doc.select(sel))) for sel in seen]
     return [(sel, n) for sel, n in counted if n]
 
 
@@ -671,7 +539,7 @@ def _link_pattern(paths: Sequence[str]) -> str | None:
 
 def _no_product_facts(doc: Element) -> Missing:
     hints = []
-    if select(doc, "h1"):
+    if doc.select("h1"):
         hints.append('name = "h1"')
     prices = _candidates(doc, ["price"])
     if prices:

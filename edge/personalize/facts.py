@@ -21,13 +21,10 @@ an error: the page is the shop's, not the merchant's rule file.
 
 Why no HTML library: JSON-LD blocks are found by a scan and read with ``json``
 (extruct would read them the same way, with lxml and five more dependencies);
-microdata and selectors need a tree, built with the rewriter's own tokenizer (one
-regex match a tag), only when the page has ``itemscope`` or the merchant gave
-selectors. Measured on a 200 KB page of 9,000 elements (CPU time, loaded 2-core VM):
-the tree in 46 ms, less than ``html.parser`` takes only to step through the page
-(63 ms with no handler doing anything); a tree built from ``html.parser``'s
-callbacks took about three times as long. It runs after the response, and only for
-a page that changed. The selectors are the rewriter's own
+microdata and selectors need a tree: :mod:`edge.rewrite.dom`, built with the
+rewriter's own tokenizer (one regex match a tag) and tree rules, only when the page
+has ``itemscope`` or the merchant gave selectors. It runs after the response, and
+only for a page that changed. The selectors are the rewriter's own
 (:mod:`edge.rewrite.selectors`), so slots and products speak one CSS.
 """
 
@@ -42,8 +39,7 @@ from html import unescape
 from typing import Any, Final
 
 from edge.personalize.catalog import ItemFacts, link_path, parse_price
-from edge.rewrite import scanner as sc
-from edge.rewrite.selectors import ComplexSelector, SelectorList
+from edge.rewrite.dom import Document, Element, parse
 from edge.rules.products import FACT_NAMES, ProductSelectors, Selector
 
 __all__ = [
@@ -115,7 +111,7 @@ def read_page(
             items.extend(_ld_item_list(node))
         elif "BreadcrumbList" in kind and not crumbs:
             crumbs = _ld_breadcrumb(node)
-    tree = _Tree.of(html) if ("itemscope" in html or selectors) else None
+    tree = parse(html) if ("itemscope" in html or selectors) else None
     sources: list[str] = []
     if len(products) > 1:
         # One with a price among several is the page's; else they are a list page's
@@ -367,151 +363,55 @@ def _opengraph(html: str) -> ItemFacts | None:
     )
 
 
-# -- a small tree, for microdata and selectors ---------------------------------------
+# -- microdata and selectors, read from the page's element tree ---------------------
 
 
-class _Node:
-    __slots__ = ("attrs", "children", "end", "name", "parent", "start")
-
-    def __init__(self, name: bytes, attrs: dict[bytes, bytes], parent: _Node | None, start: int):
-        self.name = name
-        self.attrs = attrs
-        self.parent = parent
-        self.children: list[_Node] = []
-        self.start = start
-        self.end = -1
+def _node_text(node: Element) -> str:
+    return node.text()[:_LIMIT]
 
 
-_RAW: Final = sc.RAWTEXT | sc.RCDATA
-
-
-class _Tree:
-    """The page's elements (names, attributes, parents) and its text, each element
-    knowing its stretch of the text, read with the rewriter's tokenizer
-    (:mod:`edge.rewrite.scanner`: one regex match a tag). End tags close up to their
-    element; an end tag with no open element is ignored, as browsers do. The text of
-    ``script``, ``style``, ``title`` and the like is skipped."""
-
-    def __init__(self) -> None:
-        self.root = _Node(b"", {}, None, 0)
-        self.texts: list[bytes] = []
-        self.all: list[_Node] = []
-
-    @classmethod
-    def of(cls, html: str) -> _Tree:
-        tree = cls()
-        data = html.encode("utf-8", "surrogateescape")
-        open_ = [tree.root]
-        texts = tree.texts
-        pos, n = 0, len(data)
-        token = sc.TOKEN.match
-        while pos < n:
-            lt = data.find(b"<", pos)
-            if lt < 0:
-                texts.append(data[pos:])
-                break
-            if lt > pos:
-                texts.append(data[pos:lt])
-            m = token(data, lt)
-            if m is None:
-                texts.append(b"<")
-                pos = lt + 1
-                continue
-            pos = m.end()
-            raw = m.group(1)
-            if raw is not None:
-                name = raw.lower()
-                node = _Node(name, sc.parse_attrs(m.group(2)), open_[-1], len(texts))
-                open_[-1].children.append(node)
-                tree.all.append(node)
-                if name in sc.VOID or sc.is_self_closing(m.group(2)):
-                    node.end = node.start
-                elif name in _RAW:
-                    close = re.compile(rb"</" + re.escape(name) + rb"[\t\n\f\r />]", re.I)
-                    found = close.search(data, pos)
-                    pos = n if found is None else found.start()
-                    node.end = node.start
-                else:
-                    open_.append(node)
-            elif m.group(3) is not None:
-                name = m.group(3).lower()
-                for i in range(len(open_) - 1, 0, -1):
-                    if open_[i].name == name:
-                        for closed in open_[i:]:
-                            closed.end = len(texts)
-                        del open_[i:]
-                        break
-        for node in open_:
-            node.end = len(texts)
-        return tree
-
-    def text(self, node: _Node) -> str:
-        raw = b"".join(self.texts[node.start : node.end]).decode("utf-8", "replace")
-        return _SPACE.sub(" ", unescape(raw)).strip()[:_LIMIT]
-
-    def select(self, selector: SelectorList) -> Iterator[_Node]:
-        for node in self.all:
-            if any(_matches(node, cs, len(cs.compounds) - 1) for cs in selector.selectors):
-                yield node
-
-
-def _matches(node: _Node | None, cs: ComplexSelector, i: int) -> bool:
-    if node is None or not cs.compounds[i].matches(node.name, node.attrs):
-        return False
-    if i == 0:
-        return True
-    parent = node.parent
-    if cs.combinators[i - 1] == ">":
-        return _matches(parent, cs, i - 1)
-    while parent is not None and parent.name:
-        if _matches(parent, cs, i - 1):
-            return True
-        parent = parent.parent
-    return False
-
-
-def _prop_value(tree: _Tree, node: _Node) -> str:
+def _prop_value(node: Element) -> str:
     attrs = node.attrs
     for name in (b"content", b"href", b"src", b"value", b"datetime"):
         if name in attrs and (name != b"value" or node.name in (b"data", b"meter")):
             return attrs[name].decode("utf-8", "replace").strip()[:_LIMIT]
-    return tree.text(node)
+    return _node_text(node)
 
 
-def _props(tree: _Tree, scope: _Node) -> dict[str, tuple[_Node, str]]:
+def _props(scope: Element) -> dict[str, tuple[Element, str]]:
     """A microdata item's properties (the first of each name), nested items'
     properties not included (an ``offers`` or ``brand`` item is a value)."""
-    found: dict[str, tuple[_Node, str]] = {}
+    found: dict[str, tuple[Element, str]] = {}
     stack = list(reversed(scope.children))
     while stack:
         node = stack.pop()
         prop = node.attrs.get(b"itemprop")
         if prop is not None:
             for name in prop.decode("utf-8", "replace").split():
-                found.setdefault(name, (node, _prop_value(tree, node)))
+                found.setdefault(name, (node, _prop_value(node)))
         if b"itemscope" not in node.attrs:
             stack.extend(reversed(node.children))
     return found
 
 
-def _scoped(tree: _Tree, props: dict[str, tuple[_Node, str]], name: str) -> dict[str, str]:
+def _scoped(props: dict[str, tuple[Element, str]], name: str) -> dict[str, str]:
     hit = props.get(name)
     if hit is None:
         return {}
     node, value = hit
     if b"itemscope" not in node.attrs:
         return {"name": value}
-    return {k: v for k, (_n, v) in _props(tree, node).items()}
+    return {k: v for k, (_n, v) in _props(node).items()}
 
 
-def _microdata_product(tree: _Tree) -> ItemFacts | None:
-    for node in tree.all:
+def _microdata_product(tree: Document) -> ItemFacts | None:
+    for node in tree.elements:
         kind = node.attrs.get(b"itemtype", b"")
         if b"itemscope" in node.attrs and kind.rstrip(b"/").endswith(
             (b"/Product", b"/ProductGroup")
         ):
-            props = _props(tree, node)
-            offer = _scoped(tree, props, "offers")
+            props = _props(node)
+            offer = _scoped(props, "offers")
             plain = {k: v for k, (_n, v) in props.items()}
             price = _price(offer.get("price") or offer.get("lowPrice") or plain.get("price"))
             price_node = props.get("price") or None
@@ -521,7 +421,7 @@ def _microdata_product(tree: _Tree) -> ItemFacts | None:
             return ItemFacts(
                 (plain.get("sku") or plain.get("productID") or "")[:128],
                 plain.get("category", ""),
-                _scoped(tree, props, "brand").get("name", ""),
+                _scoped(props, "brand").get("name", ""),
                 price,
                 plain.get("name", ""),
                 plain.get("url", ""),
@@ -531,15 +431,15 @@ def _microdata_product(tree: _Tree) -> ItemFacts | None:
     return None
 
 
-def _microdata_breadcrumb(tree: _Tree) -> list[str]:
-    for node in tree.all:
+def _microdata_breadcrumb(tree: Document) -> list[str]:
+    for node in tree.elements:
         if node.attrs.get(b"itemtype", b"").rstrip(b"/").endswith(b"/BreadcrumbList"):
             names = []
             stack = list(reversed(node.children))
             while stack:
                 child = stack.pop()
                 if child.attrs.get(b"itemtype", b"").endswith(b"/ListItem"):
-                    name = _props(tree, child).get("name")
+                    name = _props(child).get("name")
                     if name is not None and name[1]:
                         names.append(name[1])
                 else:
@@ -548,7 +448,7 @@ def _microdata_breadcrumb(tree: _Tree) -> list[str]:
     return []
 
 
-def _selected(tree: _Tree, selectors: ProductSelectors) -> ItemFacts | None:
+def _selected(tree: Document, selectors: ProductSelectors) -> ItemFacts | None:
     found: dict[str, str] = {}
     for fact, sel in selectors.by_fact.items():
         for node in tree.select(sel.selector):
@@ -556,7 +456,7 @@ def _selected(tree: _Tree, selectors: ProductSelectors) -> ItemFacts | None:
                 raw = node.attrs.get(sel.attribute.encode())
                 value = "" if raw is None else raw.decode("utf-8", "replace").strip()[:_LIMIT]
             else:
-                value = tree.text(node)
+                value = _node_text(node)
             if value:
                 found[fact] = value
                 break
