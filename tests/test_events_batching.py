@@ -120,7 +120,7 @@ def test_rate_limit_buckets_refill_exactly_as_they_expire() -> None:
     [
         lambda c: c[:-1] + ("A" if c[-1] != "A" else "B"),
         lambda c: c[:-2] + "é" + c[-1],
-        lambda c: "x" + c[1:],
+        lambda c: ("x" if c[0] != "x" else "y") + c[1:],  # the id itself changed
         lambda c: c.split(".")[0],
     ],
 )
