@@ -115,8 +115,9 @@ def edge(shop: str, catalog: Path) -> Iterator[EdgeProcess]:
 # --- visitors -------------------------------------------------------------------------
 
 
-def wait_for(probe: Callable[[], T], timeout: float = 5.0) -> T:
-    """Poll *probe* until it returns something truthy (events are flushed every 50 ms)."""
+def wait_for(probe: Callable[[], T], timeout: float = 20.0) -> T:
+    """Poll *probe* until it returns something truthy (events are flushed every 50 ms;
+    the deadline is generous for a loaded machine, a pass takes milliseconds)."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
