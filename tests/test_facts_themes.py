@@ -5,7 +5,6 @@ reordered by price once the catalog knows its products."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from edge.personalize.catalog import ItemFacts, ItemReader, LearnedCatalog
 from edge.personalize.facts import read_page
 from edge.personalize.ordering import Interest, ListOrder
-from edge.rewrite import Edit
+from edge.rewrite import Edit, dom
 from edge.rewrite.rewriter import Plan
 from edge.rules.ruleset import compile_text
 
@@ -158,19 +157,12 @@ def _catalog(theme: Theme, html: str) -> tuple[LearnedCatalog, list[str]]:
     return catalog, hrefs
 
 
-_LIST_START = {
-    "woocommerce-storefront": '<ul class="products',
-    "shopify-dawn": '<ul id="product-grid"',
-    "prestashop-classic": '<div class="products',
-    "magento-luma": '<ol class="products',
-}
-
-
 def _item_links(theme: Theme, html: str) -> list[str]:
-    """The product links of the list, in page order."""
+    """The product links of the list (the slot's element only), in page order."""
+    (found,) = dom.parse(html).select(theme.slot)
     seen: list[str] = []
-    html = html[html.rindex(_LIST_START[theme.name]) :]  # (the comment on top names it too)
-    for href in re.findall(r'<a href="([^"]+)"', html):
+    for a in found.select("a[href]"):
+        href = a.attr("href")
         if (
             href.startswith("#")
             or "add-to-cart" in href
