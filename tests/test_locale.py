@@ -7,9 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -20,7 +19,7 @@ from edge.personalize.snippets import Snippets, formats_for, visitor_context
 from edge.rules.functions import Context
 from edge.rules.ruleset import compile_sources, compile_text
 from edge.rules.shop import Shop
-from tests.conftest import EdgeProcess, fetch, start_edge
+from tests.conftest import EdgeProcess, fetch, serving, start_edge
 
 ROME = ZoneInfo("Europe/Rome")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -293,9 +292,6 @@ class _Pages(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def multilingual(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeProcess]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     rules = tmp_path_factory.mktemp("rules")
     (rules / "shop.toml").write_text(
         """[shop]
@@ -321,12 +317,10 @@ snippet = "language.html"
     (snippets / "language.it.html").write_text(
         '<p id="shown">IT {{ language }} {{ 1234.5|money }}</p>', encoding="utf-8"
     )
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    proc = start_edge(url, env={"EDGE_RULES": str(rules), "EDGE_SNIPPETS": str(snippets)})
-    yield proc
-    proc.stop()
-    server.shutdown()
-    server.server_close()
+    with serving(_Pages) as url:
+        proc = start_edge(url, env={"EDGE_RULES": str(rules), "EDGE_SNIPPETS": str(snippets)})
+        yield proc
+        proc.stop()
 
 
 def shown(edge: EdgeProcess, path: str, accept_language: str) -> str:

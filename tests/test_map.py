@@ -9,9 +9,8 @@ import io
 import json
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from edge.fitting import _link_pattern, fit_page
 from edge.map_cli import USER_AGENT
 from edge.request import is_crawler
 from edge.rules import compile_text
-from tests.conftest import EDGE, ROOT, free_port, start_edge, wait_listening
+from tests.conftest import EDGE, ROOT, free_port, serving, start_edge, wait_listening
 
 # --- a Storefront-shaped theme (WooCommerce's default theme), as its templates render ----
 
@@ -172,12 +171,8 @@ class _Theme(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def theme() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Theme)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_Theme) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,8 @@ live) no page of a type without a reader is even collected."""
 from __future__ import annotations
 
 import html
-import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -26,6 +25,7 @@ from edge.profiles import events as ev
 from edge.profiles.model import Profile
 from edge.reading import PageBody, Reading
 from edge.rules.ruleset import compile_text
+from tests.conftest import serving
 
 THEME = Path(__file__).parent / "themes" / "woocommerce-storefront"
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,12 +133,8 @@ class Shop(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def shop() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Shop)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Shop) as base:
+        yield base
 
 
 @pytest.fixture

@@ -10,9 +10,8 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -25,6 +24,7 @@ from edge.personalize.catalog import ItemFacts, LearnedCatalog
 from edge.profiles.store import MemoryStore
 from edge.reading import PageBody, Reading
 from edge.rules.ruleset import compile_text
+from tests.conftest import serving
 
 THEME = Path(__file__).parent / "themes" / "woocommerce-storefront"
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,12 +91,8 @@ class Shop(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def shop() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Shop)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Shop) as base:
+        yield base
 
 
 @pytest.fixture
