@@ -40,14 +40,15 @@ from edge.recorder import Recorder
 from edge.respond import Responder
 from edge.rewriting import Rewriting
 from edge.rules import LiveRules, ShopStats, rules_directory
+from edge.shipped import STATIC
 from edge.visitors import Visitors
 
 log = logging.getLogger("edge.app")
 
 EDGE_PREFIX = "/_edge"
-STATIC_DIR = (Path(__file__).parent / "static").resolve()
-"""The browser snippet and its styles, served at ``/_edge/static/``: in the source
-tree a symbolic link to ``static/``, in an installed package a copy (package data)."""
+STATIC_DIR = STATIC
+"""The browser snippet and its styles, served at ``/_edge/static/``: the repository's
+``static/`` (in an installed package, its copy: :mod:`edge.shipped`)."""
 
 Scope = dict[str, Any]
 

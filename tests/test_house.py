@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
         "edge.codec",
         "edge.headers",
         "edge.caches",
+        "edge.shipped",
     ),
     ("edge",),  # the package's own __init__ (its version)
 ]

@@ -8,11 +8,9 @@ string; an error never reaches the page: :meth:`Snippets.render` logs it (file a
 line) and returns ``None``, and the caller leaves the slot as the shop rendered it.
 
 Where snippets come from: the merchant's directory (``--snippets DIR``, default
-``./snippets``), then the library shipped inside the package
-(``edge/personalize/library/``, installed as package data). A merchant file with
-the same name as a library one replaces it. In the repository that directory is a
-symbolic link to ``snippets/``, the merchant-facing copy to read and edit, so there
-is one copy; building the package copies the files in.
+``./snippets``), then the library shipped with shop-edge (the repository's
+``snippets/``, copied into the package when it is built: :mod:`edge.shipped`). A
+merchant file with the same name as a library one replaces it.
 
 Templates are compiled once and cached; files are checked for changes at most every
 ``reload_interval`` seconds, so an edited snippet is live a second later without a
@@ -53,6 +51,7 @@ from edge.personalize.offers import OfferState
 from edge.personalize.profiling import Question
 from edge.profiles.model import Profile
 from edge.rules.shop import DEFAULT_SHOP, Shop, shop_links
+from edge.shipped import SNIPPETS
 
 __all__ = [
     "DEFAULT_DIRECTORY",
@@ -70,8 +69,8 @@ __all__ = [
 
 log = logging.getLogger("edge.snippets")
 
-LIBRARY: Final = Path(__file__).resolve().parent / "library"
-"""The snippets shipped with shop-edge."""
+LIBRARY: Final = SNIPPETS
+"""The snippets shipped with shop-edge (``snippets/``, see :mod:`edge.shipped`)."""
 DEFAULT_DIRECTORY: Final = Path("snippets")
 PROFILE_FORM_ACTION: Final = "/_edge/profile-form"
 

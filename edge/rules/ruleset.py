@@ -33,10 +33,11 @@ from edge.rules.products import ProductSelectors, Selector, parse_products, prod
 from edge.rules.questions import Declared, Question, check_questions, parse_questions
 from edge.rules.shop import DEFAULT_SHOP, Shop, localize_dates, parse_shop, shop_links
 from edge.rules.spec import SECTIONS, SORT_KEYS, Placement, RuleFile, Segment, Slot
+from edge.shipped import RULES
 
-LIBRARY_DIR: Final = Path(__file__).resolve().parent / "library"
-"""The shipped library: in the source tree a symbolic link to ``rules/``, in an
-installed package a copy of it (package data)."""
+LIBRARY_DIR: Final = RULES
+"""The shipped library: the repository's ``rules/`` (in an installed package, its copy:
+:mod:`edge.shipped`)."""
 LIBRARY_SEGMENTS: Final = ("segments.toml", "questions.toml")
 """What ``edge serve`` loads from the library when the shop has no rule directory:
 the segments and the profiling questions (the placements there map the demo shop's
