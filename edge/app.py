@@ -74,7 +74,9 @@ class EdgeApp:
         self.store = store if store is not None else open_store(config.store)
         self.profiles = ProfileService(self.store, identity.email_hash)
         self.recorder = Recorder(self.profiles)
-        self.visitors = Visitors(identity, track=config.track)
+        self.visitors = Visitors(
+            identity, track=config.track, trust_forwarded=config.trust_forwarded
+        )
         self.rules = LiveRules(*rules_directory(config.rules))
         try:
             catalog = Catalog.load(Path(config.catalog)) if config.catalog else None

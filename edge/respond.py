@@ -424,12 +424,27 @@ def _personalized_headers(headers: Headers, decision: Decision) -> Headers:
     return out
 
 
+_CDN_CACHE_HEADERS: Final = frozenset(
+    {
+        b"cdn-cache-control",
+        b"surrogate-control",
+        b"x-accel-expires",
+        b"cloudflare-cdn-cache-control",
+    }
+)
+"""Caching orders for a CDN or nginx alone, which they obey over ``Cache-Control`` and
+often without ``Vary: Cookie``: on a private response they would still share it."""
+
+
 def _private(headers: Headers) -> Headers:
-    """Keep a response that sets the visitor cookie out of shared caches: a cached
-    copy would hand one visitor's id to everyone."""
+    """Keep a response that sets the visitor cookie, or is personalized, out of shared
+    caches: a cached copy would hand one visitor's id, name or cart to everyone. The
+    CDN's own caching headers go too (``_CDN_CACHE_HEADERS``)."""
     out = []
     found = False
     for name, value in headers:
+        if name in _CDN_CACHE_HEADERS:
+            continue
         if name == b"cache-control":
             found = True
             parts = [

@@ -27,13 +27,20 @@ class Visit:
 
 
 class Visitors:
-    def __init__(self, identity: Identity, *, track: bool = True) -> None:
+    def __init__(
+        self, identity: Identity, *, track: bool = True, trust_forwarded: bool = False
+    ) -> None:
         self.identity = identity
         self.track = track
+        self.trust_forwarded = trust_forwarded
+        """Believe ``X-Forwarded-Proto`` (a TLS terminator in front): anyone else
+        could send it."""
 
     def begin(self, head: RequestHead) -> Visit:
-        # Secure behind a TLS terminator too: the cookie then gets Secure.
-        secure = head.scheme == "https" or head.forwarded_proto == b"https"
+        # Secure behind a trusted TLS terminator too: the cookie then gets Secure.
+        secure = head.scheme == "https" or (
+            self.trust_forwarded and head.forwarded_proto == b"https"
+        )
         if head.user_agent and is_crawler(head.user_agent):
             return Visit(None, False, secure, False, crawler=True)
         cookies = head.cookies

@@ -554,6 +554,11 @@ class CachingUpstream(TestUpstream):
                 ("ETag", '"home-1"'),
                 ("Last-Modified", "Mon, 01 Jun 2026 10:00:00 GMT"),
                 ("Vary", "Accept-Encoding"),
+                # what a CDN or nginx obeys over Cache-Control (and without Vary)
+                ("CDN-Cache-Control", "max-age=600"),
+                ("Surrogate-Control", "max-age=600"),
+                ("X-Accel-Expires", "600"),
+                ("Cloudflare-CDN-Cache-Control", "max-age=600"),
             ]
             params = dict(p.partition("=")[::2] for p in query.split("&") if p)
             coding = params.get("enc", "")
@@ -622,6 +627,9 @@ def test_personalized_page_is_private_and_tells_the_truth(citizen: EdgeProcess) 
     assert "private" in cache_control
     assert "public" not in cache_control
     assert not any(p.startswith("s-maxage") for p in cache_control)
+    for cdn in ("cdn-cache-control", "surrogate-control", "x-accel-expires"):
+        assert reply.header(cdn) is None, cdn  # a CDN would share the page otherwise
+    assert reply.header("cloudflare-cdn-cache-control") is None
     vary = [v.strip().lower() for v in ",".join(reply.all("vary")).split(",")]
     assert "cookie" in vary and "accept-encoding" in vary
     etag = reply.header("etag") or ""

@@ -62,8 +62,21 @@ def test_first_visit_gets_a_signed_cookie_and_a_private_response(
     again = fetch(tracked.port, "/page", headers={"Cookie": cookie.split(";")[0]})
     assert again.all("set-cookie") == []
     assert again.header("cache-control") == "public, max-age=60"  # a known visitor: untouched
-    https = fetch(tracked.port, "/page", headers={"X-Forwarded-Proto": "https"})
-    assert "Secure" in next(v for v in https.all("set-cookie") if v.startswith("edge_vid="))
+    # X-Forwarded-Proto is anyone's to send: believed only with trust_forwarded
+    claimed = fetch(tracked.port, "/page", headers={"X-Forwarded-Proto": "https"})
+    cookie = next(v for v in claimed.all("set-cookie") if v.startswith("edge_vid="))
+    assert "Secure" not in cookie
+
+
+def test_behind_a_trusted_tls_terminator_the_cookie_is_secure(upstream: TestUpstream) -> None:
+    proc = start_edge(upstream.url, env={"EDGE_TRUST_FORWARDED": "true"})
+    try:
+        https = fetch(proc.port, "/page", headers={"X-Forwarded-Proto": "https"})
+        assert "Secure" in next(v for v in https.all("set-cookie") if v.startswith("edge_vid="))
+        plain = fetch(proc.port, "/page")
+        assert "Secure" not in next(v for v in plain.all("set-cookie") if v.startswith("edge_vid="))
+    finally:
+        proc.stop()
 
 
 def test_tampered_cookie_means_a_new_visitor(tracked: EdgeProcess) -> None:
