@@ -98,6 +98,7 @@ class EdgeApp:
             Activities(self.snippets, identity, catalog=learned, stylesheet=config.stylesheet),
             languages=config.languages or ["en"],
             shop=ShopStats(avg_order_value=config.avg_order_value),
+            trust_geo=config.trust_geo,
         )
         self.proxy = Proxy(config)
         self.respond = Responder(

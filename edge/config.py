@@ -51,6 +51,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     trust_forwarded: bool = False
     """Trust ``X-Forwarded-Proto``/``-Host`` arriving from the client (set it when a TLS
     terminator or load balancer stands in front of the sidecar)."""
+    trust_geo: bool = False
+    """Believe the ``X-Geo-Country``/``-Latitude``/``-Longitude`` and ``CF-IPCountry``
+    request headers for ``geo.*`` and ``distance_km`` (set it when your CDN or load
+    balancer sets them and drops the client's: anyone can send them)."""
     connect_timeout: float = 5.0
     """Seconds to open a connection to the upstream before answering 502."""
     read_timeout: float = 30.0

@@ -102,6 +102,7 @@ class Decider:
         *,
         languages: Sequence[str] = ("en", "it"),
         shop: ShopStats | None = None,
+        trust_geo: bool = False,
     ) -> None:
         self.rules = rules
         self.profiles = profiles
@@ -109,6 +110,8 @@ class Decider:
         self.activities = activities
         self.languages = tuple(languages)
         self.shop = shop if shop is not None else ShopStats()
+        self.trust_geo = trust_geo
+        """Whether the request's geo headers are the operator's (see Config.trust_geo)."""
         self.page_languages = PageLanguages()
         """What the shop's pages declared (``<html lang>``), learned as they pass."""
 
@@ -244,6 +247,7 @@ class Decider:
         self, head: RequestHead, page: Page | None, touch: Touch | None, shop: Shop
     ) -> RequestInfo:
         utm, channel = campaign_of(touch)
+        geo = self.trust_geo
         return RequestInfo(
             path=head.path,
             page_type=page.type if page is not None else "",
@@ -251,9 +255,9 @@ class Decider:
             channel=channel,
             lang=self.language(head.path, head.accept_language, shop),
             device=device_of(head.user_agent.decode("latin-1")),
-            country=(head.geo_country or head.cf_country).decode("latin-1").upper(),
-            latitude=_coordinate(head.geo_latitude),
-            longitude=_coordinate(head.geo_longitude),
+            country=(head.geo_country or head.cf_country).decode("latin-1").upper() if geo else "",
+            latitude=_coordinate(head.geo_latitude) if geo else None,
+            longitude=_coordinate(head.geo_longitude) if geo else None,
         )
 
 

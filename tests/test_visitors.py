@@ -9,6 +9,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -409,3 +410,36 @@ def test_ingest_takes_the_whole_cookie_value_only_when_its_signature_verifies(
     # the id alone goes on working
     assert post_json(tracked.port, "/_edge/ingest", order(visitor_id, "o-4"), auth).status == 200
     assert profile(tracked.port, cookie)["order_count"] == 3
+
+
+GEO_RULES = """
+[slots.page]
+select = "body"
+action = "prepend"
+
+[[placements]]
+slot = "page"
+when = "geo.country == 'IT'"
+snippet = "near.html"
+"""
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_geo_headers_count_only_when_the_operator_says_they_are_its_own(
+    upstream: TestUpstream, tmp_path: Path, trusted: bool
+) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "theme.toml").write_text(GEO_RULES)
+    snippets = tmp_path / "snippets"
+    snippets.mkdir()
+    (snippets / "near.html").write_text("<p id=near>Vicino a te</p>")
+    env = {"EDGE_RULES": str(rules), "EDGE_SNIPPETS": str(snippets)}
+    if trusted:
+        env["EDGE_TRUST_GEO"] = "true"
+    proc = start_edge(upstream.url, env=env)
+    try:
+        page = fetch(proc.port, "/page", headers={"X-Geo-Country": "it", "CF-IPCountry": "IT"})
+        assert (b"<p id=near>" in page.body) is trusted
+    finally:
+        proc.stop()
