@@ -27,6 +27,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 from edge.pages import Page
+from edge.personalize.facts import ld_nodes, ld_types
 from edge.profiles import events as ev
 from edge.rewrite.dom import Document, Element, parse
 from edge.rewrite.selectors import SelectorList, parse_selector
@@ -360,7 +361,7 @@ def read_order(page: Page, html: str, ruleset: RuleSet) -> list[ev.BaseEvent]:
     the cart emptied: the order came from it."""
     doc = parse(html)
     picks = ruleset.carts.order_page
-    found = _page_order(doc)
+    found = _page_order(doc, html)
     order_id = (
         _first(_pick(doc, picks.get("order_id")))
         or page.params.get("order_id", "")
@@ -386,20 +387,19 @@ def _last_word(text: str) -> str:
     return words[-1] if words else ""
 
 
-def _page_order(doc: Document) -> tuple[str, float | None]:
-    """(order id, total) from JSON-LD ``Order``, else a data-layer or gtag ``purchase``,
+def _page_order(doc: Document, html: str) -> tuple[str, float | None]:
+    """(order id, total) from JSON-LD ``Order`` (read as product facts are:
+    :func:`edge.personalize.facts.ld_nodes`), else a data-layer or gtag ``purchase``,
     else Shopify's ``Shopify.checkout``."""
-    for kind, text in doc.scripts:
-        if kind == "application/ld+json":
-            for node in _json_nodes(_loads(text)):
-                if "Order" in _types(node):
-                    total = _money(node.get("totalPaymentDue")) or _money(node.get("price"))
-                    if total is None:
-                        offers = node.get("acceptedOffer")
-                        offers = offers if isinstance(offers, list) else [offers]
-                        prices = [_money(o) for o in offers if isinstance(o, dict)]
-                        total = sum(p for p in prices if p) if any(prices) else None
-                    return str(node.get("orderNumber") or ""), total
+    for node in ld_nodes(html):
+        if "Order" in ld_types(node):
+            total = _money(node.get("totalPaymentDue")) or _money(node.get("price"))
+            if total is None:
+                offers = node.get("acceptedOffer")
+                offers = offers if isinstance(offers, list) else [offers]
+                prices = [_money(o) for o in offers if isinstance(o, dict)]
+                total = sum(p for p in prices if p) if any(prices) else None
+            return str(node.get("orderNumber") or ""), total
     for kind, text in doc.scripts:
         if kind == "application/ld+json" or not ("purchase" in text or "Shopify.checkout" in text):
             continue
@@ -474,24 +474,6 @@ def _loads(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return None
-
-
-def _json_nodes(data: Any) -> Iterator[dict[str, Any]]:
-    stack = [data]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, dict):
-            yield node
-            graph = node.get("@graph")
-            if graph is not None:
-                stack.append(graph)
-
-
-def _types(node: Mapping[str, Any]) -> list[str]:
-    kind = node.get("@type", "")
-    return [str(k) for k in kind] if isinstance(kind, list) else [str(kind)]
 
 
 def _money(value: Any) -> float | None:

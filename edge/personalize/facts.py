@@ -47,6 +47,8 @@ __all__ = [
     "PageFacts",
     "ProductSelectors",
     "Selector",
+    "ld_nodes",
+    "ld_types",
     "read_page",
 ]
 
@@ -103,8 +105,8 @@ def read_page(
     products: list[ItemFacts] = []
     items: list[ItemFacts] = []
     crumbs: list[str] = []
-    for node in _ld_nodes(html):
-        kind = _types(node)
+    for node in ld_nodes(html):
+        kind = ld_types(node)
         if kind & {"Product", "ProductGroup"}:
             products.append(_ld_product(node))
         elif "ItemList" in kind:
@@ -176,7 +178,7 @@ def _replace(facts: ItemFacts, **changes: Any) -> ItemFacts:
 # -- JSON-LD ---------------------------------------------------------------------
 
 
-def _ld_nodes(html: str) -> Iterator[Mapping[str, Any]]:
+def ld_nodes(html: str) -> Iterator[Mapping[str, Any]]:
     """Every JSON-LD object of the page, ``@graph`` members included."""
     if "ld+json" not in html:
         return
@@ -205,7 +207,9 @@ def _flatten(data: Any, depth: int) -> Iterator[Mapping[str, Any]]:
             yield data
 
 
-def _types(node: Mapping[str, Any]) -> set[str]:
+def ld_types(node: Mapping[str, Any]) -> set[str]:
+    """A JSON-LD node's types, without their vocabulary (``https://schema.org/Order``
+    is ``Order``)."""
     kind = node.get("@type")
     names = kind if isinstance(kind, list) else [kind]
     return {n.rsplit("/", 1)[-1] for n in names if isinstance(n, str)}
@@ -305,7 +309,7 @@ def _ld_item_list(node: Mapping[str, Any]) -> list[ItemFacts]:
         if not isinstance(entry, dict):
             continue
         item = entry.get("item")
-        if isinstance(item, dict) and _types(item) & {"Product", "ProductGroup"}:
+        if isinstance(item, dict) and ld_types(item) & {"Product", "ProductGroup"}:
             facts = _ld_product(item)
         else:
             url = _str(entry.get("url")) or (item if isinstance(item, str) else _str(item))
