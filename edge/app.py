@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,10 +31,10 @@ from edge.ingest import EventEndpoints, ProfileForm
 from edge.observe import Observer, host_of
 from edge.personalize.catalog import Catalog, CatalogError, LearnedCatalog
 from edge.personalize.snippets import Snippets
-from edge.profiles.backends import open_store
+from edge.profiles.backends import guarded, served_store
 from edge.profiles.service import ProfileService
 from edge.profiles.stats import average_order_value
-from edge.profiles.store import Store
+from edge.profiles.store import Store, StoreUnavailable
 from edge.proxy import Proxy
 from edge.reading import Reading
 from edge.recorder import Recorder
@@ -71,7 +72,9 @@ class EdgeApp:
             consent_cookie=config.consent_cookie,
             consent_values=config.consent_values,
         )
-        self.store = store if store is not None else open_store(config.store)
+        # Every call behind its deadline and the circuit breaker (edge/profiles/store.py);
+        # metrics: set self.store.observer (a StoreObserver).
+        self.store = guarded(store if store is not None else served_store(config), config)
         self.profiles = ProfileService(self.store, identity.email_hash)
         self.recorder = Recorder(self.profiles)
         self.visitors = Visitors(
@@ -170,20 +173,62 @@ class EdgeApp:
     async def healthz(self, _request: Request) -> Response:
         return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
 
-    async def readyz(self, _request: Request) -> Response:
+    async def readyz(self, request: Request) -> Response:
+        """Ready when the shop answers and the store does (a ping within the page path's
+        deadline, the circuit breaker closed). The public answer says which check
+        failed in a few words; the details (rule files and lines, the store's error)
+        need the admin token."""
         reachable = await self.proxy.pool.probe()
+        store, store_detail = await self._store_check()
+        errors = self.rules.errors
+        files = len({e.file for e in errors})
         checks: dict[str, Any] = {
             "upstream": "ok" if reachable else "unreachable",
+            "store": store,
             "config": "ok",
-            "rules": "ok" if self.rules.ok else "errors",
+            "rules": "ok" if not errors else f"error in {files} file{'s' if files > 1 else ''}",
         }
-        body: dict[str, Any] = {"status": "ready" if reachable else "not ready", "checks": checks}
-        if self.rules.errors:
-            # Still ready: the rules that were serving keep serving; say what is wrong.
-            body["rule_errors"] = [str(e) for e in self.rules.errors[:20]]
+        ready = reachable and store == "ok"
+        body: dict[str, Any] = {
+            "status": "ready" if ready else "not ready",
+            "checks": checks,
+            # Rule errors leave the sidecar ready: the rules that were serving keep serving.
+            "reasons": [f"{name}: {value}" for name, value in checks.items() if value != "ok"],
+        }
+        if self._is_admin(request):
+            body["store"] = store_detail
+            body["rule_errors"] = [str(e) for e in errors[:20]]
         return JSONResponse(
-            body, status_code=200 if reachable else 503, headers={"cache-control": "no-store"}
+            body, status_code=200 if ready else 503, headers={"cache-control": "no-store"}
         )
+
+    async def _store_check(self) -> tuple[str, dict[str, Any]]:
+        """(``ok``, ``timeout``, ``error`` or ``breaker open``; the details)."""
+        breaker = self.store.breaker
+        try:
+            await self.store.ping()
+            verdict = "ok"
+        except StoreUnavailable as exc:
+            verdict = "breaker open" if exc.reason == "open" else exc.reason
+        detail = {
+            "breaker": breaker.state,
+            "consecutive_failures": breaker.failures,
+            "last_error": breaker.last_error,
+            "read_timeout_ms": round(self.store.read_timeout * 1000),
+        }
+        return verdict, detail
+
+    def _is_admin(self, request: Request) -> bool:
+        token = self.config.admin_token
+        if not token:
+            return False
+        auth = request.headers.get("authorization", "")
+        given = (
+            auth[7:]
+            if auth.startswith("Bearer ")
+            else request.headers.get("x-edge-admin-token", "")
+        )
+        return bool(given) and hmac.compare_digest(given.encode(), token.encode())
 
     async def _save_learned_every(self, seconds: float) -> None:
         while True:

@@ -73,6 +73,20 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     store: str = "sqlite:edge-data/profiles.db"
     """Profile store: ``sqlite:PATH`` (embedded, the default) or ``redis://HOST:PORT/DB``
     (shared by several replicas)."""
+    store_timeout_ms: int = 50
+    """Deadline of a profile read on the page path, and of readiness's store check
+    (milliseconds). Past it the visitor gets the shop's page, unpersonalized."""
+    store_write_timeout_ms: int = 2000
+    """Deadline of a store write (events, ingest; milliseconds). Past it a batch is
+    not acknowledged (503, the sender retries); the sidecar's own events retry."""
+    store_breaker_failures: int = 5
+    """Consecutive store failures or timeouts that open the circuit breaker: while open
+    no call is made to the store (pages go out unpersonalized at no cost)."""
+    store_breaker_cooldown: float = 5.0
+    """Seconds the breaker stays open before one call probes the store again."""
+    admin_token: str = ""
+    """Bearer token (or ``X-Edge-Admin-Token``) that shows the details behind
+    ``/_edge/readyz`` (which rule file, which line; the store's error). Empty: none."""
     track: bool = True
     """Record what visitors do. Off: the sidecar only proxies (and personalizes from
     the request itself)."""
@@ -117,6 +131,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         for name in ("connect_timeout", "read_timeout", "graceful_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
+        for name in ("store_timeout_ms", "store_write_timeout_ms", "store_breaker_failures"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive whole number")
+        if self.store_breaker_cooldown <= 0:
+            raise ValueError("store_breaker_cooldown must be a positive number of seconds")
         if self.pool_size < 0:
             raise ValueError("pool_size must be 0 or more")
         if self.replay_cache_bytes < 0:

@@ -30,6 +30,7 @@ from edge.preview import Preview
 from edge.profiles import events as ev
 from edge.profiles.model import Profile, Touch
 from edge.profiles.service import ProfileService
+from edge.profiles.store import StoreUnavailable
 from edge.recorder import Recorder
 from edge.request import RequestHead
 from edge.rewriting import SlotEdit
@@ -178,7 +179,10 @@ class Decider:
             return None
         now = int(time.time())
         visitor_id = visit.visitor_id if preview is None else None
-        profile = await self._profile(visitor_id, visit)
+        try:
+            profile = await self._profile(visitor_id, visit)
+        except StoreUnavailable:  # past its deadline, or the breaker open: the shop's page
+            return None
         # This request's campaign, else its visit's: `utm.*`, `channel` and the
         # snippets' `page.campaign` hold for the whole visit.
         request = self._request_info(head, page, ev.visit_touch(profile, touch), ruleset.shop)

@@ -40,8 +40,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
 from edge.profiles.model import Profile, decode, encode
 from edge.profiles.store import (
@@ -80,7 +80,20 @@ class OutcomeUnknown(RuntimeError):
 
 
 class RedisStore(Store):
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "edge:") -> None:
+    """*timeout*: seconds a connection may take to open and a reply to come (redis-py's
+    ``socket_connect_timeout`` and ``socket_timeout``); None waits as long as the
+    operating system does. :class:`~edge.profiles.store.GuardedStore` puts the shorter
+    deadline of the page path around reads."""
+
+    failures = (RedisError, OSError, OutcomeUnknown)
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "edge:",
+        timeout: float | None = None,
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self._profile = f"{prefix}p:"
@@ -89,7 +102,13 @@ class RedisStore(Store):
         self._claim = f"{prefix}c:"
         # Blocking pool: a burst of loads waits for a free connection instead of
         # failing with "Too many connections".
-        self._pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=_POOL_SIZE)
+        self._pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=_POOL_SIZE,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            timeout=20 if timeout is None else timeout,  # for a free connection of the pool
+        )
         self._redis = aioredis.Redis(connection_pool=self._pool)
         # Writers in this process to the same profile queue here rather than fight
         # through WATCH retries; only writers on other replicas can still conflict.
@@ -99,6 +118,9 @@ class RedisStore(Store):
         self._closed = False
 
     # reads: one round trip each
+
+    async def ping(self) -> None:
+        await self._get(self.prefix + "ping")
 
     async def get(self, key: str) -> Profile | None:
         data = await self._get(self._profile + key)

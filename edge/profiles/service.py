@@ -9,8 +9,10 @@ which ones it absorbs, are the rules of :mod:`edge.profiles.stitching`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from edge.profiles.events import BaseEvent, Source, apply, check_allowed, record_touch
 from edge.profiles.model import Profile, Touch, new_profile
@@ -24,7 +26,13 @@ from edge.profiles.stitching import (
     link,
     stitch,
 )
-from edge.profiles.store import CachedStore, Profiles, Store
+from edge.profiles.store import CachedStore, Profiles, Store, StoreUnavailable
+
+OBSERVED_RETRY_FOR: Final = 60.0
+"""Seconds the sidecar's own observed events are retried while the store is away (a
+hung Redis, an open breaker) before they are dropped and logged."""
+_RETRY_FIRST: Final = 0.05
+_RETRY_MAX: Final = 1.0
 
 # The stitching vocabulary, where the service's callers (ingest, the demo, tests) find it.
 __all__ = ["ProfileService", "UnknownVisitor", "customer_key", "email_key"]
@@ -51,10 +59,37 @@ class ProfileService:
         touches: Sequence[Touch] = (),
     ) -> Profile | None:
         """Apply *events*. For browser and observed events *visitor_id* is the cookie's
-        id; for shop events each event names its subject and *visitor_id* is None."""
+        id; for shop events each event names its subject and *visitor_id* is None.
+
+        A store that is unavailable (:class:`StoreUnavailable`: a deadline passed, the
+        breaker open) fails a sender's batch at once: it is not acknowledged and the
+        sender retries. What the sidecar observed itself (``Source.OBSERVED``, written
+        in the background) is retried here instead, for up to ``OBSERVED_RETRY_FOR``
+        seconds, waiting for the breaker to close."""
         now = int(time.time()) if now is None else now
         for event in events:
             check_allowed(event, source)
+        if source is not Source.OBSERVED:
+            return await self._record(visitor_id, events, source, now, touches)
+        delay = _RETRY_FIRST
+        give_up = time.monotonic() + OBSERVED_RETRY_FOR
+        while True:
+            try:
+                return await self._record(visitor_id, events, source, now, touches)
+            except StoreUnavailable:
+                if time.monotonic() + delay > give_up:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
+
+    async def _record(
+        self,
+        visitor_id: str | None,
+        events: Sequence[BaseEvent],
+        source: Source,
+        now: int,
+        touches: Sequence[Touch],
+    ) -> Profile | None:
         if source is not Source.SHOP:
             assert visitor_id is not None
             key = await self.cache.resolve(visitor_id) or visitor_id
@@ -73,7 +108,10 @@ class ProfileService:
                 # A new profile under the cookie's own id: unless a merge absorbed that
                 # id between our resolve and our commit (a login on another request).
                 # Then this profile is an orphan nobody would read: fold it in too.
-                target = await self.store.resolve(visitor_id)
+                try:
+                    target = await self.store.resolve(visitor_id)
+                except StoreUnavailable:  # written: a retry would count the events twice
+                    return applied[key]
                 if target is not None and target != key:
                     self.cache.forget_cached(visitor_id)
                     merged = await self._apply(target, [key], [], source, now, fresh_id=target)

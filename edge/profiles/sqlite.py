@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS claims (claim TEXT PRIMARY KEY, ts INTEGER NOT NULL) 
 CREATE TABLE IF NOT EXISTS learned (name TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 """
 _MAX_GROUP = 512
+_PROGRESS_STEPS: Final = 1000
+_MMAP_BYTES: Final = 0
+_READ_CACHE_KIB: Final = 2000
 
 _Job = tuple[
     Sequence[str],
@@ -58,22 +61,44 @@ _Job = tuple[
 _Settled = list[tuple[asyncio.Future[Profiles], Profiles | BaseException]]
 
 
-def _connect(path: str, *, sync_full: bool) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+def _connect(path: str, *, sync_full: bool, busy: float = 30.0) -> sqlite3.Connection:
+    """A connection in WAL mode that waits *busy* seconds at most for a lock."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy)
+    conn.execute(f"PRAGMA busy_timeout={max(1, int(busy * 1000))}")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={'FULL' if sync_full else 'NORMAL'}")
-    conn.execute("PRAGMA busy_timeout=30000")
     return conn
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str | Path, *, sync_full: bool = False) -> None:
+    """*read_timeout*: the most a read waits for a lock held by another process or
+    runs (a progress handler interrupts it), in seconds; reads run on the caller's
+    thread, so this is also the most one can hold up the event loop. *write_timeout*:
+    the most the writer thread waits for the file's lock before a group fails."""
+
+    failures = (sqlite3.Error, OSError)
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        sync_full: bool = False,
+        read_timeout: float = 30.0,
+        write_timeout: float = 30.0,
+    ) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._writer = _connect(self.path, sync_full=sync_full)
+        self._writer = _connect(self.path, sync_full=sync_full, busy=write_timeout)
         self._writer.executescript(_SCHEMA)
-        self._reader = _connect(self.path, sync_full=sync_full)
+        self._reader = _connect(self.path, sync_full=sync_full, busy=read_timeout)
+        self._read_timeout = read_timeout
+        self._read_deadline = float("inf")
+        # Checked every _PROGRESS_STEPS virtual machine steps: a primary-key read takes
+        # fewer, so it costs nothing there; a read past its deadline is interrupted.
+        self._reader.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
+        self._reader.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
+        self._reader.execute(f"PRAGMA cache_size=-{_READ_CACHE_KIB}")
         self._pruned = 0.0
         self._prune()
         self._jobs: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
@@ -86,16 +111,29 @@ class SQLiteStore(Store):
 
     # reads
 
+    def _past_deadline(self) -> int:
+        return 1 if time.monotonic() > self._read_deadline else 0
+
+    def _read_one(self, sql: str, arg: str) -> Any:
+        self._read_deadline = time.monotonic() + self._read_timeout
+        try:
+            row = self._reader.execute(sql, (arg,)).fetchone()
+        finally:
+            self._read_deadline = float("inf")
+        return row[0] if row else None
+
     async def get(self, key: str) -> Profile | None:
         return self.get_sync(key)
 
     def get_sync(self, key: str) -> Profile | None:
-        row = self._reader.execute("SELECT data FROM profiles WHERE key = ?", (key,)).fetchone()
-        return decode(row[0]) if row else None
+        data = self._read_one("SELECT data FROM profiles WHERE key = ?", key)
+        return None if data is None else decode(data)
 
     async def resolve(self, alias: str) -> str | None:
-        row = self._reader.execute("SELECT key FROM aliases WHERE alias = ?", (alias,)).fetchone()
-        return row[0] if row else None
+        return self._read_one("SELECT key FROM aliases WHERE alias = ?", alias)  # type: ignore[no-any-return]
+
+    async def ping(self) -> None:
+        self._read_one("SELECT count(*) FROM learned WHERE name = ?", "products")
 
     async def keys(self) -> list[str]:
         return [row[0] for row in self._reader.execute("SELECT key FROM profiles")]
@@ -159,6 +197,11 @@ class SQLiteStore(Store):
                     self._jobs.put(None)
                     break
                 group += more
+            # A caller that stopped waiting (its deadline passed) gets nothing written:
+            # it was not acknowledged, and its retry will come.
+            group = [job for job in group if job[3] is None or not job[3].done()]
+            if not group:
+                continue
             outcomes = self._commit(group)
             # One wake-up per loop for the whole group, not one per job.
             settle: dict[asyncio.AbstractEventLoop, _Settled] = {}

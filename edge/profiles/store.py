@@ -14,8 +14,11 @@ by ``cust:<customer id>`` (or ``email:<hash>`` before the shop tells us the id).
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final
+import asyncio
+import enum
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
 
@@ -34,6 +37,11 @@ profiles to write (None deletes)."""
 
 class Store(abc.ABC):
     """The storage interface every backend implements."""
+
+    failures: tuple[type[BaseException], ...] = (OSError, TimeoutError)
+    """The exceptions that mean "the store failed" (a connection lost, a locked file),
+    as opposed to a caller's mistake a mutation raised: :class:`GuardedStore` counts
+    these against the store and turns them into :class:`StoreUnavailable`."""
 
     @abc.abstractmethod
     async def get(self, key: str) -> Profile | None:
@@ -57,6 +65,10 @@ class Store(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and threads."""
+
+    async def ping(self) -> None:
+        """Raise unless the store answers (for ``/_edge/readyz``): one cheap read."""
+        await self.resolve("\x00ping")
 
     async def put_products(self, records: list[dict[str, Any]]) -> None:  # noqa: B027
         """Keep the products the sidecar learned from the shop's pages (feed rows,
@@ -210,3 +222,213 @@ class CachedStore:
 
     async def close(self) -> None:
         await self.store.close()
+
+
+# --- deadlines and the circuit breaker --------------------------------------------
+
+T = TypeVar("T")
+
+
+class StoreUnavailable(Exception):
+    """A store call did not complete: its deadline passed (``timeout``), the store
+    failed (``error``) or the circuit breaker is open and nothing was tried (``open``).
+    A read that raises it means "no profile": the visitor gets the shop's page."""
+
+    def __init__(self, op: str, reason: str, detail: str = "") -> None:
+        super().__init__(f"profile store {op}: {reason}" + (f" ({detail})" if detail else ""))
+        self.op = op
+        self.reason = reason
+
+
+class StoreObserver(Protocol):
+    """What a store reports, for metrics (``edge/metrics.py`` has these two functions)."""
+
+    def store_call(self, op: str, seconds: float, ok: bool) -> None:
+        """One call that was tried: its name (``get``, ``resolve``, ``transact``…),
+        how long it took, whether it succeeded (a timeout is not ok)."""
+
+    def store_breaker(self, open: bool) -> None:
+        """The breaker opened (True) or closed again (False)."""
+
+
+class Ticket(enum.Enum):
+    REFUSED = 0
+    CALL = 1
+    PROBE = 2
+
+
+class Breaker:
+    """Consecutive failures open it for ``cooldown`` seconds, during which every call
+    is refused without touching the store; then it lets one call through (half-open):
+    its success closes the breaker, its failure opens it for another cool-down."""
+
+    def __init__(
+        self,
+        failures: int = 5,
+        cooldown: float = 5.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.threshold = failures
+        self.cooldown = cooldown
+        self.clock = clock
+        self.on_change = on_change
+        self.failures = 0
+        """Consecutive failures so far."""
+        self.opened_at: float | None = None
+        self._probing = False
+        self.last_error = ""
+        """The reason of the latest failure (``timeout``, ``error: ConnectionError``)."""
+
+    @property
+    def state(self) -> str:
+        """``closed``, ``open`` or ``half-open`` (the cool-down is over: the next call
+        probes the store)."""
+        if self.opened_at is None:
+            return "closed"
+        if self._probing or self.clock() >= self.opened_at + self.cooldown:
+            return "half-open"
+        return "open"
+
+    def attempt(self) -> Ticket:
+        if self.opened_at is None:
+            return Ticket.CALL
+        if self._probing or self.clock() < self.opened_at + self.cooldown:
+            return Ticket.REFUSED
+        self._probing = True
+        return Ticket.PROBE
+
+    def succeeded(self, ticket: Ticket) -> None:
+        if ticket is Ticket.PROBE:
+            self._probing = False
+            self.opened_at = None
+            self.failures = 0
+            if self.on_change is not None:
+                self.on_change(False)
+        elif self.opened_at is None:
+            self.failures = 0  # a call begun before the breaker opened changes nothing
+
+    def failed(self, ticket: Ticket, reason: str) -> None:
+        self.last_error = reason
+        if ticket is Ticket.PROBE:
+            self._probing = False
+            self.opened_at = self.clock()
+            return
+        if self.opened_at is not None:
+            return
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.opened_at = self.clock()
+            if self.on_change is not None:
+                self.on_change(True)
+
+    def abandoned(self, ticket: Ticket) -> None:
+        """The call was cancelled by its caller (not the deadline): it says nothing
+        about the store, but a probe's turn passes to the next call."""
+        if ticket is Ticket.PROBE:
+            self._probing = False
+
+
+class GuardedStore(Store):
+    """A store whose every call has a deadline and goes through one circuit breaker.
+
+    Reads (``get``, ``resolve``, ``ping``: the page path) get ``read_timeout`` seconds,
+    writes (``transact``, ``put_products``) ``write_timeout``. A call that fails in
+    the store's way (:attr:`Store.failures`) or runs past its deadline raises
+    :class:`StoreUnavailable` and counts against the breaker; while the breaker is
+    open calls raise it at once without touching the store. A write that timed out
+    may still land (Redis applies what it already received when it wakes up): the
+    caller does not acknowledge it, and claims (order and event ids) make a retry
+    count once. ``observer`` (a :class:`StoreObserver`, settable later) hears every
+    call tried and every change of the breaker."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        read_timeout: float = 0.05,
+        write_timeout: float = 2.0,
+        breaker: Breaker | None = None,
+        observer: StoreObserver | None = None,
+    ) -> None:
+        self.inner = store
+        self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self.breaker = breaker if breaker is not None else Breaker()
+        self.breaker.on_change = self._breaker_changed
+        self.observer = observer
+        self.calls = 0
+        """Calls tried on the store so far (refused ones are not)."""
+
+    def _breaker_changed(self, is_open: bool) -> None:
+        if self.observer is not None:
+            self.observer.store_breaker(is_open)
+
+    async def _call(self, op: str, timeout: float, call: Callable[[], Awaitable[T]]) -> T:
+        breaker = self.breaker
+        ticket = breaker.attempt()
+        if ticket is Ticket.REFUSED:
+            raise StoreUnavailable(op, "open", "circuit breaker open")
+        self.calls += 1
+        clock = time.perf_counter
+        start = clock()
+        ok = False
+        try:
+            async with asyncio.timeout(timeout):
+                result = await call()
+            ok = True
+        except TimeoutError as exc:
+            breaker.failed(ticket, "timeout")
+            raise StoreUnavailable(op, "timeout", f"no answer within {timeout:g} s") from exc
+        except self.inner.failures as exc:
+            reason = f"error: {type(exc).__name__}"
+            breaker.failed(ticket, reason)
+            raise StoreUnavailable(op, "error", f"{type(exc).__name__}: {exc}") from exc
+        except asyncio.CancelledError:
+            breaker.abandoned(ticket)
+            raise
+        except BaseException:
+            breaker.succeeded(ticket)  # the store answered; the caller's input was wrong
+            ok = True
+            raise
+        finally:
+            if self.observer is not None:
+                self.observer.store_call(op, clock() - start, ok)
+        breaker.succeeded(ticket)
+        return result
+
+    async def get(self, key: str) -> Profile | None:
+        return await self._call("get", self.read_timeout, lambda: self.inner.get(key))
+
+    async def resolve(self, alias: str) -> str | None:
+        return await self._call("resolve", self.read_timeout, lambda: self.inner.resolve(alias))
+
+    async def ping(self) -> None:
+        await self._call("ping", self.read_timeout, self.inner.ping)
+
+    async def transact(
+        self, keys: Sequence[str], claims: Iterable[str], mutation: Mutation
+    ) -> Profiles:
+        claims = list(claims)
+        return await self._call(
+            "transact", self.write_timeout, lambda: self.inner.transact(keys, claims, mutation)
+        )
+
+    async def keys(self) -> list[str]:
+        """Every key, without a deadline (reports, statistics: the time is the size of
+        the store), refused while the breaker is open."""
+        if self.breaker.state == "open":
+            raise StoreUnavailable("keys", "open", "circuit breaker open")
+        return await self.inner.keys()
+
+    async def put_products(self, records: list[dict[str, Any]]) -> None:
+        await self._call(
+            "put_products", self.write_timeout, lambda: self.inner.put_products(records)
+        )
+
+    async def get_products(self) -> list[dict[str, Any]]:
+        return await self._call("get_products", self.write_timeout, self.inner.get_products)
+
+    async def close(self) -> None:
+        await self.inner.close()
