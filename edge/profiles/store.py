@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import enum
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, Protocol, TypeVar
@@ -24,6 +25,8 @@ import msgspec
 
 from edge.caches import Expiring
 from edge.profiles.model import DAY, Profile, decode, encode
+
+log = logging.getLogger("edge.profiles")
 
 CLAIM_TTL: Final = 400 * DAY
 """How long a claim (an order or event id already applied) is kept: as long as the
@@ -362,6 +365,15 @@ class GuardedStore(Store):
         """Calls tried on the store so far (refused ones are not)."""
 
     def _breaker_changed(self, is_open: bool) -> None:
+        if is_open:
+            log.warning(
+                "profile store unavailable (%s): circuit breaker open, pages go out "
+                "unpersonalized; probing again every %g s",
+                self.breaker.last_error,
+                self.breaker.cooldown,
+            )
+        else:
+            log.warning("profile store answers again: circuit breaker closed")
         if self.observer is not None:
             self.observer.store_breaker(is_open)
 
