@@ -10,14 +10,25 @@
    "cpu µs" is the sidecar's CPU time (all threads) per request during the run: on a
    shared machine it varies less than the rate does.
 
+3. With ``--scale N`` (only that): profile load latency with N stored profiles
+   against 1,000, for SQLite and Redis (goal: p99 within 2x). Each store is filled
+   in bulk (executemany, pipelines) with copies of the 310 demo customers' profiles
+   under random visitor ids, in random order, in a temporary directory removed after
+   the run; then random ids are loaded as the page path loads them (the local cache
+   emptied first, through the deadline and breaker of :class:`GuardedStore`).
+
     python bench/profiles.py [--duration 8] [--skip-redis]
+    python bench/profiles.py --scale 1000000 [--skip-redis]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
+import random
+import secrets
 import shutil
 import socket
 import sqlite3
@@ -33,10 +44,10 @@ from proxy import LOAD_CORE, PROXY_CORE, Procs, free_port, print_table, work_dir
 
 from edge.demo.seed import seed
 from edge.identity import Identity
-from edge.profiles.model import decode
+from edge.profiles.model import decode, encode
 from edge.profiles.service import ProfileService, customer_key
 from edge.profiles.sqlite import SQLiteStore
-from edge.profiles.store import Store
+from edge.profiles.store import GuardedStore, MemoryStore, Store
 from edge.server import run
 
 SECRET = "bench-secret"
@@ -294,13 +305,208 @@ def events_benchmark(work: Path, procs: Procs, duration: int) -> list[list[str]]
     ]
 
 
+# --- 3. load latency against the number of stored profiles ----------------------------
+
+SCALE_BASE = 1_000
+SCALE_ROUND = 1_000
+SCALE_ROUNDS = 20
+SCALE_WARMUP_ROUNDS = 2
+SCALE_SAMPLES = SCALE_ROUND * SCALE_ROUNDS
+GOAL_SCALE_RATIO = 2.0
+FILL_CHUNK = 20_000
+
+
+async def template_blobs() -> list[bytes]:
+    """The 310 demo customers' profiles (orders, items, visits: 0.3-3 KB each),
+    encoded, to be copied under other ids."""
+    store = MemoryStore()
+    await seed(ProfileService(store, Identity([SECRET]).email_hash))
+    return [encode(p) for p in store.profiles.values()]
+
+
+def profile_rows(count: int, templates: list[bytes]) -> tuple[list[str], list[bytes]]:
+    """*count* random visitor ids (as the cookie makes them) and a profile blob each."""
+    pick = random.Random(count)
+    ids = [secrets.token_urlsafe(16) for _ in range(count)]
+    return ids, [templates[pick.randrange(len(templates))] for _ in range(count)]
+
+
+def fill_sqlite(path: Path, ids: list[str], blobs: list[bytes]) -> None:
+    """The store's own schema (opened once), then rows in bulk, in random order."""
+    run(_closed(SQLiteStore(path)))
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA cache_size=-1000000")
+    stamp = int(time.time())
+    for start in range(0, len(ids), FILL_CHUNK):
+        rows = [
+            (k, b, stamp)
+            for k, b in zip(
+                ids[start : start + FILL_CHUNK], blobs[start : start + FILL_CHUNK], strict=True
+            )
+        ]
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO profiles (key, data, updated) VALUES (?, ?, ?)", rows)
+        conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def fill_redis(url: str, ids: list[str], blobs: list[bytes]) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    for start in range(0, len(ids), FILL_CHUNK):
+        pipe = client.pipeline(transaction=False)
+        for key, blob in zip(
+            ids[start : start + FILL_CHUNK], blobs[start : start + FILL_CHUNK], strict=True
+        ):
+            pipe.set("bench:p:" + key, blob)
+        pipe.execute()
+    client.close()
+
+
+async def time_interleaved(
+    stores: dict[int, Store], ids: dict[int, list[str]]
+) -> dict[int, tuple[float, float]]:
+    """p50, p99 (µs) of page-path loads of random stored ids (the local cache emptied,
+    through the deadline and breaker), per store size. The stores take turns, a round
+    of loads each, so what else runs on the machine weighs on both alike."""
+    services = {
+        size: ProfileService(GuardedStore(store, read_timeout=1.0), Identity([SECRET]).email_hash)
+        for size, store in stores.items()
+    }
+    pick = random.Random(7)
+    clock = time.perf_counter_ns
+    samples: dict[int, list[int]] = {size: [] for size in stores}
+    gc.collect()
+    gc.freeze()
+    for round_ in range(SCALE_ROUNDS + SCALE_WARMUP_ROUNDS):
+        for size, service in services.items():
+            keys = ids[size]
+            kept = samples[size]
+            for _ in range(SCALE_ROUND):
+                key = keys[pick.randrange(len(keys))]
+                service.cache.forget_cached(key)
+                t0 = clock()
+                profile = await service.load(key)
+                if round_ >= SCALE_WARMUP_ROUNDS:
+                    kept.append(clock() - t0)
+                assert profile is not None
+    gc.unfreeze()
+    return {size: percentiles(kept) for size, kept in samples.items()}
+
+
+def scale_benchmark(work: Path, procs: Procs, count: int, skip_redis: bool) -> list[list[str]]:
+    templates = run(template_blobs())
+    sizes = (SCALE_BASE, count)
+    rows_of = {size: profile_rows(size, templates) for size in sizes}
+    ids = {size: rows_of[size][0] for size in sizes}
+    base_url = "" if skip_redis else start_redis(work, procs).rsplit("/", 1)[0]
+    rows: list[list[str]] = []
+    for backend in ("sqlite", *(() if skip_redis else ("redis",))):
+        filled: dict[int, tuple[float, str]] = {}
+        for db, size in enumerate(sizes):
+            t0 = time.monotonic()
+            if backend == "sqlite":
+                path = work / f"scale-{size}.db"
+                fill_sqlite(path, *rows_of[size])
+                stored = f"{path.stat().st_size / 1e6:,.0f} MB file"
+            else:
+                fill_redis(f"{base_url}/{db}", *rows_of[size])
+                stored = "in memory"
+            filled[size] = (time.monotonic() - t0, stored)
+
+        async def measure(backend: str = backend) -> dict[int, tuple[float, float]]:
+            if backend == "sqlite":
+                stores: dict[int, Store] = {s: SQLiteStore(work / f"scale-{s}.db") for s in sizes}
+            else:
+                from edge.profiles.redis import RedisStore
+
+                stores = {
+                    s: RedisStore(f"{base_url}/{db}", prefix="bench:") for db, s in enumerate(sizes)
+                }
+            try:
+                return await time_interleaved(stores, ids)
+            finally:
+                for store in stores.values():
+                    await store.close()
+
+        affinity = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {int(PROXY_CORE)})
+        try:
+            results = run(measure())
+        finally:
+            os.sched_setaffinity(0, affinity)
+        base = results[SCALE_BASE][1]
+        for size in sizes:
+            p50, p99 = results[size]
+            fill, stored = filled[size]
+            first = size == SCALE_BASE
+            rows.append(
+                [
+                    backend,
+                    f"{size:,}",
+                    f"{fill:.0f}",
+                    stored,
+                    f"{p50:.1f}",
+                    f"{p99:.1f}",
+                    "" if first else f"{p99 / base:.2f}",
+                    "" if first else ("PASS" if p99 <= GOAL_SCALE_RATIO * base else "FAIL"),
+                ]
+            )
+        for size in sizes:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{work / f'scale-{size}.db'}{suffix}").unlink(missing_ok=True)
+    return rows
+
+
+async def _closed(store: Store) -> None:
+    await store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=8, help="seconds of wrk load (default 8)")
     parser.add_argument("--skip-redis", action="store_true", help="skip the Redis row")
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only compare load latency with N stored profiles against 1,000 (e.g. 1000000)",
+    )
     args = parser.parse_args(argv)
     work = work_dir("profiles-")
     procs = Procs()
+    if args.scale:
+        try:
+            skip = args.skip_redis or shutil.which("redis-server") is None
+            rows = scale_benchmark(work, procs, args.scale, skip)
+            print(
+                f"Profile load, {SCALE_BASE:,} vs {args.scale:,} stored profiles "
+                f"({SCALE_SAMPLES:,} random ids each, µs per load; goal: p99 within "
+                f"{GOAL_SCALE_RATIO:g}x)"
+            )
+            print_table(
+                [
+                    "store",
+                    "profiles",
+                    "fill s",
+                    "stored",
+                    "p50 µs",
+                    "p99 µs",
+                    "p99 x 1k",
+                    "verdict",
+                ],
+                rows,
+                {1, 2, 4, 5, 6},
+            )
+        finally:
+            procs.stop_all()
+            shutil.rmtree(work, ignore_errors=True)
+        return 0 if all(row[-1] != "FAIL" for row in rows) else 1
     try:
         loads = load_benchmark(work, procs, args.skip_redis or shutil.which("redis-server") is None)
         print("Profile load on the request path (310 demo customers, µs per load)")

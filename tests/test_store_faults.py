@@ -24,6 +24,7 @@ import pytest
 
 from edge.identity import Identity
 from edge.profiles import events as ev
+from edge.profiles.model import encode, new_profile
 from edge.profiles.redis import RedisStore
 from edge.profiles.service import ProfileService
 from edge.profiles.sqlite import SQLiteStore
@@ -430,3 +431,33 @@ def test_readiness_shows_rule_errors_in_a_few_words_and_the_details_to_the_admin
     finally:
         broken.unlink()
     wait_for(lambda: _ready(proc.port)[1]["checks"]["rules"] == "ok")
+
+
+# --- the SQLite layout --------------------------------------------------------------
+
+
+async def test_a_store_of_the_older_layout_is_moved_to_the_current_one(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute(
+        "CREATE TABLE profiles (key TEXT PRIMARY KEY, data BLOB NOT NULL, "
+        "updated INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    profile = new_profile("v-old", 1_700_000_000)
+    profile.dwell_count = 3
+    old.execute("INSERT INTO profiles VALUES (?, ?, 0)", ("v-old", encode(profile)))
+    old.close()
+    store = SQLiteStore(path)
+    loaded = await store.get("v-old")
+    assert loaded is not None and loaded.dwell_count == 3
+    await store.close()
+    check = sqlite3.connect(path)
+    (sql,) = check.execute("SELECT sql FROM sqlite_master WHERE name = 'profiles'").fetchone()
+    assert "WITHOUT ROWID" not in sql.upper()
+    assert check.execute(
+        "SELECT count(*) FROM sqlite_master WHERE name LIKE 'profiles_%' AND type = 'table'"
+    ).fetchone() == (0,)
+    check.close()
+    again = SQLiteStore(path)  # the current layout is left as it is
+    assert (await again.get("v-old")) is not None
+    await again.close()
