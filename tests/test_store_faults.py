@@ -461,3 +461,25 @@ async def test_a_store_of_the_older_layout_is_moved_to_the_current_one(tmp_path:
     again = SQLiteStore(path)  # the current layout is left as it is
     assert (await again.get("v-old")) is not None
     await again.close()
+
+
+async def test_a_redis_nobody_listens_on_fails_fast_and_opens_the_breaker() -> None:
+    from tests.conftest import free_port
+
+    observed = Observed()
+    store = GuardedStore(
+        RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=1.0),
+        read_timeout=0.05,
+        breaker=Breaker(2, 60.0),
+        observer=observed,
+    )
+    for _ in range(2):
+        with pytest.raises(StoreUnavailable) as failed:
+            await store.get("v1")
+        assert failed.value.reason == "error"
+    assert store.breaker.state == "open" and store.breaker.last_error == "error: ConnectionError"
+    with pytest.raises(StoreUnavailable) as refused:
+        await store.ping()
+    assert refused.value.reason == "open"
+    assert observed.calls == [("get", False), ("get", False)]
+    await store.close()
