@@ -98,7 +98,9 @@ class SQLiteStore(Store):
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._writer = _connect(self.path, sync_full=sync_full, busy=write_timeout)
+        # Opening waits as long as a command would for another program's lock (an
+        # `edge import` committing); the writer's own transactions, write_timeout.
+        self._writer = _connect(self.path, sync_full=sync_full, busy=max(write_timeout, 30.0))
         _migrate(self._writer)
         self._writer.executescript(_SCHEMA)
         self._reader = _connect(self.path, sync_full=sync_full, busy=read_timeout)
@@ -109,6 +111,7 @@ class SQLiteStore(Store):
         self._reader.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
         self._pruned = 0.0
         self._prune()
+        self._writer.execute(f"PRAGMA busy_timeout={max(1, int(write_timeout * 1000))}")
         self._jobs: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
         self._handing: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
         """Jobs from the loop's current iteration, handed to the writer together."""
