@@ -86,6 +86,7 @@ class SQLiteStore(Store):
     the most the writer thread waits for the file's lock before a group fails."""
 
     failures = (sqlite3.Error, OSError)
+    bounds_its_reads = True  # busy_timeout and the progress handler: read_timeout
 
     def __init__(
         self,

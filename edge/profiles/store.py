@@ -41,6 +41,9 @@ profiles to write (None deletes)."""
 class Store(abc.ABC):
     """The storage interface every backend implements."""
 
+    bounds_its_reads = False
+    """True for a store whose reads complete without awaiting (SQLite on the caller's
+    thread, memory) and keep their own deadline (see :class:`GuardedStore`)."""
     failures: tuple[type[BaseException], ...] = (OSError, TimeoutError)
     """The exceptions that mean "the store failed" (a connection lost, a locked file),
     as opposed to a caller's mistake a mutation raised: :class:`GuardedStore` counts
@@ -106,6 +109,8 @@ class MemoryStore(Store):
     Profiles are kept encoded, as the real stores keep them: every reader gets its own
     copy, so changing a profile that was read changes nothing stored, and a mutation
     that fails midway leaves the store as it was."""
+
+    bounds_its_reads = True
 
     def __init__(self) -> None:
         self._data: dict[str, bytes] = {}
@@ -377,22 +382,29 @@ class GuardedStore(Store):
         if self.observer is not None:
             self.observer.store_breaker(is_open)
 
-    async def _call(self, op: str, timeout: float, call: Callable[[], Awaitable[T]]) -> T:
+    async def _call(
+        self, op: str, timeout: float | None, fn: Callable[..., Awaitable[T]], *args: Any
+    ) -> T:
+        """``await fn(*args)`` within *timeout* seconds (None: the store bounds the call
+        itself), through the breaker, told to the observer."""
         breaker = self.breaker
         ticket = breaker.attempt()
         if ticket is Ticket.REFUSED:
             raise StoreUnavailable(op, "open", "circuit breaker open")
         self.calls += 1
-        clock = time.perf_counter
-        start = clock()
+        observer = self.observer
+        start = time.perf_counter() if observer is not None else 0.0
         ok = False
         try:
-            async with asyncio.timeout(timeout):
-                result = await call()
+            if timeout is None:
+                result = await fn(*args)
+            else:
+                async with asyncio.timeout(timeout):
+                    result = await fn(*args)
             ok = True
         except TimeoutError as exc:
             breaker.failed(ticket, "timeout")
-            raise StoreUnavailable(op, "timeout", f"no answer within {timeout:g} s") from exc
+            raise StoreUnavailable(op, "timeout", "no answer within the deadline") from exc
         except self.inner.failures as exc:
             reason = f"error: {type(exc).__name__}"
             breaker.failed(ticket, reason)
@@ -405,26 +417,33 @@ class GuardedStore(Store):
             ok = True
             raise
         finally:
-            if self.observer is not None:
-                self.observer.store_call(op, clock() - start, ok)
+            if observer is not None:
+                observer.store_call(op, time.perf_counter() - start, ok)
         breaker.succeeded(ticket)
         return result
 
+    @property
+    def _read_deadline(self) -> float | None:
+        # A store that answers reads in place (SQLite, on this thread) keeps its own
+        # deadline: there is no await to time out, and a timer would cost about as
+        # much as the read itself.
+        return None if self.inner.bounds_its_reads else self.read_timeout
+
     async def get(self, key: str) -> Profile | None:
-        return await self._call("get", self.read_timeout, lambda: self.inner.get(key))
+        return await self._call("get", self._read_deadline, self.inner.get, key)
 
     async def resolve(self, alias: str) -> str | None:
-        return await self._call("resolve", self.read_timeout, lambda: self.inner.resolve(alias))
+        return await self._call("resolve", self._read_deadline, self.inner.resolve, alias)
 
     async def ping(self) -> None:
-        await self._call("ping", self.read_timeout, self.inner.ping)
+        await self._call("ping", self._read_deadline, self.inner.ping)
 
     async def transact(
         self, keys: Sequence[str], claims: Iterable[str], mutation: Mutation
     ) -> Profiles:
         claims = list(claims)
         return await self._call(
-            "transact", self.write_timeout, lambda: self.inner.transact(keys, claims, mutation)
+            "transact", self.write_timeout, self.inner.transact, keys, claims, mutation
         )
 
     async def keys(self) -> list[str]:
@@ -435,9 +454,7 @@ class GuardedStore(Store):
         return await self.inner.keys()
 
     async def put_products(self, records: list[dict[str, Any]]) -> None:
-        await self._call(
-            "put_products", self.write_timeout, lambda: self.inner.put_products(records)
-        )
+        await self._call("put_products", self.write_timeout, self.inner.put_products, records)
 
     async def get_products(self) -> list[dict[str, Any]]:
         return await self._call("get_products", self.write_timeout, self.inner.get_products)
