@@ -14,6 +14,7 @@ survives a killed process (``kill -9``); set ``sync_full`` to also survive power
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import queue
@@ -87,6 +88,7 @@ class SQLiteStore(Store):
 
     failures = (sqlite3.Error, OSError)
     bounds_its_reads = True  # busy_timeout and the progress handler: read_timeout
+    bounds_its_writes = True  # the writer's busy_timeout, and _sweep: write_timeout
 
     def __init__(
         self,
@@ -112,9 +114,20 @@ class SQLiteStore(Store):
         self._reader.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
         self._pruned = 0.0
         self._prune()
-        self._writer.execute(f"PRAGMA busy_timeout={max(1, int(write_timeout * 1000))}")
+        # Half the deadline: a file another program keeps locked fails the group
+        # cleanly (nothing written, the caller told so) before the caller's deadline
+        # passes, which would leave it not knowing whether its write landed.
+        self._writer.execute(f"PRAGMA busy_timeout={max(1, int(write_timeout * 500))}")
         self._jobs: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
         self._handing: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+        self._due: dict[
+            asyncio.AbstractEventLoop, collections.deque[tuple[float, asyncio.Future[Profiles]]]
+        ] = {}
+        """Each loop's writes not answered yet, with their deadlines, oldest first."""
+        self._sweeping: set[asyncio.AbstractEventLoop] = set()
+        """The loops whose sweep is scheduled (one at a time)."""
+        self._write_timeout = write_timeout
+        self._sweep_every = min(max(write_timeout / 4, 0.01), 0.25)
         """Jobs from the loop's current iteration, handed to the writer together."""
         self._thread = threading.Thread(
             target=self._write_loop, name="edge-sqlite-writer", daemon=True
@@ -184,7 +197,34 @@ class SQLiteStore(Store):
             jobs = self._handing[loop] = []
             loop.call_soon(self._hand_over, loop)
         jobs.append((keys, list(claims), mutation, future, loop))
+        # The write's deadline: one timer per loop sweeps them all (they come due in
+        # the order they were asked for), cheaper than a timer each.
+        due = self._due.get(loop)
+        if due is None:
+            due = self._due[loop] = collections.deque()
+        while due and due[0][1].done():  # answered: let go of them (and their results)
+            due.popleft()
+        due.append((time.monotonic() + self._write_timeout, future))
+        if loop not in self._sweeping:
+            self._sweeping.add(loop)
+            loop.call_later(self._sweep_every, self._sweep, loop)
         return await future
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the writes of *loop* past their deadline (the writer thread skips a job
+        whose caller stopped waiting, if it did not start it yet)."""
+        due = self._due[loop]
+        now = time.monotonic()
+        while due and (due[0][1].done() or due[0][0] <= now):
+            _, future = due.popleft()
+            if not future.done():
+                future.set_exception(
+                    TimeoutError(f"profile write not committed within {self._write_timeout:g} s")
+                )
+        if due:
+            loop.call_later(self._sweep_every, self._sweep, loop)
+        else:
+            self._sweeping.discard(loop)
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
         jobs = self._handing.pop(loop, None)
