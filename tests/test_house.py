@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
         "edge.headers",
         "edge.caches",
         "edge.shipped",
+        "edge.lift",
     ),
     ("edge",),  # the package's own __init__ (its version)
 ]
