@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 DEFAULT_CONFIG_FILE = "edge.toml"
+STORE_SCHEMES = ("sqlite:", "redis://", "rediss://", "unix://")
+"""What a ``store`` setting starts with (or it is ``memory``): edge/profiles/backends.py."""
 MOVED: dict[str, str] = {
     "page_types": "page types moved to the rule files: write them as [page_types] in "
     'rules/theme.toml (the same patterns; see rules/README.md, "Page types")',
@@ -121,6 +123,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("pool_size must be 0 or more")
         if self.replay_cache_bytes < 0:
             raise ValueError("replay_cache_bytes must be 0 (off) or more")
+        if not (self.store == "memory" or self.store.startswith(STORE_SCHEMES)):
+            raise ValueError(
+                "expected sqlite:PATH, redis://HOST:PORT/DB (rediss://, unix://) or memory, "
+                f"got {self.store!r}"
+            )
 
     @property
     def upstream_origin(self) -> tuple[str, str, int]:

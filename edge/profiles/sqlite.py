@@ -20,7 +20,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -289,6 +289,16 @@ class BulkSession:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+    def run(self, body: Callable[[], None]) -> None:
+        """*body* (its reads and :meth:`store`/:meth:`write` calls) in one transaction."""
+        with self.transaction():
+            body()
+
+    @staticmethod
+    def prepare(result: Profiles, new_claims: Sequence[str]) -> Writes:
+        """:func:`prepare`, for the bulk writer (any thread)."""
+        return prepare(result, new_claims)
 
     def write(self, result: Profiles, new_claims: Sequence[str]) -> None:
         """Store *result* (None deletes) and record *new_claims*, as a transaction does."""
