@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import AbstractConnection
@@ -287,9 +288,8 @@ class RedisBulkSession:
     body again, up to ``MAX_ATTEMPTS`` times."""
 
     def __init__(self, store: RedisStore) -> None:
-        import redis
-
         self._keys = store
+        """(Where the key prefixes are.)"""
         self._client = redis.Redis.from_url(store.url)
         self._pipe: Any = None
         """The watching pipeline while :meth:`run` runs its body."""
