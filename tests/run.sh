@@ -5,11 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the tests start for real: nginx (the front proxy of the deployment
-# test), redis-server (the shared profile store), chromium (browser tests). Installed
-# when missing. The benchmarks' own tools (wrk, valgrind) are bench/run's business.
+# test; openssl makes its certificate), redis-server (the shared profile store),
+# chromium (browser tests). Installed when missing. The benchmarks' own tools (wrk, valgrind) are bench/run's business.
 need=()
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

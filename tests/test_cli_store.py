@@ -151,3 +151,36 @@ def test_import_segments_explain_forget_on_redis(
     assert main(["forget", "cust:c1", *store]) == 0
     assert main(["explain", "cust:c1", "--rules", RULES, *store]) == 1
     assert sorted(p.name for p in here.iterdir()) == ["orders.csv"]
+
+
+@pytest.mark.slow
+def test_redis_gone_in_the_middle_of_an_import_is_one_line(
+    here: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file read, Redis dies before the writes: one line, exit 2; the import run
+    again once Redis is back writes everything, once."""
+    from edge.importer.bulk import Bulk
+    from tests.redis_server import RedisServer, require_redis_server
+
+    server = RedisServer(require_redis_server(), here).start()
+    try:
+        write = Bulk.write
+
+        def redis_dies_first(self: Bulk, **kw: object) -> None:
+            server.kill()
+            write(self, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Bulk, "write", redis_dies_first)
+        (here / "orders.csv").write_text(ORDERS)
+        store = ["--store", server.url, "--no-progress"]
+        assert main(["import", "orders.csv", *store]) == 2
+        assert one_line(capsys.readouterr().err) == (
+            f"edge: cannot reach redis at 127.0.0.1:{server.port}: connection refused — "
+            "is redis-server running? set --store/EDGE_STORE"
+        )
+        monkeypatch.setattr(Bulk, "write", write)
+        server.start()
+        assert main(["import", "orders.csv", *store]) == 0
+        assert "2 orders" in capsys.readouterr().out
+    finally:
+        server.stop()
