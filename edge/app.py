@@ -72,7 +72,9 @@ class EdgeApp:
             consent_values=config.consent_values,
         )
         self.store = store if store is not None else open_store(config.store)
-        self.profiles = ProfileService(self.store, identity.email_hash)
+        self.profiles = ProfileService(
+            self.store, identity.email_hash, cache_ttl=config.profile_cache_ttl
+        )
         self.recorder = Recorder(self.profiles)
         self.visitors = Visitors(
             identity, track=config.track, trust_forwarded=config.trust_forwarded

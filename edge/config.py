@@ -75,6 +75,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     store: str = "sqlite:edge-data/profiles.db"
     """Profile store: ``sqlite:PATH`` (embedded, the default) or ``redis://HOST:PORT/DB``
     (shared by several replicas)."""
+    profile_cache_ttl: float = 5.0
+    """Seconds a sidecar keeps a profile it read in memory. With replicas sharing a
+    store, what another replica recorded shows here after this long at most (this
+    replica's own writes at once); 0 reads the store on every request."""
     track: bool = True
     """Record what visitors do. Off: the sidecar only proxies (and personalizes from
     the request itself)."""
@@ -121,6 +125,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 raise ValueError(f"{name} must be a positive number of seconds")
         if self.pool_size < 0:
             raise ValueError("pool_size must be 0 or more")
+        if self.profile_cache_ttl < 0:
+            raise ValueError("profile_cache_ttl must be 0 (no cache) or more seconds")
         if self.replay_cache_bytes < 0:
             raise ValueError("replay_cache_bytes must be 0 (off) or more")
         if not (self.store == "memory" or self.store.startswith(STORE_SCHEMES)):

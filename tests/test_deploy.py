@@ -37,8 +37,11 @@ import pytest
 import redis
 import yaml
 
-from edge.config import FIELDS, load_config
+from edge.app import create_app
+from edge.config import FIELDS, ConfigError, load_config
+from edge.profiles import events as ev
 from edge.profiles.model import Profile, decode
+from edge.profiles.store import MemoryStore
 from tests.conftest import free_port, serving, wait_listening
 from tests.redis_server import RedisServer, require_redis_server
 
@@ -159,6 +162,27 @@ def test_the_nginx_configuration_balances_both_replicas_behind_tls() -> None:
         "proxy_buffering off;",
     ):
         assert line in content, line
+
+
+async def test_profile_cache_ttl_is_how_stale_another_replica_may_be() -> None:
+    """Replicas on one store: what one records, another that read the profile before
+    sees after ``profile_cache_ttl`` (at once with 0); the writer itself at once."""
+    store = MemoryStore()
+
+    def replica(ttl: float) -> Any:
+        settings = {"upstream": "http://127.0.0.1:9", "secret": "s", "profile_cache_ttl": ttl}
+        return create_app(load_config(settings, environ={}), store).profiles
+
+    cached, writer, uncached = replica(5), replica(5), replica(0)
+    for profiles in (cached, writer, uncached):
+        assert await profiles.load("v1") is None
+    await writer.record("v1", [ev.PageViewed(path="/")], ev.Source.BROWSER)
+    assert (await writer.load("v1")) is not None
+    assert (await uncached.load("v1")) is not None
+    assert await cached.load("v1") is None  # its copy, for up to 5 s
+    assert load_config({"profile_cache_ttl": 0}, environ={}).profile_cache_ttl == 0
+    with pytest.raises(ConfigError, match="profile_cache_ttl"):
+        load_config({"profile_cache_ttl": -1}, environ={})
 
 
 # --- the shape, running -------------------------------------------------------------------
