@@ -9,6 +9,7 @@ type, so a misspelt key or a wrong type is an error naming the key and the sourc
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 DEFAULT_CONFIG_FILE = "edge.toml"
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,128}")
 MOVED: dict[str, str] = {
     "page_types": "page types moved to the rule files: write them as [page_types] in "
     'rules/theme.toml (the same patterns; see rules/README.md, "Page types")',
@@ -80,6 +82,15 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Name of the shop's consent cookie. Empty: no consent gate (consent assumed)."""
     consent_values: list[str] = msgspec.field(default_factory=lambda: ["1", "yes", "true", "all"])
     """Values of the consent cookie that mean "yes, track me"."""
+    session_cookie: str = ""
+    """Name of the shop's login session cookie (``sessionid`` for Django, ``PHPSESSID``
+    ...). Set: a visitor cookie linked to a customer shows that customer's profile on
+    ``/_edge/profile`` only with the session the shop set on that browser, and a new
+    session-less visitor id follows the shop deleting it (a logout). Empty: a linked
+    cookie never shows the customer's profile to the browser."""
+    logout_paths: list[str] = msgspec.field(default_factory=list)
+    """The shop's logout URLs, as page patterns (``/accounts/logout/*``): a request
+    for one gives the browser a new anonymous visitor id."""
     ingest_token: str = ""
     """Bearer token accepted by ``POST /_edge/ingest``. Empty: token auth disabled."""
     ingest_secret: str = ""
@@ -119,6 +130,17 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 raise ValueError(f"{name} must be a positive number of seconds")
         if self.pool_size < 0:
             raise ValueError("pool_size must be 0 or more")
+        if self.session_cookie and not _COOKIE_NAME.fullmatch(self.session_cookie):
+            raise ValueError(
+                f"session_cookie must be a cookie name (letters, digits, !#$%&'*+-.^_`|~), "
+                f"got {self.session_cookie!r}"
+            )
+        for pattern in self.logout_paths:
+            if not pattern.startswith("/"):
+                raise ValueError(
+                    f"logout_paths: {pattern!r} must be a path starting with `/` "
+                    "(e.g. /accounts/logout/*)"
+                )
         if self.replay_cache_bytes < 0:
             raise ValueError("replay_cache_bytes must be 0 (off) or more")
 

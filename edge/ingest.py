@@ -39,6 +39,7 @@ from edge.forms import (
 from edge.identity import Identity
 from edge.personalize.profiling import DECLINED, AnswerError, Question, default_questions
 from edge.profiles import events as ev
+from edge.profiles.model import Profile
 from edge.profiles.service import ProfileService, UnknownVisitor
 from edge.recorder import Recorder
 from edge.request import RequestHead, read_body
@@ -229,24 +230,75 @@ class EventEndpoints:
         return JSONResponse({"accepted": len(batch.events)}, headers=_no_store)
 
     async def profile(self, request: Request) -> Response:
+        """The visitor's own profile, shown or erased. A profile linked to a customer
+        (or an email) only with the shop session bound to this browser (see
+        :mod:`edge.visitors`) or to the shop's own backend (its ingest token): a
+        visitor cookie alone, left on a shared device after a
+        logout, shows nothing of the customer and erases only this browser's id."""
         visit = self.visitors.begin(RequestHead.parse(request.scope))
+        erase = request.method == "DELETE"
         if visit.visitor_id is None or visit.new:
-            if request.method == "DELETE":
-                return JSONResponse({"erased": False}, headers=_no_store)
-            return JSONResponse({"profile": None}, headers=_no_store)
-        if request.method == "DELETE":
-            erased = await self.profiles.erase(visit.visitor_id)
-            response = JSONResponse({"erased": erased}, headers=_no_store)
-            response.raw_headers.append(
-                (b"set-cookie", self.identity.clear_cookie_header(secure=visit.secure))
+            response = JSONResponse(
+                {"erased": False} if erase else {"profile": None}, headers=_no_store
             )
+            if visit.rotated:  # its bound session is gone: this browser's id goes too
+                self._forget_browser(response, visit.secure)
             return response
         profile = await self.profiles.load(visit.visitor_id)
+        confirmed = visit.session_bound or self._shop_asks(request)
+        if profile is not None and _linked(profile, visit.visitor_id) and not confirmed:
+            message = (
+                "this browser's visitor id is linked to a customer account: log in to "
+                "the shop on this browser to see or erase that profile"
+            )
+            if erase:
+                message = "this browser's visitor id was forgotten; " + message
+            response = JSONResponse(
+                {"erased": False, "forgotten": True, "message": message}
+                if erase
+                else {"profile": None, "linked": True, "message": message},
+                headers=_no_store,
+            )
+            if erase:
+                self._forget_browser(response, visit.secure)
+            return response
+        if erase:
+            erased = await self.profiles.erase(visit.visitor_id)
+            response = JSONResponse({"erased": erased}, headers=_no_store)
+            self._forget_browser(response, visit.secure)
+            return response
         return Response(
             b'{"profile":' + msgspec.json.encode(profile) + b"}",
             media_type="application/json",
             headers={"cache-control": "private, no-store"},
         )
+
+    def _shop_asks(self, request: Request) -> bool:
+        """Whether the shop itself asks (``Authorization: Bearer <ingest_token>``,
+        constant time): its backend may read a logged-in customer's profile for its own
+        "my data" page, passing the visitor's cookie along."""
+        auth = request.headers.get("authorization", "")
+        token = self.config.ingest_token
+        return (
+            bool(token)
+            and auth.startswith("Bearer ")
+            and hmac.compare_digest(auth[7:].encode(), token.encode())
+        )
+
+    def _forget_browser(self, response: Response, secure: bool) -> None:
+        """The visitor cookie and its session binding cleared: a new id next time."""
+        response.raw_headers.append(
+            (b"set-cookie", self.identity.clear_cookie_header(secure=secure))
+        )
+        response.raw_headers.append(
+            (b"set-cookie", self.identity.clear_binding_header(secure=secure))
+        )
+
+
+def _linked(profile: Profile, visitor_id: str) -> bool:
+    """Whether *profile*, loaded for *visitor_id*, is a customer's (or an email's)
+    rather than this visitor's anonymous one."""
+    return bool(profile.customer_id or profile.email_hash or profile.visitor_id != visitor_id)
 
 
 class ProfileForm:
