@@ -50,6 +50,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     public_url: str = ""
     """The shop's public origin (``https://shop.example``), used when a ``Location``
     names the upstream's own address. Empty: taken from each request's Host and scheme."""
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)
+    """With ``public_url`` unset: the ``Host`` names a redirect's public origin only
+    when it is one of these (``shop.example``; ``.shop.example`` for its subdomains);
+    otherwise the ``Location`` is a path alone. Empty: any well-formed ``Host``."""
     trust_forwarded: bool = False
     """Trust ``X-Forwarded-Proto``/``-Host`` arriving from the client (set it when a TLS
     terminator or load balancer stands in front of the sidecar)."""
@@ -130,6 +134,26 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 raise ValueError(f"{name} must be a positive number of seconds")
         if self.pool_size < 0:
             raise ValueError("pool_size must be 0 or more")
+        if self.public_url:
+            parts = urlsplit(self.public_url)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
+                or parts.username
+            ):
+                raise ValueError(
+                    "public_url must be the shop's public origin, scheme and host only "
+                    f"(e.g. https://shop.example), got {self.public_url!r}"
+                )
+        for host in self.allowed_hosts:
+            if not host or any(c in host for c in "/?#@\\ :*"):
+                raise ValueError(
+                    f"allowed_hosts: {host!r} must be a host name (shop.example, or "
+                    ".shop.example for its subdomains), without scheme, port or path"
+                )
         if self.session_cookie and not _COOKIE_NAME.fullmatch(self.session_cookie):
             raise ValueError(
                 f"session_cookie must be a cookie name (letters, digits, !#$%&'*+-.^_`|~), "

@@ -98,9 +98,12 @@ class Identity:
         """Whether *tag* is :meth:`mac` of *message* under any of the secrets; constant
         time, every key tried."""
         ok = False
+        # As bytes: compare_digest refuses a str with non-ASCII characters (a cookie or
+        # query value may hold any), and that must be "no", not an error.
+        theirs = tag.encode("utf-8", "replace")
         for key in self._keys:
             mine = _b64(hmac.digest(key, purpose.encode() + b":" + message, "sha256"))
-            ok |= hmac.compare_digest(mine, tag)
+            ok |= hmac.compare_digest(mine.encode(), theirs)
         return ok
 
     def session_binding(self, visitor_id: str, session_value: str) -> str:

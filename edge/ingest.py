@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import Any, Final
@@ -177,23 +178,34 @@ class EventEndpoints:
             return _problem(503, "store_unavailable", _RETRY)
         return 202, {"accepted": len(batch.events)}
 
-    def _authenticated(self, request: Request, body: bytes) -> bool:
+    def _authenticated(self, request: Request, body: bytes) -> tuple[str, str]:
+        """``("", replay name)`` when the shop's credentials hold (the name is the
+        signature's, "" for a bearer token), else ``(why not, "")``."""
         auth = request.headers.get("authorization", "")
         token = self.config.ingest_token
         if token and auth.startswith("Bearer "):
-            return hmac.compare_digest(auth[7:].encode(), token.encode())
+            if hmac.compare_digest(auth[7:].encode(), token.encode()):
+                return "", ""
+            return "wrong bearer token", ""
         secret = self.config.ingest_secret
         signature = request.headers.get("x-edge-signature", "")
         if not (secret and signature):
-            return False
-        fields = dict(part.split("=", 1) for part in signature.split(",") if "=" in part)
-        stamp = fields.get("t", "")
-        if not stamp.isdigit() or abs(time.time() - int(stamp)) > SIGNATURE_TOLERANCE:
-            return False
+            return "missing bearer token or X-Edge-Signature", ""
+        stamp, tag, problem = _signature_fields(signature)
+        if problem:
+            return problem, ""
+        if abs(time.time() - int(stamp)) > SIGNATURE_TOLERANCE:
+            return (
+                f"X-Edge-Signature: t is more than {SIGNATURE_TOLERANCE} s away from the "
+                "sidecar's clock (sign with the current unix time; check the clocks)",
+                "",
+            )
         expected = hmac.new(
             secret.encode(), stamp.encode() + b"." + body, hashlib.sha256
         ).hexdigest()
-        return hmac.compare_digest(expected.encode(), fields.get("v1", "").encode())
+        if not hmac.compare_digest(expected.encode(), tag.encode()):
+            return "X-Edge-Signature: v1 does not match the body signed with ingest_secret", ""
+        return "", "sig:" + tag
 
     async def ingest(self, request: Request) -> Response:
         if not (self.config.ingest_token or self.config.ingest_secret):
@@ -203,8 +215,9 @@ class EventEndpoints:
         body = await read_body(RequestHead.parse(request.scope), request.receive, INGEST_BODY_LIMIT)
         if body is None:
             return _error(413, "too_large", f"a batch may be at most {INGEST_BODY_LIMIT} bytes")
-        if not self._authenticated(request, body):
-            return _error(401, "unauthorized", "missing or wrong bearer token or signature")
+        problem, once = self._authenticated(request, body)
+        if problem:
+            return _error(401, "unauthorized", problem)
         try:
             batch = _decode_batch(body)
         except msgspec.DecodeError as exc:
@@ -219,15 +232,53 @@ class EventEndpoints:
                 if visitor_id is None:
                     return _error(400, "bad_anonymous_id", _BAD_ANONYMOUS_ID % i)
                 event.anonymous_id = visitor_id
+            if isinstance(event, ev.Identify):
+                problem = _traits_problem(event.traits)
+                if problem:
+                    return _error(422, "invalid", f"events[{i}].traits.{problem}")
+        return await self._apply_once(batch, once)
+
+    async def _apply_once(self, batch: Batch, once: str) -> Response:
+        """Apply a shop batch; a signed one only once.
+
+        Why a replay cache rather than requiring ids: orders always count once (their
+        ``order_id`` is required), but an email open, a coupon or an identify need no
+        ``event_id``, and a shop's tracker often has none to send; requiring one would
+        refuse what existing integrations send. So the signature itself is the id: a
+        signed request seen within the tolerance window (older ones fail the clock
+        check) is refused with 409 and changes nothing; a sender that sends a batch
+        again signs it again (a new ``t``, a new signature), as a deliberate resend,
+        and its ``event_id``/``order_id`` keep that idempotent. The name is kept in
+        the store (both SQLite and Redis), so every replica refuses a replay, and
+        released when the batch could not be stored, so the sender may retry as is."""
+        if once:
+            try:
+                fresh = await self.profiles.store.claim_once(once, 2 * SIGNATURE_TOLERANCE)
+            except Exception as exc:  # the store failed: not acknowledged, the sender retries
+                return _unavailable(exc)
+            if not fresh:
+                return _error(
+                    409,
+                    "replayed",
+                    "this signed request was received before and applied; nothing changed. "
+                    "To send a batch again, sign it again (a new t)",
+                )
         try:
             await self.recorder.write(None, batch.events, ev.Source.SHOP)
-        except UnknownVisitor as exc:
-            return _error(422, "invalid", str(exc))
-        except ValueError as exc:
+        except (UnknownVisitor, ValueError, OverflowError) as exc:
+            await self._release(once)
             return _error(422, "invalid", str(exc))
         except Exception as exc:  # the store failed: not acknowledged, the sender retries
+            await self._release(once)
             return _unavailable(exc)
         return JSONResponse({"accepted": len(batch.events)}, headers=_no_store)
+
+    async def _release(self, once: str) -> None:
+        if once:
+            try:
+                await self.profiles.store.release_once(once)
+            except Exception as exc:  # the sender re-signs, as after any 409
+                log.warning("could not release a signed request's claim: %s", type(exc).__name__)
 
     async def profile(self, request: Request) -> Response:
         """The visitor's own profile, shown or erased. A profile linked to a customer
@@ -293,6 +344,81 @@ class EventEndpoints:
         response.raw_headers.append(
             (b"set-cookie", self.identity.clear_binding_header(secure=secure))
         )
+
+
+_MAX_SIGNATURE: Final = 512
+_STAMP_DIGITS: Final = 12
+_HEX: Final = frozenset("0123456789abcdef")
+
+
+def _signature_fields(header: str) -> tuple[str, str, str]:
+    """``(t, v1, "")`` from an ``X-Edge-Signature`` header, or ``("", "", why)``:
+    read defensively (a bounded header, a bounded number of digits) before anything
+    is converted or computed."""
+    if len(header) > _MAX_SIGNATURE:
+        return "", "", f"X-Edge-Signature is longer than {_MAX_SIGNATURE} characters"
+    fields = dict(part.strip().split("=", 1) for part in header.split(",") if "=" in part)
+    stamp = fields.get("t", "")
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= _STAMP_DIGITS):
+        return "", "", "X-Edge-Signature: t must be the unix time in seconds (digits only)"
+    tag = fields.get("v1", "").lower()
+    if len(tag) != 64 or not _HEX.issuperset(tag):
+        return "", "", "X-Edge-Signature: v1 must be the HMAC-SHA256 in hex (64 digits)"
+    return stamp, tag, ""
+
+
+_YEAR_MIN: Final = 1900
+_COORDINATE: Final = {"latitude": 90.0, "longitude": 180.0}
+_CUSTOM_LIMIT: Final = 1e15
+
+
+def _traits_problem(traits: Mapping[str, Any]) -> str:
+    """What is wrong with an Identify's numeric traits ("" when nothing): the field
+    and the fix. Numbers must be finite and in range, so none overflows the stored
+    profile (an int of 300 digits) or turns into infinity in a rule."""
+    for key, value in traits.items():
+        if value is None or isinstance(value, bool):
+            continue
+        if key == "birth_year":
+            year = _number(value)
+            this_year = time.gmtime().tm_year
+            if year is None or year != int(year) or not _YEAR_MIN <= year <= this_year:
+                return (
+                    f"birth_year: must be a whole year between {_YEAR_MIN} and {this_year}, "
+                    f"got {str(value)[:40]!r}"
+                )
+        elif key == "registered":
+            stamp = _number(value)
+            if stamp is None or stamp != int(stamp) or not 0 <= stamp <= 10_000_000_000:
+                return f"registered: must be a unix time in seconds, got {str(value)[:40]!r}"
+        elif key in _COORDINATE:
+            limit = _COORDINATE[key]
+            degrees = _number(value)
+            if degrees is None or not -limit <= degrees <= limit:
+                return (
+                    f"{key}: must be a number of degrees between {-limit:g} and {limit:g}, "
+                    f"got {str(value)[:40]!r}"
+                )
+        elif isinstance(value, float) and not (
+            math.isfinite(value) and abs(value) <= _CUSTOM_LIMIT
+        ):
+            return f"{key}: a number must be finite and at most {_CUSTOM_LIMIT:g}, got {value!r}"
+    return ""
+
+
+def _number(value: object) -> float | None:
+    """A trait's value as a finite number (a numeric string too), else None."""
+    if isinstance(value, str):
+        if len(value) > 40:
+            return None
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if not isinstance(value, int | float):
+        return None
+    number = float(value) if abs(value) < 1e300 else math.inf
+    return number if math.isfinite(number) else None
 
 
 def _linked(profile: Profile, visitor_id: str) -> bool:

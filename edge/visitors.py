@@ -204,7 +204,7 @@ def _session_set(header: bytes, name: str) -> tuple[str, int | None] | None:
     if expires is not None:
         try:
             when = parsedate_to_datetime(expires.group(1).decode("latin-1").strip())
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             return text, None
         return text, int(when.timestamp() - time.time())
     return text, None
