@@ -8,7 +8,8 @@ claim: it may only carry behavioural events about the cookie's visitor; anything
 else refuses the whole batch with 403 and changes nothing. The shop authenticates
 with a bearer token or an HMAC-SHA256 signature of the body (header
 ``X-Edge-Signature: t=<unix time>,v1=<hex>`` over ``"<t>." + body``, five minutes of
-clock skew allowed), both compared in constant time.
+clock skew allowed), both compared in constant time; a signed request is applied once
+(see :meth:`EventEndpoints._apply_once`).
 """
 
 from __future__ import annotations
