@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -317,3 +318,35 @@ async def test_both_stores_claim_a_signature_once_across_their_users(
         for one, other in pairs:
             await one.close()
             await other.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"EDGE_PUBLIC_URL": "https://shop.example/shop?x=1"}, "public_url"),
+        ({"EDGE_PUBLIC_URL": "shop.example"}, "public_url"),
+        ({"EDGE_ALLOWED_HOSTS": "https://shop.example"}, "allowed_hosts"),
+        ({"EDGE_ALLOWED_HOSTS": "shop.example:8000"}, "allowed_hosts"),
+        ({"EDGE_SESSION_COOKIE": "session id"}, "session_cookie"),
+        ({"EDGE_LOGOUT_PATHS": "accounts/logout"}, "logout_paths"),
+    ],
+)
+def test_the_new_settings_are_checked_naming_the_setting(env: dict[str, str], named: str) -> None:
+    from edge.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=named) as caught:
+        load_config(config_file=None, environ=env)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_logout_pattern_that_cannot_compile_is_one_line_at_start(tmp_path: Path) -> None:
+    from edge.app import EdgeApp
+    from edge.config import ConfigError, load_config
+    from edge.profiles.store import MemoryStore
+
+    config = load_config(
+        config_file=None,
+        environ={"EDGE_UPSTREAM": "http://127.0.0.1:1", "EDGE_LOGOUT_PATHS": "/a/{x"},
+    )
+    with pytest.raises(ConfigError, match=re.escape("logout_paths: pattern `/a/{x`")):
+        EdgeApp(config, MemoryStore())
