@@ -280,3 +280,12 @@ def test_a_binding_holds_only_for_its_visitor_and_session() -> None:
     assert not identity.session_bound("v1", "", tag)
     rotated = Identity(["s2", "s1"])  # a rotated secret still verifies old bindings
     assert rotated.session_bound("v1", "sess", tag)
+
+
+def test_another_login_without_a_logout_does_not_merge_two_customers(edge: EdgeProcess) -> None:
+    browser = logged_in(edge.port, "c-6")
+    # the next person logs in on the same browser, the first never logged out
+    browser("/login", "POST", b"user=c-7")
+    cookie = {"Cookie": f"edge_vid={browser.jar['edge_vid']}", "Authorization": f"Bearer {TOKEN}"}
+    first = json.loads(fetch(edge.port, "/_edge/profile", headers=cookie).body)["profile"]
+    assert first["customer_id"] == "c-6" and first["order_count"] == 1  # not absorbed into c-7
