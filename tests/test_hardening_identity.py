@@ -210,7 +210,6 @@ def test_logout_rotates_the_visitor_cookie(edge: EdgeProcess) -> None:
     # the next visitor on this device: an anonymous profile, no customer segments
     page = browser("/page")
     assert b"id=buyer" not in page.body
-    time.sleep(0.3)  # let the page's events reach the store
     fresh = browser.profile()["profile"]
     assert fresh is None or not fresh.get("customer_id")
     # the old cookie with the old session no longer exists in the browser; copied back
@@ -254,7 +253,7 @@ def test_anonymous_visitors_keep_their_cookie(edge: EdgeProcess) -> None:
     first = browser.jar["edge_vid"]
     browser("/page")
     assert browser.jar["edge_vid"] == first
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20  # events are flushed every 50 ms; a loaded machine
     while browser.profile()["profile"] is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert browser.profile()["profile"]["visits"] == 1
