@@ -94,7 +94,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     cookie never shows the customer's profile to the browser."""
     logout_paths: list[str] = msgspec.field(default_factory=list)
     """The shop's logout URLs, as page patterns (``/accounts/logout/*``): a request
-    for one gives the browser a new anonymous visitor id."""
+    for one that the shop accepts (a status below 400) gives the browser a new
+    anonymous visitor id."""
     ingest_token: str = ""
     """Bearer token accepted by ``POST /_edge/ingest``. Empty: token auth disabled."""
     ingest_secret: str = ""

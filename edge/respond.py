@@ -159,7 +159,7 @@ class Responder:
             else:
                 deciding.cancel()
         headers, edited = self._headers(exchange, headers, encoding, length)
-        bindings = self.visitors.session_headers(exchange.visit, headers)  # a logout seen
+        bindings = self.visitors.session_headers(exchange.visit, response.status, headers)
         if bindings:
             headers = _private(headers) + bindings
         page = exchange.page

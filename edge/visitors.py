@@ -16,7 +16,8 @@ login session cookie) and ``logout_paths`` set:
   a tag over (visitor id, hash of the session value), living as long as the shop's
   cookie (:meth:`Visitors.session_headers`);
 - the browser gets a **new anonymous visitor id** (the old one's link is left behind,
-  on the server only) when it asks for a logout path, when a response deletes the
+  on the server only) when the shop accepts a request for a logout path (answers it
+  below 400), when a response deletes the
   session cookie, or when its ``edge_sess`` no longer matches the session cookie it
   sends (the session ended or changed without the sidecar seeing the logout). From
   then on the pages are personalized for an anonymous visitor;
@@ -59,6 +60,9 @@ class Visit:
     (a logout): the new cookie goes out with whatever the response is."""
     bound: bool = False
     """The request carried an ``edge_sess`` cookie (cleared when the id rotates)."""
+    logout: bool = False
+    """The request is for one of the shop's logout paths: the id rotates when the
+    shop accepts it (a status below 400)."""
 
 
 class Visitors:
@@ -116,8 +120,7 @@ class Visitors:
                 if not visit.session_bound:
                     self.rotate(visit)  # the session the shop gave this browser ended
                     return
-        if any(p.fullmatch(head.path) for p in self._logout):
-            self.rotate(visit)
+        visit.logout = any(p.fullmatch(head.path) for p in self._logout)
 
     def rotate(self, visit: Visit) -> None:
         """Give *visit*'s browser a new anonymous visitor id (a logout): the old id
@@ -129,14 +132,20 @@ class Visitors:
         visit.session_bound = False
 
     def session_headers(
-        self, visit: Visit, headers: Sequence[tuple[bytes, bytes]]
+        self, visit: Visit, status: int, headers: Sequence[tuple[bytes, bytes]]
     ) -> list[tuple[bytes, bytes]]:
-        """The Set-Cookie headers a response to *visit* needs for the session
-        binding, once the shop's own headers are known: a new visitor id when the
-        shop deleted its session cookie (a logout), the ``edge_sess`` binding when it
-        set one, the binding cleared when the id rotated."""
+        """The Set-Cookie headers a response to *visit* needs, once the shop's own
+        status and headers are known: a new visitor id when the shop accepted a
+        logout (one of its logout paths answered below 400, or its session cookie
+        deleted), the ``edge_sess`` binding when it set its session cookie, the
+        binding cleared when the id rotated."""
         out: list[tuple[bytes, bytes]] = []
-        if visit.visitor_id is None or not self.session_cookie:
+        if visit.visitor_id is None:
+            return out
+        if visit.logout and not visit.new and status < 400:
+            self.rotate(visit)  # a refused logout (a 405 to a GET, a 403) changes nothing
+            out.append(self.cookie_header(visit))
+        if not self.session_cookie:
             return out
         binding: tuple[str, int | None] | None = None
         for name, value in headers:

@@ -67,6 +67,9 @@ class Shop(BaseHTTPRequestHandler):
         if self.path == "/signout":  # a logout that leaves the session cookie alone
             self._send(302, [("Location", "/")])
             return
+        if self.path == "/accounts/logout/get":  # logging out takes a POST: refused
+            self._send(405, [("Allow", "POST")])
+            return
         page = b"<!doctype html><html><head><title>Shop</title></head><body><p>Hi</p></body></html>"
         self._send(200, [("Content-Type", "text/html; charset=utf-8")], page)
 
@@ -288,3 +291,12 @@ def test_another_login_without_a_logout_does_not_merge_two_customers(edge: EdgeP
     cookie = {"Cookie": f"edge_vid={browser.jar['edge_vid']}", "Authorization": f"Bearer {TOKEN}"}
     first = json.loads(fetch(edge.port, "/_edge/profile", headers=cookie).body)["profile"]
     assert first["customer_id"] == "c-6" and first["order_count"] == 1  # not absorbed into c-7
+
+
+def test_a_logout_the_shop_refuses_rotates_nothing(edge: EdgeProcess) -> None:
+    browser = logged_in(edge.port, "c-8")
+    old = browser.jar["edge_vid"]
+    refused = browser("/accounts/logout/get")  # a link from another site, say
+    assert refused.status == 405 and set_cookie(refused, "edge_vid") is None
+    assert browser.jar["edge_vid"] == old
+    assert browser.profile()["profile"]["customer_id"] == "c-8"
