@@ -148,19 +148,16 @@ class Visitors:
         if not self.session_cookie:
             return out
         binding: tuple[str, int | None] | None = None
-        for name, value in headers:
-            if name != b"set-cookie":
-                continue
-            found = _session_set(value, self.session_cookie)
-            if found is None:
-                continue
-            if found[0] and (found[1] is None or found[1] > 0):
-                binding = found
-            else:  # the shop ended its session: a logout it did not tell us about
-                binding = None
-                if not visit.new:
-                    self.rotate(visit)
-                    out.append(self.cookie_header(visit))
+        ended = False
+        for name, value in headers:  # the last Set-Cookie of the session cookie counts
+            if name == b"set-cookie":
+                found = _session_set(value, self.session_cookie)
+                if found is not None:
+                    ended = not found[0] or (found[1] is not None and found[1] <= 0)
+                    binding = None if ended else found
+        if ended and not visit.new:  # the shop ended its session: a logout
+            self.rotate(visit)
+            out.append(self.cookie_header(visit))
         if binding is not None:
             out.append(
                 (

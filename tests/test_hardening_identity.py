@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from edge.identity import Identity
-from edge.visitors import _session_set
+from edge.visitors import Visit, Visitors, _session_set
 from tests.conftest import EdgeProcess, Reply, fetch, serving, start_edge
 
 pytestmark = pytest.mark.slow
@@ -300,3 +300,21 @@ def test_a_logout_the_shop_refuses_rotates_nothing(edge: EdgeProcess) -> None:
     assert refused.status == 405 and set_cookie(refused, "edge_vid") is None
     assert browser.jar["edge_vid"] == old
     assert browser.profile()["profile"]["customer_id"] == "c-8"
+
+
+def test_the_last_set_cookie_of_the_session_counts() -> None:
+    visitors = Visitors(Identity(["s1"]), session_cookie="sessionid")
+    renewed = Visit("v1", new=False, secure=False, consent=True)
+    out = visitors.session_headers(
+        renewed,
+        200,
+        [(b"set-cookie", b'sessionid=""; Max-Age=0'), (b"set-cookie", b"sessionid=new; Path=/")],
+    )
+    assert renewed.visitor_id == "v1" and not renewed.rotated  # a new session, no logout
+    assert [v.split(b"=")[0] for _, v in out] == [b"edge_sess"]
+    ended = Visit("v1", new=False, secure=True, consent=True)
+    out = visitors.session_headers(
+        ended, 200, [(b"set-cookie", b"sessionid=x"), (b"set-cookie", b"sessionid=; Max-Age=0")]
+    )
+    assert ended.rotated and ended.visitor_id != "v1"
+    assert out[0][1].startswith(b"edge_vid=") and b"Secure" in out[0][1]
