@@ -195,6 +195,7 @@ class Proxy:
         out: Headers = []
         connection_tokens: list[bytes] | None = None
         via = b""
+        host_named = False
         for name, value in headers:
             name = name.lower()
             if name in _HOP_BY_HOP:
@@ -203,6 +204,8 @@ class Proxy:
                 continue
             if name == b"location" and value.startswith(self._upstream_origins):
                 value = self._public_location(head, value)
+                if self._public_origin is None and b"://" in value:
+                    host_named = True  # the request's Host named it: see _private_redirect
             elif name == b"via":
                 via = value
                 continue
@@ -211,7 +214,7 @@ class Proxy:
             dropped = set(connection_tokens)
             out = [(n, v) for n, v in out if n not in dropped]
         out.append((b"via", via + b", " + _VIA if via else _VIA))
-        return out
+        return _private_redirect(out) if host_named else out
 
     def _public_location(self, head: RequestHead, location: bytes) -> bytes:
         """A Location naming the upstream's own origin, on the public one instead (or
@@ -292,6 +295,29 @@ def _forwarded_proto(value: bytes) -> bytes:
     the request's own scheme is used)."""
     first = value.partition(b",")[0].strip().lower()
     return first if first in (b"http", b"https") else b""
+
+
+def _private_redirect(headers: Headers) -> Headers:
+    """A redirect whose origin the request's ``Host`` named (``public_url`` unset) is
+    kept out of shared caches (``Cache-Control: private``): a cache that keys on
+    something else than the Host it forwards would hand one request's origin to
+    everyone. Set ``public_url`` to let a CDN keep it."""
+    out: Headers = []
+    found = False
+    for name, value in headers:
+        if name == b"cache-control":
+            found = True
+            parts = [p.strip() for p in value.split(b",") if p.strip()]
+            kept = [
+                p for p in parts if p.lower() != b"public" and not p.lower().startswith(b"s-maxage")
+            ]
+            if not any(p.lower() in (b"private", b"no-store") for p in kept):
+                kept.insert(0, b"private")
+            value = b", ".join(kept)
+        out.append((name, value))
+    if not found:
+        out.append((b"cache-control", b"private"))
+    return out
 
 
 def _header(head: RequestHead, name: bytes) -> bytes:

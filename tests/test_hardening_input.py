@@ -89,6 +89,11 @@ def test_a_malformed_host_never_names_the_redirect(trusting: EdgeProcess, host: 
 def test_a_well_formed_host_still_names_the_redirect(trusting: EdgeProcess) -> None:
     assert location(trusting.port, b"shop.example:8443") == "http://shop.example:8443/cart?x=1"
     assert location(trusting.port, b"[::1]:8000") == "http://[::1]:8000/cart?x=1"
+    # ... for this request only: no shared cache keeps it
+    request = b"GET /redirect-self HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n"
+    assert raw(trusting.port, request)[1]["cache-control"] == ["private"]
+    other = b"GET /redirect-away HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n"
+    assert "cache-control" not in raw(trusting.port, other)[1]  # not ours to change
 
 
 @pytest.mark.parametrize(
@@ -120,8 +125,10 @@ def test_allowed_hosts_and_public_url(upstream: TestUpstream) -> None:
         assert location(allowed.port, b"M.Shop.Example") == "http://M.Shop.Example/cart?x=1"
         assert location(allowed.port, b"evil.example") == "/cart?x=1"
         assert location(allowed.port, b"evilshop.example") == "/cart?x=1"
-        # public_url wins over Host and allowed_hosts
+        # public_url wins over Host and allowed_hosts; the redirect may be cached then
         assert location(public.port, b"evil.example") == "https://www.shop.example/cart?x=1"
+        request = b"GET /redirect-self HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        assert "cache-control" not in raw(public.port, request)[1]
     finally:
         allowed.stop()
         public.stop()
