@@ -28,6 +28,7 @@ from edge.forms import FORM_PATH
 from edge.identity import Identity
 from edge.ingest import EventEndpoints, ProfileForm
 from edge.observe import Observer, host_of
+from edge.pages import PatternError
 from edge.personalize.catalog import Catalog, CatalogError, LearnedCatalog
 from edge.personalize.snippets import Snippets
 from edge.profiles.backends import open_store
@@ -76,9 +77,16 @@ class EdgeApp:
             self.store, identity.email_hash, cache_ttl=config.profile_cache_ttl
         )
         self.recorder = Recorder(self.profiles)
-        self.visitors = Visitors(
-            identity, track=config.track, trust_forwarded=config.trust_forwarded
-        )
+        try:
+            self.visitors = Visitors(
+                identity,
+                track=config.track,
+                trust_forwarded=config.trust_forwarded,
+                session_cookie=config.session_cookie,
+                logout_paths=config.logout_paths,
+            )
+        except PatternError as exc:
+            raise ConfigError(f"logout_paths: {exc}") from None
         self.rules = LiveRules(*rules_directory(config.rules))
         try:
             catalog = Catalog.load(Path(config.catalog)) if config.catalog else None

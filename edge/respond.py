@@ -159,6 +159,9 @@ class Responder:
             else:
                 deciding.cancel()
         headers, edited = self._headers(exchange, headers, encoding, length)
+        bindings = self.visitors.session_headers(exchange.visit, response.status, headers)
+        if bindings:
+            headers = _private(headers) + bindings
         page = exchange.page
         reading = self.reading
         # A page type with no reader costs a set lookup; any page is read for its
@@ -254,8 +257,9 @@ class Responder:
         if visit.new:
             # The cookie rides only on pages, redirects to one included (see
             # answers_a_page): an image fetched without one stays cacheable, anonymous.
-            if exchange.tracked and answers_a_page(
-                exchange.head, exchange.status, exchange.content_type
+            if exchange.tracked and (
+                visit.rotated
+                or answers_a_page(exchange.head, exchange.status, exchange.content_type)
             ):
                 headers = _private(headers)
                 headers.append(self.visitors.cookie_header(visit))

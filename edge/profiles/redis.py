@@ -158,6 +158,14 @@ class RedisStore(Store):
             name[start:].decode() async for name in self._redis.scan_iter(match=pattern, count=1000)
         ]
 
+    # one-time names (signed ingest requests seen): ``o:{name}``, expiring by itself
+
+    async def claim_once(self, name: str, ttl: int) -> bool:
+        return bool(await self._redis.set(f"{self.prefix}o:{name}", 1, nx=True, ex=ttl))
+
+    async def release_once(self, name: str) -> None:
+        await self._redis.delete(f"{self.prefix}o:{name}")
+
     # writes
 
     async def transact(
