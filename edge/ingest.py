@@ -346,16 +346,14 @@ class EventEndpoints:
         )
 
     def _shop_asks(self, request: Request) -> bool:
-        """Whether the shop itself asks (``Authorization: Bearer <ingest_token>``,
-        constant time): its backend may read a logged-in customer's profile for its own
-        "my data" page, passing the visitor's cookie along."""
-        auth = request.headers.get("authorization", "")
-        token = self.config.ingest_token
-        return (
-            bool(token)
-            and auth.startswith("Bearer ")
-            and hmac.compare_digest(auth[7:].encode(), token.encode())
-        )
+        """Whether the shop itself asks, with the credentials of ``/_edge/ingest``
+        (``Authorization: Bearer <ingest_token>``, or ``X-Edge-Signature`` over the empty
+        body with ``ingest_secret``; constant time): its backend may read a logged-in
+        customer's profile for its own "my data" page, passing the visitor's cookie along."""
+        if not (request.headers.get("authorization") or request.headers.get("x-edge-signature")):
+            return False
+        problem, _ = self._authenticated(request, b"")
+        return not problem
 
     def _forget_browser(self, response: Response, secure: bool) -> None:
         """The visitor cookie and its session binding cleared: a new id next time."""
