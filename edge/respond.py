@@ -349,9 +349,8 @@ class Responder:
 
         The head waits for the first bytes of the rewritten body, and the shop's
         bytes are kept until then. Whatever fails in decoding or rewriting before
-        that (a body that is not the gzip it says, a charset nothing can encode to,
-        a bug) fails open: the shop's own head and bytes go out, and the rest of the
-        body after them, untouched. Once a rewritten byte is out the page cannot be
+        that (a body that is not the gzip it says, a bug) fails open: the shop's own
+        head and bytes go out, and the rest of the body after them, untouched. Once a rewritten byte is out the page cannot be
         taken back, and neither the original nor the rewritten page can be finished:
         the response is aborted (the connection closed without the last chunk), so
         the client sees a broken transfer rather than a truncated page that looks
@@ -383,8 +382,8 @@ class Responder:
                     held.append(chunk)
                     continue
                 held = None
-                start = {"type": "http.response.start", "status": response.status}
-                await send({**start, "headers": heads[0]})
+                status = response.status
+                await send({"type": "http.response.start", "status": status, "headers": heads[0]})
             if out or not more:
                 await send({"type": "http.response.body", "body": out, "more_body": more})
             if not more:

@@ -335,7 +335,8 @@ def test_a_replayed_page_stops_as_a_rewritten_one_does() -> None:
     expected = feed_all(fresh, hero_edit(), 8192)
     assert expected == edited(LIST_PAGE)  # the hero is before the limit
     replaying = Rewriting(max_bytes=10 << 20, replay_bytes=32 << 20)
-    assert feed_all(replaying, hero_edit(), 8192) == edited(LIST_PAGE)  # recorded
+    assert feed_all(replaying, hero_edit(), 8192) == edited(LIST_PAGE)
+    assert replaying._plans.replays.recorded == 1  # the next one is a replay
     replaying.max_bytes = 100_000
     assert feed_all(replaying, hero_edit(), 8192) == expected
 
