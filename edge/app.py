@@ -87,7 +87,8 @@ class EdgeApp:
             )
         except PatternError as exc:
             raise ConfigError(f"logout_paths: {exc}") from None
-        self.rules = LiveRules(*rules_directory(config.rules))
+        self.snippets = Snippets(config.snippets)
+        self.rules = LiveRules(*rules_directory(config.rules), snippets=self.snippets.names)
         try:
             catalog = Catalog.load(Path(config.catalog)) if config.catalog else None
         except CatalogError as exc:
@@ -100,7 +101,6 @@ class EdgeApp:
             self.reading.register(page_type, reader)
         self.reading.register_mini_cart(read_mini_cart, besides=CART_READERS)
         self.observer = observer_for(config, learned, self.rules)
-        self.snippets = Snippets(config.snippets)
         self.decider = Decider(
             self.rules,
             self.profiles,
