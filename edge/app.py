@@ -29,6 +29,7 @@ from edge.forms import FORM_PATH
 from edge.identity import Identity
 from edge.ingest import EventEndpoints, ProfileForm
 from edge.observe import Observer, host_of
+from edge.pages import PatternError
 from edge.personalize.catalog import Catalog, CatalogError, LearnedCatalog
 from edge.personalize.snippets import Snippets
 from edge.profiles.backends import guarded, served_store
@@ -75,12 +76,22 @@ class EdgeApp:
         # Every call behind its deadline and the circuit breaker (edge/profiles/store.py);
         # metrics: set self.store.observer (a StoreObserver).
         self.store = guarded(store if store is not None else served_store(config), config)
-        self.profiles = ProfileService(self.store, identity.email_hash)
-        self.recorder = Recorder(self.profiles)
-        self.visitors = Visitors(
-            identity, track=config.track, trust_forwarded=config.trust_forwarded
+        self.profiles = ProfileService(
+            self.store, identity.email_hash, cache_ttl=config.profile_cache_ttl
         )
-        self.rules = LiveRules(*rules_directory(config.rules))
+        self.recorder = Recorder(self.profiles)
+        try:
+            self.visitors = Visitors(
+                identity,
+                track=config.track,
+                trust_forwarded=config.trust_forwarded,
+                session_cookie=config.session_cookie,
+                logout_paths=config.logout_paths,
+            )
+        except PatternError as exc:
+            raise ConfigError(f"logout_paths: {exc}") from None
+        self.snippets = Snippets(config.snippets)
+        self.rules = LiveRules(*rules_directory(config.rules), snippets=self.snippets.names)
         try:
             catalog = Catalog.load(Path(config.catalog)) if config.catalog else None
         except CatalogError as exc:
@@ -93,7 +104,6 @@ class EdgeApp:
             self.reading.register(page_type, reader)
         self.reading.register_mini_cart(read_mini_cart, besides=CART_READERS)
         self.observer = observer_for(config, learned, self.rules)
-        self.snippets = Snippets(config.snippets)
         self.decider = Decider(
             self.rules,
             self.profiles,

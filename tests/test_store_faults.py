@@ -29,7 +29,7 @@ from edge.profiles.model import encode, new_profile
 from edge.profiles.redis import RedisStore
 from edge.profiles.service import ProfileService
 from edge.profiles.sqlite import SQLiteStore
-from edge.profiles.store import Breaker, GuardedStore, StoreUnavailable, Ticket
+from edge.profiles.store import Breaker, GuardedStore, MemoryStore, StoreUnavailable, Ticket
 from tests.conftest import EdgeProcess, fetch, serving, start_edge
 from tests.redis_server import RedisServer, require_redis_server
 
@@ -518,3 +518,14 @@ async def test_a_redis_nobody_listens_on_fails_fast_and_opens_the_breaker() -> N
     assert refused.value.reason == "open"
     assert observed.calls == [("get", False), ("get", False)]
     await store.close()
+
+
+async def test_signed_request_names_are_claimed_in_the_store_itself() -> None:
+    # Replicas share what the store keeps: a name claimed through one guard is taken
+    # for another over the same store.
+    inner = MemoryStore()
+    first, second = GuardedStore(inner), GuardedStore(inner)
+    assert await first.claim_once("sig-1", 60)
+    assert not await second.claim_once("sig-1", 60)
+    await second.release_once("sig-1")
+    assert await first.claim_once("sig-1", 60)

@@ -88,6 +88,24 @@ class Store(abc.ABC):
         """The products kept by :meth:`put_products` (none if never)."""
         return []
 
+    async def claim_once(self, name: str, ttl: int) -> bool:
+        """Record *name* for *ttl* seconds; False when it is recorded already (a
+        signed ingest request seen before: see ``edge.ingest``). Atomic across the
+        store's users. This default keeps them in the process (the in-memory store);
+        the shared stores keep them where every replica sees them."""
+        now = time.monotonic()
+        kept: dict[str, float] = self.__dict__.setdefault("_once", {})
+        for old in [k for k, until in kept.items() if until <= now]:
+            del kept[old]
+        if name in kept:
+            return False
+        kept[name] = now + ttl
+        return True
+
+    async def release_once(self, name: str) -> None:
+        """Forget a :meth:`claim_once` whose work was not done (the sender may retry)."""
+        self.__dict__.get("_once", {}).pop(name, None)
+
 
 def encode_products(records: list[dict[str, Any]]) -> bytes:
     """Learned products as the stores keep them: one msgpack blob."""
@@ -448,6 +466,12 @@ class GuardedStore(Store):
         claims = list(claims)
         deadline = None if self.inner.bounds_its_writes else self.write_timeout
         return await self._call("transact", deadline, self.inner.transact, keys, claims, mutation)
+
+    async def claim_once(self, name: str, ttl: int) -> bool:
+        return await self._call("claim_once", self.write_timeout, self.inner.claim_once, name, ttl)
+
+    async def release_once(self, name: str) -> None:
+        await self._call("release_once", self.write_timeout, self.inner.release_once, name)
 
     async def keys(self) -> list[str]:
         """Every key, without a deadline (reports, statistics: the time is the size of
