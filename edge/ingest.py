@@ -43,6 +43,7 @@ from edge.personalize.profiling import DECLINED, AnswerError, Question, default_
 from edge.profiles import events as ev
 from edge.profiles.model import Profile
 from edge.profiles.service import ProfileService, UnknownVisitor, customer_key
+from edge.profiles.store import StoreUnavailable
 from edge.recorder import Recorder
 from edge.request import RequestHead, read_body
 from edge.rules import LiveRules
@@ -302,6 +303,17 @@ class EventEndpoints:
                 log.warning("could not release a signed request's claim: %s", type(exc).__name__)
 
     async def profile(self, request: Request) -> Response:
+        """``GET``/``DELETE /_edge/profile`` (:meth:`_profile`); a store that is away
+        (deadline, breaker) is a 503 to retry, not a 500."""
+        try:
+            return await self._profile(request)
+        except StoreUnavailable as exc:
+            log.warning("profile endpoint: store unavailable (%s)", exc.reason)
+            response = _error(503, "store_unavailable", "the profile store is away; ask again")
+            response.headers["retry-after"] = "1"
+            return response
+
+    async def _profile(self, request: Request) -> Response:
         """The visitor's own profile, shown or erased. A profile linked to a customer
         (or an email) only with the shop session bound to this browser (see
         :mod:`edge.visitors`) or to the shop's own backend (its ingest token): a

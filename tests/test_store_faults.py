@@ -417,6 +417,9 @@ def test_a_paused_redis_serves_the_shops_page_and_loses_no_acknowledged_event(
             ).encode(),
         )
         assert refused.status == 503 and refused.header("retry-after") == "1"
+        # The visitor's own profile page: not there now, ask again (not a 500).
+        mine = fetch(port, "/_edge/profile", headers={"Cookie": other})
+        assert mine.status == 503 and mine.header("retry-after") == "1"
 
     # Redis continues: the breaker closes after its cool-down and pages are personal again.
     wait_for(lambda: _ready(port)[0] == 200)
