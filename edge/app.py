@@ -27,6 +27,8 @@ from edge.decide import Decider
 from edge.forms import FORM_PATH
 from edge.identity import Identity
 from edge.ingest import EventEndpoints, ProfileForm
+from edge.logs import AccessLog
+from edge.metrics import MetricsEndpoint
 from edge.observe import Observer, host_of
 from edge.personalize.catalog import Catalog, CatalogError, LearnedCatalog
 from edge.personalize.snippets import Snippets
@@ -114,6 +116,7 @@ class EdgeApp:
             identity,
             self.reading,
         )
+        self.respond.access_log = access_log_for(config)
         self._tasks: set[asyncio.Task[None]] = set()
         """The periodic jobs running (one that ends, cancelled say, leaves the set)."""
         self.startup_hooks: list[Callable[[EdgeApp], Awaitable[None]]] = []
@@ -126,6 +129,7 @@ class EdgeApp:
                 Route(FORM_PATH, self.profile_form.handle, methods=["POST"]),
                 Route("/_edge/healthz", self.healthz, methods=["GET", "HEAD"]),
                 Route("/_edge/readyz", self.readyz, methods=["GET", "HEAD"]),
+                Route("/_edge/metrics", MetricsEndpoint(config.metrics_token), methods=["GET"]),
                 Mount("/_edge/static", StaticFiles(directory=STATIC_DIR), name="static"),
                 *endpoints.routes(),
             ],
@@ -229,6 +233,17 @@ def observer_for(
         shop_host=host_of(urlsplit(config.public_url).netloc) if config.public_url else "",
         catalog=catalog,
     )
+
+
+def access_log_for(config: Config) -> AccessLog | None:
+    if config.access_log == "off":
+        return None
+    try:
+        return AccessLog(config.access_log, config.access_log_file, config.access_log_client_ip)
+    except OSError as exc:
+        raise ConfigError(
+            f"access_log_file: cannot open {config.access_log_file}: {exc.strerror}"
+        ) from None
 
 
 def create_app(config: Config, store: Store | None = None) -> EdgeApp:

@@ -183,6 +183,8 @@ class Proxy:
             elif name == b"via":
                 via = value
                 continue
+            elif name == b"x-request-id":  # the request's own goes back (edge/respond.py)
+                continue
             out.append((name, value))
         if connection_tokens:
             dropped = set(connection_tokens)
