@@ -336,5 +336,8 @@ async def send_error(head: RequestHead, send: Any, status: int, detail: str | No
     ]
     if status == 400:
         headers.append((b"connection", b"close"))
+    request_id = _header(head, b"x-request-id")  # the one edge/respond.py kept or made
+    if request_id:
+        headers.append((b"x-request-id", request_id))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head.method == "HEAD" else body})
