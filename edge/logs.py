@@ -387,7 +387,8 @@ def configure(level: str = "info", stream: Any = None) -> logging.Handler:
     handler.setFormatter(OneLineFormatter(tracebacks=level.lower() == "debug"))
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if isinstance(old, RepeatLimitingHandler):  # ours, from an earlier call
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
     return handler
