@@ -202,12 +202,15 @@ class AccessLog:
             self.fd = -1
 
 
+_second: list[Any] = [-1, ""]
+"""The last second written, and its text (lines come in bursts within a second)."""
+
+
 def _timestamp(seconds: float) -> str:
     whole = int(seconds)
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-        + f".{int((seconds - whole) * 1000):03d}Z"
-    )
+    if whole != _second[0]:
+        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
+    return f"{_second[1]}.{int((seconds - whole) * 1000):03d}Z"
 
 
 _queue: queue.SimpleQueue[tuple[AccessLog, _Entry] | threading.Event] = queue.SimpleQueue()
