@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
         "edge.headers",
         "edge.caches",
         "edge.shipped",
+        "edge.lift",
         "edge.logs",  # the access log, request ids, one-line error logs: any layer logs
     ),
     ("edge.metrics",),  # what is counted: any layer counts (imports nothing of ours)
