@@ -10,10 +10,10 @@ lines that stay one line each and do not repeat themselves under load.
   to the shop: time, request id, method, path *without the query string*, status,
   body bytes sent, duration ms, outcome (as ``edge_requests_total`` counts it) and
   upstream ms (time to the response head); the client address only with
-  ``access_log_client_ip``. No cookies, no query strings, no headers. The request path
-  only queues a tuple; a writer thread formats and writes the lines, in batches, so a
-  slow or blocked destination never stalls serving: past ``QUEUE_LIMIT`` lines waiting,
-  lines are dropped and counted (``edge_access_log_dropped_total``).
+  ``access_log_client_ip``. No cookies, no query strings, no headers. Written without
+  waiting (:class:`AccessLog`): a destination that stops taking lines never stalls
+  serving; past ``PENDING_LIMIT`` bytes waiting, lines are dropped and counted
+  (``edge_access_log_dropped_total``).
 * **Error lines** (:func:`configure`): one line per record, ``time level logger: message``;
   an exception is ``(Type: message at edge/file.py:line in function)``, its full
   traceback only at ``log_level = "debug"``. A warning or error repeated within
@@ -25,15 +25,14 @@ A leaf beside :mod:`edge.metrics` (it imports only that): any layer may log.
 
 from __future__ import annotations
 
-import atexit
+import contextlib
 import contextvars
 import logging
 import os
-import queue
 import random
 import re
+import stat
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -98,11 +97,9 @@ class Sent:
 
 
 Format = Literal["off", "text", "json"]
-QUEUE_LIMIT: Final = 50_000
-"""Access log lines waiting for the writer beyond which new ones are dropped."""
-
-_Entry = tuple[float, bytes, str, bytes, int, int, float, str, float, str]
-"""started, request id, method, path, status, bytes, seconds, outcome, upstream s, client."""
+PENDING_LIMIT: Final = 1 << 20
+"""Bytes of access log kept while the destination takes none (a full pipe); past that,
+lines are dropped and counted."""
 
 
 class _AccessRecord(msgspec.Struct, omit_defaults=True):
@@ -119,14 +116,23 @@ class _AccessRecord(msgspec.Struct, omit_defaults=True):
 
 
 class AccessLog:
-    """The access log: to stderr (*path* empty) or appended to the file *path*."""
+    """The access log: to stderr (*path* empty) or appended to the file *path*.
+
+    Each line is written when its request ends, one ``write`` without waiting: to a
+    pipe or a terminal through a descriptor of its own in non-blocking mode, so a
+    reader that stops reading never stalls serving (what it does not take waits, up
+    to ``PENDING_LIMIT`` bytes, then lines are dropped and counted)."""
 
     def __init__(self, format: Format, path: str = "", client_ip: bool = False) -> None:
         self.format = format
         self.client_ip = client_ip
         self.path = path
         # Opened now, so a wrong path is an error at start (OSError, naming the file).
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640) if path else 2
+        self.fd = (
+            os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640) if path else _stderr()
+        )
+        self._pending = b""
+        self._torn = False
 
     def write(
         self,
@@ -140,34 +146,52 @@ class AccessLog:
         upstream: float,
         outcome: str,
     ) -> None:
-        """Queue one request's line (formatted and written by the writer thread):
-        *started* is the wall-clock time it came, *seconds* its duration, *upstream*
-        the time to the upstream's response head (negative: none came)."""
-        if _queue.qsize() >= QUEUE_LIMIT:
-            metrics.ACCESS_LOG_DROPPED.inc()
-            return
-        _queue.put(
-            (
-                self,
-                (
-                    started,
-                    rid,
-                    method,
-                    path,
-                    sent.status,
-                    sent.body_bytes,
-                    seconds,
-                    outcome,
-                    upstream,
-                    client if self.client_ip else "",
-                ),
-            )
+        """Write one request's line: *started* is the wall-clock time it came,
+        *seconds* its duration, *upstream* the time to the upstream's response head
+        (negative: none came)."""
+        line = self.line(
+            started,
+            rid,
+            method,
+            path,
+            sent.status,
+            sent.body_bytes,
+            seconds,
+            outcome,
+            upstream,
+            client if self.client_ip else "",
         )
-        if _writer is None:
-            _start_writer()
+        data = self._pending + line if self._pending else line
+        try:
+            written = os.write(self.fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # the destination is gone: nothing to keep lines for
+            written = len(data)
+            metrics.ACCESS_LOG_DROPPED.value += data.count(b"\n")
+        rest = data[written:]
+        # Whether what is left starts in the middle of a line the destination has begun.
+        torn = data[written - 1] != 10 if written else self._torn
+        if len(rest) > PENDING_LIMIT:
+            keep = rest.find(b"\n") + 1 if torn else 0  # a begun line is finished
+            metrics.ACCESS_LOG_DROPPED.value += rest.count(b"\n", keep)
+            rest = rest[:keep]
+        self._pending = rest
+        self._torn = torn and bool(rest)
 
-    def line(self, entry: _Entry) -> bytes:
-        started, rid, method, path, status, size, seconds, outcome, upstream, client = entry
+    def line(
+        self,
+        started: float,
+        rid: bytes,
+        method: str,
+        path: bytes,
+        status: int,
+        size: int,
+        seconds: float,
+        outcome: str,
+        upstream: float,
+        client: str,
+    ) -> bytes:
         stamp = _timestamp(started)
         shown = path.decode("latin-1")
         if not shown.isprintable() or " " in shown:
@@ -196,10 +220,27 @@ class AccessLog:
         return text.encode() + b"\n"
 
     def close(self) -> None:
-        flush()
+        if self._pending:
+            with contextlib.suppress(OSError):
+                os.write(self.fd, self._pending)
+            self._pending = b""
         if self.fd != 2:
             os.close(self.fd)
-            self.fd = -1
+        self.fd = -1
+
+
+def _stderr() -> int:
+    """A descriptor for stderr that never blocks: a pipe's or a terminal's is opened
+    again (a description of its own, non-blocking without touching fd 2's); a file
+    is written through fd 2 itself (a file never blocks, and a second description
+    would write at its own offset); anything else (a socket), fd 2 as it is."""
+    try:
+        mode = os.fstat(2).st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+            return os.open("/proc/self/fd/2", os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK)
+    except OSError:
+        pass
+    return 2
 
 
 _second: list[Any] = [-1, ""]
@@ -211,75 +252,6 @@ def _timestamp(seconds: float) -> str:
     if whole != _second[0]:
         _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
     return f"{_second[1]}.{int((seconds - whole) * 1000):03d}Z"
-
-
-_queue: queue.SimpleQueue[tuple[AccessLog, _Entry] | threading.Event] = queue.SimpleQueue()
-_writer: threading.Thread | None = None
-_writer_lock = threading.Lock()
-_BATCH: Final = 512
-_CHUNK: Final = 4096  # bytes per write: a write of at most PIPE_BUF is never interleaved
-
-
-def _start_writer() -> None:
-    global _writer
-    with _writer_lock:
-        if _writer is None:
-            thread = threading.Thread(target=_write_lines, name="edge-access-log", daemon=True)
-            thread.start()
-            _writer = thread
-            atexit.register(flush)
-
-
-def _write_lines() -> None:
-    while True:
-        batch = [_queue.get()]
-        while len(batch) < _BATCH:
-            try:
-                batch.append(_queue.get_nowait())
-            except queue.Empty:
-                break
-        out: dict[int, list[bytes]] = {}
-        done = []
-        for item in batch:
-            if isinstance(item, threading.Event):
-                done.append(item)
-                continue
-            log, entry = item
-            if log.fd >= 0:
-                out.setdefault(log.fd, []).append(log.line(entry))
-        for fd, lines in out.items():
-            _write(fd, lines)
-        for event in done:
-            event.set()
-
-
-def _write(fd: int, lines: list[bytes]) -> None:
-    chunk = b""
-    for line in lines:
-        if chunk and len(chunk) + len(line) > _CHUNK:
-            _write_all(fd, chunk)
-            chunk = b""
-        chunk += line
-    if chunk:
-        _write_all(fd, chunk)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    try:
-        while data:
-            data = data[os.write(fd, data) :]
-    except OSError:
-        metrics.ACCESS_LOG_DROPPED.inc()
-
-
-def flush(timeout: float = 2.0) -> bool:
-    """Wait (up to *timeout* seconds) until the lines queued so far are written;
-    whether they were."""
-    if _writer is None:
-        return True
-    written = threading.Event()
-    _queue.put(written)
-    return written.wait(timeout)
 
 
 # --------------------------------------------------------------------- error lines

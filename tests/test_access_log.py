@@ -5,9 +5,11 @@ to the shop and back, a malformed one replaced; one line per error, repeats held
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edge import logs
+from edge import logs, metrics
 from tests._upstream import TestUpstream
 from tests.conftest import EdgeProcess, fetch, start_edge
 
@@ -43,7 +45,7 @@ def json_log(
 
 
 def line_of(path: Path, request_id: str) -> dict[str, object]:
-    """The request's line, once written (the writer thread batches)."""
+    """The request's line, once in the file."""
     deadline = time.monotonic() + 10
     while True:
         text = path.read_text(encoding="utf-8") if path.exists() else ""
@@ -225,3 +227,57 @@ def test_repeats_within_the_window_are_counted_not_written() -> None:
         .splitlines()[-1]
         .endswith("upstream unreachable: more [held back: 1 more like this within 10 s; the last]")
     )
+
+
+def test_a_destination_that_stops_reading_never_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "PENDING_LIMIT", 16 * 1024)
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    log = logs.AccessLog("text")
+    log.fd = write_end
+    sent = logs.Sent(lambda message: None)
+    sent.status, sent.body_bytes = 200, 1234
+    dropped = metrics.ACCESS_LOG_DROPPED.value
+    try:
+        for n in range(3000):  # ~270 KB of lines into a 64 KB pipe nobody reads
+            log.write(sent, b"r%d" % n, "GET", b"/c/shoes", "", 1.8e9, 0.01, 0.005, "passthrough")
+        assert metrics.ACCESS_LOG_DROPPED.value > dropped
+        taken = b""
+        while chunk := _read_some(read_end):
+            taken += chunk
+        # the reader is back: what waited goes first, a begun line finished
+        log.write(sent, b"last", "GET", b"/c/shoes", "", 1.8e9, 0.01, 0.005, "passthrough")
+        while chunk := _read_some(read_end):
+            taken += chunk
+        assert taken.endswith(b" last GET /c/shoes 200 1234 10.0ms passthrough upstream=5.0ms\n")
+        lines = taken.decode().splitlines()
+        assert len(lines) > 500
+        assert all(line.split(" ")[2:5] == ["GET", "/c/shoes", "200"] for line in lines)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _read_some(fd: int) -> bytes:
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 65536)
+    except BlockingIOError:
+        return b""
+
+
+@pytest.mark.slow
+def test_serving_goes_on_when_stderr_is_not_read(upstream: TestUpstream) -> None:
+    # start_edge's stderr is a pipe this test never reads: 64 KB of lines fill it
+    edge = start_edge(upstream.url, env={"EDGE_ACCESS_LOG": "text"})
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=10)
+        for _ in range(900):
+            conn.request("GET", "/status/204")
+            reply = conn.getresponse()
+            reply.read()
+            assert reply.status == 204
+        conn.close()
+        assert fetch(edge.port, "/page").status == 200
+    finally:
+        assert edge.stop() == 0
