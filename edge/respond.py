@@ -124,57 +124,43 @@ class Responder:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1011})
             return
-        started = time.perf_counter()
         head = RequestHead.parse(scope, read=False)
         request_id = logs.request_id(head.headers)  # sent upstream, and back
         logs.REQUEST_ID.set(request_id)  # in this request's log lines (its own task)
-        access = self.access_log
-        sent = None if access is None else logs.Sent(send)
+        if self.access_log is not None:
+            await self._logged(head, receive, send, request_id, self.access_log)
+            return
         outcome = "error"
         try:
             with contextlib.suppress(ClientGone):
-                outcome = await self._respond(head, receive, sent or send, request_id, sent)
+                outcome = await self._respond(head, receive, send, request_id, None)
         finally:
             metrics.REQUESTS[outcome].inc()
-            if sent is not None:
-                assert access is not None
-                seconds = time.perf_counter() - started
-                access.write(
-                    sent,
-                    request_id,
-                    head.method,
-                    head.raw_path,
-                    head.client,
-                    time.time() - seconds,
-                    seconds,
-                    sent.upstream,
-                    outcome,
-                )
 
-    async def _open(
-        self,
-        head: RequestHead,
-        receive: Any,
-        send: Any,
-        sent: logs.Sent | None,
-        form: bytearray | None = None,
-    ) -> UpstreamResponse | None:
-        """:meth:`Proxy.open`, timed (``edge_upstream_seconds``, the access log)."""
+    async def _logged(
+        self, head: RequestHead, receive: Any, send: Any, request_id: bytes, log: logs.AccessLog
+    ) -> None:
+        """The exchange, with its access log line."""
         started = time.perf_counter()
-        response = await self.proxy.open(head, receive, send, form)
-        if response is not None:
+        sent = logs.Sent(send)
+        outcome = "error"
+        try:
+            with contextlib.suppress(ClientGone):
+                outcome = await self._respond(head, receive, sent, request_id, sent)
+        finally:
+            metrics.REQUESTS[outcome].inc()
             seconds = time.perf_counter() - started
-            metrics.UPSTREAM.observe(seconds)
-            if sent is not None:
-                sent.upstream = seconds
-        return response
-
-    def _response_headers(
-        self, head: RequestHead, response: UpstreamResponse, request_id: bytes
-    ) -> Headers:
-        headers = self.proxy.response_headers(head, response.headers)
-        headers.append((b"x-request-id", request_id))
-        return headers
+            log.write(
+                sent,
+                request_id,
+                head.method,
+                head.raw_path,
+                head.client,
+                time.time() - seconds,
+                seconds,
+                sent.upstream,
+                outcome,
+            )
 
     async def _respond(
         self,
@@ -188,10 +174,13 @@ class Responder:
         if not (self.visitors.track or self.decider.active):
             # Nothing for the sidecar to do (no visitor to track, no page that rules may
             # change): forwarded as it is, its headers never read.
-            response = await self._open(head, receive, send, sent)
+            started = time.perf_counter()
+            response = await self.proxy.open(head, receive, send)
             if response is None:
                 return "error"
-            headers = self._response_headers(head, response, request_id)
+            _answered(started, sent)
+            headers = self.proxy.response_headers(head, response.headers)
+            headers.append((b"x-request-id", request_id))
             await send(
                 {"type": "http.response.start", "status": response.status, "headers": headers}
             )
@@ -200,8 +189,9 @@ class Responder:
         head.read_headers()
         exchange, personalize = self.visit(head)
         deciding = await self._start_deciding(exchange) if personalize else None
+        started = time.perf_counter()
         try:
-            response = await self._open(head, receive, send, sent, exchange.form)
+            response = await self.proxy.open(head, receive, send, exchange.form)
         except BaseException:
             if deciding is not None:
                 deciding.cancel()
@@ -210,7 +200,9 @@ class Responder:
             if deciding is not None:
                 deciding.cancel()
             return "error"
-        headers = self._response_headers(head, response, request_id)
+        _answered(started, sent)
+        headers = self.proxy.response_headers(head, response.headers)
+        headers.append((b"x-request-id", request_id))
         content_type, encoding, length = _body_facts(headers)
         exchange.status = response.status
         exchange.content_type = content_type
@@ -422,6 +414,15 @@ class Responder:
             if not more:
                 self.decider.page_seen(exchange.head.path, body.top)
                 return body.applied()
+
+
+def _answered(started: float, sent: logs.Sent | None) -> None:
+    """The upstream's response head came: how long it took (``edge_upstream_seconds``,
+    the access log)."""
+    seconds = time.perf_counter() - started
+    metrics.UPSTREAM.observe(seconds)
+    if sent is not None:
+        sent.upstream = seconds
 
 
 def _outcome(exchange: Exchange, edited: bool) -> str:
