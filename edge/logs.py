@@ -29,13 +29,14 @@ import contextlib
 import contextvars
 import logging
 import os
-import random
 import re
 import stat
 import sys
 import time
 import traceback
+from binascii import hexlify
 from collections.abc import Callable
+from os import urandom
 from types import TracebackType
 from typing import Any, Final, Literal
 
@@ -58,7 +59,6 @@ REQUEST_ID: Final[contextvars.ContextVar[bytes]] = contextvars.ContextVar(
 
 _HEADER: Final = b"x-request-id"
 _WELL_FORMED: Final = re.compile(rb"[A-Za-z0-9._:+=/-]{1,64}").fullmatch
-_bits = random.getrandbits
 
 
 def request_id(headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -70,7 +70,7 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> bytes:
                 return value
             headers[:] = [(n, v) for n, v in headers if n != _HEADER]
             break
-    made = b"%016x" % _bits(64)
+    made = hexlify(urandom(8))
     headers.append((_HEADER, made))
     return made
 
@@ -82,18 +82,21 @@ class Sent:
     __slots__ = ("body_bytes", "send", "status", "upstream")
 
     def __init__(self, send: Callable[[dict[str, Any]], Any]) -> None:
-        self.send = send
         self.status = 0
         self.body_bytes = 0
         self.upstream = -1.0
         """Seconds to the upstream's response head (negative: none came)."""
 
-    def __call__(self, message: dict[str, Any]) -> Any:
-        if message["type"] == "http.response.body":
-            self.body_bytes += len(message.get("body", b""))
-        elif message["type"] == "http.response.start":
-            self.status = message["status"]
-        return self.send(message)  # the awaitable itself: no extra coroutine per message
+        # A closure, not __call__: a third cheaper per message (measured in Ir).
+        def counted(message: dict[str, Any]) -> Any:
+            if message["type"] == "http.response.body":
+                self.body_bytes += len(message.get("body", b""))
+            elif message["type"] == "http.response.start":
+                self.status = message["status"]
+            return send(message)  # the awaitable itself: no extra coroutine per message
+
+        self.send = counted
+        """The ``send`` to use instead of the server's."""
 
 
 Format = Literal["off", "text", "json"]
@@ -192,16 +195,15 @@ class AccessLog:
         upstream: float,
         client: str,
     ) -> bytes:
-        stamp = _timestamp(started)
-        shown = path.decode("latin-1")
-        if not shown.isprintable() or " " in shown:
-            shown = shown.encode("unicode_escape").decode("ascii").replace(" ", "%20")
+        second, ms = _stamp(started)
+        if path.translate(None, _PRINTABLE):  # a space, a control or a non-ASCII byte
+            path = path.decode("latin-1").encode("unicode_escape").replace(b" ", b"%20")
         if self.format == "json":
             record = _AccessRecord(
-                time=stamp,
+                time=f"{second.decode()}.{ms:03d}Z",
                 request_id=rid.decode("ascii"),
                 method=method,
-                path=shown,
+                path=path.decode("ascii"),
                 status=status,
                 bytes=size,
                 duration_ms=round(seconds * 1000, 2),
@@ -210,14 +212,20 @@ class AccessLog:
                 client=client,
             )
             return msgspec.json.encode(record) + b"\n"
-        up = f"{upstream * 1000:.1f}ms" if upstream >= 0 else "-"
-        text = (
-            f"{stamp} {rid.decode('ascii')} {method} {shown} {status} {size} "
-            f"{seconds * 1000:.1f}ms {outcome} upstream={up}"
-        )
+        # One bytes %-format: every conversion in one C call, nothing to encode after.
+        if upstream >= 0:
+            text = _TEXT % (
+                second, ms, rid, method.encode(), path, status, size,
+                seconds * 1000, outcome.encode(), upstream * 1000,
+            )  # fmt: skip
+        else:
+            text = _TEXT_NO_UPSTREAM % (
+                second, ms, rid, method.encode(), path, status, size,
+                seconds * 1000, outcome.encode(),
+            )  # fmt: skip
         if client:
-            text += f" client={client}"
-        return text.encode() + b"\n"
+            return text + b" client=" + client.encode() + b"\n"
+        return text + b"\n"
 
     def close(self) -> None:
         if self._pending:
@@ -243,15 +251,19 @@ def _stderr() -> int:
     return 2
 
 
-_second: list[Any] = [-1, ""]
+_TEXT: Final = b"%s.%03dZ %s %s %s %d %d %.1fms %s upstream=%.1fms"
+_TEXT_NO_UPSTREAM: Final = b"%s.%03dZ %s %s %s %d %d %.1fms %s upstream=-"
+_PRINTABLE: Final = bytes(range(0x21, 0x7F))
+_second: list[Any] = [-1, b""]
 """The last second written, and its text (lines come in bursts within a second)."""
 
 
-def _timestamp(seconds: float) -> str:
+def _stamp(seconds: float) -> tuple[bytes, int]:
+    """``2026-12-07T06:49:26`` (UTC) and the milliseconds."""
     whole = int(seconds)
     if whole != _second[0]:
-        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
-    return f"{_second[1]}.{int((seconds - whole) * 1000):03d}Z"
+        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)).encode()]
+    return _second[1], int((seconds - whole) * 1000)
 
 
 # --------------------------------------------------------------------- error lines

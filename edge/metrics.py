@@ -145,7 +145,8 @@ LOG_REPEATS_SUPPRESSED: Final = Count()
 
 _reloads = Count()
 _reload_errors = Count()
-_exposures: dict[tuple[str, str], Count] = {}
+_shown: dict[str, Count] = {}
+_holdouts: dict[str, Count] = {}
 _store_timings: dict[str, Timing] = {}
 _store_errors: dict[str, Count] = {}
 _store_lock = threading.Lock()
@@ -160,10 +161,10 @@ def rules_reloaded(ok: bool) -> None:
 
 def exposure(placement: str, held_out: bool = False) -> None:
     """A placement shown on a page sent, or withheld from its holdout."""
-    key = (placement, "holdout" if held_out else "shown")
-    count = _exposures.get(key)
+    counts = _holdouts if held_out else _shown
+    count = counts.get(placement)
     if count is None:
-        count = _exposures[key] = Count()
+        count = counts[placement] = Count()
     count.value += 1
 
 
@@ -223,8 +224,9 @@ class _Collector:
             "Placements shown on pages sent, or withheld from their holdout group.",
             labels=["placement", "group"],
         )
-        for (placement, group), count in sorted(_exposures.items()):
-            exposures.add_metric([placement, group], count.value)
+        for group, counts in (("shown", _shown), ("holdout", _holdouts)):
+            for placement, count in sorted(counts.items()):
+                exposures.add_metric([placement, group], count.value)
         yield exposures
         yield GaugeMetricFamily(
             "edge_event_queue_depth",

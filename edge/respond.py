@@ -146,7 +146,7 @@ class Responder:
         outcome = "error"
         try:
             with contextlib.suppress(ClientGone):
-                outcome = await self._respond(head, receive, sent, request_id, sent)
+                outcome = await self._respond(head, receive, sent.send, request_id, sent)
         finally:
             metrics.REQUESTS[outcome].inc()
             seconds = time.perf_counter() - started
