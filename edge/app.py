@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from edge import metrics
 from edge.activities import Activities
 from edge.carts import READERS as CART_READERS
 from edge.carts import read_mini_cart
@@ -28,6 +29,8 @@ from edge.decide import Decider
 from edge.forms import FORM_PATH
 from edge.identity import Identity
 from edge.ingest import EventEndpoints, ProfileForm
+from edge.logs import AccessLog
+from edge.metrics import MetricsEndpoint
 from edge.observe import Observer, host_of
 from edge.pages import PatternError
 from edge.personalize.catalog import Catalog, CatalogError, LearnedCatalog
@@ -73,9 +76,10 @@ class EdgeApp:
             consent_cookie=config.consent_cookie,
             consent_values=config.consent_values,
         )
-        # Every call behind its deadline and the circuit breaker (edge/profiles/store.py);
-        # metrics: set self.store.observer (a StoreObserver).
+        # Every call behind its deadline and the circuit breaker (edge/profiles/store.py),
+        # each call and the breaker's state counted in edge_store_* (edge/metrics.py).
         self.store = guarded(store if store is not None else served_store(config), config)
+        self.store.observer = metrics
         self.profiles = ProfileService(
             self.store, identity.email_hash, cache_ttl=config.profile_cache_ttl
         )
@@ -127,6 +131,7 @@ class EdgeApp:
             identity,
             self.reading,
         )
+        self.respond.access_log = access_log_for(config)
         self._tasks: set[asyncio.Task[None]] = set()
         """The periodic jobs running (one that ends, cancelled say, leaves the set)."""
         self.startup_hooks: list[Callable[[EdgeApp], Awaitable[None]]] = []
@@ -139,6 +144,7 @@ class EdgeApp:
                 Route(FORM_PATH, self.profile_form.handle, methods=["POST"]),
                 Route("/_edge/healthz", self.healthz, methods=["GET", "HEAD"]),
                 Route("/_edge/readyz", self.readyz, methods=["GET", "HEAD"]),
+                Route("/_edge/metrics", MetricsEndpoint(config.metrics_token), methods=["GET"]),
                 Mount("/_edge/static", StaticFiles(directory=STATIC_DIR), name="static"),
                 *endpoints.routes(),
             ],
@@ -284,6 +290,17 @@ def observer_for(
         shop_host=host_of(urlsplit(config.public_url).netloc) if config.public_url else "",
         catalog=catalog,
     )
+
+
+def access_log_for(config: Config) -> AccessLog | None:
+    if config.access_log == "off":
+        return None
+    try:
+        return AccessLog(config.access_log, config.access_log_file, config.access_log_client_ip)
+    except OSError as exc:
+        raise ConfigError(
+            f"access_log_file: cannot open {config.access_log_file}: {exc.strerror}"
+        ) from None
 
 
 def create_app(config: Config, store: Store | None = None) -> EdgeApp:

@@ -72,7 +72,20 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     graceful_timeout: float = 30.0
     """Seconds in-flight requests get to finish after SIGTERM."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    """Log verbosity. Request lines are not logged (they may carry personal data)."""
+    """Log verbosity. Error lines are one line each (the traceback only at ``debug``)
+    and a repeated one is written once per 10 s with a count (:mod:`edge.logs`)."""
+    access_log: Literal["off", "text", "json"] = "off"
+    """One line per request to the shop: time, request id, method, path without the
+    query string, status, bytes, duration, outcome, upstream time; ``json``: JSON Lines;
+    ``off``: none."""
+    access_log_file: str = ""
+    """Where the access log goes: a file appended to; empty: stderr."""
+    access_log_client_ip: bool = False
+    """Add the client's address to each access log line (personal data: off unless you
+    need it)."""
+    metrics_token: str = ""
+    """Bearer token ``GET /_edge/metrics`` requires. Empty: metrics are open to anyone
+    who reaches the port (keep ``/_edge/metrics`` off the public side then)."""
     secret: str = ""
     """Signs visitor cookies and keys email hashes. Set it (``EDGE_SECRET``): without
     one a random secret is made at start and every visitor is new after a restart."""

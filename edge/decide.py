@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from edge import metrics
 from edge.activities import Activities, PageActivities
 from edge.languages import PageLanguages, declared_language, pick
 from edge.observe import campaign_of
@@ -163,7 +164,8 @@ class Decider:
             log.exception("personalization failed; the page goes out as the shop made it")
             return None
         if decision is not None:
-            decision.seconds = time.perf_counter() - started
+            decision.seconds = seconds = time.perf_counter() - started
+            metrics.DECISION.observe(seconds)
         return decision
 
     async def _decide(

@@ -209,6 +209,8 @@ class Proxy:
             elif name == b"via":
                 via = value
                 continue
+            elif name == b"x-request-id":  # the request's own goes back (edge/respond.py)
+                continue
             out.append((name, value))
         if connection_tokens:
             dropped = set(connection_tokens)
@@ -421,5 +423,8 @@ async def send_error(head: RequestHead, send: Any, status: int, detail: str | No
     ]
     if status == 400:
         headers.append((b"connection", b"close"))
+    request_id = _header(head, b"x-request-id")  # the one edge/respond.py kept or made
+    if request_id:
+        headers.append((b"x-request-id", request_id))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head.method == "HEAD" else body})

@@ -26,6 +26,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Final
 
+from edge import metrics
 from edge.caches import Expiring
 from edge.profiles import events as ev
 from edge.profiles.model import SESSION_GAP, Profile, Touch, new_profile
@@ -51,6 +52,11 @@ class Recorder:
         self._unwritten: dict[str, _First] = {}
         """New visitors' first events between their second request and the flush."""
         self._first_hits: Expiring[str, _First] = Expiring(_FIRST_HITS, SESSION_GAP)
+        metrics.queue_depth(self.queued)
+
+    def queued(self) -> int:
+        """Observed events waiting for the batch writer (``edge_event_queue_depth``)."""
+        return sum(len(events) for _, events, _ in self._pending)
 
     async def write(
         self, visitor_id: str | None, events: Sequence[ev.BaseEvent], source: ev.Source

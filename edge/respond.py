@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from edge import logs, metrics
 from edge import preview as previews
 from edge.codec import CodecError
 from edge.decide import Decider, Decision
@@ -115,30 +116,80 @@ class Responder:
         self.rewriting = rewriting
         self.rules = rules
         self.identity = identity
+        self.access_log: logs.AccessLog | None = None
+        """Where each request's access log line goes (None: no access log)."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1011})
             return
-        with contextlib.suppress(ClientGone):
-            await self._respond(RequestHead.parse(scope, read=False), receive, send)
+        head = RequestHead.parse(scope, read=False)
+        request_id = logs.request_id(head.headers)  # sent upstream, and back
+        logs.REQUEST_ID.set(request_id)  # in this request's log lines (its own task)
+        if self.access_log is not None:
+            await self._logged(head, receive, send, request_id, self.access_log)
+            return
+        outcome = "error"
+        try:
+            with contextlib.suppress(ClientGone):
+                outcome = await self._respond(head, receive, send, request_id, None)
+        finally:
+            metrics.REQUESTS[outcome].inc()
 
-    async def _respond(self, head: RequestHead, receive: Any, send: Any) -> None:
+    async def _logged(
+        self, head: RequestHead, receive: Any, send: Any, request_id: bytes, log: logs.AccessLog
+    ) -> None:
+        """The exchange, with its access log line."""
+        started = time.perf_counter()
+        sent = logs.Sent(send)
+        outcome = "error"
+        try:
+            with contextlib.suppress(ClientGone):
+                outcome = await self._respond(head, receive, sent.send, request_id, sent)
+        finally:
+            metrics.REQUESTS[outcome].inc()
+            seconds = time.perf_counter() - started
+            log.write(
+                sent,
+                request_id,
+                head.method,
+                head.raw_path,
+                head.client,
+                time.time() - seconds,
+                seconds,
+                sent.upstream,
+                outcome,
+            )
+
+    async def _respond(
+        self,
+        head: RequestHead,
+        receive: Any,
+        send: Any,
+        request_id: bytes,
+        sent: logs.Sent | None,
+    ) -> str:
+        """The exchange, and its outcome (as ``edge_requests_total`` counts it)."""
         if not (self.visitors.track or self.decider.active):
             # Nothing for the sidecar to do (no visitor to track, no page that rules may
             # change): forwarded as it is, its headers never read.
+            started = time.perf_counter()
             response = await self.proxy.open(head, receive, send)
-            if response is not None:
-                headers = self.proxy.response_headers(head, response.headers)
-                await send(
-                    {"type": "http.response.start", "status": response.status, "headers": headers}
-                )
-                await relay(response, receive, send)
-            return
+            if response is None:
+                return "error"
+            _answered(started, sent)
+            headers = self.proxy.response_headers(head, response.headers)
+            headers.append((b"x-request-id", request_id))
+            await send(
+                {"type": "http.response.start", "status": response.status, "headers": headers}
+            )
+            await relay(response, receive, send)
+            return "passthrough"
         head.read_headers()
         exchange, personalize = self.visit(head)
         deciding = await self._start_deciding(exchange) if personalize else None
+        started = time.perf_counter()
         try:
             response = await self.proxy.open(head, receive, send, exchange.form)
         except BaseException:
@@ -148,8 +199,10 @@ class Responder:
         if response is None:
             if deciding is not None:
                 deciding.cancel()
-            return
+            return "error"
+        _answered(started, sent)
         headers = self.proxy.response_headers(head, response.headers)
+        headers.append((b"x-request-id", request_id))
         content_type, encoding, length = _body_facts(headers)
         exchange.status = response.status
         exchange.content_type = content_type
@@ -193,6 +246,7 @@ class Responder:
         if exchange.body is not None:
             self._read(exchange)
         self.record(exchange)
+        return _outcome(exchange, edited)
 
     def _read(self, exchange: Exchange) -> None:
         """After the response: the page's readers, on the body collected."""
@@ -420,6 +474,31 @@ async def _send_original(
             await relay(response, receive, send)
         else:
             await _relay_read(response, receive, send, page_body)
+
+
+def _answered(started: float, sent: logs.Sent | None) -> None:
+    """The upstream's response head came: how long it took (``edge_upstream_seconds``,
+    the access log)."""
+    seconds = time.perf_counter() - started
+    metrics.UPSTREAM.observe(seconds)
+    if sent is not None:
+        sent.upstream = seconds
+
+
+def _outcome(exchange: Exchange, edited: bool) -> str:
+    """How the exchange went, for ``edge_requests_total``; the exposures counted."""
+    if exchange.visit.crawler:
+        return "bot"
+    decision = exchange.decision
+    if decision is not None:
+        if exchange.preview is not None:
+            return "preview"
+        for placement in exchange.applied:
+            if placement:
+                metrics.exposure(placement)
+        for placement in decision.held_out:
+            metrics.exposure(placement, held_out=True)
+    return "personalized" if edited else "passthrough"
 
 
 async def _relay_read(response: UpstreamResponse, receive: Any, send: Any, body: PageBody) -> None:

@@ -21,15 +21,15 @@ from typing import Any, TypeVar
 
 import uvicorn
 
+from edge import logs
+
 log = logging.getLogger("edge")
 
 
 def configure_logging(level: str = "info") -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """One line per record, repeats held back, the request id of the request being
+    served (edge/logs.py); the full traceback only at ``debug``."""
+    logs.configure(level, sys.stderr)
     # uvicorn's own "Started server process", "Waiting for application startup"
     # lines are noise next to ours; keep its warnings and errors.
     for name in ("uvicorn", "uvicorn.error"):

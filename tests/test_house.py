@@ -39,7 +39,9 @@ LAYERS: list[tuple[str, ...]] = [
         "edge.caches",
         "edge.shipped",
         "edge.lift",
+        "edge.logs",  # the access log, request ids, one-line error logs: any layer logs
     ),
+    ("edge.metrics",),  # what is counted: any layer counts (imports nothing of ours)
     ("edge",),  # the package's own __init__ (its version)
 ]
 """Top first. Within the packages' layer, packages may use each other, without cycles."""

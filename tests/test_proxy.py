@@ -16,8 +16,9 @@ import pytest
 from tests._upstream import LARGE, PAGE, TestUpstream
 from tests.conftest import EdgeProcess, Reply, fetch, free_port, start_edge
 
-# Headers a proxy may add or must drop; everything else must match exactly.
-_PROXY_HEADERS = {"via", "connection", "keep-alive", "transfer-encoding", "date"}
+# Headers a proxy may add or must drop; everything else must match exactly (the
+# request id goes back with every response: tests/test_access_log.py).
+_PROXY_HEADERS = {"via", "connection", "keep-alive", "transfer-encoding", "date", "x-request-id"}
 
 
 def end_to_end(reply: Reply) -> list[tuple[str, str]]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from edge.identity import Identity
 from edge.profiles import events as ev
@@ -417,6 +418,17 @@ def test_a_paused_redis_serves_the_shops_page_and_loses_no_acknowledged_event(
             ).encode(),
         )
         assert refused.status == 503 and refused.header("retry-after") == "1"
+        # What an operator's dashboard shows: the breaker open, failed store calls.
+        scraped = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(
+                fetch(port, "/_edge/metrics").body.decode()
+            )
+            for sample in family.samples
+        }
+        assert scraped[("edge_store_breaker_open", ())] == 1
+        failed = [v for (name, _), v in scraped.items() if name == "edge_store_errors_total"]
+        assert sum(failed) >= 1
         # The visitor's own profile page: not there now, ask again (not a 500).
         mine = fetch(port, "/_edge/profile", headers={"Cookie": other})
         assert mine.status == 503 and mine.header("retry-after") == "1"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+from edge import metrics
 from edge.rules.errors import RuleError
 from edge.rules.ruleset import (
     LIBRARY_DIR,
@@ -95,12 +96,15 @@ class LiveRules:
         self._digest = digest.hexdigest()
         ruleset, errors = load_rules(self.directory, self.only, self._snippet_names)
         if ruleset is None:
+            metrics.rules_reloaded(ok=False)
             self.errors = errors
             for error in errors:
                 log.error("%s", error)
             if self.loaded:
                 log.error("rules: kept the rules that were serving (%d errors)", len(errors))
             return False
+        if self.loaded:  # a reload; the first load is the start
+            metrics.rules_reloaded(ok=True)
         self.ruleset = ruleset
         self.errors = []
         self.loaded = True
