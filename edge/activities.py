@@ -34,7 +34,7 @@ from edge.profiles.model import Profile
 from edge.rewrite import Edit
 from edge.rewriting import SlotEdit
 from edge.rules.shop import DEFAULT_SHOP, Shop
-from edge.rules.spec import Slot
+from edge.rules.spec import Slot, Variant
 
 __all__ = [
     "ASSETS_SLOT",
@@ -171,9 +171,11 @@ class PageActivities:
         # One placement that fails (a bug, a rule the checker let through) leaves its
         # slot as the shop made it; the page's other placements still apply.
         try:
-            if choice.placement.spec.snippet:
-                return self._snippet(choice)
-            return self._order(choice)
+            if choice.variant is None:
+                return None  # held out: the shop's original
+            if choice.variant.snippet:
+                return self._snippet(choice, choice.variant)
+            return self._order(choice, choice.variant)
         except Exception:
             log.exception(
                 "placement %s (%s) failed; its slot keeps the shop's content",
@@ -182,15 +184,16 @@ class PageActivities:
             )
             return None
 
-    def _snippet(self, choice: Choice) -> SlotEdit | None:
-        spec = choice.placement.spec
+    def _snippet(self, choice: Choice, variant: Variant) -> SlotEdit | None:
         question = self._next_question()
-        if spec.snippet.startswith("profile_form") and question is None:
+        if variant.snippet.startswith("profile_form") and question is None:
             return None  # nothing left to ask: the next placement may fill the slot
         context = self._snippet_context(question)
         if choice.offer is not None:
             context = context | {"offer": offer_view(choice.offer)}
-        html = self.activities.snippets.render(spec.snippet, context, languages=[self.language])
+        # (The render cache is keyed by the variant's template, and the replay by the
+        # edit's HTML: two variants never share a render.)
+        html = self.activities.snippets.render(variant.snippet, context, languages=[self.language])
         if html is None:
             return None  # logged by the library; the slot stays as the shop made it
         share = _html_digest(html)
@@ -199,7 +202,7 @@ class PageActivities:
             share += b"+countdown"
         if context["form"]["error"]:
             self.clear_form_error = True
-        edit = Edit(choice.slot.select, spec.action or choice.slot.action, html)
+        edit = Edit(choice.slot.select, variant.action or choice.slot.action, html)
         return SlotEdit(
             choice.placement.id,
             choice.slot_name,
@@ -208,9 +211,8 @@ class PageActivities:
             share=share,
         )
 
-    def _order(self, choice: Choice) -> SlotEdit:
-        spec = choice.placement.spec
-        sorts, share = _sorts(tuple(spec.sort_keys), tuple(spec.pin))
+    def _order(self, choice: Choice, variant: Variant) -> SlotEdit:
+        sorts, share = _sorts(tuple(variant.sort_keys), tuple(choice.placement.spec.pin))
         profile = self.profile
         interest = (
             Interest.of(profile, self.now, bought=any(s.strategy == "bought last" for s in sorts))

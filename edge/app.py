@@ -116,6 +116,8 @@ class EdgeApp:
             languages=config.languages or ["en"],
             shop=ShopStats(avg_order_value=config.avg_order_value),
             trust_geo=config.trust_geo,
+            qa_cookie=config.qa_cookie,
+            qa_visitors=config.qa_visitors,
         )
         self.proxy = Proxy(config)
         self.respond = Responder(

@@ -129,6 +129,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The shop's logout URLs, as page patterns (``/accounts/logout/*``): a request
     for one that the shop accepts (a status below 400) gives the browser a new
     anonymous visitor id."""
+    qa_cookie: str = "edge_qa"
+    """A browser carrying this cookie (any value) is QA: it sees the placements, and
+    nothing it sees or does is counted in the report. Empty: no QA cookie."""
+    qa_visitors: list[str] = msgspec.field(default_factory=list)
+    """Visitor ids and ``cust:CUSTOMER_ID``s that are QA, as with ``qa_cookie``."""
     ingest_token: str = ""
     """Bearer token accepted by ``POST /_edge/ingest``. Empty: token auth disabled."""
     ingest_secret: str = ""
@@ -200,6 +205,17 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 f"session_cookie must be a cookie name (letters, digits, !#$%&'*+-.^_`|~), "
                 f"got {self.session_cookie!r}"
             )
+        if self.qa_cookie and not _COOKIE_NAME.fullmatch(self.qa_cookie):
+            raise ValueError(
+                f"qa_cookie must be a cookie name (letters, digits, !#$%&'*+-.^_`|~), "
+                f"got {self.qa_cookie!r}; empty turns it off"
+            )
+        for entry in self.qa_visitors:
+            if not entry.strip() or entry != entry.strip():
+                raise ValueError(
+                    f"qa_visitors: {entry!r} must be a visitor id or cust:CUSTOMER_ID, "
+                    "without blanks"
+                )
         for pattern in self.logout_paths:
             if not pattern.startswith("/"):
                 raise ValueError(

@@ -26,7 +26,7 @@ from edge.languages import PageLanguages, declared_language, pick
 from edge.observe import campaign_of
 from edge.pages import Page
 from edge.personalize.snippets import choose_language
-from edge.placements import choose, fill
+from edge.placements import choose, fill, unit_key
 from edge.preview import Preview
 from edge.profiles import events as ev
 from edge.profiles.model import Profile, Touch
@@ -59,6 +59,13 @@ class Decision:
     clear_form_error: bool = False
     now: int | None = None
     """The time the decision was made: a timed offer's deadline on the page ran from it."""
+    arms: dict[str, str] = field(default_factory=dict)
+    """Placement id -> its arm (``holdout`` or the variant's name) for every placement
+    shown or held out on this page."""
+    measured: bool = True
+    """Whether this page view counts in the report: not for a preview or a QA visitor
+    (``qa_cookie``, ``qa_visitors``), who still see the placements. (A crawler gets
+    no decision at all.)"""
 
     def exposures(self, shown: set[str] | None = None) -> list[ev.BaseEvent]:
         """Events recording what was shown (and withheld), for caps, offers, lift: the
@@ -105,6 +112,8 @@ class Decider:
         languages: Sequence[str] = ("en", "it"),
         shop: ShopStats | None = None,
         trust_geo: bool = False,
+        qa_cookie: str = "edge_qa",
+        qa_visitors: Sequence[str] = (),
     ) -> None:
         self.rules = rules
         self.profiles = profiles
@@ -116,6 +125,9 @@ class Decider:
         """Whether the request's geo headers are the operator's (see Config.trust_geo)."""
         self.page_languages = PageLanguages()
         """What the shop's pages declared (``<html lang>``), learned as they pass."""
+        self.qa_cookie = qa_cookie
+        self.qa_visitors = frozenset(qa_visitors)
+        """QA: a browser with ``qa_cookie``, these visitor ids and ``cust:ID``s."""
 
     def page_seen(self, path: str, top: bytes) -> None:
         """A personalized page went out; *top* is its first decoded bytes: its
@@ -198,13 +210,15 @@ class Decider:
             segments = ruleset.names(result)
             holding = [p for p in ruleset.by_priority if result[p.output]]
         decision = Decision(segments=segments, preview=preview, now=now)
+        unit = unit_key(visitor_id, profile) if visitor_id else ""
+        decision.measured = preview is None and not self._qa(head, visitor_id, unit)
         choices = choose(
             holding,
             ruleset.slots,
             page_type=request.page_type,
             profile=profile,
             now=now,
-            holdout_key=visitor_id or "",
+            holdout_key=unit,
         )
         if not choices and preview is None:
             return decision
@@ -231,6 +245,11 @@ class Decider:
         filled = fill(choices, activities.edit)
         decision.edits = [edit for _choice, edit in filled.shown]
         decision.held_out = [choice.placement.id for choice in filled.held_out]
+        arms = decision.arms
+        for choice, _edit in filled.shown:
+            arms[choice.placement.id] = choice.arm
+        for choice in filled.held_out:
+            arms[choice.placement.id] = choice.arm
         decision.edits += activities.additions(decision.edits)
         decision.clear_form_error = activities.clear_form_error
         digest = hashlib.blake2b(digest_size=12)
@@ -238,6 +257,14 @@ class Decider:
             digest.update(edit.share)
         decision.fingerprint = digest.hexdigest()
         return decision
+
+    def _qa(self, head: RequestHead, visitor_id: str | None, unit: str) -> bool:
+        """Whether this is QA: the QA cookie (any value), or a listed visitor or
+        customer."""
+        if self.qa_cookie and self.qa_cookie in head.cookies:
+            return True
+        qa = self.qa_visitors
+        return bool(qa) and (visitor_id in qa or unit in qa)
 
     async def _profile(self, visitor_id: str | None, visit: Visit) -> Profile | None:
         if not visitor_id or visit.new:

@@ -4,7 +4,8 @@ Pure: given the placements whose condition holds (highest priority first), the
 slots, the page's type, the visitor's profile and the time, :func:`choose` says for
 each candidate whether it may be shown (its slot is on this page, it is within its
 schedule, under its frequency cap, not an expired timed offer) and whether this
-visitor is in its holdout; :func:`fill` then gives each slot the first candidate that
+visitor is in its holdout or which of its variants they see (:func:`assign`, one
+arm per unit: a known customer, else a visitor); :func:`fill` then gives each slot the first candidate that
 makes an edit, or keeps the original page where the first candidate holds the
 visitor out. No I/O and no rendering here: :mod:`edge.activities` turns a choice
 into an edit, :mod:`edge.decide` puts the two together.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -22,9 +24,21 @@ from edge.personalize.offers import OfferState, frequency_allows, offer_state
 from edge.profiles.model import Profile
 from edge.rules import PlacementRule
 from edge.rules.lang import parse_duration
-from edge.rules.spec import Slot
+from edge.rules.spec import Placement, Slot, Variant
+from edge.rules.variants import DEFAULT_ARM, HOLDOUT_ARM, arms_of
 
-__all__ = ["Choice", "Filled", "choose", "fill", "in_holdout"]
+__all__ = [
+    "DEFAULT_ARM",
+    "HOLDOUT_ARM",
+    "Choice",
+    "Filled",
+    "assign",
+    "choose",
+    "fill",
+    "in_holdout",
+    "split",
+    "unit_key",
+]
 
 T = TypeVar("T")
 
@@ -39,6 +53,16 @@ class Choice:
     """The timed offer's state (deadline fixed at the first exposure), when it is one."""
     held_out: bool = False
     """The visitor is in this placement's control group: the slot keeps the original."""
+    variant: Variant | None = None
+    """What the slot shows (None when held out): one of the placement's variants, or
+    its ``default`` one."""
+
+    @property
+    def arm(self) -> str:
+        """``holdout`` or the variant's name, for the exposure and the report."""
+        if self.held_out or self.variant is None:
+            return HOLDOUT_ARM
+        return self.variant.name
 
     @property
     def slot_name(self) -> str:
@@ -63,6 +87,60 @@ def in_holdout(visitor_id: str, placement_id: str, share: float) -> bool:
     return int.from_bytes(digest, "big") / 2**64 < share
 
 
+def unit_key(visitor_id: str, profile: Profile | None) -> str:
+    """Who is assigned an arm: the customer (``cust:ID``) when the profile is linked to
+    one, on every cookie and device of theirs; else the visitor id."""
+    if profile is not None and profile.customer_id:
+        return "cust:" + profile.customer_id
+    return visitor_id
+
+
+def _rank(unit: str, placement_id: str, name: str, weight: float) -> float:
+    """A variant's draw for *unit*: exponential with rate *weight*, from its own hash."""
+    digest = hashlib.blake2b(
+        f"{placement_id}\0{name}\0{unit}".encode(), digest_size=8, person=b"edge-variant"
+    ).digest()
+    uniform = (int.from_bytes(digest, "big") + 0.5) / 2**64  # in (0, 1)
+    return -math.log(uniform) / weight
+
+
+def assign(unit: str, placement_id: str, holdout: float, variants: Sequence[Variant]) -> str:
+    """The arm of *unit* in a placement: ``holdout`` (:func:`in_holdout`, as placements
+    without variants always did), else one of *variants* by weight.
+
+    Deterministic. Each variant draws for each unit from a hash of (placement, variant
+    name, unit) and the smallest weighted draw wins (weighted rendezvous hashing): a
+    variant gets ``weight / sum(weights)`` of the units outside the holdout, and a
+    change moves only the units it must: raising one variant's weight moves units
+    only into it, lowering it only out of it, adding a variant takes its share from
+    the others in proportion, removing one spreads its units; reordering changes
+    nothing, renaming one reassigns its units. The holdout hash is independent, so a
+    new holdout share moves units between the holdout and the variants only. No
+    unit (a preview): the first variant."""
+    if in_holdout(unit, placement_id, holdout):
+        return HOLDOUT_ARM
+    if len(variants) == 1 or not unit:
+        return variants[0].name
+    best, best_rank = variants[0].name, math.inf
+    for variant in variants:
+        rank = _rank(unit, placement_id, variant.name, variant.weight)
+        if rank < best_rank:
+            best, best_rank = variant.name, rank
+    return best
+
+
+def split(spec: Placement) -> dict[str, float]:
+    """The configured share of a placement's eligible units in each arm: ``holdout``
+    first, then each variant's ``(1 - holdout) * weight / sum(weights)``; what the
+    report's sample-ratio check compares the counts with."""
+    arms = arms_of(spec)
+    total = sum(v.weight for v in arms)
+    out = {HOLDOUT_ARM: spec.holdout}
+    for v in arms:
+        out[v.name] = (1.0 - spec.holdout) * v.weight / total
+    return out
+
+
 def choose(
     placements: Sequence[PlacementRule],
     slots: Mapping[str, Slot],
@@ -77,8 +155,9 @@ def choose(
 
     A placement is left out when its slot is not declared or not on this page type,
     when it is outside its schedule, when the visitor saw it ``cap.views`` times in
-    ``cap.per`` already, or when it is a timed offer whose deadline passed. Visitors
-    are held out by *holdout_key* (empty: nobody is, as in a preview)."""
+    ``cap.per`` already, or when it is a timed offer whose deadline passed. Units
+    are assigned their arm by *holdout_key* (:func:`unit_key`; empty: nobody is held
+    out and the first variant shows, as in a preview)."""
     chosen: list[Choice] = []
     for placement in placements:
         spec = placement.spec
@@ -97,8 +176,19 @@ def choose(
             offer = offer_state(offers, placement.id, _seconds(spec.offer_ttl), now)
             if offer.expired:
                 continue
-        held_out = in_holdout(holdout_key, placement.id, spec.holdout)
-        chosen.append(Choice(placement, slot, offer, held_out))
+        variants = placement.variants or arms_of(spec)
+        if len(variants) == 1:  # (the common case: one hash, as before variants)
+            if in_holdout(holdout_key, placement.id, spec.holdout):
+                chosen.append(Choice(placement, slot, offer, True))
+            else:
+                chosen.append(Choice(placement, slot, offer, False, variants[0]))
+            continue
+        arm = assign(holdout_key, placement.id, spec.holdout, variants)
+        if arm == HOLDOUT_ARM:
+            chosen.append(Choice(placement, slot, offer, True))
+        else:
+            variant = next(v for v in variants if v.name == arm)
+            chosen.append(Choice(placement, slot, offer, False, variant))
     return chosen
 
 

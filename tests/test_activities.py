@@ -308,7 +308,9 @@ def test_vip_sees_the_vip_hero_unless_held_out(edge: EdgeProcess) -> None:
     for _ in range(300):
         candidate = Visitor(edge.port)
         candidate.page("/")
-        found.setdefault(in_holdout(candidate.id, "hero-vip", 0.1), candidate)
+        # (their orders make them a customer: the unit assigned is then the customer)
+        unit = f"cust:customer-{candidate.id}"
+        found.setdefault(in_holdout(unit, "hero-vip", 0.1), candidate)
         if len(found) == 2:
             break
     assert len(found) == 2, "no held-out visitor among 300 (the holdout share is 10%)"
@@ -741,7 +743,7 @@ def test_a_failing_snippet_leaves_the_slot_as_the_shop_made_it(
         while True:  # someone outside the VIP hero's holdout
             vip.cookie = ""
             vip.page("/")
-            if not in_holdout(vip.id, "hero-vip", 0.1):
+            if not in_holdout(f"cust:customer-{vip.id}", "hero-vip", 0.1):  # (the customer's)
                 break
         vip.page("/")
         give_orders(vip, vip_orders(vip))

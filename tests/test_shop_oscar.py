@@ -358,7 +358,8 @@ def test_vip_sees_the_vip_hero_on_oscars_home(edge: EdgeProcess, shoppers: list[
     for _ in range(100):  # someone outside the placement's 10% holdout
         shopper = new_shopper(shoppers, edge.port)
         shopper.arrive(HOME)
-        if not in_holdout(shopper.id, "hero-vip", 0.1):
+        # (their orders make them a customer: the unit assigned is then the customer)
+        if not in_holdout(f"cust:oscar-customer-{shopper.id}", "hero-vip", 0.1):
             break
     give_orders(
         shopper,

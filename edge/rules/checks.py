@@ -1,7 +1,7 @@
 """Checks of a rule set against what lies outside the rule files, and its warnings.
 
 A placement's ``snippet`` names a file in the snippets directory (or the shipped
-library): the rules layer does not read snippets, so the caller passes the names
+library), and so does each of its variants' ``snippet``: the rules layer does not read snippets, so the caller passes the names
 there are (``edge check``, and ``edge serve`` on every load), and a missing one is an
 error at the placement's ``snippet =``, with the nearest names. Warnings do not stop
 a rule set from loading: an empty rule file, or a ``placements.toml`` with no
@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from edge.rules.errors import Locator, RuleError
 from edge.rules.spec import Placement
+from edge.rules.variants import variant_key
 
 __all__ = ["PLACEMENTS_FILE", "file_warnings", "snippet_errors"]
 
@@ -36,27 +37,33 @@ def snippet_errors(
     errors = []
     bases = sorted(n for n in snippets if n.count(".") == 1)  # no language variants
     for placement, loc, header in placements:
-        if not placement.snippet or _file_name(placement.snippet) in snippets:
-            continue
-        line, column = loc.key(header, "snippet")
-        close = difflib.get_close_matches(_file_name(placement.snippet), bases, n=1)
-        if close:
-            help = f"did you mean `{close[0]}`?"
-        elif bases:
-            help = "the snippets there are: " + ", ".join(f"`{name}`" for name in bases)
-        else:
-            help = "write it in the snippets directory (--snippets, EDGE_SNIPPETS)"
-        errors.append(
-            loc.error(
-                line,
-                column,
-                f"no snippet `{placement.snippet}` in the snippets directory or the shipped "
-                "library",
-                len("snippet"),
-                help,
-            )
-        )
+        named = [(placement.snippet, loc.key(header, "snippet"))] if placement.snippet else []
+        named += [
+            (v.snippet, variant_key(loc, header, i, "snippet"))
+            for i, v in enumerate(placement.variants)
+            if v.snippet
+        ]
+        for name, (line, column) in named:
+            if _file_name(name) not in snippets:
+                errors.append(_missing(loc, line, column, name, bases))
     return errors
+
+
+def _missing(loc: Locator, line: int, column: int, name: str, bases: list[str]) -> RuleError:
+    close = difflib.get_close_matches(_file_name(name), bases, n=1)
+    if close:
+        help = f"did you mean `{close[0]}`?"
+    elif bases:
+        help = "the snippets there are: " + ", ".join(f"`{name}`" for name in bases)
+    else:
+        help = "write it in the snippets directory (--snippets, EDGE_SNIPPETS)"
+    return loc.error(
+        line,
+        column,
+        f"no snippet `{name}` in the snippets directory or the shipped library",
+        len("snippet"),
+        help,
+    )
 
 
 def file_warnings(file: str, text: str, data: dict[str, Any] | None) -> list[RuleError]:

@@ -33,7 +33,8 @@ from edge.rules.lang import LangError, parse, parse_duration
 from edge.rules.products import ProductSelectors, Selector, parse_products, product_selectors
 from edge.rules.questions import Declared, Question, check_questions, parse_questions
 from edge.rules.shop import DEFAULT_SHOP, Shop, localize_dates, parse_shop, shop_links
-from edge.rules.spec import SECTIONS, SORT_KEYS, Placement, RuleFile, Segment, Slot
+from edge.rules.spec import SECTIONS, Placement, RuleFile, Segment, Slot, Variant
+from edge.rules.variants import arms_of, check_shows
 from edge.shipped import RULES
 
 LIBRARY_DIR: Final = RULES
@@ -77,6 +78,8 @@ class PlacementRule:
     checked: Checked | None = None
     start: float | None = None
     end: float | None = None
+    variants: tuple[Variant, ...] = ()
+    """What it may show (``edge/rules/variants.py``: its own, or its one ``default``)."""
 
     def scheduled(self, now: float) -> bool:
         return (self.start is None or now >= self.start) and (self.end is None or now < self.end)
@@ -642,32 +645,9 @@ def _check_placement(
             f"unknown segment `{p.segment}`",
             f"did you mean `{close[0]}`?" if close else "",
         )
-    if bool(p.snippet) == bool(p.sort):
-        err(
-            "snippet" if p.snippet else "",
-            "a placement shows a `snippet` or sets a `sort` (one of them)",
-            'e.g. snippet = "hero_vip.html" or sort = "price desc"',
-        )
-    for key in p.sort_keys:
-        if key not in SORT_KEYS:
-            close = difflib.get_close_matches(key, SORT_KEYS, n=1)
-            err(
-                "sort",
-                f"unknown sort `{key}`",
-                f"did you mean `{close[0]}`?" if close else "one of: " + ", ".join(SORT_KEYS),
-            )
-    if "pin" in p.sort_keys and not p.pin:
-        err(
-            "sort",
-            '`sort` has "pin" but `pin` lists no products',
-            'list the product ids to show first, e.g. pin = ["p1001", "p1002"]',
-        )
-    if p.pin and "pin" not in p.sort_keys:
-        err(
-            "pin",
-            '`pin` lists products but `sort` has no "pin"',
-            'add "pin" to sort, e.g. sort = ["pin", "affinity"]',
-        )
+    check_shows(
+        p, loc, header, lambda at, message, help, n: errors.append(loc.error(*at, message, n, help))
+    )
     start, end = _timestamp(p.start, zone), _timestamp(p.end, zone)
     if start is not None and end is not None and end <= start:
         err("end", "`end` is not after `start`")
@@ -692,7 +672,9 @@ def _check_placement(
         pid = f"{p.slot}.{p.segment}"
     else:
         pid = f"{p.slot}.line{header}" if p.when else f"{p.slot}.everyone"
-    return PlacementRule(pid, p, Where(loc.file, header), checked=checked, start=start, end=end)
+    where = Where(loc.file, header)
+    arms = arms_of(p)
+    return PlacementRule(pid, p, where, checked=checked, start=start, end=end, variants=arms)
 
 
 def rule_files(directory: Path, only: Sequence[str] | None = None) -> list[Path]:

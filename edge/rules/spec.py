@@ -39,6 +39,24 @@ class Cap(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     per: str = "1d"
 
 
+class Variant(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One arm of an A/B/n placement: what it shows (a snippet, or a sort) and its
+    share of the placement's eligible visitors outside the holdout."""
+
+    name: str = ""
+    """Stable name, reported (renaming it reassigns its visitors)."""
+    snippet: str = ""
+    sort: str | list[str] = msgspec.field(default_factory=list)
+    action: Action | None = None
+    """What the snippet does to the slot; default the placement's, then the slot's."""
+    weight: float = 1.0
+    """Relative share among the variants (``1`` and ``1``: half each)."""
+
+    @property
+    def sort_keys(self) -> list[str]:
+        return [self.sort] if isinstance(self.sort, str) else list(self.sort)
+
+
 class Placement(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     slot: str
     id: str = ""
@@ -65,6 +83,9 @@ class Placement(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Share of eligible visitors who keep the original page, to measure lift."""
     offer_ttl: str = ""
     """How long an offer stays valid after the first exposure, e.g. "48h"."""
+    variants: list[Variant] = msgspec.field(default_factory=list)
+    """A/B/n: several snippets or sorts, each with a weight, in place of (not with)
+    ``snippet``/``sort`` (``edge/placements.py`` assigns each visitor one)."""
 
     @property
     def sort_keys(self) -> list[str]:
