@@ -26,7 +26,7 @@ from edge.languages import PageLanguages, declared_language, pick
 from edge.observe import campaign_of
 from edge.pages import Page
 from edge.personalize.snippets import choose_language
-from edge.placements import choose, fill, unit_key
+from edge.placements import HOLDOUT_ARM, choose, fill, unit_key
 from edge.preview import Preview
 from edge.profiles import events as ev
 from edge.profiles.model import Profile, Touch
@@ -128,6 +128,7 @@ class Decider:
         self.qa_cookie = qa_cookie
         self.qa_visitors = frozenset(qa_visitors)
         """QA: a browser with ``qa_cookie``, these visitor ids and ``cust:ID``s."""
+        self._qa_any = bool(qa_cookie or self.qa_visitors)
 
     def page_seen(self, path: str, top: bytes) -> None:
         """A personalized page went out; *top* is its first decoded bytes: its
@@ -211,7 +212,8 @@ class Decider:
             holding = [p for p in ruleset.by_priority if result[p.output]]
         decision = Decision(segments=segments, preview=preview, now=now)
         unit = unit_key(visitor_id, profile) if visitor_id else ""
-        decision.measured = preview is None and not self._qa(head, visitor_id, unit)
+        if preview is not None or (self._qa_any and self._qa(head, visitor_id, unit)):
+            decision.measured = False
         choices = choose(
             holding,
             ruleset.slots,
@@ -247,9 +249,10 @@ class Decider:
         decision.held_out = [choice.placement.id for choice in filled.held_out]
         arms = decision.arms
         for choice, _edit in filled.shown:
-            arms[choice.placement.id] = choice.arm
+            variant = choice.variant
+            arms[choice.placement.id] = variant.name if variant is not None else HOLDOUT_ARM
         for choice in filled.held_out:
-            arms[choice.placement.id] = choice.arm
+            arms[choice.placement.id] = HOLDOUT_ARM
         decision.edits += activities.additions(decision.edits)
         decision.clear_form_error = activities.clear_form_error
         digest = hashlib.blake2b(digest_size=12)

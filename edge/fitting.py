@@ -168,7 +168,11 @@ def fit_page(
     if page is None:
         missing.append(_no_page_type(path, ruleset))
     data = html.encode("utf-8", "surrogateescape")
-    sorted_slots = {p.spec.slot for p in ruleset.placements if p.spec.sort_keys}
+    sorted_slots = {
+        p.spec.slot
+        for p in ruleset.placements
+        if p.spec.sort_keys or any(v.sort_keys for v in p.spec.variants)
+    }
     slots = []
     for name, slot in ruleset.slots.items():
         fit = _fit_slot(name, slot, page_type, data, doc, catalog, name in sorted_slots)

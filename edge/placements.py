@@ -43,9 +43,10 @@ __all__ = [
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Choice:
-    """A placement that may fill its slot on this page."""
+    """A placement that may fill its slot on this page. (Not frozen: one is made for
+    every candidate of every page view, and a frozen one costs a call per field.)"""
 
     placement: PlacementRule
     slot: Slot

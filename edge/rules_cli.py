@@ -237,7 +237,12 @@ def _placement_lines(ruleset: RuleSet, eligible: list[Any], page_type: str | Non
     here: list[str] = []
     elsewhere: list[str] = []
     for placement in eligible:
-        what = placement.spec.snippet or f"sort {placement.spec.sort_keys}"
+        spec = placement.spec
+        what = spec.snippet or f"sort {spec.sort_keys}"
+        if spec.variants:  # A/B/n: each variant's name and what it shows
+            what = ", ".join(
+                f"{v.name}: {v.snippet or f'sort {v.sort_keys}'}" for v in spec.variants
+            )
         line = f"  {placement.spec.slot}: {placement.id} -> {what}"
         slot = ruleset.slots.get(placement.spec.slot)
         pages = list(slot.pages) if slot is not None else []
