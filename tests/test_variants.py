@@ -21,6 +21,7 @@ import msgspec
 import pytest
 
 from edge.app import EdgeApp, create_app
+from edge.cli import main
 from edge.config import Config, ConfigError, load_config
 from edge.decide import Decision
 from edge.lift import srm_p
@@ -503,3 +504,23 @@ def test_one_customers_two_cookies_see_the_same_arm(served: EdgeProcess) -> None
     for visitor in (laptop, phone):
         wait_for(lambda v=visitor: shown_arm(v.page("/")) == expected)
         assert shown_arm(visitor.page("/")) == expected
+
+
+def test_edge_check_and_explain_name_the_variants(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    placements = HEAD + 'variants = [\n  { name = "warm", snippet = "warm.html" },\n'
+    check(tmp_path, placements + '  { name = "cheap", sort = "price asc", weight = 0 },\n]\n')
+    rules, snippets = tmp_path / "rules", tmp_path / "snippets"
+    assert main(["check", str(rules), "--snippets", str(snippets)]) == 1
+    err = capsys.readouterr().err
+    assert "placements.toml:6:41: error: variant 2 `cheap` has weight 0" in err, err
+    (rules / "placements.toml").write_text(
+        placements + '  { name = "cheap", sort = "price asc", weight = 2 },\n]\n'
+    )
+    assert main(["check", str(rules), "--snippets", str(snippets)]) == 0
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps({"profile": {"visitor_id": "v", "visits": 1}}))
+    assert main(["explain", "--profile", str(profile), "--rules", str(rules)]) == 0
+    out = capsys.readouterr().out
+    assert "hero: ab -> warm: warm.html, cheap: sort ['price asc']" in out, out
