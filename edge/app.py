@@ -8,11 +8,12 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -60,8 +61,9 @@ class EdgeApp:
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
         secret = config.secret
+        self._random_secret = secrets.token_urlsafe(32)
         if not secret:
-            secret = secrets.token_urlsafe(32)
+            secret = self._random_secret
             log.warning(
                 "no secret configured (EDGE_SECRET): visitor cookies signed with a random "
                 "secret will not survive a restart"
@@ -155,9 +157,7 @@ class EdgeApp:
         if self.config.avg_order_value is None:
             jobs.append(self._shop_stats_every(SHOP_STATS_EVERY))
         for job in jobs:
-            task = asyncio.ensure_future(job)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(job)
         yield
         for task in list(self._tasks):
             task.cancel()
@@ -185,6 +185,11 @@ class EdgeApp:
             body, status_code=200 if reachable else 503, headers={"cache-control": "no-store"}
         )
 
+    def _start(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _save_learned_every(self, seconds: float) -> None:
         while True:
             await asyncio.sleep(seconds)
@@ -194,13 +199,65 @@ class EdgeApp:
                 log.warning("learned products not saved: %s", exc)
 
     async def _shop_stats_every(self, seconds: float) -> None:
-        while True:
+        while self.config.avg_order_value is None:  # a reload may set it
             try:
                 average = await average_order_value(self.store)
                 self.decider.shop = ShopStats(avg_order_value=average)
             except Exception as exc:
                 log.warning("shop statistics not updated: %s", exc)
             await asyncio.sleep(seconds)
+
+    def reload(self, config: Config) -> list[str]:
+        """Serve *config* from now on (SIGHUP: edge.toml and EDGE_* read again) and the
+        rule files as they are now. Requests in flight finish with what they started
+        with. Settings that cannot change in a running process keep their old value
+        and are returned (and logged) by name."""
+        old = self.config
+        changed = [f for f in old.__struct_fields__ if getattr(old, f) != getattr(config, f)]
+        restart = [f for f in changed if f in RESTART_TO_CHANGE]
+        if restart:
+            log.warning("needs a restart: %s (keeping the running value)", ", ".join(restart))
+            config = msgspec.structs.replace(config, **{f: getattr(old, f) for f in restart})
+        snippets = Snippets(config.snippets) if "snippets" in changed else self.snippets
+        if {"secret", "previous_secrets", "consent_cookie", "consent_values"} & set(changed):
+            # In place: every part holding the identity sees the new keys at once. With
+            # no secret configured the random one made at start stays.
+            secret = config.secret or self._random_secret
+            self.identity.__init__(  # type: ignore[misc]
+                [secret, *config.previous_secrets],
+                consent_cookie=config.consent_cookie,
+                consent_values=config.consent_values,
+            )
+        self.visitors.track = config.track
+        self.visitors.trust_forwarded = config.trust_forwarded
+        self.events.config = config
+        self.snippets = self.decider.activities.snippets = snippets
+        self.decider.activities.stylesheet = config.stylesheet
+        self.decider.languages = tuple(config.languages or ["en"])
+        self.decider.trust_geo = config.trust_geo
+        if config.avg_order_value is not None:
+            self.decider.shop = ShopStats(avg_order_value=config.avg_order_value)
+        elif old.avg_order_value is not None:
+            self._start(self._shop_stats_every(SHOP_STATS_EVERY))
+        self.respond.rewriting.max_bytes = config.personalize_max_bytes
+        if _PROXY_SETTINGS & set(changed):
+            self._swap_proxy(config)
+        if "rules" in changed:
+            self.rules.directory, self.rules.only = rules_directory(config.rules)
+        self.rules.reload()
+        logging.getLogger().setLevel(config.log_level.upper())
+        self.config = config
+        log.info("configuration reloaded%s", f" ({', '.join(changed)})" if changed else "")
+        return restart
+
+    def _swap_proxy(self, config: Config) -> None:
+        """A new upstream pool for new requests; the old one's connections close once
+        idle (now, and after the graceful timeout for those still in use)."""
+        old = self.proxy
+        self.proxy = self.respond.proxy = Proxy(config)
+        self.observer.shop_host = observer_for(config).shop_host
+        old.pool.close()
+        asyncio.get_running_loop().call_later(config.graceful_timeout, old.pool.close)
 
 
 async def _not_found(_request: Request, _exc: Exception) -> Response:
@@ -214,6 +271,14 @@ async def _not_found(_request: Request, _exc: Exception) -> Response:
     )
 
 
+RESTART_TO_CHANGE: Final = frozenset({"host", "port", "store", "catalog", "replay_cache_bytes"})
+"""Settings a running sidecar cannot take on: a reload logs them and keeps the old
+value (the listening socket, the store, the learned catalog and the replay cache
+were made at start)."""
+_PROXY_SETTINGS: Final = frozenset(
+    {"upstream", "upstream_host", "public_url", "trust_forwarded"}
+    | {"connect_timeout", "read_timeout", "pool_size"}
+)
 SHOP_STATS_EVERY: Final = 900.0
 LEARNED_SAVE_EVERY: Final = 60.0
 """How often the products learned from the shop's pages are written to the store."""
