@@ -53,6 +53,16 @@ def _near(proc: EdgeProcess, country: str) -> bool:
     return b"<p id=near>" in page.body
 
 
+def _ingest(proc: EdgeProcess, token: str) -> Reply:
+    return fetch(
+        proc.port,
+        "/_edge/ingest",
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        body=b'{"events": []}',
+    )
+
+
 @pytest.fixture
 def shop_dir(tmp_path: Path) -> Path:
     (tmp_path / "rules").mkdir()
@@ -83,6 +93,7 @@ def test_sighup_applies_new_rules_and_settings_in_the_same_process(
     assert not _near(reloading, "IT")  # geo headers not trusted yet
     big_cookie = {"Cookie": "c=" + "x" * 6000}
     assert fetch(reloading.port, "/page", headers=big_cookie).status == 431
+    assert _ingest(reloading, "rotated").status == 503  # no ingest token yet
 
     # a request in flight when the signal comes
     in_flight: list[Reply] = []
@@ -97,6 +108,7 @@ def test_sighup_applies_new_rules_and_settings_in_the_same_process(
         snippets=str(shop_dir / "snippets"),
         trust_geo=True,
         max_header_bytes=16384,
+        ingest_token="rotated",
         host="0.0.0.0",  # cannot change in a running process
     )
     reloading.proc.send_signal(signal.SIGHUP)
@@ -104,6 +116,8 @@ def test_sighup_applies_new_rules_and_settings_in_the_same_process(
     assert _until(lambda: _near(reloading, "FR")), "the new rule and trust_geo never showed"
     assert not _near(reloading, "IT")
     assert fetch(reloading.port, "/page", headers=big_cookie).status == 200
+    assert _ingest(reloading, "rotated").status == 200
+    assert _ingest(reloading, "wrong").status == 401
     slow.join(WAIT)
     assert [r.status for r in in_flight] == [200] and in_flight[0].body == b"late"
     assert reloading.proc.poll() is None  # the same process, serving on its port
