@@ -1,16 +1,18 @@
 """A bounded load run: mixed traffic through one `edge serve` for minutes, no errors, flat memory.
 
-    python bench/load.py [--seconds 120] [--connections 64] [--sample 5] [--keep-work]
+    python bench/load.py [--seconds 120] [--connections 64] [--new-visitors 0..13]
+                         [--sample 5] [--set EDGE_NAME=VALUE] [--json PATH] [--keep-work]
 
 The sidecar runs as ``bench/personalize.py``'s ``500 visitors`` mode (the repository's
 rules and snippets, the demo catalogue, 500 returning visitors whose histories make
 their pages personalized) in front of nginx serving the demo shop's rendered ``/`` and
 ``/c/scarpe-donna``, a plain page and static assets. wrk (``--connections``, default
-64) sends, in every 20 requests: 9 personalized pages of returning visitors, 1 plain
-page of a returning visitor, 3 pages of new visitors (no cookie: a profile is made
-each time) and 7 assets (CSS, JS, an image) with a returning visitor's cookie, as a
-browser sends them. Meanwhile the sidecar's resident memory (``VmRSS`` of
-``/proc/PID/status``) is sampled every ``--sample`` seconds.
+64) sends, in every 20 requests, 13 pages (7 ``/`` and 4 ``/c/scarpe-donna``,
+personalized, and 2 of the plain page) with a returning visitor's cookie, taking turns
+among the 500, and 7 assets (CSS, JS, an image) with the cookie, as a browser sends
+them. ``--new-visitors K`` sends K of the 13 pages without a cookie: a new visitor each
+time. Meanwhile the sidecar's resident memory (``VmRSS`` of ``/proc/PID/status``) is
+sampled every ``--sample`` seconds.
 
 Goals (issue 15): zero errors (socket errors and responses >= 400) and memory flat
 within 10 % after the warm-up (the first quarter of the run, at most 20 s): the largest
@@ -70,15 +72,24 @@ ASSETS = {
 }
 PLAIN = "about.html"
 PLAN = [  # one round of 20 requests: (path, whose cookie)
-    *[("/", "returning")] * 5,
+    *[("/", "returning")] * 7,
     *[("/c/scarpe-donna", "returning")] * 4,
-    (f"/{PLAIN}", "returning"),
-    *[("/", "new")] * 2,
-    (f"/{PLAIN}", "new"),
+    *[(f"/{PLAIN}", "returning")] * 2,
     *[("/static/app.css", "returning")] * 3,
     *[("/static/app.js", "returning")] * 2,
     *[("/static/logo.png", "returning")] * 2,
 ]
+PAGE_SLOTS = 13
+
+
+def plan(new_visitors: int) -> list[tuple[str, str]]:
+    """:data:`PLAN` with *new_visitors* of its 13 page requests sent without a cookie
+    (a new visitor each time), taken evenly from ``/``, the category and the plain page."""
+    pages, assets = PLAN[:PAGE_SLOTS], PLAN[PAGE_SLOTS:]
+    step = PAGE_SLOTS / max(new_visitors, 1)
+    chosen = {int(k * step) for k in range(new_visitors)}
+    return [(path, "new" if k in chosen else who) for k, (path, who) in enumerate(pages)] + assets
+
 
 MIX_LUA = r"""
 local cookies = {}
@@ -101,8 +112,8 @@ def _lua_string(text: str) -> str:
     return json.dumps(text)  # a JSON string is a valid Lua string for these characters
 
 
-def mix_lua(cookies: Path) -> str:
-    plan = ", ".join(f"{{{_lua_string(p)}, {_lua_string(who)}}}" for p, who in PLAN)
+def mix_lua(cookies: Path, slots: list[tuple[str, str]]) -> str:
+    plan = ", ".join(f"{{{_lua_string(p)}, {_lua_string(who)}}}" for p, who in slots)
     browser = ", ".join(f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in BROWSER.items())
     return MIX_LUA % {"cookies": cookies, "plan": plan, "browser": browser} + WRK_LUA
 
@@ -212,9 +223,13 @@ class Bench:
         pages = snapshot_demo(self.procs, self.work)
         upstream = f"http://127.0.0.1:{self.start_upstream(pages)}"
         self.log("starting edge serve and giving 500 visitors their histories")
-        sidecar = start_sidecar(self.procs, self.work, Path(a.edge), MANY, upstream, feed, "load")
+        launcher = ["env", *a.set, a.edge] if a.set else None  # `env` adds the settings
+        sidecar = start_sidecar(
+            self.procs, self.work, Path(a.edge), MANY, upstream, feed, "load", launcher
+        )
         lua = self.work / "mix.lua"
-        lua.write_text(mix_lua(self.work / "load-500-visitors" / "cookies.txt"))
+        slots = plan(a.new_visitors)
+        lua.write_text(mix_lua(self.work / "load-500-visitors" / "cookies.txt", slots))
         self.check(sidecar, pages, "before")
 
         warmup = min(MAX_WARMUP, a.seconds / 4)
@@ -237,9 +252,11 @@ class Bench:
         seconds = r["duration_us"] / 1e6
         errors = {k: r[k] for k in ("connect", "read", "write", "timeout", "status") if r[k]}
         total = sum(errors.values())
+        new = f"; {a.new_visitors} of them new visitors" if a.new_visitors else ""
         print(
-            f"\nload: edge serve ({MANY}, new visitors and assets mixed in) in front of nginx, "
-            f"wrk -c{a.connections}, {seconds:.0f} s"
+            f"\nload: edge serve in front of nginx, wrk -c{a.connections}, {seconds:.0f} s; "
+            f"in every 20 requests {PAGE_SLOTS} pages (returning visitors, {MANY} taking "
+            f"turns{new}) and {20 - PAGE_SLOTS} assets"
         )
         spelled = ", ".join(f"{k}={v}" for k, v in errors.items())
         print_table(
@@ -307,6 +324,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--edge", default=str(DEFAULT_EDGE), help=f"edge executable (default {DEFAULT_EDGE})"
+    )
+    parser.add_argument(
+        "--new-visitors",
+        type=int,
+        default=0,
+        choices=range(PAGE_SLOTS + 1),
+        metavar=f"0..{PAGE_SLOTS}",
+        help=f"of the {PAGE_SLOTS} pages in every 20 requests, how many are sent without a "
+        "cookie: a new visitor each (default 0)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="EDGE_NAME=VALUE",
+        help="a setting for the sidecar, e.g. --set EDGE_REPLAY_CACHE_BYTES=0 (repeatable)",
     )
     parser.add_argument("--json", help="also write the numbers as JSON to this path")
     parser.add_argument(
