@@ -176,3 +176,21 @@ def test_sigterm_still_drains_in_flight_requests(upstream: TestUpstream) -> None
     assert proc.stop(signal.SIGTERM) == 0
     slow.join(WAIT)
     assert [r.status for r in replies] == [200]
+
+
+@pytest.mark.slow
+def test_sighup_gives_new_requests_a_new_upstream_pool_with_the_new_timeouts(
+    upstream: TestUpstream, tmp_path: Path
+) -> None:
+    config = tmp_path / "edge.toml"
+    _write_config(config, read_timeout=1.0, track=False)
+    proc = start_edge(upstream.url, "--config", str(config))
+    try:
+        assert fetch(proc.port, "/slow").status == 504  # the shop takes 3 s
+        assert fetch(proc.port, "/page").status == 200  # a pooled connection, kept idle
+        _write_config(config, read_timeout=10.0, track=False)
+        proc.proc.send_signal(signal.SIGHUP)
+        assert _until(lambda: fetch(proc.port, "/slow").status == 200)
+        assert fetch(proc.port, "/page").status == 200
+    finally:
+        assert proc.stop() == 0
