@@ -181,7 +181,13 @@ class _GuardedHttp(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope and self.scope["http_version"] == "1.0":
+            # The task just made for the app has not run yet; it reads cycle.send when it does.
             cycle.send = _unchunked(cycle)  # type: ignore[method-assign]
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True  # what comes next is the next request's head
+        self._head_bytes = 0
 
     def _count(self, size: int) -> None:
         self._head_size += size

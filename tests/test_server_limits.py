@@ -105,9 +105,11 @@ def test_a_head_that_never_ends_is_stopped_at_the_limit_not_buffered(
     guarded: EdgeProcess,
 ) -> None:
     """The 64 MB header of the issue: the sidecar answers 431 and closes while the client
-    is still sending, long before the 64 MB are through."""
+    is still sending, long before the 64 MB are through; on a kept-alive connection too."""
     sent = 0
     with _connect(guarded.port) as sock:
+        sock.sendall(_request("/page"))
+        assert _read_response(sock).startswith(b"HTTP/1.1 200 ")
         sock.sendall(b"GET /page HTTP/1.1\r\nHost: shop.test\r\nX-Huge: ")
         piece = b"a" * 65536
         with pytest.raises(OSError):  # broken pipe or reset: the server hung up
