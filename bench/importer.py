@@ -7,10 +7,13 @@ prints orders, wall and CPU seconds, and orders/s (wall) against the goal (20,00
 The file is read in a second process while this one applies: CPU seconds count both
 (so up to twice the wall seconds); the load average before and after says how busy
 the machine was with other work. A second import of the same file shows the
-idempotent path (every order skipped as a duplicate). The figures so far, and what
-made them: ``bench/README.md``.
+idempotent path (every order skipped as a duplicate). Then the same file into Redis
+(a redis-server started here on loopback, ``appendfsync everysec`` as a production
+server would run, unless ``--skip-redis``): the shared store the replicas use, written
+in ``MULTI``/``EXEC`` chunks of 2,000 orders. The figures so far, and what made them:
+``bench/README.md``.
 
-    python bench/importer.py [--orders 100000] [--customers 20000]
+    python bench/importer.py [--orders 100000] [--customers 20000] [--skip-redis]
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import os
 import random
 import resource
 import shutil
+import socket
+import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -116,11 +121,59 @@ def row(label: str, report: ImportReport, cpu: tuple[float, float], goal: bool) 
     ]
 
 
+def start_redis(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server on a free loopback port, its data in *work*; its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv += ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(work)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("redis-server did not answer PING within 10 s")
+
+
+def redis_rows(csv_path: Path, identity: Identity) -> tuple[list[list[str]], bool]:
+    """The same file into a fresh Redis, then again."""
+    import asyncio
+
+    from edge.profiles.redis import RedisStore
+
+    proc, url = start_redis(WORK)
+    try:
+        store = RedisStore(url)
+        cpu = cpu_seconds()
+        first = import_file(csv_path, store=store, identity=identity, progress=False)
+        cpu_first = tuple(b - a for a, b in zip(cpu, cpu_seconds(), strict=True))
+        cpu = cpu_seconds()
+        again = import_file(csv_path, store=store, identity=identity, progress=False)
+        cpu_again = tuple(b - a for a, b in zip(cpu, cpu_seconds(), strict=True))
+        asyncio.run(store.close())
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    rows = [
+        row("fresh Redis", first, cpu_first, False),  # type: ignore[arg-type]
+        row("Redis, same file again", again, cpu_again, False),  # type: ignore[arg-type]
+    ]
+    return rows, not first.errors and again.orders == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=100_000)
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--keep-work", action="store_true", help="keep bench/.work/importer")
+    parser.add_argument("--skip-redis", action="store_true", help="no Redis rows")
     args = parser.parse_args(argv)
 
     shutil.rmtree(WORK, ignore_errors=True)
@@ -150,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     profiles = store._reader.execute("SELECT count(*) FROM profiles").fetchone()[0]
     store._reader.close()
     store._writer.close()
+    extra: list[list[str]] = []
+    redis_ok = True
+    if not args.skip_redis and shutil.which("redis-server"):
+        extra, redis_ok = redis_rows(csv_path, identity)
 
     print()
     print_table(
@@ -166,11 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         [
             row("fresh SQLite file", first, cpu_first, True),  # type: ignore[arg-type]
             row("same file again", again, cpu_again, False),  # type: ignore[arg-type]
+            *extra,
         ],
     )
     print(f"\n{profiles:,} customer profiles; bad lines: {len(first.errors)}")
     print(f"load average (1 min) before {load_before:.2f}, after {load_after:.2f}")
-    ok = not first.errors and first.orders == args.orders and again.orders == 0
+    ok = not first.errors and first.orders == args.orders and again.orders == 0 and redis_ok
     rate = first.orders / first.seconds
     if not args.keep_work:
         shutil.rmtree(WORK, ignore_errors=True)

@@ -29,6 +29,7 @@ from edge.forms import FORM_PATH
 from edge.identity import Identity
 from edge.ingest import EventEndpoints, ProfileForm
 from edge.observe import Observer, host_of
+from edge.pages import PatternError
 from edge.personalize.catalog import Catalog, CatalogError, LearnedCatalog
 from edge.personalize.snippets import Snippets
 from edge.profiles.backends import open_store
@@ -74,12 +75,22 @@ class EdgeApp:
             consent_values=config.consent_values,
         )
         self.store = store if store is not None else open_store(config.store)
-        self.profiles = ProfileService(self.store, identity.email_hash)
-        self.recorder = Recorder(self.profiles)
-        self.visitors = Visitors(
-            identity, track=config.track, trust_forwarded=config.trust_forwarded
+        self.profiles = ProfileService(
+            self.store, identity.email_hash, cache_ttl=config.profile_cache_ttl
         )
-        self.rules = LiveRules(*rules_directory(config.rules))
+        self.recorder = Recorder(self.profiles)
+        try:
+            self.visitors = Visitors(
+                identity,
+                track=config.track,
+                trust_forwarded=config.trust_forwarded,
+                session_cookie=config.session_cookie,
+                logout_paths=config.logout_paths,
+            )
+        except PatternError as exc:
+            raise ConfigError(f"logout_paths: {exc}") from None
+        self.snippets = Snippets(config.snippets)
+        self.rules = LiveRules(*rules_directory(config.rules), snippets=self.snippets.names)
         try:
             catalog = Catalog.load(Path(config.catalog)) if config.catalog else None
         except CatalogError as exc:
@@ -92,7 +103,6 @@ class EdgeApp:
             self.reading.register(page_type, reader)
         self.reading.register_mini_cart(read_mini_cart, besides=CART_READERS)
         self.observer = observer_for(config, learned, self.rules)
-        self.snippets = Snippets(config.snippets)
         self.decider = Decider(
             self.rules,
             self.profiles,
@@ -214,7 +224,7 @@ class EdgeApp:
         and are returned (and logged) by name."""
         old = self.config
         changed = [f for f in old.__struct_fields__ if getattr(old, f) != getattr(config, f)]
-        restart = [f for f in changed if f in RESTART_TO_CHANGE]
+        restart = [f for f in changed if f not in LIVE_SETTINGS]
         if restart:
             log.warning("needs a restart: %s (keeping the running value)", ", ".join(restart))
             config = msgspec.structs.replace(config, **{f: getattr(old, f) for f in restart})
@@ -232,6 +242,7 @@ class EdgeApp:
         self.visitors.trust_forwarded = config.trust_forwarded
         self.events.config = config
         self.snippets = self.decider.activities.snippets = snippets
+        self.rules.snippets = snippets.names
         self.decider.activities.stylesheet = config.stylesheet
         self.decider.languages = tuple(config.languages or ["en"])
         self.decider.trust_geo = config.trust_geo
@@ -247,7 +258,8 @@ class EdgeApp:
         self.rules.reload()
         logging.getLogger().setLevel(config.log_level.upper())
         self.config = config
-        log.info("configuration reloaded%s", f" ({', '.join(changed)})" if changed else "")
+        applied = [f for f in changed if f in LIVE_SETTINGS]
+        log.info("configuration reloaded%s", f" ({', '.join(applied)})" if applied else "")
         return restart
 
     def _swap_proxy(self, config: Config) -> None:
@@ -271,14 +283,36 @@ async def _not_found(_request: Request, _exc: Exception) -> Response:
     )
 
 
-RESTART_TO_CHANGE: Final = frozenset({"host", "port", "store", "catalog", "replay_cache_bytes"})
-"""Settings a running sidecar cannot take on: a reload logs them and keeps the old
-value (the listening socket, the store, the learned catalog and the replay cache
-were made at start)."""
 _PROXY_SETTINGS: Final = frozenset(
-    {"upstream", "upstream_host", "public_url", "trust_forwarded"}
+    {"upstream", "upstream_host", "public_url", "trust_forwarded", "allowed_hosts"}
     | {"connect_timeout", "read_timeout", "pool_size"}
 )
+LIVE_SETTINGS: Final = _PROXY_SETTINGS | {
+    "secret",
+    "previous_secrets",
+    "consent_cookie",
+    "consent_values",
+    "track",
+    "ingest_token",
+    "ingest_secret",
+    "rules",
+    "snippets",
+    "stylesheet",
+    "languages",
+    "trust_geo",
+    "avg_order_value",
+    "personalize_max_bytes",
+    "log_level",
+    # the server's (edge/server.py, applied by `edge serve`'s reload)
+    "graceful_timeout",
+    "max_header_bytes",
+    "header_timeout",
+    "keepalive_timeout",
+    "max_connections",
+}
+"""Settings a reload applies to the running sidecar. Any other (the listening address,
+the store, the catalog feed, the caches' sizes, the session binding, ...) was built into
+the process at start: a reload logs it as needing a restart and keeps its old value."""
 SHOP_STATS_EVERY: Final = 900.0
 LEARNED_SAVE_EVERY: Final = 60.0
 """How often the products learned from the shop's pages are written to the store."""

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from edge import __version__, map_cli
 from edge.config import Config, ConfigError, load_config
+from edge.store_cli import check_store, remove_if_empty
+from edge.store_cli import redis_problem as _redis_problem
 
 if TYPE_CHECKING:
     _Commands = argparse._SubParsersAction[argparse.ArgumentParser]  # what add_subparsers returns
@@ -147,7 +149,9 @@ def _add_profile_commands(commands: _Commands) -> None:
     )
     imp.add_argument("--strict", action="store_true", help="apply nothing if any line is bad")
     imp.add_argument(
-        "--store", help="SQLite store to import into (default: from edge.toml / EDGE_STORE)"
+        "--store",
+        help="store to import into: sqlite:PATH or redis://HOST:PORT/DB "
+        "(default: from edge.toml / EDGE_STORE)",
     )
     imp.add_argument(
         "--no-progress", action="store_true", help="no progress bar (default: only on a terminal)"
@@ -210,6 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"edge: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        unreachable = _redis_problem(exc)
+        if unreachable is None:
+            raise
+        print(f"edge: {unreachable}", file=sys.stderr)  # (Redis went away mid-command)
+        return 2
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 
@@ -372,6 +382,8 @@ def _forget(args: argparse.Namespace) -> int:
         )
     identity = Identity([config.secret or "unused"])
 
+    check_store(config.store)
+
     async def erase() -> bool:
         store = open_store(config.store)
         try:
@@ -392,13 +404,13 @@ def _import(args: argparse.Namespace) -> int:
 
     from edge.identity import Identity
     from edge.importer import ImportFailed, import_file
-    from edge.profiles.sqlite import SQLiteStore
+    from edge.profiles.backends import open_store
 
     config = load_config({"store": args.store}, config_file=args.config)
-    if not config.store.startswith("sqlite:"):
+    if config.store == "memory":
         raise ConfigError(
-            f'edge import writes to a SQLite store (store = "sqlite:PATH"), not {config.store!r}; '
-            "to feed a Redis store, POST the events to /_edge/ingest"
+            "store: edge import writes to the sidecar's store, a SQLite file or Redis, not "
+            "memory; set --store/EDGE_STORE to sqlite:PATH or redis://HOST:PORT/DB"
         )
     if not config.secret:
         raise ConfigError(
@@ -407,9 +419,13 @@ def _import(args: argparse.Namespace) -> int:
         )
     identity = Identity([config.secret, *config.previous_secrets])
     path = Path(args.file)
+    if not path.is_file():  # (before a store is opened, let alone made)
+        print(f"edge import: {path}: no such file", file=sys.stderr)
+        return 2
+    made = check_store(config.store, create=True)
 
     async def run() -> int:
-        store = SQLiteStore(config.store.removeprefix("sqlite:") or "edge-data/profiles.db")
+        store = open_store(config.store)
         try:
             report = import_file(
                 path,
@@ -427,7 +443,11 @@ def _import(args: argparse.Namespace) -> int:
         print(report.format_report())
         return report.exit_code()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    finally:
+        if made is not None:
+            remove_if_empty(made)  # a failed first import leaves no empty store behind
 
 
 def _parse_duration(text: str, what: str) -> int:
@@ -447,6 +467,8 @@ def _rules_command(args: argparse.Namespace) -> int:
         overrides["snippets"] = args.snippets
     config = load_config(overrides, config_file=args.config)
     directory = rules_cli.rules_dir_for(getattr(args, "directory", None) or args.rules, config)
+    if args.command == "segments" or (args.command == "explain" and args.visitor):
+        check_store(config.store)  # read-only: the store must be there already
     if args.command == "check":
         return rules_cli.check(directory, config.snippets)
     if args.command == "explain":

@@ -452,11 +452,17 @@ _HEADER_CHARSET = re.compile(r";\s*charset\s*=\s*[\"']?([^\"';,\s]+)")
 _WHATWG: Final = {"latin_1": "cp1252", "ascii": "cp1252", "iso8859_1": "cp1252"}
 
 
+@functools.lru_cache(maxsize=256)
 def _normalise(label: str, from_meta: bool = False) -> str | None:
+    """The codec a charset label names; None for an unknown label and for a codec
+    that is no charset a page can be in (``hex``, ``zlib``, ``idna``, ``undefined``:
+    snippets could not be encoded to it), which browsers ignore too."""
     try:
-        name = codecs.lookup(label.strip()).name
-    except LookupError:
+        info = codecs.lookup(label.strip())
+        "<&é>".encode(info.name, "xmlcharrefreplace")
+    except (LookupError, UnicodeError):
         return None
+    name = info.name
     name = _WHATWG.get(name.replace("-", "_"), name)
     if from_meta and name.startswith("utf-16"):
         return "utf-8"

@@ -9,6 +9,7 @@ type, so a misspelt key or a wrong type is an error naming the key and the sourc
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +19,9 @@ from urllib.parse import urlsplit
 import msgspec
 
 DEFAULT_CONFIG_FILE = "edge.toml"
+STORE_SCHEMES = ("sqlite:", "redis://", "rediss://", "unix://")
+"""What a ``store`` setting starts with (or it is ``memory``): edge/profiles/backends.py."""
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,128}")
 MOVED: dict[str, str] = {
     "page_types": "page types moved to the rule files: write them as [page_types] in "
     'rules/theme.toml (the same patterns; see rules/README.md, "Page types")',
@@ -48,6 +52,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     public_url: str = ""
     """The shop's public origin (``https://shop.example``), used when a ``Location``
     names the upstream's own address. Empty: taken from each request's Host and scheme."""
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)
+    """With ``public_url`` unset: the ``Host`` names a redirect's public origin only
+    when it is one of these (``shop.example``; ``.shop.example`` for its subdomains);
+    otherwise the ``Location`` is a path alone. Empty: any well-formed ``Host``."""
     trust_forwarded: bool = False
     """Trust ``X-Forwarded-Proto``/``-Host`` arriving from the client (set it when a TLS
     terminator or load balancer stands in front of the sidecar)."""
@@ -86,6 +94,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     store: str = "sqlite:edge-data/profiles.db"
     """Profile store: ``sqlite:PATH`` (embedded, the default) or ``redis://HOST:PORT/DB``
     (shared by several replicas)."""
+    profile_cache_ttl: float = 5.0
+    """Seconds a sidecar keeps a profile it read in memory. With replicas sharing a
+    store, what another replica recorded shows here after this long at most (this
+    replica's own writes at once); 0 reads the store on every request."""
     track: bool = True
     """Record what visitors do. Off: the sidecar only proxies (and personalizes from
     the request itself)."""
@@ -93,6 +105,16 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Name of the shop's consent cookie. Empty: no consent gate (consent assumed)."""
     consent_values: list[str] = msgspec.field(default_factory=lambda: ["1", "yes", "true", "all"])
     """Values of the consent cookie that mean "yes, track me"."""
+    session_cookie: str = ""
+    """Name of the shop's login session cookie (``sessionid`` for Django, ``PHPSESSID``
+    ...). Set: a visitor cookie linked to a customer shows that customer's profile on
+    ``/_edge/profile`` only with the session the shop set on that browser, and a new
+    session-less visitor id follows the shop deleting it (a logout). Empty: a linked
+    cookie never shows the customer's profile to the browser."""
+    logout_paths: list[str] = msgspec.field(default_factory=list)
+    """The shop's logout URLs, as page patterns (``/accounts/logout/*``): a request
+    for one that the shop accepts (a status below 400) gives the browser a new
+    anonymous visitor id."""
     ingest_token: str = ""
     """Bearer token accepted by ``POST /_edge/ingest``. Empty: token auth disabled."""
     ingest_secret: str = ""
@@ -144,8 +166,46 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("max_connections must be 0 (from the open-file limit) or more")
         if self.pool_size < 0:
             raise ValueError("pool_size must be 0 or more")
+        if self.profile_cache_ttl < 0:
+            raise ValueError("profile_cache_ttl must be 0 (no cache) or more seconds")
+        if self.public_url:
+            parts = urlsplit(self.public_url)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
+                or parts.username
+            ):
+                raise ValueError(
+                    "public_url must be the shop's public origin, scheme and host only "
+                    f"(e.g. https://shop.example), got {self.public_url!r}"
+                )
+        for host in self.allowed_hosts:
+            if not host or any(c in host for c in "/?#@\\ :*"):
+                raise ValueError(
+                    f"allowed_hosts: {host!r} must be a host name (shop.example, or "
+                    ".shop.example for its subdomains), without scheme, port or path"
+                )
+        if self.session_cookie and not _COOKIE_NAME.fullmatch(self.session_cookie):
+            raise ValueError(
+                f"session_cookie must be a cookie name (letters, digits, !#$%&'*+-.^_`|~), "
+                f"got {self.session_cookie!r}"
+            )
+        for pattern in self.logout_paths:
+            if not pattern.startswith("/"):
+                raise ValueError(
+                    f"logout_paths: {pattern!r} must be a path starting with `/` "
+                    "(e.g. /accounts/logout/*)"
+                )
         if self.replay_cache_bytes < 0:
             raise ValueError("replay_cache_bytes must be 0 (off) or more")
+        if not (self.store == "memory" or self.store.startswith(STORE_SCHEMES)):
+            raise ValueError(
+                "expected sqlite:PATH, redis://HOST:PORT/DB (rediss://, unix://) or memory, "
+                f"got {self.store!r}"
+            )
 
     @property
     def upstream_origin(self) -> tuple[str, str, int]:

@@ -26,7 +26,10 @@ ERROR_COOKIE: Final = "edge_form_error"
 ERROR_COOKIE_CLEAR: Final = f"{ERROR_COOKIE}=; Path=/; Max-Age=0"
 """The Set-Cookie value that ends the error's display (once a page has shown it)."""
 BODY_LIMIT: Final = 8 * 1024
-_SAFE_PATH: Final = re.compile(r"^/(?![/\\])[^\x00-\x20\x7f]*$")
+_SAFE_PATH: Final = re.compile(r"^/(?![/\\])[^\x00-\x20\x7f-\x9f]*$")
+_PATH_SAFE: Final = "/?#[]@!$&'()*+,;=:%~"
+"""Kept as they are in a return path (RFC 3986 reserved characters, and ``%`` so an
+encoded path is not encoded twice); a backslash or a non-ASCII character is encoded."""
 
 
 def csrf_token(identity: Identity, visitor_id: str) -> str:
@@ -34,10 +37,13 @@ def csrf_token(identity: Identity, visitor_id: str) -> str:
 
 
 def safe_return(value: str) -> str:
-    """Only a path on this site: never an absolute URL (an open redirect)."""
-    if len(value) <= 2048 and _SAFE_PATH.match(value):
-        return value
-    return "/"
+    """Only a path on this site, as ASCII: never an absolute URL (an open redirect),
+    nothing a browser would read as one (``//host``, ``/\\host``, a scheme, control
+    characters), and any other character percent-encoded so it can go in a
+    ``Location`` header; "/" for anything else."""
+    if len(value) > 2048 or not _SAFE_PATH.fullmatch(value):
+        return "/"
+    return quote(value, safe=_PATH_SAFE)
 
 
 def form_error(cookies: Mapping[str, str]) -> tuple[str, str]:

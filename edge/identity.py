@@ -18,6 +18,9 @@ from typing import Final
 from edge.caches import Memo
 
 VISITOR_COOKIE: Final = "edge_vid"
+SESSION_BINDING_COOKIE: Final = "edge_sess"
+"""Binds the visitor cookie to the shop's login session the shop set on this browser
+(see :meth:`Identity.session_binding`)."""
 COOKIE_MAX_AGE: Final = 400 * 86_400  # browsers cap cookie lifetime at 400 days
 _ID_LEN: Final = 22  # 16 bytes, base64url without padding
 _TAG_LEN: Final = 43  # 32 bytes
@@ -95,10 +98,55 @@ class Identity:
         """Whether *tag* is :meth:`mac` of *message* under any of the secrets; constant
         time, every key tried."""
         ok = False
+        # As bytes: compare_digest refuses a str with non-ASCII characters (a cookie or
+        # query value may hold any), and that must be "no", not an error.
+        theirs = tag.encode("utf-8", "replace")
         for key in self._keys:
             mine = _b64(hmac.digest(key, purpose.encode() + b":" + message, "sha256"))
-            ok |= hmac.compare_digest(mine, tag)
+            ok |= hmac.compare_digest(mine.encode(), theirs)
         return ok
+
+    def session_binding(self, visitor_id: str, session_value: str) -> str:
+        """A tag binding *visitor_id* to the shop's session cookie value *session_value*:
+        the ``edge_sess`` cookie's value, set when the shop sets its session cookie on a
+        response to this visitor. Only the shop can make a browser hold a session value,
+        so a browser holding a tag that matches its session cookie proves the shop gave
+        that session to that visitor (a visitor cookie alone proves nothing of the kind
+        on a shared device)."""
+        digest = hashlib.sha256(session_value.encode("utf-8", "replace")).digest()
+        return self.mac("session", visitor_id.encode() + b"\0" + digest)
+
+    def session_bound(self, visitor_id: str, session_value: str, tag: str) -> bool:
+        """Whether *tag* is :meth:`session_binding` of this visitor and session value
+        (constant time, every secret tried)."""
+        if not session_value or len(tag) != _TAG_LEN:
+            return False
+        digest = hashlib.sha256(session_value.encode("utf-8", "replace")).digest()
+        return self.check_mac("session", visitor_id.encode() + b"\0" + digest, tag)
+
+    def binding_cookie_header(
+        self, visitor_id: str, session_value: str, *, secure: bool, max_age: int | None
+    ) -> bytes:
+        """The Set-Cookie header of the ``edge_sess`` binding; it lives as long as the
+        shop's session cookie does (*max_age* None: until the browser closes)."""
+        parts = [
+            f"{SESSION_BINDING_COOKIE}={self.session_binding(visitor_id, session_value)}",
+            "Path=/",
+            "HttpOnly",
+            "SameSite=Lax",
+        ]
+        if max_age is not None:
+            parts.insert(2, f"Max-Age={max_age}")
+        if secure:
+            parts.append("Secure")
+        return "; ".join(parts).encode()
+
+    @staticmethod
+    def clear_binding_header(*, secure: bool) -> bytes:
+        parts = [f"{SESSION_BINDING_COOKIE}=", "Path=/", "Max-Age=0", "HttpOnly", "SameSite=Lax"]
+        if secure:
+            parts.append("Secure")
+        return "; ".join(parts).encode()
 
     def email_hash(self, email: str) -> str:
         """A keyed hash of a normalised email: emails are never stored in clear."""

@@ -8,7 +8,8 @@ claim: it may only carry behavioural events about the cookie's visitor; anything
 else refuses the whole batch with 403 and changes nothing. The shop authenticates
 with a bearer token or an HMAC-SHA256 signature of the body (header
 ``X-Edge-Signature: t=<unix time>,v1=<hex>`` over ``"<t>." + body``, five minutes of
-clock skew allowed), both compared in constant time.
+clock skew allowed), both compared in constant time; a signed request is applied once
+(see :meth:`EventEndpoints._apply_once`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import time
 from collections.abc import Mapping
 from typing import Any, Final
@@ -39,7 +41,8 @@ from edge.forms import (
 from edge.identity import Identity
 from edge.personalize.profiling import DECLINED, AnswerError, Question, default_questions
 from edge.profiles import events as ev
-from edge.profiles.service import ProfileService, UnknownVisitor
+from edge.profiles.model import Profile
+from edge.profiles.service import ProfileService, UnknownVisitor, customer_key
 from edge.recorder import Recorder
 from edge.request import RequestHead, read_body
 from edge.rules import LiveRules
@@ -176,23 +179,34 @@ class EventEndpoints:
             return _problem(503, "store_unavailable", _RETRY)
         return 202, {"accepted": len(batch.events)}
 
-    def _authenticated(self, request: Request, body: bytes) -> bool:
+    def _authenticated(self, request: Request, body: bytes) -> tuple[str, str]:
+        """``("", replay name)`` when the shop's credentials hold (the name is the
+        signature's, "" for a bearer token), else ``(why not, "")``."""
         auth = request.headers.get("authorization", "")
         token = self.config.ingest_token
         if token and auth.startswith("Bearer "):
-            return hmac.compare_digest(auth[7:].encode(), token.encode())
+            if hmac.compare_digest(auth[7:].encode(), token.encode()):
+                return "", ""
+            return "wrong bearer token", ""
         secret = self.config.ingest_secret
         signature = request.headers.get("x-edge-signature", "")
         if not (secret and signature):
-            return False
-        fields = dict(part.split("=", 1) for part in signature.split(",") if "=" in part)
-        stamp = fields.get("t", "")
-        if not stamp.isdigit() or abs(time.time() - int(stamp)) > SIGNATURE_TOLERANCE:
-            return False
+            return "missing bearer token or X-Edge-Signature", ""
+        stamp, tag, problem = _signature_fields(signature)
+        if problem:
+            return problem, ""
+        if abs(time.time() - int(stamp)) > SIGNATURE_TOLERANCE:
+            return (
+                f"X-Edge-Signature: t is more than {SIGNATURE_TOLERANCE} s away from the "
+                "sidecar's clock (sign with the current unix time; check the clocks)",
+                "",
+            )
         expected = hmac.new(
             secret.encode(), stamp.encode() + b"." + body, hashlib.sha256
         ).hexdigest()
-        return hmac.compare_digest(expected.encode(), fields.get("v1", "").encode())
+        if not hmac.compare_digest(expected.encode(), tag.encode()):
+            return "X-Edge-Signature: v1 does not match the body signed with ingest_secret", ""
+        return "", "sig:" + tag
 
     async def ingest(self, request: Request) -> Response:
         if not (self.config.ingest_token or self.config.ingest_secret):
@@ -202,8 +216,9 @@ class EventEndpoints:
         body = await read_body(RequestHead.parse(request.scope), request.receive, INGEST_BODY_LIMIT)
         if body is None:
             return _error(413, "too_large", f"a batch may be at most {INGEST_BODY_LIMIT} bytes")
-        if not self._authenticated(request, body):
-            return _error(401, "unauthorized", "missing or wrong bearer token or signature")
+        problem, once = self._authenticated(request, body)
+        if problem:
+            return _error(401, "unauthorized", problem)
         try:
             batch = _decode_batch(body)
         except msgspec.DecodeError as exc:
@@ -218,35 +233,217 @@ class EventEndpoints:
                 if visitor_id is None:
                     return _error(400, "bad_anonymous_id", _BAD_ANONYMOUS_ID % i)
                 event.anonymous_id = visitor_id
+            if isinstance(event, ev.Identify):
+                problem = _traits_problem(event.traits)
+                if problem:
+                    return _error(422, "invalid", f"events[{i}].traits.{problem}")
+        try:
+            await self._keep_customers_apart(batch.events)
+        except Exception as exc:  # the store failed: not acknowledged, the sender retries
+            return _unavailable(exc)
+        return await self._apply_once(batch, once)
+
+    async def _keep_customers_apart(self, events: list[ev.Event]) -> None:
+        """A visitor id already linked to one customer is not merged into another: on
+        a shared device the second customer logged in where the first had not logged
+        out (as far as the sidecar saw). Such an event applies to its ``user_id``
+        alone, and the first customer's profile stays theirs."""
+        linked: dict[str, str | None] = {}
+        for event in events:
+            visitor_id = event.anonymous_id
+            if not (visitor_id and event.user_id):
+                continue
+            if visitor_id not in linked:
+                linked[visitor_id] = await self.profiles.cache.resolve(visitor_id)
+            key = linked[visitor_id]
+            if key is not None and key.startswith("cust:") and key != customer_key(event.user_id):
+                event.anonymous_id = None
+
+    async def _apply_once(self, batch: Batch, once: str) -> Response:
+        """Apply a shop batch; a signed one only once.
+
+        Why a replay cache rather than requiring ids: orders always count once (their
+        ``order_id`` is required), but an email open, a coupon or an identify need no
+        ``event_id``, and a shop's tracker often has none to send; requiring one would
+        refuse what existing integrations send. So the signature itself is the id: a
+        signed request seen within the tolerance window (older ones fail the clock
+        check) is refused with 409 and changes nothing; a sender that sends a batch
+        again signs it again (a new ``t``, a new signature), as a deliberate resend,
+        and its ``event_id``/``order_id`` keep that idempotent. The name is kept in
+        the store (both SQLite and Redis), so every replica refuses a replay, and
+        released when the batch could not be stored, so the sender may retry as is."""
+        if once:
+            try:
+                fresh = await self.profiles.store.claim_once(once, 2 * SIGNATURE_TOLERANCE)
+            except Exception as exc:  # the store failed: not acknowledged, the sender retries
+                return _unavailable(exc)
+            if not fresh:
+                return _error(
+                    409,
+                    "replayed",
+                    "this signed request was received before and applied; nothing changed. "
+                    "To send a batch again, sign it again (a new t)",
+                )
         try:
             await self.recorder.write(None, batch.events, ev.Source.SHOP)
-        except UnknownVisitor as exc:
-            return _error(422, "invalid", str(exc))
-        except ValueError as exc:
+        except (UnknownVisitor, ValueError, OverflowError) as exc:
+            await self._release(once)
             return _error(422, "invalid", str(exc))
         except Exception as exc:  # the store failed: not acknowledged, the sender retries
+            await self._release(once)
             return _unavailable(exc)
         return JSONResponse({"accepted": len(batch.events)}, headers=_no_store)
 
+    async def _release(self, once: str) -> None:
+        if once:
+            try:
+                await self.profiles.store.release_once(once)
+            except Exception as exc:  # the sender re-signs, as after any 409
+                log.warning("could not release a signed request's claim: %s", type(exc).__name__)
+
     async def profile(self, request: Request) -> Response:
+        """The visitor's own profile, shown or erased. A profile linked to a customer
+        (or an email) only with the shop session bound to this browser (see
+        :mod:`edge.visitors`) or to the shop's own backend (its ingest token): a
+        visitor cookie alone, left on a shared device after a
+        logout, shows nothing of the customer and erases only this browser's id."""
         visit = self.visitors.begin(RequestHead.parse(request.scope))
+        erase = request.method == "DELETE"
         if visit.visitor_id is None or visit.new:
-            if request.method == "DELETE":
-                return JSONResponse({"erased": False}, headers=_no_store)
-            return JSONResponse({"profile": None}, headers=_no_store)
-        if request.method == "DELETE":
-            erased = await self.profiles.erase(visit.visitor_id)
-            response = JSONResponse({"erased": erased}, headers=_no_store)
-            response.raw_headers.append(
-                (b"set-cookie", self.identity.clear_cookie_header(secure=visit.secure))
+            response = JSONResponse(
+                {"erased": False} if erase else {"profile": None}, headers=_no_store
             )
+            if visit.rotated:  # its bound session is gone: this browser's id goes too
+                self._forget_browser(response, visit.secure)
             return response
         profile = await self.profiles.load(visit.visitor_id)
+        confirmed = visit.session_bound or self._shop_asks(request)
+        if profile is not None and _linked(profile, visit.visitor_id) and not confirmed:
+            message = (
+                "this browser's visitor id is linked to a customer account: log in to "
+                "the shop on this browser to see or erase that profile"
+            )
+            if erase:
+                message = "this browser's visitor id was forgotten; " + message
+            response = JSONResponse(
+                {"erased": False, "forgotten": True, "message": message}
+                if erase
+                else {"profile": None, "linked": True, "message": message},
+                headers=_no_store,
+            )
+            if erase:
+                self._forget_browser(response, visit.secure)
+            return response
+        if erase:
+            erased = await self.profiles.erase(visit.visitor_id)
+            response = JSONResponse({"erased": erased}, headers=_no_store)
+            self._forget_browser(response, visit.secure)
+            return response
         return Response(
             b'{"profile":' + msgspec.json.encode(profile) + b"}",
             media_type="application/json",
             headers={"cache-control": "private, no-store"},
         )
+
+    def _shop_asks(self, request: Request) -> bool:
+        """Whether the shop itself asks, with the credentials of ``/_edge/ingest``
+        (``Authorization: Bearer <ingest_token>``, or ``X-Edge-Signature`` over the empty
+        body with ``ingest_secret``; constant time): its backend may read a logged-in
+        customer's profile for its own "my data" page, passing the visitor's cookie along."""
+        if not (request.headers.get("authorization") or request.headers.get("x-edge-signature")):
+            return False
+        problem, _ = self._authenticated(request, b"")
+        return not problem
+
+    def _forget_browser(self, response: Response, secure: bool) -> None:
+        """The visitor cookie and its session binding cleared: a new id next time."""
+        response.raw_headers.append(
+            (b"set-cookie", self.identity.clear_cookie_header(secure=secure))
+        )
+        response.raw_headers.append(
+            (b"set-cookie", self.identity.clear_binding_header(secure=secure))
+        )
+
+
+_MAX_SIGNATURE: Final = 512
+_STAMP_DIGITS: Final = 12
+_HEX: Final = frozenset("0123456789abcdef")
+
+
+def _signature_fields(header: str) -> tuple[str, str, str]:
+    """``(t, v1, "")`` from an ``X-Edge-Signature`` header, or ``("", "", why)``:
+    read defensively (a bounded header, a bounded number of digits) before anything
+    is converted or computed."""
+    if len(header) > _MAX_SIGNATURE:
+        return "", "", f"X-Edge-Signature is longer than {_MAX_SIGNATURE} characters"
+    fields = dict(part.strip().split("=", 1) for part in header.split(",") if "=" in part)
+    stamp = fields.get("t", "")
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= _STAMP_DIGITS):
+        return "", "", "X-Edge-Signature: t must be the unix time in seconds (digits only)"
+    tag = fields.get("v1", "").lower()
+    if len(tag) != 64 or not _HEX.issuperset(tag):
+        return "", "", "X-Edge-Signature: v1 must be the HMAC-SHA256 in hex (64 digits)"
+    return stamp, tag, ""
+
+
+_YEAR_MIN: Final = 1900
+_COORDINATE: Final = {"latitude": 90.0, "longitude": 180.0}
+_CUSTOM_LIMIT: Final = 1e15
+
+
+def _traits_problem(traits: Mapping[str, Any]) -> str:
+    """What is wrong with an Identify's numeric traits ("" when nothing): the field
+    and the fix. Numbers must be finite and in range, so none overflows the stored
+    profile (an int of 300 digits) or turns into infinity in a rule."""
+    for key, value in traits.items():
+        if value is None or isinstance(value, bool):
+            continue
+        if key == "birth_year":
+            year = _number(value)
+            this_year = time.gmtime().tm_year
+            if year is None or year != int(year) or not _YEAR_MIN <= year <= this_year:
+                return (
+                    f"birth_year: must be a whole year between {_YEAR_MIN} and {this_year}, "
+                    f"got {str(value)[:40]!r}"
+                )
+        elif key == "registered":
+            stamp = _number(value)
+            if stamp is None or stamp != int(stamp) or not 0 <= stamp <= 10_000_000_000:
+                return f"registered: must be a unix time in seconds, got {str(value)[:40]!r}"
+        elif key in _COORDINATE:
+            limit = _COORDINATE[key]
+            degrees = _number(value)
+            if degrees is None or not -limit <= degrees <= limit:
+                return (
+                    f"{key}: must be a number of degrees between {-limit:g} and {limit:g}, "
+                    f"got {str(value)[:40]!r}"
+                )
+        elif isinstance(value, float) and not (
+            math.isfinite(value) and abs(value) <= _CUSTOM_LIMIT
+        ):
+            return f"{key}: a number must be finite and at most {_CUSTOM_LIMIT:g}, got {value!r}"
+    return ""
+
+
+def _number(value: object) -> float | None:
+    """A trait's value as a finite number (a numeric string too), else None."""
+    if isinstance(value, str):
+        if len(value) > 40:
+            return None
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if not isinstance(value, int | float):
+        return None
+    number = float(value) if abs(value) < 1e300 else math.inf
+    return number if math.isfinite(number) else None
+
+
+def _linked(profile: Profile, visitor_id: str) -> bool:
+    """Whether *profile*, loaded for *visitor_id*, is a customer's (or an email's)
+    rather than this visitor's anonymous one."""
+    return bool(profile.customer_id or profile.email_hash or profile.visitor_id != visitor_id)
 
 
 class ProfileForm:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -93,6 +94,7 @@ class Proxy:
         self._public_origin = config.public_url.rstrip("/").encode() or None
         self._rewrite_host = config.upstream_host == "rewrite"
         self._trust_forwarded = config.trust_forwarded
+        self._allowed_hosts = tuple(h.strip().lower().encode() for h in config.allowed_hosts)
 
     def _request_headers(self, head: RequestHead) -> tuple[Headers, bool | None]:
         """Headers to send upstream, and how the body is framed: ``None`` no body,
@@ -161,17 +163,39 @@ class Proxy:
             framing = None
         return out, framing
 
-    def _public_origin_for(self, head: RequestHead, host: bytes) -> bytes:
+    def _public_origin_for(self, head: RequestHead, host: bytes) -> bytes | None:
+        """The public origin a redirect names: ``public_url``; else the request's
+        ``Host`` when it is a well-formed host[:port] (and one of ``allowed_hosts``
+        when they are set), with the request's scheme or a trusted
+        ``X-Forwarded-Proto`` of exactly ``http`` or ``https``. None: no origin can be
+        trusted, and the redirect names the path alone (the browser stays where it is).
+        """
         if self._public_origin is not None:
             return self._public_origin
-        proto = _header(head, b"x-forwarded-proto") if self._trust_forwarded else b""
+        if not _valid_host(host) or not self._allowed(host):
+            return None
+        proto = b""
+        if self._trust_forwarded:
+            proto = _forwarded_proto(_header(head, b"x-forwarded-proto"))
         return (proto or head.scheme.encode()) + b"://" + host
+
+    def _allowed(self, host: bytes) -> bool:
+        """Whether *host* is one of ``allowed_hosts`` (any when none are set): by name,
+        port aside, case aside; an entry starting with ``.`` allows its subdomains."""
+        if not self._allowed_hosts:
+            return True
+        name = _host_name(host)
+        return any(
+            name == entry or (entry.startswith(b".") and name.endswith(entry))
+            for entry in self._allowed_hosts
+        )
 
     def response_headers(self, head: RequestHead, headers: Headers) -> Headers:
         """The upstream's end-to-end headers, lower-cased names, Location made public."""
         out: Headers = []
         connection_tokens: list[bytes] | None = None
         via = b""
+        host_named = False
         for name, value in headers:
             name = name.lower()
             if name in _HOP_BY_HOP:
@@ -180,6 +204,8 @@ class Proxy:
                 continue
             if name == b"location" and value.startswith(self._upstream_origins):
                 value = self._public_location(head, value)
+                if self._public_origin is None and b"://" in value:
+                    host_named = True  # the request's Host named it: see _private_redirect
             elif name == b"via":
                 via = value
                 continue
@@ -188,13 +214,11 @@ class Proxy:
             dropped = set(connection_tokens)
             out = [(n, v) for n, v in out if n not in dropped]
         out.append((b"via", via + b", " + _VIA if via else _VIA))
-        return out
+        return _private_redirect(out) if host_named else out
 
     def _public_location(self, head: RequestHead, location: bytes) -> bytes:
-        """A Location naming the upstream's own origin, on the public one instead."""
-        host = _header(head, b"host")
-        if not host:
-            return location
+        """A Location naming the upstream's own origin, on the public one instead (or
+        as a path alone when the request names no origin that can be trusted)."""
         for origin in self._upstream_origins:
             if location.startswith(origin) and location[len(origin) : len(origin) + 1] in (
                 b"",
@@ -202,7 +226,11 @@ class Proxy:
                 b"?",
                 b"#",
             ):
-                return self._public_origin_for(head, host) + location[len(origin) :]
+                rest = location[len(origin) :]
+                public = self._public_origin_for(head, _header(head, b"host"))
+                if public is None:
+                    return rest if rest.startswith(b"/") else b"/" + rest
+                return public + rest
         return location
 
     async def open(
@@ -231,6 +259,65 @@ class Proxy:
             log.warning("upstream failed: %s", exc)
             await send_error(head, send, 502)
         return None
+
+
+_HOST: Final = re.compile(
+    rb"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+    rb"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?"
+    rb"|\[[0-9A-Fa-f:.]{2,45}\]"
+)
+_PORT: Final = re.compile(rb":[0-9]{1,5}")
+
+
+def _valid_host(host: bytes) -> bool:
+    """Whether a ``Host`` header is a host name, IPv4 or bracketed IPv6 address with
+    an optional port (RFC 3986 host[:port], letters, digits, ``-`` ``_`` ``.``):
+    nothing that could end an origin early (``/``, ``?``, ``#``, ``@``, ``\\``,
+    spaces) or smuggle a second one."""
+    if not host or len(host) > 260:
+        return False
+    name = _host_name(host)
+    port = host[len(name) :]
+    return _HOST.fullmatch(name) is not None and (not port or _PORT.fullmatch(port) is not None)
+
+
+def _host_name(host: bytes) -> bytes:
+    """*host* without its port, lower-cased."""
+    if host.startswith(b"["):
+        end = host.find(b"]")
+        return host[: end + 1].lower() if end > 0 else host.lower()
+    return host.partition(b":")[0].lower()
+
+
+def _forwarded_proto(value: bytes) -> bytes:
+    """The scheme an ``X-Forwarded-Proto`` names (its first entry, when a chain of
+    proxies sent several) when it is exactly ``http`` or ``https``; else b"" (then
+    the request's own scheme is used)."""
+    first = value.partition(b",")[0].strip().lower()
+    return first if first in (b"http", b"https") else b""
+
+
+def _private_redirect(headers: Headers) -> Headers:
+    """A redirect whose origin the request's ``Host`` named (``public_url`` unset) is
+    kept out of shared caches (``Cache-Control: private``): a cache that keys on
+    something else than the Host it forwards would hand one request's origin to
+    everyone. Set ``public_url`` to let a CDN keep it."""
+    out: Headers = []
+    found = False
+    for name, value in headers:
+        if name == b"cache-control":
+            found = True
+            parts = [p.strip() for p in value.split(b",") if p.strip()]
+            kept = [
+                p for p in parts if p.lower() != b"public" and not p.lower().startswith(b"s-maxage")
+            ]
+            if not any(p.lower() in (b"private", b"no-store") for p in kept):
+                kept.insert(0, b"private")
+            value = b", ".join(kept)
+        out.append((name, value))
+    if not found:
+        out.append((b"cache-control", b"private"))
+    return out
 
 
 def _header(head: RequestHead, name: bytes) -> bytes:

@@ -159,6 +159,9 @@ class Responder:
             else:
                 deciding.cancel()
         headers, edited = self._headers(exchange, headers, encoding, length)
+        bindings = self.visitors.session_headers(exchange.visit, response.status, headers)
+        if bindings:
+            headers = _private(headers) + bindings
         page = exchange.page
         reading = self.reading
         # A page type with no reader costs a set lookup; any page is read for its
@@ -178,7 +181,7 @@ class Responder:
             ):
                 exchange.body = reading.body(encoding, content_type)
         if edited:
-            await self._send_edited(exchange, response, headers, encoding, send)
+            await self._send_edited(exchange, response, headers, encoding, receive, send)
         else:
             await send(
                 {"type": "http.response.start", "status": response.status, "headers": headers}
@@ -248,14 +251,16 @@ class Responder:
         self, exchange: Exchange, headers: Headers, encoding: bytes, length: int
     ) -> tuple[Headers, bool]:
         """Step 3: the response's headers made true for what is sent, and whether the
-        body is rewritten."""
+        body is rewritten (a rewritten page's are then finished by
+        :meth:`_send_edited`, which keeps these to fail open with)."""
         visit = exchange.visit
         decision = exchange.decision
         if visit.new:
             # The cookie rides only on pages, redirects to one included (see
             # answers_a_page): an image fetched without one stays cacheable, anonymous.
-            if exchange.tracked and answers_a_page(
-                exchange.head, exchange.status, exchange.content_type
+            if exchange.tracked and (
+                visit.rotated
+                or answers_a_page(exchange.head, exchange.status, exchange.content_type)
             ):
                 headers = _private(headers)
                 headers.append(self.visitors.cookie_header(visit))
@@ -269,9 +274,7 @@ class Responder:
         if exchange.preview is not None or exchange.preview_cookie == "":
             headers = previews.response_headers(headers, exchange.preview_cookie)
         if decision is not None:
-            if edited:
-                headers = _personalized_headers(headers, decision)
-            else:
+            if not edited:  # (an edited page's headers are made by _send_edited)
                 headers.append(_server_timing(decision.seconds))
             if decision.clear_form_error:
                 headers.append((b"set-cookie", ERROR_COOKIE_CLEAR.encode()))
@@ -283,12 +286,17 @@ class Responder:
         response: UpstreamResponse,
         headers: Headers,
         encoding: bytes,
+        receive: Any,
         send: Any,
     ) -> None:
         """Step 4 for a page with edits: rewritten as it streams; or a 304 when the
-        browser holds this very page already (same upstream version, same edits)."""
+        browser holds this very page already (same upstream version, same edits).
+        *headers* are the page's as they would go out unchanged; the rewritten page's
+        are made from them here."""
         decision = exchange.decision
         assert decision is not None
+        original = [*headers, _server_timing(decision.seconds)]
+        headers = _personalized_headers(headers, decision)
         if (
             exchange.preview is None
             and exchange.if_none_match
@@ -300,8 +308,9 @@ class Responder:
             await send({"type": "http.response.body", "body": b""})
             exchange.applied = [e.placement for e in decision.edits]
             return
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        exchange.applied = await self._rewrite(response, send, decision, encoding, exchange)
+        exchange.applied = await self._rewrite(
+            response, receive, send, (headers, original), encoding, exchange
+        )
 
     def record(self, exchange: Exchange) -> None:
         """Step 5, once the response is out: queue what the exchange showed of the
@@ -333,33 +342,84 @@ class Responder:
     async def _rewrite(
         self,
         response: UpstreamResponse,
+        receive: Any,
         send: Any,
-        decision: Decision,
+        heads: tuple[Headers, Headers],
         encoding: bytes,
         exchange: Exchange,
     ) -> list[str]:
         """Send the body through the decision's edits; the placements whose slot was
-        found. A body that cannot be decoded midway is cut off (the head is out
-        already); one that the rewriter cannot parse goes on unchanged."""
+        found. *heads*: the rewritten page's headers, and the shop's own.
+
+        The head waits for the first bytes of the rewritten body, and the shop's
+        bytes are kept until then. Whatever fails in decoding or rewriting before
+        that (a body that is not the gzip it says, a bug) fails open: the shop's own
+        head and bytes go out, and the rest of the body after them, untouched. Once a rewritten byte is out the page cannot be
+        taken back, and neither the original nor the rewritten page can be finished:
+        the response is aborted (the connection closed without the last chunk), so
+        the client sees a broken transfer rather than a truncated page that looks
+        complete. A rewriter that is not confident never gets here: it bails into
+        passing the page through (:mod:`edge.rewrite.rewriter`)."""
+        decision = exchange.decision
+        assert decision is not None
         body = self.rewriting.start(
             decision.edits, exchange.content_type, encoding, exchange.head.target
         )
         page_body = exchange.body
+        held: list[bytes] | None = []  # the shop's bytes while none of ours is out
         while True:
             chunk, more = await read(response)
             if page_body is not None:
                 page_body.feed(chunk)
             try:
                 out = body.feed(chunk, more)
-            except CodecError as exc:
-                log.warning("cannot decode the page (%s); response cut off", exc)
-                response.close()
-                raise ClientGone from None
+            except Exception as exc:
+                _log_failure(exc, sent=held is None)
+                if held is None:
+                    response.close()
+                    raise ClientGone from None
+                held.append(chunk)
+                await _send_original(response, receive, send, heads[1], held, more, page_body)
+                return []
+            if held is not None:
+                if more and not out:
+                    held.append(chunk)
+                    continue
+                held = None
+                status = response.status
+                await send({"type": "http.response.start", "status": status, "headers": heads[0]})
             if out or not more:
                 await send({"type": "http.response.body", "body": out, "more_body": more})
             if not more:
                 self.decider.page_seen(exchange.head.path, body.top)
                 return body.applied()
+
+
+def _log_failure(exc: Exception, sent: bool) -> None:
+    what = "response cut off" if sent else "the shop's page sent unchanged"
+    if isinstance(exc, CodecError):
+        log.warning("cannot decode the page (%s); %s", exc, what)
+    else:  # a bug: its traceback is what tells where
+        log.exception("rewriting the page failed; %s", what)
+
+
+async def _send_original(
+    response: UpstreamResponse,
+    receive: Any,
+    send: Any,
+    headers: Headers,
+    held: list[bytes],
+    more: bool,
+    page_body: PageBody | None,
+) -> None:
+    """Fail open: the shop's head, the bytes of its body read so far, then the rest."""
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"".join(held), "more_body": more})
+    if more:
+        if page_body is None:
+            await relay(response, receive, send)
+        else:
+            await _relay_read(response, receive, send, page_body)
 
 
 async def _relay_read(response: UpstreamResponse, receive: Any, send: Any, body: PageBody) -> None:

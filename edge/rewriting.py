@@ -134,7 +134,25 @@ class _Plans:
 
 
 class BodyRewrite:
-    """One response's body on its way through the edits."""
+    """One response's body on its way through the edits.
+
+    A page whose length is not known ahead (chunked, or delimited by the end of the
+    connection) may turn out longer than ``max_bytes`` (by the upstream's bytes, as
+    ``Content-Length`` is judged). The rewrite then *stops* there: the rewriter
+    hands back what it holds as it came and the rest passes through (see
+    :meth:`~edge.rewrite.Rewriter.stop`), so the visitor gets the whole page, with
+    the edits made before that point, without the sidecar buffering anything: a
+    rewritten prefix followed by the shop's bytes is a correct page as long as the
+    switch happens inside the rewriter, where an edit in progress can be given up
+    and its element sent as the shop made it (the same cut the rewriter makes when
+    it bails). With no content coding, the upstream's chunks go out as they come
+    from then on; a coded body keeps being decoded and encoded again (the client's
+    decoder is in the middle of our stream), still within the decoder's bound.
+
+    :meth:`feed` returns ``b""`` until there is something to send, so the caller
+    can hold the response's head until then and, when decoding or rewriting fails
+    before that, send the shop's own response instead.
+    """
 
     def __init__(
         self,
@@ -149,34 +167,53 @@ class BodyRewrite:
         self._edits = edits
         self._content_type = content_type
         self._page = page
+        self._max_bytes = max_bytes
         coding = encoding.decode("latin-1") or None
         self._decoder = codec.Decoder.for_header(coding, max_output=max_bytes * 8)
         self._encoder = codec.Encoder.for_header(coding)
         self._rewriter: Any = None
+        self._received = 0
+        self.stopped = False
+        """The page was longer than ``max_bytes``: the rest was not rewritten."""
+        self._relaying = False
         self.top = b""
         """The first decoded bytes of the page (where ``<html lang>`` is)."""
 
     def feed(self, chunk: bytes, more: bool) -> bytes:
         """The bytes to send for *chunk* of the upstream's body (*more*: not the last).
         Raises :class:`~edge.codec.CodecError` when the body cannot be decoded."""
+        if self._relaying:
+            return chunk
+        self._received += len(chunk)
         data = self._decoder.feed(chunk)
         if not more:
             data += self._decoder.flush()
-        if self._rewriter is None and (data or not more):
+        rewriter = self._rewriter
+        if rewriter is None:
+            if not data and more:
+                return b""
             charset = codec.charset_of(self._content_type.decode("latin-1"), data[:1024])
             self.top = data
-            self._rewriter = self._plans.rewriter(self._edits, charset, self._page)
-        out = b""
-        rewriter = self._rewriter
-        if rewriter is not None:
+            rewriter = self._rewriter = self._plans.rewriter(self._edits, charset, self._page)
+        if self.stopped:
+            out = data
+        elif more and self._received > self._max_bytes:
+            out = rewriter.stop(f"page longer than {self._max_bytes} bytes") + data
+            self.stopped = True
+            self._relaying = self._decoder.identity
+        else:
             out = rewriter.write(data) if data else b""
             if not more:
                 out += rewriter.end()
+        if more and not out:
+            return b""
         encoder = self._encoder
         return encoder.feed(out) + (encoder.finish() if not more else encoder.flush())
 
     def applied(self) -> list[str]:
-        """The placements whose slot was found in the page (once the body is done)."""
+        """The placements whose slot was found in the page (once the body is done);
+        none when the rewriter gave up or stopped partway (what it had done is not
+        told apart from what it had not)."""
         rewriter = self._rewriter
         if rewriter is None or rewriter.error is not None:
             return []
@@ -188,8 +225,10 @@ class Rewriting:
 
     def __init__(self, *, max_bytes: int, replay_bytes: int) -> None:
         self.max_bytes = max_bytes
-        """Pages longer than this (by Content-Length) are not rewritten; a decoded
-        body may grow to eight times this before it is cut off."""
+        """Pages longer than this (by Content-Length) are not rewritten; one whose
+        length is not known ahead is rewritten up to this many bytes and passes
+        through after (:class:`BodyRewrite`). A decoded body may grow to eight times
+        this before decoding stops (a decompression bomb)."""
         self._plans = _Plans(replay_bytes)
 
     def applies(self, encoding: bytes, length: int) -> bool:

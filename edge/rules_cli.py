@@ -35,12 +35,19 @@ def rules_dir_for(configured: str | None, config: Config) -> Path:
 
 
 def check(directory: Path, snippets_dir: str) -> int:
-    """Print every error of every rule file; a summary when there is none."""
-    ruleset, errors = load_rules(directory)
+    """Print every error of every rule file and snippet (and the warnings); a
+    summary when there is no error."""
+    from edge.personalize.snippets import Snippets
+
+    snippets = Snippets(snippets_dir)
+    ruleset, errors = load_rules(directory, snippets=snippets.names())
     problems = [str(e) for e in errors]
-    slots, placements = _raw_entries(directory)
+    slots = _raw_slots(directory)
     problems += _slot_problems(slots, directory)
-    problems += _snippet_problems(placements, snippets_dir)
+    problems += [str(p) for p in snippets.check() if "no such directory" not in str(p)]
+    for warning in ruleset.warnings if ruleset is not None else ():
+        print(warning, file=sys.stderr)
+        print(file=sys.stderr)
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
@@ -68,11 +75,10 @@ def _where(directory: Path, header: str) -> str:
     return str(directory)
 
 
-def _raw_entries(directory: Path) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
-    """Slots and placements as written (so they are checked even when the rule
-    language found errors elsewhere); files that do not parse are skipped here."""
+def _raw_slots(directory: Path) -> dict[str, Any]:
+    """Slots as written (so they are checked even when the rule language found
+    errors elsewhere); files that do not parse are skipped here."""
     slots: dict[str, Any] = {}
-    placements: list[tuple[str, dict[str, Any]]] = []
     for path in sorted(directory.glob("*.toml")):
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -81,10 +87,7 @@ def _raw_entries(directory: Path) -> tuple[dict[str, Any], list[tuple[str, dict[
         for name, slot in (data.get("slots") or {}).items():
             if isinstance(slot, dict):
                 slots[name] = _RawSlot(str(slot.get("select", "")), str(slot.get("item_link", "")))
-        for entry in data.get("placements") or []:
-            if isinstance(entry, dict):
-                placements.append((str(path), entry))
-    return slots, placements
+    return slots
 
 
 class _RawSlot(msgspec.Struct):
@@ -114,28 +117,6 @@ def _slot_problems(slots: dict[str, Any], directory: Path) -> list[str]:
                     f"{where}: error: slot `{name}`: item_link {slot.item_link!r}: {exc}\n"
                     "  help: a regular expression with a group for the id, e.g. '/p/([^/?#]+)'"
                 )
-    return out
-
-
-def _snippet_problems(placements: list[tuple[str, dict[str, Any]]], snippets_dir: str) -> list[str]:
-    from edge.personalize.snippets import Snippets
-
-    snippets = Snippets(snippets_dir)
-    out = [str(p) for p in snippets.check() if "no such directory" not in str(p)]
-    known = {n.removesuffix(".html") for n in snippets.names()}
-    for file, entry in placements:
-        name = str(entry.get("snippet", ""))
-        if name and name.removesuffix(".html") not in known:
-            close = difflib.get_close_matches(name.removesuffix(".html"), sorted(known), n=1)
-            out.append(
-                f"{file}: error: placement for slot `{entry.get('slot', '?')}`: no snippet "
-                f"`{name}` in {snippets_dir}/ or the shipped library\n"
-                + (
-                    f"  help: did you mean `{close[0]}.html`?"
-                    if close
-                    else f"  help: one of: {', '.join(sorted(n for n in known if '.' not in n))}"
-                )
-            )
     return out
 
 

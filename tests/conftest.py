@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import tests._hypothesis  # noqa: F401 - loads the Hypothesis profile (HYPOTHESIS_PROFILE)
 from tests._upstream import TestUpstream
 from tests.redis_server import redis_url  # noqa: F401 - pytest fixture: a real redis-server
 

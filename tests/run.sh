@@ -4,12 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the tests start for real: nginx (benchmark peer, proxy tests),
-# redis-server (shared profile store), chromium (browser tests). Installed when missing.
+# System packages the tests start for real: nginx (the front proxy of the deployment
+# test; openssl makes its certificate), redis-server (the shared profile store),
+# chromium (browser tests). Installed when missing. The benchmarks' own tools (wrk, valgrind) are bench/run's business.
 need=()
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -156,7 +156,10 @@ class Visitor:
         return reply.body.decode()
 
     def profile(self) -> dict[str, Any]:
-        reply = fetch(self.port, "/_edge/profile", headers={"Cookie": self.cookie})
+        # the shop's token: a profile linked to a customer shows only to the shop (or
+        # with the shop's session, tests/test_hardening_identity.py)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        reply = fetch(self.port, "/_edge/profile", headers={"Cookie": self.cookie, **auth})
         return json.loads(reply.body).get("profile") or {}
 
     def arrive(self, path: str = "/") -> str:

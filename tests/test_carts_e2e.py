@@ -19,7 +19,16 @@ import pytest
 
 from edge.demo.catalog import PRODUCTS_BY_ID, write_feed
 from tests.conftest import ROOT, EdgeProcess, Reply, fetch, start_edge
-from tests.test_activities import BROWSER, banner, edge_env, start_shop, stop, stop_edge, wait_for
+from tests.test_activities import (
+    BROWSER,
+    TOKEN,
+    banner,
+    edge_env,
+    start_shop,
+    stop,
+    stop_edge,
+    wait_for,
+)
 from tests.test_activities import ingest as ingest_events
 
 FORM = "application/x-www-form-urlencoded"
@@ -77,7 +86,12 @@ class Browser:
 
     def profile(self) -> dict[str, Any]:
         reply = fetch(
-            self.port, "/_edge/profile", headers={"Cookie": f"edge_vid={self.cookies['edge_vid']}"}
+            self.port,
+            "/_edge/profile",
+            headers={  # the shop's token: a customer's profile shows only to the shop
+                "Cookie": f"edge_vid={self.cookies['edge_vid']}",
+                "Authorization": f"Bearer {TOKEN}",
+            },
         )
         return json.loads(reply.body).get("profile") or {}
 

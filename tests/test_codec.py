@@ -20,6 +20,7 @@ from edge.codec import (
     supported,
 )
 from edge.headers import weighted
+from tests._hypothesis import examples
 
 try:
     import zstandard as zstd
@@ -206,7 +207,7 @@ def test_weighted_lists() -> None:
     assert weighted(None) == weighted("") == []
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     data=st.binary(max_size=3000),
     coding=st.sampled_from(["gzip", "deflate", "br", *(["zstd"] if zstd else [])]),

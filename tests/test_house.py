@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "edge"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("edge.cli", "edge.rules_cli", "edge.map_cli", "edge.__main__"),
+    ("edge.cli", "edge.rules_cli", "edge.map_cli", "edge.store_cli", "edge.__main__"),
     ("edge.app", "edge.server", "edge.demo"),
     ("edge.respond", "edge.ingest"),
     ("edge.decide",),
@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
         "edge.headers",
         "edge.caches",
         "edge.shipped",
+        "edge.lift",
     ),
     ("edge",),  # the package's own __init__ (its version)
 ]

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import ROOT, fetch, free_port, serving, wait_listening
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 PAGE = (
     b"<!doctype html><html lang=en><head><title>Shop</title></head><body>"

@@ -54,7 +54,9 @@ def test_shipped_library_is_the_repository_copy_and_checks_clean() -> None:
     ):
         assert expected in shipped
     missing = Snippets(ROOT / "nonexistent-dir")
-    assert [str(p) for p in missing.check()] == [f"{ROOT / 'nonexistent-dir'}: no such directory"]
+    assert [str(p) for p in missing.check()] == [
+        f"{ROOT / 'nonexistent-dir'}: error: no such directory"
+    ]
     assert missing.render("preview_badge", sample_context())  # the library still serves
     assert Snippets(LIBRARY, library=None).check() == []
     for language in ("en", "it"):

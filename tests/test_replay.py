@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from edge.rewrite import Edit, Plan, Rewriter, rewrite
 from edge.rewrite.replay import RECORD_STEP, ReplayCache
+from tests._hypothesis import examples
 
 
 class ByPrice:
@@ -205,7 +206,7 @@ def test_one_byte_contents_are_recorded_and_replayed() -> None:
     assert side.cache.recorded == 1
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(
     st.integers(0, 3),
     st.lists(st.integers(1, 20_000), min_size=1, max_size=5),
@@ -628,7 +629,7 @@ def visits(draw: st.DrawFn):  # type: ignore[no-untyped-def]
     return spec, out
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(visits(), st.booleans(), st.booleans(), st.randoms(use_true_random=False))
 def test_any_edits_any_chunks_any_changes_give_a_fresh_rewrite(
     visit, by_id: bool, shared: bool, rng: random.Random

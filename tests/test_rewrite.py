@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.rewrite import Edit, Plan, RewriteError, Rewriter, rewrite
+from tests._hypothesis import examples
 
 
 def run(html: bytes, edits: list[Edit] | Plan, sizes: list[int] | None = None) -> bytes:
@@ -383,7 +384,7 @@ EDIT_SETS = [
 ]
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(html_docs, st.integers(0, len(EDIT_SETS) - 1), st.integers(1, 50))
 def test_random_html_never_crashes_and_chunking_does_not_matter(
     html: bytes, which: int, chunk: int
@@ -400,7 +401,7 @@ def test_random_html_never_crashes_and_chunking_does_not_matter(
         assert whole == html
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(html_docs, html_docs)
 def test_bytes_outside_the_edit_are_unchanged(prefix: bytes, suffix: bytes) -> None:
     start = b'<section data-edge-slot="s">'
@@ -552,7 +553,7 @@ SVG_PAGE = (
 )
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(foreign_docs, st.integers(0, len(FAST_EDIT_SETS) - 1), st.integers(1, 60))
 def test_fast_path_equals_exact_tokenizer_with_svg_and_math(
     html: bytes, which: int, chunk: int
@@ -593,7 +594,7 @@ def test_a_remembered_svg_verdict_belongs_to_the_selectors_that_made_it() -> Non
         assert out.count(b"<!--I--><rect") == 3 and out.count(b"/><!--R-->") == 3
 
 
-@settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(2500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fast_docs, st.integers(0, len(FAST_EDIT_SETS) - 1), st.integers(1, 60))
 def test_fast_path_equals_exact_tokenizer(html: bytes, which: int, chunk: int) -> None:
     fast, exact = _both(html, FAST_EDIT_SETS[which], chunk)
@@ -691,7 +692,7 @@ LIST_EDIT_SETS = [
 ]
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(600), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(list_page(), st.integers(0, len(LIST_EDIT_SETS) - 1), st.sampled_from([1, 5, 37, 1 << 16]))
 def test_fast_list_items_equal_exact_tokenizer(html: bytes, which: int, chunk: int) -> None:
     fast, exact = _both(html, LIST_EDIT_SETS[which], chunk)

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.rewrite import Edit, Rewriter, SelectorError, parse_selector
+from tests._hypothesis import examples
 
 lexbor = pytest.importorskip("selectolax.lexbor")
 
@@ -153,7 +154,7 @@ def selector(draw: st.DrawFn) -> str:
     return text
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(page(), selector())
 def test_matches_agree_with_lexbor(html: bytes, sel: str) -> None:
     assert ours(html, sel) == theirs(html, sel)

@@ -19,6 +19,7 @@ from edge.rules import (
     load_rules,
 )
 from edge.rules import functions as fn
+from tests._hypothesis import examples
 
 NOW = 1_790_000_000
 
@@ -196,7 +197,7 @@ def agree(rules: Any, profile: Profile, request: RequestInfo, shop: ShopStats) -
     ]
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(conditions(), min_size=1, max_size=6),
     st.lists(st.tuples(profiles(), REQUESTS, SHOPS), min_size=10, max_size=10),
@@ -214,7 +215,7 @@ def test_random_rules_agree_with_reference(whens: list[str], cases: list[Any]) -
 LIBRARY, _ = load_rules(LIBRARY_DIR)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(profiles(), REQUESTS, SHOPS)
 def test_library_agrees_with_reference(
     profile: Profile, request: RequestInfo, shop: ShopStats
@@ -262,7 +263,7 @@ WINDOWS = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(profiles(), WINDOWS, st.integers(0, 400))
 def test_window_functions_agree_with_one_window_at_a_time(
     profile: Profile, windows: list[int], busy_days: int

@@ -372,7 +372,7 @@ def test_an_entry_that_does_not_decode_leaves_the_others_checked(tmp_path: Path)
     errors = errors_of(
         tmp_path,
         "[segments.a]\nwhen = 'true'\ncolour = 'red'\n"
-        "[segments.b]\nwhen = 'orderz > 1'\n"
+        "[segments.b]\nwhen = 'orderz > 1'\n[slots.h]\nselect = 'div'\n"
         "[[placements]]\nslot = 'h'\nsnippet = 'a'\nstart = 2026-11-27\nsegment = 'c'\n",
     )
     assert [e.split(": error: ")[1].split("\n")[0] for e in errors] == [

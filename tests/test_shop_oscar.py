@@ -167,7 +167,8 @@ class Shopper:
         return self.client.post(path, data=data, headers={"Referer": self.last or "/"})
 
     def profile(self) -> dict[str, Any]:
-        reply = self.client.get("/_edge/profile")
+        # the shop's token: a customer's profile shows only to the shop or its session
+        reply = self.client.get("/_edge/profile", headers={"Authorization": f"Bearer {TOKEN}"})
         return json.loads(reply.content).get("profile") or {}
 
     def arrive(self, path: str = HOME) -> str:

@@ -1,4 +1,4 @@
-"""Applying an import to the SQLite store in bulk.
+"""Applying an import to a store in bulk: SQLite, or Redis shared by the replicas.
 
 Each batch of events is applied as it comes, in file order: what the batch needs from
 the store and has not read yet (profiles, aliases, claims) is read in a few ``IN
@@ -20,6 +20,14 @@ stored and the computed profiles are written as they are. Otherwise each group's
 are compared with what is stored now, and a group whose profiles, aliases or claims
 changed is computed again inside the transaction from the stored state (the same code,
 reading through the transaction).
+
+The store is reached through a bulk session (:class:`Session`): SQLite's
+:class:`~edge.profiles.sqlite.BulkSession` or Redis's
+:class:`~edge.profiles.redis.RedisBulkSession`, the same reads and writes, so the same
+file gives the same profiles in both. Redis cannot say whether another writer
+committed, so each chunk's reads are checked again under ``WATCH`` and its writes go in
+one ``MULTI``/``EXEC``: a group that changed meanwhile is computed again from what is
+stored, and if a sidecar writes a watched key before ``EXEC``, the chunk starts over.
 """
 
 from __future__ import annotations
@@ -27,13 +35,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Final
+from typing import Any, Final, Protocol
 
 from edge.importer.progress import Progress
 from edge.importer.records import Unit
 from edge.profiles import events as ev
 from edge.profiles.model import decode, new_profile
-from edge.profiles.sqlite import BulkSession, SQLiteStore, Writes, prepare
 from edge.profiles.stitching import absorb_into, claim, customer_key, email_key, link, stitch
 from edge.profiles.store import Profiles
 
@@ -42,6 +49,32 @@ CHUNK: Final = 20_000
 is not split): the profiles are computed before the transaction begins, so each holds
 SQLite's write lock a moment only (~0.2 s), and an interrupted import leaves whole
 chunks written."""
+SHARED_CHUNK: Final = 500
+"""The same for Redis: its ``EXEC`` holds the server for every replica while it runs,
+and Redis 7.0 checks each ``WATCH``ed key against those already watched (quadratic in
+a transaction's keys: 2,000 orders per chunk took 1.6x the time of 500)."""
+
+
+class Session(Protocol):
+    """A store's bulk session (``store.bulk()``): reads by the hundred, then writes in
+    transactions."""
+
+    def blobs(self, keys: Sequence[str]) -> dict[str, bytes]: ...
+    def aliases(self, aliases: Sequence[str]) -> dict[str, str]: ...
+    def claims(self, claims: Sequence[str]) -> set[str]: ...
+    def others_wrote(self) -> bool: ...
+    def prepare(self, result: Profiles, new_claims: Sequence[str]) -> object: ...
+    def run(self, body: Callable[[], None]) -> None: ...
+    def store(self, writes: Any) -> None: ...
+    def write(self, result: Profiles, new_claims: Sequence[str]) -> None: ...
+    def checkpoint(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class BulkStore(Protocol):
+    """A store an import can write to."""
+
+    def bulk(self) -> Session: ...
 
 
 class Changes:
@@ -50,9 +83,7 @@ class Changes:
     later); the profiles change in memory, and which ones changed is kept (to write
     them)."""
 
-    def __init__(
-        self, now: int, email_hash: Callable[[ev.BaseEvent], str], store: BulkSession
-    ) -> None:
+    def __init__(self, now: int, email_hash: Callable[[ev.BaseEvent], str], store: Session) -> None:
         self.now = now
         self.email_hash = email_hash
         self._store = store
@@ -223,7 +254,7 @@ class Bulk:
     """The import's events: applied (:class:`Changes`) batch by batch as they are
     read, written at the end in chunks of independent groups."""
 
-    def __init__(self, store: SQLiteStore, email_hash: Callable[[str], str], now: int) -> None:
+    def __init__(self, store: BulkStore, email_hash: Callable[[str], str], now: int) -> None:
         self.now = now
         self._hash = functools.lru_cache(maxsize=1 << 16)(email_hash)
         self._session = store.bulk()
@@ -240,6 +271,10 @@ class Bulk:
         """Claim -> the first unit with it."""
         self._chunk_of: dict[str, int] = {}
         """Group -> the chunk it is written in (once reading is done)."""
+        self._reads: dict[int, tuple[list[str], list[str], list[str]]] | None = None
+        """Chunk -> what its groups read (see :meth:`_reads_of`)."""
+        self._claimant: dict[str, str] = {}
+        """Claim -> a name of the group that has it."""
 
     @property
     def applied(self) -> int:
@@ -328,15 +363,18 @@ class Bulk:
         events = self._pack(size)
         results, claims = self._per_chunk(len(events))
 
-        def commit(part: Sequence[int], writes: list[Writes]) -> None:
-            session = self._session
-            with session.transaction():
+        session = self._session
+
+        def commit(part: Sequence[int], writes: list[object]) -> None:
+            def body() -> None:  # (Redis: run again if a sidecar wrote what it read)
                 for n, rows in zip(part, writes, strict=True):
                     stale = self._stale(n) if session.others_wrote() else set()
                     if not stale:
                         session.store(rows)
                     else:
                         self._write_around(results[n], claims[n], stale)
+
+            session.run(body)
 
         # SQLite lets go of the GIL while it works: a transaction is written on one
         # thread while this one encodes the next, and copied into the file on a third.
@@ -349,12 +387,12 @@ class Bulk:
             copying: Future[None] | None = None
             in_writing = 0
             for part in parts:
-                writes = [prepare(results[n], claims[n]) for n in part]
+                writes = [session.prepare(results[n], claims[n]) for n in part]
                 if writing is not None:
                     writing.result()
                     progress.add(in_writing)
                     if copying is None or copying.done():
-                        copying = copier.submit(self._session.checkpoint)
+                        copying = copier.submit(session.checkpoint)
                 writing = writer.submit(commit, part, writes)
                 in_writing = sum(events[n] for n in part)
             if writing is not None:
@@ -401,21 +439,35 @@ class Bulk:
             raise RuntimeError(f"import: {name!r} belongs to no group")
         return found
 
+    def _reads_of(self, n: int) -> tuple[list[str], list[str], list[str]]:
+        """The profiles, aliases and claims chunk *n*'s groups read, sorted out for
+        every chunk at the first call (one pass each, not one per chunk)."""
+        if self._reads is None:
+            chunk = self._chunk
+            changes = self.changes
+            self._claimant = {c: self._names[i] for c, i in self._claimants.items()}
+            reads: dict[int, tuple[list[str], list[str], list[str]]] = {}
+            for key in changes.blobs:
+                reads.setdefault(chunk(key), ([], [], []))[0].append(key)
+            for alias in changes.stored_aliases:
+                reads.setdefault(chunk(alias), ([], [], []))[1].append(alias)
+            for counted in changes.stored_claims:
+                reads.setdefault(chunk(self._claimant[counted]), ([], [], []))[2].append(counted)
+            self._reads = reads
+        return self._reads.get(n, ([], [], []))
+
     def _stale(self, n: int) -> set[str]:
         """The groups of chunk *n* whose reads another writer has changed since: their
         profiles, aliases or claims are not what is stored now."""
         find = self._find
-        chunk = self._chunk
         changes = self.changes
         stale: set[str] = set()
-        keys = [key for key in changes.blobs if chunk(key) == n]
+        keys, aliases, claims = self._reads_of(n)
         stored = self._session.blobs(keys)
         stale.update(find(k) for k in keys if stored.get(k) != changes.blobs[k])
-        aliases = [alias for alias in changes.stored_aliases if chunk(alias) == n]
         pointing = self._session.aliases(aliases)
         stale.update(find(a) for a in aliases if pointing.get(a) != changes.stored_aliases[a])
-        claimant = {c: self._names[i] for c, i in self._claimants.items()}
-        claims = [c for c in changes.stored_claims if chunk(claimant[c]) == n]
+        claimant = self._claimant
         recorded = self._session.claims(claims)
         stale.update(
             find(claimant[c]) for c in claims if (c in recorded) != changes.stored_claims[c]

@@ -36,7 +36,7 @@ from typing import Final
 import msgspec
 
 from edge.identity import Identity
-from edge.importer.bulk import CHUNK, Bulk
+from edge.importer.bulk import CHUNK, SHARED_CHUNK, Bulk, BulkStore
 from edge.importer.formats import (
     BATCH,
     KINDS,
@@ -77,19 +77,23 @@ PARSERS: Final[dict[str, type[Parser]]] = {
 def import_file(
     path: Path,
     *,
-    store: SQLiteStore,
+    store: BulkStore,
     identity: Identity,
     kind: str | None = None,
     strict: bool = False,
     progress: bool | None = None,
     now: int | None = None,
-    chunk: int = CHUNK,
+    chunk: int | None = None,
     separate_reader: bool | None = None,
 ) -> ImportReport:
     """Import *path* into *store*. Raises :class:`ImportFailed` for a file that cannot
     be imported at all; bad lines are in the report instead. Runs on the caller's
-    thread (from async code, in an executor). *separate_reader*: read the file in a
-    second process (None: when it has ``SEPARATE_READER_BYTES`` or more)."""
+    thread (from async code, in an executor). *store*: a SQLite or Redis store (its
+    ``bulk()`` session). *chunk*: events per transaction (None: ``CHUNK`` for SQLite,
+    ``SHARED_CHUNK`` for Redis). *separate_reader*: read the file in a second process
+    (None: when it has ``SEPARATE_READER_BYTES`` or more)."""
+    if chunk is None:
+        chunk = CHUNK if isinstance(store, SQLiteStore) else SHARED_CHUNK
     # Nothing here makes cycles, and the cyclic GC would rescan the many long-lived
     # objects over and over.
     collecting = gc.isenabled()
@@ -122,7 +126,7 @@ def _interruptible() -> Iterator[None]:
 
 def _import(
     path: Path,
-    store: SQLiteStore,
+    store: BulkStore,
     identity: Identity,
     kind: str | None,
     strict: bool,
@@ -139,7 +143,7 @@ def _import(
         raise ImportFailed(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
     if not path.is_file():
         raise ImportFailed(f"{path}: no such file")
-    if store.path == ":memory:":
+    if isinstance(store, SQLiteStore) and store.path == ":memory:":
         raise ImportFailed("bulk import needs an SQLite file, not :memory:")
 
     size = path.stat().st_size

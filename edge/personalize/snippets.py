@@ -123,15 +123,29 @@ def choose_language(
 
 @dataclass(frozen=True)
 class SnippetProblem:
-    """A snippet that cannot be used: ``file:line: message``."""
+    """A snippet that cannot be used: ``file:line: error: message``, the line of the
+    template under it, and what to do."""
 
     file: str
     line: int | None
     message: str
+    text: str = ""
+    """The template's line, shown under the message."""
+    help: str = ""
+
+    def brief(self) -> str:
+        """One line, for the log."""
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.message}"
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.message}"
+        out = [f"{where}: error: {self.message}"]
+        if self.text.strip():
+            out.append("    " + self.text.strip())
+        if self.help:
+            out.append(f"  help: {self.help}")
+        return "\n".join(out)
 
 
 def _zone(name: str) -> tzinfo:
@@ -319,7 +333,7 @@ class Snippets:
             except jinja2.TemplateNotFound:
                 continue
             except jinja2.TemplateSyntaxError as exc:
-                self._log(str(_problem(exc, candidate)))
+                self._log(_problem(exc, candidate).brief())
                 return None
             except Exception as exc:  # an unreadable file, say
                 self._log(f"{candidate}: cannot load: {exc}")
@@ -354,7 +368,7 @@ class Snippets:
         try:
             html = template.render(context)
         except Exception as exc:
-            self._log(str(_runtime_problem(exc, template)))
+            self._log(_runtime_problem(exc, template).brief())
             return None
         if key is not None:
             self._rendered[key] = html
@@ -445,7 +459,16 @@ _KEY_ENCODER: Final = msgspec.json.Encoder(enc_hook=_key_default, order="determi
 
 
 def _problem(exc: jinja2.TemplateSyntaxError, name: str) -> SnippetProblem:
-    return SnippetProblem(exc.filename or name, exc.lineno, exc.message or str(exc))
+    lines = (exc.source or "").splitlines()
+    text = lines[exc.lineno - 1] if 0 < exc.lineno <= len(lines) else ""
+    return SnippetProblem(
+        exc.filename or name,
+        exc.lineno,
+        f"template syntax: {exc.message or exc}",
+        text,
+        "snippets are Jinja2 templates: {{ value }}, {% if test %}...{% endif %}, "
+        "{% for x in list %}...{% endfor %}",
+    )
 
 
 def _runtime_problem(exc: BaseException, template: jinja2.Template) -> SnippetProblem:

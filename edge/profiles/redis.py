@@ -33,9 +33,11 @@ import asyncio
 import random
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import AbstractConnection
@@ -156,6 +158,14 @@ class RedisStore(Store):
             name[start:].decode() async for name in self._redis.scan_iter(match=pattern, count=1000)
         ]
 
+    # one-time names (signed ingest requests seen): ``o:{name}``, expiring by itself
+
+    async def claim_once(self, name: str, ttl: int) -> bool:
+        return bool(await self._redis.set(f"{self.prefix}o:{name}", 1, nx=True, ex=ttl))
+
+    async def release_once(self, name: str) -> None:
+        await self._redis.delete(f"{self.prefix}o:{name}")
+
     # writes
 
     async def transact(
@@ -245,6 +255,10 @@ class RedisStore(Store):
             for claim in new_claims:
                 pipe.set(self._claim + claim, stamp, ex=CLAIM_TTL)
 
+    def bulk(self) -> RedisBulkSession:
+        """A synchronous connection of its own for a bulk writer (``edge import``)."""
+        return RedisBulkSession(self)
+
     async def close(self) -> None:
         self._closed = True
         readers, self._readers = self._readers, []
@@ -252,6 +266,139 @@ class RedisStore(Store):
             await conn.disconnect()
         await self._redis.aclose()
         await self._pool.aclose()
+
+
+_BULK_PART: Final = 1_000
+"""Keys per ``MGET`` of a bulk session's reads."""
+
+
+@dataclass
+class RedisWrites:
+    """A bulk transaction's writes, encoded (on the importer's thread, as
+    :func:`edge.profiles.sqlite.prepare` does for SQLite)."""
+
+    gone: list[str]
+    kept: list[tuple[str, bytes, list[str]]]
+    """(key, the encoded profile, its aliases)."""
+    claims: list[str]
+
+
+class RedisBulkSession:
+    """A bulk writer's session (``edge import``), with the interface of SQLite's
+    :class:`~edge.profiles.sqlite.BulkSession`: reads by the thousand (``MGET``), then
+    each :meth:`run` one ``MULTI``/``EXEC`` of the same writes :meth:`RedisStore.transact`
+    makes (profiles, alias links and sets, claims with ``CLAIM_TTL``).
+
+    Redis cannot tell whether someone wrote since the early reads (SQLite's
+    ``data_version``), so :meth:`others_wrote` always says maybe: the importer reads
+    again inside :meth:`run`, where every read also ``WATCH``es what it read, and
+    ``EXEC`` fails if a sidecar wrote any of it meanwhile; :meth:`run` then runs the
+    body again, up to ``MAX_ATTEMPTS`` times."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self._keys = store
+        """(Where the key prefixes are.)"""
+        self._client = redis.Redis.from_url(store.url)
+        self._pipe: Any = None
+        """The watching pipeline while :meth:`run` runs its body."""
+        self._queued: list[RedisWrites] = []
+
+    def _mget(self, prefix: str, names: Sequence[str]) -> list[bytes | None]:
+        values: list[bytes | None] = []
+        pipe = self._pipe
+        for i in range(0, len(names), _BULK_PART):
+            part = [prefix + name for name in names[i : i + _BULK_PART]]
+            if pipe is not None:
+                pipe.watch(*part)  # (immediate mode: the MGET below runs at once)
+                values += pipe.mget(part)
+            else:
+                values += self._client.mget(part)
+        return values
+
+    def blobs(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """The stored (encoded) profiles among *keys*."""
+        values = self._mget(self._keys._profile, keys)
+        return {k: v for k, v in zip(keys, values, strict=True) if v is not None}
+
+    def aliases(self, aliases: Sequence[str]) -> dict[str, str]:
+        """alias -> key for the *aliases* that point at a profile."""
+        values = self._mget(self._keys._alias, aliases)
+        return {a: v.decode() for a, v in zip(aliases, values, strict=True) if v is not None}
+
+    def claims(self, claims: Sequence[str]) -> set[str]:
+        """The *claims* already recorded."""
+        values = self._mget(self._keys._claim, claims)
+        return {c for c, v in zip(claims, values, strict=True) if v is not None}
+
+    def others_wrote(self) -> bool:
+        return True  # (not knowable: check what was read, see the class docstring)
+
+    @staticmethod
+    def prepare(result: Profiles, new_claims: Sequence[str]) -> RedisWrites:
+        """*result* (None deletes) and *new_claims*, encoded."""
+        return RedisWrites(
+            gone=[key for key, p in result.items() if p is None],
+            kept=[(key, encode(p), p.aliases) for key, p in result.items() if p is not None],
+            claims=list(new_claims),
+        )
+
+    def store(self, writes: RedisWrites) -> None:
+        """Write *writes* with the transaction :meth:`run` is running."""
+        if self._pipe is None:
+            raise RuntimeError("RedisBulkSession.store outside run()")
+        self._queued.append(writes)
+
+    def write(self, result: Profiles, new_claims: Sequence[str]) -> None:
+        self.store(self.prepare(result, new_claims))
+
+    def run(self, body: Callable[[], None]) -> None:
+        """*body*'s reads (watched) and writes, the writes in one ``MULTI``/``EXEC``;
+        again from the start if a watched key changed before ``EXEC``."""
+        for attempt in range(MAX_ATTEMPTS):
+            with self._client.pipeline(transaction=True) as pipe:
+                self._pipe, self._queued = pipe, []
+                try:
+                    body()
+                    pipe.multi()
+                    for writes in self._queued:
+                        self._queue(pipe, writes)
+                    pipe.execute()
+                    return
+                except WatchError as exc:
+                    # redis-py says WatchError for a connection lost while watching too:
+                    # that is no conflict to retry (an import run again counts once).
+                    if isinstance(exc.__context__, RedisConnectionError | RedisTimeoutError):
+                        raise exc.__context__ from None
+                    time.sleep(random.uniform(0, 0.001 * (attempt + 1)))
+                finally:
+                    self._pipe, self._queued = None, []
+        raise TransactionConflict(
+            f"the import's profiles changed under {MAX_ATTEMPTS} attempts in a row; this "
+            "chunk was not written (run the import again: what was written counts once)"
+        )
+
+    def _queue(self, pipe: Any, writes: RedisWrites) -> None:
+        """The commands of :meth:`RedisStore._queue_writes`, from encoded profiles."""
+        keys = self._keys
+        for key in writes.gone:
+            pipe.eval(
+                _DELETE_PROFILE, 2, keys._profile + key, keys._alias_set + key, key, keys._alias
+            )
+        for key, data, aliases in writes.kept:
+            pipe.set(keys._profile + key, data)
+            if aliases:
+                pipe.mset({keys._alias + alias: key for alias in aliases})
+                pipe.sadd(keys._alias_set + key, *aliases)
+        if writes.claims:
+            stamp = int(time.time())
+            for claim in writes.claims:
+                pipe.set(keys._claim + claim, stamp, ex=CLAIM_TTL)
+
+    def checkpoint(self) -> None:
+        """(Nothing to do: SQLite's WAL copy has no Redis counterpart.)"""
+
+    def close(self) -> None:
+        self._client.close()
 
 
 def _glob_escape(text: str) -> str:

@@ -20,7 +20,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -119,6 +119,36 @@ class SQLiteStore(Store):
     async def get_products(self) -> list[dict[str, Any]]:
         row = self._reader.execute("SELECT data FROM learned WHERE name = 'products'").fetchone()
         return decode_products(row[0] if row else None)
+
+    # one-time names (signed ingest requests seen), on a connection of their own, off
+    # the event loop: rare, and never in the writer thread's group commits
+
+    async def claim_once(self, name: str, ttl: int) -> bool:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._once, "claim", name, ttl)
+
+    async def release_once(self, name: str) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._once, "release", name, 0)
+
+    def _once(self, action: str, name: str, ttl: int) -> bool:
+        with self.__dict__.setdefault("_once_lock", threading.Lock()):
+            conn = self.__dict__.get("_once_conn")
+            if conn is None:
+                conn = self.__dict__["_once_conn"] = _connect(self.path, sync_full=False)
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS once (name TEXT PRIMARY KEY, until INTEGER "
+                    "NOT NULL) WITHOUT ROWID"
+                )
+            if action == "release":
+                conn.execute("DELETE FROM once WHERE name = ?", (name,))
+                return True
+            now = int(time.time())
+            conn.execute("DELETE FROM once WHERE until < ?", (now,))
+            # One statement, atomic: of two replicas claiming one name, one inserts.
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO once (name, until) VALUES (?, ?)", (name, now + ttl)
+            )
+            return cursor.rowcount == 1
 
     # writes
 
@@ -289,6 +319,16 @@ class BulkSession:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+    def run(self, body: Callable[[], None]) -> None:
+        """*body* (its reads and :meth:`store`/:meth:`write` calls) in one transaction."""
+        with self.transaction():
+            body()
+
+    @staticmethod
+    def prepare(result: Profiles, new_claims: Sequence[str]) -> Writes:
+        """:func:`prepare`, for the bulk writer (any thread)."""
+        return prepare(result, new_claims)
 
     def write(self, result: Profiles, new_claims: Sequence[str]) -> None:
         """Store *result* (None deletes) and record *new_claims*, as a transaction does."""

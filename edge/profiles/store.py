@@ -14,6 +14,7 @@ by ``cust:<customer id>`` (or ``email:<hash>`` before the shop tells us the id).
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
@@ -66,6 +67,24 @@ class Store(abc.ABC):
     async def get_products(self) -> list[dict[str, Any]]:
         """The products kept by :meth:`put_products` (none if never)."""
         return []
+
+    async def claim_once(self, name: str, ttl: int) -> bool:
+        """Record *name* for *ttl* seconds; False when it is recorded already (a
+        signed ingest request seen before: see ``edge.ingest``). Atomic across the
+        store's users. This default keeps them in the process (the in-memory store);
+        the shared stores keep them where every replica sees them."""
+        now = time.monotonic()
+        kept: dict[str, float] = self.__dict__.setdefault("_once", {})
+        for old in [k for k, until in kept.items() if until <= now]:
+            del kept[old]
+        if name in kept:
+            return False
+        kept[name] = now + ttl
+        return True
+
+    async def release_once(self, name: str) -> None:
+        """Forget a :meth:`claim_once` whose work was not done (the sender may retry)."""
+        self.__dict__.get("_once", {}).pop(name, None)
 
 
 def encode_products(records: list[dict[str, Any]]) -> bytes:

@@ -402,6 +402,18 @@ class Replayer:
             self._cache._store(self._key, self._entry, recording)
         return out
 
+    def stop(self, reason: str) -> bytes:
+        """Stop rewriting here (see :meth:`Rewriter.stop`): a replay hands over to a
+        real rewriter given the input read so far, which then stops; no template is
+        kept of this response."""
+        self._record = False
+        if self._rw is None:
+            self._start_real(self._replay.body[: self._fed] if self._replay is not None else b"")
+        out = self._feed(b"") if self._pending else b""
+        self._give_up_recording()
+        assert self._rw is not None
+        return out + self._cut(self._rw.stop(reason))
+
     # -- replaying --------------------------------------------------------------
 
     def _diverge(self) -> None:

@@ -236,6 +236,16 @@ class Rewriter(ListItems):
             return b""
         return self._step(True)
 
+    def stop(self, reason: str) -> bytes:
+        """Stop rewriting here (a page too long to rewrite, say): returns the input
+        held back as it came, and what is written from now on passes through
+        unchanged. As when it bails, the output is the rewritten document up to the
+        edit in progress and the original from there: edits already made stay
+        (:attr:`error` says why the rest was not rewritten)."""
+        if self._ended or self._passthrough:
+            return b""
+        return self._bail(reason)
+
     def record(self, recorder: Recorder) -> None:
         """Hand this document's output to *recorder*, marked, to keep as a template
         (see :mod:`.replay`); call before the first :meth:`write`."""

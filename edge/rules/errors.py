@@ -22,10 +22,13 @@ class RuleError:
     """The source line shown under the message."""
     length: int = 1
     help: str = ""
+    severity: str = "error"
+    """``error`` (the rule set is not loaded) or ``warning`` (it is, and this is
+    probably not what was meant)."""
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
-        out = [f"{where}: error: {self.message}"]
+        out = [f"{where}: {self.severity}: {self.message}"]
         if self.text:
             shown = self.text.replace("\t", " ")
             out.append("    " + shown)

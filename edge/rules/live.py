@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +33,22 @@ class LiveRules:
     ``reload()`` compares file names, sizes and mtimes, then content hashes; a valid
     edit is swapped in at once (one assignment), an invalid one leaves the serving
     rules in place and its errors in ``errors``. Every rule set's pages are its files'
-    ``[page_types]`` (the empty rule set served before any file loads has none)."""
+    ``[page_types]`` (the empty rule set served before any file loads has none).
+
+    *snippets* lists the snippet files there are: the placements' are checked against
+    them, and a change in the list counts as a change of the files (a placement
+    refused for a snippet not yet written loads once the snippet is there)."""
 
     def __init__(
         self,
         directory: str | Path,
         only: Sequence[str] | None = None,
+        snippets: Callable[[], Collection[str]] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.only = only
+        self.snippets = snippets
+        self._snippet_names: frozenset[str] | None = None
         empty, _ = compile_sources(())
         assert empty is not None  # no files, no errors
         self.ruleset: RuleSet = empty
@@ -59,9 +66,19 @@ class LiveRules:
     def _stats(self) -> tuple[Any, ...]:
         try:
             paths = rule_files(self.directory, self.only)
-            return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+            files = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
         except OSError:
-            return ()
+            files = ()
+        return files, self._list_snippets()
+
+    def _list_snippets(self) -> frozenset[str] | None:
+        if self.snippets is None:
+            return None
+        try:
+            self._snippet_names = frozenset(self.snippets())
+        except OSError as exc:  # kept as they were: the snippets' loader will say it
+            log.warning("rules: cannot list the snippets: %s", exc)
+        return self._snippet_names
 
     def reload(self) -> bool:
         """Load the files if they changed; True if a new rule set is now serving."""
@@ -69,14 +86,14 @@ class LiveRules:
         if stat == self._stat:
             return False
         self._stat = stat
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(repr(sorted(stat[1] or ())).encode())
         for path in rule_files(self.directory, self.only):
             with contextlib.suppress(OSError):
                 digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
         if digest.hexdigest() == self._digest:
             return False
         self._digest = digest.hexdigest()
-        ruleset, errors = load_rules(self.directory, self.only)
+        ruleset, errors = load_rules(self.directory, self.only, self._snippet_names)
         if ruleset is None:
             self.errors = errors
             for error in errors:
@@ -87,6 +104,8 @@ class LiveRules:
         self.ruleset = ruleset
         self.errors = []
         self.loaded = True
+        for warning in ruleset.warnings:
+            log.warning("%s", warning)
         log.info(
             "rules: %d segments, %d placements loaded",
             len(ruleset.segments),

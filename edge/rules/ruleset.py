@@ -26,6 +26,7 @@ import msgspec
 from edge.pages import NAMED_CAPTURES, PageMap, PatternError, compile_pattern
 from edge.rules import functions as fn
 from edge.rules.carts import CartRules, CartSections, parse_carts
+from edge.rules.checks import file_warnings, snippet_errors
 from edge.rules.compiler import Checked, Explained, Interpreter, Output, Program, check, generate
 from edge.rules.errors import Locator, RuleError
 from edge.rules.lang import LangError, parse, parse_duration
@@ -101,6 +102,8 @@ class RuleSet:
     """The profiling questions by trait, in the order they are asked."""
     products: ProductSelectors = field(default_factory=ProductSelectors)
     """``[products]``: the merchant's selectors for product facts."""
+    warnings: list[RuleError] = field(default_factory=list)
+    """What loaded but is probably not what was meant (:mod:`edge.rules.checks`)."""
     segment_names: tuple[str, ...] = ()
     evaluate: Callable[[fn.Context], tuple[bool, ...]] = field(init=False, repr=False)
     """``evaluate(ctx)``: every segment (in ``segment_names`` order), then every
@@ -170,6 +173,7 @@ class _Parsed:
     questions: list[Declared] = field(default_factory=list)
     products: dict[str, tuple[Selector, str]] = field(default_factory=dict)
     errors: list[RuleError] = field(default_factory=list)
+    warnings: list[RuleError] = field(default_factory=list)
 
 
 def _validation_message(error: msgspec.ValidationError, what: str) -> tuple[str, str]:
@@ -223,6 +227,7 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
         except tomllib.TOMLDecodeError as e:
             parsed.errors.append(loc.toml_error(str(e)))
             return
+    parsed.warnings += file_warnings(shown, text, data)
     try:
         declared: RuleFile | None = msgspec.convert(data, RuleFile)
     except msgspec.ValidationError:
@@ -621,7 +626,7 @@ def _check_placement(
         line, col = loc.key(header, key) if key else (header or 1, 1)
         errors.append(loc.error(line, col, message, len(key) or 1, help))
 
-    if slots and p.slot not in slots:
+    if p.slot not in slots:
         close = difflib.get_close_matches(p.slot, list(slots), n=1)
         err(
             "slot",
@@ -700,9 +705,11 @@ def rule_files(directory: Path, only: Sequence[str] | None = None) -> list[Path]
 def load_rules(
     directory: str | Path,
     only: Sequence[str] | None = None,
+    snippets: Collection[str] | None = None,
 ) -> tuple[RuleSet | None, list[RuleError]]:
     """Read, check and compile every ``*.toml`` in *directory* (or the files named in
-    *only*). Returns the rule set, or None and every error found."""
+    *only*). Returns the rule set, or None and every error found. *snippets*: the
+    snippet files there are, to check the placements' against (None: unchecked)."""
     directory = Path(directory)
     if not directory.is_dir():
         return None, [RuleError(str(directory), 0, 0, "no such directory")]
@@ -715,17 +722,19 @@ def load_rules(
         except (OSError, UnicodeDecodeError) as e:
             sources.append((shown, None))
             errors.append(RuleError(shown, 0, 0, f"cannot read: {e}"))
-    return compile_sources(sources, errors)
+    return compile_sources(sources, errors, snippets=snippets)
 
 
 def compile_sources(
     sources: Iterable[tuple[str, str | None]],
     errors: Iterable[RuleError] = (),
     decoded: dict[str, dict[str, Any]] | None = None,
+    snippets: Collection[str] | None = None,
 ) -> tuple[RuleSet | None, list[RuleError]]:
     """Check and compile rule files given as (name shown in errors, text); a text of
     None is a file that could not be read (its error is among *errors*). *decoded*
-    has the TOML of some files already decoded (their text then only places errors).
+    has the TOML of some files already decoded (their text then only places errors);
+    *snippets* as for :func:`load_rules`.
 
     The cyclic garbage collector is paused meanwhile: compiling allocates tens of
     thousands of small, acyclic objects (tokens, nodes, code strings), and in a serving
@@ -734,7 +743,7 @@ def compile_sources(
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _compile_sources(sources, errors, decoded)
+        return _compile_sources(sources, errors, decoded, snippets)
     finally:
         if paused:
             gc.enable()
@@ -744,6 +753,7 @@ def _compile_sources(
     sources: Iterable[tuple[str, str | None]],
     errors: Iterable[RuleError],
     decoded: dict[str, dict[str, Any]] | None,
+    snippets: Collection[str] | None,
 ) -> tuple[RuleSet | None, list[RuleError]]:
     parsed = _Parsed(errors=list(errors))
     files = []
@@ -767,6 +777,8 @@ def _compile_sources(
         rule = _check_placement(p, loc, header, names, parsed.slots, errors, known, zone)
         if rule is not None:
             placements.append(rule)
+    if snippets is not None:
+        errors += snippet_errors(parsed.placements, snippets)
     questions = _questions(parsed, names, errors, known, shop)
     seen: dict[str, PlacementRule] = {}
     for rule in placements:
@@ -816,6 +828,7 @@ def _compile_sources(
         shop=shop_links(shop, page_types),
         questions=asked,
         products=product_selectors(parsed.products),
+        warnings=parsed.warnings,
     ), []
 
 
