@@ -194,3 +194,22 @@ def test_sighup_gives_new_requests_a_new_upstream_pool_with_the_new_timeouts(
         assert fetch(proc.port, "/page").status == 200
     finally:
         assert proc.stop() == 0
+
+
+def test_every_setting_is_either_applied_by_a_reload_or_named_as_needing_a_restart() -> None:
+    """A new setting must be sorted into one or the other (README, "Limits, timeouts and
+    signals", lists the restart ones)."""
+    from edge.app import LIVE_SETTINGS
+    from edge.config import FIELDS
+
+    assert set(FIELDS) >= LIVE_SETTINGS
+    assert set(FIELDS) - LIVE_SETTINGS == {
+        "host",
+        "port",
+        "store",
+        "catalog",
+        "replay_cache_bytes",
+        "profile_cache_ttl",
+        "session_cookie",
+        "logout_paths",
+    }
