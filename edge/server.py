@@ -145,9 +145,18 @@ class _GuardedHttp(HttpToolsProtocol):
         self._too_large = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._arm_head_timer()  # a connection that never sends a byte is closed too
+        self._cycles: list[Any] = []  # this connection's requests not answered yet
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        # uvicorn tells only the newest request that the client left; with pipelined
+        # requests the one being answered would write to a closed transport (a
+        # traceback per request). Every open one learns it.
+        for cycle in self._cycles:
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
+        self._cycles = []
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -180,7 +189,10 @@ class _GuardedHttp(HttpToolsProtocol):
         self._cancel_head_timer()
         super().on_headers_complete()
         cycle = self.cycle
-        if cycle is not None and cycle.scope is self.scope and self.scope["http_version"] == "1.0":
+        if cycle is None or cycle.scope is not self.scope:
+            return  # (an upgrade: no request made)
+        self._cycles = [c for c in self._cycles if not c.response_complete] + [cycle]
+        if self.scope["http_version"] == "1.0":
             # The task just made for the app has not run yet; it reads cycle.send when it does.
             cycle.send = _unchunked(cycle)  # type: ignore[method-assign]
 
