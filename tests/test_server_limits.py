@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import pytest
 
@@ -61,22 +62,20 @@ def _read_until_closed(sock: socket.socket) -> bytes:
         out += chunk
 
 
-def _read_response(sock: socket.socket) -> bytes:
-    """One response with a Content-Length body, leaving the connection open."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"closed before a whole head: {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+def _read_response(reader: BinaryIO) -> bytes:
+    """One response with a Content-Length body from *reader* (the socket's buffered
+    file: pipelined responses may arrive in one packet), leaving the connection open."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = reader.readline()
+        assert line, f"closed before a whole head: {head!r}"
+        head += line
     length = next(
         int(line.split(b":", 1)[1])
         for line in head.split(b"\r\n")
         if line.lower().startswith(b"content-length:")
     )
-    while len(body) < length:
-        body += sock.recv(65536)
-    return head + b"\r\n\r\n" + body
+    return head + reader.read(length)
 
 
 def _request(path: str, version: str = "1.1", extra: bytes = b"") -> bytes:
@@ -110,7 +109,7 @@ def test_a_head_that_never_ends_is_stopped_at_the_limit_not_buffered(
     sent = 0
     with _connect(guarded.port) as sock:
         sock.sendall(_request("/page"))
-        assert _read_response(sock).startswith(b"HTTP/1.1 200 ")
+        assert _read_response(sock.makefile("rb")).startswith(b"HTTP/1.1 200 ")
         sock.sendall(b"GET /page HTTP/1.1\r\nHost: shop.test\r\nX-Huge: ")
         piece = b"a" * 65536
         with pytest.raises(OSError):  # broken pipe or reset: the server hung up
@@ -171,10 +170,10 @@ def test_a_kept_alive_connection_idles_for_keepalive_timeout_not_header_timeout(
 ) -> None:
     with _connect(guarded.port) as sock:
         sock.sendall(_request("/page"))
-        assert _read_response(sock).startswith(b"HTTP/1.1 200 ")
+        assert _read_response(sock.makefile("rb")).startswith(b"HTTP/1.1 200 ")
         time.sleep(TIMEOUT * 1.5)  # idle past header_timeout, within keepalive_timeout
         sock.sendall(_request("/page"))
-        assert _read_response(sock).startswith(b"HTTP/1.1 200 ")
+        assert _read_response(sock.makefile("rb")).startswith(b"HTTP/1.1 200 ")
         # then, left idle, it is closed (at keepalive_timeout)
         assert _read_until_closed(sock) == b""
 
@@ -183,7 +182,8 @@ def test_a_kept_alive_connection_idles_for_keepalive_timeout_not_header_timeout(
 def test_pipelined_requests_in_one_packet_are_all_answered(guarded: EdgeProcess) -> None:
     with _connect(guarded.port) as sock:
         sock.sendall(_request("/page") + _request("/status/404") + _request("/page"))
-        replies = [_read_response(sock) for _ in range(3)]
+        reader = sock.makefile("rb")
+        replies = [_read_response(reader) for _ in range(3)]
     assert [r.split(b" ", 2)[1] for r in replies] == [b"200", b"404", b"200"]
 
 
