@@ -304,6 +304,7 @@ class EdgeApp:
         self.decider.activities.stylesheet = config.stylesheet
         self.decider.languages = tuple(config.languages or ["en"])
         self.decider.trust_geo = config.trust_geo
+        self.decider.set_qa(config.qa_cookie, config.qa_visitors)
         if config.avg_order_value is not None:
             self.decider.shop = ShopStats(avg_order_value=config.avg_order_value)
         elif old.avg_order_value is not None:
@@ -368,6 +369,8 @@ LIVE_SETTINGS: Final = (
         "stylesheet",
         "languages",
         "trust_geo",
+        "qa_cookie",
+        "qa_visitors",
         "avg_order_value",
         "personalize_max_bytes",
         "log_level",

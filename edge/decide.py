@@ -125,10 +125,11 @@ class Decider:
         """Whether the request's geo headers are the operator's (see Config.trust_geo)."""
         self.page_languages = PageLanguages()
         """What the shop's pages declared (``<html lang>``), learned as they pass."""
-        self.qa_cookie = qa_cookie
-        self.qa_visitors = frozenset(qa_visitors)
+        self.qa_cookie = ""
+        self.qa_visitors: frozenset[str] = frozenset()
         """QA: a browser with ``qa_cookie``, these visitor ids and ``cust:ID``s."""
-        self._qa_any = bool(qa_cookie or self.qa_visitors)
+        self._qa_any = False
+        self.set_qa(qa_cookie, qa_visitors)
 
     def page_seen(self, path: str, top: bytes) -> None:
         """A personalized page went out; *top* is its first decoded bytes: its
@@ -260,6 +261,12 @@ class Decider:
             digest.update(edit.share)
         decision.fingerprint = digest.hexdigest()
         return decision
+
+    def set_qa(self, cookie: str, visitors: Sequence[str]) -> None:
+        """Who is QA from now on (at start, and on a reload)."""
+        self.qa_cookie = cookie
+        self.qa_visitors = frozenset(visitors)
+        self._qa_any = bool(cookie or visitors)
 
     def _qa(self, head: RequestHead, visitor_id: str | None, unit: str) -> bool:
         """Whether this is QA: the QA cookie (any value), or a listed visitor or

@@ -393,6 +393,12 @@ def test_previews_and_qa_visitors_see_placements_but_are_not_measured(app: EdgeA
     assert decision.arms == {"hero-ab": arm}
     # anyone else is measured
     assert decide(app)[0].measured
+    # a reload (SIGHUP) applies new QA settings: no QA cookie, no listed customer
+    assert app.reload(msgspec.structs.replace(app.config, qa_cookie="", qa_visitors=[])) == []
+    assert decide(app, cookie="edge_qa=1")[0].measured
+    assert decide(app, cookie=cookie)[0].measured
+    app.reload(msgspec.structs.replace(app.config, qa_cookie="edge_qa", qa_visitors=["x"]))
+    assert not decide(app, cookie="edge_qa=1")[0].measured
 
 
 # --- a real edge serve --------------------------------------------------------------------
