@@ -42,6 +42,7 @@ from edge.profiles.store import Store, StoreUnavailable
 from edge.proxy import Proxy
 from edge.reading import Reading
 from edge.recorder import Recorder
+from edge.report import report_response
 from edge.respond import Responder
 from edge.rewriting import Rewriting
 from edge.rules import LiveRules, ShopStats, rules_directory
@@ -145,6 +146,7 @@ class EdgeApp:
                 Route("/_edge/healthz", self.healthz, methods=["GET", "HEAD"]),
                 Route("/_edge/readyz", self.readyz, methods=["GET", "HEAD"]),
                 Route("/_edge/metrics", MetricsEndpoint(config.metrics_token), methods=["GET"]),
+                Route("/_edge/report.json", self.report_json, methods=["GET"]),
                 Mount("/_edge/static", StaticFiles(directory=STATIC_DIR), name="static"),
                 *endpoints.routes(),
             ],
@@ -233,6 +235,15 @@ class EdgeApp:
             "read_timeout_ms": round(self.store.read_timeout * 1000),
         }
         return verdict, detail
+
+    async def report_json(self, request: Request) -> Response:
+        """The report (edge/report.py) behind ``admin_token``: 404 while it is unset,
+        401 without it; ``?since=DATE`` and ``?placement=ID`` as ``edge report``'s."""
+        if not self.config.admin_token:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        if not self._is_admin(request):
+            return JSONResponse({"error": "admin token required"}, status_code=401)
+        return await report_response(request, self.store, self.rules.ruleset, self.config)
 
     def _is_admin(self, request: Request) -> bool:
         token = self.config.admin_token

@@ -9,6 +9,10 @@ Layout, every key under ``prefix`` (default ``edge:``):
   elsewhere stays listed, and deletion checks where it points before removing it);
 - ``c:{claim}``   an idempotency claim (an order or event id already applied), kept
   for ``CLAIM_TTL`` (400 days, as long as the daily counters look back);
+- ``t:{day}``     the daily aggregates of the units first exposed that day (unix day
+  number): a hash, field ``{placement}\x1f{arm}\x1f{n}`` for the n-th of
+  :data:`~edge.profiles.model.TALLY_FIELDS`, added to (``HINCRBY``/``HINCRBYFLOAT``) in
+  the ``MULTI`` that writes the profiles; ``tdays``: the set of those days;
 - ``products``    the products learned from the shop's pages (one msgpack blob,
   shared by the replicas: the last writer's view wins, each learns again anyway).
 
@@ -45,14 +49,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from edge.profiles.model import Profile, decode, encode
+from edge.profiles.model import TALLY_FIELDS, Profile, Tally, TallyKey, decode, encode
 from edge.profiles.store import (
     CLAIM_TTL,
     Mutation,
     Profiles,
+    ReportRow,
     Store,
     decode_products,
     encode_products,
+    measuring,
 )
 
 MAX_ATTEMPTS: Final = 50
@@ -233,9 +239,12 @@ class RedisStore(Store):
                     seen = {
                         c for c, v in zip(claims, values[len(keys) :], strict=True) if v is not None
                     }
-                    result = mutation(current, seen)
+                    deltas: dict[TallyKey, Tally] = {}
+                    result = measuring(mutation, deltas)(current, seen)
                     pipe.multi()
                     self._queue_writes(pipe, result, [c for c in claims if c not in seen])
+                    if deltas:
+                        _queue_tallies(pipe, self.prefix, deltas)
                     committing = True
                     await pipe.execute()
                     return result
@@ -276,6 +285,19 @@ class RedisStore(Store):
             stamp = int(time.time())
             for claim in new_claims:
                 pipe.set(self._claim + claim, stamp, ex=CLAIM_TTL)
+
+    async def report_rows(self, since_day: int = 0) -> list[ReportRow]:
+        days = sorted(
+            int(d) for d in await self._redis.smembers(self.prefix + "tdays") if int(d) >= since_day
+        )
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for day in days:
+                pipe.hgetall(f"{self.prefix}t:{day}")
+            hashes = await pipe.execute()
+        rows: list[ReportRow] = []
+        for day, fields in zip(days, hashes, strict=True):
+            rows += _rows(day, fields)
+        return rows
 
     def bulk(self) -> RedisBulkSession:
         """A synchronous connection of its own for a bulk writer (``edge import``)."""
@@ -421,6 +443,39 @@ class RedisBulkSession:
 
     def close(self) -> None:
         self._client.close()
+
+
+_SEP: Final = "\x1f"
+_INTEGRAL: Final = frozenset({0, 1, 2, 5})
+"""Which of ``TALLY_FIELDS`` are whole numbers (``HINCRBY``; the others by float)."""
+
+
+def _queue_tallies(pipe: Any, prefix: str, deltas: dict[TallyKey, Tally]) -> None:
+    days: set[int] = set()
+    for (day, placement, arm), row in deltas.items():
+        name = f"{prefix}t:{day}"
+        for n, value in enumerate(row):
+            if not value:
+                continue
+            field = f"{placement}{_SEP}{arm}{_SEP}{n}"
+            if n in _INTEGRAL:
+                pipe.hincrby(name, field, int(value))
+            else:
+                pipe.hincrbyfloat(name, field, float(value))
+            days.add(day)
+    if days:
+        pipe.sadd(prefix + "tdays", *days)
+
+
+def _rows(day: int, fields: dict[bytes, bytes]) -> list[ReportRow]:
+    found: dict[tuple[str, str], list[float]] = {}
+    for field, value in fields.items():
+        placement, arm, n = field.decode().split(_SEP)
+        row = found.setdefault((placement, arm), [0, 0, 0, 0.0, 0.0, 0])
+        i = int(n)
+        row[i] = int(value) if i in _INTEGRAL else float(value)
+    assert len(TALLY_FIELDS) == 6
+    return [ReportRow(day, p, a, *row) for (p, a), row in sorted(found.items())]  # type: ignore[arg-type]
 
 
 def _glob_escape(text: str) -> str:
