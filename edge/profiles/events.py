@@ -471,27 +471,34 @@ def _placement_shown(p: Profile, e: PlacementShown, ts: int) -> None:
 
 
 def _arm_exposed(p: Profile, key: str, arm: str, ts: int) -> None:
-    record = p.arms.get(key)
+    arms = p.arms
+    record = arms.get(key)
     if record is None:
-        arms = p.arms
         if len(arms) >= MAX_OFFERS:
             del arms[min(arms, key=lambda k: arms[k].last)]
         arms[key] = ArmRecord(arm[:MAX_ID], ts, ts)
         return
-    record.exposures += 1
-    if ts > record.last:
-        record.last = ts
-    if ts < record.first:  # told late: an earlier exposure than the first known
-        record.first = ts
+    # (records are immutable: a write finds the changed ones by identity)
+    arms[key] = ArmRecord(
+        record.arm,
+        min(ts, record.first),  # told late: an earlier exposure than the first known
+        max(ts, record.last),
+        record.exposures + 1,
+        record.orders,
+        record.revenue,
+        record.clicks,
+    )
 
 
 def _attribute(p: Profile, total: float, ts: int) -> None:
     """An order at *ts* counts for every arm first exposed within the window before it."""
     window = ATTRIBUTION_WINDOW
-    for record in p.arms.values():
-        if 0 <= ts - record.first <= window:
-            record.orders += 1
-            record.revenue += total
+    arms = p.arms
+    for key, r in list(arms.items()):
+        if 0 <= ts - r.first <= window:
+            arms[key] = ArmRecord(
+                r.arm, r.first, r.last, r.exposures, r.orders + 1, r.revenue + total, r.clicks
+            )
 
 
 def _order(p: Profile, e: OrderCompleted, ts: int) -> None:
@@ -747,7 +754,7 @@ def _merge_arms(into: Profile, other: Profile) -> None:
     for key, theirs in other.arms.items():
         mine = into.arms.get(key)
         if mine is None:
-            into.arms[key] = ArmRecord(*msgspec.structs.astuple(theirs))
+            into.arms[key] = theirs
             continue
         first = theirs if (theirs.first, theirs.arm) < (mine.first, mine.arm) else mine
         into.arms[key] = ArmRecord(

@@ -119,12 +119,13 @@ class Affinity(msgspec.Struct, omit_defaults=True):
     bought: dict[str, int] = msgspec.field(default_factory=dict)
 
 
-class ArmRecord(msgspec.Struct, array_like=True):
+class ArmRecord(msgspec.Struct, array_like=True, frozen=True):
     """One placement's measurement for this unit (the profile): the arm it was put in
     (``holdout`` or a variant name), its first and last exposure, how many pages
     exposed it, and the orders (count and revenue) placed within the attribution
     window after the first exposure. The first arm stays: a later page that put the
-    unit in another arm (a changed split, a merge) adds exposures to the first one."""
+    unit in another arm (a changed split, a merge) adds exposures to the first one.
+    Immutable (a change replaces it): a write finds what changed by identity."""
 
     arm: str
     first: int
@@ -264,38 +265,34 @@ TallyKey = tuple[int, str, str]
 Tally = list[float]
 """[units, exposures, converting units, revenue, revenue squared, clicks]: additive."""
 TALLY_FIELDS: Final = ("units", "exposures", "converters", "revenue", "revenue_sq", "clicks")
-ArmState = tuple[str, int, int, int, float, int]
-"""An arm record as compared before and after a write: arm, first, exposures, orders,
-revenue, clicks."""
+ArmStates = dict[str, ArmRecord]
 
 
-def arm_states(profile: Profile | None) -> dict[str, ArmState]:
-    """The arm records of *profile*, copied (a mutation changes them in place)."""
+def arm_states(profile: Profile | None) -> ArmStates:
+    """The arm records of *profile* before a change (a copy of the dict: the records
+    themselves are immutable, a change replaces them)."""
     if profile is None or not profile.arms:
         return {}
-    return {
-        pid: (r.arm, r.first, r.exposures, r.orders, r.revenue, r.clicks)
-        for pid, r in profile.arms.items()
-    }
+    return dict(profile.arms)
 
 
-def _add_state(out: dict[TallyKey, Tally], pid: str, state: ArmState, sign: int) -> None:
-    arm, first, exposures, orders, revenue, clicks = state
-    key = (first // DAY, pid, arm)
+def _add_state(out: dict[TallyKey, Tally], pid: str, record: ArmRecord, sign: int) -> None:
+    key = (record.first // DAY, pid, record.arm)
     row = out.get(key)
     if row is None:
         row = out[key] = [0, 0, 0, 0.0, 0.0, 0]
+    revenue = record.revenue
     row[0] += sign
-    row[1] += sign * exposures
-    row[2] += sign * (1 if orders else 0)
+    row[1] += sign * record.exposures
+    row[2] += sign * (1 if record.orders else 0)
     row[3] += sign * revenue
     row[4] += sign * revenue * revenue
-    row[5] += sign * clicks
+    row[5] += sign * record.clicks
 
 
 def tally_delta(
     out: dict[TallyKey, Tally],
-    before: dict[str, ArmState],
+    before: ArmStates,
     after: Profile | None,
 ) -> None:
     """Add to *out* what one profile write changes in the daily aggregates: each arm
@@ -309,9 +306,9 @@ def tally_delta(
         return
     if not after.arms:
         return
-    for pid, state in arm_states(after).items():
+    for pid, state in after.arms.items():
         old = before.get(pid)
-        if old == state:
+        if old is state:
             continue
         if old is not None:
             _add_state(out, pid, old, -1)
