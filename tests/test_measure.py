@@ -398,3 +398,43 @@ def _assigns_per_customer() -> bool:
     from edge import decide
 
     return "cust:" in inspect.getsource(decide)
+
+
+def test_edge_import_fills_profiles_but_not_the_aggregates(tmp_path: Path) -> None:
+    """The importer's bulk path is for the shop's history before measurement started:
+    an order it imports is in the profile (and its arm record) but not in the report,
+    and it stays out of it (the aggregates count what live writes change)."""
+    import asyncio
+
+    from edge.importer import import_file
+    from edge.profiles.sqlite import SQLiteStore
+
+    db = tmp_path / "profiles.db"
+
+    async def exposed() -> None:
+        store = SQLiteStore(db)
+        service = ProfileService(store, IDENTITY.email_hash)
+        await see(service, "v1", shown("hero", T0, "warm"))
+        await service.record(
+            None, [ev.Identify(anonymous_id="v1", user_id="u1")], ev.Source.SHOP, T0
+        )
+        await store.close()
+
+    asyncio.run(exposed())
+    orders = tmp_path / "orders.csv"
+    orders.write_text(f"order_id,user_id,ts,total\nimp-1,u1,{T0 + 3600},42.5\n")
+    store = SQLiteStore(db)
+    try:
+        result = import_file(orders, store=store, identity=IDENTITY, progress=False, now=T0 + DAY)
+        assert result.errors == [] and result.orders == 1
+
+        async def after() -> tuple[Any, list[ReportRow]]:
+            service = ProfileService(store, IDENTITY.email_hash)
+            await see(service, "v1", shown("hero", T0 + 7200, "warm"), at=T0 + 7200)
+            return await service.load("cust:u1"), await store.report_rows(0)
+
+        profile, found = asyncio.run(after())
+    finally:
+        asyncio.run(store.close())
+    assert profile.order_count == 1 and profile.arms["hero"].revenue == 42.5
+    assert rows(found) == {(DAY0, "hero", "warm"): (1, 2, 0, 0.0, 0.0, 0)}
