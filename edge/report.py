@@ -189,10 +189,11 @@ def build(
         if pid not in seen and (only is None or pid == only):
             out.append(_placement(pid, "", "", {}, by_placement[pid]))
     generated = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    days = window_seconds / DAY
     return {
         "generated": generated,
         "since": day_text(since_day),
-        "window_days": window_seconds / DAY,
+        "window_days": int(days) if days.is_integer() else days,
         "placements": out,
     }
 

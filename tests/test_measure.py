@@ -438,3 +438,28 @@ def test_edge_import_fills_profiles_but_not_the_aggregates(tmp_path: Path) -> No
         asyncio.run(store.close())
     assert profile.order_count == 1 and profile.arms["hero"].revenue == 42.5
     assert rows(found) == {(DAY0, "hero", "warm"): (1, 2, 0, 0.0, 0.0, 0)}
+
+
+def test_a_decision_s_exposures_carry_its_arms_and_a_qa_decision_measures_nothing() -> None:
+    from edge.decide import Decision
+    from edge.rewriting import SlotEdit
+
+    class Decided(Decision):  # (the placement step's fields: arms, measured)
+        pass
+
+    edit = SlotEdit("hero", "home-hero", None)  # type: ignore[arg-type]
+    decision = Decided(edits=[edit], held_out=["banner"], now=T0)
+    plain = decision.exposures()
+    assert [(e.placement_id, e.arm, e.held_out, e.measured) for e in plain] == [  # type: ignore[attr-defined]
+        ("hero", "", False, True),
+        ("banner", "holdout", True, True),
+    ]
+    decision.arms = {"hero": "bold", "banner": "holdout"}  # type: ignore[attr-defined]
+    assert decision.exposures()[0].arm == "bold"  # type: ignore[attr-defined]
+    decision.measured = False  # type: ignore[attr-defined]
+    qa = decision.exposures()
+    assert [(e.placement_id, e.measured) for e in qa] == [("hero", False)]  # type: ignore[attr-defined]
+    profile = new_profile("qa", T0)
+    for event in qa:
+        ev.apply(profile, event, T0, ev.Source.OBSERVED)
+    assert profile.arms == {} and profile.exposures == {"hero": [T0]}
