@@ -247,3 +247,34 @@ def test_edge_report_errors_are_one_line_and_make_no_store(
         err = capsys.readouterr().err
         assert says in err and len(err.strip().splitlines()) == 1, err
     assert not missing.exists()
+
+
+@pytest.mark.slow
+def test_edge_report_reads_a_redis_store(
+    redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge.profiles.redis import RedisStore
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "theme.toml").write_text(RULES)
+    url = redis_url.rsplit("/", 1)[0] + "/11"  # a database of its own
+
+    async def fill() -> None:
+        import time
+
+        now = int(time.time())
+        store = RedisStore(url)  # (the command reads the default prefix)
+        service = ProfileService(store, IDENTITY.email_hash)
+        for i, arm in enumerate(["holdout", "default", "default"]):
+            shown = ev.PlacementShown(placement_id="hero-vip", ts=now, arm=arm)
+            await service.record(f"redis-v{i}", [shown], ev.Source.OBSERVED, now)
+        done = ev.OrderCompleted(order_id="r-o1", total=12.5, anonymous_id="redis-v1", ts=now)
+        await service.record(None, [done], ev.Source.SHOP, now)
+        await store.close()
+
+    asyncio.run(fill())
+    assert main(["report", "--json", "--store", url, "--rules", str(rules)]) == 0
+    arms = {a["arm"]: a for a in json.loads(capsys.readouterr().out)["placements"][0]["arms"]}
+    assert (arms["holdout"]["visitors"], arms["default"]["visitors"]) == (1, 2)
+    assert (arms["default"]["conversions"], arms["default"]["revenue"]) == (1, 12.5)
