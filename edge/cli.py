@@ -52,7 +52,7 @@ def _add_report_command(commands: _Commands) -> None:
         help="what each placement earns: arms, conversions, lift against the holdout",
         description="Read the store's daily aggregates (read-only) and print, per placement "
         "and arm, visitors, conversions, revenue per visitor and the lift against the "
-        "holdout with its 95%% interval, with the sample-ratio check.",
+        "holdout with its 95% interval, with the sample-ratio check.",
     )
     report.add_argument(
         "--since",

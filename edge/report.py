@@ -258,6 +258,10 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:+.1f}%"
 
 
+def _p_text(p: float) -> str:
+    return "< 0.0001" if p < 0.0001 else f"= {p:.4f}"
+
+
 def table(report: dict[str, Any]) -> str:
     """A table for a terminal: placement, arm, visitors, conversions, rate, revenue per
     visitor, lift with its interval, and the warnings (SRM, too small to read)."""
@@ -293,14 +297,14 @@ def table(report: dict[str, Any]) -> str:
             )
         if p["srm_broken"]:
             notes.append(
-                f"{p['id']}: SAMPLE RATIO MISMATCH (p = {p['srm_p']:.2g}): the arms' "
+                f"{p['id']}: SAMPLE RATIO MISMATCH (p {_p_text(p['srm_p'])}): the arms' "
                 "visitors do not match the configured split; fix assignment before "
                 "reading any lift"
             )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = [
         f"since {report['since']}, orders within {_num(report['window_days'], 2)} days "
-        "of the first exposure (* the interval excludes no change)"
+        "of the first exposure; * a real difference (its 95% interval excludes zero)"
     ]
     out += [
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
