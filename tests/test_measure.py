@@ -400,44 +400,72 @@ def _assigns_per_customer() -> bool:
     return "cust:" in inspect.getsource(decide)
 
 
-def test_edge_import_fills_profiles_but_not_the_aggregates(tmp_path: Path) -> None:
-    """The importer's bulk path is for the shop's history before measurement started:
-    an order it imports is in the profile (and its arm record) but not in the report,
-    and it stays out of it (the aggregates count what live writes change)."""
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("redis", marks=pytest.mark.slow)])
+def test_edge_import_s_orders_count_like_ingested_ones(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The importer's bulk path writes the aggregates' changes with the profiles: an
+    imported order inside the window counts, one outside does not, and a live write
+    afterwards finds them consistent."""
     import asyncio
 
     from edge.importer import import_file
-    from edge.profiles.sqlite import SQLiteStore
 
-    db = tmp_path / "profiles.db"
+    def open_store() -> Store:
+        if kind == "sqlite":
+            from edge.profiles.sqlite import SQLiteStore
+
+            return SQLiteStore(tmp_path / "profiles.db")
+        from edge.profiles.redis import RedisStore
+
+        return RedisStore(request.getfixturevalue("redis_url"), prefix=f"imp{id(tmp_path)}:")
 
     async def exposed() -> None:
-        store = SQLiteStore(db)
+        store = open_store()
         service = ProfileService(store, IDENTITY.email_hash)
         await see(service, "v1", shown("hero", T0, "warm"))
-        await service.record(
-            None, [ev.Identify(anonymous_id="v1", user_id="u1")], ev.Source.SHOP, T0
-        )
+        await see(service, "v2", shown("hero", T0, held_out=True))
+        for vid, user in (("v1", "u1"), ("v2", "u2")):
+            identify = ev.Identify(anonymous_id=vid, user_id=user)
+            await service.record(None, [identify], ev.Source.SHOP, T0)
         await store.close()
 
     asyncio.run(exposed())
     orders = tmp_path / "orders.csv"
-    orders.write_text(f"order_id,user_id,ts,total\nimp-1,u1,{T0 + 3600},42.5\n")
-    store = SQLiteStore(db)
-    try:
-        result = import_file(orders, store=store, identity=IDENTITY, progress=False, now=T0 + DAY)
-        assert result.errors == [] and result.orders == 1
+    orders.write_text(
+        "order_id,user_id,ts,total\n"
+        f"imp-1,u1,{T0 + 3600},42.5\n"
+        f"imp-2,u2,{T0 + 8 * DAY},99\n"  # outside the window
+        f"imp-3,u2,{T0 - 60},15\n"  # before the exposure
+    )
 
-        async def after() -> tuple[Any, list[ReportRow]]:
+    async def imports() -> None:
+        store = open_store()
+        try:
+            result = import_file(
+                orders, store=store, identity=IDENTITY, progress=False, now=T0 + DAY
+            )
+            assert result.errors == [] and result.orders == 3
+        finally:
+            await store.close()
+
+    async def after() -> tuple[list[ReportRow], list[ReportRow]]:
+        store = open_store()
+        try:
+            imported = await store.report_rows(0)
             service = ProfileService(store, IDENTITY.email_hash)
             await see(service, "v1", shown("hero", T0 + 7200, "warm"), at=T0 + 7200)
-            return await service.load("cust:u1"), await store.report_rows(0)
+            return imported, await store.report_rows(0)
+        finally:
+            await store.close()
 
-        profile, found = asyncio.run(after())
-    finally:
-        asyncio.run(store.close())
-    assert profile.order_count == 1 and profile.arms["hero"].revenue == 42.5
-    assert rows(found) == {(DAY0, "hero", "warm"): (1, 2, 0, 0.0, 0.0, 0)}
+    asyncio.run(imports())
+    imported, live = asyncio.run(after())
+    assert rows(imported) == {
+        (DAY0, "hero", "warm"): (1, 1, 1, 42.5, 42.5**2, 0),
+        (DAY0, "hero", "holdout"): (1, 1, 0, 0.0, 0.0, 0),
+    }
+    assert rows(live)[(DAY0, "hero", "warm")] == (1, 2, 1, 42.5, 42.5**2, 0)
 
 
 def test_a_decision_s_exposures_carry_its_arms_and_a_qa_decision_measures_nothing() -> None:

@@ -37,8 +37,8 @@ import asyncio
 import random
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import redis
@@ -56,6 +56,7 @@ from edge.profiles.store import (
     Profiles,
     ReportRow,
     Store,
+    bulk_deltas,
     decode_products,
     encode_products,
     measuring,
@@ -325,6 +326,8 @@ class RedisWrites:
     kept: list[tuple[str, bytes, list[str]]]
     """(key, the encoded profile, its aliases)."""
     claims: list[str]
+    tallies: dict[TallyKey, Tally] = field(default_factory=dict)
+    """Changes to the daily aggregates."""
 
 
 class RedisBulkSession:
@@ -378,12 +381,16 @@ class RedisBulkSession:
         return True  # (not knowable: check what was read, see the class docstring)
 
     @staticmethod
-    def prepare(result: Profiles, new_claims: Sequence[str]) -> RedisWrites:
-        """*result* (None deletes) and *new_claims*, encoded."""
+    def prepare(
+        result: Profiles, new_claims: Sequence[str], before: Mapping[str, bytes | None] = {}
+    ) -> RedisWrites:
+        """*result* (None deletes) and *new_claims*, encoded; the daily aggregates'
+        changes against *before* (key -> the profile as read, encoded)."""
         return RedisWrites(
             gone=[key for key, p in result.items() if p is None],
             kept=[(key, encode(p), p.aliases) for key, p in result.items() if p is not None],
             claims=list(new_claims),
+            tallies=bulk_deltas(result, before),
         )
 
     def store(self, writes: RedisWrites) -> None:
@@ -392,8 +399,10 @@ class RedisBulkSession:
             raise RuntimeError("RedisBulkSession.store outside run()")
         self._queued.append(writes)
 
-    def write(self, result: Profiles, new_claims: Sequence[str]) -> None:
-        self.store(self.prepare(result, new_claims))
+    def write(
+        self, result: Profiles, new_claims: Sequence[str], before: Mapping[str, bytes | None] = {}
+    ) -> None:
+        self.store(self.prepare(result, new_claims, before))
 
     def run(self, body: Callable[[], None]) -> None:
         """*body*'s reads (watched) and writes, the writes in one ``MULTI``/``EXEC``;
@@ -437,6 +446,8 @@ class RedisBulkSession:
             stamp = int(time.time())
             for claim in writes.claims:
                 pipe.set(keys._claim + claim, stamp, ex=CLAIM_TTL)
+        if writes.tallies:
+            _queue_tallies(pipe, keys.prefix, writes.tallies)
 
     def checkpoint(self) -> None:
         """(Nothing to do: SQLite's WAL copy has no Redis counterpart.)"""
@@ -457,11 +468,11 @@ def _queue_tallies(pipe: Any, prefix: str, deltas: dict[TallyKey, Tally]) -> Non
         for n, value in enumerate(row):
             if not value:
                 continue
-            field = f"{placement}{_SEP}{arm}{_SEP}{n}"
+            member = f"{placement}{_SEP}{arm}{_SEP}{n}"
             if n in _INTEGRAL:
-                pipe.hincrby(name, field, int(value))
+                pipe.hincrby(name, member, int(value))
             else:
-                pipe.hincrbyfloat(name, field, float(value))
+                pipe.hincrbyfloat(name, member, float(value))
             days.add(day)
     if days:
         pipe.sadd(prefix + "tdays", *days)
@@ -469,8 +480,8 @@ def _queue_tallies(pipe: Any, prefix: str, deltas: dict[TallyKey, Tally]) -> Non
 
 def _rows(day: int, fields: dict[bytes, bytes]) -> list[ReportRow]:
     found: dict[tuple[str, str], list[float]] = {}
-    for field, value in fields.items():
-        placement, arm, n = field.decode().split(_SEP)
+    for name, value in fields.items():
+        placement, arm, n = name.decode().split(_SEP)
         row = found.setdefault((placement, arm), [0, 0, 0, 0.0, 0.0, 0])
         i = int(n)
         row[i] = int(value) if i in _INTEGRAL else float(value)

@@ -21,8 +21,8 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -36,6 +36,7 @@ from edge.profiles.store import (
     ReportRow,
     Store,
     add_deltas,
+    bulk_deltas,
     decode_products,
     delta_rows,
     encode_products,
@@ -445,13 +446,20 @@ class BulkSession:
             body()
 
     @staticmethod
-    def prepare(result: Profiles, new_claims: Sequence[str]) -> Writes:
-        """:func:`prepare`, for the bulk writer (any thread)."""
-        return prepare(result, new_claims)
+    def prepare(
+        result: Profiles, new_claims: Sequence[str], before: Mapping[str, bytes | None] = {}
+    ) -> Writes:
+        """:func:`prepare`, for the bulk writer (any thread); with the daily aggregates'
+        changes against *before* (key -> the profile as read, encoded)."""
+        writes = prepare(result, new_claims)
+        writes.tallies = delta_rows(bulk_deltas(result, before))
+        return writes
 
-    def write(self, result: Profiles, new_claims: Sequence[str]) -> None:
+    def write(
+        self, result: Profiles, new_claims: Sequence[str], before: Mapping[str, bytes | None] = {}
+    ) -> None:
         """Store *result* (None deletes) and record *new_claims*, as a transaction does."""
-        _store(self._conn, prepare(result, new_claims))
+        _store(self._conn, self.prepare(result, new_claims, before))
 
     def store(self, writes: Writes) -> None:
         """:meth:`write`, with the profiles already encoded (on another thread)."""
@@ -620,6 +628,9 @@ class Writes:
     links: list[tuple[str, str]]
     claims: bytes
     """The new claims, a JSON array (b"" for none)."""
+    tallies: list[tuple[Any, ...]] = field(default_factory=list)
+    """Changes to the daily aggregates (a bulk writer's: a transaction's own are
+    written by :func:`_apply_group`)."""
 
 
 def prepare(result: Profiles, new_claims: Sequence[str]) -> Writes:
@@ -635,6 +646,8 @@ def prepare(result: Profiles, new_claims: Sequence[str]) -> Writes:
 
 
 def _store(conn: sqlite3.Connection, writes: Writes) -> None:
+    if writes.tallies:
+        _add_tallies(conn, writes.tallies)
     if writes.gone:
         conn.executemany("DELETE FROM profiles WHERE key = ?", writes.gone)
         conn.executemany("DELETE FROM aliases WHERE key = ?", writes.gone)

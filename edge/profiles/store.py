@@ -18,7 +18,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 import msgspec
@@ -77,6 +77,21 @@ def measuring(mutation: Mutation, deltas: dict[TallyKey, Tally]) -> Mutation:
         return result
 
     return run
+
+
+def bulk_deltas(result: Profiles, before: Mapping[str, bytes | None]) -> dict[TallyKey, Tally]:
+    """What a bulk writer's *result* changes in the daily aggregates, against the
+    profiles it read (*before*: key -> the encoded profile, None where there was none).
+    Only profiles with arm records are decoded again (a history import has few)."""
+    deltas: dict[TallyKey, Tally] = {}
+    for key, profile in result.items():
+        if profile is not None and not profile.arms:
+            continue  # (arms are dropped only to make room for others: none before)
+        blob = before.get(key)
+        if profile is None and blob is None:
+            continue
+        tally_delta(deltas, arm_states(decode(blob)) if blob else {}, profile)
+    return deltas
 
 
 def add_deltas(into: dict[TallyKey, Tally], deltas: dict[TallyKey, Tally]) -> None:
