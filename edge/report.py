@@ -26,7 +26,7 @@ from typing import Any
 
 from edge import lift
 from edge.profiles.model import DAY
-from edge.profiles.store import ReportRow
+from edge.profiles.store import ReportRow, StoreUnavailable
 
 __all__ = ["build", "csv_rows", "day_number", "day_text", "split_of", "table"]
 
@@ -328,7 +328,10 @@ async def report_response(request: Any, store: Any, ruleset: Any, config: Any) -
     except ValueError:
         return JSONResponse({"error": f"since: expected a date like {today}"}, status_code=400)
     since_day = day_number(since)
-    rows = await store.report_rows(since_day)
+    try:
+        rows = await store.report_rows(since_day)
+    except StoreUnavailable as exc:
+        return JSONResponse({"error": str(exc)}, status_code=503)
     return JSONResponse(
         build(
             rows,

@@ -278,3 +278,20 @@ def test_edge_report_reads_a_redis_store(
     arms = {a["arm"]: a for a in json.loads(capsys.readouterr().out)["placements"][0]["arms"]}
     assert (arms["holdout"]["visitors"], arms["default"]["visitors"]) == (1, 2)
     assert (arms["default"]["conversions"], arms["default"]["revenue"]) == (1, 12.5)
+
+
+async def test_report_json_says_503_while_the_store_is_away() -> None:
+    from starlette.requests import Request
+
+    from edge.config import Config
+    from edge.profiles.store import Breaker, GuardedStore, MemoryStore
+
+    breaker = Breaker(failures=1, cooldown=60)
+    store = GuardedStore(MemoryStore(), breaker=breaker)
+    breaker.failed(breaker.attempt(), "error: test")  # open
+    request = Request({"type": "http", "query_string": b"", "headers": []})
+    ruleset = SimpleNamespace(placements=[])
+    reply = await report.report_response(request, store, ruleset, Config())
+    assert reply.status_code == 503 and b"circuit breaker open" in reply.body
+    bad = Request({"type": "http", "query_string": b"since=yesterday", "headers": []})
+    assert (await report.report_response(bad, store, ruleset, Config())).status_code == 400
