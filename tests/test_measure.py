@@ -491,3 +491,18 @@ def test_a_decision_s_exposures_carry_its_arms_and_a_qa_decision_measures_nothin
     for event in qa:
         ev.apply(profile, event, T0, ev.Source.OBSERVED)
     assert profile.arms == {} and profile.exposures == {"hero": [T0]}
+
+
+def test_a_reload_applies_the_attribution_window(tmp_path: Path) -> None:
+    import msgspec
+
+    from edge.app import EdgeApp
+
+    config = Config(upstream="http://127.0.0.1:9", store="memory", rules=str(tmp_path))
+    app = EdgeApp(config)
+    try:
+        assert ev.ATTRIBUTION_WINDOW == 7 * DAY
+        assert app.reload(msgspec.structs.replace(config, attribution_window="36h")) == []
+        assert ev.ATTRIBUTION_WINDOW == 36 * 3600
+    finally:
+        ev.set_attribution_window(7 * DAY)
