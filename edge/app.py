@@ -37,12 +37,14 @@ from edge.pages import PatternError
 from edge.personalize.catalog import Catalog, CatalogError, LearnedCatalog
 from edge.personalize.snippets import Snippets
 from edge.profiles.backends import guarded, served_store
+from edge.profiles.events import set_attribution_window
 from edge.profiles.service import ProfileService
 from edge.profiles.stats import average_order_value
 from edge.profiles.store import Store, StoreUnavailable
 from edge.proxy import Proxy
 from edge.reading import Reading
 from edge.recorder import Recorder
+from edge.report import report_response
 from edge.respond import Responder
 from edge.rewriting import Rewriting
 from edge.rules import LiveRules, ShopStats, rules_directory
@@ -150,6 +152,7 @@ class EdgeApp:
                 Route("/_edge/healthz", self.healthz, methods=["GET", "HEAD"]),
                 Route("/_edge/readyz", self.readyz, methods=["GET", "HEAD"]),
                 Route("/_edge/metrics", self.metrics, methods=["GET"]),
+                Route("/_edge/report.json", self.report_json, methods=["GET"]),
                 Mount("/_edge/static", StaticFiles(directory=STATIC_DIR), name="static"),
                 *endpoints.routes(),
             ],
@@ -237,6 +240,15 @@ class EdgeApp:
         }
         return verdict, detail
 
+    async def report_json(self, request: Request) -> Response:
+        """The report (edge/report.py) behind ``admin_token``: 404 while it is unset,
+        401 without it; ``?since=DATE`` and ``?placement=ID`` as ``edge report``'s."""
+        if not self.config.admin_token:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        if not self._is_admin(request):
+            return JSONResponse({"error": "admin token required"}, status_code=401)
+        return await report_response(request, self.store, self.rules.ruleset, self.config)
+
     def _is_admin(self, request: Request) -> bool:
         token = self.config.admin_token
         if not token:
@@ -298,6 +310,7 @@ class EdgeApp:
             )
         self.visitors.track = config.track
         self.visitors.trust_forwarded = config.trust_forwarded
+        set_attribution_window(config.attribution_seconds)
         self.events.config = config
         self.snippets = self.decider.activities.snippets = snippets
         self.rules.snippets = snippets.names
@@ -372,6 +385,7 @@ LIVE_SETTINGS: Final = (
         "qa_cookie",
         "qa_visitors",
         "avg_order_value",
+        "attribution_window",
         "personalize_max_bytes",
         "log_level",
         # the server's (edge/server.py, applied by `edge serve`'s reload)

@@ -43,7 +43,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_command(commands)
     _add_profile_commands(commands)
     _add_preview_command(commands)
+    _add_report_command(commands)
     return parser
+
+
+def _add_report_command(commands: _Commands) -> None:
+    report = commands.add_parser(
+        "report",
+        help="what each placement earns: arms, conversions, lift against the holdout",
+        description="Read the store's daily aggregates (read-only) and print, per placement "
+        "and arm, visitors, conversions, revenue per visitor and the lift against the "
+        "holdout with its 95% interval, with the sample-ratio check.",
+    )
+    report.add_argument(
+        "--since",
+        metavar="DATE",
+        help="units first exposed on or after DATE (default: 30 days ago)",
+    )
+    report.add_argument("--placement", metavar="ID", help="one placement only")
+    form = report.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="the report as JSON")
+    form.add_argument("--csv", action="store_true", help="one CSV row per placement and arm")
+    report.add_argument("--rules", metavar="DIR", help="rule files (default ./rules)")
+    report.add_argument("--store", help="profile store (default: from edge.toml / EDGE_STORE)")
+    _add_config_flag(report)
 
 
 def _add_serve_command(commands: _Commands) -> None:
@@ -204,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _import(args)
         if args.command == "preview-link":
             return _preview_link(args)
+        if args.command == "report":
+            return _report(args)
         if args.command == "map":
             return map_cli.run(args)
         if args.command in ("check", "explain", "segments"):
@@ -398,6 +423,73 @@ def _forget(args: argparse.Namespace) -> int:
     return 1
 
 
+def _report(args: argparse.Namespace) -> int:
+    import asyncio
+    import csv
+    import datetime as dt
+    import json
+    import time
+
+    from edge import report
+    from edge.rules import load_rules
+    from edge.rules_cli import rules_dir_for
+
+    config = load_config({"store": args.store}, config_file=args.config)
+    today = dt.datetime.now(dt.UTC).date()
+    since = today - dt.timedelta(days=30)
+    if args.since:
+        try:
+            since = dt.date.fromisoformat(args.since)
+        except ValueError:
+            raise ConfigError(
+                f"--since: expected a date like {today.isoformat()}, got {args.since!r}"
+            ) from None
+    if config.store == "memory":
+        raise ConfigError("store: edge report reads a SQLite file or Redis, not memory")
+    ruleset, errors = load_rules(rules_dir_for(args.rules, config))
+    if ruleset is None:
+        for error in errors:
+            print(error, file=sys.stderr)
+        return 1
+    check_store(config.store)  # (never makes one)
+    since_day = report.day_number(since)
+    rows = asyncio.run(_report_rows(config.store, since_day))
+    if args.placement and args.placement not in {p.id for p in ruleset.placements} | {
+        r.placement for r in rows
+    }:
+        raise ConfigError(f"--placement: no placement {args.placement!r} in the rules or the store")
+    built = report.build(
+        rows,
+        ruleset.placements,
+        since_day=since_day,
+        window_seconds=config.attribution_seconds,
+        now=time.time(),
+        only=args.placement,
+    )
+    if args.json:
+        print(json.dumps(built, indent=1))
+    elif args.csv:
+        csv.writer(sys.stdout, lineterminator="\n").writerows(report.csv_rows(built))
+    else:
+        print(report.table(built))
+    return 0
+
+
+async def _report_rows(spec: str, since_day: int) -> list:  # type: ignore[type-arg]
+    if spec.startswith("sqlite:"):
+        from edge.profiles.sqlite import read_report_rows
+        from edge.store_cli import SQLITE_DEFAULT
+
+        return read_report_rows(spec.removeprefix("sqlite:") or SQLITE_DEFAULT, since_day)
+    from edge.profiles.backends import open_store
+
+    store = open_store(spec)
+    try:
+        return await store.report_rows(since_day)
+    finally:
+        await store.close()
+
+
 def _import(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
@@ -423,6 +515,9 @@ def _import(args: argparse.Namespace) -> int:
         print(f"edge import: {path}: no such file", file=sys.stderr)
         return 2
     made = check_store(config.store, create=True)
+    from edge.profiles.events import set_attribution_window
+
+    set_attribution_window(config.attribution_seconds)
 
     async def run() -> int:
         store = open_store(config.store)

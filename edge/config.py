@@ -32,6 +32,17 @@ MOVED: dict[str, str] = {
 """Keys that edge.toml no longer has, and where what they said is written now."""
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+
+
+def duration_seconds(text: str) -> float | None:
+    """``90s``, ``15m``, ``12h``, ``7d``, ``2w`` as seconds (more than 0); None if not one."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        return None
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
 class ConfigError(Exception):
     """A configuration value is missing or wrong; the message names it and its source."""
 
@@ -168,6 +179,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     replay_cache_bytes: int = 32 * 1024 * 1024
     """Memory for kept rewrites (a page rewritten once with the same slots filled is
     replayed, see ``edge/rewrite/replay.py``); 0 turns replaying off."""
+    attribution_window: str = "7d"
+    """How long after a visitor's first exposure to a placement their orders count for
+    it in the report (``edge report``): ``12h``, ``7d``, ``2w``."""
     avg_order_value: float | None = None
     """The shop's average order value for ``shop.avg_order_value``; unset: computed
     from the stored profiles at start and every 15 minutes."""
@@ -249,11 +263,20 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 )
         if self.replay_cache_bytes < 0:
             raise ValueError("replay_cache_bytes must be 0 (off) or more")
+        if duration_seconds(self.attribution_window) is None:
+            raise ValueError(
+                "attribution_window must be a duration such as 12h, 7d or 2w, got "
+                f"{self.attribution_window!r}"
+            )
         if not (self.store == "memory" or self.store.startswith(STORE_SCHEMES)):
             raise ValueError(
                 "expected sqlite:PATH, redis://HOST:PORT/DB (rediss://, unix://) or memory, "
                 f"got {self.store!r}"
             )
+
+    @property
+    def attribution_seconds(self) -> int:
+        return int(duration_seconds(self.attribution_window) or 0)
 
     @property
     def upstream_origin(self) -> tuple[str, str, int]:

@@ -72,15 +72,27 @@ class Decision:
         edits whose placement is in *shown* (all of them when None) and the holdouts.
         Stamped with the decision's time, not the end of the response: a first exposure
         stored a second later would move the deadline the page showed."""
+        # ``arms`` and ``measured`` are filled by the placement step (variants, QA
+        # visitors); a decision without them: one "default" arm, measured.
+        arms: dict[str, str] = getattr(self, "arms", None) or {}
+        measured: bool = getattr(self, "measured", True)
         out: list[ev.BaseEvent] = [
-            ev.PlacementShown(placement_id=e.placement, offer=e.offer, ts=self.now)
+            ev.PlacementShown(
+                placement_id=e.placement,
+                offer=e.offer,
+                ts=self.now,
+                arm=arms.get(e.placement, ""),
+                measured=measured,
+            )
             for e in self.edits
             # (not the sidecar's own additions: stylesheet, preview badge)
             if e.placement and (shown is None or e.placement in shown)
         ]
-        out += [
-            ev.PlacementShown(placement_id=p, held_out=True, ts=self.now) for p in self.held_out
-        ]
+        if measured:  # a QA visitor's holdout changes nothing: no cap, no arm
+            out += [
+                ev.PlacementShown(placement_id=p, held_out=True, ts=self.now, arm="holdout")
+                for p in self.held_out
+            ]
         return out
 
 

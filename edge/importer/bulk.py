@@ -33,7 +33,7 @@ stored, and if a sidecar writes a watched key before ``EXEC``, the chunk starts 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Final, Protocol
 
@@ -63,10 +63,14 @@ class Session(Protocol):
     def aliases(self, aliases: Sequence[str]) -> dict[str, str]: ...
     def claims(self, claims: Sequence[str]) -> set[str]: ...
     def others_wrote(self) -> bool: ...
-    def prepare(self, result: Profiles, new_claims: Sequence[str]) -> object: ...
+    def prepare(
+        self, result: Profiles, new_claims: Sequence[str], before: Mapping[str, bytes | None]
+    ) -> object: ...
     def run(self, body: Callable[[], None]) -> None: ...
     def store(self, writes: Any) -> None: ...
-    def write(self, result: Profiles, new_claims: Sequence[str]) -> None: ...
+    def write(
+        self, result: Profiles, new_claims: Sequence[str], before: Mapping[str, bytes | None]
+    ) -> None: ...
     def checkpoint(self) -> None: ...
     def close(self) -> None: ...
 
@@ -387,7 +391,8 @@ class Bulk:
             copying: Future[None] | None = None
             in_writing = 0
             for part in parts:
-                writes = [session.prepare(results[n], claims[n]) for n in part]
+                blobs = self.changes.blobs  # (what was read: the aggregates' changes)
+                writes = [session.prepare(results[n], claims[n], blobs) for n in part]
                 if writing is not None:
                     writing.result()
                     progress.add(in_writing)
@@ -482,11 +487,12 @@ class Bulk:
         self._session.write(
             {k: p for k, p in result.items() if find(k) not in stale},
             [c for c in claims if find(names[self._claimants[c]]) not in stale],
+            self.changes.blobs,
         )
         again = [n for n, name in enumerate(names) if find(name) in stale]
         units = [self.units[n] for n in again]
         redo = Changes(self.now, self.email_hash, self._session)
         redo.load(units)
         redo.apply(units)
-        self._session.write(redo.result(), redo.new_claims())
+        self._session.write(redo.result(), redo.new_claims(), redo.blobs)
         self.changes.recount(again, units, redo.duplicates)

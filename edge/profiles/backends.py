@@ -4,6 +4,7 @@ and the store the sidecar serves from, behind its deadlines and circuit breaker.
 from __future__ import annotations
 
 from edge.config import Config, ConfigError
+from edge.profiles.events import set_attribution_window
 from edge.profiles.store import Breaker, GuardedStore, Store
 
 __all__ = ["guarded", "open_store", "served_store"]
@@ -47,7 +48,9 @@ def served_store(config: Config) -> Store:
 
 def guarded(store: Store, config: Config) -> GuardedStore:
     """*store* behind the deadlines and the circuit breaker of *config* (a store that
-    is already guarded is kept as it is)."""
+    is already guarded is kept as it is). Sets the attribution window of *config* for
+    the orders this process records."""
+    set_attribution_window(config.attribution_seconds)
     if isinstance(store, GuardedStore):
         return store
     return GuardedStore(

@@ -33,6 +33,7 @@ from edge.profiles.model import (
     MAX_RECENT_VIEWS,
     MAX_SEARCHES,
     SESSION_GAP,
+    ArmRecord,
     Item,
     Order,
     Profile,
@@ -183,6 +184,11 @@ class PlacementShown(BaseEvent, tag="Placement Shown"):
     offer: bool = False
     """A timed offer: its deadline runs from the first exposure."""
     held_out: bool = False
+    arm: Annotated[str, msgspec.Meta(max_length=MAX_ID)] = ""
+    """The unit's arm: ``holdout`` or a variant's name; empty means ``holdout`` when
+    held out, else ``default`` (a placement without variants)."""
+    measured: bool = True
+    """False for a QA visitor's views: caps and offers still apply, no arm is kept."""
 
 
 class OrderCompleted(BaseEvent, tag="Order Completed"):
@@ -266,6 +272,17 @@ TRAIT_FIELDS: Final = frozenset(
         "registered",
     }
 )
+
+
+ATTRIBUTION_WINDOW = 7 * 86_400
+"""Seconds after a unit's first exposure to a placement in which its orders count for
+that placement's arm. The sidecar sets it from ``attribution_window`` (edge.toml) when
+it opens its store (:func:`edge.profiles.backends.guarded`), ``edge import`` likewise."""
+
+
+def set_attribution_window(seconds: int) -> None:
+    global ATTRIBUTION_WINDOW
+    ATTRIBUTION_WINDOW = int(seconds)
 
 
 class NotAllowed(Exception):
@@ -438,6 +455,8 @@ def _placement_shown(p: Profile, e: PlacementShown, ts: int) -> None:
     key = e.placement_id
     if e.offer and (key in p.offers or len(p.offers) < MAX_OFFERS):
         p.offers[key] = min(ts, p.offers.get(key, ts))
+    if e.measured:
+        _arm_exposed(p, key, e.arm or ("holdout" if e.held_out else "default"), ts)
     if e.held_out:
         return
     times = p.exposures.get(key)
@@ -449,6 +468,37 @@ def _placement_shown(p: Profile, e: PlacementShown, ts: int) -> None:
     times.append(ts)
     times.sort()
     del times[:-MAX_EXPOSURES]
+
+
+def _arm_exposed(p: Profile, key: str, arm: str, ts: int) -> None:
+    arms = p.arms
+    record = arms.get(key)
+    if record is None:
+        if len(arms) >= MAX_OFFERS:
+            del arms[min(arms, key=lambda k: arms[k].last)]
+        arms[key] = ArmRecord(arm[:MAX_ID], ts, ts)
+        return
+    # (records are immutable: a write finds the changed ones by identity)
+    arms[key] = ArmRecord(
+        record.arm,
+        min(ts, record.first),  # told late: an earlier exposure than the first known
+        max(ts, record.last),
+        record.exposures + 1,
+        record.orders,
+        record.revenue,
+        record.clicks,
+    )
+
+
+def _attribute(p: Profile, total: float, ts: int) -> None:
+    """An order at *ts* counts for every arm first exposed within the window before it."""
+    window = ATTRIBUTION_WINDOW
+    arms = p.arms
+    for key, r in list(arms.items()):
+        if 0 <= ts - r.first <= window:
+            arms[key] = ArmRecord(
+                r.arm, r.first, r.last, r.exposures, r.orders + 1, r.revenue + total, r.clicks
+            )
 
 
 def _order(p: Profile, e: OrderCompleted, ts: int) -> None:
@@ -464,6 +514,8 @@ def _order(p: Profile, e: OrderCompleted, ts: int) -> None:
         after_recommendation=after_rec,
     )
     _add_order(p, order, e.products)
+    if p.arms:
+        _attribute(p, e.total, ts)
     # The order empties the cart it came from.
     cart = p.cart
     if cart.items:
@@ -682,6 +734,7 @@ def merge(into: Profile, other: Profile) -> None:
         into.exposures[key] = sorted(into.exposures.get(key, []) + times)[-MAX_EXPOSURES:]
     while len(into.exposures) > MAX_OFFERS:
         del into.exposures[min(into.exposures, key=lambda k: into.exposures[k][-1])]
+    _merge_arms(into, other)
     into.consent = into.consent and other.consent
     # Identity and CRM facts: the surviving profile's own values win, the absorbed
     # profile fills what it lacks (an anonymous profile rarely has any; two customer
@@ -689,6 +742,32 @@ def merge(into: Profile, other: Profile) -> None:
     into.customer_id = into.customer_id or other.customer_id
     into.email_hash = into.email_hash or other.email_hash
     _fill_traits(into.traits, other.traits)
+
+
+def _merge_arms(into: Profile, other: Profile) -> None:
+    """One unit now: per placement the record first exposed wins (its arm, its first
+    time), exposures, orders, revenue and clicks add up (the two profiles' orders are
+    distinct: an order id counts once). The daily aggregates follow (see
+    :func:`edge.profiles.model.tally_delta`): the absorbed profile's records are
+    withdrawn and the merged ones counted, so two cookies of one customer count as
+    one unit, on the day of the earliest first exposure."""
+    for key, theirs in other.arms.items():
+        mine = into.arms.get(key)
+        if mine is None:
+            into.arms[key] = theirs
+            continue
+        first = theirs if (theirs.first, theirs.arm) < (mine.first, mine.arm) else mine
+        into.arms[key] = ArmRecord(
+            first.arm,
+            first.first,
+            max(mine.last, theirs.last),
+            mine.exposures + theirs.exposures,
+            mine.orders + theirs.orders,
+            mine.revenue + theirs.revenue,
+            mine.clicks + theirs.clicks,
+        )
+    while len(into.arms) > MAX_OFFERS:
+        del into.arms[min(into.arms, key=lambda k: into.arms[k].last)]
 
 
 def _fill_traits(into: Traits, other: Traits) -> None:

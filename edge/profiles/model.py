@@ -119,6 +119,23 @@ class Affinity(msgspec.Struct, omit_defaults=True):
     bought: dict[str, int] = msgspec.field(default_factory=dict)
 
 
+class ArmRecord(msgspec.Struct, array_like=True, frozen=True):
+    """One placement's measurement for this unit (the profile): the arm it was put in
+    (``holdout`` or a variant name), its first and last exposure, how many pages
+    exposed it, and the orders (count and revenue) placed within the attribution
+    window after the first exposure. The first arm stays: a later page that put the
+    unit in another arm (a changed split, a merge) adds exposures to the first one.
+    Immutable (a change replaces it): a write finds what changed by identity."""
+
+    arm: str
+    first: int
+    last: int
+    exposures: int = 1
+    orders: int = 0
+    revenue: float = 0.0
+    clicks: int = 0
+
+
 class Search(msgspec.Struct):
     ts: int
     query: str
@@ -178,6 +195,10 @@ class Profile(msgspec.Struct, omit_defaults=True, kw_only=True):
     exposures: dict[str, list[int]] = msgspec.field(default_factory=dict)
     """Placement id -> the last ``MAX_EXPOSURES`` times it was shown (frequency caps);
     at most ``MAX_OFFERS`` placements, the least recently shown dropped first."""
+    arms: dict[str, ArmRecord] = msgspec.field(default_factory=dict)
+    """Placement id -> this unit's arm record (shown and held out alike); at most
+    ``MAX_OFFERS`` placements, the least recently exposed dropped first (what it
+    counted in the daily aggregates stays counted there)."""
 
 
 def day_of(ts: float) -> int:
@@ -237,6 +258,61 @@ def cap_top(counts: dict[str, int], limit: int = MAX_AFFINITIES) -> None:
 
 def clip(text: str, limit: int = MAX_STRING) -> str:
     return text[:limit]
+
+
+TallyKey = tuple[int, str, str]
+"""(day of first exposure, placement id, arm) of the daily aggregates."""
+Tally = list[float]
+"""[units, exposures, converting units, revenue, revenue squared, clicks]: additive."""
+TALLY_FIELDS: Final = ("units", "exposures", "converters", "revenue", "revenue_sq", "clicks")
+ArmStates = dict[str, ArmRecord]
+
+
+def arm_states(profile: Profile | None) -> ArmStates:
+    """The arm records of *profile* before a change (a copy of the dict: the records
+    themselves are immutable, a change replaces them)."""
+    if profile is None or not profile.arms:
+        return {}
+    return dict(profile.arms)
+
+
+def _add_state(out: dict[TallyKey, Tally], pid: str, record: ArmRecord, sign: int) -> None:
+    key = (record.first // DAY, pid, record.arm)
+    row = out.get(key)
+    if row is None:
+        row = out[key] = [0, 0, 0, 0.0, 0.0, 0]
+    revenue = record.revenue
+    row[0] += sign
+    row[1] += sign * record.exposures
+    row[2] += sign * (1 if record.orders else 0)
+    row[3] += sign * revenue
+    row[4] += sign * revenue * revenue
+    row[5] += sign * record.clicks
+
+
+def tally_delta(
+    out: dict[TallyKey, Tally],
+    before: ArmStates,
+    after: Profile | None,
+) -> None:
+    """Add to *out* what one profile write changes in the daily aggregates: each arm
+    record changed or new counts anew (its old state withdrawn), a deleted profile (an
+    erasure, or one absorbed by a merge: the survivor now holds its records) withdraws
+    all of its own. A record dropped for room (``MAX_OFFERS``) stays counted. Revenue
+    squared stays additive: a unit's revenue going r -> r + v adds (r + v)² - r²."""
+    if after is None:
+        for pid, state in before.items():
+            _add_state(out, pid, state, -1)
+        return
+    if not after.arms:
+        return
+    for pid, state in after.arms.items():
+        old = before.get(pid)
+        if old is state:
+            continue
+        if old is not None:
+            _add_state(out, pid, old, -1)
+        _add_state(out, pid, state, 1)
 
 
 _encoder = msgspec.msgpack.Encoder()

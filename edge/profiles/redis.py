@@ -9,6 +9,10 @@ Layout, every key under ``prefix`` (default ``edge:``):
   elsewhere stays listed, and deletion checks where it points before removing it);
 - ``c:{claim}``   an idempotency claim (an order or event id already applied), kept
   for ``CLAIM_TTL`` (400 days, as long as the daily counters look back);
+- ``t:{day}``     the daily aggregates of the units first exposed that day (unix day
+  number): a hash, field ``{placement}\x1f{arm}\x1f{n}`` for the n-th of
+  :data:`~edge.profiles.model.TALLY_FIELDS`, added to (``HINCRBY``/``HINCRBYFLOAT``) in
+  the ``MULTI`` that writes the profiles; ``tdays``: the set of those days;
 - ``products``    the products learned from the shop's pages (one msgpack blob,
   shared by the replicas: the last writer's view wins, each learns again anyway).
 
@@ -33,8 +37,8 @@ import asyncio
 import random
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import redis
@@ -45,14 +49,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from edge.profiles.model import Profile, decode, encode
+from edge.profiles.model import TALLY_FIELDS, Profile, Tally, TallyKey, decode, encode
 from edge.profiles.store import (
     CLAIM_TTL,
     Mutation,
     Profiles,
+    ReportRow,
     Store,
+    bulk_deltas,
     decode_products,
     encode_products,
+    measuring,
 )
 
 MAX_ATTEMPTS: Final = 50
@@ -233,9 +240,12 @@ class RedisStore(Store):
                     seen = {
                         c for c, v in zip(claims, values[len(keys) :], strict=True) if v is not None
                     }
-                    result = mutation(current, seen)
+                    deltas: dict[TallyKey, Tally] = {}
+                    result = measuring(mutation, deltas)(current, seen)
                     pipe.multi()
                     self._queue_writes(pipe, result, [c for c in claims if c not in seen])
+                    if deltas:
+                        _queue_tallies(pipe, self.prefix, deltas)
                     committing = True
                     await pipe.execute()
                     return result
@@ -277,6 +287,19 @@ class RedisStore(Store):
             for claim in new_claims:
                 pipe.set(self._claim + claim, stamp, ex=CLAIM_TTL)
 
+    async def report_rows(self, since_day: int = 0) -> list[ReportRow]:
+        days = sorted(
+            int(d) for d in await self._redis.smembers(self.prefix + "tdays") if int(d) >= since_day
+        )
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for day in days:
+                pipe.hgetall(f"{self.prefix}t:{day}")
+            hashes = await pipe.execute()
+        rows: list[ReportRow] = []
+        for day, fields in zip(days, hashes, strict=True):
+            rows += _rows(day, fields)
+        return rows
+
     def bulk(self) -> RedisBulkSession:
         """A synchronous connection of its own for a bulk writer (``edge import``)."""
         return RedisBulkSession(self)
@@ -303,6 +326,8 @@ class RedisWrites:
     kept: list[tuple[str, bytes, list[str]]]
     """(key, the encoded profile, its aliases)."""
     claims: list[str]
+    tallies: dict[TallyKey, Tally] = field(default_factory=dict)
+    """Changes to the daily aggregates."""
 
 
 class RedisBulkSession:
@@ -356,12 +381,16 @@ class RedisBulkSession:
         return True  # (not knowable: check what was read, see the class docstring)
 
     @staticmethod
-    def prepare(result: Profiles, new_claims: Sequence[str]) -> RedisWrites:
-        """*result* (None deletes) and *new_claims*, encoded."""
+    def prepare(
+        result: Profiles, new_claims: Sequence[str], before: Mapping[str, bytes | None] = {}
+    ) -> RedisWrites:
+        """*result* (None deletes) and *new_claims*, encoded; the daily aggregates'
+        changes against *before* (key -> the profile as read, encoded)."""
         return RedisWrites(
             gone=[key for key, p in result.items() if p is None],
             kept=[(key, encode(p), p.aliases) for key, p in result.items() if p is not None],
             claims=list(new_claims),
+            tallies=bulk_deltas(result, before),
         )
 
     def store(self, writes: RedisWrites) -> None:
@@ -370,8 +399,10 @@ class RedisBulkSession:
             raise RuntimeError("RedisBulkSession.store outside run()")
         self._queued.append(writes)
 
-    def write(self, result: Profiles, new_claims: Sequence[str]) -> None:
-        self.store(self.prepare(result, new_claims))
+    def write(
+        self, result: Profiles, new_claims: Sequence[str], before: Mapping[str, bytes | None] = {}
+    ) -> None:
+        self.store(self.prepare(result, new_claims, before))
 
     def run(self, body: Callable[[], None]) -> None:
         """*body*'s reads (watched) and writes, the writes in one ``MULTI``/``EXEC``;
@@ -415,12 +446,47 @@ class RedisBulkSession:
             stamp = int(time.time())
             for claim in writes.claims:
                 pipe.set(keys._claim + claim, stamp, ex=CLAIM_TTL)
+        if writes.tallies:
+            _queue_tallies(pipe, keys.prefix, writes.tallies)
 
     def checkpoint(self) -> None:
         """(Nothing to do: SQLite's WAL copy has no Redis counterpart.)"""
 
     def close(self) -> None:
         self._client.close()
+
+
+_SEP: Final = "\x1f"
+_INTEGRAL: Final = frozenset({0, 1, 2, 5})
+"""Which of ``TALLY_FIELDS`` are whole numbers (``HINCRBY``; the others by float)."""
+
+
+def _queue_tallies(pipe: Any, prefix: str, deltas: dict[TallyKey, Tally]) -> None:
+    days: set[int] = set()
+    for (day, placement, arm), row in deltas.items():
+        name = f"{prefix}t:{day}"
+        for n, value in enumerate(row):
+            if not value:
+                continue
+            member = f"{placement}{_SEP}{arm}{_SEP}{n}"
+            if n in _INTEGRAL:
+                pipe.hincrby(name, member, int(value))
+            else:
+                pipe.hincrbyfloat(name, member, float(value))
+            days.add(day)
+    if days:
+        pipe.sadd(prefix + "tdays", *days)
+
+
+def _rows(day: int, fields: dict[bytes, bytes]) -> list[ReportRow]:
+    found: dict[tuple[str, str], list[float]] = {}
+    for name, value in fields.items():
+        placement, arm, n = name.decode().split(_SEP)
+        row = found.setdefault((placement, arm), [0, 0, 0, 0.0, 0.0, 0])
+        i = int(n)
+        row[i] = int(value) if i in _INTEGRAL else float(value)
+    assert len(TALLY_FIELDS) == 6
+    return [ReportRow(day, p, a, *row) for (p, a), row in sorted(found.items())]  # type: ignore[arg-type]
 
 
 def _glob_escape(text: str) -> str:

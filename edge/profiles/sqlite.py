@@ -21,21 +21,26 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 
-from edge.profiles.model import Profile, decode, encode
+from edge.profiles.model import Profile, Tally, TallyKey, decode, encode
 from edge.profiles.store import (
     CLAIM_TTL,
     Mutation,
     Profiles,
+    ReportRow,
     Store,
+    add_deltas,
+    bulk_deltas,
     decode_products,
+    delta_rows,
     encode_products,
+    measuring,
 )
 
 log = logging.getLogger("edge.profiles")
@@ -50,7 +55,19 @@ CREATE TABLE IF NOT EXISTS aliases (alias TEXT PRIMARY KEY, key TEXT NOT NULL) W
 CREATE INDEX IF NOT EXISTS aliases_by_key ON aliases(key);
 CREATE TABLE IF NOT EXISTS claims (claim TEXT PRIMARY KEY, ts INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS learned (name TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS arm_days (day INTEGER NOT NULL, placement TEXT NOT NULL,
+  arm TEXT NOT NULL, units INTEGER NOT NULL, exposures INTEGER NOT NULL,
+  converters INTEGER NOT NULL, revenue REAL NOT NULL, revenue_sq REAL NOT NULL,
+  clicks INTEGER NOT NULL, PRIMARY KEY (day, placement, arm)) WITHOUT ROWID;
 """
+_UPDATE_TALLIES = (
+    "UPDATE arm_days SET units = units + ?, exposures = exposures + ?, "
+    "converters = converters + ?, revenue = revenue + ?, revenue_sq = revenue_sq + ?, "
+    "clicks = clicks + ? WHERE day = ? AND placement = ? AND arm = ?"
+)
+_INSERT_TALLIES = "INSERT INTO arm_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+"""The daily aggregates of exposures and outcomes (:func:`edge.profiles.store.measuring`),
+added to in the transaction that writes the profiles they come from."""
 _PROFILES_WITHOUT_ROWID = "WITHOUT ROWID"
 """How stores made before 2026-12 kept profiles: in the key's own B-tree. A profile
 (0.3-3 KB) is too large for that (SQLite advises rows under a twentieth of a page):
@@ -165,6 +182,14 @@ class SQLiteStore(Store):
 
     # the products learned from the shop's pages: one row, written now and then on a
     # connection of its own (not the writer thread's, not on the event loop)
+
+    async def report_rows(self, since_day: int = 0) -> list[ReportRow]:
+        cursor = self._reader.execute(
+            "SELECT day, placement, arm, units, exposures, converters, revenue, revenue_sq, "
+            "clicks FROM arm_days WHERE day >= ? ORDER BY day, placement, arm",
+            (since_day,),
+        )
+        return [ReportRow(*row) for row in cursor]
 
     async def put_products(self, records: list[dict[str, Any]]) -> None:
         data = encode_products(records)
@@ -421,13 +446,20 @@ class BulkSession:
             body()
 
     @staticmethod
-    def prepare(result: Profiles, new_claims: Sequence[str]) -> Writes:
-        """:func:`prepare`, for the bulk writer (any thread)."""
-        return prepare(result, new_claims)
+    def prepare(
+        result: Profiles, new_claims: Sequence[str], before: Mapping[str, bytes | None] = {}
+    ) -> Writes:
+        """:func:`prepare`, for the bulk writer (any thread); with the daily aggregates'
+        changes against *before* (key -> the profile as read, encoded)."""
+        writes = prepare(result, new_claims)
+        writes.tallies = delta_rows(bulk_deltas(result, before))
+        return writes
 
-    def write(self, result: Profiles, new_claims: Sequence[str]) -> None:
+    def write(
+        self, result: Profiles, new_claims: Sequence[str], before: Mapping[str, bytes | None] = {}
+    ) -> None:
         """Store *result* (None deletes) and record *new_claims*, as a transaction does."""
-        _store(self._conn, prepare(result, new_claims))
+        _store(self._conn, self.prepare(result, new_claims, before))
 
     def store(self, writes: Writes) -> None:
         """:meth:`write`, with the profiles already encoded (on another thread)."""
@@ -447,6 +479,28 @@ class BulkSession:
         self._conn.close()
         if self._checkpointer is not None:
             self._checkpointer.close()
+
+
+def read_report_rows(path: str, since_day: int = 0) -> list[ReportRow]:
+    """The daily aggregates of the store file at *path*, opened read-only (``edge
+    report`` changes nothing, not even the schema; a store made before aggregates
+    existed has none)."""
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=30.0)
+    try:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'arm_days'"
+        ).fetchone()
+        if not exists:
+            return []
+        cursor = conn.execute(
+            "SELECT day, placement, arm, units, exposures, converters, revenue, revenue_sq, "
+            "clicks FROM arm_days WHERE day >= ? ORDER BY day, placement, arm",
+            (since_day,),
+        )
+        return [ReportRow(*row) for row in cursor]
+    finally:
+        conn.close()
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -491,13 +545,15 @@ def _apply_group(conn: sqlite3.Connection, group: list[_Job]) -> list[Profiles |
     seen = _claims(conn, claims) if claims else set()
     outcomes: list[Profiles | BaseException] = []
     writes: list[tuple[Writes, list[str]]] = []
+    tallies: dict[TallyKey, Tally] = {}
+    deltas: dict[TallyKey, Tally] = {}
     for job_keys, job_claims, mutation, _, _ in group:
         try:
             current: Profiles = {
                 key: None if (data := stored.get(key)) is None else decode(data) for key in job_keys
             }
             job_seen = {c for c in job_claims if c in seen}
-            result = mutation(current, job_seen)
+            result = measuring(mutation, deltas)(current, job_seen)
             new_claims = [c for c in job_claims if c not in job_seen]
             job_writes = prepare(result, new_claims)
         except Exception as exc:  # this job only: nothing of it was written
@@ -510,6 +566,10 @@ def _apply_group(conn: sqlite3.Connection, group: list[_Job]) -> list[Profiles |
         seen.update(new_claims)
         writes.append((job_writes, new_claims))
         outcomes.append(result)
+        if deltas:
+            add_deltas(tallies, deltas)
+    if tallies:
+        _add_tallies(conn, delta_rows(tallies))
     if any(w.gone for w, _ in writes):
         for job_writes, _ in writes:  # deletions and links land in the jobs' order
             _store(conn, job_writes)
@@ -526,6 +586,14 @@ def _apply_group(conn: sqlite3.Connection, group: list[_Job]) -> list[Profiles |
             ),
         )
     return outcomes
+
+
+def _add_tallies(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Add *rows* to the aggregates: an update (the row is there but on a unit's first
+    day), else an insert; a fifth cheaper than an upsert, inside the writer's lock."""
+    for row in rows:
+        if conn.execute(_UPDATE_TALLIES, (*row[3:], *row[:3])).rowcount == 0:
+            conn.execute(_INSERT_TALLIES, row)
 
 
 def _parts(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
@@ -560,6 +628,9 @@ class Writes:
     links: list[tuple[str, str]]
     claims: bytes
     """The new claims, a JSON array (b"" for none)."""
+    tallies: list[tuple[Any, ...]] = field(default_factory=list)
+    """Changes to the daily aggregates (a bulk writer's: a transaction's own are
+    written by :func:`_apply_group`)."""
 
 
 def prepare(result: Profiles, new_claims: Sequence[str]) -> Writes:
@@ -575,6 +646,8 @@ def prepare(result: Profiles, new_claims: Sequence[str]) -> Writes:
 
 
 def _store(conn: sqlite3.Connection, writes: Writes) -> None:
+    if writes.tallies:
+        _add_tallies(conn, writes.tallies)
     if writes.gone:
         conn.executemany("DELETE FROM profiles WHERE key = ?", writes.gone)
         conn.executemany("DELETE FROM aliases WHERE key = ?", writes.gone)

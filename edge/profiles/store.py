@@ -18,13 +18,22 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Final, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
 from edge.caches import Expiring
-from edge.profiles.model import DAY, Profile, decode, encode
+from edge.profiles.model import (
+    DAY,
+    Profile,
+    Tally,
+    TallyKey,
+    arm_states,
+    decode,
+    encode,
+    tally_delta,
+)
 
 log = logging.getLogger("edge.profiles")
 
@@ -36,6 +45,69 @@ Profiles = dict[str, Profile | None]
 Mutation = Callable[[Profiles, set[str]], Profiles]
 """Given the current profiles (None where missing) and the claims already seen, the
 profiles to write (None deletes)."""
+
+
+class ReportRow(NamedTuple):
+    """One row of the daily aggregates: the units first exposed to *placement* in *arm*
+    on *day* (unix day number), and what they did (see :data:`TALLY_FIELDS`)."""
+
+    day: int
+    placement: str
+    arm: str
+    units: int
+    exposures: int
+    converters: int
+    revenue: float
+    revenue_sq: float
+    clicks: int
+
+
+def measuring(mutation: Mutation, deltas: dict[TallyKey, Tally]) -> Mutation:
+    """*mutation*, also putting into *deltas* what its writes change in the daily
+    aggregates (emptied first: a store may run a mutation more than once). The stores
+    write *deltas* in the transaction that writes the profiles, so an event counted
+    once in a profile counts once in the aggregates."""
+
+    def run(current: Profiles, seen: set[str]) -> Profiles:
+        before = {key: arm_states(p) for key, p in current.items() if p is not None and p.arms}
+        result = mutation(current, seen)
+        deltas.clear()
+        for key, profile in result.items():
+            tally_delta(deltas, before.get(key, {}), profile)
+        return result
+
+    return run
+
+
+def bulk_deltas(result: Profiles, before: Mapping[str, bytes | None]) -> dict[TallyKey, Tally]:
+    """What a bulk writer's *result* changes in the daily aggregates, against the
+    profiles it read (*before*: key -> the encoded profile, None where there was none).
+    Only profiles with arm records are decoded again (a history import has few)."""
+    deltas: dict[TallyKey, Tally] = {}
+    for key, profile in result.items():
+        if profile is not None and not profile.arms:
+            continue  # (arms are dropped only to make room for others: none before)
+        blob = before.get(key)
+        if profile is None and blob is None:
+            continue
+        tally_delta(deltas, arm_states(decode(blob)) if blob else {}, profile)
+    return deltas
+
+
+def add_deltas(into: dict[TallyKey, Tally], deltas: dict[TallyKey, Tally]) -> None:
+    for key, row in deltas.items():
+        mine = into.get(key)
+        if mine is None:
+            into[key] = list(row)
+        else:
+            for i, value in enumerate(row):
+                mine[i] += value
+
+
+def delta_rows(deltas: dict[TallyKey, Tally]) -> list[tuple[Any, ...]]:
+    """(day, placement, arm, units, exposures, converters, revenue, revenue², clicks)
+    for the deltas that change something."""
+    return [(*key, *row) for key, row in deltas.items() if any(row)]
 
 
 class Store(abc.ABC):
@@ -78,6 +150,11 @@ class Store(abc.ABC):
     async def ping(self) -> None:
         """Raise unless the store answers (for ``/_edge/readyz``): one cheap read."""
         await self.resolve("\x00ping")
+
+    async def report_rows(self, since_day: int = 0) -> list[ReportRow]:
+        """The daily aggregates of exposures and outcomes, for the units first exposed
+        on *since_day* (unix day number) or later."""
+        return []
 
     async def put_products(self, records: list[dict[str, Any]]) -> None:  # noqa: B027
         """Keep the products the sidecar learned from the shop's pages (feed rows,
@@ -159,7 +236,8 @@ class MemoryStore(Store):
             key: None if (data := self._data.get(key)) is None else decode(data) for key in keys
         }
         seen = {c for c in claims if c in self.claims}
-        result = mutation(current, seen)
+        deltas: dict[TallyKey, Tally] = {}
+        result = measuring(mutation, deltas)(current, seen)
         encoded = {key: None if p is None else encode(p) for key, p in result.items()}
         for key, data in encoded.items():
             if data is None:
@@ -171,10 +249,15 @@ class MemoryStore(Store):
                 for alias in result[key].aliases:  # type: ignore[union-attr]
                     self.aliases[alias] = key
         self.claims.update(claims)
+        add_deltas(self.__dict__.setdefault("_tallies", {}), deltas)
         return result
 
     async def keys(self) -> list[str]:
         return list(self._data)
+
+    async def report_rows(self, since_day: int = 0) -> list[ReportRow]:
+        tallies: dict[TallyKey, Tally] = self.__dict__.get("_tallies", {})
+        return sorted(ReportRow(*key, *row) for key, row in tallies.items() if key[0] >= since_day)
 
     async def put_products(self, records: list[dict[str, Any]]) -> None:
         self._products = encode_products(records)
@@ -479,6 +562,12 @@ class GuardedStore(Store):
         if self.breaker.state == "open":
             raise StoreUnavailable("keys", "open", "circuit breaker open")
         return await self.inner.keys()
+
+    async def report_rows(self, since_day: int = 0) -> list[ReportRow]:
+        """The daily aggregates, with the write deadline (a report, not a page)."""
+        return await self._call(
+            "report_rows", self.write_timeout, self.inner.report_rows, since_day
+        )
 
     async def put_products(self, records: list[dict[str, Any]]) -> None:
         await self._call("put_products", self.write_timeout, self.inner.put_products, records)
