@@ -72,10 +72,8 @@ class Decision:
         edits whose placement is in *shown* (all of them when None) and the holdouts.
         Stamped with the decision's time, not the end of the response: a first exposure
         stored a second later would move the deadline the page showed."""
-        # ``arms`` and ``measured`` are filled by the placement step (variants, QA
-        # visitors); a decision without them: one "default" arm, measured.
-        arms: dict[str, str] = getattr(self, "arms", None) or {}
-        measured: bool = getattr(self, "measured", True)
+        arms = self.arms
+        measured = self.measured
         out: list[ev.BaseEvent] = [
             ev.PlacementShown(
                 placement_id=e.placement,

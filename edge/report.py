@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from edge import lift
+from edge.placements import split
 from edge.profiles.model import DAY
 from edge.profiles.store import ReportRow, StoreUnavailable
 
@@ -43,11 +44,6 @@ def day_text(day: int) -> str:
 
 def split_of(spec: Any) -> dict[str, float]:
     """arm -> configured share of a placement's eligible units."""
-    try:
-        from edge.placements import split  # type: ignore[attr-defined]
-    except ImportError:  # (before placements had variants)
-        h = float(spec.holdout)
-        return {HOLDOUT: h, "default": 1 - h}
     return dict(split(spec))
 
 

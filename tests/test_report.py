@@ -19,6 +19,7 @@ from edge.profiles import events as ev
 from edge.profiles.model import DAY
 from edge.profiles.service import ProfileService
 from edge.profiles.store import ReportRow
+from edge.rules.spec import Placement
 from tests.test_measure import IDENTITY
 
 NOW = 1_800_000_000
@@ -28,7 +29,8 @@ Z = 1.959963984540054
 
 def placement(pid: str, holdout: float, slot: str = "hero", segment: str = "vip") -> object:
     return SimpleNamespace(
-        id=pid, spec=SimpleNamespace(slot=slot, segment=segment, when="", holdout=holdout)
+        id=pid,
+        spec=Placement(slot=slot, segment=segment, holdout=holdout, snippet="hero.html"),
     )
 
 
