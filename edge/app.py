@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from edge import metrics
 from edge.activities import Activities
+from edge.admin import AdminPage
 from edge.carts import READERS as CART_READERS
 from edge.carts import read_mini_cart
 from edge.config import Config, ConfigError
@@ -46,6 +47,7 @@ from edge.respond import Responder
 from edge.rewriting import Rewriting
 from edge.rules import LiveRules, ShopStats, rules_directory
 from edge.shipped import STATIC
+from edge.snapshots import DailySnapshots
 from edge.visitors import Visitors
 
 log = logging.getLogger("edge.app")
@@ -139,6 +141,23 @@ class EdgeApp:
             config, identity, self.profiles, self.recorder, self.visitors
         )
         self.profile_form = ProfileForm(identity, self.recorder, self.visitors, rules=self.rules)
+        # The merchant's page, off (404) without an admin token; segment sizes are
+        # counted once a day either way (edge/snapshots.py).
+        self.admin = (
+            AdminPage(
+                config.admin_token,
+                self.store,
+                self.rules,
+                trust_forwarded=config.trust_forwarded,
+            )
+            if config.admin_token
+            else None
+        )
+        self.snapshots = DailySnapshots(
+            self.store,
+            lambda: self.rules.ruleset if self.rules.loaded else None,
+            lambda: self.decider.shop,
+        )
         self.sidecar = Starlette(
             routes=[
                 Route(FORM_PATH, self.profile_form.handle, methods=["POST"]),
@@ -147,6 +166,7 @@ class EdgeApp:
                 Route("/_edge/metrics", MetricsEndpoint(config.metrics_token), methods=["GET"]),
                 Mount("/_edge/static", StaticFiles(directory=STATIC_DIR), name="static"),
                 *endpoints.routes(),
+                *(self.admin.routes() if self.admin is not None else []),
             ],
             lifespan=self._lifespan,
         )
@@ -173,6 +193,9 @@ class EdgeApp:
         jobs = [self.rules.watch(), self._save_learned_every(LEARNED_SAVE_EVERY)]
         if self.config.avg_order_value is None:
             jobs.append(self._shop_stats_every(SHOP_STATS_EVERY))
+        jobs.append(self.snapshots.run())
+        if self.admin is not None:
+            jobs.append(self.admin.sampler.run())
         for job in jobs:
             task = asyncio.ensure_future(job)
             self._tasks.add(task)

@@ -35,7 +35,9 @@ from edge.profiles.store import (
     Profiles,
     Store,
     decode_products,
+    decode_snapshots,
     encode_products,
+    encode_snapshot,
 )
 
 log = logging.getLogger("edge.profiles")
@@ -50,6 +52,8 @@ CREATE TABLE IF NOT EXISTS aliases (alias TEXT PRIMARY KEY, key TEXT NOT NULL) W
 CREATE INDEX IF NOT EXISTS aliases_by_key ON aliases(key);
 CREATE TABLE IF NOT EXISTS claims (claim TEXT PRIMARY KEY, ts INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS learned (name TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS segment_snapshots (day TEXT PRIMARY KEY, data BLOB NOT NULL)
+  WITHOUT ROWID;
 """
 _PROFILES_WITHOUT_ROWID = "WITHOUT ROWID"
 """How stores made before 2026-12 kept profiles: in the key's own B-tree. A profile
@@ -182,6 +186,31 @@ class SQLiteStore(Store):
     async def get_products(self) -> list[dict[str, Any]]:
         row = self._reader.execute("SELECT data FROM learned WHERE name = 'products'").fetchone()
         return decode_products(row[0] if row else None)
+
+    # the daily segment counts (edge.snapshots): one row a day, written once a day on a
+    # connection of its own, like the products
+
+    async def put_segment_snapshot(self, day: str, snapshot: dict[str, Any]) -> None:
+        data = encode_snapshot(snapshot)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._put_snapshot, day, data)
+
+    def _put_snapshot(self, day: str, data: bytes) -> None:
+        conn = _connect(self.path, sync_full=False)
+        try:
+            with conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO segment_snapshots (day, data) VALUES (?, ?)",
+                    (day, data),
+                )
+        finally:
+            conn.close()
+
+    async def get_segment_snapshots(self, since: str) -> list[dict[str, Any]]:
+        rows = self._reader.execute(
+            "SELECT day, data FROM segment_snapshots WHERE day >= ?", (since,)
+        ).fetchall()
+        return decode_snapshots(rows)
 
     # one-time names (signed ingest requests seen), on a connection of their own, off
     # the event loop: rare, and never in the writer thread's group commits
