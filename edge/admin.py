@@ -318,7 +318,8 @@ def _placement_view(placement: dict[str, Any], currency: str, locale: str) -> di
         "srm_broken": bool(placement.get("srm_broken")),
         "srm_p": "–" if srm_p is None else f"{srm_p:.3g}",
         "axis": [
-            {"x": _lift_bar((t, t, t), scale)["cx"], "label": _fmt_pct(t, True, 0)} for t in ticks
+            {"x": _lift_bar((t, t, t), scale)["cx"], "label": _fmt_pct(t, True, 0) if t else "0%"}
+            for t in ticks
         ],
         "zero": _lift_bar((0.0, 0.0, 0.0), scale)["cx"],
         "bars": sum(1 for r in rows if r["bar"]),
