@@ -26,6 +26,7 @@ import itertools
 import math
 import secrets
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -49,6 +50,8 @@ SESSION_TTL: Final = 12 * 3600
 WINDOWS: Final = (7, 30, 90)
 """The report windows the page offers (days); ``?days=N`` takes 1 to 400."""
 SEGMENT_DAYS: Final = 90
+FORM_BYTES: Final = 4096
+"""The largest login form read (a token and a form token)."""
 TEMPLATES: Final = Path(__file__).resolve().parent / "templates"
 """The page's templates, package data (pyproject.toml ``package-data``)."""
 
@@ -573,18 +576,20 @@ class AdminPage:
             samesite="strict",
         )
 
-    @staticmethod
-    def _same_site(request: Request) -> bool:
-        """A POST from the page itself: not from another site (Sec-Fetch-Site, else
-        Origin, when the browser sends them; the form tokens are checked anyway)."""
+    def _same_site(self, request: Request) -> bool:
+        """A POST from the page itself, not from another site: the browser's own
+        ``Sec-Fetch-Site`` when it sends one, else the ``Origin`` against the host asked
+        (the form tokens and the SameSite=Strict cookies are checked besides)."""
         site = request.headers.get("sec-fetch-site")
-        if site is not None and site not in ("same-origin", "none"):
-            return False
+        if site is not None:
+            return site in ("same-origin", "none")
         origin = request.headers.get("origin")
-        if origin and origin != "null":
-            host = origin.split("://", 1)[-1]
-            return host == request.headers.get("host", "")
-        return True
+        if not origin or origin == "null":
+            return origin is None
+        hosts = {request.headers.get("host", "")}
+        if self.trust_forwarded:
+            hosts.add(request.headers.get("x-forwarded-host", ""))
+        return origin.split("://", 1)[-1] in hosts
 
     # the pages
 
@@ -654,7 +659,9 @@ class AdminPage:
         )
 
     async def login(self, request: Request) -> Response:
-        form = await request.form()
+        form = await _small_form(request)
+        if form is None:
+            return self._login_form(request, 413, "That form was too large.")
         given = str(form.get("token", ""))
         csrf = str(form.get("csrf", ""))
         expected = request.cookies.get(CSRF_COOKIE, "")
@@ -674,7 +681,7 @@ class AdminPage:
         return response
 
     async def logout(self, request: Request) -> Response:
-        form = await request.form()
+        form = await _small_form(request) or {}
         session = request.cookies.get(COOKIE, "")
         given = str(form.get("csrf", ""))
         if (
@@ -690,6 +697,21 @@ class AdminPage:
         response = RedirectResponse(PATH, status_code=303, headers=dict(HEADERS))
         response.delete_cookie(COOKIE, path=PATH)
         return response
+
+
+async def _small_form(request: Request) -> dict[str, str] | None:
+    """The URL-encoded form of a POST, None when it is larger than ``FORM_BYTES``
+    (read no further: these forms hold a token or two)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_BYTES:
+            return None
+    try:
+        fields = urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
+    except ValueError:  # more fields than a login form has
+        return None
+    return {name: values[0] for name, values in fields.items()}
 
 
 def _unauthorized() -> Response:

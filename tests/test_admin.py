@@ -268,6 +268,26 @@ async def test_the_login_needs_its_form_token_and_the_same_site(app: Any) -> Non
             headers={"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.test"},
         )
         assert cross.status_code == 403 and "edge_admin" not in client.cookies
+        # without Sec-Fetch-Site (an older browser), the Origin must be this host
+        other = await client.post(
+            "/_edge/admin/login",
+            data={"token": TOKEN, "csrf": csrf},
+            headers={"Origin": "https://evil.test"},
+        )
+        assert other.status_code == 403 and "edge_admin" not in client.cookies
+        huge = await client.post("/_edge/admin/login", data={"token": "x" * 10_000, "csrf": csrf})
+        assert huge.status_code == 413 and "edge_admin" not in client.cookies
+        many = await client.post("/_edge/admin/login", content="&".join(["a=1"] * 50))
+        assert many.status_code == 413
+        # each refusal hands out a new form token: the page's latest one logs in
+        form = HTMLParser((await client.get("/_edge/admin")).text)
+        csrf = form.css_first("input[name=csrf]").attributes["value"]
+        same = await client.post(
+            "/_edge/admin/login",
+            data={"token": TOKEN, "csrf": csrf},
+            headers={"Origin": "http://shop.test", "Sec-Fetch-Site": "same-origin"},
+        )
+        assert same.status_code == 303 and "edge_admin" in client.cookies
 
 
 async def test_over_https_the_cookie_is_secure() -> None:
