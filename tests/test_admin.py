@@ -31,7 +31,7 @@ from edge.profiles.sqlite import SQLiteStore
 from edge.profiles.stats import average_order_value
 from edge.profiles.store import Breaker, GuardedStore, MemoryStore, Store, StoreUnavailable
 from edge.rules import LiveRules, ShopStats
-from edge.snapshots import DailySnapshots, count_segments, take_snapshot, today
+from edge.snapshots import DailySnapshots, _until_tomorrow, count_segments, take_snapshot, today
 from tests.admin_sample import sample_report, sample_snapshots
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -446,3 +446,11 @@ async def test_take_snapshot_replaces_today_s() -> None:
     day, counts = await take_snapshot(store, rules.ruleset, ShopStats())
     kept = await store.get_segment_snapshots(day)
     assert len(kept) == 1 and kept[0]["total"] == counts.total == 310
+
+
+def test_the_next_snapshot_is_after_midnight_utc() -> None:
+    noon = 1_796_644_800.0  # 2026-12-07T12:00:00Z
+    assert today(noon) == "2026-12-07"
+    assert _until_tomorrow(noon) == 12 * 3600
+    assert today(noon + _until_tomorrow(noon)) == "2026-12-08"
+    assert _until_tomorrow(noon + 12 * 3600 - 0.5) == 1.0  # never a busy loop
