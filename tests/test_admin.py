@@ -341,8 +341,18 @@ async def test_the_page_says_when_the_store_is_away(tmp_path: Path) -> None:
 # --- segment snapshots -------------------------------------------------------------
 
 
-async def _seeded(store: Store) -> Store:
-    await seed(ProfileService(store, Identity(["s"]).email_hash))
+_SEEDED: list[MemoryStore] = []
+
+
+async def _seeded(store: MemoryStore) -> MemoryStore:
+    """*store* with the demo's 310 customers (seeded once per module, then copied)."""
+    if not _SEEDED:
+        _SEEDED.append(MemoryStore())
+        await seed(ProfileService(_SEEDED[0], Identity(["s"]).email_hash))
+    source = _SEEDED[0]
+    store._data.update(source._data)
+    store.aliases.update(source.aliases)
+    store.claims.update(source.claims)
     return store
 
 
@@ -422,7 +432,9 @@ async def test_edge_segments_snapshot_keeps_what_it_prints(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "p.db"
-    store = await _seeded(SQLiteStore(db))
+    source = await _seeded(MemoryStore())
+    store = SQLiteStore(db)
+    await store.transact(list(source._data), [], lambda _current, _seen: source.profiles)
     await store.close()
     monkeypatch.setenv("EDGE_STORE", f"sqlite:{db}")
     monkeypatch.setenv("EDGE_SECRET", "s")
