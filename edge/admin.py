@@ -326,7 +326,57 @@ def _placement_view(placement: dict[str, Any], currency: str, locale: str) -> di
         ],
         "zero": _lift_bar((0.0, 0.0, 0.0), scale)["cx"],
         "bars": sum(1 for r in rows if r["bar"]),
+        "trend": _trend_view(list(placement.get("daily") or []), [r["arm"] for r in rows]),
     }
+
+
+TREND_W: Final = 560
+TREND_H: Final = 130
+HOLDOUT_COLOUR: Final = "#57606a"
+ARM_COLOURS: Final = ("#0072B2", "#009E73", "#CC79A7", "#D55E00", "#B8860B", "#56B4E9")
+
+
+def _trend_view(daily: list[dict[str, Any]], arms: list[str]) -> dict[str, Any] | None:
+    """The conversion rate of each arm so far, day by day (cumulative: it settles as
+    the sample grows); None below two days."""
+    days = sorted({str(row.get("day", "")) for row in daily})
+    if len(days) < 2:
+        return None
+    index = {day: i for i, day in enumerate(days)}
+    names = [a for a in arms if any(row.get("arm") == a for row in daily)]
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for name in names:
+        visitors = conversions = 0
+        points = []
+        rows = sorted((r for r in daily if r.get("arm") == name), key=lambda r: str(r["day"]))
+        for row in rows:
+            visitors += int(row.get("visitors") or 0)
+            conversions += int(row.get("conversions") or 0)
+            if visitors:
+                points.append((index[str(row["day"])], conversions / visitors))
+        if points:
+            curves[name] = points
+    if not curves:
+        return None
+    top = _nice(max(rate for points in curves.values() for _, rate in points) or 0.01)
+    span = len(days) - 1
+    series = []
+    colours = iter(ARM_COLOURS * 4)
+    for name, points in curves.items():
+        path = " ".join(
+            f"{round(44 + i / span * (TREND_W - 54), 1)},"
+            f"{round(TREND_H - 22 - rate / top * (TREND_H - 34), 1)}"
+            for i, rate in points
+        )
+        colour = HOLDOUT_COLOUR if name == "holdout" else next(colours)
+        series.append(
+            {"arm": name, "colour": colour, "path": path, "last": _fmt_pct(points[-1][1], digits=2)}
+        )
+    grid = [
+        {"y": round(TREND_H - 22 - f * (TREND_H - 34), 1), "label": _fmt_pct(top * f, digits=1)}
+        for f in (0, 0.5, 1)
+    ]
+    return {"series": series, "grid": grid, "first": days[0], "last": days[-1]}
 
 
 def _ticks(scale: tuple[float, float]) -> list[float]:
@@ -482,6 +532,7 @@ def page_view(
         "lift_height": LIFT_HEIGHT,
         "spark": {"w": SPARK_W, "h": SPARK_H},
         "rate_size": {"w": RATE_W, "h": RATE_H},
+        "trend_size": {"w": TREND_W, "h": TREND_H},
     }
 
 

@@ -74,12 +74,31 @@ def _placement(
         "srm_p": srm,
         "srm_broken": srm is not None and srm < lift.SRM_THRESHOLD,
         "arms": [_arm(n, arms[n], None if n == "holdout" else holdout) for n in names],
-        "daily": [
-            {"day": "2026-12-01", "arm": n, "visitors": arms[n][0] // 7, "conversions": 1,
-             "revenue": 80.0}
-            for n in names
-        ],
-    }  # fmt: skip
+        "daily": _daily(arms),
+    }
+
+
+DAYS = [f"2026-11-{d:02d}" for d in range(24, 31)] + [f"2026-12-{d:02d}" for d in range(1, 8)]
+
+
+def _daily(arms: dict[str, Counts]) -> list[dict[str, Any]]:
+    """The arms' counts spread over two weeks, a little uneven (as days are)."""
+    rows = []
+    for name, (visitors, conversions, revenue, _) in arms.items():
+        for i, day in enumerate(DAYS):
+            share = (1 + (i * 7 + len(name)) % 5) / sum(
+                1 + (j * 7 + len(name)) % 5 for j in range(len(DAYS))
+            )
+            rows.append(
+                {
+                    "day": day,
+                    "arm": name,
+                    "visitors": round(visitors * share),
+                    "conversions": round(conversions * share),
+                    "revenue": revenue * share,
+                }
+            )
+    return rows
 
 
 def _revenue(conversions: int, order: float) -> tuple[float, float]:

@@ -88,6 +88,17 @@ def test_the_placements_table_reads_a_report(tmp_path: Path) -> None:
     assert hero.css_first("tr.holdout svg") is None  # no lift for the holdout
     assert "45%" in hero.text() and "10%" in hero.text()  # the configured split
 
+    trend = hero.css("svg.trend-chart polyline.trend-line")
+    assert [t.attributes["data-arm"] for t in trend] == ["holdout", "bold", "warm"]
+    assert all(len(t.attributes["points"].split()) == 14 for t in trend)  # two weeks
+    # warm converts best: its line ends highest (SVG y grows downwards)
+    ends = {
+        t.attributes["data-arm"]: float(t.attributes["points"].split()[-1].split(",")[1])
+        for t in trend
+    }
+    assert ends["warm"] < ends["bold"] < ends["holdout"]
+    assert "8.00%" in hero.css_first("figure.trend .legend").text()
+
     cart = articles["cart-reminder"]
     assert "No clear winner" in cart.css_first(".verdict").text()
     assert cart.css_first(".badge.bad") is None and cart.css_first("tr.winner") is None

@@ -171,6 +171,9 @@ def test_the_admin_page_in_chromium(edge: EdgeProcess, browser: Browser, tmp_pat
         assert len(bars) == 5 and all(w > 1 and h > 1 for w, h in bars)
         assert all(w > 100 and h > 10 for w, h in _size(page, "svg.lift-chart"))
         assert page.locator("tr.winner").count() == 1
+        # each placement's conversion rate so far: a line per arm (3 + 2 + 2 + 2)
+        assert page.locator("svg.trend-chart polyline.trend-line").count() == 9
+        assert all(w > 100 and h > 40 for w, h in _size(page, "svg.trend-chart"))
         assert page.locator("text=Sample ratio mismatch").count() >= 1
         assert page.locator(".badge.wait", has_text="too small to read").count() >= 1
 
