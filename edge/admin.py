@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import hashlib
 import hmac
 import itertools
@@ -448,7 +449,7 @@ def _segment_views(snapshots: list[dict[str, Any]], ruleset: RuleSet) -> list[di
 
 
 def _day_number(day: str) -> int:
-    return int(time.mktime(time.strptime(day, "%Y-%m-%d")) // 86_400)
+    return dt.date.fromisoformat(day).toordinal()
 
 
 RATE_W: Final = 640
