@@ -83,8 +83,15 @@ OUTCOME_COLOURS: Final = {
 async def report_for_admin(store: Store, ruleset: RuleSet, *, days: int) -> dict[str, Any]:
     """The report JSON (issue 16's shared contract) over the last *days* days.
 
-    Until the measurement lands this names the placements and their configured split
-    with no arms measured; then it is ``edge.report.build(rows, ruleset, since=...)``."""
+    Until the measurement (branch i16-measure, ``edge/report.py``) is merged this names
+    the placements and their configured split with no arms measured. Merged, the body
+    becomes (the attribution window from the configuration)::
+
+        since = report.day_number(dt.date.fromisoformat(since_day(days)))
+        rows = await store.report_rows(since)
+        return report.build(rows, ruleset.placements, since_day=since,
+                            window_seconds=attribution_seconds, now=time.time())
+    """
     since = since_day(days)
     placements = []
     for rule in ruleset.placements:
