@@ -557,7 +557,7 @@ class _Session:
 
     def valid(self, value: str, now: float) -> bool:
         stamp, _, mac = value.partition(".")
-        if not stamp.isdigit() or not hmac.compare_digest(mac, self._mac(stamp)):
+        if not stamp.isdigit() or not hmac.compare_digest(mac.encode(), self._mac(stamp).encode()):
             return False
         return int(stamp) - 60 <= now < int(stamp) + SESSION_TTL
 
