@@ -9,11 +9,12 @@ import contextlib
 import hmac
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -67,8 +68,9 @@ class EdgeApp:
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
         secret = config.secret
+        self._random_secret = secrets.token_urlsafe(32)
         if not secret:
-            secret = secrets.token_urlsafe(32)
+            secret = self._random_secret
             log.warning(
                 "no secret configured (EDGE_SECRET): visitor cookies signed with a random "
                 "secret will not survive a restart"
@@ -137,6 +139,7 @@ class EdgeApp:
         self._tasks: set[asyncio.Task[None]] = set()
         """The periodic jobs running (one that ends, cancelled say, leaves the set)."""
         self.startup_hooks: list[Callable[[EdgeApp], Awaitable[None]]] = []
+        self.metrics = MetricsEndpoint(config.metrics_token)
         self.events = endpoints = EventEndpoints(
             config, identity, self.profiles, self.recorder, self.visitors
         )
@@ -163,7 +166,7 @@ class EdgeApp:
                 Route(FORM_PATH, self.profile_form.handle, methods=["POST"]),
                 Route("/_edge/healthz", self.healthz, methods=["GET", "HEAD"]),
                 Route("/_edge/readyz", self.readyz, methods=["GET", "HEAD"]),
-                Route("/_edge/metrics", MetricsEndpoint(config.metrics_token), methods=["GET"]),
+                Route("/_edge/metrics", self.metrics, methods=["GET"]),
                 Mount("/_edge/static", StaticFiles(directory=STATIC_DIR), name="static"),
                 *endpoints.routes(),
                 *(self.admin.routes() if self.admin is not None else []),
@@ -197,9 +200,7 @@ class EdgeApp:
         if self.admin is not None:
             jobs.append(self.admin.sampler.run())
         for job in jobs:
-            task = asyncio.ensure_future(job)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(job)
         yield
         for task in list(self._tasks):
             task.cancel()
@@ -269,6 +270,11 @@ class EdgeApp:
         )
         return bool(given) and hmac.compare_digest(given.encode(), token.encode())
 
+    def _start(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _save_learned_every(self, seconds: float) -> None:
         while True:
             await asyncio.sleep(seconds)
@@ -278,13 +284,75 @@ class EdgeApp:
                 log.warning("learned products not saved: %s", exc)
 
     async def _shop_stats_every(self, seconds: float) -> None:
-        while True:
+        while self.config.avg_order_value is None:  # a reload may set it
             try:
                 average = await average_order_value(self.store)
                 self.decider.shop = ShopStats(avg_order_value=average)
             except Exception as exc:
                 log.warning("shop statistics not updated: %s", exc)
             await asyncio.sleep(seconds)
+
+    def reload(self, config: Config) -> list[str]:
+        """Serve *config* from now on (SIGHUP: edge.toml and EDGE_* read again) and the
+        rule files as they are now. Requests in flight finish with what they started
+        with. Settings that cannot change in a running process keep their old value
+        and are returned (and logged) by name."""
+        old = self.config
+        changed = [f for f in old.__struct_fields__ if getattr(old, f) != getattr(config, f)]
+        restart = [f for f in changed if f not in LIVE_SETTINGS]
+        if restart:
+            log.warning("needs a restart: %s (keeping the running value)", ", ".join(restart))
+            config = msgspec.structs.replace(config, **{f: getattr(old, f) for f in restart})
+        snippets = Snippets(config.snippets) if "snippets" in changed else self.snippets
+        # Opened again on every reload (logrotate: move the file, then SIGHUP); a file
+        # that cannot be opened refuses the reload.
+        old_log = self.respond.access_log
+        access_log = access_log_for(config) if config.access_log != "off" else None
+        if {"secret", "previous_secrets", "consent_cookie", "consent_values"} & set(changed):
+            # In place: every part holding the identity sees the new keys at once. With
+            # no secret configured the random one made at start stays.
+            secret = config.secret or self._random_secret
+            self.identity.__init__(  # type: ignore[misc]
+                [secret, *config.previous_secrets],
+                consent_cookie=config.consent_cookie,
+                consent_values=config.consent_values,
+            )
+        self.visitors.track = config.track
+        self.visitors.trust_forwarded = config.trust_forwarded
+        self.events.config = config
+        self.snippets = self.decider.activities.snippets = snippets
+        self.rules.snippets = snippets.names
+        self.decider.activities.stylesheet = config.stylesheet
+        self.decider.languages = tuple(config.languages or ["en"])
+        self.decider.trust_geo = config.trust_geo
+        if config.avg_order_value is not None:
+            self.decider.shop = ShopStats(avg_order_value=config.avg_order_value)
+        elif old.avg_order_value is not None:
+            self._start(self._shop_stats_every(SHOP_STATS_EVERY))
+        self.respond.rewriting.max_bytes = config.personalize_max_bytes
+        self.respond.access_log = access_log
+        if old_log is not None:
+            old_log.close()
+        self.metrics.__init__(config.metrics_token)  # type: ignore[misc]
+        if _PROXY_SETTINGS & set(changed):
+            self._swap_proxy(config)
+        if "rules" in changed:
+            self.rules.directory, self.rules.only = rules_directory(config.rules)
+        self.rules.reload()
+        logging.getLogger().setLevel(config.log_level.upper())
+        self.config = config
+        applied = [f for f in changed if f in LIVE_SETTINGS]
+        log.info("configuration reloaded%s", f" ({', '.join(applied)})" if applied else "")
+        return restart
+
+    def _swap_proxy(self, config: Config) -> None:
+        """A new upstream pool for new requests; the old one's connections close once
+        idle (now, and after the graceful timeout for those still in use)."""
+        old = self.proxy
+        self.proxy = self.respond.proxy = Proxy(config)
+        self.observer.shop_host = observer_for(config).shop_host
+        old.pool.close()
+        asyncio.get_running_loop().call_later(config.graceful_timeout, old.pool.close)
 
 
 async def _not_found(_request: Request, _exc: Exception) -> Response:
@@ -298,6 +366,43 @@ async def _not_found(_request: Request, _exc: Exception) -> Response:
     )
 
 
+_PROXY_SETTINGS: Final = frozenset(
+    {"upstream", "upstream_host", "public_url", "trust_forwarded", "allowed_hosts"}
+    | {"connect_timeout", "read_timeout", "pool_size"}
+)
+_ACCESS_LOG_SETTINGS: Final = frozenset({"access_log", "access_log_file", "access_log_client_ip"})
+LIVE_SETTINGS: Final = (
+    _PROXY_SETTINGS
+    | _ACCESS_LOG_SETTINGS
+    | {
+        "metrics_token",
+        "admin_token",
+        "secret",
+        "previous_secrets",
+        "consent_cookie",
+        "consent_values",
+        "track",
+        "ingest_token",
+        "ingest_secret",
+        "rules",
+        "snippets",
+        "stylesheet",
+        "languages",
+        "trust_geo",
+        "avg_order_value",
+        "personalize_max_bytes",
+        "log_level",
+        # the server's (edge/server.py, applied by `edge serve`'s reload)
+        "graceful_timeout",
+        "max_header_bytes",
+        "header_timeout",
+        "keepalive_timeout",
+        "max_connections",
+    }
+)
+"""Settings a reload applies to the running sidecar. Any other (the listening address,
+the store, the catalog feed, the caches' sizes, the session binding, ...) was built into
+the process at start: a reload logs it as needing a restart and keeps its old value."""
 SHOP_STATS_EVERY: Final = 900.0
 LEARNED_SAVE_EVERY: Final = 60.0
 """How often the products learned from the shop's pages are written to the store."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import secrets
 import shutil
 import sys
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from edge import __version__, map_cli
-from edge.config import ConfigError, load_config
+from edge.config import Config, ConfigError, load_config
 from edge.store_cli import check_store, remove_if_empty
 from edge.store_cli import redis_problem as _redis_problem
 
@@ -229,29 +230,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from edge.app import create_app
-    from edge.server import bind, configure_logging, make_server, run, serve
+    from edge.server import Limits, apply_limits, bind, configure_logging, make_server, run, serve
 
-    config = load_config(
-        {
-            "upstream": args.upstream,
-            "host": args.host,
-            "port": args.port,
-            "rules": args.rules,
-            "snippets": args.snippets,
-        },
-        config_file=args.config,
-    )
-    if not config.upstream:
-        raise ConfigError(
-            'no upstream: pass --upstream URL, set EDGE_UPSTREAM, or put upstream = "..." in edge.toml'
+    def read_config() -> Config:
+        config = load_config(
+            {
+                "upstream": args.upstream,
+                "host": args.host,
+                "port": args.port,
+                "rules": args.rules,
+                "snippets": args.snippets,
+            },
+            config_file=args.config,
         )
+        if not config.upstream:
+            raise ConfigError(
+                'no upstream: pass --upstream URL, set EDGE_UPSTREAM, or put upstream = "..." in edge.toml'
+            )
+        return config
+
+    config = read_config()
     configure_logging(config.log_level)
     sock = _bind_or_explain(bind, config.host, config.port)
+    app = create_app(config)
     server = make_server(
-        create_app(config),
+        app,
         host=config.host,
         port=config.port,
         graceful_timeout=config.graceful_timeout,
+        limits=Limits.of(config),
     )
 
     def started() -> None:
@@ -262,7 +269,19 @@ def _serve(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    run(serve([(server, sock)], on_started=started))
+    def reload() -> None:  # SIGHUP
+        try:
+            new = read_config()
+        except ConfigError as exc:
+            logging.getLogger("edge").error(
+                "reload refused, still serving the previous configuration: %s", exc
+            )
+            return
+        app.reload(new)
+        apply_limits(server, Limits.of(new))
+        server.config.timeout_graceful_shutdown = new.graceful_timeout
+
+    run(serve([(server, sock)], on_started=started, reload=reload))
     return 0
 
 

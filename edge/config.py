@@ -71,6 +71,19 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Idle keep-alive connections to the upstream kept open."""
     graceful_timeout: float = 30.0
     """Seconds in-flight requests get to finish after SIGTERM."""
+    max_header_bytes: int = 64 * 1024
+    """Largest request head (request line and headers, cookies included) accepted;
+    a larger one is answered 431 and its connection closed."""
+    header_timeout: float = 10.0
+    """Seconds a client has to send a request's whole head, from the moment it connects
+    (or, on a kept-alive connection, from the head's first byte); then its connection
+    is closed. Stops slow-header (slowloris) clients holding connections."""
+    keepalive_timeout: float = 75.0
+    """Seconds an idle kept-alive connection stays open. Keep it above the idle timeout
+    of the proxy in front (nginx upstream ``keepalive_timeout`` and AWS ALB: 60 s)."""
+    max_connections: int = 0
+    """Connections served at once; requests beyond get 503. 0: as many as the
+    process's open-file limit allows (``ulimit -n``, two descriptors per connection)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity. Error lines are one line each (the traceback only at ``debug``)
     and a repeated one is written once per 10 s with a count (:mod:`edge.logs`)."""
@@ -163,7 +176,13 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 )
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be between 1 and 65535, got {self.port}")
-        for name in ("connect_timeout", "read_timeout", "graceful_timeout"):
+        for name in (
+            "connect_timeout",
+            "read_timeout",
+            "graceful_timeout",
+            "header_timeout",
+            "keepalive_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
         for name in ("store_timeout_ms", "store_write_timeout_ms", "store_breaker_failures"):
@@ -171,6 +190,12 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 raise ValueError(f"{name} must be a positive whole number")
         if self.store_breaker_cooldown <= 0:
             raise ValueError("store_breaker_cooldown must be a positive number of seconds")
+        if self.max_header_bytes < 1024:
+            raise ValueError(
+                f"max_header_bytes must be at least 1024 (default 65536), got {self.max_header_bytes}"
+            )
+        if self.max_connections < 0:
+            raise ValueError("max_connections must be 0 (from the open-file limit) or more")
         if self.pool_size < 0:
             raise ValueError("pool_size must be 0 or more")
         if self.profile_cache_ttl < 0:

@@ -26,6 +26,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Final
 
+import msgspec
+
 from edge import metrics
 from edge.caches import Expiring
 from edge.profiles import events as ev
@@ -43,6 +45,23 @@ _FIRST_HITS: Final = 200_000
 
 _First = tuple[list[ev.BaseEvent], Touch | None]
 
+# A new visitor's first hit waits in memory for their second request (a one-hit visitor,
+# often a crawler that keeps no cookie, is never stored): as msgpack bytes, about a
+# quarter of the objects' size, since a stream of cookieless requests fills the table.
+_encode_first = msgspec.msgpack.Encoder().encode
+_decode_first = msgspec.msgpack.Decoder(tuple[list[ev.Event], Touch | None]).decode
+
+
+def _unpacked(data: bytes | None) -> _First | None:
+    if data is None:
+        return None
+    try:
+        events, touch = _decode_first(data)
+    except msgspec.ValidationError:  # made by us, so only a value past a field's bound
+        log.debug("a first hit did not decode; dropped")
+        return None
+    return list(events), touch
+
 
 class Recorder:
     def __init__(self, profiles: ProfileService) -> None:
@@ -51,7 +70,7 @@ class Recorder:
         self._flusher: asyncio.Task[None] | None = None
         self._unwritten: dict[str, _First] = {}
         """New visitors' first events between their second request and the flush."""
-        self._first_hits: Expiring[str, _First] = Expiring(_FIRST_HITS, SESSION_GAP)
+        self._first_hits: Expiring[str, bytes] = Expiring(_FIRST_HITS, SESSION_GAP)
         metrics.queue_depth(self.queued)
 
     def queued(self) -> int:
@@ -80,10 +99,10 @@ class Recorder:
             if event.ts is None:
                 event.ts = now
         if visit.new:
-            self._first_hits[visit.visitor_id] = (events, touch)
+            self._first_hits[visit.visitor_id] = _encode_first((events, touch))
             return
         touches = [touch] if touch is not None else []
-        first = self._first_hits.pop(visit.visitor_id, None)
+        first = _unpacked(self._first_hits.pop(visit.visitor_id, None))
         if first is not None:
             events = first[0] + events
             if first[1] is not None:
@@ -94,7 +113,7 @@ class Recorder:
 
     def pending_profile(self, visitor_id: str) -> Profile | None:
         """A new visitor's profile as their first hit made it, not stored yet."""
-        first = self._first_hits.get(visitor_id) or self._unwritten.get(visitor_id)
+        first = self._unwritten.get(visitor_id) or _unpacked(self._first_hits.get(visitor_id))
         if first is None:
             return None
         events, touch = first

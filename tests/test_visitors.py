@@ -444,3 +444,40 @@ def test_geo_headers_count_only_when_the_operator_says_they_are_its_own(
         assert (b"<p id=near>" in page.body) is trusted
     finally:
         proc.stop()
+
+
+async def test_a_first_hit_waits_as_bytes_and_is_stored_whole_with_the_second() -> None:
+    """A new visitor's first hit is kept packed in memory (a stream of cookieless
+    requests fills that table) and comes back whole: its events, their times, the
+    campaign touch, for the profile the second request stores."""
+    import asyncio
+
+    from edge.identity import Identity
+    from edge.profiles import events as ev
+    from edge.profiles.model import Touch
+    from edge.profiles.service import ProfileService
+    from edge.profiles.store import MemoryStore
+    from edge.recorder import Recorder
+    from edge.visitors import Visit
+
+    identity = Identity(["s"])
+    service = ProfileService(MemoryStore(), identity.email_hash)
+    recorder = Recorder(service)
+    landed = 1_796_000_000
+    touch = Touch(ts=landed, source="google", medium="cpc", campaign="winter", channel="paid")
+    first = Visit("v2", new=True, secure=False, consent=True)
+    recorder.observed(first, [ev.PageViewed(path="/c/scarpe", page_type="category")], touch, landed)
+    (packed,) = recorder._first_hits._data.values()
+    assert isinstance(packed[1], bytes)
+    pending = recorder.pending_profile("v2")
+    assert pending is not None and pending.session_pageviews == 1
+    second = Visit("v2", new=False, secure=False, consent=True)
+    recorder.observed(second, [ev.PageViewed(path="/p/1")], None, landed + 30)
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        profile = await service.load("v2")
+        if profile is not None and profile.session_pageviews == 2:
+            break
+    assert profile is not None and profile.session_pageviews == 2
+    assert profile.first_seen == landed
+    assert profile.first_touch is not None and profile.first_touch.campaign == "winter"
