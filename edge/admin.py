@@ -28,6 +28,7 @@ import math
 import secrets
 import time
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -38,6 +39,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from edge import metrics
+from edge.config import Config
 from edge.profiles.store import Store, StoreUnavailable
 from edge.rules import LiveRules, RuleSet
 from edge.snapshots import since_day
@@ -569,24 +571,25 @@ class _Session:
 
 
 class AdminPage:
-    """The routes of ``/_edge/admin``, for an app's store, rules and sampler."""
+    """The routes of ``/_edge/admin``, for an app's store, rules and sampler.
+
+    *settings* returns the configuration serving (a SIGHUP reload may change
+    ``admin_token`` and ``trust_forwarded``): read at each request, so a new token
+    takes over at once (the sessions of the old one end) and an emptied one turns the
+    page off (404)."""
 
     def __init__(
         self,
-        token: str,
+        settings: Callable[[], Config],
         store: Store,
         rules: LiveRules,
         *,
-        trust_forwarded: bool = False,
         sampler: RateSampler | None = None,
     ) -> None:
-        self.token = token.encode()
-        self.session = _Session(
-            hmac.new(self.token, b"shop-edge admin session v1", hashlib.sha256).digest()
-        )
+        self.settings = settings
+        self._keyed: tuple[bytes, _Session] | None = None
         self.store = store
         self.rules = rules
-        self.trust_forwarded = trust_forwarded
         self.sampler = sampler or RateSampler()
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -596,13 +599,45 @@ class AdminPage:
             lstrip_blocks=True,
         )
 
+    @property
+    def token(self) -> bytes:
+        return self.settings().admin_token.encode()
+
+    @property
+    def session(self) -> _Session:
+        """Sessions keyed from the token serving (derived again when it changes)."""
+        token = self.token
+        if self._keyed is None or self._keyed[0] != token:
+            key = hmac.new(token, b"shop-edge admin session v1", hashlib.sha256).digest()
+            self._keyed = (token, _Session(key))
+        return self._keyed[1]
+
     def routes(self) -> list[Route]:
         return [
-            Route(PATH, self.page, methods=["GET", "HEAD"]),
-            Route(PATH + "/data.json", self.data, methods=["GET"]),
-            Route(PATH + "/login", self.login, methods=["POST"]),
-            Route(PATH + "/logout", self.logout, methods=["POST"]),
+            Route(PATH, self._on(self.page), methods=["GET", "HEAD"]),
+            Route(PATH + "/data.json", self._on(self.data), methods=["GET"]),
+            Route(PATH + "/login", self._on(self.login), methods=["POST"]),
+            Route(PATH + "/logout", self._on(self.logout), methods=["POST"]),
         ]
+
+    def _on(
+        self, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """*handler* while ``admin_token`` is set; a 404 (no such endpoint) otherwise."""
+
+        async def guarded(request: Request) -> Response:
+            if not self.settings().admin_token:
+                return JSONResponse(
+                    {
+                        "error": "not_found",
+                        "message": "No such sidecar endpoint. /_edge/ is reserved for shop-edge.",
+                    },
+                    status_code=404,
+                    headers={"cache-control": "no-store"},
+                )
+            return await handler(request)
+
+        return guarded
 
     # who is asking
 
@@ -620,7 +655,8 @@ class AdminPage:
     def _secure(self, request: Request) -> bool:
         if request.url.scheme == "https":
             return True
-        return self.trust_forwarded and request.headers.get("x-forwarded-proto") == "https"
+        forwarded = request.headers.get("x-forwarded-proto") == "https"
+        return forwarded and self.settings().trust_forwarded
 
     def _cookie(
         self, response: Response, request: Request, name: str, value: str, age: int
@@ -646,7 +682,7 @@ class AdminPage:
         if not origin or origin == "null":
             return origin is None
         hosts = {request.headers.get("host", "")}
-        if self.trust_forwarded:
+        if self.settings().trust_forwarded:
             hosts.add(request.headers.get("x-forwarded-host", ""))
         return origin.split("://", 1)[-1] in hosts
 

@@ -144,18 +144,10 @@ class EdgeApp:
             config, identity, self.profiles, self.recorder, self.visitors
         )
         self.profile_form = ProfileForm(identity, self.recorder, self.visitors, rules=self.rules)
-        # The merchant's page, off (404) without an admin token; segment sizes are
-        # counted once a day either way (edge/snapshots.py).
-        self.admin = (
-            AdminPage(
-                config.admin_token,
-                self.store,
-                self.rules,
-                trust_forwarded=config.trust_forwarded,
-            )
-            if config.admin_token
-            else None
-        )
+        # The merchant's page, off (404) while admin_token is unset (read at each
+        # request: a reload may set it); segment sizes are counted once a day either
+        # way (edge/snapshots.py).
+        self.admin = AdminPage(lambda: self.config, self.store, self.rules)
         self.snapshots = DailySnapshots(
             self.store,
             lambda: self.rules.ruleset if self.rules.loaded else None,
@@ -169,7 +161,7 @@ class EdgeApp:
                 Route("/_edge/metrics", self.metrics, methods=["GET"]),
                 Mount("/_edge/static", StaticFiles(directory=STATIC_DIR), name="static"),
                 *endpoints.routes(),
-                *(self.admin.routes() if self.admin is not None else []),
+                *self.admin.routes(),
             ],
             lifespan=self._lifespan,
         )
@@ -196,9 +188,7 @@ class EdgeApp:
         jobs = [self.rules.watch(), self._save_learned_every(LEARNED_SAVE_EVERY)]
         if self.config.avg_order_value is None:
             jobs.append(self._shop_stats_every(SHOP_STATS_EVERY))
-        jobs.append(self.snapshots.run())
-        if self.admin is not None:
-            jobs.append(self.admin.sampler.run())
+        jobs += [self.snapshots.run(), self.admin.sampler.run()]
         for job in jobs:
             self._start(job)
         yield

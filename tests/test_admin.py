@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
@@ -48,7 +49,8 @@ def _rules(tmp_path: Path, text: str | None = None) -> LiveRules:
 
 
 def _render(view: dict[str, Any]) -> HTMLParser:
-    page = AdminPage(TOKEN, MemoryStore(), LiveRules(ROOT / "rules"))
+    config = Config(admin_token=TOKEN)
+    page = AdminPage(lambda: config, MemoryStore(), LiveRules(ROOT / "rules"))
     return HTMLParser(page.env.get_template("admin.html").render(logout="", path="/x", **view))
 
 
@@ -335,6 +337,20 @@ async def test_a_session_ends_when_the_token_changes(app: Any) -> None:
         assert (await client.get("/_edge/admin")).status_code == 401
 
 
+async def test_a_reload_changes_the_token_and_can_turn_the_page_off(app: Any) -> None:
+    async with _client(app) as client:
+        await _login(client)
+        assert (await client.get("/_edge/admin")).status_code == 200
+        assert app.reload(msgspec.structs.replace(app.config, admin_token="rotated")) == []
+        assert (await client.get("/_edge/admin")).status_code == 401  # the old session ended
+        bearer = {"Authorization": "Bearer rotated"}
+        assert (await client.get("/_edge/admin", headers=bearer)).status_code == 200
+        app.reload(msgspec.structs.replace(app.config, admin_token=""))
+        assert (await client.get("/_edge/admin", headers=bearer)).status_code == 404
+        off = await client.post("/_edge/admin/login", data={"token": "", "csrf": ""})
+        assert off.status_code == 404
+
+
 async def test_the_page_says_when_the_store_is_away(tmp_path: Path) -> None:
     breaker = Breaker(failures=1, cooldown=60)
     store = GuardedStore(MemoryStore(), breaker=breaker)
@@ -344,9 +360,8 @@ async def test_the_page_says_when_the_store_is_away(tmp_path: Path) -> None:
         await store.get_segment_snapshots("2026-01-01")
     with pytest.raises(StoreUnavailable):
         await store.put_segment_snapshot("2026-01-01", {"total": 0, "counts": {}})
-    page = AdminPage(TOKEN, store, LiveRules(ROOT / "rules"))
     app = create_app(Config(upstream="http://127.0.0.1:9", admin_token=TOKEN), MemoryStore())
-    app.admin.store = page.store
+    app.admin.store = store
     async with _client(app) as client:
         reply = await client.get("/_edge/admin", headers={"Authorization": f"Bearer {TOKEN}"})
     assert reply.status_code == 200
