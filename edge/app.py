@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 
 from edge import metrics
 from edge.activities import Activities
+from edge.admin import AdminPage
 from edge.carts import READERS as CART_READERS
 from edge.carts import read_mini_cart
 from edge.config import Config, ConfigError
@@ -49,6 +50,7 @@ from edge.respond import Responder
 from edge.rewriting import Rewriting
 from edge.rules import LiveRules, ShopStats, rules_directory
 from edge.shipped import STATIC
+from edge.snapshots import DailySnapshots
 from edge.visitors import Visitors
 
 log = logging.getLogger("edge.app")
@@ -146,6 +148,15 @@ class EdgeApp:
             config, identity, self.profiles, self.recorder, self.visitors
         )
         self.profile_form = ProfileForm(identity, self.recorder, self.visitors, rules=self.rules)
+        # The merchant's page, off (404) while admin_token is unset (read at each
+        # request: a reload may set it); segment sizes are counted once a day either
+        # way (edge/snapshots.py).
+        self.admin = AdminPage(lambda: self.config, self.store, self.rules)
+        self.snapshots = DailySnapshots(
+            self.store,
+            lambda: self.rules.ruleset if self.rules.loaded else None,
+            lambda: self.decider.shop,
+        )
         self.sidecar = Starlette(
             routes=[
                 Route(FORM_PATH, self.profile_form.handle, methods=["POST"]),
@@ -155,6 +166,7 @@ class EdgeApp:
                 Route("/_edge/report.json", self.report_json, methods=["GET"]),
                 Mount("/_edge/static", StaticFiles(directory=STATIC_DIR), name="static"),
                 *endpoints.routes(),
+                *self.admin.routes(),
             ],
             lifespan=self._lifespan,
         )
@@ -181,6 +193,7 @@ class EdgeApp:
         jobs = [self.rules.watch(), self._save_learned_every(LEARNED_SAVE_EVERY)]
         if self.config.avg_order_value is None:
             jobs.append(self._shop_stats_every(SHOP_STATS_EVERY))
+        jobs += [self.snapshots.run(), self.admin.sampler.run()]
         for job in jobs:
             self._start(job)
         yield

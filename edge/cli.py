@@ -124,6 +124,11 @@ def _add_rule_commands(commands: _Commands) -> None:
     )
     segs.add_argument("--rules", metavar="DIR", help="rule files (default ./rules)")
     segs.add_argument("--store", help="profile store (default: from edge.toml / EDGE_STORE)")
+    segs.add_argument(
+        "--snapshot",
+        action="store_true",
+        help="also keep the counts as today's snapshot (the admin page's segment sizes)",
+    )
     _add_config_flag(segs)
 
 
@@ -572,7 +577,7 @@ def _rules_command(args: argparse.Namespace) -> int:
         return rules_cli.explain(
             directory, config, args.visitor, args.profile, args.url, args.user_agent
         )
-    return rules_cli.segments(directory, config)
+    return rules_cli.segments(directory, config, snapshot=args.snapshot)
 
 
 def _preview_link(args: argparse.Namespace) -> int:

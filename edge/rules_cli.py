@@ -19,6 +19,7 @@ from edge.profiles.model import Profile
 from edge.rewrite import SelectorError, parse_selector
 from edge.rules import RequestInfo, RuleSet, ShopStats, device_of, load_rules, rules_directory
 from edge.rules.carts import DEFAULT_CART_ACTIONS
+from edge.snapshots import SegmentCounts, count_segments, take_snapshot
 
 # Fields that come from the request, not the profile: a segment reading them cannot be
 # judged from stored profiles alone.
@@ -264,37 +265,35 @@ def _placement_lines(ruleset: RuleSet, eligible: list[Any], page_type: str | Non
     return out
 
 
-async def _scan(config: Config) -> tuple[list[Profile], ShopStats]:
+async def _count(
+    config: Config, ruleset: RuleSet, snapshot: bool
+) -> tuple[SegmentCounts, ShopStats]:
+    """The counting the sidecar's daily snapshot does (edge/snapshots.py); with
+    *snapshot*, kept as today's."""
     from edge.profiles.backends import open_store
 
     store = open_store(config.store)
     try:
-        profiles = []
-        for i, key in enumerate(await store.keys()):
-            profile = await store.get(key)
-            if profile is not None:
-                profiles.append(profile)
-            if i % 500 == 499:
-                await asyncio.sleep(0)
-        return profiles, await _shop(config, store)
+        shop = await _shop(config, store)
+        if snapshot:
+            day, counts = await take_snapshot(store, ruleset, shop)
+            print(f"snapshot for {day} (UTC) kept in {config.store}\n")
+        else:
+            counts = await count_segments(store, ruleset, shop)
+        return counts, shop
     finally:
         await store.close()
 
 
-def segments(directory: Path, config: Config) -> int:
+def segments(directory: Path, config: Config, snapshot: bool = False) -> int:
     ruleset, errors = load_rules(directory)
     if ruleset is None:
         for error in errors:
             print(error, file=sys.stderr)
         return 1
-    profiles, shop = asyncio.run(_scan(config))
-    now = time.time()
-    counts = dict.fromkeys(ruleset.segment_names, 0)
-    empty = RequestInfo()
-    for profile in profiles:
-        for name in ruleset.names(ruleset.evaluate(ruleset.context(profile, empty, now, shop))):
-            counts[name] += 1
-    total = len(profiles)
+    result, shop = asyncio.run(_count(config, ruleset, snapshot))
+    counts = result.counts
+    total = result.total
     width = max((len(n) for n in counts), default=10)
     print(
         f"{total:,} stored profiles ({config.store}); shop average order "

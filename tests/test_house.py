@@ -17,14 +17,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "edge"
 LAYERS: list[tuple[str, ...]] = [
     ("edge.cli", "edge.rules_cli", "edge.map_cli", "edge.store_cli", "edge.__main__"),
     ("edge.app", "edge.server", "edge.demo"),
-    ("edge.respond", "edge.ingest", "edge.report"),
+    ("edge.respond", "edge.ingest", "edge.admin"),
+    ("edge.report",),  # the merchant's report (edge report, /_edge/admin, report.json)
     ("edge.decide",),
     ("edge.activities",),
     ("edge.placements",),
     ("edge.rewriting",),
     ("edge.proxy",),
     ("edge.upstream",),
-    ("edge.recorder",),
+    ("edge.recorder", "edge.snapshots"),  # snapshots: segment counts (app, edge segments)
     ("edge.fitting",),  # edge map's pure half: reads pages as the request path does
     ("edge.visitors", "edge.observe", "edge.preview", "edge.reading"),
     ("edge.request", "edge.forms", "edge.carts"),

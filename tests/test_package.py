@@ -73,6 +73,8 @@ def test_the_wheel_carries_the_shipped_files_and_no_links(built: tuple[Path, Pat
                 assert inside in names, f"{inside} is not in the wheel"
                 assert wheel.read(inside) == path.read_bytes(), f"{inside} differs"
         assert any(n.startswith("edge/demo/templates/") for n in names)
+        for template in sorted((ROOT / "edge" / "templates").iterdir()):  # the admin page's
+            assert f"edge/templates/{template.name}" in names, f"{template.name} not in the wheel"
         for info in wheel.infolist():
             mode = info.external_attr >> 16
             assert (mode & 0o170000) != 0o120000, f"{info.filename} is a symbolic link"

@@ -14,7 +14,9 @@ Layout, every key under ``prefix`` (default ``edge:``):
   :data:`~edge.profiles.model.TALLY_FIELDS`, added to (``HINCRBY``/``HINCRBYFLOAT``) in
   the ``MULTI`` that writes the profiles; ``tdays``: the set of those days;
 - ``products``    the products learned from the shop's pages (one msgpack blob,
-  shared by the replicas: the last writer's view wins, each learns again anyway).
+  shared by the replicas: the last writer's view wins, each learns again anyway);
+- ``snapshots``   a hash: per day (``2026-12-07``) that day's segment counts (a msgpack
+  blob, :mod:`edge.snapshots`).
 
 :meth:`RedisStore.transact` is optimistic: ``WATCH`` the profiles and claims, read
 them, run the mutation on freshly decoded copies, then ``MULTI``/``EXEC`` the writes.
@@ -58,7 +60,9 @@ from edge.profiles.store import (
     Store,
     bulk_deltas,
     decode_products,
+    decode_snapshots,
     encode_products,
+    encode_snapshot,
     measuring,
 )
 
@@ -144,6 +148,14 @@ class RedisStore(Store):
 
     async def get_products(self) -> list[dict[str, Any]]:
         return decode_products(await self._get(self.prefix + "products"))
+
+    async def put_segment_snapshot(self, day: str, snapshot: dict[str, Any]) -> None:
+        await self._redis.hset(self.prefix + "snapshots", day, encode_snapshot(snapshot))
+
+    async def get_segment_snapshots(self, since: str) -> list[dict[str, Any]]:
+        kept = await self._redis.hgetall(self.prefix + "snapshots")
+        rows = ((day.decode(), data) for day, data in kept.items())
+        return decode_snapshots((day, data) for day, data in rows if day >= since)
 
     async def _get(self, name: str) -> bytes | None:
         """``GET`` on an idle connection of the store's own, not through the client.

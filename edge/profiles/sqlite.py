@@ -38,8 +38,10 @@ from edge.profiles.store import (
     add_deltas,
     bulk_deltas,
     decode_products,
+    decode_snapshots,
     delta_rows,
     encode_products,
+    encode_snapshot,
     measuring,
 )
 
@@ -59,6 +61,8 @@ CREATE TABLE IF NOT EXISTS arm_days (day INTEGER NOT NULL, placement TEXT NOT NU
   arm TEXT NOT NULL, units INTEGER NOT NULL, exposures INTEGER NOT NULL,
   converters INTEGER NOT NULL, revenue REAL NOT NULL, revenue_sq REAL NOT NULL,
   clicks INTEGER NOT NULL, PRIMARY KEY (day, placement, arm)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS segment_snapshots (day TEXT PRIMARY KEY, data BLOB NOT NULL)
+  WITHOUT ROWID;
 """
 _UPDATE_TALLIES = (
     "UPDATE arm_days SET units = units + ?, exposures = exposures + ?, "
@@ -207,6 +211,31 @@ class SQLiteStore(Store):
     async def get_products(self) -> list[dict[str, Any]]:
         row = self._reader.execute("SELECT data FROM learned WHERE name = 'products'").fetchone()
         return decode_products(row[0] if row else None)
+
+    # the daily segment counts (edge.snapshots): one row a day, written once a day on a
+    # connection of its own, like the products
+
+    async def put_segment_snapshot(self, day: str, snapshot: dict[str, Any]) -> None:
+        data = encode_snapshot(snapshot)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._put_snapshot, day, data)
+
+    def _put_snapshot(self, day: str, data: bytes) -> None:
+        conn = _connect(self.path, sync_full=False)
+        try:
+            with conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO segment_snapshots (day, data) VALUES (?, ?)",
+                    (day, data),
+                )
+        finally:
+            conn.close()
+
+    async def get_segment_snapshots(self, since: str) -> list[dict[str, Any]]:
+        rows = self._reader.execute(
+            "SELECT day, data FROM segment_snapshots WHERE day >= ?", (since,)
+        ).fetchall()
+        return decode_snapshots(rows)
 
     # one-time names (signed ingest requests seen), on a connection of their own, off
     # the event loop: rare, and never in the writer thread's group commits

@@ -183,6 +183,17 @@ class Store(abc.ABC):
         """Forget a :meth:`claim_once` whose work was not done (the sender may retry)."""
         self.__dict__.get("_once", {}).pop(name, None)
 
+    async def put_segment_snapshot(self, day: str, snapshot: dict[str, Any]) -> None:
+        """Keep the segment counts of *day* (an ISO date; ``edge.snapshots`` makes
+        them), replacing that day's. This default keeps them in the process (the
+        in-memory store); the real stores keep them beside the profiles."""
+        self.__dict__.setdefault("_snapshots", {})[day] = encode_snapshot(snapshot)
+
+    async def get_segment_snapshots(self, since: str) -> list[dict[str, Any]]:
+        """The snapshots kept for *since* (an ISO date) and the days after, oldest first."""
+        kept: dict[str, bytes] = self.__dict__.get("_snapshots", {})
+        return decode_snapshots((day, data) for day, data in kept.items() if day >= since)
+
 
 def encode_products(records: list[dict[str, Any]]) -> bytes:
     """Learned products as the stores keep them: one msgpack blob."""
@@ -199,6 +210,25 @@ def decode_products(data: bytes | None) -> list[dict[str, Any]]:
     except msgspec.DecodeError:
         return []
     return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
+
+
+def encode_snapshot(snapshot: dict[str, Any]) -> bytes:
+    """A day's segment counts as the stores keep them: one msgpack blob per day."""
+    return msgspec.msgpack.encode(snapshot)
+
+
+def decode_snapshots(rows: Iterable[tuple[str, bytes]]) -> list[dict[str, Any]]:
+    """The snapshots of (day, blob) rows, oldest first, each with its ``day``; a blob
+    that does not read is left out (the next day's snapshot is taken anyway)."""
+    out = []
+    for day, data in sorted(rows):
+        try:
+            snapshot = msgspec.msgpack.decode(data)
+        except msgspec.DecodeError:
+            continue
+        if isinstance(snapshot, dict):
+            out.append({**snapshot, "day": day})
+    return out
 
 
 class MemoryStore(Store):
@@ -574,6 +604,21 @@ class GuardedStore(Store):
 
     async def get_products(self) -> list[dict[str, Any]]:
         return await self._call("get_products", self.write_timeout, self.inner.get_products)
+
+    async def put_segment_snapshot(self, day: str, snapshot: dict[str, Any]) -> None:
+        await self._call(
+            "put_segment_snapshot",
+            self.write_timeout,
+            self.inner.put_segment_snapshot,
+            day,
+            snapshot,
+        )
+
+    async def get_segment_snapshots(self, since: str) -> list[dict[str, Any]]:
+        # Not the page path (the admin page, the snapshot task): the write deadline.
+        return await self._call(
+            "get_segment_snapshots", self.write_timeout, self.inner.get_segment_snapshots, since
+        )
 
     async def close(self) -> None:
         await self.inner.close()
