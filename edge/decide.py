@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import html
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from edge.personalize.snippets import choose_language
 from edge.placements import HOLDOUT_ARM, choose, fill, unit_key
 from edge.preview import Preview
 from edge.profiles import events as ev
-from edge.profiles.model import Profile, Touch
+from edge.profiles.model import MAX_LINKS, Profile, Touch, link_hash
 from edge.profiles.service import ProfileService
 from edge.profiles.store import StoreUnavailable
 from edge.recorder import Recorder
@@ -66,6 +68,8 @@ class Decision:
     """Whether this page view counts in the report: not for a preview or a QA visitor
     (``qa_cookie``, ``qa_visitors``), who still see the placements. (A crawler gets
     no decision at all.)"""
+    path: str = ""
+    """The page's path (a block's link to the page it is on is no click)."""
 
     def exposures(self, shown: set[str] | None = None) -> list[ev.BaseEvent]:
         """Events recording what was shown (and withheld), for caps, offers, lift: the
@@ -81,6 +85,7 @@ class Decision:
                 ts=self.now,
                 arm=arms.get(e.placement, ""),
                 measured=measured,
+                links=_links(e.edit.content, self.path) if e.edit.html else [],
             )
             for e in self.edits
             # (not the sidecar's own additions: stylesheet, preview badge)
@@ -92,6 +97,30 @@ class Decision:
                 for p in self.held_out
             ]
         return out
+
+
+_HREF = re.compile(r"""<a\b[^>]*?\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.I)
+
+
+@functools.lru_cache(maxsize=1024)
+def _links(content: str | bytes, page: str) -> list[int]:
+    """The same-site paths a rendered block links to (at most ``MAX_LINKS``, not the
+    page it is on), as :func:`~edge.profiles.model.link_hash` names: a page view of
+    one soon after is a click on the block. Rendered blocks repeat (the snippet
+    render cache), so this runs once per block and page."""
+    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
+    out: list[int] = []
+    for m in _HREF.finditer(text):
+        href = html.unescape(m.group(1) or m.group(2) or m.group(3) or "").strip()
+        if not href.startswith("/") or href.startswith("//"):
+            continue  # another site, a scheme, a fragment or a relative link
+        path = href.split("#", 1)[0].split("?", 1)[0]
+        name = link_hash(path)
+        if path != page and name not in out:
+            out.append(name)
+            if len(out) == MAX_LINKS:
+                break
+    return out
 
 
 @functools.lru_cache(maxsize=1024)
@@ -221,7 +250,7 @@ class Decider:
         else:
             segments = ruleset.names(result)
             holding = [p for p in ruleset.by_priority if result[p.output]]
-        decision = Decision(segments=segments, preview=preview, now=now)
+        decision = Decision(segments=segments, preview=preview, now=now, path=head.path)
         unit = unit_key(visitor_id, profile) if visitor_id else ""
         if preview is not None or (self._qa_any and self._qa(head, visitor_id, unit)):
             decision.measured = False

@@ -27,6 +27,7 @@ from edge.preview import make_token
 from edge.profiles import events as ev
 from edge.profiles.model import DAY, new_profile
 from edge.profiles.service import ProfileService
+from edge.profiles.sqlite import SQLiteStore
 from edge.profiles.store import MemoryStore, ReportRow, Store
 from tests.conftest import EdgeProcess, Reply, fetch, serving, start_edge
 
@@ -459,12 +460,14 @@ def test_edge_import_s_orders_count_like_ingested_ones(
 
 def test_a_decision_s_exposures_carry_its_arms_and_a_qa_decision_measures_nothing() -> None:
     from edge.decide import Decision
+    from edge.rewrite.edits import Edit
     from edge.rewriting import SlotEdit
 
     class Decided(Decision):  # (the placement step's fields: arms, measured)
         pass
 
-    edit = SlotEdit("hero", "home-hero", None)  # type: ignore[arg-type]
+    block = Edit("#hero", "set_inner_content", "<p>Welcome</p>")
+    edit = SlotEdit("hero", "home-hero", block)
     decision = Decided(edits=[edit], held_out=["banner"], now=T0)
     plain = decision.exposures()
     assert [(e.placement_id, e.arm, e.held_out, e.measured) for e in plain] == [  # type: ignore[attr-defined]
@@ -495,3 +498,62 @@ def test_a_reload_applies_the_attribution_window(tmp_path: Path) -> None:
         assert ev.ATTRIBUTION_WINDOW == 36 * 3600
     finally:
         ev.set_attribution_window(7 * DAY)
+
+
+def test_a_page_view_of_a_link_in_a_shown_block_is_a_click_on_its_arm() -> None:
+    """Until the browser snippet reports clicks, the next request tells: a page view of
+    one of the block's same-site links within CLICK_WINDOW of its showing is one click,
+    once per showing; other pages, late views and the holdout count none."""
+    from edge.decide import Decision
+    from edge.profiles.model import CLICK_WINDOW
+    from edge.rewrite.edits import Edit
+    from edge.rewriting import SlotEdit
+
+    html = (
+        '<a href="/c/scarpe-donna?utm_content=hero#top">Shoes</a> '
+        "<a href='https://elsewhere.example/x'>out</a> <a href=/>home</a> "
+        '<a href="/p/1001">a bag</a>'
+    )
+    block = Edit("#hero", "set_inner_content", html)
+    decision = Decision(
+        edits=[SlotEdit("hero", "home-hero", block)], held_out=["banner"], now=T0, path="/"
+    )
+    profile = new_profile("v", T0)
+    for event in decision.exposures():
+        ev.apply(profile, event, T0, ev.Source.OBSERVED)
+    viewed = ev.PageViewed(path="/")  # the page itself, and a page not in the block
+    ev.apply(profile, viewed, T0 + 5, ev.Source.OBSERVED)
+    ev.apply(profile, ev.PageViewed(path="/about"), T0 + 6, ev.Source.OBSERVED)
+    assert profile.arms["hero"].clicks == 0
+    ev.apply(profile, ev.PageViewed(path="/c/scarpe-donna"), T0 + 9, ev.Source.OBSERVED)
+    assert profile.arms["hero"].clicks == 1
+    assert profile.arms["banner"].clicks == 0  # the holdout saw no block to click
+    ev.apply(profile, ev.PageViewed(path="/p/1001"), T0 + 20, ev.Source.OBSERVED)
+    assert profile.arms["hero"].clicks == 1  # once per showing
+    # shown again; followed only after the window: no click
+    for event in decision.exposures():
+        ev.apply(profile, event, T0 + 100, ev.Source.OBSERVED)
+    late = T0 + 100 + CLICK_WINDOW + 1
+    ev.apply(profile, ev.PageViewed(path="/p/1001"), late, ev.Source.OBSERVED)
+    assert profile.arms["hero"].clicks == 1
+    assert profile.arms["hero"].exposures == 2
+
+
+async def test_clicks_reach_the_daily_aggregates(tmp_path: Path) -> None:
+    from edge.decide import Decision
+    from edge.rewrite.edits import Edit
+    from edge.rewriting import SlotEdit
+
+    store = SQLiteStore(tmp_path / "clicks.db")
+    try:
+        service = ProfileService(store, Identity(["k"]).email_hash)
+        block = Edit("#hero", "set_inner_content", '<a href="/c/new">New in</a>')
+        decision = Decision(edits=[SlotEdit("hero", "home-hero", block)], now=T0, path="/")
+        await service.record("v1", decision.exposures(), ev.Source.OBSERVED, now=T0)
+        await service.record("v1", [ev.PageViewed(path="/c/new")], ev.Source.OBSERVED, now=T0 + 3)
+        rows = await store.report_rows(0)
+        assert [(r.placement, r.arm, r.units, r.clicks) for r in rows] == [
+            ("hero", "default", 1, 1)
+        ]
+    finally:
+        await store.close()

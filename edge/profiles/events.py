@@ -20,12 +20,14 @@ from typing import Annotated, Final
 import msgspec
 
 from edge.profiles.model import (
+    CLICK_WINDOW,
     MAX_AFFINITIES,
     MAX_ANSWERS,
     MAX_CART_ITEMS,
     MAX_CUSTOM_TRAITS,
     MAX_EXPOSURES,
     MAX_ID,
+    MAX_LINKS,
     MAX_NAME,
     MAX_OFFERS,
     MAX_ORDER_ITEMS,
@@ -43,6 +45,7 @@ from edge.profiles.model import (
     bump,
     cap_top,
     clip,
+    link_hash,
 )
 
 Text = Annotated[str, msgspec.Meta(max_length=200)]
@@ -189,6 +192,11 @@ class PlacementShown(BaseEvent, tag="Placement Shown"):
     held out, else ``default`` (a placement without variants)."""
     measured: bool = True
     """False for a QA visitor's views: caps and offers still apply, no arm is kept."""
+    links: Annotated[list[int], msgspec.Meta(max_length=MAX_LINKS)] = msgspec.field(
+        default_factory=list
+    )
+    """The shown block's same-site links (:func:`~edge.profiles.model.link_hash` of each
+    path), for clicks inferred from the next page view."""
 
 
 class OrderCompleted(BaseEvent, tag="Order Completed"):
@@ -334,6 +342,8 @@ def _page_viewed(p: Profile, e: PageViewed, ts: int) -> None:
     touch(p, ts)
     p.session_pageviews += 1
     bump(p.pageview_days, ts)
+    if p.arms:
+        _clicked(p, e.path, ts)
 
 
 def _searched(p: Profile, e: ProductsSearched, ts: int) -> None:
@@ -456,7 +466,8 @@ def _placement_shown(p: Profile, e: PlacementShown, ts: int) -> None:
     if e.offer and (key in p.offers or len(p.offers) < MAX_OFFERS):
         p.offers[key] = min(ts, p.offers.get(key, ts))
     if e.measured:
-        _arm_exposed(p, key, e.arm or ("holdout" if e.held_out else "default"), ts)
+        arm = e.arm or ("holdout" if e.held_out else "default")
+        _arm_exposed(p, key, arm, ts, tuple(e.links) if not e.held_out else ())
     if e.held_out:
         return
     times = p.exposures.get(key)
@@ -470,24 +481,33 @@ def _placement_shown(p: Profile, e: PlacementShown, ts: int) -> None:
     del times[:-MAX_EXPOSURES]
 
 
-def _arm_exposed(p: Profile, key: str, arm: str, ts: int) -> None:
+def _arm_exposed(p: Profile, key: str, arm: str, ts: int, links: tuple[int, ...]) -> None:
     arms = p.arms
     record = arms.get(key)
     if record is None:
         if len(arms) >= MAX_OFFERS:
             del arms[min(arms, key=lambda k: arms[k].last)]
-        arms[key] = ArmRecord(arm[:MAX_ID], ts, ts)
+        arms[key] = ArmRecord(arm[:MAX_ID], ts, ts, links=links)
         return
     # (records are immutable: a write finds the changed ones by identity)
-    arms[key] = ArmRecord(
-        record.arm,
-        min(ts, record.first),  # told late: an earlier exposure than the first known
-        max(ts, record.last),
-        record.exposures + 1,
-        record.orders,
-        record.revenue,
-        record.clicks,
+    later = ts >= record.last
+    arms[key] = msgspec.structs.replace(
+        record,
+        first=min(ts, record.first),  # told late: an earlier exposure than the first known
+        last=max(ts, record.last),
+        exposures=record.exposures + 1,
+        links=links if later else record.links,
     )
+
+
+def _clicked(p: Profile, path: str, ts: int) -> None:
+    """A page view of a link of a block shown in the last ``CLICK_WINDOW``: one click
+    on that placement's arm (once per showing: the links are spent)."""
+    name = link_hash(path)
+    arms = p.arms
+    for key, r in list(arms.items()):
+        if r.links and name in r.links and 0 <= ts - r.last <= CLICK_WINDOW:
+            arms[key] = msgspec.structs.replace(r, clicks=r.clicks + 1, links=())
 
 
 def _attribute(p: Profile, total: float, ts: int) -> None:
@@ -496,9 +516,7 @@ def _attribute(p: Profile, total: float, ts: int) -> None:
     arms = p.arms
     for key, r in list(arms.items()):
         if 0 <= ts - r.first <= window:
-            arms[key] = ArmRecord(
-                r.arm, r.first, r.last, r.exposures, r.orders + 1, r.revenue + total, r.clicks
-            )
+            arms[key] = msgspec.structs.replace(r, orders=r.orders + 1, revenue=r.revenue + total)
 
 
 def _order(p: Profile, e: OrderCompleted, ts: int) -> None:
@@ -765,6 +783,7 @@ def _merge_arms(into: Profile, other: Profile) -> None:
             mine.orders + theirs.orders,
             mine.revenue + theirs.revenue,
             mine.clicks + theirs.clicks,
+            mine.links if mine.last >= theirs.last else theirs.links,
         )
     while len(into.arms) > MAX_OFFERS:
         del into.arms[min(into.arms, key=lambda k: into.arms[k].last)]

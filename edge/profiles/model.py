@@ -18,6 +18,7 @@ typical shopper's is 1–5 KB);
 
 from __future__ import annotations
 
+import zlib
 from typing import Final
 
 import msgspec
@@ -134,6 +135,9 @@ class ArmRecord(msgspec.Struct, array_like=True, frozen=True):
     orders: int = 0
     revenue: float = 0.0
     clicks: int = 0
+    links: tuple[int, ...] = ()
+    """The same-site links of the block the last exposure showed (:func:`link_hash` of
+    each path): a page view of one of them soon after is a click on the block."""
 
 
 class Search(msgspec.Struct):
@@ -332,3 +336,17 @@ def new_profile(visitor_id: str, now: int) -> Profile:
     the shop told us about (an order, an import) has not been seen on the site, and
     back-dated page views must still count as the visits they were."""
     return Profile(visitor_id=visitor_id, first_seen=now)
+
+
+CLICK_WINDOW: Final = 30 * 60
+"""A page view of a link of a block this long after the block was last shown counts as
+a click on it (the next request tells what the browser followed, until the browser
+snippet reports clicks itself)."""
+
+MAX_LINKS: Final = 8
+"""Links kept per shown block."""
+
+
+def link_hash(path: str) -> int:
+    """A stable 32-bit name for a path (kept in profiles: the same in every process)."""
+    return zlib.crc32(path.encode("utf-8", "surrogatepass"))
