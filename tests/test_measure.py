@@ -242,7 +242,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeProcess]:
     (root / "rules").mkdir()
     (root / "rules" / "theme.toml").write_text(RULES)
     (root / "snippets").mkdir()
-    (root / "snippets" / "hello.html").write_text("<p id=hello>Hello there</p>")
+    (root / "snippets" / "hello.html").write_text(
+        '<p id=hello>Hello there, see <a href="/c/new?from=hello">what is new</a></p>'
+    )
     with serving(Shop) as url:
         proc = start_edge(
             url,
@@ -282,6 +284,11 @@ class Visitor:
     @property
     def vid(self) -> str:
         return self.cookie.removeprefix("edge_vid=")
+
+    def profile(self) -> dict[str, Any]:
+        """The visitor's own (anonymous) profile, as /_edge/profile shows it."""
+        reply = fetch(self.port, "/_edge/profile", headers={"Cookie": self.cookie})
+        return json.loads(reply.body).get("profile") or {}
 
 
 def report(port: int) -> dict[str, Any]:
@@ -557,3 +564,27 @@ async def test_clicks_reach_the_daily_aggregates(tmp_path: Path) -> None:
         ]
     finally:
         await store.close()
+
+
+@pytest.mark.slow
+def test_following_a_link_of_a_shown_block_counts_a_click_through_edge_serve(
+    served: EdgeProcess,
+) -> None:
+    def clicks() -> int:
+        return int(arms(served.port).get("default", {}).get("clicks", 0))
+
+    before = clicks()
+    for _ in range(40):  # someone in the shown arm (the holdout is half)
+        shopper = Visitor(served.port)
+        if b"id=hello" in shopper.visit():
+            break
+    else:
+        raise AssertionError("nobody out of 40 in the shown arm")
+    # the exposure is written after the response: the click must come after it
+    assert settle(lambda: "hello" in (shopper.profile().get("arms") or {}), True)
+    shopper.get("/c/new?utm_content=x")
+    assert settle(clicks, before + 1) == before + 1
+    shopper.get("/c/new")  # once per showing
+    shopper.get("/")
+    time.sleep(0.3)
+    assert clicks() == before + 1
