@@ -352,7 +352,7 @@ def _demo(args: argparse.Namespace) -> int:
     seeded: list[int] = []
 
     async def seed_customers(edge_app: EdgeApp) -> None:
-        seeded.append(await seed(edge_app.profiles))
+        seeded.append(await seed(edge_app.profiles, placements=edge_app.rules.ruleset.placements))
 
     app.startup_hooks.append(seed_customers)
     sidecar = make_server(app, host=config.host, port=config.port, graceful_timeout=5)

@@ -39,7 +39,8 @@ def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     async def fill() -> None:
         store = SQLiteStore(str(path))
-        await seed(ProfileService(store, Identity(["s3cret"]).email_hash), now=NOW)
+        profiles = ProfileService(store, Identity(["s3cret"]).email_hash)
+        await seed(profiles, now=NOW, placements=shipped_placements())
         await store.close()
 
     asyncio.run(fill())

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tempfile
 
-from edge.demo.seed import ARCHETYPES, seed
+from edge.demo.seed import ARCHETYPES, seed, shipped_placements
 from edge.identity import Identity
 from edge.profiles.model import DAY
 from edge.profiles.service import ProfileService, customer_key
@@ -24,7 +24,7 @@ def orders_within(p, days: int) -> int:  # type: ignore[no-untyped-def]
 async def test_every_archetype_has_members() -> None:
     store = MemoryStore()
     service = ProfileService(store, Identity(["s"]).email_hash)
-    count = await seed(service, now=NOW)
+    count = await seed(service, now=NOW, placements=shipped_placements())  # with the history
     assert count == sum(n for _, n, _ in ARCHETYPES) >= 300
     demo = re.compile(r"demo-\d{4}")  # (the measurement history adds units of its own)
     profiles = [p for p in store.profiles.values() if demo.fullmatch(p.customer_id)]

@@ -309,21 +309,22 @@ async def seed(
     now: int | None = None,
     placements: Sequence[PlacementRule] | None = None,
 ) -> int:
-    """Record the synthetic customers, then the measurement history of *placements*
-    (default: the shipped rules'; see :mod:`edge.demo.history`); returns how many
-    customers."""
+    """Record the synthetic customers, then, given the rule set's *placements*, the
+    measurement history of those it has (:mod:`edge.demo.history`; ``edge demo``
+    passes the rules it serves). Returns how many customers."""
     now = int(time.time()) if now is None else now
     customers = synthetic_customers(now)
     await asyncio.gather(
         *(profiles.record(None, events, ev.Source.SHOP, now=now) for events in customers)
     )
     if placements is None:
-        placements = shipped_placements()
+        return len(customers)
     ids = [next(e.user_id for e in events if e.user_id) for events in customers]
     await record_history(profiles, placements, ids, now)
     return len(customers)
 
 
 def shipped_placements() -> Sequence[PlacementRule]:
+    """The placements of the rules shipped with the package."""
     ruleset, _ = load_rules(LIBRARY_DIR)
     return ruleset.placements if ruleset is not None else []
