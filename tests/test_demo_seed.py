@@ -88,7 +88,9 @@ async def test_every_library_segment_has_members_and_none_has_everyone() -> None
     from edge.rules_cli import _REQUEST_FIELDS
 
     store = MemoryStore()
-    await seed(ProfileService(store, Identity(["s"]).email_hash), now=NOW)
+    await seed(
+        ProfileService(store, Identity(["s"]).email_hash), now=NOW, placements=shipped_placements()
+    )
     ruleset, errors = load_rules(LIBRARY_DIR)
     assert ruleset is not None, errors
     shop = ShopStats(avg_order_value=await average_order_value(store))
