@@ -339,6 +339,7 @@ def _demo(args: argparse.Namespace) -> int:
             "port": args.port,
             "store": f"sqlite:{data_dir}/profiles.db",
             "secret": secrets.token_urlsafe(32),
+            "admin_token": secrets.token_urlsafe(18),  # (a new one each run: the banner says it)
             "catalog": str(write_feed(f"{data_dir}/catalog.csv")),
             "rules": str(_demo_rules()),
             "snippets": args.snippets,
@@ -351,7 +352,7 @@ def _demo(args: argparse.Namespace) -> int:
     seeded: list[int] = []
 
     async def seed_customers(edge_app: EdgeApp) -> None:
-        seeded.append(await seed(edge_app.profiles))
+        seeded.append(await seed(edge_app.profiles, placements=edge_app.rules.ruleset.placements))
 
     app.startup_hooks.append(seed_customers)
     sidecar = make_server(app, host=config.host, port=config.port, graceful_timeout=5)
@@ -379,6 +380,8 @@ def _demo(args: argparse.Namespace) -> int:
                                the home page as a VIP sees it (a signed preview link)
     {url}/_edge/profile        what the sidecar knows about you
     {url}/_edge/readyz         is the shop reachable, are the rules fine?
+    {url}/_edge/admin          the report: what the placements did (four weeks of
+                               synthetic history); admin token: {config.admin_token}
 
   {seeded[0] if seeded else 0} synthetic customers with order histories are in the profile
   store, and you are recorded as you click around. Edit rules/*.toml or snippets/*.html

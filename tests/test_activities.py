@@ -339,6 +339,9 @@ def test_vip_sees_the_vip_hero_unless_held_out(edge: EdgeProcess) -> None:
 def lapsed_customer(port: int) -> Visitor:
     visitor = Visitor(port)
     visitor.arrive("/")
+    while in_holdout(f"cust:customer-{visitor.id}", "hero-lapsed", 0.1):  # (10% see the usual)
+        visitor = Visitor(port)
+        visitor.arrive("/")
     give_orders(visitor, [order(visitor, 1, 120, 60.0, "p1002")])  # four months ago
     return visitor
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tempfile
 
-from edge.demo.seed import ARCHETYPES, seed
+from edge.demo.seed import ARCHETYPES, seed, shipped_placements
 from edge.identity import Identity
 from edge.profiles.model import DAY
 from edge.profiles.service import ProfileService, customer_key
@@ -23,9 +24,10 @@ def orders_within(p, days: int) -> int:  # type: ignore[no-untyped-def]
 async def test_every_archetype_has_members() -> None:
     store = MemoryStore()
     service = ProfileService(store, Identity(["s"]).email_hash)
-    count = await seed(service, now=NOW)
+    count = await seed(service, now=NOW, placements=shipped_placements())  # with the history
     assert count == sum(n for _, n, _ in ARCHETYPES) >= 300
-    profiles = list(store.profiles.values())
+    demo = re.compile(r"demo-\d{4}")  # (the measurement history adds units of its own)
+    profiles = [p for p in store.profiles.values() if demo.fullmatch(p.customer_id)]
     assert len(profiles) == count
     assert sum(orders_within(p, 30) >= 3 for p in profiles) >= 20
     assert sum(orders_within(p, 180) >= 1 and orders_within(p, 90) == 0 for p in profiles) >= 20
@@ -86,7 +88,9 @@ async def test_every_library_segment_has_members_and_none_has_everyone() -> None
     from edge.rules_cli import _REQUEST_FIELDS
 
     store = MemoryStore()
-    await seed(ProfileService(store, Identity(["s"]).email_hash), now=NOW)
+    await seed(
+        ProfileService(store, Identity(["s"]).email_hash), now=NOW, placements=shipped_placements()
+    )
     ruleset, errors = load_rules(LIBRARY_DIR)
     assert ruleset is not None, errors
     shop = ShopStats(avg_order_value=await average_order_value(store))

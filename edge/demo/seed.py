@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from edge.demo.catalog import PRODUCTS, Product
+from edge.demo.history import record_history
 from edge.profiles import events as ev
 from edge.profiles.model import DAY
 from edge.profiles.service import ProfileService
+from edge.rules import LIBRARY_DIR, PlacementRule, load_rules
 
 FIRST_NAMES: Final = (
     "Giulia",
@@ -302,10 +304,27 @@ def synthetic_customers(now: int | None = None, seed: int = 7) -> list[list[ev.B
     return out
 
 
-async def seed(profiles: ProfileService, now: int | None = None) -> int:
-    """Record the synthetic customers; returns how many."""
+async def seed(
+    profiles: ProfileService,
+    now: int | None = None,
+    placements: Sequence[PlacementRule] | None = None,
+) -> int:
+    """Record the synthetic customers, then, given the rule set's *placements*, the
+    measurement history of those it has (:mod:`edge.demo.history`; ``edge demo``
+    passes the rules it serves). Returns how many customers."""
+    now = int(time.time()) if now is None else now
     customers = synthetic_customers(now)
     await asyncio.gather(
         *(profiles.record(None, events, ev.Source.SHOP, now=now) for events in customers)
     )
+    if placements is None:
+        return len(customers)
+    ids = [next(e.user_id for e in events if e.user_id) for events in customers]
+    await record_history(profiles, placements, ids, now)
     return len(customers)
+
+
+def shipped_placements() -> Sequence[PlacementRule]:
+    """The placements of the rules shipped with the package."""
+    ruleset, _ = load_rules(LIBRARY_DIR)
+    return ruleset.placements if ruleset is not None else []
