@@ -343,7 +343,7 @@ def _page_viewed(p: Profile, e: PageViewed, ts: int) -> None:
     p.session_pageviews += 1
     bump(p.pageview_days, ts)
     if p.arms:
-        _clicked(p, e.path, ts)
+        _block_clicked(p, e.path, ts)
 
 
 def _searched(p: Profile, e: ProductsSearched, ts: int) -> None:
@@ -500,7 +500,7 @@ def _arm_exposed(p: Profile, key: str, arm: str, ts: int, links: tuple[int, ...]
     )
 
 
-def _clicked(p: Profile, path: str, ts: int) -> None:
+def _block_clicked(p: Profile, path: str, ts: int) -> None:
     """A page view of a link of a block shown in the last ``CLICK_WINDOW``: one click
     on that placement's arm (once per showing: the links are spent)."""
     name = link_hash(path)
