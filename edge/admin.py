@@ -276,6 +276,8 @@ def _placement_view(placement: dict[str, Any], currency: str, locale: str) -> di
                 "visitors": _fmt_int(arm.get("visitors")),
                 "exposures": _fmt_int(arm.get("exposures")),
                 "conversions": _fmt_int(arm.get("conversions")),
+                # a held-out unit saw no block: no clicks to show
+                "clicks": "" if arm.get("arm") == "holdout" else _fmt_int(arm.get("clicks")),
                 "rate": _fmt_pct(arm.get("conversion_rate"), digits=2),
                 "rpv": _fmt_money(arm.get("revenue_per_visitor"), currency, locale),
                 "revenue": _fmt_money(arm.get("revenue"), currency, locale),

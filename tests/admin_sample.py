@@ -20,7 +20,7 @@ def _arm(name: str, counts: Counts, holdout: Counts | None) -> dict[str, Any]:
         "arm": name,
         "visitors": visitors,
         "exposures": visitors * 3,
-        "clicks": 0,
+        "clicks": 0 if name == "holdout" else visitors // 7,
         "conversions": conversions,
         "revenue": revenue,
         "conversion_rate": arm.rate,

@@ -88,6 +88,14 @@ def test_the_placements_table_reads_a_report(tmp_path: Path) -> None:
         assert x0 <= dot <= x1
     assert "+27.4% to +92.6%" in hero.text()  # the interval, rounded for display only
     assert hero.css_first("tr.holdout svg") is None  # no lift for the holdout
+    headers = [h.text() for h in hero.css("thead th")]
+    cells = {
+        r.css_first("th").text().split()[0]: r.css("td")[headers.index("Clicks") - 1].text()
+        for r in hero.css("tbody tr")
+    }
+    warm = next(a for a in report["placements"][0]["arms"] if a["arm"] == "warm")
+    assert cells["warm"] == f"{warm['clicks']:,}" and warm["clicks"] > 0
+    assert cells["holdout"] == ""  # the holdout saw no block to click
     assert "45%" in hero.text() and "10%" in hero.text()  # the configured split
 
     trend = hero.css("svg.trend-chart polyline.trend-line")
