@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hmac
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final
@@ -21,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from edge import metrics
+from edge import metrics, report
 from edge.activities import Activities
 from edge.admin import AdminPage
 from edge.carts import READERS as CART_READERS
@@ -45,7 +47,6 @@ from edge.profiles.store import Store, StoreUnavailable
 from edge.proxy import Proxy
 from edge.reading import Reading
 from edge.recorder import Recorder
-from edge.report import report_response
 from edge.respond import Responder
 from edge.rewriting import Rewriting
 from edge.rules import LiveRules, ShopStats, rules_directory
@@ -442,3 +443,29 @@ def access_log_for(config: Config) -> AccessLog | None:
 
 def create_app(config: Config, store: Store | None = None) -> EdgeApp:
     return EdgeApp(config, store)
+
+
+async def report_response(request: Request, store: Store, ruleset: Any, config: Config) -> Response:
+    """``GET /_edge/report.json`` (the caller checked the admin token): the units first
+    exposed since ``?since=DATE`` (default 30 days), ``?placement=ID`` alone."""
+    today = dt.datetime.now(dt.UTC).date()
+    text = request.query_params.get("since", "")
+    try:
+        since = dt.date.fromisoformat(text) if text else today - dt.timedelta(days=30)
+    except ValueError:
+        return JSONResponse({"error": f"since: expected a date like {today}"}, status_code=400)
+    since_day = report.day_number(since)
+    try:
+        rows = await store.report_rows(since_day)
+    except StoreUnavailable as exc:
+        return JSONResponse({"error": str(exc)}, status_code=503)
+    return JSONResponse(
+        report.build(
+            rows,
+            ruleset.placements,
+            since_day=since_day,
+            window_seconds=config.attribution_seconds,
+            now=time.time(),
+            only=request.query_params.get("placement") or None,
+        )
+    )

@@ -27,7 +27,7 @@ from typing import Any
 from edge import lift
 from edge.placements import split
 from edge.profiles.model import DAY
-from edge.profiles.store import ReportRow, StoreUnavailable
+from edge.profiles.store import ReportRow
 
 __all__ = ["build", "csv_rows", "day_number", "day_text", "split_of", "table"]
 
@@ -309,32 +309,3 @@ def table(report: dict[str, Any]) -> str:
     if not report["placements"]:
         out.append("(no placements)")
     return "\n".join(out + notes)
-
-
-async def report_response(request: Any, store: Any, ruleset: Any, config: Any) -> Any:
-    """``GET /_edge/report.json`` (the caller checked the admin token)."""
-    import time
-
-    from starlette.responses import JSONResponse
-
-    today = dt.datetime.now(dt.UTC).date()
-    text = request.query_params.get("since", "")
-    try:
-        since = dt.date.fromisoformat(text) if text else today - dt.timedelta(days=30)
-    except ValueError:
-        return JSONResponse({"error": f"since: expected a date like {today}"}, status_code=400)
-    since_day = day_number(since)
-    try:
-        rows = await store.report_rows(since_day)
-    except StoreUnavailable as exc:
-        return JSONResponse({"error": str(exc)}, status_code=503)
-    return JSONResponse(
-        build(
-            rows,
-            ruleset.placements,
-            since_day=since_day,
-            window_seconds=config.attribution_seconds,
-            now=time.time(),
-            only=request.query_params.get("placement") or None,
-        )
-    )

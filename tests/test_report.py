@@ -285,6 +285,7 @@ def test_edge_report_reads_a_redis_store(
 async def test_report_json_says_503_while_the_store_is_away() -> None:
     from starlette.requests import Request
 
+    from edge.app import report_response
     from edge.config import Config
     from edge.profiles.store import Breaker, GuardedStore, MemoryStore
 
@@ -293,7 +294,7 @@ async def test_report_json_says_503_while_the_store_is_away() -> None:
     breaker.failed(breaker.attempt(), "error: test")  # open
     request = Request({"type": "http", "query_string": b"", "headers": []})
     ruleset = SimpleNamespace(placements=[])
-    reply = await report.report_response(request, store, ruleset, Config())
+    reply = await report_response(request, store, ruleset, Config())
     assert reply.status_code == 503 and b"circuit breaker open" in reply.body
     bad = Request({"type": "http", "query_string": b"since=yesterday", "headers": []})
-    assert (await report.report_response(bad, store, ruleset, Config())).status_code == 400
+    assert (await report_response(bad, store, ruleset, Config())).status_code == 400
