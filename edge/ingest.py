@@ -38,6 +38,7 @@ from edge.forms import (
     error_cookie,
     safe_return,
 )
+from edge.headers import bearer, same_token
 from edge.identity import Identity
 from edge.personalize.profiling import DECLINED, AnswerError, Question, default_questions
 from edge.profiles import events as ev
@@ -183,10 +184,10 @@ class EventEndpoints:
     def _authenticated(self, request: Request, body: bytes) -> tuple[str, str]:
         """``("", replay name)`` when the shop's credentials hold (the name is the
         signature's, "" for a bearer token), else ``(why not, "")``."""
-        auth = request.headers.get("authorization", "")
+        given = bearer(request.headers.get("authorization", ""))
         token = self.config.ingest_token
-        if token and auth.startswith("Bearer "):
-            if hmac.compare_digest(auth[7:].encode(), token.encode()):
+        if token and given is not None:
+            if same_token(given, token):
                 return "", ""
             return "wrong bearer token", ""
         secret = self.config.ingest_secret
