@@ -403,6 +403,7 @@ LIVE_SETTINGS: Final = (
         "graceful_timeout",
         "max_header_bytes",
         "header_timeout",
+        "body_timeout",
         "keepalive_timeout",
         "max_connections",
     }
