@@ -22,6 +22,7 @@ from edge.profiles.stitching import (
     aliases,
     claim,
     customer_key,
+    detach,
     email_key,
     link,
     stitch,
@@ -135,7 +136,11 @@ class ProfileService:
             fresh_id=to.key,
             email_hash=email_hash,
             extra_aliases=to.aliases,
+            detached=to.detach,
+            moved=to.moved,
         )
+        for alias in to.moved:  # (pointing at another customer in this replica's cache)
+            self.cache.forget_cached(alias)
         return result[to.key]
 
     async def _apply(
@@ -151,6 +156,8 @@ class ProfileService:
         extra_aliases: Sequence[str] = (),
         touches: Sequence[Touch] = (),
         created: list[str] | None = None,
+        detached: Sequence[str] = (),
+        moved: Sequence[str] = (),
     ) -> Profiles:
         claims = [claim(e) for e in events]
         wanted = [c for c in claims if c]
@@ -164,6 +171,11 @@ class ProfileService:
             out: Profiles = {key: profile}
             if absorb:
                 out.update(dict.fromkeys(absorb_into(profile, absorb, current)))
+            for other_key in detached:  # another customer's: keeps all but the moved ids
+                other = current.get(other_key)
+                if other is not None:
+                    detach(other, moved)
+                    out[other_key] = other
             for touch in touches:  # first: a visit starts with its landing
                 record_touch(profile, touch)
             for event, counted in zip(events, claims, strict=True):
@@ -174,7 +186,7 @@ class ProfileService:
             link(profile, key, customer_id, email_hash, extra_aliases)
             return out
 
-        return await self.cache.transact([key, *absorb], wanted, mutation)
+        return await self.cache.transact([key, *absorb, *detached], wanted, mutation)
 
     async def erase(self, visitor_or_email: str) -> bool:
         """Erase a profile by visitor id, customer id (``cust:ID``) or email."""
