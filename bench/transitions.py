@@ -9,8 +9,8 @@ over the months ahead. Every copy is evaluated once at the bench's clock and sto
 with its segments and due time.
 
 The store is a SQLite file of the sidecar's shape built here: ``profiles(key, data,
-due)`` with a partial index on ``due`` (profiles that time alone never changes are not
-in it). The store's own due index (``due_keys``, issue 18's "delivery" part) was not
+updated, due)`` with a partial index on ``(due, key)`` (covering the query that finds
+them; profiles that time alone never changes are not in it). The store's own due index (``due_keys``, issue 18's "delivery" part) was not
 merged when this was written; this table is what it describes (a column and an index,
 written in the same transaction as the profile).
 
@@ -20,7 +20,8 @@ the index (no full scan: the query plan is printed and checked), and the rate at
 they are processed on one core: read by key in batches, decoded, ``update`` (every
 activatable segment evaluated, entries and exits recorded), ``next_change``, encoded
 and written back with the new due time, in one transaction per batch. Goal: >= 20,000
-profiles/s. ``--profile`` adds where the time goes (cProfile, by own time), and the
+profiles/s ("processed/s", wall clock, pinned to one core; "per CPU s": per second of
+the process's CPU time, steadier on a machine shared with other work). ``--profile`` adds where the time goes (cProfile, by own time), and the
 split by phase is printed after the table.
 
     python bench/transitions.py [--profiles 1000000] [--variants 3000] [--profile]
@@ -61,7 +62,7 @@ CLOCK = 1_790_000_000
 SCHEMA = """
 CREATE TABLE profiles (key TEXT PRIMARY KEY, data BLOB NOT NULL, updated INTEGER NOT NULL,
     due INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX profiles_due ON profiles(due) WHERE due > 0;
+CREATE INDEX profiles_due ON profiles(due, key) WHERE due > 0;
 """
 CACHE_KIB = 512 * 1024
 """SQLite's page cache for the run (the sidecar's bulk writer uses a large one too)."""
