@@ -6,6 +6,7 @@ checkout_started_within, time_on_site)."""
 
 from __future__ import annotations
 
+import calendar
 import random
 import time
 from typing import Any
@@ -140,6 +141,19 @@ def test_a_customer_disengages_the_day_their_last_visit_leaves_the_30_day_window
     assert due == (today + 1) * DAY + 30 * DAY
     assert Transition("disengaging", True, due) in update(p, rules, due)
     assert "disengaging" not in members(rules, p, due - 1)
+
+
+def test_an_age_band_changes_on_the_first_of_january_of_the_year_it_changes() -> None:
+    rules = library()
+    year = time.gmtime(NOW).tm_year
+    p = Profile(visitor_id="v", traits=Traits(birth_year=year - 20))  # 20 this year
+    update(p, rules, NOW)
+    assert "age_18_24" in p.segments
+    turns_25 = calendar.timegm((year + 5, 1, 1, 0, 0, 0))
+    assert next_change(p, rules, NOW) == turns_25  # not every 1 January before
+    changes = update(p, rules, turns_25)
+    assert Transition("age_18_24", False, turns_25) in changes
+    assert Transition("age_25_34", True, turns_25) in changes
 
 
 def test_an_order_is_an_exit_from_cart_abandoner_and_a_removed_rule_is_dropped() -> None:

@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from edge.profiles.model import DAY, Profile
+from edge.profiles.model import DAY, Profile, Traits
 from edge.rules import RuleSet
 from edge.rules import functions as fn
 from edge.rules.compiler import Output, _binary, generate, number
@@ -650,13 +650,38 @@ def _age_judge(read: Callable[[Profile], int] | None, op: str, c: float) -> Judg
     return judge
 
 
+_YEARS_AHEAD: Final = 120
+
+
 def _yearly_judge(path: str, test: Callable[[Any, Any], bool], const: Any) -> Judge:
-    """``age`` or ``age_band`` compared with a constant: the same until 1 January."""
+    """``age`` or ``age_band`` compared with a constant: from a birth year the answer
+    can only change on a 1 January, and which one depends on the birth year and this
+    year alone (kept: a band changes once a decade, not every year)."""
     read, args = fn.field_reader(path)
+    flips: dict[tuple[int, int], int] = {}
+
+    def flip(profile: Profile, now: int, truth: bool) -> int:
+        this_year = time.gmtime(now).tm_year
+        key = (profile.traits.birth_year or 0, this_year)
+        found = flips.get(key)
+        if found is None:
+            found = NEVER
+            probe = Profile(visitor_id="", traits=Traits(birth_year=key[0]))
+            for year in range(this_year + 1, this_year + _YEARS_AHEAD):
+                jan1 = calendar.timegm((year, 1, 1, 0, 0, 0))
+                if test(number(read(fn.Context(probe, None, jan1), *args)), const) is not truth:
+                    found = jan1
+                    break
+            if len(flips) > 10_000:
+                flips.clear()
+            flips[key] = found
+        return found
 
     def judge(st: _State) -> tuple[bool, int]:
         truth = test(_read(st, path, read, args), const)
-        return truth, (_next_new_year(st) if st.profile.traits.birth_year else NEVER)
+        if not st.profile.traits.birth_year:
+            return truth, NEVER
+        return truth, flip(st.profile, st.now, truth)
 
     return judge
 
