@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.activation import Activator, Transition, activatable, next_change, update
-from edge.activation.segments import UNCLASSED
+from edge.activation.terms import UNCLASSED
 from edge.profiles import events as ev
 from edge.profiles.model import DAY, Cart, Item, Order, Profile, Touch, Traits
 from edge.rules import LIBRARY_DIR, LIBRARY_SEGMENTS, LiveRules, compile_segments, load_rules

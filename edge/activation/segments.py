@@ -22,7 +22,7 @@ order + 90 days); ``and`` / ``or`` / ``not`` combine the next changes of their p
 at every instant from ``now`` up to (not including) :func:`next_change`; a bound that
 comes early costs one needless wake-up, never a missed transition.
 
-Terms classed by time (every field and function is classed; :data:`UNCLASSED` must
+Terms classed by time (in :mod:`edge.activation.terms`; :data:`UNCLASSED` there must
 stay empty, a test checks):
 
 - constant until the profile changes: counts, totals, traits, answers, affinities...;
@@ -31,7 +31,8 @@ stay empty, a test checks):
   that time if it lies ahead;
 - steps down: the window functions over orders and daily counters, and
   ``checkout_started_within``;
-- yearly steps: ``age`` and ``age_band`` from a birth year (the next 1 January, UTC);
+- yearly steps: ``age`` and ``age_band`` from a birth year (on the 1 January, UTC, the
+  answer changes: found once per birth year and year);
 - request terms: not activatable.
 
 A product of two growing durations, or a division by one, has no straight-line form:
@@ -50,101 +51,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+from edge.activation.terms import (
+    CONSTANT_FIELDS,
+    CONSTANT_FUNCTIONS,
+    COUNTER_WINDOWS,
+    LINEAR_FIELDS,
+    NEVER,
+    ORDER_WINDOWS,
+    YEARLY_FIELDS,
+)
 from edge.profiles.model import DAY, Profile, Traits
 from edge.rules import RuleSet
 from edge.rules import functions as fn
 from edge.rules.compiler import Output, _binary, generate, number
 from edge.rules.lang import Binary, Call, ListLit, Literal, Name, Node, Unary, parse_date, render
-
-NEVER: Final = 1 << 62
-"""A time that never comes (kept an int, so ``min`` stays cheap)."""
-
-REQUEST_FIELDS: Final = frozenset(
-    {
-        "hour",
-        "weekday",
-        "session.pageviews",
-        "utm.source",
-        "utm.medium",
-        "utm.campaign",
-        "channel",
-        "page.type",
-        "page.path",
-        "lang",
-        "device",
-        "geo.country",
-        "shop.avg_order_value",
-    }
-)
-"""Fields a request (or the shop's statistics) decides: unknown outside one."""
-REQUEST_FUNCTIONS: Final = frozenset({"distance_km"})
-
-
-def _first_order(p: Profile) -> int:
-    return p.orders[0].ts if p.orders else 0
-
-
-def _last_order(p: Profile) -> int:
-    return p.orders[-1].ts if p.orders else 0
-
-
-LINEAR_FIELDS: Final[dict[str, Callable[[Profile], int]]] = {
-    "first_seen": lambda p: p.first_seen,
-    "last_seen": lambda p: p.last_seen,
-    "first_order": _first_order,
-    "last_order": _last_order,
-    "registered": lambda p: p.traits.registered or 0,
-    "cart.age": lambda p: p.cart.updated,
-}
-"""Durations since a stored time (0 = none: missing), as ``functions._age`` reads them."""
-YEARLY_FIELDS: Final = frozenset({"age", "age_band"})
-CONSTANT_FIELDS: Final = frozenset(
-    {
-        "visits",
-        "orders",
-        "total_spent",
-        "avg_order_value",
-        "last_order_value",
-        "coupon_orders",
-        "rec_clicks",
-        "rec_orders",
-        "dwell_avg",
-        "time_on_site",
-        "top_category",
-        "top_category_count",
-        "top_brand",
-        "top_brand_count",
-        "customer",
-        "email.sends",
-        "email.opens",
-        "cart.items",
-        "cart.value",
-        "cart.categories",
-        "first_touch.source",
-        "first_touch.medium",
-        "first_touch.campaign",
-    }
-)
-ORDER_WINDOWS: Final[dict[str, Callable[[Any], bool]]] = {
-    "orders_within": lambda o: True,
-    "coupon_orders_within": lambda o: bool(o.coupon),
-}
-COUNTER_WINDOWS: Final = {
-    "pageviews_within": "pageview_days",
-    "product_views_within": "product_view_days",
-    "visits_within": "visit_days",
-    "email_sends_within": "email_send_days",
-    "email_opens_within": "email_open_days",
-}
-STEP_FUNCTIONS: Final = frozenset(
-    {*ORDER_WINDOWS, *COUNTER_WINDOWS, "spent_within", "checkout_started_within"}
-)
-CONSTANT_FUNCTIONS: Final = frozenset({"category_share", "brand_share", "category_views"})
-UNCLASSED: Final = (
-    set(fn.FIELDS) - REQUEST_FIELDS - set(LINEAR_FIELDS) - YEARLY_FIELDS - CONSTANT_FIELDS - {"now"}
-) | (set(fn.FUNCTIONS) - REQUEST_FUNCTIONS - STEP_FUNCTIONS - CONSTANT_FUNCTIONS)
-"""Fields and functions this module does not know how time moves: a segment reading
-one is not activatable (a new field must be classed here)."""
 
 
 @dataclass(frozen=True, slots=True)
