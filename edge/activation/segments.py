@@ -46,7 +46,7 @@ import contextlib
 import math
 import operator
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -84,7 +84,7 @@ for a pure step function the later (time, value) steps in time order)."""
 
 
 class _State:
-    __slots__ = ("ctx", "done", "now", "profile", "sorted", "values", "year_end")
+    __slots__ = ("ctx", "done", "now", "profile", "sorted", "sums", "values", "year_end")
 
     def __init__(self, profile: Profile, ctx: fn.Context, now: int) -> None:
         self.profile = profile
@@ -93,6 +93,8 @@ class _State:
         self.done: dict[str, tuple[bool, int]] = {}
         self.sorted: dict[str, list[int]] = {}
         """Order times (by window function) and counter days, sorted once."""
+        self.sums: dict[str, tuple[list[int], list[int]]] = {}
+        """Daily counters' days and sums, once (:func:`_counter_sums`)."""
         self.values: dict[str, Any] = {}
         """Leaves read so far (a field or a call with constant arguments, by its text)."""
         self.year_end = 0
@@ -508,42 +510,49 @@ def _count_judge(name: str, seconds: float, op: str, k: float) -> Judge:
     return judge
 
 
+def _counter_sums(st: _State, attr: str) -> tuple[list[int], list[int]]:
+    """A daily counter's days in order, and minus the sum from each day on (a rising
+    list, for bisect; one more entry: 0, nothing left), computed once per profile."""
+    known = st.sums.get(attr)
+    if known is None:
+        counts: dict[int, int] = getattr(st.profile, attr)
+        days = sorted(counts)
+        minus = [0] * (len(days) + 1)
+        total = 0
+        for i in range(len(days) - 1, -1, -1):
+            total -= counts[days[i]]
+            minus[i] = total
+        known = st.sums[attr] = (days, minus)
+    return known
+
+
 def _counter_judge(attr: str, seconds: float, op: str, k: float) -> Judge:
     test = _OPERATORS[op]
     monotone = op in _MONOTONE
+    find = bisect_left if op in (">", "<=") else bisect_right
 
     def judge(st: _State) -> tuple[bool, int]:
-        counts: dict[int, int] = getattr(st.profile, attr)
-        days = st.sorted.get(attr)
-        if days is None:
-            days = st.sorted[attr] = sorted(counts)
+        days, minus = _counter_sums(st, attr)
         first = bisect_left(days, int((st.now - seconds) // DAY))
-        kept = days[first:]
-        total = sum(map(counts.__getitem__, kept))
+        total = -minus[first]
         truth = test(total, k)
-        if monotone:  # as for orders: from the newest day back
+        # The sum only falls, a day at a time: from day i on, -minus[i] remains.
+        if monotone:
             if test(0, k) is truth:
                 return truth, NEVER
-            left = 0
-            for day in reversed(kept):
-                left += counts[day]
-                if test(left, k) is truth:
-                    return truth, math.ceil((day + 1) * DAY + seconds)
-            return truth, NEVER
-        # == and !=, as for orders: the days that leave before the sum comes down to k
+            # the last day from which what remains still gives the answer: it flips
+            # when that day leaves
+            last = find(minus, -k, first) - 1
+            return truth, math.ceil((days[last] + 1) * DAY + seconds)
+        # == and !=: the sum equal to k now, or from some later day on
         if total == k:
-            return truth, (math.ceil((kept[0] + 1) * DAY + seconds) if kept else NEVER)
+            return truth, (math.ceil((days[first] + 1) * DAY + seconds) if total else NEVER)
         if total < k:
             return truth, NEVER
-        left = 0  # what remains once the days before kept[i] left, from the newest back
-        for i in range(len(kept), 0, -1):
-            if i < len(kept):
-                left += counts[kept[i]]
-            if left >= k:
-                if left > k:
-                    return truth, NEVER
-                return truth, math.ceil((kept[i - 1] + 1) * DAY + seconds)
-        return truth, NEVER
+        i = bisect_right(minus, -k, first) - 1  # the last day from which >= k remains
+        if -minus[i] != k:
+            return truth, NEVER
+        return truth, math.ceil((days[i - 1] + 1) * DAY + seconds)
 
     return judge
 
