@@ -1,0 +1,869 @@
+"""Segment membership outside a request: transitions, and when time alone changes them.
+
+A segment is *activatable* when it can be judged from the stored profile alone: it
+reads nothing of a request (page, campaign of this visit, device, language, location,
+the hour of the request, the shop's statistics) and no other segment that does, and its
+terms that move with time are ones whose next move can be derived (below).
+:func:`update` evaluates those segments on a profile and records entries and exits in
+``profile.segments``; :func:`next_change` says when the next one can happen with no
+event at all, so that the store's due index wakes the profile up then and not before.
+
+How the next change is derived, from the compiled rules' syntax trees (no probing):
+every term is a *signal* over future time ``t >= now``: its value now, its slope (a
+duration such as ``last_order`` grows by one second per second; ``now`` too), the time
+its current piece ends (a breakpoint), and for windowed counts the whole step schedule
+(each counted order leaves ``orders_within(30d)`` at its time + 30 days; a day of a
+daily counter leaves at the start of the next day + the window). A comparison of a
+step schedule with a constant changes when the first step flips it
+(``orders_within(30d) >= 3`` turns false when the third-newest order leaves); a
+comparison of two straight pieces at their crossing (``last_order > 90d`` at the last
+order + 90 days); ``and`` / ``or`` / ``not`` combine the next changes of their parts
+(``false and x`` waits for both). The result is a lower bound: membership is the same
+at every instant from ``now`` up to (not including) :func:`next_change`; a bound that
+comes early costs one needless wake-up, never a missed transition.
+
+Terms classed by time (in :mod:`edge.activation.terms`; :data:`UNCLASSED` there must
+stay empty, a test checks):
+
+- constant until the profile changes: counts, totals, traits, answers, affinities...;
+- straight lines: ``now`` and the durations since a stored time (``first_seen``,
+  ``last_seen``, ``first_order``, ``last_order``, ``registered``, ``cart.age``), 0 until
+  that time if it lies ahead;
+- steps down: the window functions over orders and daily counters, and
+  ``checkout_started_within``;
+- yearly steps: ``age`` and ``age_band`` from a birth year (on the 1 January, UTC, the
+  answer changes: found once per birth year and year);
+- request terms: not activatable.
+
+A product of two growing durations, or a division by one, has no straight-line form:
+a segment holding one is not activatable either (:func:`activatable` leaves it out).
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import math
+import operator
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+from edge.activation.terms import (
+    CONSTANT_FIELDS,
+    CONSTANT_FUNCTIONS,
+    COUNTER_WINDOWS,
+    LINEAR_FIELDS,
+    NEVER,
+    ORDER_WINDOWS,
+    YEARLY_FIELDS,
+)
+from edge.profiles.model import DAY, Profile, Traits
+from edge.rules import RuleSet
+from edge.rules import functions as fn
+from edge.rules.compiler import Output, _binary, generate, number
+from edge.rules.lang import Binary, Call, ListLit, Literal, Name, Node, Unary, parse_date, render
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    segment: str
+    entered: bool
+    """False: exited."""
+    at: int
+
+
+# --- signals -----------------------------------------------------------------------------
+
+Steps = Callable[[], Iterator[tuple[int, Any]]]
+Sig = tuple[Any, float, int, Steps | None]
+"""A term over time from now: (value now, slope per second, when this piece ends, and
+for a pure step function the later (time, value) steps in time order)."""
+
+
+class _State:
+    __slots__ = ("ctx", "done", "now", "profile", "sorted", "sums", "values", "year_end")
+
+    def __init__(self, profile: Profile, ctx: fn.Context, now: int) -> None:
+        self.profile = profile
+        self.ctx = ctx
+        self.now = now
+        self.done: dict[str, tuple[bool, int]] = {}
+        self.sorted: dict[str, list[int]] = {}
+        """Order times (by window function) and counter days, sorted once."""
+        self.sums: dict[str, tuple[list[int], list[int]]] = {}
+        """Daily counters' days and sums, once (:func:`_counter_sums`)."""
+        self.values: dict[str, Any] = {}
+        """Leaves read so far (a field or a call with constant arguments, by its text)."""
+        self.year_end = 0
+        """The next 1 January (UTC), once asked."""
+
+
+Eval = Callable[[_State], Sig]
+
+
+def _leave(ts: float, seconds: float) -> int:
+    """The first whole second at which something of time *ts* is out of a window of
+    *seconds* (in it while ``ts >= t - seconds``)."""
+    return math.floor(ts + seconds) + 1
+
+
+def _order_window(name: str, seconds: float) -> Eval:
+    keep = ORDER_WINDOWS[name]
+
+    def signal(st: _State) -> Sig:
+        every = st.sorted.get(name)
+        if every is None:
+            every = st.sorted[name] = sorted([o.ts for o in st.profile.orders if keep(o)])
+        times = every[bisect_left(every, st.now - seconds) :]
+        n = len(times)
+        if not n:
+            return 0.0, 0.0, NEVER, None
+
+        def steps() -> Iterator[tuple[int, Any]]:
+            for i, ts in enumerate(times):
+                yield _leave(ts, seconds), float(n - i - 1)
+
+        return float(n), 0.0, _leave(times[0], seconds), steps
+
+    return signal
+
+
+def _spent_window(seconds: float) -> Eval:
+    def signal(st: _State) -> Sig:
+        profile, now = st.profile, st.now
+        value = number(fn.spent_within(st.ctx, seconds))
+        leaves = sorted({_leave(o.ts, seconds) for o in profile.orders if o.ts >= now - seconds})
+        if not leaves:
+            return value, 0.0, NEVER, None
+
+        def steps() -> Iterator[tuple[int, Any]]:
+            for t in leaves:  # summed as the rules sum it, for the same float
+                yield t, number(fn.spent_within(fn.Context(profile, None, t), seconds))
+
+        return value, 0.0, leaves[0], steps
+
+    return signal
+
+
+def _counter_window(attr: str, seconds: float) -> Eval:
+    def signal(st: _State) -> Sig:
+        counts: dict[int, int] = getattr(st.profile, attr)
+        every = st.sorted.get(attr)
+        if every is None:
+            every = st.sorted[attr] = sorted(counts)
+        days = every[bisect_left(every, int((st.now - seconds) // DAY)) :]
+        if not days:
+            return 0.0, 0.0, NEVER, None
+        total = sum([counts[d] for d in days])
+
+        def steps() -> Iterator[tuple[int, Any]]:
+            left = total
+            for d in days:
+                left -= counts[d]
+                yield math.ceil((d + 1) * DAY + seconds), float(left)
+
+        return float(total), 0.0, math.ceil((days[0] + 1) * DAY + seconds), steps
+
+    return signal
+
+
+def _checkout_window(seconds: float) -> Eval:
+    def signal(st: _State) -> Sig:
+        started = st.profile.checkout_started
+        if not started or started < st.now - seconds:
+            return False, 0.0, NEVER, None
+        end = _leave(started, seconds)
+        return True, 0.0, end, lambda: iter(((end, False),))
+
+    return signal
+
+
+def _linear(read: Callable[[Profile], int]) -> Eval:
+    def signal(st: _State) -> Sig:
+        ts = read(st.profile)
+        if not ts:
+            return None, 0.0, NEVER, None
+        if ts > st.now:
+            return 0.0, 0.0, ts, None
+        return float(st.now - ts), 1.0, NEVER, None
+
+    return signal
+
+
+def _now(st: _State) -> Sig:
+    return float(st.now), 1.0, NEVER, None
+
+
+def _next_new_year(st: _State) -> int:
+    if not st.year_end:
+        st.year_end = calendar.timegm((time.gmtime(st.now).tm_year + 1, 1, 1, 0, 0, 0))
+    return st.year_end
+
+
+def _read(st: _State, key: str, read: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """A leaf's value as the rules read it (each read once per profile)."""
+    values = st.values
+    if key in values:
+        return values[key]
+    value = values[key] = number(read(st.ctx, *args))
+    return value
+
+
+def _constant_leaf(key: str, read: Callable[..., Any], args: tuple[Any, ...]) -> Eval:
+    def signal(st: _State) -> Sig:
+        return _read(st, key, read, args), 0.0, NEVER, None
+
+    return signal
+
+
+def _yearly(path: str) -> Eval:
+    read, args = fn.field_reader(path)
+
+    def signal(st: _State) -> Sig:
+        value = _read(st, path, read, args)
+        if st.profile.traits.birth_year:
+            return value, 0.0, _next_new_year(st), None
+        return value, 0.0, NEVER, None
+
+    return signal
+
+
+def _const(value: Any) -> Eval:
+    sig: Sig = (value, 0.0, NEVER, None)
+    return lambda st: sig
+
+
+def _is_const(sig: Sig) -> bool:
+    return sig[2] == NEVER and not sig[1] and sig[3] is None
+
+
+def _is_number(v: Any) -> bool:
+    return type(v) is float or type(v) is int
+
+
+# --- combining signals -------------------------------------------------------------------
+
+
+def _arith(op: str, left: Eval, right: Eval) -> Eval:
+    def signal(st: _State) -> Sig:
+        a, b = left(st), right(st)
+        va, vb = a[0], b[0]
+        value = _binary(op, va, vb)
+        until = min(a[2], b[2])
+        if value is None:
+            return None, 0.0, until, None
+        sa, sb = a[1], b[1]
+        if op == "+":
+            slope = sa + sb
+        elif op == "-":
+            slope = sa - sb
+        elif op == "*":
+            slope = va * sb + vb * sa
+        else:
+            slope = sa / vb
+        steps = None
+        if a[3] is not None and _is_const(b):
+            steps = _map_steps(a[3], lambda v: _binary(op, v, vb))
+        elif b[3] is not None and _is_const(a):
+            steps = _map_steps(b[3], lambda v: _binary(op, va, v))
+        return value, slope, until, steps
+
+    return signal
+
+
+def _map_steps(steps: Steps, f: Callable[[Any], Any]) -> Steps:
+    return lambda: ((t, f(v)) for t, v in steps())
+
+
+def _negate(inner: Eval) -> Eval:
+    def signal(st: _State) -> Sig:
+        v, s, until, steps = inner(st)
+        if not _is_number(v):
+            return None, 0.0, until, None
+        return -v, -s, until, (_map_steps(steps, lambda x: -x) if steps is not None else None)
+
+    return signal
+
+
+def _flip(steps: Steps, test: Callable[[Any], bool], now_true: bool) -> int:
+    """The first step at which *test* stops giving *now_true*."""
+    for t, value in steps():
+        if test(value) is not now_true:
+            return t
+    return NEVER
+
+
+def _crossing(now: int, gap: float, slope: float, changes_at_equal: bool) -> int:
+    """When a comparison of two sides whose difference is ``gap + slope * (t - now)``
+    changes, or NEVER if the difference does not reach 0 ahead. Exact for a whole
+    second: at it if the comparison of equal sides differs from now's answer
+    (*changes_at_equal*: ``>=`` that was false), else the second after; otherwise a
+    second early (rounding), and never before ``now + 1``."""
+    if not slope:
+        return NEVER
+    at = now - gap / slope
+    if at < now:
+        return NEVER
+    if slope in (1.0, -1.0) and float(gap).is_integer():
+        return max(now + 1, int(at) + (0 if changes_at_equal else 1))
+    return max(now + 1, math.floor(at) - 1)
+
+
+_AT_EQUAL: Final = {
+    "==": True,
+    "<=": True,
+    ">=": True,
+    "in": True,
+    "!=": False,
+    "<": False,
+    ">": False,
+    "not in": False,
+}
+"""What a comparison answers when its sides are equal."""
+
+
+_OPERATORS: Final = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def _tester(op: str, same_types: bool) -> Callable[[Any, Any], bool]:
+    """The comparison as the rules make it: plain operators when the checker knows
+    both sides have one type (then only a missing side is special)."""
+    if op in ("in", "not in") and same_types:
+        inside = op == "in"
+
+        def member(a: Any, b: Any) -> bool:
+            return a is not None and (a in b) is inside
+
+        return member
+    plain = _OPERATORS.get(op)
+    if plain is not None and same_types:
+
+        def test(a: Any, b: Any) -> bool:
+            return a is not None and b is not None and plain(a, b)
+
+        return test
+    return lambda a, b: _binary(op, a, b) is True
+
+
+def _flip_left(steps: Steps, test: Callable[[Any, Any], bool], other: Any, truth: bool) -> int:
+    for t, value in steps():
+        if test(value, other) is not truth:
+            return t
+    return NEVER
+
+
+def _flip_right(steps: Steps, test: Callable[[Any, Any], bool], other: Any, truth: bool) -> int:
+    for t, value in steps():
+        if test(other, value) is not truth:
+            return t
+    return NEVER
+
+
+def _compare(op: str, left: Eval, right: Eval, same_types: bool) -> Eval:
+    test = _tester(op, same_types)
+
+    def signal(st: _State) -> Sig:
+        a, b = left(st), right(st)
+        truth = test(a[0], b[0])
+        if b[3] is None and b[2] == NEVER and not b[1] and a[3] is not None:
+            if b[0] is None:
+                return False, 0.0, NEVER, None
+            return truth, 0.0, _flip_left(a[3], test, b[0], truth), None
+        if a[3] is None and a[2] == NEVER and not a[1] and b[3] is not None:
+            if a[0] is None:
+                return False, 0.0, NEVER, None
+            return truth, 0.0, _flip_right(b[3], test, a[0], truth), None
+        until = min(a[2], b[2])
+        slope = a[1] - b[1]
+        if slope and _is_number(a[0]):
+            change = _AT_EQUAL[op] is not truth
+            if isinstance(b[0], list):  # `in`: each listed number is a crossing
+                for x in b[0]:
+                    if _is_number(x):
+                        until = min(until, _crossing(st.now, a[0] - x, slope, change))
+            elif _is_number(b[0]):
+                until = min(until, _crossing(st.now, a[0] - b[0], slope, change))
+        return truth, 0.0, until, None
+
+    return signal
+
+
+def _truth(sig: Sig) -> tuple[bool, int]:
+    value = sig[0] is True
+    if sig[3] is not None:
+        return value, _flip(sig[3], lambda v: v is True, value)
+    return value, sig[2]
+
+
+Judge = Callable[[_State], tuple[bool, int]]
+"""A condition over time from now: (true now, the first time it may change)."""
+
+
+def _and(left: Judge, right: Judge) -> Judge:
+    def judge(st: _State) -> tuple[bool, int]:
+        a, ta = left(st)
+        if not a and ta == NEVER:
+            return False, NEVER
+        b, tb = right(st)
+        if a and b:
+            return True, (ta if ta < tb else tb)
+        if a:
+            return False, tb
+        return False, (ta if b else max(ta, tb))
+
+    return judge
+
+
+def _or(left: Judge, right: Judge) -> Judge:
+    def judge(st: _State) -> tuple[bool, int]:
+        a, ta = left(st)
+        if a and ta == NEVER:
+            return True, NEVER
+        b, tb = right(st)
+        if not a and not b:
+            return False, (ta if ta < tb else tb)
+        if not a:
+            return True, tb
+        return True, (ta if not b else max(ta, tb))
+
+    return judge
+
+
+def _not(inner: Judge) -> Judge:
+    def judge(st: _State) -> tuple[bool, int]:
+        value, until = inner(st)
+        return not value, until
+
+    return judge
+
+
+def _segment(name: str, judges: dict[str, Judge]) -> Judge:
+    def judge(st: _State) -> tuple[bool, int]:
+        done = st.done.get(name)
+        if done is None:
+            done = st.done[name] = judges[name](st)
+        return done
+
+    return judge
+
+
+def _judged(inner: Judge) -> Eval:
+    """A condition used as a value (``(a > b) == true``)."""
+
+    def signal(st: _State) -> Sig:
+        value, until = inner(st)
+        return value, 0.0, until, None
+
+    return signal
+
+
+def _from_signal(inner: Eval) -> Judge:
+    return lambda st: _truth(inner(st))
+
+
+# Comparisons of one windowed count or one growing duration with a constant, the most
+# common terms, judged directly (the same answers as through signals, without them).
+
+
+_MONOTONE: Final = frozenset({"<", "<=", ">", ">="})
+
+
+def _count_judge(name: str, seconds: float, op: str, k: float) -> Judge:
+    keep = ORDER_WINDOWS[name]
+    test = _OPERATORS[op]
+    monotone = op in _MONOTONE
+
+    def judge(st: _State) -> tuple[bool, int]:
+        every = st.sorted.get(name)
+        if every is None:
+            every = st.sorted[name] = sorted([o.ts for o in st.profile.orders if keep(o)])
+        first = bisect_left(every, st.now - seconds)
+        n = len(every) - first
+        truth = test(n, k)
+        if monotone:
+            # The count only falls, one by one: the answer flips when the last count
+            # still giving it is left, if the empty window does not give it too.
+            if test(0, k) is truth:
+                return truth, NEVER
+            for left in range(1, n + 1):
+                if test(left, k) is truth:  # while `left` orders remain
+                    return truth, math.floor(every[len(every) - left] + seconds) + 1
+            return truth, NEVER
+        # == and !=: equal now, unequal when the oldest leaves; equal later only if
+        # the count comes down to k
+        if n == k:
+            return truth, (math.floor(every[first] + seconds) + 1 if n else NEVER)
+        if n < k or not float(k).is_integer():
+            return truth, NEVER
+        return truth, math.floor(every[first + n - int(k) - 1] + seconds) + 1
+
+    return judge
+
+
+def _counter_sums(st: _State, attr: str) -> tuple[list[int], list[int]]:
+    """A daily counter's days in order, and minus the sum from each day on (a rising
+    list, for bisect; one more entry: 0, nothing left), computed once per profile."""
+    known = st.sums.get(attr)
+    if known is None:
+        counts: dict[int, int] = getattr(st.profile, attr)
+        days = sorted(counts)
+        minus = [0] * (len(days) + 1)
+        total = 0
+        for i in range(len(days) - 1, -1, -1):
+            total -= counts[days[i]]
+            minus[i] = total
+        known = st.sums[attr] = (days, minus)
+    return known
+
+
+def _counter_judge(attr: str, seconds: float, op: str, k: float) -> Judge:
+    test = _OPERATORS[op]
+    monotone = op in _MONOTONE
+    find = bisect_left if op in (">", "<=") else bisect_right
+
+    def judge(st: _State) -> tuple[bool, int]:
+        days, minus = _counter_sums(st, attr)
+        first = bisect_left(days, int((st.now - seconds) // DAY))
+        total = -minus[first]
+        truth = test(total, k)
+        # The sum only falls, a day at a time: from day i on, -minus[i] remains.
+        if monotone:
+            if test(0, k) is truth:
+                return truth, NEVER
+            # the last day from which what remains still gives the answer: it flips
+            # when that day leaves
+            last = find(minus, -k, first) - 1
+            return truth, math.ceil((days[last] + 1) * DAY + seconds)
+        # == and !=: the sum equal to k now, or from some later day on
+        if total == k:
+            return truth, (math.ceil((days[first] + 1) * DAY + seconds) if total else NEVER)
+        if total < k:
+            return truth, NEVER
+        i = bisect_right(minus, -k, first) - 1  # the last day from which >= k remains
+        if -minus[i] != k:
+            return truth, NEVER
+        return truth, math.ceil((days[i - 1] + 1) * DAY + seconds)
+
+    return judge
+
+
+def _age_judge(read: Callable[[Profile], int] | None, op: str, c: float) -> Judge:
+    """``duration-since-a-time op c`` (*read* None: ``now op c``)."""
+    test = _OPERATORS[op]
+    at_equal = _AT_EQUAL[op]
+
+    def judge(st: _State) -> tuple[bool, int]:
+        now = st.now
+        if read is None:
+            value = float(now)
+        else:
+            ts = read(st.profile)
+            if not ts:
+                return False, NEVER  # missing: no comparison holds
+            if ts > now:
+                return test(0.0, c), ts  # 0 until then
+            value = float(now - ts)
+        truth = test(value, c)
+        return truth, _crossing(now, value - c, 1.0, at_equal is not truth)
+
+    return judge
+
+
+_YEARS_AHEAD: Final = 120
+
+
+def _yearly_judge(path: str, test: Callable[[Any, Any], bool], const: Any) -> Judge:
+    """``age`` or ``age_band`` compared with a constant: from a birth year the answer
+    can only change on a 1 January, and which one depends on the birth year and this
+    year alone (kept: a band changes once a decade, not every year)."""
+    read, args = fn.field_reader(path)
+    flips: dict[tuple[int, int], int] = {}
+
+    def flip(profile: Profile, now: int, truth: bool) -> int:
+        this_year = time.gmtime(now).tm_year
+        key = (profile.traits.birth_year or 0, this_year)
+        found = flips.get(key)
+        if found is None:
+            found = NEVER
+            probe = Profile(visitor_id="", traits=Traits(birth_year=key[0]))
+            for year in range(this_year + 1, this_year + _YEARS_AHEAD):
+                jan1 = calendar.timegm((year, 1, 1, 0, 0, 0))
+                if test(number(read(fn.Context(probe, None, jan1), *args)), const) is not truth:
+                    found = jan1
+                    break
+            if len(flips) > 10_000:
+                flips.clear()
+            flips[key] = found
+        return found
+
+    def judge(st: _State) -> tuple[bool, int]:
+        truth = test(_read(st, path, read, args), const)
+        if not st.profile.traits.birth_year:
+            return truth, NEVER
+        return truth, flip(st.profile, st.now, truth)
+
+    return judge
+
+
+_MIRROR: Final = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
+def _direct(node: Binary) -> Judge | None:
+    """A judge for ``term op constant`` (or ``constant op term``) when the term is a
+    windowed count of orders or of a daily counter, ``now``, or a duration since a
+    stored time; None for anything else."""
+    op = node.op
+    term, const = node.left, node.right
+    yearly = isinstance(term, Name) and term.path in YEARLY_FIELDS
+    if op in ("in", "not in") and yearly and isinstance(const, ListLit):
+        values = [number(item.value) for item in const.items]
+        kind = str if term.path == "age_band" else float  # type: ignore[union-attr]
+        same = all(type(v) is kind for v in values)
+        return _yearly_judge(term.path, _tester(op, same), values)  # type: ignore[union-attr]
+    if op not in _MIRROR:
+        return None
+    if isinstance(term, Literal):
+        term, const, op = const, term, _MIRROR[op]
+    if isinstance(term, Name) and term.path in YEARLY_FIELDS and isinstance(const, Literal):
+        same = (const.type == "string") == (term.path == "age_band")
+        return _yearly_judge(term.path, _tester(op, same), number(const.value))
+    if not isinstance(const, Literal) or const.type not in ("number", "duration", "date"):
+        return None
+    k = number(const.value)
+    if isinstance(term, Call) and len(term.args) == 1:
+        seconds = term.args[0].value  # type: ignore[attr-defined]
+        if term.name in ORDER_WINDOWS:
+            return _count_judge(term.name, seconds, op, k)
+        if term.name in COUNTER_WINDOWS:
+            return _counter_judge(COUNTER_WINDOWS[term.name], seconds, op, k)
+    if isinstance(term, Name):
+        if term.path == "now":
+            return _age_judge(None, op, k)
+        if term.path in LINEAR_FIELDS:
+            return _age_judge(LINEAR_FIELDS[term.path], op, k)
+    return None
+
+
+# --- plans: the rule set's segments as signals --------------------------------------------
+
+_SIMPLE: Final = frozenset({"number", "duration", "date", "string", "bool"})
+"""Types compared with plain operators once both sides have the same one."""
+_CONST, _STEP, _LINEAR = 0, 1, 2
+"""How a term moves with time: not at all, in steps, or (also) along a line."""
+
+
+class _NotDerivable(Exception):
+    """The term reads the request, or moves with time in a way not derived here."""
+
+
+class _Planner:
+    def __init__(self, ruleset: RuleSet) -> None:
+        self.ruleset = ruleset
+        self.types: dict[Node, Any] = {}
+        self.judges: dict[str, Judge] = {}
+        self.kinds: dict[str, int] = {}
+
+    def segment(self, name: str) -> None:
+        rule = self.ruleset.segments[name]
+        if rule.checked is None:
+            self.judges[name], self.kinds[name] = (lambda st: (False, NEVER)), _CONST
+            return
+        self.types = rule.checked.types
+        with contextlib.suppress(_NotDerivable):  # then not activatable
+            self.judges[name], self.kinds[name] = self.truth(rule.checked.tree)
+
+    def truth(self, node: Node) -> tuple[Judge, int]:
+        """A condition (a segment's, or an operand of and / or / not)."""
+        if isinstance(node, Binary) and node.op in ("and", "or"):
+            (left, lk), (right, rk) = self.truth(node.left), self.truth(node.right)
+            return (_and if node.op == "and" else _or)(left, right), max(lk, rk)
+        if isinstance(node, Unary) and node.op == "not":
+            inner, kind = self.truth(node.operand)
+            return _not(inner), kind
+        if isinstance(node, Name) and node.path in self.ruleset.segments:
+            if node.path not in self.judges:
+                raise _NotDerivable(node.path)  # not activatable (segments come in order)
+            return _segment(node.path, self.judges), self.kinds[node.path]
+        signal, kind = self.node(node)
+        if isinstance(node, Binary) and kind != _CONST:
+            direct = _direct(node)
+            if direct is not None:
+                return direct, kind
+        return _from_signal(signal), kind
+
+    def node(self, node: Node) -> tuple[Eval, int]:
+        if isinstance(node, Literal):
+            return _const(number(node.value)), _CONST
+        if isinstance(node, ListLit):
+            return _const([number(item.value) for item in node.items]), _CONST
+        if isinstance(node, Name):
+            return self.name(node)
+        if isinstance(node, Call):
+            return self.call(node)
+        if isinstance(node, Unary):
+            if node.op == "not":
+                judge, kind = self.truth(node)
+                return _judged(judge), kind
+            inner, kind = self.node(node.operand)
+            return _negate(inner), kind
+        assert isinstance(node, Binary)
+        op = node.op
+        if op in ("and", "or"):
+            judge, kind = self.truth(node)
+            return _judged(judge), kind
+        (left, lk), (right, rk) = self.node(node.left), self.node(node.right)
+        kind = max(lk, rk)
+        if op in ("+", "-", "*", "/"):
+            if (op == "*" and lk == rk == _LINEAR) or (op == "/" and rk == _LINEAR):
+                raise _NotDerivable(op)
+            return _arith(op, left, right), kind
+        lt, rt = self.types[node.left], self.types[node.right]
+        same = lt.type == rt.type and lt.type in _SIMPLE
+        return _compare(op, left, right, same), min(kind, _STEP)
+
+    def name(self, node: Name) -> tuple[Eval, int]:
+        path = node.path
+        if path in self.ruleset.segments:
+            judge, kind = self.truth(node)
+            return _judged(judge), kind
+        if path == "now":
+            return _now, _LINEAR
+        if path in LINEAR_FIELDS:
+            return _linear(LINEAR_FIELDS[path]), _LINEAR
+        if path in YEARLY_FIELDS:
+            return _yearly(path), _STEP
+        prefix = path.partition(".")[0]
+        if path in CONSTANT_FIELDS or prefix in ("traits", "answers"):
+            read, args = fn.field_reader(path)
+            return _constant_leaf(path, read, args), _CONST
+        raise _NotDerivable(path)
+
+    def call(self, node: Call) -> tuple[Eval, int]:
+        name = node.name
+        if name == "has":
+            return _has(self.node(node.args[0])[0]), _CONST
+        if name == "date":
+            return _const(parse_date(node.args[0].value)), _CONST  # type: ignore[attr-defined]
+        args = tuple(a.value for a in node.args)  # type: ignore[attr-defined]
+        if name in ORDER_WINDOWS:
+            return _order_window(name, args[0]), _STEP
+        if name in COUNTER_WINDOWS:
+            return _counter_window(COUNTER_WINDOWS[name], args[0]), _STEP
+        if name == "spent_within":
+            return _spent_window(args[0]), _STEP
+        if name == "checkout_started_within":
+            return _checkout_window(args[0]), _STEP
+        if name in CONSTANT_FUNCTIONS:
+            return _constant_leaf(render(node), fn.FUNCTIONS[name].call, args), _CONST
+        raise _NotDerivable(name)
+
+
+def _has(inner: Eval) -> Eval:
+    """``has(field)``: whether a field is missing does not change with time."""
+
+    def signal(st: _State) -> Sig:
+        value = inner(st)[0]
+        return value is not None and value != [], 0.0, NEVER, None
+
+    return signal
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    names: tuple[str, ...]
+    """The activatable segments, in the rule set's order."""
+    known: frozenset[str]
+    evaluate: Callable[[fn.Context], tuple[bool, ...]]
+    """Those segments alone, compiled (the rule set's evaluator also computes the
+    request's segments and the placements' conditions)."""
+    timed: tuple[tuple[str, Judge], ...]
+    """The activatable segments that can change by time alone, with their signals."""
+
+
+_PLANS: dict[int, tuple[RuleSet, _Plan]] = {}
+_MAX_PLANS: Final = 8
+
+
+def _plan(ruleset: RuleSet) -> _Plan:
+    known = _PLANS.get(id(ruleset))
+    if known is not None and known[0] is ruleset:
+        return known[1]
+    planner = _Planner(ruleset)
+    for name in ruleset.segment_names:
+        planner.segment(name)
+    names = tuple(n for n in ruleset.segment_names if n in planner.judges)
+    program = generate(
+        [Output(n, ruleset.segments[n].checked) for n in names],
+        {n: i for i, n in enumerate(names)},
+    )
+    plan = _Plan(
+        names,
+        frozenset(names),
+        program.evaluate,
+        tuple((n, planner.judges[n]) for n in names if planner.kinds[n] != _CONST),
+    )
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.pop(next(iter(_PLANS)))
+    _PLANS[id(ruleset)] = (ruleset, plan)
+    return plan
+
+
+# --- the contract --------------------------------------------------------------------------
+
+
+def activatable(ruleset: RuleSet) -> frozenset[str]:
+    """The segments judged from the stored profile alone (see the module's docstring)."""
+    return _plan(ruleset).known
+
+
+def update(profile: Profile, ruleset: RuleSet, now: int) -> list[Transition]:
+    """Evaluate the activatable segments on *profile* (no request) at *now*, record
+    entries (with their time) and exits in ``profile.segments``, and return them in
+    the rule set's order. A name no longer among the activatable segments (the rule
+    was removed or now reads the request) is dropped without a transition: nobody left
+    it."""
+    plan = _plan(ruleset)
+    result = plan.evaluate(ruleset.context(profile, None, now))
+    held = profile.segments
+    changes = []
+    for name, inside in zip(plan.names, result, strict=True):
+        if inside != (name in held):
+            changes.append(Transition(name, inside, now))
+            if inside:
+                held[name] = now
+            else:
+                del held[name]
+    if not plan.known.issuperset(held):
+        for name in [n for n in held if n not in plan.known]:
+            del held[name]
+    return changes
+
+
+def next_change(profile: Profile, ruleset: RuleSet, now: int) -> int | None:
+    """The earliest time after *now* at which an activatable segment of *profile* may
+    change by time alone; None if none ever can. Membership is the same at every
+    instant before it (it may come early: then nothing changed, and it is asked
+    again)."""
+    plan = _plan(ruleset)
+    if not plan.timed:
+        return None
+    st = _State(profile, ruleset.context(profile, None, now), now)
+    soonest = NEVER
+    done = st.done
+    for name, judge in plan.timed:
+        known = done.get(name)
+        if known is None:
+            known = done[name] = judge(st)
+        if known[1] < soonest:
+            soonest = known[1]
+    return None if soonest >= NEVER else soonest
