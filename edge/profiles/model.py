@@ -203,6 +203,10 @@ class Profile(msgspec.Struct, omit_defaults=True, kw_only=True):
     """Placement id -> this unit's arm record (shown and held out alike); at most
     ``MAX_OFFERS`` placements, the least recently exposed dropped first (what it
     counted in the daily aggregates stays counted there)."""
+    due: int = 0
+    """The next unix time this profile needs the activation without any event (a
+    segment that changes by time alone, a journey step); 0 = never. The stores index it
+    (``Store.due_keys``). Set by the activation (the "time" half of issue 18)."""
 
 
 def day_of(ts: float) -> int:

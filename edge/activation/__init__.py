@@ -1,0 +1,1 @@
+"""Activation beyond the page: segment changes, scenarios, the outbox and its delivery."""
