@@ -32,8 +32,8 @@ from edge.rules.errors import Locator, RuleError
 from edge.rules.lang import LangError, parse, parse_duration
 from edge.rules.products import ProductSelectors, Selector, parse_products, product_selectors
 from edge.rules.questions import Declared, Question, check_questions, parse_questions
-from edge.rules.scenarios import Scenario, check_scenarios, lang_errors, parse_scenarios
 from edge.rules.scenarios import Declared as DeclaredScenario
+from edge.rules.scenarios import Scenario, check_scenarios, lang_errors, parse_scenarios
 from edge.rules.scenarios import number as number_scenarios
 from edge.rules.shop import DEFAULT_SHOP, Shop, localize_dates, parse_shop, shop_links
 from edge.rules.spec import SECTIONS, Placement, RuleFile, Segment, Slot, Variant
