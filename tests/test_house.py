@@ -29,7 +29,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("edge.fitting",),  # edge map's pure half: reads pages as the request path does
     ("edge.visitors", "edge.observe", "edge.preview", "edge.reading"),
     ("edge.request", "edge.forms", "edge.carts"),
-    ("edge.personalize", "edge.rules", "edge.rewrite", "edge.profiles", "edge.importer"),
+    (
+        "edge.personalize",
+        "edge.rules",
+        "edge.rewrite",
+        "edge.profiles",
+        "edge.importer",
+        "edge.activation",  # segment transitions, scenarios, the outbox (issue 18)
+    ),
     (
         "edge.identity",
         "edge.pages",

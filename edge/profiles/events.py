@@ -326,6 +326,8 @@ def touch(profile: Profile, now: int) -> None:
         profile.session_start = now
         profile.session_pageviews = 0
         bump(profile.visit_days, now)
+    elif now > profile.last_seen:
+        profile.time_on_site += now - profile.last_seen
     profile.last_seen = max(profile.last_seen, now)
 
 
@@ -452,7 +454,13 @@ def _order_observed(p: Profile, e: OrderObserved, ts: int) -> None:
 
 
 def _nothing(p: Profile, e: BaseEvent, ts: int) -> None:
-    """Cart Viewed and Checkout Started are recorded as page views by the sidecar."""
+    """Cart Viewed is recorded as a page view by the sidecar."""
+
+
+def _checkout_started(p: Profile, e: CheckoutStarted, ts: int) -> None:
+    """Recorded as a page view by the sidecar too; its time is kept for
+    ``checkout_started_within(d)``."""
+    p.checkout_started = max(p.checkout_started, ts)
 
 
 def _answered(p: Profile, e: ProfileFormAnswered, ts: int) -> None:
@@ -635,7 +643,7 @@ _HANDLERS: Final = {
     ProductAdded: _added,
     ProductRemoved: _removed,
     CartViewed: _nothing,
-    CheckoutStarted: _nothing,
+    CheckoutStarted: _checkout_started,
     CartReplaced: _cart_replaced,
     OrderObserved: _order_observed,
     ProfileFormAnswered: _answered,
@@ -738,6 +746,10 @@ def merge(into: Profile, other: Profile) -> None:
         into.cart = other.cart
     into.dwell_ms += other.dwell_ms
     into.dwell_count += other.dwell_count
+    into.checkout_started = max(into.checkout_started, other.checkout_started)
+    into.time_on_site += other.time_on_site
+    for name, since in other.segments.items():  # entered once: the earlier entry stands
+        into.segments[name] = min(since, into.segments.get(name, since))
     for key, value in other.answers.items():
         into.answers.setdefault(key, value)
     if other.first_touch and (

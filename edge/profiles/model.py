@@ -220,12 +220,22 @@ class Profile(msgspec.Struct, omit_defaults=True, kw_only=True):
     """Placement id -> this unit's arm record (shown and held out alike); at most
     ``MAX_OFFERS`` placements, the least recently exposed dropped first (what it
     counted in the daily aggregates stays counted there)."""
+    checkout_started: int = 0
+    """When the visitor last started a checkout (Checkout Started); 0 if never."""
+    time_on_site: int = 0
+    """Seconds spent on the site: the time between one request and the next within a
+    visit, summed over visits (the last page of a visit adds nothing: no request ends
+    it)."""
+
+    segments: dict[str, int] = msgspec.field(default_factory=dict)
+    """Segment name -> when the profile entered it, as the activation last evaluated it
+    (only segments judged without a request: :mod:`edge.activation.segments`)."""
+    journeys: dict[str, Journey] = msgspec.field(default_factory=dict)
+    """Scenario id -> this visitor's journey through it (``edge/activation/journeys.py``)."""
     due: int = 0
     """The next unix time this profile needs the activation without any event (a
     segment that changes by time alone, a journey step); 0 = never. The stores index it
-    (``Store.due_keys``). Set by the activation (the "time" half of issue 18)."""
-    journeys: dict[str, Journey] = msgspec.field(default_factory=dict)
-    """Scenario id -> this visitor's journey through it (``edge/activation/journeys.py``)."""
+    (``Store.due_keys``). Set by the activation."""
 
 
 def day_of(ts: float) -> int:

@@ -20,10 +20,14 @@ session.pageviews          number    pages seen in the current visit
 orders                     number    orders ever placed
 total_spent                number    money spent on all orders
 avg_order_value            number    total_spent / orders; missing without orders
+last_order_value           number    the total of the last order; missing without orders
 coupon_orders              number    orders placed with a coupon
 rec_clicks                 number    clicks on recommended products
 rec_orders                 number    stored orders placed within 7 days of such a click
 dwell_avg                  duration  average time on a product page; missing if never measured
+time_on_site               duration  time on the site, summed over visits: from each request
+                                     to the next within a visit (the last page of a visit
+                                     adds nothing)
 top_category               string    the category the visitor bought most items of
 top_category_count         number    items bought in that category (0 without orders)
 top_brand                  string    the brand the visitor bought most items of
@@ -46,6 +50,10 @@ cart.categories            list      categories of the products in the cart
 utm.source                 string    utm_source of this visit (this request, else the visit's)
 utm.medium                 string    utm_medium of this visit
 utm.campaign               string    utm_campaign of this visit
+first_touch.source         string    utm_source of the visitor's first arrival (the acquisition
+                                     source); missing if that arrival had none
+first_touch.medium         string    utm_medium of the first arrival
+first_touch.campaign       string    utm_campaign of the first arrival
 channel                    string    direct, search, social, email, paid, referral, ...
 page.type                  string    the page type of this request (see [page_types])
 page.path                  string    the path of this request
@@ -61,24 +69,25 @@ answers.NAME               string    the visitor's answer to a profiling questio
 Functions
 =========
 
-==============================  ========  ================================================
-function                        type      meaning
-==============================  ========  ================================================
-orders_within(duration)         number    orders placed in the window ending now
-spent_within(duration)          number    money spent in the window
-coupon_orders_within(duration)  number    orders with a coupon in the window
-pageviews_within(duration)      number    page views in the window (whole days)
-product_views_within(duration)  number    product pages viewed in the window (whole days)
-visits_within(duration)         number    visits in the window (whole days)
-email_sends_within(duration)    number    marketing emails sent in the window (whole days)
-email_opens_within(duration)    number    marketing emails opened in the window (whole days)
-category_share(string)          number    share (0..1) of bought items in that category
-brand_share(string)             number    share (0..1) of bought items of that brand
-category_views(string)          number    views of products or lists in that category
-distance_km(number, number)     number    km from the visitor to that latitude, longitude
-has(field)                      bool      the field is not missing
-date(string)                    date      a date, "2026-12-01" or "2026-12-01T10:00"
-==============================  ========  ================================================
+==================================  ========  ================================================
+function                            type      meaning
+==================================  ========  ================================================
+orders_within(duration)             number    orders placed in the window ending now
+spent_within(duration)              number    money spent in the window
+coupon_orders_within(duration)      number    orders with a coupon in the window
+pageviews_within(duration)          number    page views in the window (whole days)
+product_views_within(duration)      number    product pages viewed in the window (whole days)
+visits_within(duration)             number    visits in the window (whole days)
+email_sends_within(duration)        number    marketing emails sent in the window (whole days)
+email_opens_within(duration)        number    marketing emails opened in the window (whole days)
+checkout_started_within(duration)   bool      a checkout was started in the window ending now
+category_share(string)              number    share (0..1) of bought items in that category
+brand_share(string)                 number    share (0..1) of bought items of that brand
+category_views(string)              number    views of products or lists in that category
+distance_km(number, number)         number    km from the visitor to that latitude, longitude
+has(field)                          bool      the field is not missing
+date(string)                        date      a date, "2026-12-01" or "2026-12-01T10:00"
+==================================  ========  ================================================
 
 Windows over orders use the time of each stored order (the last 50); windows over
 daily counters count whole days, from the day ``now - duration`` falls on to today.
@@ -296,6 +305,19 @@ def _age_band(ctx: Context) -> str | None:
     return _text(ctx.profile.traits.age_band)
 
 
+def _last_order_value(ctx: Context) -> float | None:
+    orders = ctx.profile.orders
+    return orders[-1].total if orders else None
+
+
+def _first_touch(part: str) -> Callable[[Context], str | None]:
+    def read(ctx: Context) -> str | None:
+        touch = ctx.profile.first_touch
+        return (getattr(touch, part) or None) if touch is not None else None
+
+    return read
+
+
 def _dwell(ctx: Context) -> float | None:
     p = ctx.profile
     return p.dwell_ms / p.dwell_count / 1000 if p.dwell_count else None
@@ -352,12 +374,14 @@ FIELDS: Final[dict[str, Field]] = {
     "orders": Field("number", False, attrgetter("profile.order_count")),
     "total_spent": Field("number", False, attrgetter("profile.lifetime_spent")),
     "avg_order_value": Field("number", True, _avg_order),
+    "last_order_value": Field("number", True, _last_order_value),
     "coupon_orders": Field("number", False, attrgetter("profile.coupon_orders")),
     "rec_clicks": Field("number", False, attrgetter("profile.recommendation_clicks")),
     "rec_orders": Field(
         "number", False, lambda c: len([o for o in c.profile.orders if o.after_recommendation])
     ),
     "dwell_avg": Field("duration", True, _dwell),
+    "time_on_site": Field("duration", False, attrgetter("profile.time_on_site")),
     "top_category": Field("string", True, lambda c: _text(_top(c.profile.categories.bought)[0])),
     "top_category_count": Field("number", False, lambda c: _top(c.profile.categories.bought)[1]),
     "top_brand": Field("string", True, lambda c: _text(_top(c.profile.brands.bought)[0])),
@@ -385,6 +409,9 @@ FIELDS: Final[dict[str, Field]] = {
     "utm.source": Field("string", True, _utm("source")),
     "utm.medium": Field("string", True, _utm("medium")),
     "utm.campaign": Field("string", True, _utm("campaign")),
+    "first_touch.source": Field("string", True, _first_touch("source")),
+    "first_touch.medium": Field("string", True, _first_touch("medium")),
+    "first_touch.campaign": Field("string", True, _first_touch("campaign")),
     "channel": Field("string", False, _channel),
     "page.type": Field("string", True, lambda c: _text(c.request.page_type)),
     "page.path": Field("string", False, attrgetter("request.path")),
@@ -480,6 +507,11 @@ def _counter_window(attr: str) -> Function:
     return _window(count, count_many)
 
 
+def checkout_started_within(ctx: Context, seconds: float) -> bool:
+    started = ctx.profile.checkout_started
+    return bool(started) and started >= ctx.now - seconds
+
+
 def _share(attr: str) -> Callable[[Context, str], float | None]:
     def share(ctx: Context, name: str) -> float | None:
         bought = getattr(ctx.profile, attr).bought
@@ -516,6 +548,7 @@ FUNCTIONS: Final[dict[str, Function]] = {
     "visits_within": _counter_window("visit_days"),
     "email_sends_within": _counter_window("email_send_days"),
     "email_opens_within": _counter_window("email_open_days"),
+    "checkout_started_within": Function(("duration",), "bool", False, checkout_started_within),
     "category_share": Function(("string",), "number", True, _share("categories")),
     "brand_share": Function(("string",), "number", True, _share("brands")),
     "category_views": Function(("string",), "number", False, category_views),
