@@ -573,7 +573,9 @@ def _rules_command(args: argparse.Namespace) -> int:
     if args.command == "segments" or (args.command == "explain" and args.visitor):
         check_store(config.store)  # read-only: the store must be there already
     if args.command == "check":
-        return rules_cli.check(directory, config.snippets)
+        # edge.toml's [destinations] (None before any is configured: not checked)
+        destinations = getattr(config, "destinations", None) or None
+        return rules_cli.check(directory, config.snippets, destinations)
     if args.command == "explain":
         if not (args.visitor or args.profile):
             raise ConfigError("edge explain: give a VISITOR_ID or --profile FILE")

@@ -8,12 +8,14 @@ import re
 import sys
 import time
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
 
+from edge.activation.checks import check_scenarios, unknown_destinations
 from edge.config import Config, ConfigError
 from edge.profiles.model import Profile
 from edge.rewrite import SelectorError, parse_selector
@@ -35,14 +37,19 @@ def rules_dir_for(configured: str | None, config: Config) -> Path:
     return rules_directory(config.rules)[0]
 
 
-def check(directory: Path, snippets_dir: str) -> int:
+def check(directory: Path, snippets_dir: str, destinations: Collection[str] | None = None) -> int:
     """Print every error of every rule file and snippet (and the warnings); a
-    summary when there is no error."""
+    summary when there is no error. *destinations*: edge.toml's, for the scenarios'
+    webhooks (None: none configured, not checked)."""
     from edge.personalize.snippets import Snippets
 
     snippets = Snippets(snippets_dir)
     ruleset, errors = load_rules(directory, snippets=snippets.names())
     problems = [str(e) for e in errors]
+    if ruleset is not None:
+        problems += [str(e) for e in check_scenarios(ruleset, snippets_dir)]
+        if destinations is not None:
+            ruleset.warnings += unknown_destinations(ruleset, destinations)
     slots = _raw_slots(directory)
     problems += _slot_problems(slots, directory)
     problems += [str(p) for p in snippets.check() if "no such directory" not in str(p)]
@@ -62,7 +69,8 @@ def check(directory: Path, snippets_dir: str) -> int:
         f"{directory}: ok: {len(ruleset.segments)} segments, {len(ruleset.placements)} "
         f"placements, {len(ruleset.slots)} slots, {len(ruleset.page_types)} page types, "
         f"{len(ruleset.carts.actions)} cart actions{' (the demo shop’s)' * demo_carts}, "
-        f"{len(ruleset.questions)} questions ({len(ruleset.files)} files)"
+        f"{len(ruleset.questions)} questions, {len(ruleset.scenarios)} scenarios "
+        f"({len(ruleset.files)} files)"
     )
     return 0
 

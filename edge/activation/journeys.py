@@ -46,8 +46,8 @@ class Transition(Protocol):
     def at(self) -> int: ...
 
 
-Render = Callable[[Profile, Scenario, Step, str, float], bytes | None]
-"""``render(profile, scenario, step, message_id, discount)``: the step's JSON payload,
+Render = Callable[[Profile, Scenario, Step, str, float, int], bytes | None]
+"""``render(profile, scenario, step, message_id, discount, now)``: the step's JSON payload,
 or None when it cannot be rendered (the step is then passed without a message)."""
 
 
@@ -79,7 +79,9 @@ class _Result:
     @property
     def values(self) -> Sequence[bool]:
         if self._result is None:
-            self._result = self._ruleset.evaluate(self._ruleset.context(self._profile, None, self.now))
+            self._result = self._ruleset.evaluate(
+                self._ruleset.context(self._profile, None, self.now)
+            )
         return self._result
 
     def holds(self, scenario: Scenario, condition: int) -> bool:
@@ -169,7 +171,9 @@ def _triggered(profile: Profile, scenario: Scenario, changes: list[Transition]) 
 
 def _start(scenario: Scenario, at: int, now: int, result: _Result) -> Journey:
     first = scenario.steps[0]
-    return Journey(scenario.id, 0, now, at + scenario.delay(first, _values(scenario, first, result)), at)
+    return Journey(
+        scenario.id, 0, now, at + scenario.delay(first, _values(scenario, first, result)), at
+    )
 
 
 def _values(scenario: Scenario, step: Step, result: _Result) -> Sequence[bool]:
@@ -192,7 +196,7 @@ def _run(
         if now - journey.due <= scenario.late and result.holds(scenario, step.when):
             mid = message_id(scenario.id, journey.step, profile.visitor_id, journey.trigger)
             discount = scenario.discount(step, result.values) if step.tiers else step.discount
-            body = render(profile, scenario, step, mid, discount)
+            body = render(profile, scenario, step, mid, discount, now)
             if body is not None:
                 messages.append(
                     OutMessage(

@@ -10,7 +10,7 @@ can read (:func:`payload_context`)::
     visitor.id, visitor.customer_id, visitor.email_hash, visitor.traits (only the
     traits edge.toml's ``export_traits`` allows: never anything else, such as a raw
     e-mail address a CRM sent as a custom trait),
-    cart.items (product_id, name, category, brand, price, quantity), cart.value,
+    cart.products (product_id, name, category, brand, price, quantity), cart.value,
     cart.count, orders.count, orders.total_spent, orders.last_value, orders.last_at,
     shop.currency
 
@@ -114,7 +114,7 @@ def payload_context(
             "traits": _traits(profile.traits, traits),
         },
         "cart": {
-            "items": [_item(i) for i in profile.cart.items],
+            "products": [_item(i) for i in profile.cart.items],
             "value": profile.cart.value,
             "count": profile.cart.count,
         },
@@ -213,7 +213,7 @@ class Payloads:
                 try:
                     self.render(name, context)
                 except PayloadError as exc:
-                    help = "build the JSON with {{ value | tojson }}, e.g. {{ cart.items | tojson }}"
+                    help = "build the JSON with {{ value | tojson }}, e.g. {{ cart.products | tojson }}"
                     errors.append(RuleError(shown, 0, 0, str(exc), help=help))
                     break
         for name, places in (used or {}).items():
