@@ -18,10 +18,10 @@ __all__ = ["check_scenarios", "unknown_destinations"]
 def check_scenarios(ruleset: RuleSet, snippets: str | Path | None) -> list[RuleError]:
     """Errors: a template that is missing or does not render JSON (``snippets/webhooks/``
     of *snippets*, then the library's), a trigger segment that reads the request."""
-    used: dict[str, list[tuple[str, int]]] = {}
+    used: dict[str, list[tuple[str, int, int]]] = {}
     for scenario in ruleset.scenarios.values():
         for step in scenario.steps:
-            used.setdefault(step.action.template, []).append((scenario.file, step.line))
+            used.setdefault(step.action.template, []).append((scenario.file, *step.template_at))
     directory = Path(snippets) / "webhooks" if snippets is not None else None
     errors = Payloads(directory).check(used) if used or directory else []
     judged = activatable(ruleset)
@@ -55,7 +55,7 @@ def unknown_destinations(ruleset: RuleSet, destinations: Collection[str]) -> lis
             out.append(
                 RuleError(
                     scenario.file,
-                    step.line,
+                    step.template_at[0],
                     1,
                     f"scenario `{scenario.id}`: no destination `{name}` in edge.toml",
                     help=f"did you mean `{close[0]}`?"

@@ -195,9 +195,11 @@ class Payloads:
     def _where(self) -> str:
         return " or ".join(str(p) for p in self.search_path) or "no directory"
 
-    def check(self, used: Mapping[str, list[tuple[str, int]]] | None = None) -> list[RuleError]:
+    def check(
+        self, used: Mapping[str, list[tuple[str, int, int]]] | None = None
+    ) -> list[RuleError]:
         """Every template rendered with the samples; every template *used* (name ->
-        the rule file places naming it) must exist."""
+        the (file, line, column) places naming it) must exist."""
         errors = []
         names = self.names()
         for name in names:
@@ -219,12 +221,12 @@ class Payloads:
         for name, places in (used or {}).items():
             if name in names:
                 continue
-            for file, line in places:
+            for file, line, column in places:
                 errors.append(
                     RuleError(
                         file,
                         line,
-                        1,
+                        column,
                         f"no payload template `{name}` in {self._where()}",
                         help=_suggest(name, names),
                     )

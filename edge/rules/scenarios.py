@@ -104,6 +104,9 @@ class Step:
     discount: float = 0.0
     tiers: tuple[Tier, ...] = ()
     line: int = 0
+    """The step's table (``[[scenarios.steps]]``) in its file."""
+    template_at: tuple[int, int] = (0, 0)
+    """(line, column) of its ``action``'s template name, for errors about it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,4 +558,13 @@ def _step(c: _Checking, index: int, spec: StepSpec, tiers: tuple[Tier, ...]) -> 
         float(spec.discount),
         own or (() if spec.discount else tiers),
         header,
+        _value_at(c.declared.loc, header, "action", action.template),
     )
+
+
+def _value_at(loc: Locator, header: int, key: str, value: str) -> tuple[int, int]:
+    """(line, column) of *value* written on the line of *key* (else the key's)."""
+    line, col = loc.key(header, key)
+    text = loc.lines[line - 1] if 0 < line <= len(loc.lines) else ""
+    at = text.find(f'"{value}"', col - 1)
+    return (line, at + 2) if at >= 0 else (line, col)
