@@ -241,6 +241,13 @@ def test_prospect_welcome_until_the_first_order(activator: Activator) -> None:
     assert [scenario_of(m) for _, m in until(profile, T + 30 * DAY, activator)] == []
 
 
+def test_an_old_prospect_gets_no_welcome_when_activation_starts(activator: Activator) -> None:
+    profile = Profile(visitor_id="v-old", traits=Traits(registered=T - 365 * DAY))
+    assert activator.after(profile, None, T) == []
+    assert "prospect" in profile.segments and "prospect_welcome" not in profile.journeys
+    assert until(profile, T + 30 * DAY, activator) == []
+
+
 def test_only_visitors_with_consent_are_activated(activator: Activator) -> None:
     refused = Profile(visitor_id="v-no", consent=False)
     apply(refused, add_to_cart(T), T, activator)
