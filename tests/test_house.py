@@ -15,7 +15,14 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "edge"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("edge.cli", "edge.rules_cli", "edge.map_cli", "edge.store_cli", "edge.__main__"),
+    (
+        "edge.cli",
+        "edge.rules_cli",
+        "edge.map_cli",
+        "edge.store_cli",
+        "edge.activation_cli",
+        "edge.__main__",
+    ),
     ("edge.app", "edge.server", "edge.demo"),
     ("edge.respond", "edge.ingest", "edge.admin"),
     ("edge.report",),  # the merchant's report (edge report, /_edge/admin, report.json)
@@ -29,7 +36,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("edge.fitting",),  # edge map's pure half: reads pages as the request path does
     ("edge.visitors", "edge.observe", "edge.preview", "edge.reading"),
     ("edge.request", "edge.forms", "edge.carts"),
-    ("edge.personalize", "edge.rules", "edge.rewrite", "edge.profiles", "edge.importer"),
+    (
+        "edge.personalize",
+        "edge.rules",
+        "edge.rewrite",
+        "edge.profiles",
+        "edge.importer",
+        "edge.activation",  # may use rules and profiles; profiles never import it
+    ),
     (
         "edge.identity",
         "edge.pages",
