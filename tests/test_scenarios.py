@@ -264,6 +264,7 @@ def test_only_visitors_with_consent_are_activated(activator: Activator) -> None:
 
 
 def test_the_payload_carries_only_the_allowed_traits(rules: LiveRules) -> None:
+    allowed = ("city", "custom.email")
     for traits, shown in [((), {}), (("city",), {"city": "Milano"})]:
         activator = Activator(rules, clock=Clock(), traits=traits)
         profile = customer([], activator)
@@ -273,6 +274,14 @@ def test_the_payload_carries_only_the_allowed_traits(rules: LiveRules) -> None:
         assert visitor["traits"] == shown
         assert visitor["email_hash"] == "h" * 16 and visitor["customer_id"] == "c-1"
         assert b"ann@example.com" not in message.body
+    activator = Activator(rules, clock=Clock(), traits=lambda: allowed)  # a live setting
+    profile = customer([], activator)
+    apply(profile, add_to_cart(T), T, activator)
+    (_, message), *_ = until(profile, T + 4 * HOUR, activator)
+    assert body(message)["visitor"]["traits"] == {
+        "city": "Milano",
+        "custom.email": "ann@example.com",
+    }
 
 
 def test_the_same_step_always_has_the_same_id(activator: Activator) -> None:

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import TypeVar
 
 from edge.activation import journeys, segments
 from edge.activation.outbox import OutMessage
@@ -21,24 +22,40 @@ from edge.rules import LiveRules
 from edge.rules.scenarios import Scenario, Step
 
 log = logging.getLogger("edge.activation")
+T = TypeVar("T")
+
+
+Setting = Callable[[], T] | T
 
 
 class Activator:
-    """*templates*: the merchant's payload templates (``snippets/webhooks/``; the
-    library's otherwise); *traits*: the traits a payload may carry (``export_traits``)."""
+    """*snippets*: the merchant's snippet directory, whose ``webhooks/`` has the payload
+    templates (the library's otherwise); *traits*: the traits a payload may carry
+    (``export_traits``). Each a value, or a function giving the current one (settings
+    that change while serving)."""
 
     def __init__(
         self,
         rules: LiveRules,
         *,
         clock: Callable[[], float] | None = None,
-        templates: str | Path | None = None,
-        traits: Collection[str] = (),
+        snippets: Setting[str | Path | None] = None,
+        traits: Setting[Collection[str]] = (),
     ) -> None:
         self.rules = rules
         self.clock = clock or time.time
-        self.payloads = Payloads(templates)
-        self.traits = tuple(traits)
+        self._snippets = snippets
+        self._traits = traits
+        self._payloads: tuple[Path | None, Payloads] | None = None
+
+    @property
+    def payloads(self) -> Payloads:
+        """The payload templates of the current snippet directory."""
+        setting = self._snippets() if callable(self._snippets) else self._snippets
+        directory = Path(setting) / "webhooks" if setting is not None else None
+        if self._payloads is None or self._payloads[0] != directory:
+            self._payloads = directory, Payloads(directory)
+        return self._payloads[1]
 
     def after(self, profile: Profile, before: Profile | None, now: int) -> list[OutMessage]:
         """Called inside the store transaction on every profile a write produces (after
@@ -69,7 +86,7 @@ class Activator:
             at=now,
             discount=discount,
             coupon_pool=step.action.coupon_pool,
-            traits=self.traits,
+            traits=self._traits() if callable(self._traits) else self._traits,
             currency=self.rules.ruleset.shop.currency,
         )
         try:

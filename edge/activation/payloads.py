@@ -8,8 +8,9 @@ can read (:func:`payload_context`)::
     scenario, step, message_id, at (unix time), discount (a percentage, 0 for none),
     coupon ("__EDGE_COUPON__" where the step names a coupon pool, else ""),
     visitor.id, visitor.customer_id, visitor.email_hash, visitor.traits (only the
-    traits edge.toml's ``export_traits`` allows: never anything else, such as a raw
-    e-mail address a CRM sent as a custom trait),
+    traits edge.toml's ``export_traits`` allows, under its names: ``city``,
+    ``custom.tier``; never anything else, such as a raw e-mail address a CRM sent as a
+    custom trait),
     cart.products (product_id, name, category, brand, price, quantity), cart.value,
     cart.count, orders.count, orders.total_spent, orders.last_value, orders.last_at,
     shop.currency
@@ -64,12 +65,16 @@ def _only_json(value: Any) -> Any:
 
 
 def _traits(traits: Traits, allowed: Collection[str]) -> dict[str, Any]:
-    """The traits *allowed* names: built-in ones, else custom ones; nothing else."""
+    """The traits *allowed* names (``export_traits``: ``city``, ``custom.tier``), under
+    those names; nothing else."""
     out: dict[str, Any] = {}
     for name in allowed:
-        value = getattr(traits, name, None) if name in Traits.__struct_fields__ else None
-        if name not in Traits.__struct_fields__:
-            value = traits.custom.get(name)
+        if name.startswith("custom."):
+            value = traits.custom.get(name.removeprefix("custom."))
+        elif name in Traits.__struct_fields__ and name != "custom":
+            value = getattr(traits, name)
+        else:
+            continue
         if value not in (None, ""):
             out[name] = value
     return out
@@ -144,7 +149,12 @@ def _samples() -> list[dict[str, Any]]:
     common = {"scenario": "sample", "step": "step1", "message_id": "0" * 32, "at": 1_700_000_000}
     return [
         payload_context(
-            full, **common, discount=10, coupon_pool="pool", traits=("city", "tier"), currency="EUR"
+            full,
+            **common,
+            discount=10,
+            coupon_pool="pool",
+            traits=("city", "custom.tier"),
+            currency="EUR",
         ),
         payload_context(Profile(visitor_id="v-empty"), **common),
     ]
