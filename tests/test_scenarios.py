@@ -15,12 +15,16 @@ import pytest
 from edge.activation import Activator
 from edge.activation.checks import check_scenarios, unknown_destinations
 from edge.activation.journeys import message_id
-from edge.activation.outbox import OutMessage
+from edge.activation.outbox import PENDING, OutMessage
 from edge.activation.payloads import Payloads
 from edge.profiles import events as ev
 from edge.profiles.model import DAY, Profile, Traits, decode, encode
+from edge.profiles.service import ProfileService
+from edge.profiles.sqlite import SQLiteStore
+from edge.profiles.store import GuardedStore
 from edge.rules import LIBRARY_DIR, LiveRules, compile_text
 from edge.shipped import SNIPPETS
+from tests.test_profiles import IDENTITY
 
 T = 1_800_000_000 + 12_345  # not on a day's boundary
 HOUR = 3600
@@ -449,3 +453,41 @@ def test_the_shipped_library_checks_clean(capsys: pytest.CaptureFixture[str]) ->
     assert check(LIBRARY_DIR, str(SNIPPETS)) == 0
     out = capsys.readouterr()
     assert "6 scenarios" in out.out and "error" not in out.err
+
+
+# --- through the store ------------------------------------------------------------------
+
+
+async def test_cart_recovery_through_a_sqlite_store(rules: LiveRules, tmp_path: Path) -> None:
+    """The Activator as edge serve runs it: in the store's write, its message in the
+    outbox of the same transaction, the profile found again through the due index at
+    4 hours (the due loop's pass, driven by hand)."""
+    store = GuardedStore(SQLiteStore(tmp_path / "p.db"), write_timeout=10.0)
+    service = ProfileService(store, IDENTITY.email_hash, cache_ttl=0.001)
+    service.activation = Activator(rules, clock=Clock())
+    try:
+        added = ev.ProductAdded(product_id="sku-1", price=25.0)
+        await service.record("v-store", [added], ev.Source.BROWSER, now=T)
+
+        async def due_pass(now: int) -> None:
+            for key in await store.due_keys(until=now, limit=100):
+                await service.touch(key, now)
+
+        for now in range(T, T + 4 * HOUR, 30 * 60):
+            await due_pass(now)
+        assert await store.outbox_list(PENDING, 10) == []
+        await due_pass(T + 4 * HOUR)
+        (row,) = await store.outbox_list(PENDING, 10)
+        assert row.message.id == message_id("cart_recovery", 0, "v-store", T)
+        assert body(row.message)["items"][0]["product_id"] == "sku-1"
+        assert row.message.not_before == T + 4 * HOUR
+        bought = ev.OrderCompleted(order_id="o1", total=25.0, anonymous_id="v-store")
+        await service.record(None, [bought], ev.Source.SHOP, now=T + 5 * HOUR)
+        profile = await service.load("v-store")
+        assert profile is not None and profile.order_count == 1
+        assert profile.journeys["cart_recovery"].done
+        for now in range(T + 5 * HOUR, T + 5 * DAY, 6 * HOUR):
+            await due_pass(now)
+        assert len(await store.outbox_list(PENDING, 10)) == 1
+    finally:
+        await store.close()
