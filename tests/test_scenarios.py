@@ -163,6 +163,16 @@ def test_a_changed_cart_starts_it_again(activator: Activator) -> None:
     assert [i["product_id"] for i in body(sent[0][1])["items"]] == ["sku-1", "sku-2"]
 
 
+def test_a_checkout_left_gets_the_checkout_reminder_instead(activator: Activator) -> None:
+    profile = Profile(visitor_id="v-checkout")
+    apply(profile, add_to_cart(T), T, activator)
+    apply(profile, ev.CheckoutStarted(ts=T + 600), T + 600, activator)
+    assert profile.journeys["cart_recovery"].done
+    sent = until(profile, T + 10 * DAY, activator)
+    assert [(at - T, body(m)["step"]) for at, m in sent] == [(600 + HOUR, "reminder")]
+    assert sent[0][1].id == message_id("checkout_recovery", 0, "v-checkout", T + 600)
+
+
 def test_cart_recovery_waits_24h_for_regular_customers(activator: Activator) -> None:
     profile = customer(
         [(T - 100 * DAY, 60.0), (T - 50 * DAY, 60.0), (T - 20 * DAY, 60.0)], activator
@@ -452,7 +462,7 @@ def test_the_shipped_library_checks_clean(capsys: pytest.CaptureFixture[str]) ->
 
     assert check(LIBRARY_DIR, str(SNIPPETS)) == 0
     out = capsys.readouterr()
-    assert "6 scenarios" in out.out and "error" not in out.err
+    assert "7 scenarios" in out.out and "error" not in out.err
 
 
 # --- through the store ------------------------------------------------------------------

@@ -149,6 +149,8 @@ def _exited(profile: Profile, scenario: Scenario, journey: Journey, result: _Res
             return True
     if "cart_emptied" in exits and not profile.cart.items:
         return True
+    if "checkout" in exits and profile.checkout_started >= journey.trigger:
+        return True
     if "leave" in exits and trigger.kind != "event":
         return result.inside(trigger.name) != (trigger.kind == "enter")
     return False
@@ -157,16 +159,22 @@ def _exited(profile: Profile, scenario: Scenario, journey: Journey, result: _Res
 def _triggered(profile: Profile, scenario: Scenario, changes: list[Transition]) -> int | None:
     """The time of the scenario's latest trigger as this profile stands, if any."""
     trigger = scenario.trigger
-    if trigger.kind == "event":
-        if trigger.name == "order":
-            return profile.orders[-1].ts if profile.orders else None
-        cart = profile.cart
-        if cart.items and cart.updated and not _orders_since(profile, cart.updated, False):
-            return cart.updated
+    if trigger.kind != "event":
+        entered = trigger.kind == "enter"
+        times = [t.at for t in changes if t.segment == trigger.name and t.entered == entered]
+        return max(times) if times else None
+    if trigger.name == "order":
+        return profile.orders[-1].ts if profile.orders else None
+    cart, checkout = profile.cart, profile.checkout_started
+    if not cart.items or not cart.updated:
         return None
-    entered = trigger.kind == "enter"
-    times = [t.at for t in changes if t.segment == trigger.name and t.entered == entered]
-    return max(times) if times else None
+    if trigger.name == "cart_left":
+        left = cart.updated if checkout < cart.updated else None
+    else:  # checkout_left
+        left = checkout if checkout >= cart.updated else None
+    if left is None or _orders_since(profile, left, False):
+        return None
+    return left
 
 
 def _start(scenario: Scenario, at: int, now: int, result: _Result) -> Journey:

@@ -20,11 +20,13 @@ action = { webhook = "esp", template = "cart_reminder.json", coupon_pool = "cart
 ```
 
 A trigger is a segment's entry (``enter``) or exit (``exit``), or an event:
-``cart_left`` (a cart with items that no order followed; it happens at the cart's last
-change) or ``order`` (each order). Its ``when`` must hold at that moment. ``exit``
-lists what ends a scenario early: ``order`` (an order after the trigger), ``leave``
-(the visitor is no longer in the trigger's segment; in it again, for an ``exit``
-trigger), ``cart_emptied``. ``tiers`` (on the scenario, or a step) pick the discount:
+``cart_left`` (a cart with items that no checkout and no order followed; it happens at
+the cart's last change), ``checkout_left`` (a checkout started, with items in the
+cart, that no order followed; at the checkout's start) or ``order`` (each order). Its
+``when`` must hold at that moment. ``exit`` lists what ends a scenario early: ``order``
+(an order after the trigger), ``leave`` (the visitor is no longer in the trigger's
+segment; in it again, for an ``exit`` trigger), ``cart_emptied``, ``checkout`` (a
+checkout started since the trigger). ``tiers`` (on the scenario, or a step) pick the discount:
 the first whose ``when`` holds when the step runs. A step is skipped, not sent, when
 it is more than ``late`` (default ``1d``) overdue: an import of old orders, or a
 sidecar that was down, does not send yesterday's reminders today.
@@ -64,9 +66,9 @@ __all__ = [
     "parse_scenarios",
 ]
 
-EVENTS: Final = ("cart_left", "order")
+EVENTS: Final = ("cart_left", "checkout_left", "order")
 """The events a scenario can start on (besides a segment's entry or exit)."""
-EXITS: Final = ("order", "leave", "cart_emptied")
+EXITS: Final = ("order", "leave", "cart_emptied", "checkout")
 """What can end a scenario before its last step."""
 DEFAULT_LATE: Final = "1d"
 _ID: Final = re.compile(r"[a-z][a-z0-9_]{0,59}")
@@ -467,6 +469,8 @@ def _scenario(c: _Checking, seen: dict[str, Declared]) -> Scenario | None:
             )
     if "leave" in exits and trigger.kind == "event":
         c.error(d.header, "exit", "`leave` needs a segment trigger ({ enter = ... })")
+    if "checkout" in exits and trigger.name == "checkout_left":
+        c.error(d.header, "exit", "`checkout` would end a `checkout_left` scenario at once")
     late = c.seconds(spec.late, d.header, "late")
     tiers = c.tiers(spec.tiers, d.header, "tiers")
     if not spec.steps:
