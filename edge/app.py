@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from edge import metrics, report
+from edge.activation.checks import unknown_destinations
 from edge.activation.delivery import Delivery, destinations_from
 from edge.activation.loop import ActivationLoops, activator_for
 from edge.activities import Activities
@@ -225,6 +226,8 @@ class EdgeApp:
             traits=lambda: self.config.export_traits,
         )
         delivery = Delivery(self.store, destinations_from(config))
+        for problem in unknown_destinations(self.rules.ruleset, config.destinations):
+            raise ConfigError(f"{problem.file}:{problem.line}: {problem.message}; {problem.help}")
         return ActivationLoops(
             self.profiles, self.store, delivery, interval=config.activation_interval
         )

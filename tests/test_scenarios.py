@@ -501,3 +501,22 @@ async def test_cart_recovery_through_a_sqlite_store(rules: LiveRules, tmp_path: 
         assert len(await store.outbox_list(PENDING, 10)) == 1
     finally:
         await store.close()
+
+
+def test_edge_serve_refuses_a_webhook_to_no_destination(
+    rules: LiveRules, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge.app import create_app
+    from edge.config import Config, ConfigError, Destination
+    from edge.profiles.store import MemoryStore
+
+    monkeypatch.setenv("EDGE_DEST_ESP_SECRET", "s3cret")
+    esp = Destination(url="https://esp.example/hook", secret_env="EDGE_DEST_ESP_SECRET")
+    config = Config(
+        upstream="http://127.0.0.1:9",
+        rules=str(rules.directory),
+        activation=True,
+        destinations={"esp": esp},
+    )
+    with pytest.raises(ConfigError, match=r"scenarios\.toml:\d+: .*no destination `crm`"):
+        create_app(config, MemoryStore())
