@@ -9,7 +9,7 @@ loop's touch) after the profile changed, with the segment transitions that write
    trigger's segment, an emptied cart) ends;
 3. a trigger (a segment entry or exit among the transitions, a cart left, an order)
    newer than the journey's starts it again from its first step, if the trigger's
-   ``when`` holds;
+   ``when`` holds (else the trigger is kept as seen, in a journey already done);
 4. every step that is due runs: if it is more than the scenario's ``late`` overdue it
    is skipped; else if its ``when`` holds, its payload is rendered into an
    :class:`OutMessage` (discount from the tiers); else it is skipped;
@@ -119,12 +119,11 @@ def advance(
         if journey is not None and not journey.done and _exited(profile, scenario, journey, result):
             journey.done, journey.due = True, 0
         at = _triggered(profile, scenario, changes)
-        if (
-            at is not None
-            and (journey is None or at > journey.trigger)
-            and result.holds(scenario, scenario.trigger.when)
-        ):
-            journey = journeys[scenario.id] = _start(scenario, at, now, result)
+        if at is not None and (journey is None or at > journey.trigger):
+            if result.holds(scenario, scenario.trigger.when):
+                journey = journeys[scenario.id] = _start(scenario, at, now, result)
+            else:  # this trigger is seen (its moment passed): not judged again
+                journey = journeys[scenario.id] = Journey(scenario.id, 0, now, 0, at, True)
         if journey is not None and not journey.done:
             _run(profile, scenario, journey, result, render, out.messages)
     out.due = min((j.due for j in journeys.values() if not j.done and j.due), default=0)
