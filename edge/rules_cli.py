@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import difflib
 import re
 import sys
@@ -235,7 +236,34 @@ def explain(
     eligible = ruleset.eligible(ruleset.context(profile, request, now, shop), result)
     for line in _placement_lines(ruleset, eligible, request.page_type if url else None):
         print(line)
+    for line in _journey_lines(ruleset, profile):
+        print(line)
     return 0
+
+
+def _journey_lines(ruleset: RuleSet, profile: Profile) -> list[str]:
+    """Where the visitor stands in each scenario (the stored journeys)."""
+    if not ruleset.scenarios:
+        return []
+    out = ["scenarios:" + ("" if profile.consent else " none (no marketing consent)")]
+    for sid, scenario in ruleset.scenarios.items():
+        journey = profile.journeys.get(sid) if profile.consent else None
+        if journey is None:
+            state = "not started"
+        elif journey.done:
+            state = f"done (trigger {_when(journey.trigger)})"
+        else:
+            step = scenario.steps[min(journey.step, len(scenario.steps) - 1)]
+            state = (
+                f"step {journey.step + 1} of {len(scenario.steps)} ({step.name}) due "
+                f"{_when(journey.due)} (trigger {_when(journey.trigger)})"
+            )
+        out.append(f"   {sid}  {state}")
+    return out
+
+
+def _when(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _placement_lines(ruleset: RuleSet, eligible: list[Any], page_type: str | None) -> list[str]:

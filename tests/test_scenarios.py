@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from edge.activation import Activator
@@ -520,3 +521,20 @@ def test_edge_serve_refuses_a_webhook_to_no_destination(
     )
     with pytest.raises(ConfigError, match=r"scenarios\.toml:\d+: .*no destination `crm`"):
         create_app(config, MemoryStore())
+
+
+def test_edge_explain_shows_the_journeys(
+    rules: LiveRules, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge.config import Config
+    from edge.rules_cli import explain
+
+    activator = Activator(rules, clock=Clock())
+    profile = Profile(visitor_id="v-explained")
+    apply(profile, add_to_cart(T), T, activator)
+    saved = tmp_path / "profile.json"
+    saved.write_bytes(msgspec.json.encode(profile))
+    assert explain(rules.directory, Config(), None, str(saved), None, "") == 0
+    out = capsys.readouterr().out
+    assert "   cart_recovery  step 1 of 2 (reminder) due " in out
+    assert "   reactivation  not started" in out
