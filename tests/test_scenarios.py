@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge.activation import Activator
 from edge.activation.checks import check_scenarios, unknown_destinations
@@ -25,6 +27,7 @@ from edge.profiles.sqlite import SQLiteStore
 from edge.profiles.store import GuardedStore
 from edge.rules import LIBRARY_DIR, LiveRules, compile_text
 from edge.shipped import SNIPPETS
+from tests._hypothesis import examples
 from tests.test_profiles import IDENTITY
 
 T = 1_800_000_000 + 12_345  # not on a day's boundary
@@ -538,3 +541,47 @@ def test_edge_explain_shows_the_journeys(
     out = capsys.readouterr().out
     assert "   cart_recovery  step 1 of 2 (reminder) due " in out
     assert "   reactivation  not started" in out
+
+
+# --- by property ------------------------------------------------------------------------
+
+Step = tuple[str, int]  # (what the visitor does, hours after the previous one)
+histories = st.lists(
+    st.tuples(st.sampled_from(["add", "remove", "checkout", "order", "wait"]), st.integers(0, 60)),
+    max_size=12,
+)
+FIRST_STEP = {"cart_recovery": 4 * HOUR, "checkout_recovery": HOUR}
+
+
+@settings(max_examples=examples(150), suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=histories)
+def test_any_history_sends_each_step_once_on_time_and_never_after_an_order(
+    activator: Activator, history: list[Step]
+) -> None:
+    """Whatever a visitor does, woken whenever the due index says: a message is never
+    sent twice, never before its step's delay from its trigger, and a cart or checkout
+    message never after an order that followed its trigger."""
+    profile = Profile(visitor_id="v-any")
+    now, sent, moments = T, [], []
+    for what, hours in history:
+        sent += until(profile, now + hours * HOUR, activator)
+        now += hours * HOUR
+        event = {
+            "add": add_to_cart(now, f"sku-{now % 3}"),
+            "remove": ev.ProductRemoved(product_id=f"sku-{now % 3}", ts=now),
+            "checkout": ev.CheckoutStarted(ts=now),
+            "order": order(now, now, 40.0),
+        }.get(what)
+        if event is not None:
+            moments.append(now)
+            sent += [(now, m) for m in apply(profile, event, now, activator)]
+    sent += until(profile, now + 30 * DAY, activator)
+    assert len({m.id for _, m in sent}) == len(sent)
+    orders = [o.ts for o in profile.orders]
+    for at, message in sent:
+        for sid, delay in FIRST_STEP.items():
+            for step in (0, 1):
+                found = [t for t in moments if message_id(sid, step, "v-any", t) == message.id]
+                if found:
+                    assert at - found[0] >= delay
+                    assert not [o for o in orders if found[0] <= o <= at]
