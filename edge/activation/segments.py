@@ -351,16 +351,33 @@ def _flip(steps: Steps, test: Callable[[Any], bool], now_true: bool) -> int:
     return NEVER
 
 
-def _crossing(now: int, gap: float, slope: float) -> int:
-    """When ``gap + slope * (t - now)`` reaches 0 (the earliest whole second at or
-    before it, never before ``now + 1``), or NEVER if it does not ahead."""
+def _crossing(now: int, gap: float, slope: float, changes_at_equal: bool) -> int:
+    """When a comparison of two sides whose difference is ``gap + slope * (t - now)``
+    changes, or NEVER if the difference does not reach 0 ahead. Exact for a whole
+    second: at it if the comparison of equal sides differs from now's answer
+    (*changes_at_equal*: ``>=`` that was false), else the second after; otherwise a
+    second early (rounding), and never before ``now + 1``."""
     if not slope:
         return NEVER
     at = now - gap / slope
     if at < now:
         return NEVER
-    exact = slope in (1.0, -1.0) and float(gap).is_integer()
-    return max(now + 1, math.floor(at) - (0 if exact else 1))
+    if slope in (1.0, -1.0) and float(gap).is_integer():
+        return max(now + 1, int(at) + (0 if changes_at_equal else 1))
+    return max(now + 1, math.floor(at) - 1)
+
+
+_AT_EQUAL: Final = {
+    "==": True,
+    "<=": True,
+    ">=": True,
+    "in": True,
+    "!=": False,
+    "<": False,
+    ">": False,
+    "not in": False,
+}
+"""What a comparison answers when its sides are equal."""
 
 
 def _compare(op: str, left: Eval, right: Eval) -> Eval:
@@ -376,12 +393,13 @@ def _compare(op: str, left: Eval, right: Eval) -> Eval:
         until = min(a[2], b[2])
         slope = a[1] - b[1]
         if slope and _is_number(a[0]):
+            change = _AT_EQUAL[op] is not truth
             if isinstance(b[0], list):  # `in`: each listed number is a crossing
                 for x in b[0]:
                     if _is_number(x):
-                        until = min(until, _crossing(st.now, a[0] - x, slope))
+                        until = min(until, _crossing(st.now, a[0] - x, slope, change))
             elif _is_number(b[0]):
-                until = min(until, _crossing(st.now, a[0] - b[0], slope))
+                until = min(until, _crossing(st.now, a[0] - b[0], slope, change))
         return truth, 0.0, until, None
 
     return signal
