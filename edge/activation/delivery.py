@@ -37,6 +37,8 @@ from edge.profiles.outbox import COUPON_PLACEHOLDER, OutboxRow
 from edge.profiles.store import Store, StoreUnavailable
 
 log = logging.getLogger("edge.activation")
+# httpx logs every request with its URL at INFO: a destination's URL may hold a token.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 SIGNATURE_HEADER: Final = "Shop-Edge-Signature"
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
@@ -186,7 +188,7 @@ class Delivery:
             if code is None:
                 return f"coupon pool {message.coupon_pool!r} is empty (edge coupons load)"
             body = body.replace(COUPON_PLACEHOLDER, code.encode())
-        timestamp = await self.limits[dest.name].acquire()
+        timestamp = await self.limits[message.destination].acquire()
         headers = {
             "content-type": "application/json",
             SIGNATURE_HEADER: sign(dest.secret, body, timestamp),
@@ -213,6 +215,7 @@ class Delivery:
         dead = row.attempts >= (dest.max_attempts if dest is not None else 1)
         retry_at = now + backoff(row.attempts, self.rng)
         await self.store.outbox_failed(message.id, retry_at, error, dead)
+        log.debug("message %s to %s failed (%s)", message.id, message.destination, error)
         if dead:
             log.warning(
                 "message %s to %s dead after %d tries: %s",
