@@ -67,14 +67,13 @@ def message_id(scenario: str, step: int, key: str, trigger: int) -> str:
 class _Result:
     """The rule set's evaluation of the profile at ``now``, computed on first use."""
 
-    __slots__ = ("_index", "_profile", "_result", "_ruleset", "now")
+    __slots__ = ("_profile", "_result", "_ruleset", "now")
 
     def __init__(self, ruleset: RuleSet, profile: Profile, now: int) -> None:
         self._ruleset = ruleset
         self._profile = profile
         self.now = now
         self._result: Sequence[bool] | None = None
-        self._index: dict[str, int] | None = None
 
     @property
     def values(self) -> Sequence[bool]:
@@ -87,12 +86,6 @@ class _Result:
     def holds(self, scenario: Scenario, condition: int) -> bool:
         return condition < 0 or scenario.holds(self.values, condition)
 
-    def inside(self, segment: str) -> bool:
-        if self._index is None:
-            self._index = {n: i for i, n in enumerate(self._ruleset.segment_names)}
-        at = self._index.get(segment)
-        return at is not None and bool(self.values[at])
-
 
 def advance(
     profile: Profile,
@@ -101,7 +94,9 @@ def advance(
     now: int,
     render: Render,
 ) -> Outcome:
-    """Move every journey of *profile* on to *now* (see the module's docstring)."""
+    """Move every journey of *profile* on to *now* (see the module's docstring).
+    ``profile.segments`` is as :func:`edge.activation.segments.update` left it, with
+    *transitions*."""
     journeys = profile.journeys
     scenarios = ruleset.scenarios
     if not profile.consent:
@@ -116,7 +111,7 @@ def advance(
     out = Outcome()
     for scenario in scenarios.values():
         journey = journeys.get(scenario.id)
-        if journey is not None and not journey.done and _exited(profile, scenario, journey, result):
+        if journey is not None and not journey.done and _exited(profile, scenario, journey):
             journey.done, journey.due = True, 0
         at = _triggered(profile, scenario, changes)
         if at is not None and (journey is None or at > journey.trigger):
@@ -140,7 +135,7 @@ def _orders_since(profile: Profile, since: int, strictly: bool) -> bool:
     return False
 
 
-def _exited(profile: Profile, scenario: Scenario, journey: Journey, result: _Result) -> bool:
+def _exited(profile: Profile, scenario: Scenario, journey: Journey) -> bool:
     exits, trigger = scenario.exit, scenario.trigger
     if "order" in exits:
         strictly = trigger.kind == "event" and trigger.name == "order"
@@ -151,7 +146,8 @@ def _exited(profile: Profile, scenario: Scenario, journey: Journey, result: _Res
     if "checkout" in exits and profile.checkout_started >= journey.trigger:
         return True
     if "leave" in exits and trigger.kind != "event":
-        return result.inside(trigger.name) != (trigger.kind == "enter")
+        # profile.segments: as segments.update just judged them, with these transitions
+        return (trigger.name in profile.segments) != (trigger.kind == "enter")
     return False
 
 
