@@ -51,8 +51,14 @@ class Json(str):
     """A value already written as JSON (what ``tojson`` gives)."""
 
 
+_JSON: Final = msgspec.json.Encoder()
+
+
 def _tojson(value: Any) -> Json:
-    return Json(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    try:
+        return Json(_JSON.encode(value).decode())
+    except TypeError:  # a Jinja value msgspec does not know (a loop's cycler...)
+        return Json(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
 
 
 def _only_json(value: Any) -> Any:
