@@ -21,7 +21,7 @@ from edge.activation.journeys import message_id
 from edge.activation.outbox import PENDING, OutMessage
 from edge.activation.payloads import Payloads
 from edge.profiles import events as ev
-from edge.profiles.model import DAY, Profile, Traits, decode, encode
+from edge.profiles.model import DAY, Journey, Profile, Traits, decode, encode
 from edge.profiles.service import ProfileService
 from edge.profiles.sqlite import SQLiteStore
 from edge.profiles.store import GuardedStore
@@ -322,6 +322,16 @@ def test_the_same_step_always_has_the_same_id(activator: Activator) -> None:
     apply(later, add_to_cart(T + HOUR, "sku-9"), T + HOUR, activator)
     ids |= {m.id for _, m in until(later, T + 5 * HOUR, activator)}
     assert len(ids) == 3  # another visitor, another trigger: other ids
+
+
+def test_a_journey_outlives_an_edit_of_its_scenario(activator: Activator) -> None:
+    """A journey whose scenario lost its steps (or was removed) ends quietly."""
+    profile = Profile(visitor_id="v-edited")
+    apply(profile, add_to_cart(T), T, activator)
+    profile.journeys["cart_recovery"].step = 7
+    profile.journeys["gone"] = Journey("gone", 0, T, T + HOUR, T)
+    assert activator.after(profile, None, T + 5 * HOUR) == []
+    assert profile.journeys["cart_recovery"].done and "gone" not in profile.journeys
 
 
 def test_journeys_survive_the_store_encoding(activator: Activator) -> None:

@@ -195,6 +195,9 @@ def _run(
     """Run the steps of *journey* that are due, and schedule the next one."""
     now = result.now
     while not journey.done and journey.due <= now:
+        if journey.step >= len(scenario.steps):  # the scenario lost steps in an edit
+            journey.done, journey.due = True, 0
+            break
         step = scenario.steps[journey.step]
         if now - journey.due <= scenario.late and result.holds(scenario, step.when):
             mid = message_id(scenario.id, journey.step, profile.visitor_id, journey.trigger)
