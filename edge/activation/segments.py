@@ -43,7 +43,9 @@ from __future__ import annotations
 import calendar
 import contextlib
 import math
+import operator
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -51,7 +53,7 @@ from typing import Any, Final
 from edge.profiles.model import DAY, Profile
 from edge.rules import RuleSet
 from edge.rules import functions as fn
-from edge.rules.compiler import _binary, number
+from edge.rules.compiler import Output, _binary, generate, number
 from edge.rules.lang import Binary, Call, ListLit, Literal, Name, Node, Unary, parse_date, render
 
 NEVER: Final = 1 << 62
@@ -162,13 +164,19 @@ for a pure step function the later (time, value) steps in time order)."""
 
 
 class _State:
-    __slots__ = ("ctx", "done", "now", "profile")
+    __slots__ = ("ctx", "done", "now", "profile", "sorted", "values", "year_end")
 
     def __init__(self, profile: Profile, ctx: fn.Context, now: int) -> None:
         self.profile = profile
         self.ctx = ctx
         self.now = now
         self.done: dict[str, tuple[bool, int]] = {}
+        self.sorted: dict[str, list[int]] = {}
+        """Order times (by window function) and counter days, sorted once."""
+        self.values: dict[str, Any] = {}
+        """Leaves read so far (a field or a call with constant arguments, by its text)."""
+        self.year_end = 0
+        """The next 1 January (UTC), once asked."""
 
 
 Eval = Callable[[_State], Sig]
@@ -184,8 +192,10 @@ def _order_window(name: str, seconds: float) -> Eval:
     keep = ORDER_WINDOWS[name]
 
     def signal(st: _State) -> Sig:
-        since = st.now - seconds
-        times = sorted([o.ts for o in st.profile.orders if o.ts >= since and keep(o)])
+        every = st.sorted.get(name)
+        if every is None:
+            every = st.sorted[name] = sorted([o.ts for o in st.profile.orders if keep(o)])
+        times = every[bisect_left(every, st.now - seconds) :]
         n = len(times)
         if not n:
             return 0.0, 0.0, NEVER, None
@@ -219,8 +229,10 @@ def _spent_window(seconds: float) -> Eval:
 def _counter_window(attr: str, seconds: float) -> Eval:
     def signal(st: _State) -> Sig:
         counts: dict[int, int] = getattr(st.profile, attr)
-        first = int((st.now - seconds) // DAY)
-        days = sorted([d for d in counts if d >= first])
+        every = st.sorted.get(attr)
+        if every is None:
+            every = st.sorted[attr] = sorted(counts)
+        days = every[bisect_left(every, int((st.now - seconds) // DAY)) :]
         if not days:
             return 0.0, 0.0, NEVER, None
         total = sum([counts[d] for d in days])
@@ -263,13 +275,24 @@ def _now(st: _State) -> Sig:
     return float(st.now), 1.0, NEVER, None
 
 
-def _next_new_year(now: int) -> int:
-    return calendar.timegm((time.gmtime(now).tm_year + 1, 1, 1, 0, 0, 0))
+def _next_new_year(st: _State) -> int:
+    if not st.year_end:
+        st.year_end = calendar.timegm((time.gmtime(st.now).tm_year + 1, 1, 1, 0, 0, 0))
+    return st.year_end
+
+
+def _read(st: _State, key: str, read: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """A leaf's value as the rules read it (each read once per profile)."""
+    values = st.values
+    if key in values:
+        return values[key]
+    value = values[key] = number(read(st.ctx, *args))
+    return value
 
 
 def _constant_leaf(key: str, read: Callable[..., Any], args: tuple[Any, ...]) -> Eval:
     def signal(st: _State) -> Sig:
-        return number(st.ctx.value(key, read, args)), 0.0, NEVER, None
+        return _read(st, key, read, args), 0.0, NEVER, None
 
     return signal
 
@@ -278,9 +301,9 @@ def _yearly(path: str) -> Eval:
     read, args = fn.field_reader(path)
 
     def signal(st: _State) -> Sig:
-        value = number(st.ctx.value(path, read, args))
+        value = _read(st, path, read, args)
         if st.profile.traits.birth_year:
-            return value, 0.0, _next_new_year(st.now), None
+            return value, 0.0, _next_new_year(st), None
         return value, 0.0, NEVER, None
 
     return signal
@@ -380,16 +403,64 @@ _AT_EQUAL: Final = {
 """What a comparison answers when its sides are equal."""
 
 
-def _compare(op: str, left: Eval, right: Eval) -> Eval:
+_OPERATORS: Final = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def _tester(op: str, same_types: bool) -> Callable[[Any, Any], bool]:
+    """The comparison as the rules make it: plain operators when the checker knows
+    both sides have one type (then only a missing side is special)."""
+    if op in ("in", "not in") and same_types:
+        inside = op == "in"
+
+        def member(a: Any, b: Any) -> bool:
+            return a is not None and (a in b) is inside
+
+        return member
+    plain = _OPERATORS.get(op)
+    if plain is not None and same_types:
+
+        def test(a: Any, b: Any) -> bool:
+            return a is not None and b is not None and plain(a, b)
+
+        return test
+    return lambda a, b: _binary(op, a, b) is True
+
+
+def _flip_left(steps: Steps, test: Callable[[Any, Any], bool], other: Any, truth: bool) -> int:
+    for t, value in steps():
+        if test(value, other) is not truth:
+            return t
+    return NEVER
+
+
+def _flip_right(steps: Steps, test: Callable[[Any, Any], bool], other: Any, truth: bool) -> int:
+    for t, value in steps():
+        if test(other, value) is not truth:
+            return t
+    return NEVER
+
+
+def _compare(op: str, left: Eval, right: Eval, same_types: bool) -> Eval:
+    test = _tester(op, same_types)
+
     def signal(st: _State) -> Sig:
         a, b = left(st), right(st)
-        truth = _binary(op, a[0], b[0]) is True
-        if _is_const(b) and a[3] is not None:
-            vb = b[0]
-            return truth, 0.0, _flip(a[3], lambda v: _binary(op, v, vb) is True, truth), None
-        if _is_const(a) and b[3] is not None:
-            va = a[0]
-            return truth, 0.0, _flip(b[3], lambda v: _binary(op, va, v) is True, truth), None
+        truth = test(a[0], b[0])
+        if b[3] is None and b[2] == NEVER and not b[1] and a[3] is not None:
+            if b[0] is None:
+                return False, 0.0, NEVER, None
+            return truth, 0.0, _flip_left(a[3], test, b[0], truth), None
+        if a[3] is None and a[2] == NEVER and not a[1] and b[3] is not None:
+            if a[0] is None:
+                return False, 0.0, NEVER, None
+            return truth, 0.0, _flip_right(b[3], test, a[0], truth), None
         until = min(a[2], b[2])
         slope = a[1] - b[1]
         if slope and _is_number(a[0]):
@@ -412,56 +483,215 @@ def _truth(sig: Sig) -> tuple[bool, int]:
     return value, sig[2]
 
 
-def _and(left: Eval, right: Eval) -> Eval:
-    def signal(st: _State) -> Sig:
-        a, ta = _truth(left(st))
+Judge = Callable[[_State], tuple[bool, int]]
+"""A condition over time from now: (true now, the first time it may change)."""
+
+
+def _and(left: Judge, right: Judge) -> Judge:
+    def judge(st: _State) -> tuple[bool, int]:
+        a, ta = left(st)
         if not a and ta == NEVER:
-            return False, 0.0, NEVER, None
-        b, tb = _truth(right(st))
+            return False, NEVER
+        b, tb = right(st)
         if a and b:
-            return True, 0.0, min(ta, tb), None
+            return True, (ta if ta < tb else tb)
         if a:
-            return False, 0.0, tb, None
-        return False, 0.0, (ta if b else max(ta, tb)), None
+            return False, tb
+        return False, (ta if b else max(ta, tb))
 
-    return signal
+    return judge
 
 
-def _or(left: Eval, right: Eval) -> Eval:
-    def signal(st: _State) -> Sig:
-        a, ta = _truth(left(st))
+def _or(left: Judge, right: Judge) -> Judge:
+    def judge(st: _State) -> tuple[bool, int]:
+        a, ta = left(st)
         if a and ta == NEVER:
-            return True, 0.0, NEVER, None
-        b, tb = _truth(right(st))
+            return True, NEVER
+        b, tb = right(st)
         if not a and not b:
-            return False, 0.0, min(ta, tb), None
+            return False, (ta if ta < tb else tb)
         if not a:
-            return True, 0.0, tb, None
-        return True, 0.0, (ta if not b else max(ta, tb)), None
+            return True, tb
+        return True, (ta if not b else max(ta, tb))
 
-    return signal
-
-
-def _not(inner: Eval) -> Eval:
-    def signal(st: _State) -> Sig:
-        value, until = _truth(inner(st))
-        return not value, 0.0, until, None
-
-    return signal
+    return judge
 
 
-def _segment(name: str, plans: dict[str, Eval]) -> Eval:
-    def signal(st: _State) -> Sig:
+def _not(inner: Judge) -> Judge:
+    def judge(st: _State) -> tuple[bool, int]:
+        value, until = inner(st)
+        return not value, until
+
+    return judge
+
+
+def _segment(name: str, judges: dict[str, Judge]) -> Judge:
+    def judge(st: _State) -> tuple[bool, int]:
         done = st.done.get(name)
         if done is None:
-            done = st.done[name] = _truth(plans[name](st))
-        return done[0], 0.0, done[1], None
+            done = st.done[name] = judges[name](st)
+        return done
+
+    return judge
+
+
+def _judged(inner: Judge) -> Eval:
+    """A condition used as a value (``(a > b) == true``)."""
+
+    def signal(st: _State) -> Sig:
+        value, until = inner(st)
+        return value, 0.0, until, None
 
     return signal
+
+
+def _from_signal(inner: Eval) -> Judge:
+    return lambda st: _truth(inner(st))
+
+
+# Comparisons of one windowed count or one growing duration with a constant, the most
+# common terms, judged directly (the same answers as through signals, without them).
+
+
+_MONOTONE: Final = frozenset({"<", "<=", ">", ">="})
+
+
+def _count_judge(name: str, seconds: float, op: str, k: float) -> Judge:
+    keep = ORDER_WINDOWS[name]
+    test = _OPERATORS[op]
+    monotone = op in _MONOTONE
+
+    def judge(st: _State) -> tuple[bool, int]:
+        every = st.sorted.get(name)
+        if every is None:
+            every = st.sorted[name] = sorted([o.ts for o in st.profile.orders if keep(o)])
+        first = bisect_left(every, st.now - seconds)
+        n = len(every) - first
+        truth = test(n, k)
+        if monotone:
+            # The count only falls, one by one: the answer flips when the last count
+            # still giving it is left, if the empty window does not give it too.
+            if test(0, k) is truth:
+                return truth, NEVER
+            for left in range(1, n + 1):
+                if test(left, k) is truth:  # while `left` orders remain
+                    return truth, math.floor(every[len(every) - left] + seconds) + 1
+            return truth, NEVER
+        for m in range(1, n + 1):  # the m-th counted order leaves: n - m remain
+            if test(n - m, k) is not truth:
+                return truth, math.floor(every[first + m - 1] + seconds) + 1
+        return truth, NEVER
+
+    return judge
+
+
+def _counter_judge(attr: str, seconds: float, op: str, k: float) -> Judge:
+    test = _OPERATORS[op]
+    monotone = op in _MONOTONE
+
+    def judge(st: _State) -> tuple[bool, int]:
+        counts: dict[int, int] = getattr(st.profile, attr)
+        days = st.sorted.get(attr)
+        if days is None:
+            days = st.sorted[attr] = sorted(counts)
+        first = bisect_left(days, int((st.now - seconds) // DAY))
+        kept = days[first:]
+        total = sum(map(counts.__getitem__, kept))
+        truth = test(total, k)
+        if monotone:  # as for orders: from the newest day back
+            if test(0, k) is truth:
+                return truth, NEVER
+            left = 0
+            for day in reversed(kept):
+                left += counts[day]
+                if test(left, k) is truth:
+                    return truth, math.ceil((day + 1) * DAY + seconds)
+            return truth, NEVER
+        left = total
+        for day in kept:
+            left -= counts[day]
+            if test(left, k) is not truth:
+                return truth, math.ceil((day + 1) * DAY + seconds)
+        return truth, NEVER
+
+    return judge
+
+
+def _age_judge(read: Callable[[Profile], int] | None, op: str, c: float) -> Judge:
+    """``duration-since-a-time op c`` (*read* None: ``now op c``)."""
+    test = _OPERATORS[op]
+    at_equal = _AT_EQUAL[op]
+
+    def judge(st: _State) -> tuple[bool, int]:
+        now = st.now
+        if read is None:
+            value = float(now)
+        else:
+            ts = read(st.profile)
+            if not ts:
+                return False, NEVER  # missing: no comparison holds
+            if ts > now:
+                return test(0.0, c), ts  # 0 until then
+            value = float(now - ts)
+        truth = test(value, c)
+        return truth, _crossing(now, value - c, 1.0, at_equal is not truth)
+
+    return judge
+
+
+def _yearly_judge(path: str, test: Callable[[Any, Any], bool], const: Any) -> Judge:
+    """``age`` or ``age_band`` compared with a constant: the same until 1 January."""
+    read, args = fn.field_reader(path)
+
+    def judge(st: _State) -> tuple[bool, int]:
+        truth = test(_read(st, path, read, args), const)
+        return truth, (_next_new_year(st) if st.profile.traits.birth_year else NEVER)
+
+    return judge
+
+
+_MIRROR: Final = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
+def _direct(node: Binary) -> Judge | None:
+    """A judge for ``term op constant`` (or ``constant op term``) when the term is a
+    windowed count of orders or of a daily counter, ``now``, or a duration since a
+    stored time; None for anything else."""
+    op = node.op
+    term, const = node.left, node.right
+    if op in ("in", "not in") and isinstance(term, Name) and term.path in YEARLY_FIELDS:
+        if isinstance(const, ListLit):
+            values = [number(item.value) for item in const.items]
+            same = all(type(v) is (str if term.path == "age_band" else float) for v in values)
+            return _yearly_judge(term.path, _tester(op, same), values)
+    if op not in _MIRROR:
+        return None
+    if isinstance(term, Literal):
+        term, const, op = const, term, _MIRROR[op]
+    if isinstance(term, Name) and term.path in YEARLY_FIELDS and isinstance(const, Literal):
+        same = (const.type == "string") == (term.path == "age_band")
+        return _yearly_judge(term.path, _tester(op, same), number(const.value))
+    if not isinstance(const, Literal) or const.type not in ("number", "duration", "date"):
+        return None
+    k = number(const.value)
+    if isinstance(term, Call) and len(term.args) == 1:
+        seconds = term.args[0].value  # type: ignore[attr-defined]
+        if term.name in ORDER_WINDOWS:
+            return _count_judge(term.name, seconds, op, k)
+        if term.name in COUNTER_WINDOWS:
+            return _counter_judge(COUNTER_WINDOWS[term.name], seconds, op, k)
+    if isinstance(term, Name):
+        if term.path == "now":
+            return _age_judge(None, op, k)
+        if term.path in LINEAR_FIELDS:
+            return _age_judge(LINEAR_FIELDS[term.path], op, k)
+    return None
 
 
 # --- plans: the rule set's segments as signals --------------------------------------------
 
+_SIMPLE: Final = frozenset({"number", "duration", "date", "string", "bool"})
+"""Types compared with plain operators once both sides have the same one."""
 _CONST, _STEP, _LINEAR = 0, 1, 2
 """How a term moves with time: not at all, in steps, or (also) along a line."""
 
@@ -473,16 +703,37 @@ class _NotDerivable(Exception):
 class _Planner:
     def __init__(self, ruleset: RuleSet) -> None:
         self.ruleset = ruleset
-        self.plans: dict[str, Eval] = {}
+        self.types: dict[Node, Any] = {}
+        self.judges: dict[str, Judge] = {}
         self.kinds: dict[str, int] = {}
 
     def segment(self, name: str) -> None:
         rule = self.ruleset.segments[name]
         if rule.checked is None:
-            self.plans[name], self.kinds[name] = _const(False), _CONST
+            self.judges[name], self.kinds[name] = (lambda st: (False, NEVER)), _CONST
             return
+        self.types = rule.checked.types
         with contextlib.suppress(_NotDerivable):  # then not activatable
-            self.plans[name], self.kinds[name] = self.node(rule.checked.tree)
+            self.judges[name], self.kinds[name] = self.truth(rule.checked.tree)
+
+    def truth(self, node: Node) -> tuple[Judge, int]:
+        """A condition (a segment's, or an operand of and / or / not)."""
+        if isinstance(node, Binary) and node.op in ("and", "or"):
+            (left, lk), (right, rk) = self.truth(node.left), self.truth(node.right)
+            return (_and if node.op == "and" else _or)(left, right), max(lk, rk)
+        if isinstance(node, Unary) and node.op == "not":
+            inner, kind = self.truth(node.operand)
+            return _not(inner), kind
+        if isinstance(node, Name) and node.path in self.ruleset.segments:
+            if node.path not in self.judges:
+                raise _NotDerivable(node.path)  # not activatable (segments come in order)
+            return _segment(node.path, self.judges), self.kinds[node.path]
+        signal, kind = self.node(node)
+        if isinstance(node, Binary) and kind != _CONST:
+            direct = _direct(node)
+            if direct is not None:
+                return direct, kind
+        return _from_signal(signal), kind
 
     def node(self, node: Node) -> tuple[Eval, int]:
         if isinstance(node, Literal):
@@ -490,31 +741,35 @@ class _Planner:
         if isinstance(node, ListLit):
             return _const([number(item.value) for item in node.items]), _CONST
         if isinstance(node, Name):
-            return self.name(node.path)
+            return self.name(node)
         if isinstance(node, Call):
             return self.call(node)
         if isinstance(node, Unary):
+            if node.op == "not":
+                judge, kind = self.truth(node)
+                return _judged(judge), kind
             inner, kind = self.node(node.operand)
-            return (_not(inner) if node.op == "not" else _negate(inner)), kind
+            return _negate(inner), kind
         assert isinstance(node, Binary)
+        op = node.op
+        if op in ("and", "or"):
+            judge, kind = self.truth(node)
+            return _judged(judge), kind
         (left, lk), (right, rk) = self.node(node.left), self.node(node.right)
         kind = max(lk, rk)
-        op = node.op
-        if op == "and":
-            return _and(left, right), kind
-        if op == "or":
-            return _or(left, right), kind
         if op in ("+", "-", "*", "/"):
             if (op == "*" and lk == rk == _LINEAR) or (op == "/" and rk == _LINEAR):
                 raise _NotDerivable(op)
             return _arith(op, left, right), kind
-        return _compare(op, left, right), min(kind, _STEP)
+        lt, rt = self.types[node.left], self.types[node.right]
+        same = lt.type == rt.type and lt.type in _SIMPLE
+        return _compare(op, left, right, same), min(kind, _STEP)
 
-    def name(self, path: str) -> tuple[Eval, int]:
+    def name(self, node: Name) -> tuple[Eval, int]:
+        path = node.path
         if path in self.ruleset.segments:
-            if path not in self.plans:
-                raise _NotDerivable(path)  # not activatable (segments come in order)
-            return _segment(path, self.plans), self.kinds[path]
+            judge, kind = self.truth(node)
+            return _judged(judge), kind
         if path == "now":
             return _now, _LINEAR
         if path in LINEAR_FIELDS:
@@ -562,9 +817,10 @@ class _Plan:
     names: tuple[str, ...]
     """The activatable segments, in the rule set's order."""
     known: frozenset[str]
-    indexes: tuple[int, ...]
-    """Their places in ``RuleSet.evaluate``'s result."""
-    timed: tuple[tuple[str, Eval], ...]
+    evaluate: Callable[[fn.Context], tuple[bool, ...]]
+    """Those segments alone, compiled (the rule set's evaluator also computes the
+    request's segments and the placements' conditions)."""
+    timed: tuple[tuple[str, Judge], ...]
     """The activatable segments that can change by time alone, with their signals."""
 
 
@@ -579,13 +835,16 @@ def _plan(ruleset: RuleSet) -> _Plan:
     planner = _Planner(ruleset)
     for name in ruleset.segment_names:
         planner.segment(name)
-    names = tuple(n for n in ruleset.segment_names if n in planner.plans)
-    position = {n: i for i, n in enumerate(ruleset.segment_names)}
+    names = tuple(n for n in ruleset.segment_names if n in planner.judges)
+    program = generate(
+        [Output(n, ruleset.segments[n].checked) for n in names],
+        {n: i for i, n in enumerate(names)},
+    )
     plan = _Plan(
         names,
         frozenset(names),
-        tuple(position[n] for n in names),
-        tuple((n, planner.plans[n]) for n in names if planner.kinds[n] != _CONST),
+        program.evaluate,
+        tuple((n, planner.judges[n]) for n in names if planner.kinds[n] != _CONST),
     )
     if len(_PLANS) >= _MAX_PLANS:
         _PLANS.pop(next(iter(_PLANS)))
@@ -608,11 +867,10 @@ def update(profile: Profile, ruleset: RuleSet, now: int) -> list[Transition]:
     was removed or now reads the request) is dropped without a transition: nobody left
     it."""
     plan = _plan(ruleset)
-    result = ruleset.evaluate(ruleset.context(profile, None, now))
+    result = plan.evaluate(ruleset.context(profile, None, now))
     held = profile.segments
     changes = []
-    for name, index in zip(plan.names, plan.indexes, strict=True):
-        inside = result[index] is True
+    for name, inside in zip(plan.names, result, strict=True):
         if inside != (name in held):
             changes.append(Transition(name, inside, now))
             if inside:
@@ -635,10 +893,11 @@ def next_change(profile: Profile, ruleset: RuleSet, now: int) -> int | None:
         return None
     st = _State(profile, ruleset.context(profile, None, now), now)
     soonest = NEVER
-    for name, signal in plan.timed:
-        done = st.done.get(name)
-        if done is None:
-            done = st.done[name] = _truth(signal(st))
-        if done[1] < soonest:
-            soonest = done[1]
+    done = st.done
+    for name, judge in plan.timed:
+        known = done.get(name)
+        if known is None:
+            known = done[name] = judge(st)
+        if known[1] < soonest:
+            soonest = known[1]
     return None if soonest >= NEVER else soonest
