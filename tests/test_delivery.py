@@ -125,7 +125,7 @@ async def enqueue(store: Store, messages: list[OutMessage], now: int = NOW) -> N
 
 
 def destination(receiver: Receiver, path: str, **kw: Any) -> Destination:
-    settings = {"rate": 100, "max_attempts": 8, "timeout": 2.0, **kw}
+    settings = {"rate": 100, "max_attempts": 8, "timeout": 10.0, **kw}
     return Destination(path.strip("/"), receiver.url + path, SECRET, **settings)
 
 

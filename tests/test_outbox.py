@@ -89,7 +89,7 @@ async def test_the_due_index_finds_exactly_the_profiles_due(
     assert await store.due_keys(until=NOW + 10**6, limit=2) == ["v0", "v1"]
     # Written at its due time, v1 gets its message and leaves the index; a new view
     # of v0 moves it later.
-    await service.touch("v1", NOW + 60 + DELAY)
+    await service.touch(["v1"], NOW + 60 + DELAY)
     await view(service, "v0", NOW + 600)
     assert await store.due_keys(until=NOW + 5 * 60 + DELAY, limit=100) == ["v2", "v3", "v4", "v5"]
     assert await store.due_keys(until=NOW + 600 + DELAY, limit=100) == [
@@ -109,7 +109,7 @@ async def test_a_message_is_enqueued_once_whatever_runs_it_again(
     service: ProfileService, store: Store
 ) -> None:
     await view(service, "v1", NOW)
-    await service.touch("v1", NOW + DELAY)
+    await service.touch(["v1"], NOW + DELAY)
     profile = await service.load("v1")
     assert profile is not None and profile.due == 0
     # The same message again (a retry of the step, another replica): nothing new.
@@ -140,7 +140,7 @@ class _Once:
 async def test_claim_lease_settle_retry_purge(service: ProfileService, store: Store) -> None:
     for i in range(3):
         await view(service, f"v{i}", NOW + i)
-        await service.touch(f"v{i}", NOW + i + DELAY)
+        await service.touch([f"v{i}"], NOW + i + DELAY)
     later = NOW + DELAY + 10
     claimed = await store.outbox_claim(later, 2, 60)
     assert [r.message.id for r in claimed] == [f"remind:v0:{NOW}", f"remind:v1:{NOW + 1}"]
@@ -181,7 +181,7 @@ async def test_claim_lease_settle_retry_purge(service: ProfileService, store: St
 async def test_erasure_removes_the_visitors_messages(service: ProfileService, store: Store) -> None:
     for visitor in ("v1", "v2"):
         await view(service, visitor, NOW)
-        await service.touch(visitor, NOW + DELAY)
+        await service.touch([visitor], NOW + DELAY)
     assert len(await store.outbox_list(PENDING, 10)) == 2
     assert await service.erase("v1")
     assert [r.message.visitor for r in await store.outbox_list("", 10)] == ["v2"]
@@ -198,7 +198,7 @@ async def test_only_consenting_visitors_get_messages(service: ProfileService, st
         return {"v1": profile}
 
     await service.cache.transact(["v1"], [], refuse)
-    await service.touch("v1", NOW + DELAY)
+    await service.touch(["v1"], NOW + DELAY)
     assert await store.outbox_list("", 10) == []
     assert await store.due_keys(until=2**40, limit=10) == []  # the activation still ran
 

@@ -190,19 +190,18 @@ class ProfileService:
         activated = activating(mutation, self.activation, now, messages)
         return await self.cache.transact([key, *absorb], wanted, activated)
 
-    async def touch(self, key: str, now: int) -> Profile | None:
-        """Write profile *key* unchanged, so the activation looks at it at *now* (the due
-        loop: a segment that changes by time alone, a journey step that came due)."""
+    async def touch(self, keys: Sequence[str], now: int) -> Profiles:
+        """Write profiles *keys* unchanged, in one transaction, so the activation looks
+        at them at *now* (the due loop: a segment that changes by time alone, a journey
+        step that came due). The profiles written (a key with none is left out)."""
 
         def unchanged(current: Profiles, seen: set[str]) -> Profiles:
-            profile = current.get(key)
-            return {} if profile is None else {key: profile}
+            return {key: profile for key, profile in current.items() if profile is not None}
 
         messages: list[OutMessage] = []
-        result = await self.cache.transact(
-            [key], [], activating(unchanged, self.activation, now, messages)
+        return await self.cache.transact(
+            keys, [], activating(unchanged, self.activation, now, messages)
         )
-        return result.get(key)
 
     async def erase(self, visitor_or_email: str) -> bool:
         """Erase a profile by visitor id, customer id (``cust:ID``) or email."""
