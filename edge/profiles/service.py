@@ -23,6 +23,7 @@ from edge.profiles.stitching import (
     aliases,
     claim,
     customer_key,
+    detach,
     email_key,
     link,
     stitch,
@@ -147,7 +148,11 @@ class ProfileService:
             fresh_id=to.key,
             email_hash=email_hash,
             extra_aliases=to.aliases,
+            detached=to.detach,
+            moved=to.moved,
         )
+        for alias in to.moved:  # (pointing at another customer in this replica's cache)
+            self.cache.forget_cached(alias)
         return result[to.key]
 
     async def _apply(
@@ -163,6 +168,8 @@ class ProfileService:
         extra_aliases: Sequence[str] = (),
         touches: Sequence[Touch] = (),
         created: list[str] | None = None,
+        detached: Sequence[str] = (),
+        moved: Sequence[str] = (),
     ) -> Profiles:
         claims = [claim(e) for e in events]
         wanted = [c for c in claims if c]
@@ -176,6 +183,11 @@ class ProfileService:
             out: Profiles = {key: profile}
             if absorb:
                 out.update(dict.fromkeys(absorb_into(profile, absorb, current)))
+            for other_key in detached:  # another customer's: keeps all but the moved ids
+                other = current.get(other_key)
+                if other is not None:
+                    detach(other, moved)
+                    out[other_key] = other
             for touch in touches:  # first: a visit starts with its landing
                 record_touch(profile, touch)
             for event, counted in zip(events, claims, strict=True):
@@ -188,7 +200,7 @@ class ProfileService:
 
         messages: list[OutMessage] = []
         activated = activating(mutation, self.activation, now, messages)
-        return await self.cache.transact([key, *absorb], wanted, activated)
+        return await self.cache.transact([key, *absorb, *detached], wanted, activated)
 
     async def touch(self, keys: Sequence[str], now: int) -> Profiles:
         """Write profiles *keys* unchanged, in one transaction, so the activation looks
