@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -41,22 +40,19 @@ from personalize import (
     DEFAULT_EDGE,
     MANY,
     PAGES,
-    UPSTREAM_HEADERS,
     Sidecar,
     check_page,
+    serve_pages,
     snapshot_demo,
     start_sidecar,
-    wait_ready,
 )
 from proxy import (
     LOAD_CORE,
     WRK_LUA,
     Procs,
-    free_port,
-    nginx_conf,
+    preflight,
     print_table,
     run_bench,
-    start_nginx,
     work_dir,
 )
 
@@ -177,21 +173,7 @@ class Bench:
         )
         for name, size in ASSETS.items():
             (www / name).write_bytes(os.urandom(size))
-        port = free_port()
-        locations = "\n".join(
-            f"        location = {path} {{ try_files /{name} =404; }}"
-            for path, name in PAGES.items()
-        )
-        headers = "\n".join(f'        add_header {k} "{v}";' for k, v in UPSTREAM_HEADERS.items())
-        conf = nginx_conf(
-            self.work,
-            "upstream",
-            port,
-            f"        root {www};\n        charset utf-8;\n{headers}\n{locations}",
-        )
-        p = start_nginx(self.procs, self.work, conf)
-        wait_ready(port, p, "/")
-        return port
+        return serve_pages(self.procs, self.work, www)[1]
 
     def check(self, sidecar: Sidecar, pages: dict[str, bytes], when: str) -> None:
         for path, original in pages.items():
@@ -346,15 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "--keep-work", action="store_true", help="keep the work dir (configs, logs)"
     )
     args = parser.parse_args(argv)
-    missing = [t for t in ("nginx", "wrk", "taskset") if shutil.which(t) is None]
-    if missing:
-        print(
-            f"missing tools: {', '.join(missing)} (apt-get install -y nginx-light wrk util-linux)",
-            file=sys.stderr,
-        )
-        return 2
-    if (os.cpu_count() or 0) < 2:
-        print("need at least 2 cores for the pinning (cores 0 and 1)", file=sys.stderr)
+    if preflight():
         return 2
     return run_bench(Bench(args), args.keep_work)
 

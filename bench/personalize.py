@@ -38,17 +38,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import http.client
 import json
 import os
 import random
 import re
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ from proxy import (
     free_port,
     log_tail,
     nginx_conf,
+    preflight,
     print_table,
     process_tree,
     run_bench,
@@ -81,6 +83,7 @@ from proxy import run_wrk as proxy_run_wrk
 from edge.demo.catalog import products_in, write_feed
 from edge.demo.shop import serve_argv
 from edge.identity import Identity
+from edge.placements import in_holdout
 
 DEFAULT_EDGE = ROOT / ".venv" / "bin" / "edge"
 TOKEN = "bench-ingest-token"
@@ -341,21 +344,39 @@ def has_history(profile: dict[str, Any]) -> bool:
     return profile.get("order_count") == 1 and bool(profile.get("cart"))
 
 
+def held_out(visitor_id: str) -> bool:
+    """Whether the repository's rules hold *visitor_id* out of a placement (the
+    control group sees the shop's page): such a visitor cannot show what the checks
+    look for, so the benchmark's own visitors are chosen outside every holdout."""
+    return any(in_holdout(visitor_id, pid, share) for pid, share in _holdouts())
+
+
+@functools.cache
+def _holdouts() -> tuple[tuple[str, float], ...]:
+    with open(ROOT / "rules" / "placements.toml", "rb") as f:
+        placements = tomllib.load(f).get("placements", [])
+    return tuple((p["id"], p["holdout"]) for p in placements if p.get("holdout"))
+
+
 def returning_visitor(port: int, personalize: bool) -> str:
     """The cookie of a visitor with a stored profile: a first page sets it, a second one
-    stores the profile; for ``personalize`` the shop then sends the history above."""
-    _, headers, _ = get(port, "/", BROWSER)
-    cookie = next(
-        (
-            v.split(";", 1)[0]
-            for k, v in headers
-            if k.lower() == "set-cookie" and v.startswith("edge_vid=")
-        ),
-        "",
-    )
-    if not cookie:
-        raise RuntimeError("edge set no edge_vid cookie on a first page view")
-    visitor_id = cookie.removeprefix("edge_vid=").split(".", 1)[0]
+    stores the profile; for ``personalize`` the shop then sends the history above.
+    A visitor the rules hold out of a placement is passed over (one in ten or so)."""
+    for _ in range(100):
+        _, headers, _ = get(port, "/", BROWSER)
+        cookie = next(
+            (
+                v.split(";", 1)[0]
+                for k, v in headers
+                if k.lower() == "set-cookie" and v.startswith("edge_vid=")
+            ),
+            "",
+        )
+        if not cookie:
+            raise RuntimeError("edge set no edge_vid cookie on a first page view")
+        visitor_id = cookie.removeprefix("edge_vid=").split(".", 1)[0]
+        if not (personalize and held_out(visitor_id)):
+            break
     get(port, "/", {**BROWSER, "Cookie": cookie})
     wait_for(
         lambda: stored_profile(port, cookie).get("visitor_id") == visitor_id,
@@ -377,7 +398,11 @@ def returning_visitors(port: int, n: int) -> list[str]:
     """Cookies of *n* visitors with the history above (each their own bag in the
     cart), signed as the sidecar signs them and given their history by the shop."""
     identity = Identity([SECRET])
-    ids = [identity.new_visitor_id() for _ in range(n)]
+    ids: list[str] = []
+    while len(ids) < n:
+        candidate = identity.new_visitor_id()
+        if not held_out(candidate):
+            ids.append(candidate)
     now = time.time()
     for at in range(0, n, 100):
         ingest(
@@ -401,6 +426,25 @@ def shelves(page: bytes) -> list[bytes]:
 def product_ids(page: bytes) -> list[bytes]:
     m = re.search(rb'<ol class="products"[^>]*>(.*?)</ol>', page, re.S)
     return re.findall(rb'data-product-id="(p\d+)"', m.group(1)) if m else []
+
+
+def serve_pages(procs: Any, work: Path, www: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """nginx serving the shop's pages (PAGES, files in *www*) with the upstream's
+    headers, on a free port; returns the process and the port once it answers."""
+    port = free_port()
+    locations = "\n".join(
+        f"        location = {path} {{ try_files /{name} =404; }}" for path, name in PAGES.items()
+    )
+    headers = "\n".join(f'        add_header {k} "{v}";' for k, v in UPSTREAM_HEADERS.items())
+    conf = nginx_conf(
+        work,
+        "upstream",
+        port,
+        f"        root {www};\n        charset utf-8;\n{headers}\n{locations}",
+    )
+    p = start_nginx(procs, work, conf)
+    wait_ready(port, p, "/")
+    return p, port
 
 
 def check_page(sidecar: Sidecar, path: str, original: bytes) -> tuple[list[str], list[str]]:
@@ -773,21 +817,7 @@ class Bench:
         www.mkdir()
         for path, name in PAGES.items():
             (www / name).write_bytes(self.pages[path])
-        port = free_port()
-        locations = "\n".join(
-            f"        location = {path} {{ try_files /{name} =404; }}"
-            for path, name in PAGES.items()
-        )
-        headers = "\n".join(f'        add_header {k} "{v}";' for k, v in UPSTREAM_HEADERS.items())
-        conf = nginx_conf(
-            self.work,
-            "upstream",
-            port,
-            f"        root {www};\n        charset utf-8;\n{headers}\n{locations}",
-        )
-        p = start_nginx(self.procs, self.work, conf)
-        wait_ready(port, p, "/")
-        return p, port
+        return serve_pages(self.procs, self.work, www)
 
     def run(self) -> int:
         a = self.args
@@ -1133,15 +1163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_stream:
         serve_streamed(int(args.serve_stream[0]), args.serve_stream[1])
         return 0
-    missing = [t for t in ("nginx", "wrk", "taskset") if shutil.which(t) is None]
-    if missing:
-        print(
-            f"missing tools: {', '.join(missing)} (apt-get install -y nginx-light wrk util-linux)",
-            file=sys.stderr,
-        )
-        return 2
-    if (os.cpu_count() or 0) < 2:
-        print("need at least 2 cores for the pinning (cores 0 and 1)", file=sys.stderr)
+    if preflight():
         return 2
 
     return run_bench(Bench(args), args.keep_work)

@@ -1006,6 +1006,22 @@ def check_tools() -> list[str]:
     return [t for t in ("nginx", "wrk", "taskset", "curl") if shutil.which(t) is None]
 
 
+def preflight(tools: tuple[str, ...] = ("nginx", "wrk", "taskset")) -> int:
+    """0 when the wrk benchmarks can run here: *tools* on the PATH and two cores to pin
+    the proxy and the load generator apart; else 2, with what is missing on stderr."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        print(
+            f"missing tools: {', '.join(missing)} (apt-get install -y nginx-light wrk util-linux)",
+            file=sys.stderr,
+        )
+        return 2
+    if (os.cpu_count() or 0) < 2:
+        print("need at least 2 cores for the pinning (cores 0 and 1)", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Benchmark edge against nginx and an aiohttp peer."

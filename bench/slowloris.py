@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
 import statistics
 import sys
 import threading
@@ -43,6 +42,7 @@ from proxy import (
     free_port,
     log_tail,
     nginx_conf,
+    preflight,
     print_table,
     run_bench,
     run_wrk,
@@ -277,15 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "--keep-work", action="store_true", help="keep the work dir (configs, logs)"
     )
     args = parser.parse_args(argv)
-    missing = [t for t in ("nginx", "wrk", "taskset") if shutil.which(t) is None]
-    if missing:
-        print(
-            f"missing tools: {', '.join(missing)} (apt-get install -y nginx-light wrk util-linux)",
-            file=sys.stderr,
-        )
-        return 2
-    if (os.cpu_count() or 0) < 2:
-        print("need at least 2 cores for the pinning (cores 0 and 1)", file=sys.stderr)
+    if preflight():
         return 2
     return run_bench(Bench(args), args.keep_work)
 

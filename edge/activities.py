@@ -53,6 +53,11 @@ COUNTDOWN_SCRIPT: Final = '<script src="/_edge/static/edge.js" defer></script>'
 
 _FINGERPRINT: Final = msgspec.msgpack.Encoder()
 _CSRF_KEPT: Final = 16_384
+CSRF_SLOT: Final = "edge-csrf-slot-3f9a0c"
+"""What the profiling form's ``form.csrf`` is while its snippet renders; the visitor's
+token replaces it after. The render is then the same for every visitor asked the same
+question (one render, one cached string), not one per visitor: a stream of new
+visitors rendered the form anew each and filled the render cache with copies."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -193,9 +198,12 @@ class PageActivities:
             context = context | {"offer": offer_view(choice.offer)}
         # (The render cache is keyed by the variant's template, and the replay by the
         # edit's HTML: two variants never share a render.)
-        html = self.activities.snippets.render(variant.snippet, context, languages=[self.language])
+        snippets = self.activities.snippets
+        html = snippets.render(variant.snippet, context, languages=[self.language])
         if html is None:
             return None  # logged by the library; the slot stays as the shop made it
+        if context["form"]["csrf"] and CSRF_SLOT in html:
+            html = html.replace(CSRF_SLOT, self.activities.csrf(self.visitor_id or ""))
         share = _html_digest(html)
         if choice.offer is not None:
             html = _with_countdown(html)
@@ -258,7 +266,8 @@ class PageActivities:
                 question=question,
                 form_error=error_text if shows_error else "",
                 # Only the profiling form posts it, and only with a question.
-                csrf=self.activities.csrf(visitor_id) if visitor_id and question else "",
+                # (a placeholder: the visitor's token replaces it after the render)
+                csrf=CSRF_SLOT if visitor_id and question else "",
                 return_to=self.return_to,
                 preview=self.preview,
                 shop=self.shop,

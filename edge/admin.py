@@ -41,6 +41,7 @@ from starlette.routing import Route
 from edge import metrics
 from edge import report as reporting
 from edge.config import Config
+from edge.headers import bearer, same_token
 from edge.profiles.store import Store, StoreUnavailable
 from edge.rules import LiveRules, RuleSet
 from edge.snapshots import since_day
@@ -612,13 +613,12 @@ class AdminPage:
     # who is asking
 
     def _bearer(self, request: Request) -> str | None:
-        auth = request.headers.get("authorization", "")
-        return auth[7:] if auth[:7].lower() == "bearer " else None
+        return bearer(request.headers.get("authorization", ""))
 
     def _signed_in(self, request: Request) -> bool:
-        bearer = self._bearer(request)
-        if bearer is not None:
-            return hmac.compare_digest(bearer.encode(), self.token)
+        given = self._bearer(request)
+        if given is not None:
+            return same_token(given, self.token.decode())
         cookie = request.cookies.get(COOKIE, "")
         return bool(cookie) and self.session.valid(cookie, time.time())
 
@@ -740,7 +740,7 @@ class AdminPage:
             return self._login_form(
                 request, 403, "The form expired or came from another site: log in again."
             )
-        if not given or not hmac.compare_digest(given.encode(), self.token):
+        if not same_token(given, self.token.decode()):
             return self._login_form(request, 401, "That is not the admin token.")
         response = RedirectResponse(PATH, status_code=303, headers=dict(HEADERS))
         self._cookie(response, request, COOKIE, self.session.issue(time.time()), SESSION_TTL)

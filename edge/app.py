@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hmac
 import logging
 import secrets
 import time
@@ -34,6 +33,7 @@ from edge.carts import read_mini_cart
 from edge.config import Config, ConfigError
 from edge.decide import Decider
 from edge.forms import FORM_PATH
+from edge.headers import bearer, same_token
 from edge.identity import Identity
 from edge.ingest import EventEndpoints, ProfileForm
 from edge.logs import AccessLog
@@ -293,13 +293,10 @@ class EdgeApp:
         token = self.config.admin_token
         if not token:
             return False
-        auth = request.headers.get("authorization", "")
-        given = (
-            auth[7:]
-            if auth.startswith("Bearer ")
-            else request.headers.get("x-edge-admin-token", "")
-        )
-        return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+        given = bearer(request.headers.get("authorization", ""))
+        if given is None:
+            given = request.headers.get("x-edge-admin-token", "")
+        return same_token(given, token)
 
     def _start(self, job: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(job)
@@ -433,6 +430,7 @@ LIVE_SETTINGS: Final = (
         "graceful_timeout",
         "max_header_bytes",
         "header_timeout",
+        "body_timeout",
         "keepalive_timeout",
         "max_connections",
     }

@@ -138,6 +138,11 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Seconds a client has to send a request's whole head, from the moment it connects
     (or, on a kept-alive connection, from the head's first byte); then its connection
     is closed. Stops slow-header (slowloris) clients holding connections."""
+    body_timeout: float = 60.0
+    """Seconds a client may go without sending any of a request body it announced
+    (nginx's ``client_body_timeout``); then the request is answered 408 (or cut, if
+    the shop's answer has begun) and the connection closed. Time the sidecar itself
+    stopped reading (the shop reading the body slowly) does not count."""
     keepalive_timeout: float = 75.0
     """Seconds an idle kept-alive connection stays open. Keep it above the idle timeout
     of the proxy in front (nginx upstream ``keepalive_timeout`` and AWS ALB: 60 s)."""
@@ -261,6 +266,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             "read_timeout",
             "graceful_timeout",
             "header_timeout",
+            "body_timeout",
             "keepalive_timeout",
         ):
             if getattr(self, name) <= 0:

@@ -1,7 +1,10 @@
-"""Request headers with weighted lists (``Accept-Encoding``, ``Accept-Language``)."""
+"""Request headers: weighted lists (``Accept-Encoding``, ``Accept-Language``), and the
+bearer tokens of ``Authorization``."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from typing import Final
 
@@ -26,3 +29,21 @@ def weighted(header: str | None) -> list[tuple[str, float | None]]:
                 q = None
         found.append((token, q))
     return found
+
+
+def bearer(authorization: str) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, or None for another scheme or
+    none. The scheme is case-insensitive (RFC 9110 11.1) and the token is stripped;
+    every endpoint that takes a token reads it here, so they all agree."""
+    scheme, _, token = authorization.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def same_token(given: str, expected: str) -> bool:
+    """Whether *given* is *expected*, in constant time: their SHA-256 digests are
+    compared, so neither the token's bytes nor its length show in the timing. An
+    empty *expected* (the setting unset) matches nothing."""
+    if not expected or not given:
+        return False
+    a = hashlib.sha256(given.encode()).digest()
+    return hmac.compare_digest(a, hashlib.sha256(expected.encode()).digest())

@@ -38,11 +38,12 @@ from edge.forms import (
     error_cookie,
     safe_return,
 )
+from edge.headers import bearer, same_token
 from edge.identity import Identity
 from edge.personalize.profiling import DECLINED, AnswerError, Question, default_questions
 from edge.profiles import events as ev
 from edge.profiles.model import Profile
-from edge.profiles.service import ProfileService, UnknownVisitor, customer_key
+from edge.profiles.service import ProfileService, UnknownVisitor
 from edge.profiles.store import StoreUnavailable
 from edge.recorder import Recorder
 from edge.request import RequestHead, read_body
@@ -183,10 +184,10 @@ class EventEndpoints:
     def _authenticated(self, request: Request, body: bytes) -> tuple[str, str]:
         """``("", replay name)`` when the shop's credentials hold (the name is the
         signature's, "" for a bearer token), else ``(why not, "")``."""
-        auth = request.headers.get("authorization", "")
+        given = bearer(request.headers.get("authorization", ""))
         token = self.config.ingest_token
-        if token and auth.startswith("Bearer "):
-            if hmac.compare_digest(auth[7:].encode(), token.encode()):
+        if token and given is not None:
+            if same_token(given, token):
                 return "", ""
             return "wrong bearer token", ""
         secret = self.config.ingest_secret
@@ -238,27 +239,7 @@ class EventEndpoints:
                 problem = _traits_problem(event.traits)
                 if problem:
                     return _error(422, "invalid", f"events[{i}].traits.{problem}")
-        try:
-            await self._keep_customers_apart(batch.events)
-        except Exception as exc:  # the store failed: not acknowledged, the sender retries
-            return _unavailable(exc)
         return await self._apply_once(batch, once)
-
-    async def _keep_customers_apart(self, events: list[ev.Event]) -> None:
-        """A visitor id already linked to one customer is not merged into another: on
-        a shared device the second customer logged in where the first had not logged
-        out (as far as the sidecar saw). Such an event applies to its ``user_id``
-        alone, and the first customer's profile stays theirs."""
-        linked: dict[str, str | None] = {}
-        for event in events:
-            visitor_id = event.anonymous_id
-            if not (visitor_id and event.user_id):
-                continue
-            if visitor_id not in linked:
-                linked[visitor_id] = await self.profiles.cache.resolve(visitor_id)
-            key = linked[visitor_id]
-            if key is not None and key.startswith("cust:") and key != customer_key(event.user_id):
-                event.anonymous_id = None
 
     async def _apply_once(self, batch: Batch, once: str) -> Response:
         """Apply a shop batch; a signed one only once.

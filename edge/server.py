@@ -65,6 +65,7 @@ class Limits:
 
     max_header_bytes: int = 64 * 1024
     header_timeout: float = 10.0
+    body_timeout: float = 60.0
     keepalive_timeout: float = 75.0
     max_connections: int = 0
     """0: derived from the open-file limit (:func:`connection_limit`)."""
@@ -74,6 +75,7 @@ class Limits:
         return cls(
             max_header_bytes=config.max_header_bytes,
             header_timeout=config.header_timeout,
+            body_timeout=config.body_timeout,
             keepalive_timeout=config.keepalive_timeout,
             max_connections=config.max_connections,
         )
@@ -127,6 +129,10 @@ class _GuardedHttp(HttpToolsProtocol):
       its first byte on a kept-alive connection (whose idle time is
       ``keepalive_timeout``); otherwise the connection closes (408 when part of a head
       came). A client dripping a byte a second is closed at the timeout;
+    * a request body must keep coming: ``body_timeout`` without a byte of it (while
+      the sidecar is reading: time paused by flow control does not count) answers 408,
+      or cuts the response if it has begun, and closes the connection. A request
+      without a body, read whole in one ``data_received``, arms no timer;
     * an HTTP/1.0 client gets its body unchunked, ended by closing the connection
       (RFC 9112 §6.3: chunked is HTTP/1.1), when the response has no Content-Length.
 
@@ -145,9 +151,13 @@ class _GuardedHttp(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._arm_head_timer()  # a connection that never sends a byte is closed too
         self._cycles: list[Any] = []  # this connection's requests not answered yet
+        self._in_body = False  # a request's body is being read
+        self._body_at = 0.0  # the loop's time of the body's last bytes
+        self._body_timer: asyncio.TimerHandle | None = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_body_timer()
         # uvicorn tells only the newest request that the client left; with pipelined
         # requests the one being answered would write to a closed transport (a
         # traceback per request). Every open one learns it.
@@ -164,6 +174,14 @@ class _GuardedHttp(HttpToolsProtocol):
         super().data_received(data)
         if self._in_head and self._head_bytes > self.limits.max_header_bytes:
             self._refuse_head(431)
+        elif self._in_body:
+            # (set at the head's end, cleared at the message's: a request without a
+            # body was both in this call and is never timed)
+            self._body_at = self.loop.time()
+            if self._body_timer is None:
+                self._body_timer = self.loop.call_later(
+                    self.limits.body_timeout, self._body_timed_out
+                )
 
     # Parser callbacks
     def on_message_begin(self) -> None:
@@ -190,6 +208,7 @@ class _GuardedHttp(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is None or cycle.scope is not self.scope:
             return  # (an upgrade: no request made)
+        self._in_body = True  # until on_message_complete, in this same call without a body
         self._cycles = [c for c in self._cycles if not c.response_complete] + [cycle]
         if self.scope["http_version"] == "1.0":
             # The task just made for the app has not run yet; it reads cycle.send when it does.
@@ -198,7 +217,9 @@ class _GuardedHttp(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head = True  # what comes next is the next request's head
+        self._in_body = False
         self._head_bytes = 0
+        self._cancel_body_timer()
 
     def _count(self, size: int) -> None:
         self._head_size += size
@@ -238,7 +259,32 @@ class _GuardedHttp(HttpToolsProtocol):
         )
         self._refuse_head(408 if self._head_started else None)
 
-    def _refuse_head(self, status: int | None) -> None:
+    # The body's guard
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing() or not self._in_body:
+            return
+        timeout = self.limits.body_timeout
+        idle = self.loop.time() - self._body_at
+        if idle < timeout or self.flow.read_paused:
+            # bytes came meanwhile, or the sidecar is the one not reading: wait on
+            self._body_timer = self.loop.call_later(
+                max(timeout - idle, 0.05) if idle < timeout else timeout, self._body_timed_out
+            )
+            return
+        _TOO_SLOW.warning(
+            "closed a connection whose request body stalled over body_timeout (%gs)", timeout
+        )
+        cycle = self.cycle
+        started = cycle is not None and cycle.response_started
+        self._refuse_head(None if started else 408, answer_over=cycle)
+
+    def _refuse_head(self, status: int | None, answer_over: Any = None) -> None:
         """Answer *status* (if any and nothing else is being sent) and close."""
         if self.transport.is_closing():
             return
@@ -248,7 +294,10 @@ class _GuardedHttp(HttpToolsProtocol):
                 self.limits.max_header_bytes,
             )
         self._cancel_head_timer()
-        if status is not None and (self.cycle is None or self.cycle.response_complete):
+        cycle = self.cycle
+        if status is not None and (
+            cycle is None or cycle.response_complete or cycle is answer_over
+        ):
             body = STATUS_LINE[status][13:].strip()  # the reason phrase
             self.transport.write(
                 STATUS_LINE[status]
@@ -328,6 +377,7 @@ def apply_limits(server: _Server, new: Limits) -> None:
     limits: Limits = server.limits
     limits.max_header_bytes = new.max_header_bytes
     limits.header_timeout = new.header_timeout
+    limits.body_timeout = new.body_timeout
     limits.keepalive_timeout = new.keepalive_timeout
     limits.max_connections = new.max_connections
     server.config.timeout_keep_alive = new.keepalive_timeout  # type: ignore[assignment]

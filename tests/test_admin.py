@@ -504,3 +504,30 @@ def test_the_next_snapshot_is_after_midnight_utc() -> None:
     assert _until_tomorrow(noon) == 12 * 3600
     assert today(noon + _until_tomorrow(noon)) == "2026-12-08"
     assert _until_tomorrow(noon + 12 * 3600 - 0.5) == 1.0  # never a busy loop
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+async def test_every_token_endpoint_reads_the_bearer_scheme_alike(scheme: str) -> None:
+    """RFC 9110: the scheme is case-insensitive. The admin page, its data, the report
+    and the readiness details read ``Authorization`` with one function
+    (edge.headers.bearer), and a wrong token is refused by all of them."""
+    config = Config(upstream="http://127.0.0.1:9", admin_token=TOKEN)
+    app = create_app(config, MemoryStore())
+    good = {"Authorization": f"{scheme}  {TOKEN} "}
+    bad = {"Authorization": f"{scheme} {TOKEN}x"}
+    async with _client(app) as client:
+        for path in ("/_edge/admin", "/_edge/admin/data.json", "/_edge/report.json"):
+            assert (await client.get(path, headers=good)).status_code == 200, path
+            assert (await client.get(path, headers=bad)).status_code == 401, path
+        assert "rule_errors" in (await client.get("/_edge/readyz", headers=good)).json()
+        assert "rule_errors" not in (await client.get("/_edge/readyz", headers=bad)).json()
+
+
+def test_bearer_and_same_token() -> None:
+    from edge.headers import bearer, same_token
+
+    assert bearer("Bearer abc") == "abc"
+    assert bearer("bEaReR   abc  ") == "abc"
+    assert bearer("Basic abc") is None and bearer("") is None
+    assert same_token("abc", "abc") and not same_token("abd", "abc")
+    assert not same_token("", "") and not same_token("abc", "")

@@ -26,6 +26,7 @@ import pytest
 from edge.activation.delivery import BACKOFF_CAP, Delivery, Destination, sign
 from edge.activation.loop import ActivationLoops
 from edge.activation.outbox import DEAD, DELIVERED, PENDING, OutMessage
+from edge.metrics import exposition
 from edge.profiles.model import Profile
 from edge.profiles.service import ProfileService
 from edge.profiles.sqlite import SQLiteStore
@@ -125,7 +126,7 @@ async def enqueue(store: Store, messages: list[OutMessage], now: int = NOW) -> N
 
 
 def destination(receiver: Receiver, path: str, **kw: Any) -> Destination:
-    settings = {"rate": 100, "max_attempts": 8, "timeout": 2.0, **kw}
+    settings = {"rate": 100, "max_attempts": 8, "timeout": 10.0, **kw}
     return Destination(path.strip("/"), receiver.url + path, SECRET, **settings)
 
 
@@ -172,6 +173,8 @@ async def test_a_receiver_gets_webhooks_signed_as_the_readme_verifies(
     assert await delivery.run_once(NOW + 60) == 1
     states = {r.message.id: r.state for r in await store.outbox_list("", 10)}
     assert states == {"m1": DELIVERED, "m2": DELIVERED, "m3": DELIVERED}
+    scraped = exposition().decode()
+    assert 'edge_webhooks_total{destination="signed",outcome="delivered"} 3.0' in scraped
     await delivery.close()
 
 

@@ -284,13 +284,20 @@ def test_a_binding_holds_only_for_its_visitor_and_session() -> None:
     assert rotated.session_bound("v1", "sess", tag)
 
 
-def test_another_login_without_a_logout_does_not_merge_two_customers(edge: EdgeProcess) -> None:
+def test_another_login_without_a_logout_moves_the_browser_not_the_customer(
+    edge: EdgeProcess,
+) -> None:
     browser = logged_in(edge.port, "c-6")
     # the next person logs in on the same browser, the first never logged out
     browser("/login", "POST", b"user=c-7")
     cookie = {"Cookie": f"edge_vid={browser.jar['edge_vid']}", "Authorization": f"Bearer {TOKEN}"}
-    first = json.loads(fetch(edge.port, "/_edge/profile", headers=cookie).body)["profile"]
-    assert first["customer_id"] == "c-6" and first["order_count"] == 1  # not absorbed into c-7
+    now = json.loads(fetch(edge.port, "/_edge/profile", headers=cookie).body)["profile"]
+    # the browser is c-7's now, and nothing of c-6's came along
+    assert now["customer_id"] == "c-7" and now["order_count"] == 1
+    # c-6 on a browser of their own: their profile whole, not absorbed into c-7
+    first = logged_in(edge.port, "c-6").profile()["profile"]
+    assert first["customer_id"] == "c-6" and first["order_count"] == 1
+    assert browser.jar["edge_vid"].split(".")[0] not in first["aliases"]
 
 
 def test_a_logout_the_shop_refuses_rotates_nothing(edge: EdgeProcess) -> None:

@@ -356,6 +356,32 @@ async def test_customers_in_bulk_chain_stitching_within_one_chunk(
     assert sorted(await store.keys()) == ["cust:c1"]
 
 
+async def test_a_second_customer_on_one_browser_is_not_merged_into_the_first_in_bulk(
+    tmp_path: Path, store: SQLiteStore
+) -> None:
+    """As ProfileService stitches: v9 was u1's browser; u2 logging in there takes the
+    browser's id, and the two customers stay two profiles."""
+    lines = [
+        {"event": "Identify", "anonymous_id": "v9", "user_id": "u1"},
+        {"event": "Order Completed", "user_id": "u1", "order_id": "o1", "total": 5, "ts": DAY1},
+        {"event": "Identify", "anonymous_id": "v9", "user_id": "u2"},
+        {
+            "event": "Order Completed",
+            "anonymous_id": "v9",
+            "order_id": "o2",
+            "total": 7,
+            "ts": DAY1,
+        },
+    ]
+    path = write(tmp_path, "events.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
+    report = run(path, store)
+    assert report.errors == [] and report.applied_events == 4
+    u1, u2 = await must_load(store, "cust:u1"), await must_load(store, "cust:u2")
+    assert (u1.order_count, u1.lifetime_spent, u1.aliases) == (1, 5, [])
+    assert (u2.order_count, u2.lifetime_spent, u2.aliases) == (1, 7, ["v9"])
+    assert await store.resolve("v9") == "cust:u2"
+
+
 # --- emails ----------------------------------------------------------------------------
 
 

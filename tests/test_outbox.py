@@ -89,7 +89,7 @@ async def test_the_due_index_finds_exactly_the_profiles_due(
     assert await store.due_keys(until=NOW + 10**6, limit=2) == ["v0", "v1"]
     # Written at its due time, v1 gets its message and leaves the index; a new view
     # of v0 moves it later.
-    await service.touch("v1", NOW + 60 + DELAY)
+    await service.touch(["v1"], NOW + 60 + DELAY)
     await view(service, "v0", NOW + 600)
     assert await store.due_keys(until=NOW + 5 * 60 + DELAY, limit=100) == ["v2", "v3", "v4", "v5"]
     assert await store.due_keys(until=NOW + 600 + DELAY, limit=100) == [
@@ -109,7 +109,7 @@ async def test_a_message_is_enqueued_once_whatever_runs_it_again(
     service: ProfileService, store: Store
 ) -> None:
     await view(service, "v1", NOW)
-    await service.touch("v1", NOW + DELAY)
+    await service.touch(["v1"], NOW + DELAY)
     profile = await service.load("v1")
     assert profile is not None and profile.due == 0
     # The same message again (a retry of the step, another replica): nothing new.
@@ -140,7 +140,7 @@ class _Once:
 async def test_claim_lease_settle_retry_purge(service: ProfileService, store: Store) -> None:
     for i in range(3):
         await view(service, f"v{i}", NOW + i)
-        await service.touch(f"v{i}", NOW + i + DELAY)
+        await service.touch([f"v{i}"], NOW + i + DELAY)
     later = NOW + DELAY + 10
     claimed = await store.outbox_claim(later, 2, 60)
     assert [r.message.id for r in claimed] == [f"remind:v0:{NOW}", f"remind:v1:{NOW + 1}"]
@@ -181,7 +181,7 @@ async def test_claim_lease_settle_retry_purge(service: ProfileService, store: St
 async def test_erasure_removes_the_visitors_messages(service: ProfileService, store: Store) -> None:
     for visitor in ("v1", "v2"):
         await view(service, visitor, NOW)
-        await service.touch(visitor, NOW + DELAY)
+        await service.touch([visitor], NOW + DELAY)
     assert len(await store.outbox_list(PENDING, 10)) == 2
     assert await service.erase("v1")
     assert [r.message.visitor for r in await store.outbox_list("", 10)] == ["v2"]
@@ -198,7 +198,7 @@ async def test_only_consenting_visitors_get_messages(service: ProfileService, st
         return {"v1": profile}
 
     await service.cache.transact(["v1"], [], refuse)
-    await service.touch("v1", NOW + DELAY)
+    await service.touch(["v1"], NOW + DELAY)
     assert await store.outbox_list("", 10) == []
     assert await store.due_keys(until=2**40, limit=10) == []  # the activation still ran
 
@@ -231,3 +231,101 @@ async def test_coupon_codes_are_never_given_twice(make_store: StoreMaker) -> Non
         await first.close()
         if second is not first:
             await second.close()
+
+
+class Welcome:
+    """An activation for the import: every customer with an order gets a thank-you
+    message, and is due a day after their last order."""
+
+    def after(self, profile: Profile, before: Profile | None, now: int) -> list[OutMessage]:
+        if not profile.orders:
+            return []
+        profile.due = profile.orders[-1].ts + 86_400
+        body = b'{"customer": "%s"}' % profile.customer_id.encode()
+        return [OutMessage(f"thanks:{profile.customer_id}", "esp", body, profile.visitor_id, now)]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_an_import_activates_what_it_writes(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """``edge import`` runs the activation on every profile it writes, and its messages
+    and due times land in the same transactions (an import run again adds nothing)."""
+    from edge.importer import import_file
+
+    store: Store
+    if kind == "sqlite":
+        store = SQLiteStore(tmp_path / "p.db")
+    else:
+        from edge.profiles.redis import RedisStore
+
+        store = RedisStore(request.getfixturevalue("redis_url"), prefix=f"ti{next(_prefixes)}:")
+    orders = tmp_path / "orders.csv"
+    orders.write_text(
+        "order_id,user_id,date,total\no1,u1,1717200000,10\no2,u2,1717286400,20\n"
+        "o3,u1,1717372800,30\n",
+        encoding="utf-8",
+    )
+    for _ in range(2):
+        report = import_file(
+            orders, store=store, identity=IDENTITY, progress=False, now=NOW, activation=Welcome()
+        )
+        assert report.errors == []
+
+    async def look() -> tuple[list[str], list[tuple[str, str]]]:
+        due = await store.due_keys(until=1717372800 + 86_400, limit=10)
+        rows = await store.outbox_list(PENDING, 10)
+        await store.close()
+        return due, [(r.message.id, r.message.visitor) for r in rows]
+
+    due, rows = asyncio.run(look())
+    assert due == ["cust:u2", "cust:u1"]  # u2: a day after 2024-06-02; u1: after 06-03
+    assert sorted(rows) == [("thanks:u1", "cust:u1"), ("thanks:u2", "cust:u2")]
+
+
+async def test_two_workers_deliver_each_message_once(make_store: StoreMaker) -> None:
+    """Two stores on the same data claiming at once: a message goes to one of them."""
+    first, second = GuardedStore(make_store()), GuardedStore(make_store())
+    try:
+        profile = Profile(visitor_id="v1")
+        messages = [message(f"m{i}", profile) for i in range(60)]
+        from edge.profiles.store import activating
+
+        def keep(current: dict[str, Profile | None], seen: set[str]) -> dict[str, Profile | None]:
+            return {"v1": profile}
+
+        class All:
+            def after(self, p: Profile, before: Profile | None, now: int) -> list[OutMessage]:
+                return messages
+
+        await first.transact(["v1"], [], activating(keep, All(), NOW, []))
+        claims = await asyncio.gather(
+            *(store.outbox_claim(NOW, 7, 600) for _ in range(6) for store in (first, second))
+        )
+        ids = [row.message.id for rows in claims for row in rows]
+        assert sorted(ids) == sorted(m.id for m in messages)  # each once, none missing
+    finally:
+        await first.close()
+        if second.inner is not first.inner:
+            await second.close()
+
+
+def test_edge_coupons_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge.cli import main
+
+    monkeypatch.chdir(tmp_path)  # (no edge.toml here)
+
+    db = tmp_path / "p.db"
+    asyncio.run(SQLiteStore(db).close())
+    codes = tmp_path / "codes.txt"
+    codes.write_text("# spring campaign\nSPRING-001\n\nSPRING-002\nSPRING-001\n")
+    assert main(["coupons", "load", "spring", str(codes), "--store", f"sqlite:{db}"]) == 0
+    assert "2 codes added to pool spring" in capsys.readouterr().out
+    assert main(["coupons", "load", "spring", str(codes), "--store", f"sqlite:{db}"]) == 0
+    assert "0 codes added to pool spring" in capsys.readouterr().out
+    codes.write_text("SPRING-003\nSPRING 004\n")
+    assert main(["coupons", "load", "spring", str(codes), "--store", f"sqlite:{db}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{codes}:2:1: 'SPRING 004' is not a coupon code" in err

@@ -395,3 +395,29 @@ async def test_sqlite_forgets_claims_as_redis_expires_them(tmp_path: Path) -> No
         assert left == {"order:recent"}
     finally:
         await store.close()
+
+
+async def test_a_second_customer_on_one_browser_takes_the_browser_not_the_first_profile(
+    service: ProfileService,
+) -> None:
+    """Two customers are never merged: c1 logged in on browser v9 and never logged
+    out, then c2 logs in there. The browser's id moves to c2; c1 keeps their profile
+    (orders and all) and no longer answers to it."""
+    await service.record("v9", events({"event": "Page Viewed"}), ev.Source.BROWSER, now=NOW)
+    order = {"event": "Order Completed", "order_id": "C1-1", "total": 80, "ts": NOW - DAY}
+    first = events({"event": "Identify", "anonymous_id": "v9", "user_id": "c1"})
+    await service.record(None, first + events({**order, "user_id": "c1"}), ev.Source.SHOP, now=NOW)
+    assert (await service.load("v9")).customer_id == "c1"  # type: ignore[union-attr]
+    second = events({"event": "Identify", "anonymous_id": "v9", "user_id": "c2"})
+    await service.record(None, second, ev.Source.SHOP, now=NOW + 60)
+    now_on_v9 = await service.load("v9")
+    assert now_on_v9 is not None and now_on_v9.customer_id == "c2"
+    assert now_on_v9.order_count == 0 and "v9" in now_on_v9.aliases
+    c1 = await service.load(customer_key("c1"))
+    assert c1 is not None and c1.order_count == 1 and "v9" not in c1.aliases
+    assert await service.store.resolve("v9") == customer_key("c2")
+    # what the browser does next is c2's
+    await service.record("v9", events({"event": "Page Viewed"}), ev.Source.BROWSER, now=NOW + 90)
+    c2 = await service.load(customer_key("c2"))
+    assert c2 is not None and sum(c2.pageview_days.values()) == 1
+    assert sum(c1.pageview_days.values()) == 1  # (the page before c1's login stays c1's)

@@ -35,6 +35,7 @@ def guarded(upstream: TestUpstream) -> Iterator[EdgeProcess]:
             "EDGE_TRACK": "false",
             "EDGE_MAX_HEADER_BYTES": str(LIMIT),
             "EDGE_HEADER_TIMEOUT": str(TIMEOUT),
+            "EDGE_BODY_TIMEOUT": str(TIMEOUT),
             "EDGE_KEEPALIVE_TIMEOUT": str(KEEPALIVE),
         },
     )
@@ -156,6 +157,41 @@ def test_a_client_dripping_its_head_is_closed_at_header_timeout_with_408(
             pytest.fail(f"still open after {WAIT}s of dripping ({dripped} bytes)")
     assert dripped < len(head)  # it never got to send a whole head
     assert reply == b"" or reply.startswith(b"HTTP/1.1 408 "), reply
+
+
+def _post_head(length: int) -> bytes:
+    return (
+        b"POST /echo HTTP/1.1\r\nHost: shop.test\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: %d\r\n\r\n" % length
+    )
+
+
+@pytest.mark.slow
+def test_a_body_that_stalls_gets_408_at_body_timeout_and_the_connection_closes(
+    guarded: EdgeProcess,
+) -> None:
+    """A client that announced 1,000 bytes and sent 10 holds a connection and an
+    upstream request: at body_timeout without a byte, 408 and close."""
+    with _connect(guarded.port) as sock:
+        sock.sendall(_post_head(1000) + b"x" * 10)
+        reply = _read_until_closed(sock)
+    assert reply.startswith(b"HTTP/1.1 408 "), reply[:200]
+    assert b"connection: close" in reply.lower()
+
+
+@pytest.mark.slow
+def test_a_body_that_keeps_coming_slowly_is_not_cut(guarded: EdgeProcess) -> None:
+    """body_timeout bounds the time between two reads, not the whole upload: 24 bytes
+    a quarter of a second apart (three times body_timeout in all) arrive whole."""
+    body = b"abcdefghijklmnopqrstuvwx"
+    with _connect(guarded.port) as sock:
+        sock.sendall(_post_head(len(body)))
+        for i in range(len(body)):
+            time.sleep(TIMEOUT * 3 / len(body))
+            sock.sendall(body[i : i + 1])
+        reply = _read_response(sock.makefile("rb"))
+    assert reply.startswith(b"HTTP/1.1 200 "), reply[:200]
+    assert b'"body_length": %d' % len(body) in reply
 
 
 @pytest.mark.slow
@@ -282,6 +318,7 @@ def test_the_connection_cap_follows_the_open_file_limit_unless_set() -> None:
         ("EDGE_KEEPALIVE_TIMEOUT", "-1", "keepalive_timeout must be a positive number"),
         ("EDGE_MAX_CONNECTIONS", "-1", "max_connections must be 0"),
         ("EDGE_HEADER_TIMEOUT", "soon", "header_timeout (EDGE_HEADER_TIMEOUT)"),
+        ("EDGE_BODY_TIMEOUT", "-1", "body_timeout must be a positive number"),
     ],
 )
 def test_bad_limits_are_refused_naming_the_setting(name: str, value: str, message: str) -> None:

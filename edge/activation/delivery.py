@@ -31,7 +31,7 @@ from typing import Final
 
 import httpx
 
-from edge import __version__
+from edge import __version__, metrics
 from edge.config import Config, ConfigError
 from edge.profiles.outbox import COUPON_PLACEHOLDER, OutboxRow
 from edge.profiles.store import Store, StoreUnavailable
@@ -210,11 +210,13 @@ class Delivery:
         message = row.message
         if not error:
             await self.store.outbox_done(message.id)
+            metrics.webhook(message.destination, "delivered")
             return
         dest = self.destinations.get(message.destination)
         dead = row.attempts >= (dest.max_attempts if dest is not None else 1)
         retry_at = now + backoff(row.attempts, self.rng)
         await self.store.outbox_failed(message.id, retry_at, error, dead)
+        metrics.webhook(message.destination, "dead" if dead else "failed")
         log.debug("message %s to %s failed (%s)", message.id, message.destination, error)
         if dead:
             log.warning(

@@ -31,8 +31,10 @@ from edge.profiles.store import Activation, Store, StoreUnavailable
 log = logging.getLogger("edge.activation")
 
 Clock = Callable[[], float]
-DUE_BATCH: Final = 500
+DUE_BATCH: Final = 1000
 """Profiles taken from the due index at a time."""
+TOUCH_PART: Final = 100
+"""Profiles written again per transaction."""
 DELIVERY_EVERY: Final = 1.0
 """Seconds between two delivery rounds that found nothing to send."""
 
@@ -66,16 +68,23 @@ class ActivationLoops:
 
     async def due_once(self, now: int) -> int:
         """Write again every profile due at *now*; how many."""
-        done = 0
+        seen: set[str] = set()
         while True:
             keys = await self.store.due_keys(until=now, limit=DUE_BATCH)
-            for key in keys:
-                await self.profiles.touch(key, now)
-            done += len(keys)
-            # A profile the activation left due (an activator that did not move its
-            # time on) must not keep this loop turning: one batch per profile at most.
-            if len(keys) < DUE_BATCH or done >= DUE_BATCH * 20:
-                return done
+            # A profile the activation left due (its time not moved on) is looked at
+            # once a round, not again and again.
+            fresh = [key for key in keys if key not in seen]
+            if not fresh:
+                if keys:
+                    log.warning("activation: %d profiles stay due after a look", len(keys))
+                return len(seen)
+            seen.update(fresh)
+            # A transaction per part, the parts together: SQLite commits them as one
+            # group, Redis overlaps their round trips (and WATCHes few keys each).
+            parts = [fresh[i : i + TOUCH_PART] for i in range(0, len(fresh), TOUCH_PART)]
+            await asyncio.gather(*(self.profiles.touch(part, now) for part in parts))
+            if len(keys) < DUE_BATCH:
+                return len(seen)
 
     async def run_due(self) -> None:
         while True:

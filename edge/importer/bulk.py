@@ -42,7 +42,15 @@ from edge.importer.records import Unit
 from edge.profiles import events as ev
 from edge.profiles.model import decode, new_profile
 from edge.profiles.outbox import OutMessage
-from edge.profiles.stitching import absorb_into, claim, customer_key, email_key, link, stitch
+from edge.profiles.stitching import (
+    absorb_into,
+    claim,
+    customer_key,
+    detach,
+    email_key,
+    link,
+    stitch,
+)
 from edge.profiles.store import Activation, Profiles, activate
 
 CHUNK: Final = 20_000
@@ -207,7 +215,7 @@ class Changes:
         profiles = self.profiles
         email_hash = self.email_hash(event)
         to = stitch(event, email_hash, self.resolve)
-        for name in (to.key, *to.absorb):
+        for name in (to.key, *to.absorb, *to.detach):
             if name not in profiles:
                 raise RuntimeError(f"import: profile {name!r} was not loaded")
         before = {k: profiles[k] for k in to.absorb}
@@ -224,6 +232,11 @@ class Changes:
             ev.apply(profile, event, self.now, ev.Source.SHOP)
         link(profile, to.key, event.user_id, email_hash, to.aliases)
         profiles[to.key] = profile
+        for other_key in to.detach:  # another customer's: keeps all but the moved ids
+            other = profiles[other_key]
+            if other is not None:
+                detach(other, to.moved)
+                self.touched[other_key] = None
         for gone in merged:
             self.deleted[gone] = None
             self.touched.pop(gone, None)

@@ -23,6 +23,7 @@ from edge.profiles.stitching import (
     aliases,
     claim,
     customer_key,
+    detach,
     email_key,
     link,
     stitch,
@@ -147,7 +148,11 @@ class ProfileService:
             fresh_id=to.key,
             email_hash=email_hash,
             extra_aliases=to.aliases,
+            detached=to.detach,
+            moved=to.moved,
         )
+        for alias in to.moved:  # (pointing at another customer in this replica's cache)
+            self.cache.forget_cached(alias)
         return result[to.key]
 
     async def _apply(
@@ -163,6 +168,8 @@ class ProfileService:
         extra_aliases: Sequence[str] = (),
         touches: Sequence[Touch] = (),
         created: list[str] | None = None,
+        detached: Sequence[str] = (),
+        moved: Sequence[str] = (),
     ) -> Profiles:
         claims = [claim(e) for e in events]
         wanted = [c for c in claims if c]
@@ -176,6 +183,11 @@ class ProfileService:
             out: Profiles = {key: profile}
             if absorb:
                 out.update(dict.fromkeys(absorb_into(profile, absorb, current)))
+            for other_key in detached:  # another customer's: keeps all but the moved ids
+                other = current.get(other_key)
+                if other is not None:
+                    detach(other, moved)
+                    out[other_key] = other
             for touch in touches:  # first: a visit starts with its landing
                 record_touch(profile, touch)
             for event, counted in zip(events, claims, strict=True):
@@ -188,21 +200,20 @@ class ProfileService:
 
         messages: list[OutMessage] = []
         activated = activating(mutation, self.activation, now, messages)
-        return await self.cache.transact([key, *absorb], wanted, activated)
+        return await self.cache.transact([key, *absorb, *detached], wanted, activated)
 
-    async def touch(self, key: str, now: int) -> Profile | None:
-        """Write profile *key* unchanged, so the activation looks at it at *now* (the due
-        loop: a segment that changes by time alone, a journey step that came due)."""
+    async def touch(self, keys: Sequence[str], now: int) -> Profiles:
+        """Write profiles *keys* unchanged, in one transaction, so the activation looks
+        at them at *now* (the due loop: a segment that changes by time alone, a journey
+        step that came due). The profiles written (a key with none is left out)."""
 
         def unchanged(current: Profiles, seen: set[str]) -> Profiles:
-            profile = current.get(key)
-            return {} if profile is None else {key: profile}
+            return {key: profile for key, profile in current.items() if profile is not None}
 
         messages: list[OutMessage] = []
-        result = await self.cache.transact(
-            [key], [], activating(unchanged, self.activation, now, messages)
+        return await self.cache.transact(
+            keys, [], activating(unchanged, self.activation, now, messages)
         )
-        return result.get(key)
 
     async def erase(self, visitor_or_email: str) -> bool:
         """Erase a profile by visitor id, customer id (``cust:ID``) or email."""

@@ -15,7 +15,7 @@ applies them one event at a time through the store, ``edge import``
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from edge.profiles.events import BaseEvent, OrderCompleted, OrderObserved, merge
@@ -70,6 +70,11 @@ class Stitch:
     """The profiles that become that one (merged into it, then removed)."""
     aliases: list[str]
     """The ids that point at it afterwards."""
+    detach: list[str] = field(default_factory=list)
+    """Other customers' profiles that held one of those ids: they keep what they are,
+    the id moves (:func:`detach`)."""
+    moved: list[str] = field(default_factory=list)
+    """The ids that move from a *detach* profile to *key*."""
 
 
 def stitch(event: BaseEvent, email_hash: str, resolve: Callable[[str], str | None]) -> Stitch:
@@ -83,11 +88,28 @@ def stitch(event: BaseEvent, email_hash: str, resolve: Callable[[str], str | Non
     else:
         raise UnknownVisitor("each shop event needs user_id, email or anonymous_id")
     absorb: list[str] = []
+    detach: list[str] = []
+    moved: list[str] = []
     for alias in names:
         other = resolve(alias) or alias
-        if other != key and other not in absorb:
+        if other == key:
+            continue
+        if other.startswith("cust:") and key.startswith("cust:"):
+            # Two customers are never merged: on a shared browser the second logged in
+            # where the first had not logged out (as far as anyone saw). The browser
+            # (or the email) is the second's from now on; the first keeps their profile.
+            moved.append(alias)
+            if other not in detach:
+                detach.append(other)
+        elif other not in absorb:
             absorb.append(other)
-    return Stitch(key, absorb, names)
+    return Stitch(key, absorb, names, detach, moved)
+
+
+def detach(profile: Profile, moved: Sequence[str]) -> None:
+    """*profile* (another customer's) no longer answers to the *moved* ids: they point
+    at the profile the event went to (whose write links them)."""
+    profile.aliases = [a for a in profile.aliases if a not in moved]
 
 
 def absorb_into(
