@@ -129,9 +129,7 @@ def fill(path: Path, count: int, histories: list[tuple[bytes, int]]) -> None:
             blob, due = histories[pick.randrange(len(histories))]
             rows.append((key, blob, CLOCK, due))
         conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO profiles (key, data, updated, due) VALUES (?, ?, ?, ?)", rows
-        )
+        conn.executemany("INSERT INTO profiles (key, data, updated, due) VALUES (?, ?, ?, ?)", rows)
         conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.execute("ANALYZE")
@@ -204,7 +202,9 @@ def busiest_minute(conn: sqlite3.Connection, now: int) -> int:
     return int(row[0]) * 60 if row else now
 
 
-def bench(conn: sqlite3.Connection, rules: RuleSet, profile: bool) -> tuple[list[list[str]], Phases]:
+def bench(
+    conn: sqlite3.Connection, rules: RuleSet, profile: bool
+) -> tuple[list[list[str]], Phases]:
     phases = Phases()
     rows = []
     minute = busiest_minute(conn, CLOCK)
@@ -286,8 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         spent = phases.seconds
         whole = sum(spent.values()) or 1.0
         print(
-            "time by phase: "
-            + ", ".join(f"{k} {100 * v / whole:.0f}%" for k, v in spent.items())
+            "time by phase: " + ", ".join(f"{k} {100 * v / whole:.0f}%" for k, v in spent.items())
         )
         conn.close()
         rate_ok = rows[-1][-1].endswith("(ok)")

@@ -128,6 +128,20 @@ def test_following_the_due_times_finds_each_change_at_its_second() -> None:
     assert wakeups == len(seen)  # no wake-up for nothing
 
 
+def test_a_customer_disengages_the_day_their_last_visit_leaves_the_30_day_window() -> None:
+    # visits_within(30d) == 0 comes true when the newest visited day leaves the window
+    rules = library()
+    today = NOW // DAY
+    p = Profile(visitor_id="v", visit_days={today: 1, today - 1: 2})
+    ev.apply(p, order(1, NOW - 40 * DAY), NOW, ev.Source.SHOP)
+    update(p, rules, NOW)
+    assert "disengaging" not in p.segments
+    due = next_change(p, rules, NOW)
+    assert due == (today + 1) * DAY + 30 * DAY
+    assert Transition("disengaging", True, due) in update(p, rules, due)
+    assert "disengaging" not in members(rules, p, due - 1)
+
+
 def test_an_order_is_an_exit_from_cart_abandoner_and_a_removed_rule_is_dropped() -> None:
     rules = library()
     p = Profile(visitor_id="v")

@@ -577,10 +577,13 @@ def _count_judge(name: str, seconds: float, op: str, k: float) -> Judge:
                 if test(left, k) is truth:  # while `left` orders remain
                     return truth, math.floor(every[len(every) - left] + seconds) + 1
             return truth, NEVER
-        for m in range(1, n + 1):  # the m-th counted order leaves: n - m remain
-            if test(n - m, k) is not truth:
-                return truth, math.floor(every[first + m - 1] + seconds) + 1
-        return truth, NEVER
+        # == and !=: equal now, unequal when the oldest leaves; equal later only if
+        # the count comes down to k
+        if n == k:
+            return truth, (math.floor(every[first] + seconds) + 1 if n else NEVER)
+        if n < k or not float(k).is_integer():
+            return truth, NEVER
+        return truth, math.floor(every[first + n - int(k) - 1] + seconds) + 1
 
     return judge
 
@@ -607,11 +610,19 @@ def _counter_judge(attr: str, seconds: float, op: str, k: float) -> Judge:
                 if test(left, k) is truth:
                     return truth, math.ceil((day + 1) * DAY + seconds)
             return truth, NEVER
-        left = total
-        for day in kept:
-            left -= counts[day]
-            if test(left, k) is not truth:
-                return truth, math.ceil((day + 1) * DAY + seconds)
+        # == and !=, as for orders: the days that leave before the sum comes down to k
+        if total == k:
+            return truth, (math.ceil((kept[0] + 1) * DAY + seconds) if kept else NEVER)
+        if total < k:
+            return truth, NEVER
+        left = 0  # what remains once the days before kept[i] left, from the newest back
+        for i in range(len(kept), 0, -1):
+            if i < len(kept):
+                left += counts[kept[i]]
+            if left >= k:
+                if left > k:
+                    return truth, NEVER
+                return truth, math.ceil((kept[i - 1] + 1) * DAY + seconds)
         return truth, NEVER
 
     return judge
@@ -659,11 +670,12 @@ def _direct(node: Binary) -> Judge | None:
     stored time; None for anything else."""
     op = node.op
     term, const = node.left, node.right
-    if op in ("in", "not in") and isinstance(term, Name) and term.path in YEARLY_FIELDS:
-        if isinstance(const, ListLit):
-            values = [number(item.value) for item in const.items]
-            same = all(type(v) is (str if term.path == "age_band" else float) for v in values)
-            return _yearly_judge(term.path, _tester(op, same), values)
+    yearly = isinstance(term, Name) and term.path in YEARLY_FIELDS
+    if op in ("in", "not in") and yearly and isinstance(const, ListLit):
+        values = [number(item.value) for item in const.items]
+        kind = str if term.path == "age_band" else float  # type: ignore[union-attr]
+        same = all(type(v) is kind for v in values)
+        return _yearly_judge(term.path, _tester(op, same), values)  # type: ignore[union-attr]
     if op not in _MIRROR:
         return None
     if isinstance(term, Literal):
