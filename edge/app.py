@@ -23,6 +23,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from edge import metrics, report
+from edge.activation.checks import unknown_destinations
+from edge.activation.delivery import Delivery, destinations_from
+from edge.activation.loop import ActivationLoops, activator_for
 from edge.activities import Activities
 from edge.admin import AdminPage
 from edge.carts import READERS as CART_READERS
@@ -158,6 +161,7 @@ class EdgeApp:
             lambda: self.rules.ruleset if self.rules.loaded else None,
             lambda: self.decider.shop,
         )
+        self.activation = self._activation(config)
         self.sidecar = Starlette(
             routes=[
                 Route(FORM_PATH, self.profile_form.handle, methods=["POST"]),
@@ -195,6 +199,8 @@ class EdgeApp:
         if self.config.avg_order_value is None:
             jobs.append(self._shop_stats_every(SHOP_STATS_EVERY))
         jobs += [self.snapshots.run(), self.admin.sampler.run()]
+        if self.activation is not None:
+            jobs += [self.activation.run_due(), self.activation.run_delivery()]
         for job in jobs:
             self._start(job)
         yield
@@ -204,7 +210,27 @@ class EdgeApp:
         with contextlib.suppress(Exception):
             await self.reading.save()
         self.proxy.pool.close()
+        if self.activation is not None:
+            await self.activation.delivery.close()
         await self.store.close()
+
+    def _activation(self, config: Config) -> ActivationLoops | None:
+        """With ``activation`` on: the activation in every profile write, and the due
+        and delivery loops (edge/activation/); a destination's secret missing from the
+        environment stops the start."""
+        if not config.activation:
+            return None
+        self.profiles.activation = activator_for(
+            self.rules,
+            snippets=lambda: self.config.snippets,
+            traits=lambda: self.config.export_traits,
+        )
+        delivery = Delivery(self.store, destinations_from(config))
+        for problem in unknown_destinations(self.rules.ruleset, config.destinations):
+            raise ConfigError(f"{problem.file}:{problem.line}: {problem.message}; {problem.help}")
+        return ActivationLoops(
+            self.profiles, self.store, delivery, interval=config.activation_interval
+        )
 
     async def healthz(self, _request: Request) -> Response:
         return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
@@ -397,6 +423,7 @@ LIVE_SETTINGS: Final = (
         "qa_visitors",
         "avg_order_value",
         "attribution_window",
+        "export_traits",  # read by `edge export` and each scenario payload
         "personalize_max_bytes",
         "log_level",
         # the server's (edge/server.py, applied by `edge serve`'s reload)

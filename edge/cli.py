@@ -9,9 +9,9 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from edge import __version__, map_cli
+from edge import __version__, activation_cli, map_cli
 from edge.config import Config, ConfigError, load_config
 from edge.store_cli import check_store, remove_if_empty
 from edge.store_cli import redis_problem as _redis_problem
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profile_commands(commands)
     _add_preview_command(commands)
     _add_report_command(commands)
+    activation_cli.add_commands(commands)
     return parser
 
 
@@ -236,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args)
         if args.command == "map":
             return map_cli.run(args)
+        if args.command in activation_cli.COMMANDS:
+            return activation_cli.run(args)
         if args.command in ("check", "explain", "segments"):
             return _rules_command(args)
     except ConfigError as exc:
@@ -537,6 +540,7 @@ def _import(args: argparse.Namespace) -> int:
                 kind=args.kind,
                 strict=args.strict,
                 progress=False if args.no_progress else None,
+                activation=_import_activation(config),
             )
         except ImportFailed as exc:
             print(f"edge import: {exc}", file=sys.stderr)
@@ -551,6 +555,21 @@ def _import(args: argparse.Namespace) -> int:
     finally:
         if made is not None:
             remove_if_empty(made)  # a failed first import leaves no empty store behind
+
+
+def _import_activation(config: Config) -> Any:
+    """With ``activation`` on, an import activates the profiles it writes as the sidecar
+    does (segment changes, journeys, the due index; their messages enqueued)."""
+    if not config.activation:
+        return None
+    from edge.activation.loop import activator_for
+    from edge.rules import LiveRules, rules_directory
+
+    return activator_for(
+        LiveRules(*rules_directory(config.rules)),
+        snippets=config.snippets,
+        traits=config.export_traits,
+    )
 
 
 def _parse_duration(text: str, what: str) -> int:
@@ -573,7 +592,8 @@ def _rules_command(args: argparse.Namespace) -> int:
     if args.command == "segments" or (args.command == "explain" and args.visitor):
         check_store(config.store)  # read-only: the store must be there already
     if args.command == "check":
-        return rules_cli.check(directory, config.snippets)
+        # edge.toml's [destinations] (none configured: not checked)
+        return rules_cli.check(directory, config.snippets, list(config.destinations) or None)
     if args.command == "explain":
         if not (args.visitor or args.profile):
             raise ConfigError("edge explain: give a VISITOR_ID or --profile FILE")

@@ -47,6 +47,55 @@ class ConfigError(Exception):
     """A configuration value is missing or wrong; the message names it and its source."""
 
 
+_DESTINATION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+TRAIT_NAMES = (
+    "birth_year",
+    "age_band",
+    "gender",
+    "city",
+    "country",
+    "language",
+    "registered",
+)
+"""The profile traits ``export_traits`` may name (besides ``custom.NAME``)."""
+
+
+class Destination(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Where the activation's webhooks go: ``[destinations.NAME]`` in edge.toml."""
+
+    url: str
+    """The receiver's http(s) URL; each message is POSTed to it, signed."""
+    secret_env: str
+    """The environment variable holding the signing secret (never in edge.toml)."""
+    rate: int = 10
+    """Messages per second at most, per sidecar process."""
+    max_attempts: int = 8
+    """Tries before a message is dead-lettered (``edge outbox list --state dead``)."""
+    timeout: str = "5s"
+    """How long the receiver has to answer (``5s``, ``1m``)."""
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url must be an http:// or https:// URL, got {self.url!r}")
+        if not _ENV_NAME.fullmatch(self.secret_env):
+            raise ValueError(
+                "secret_env must name an environment variable (EDGE_DEST_ESP_SECRET), "
+                f"got {self.secret_env!r}"
+            )
+        if self.rate < 1:
+            raise ValueError(f"rate must be 1 or more messages per second, got {self.rate}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be 1 or more, got {self.max_attempts}")
+        if duration_seconds(self.timeout) is None:
+            raise ValueError(f"timeout must be a duration such as 5s, got {self.timeout!r}")
+
+    @property
+    def timeout_seconds(self) -> float:
+        return duration_seconds(self.timeout) or 5.0
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Everything an operator can set. Field names are the TOML keys and, upper-cased
     with an ``EDGE_`` prefix, the environment variables."""
@@ -190,6 +239,18 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     avg_order_value: float | None = None
     """The shop's average order value for ``shop.avg_order_value``; unset: computed
     from the stored profiles at start and every 15 minutes."""
+    activation: bool = False
+    """Run the activation in ``edge serve``: segment changes and scenario steps found
+    through the due index, and the outbox's webhooks delivered to ``destinations``."""
+    activation_interval: float = 60.0
+    """Seconds between two looks at the due index (the profiles whose segments or
+    journeys change by time alone)."""
+    destinations: dict[str, Destination] = msgspec.field(default_factory=dict)
+    """Webhook receivers by name (``[destinations.esp]``: url, secret_env, rate,
+    max_attempts, timeout); scenarios name them."""
+    export_traits: list[str] = msgspec.field(default_factory=list)
+    """Profile traits ``edge export`` may write besides the profile key, customer id
+    and e-mail hash (``city``, ``country``, ``custom.tier``...). Empty: none."""
 
     def __post_init__(self) -> None:
         if self.upstream:
@@ -274,6 +335,22 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 "attribution_window must be a duration such as 12h, 7d or 2w, got "
                 f"{self.attribution_window!r}"
             )
+        if self.activation_interval <= 0:
+            raise ValueError("activation_interval must be a positive number of seconds")
+        for name in self.destinations:
+            if not _DESTINATION_NAME.fullmatch(name):
+                raise ValueError(
+                    f"destinations: {name!r} must be a name of lower-case letters, digits, "
+                    "- and _ (e.g. [destinations.esp])"
+                )
+        for trait in self.export_traits:
+            if trait not in TRAIT_NAMES and not (
+                trait.startswith("custom.") and len(trait) > len("custom.")
+            ):
+                raise ValueError(
+                    f"export_traits: unknown trait {trait!r}; one of {', '.join(TRAIT_NAMES)} "
+                    "or custom.NAME"
+                )
         if not (self.store == "memory" or self.store.startswith(STORE_SCHEMES)):
             raise ValueError(
                 "expected sqlite:PATH, redis://HOST:PORT/DB (rediss://, unix://) or memory, "

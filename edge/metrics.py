@@ -19,6 +19,8 @@ What is counted, and who counts it:
 ``edge_store_seconds{op}``          profile store calls (histogram) ...
 ``edge_store_errors_total{op}``     ... and those that failed (or ran past their deadline)
 ``edge_store_breaker_open``         1 while the store's circuit breaker is open
+``edge_webhooks_total``             the outbox's delivery tries, by destination and outcome
+``{destination,outcome}``           (``delivered``, ``failed``, ``dead``: :mod:`edge.activation`)
 ``edge_access_log_dropped_total``   access log lines dropped because the log could not keep up
 ``edge_log_repeats_suppressed_...`` repeats of a log message held back (:mod:`edge.logs`)
 ``process_*``, ``python_*``         the process (resident memory, CPU, open files) and runtime
@@ -30,6 +32,7 @@ The API for code elsewhere (the store's deadlines and circuit breaker among them
     metrics.store_breaker(open=True)               # the breaker opened (False: closed again)
     metrics.rules_reloaded(ok=False)               # a reload refused an invalid edit
     metrics.queue_depth(recorder.queued)           # a callable read at each scrape
+    metrics.webhook("esp", "delivered")            # a delivery try and how it ended
 
 ``store_call`` and ``store_breaker`` may be called from any thread; the rest runs on the
 event loop's thread.
@@ -82,6 +85,7 @@ __all__ = [
     "rules_reloaded",
     "store_breaker",
     "store_call",
+    "webhook",
 ]
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -152,6 +156,7 @@ _store_errors: dict[str, Count] = {}
 _store_lock = threading.Lock()
 _breaker_open = False
 _queues: list[weakref.WeakMethod[Callable[[], int]]] = []
+_webhooks: dict[tuple[str, str], Count] = {}
 
 
 def rules_reloaded(ok: bool) -> None:
@@ -185,6 +190,15 @@ def store_breaker(open: bool) -> None:
     """The store's circuit breaker opened (calls are skipped) or closed again."""
     global _breaker_open
     _breaker_open = open
+
+
+def webhook(destination: str, outcome: str) -> None:
+    """A try at delivering an outbox message to *destination*: ``delivered``, ``failed``
+    (tried again later) or ``dead`` (no more tries)."""
+    count = _webhooks.get((destination, outcome))
+    if count is None:
+        count = _webhooks[(destination, outcome)] = Count()
+    count.value += 1
 
 
 def queue_depth(depth: Callable[[], int]) -> None:
@@ -252,6 +266,14 @@ class _Collector:
             "1 while the store's circuit breaker is open (calls skipped).",
             value=1.0 if _breaker_open else 0.0,
         )
+        webhooks = CounterMetricFamily(
+            "edge_webhooks",
+            "Outbox delivery tries, by destination and outcome (delivered, failed, dead).",
+            labels=["destination", "outcome"],
+        )
+        for (destination, outcome), count in sorted(_webhooks.items()):
+            webhooks.add_metric([destination, outcome], count.value)
+        yield webhooks
         yield CounterMetricFamily(
             "edge_access_log_dropped",
             "Access log lines dropped: the log's destination could not keep up.",

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import difflib
 import re
 import sys
 import time
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
 
+from edge.activation.checks import check_scenarios, unknown_destinations
 from edge.config import Config, ConfigError
 from edge.profiles.model import Profile
 from edge.rewrite import SelectorError, parse_selector
@@ -35,14 +38,19 @@ def rules_dir_for(configured: str | None, config: Config) -> Path:
     return rules_directory(config.rules)[0]
 
 
-def check(directory: Path, snippets_dir: str) -> int:
+def check(directory: Path, snippets_dir: str, destinations: Collection[str] | None = None) -> int:
     """Print every error of every rule file and snippet (and the warnings); a
-    summary when there is no error."""
+    summary when there is no error. *destinations*: edge.toml's, for the scenarios'
+    webhooks (None: none configured, not checked)."""
     from edge.personalize.snippets import Snippets
 
     snippets = Snippets(snippets_dir)
     ruleset, errors = load_rules(directory, snippets=snippets.names())
     problems = [str(e) for e in errors]
+    if ruleset is not None:
+        problems += [str(e) for e in check_scenarios(ruleset, snippets_dir)]
+        if destinations is not None:
+            ruleset.warnings += unknown_destinations(ruleset, destinations)
     slots = _raw_slots(directory)
     problems += _slot_problems(slots, directory)
     problems += [str(p) for p in snippets.check() if "no such directory" not in str(p)]
@@ -62,7 +70,8 @@ def check(directory: Path, snippets_dir: str) -> int:
         f"{directory}: ok: {len(ruleset.segments)} segments, {len(ruleset.placements)} "
         f"placements, {len(ruleset.slots)} slots, {len(ruleset.page_types)} page types, "
         f"{len(ruleset.carts.actions)} cart actions{' (the demo shop’s)' * demo_carts}, "
-        f"{len(ruleset.questions)} questions ({len(ruleset.files)} files)"
+        f"{len(ruleset.questions)} questions, {len(ruleset.scenarios)} scenarios "
+        f"({len(ruleset.files)} files)"
     )
     return 0
 
@@ -227,7 +236,34 @@ def explain(
     eligible = ruleset.eligible(ruleset.context(profile, request, now, shop), result)
     for line in _placement_lines(ruleset, eligible, request.page_type if url else None):
         print(line)
+    for line in _journey_lines(ruleset, profile):
+        print(line)
     return 0
+
+
+def _journey_lines(ruleset: RuleSet, profile: Profile) -> list[str]:
+    """Where the visitor stands in each scenario (the stored journeys)."""
+    if not ruleset.scenarios:
+        return []
+    out = ["scenarios:" + ("" if profile.consent else " none (no marketing consent)")]
+    for sid, scenario in ruleset.scenarios.items():
+        journey = profile.journeys.get(sid) if profile.consent else None
+        if journey is None:
+            state = "not started"
+        elif journey.done:
+            state = f"done (trigger {_when(journey.trigger)})"
+        else:
+            step = scenario.steps[min(journey.step, len(scenario.steps) - 1)]
+            state = (
+                f"step {journey.step + 1} of {len(scenario.steps)} ({step.name}) due "
+                f"{_when(journey.due)} (trigger {_when(journey.trigger)})"
+            )
+        out.append(f"   {sid}  {state}")
+    return out
+
+
+def _when(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _placement_lines(ruleset: RuleSet, eligible: list[Any], page_type: str | None) -> list[str]:

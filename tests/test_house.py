@@ -15,7 +15,14 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "edge"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("edge.cli", "edge.rules_cli", "edge.map_cli", "edge.store_cli", "edge.__main__"),
+    (
+        "edge.cli",
+        "edge.rules_cli",
+        "edge.map_cli",
+        "edge.store_cli",
+        "edge.activation_cli",
+        "edge.__main__",
+    ),
     ("edge.app", "edge.server", "edge.demo"),
     ("edge.respond", "edge.ingest", "edge.admin"),
     ("edge.report",),  # the merchant's report (edge report, /_edge/admin, report.json)
@@ -35,7 +42,7 @@ LAYERS: list[tuple[str, ...]] = [
         "edge.rewrite",
         "edge.profiles",
         "edge.importer",
-        "edge.activation",  # segment transitions, scenarios, the outbox (issue 18)
+        "edge.activation",  # may use rules and profiles; profiles never import it
     ),
     (
         "edge.identity",

@@ -432,7 +432,10 @@ def test_profiles_changed_meanwhile_are_computed_again(
         visitor = Profile(visitor_id="cust:u3", customer_id="u3", visits=4)
         visitor.traits.city = "Oslo"
         with conn:
-            conn.execute("INSERT INTO profiles VALUES (?, ?, 0)", ("cust:u3", encode(visitor)))
+            conn.execute(
+                "INSERT INTO profiles (key, data, updated) VALUES (?, ?, 0)",
+                ("cust:u3", encode(visitor)),
+            )
             conn.execute("INSERT INTO claims VALUES ('order:o4', 0)")  # u4's first order
         conn.close()
         write(self, **kw)

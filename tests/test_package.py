@@ -68,8 +68,8 @@ def test_the_wheel_carries_the_shipped_files_and_no_links(built: tuple[Path, Pat
     with zipfile.ZipFile(built[1]) as wheel:
         names = set(wheel.namelist())
         for directory in ("rules", "snippets", "static"):
-            for path in sorted((ROOT / directory).iterdir()):
-                inside = f"edge/shipped/{directory}/{path.name}"
+            for path in sorted(p for p in (ROOT / directory).rglob("*") if p.is_file()):
+                inside = f"edge/shipped/{directory}/{path.relative_to(ROOT / directory)}"
                 assert inside in names, f"{inside} is not in the wheel"
                 assert wheel.read(inside) == path.read_bytes(), f"{inside} differs"
         assert any(n.startswith("edge/demo/templates/") for n in names)
@@ -124,7 +124,7 @@ def test_edge_check_of_the_installed_library(installed: Path) -> None:
         cwd="/",
     ).stdout.strip()
     done = _run([str(installed / "bin" / "edge"), "check", shipped], cwd="/")
-    assert ": ok: 29 segments" in done.stdout
+    assert ": ok: 30 segments" in done.stdout and "7 scenarios" in done.stdout
 
 
 def test_the_dockerfile_lints_clean_and_copies_what_the_build_needs() -> None:

@@ -217,4 +217,8 @@ def test_every_setting_is_either_applied_by_a_reload_or_named_as_needing_a_resta
         "store_write_timeout_ms",
         "store_breaker_failures",
         "store_breaker_cooldown",
+        # the activation's loops and destinations are built at start
+        "activation",
+        "activation_interval",
+        "destinations",
     }

@@ -124,6 +124,7 @@ CASES: list[Case] = [
     ("vip", orders(1, 2, 3, 4, 5, total=100), orders(1, 2, 3, 4, total=100), None, None),
     ("vip", orders(1, 2, 3, 4, 5, total=100), orders(1, 2, 3, 4, 5, total=70), None, None),
     ("lost", orders(366), orders(364), None, None),
+    ("regular_customer", orders(10, 100, 364), orders(10, 100, 366), None, None),
     ("email_super_active", emails(10, 8), emails(10, 7), None, None),
     ("email_moderate", emails(10, 1), emails(10, 8), None, None),
     ("email_moderate", emails(10, 1), emails(10, 0), None, None),

@@ -1,37 +1,96 @@
 """The activation hook: what runs on every profile a write produces.
 
-Minimal for now (segments and the due time); the scenarios' journeys extend ``after``.
+Segment transitions (``edge.activation.segments``), then the scenarios' journeys
+(``edge.activation.journeys``), then the profile's next due time. A payload template
+that fails is logged (the scenario and the template, never the visitor) and its step
+passes without a message: a visitor's write never fails for a merchant's template.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import TypeVar
 
-from edge.activation import segments
+from edge.activation import journeys, segments
+from edge.activation.outbox import OutMessage
+from edge.activation.payloads import PayloadError, Payloads, payload_context
 from edge.profiles.model import Profile
 from edge.rules import LiveRules
+from edge.rules.scenarios import Scenario, Step
 
-# ``OutMessage`` is edge.activation.outbox's (the "delivery" branch): once both are merged,
-# import it under TYPE_CHECKING here (importing it now would name a module not yet there).
+log = logging.getLogger("edge.activation")
+T = TypeVar("T")
+
+
+Setting = Callable[[], T] | T
 
 
 class Activator:
-    def __init__(self, rules: LiveRules, *, clock: Callable[[], float] | None = None) -> None:
+    """*snippets*: the merchant's snippet directory, whose ``webhooks/`` has the payload
+    templates (the library's otherwise); *traits*: the traits a payload may carry
+    (``export_traits``). Each a value, or a function giving the current one (settings
+    that change while serving)."""
+
+    def __init__(
+        self,
+        rules: LiveRules,
+        *,
+        clock: Callable[[], float] | None = None,
+        snippets: Setting[str | Path | None] = None,
+        traits: Setting[Collection[str]] = (),
+    ) -> None:
         self.rules = rules
         self.clock = clock or time.time
+        self._snippets = snippets
+        self._traits = traits
+        self._payloads: tuple[Path | None, Payloads] | None = None
 
-    def after(
-        self,
-        profile: Profile,
-        before: Profile | None,
-        now: int,
-    ) -> list[OutMessage]:  # noqa: F821
+    @property
+    def payloads(self) -> Payloads:
+        """The payload templates of the current snippet directory."""
+        setting = self._snippets() if callable(self._snippets) else self._snippets
+        directory = Path(setting) / "webhooks" if setting is not None else None
+        if self._payloads is None or self._payloads[0] != directory:
+            self._payloads = directory, Payloads(directory)
+        return self._payloads[1]
+
+    def after(self, profile: Profile, before: Profile | None, now: int) -> list[OutMessage]:
         """Called inside the store transaction on every profile a write produces (after
         the mutation): updates profile.segments (transitions via edge.activation.segments
         .update), advances profile.journeys (edge.activation.journeys), sets profile.due,
         returns the messages to enqueue (in the same transaction)."""
         ruleset = self.rules.ruleset
-        segments.update(profile, ruleset, now)
-        profile.due = segments.next_change(profile, ruleset, now) or 0
-        return []
+        transitions = segments.update(profile, ruleset, now)
+        outcome = journeys.advance(profile, ruleset, transitions, now, self._render)
+        change = segments.next_change(profile, ruleset, now) or 0
+        profile.due = min((t for t in (change, outcome.due) if t), default=0)
+        return outcome.messages
+
+    def _render(
+        self,
+        profile: Profile,
+        scenario: Scenario,
+        step: Step,
+        message_id: str,
+        discount: float,
+        now: int,
+    ) -> bytes | None:
+        context = payload_context(
+            profile,
+            scenario=scenario.id,
+            step=step.name,
+            message_id=message_id,
+            at=now,
+            discount=discount,
+            coupon_pool=step.action.coupon_pool,
+            traits=self._traits() if callable(self._traits) else self._traits,
+            currency=self.rules.ruleset.shop.currency,
+        )
+        try:
+            return self.payloads.render(step.action.template, context)
+        except PayloadError as exc:
+            log.error("scenario %s, %s: payload not sent: %s", scenario.id, step.name, exc)
+            return None

@@ -41,6 +41,7 @@ from edge.importer.progress import Progress
 from edge.importer.records import Unit
 from edge.profiles import events as ev
 from edge.profiles.model import decode, new_profile
+from edge.profiles.outbox import OutMessage
 from edge.profiles.stitching import (
     absorb_into,
     claim,
@@ -50,7 +51,7 @@ from edge.profiles.stitching import (
     link,
     stitch,
 )
-from edge.profiles.store import Profiles
+from edge.profiles.store import Activation, Profiles, activate
 
 CHUNK: Final = 20_000
 """Orders (or rows of other kinds) per transaction without ``--strict``, about (a group
@@ -72,12 +73,20 @@ class Session(Protocol):
     def claims(self, claims: Sequence[str]) -> set[str]: ...
     def others_wrote(self) -> bool: ...
     def prepare(
-        self, result: Profiles, new_claims: Sequence[str], before: Mapping[str, bytes | None]
+        self,
+        result: Profiles,
+        new_claims: Sequence[str],
+        before: Mapping[str, bytes | None],
+        messages: Sequence[OutMessage],
     ) -> object: ...
     def run(self, body: Callable[[], None]) -> None: ...
     def store(self, writes: Any) -> None: ...
     def write(
-        self, result: Profiles, new_claims: Sequence[str], before: Mapping[str, bytes | None]
+        self,
+        result: Profiles,
+        new_claims: Sequence[str],
+        before: Mapping[str, bytes | None],
+        messages: Sequence[OutMessage],
     ) -> None: ...
     def checkpoint(self) -> None: ...
     def close(self) -> None: ...
@@ -271,8 +280,19 @@ class Bulk:
     """The import's events: applied (:class:`Changes`) batch by batch as they are
     read, written at the end in chunks of independent groups."""
 
-    def __init__(self, store: BulkStore, email_hash: Callable[[str], str], now: int) -> None:
+    def __init__(
+        self,
+        store: BulkStore,
+        email_hash: Callable[[str], str],
+        now: int,
+        activation: Activation | None = None,
+    ) -> None:
         self.now = now
+        self.activation = activation
+        """Runs on every profile written, as in the sidecar's transactions (segment
+        changes, journeys, ``due``); its messages go in the same transaction."""
+        self._messages: dict[str, list[OutMessage]] = {}
+        """Profile key -> the activation's messages for it (see :meth:`write`)."""
         self._hash = functools.lru_cache(maxsize=1 << 16)(email_hash)
         self._session = store.bulk()
         self.changes = Changes(now, self.email_hash, self._session)
@@ -379,6 +399,10 @@ class Bulk:
         one in all)."""
         events = self._pack(size)
         results, claims = self._per_chunk(len(events))
+        messages = [self._activate(result) for result in results]
+        for some in messages:
+            for message in some:
+                self._messages.setdefault(message.visitor, []).append(message)
 
         session = self._session
 
@@ -405,7 +429,7 @@ class Bulk:
             in_writing = 0
             for part in parts:
                 blobs = self.changes.blobs  # (what was read: the aggregates' changes)
-                writes = [session.prepare(results[n], claims[n], blobs) for n in part]
+                writes = [session.prepare(results[n], claims[n], blobs, messages[n]) for n in part]
                 if writing is not None:
                     writing.result()
                     progress.add(in_writing)
@@ -416,6 +440,14 @@ class Bulk:
             if writing is not None:
                 writing.result()
                 progress.add(in_writing)
+
+    def _activate(self, result: Profiles) -> list[OutMessage]:
+        """The activation on *result*'s profiles (against what was read); its messages."""
+        if self.activation is None:
+            return []
+        blobs = self.changes.blobs
+        before = {key: decode(blob) for key in result if (blob := blobs.get(key)) is not None}
+        return activate(result, before, self.activation, self.now)
 
     def _pack(self, size: int) -> list[int]:
         """Put the groups, in the order of their first profile's key, into chunks of
@@ -497,15 +529,20 @@ class Bulk:
         computed again from what is stored now (in this transaction, so they see it)."""
         find = self._find
         names = self._names
+        kept = {k: p for k, p in result.items() if find(k) not in stale}
         self._session.write(
-            {k: p for k, p in result.items() if find(k) not in stale},
+            kept,
             [c for c in claims if find(names[self._claimants[c]]) not in stale],
             self.changes.blobs,
+            [m for key in kept for m in self._messages.get(key, [])],
         )
         again = [n for n, name in enumerate(names) if find(name) in stale]
         units = [self.units[n] for n in again]
         redo = Changes(self.now, self.email_hash, self._session)
         redo.load(units)
         redo.apply(units)
-        self._session.write(redo.result(), redo.new_claims(), redo.blobs)
+        again_result = redo.result()
+        before = {k: decode(b) for k in again_result if (b := redo.blobs.get(k)) is not None}
+        fresh = activate(again_result, before, self.activation, self.now) if self.activation else []
+        self._session.write(again_result, redo.new_claims(), redo.blobs, fresh)
         self.changes.recount(again, units, redo.duplicates)

@@ -53,6 +53,7 @@ from edge.importer.progress import Progress
 from edge.importer.records import Bad, Batch, Customers, Emails, Events, Parser
 from edge.importer.report import ImportFailed, ImportReport, LineError
 from edge.profiles.sqlite import SQLiteStore
+from edge.profiles.store import Activation
 
 SEPARATE_READER_BYTES: Final = 1_000_000
 """Files this big or bigger are read in a second process (~13,000 item rows): below
@@ -85,13 +86,15 @@ def import_file(
     now: int | None = None,
     chunk: int | None = None,
     separate_reader: bool | None = None,
+    activation: Activation | None = None,
 ) -> ImportReport:
     """Import *path* into *store*. Raises :class:`ImportFailed` for a file that cannot
     be imported at all; bad lines are in the report instead. Runs on the caller's
     thread (from async code, in an executor). *store*: a SQLite or Redis store (its
     ``bulk()`` session). *chunk*: events per transaction (None: ``CHUNK`` for SQLite,
     ``SHARED_CHUNK`` for Redis). *separate_reader*: read the file in a second process
-    (None: when it has ``SEPARATE_READER_BYTES`` or more)."""
+    (None: when it has ``SEPARATE_READER_BYTES`` or more). *activation*: runs on every
+    profile written (``edge.activation``), its messages enqueued in the same writes."""
     if chunk is None:
         chunk = CHUNK if isinstance(store, SQLiteStore) else SHARED_CHUNK
     # Nothing here makes cycles, and the cyclic GC would rescan the many long-lived
@@ -101,7 +104,16 @@ def import_file(
     try:
         with _interruptible():
             return _import(
-                path, store, identity, kind, strict, progress, now, chunk, separate_reader
+                path,
+                store,
+                identity,
+                kind,
+                strict,
+                progress,
+                now,
+                chunk,
+                separate_reader,
+                activation,
             )
     finally:
         if collecting:
@@ -134,6 +146,7 @@ def _import(
     now: int | None,
     chunk: int,
     separate_reader: bool | None,
+    activation: Activation | None = None,
 ) -> ImportReport:
     started = time.perf_counter()
     path = Path(path)
@@ -154,7 +167,7 @@ def _import(
         strict=strict,
         size=size,
         show=show,
-        start=lambda: Bulk(store, identity.email_hash, now),
+        start=lambda: Bulk(store, identity.email_hash, now, activation),
     )
     try:
         report = ImportReport(

@@ -145,6 +145,23 @@ class Search(msgspec.Struct):
     query: str
 
 
+class Journey(msgspec.Struct, array_like=True):
+    """Where one visitor stands in one scenario (``[[scenarios]]``, the engine in
+    ``edge/activation/journeys.py``): the next step to run and when it is due. The
+    trigger's time is part of each message's idempotency key."""
+
+    scenario: str
+    step: int
+    """The index of the next step to run."""
+    started: int
+    """When the journey started (the activation's clock)."""
+    due: int
+    """When the next step is due (0 once done)."""
+    trigger: int
+    """The time of the triggering entry or event."""
+    done: bool = False
+
+
 class Profile(msgspec.Struct, omit_defaults=True, kw_only=True):
     """One visitor's snapshot. ``visitor_id`` is the key; a known customer's profile
     also carries ``customer_id`` and the keyed hash of their email."""
@@ -213,9 +230,12 @@ class Profile(msgspec.Struct, omit_defaults=True, kw_only=True):
     segments: dict[str, int] = msgspec.field(default_factory=dict)
     """Segment name -> when the profile entered it, as the activation last evaluated it
     (only segments judged without a request: :mod:`edge.activation.segments`)."""
+    journeys: dict[str, Journey] = msgspec.field(default_factory=dict)
+    """Scenario id -> this visitor's journey through it (``edge/activation/journeys.py``)."""
     due: int = 0
-    """The next time this profile needs attention without any event (a segment that can
-    change by time alone, a pending journey step); 0 = never. The stores index it."""
+    """The next unix time this profile needs the activation without any event (a
+    segment that changes by time alone, a journey step); 0 = never. The stores index it
+    (``Store.due_keys``). Set by the activation."""
 
 
 def day_of(ts: float) -> int:

@@ -16,7 +16,16 @@ Layout, every key under ``prefix`` (default ``edge:``):
 - ``products``    the products learned from the shop's pages (one msgpack blob,
   shared by the replicas: the last writer's view wins, each learns again anyway);
 - ``snapshots``   a hash: per day (``2026-12-07``) that day's segment counts (a msgpack
-  blob, :mod:`edge.snapshots`).
+  blob, :mod:`edge.snapshots`);
+- ``due``         the due index: a sorted set, member a profile key, score its
+  ``Profile.due`` (absent when 0), written in the ``MULTI`` that writes the profile;
+- ``m:{id}``      an outbox message: a hash (``msg`` the msgpack :class:`OutMessage`,
+  ``state``, ``attempts``, ``next_at``, ``error``, ``created``, ``updated``,
+  ``visitor``), created with ``HSETNX`` in the profile's ``MULTI`` (an id that exists is
+  left as it is); ``mq``: the pending ids by ``next_at``; ``mst:{state}``: each state's
+  ids by creation; ``mv:{visitor}``: a visitor's ids (erasure);
+- ``cf:{pool}``, ``ck:{pool}``, ``cg:{pool}``  a coupon pool's free codes, every code
+  ever loaded (never loaded twice), and message id -> the code it was given.
 
 :meth:`RedisStore.transact` is optimistic: ``WATCH`` the profiles and claims, read
 them, run the mutation on freshly decoded copies, then ``MULTI``/``EXEC`` the writes.
@@ -52,6 +61,16 @@ from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge.profiles.model import TALLY_FIELDS, Profile, Tally, TallyKey, decode, encode
+from edge.profiles.outbox import (
+    DEAD,
+    DELIVERED,
+    PENDING,
+    STATES,
+    OutboxRow,
+    OutMessage,
+    decode_message,
+    encode_message,
+)
 from edge.profiles.store import (
     CLAIM_TTL,
     Mutation,
@@ -64,6 +83,7 @@ from edge.profiles.store import (
     encode_products,
     encode_snapshot,
     measuring,
+    outgoing,
 )
 
 MAX_ATTEMPTS: Final = 50
@@ -80,6 +100,95 @@ for _, alias in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     if redis.call('GET', link) == ARGV[1] then redis.call('DEL', link) end
 end
 return redis.call('DEL', KEYS[1], KEYS[2])
+"""
+
+
+# The outbox's scripts: each one atomic, so replicas claim, settle and draw coupons
+# without stepping on each other. ARGV[1] is the key prefix where keys are built inside.
+_ENQUEUE: Final = """
+if redis.call('HSETNX', KEYS[1], 'msg', ARGV[3]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'pending', 'attempts', 0, 'next_at', ARGV[4],
+  'error', '', 'created', ARGV[5], 'updated', ARGV[5], 'visitor', ARGV[6])
+redis.call('ZADD', ARGV[1] .. 'mq', ARGV[4], ARGV[2])
+redis.call('ZADD', ARGV[1] .. 'mst:pending', ARGV[5], ARGV[2])
+redis.call('SADD', ARGV[1] .. 'mv:' .. ARGV[6], ARGV[2])
+return 1
+"""
+_CLAIM: Final = """
+local now, limit, lease = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local ids = redis.call('ZRANGEBYSCORE', ARGV[1] .. 'mq', '-inf', now, 'LIMIT', 0, limit)
+local out = {}
+for _, id in ipairs(ids) do
+  local k = ARGV[1] .. 'm:' .. id
+  redis.call('ZADD', ARGV[1] .. 'mq', now + lease, id)
+  redis.call('HINCRBY', k, 'attempts', 1)
+  redis.call('HSET', k, 'next_at', now + lease, 'updated', now)
+  out[#out + 1] = redis.call('HGETALL', k)
+end
+return out
+"""
+_SETTLE: Final = """
+local k = ARGV[1] .. 'm:' .. ARGV[2]
+local old = redis.call('HGET', k, 'state')
+if not old then return 0 end
+if ARGV[7] == 'retry' then
+  if old == 'delivered' then return 0 end
+  redis.call('HSET', k, 'attempts', 0)
+end
+redis.call('HSET', k, 'state', ARGV[3], 'next_at', ARGV[4], 'error', ARGV[5], 'updated', ARGV[6])
+if ARGV[3] == 'pending' then
+  redis.call('ZADD', ARGV[1] .. 'mq', ARGV[4], ARGV[2])
+else
+  redis.call('ZREM', ARGV[1] .. 'mq', ARGV[2])
+end
+if old ~= ARGV[3] then
+  redis.call('ZREM', ARGV[1] .. 'mst:' .. old, ARGV[2])
+  redis.call('ZADD', ARGV[1] .. 'mst:' .. ARGV[3], redis.call('HGET', k, 'created'), ARGV[2])
+end
+return 1
+"""
+_DROP: Final = """
+local function drop(prefix, id)
+  local k = prefix .. 'm:' .. id
+  local fields = redis.call('HMGET', k, 'state', 'visitor')
+  if not fields[1] then return 0 end
+  redis.call('ZREM', prefix .. 'mst:' .. fields[1], id)
+  redis.call('ZREM', prefix .. 'mq', id)
+  redis.call('SREM', prefix .. 'mv:' .. fields[2], id)
+  return redis.call('DEL', k)
+end
+local n = 0
+if ARGV[2] == 'visitor' then
+  for _, id in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'mv:' .. ARGV[3])) do
+    n = n + drop(ARGV[1], id)
+  end
+  redis.call('DEL', ARGV[1] .. 'mv:' .. ARGV[3])
+else
+  local before = tonumber(ARGV[4])
+  for _, id in ipairs(redis.call('ZRANGE', ARGV[1] .. 'mst:' .. ARGV[3], 0, -1)) do
+    local updated = tonumber(redis.call('HGET', ARGV[1] .. 'm:' .. id, 'updated') or '0')
+    if updated < before then n = n + drop(ARGV[1], id) end
+  end
+end
+return n
+"""
+_COUPON_LOAD: Final = """
+local n = 0
+for i = 1, #ARGV do
+  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
+    redis.call('SADD', KEYS[2], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+"""
+_COUPON_TAKE: Final = """
+local code = redis.call('HGET', KEYS[1], ARGV[1])
+if code then return code end
+code = redis.call('SPOP', KEYS[2])
+if not code then return false end
+redis.call('HSET', KEYS[1], ARGV[1], code)
+return code
 """
 
 
@@ -207,6 +316,66 @@ class RedisStore(Store):
     async def release_once(self, name: str) -> None:
         await self._redis.delete(f"{self.prefix}o:{name}")
 
+    # the activation: the due index, the outbox, coupons (see the module docstring)
+
+    async def due_keys(self, until: int, limit: int) -> list[str]:
+        names = await self._redis.zrangebyscore(self.prefix + "due", 1, until, start=0, num=limit)
+        return [name.decode() for name in names]
+
+    async def outbox_claim(self, now: int, limit: int, lease: int) -> list[OutboxRow]:
+        found = await self._redis.eval(_CLAIM, 0, self.prefix, now, limit, lease)  # type: ignore[misc]
+        return [_outbox_row(fields) for fields in found]
+
+    async def _settle(self, id: str, state: str, next_at: int, error: str, mode: str = "") -> int:
+        now = int(time.time())
+        args = (self.prefix, id, state, next_at, error, now, mode)
+        return int(await self._redis.eval(_SETTLE, 0, *args))  # type: ignore[misc]
+
+    async def outbox_done(self, id: str) -> None:
+        await self._settle(id, DELIVERED, 0, "")
+
+    async def outbox_failed(self, id: str, retry_at: int, error: str, dead: bool) -> None:
+        await self._settle(id, DEAD if dead else PENDING, retry_at, error)
+
+    async def outbox_list(self, state: str, limit: int) -> list[OutboxRow]:
+        rows: list[OutboxRow] = []
+        for each in [state] if state else list(STATES):
+            ids = await self._redis.zrange(f"{self.prefix}mst:{each}", 0, limit - 1)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for id in ids:
+                    pipe.hgetall(f"{self.prefix}m:{id.decode()}")
+                found = await pipe.execute()
+            rows += [_outbox_row(fields) for fields in found if fields]
+        return sorted(rows, key=lambda r: (r.created, r.message.id))[:limit]
+
+    async def outbox_retry(self, ids: Sequence[str]) -> int:
+        return sum([await self._settle(id, PENDING, 0, "", "retry") for id in ids])
+
+    async def outbox_purge(self, state: str, before: int) -> int:
+        return int(await self._redis.eval(_DROP, 0, self.prefix, "state", state, before))  # type: ignore[misc]
+
+    async def outbox_forget(self, visitor: str) -> int:
+        return int(await self._redis.eval(_DROP, 0, self.prefix, "visitor", visitor, 0))  # type: ignore[misc]
+
+    async def coupon_load(self, pool: str, codes: Sequence[str]) -> int:
+        added = 0
+        codes = list(codes)
+        for i in range(0, len(codes), 1000):
+            part = codes[i : i + 1000]
+            keys = (f"{self.prefix}ck:{pool}", f"{self.prefix}cf:{pool}")
+            added += int(await self._redis.eval(_COUPON_LOAD, 2, *keys, *part))  # type: ignore[misc]
+        return added
+
+    async def coupon_take(self, pool: str, message_id: str) -> str | None:
+        keys = (f"{self.prefix}cg:{pool}", f"{self.prefix}cf:{pool}")
+        code = await self._redis.eval(_COUPON_TAKE, 2, *keys, message_id)  # type: ignore[misc]
+        return None if code is None else code.decode()
+
+    async def coupon_counts(self, pool: str) -> tuple[int, int]:
+        left = await self._redis.scard(f"{self.prefix}cf:{pool}")
+        given = await self._redis.hlen(f"{self.prefix}cg:{pool}")
+        return int(left), int(given)
+
     # writes
 
     async def transact(
@@ -256,6 +425,7 @@ class RedisStore(Store):
                     result = measuring(mutation, deltas)(current, seen)
                     pipe.multi()
                     self._queue_writes(pipe, result, [c for c in claims if c not in seen])
+                    _queue_messages(pipe, self.prefix, outgoing(mutation))
                     if deltas:
                         _queue_tallies(pipe, self.prefix, deltas)
                     committing = True
@@ -279,6 +449,7 @@ class RedisStore(Store):
         )
 
     def _queue_writes(self, pipe: Pipeline, result: Profiles, new_claims: list[str]) -> None:
+        due = self.prefix + "due"
         for key, profile in result.items():
             if profile is None:
                 pipe.eval(
@@ -289,8 +460,13 @@ class RedisStore(Store):
                     key,
                     self._alias,
                 )
+                pipe.zrem(due, key)
                 continue
             pipe.set(self._profile + key, encode(profile))
+            if profile.due:
+                pipe.zadd(due, {key: profile.due})
+            else:
+                pipe.zrem(due, key)
             if profile.aliases:
                 pipe.mset({self._alias + alias: key for alias in profile.aliases})
                 pipe.sadd(self._alias_set + key, *profile.aliases)
@@ -335,11 +511,13 @@ class RedisWrites:
     :func:`edge.profiles.sqlite.prepare` does for SQLite)."""
 
     gone: list[str]
-    kept: list[tuple[str, bytes, list[str]]]
-    """(key, the encoded profile, its aliases)."""
+    kept: list[tuple[str, bytes, list[str], int]]
+    """(key, the encoded profile, its aliases, its due time)."""
     claims: list[str]
     tallies: dict[TallyKey, Tally] = field(default_factory=dict)
     """Changes to the daily aggregates."""
+    messages: list[OutMessage] = field(default_factory=list)
+    """The outbox's new messages."""
 
 
 class RedisBulkSession:
@@ -394,15 +572,19 @@ class RedisBulkSession:
 
     @staticmethod
     def prepare(
-        result: Profiles, new_claims: Sequence[str], before: Mapping[str, bytes | None] = {}
+        result: Profiles,
+        new_claims: Sequence[str],
+        before: Mapping[str, bytes | None] = {},
+        messages: Sequence[OutMessage] = (),
     ) -> RedisWrites:
         """*result* (None deletes) and *new_claims*, encoded; the daily aggregates'
         changes against *before* (key -> the profile as read, encoded)."""
         return RedisWrites(
             gone=[key for key, p in result.items() if p is None],
-            kept=[(key, encode(p), p.aliases) for key, p in result.items() if p is not None],
+            kept=[(key, encode(p), p.aliases, p.due) for key, p in result.items() if p is not None],
             claims=list(new_claims),
             tallies=bulk_deltas(result, before),
+            messages=list(messages),
         )
 
     def store(self, writes: RedisWrites) -> None:
@@ -412,9 +594,13 @@ class RedisBulkSession:
         self._queued.append(writes)
 
     def write(
-        self, result: Profiles, new_claims: Sequence[str], before: Mapping[str, bytes | None] = {}
+        self,
+        result: Profiles,
+        new_claims: Sequence[str],
+        before: Mapping[str, bytes | None] = {},
+        messages: Sequence[OutMessage] = (),
     ) -> None:
-        self.store(self.prepare(result, new_claims, before))
+        self.store(self.prepare(result, new_claims, before, messages))
 
     def run(self, body: Callable[[], None]) -> None:
         """*body*'s reads (watched) and writes, the writes in one ``MULTI``/``EXEC``;
@@ -445,12 +631,18 @@ class RedisBulkSession:
     def _queue(self, pipe: Any, writes: RedisWrites) -> None:
         """The commands of :meth:`RedisStore._queue_writes`, from encoded profiles."""
         keys = self._keys
+        due = keys.prefix + "due"
         for key in writes.gone:
             pipe.eval(
                 _DELETE_PROFILE, 2, keys._profile + key, keys._alias_set + key, key, keys._alias
             )
-        for key, data, aliases in writes.kept:
+            pipe.zrem(due, key)
+        for key, data, aliases, when in writes.kept:
             pipe.set(keys._profile + key, data)
+            if when:
+                pipe.zadd(due, {key: when})
+            else:
+                pipe.zrem(due, key)
             if aliases:
                 pipe.mset({keys._alias + alias: key for alias in aliases})
                 pipe.sadd(keys._alias_set + key, *aliases)
@@ -460,12 +652,46 @@ class RedisBulkSession:
                 pipe.set(keys._claim + claim, stamp, ex=CLAIM_TTL)
         if writes.tallies:
             _queue_tallies(pipe, keys.prefix, writes.tallies)
+        _queue_messages(pipe, keys.prefix, writes.messages)
 
     def checkpoint(self) -> None:
         """(Nothing to do: SQLite's WAL copy has no Redis counterpart.)"""
 
     def close(self) -> None:
         self._client.close()
+
+
+def _queue_messages(pipe: Any, prefix: str, messages: Sequence[OutMessage]) -> None:
+    now = int(time.time())
+    for m in messages:
+        pipe.eval(
+            _ENQUEUE,
+            1,
+            f"{prefix}m:{m.id}",
+            prefix,
+            m.id,
+            encode_message(m),
+            m.not_before,
+            now,
+            m.visitor,
+        )
+
+
+def _outbox_row(fields: Any) -> OutboxRow:
+    """An outbox hash (a dict, or HGETALL's flat list from a script) as a row."""
+    if isinstance(fields, list):
+        fields = dict(zip(fields[::2], fields[1::2], strict=True))
+    got = {k.decode() if isinstance(k, bytes) else k: v for k, v in fields.items()}
+    text = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in got.items() if k != "msg"}
+    return OutboxRow(
+        decode_message(got["msg"]),
+        text["state"],
+        attempts=int(text["attempts"]),
+        next_at=int(text["next_at"]),
+        error=text["error"],
+        created=int(text["created"]),
+        updated=int(text["updated"]),
+    )
 
 
 _SEP: Final = "\x1f"

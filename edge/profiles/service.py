@@ -16,6 +16,7 @@ from typing import Final
 
 from edge.profiles.events import BaseEvent, Source, apply, check_allowed, record_touch
 from edge.profiles.model import Profile, Touch, new_profile
+from edge.profiles.outbox import OutMessage
 from edge.profiles.stitching import (
     UnknownVisitor,
     absorb_into,
@@ -27,7 +28,14 @@ from edge.profiles.stitching import (
     link,
     stitch,
 )
-from edge.profiles.store import CachedStore, Profiles, Store, StoreUnavailable
+from edge.profiles.store import (
+    Activation,
+    CachedStore,
+    Profiles,
+    Store,
+    StoreUnavailable,
+    activating,
+)
 
 OBSERVED_RETRY_FOR: Final = 60.0
 """Seconds the sidecar's own observed events are retried while the store is away (a
@@ -46,6 +54,10 @@ class ProfileService:
         self.store = store
         self.cache = CachedStore(store, ttl=cache_ttl)
         self._email_hash = email_hash
+        self.activation: Activation | None = None
+        """Runs on every profile a write produces, in its transaction (segment changes,
+        journeys, the due time, messages to enqueue): ``edge.app`` sets it when the
+        ``activation`` setting is on."""
 
     async def load(self, visitor_id: str) -> Profile | None:
         return await self.cache.load(visitor_id)
@@ -186,7 +198,22 @@ class ProfileService:
             link(profile, key, customer_id, email_hash, extra_aliases)
             return out
 
-        return await self.cache.transact([key, *absorb, *detached], wanted, mutation)
+        messages: list[OutMessage] = []
+        activated = activating(mutation, self.activation, now, messages)
+        return await self.cache.transact([key, *absorb, *detached], wanted, activated)
+
+    async def touch(self, keys: Sequence[str], now: int) -> Profiles:
+        """Write profiles *keys* unchanged, in one transaction, so the activation looks
+        at them at *now* (the due loop: a segment that changes by time alone, a journey
+        step that came due). The profiles written (a key with none is left out)."""
+
+        def unchanged(current: Profiles, seen: set[str]) -> Profiles:
+            return {key: profile for key, profile in current.items() if profile is not None}
+
+        messages: list[OutMessage] = []
+        return await self.cache.transact(
+            keys, [], activating(unchanged, self.activation, now, messages)
+        )
 
     async def erase(self, visitor_or_email: str) -> bool:
         """Erase a profile by visitor id, customer id (``cust:ID``) or email."""
@@ -195,8 +222,13 @@ class ProfileService:
         else:
             alias = visitor_or_email
         key = await self.cache.resolve(alias) or alias
-        if await self.store.get(key) is None:
+        profile = await self.store.get(key)
+        if profile is None:
             return False
         await self.cache.transact([key], [], lambda current, seen: {key: None})
         self.cache.forget_cached(alias)
+        # Their messages not sent yet (and those sent: they hold personal data) go too,
+        # under every key they may have been enqueued with before a merge.
+        for visitor in dict.fromkeys([key, profile.visitor_id, *profile.aliases]):
+            await self.store.outbox_forget(visitor)
         return True

@@ -29,6 +29,13 @@ from typing import Any, Final
 import msgspec
 
 from edge.profiles.model import Profile, Tally, TallyKey, decode, encode
+from edge.profiles.outbox import (
+    DEAD,
+    DELIVERED,
+    PENDING,
+    OutboxRow,
+    OutMessage,
+)
 from edge.profiles.store import (
     CLAIM_TTL,
     Mutation,
@@ -43,13 +50,15 @@ from edge.profiles.store import (
     encode_products,
     encode_snapshot,
     measuring,
+    outgoing,
 )
 
 log = logging.getLogger("edge.profiles")
 
 _PROFILES = (
     "CREATE TABLE IF NOT EXISTS profiles "
-    "(key TEXT PRIMARY KEY, data BLOB NOT NULL, updated INTEGER NOT NULL)"
+    "(key TEXT PRIMARY KEY, data BLOB NOT NULL, updated INTEGER NOT NULL, "
+    "due INTEGER NOT NULL DEFAULT 0)"
 )
 _SCHEMA = f"""
 {_PROFILES};
@@ -64,6 +73,32 @@ CREATE TABLE IF NOT EXISTS arm_days (day INTEGER NOT NULL, placement TEXT NOT NU
 CREATE TABLE IF NOT EXISTS segment_snapshots (day TEXT PRIMARY KEY, data BLOB NOT NULL)
   WITHOUT ROWID;
 """
+_ACTIVATION_SCHEMA = """
+CREATE INDEX IF NOT EXISTS profiles_due ON profiles(due) WHERE due > 0;
+CREATE TABLE IF NOT EXISTS outbox (id TEXT PRIMARY KEY, destination TEXT NOT NULL,
+  body BLOB NOT NULL, visitor TEXT NOT NULL, not_before INTEGER NOT NULL,
+  coupon_pool TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL,
+  next_at INTEGER NOT NULL, error TEXT NOT NULL, created INTEGER NOT NULL,
+  updated INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outbox_next ON outbox(state, next_at);
+CREATE INDEX IF NOT EXISTS outbox_visitor ON outbox(visitor);
+CREATE TABLE IF NOT EXISTS coupons (pool TEXT NOT NULL, code TEXT NOT NULL,
+  message TEXT, taken INTEGER, PRIMARY KEY (pool, code)) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS coupons_by_message ON coupons(pool, message)
+  WHERE message IS NOT NULL;
+"""
+"""The activation's tables (``edge.profiles.outbox``): the due index is a column of
+``profiles`` (written with the profile, ``Profile.due``), the outbox's messages are
+inserted in the transaction that writes the profiles they come from."""
+_INSERT_MESSAGE = (
+    "INSERT OR IGNORE INTO outbox (id, destination, body, visitor, not_before, coupon_pool, "
+    "state, attempts, next_at, error, created, updated) "
+    "VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, '', ?, ?)"
+)
+_OUTBOX_COLUMNS = (
+    "id, destination, body, visitor, not_before, coupon_pool, state, attempts, next_at, "
+    "error, created, updated"
+)
 _UPDATE_TALLIES = (
     "UPDATE arm_days SET units = units + ?, exposures = exposures + ?, "
     "converters = converters + ?, revenue = revenue + ?, revenue_sq = revenue_sq + ?, "
@@ -127,6 +162,8 @@ class SQLiteStore(Store):
         self._writer = _connect(self.path, sync_full=sync_full, busy=max(write_timeout, 30.0))
         _migrate(self._writer)
         self._writer.executescript(_SCHEMA)
+        _add_due(self._writer)
+        self._writer.executescript(_ACTIVATION_SCHEMA)
         self._reader = _connect(self.path, sync_full=sync_full, busy=read_timeout)
         self._read_timeout = read_timeout
         self._read_deadline = float("inf")
@@ -266,6 +303,75 @@ class SQLiteStore(Store):
                 "INSERT OR IGNORE INTO once (name, until) VALUES (?, ?)", (name, now + ttl)
             )
             return cursor.rowcount == 1
+
+    # the activation: the due index (read on the reader), the outbox and coupons (on a
+    # connection of their own, off the event loop, each call one transaction)
+
+    async def due_keys(self, until: int, limit: int) -> list[str]:
+        sql = "SELECT key FROM profiles WHERE due > 0 AND due <= ? ORDER BY due LIMIT ?"
+        return [row[0] for row in self._reader.execute(sql, (until, limit))]
+
+    async def _side(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, self._side_run, fn, args)
+
+    def _side_run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        with self.__dict__.setdefault("_side_lock", threading.Lock()):
+            conn = self.__dict__.get("_side_conn")
+            if conn is None:
+                conn = self.__dict__["_side_conn"] = _connect(self.path, sync_full=False)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn, *args)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+    async def outbox_claim(self, now: int, limit: int, lease: int) -> list[OutboxRow]:
+        return await self._side(_claim_messages, now, limit, lease)  # type: ignore[no-any-return]
+
+    async def outbox_done(self, id: str) -> None:
+        sql = "UPDATE outbox SET state = ?, error = '', updated = ? WHERE id = ?"
+        await self._side(_execute, sql, (DELIVERED, int(time.time()), id))
+
+    async def outbox_failed(self, id: str, retry_at: int, error: str, dead: bool) -> None:
+        sql = "UPDATE outbox SET state = ?, next_at = ?, error = ?, updated = ? WHERE id = ?"
+        state = DEAD if dead else PENDING
+        await self._side(_execute, sql, (state, retry_at, error, int(time.time()), id))
+
+    async def outbox_list(self, state: str, limit: int) -> list[OutboxRow]:
+        where = "WHERE state = ?" if state else "WHERE ? = ''"
+        sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox {where} ORDER BY created, id LIMIT ?"
+        return [_row(r) for r in self._reader.execute(sql, (state, limit))]
+
+    async def outbox_retry(self, ids: Sequence[str]) -> int:
+        sql = (
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_at = 0, error = '', "
+            "updated = ? WHERE id = ? AND state != 'delivered'"
+        )
+        now = int(time.time())
+        return await self._side(_execute_many, sql, [(now, id) for id in ids])  # type: ignore[no-any-return]
+
+    async def outbox_purge(self, state: str, before: int) -> int:
+        sql = "DELETE FROM outbox WHERE state = ? AND updated < ?"
+        return await self._side(_execute, sql, (state, before))  # type: ignore[no-any-return]
+
+    async def outbox_forget(self, visitor: str) -> int:
+        sql = "DELETE FROM outbox WHERE visitor = ?"
+        return await self._side(_execute, sql, (visitor,))  # type: ignore[no-any-return]
+
+    async def coupon_load(self, pool: str, codes: Sequence[str]) -> int:
+        sql = "INSERT OR IGNORE INTO coupons (pool, code) VALUES (?, ?)"
+        return await self._side(_execute_many, sql, [(pool, c) for c in codes])  # type: ignore[no-any-return]
+
+    async def coupon_take(self, pool: str, message_id: str) -> str | None:
+        return await self._side(_take_coupon, pool, message_id, int(time.time()))  # type: ignore[no-any-return]
+
+    async def coupon_counts(self, pool: str) -> tuple[int, int]:
+        sql = "SELECT count(*) - count(message), count(message) FROM coupons WHERE pool = ?"
+        left, given = self._reader.execute(sql, (pool,)).fetchone()
+        return left, given
 
     # writes
 
@@ -408,6 +514,10 @@ class SQLiteStore(Store):
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10)
         self._reader.close()
         self._writer.close()
+        for name in ("_side_conn", "_once_conn"):
+            conn = self.__dict__.pop(name, None)
+            if conn is not None:
+                conn.close()
 
 
 _BULK_CACHE_KIB: Final = 65_536
@@ -476,19 +586,26 @@ class BulkSession:
 
     @staticmethod
     def prepare(
-        result: Profiles, new_claims: Sequence[str], before: Mapping[str, bytes | None] = {}
+        result: Profiles,
+        new_claims: Sequence[str],
+        before: Mapping[str, bytes | None] = {},
+        messages: Sequence[OutMessage] = (),
     ) -> Writes:
         """:func:`prepare`, for the bulk writer (any thread); with the daily aggregates'
         changes against *before* (key -> the profile as read, encoded)."""
-        writes = prepare(result, new_claims)
+        writes = prepare(result, new_claims, messages)
         writes.tallies = delta_rows(bulk_deltas(result, before))
         return writes
 
     def write(
-        self, result: Profiles, new_claims: Sequence[str], before: Mapping[str, bytes | None] = {}
+        self,
+        result: Profiles,
+        new_claims: Sequence[str],
+        before: Mapping[str, bytes | None] = {},
+        messages: Sequence[OutMessage] = (),
     ) -> None:
         """Store *result* (None deletes) and record *new_claims*, as a transaction does."""
-        _store(self._conn, self.prepare(result, new_claims, before))
+        _store(self._conn, self.prepare(result, new_claims, before, messages))
 
     def store(self, writes: Writes) -> None:
         """:meth:`write`, with the profiles already encoded (on another thread)."""
@@ -530,6 +647,27 @@ def read_report_rows(path: str, since_day: int = 0) -> list[ReportRow]:
         return [ReportRow(*row) for row in cursor]
     finally:
         conn.close()
+
+
+def read_profiles(path: str) -> Iterator[tuple[str, Profile]]:
+    """Every (key, profile) of the store file at *path*, opened read-only (``edge
+    export`` changes nothing, creates nothing)."""
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=30.0)
+    try:
+        for key, data in conn.execute("SELECT key, data FROM profiles ORDER BY key"):
+            yield key, decode(data)
+    finally:
+        conn.close()
+
+
+def _add_due(conn: sqlite3.Connection) -> None:
+    """Give a store made before the due index its column (every profile: never due
+    until its next write)."""
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(profiles)")]
+    if "due" not in columns:
+        with contextlib.suppress(sqlite3.OperationalError):  # another process just did
+            conn.execute("ALTER TABLE profiles ADD COLUMN due INTEGER NOT NULL DEFAULT 0")
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -584,13 +722,13 @@ def _apply_group(conn: sqlite3.Connection, group: list[_Job]) -> list[Profiles |
             job_seen = {c for c in job_claims if c in seen}
             result = measuring(mutation, deltas)(current, job_seen)
             new_claims = [c for c in job_claims if c not in job_seen]
-            job_writes = prepare(result, new_claims)
+            job_writes = prepare(result, new_claims, outgoing(mutation))
         except Exception as exc:  # this job only: nothing of it was written
             outcomes.append(exc)
             continue
         for (key,) in job_writes.gone:
             stored[key] = None
-        for key, data, _ in job_writes.kept:
+        for key, data, _, _ in job_writes.kept:
             stored[key] = data
         seen.update(new_claims)
         writes.append((job_writes, new_claims))
@@ -612,6 +750,7 @@ def _apply_group(conn: sqlite3.Connection, group: list[_Job]) -> list[Profiles |
                 kept=[row for w, _ in writes for row in w.kept],
                 links=[row for w, _ in writes for row in w.links],
                 claims=msgspec.json.encode(new_claims) if new_claims else b"",
+                messages=[row for w, _ in writes for row in w.messages],
             ),
         )
     return outcomes
@@ -653,24 +792,31 @@ class Writes:
 
     now: int
     gone: list[tuple[str]]
-    kept: list[tuple[str, bytes, int]]
+    kept: list[tuple[str, bytes, int, int]]
+    """(key, the encoded profile, now, its due time)."""
     links: list[tuple[str, str]]
     claims: bytes
     """The new claims, a JSON array (b"" for none)."""
     tallies: list[tuple[Any, ...]] = field(default_factory=list)
     """Changes to the daily aggregates (a bulk writer's: a transaction's own are
     written by :func:`_apply_group`)."""
+    messages: list[tuple[Any, ...]] = field(default_factory=list)
+    """The outbox's new messages (rows of :data:`_INSERT_MESSAGE`)."""
 
 
-def prepare(result: Profiles, new_claims: Sequence[str]) -> Writes:
-    """The rows that store *result* (None deletes) and record *new_claims*."""
+def prepare(
+    result: Profiles, new_claims: Sequence[str], messages: Sequence[OutMessage] = ()
+) -> Writes:
+    """The rows that store *result* (None deletes), record *new_claims* and enqueue
+    *messages*."""
     now = int(time.time())
     return Writes(
         now=now,
         gone=[(key,) for key, profile in result.items() if profile is None],
-        kept=[(key, encode(p), now) for key, p in result.items() if p is not None],
+        kept=[(key, encode(p), now, p.due) for key, p in result.items() if p is not None],
         links=[(alias, key) for key, p in result.items() if p is not None for alias in p.aliases],
         claims=msgspec.json.encode(new_claims) if new_claims else b"",
+        messages=[(*_fields(m), m.not_before, now, now) for m in messages],
     )
 
 
@@ -682,8 +828,11 @@ def _store(conn: sqlite3.Connection, writes: Writes) -> None:
         conn.executemany("DELETE FROM aliases WHERE key = ?", writes.gone)
     if writes.kept:
         conn.executemany(
-            "INSERT OR REPLACE INTO profiles (key, data, updated) VALUES (?, ?, ?)", writes.kept
+            "INSERT OR REPLACE INTO profiles (key, data, updated, due) VALUES (?, ?, ?, ?)",
+            writes.kept,
         )
+    if writes.messages:
+        conn.executemany(_INSERT_MESSAGE, writes.messages)
     if writes.links:
         conn.executemany("INSERT OR REPLACE INTO aliases (alias, key) VALUES (?, ?)", writes.links)
     if not writes.claims:
@@ -696,6 +845,64 @@ def _store(conn: sqlite3.Connection, writes: Writes) -> None:
     else:
         rows = [(claim, writes.now) for claim in msgspec.json.decode(writes.claims)]
         conn.executemany("INSERT OR IGNORE INTO claims (claim, ts) VALUES (?, ?)", rows)
+
+
+def _fields(m: OutMessage) -> tuple[Any, ...]:
+    return (m.id, m.destination, m.body, m.visitor, m.not_before, m.coupon_pool)
+
+
+def _execute(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> int:
+    return conn.execute(sql, args).rowcount
+
+
+def _execute_many(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> int:
+    return sum(conn.execute(sql, row).rowcount for row in rows)
+
+
+def _row(r: tuple[Any, ...]) -> OutboxRow:
+    message = OutMessage(r[0], r[1], bytes(r[2]), r[3], r[4], r[5])
+    return OutboxRow(message, r[6], r[7], r[8], r[9], r[10], r[11])
+
+
+def _claim_messages(conn: sqlite3.Connection, now: int, limit: int, lease: int) -> list[OutboxRow]:
+    """Inside ``BEGIN IMMEDIATE``: of two processes claiming, the second sees the
+    first's leases."""
+    ids = [
+        row[0]
+        for row in conn.execute(
+            "SELECT id FROM outbox WHERE state = 'pending' AND next_at <= ? "
+            "ORDER BY next_at LIMIT ?",
+            (now, limit),
+        )
+    ]
+    conn.executemany(
+        "UPDATE outbox SET attempts = attempts + 1, next_at = ?, updated = ? WHERE id = ?",
+        [(now + lease, now, id) for id in ids],
+    )
+    rows = []
+    for id in ids:
+        sql = f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?"
+        rows.append(_row(conn.execute(sql, (id,)).fetchone()))
+    return rows
+
+
+def _take_coupon(conn: sqlite3.Connection, pool: str, message: str, now: int) -> str | None:
+    """Inside ``BEGIN IMMEDIATE``: the message's code if it has one, else a free one."""
+    row = conn.execute(
+        "SELECT code FROM coupons WHERE pool = ? AND message = ?", (pool, message)
+    ).fetchone()
+    if row is not None:
+        return str(row[0])
+    row = conn.execute(
+        "SELECT code FROM coupons WHERE pool = ? AND message IS NULL LIMIT 1", (pool,)
+    ).fetchone()
+    if row is None:
+        return None
+    conn.execute(
+        "UPDATE coupons SET message = ?, taken = ? WHERE pool = ? AND code = ?",
+        (message, now, pool, row[0]),
+    )
+    return str(row[0])
 
 
 _JSON: Final = sqlite3.sqlite_version_info >= (3, 38)

@@ -34,6 +34,7 @@ from edge.profiles.model import (
     encode,
     tally_delta,
 )
+from edge.profiles.outbox import DEAD, DELIVERED, PENDING, OutboxRow, OutMessage
 
 log = logging.getLogger("edge.profiles")
 
@@ -77,6 +78,72 @@ def measuring(mutation: Mutation, deltas: dict[TallyKey, Tally]) -> Mutation:
         return result
 
     return run
+
+
+class Activation(Protocol):
+    """What runs on every profile a write produces (``edge.activation.activator
+    .Activator``; the profiles package knows it by this shape only)."""
+
+    def after(self, profile: Profile, before: Profile | None, now: int) -> list[OutMessage]:
+        """Update *profile*'s segments, journeys and ``due`` in place; the messages to
+        enqueue in the same transaction."""
+        ...
+
+
+class Activating:
+    """*mutation*, then the activation on each profile it writes (see :func:`activating`).
+    The stores find the messages in :attr:`messages` (:func:`outgoing`)."""
+
+    __slots__ = ("activation", "messages", "mutation", "now")
+
+    def __init__(
+        self, mutation: Mutation, activation: Activation, now: int, messages: list[OutMessage]
+    ) -> None:
+        self.mutation = mutation
+        self.activation = activation
+        self.now = now
+        self.messages = messages
+
+    def __call__(self, current: Profiles, seen: set[str]) -> Profiles:
+        # The mutation changes the profiles it is given in place: keep what they were.
+        before = {key: decode(encode(p)) for key, p in current.items() if p is not None}
+        result = self.mutation(current, seen)
+        self.messages.clear()
+        self.messages += activate(result, before, self.activation, self.now)
+        return result
+
+
+def activating(
+    mutation: Mutation, activation: Activation | None, now: int, messages: list[OutMessage]
+) -> Mutation:
+    """*mutation*, then *activation* on every profile it writes (its segments, journeys,
+    ``due``), putting into *messages* what to enqueue (emptied first: a store may run a
+    mutation more than once). The stores write *messages* and the due index in the
+    transaction that writes the profiles. No activation: *mutation* as it is."""
+    if activation is None:
+        return mutation
+    return Activating(mutation, activation, now, messages)
+
+
+def activate(
+    result: Profiles, before: Mapping[str, Profile | None], activation: Activation, now: int
+) -> list[OutMessage]:
+    """Run *activation* on each profile of *result* (against *before*, the profiles as
+    they were read); the messages of the consenting ones (only visitors with marketing
+    consent are activated: the activation still runs, to close their journeys)."""
+    out: list[OutMessage] = []
+    for key, profile in result.items():
+        if profile is None:
+            continue
+        messages = activation.after(profile, before.get(key), now)
+        if profile.consent:
+            out += messages
+    return out
+
+
+def outgoing(mutation: Mutation) -> list[OutMessage]:
+    """The messages an :func:`activating` mutation produced in its latest run."""
+    return mutation.messages if isinstance(mutation, Activating) else []
 
 
 def bulk_deltas(result: Profiles, before: Mapping[str, bytes | None]) -> dict[TallyKey, Tally]:
@@ -194,6 +261,59 @@ class Store(abc.ABC):
         kept: dict[str, bytes] = self.__dict__.get("_snapshots", {})
         return decode_snapshots((day, data) for day, data in kept.items() if day >= since)
 
+    # the activation: the due index and the outbox (see edge.profiles.outbox)
+
+    async def due_keys(self, until: int, limit: int) -> list[str]:
+        """Up to *limit* keys of profiles whose ``due`` is set and at most *until*,
+        earliest first (an index: no scan of the profiles)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no due index")
+
+    async def outbox_claim(self, now: int, limit: int, lease: int) -> list[OutboxRow]:
+        """Up to *limit* pending messages due at *now*, earliest first, each leased for
+        *lease* seconds (its ``next_at`` moved past the lease, its ``attempts`` counted):
+        another worker claims it again only if this one neither settles it in time.
+        Atomic across the store's users."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no outbox")
+
+    async def outbox_done(self, id: str) -> None:
+        """Message *id* was delivered."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no outbox")
+
+    async def outbox_failed(self, id: str, retry_at: int, error: str, dead: bool) -> None:
+        """Message *id* failed with *error*: try again at *retry_at*, or (*dead*) no more."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no outbox")
+
+    async def outbox_list(self, state: str, limit: int) -> list[OutboxRow]:
+        """Up to *limit* messages in *state* ("" for any), oldest first."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no outbox")
+
+    async def outbox_retry(self, ids: Sequence[str]) -> int:
+        """Make messages *ids* (dead or pending) pending and due now, their attempts
+        counted afresh; how many there were."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no outbox")
+
+    async def outbox_purge(self, state: str, before: int) -> int:
+        """Delete the messages in *state* last changed before *before*; how many."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no outbox")
+
+    async def outbox_forget(self, visitor: str) -> int:
+        """Delete every message of *visitor* (erasure), whatever its state; how many."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no outbox")
+
+    async def coupon_load(self, pool: str, codes: Sequence[str]) -> int:
+        """Add *codes* to *pool*; a code loaded before (taken or not) is not added
+        again. How many were added."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no coupons")
+
+    async def coupon_take(self, pool: str, message_id: str) -> str | None:
+        """A code of *pool* for message *message_id*: the one it got before if any,
+        else one never given (None: the pool is empty). Atomic across the store's users."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no coupons")
+
+    async def coupon_counts(self, pool: str) -> tuple[int, int]:
+        """(codes left, codes given) in *pool*."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no coupons")
+
 
 def encode_products(records: list[dict[str, Any]]) -> bytes:
     """Learned products as the stores keep them: one msgpack blob."""
@@ -245,6 +365,11 @@ class MemoryStore(Store):
         self._data: dict[str, bytes] = {}
         self.aliases: dict[str, str] = {}
         self.claims: set[str] = set()
+        self._due: dict[str, int] = {}
+        self._outbox: dict[str, OutboxRow] = {}
+        self._coupons_free: dict[str, list[str]] = {}
+        self._coupons_known: dict[str, set[str]] = {}
+        self._coupons_given: dict[str, dict[str, str]] = {}
 
     @property
     def profiles(self) -> dict[str, Profile]:
@@ -280,7 +405,93 @@ class MemoryStore(Store):
                     self.aliases[alias] = key
         self.claims.update(claims)
         add_deltas(self.__dict__.setdefault("_tallies", {}), deltas)
+        for key, profile in result.items():
+            if profile is None or not profile.due:
+                self._due.pop(key, None)
+            else:
+                self._due[key] = profile.due
+        for message in outgoing(mutation):
+            self._enqueue(message)
         return result
+
+    def _enqueue(self, message: OutMessage) -> None:
+        if message.id not in self._outbox:
+            now = int(time.time())
+            self._outbox[message.id] = OutboxRow(
+                message, PENDING, next_at=message.not_before, created=now, updated=now
+            )
+
+    async def due_keys(self, until: int, limit: int) -> list[str]:
+        due = sorted((when, key) for key, when in self._due.items() if when <= until)
+        return [key for _, key in due[:limit]]
+
+    async def outbox_claim(self, now: int, limit: int, lease: int) -> list[OutboxRow]:
+        ready = sorted(
+            (row.next_at, row.message.id)
+            for row in self._outbox.values()
+            if row.state == PENDING and row.next_at <= now
+        )
+        claimed = []
+        for _, id in ready[:limit]:
+            row = self._outbox[id]
+            row = self._outbox[id] = msgspec.structs.replace(
+                row, attempts=row.attempts + 1, next_at=now + lease, updated=now
+            )
+            claimed.append(row)
+        return claimed
+
+    def _change(self, id: str, **changes: Any) -> None:
+        row = self._outbox.get(id)
+        if row is not None:
+            self._outbox[id] = msgspec.structs.replace(row, updated=int(time.time()), **changes)
+
+    async def outbox_done(self, id: str) -> None:
+        self._change(id, state=DELIVERED, error="")
+
+    async def outbox_failed(self, id: str, retry_at: int, error: str, dead: bool) -> None:
+        self._change(id, state=DEAD if dead else PENDING, next_at=retry_at, error=error)
+
+    async def outbox_list(self, state: str, limit: int) -> list[OutboxRow]:
+        rows = [r for r in self._outbox.values() if not state or r.state == state]
+        return sorted(rows, key=lambda r: (r.created, r.message.id))[:limit]
+
+    async def outbox_retry(self, ids: Sequence[str]) -> int:
+        found = [id for id in ids if id in self._outbox and self._outbox[id].state != DELIVERED]
+        for id in found:
+            self._change(id, state=PENDING, attempts=0, next_at=0, error="")
+        return len(found)
+
+    async def outbox_purge(self, state: str, before: int) -> int:
+        gone = [id for id, r in self._outbox.items() if r.state == state and r.updated < before]
+        for id in gone:
+            del self._outbox[id]
+        return len(gone)
+
+    async def outbox_forget(self, visitor: str) -> int:
+        gone = [id for id, r in self._outbox.items() if r.message.visitor == visitor]
+        for id in gone:
+            del self._outbox[id]
+        return len(gone)
+
+    async def coupon_load(self, pool: str, codes: Sequence[str]) -> int:
+        known = self._coupons_known.setdefault(pool, set())
+        fresh = [c for c in dict.fromkeys(codes) if c not in known]
+        known.update(fresh)
+        self._coupons_free.setdefault(pool, []).extend(fresh)
+        return len(fresh)
+
+    async def coupon_take(self, pool: str, message_id: str) -> str | None:
+        given = self._coupons_given.setdefault(pool, {})
+        if message_id in given:
+            return given[message_id]
+        free = self._coupons_free.get(pool)
+        if not free:
+            return None
+        code = given[message_id] = free.pop(0)
+        return code
+
+    async def coupon_counts(self, pool: str) -> tuple[int, int]:
+        return len(self._coupons_free.get(pool, [])), len(self._coupons_given.get(pool, {}))
 
     async def keys(self) -> list[str]:
         return list(self._data)
@@ -619,6 +830,55 @@ class GuardedStore(Store):
         return await self._call(
             "get_segment_snapshots", self.write_timeout, self.inner.get_segment_snapshots, since
         )
+
+    # the activation's calls: not the page path, the write deadline
+
+    async def due_keys(self, until: int, limit: int) -> list[str]:
+        return await self._call("due_keys", self.write_timeout, self.inner.due_keys, until, limit)
+
+    async def outbox_claim(self, now: int, limit: int, lease: int) -> list[OutboxRow]:
+        return await self._call(
+            "outbox_claim", self.write_timeout, self.inner.outbox_claim, now, limit, lease
+        )
+
+    async def outbox_done(self, id: str) -> None:
+        await self._call("outbox_done", self.write_timeout, self.inner.outbox_done, id)
+
+    async def outbox_failed(self, id: str, retry_at: int, error: str, dead: bool) -> None:
+        await self._call(
+            "outbox_failed", self.write_timeout, self.inner.outbox_failed, id, retry_at, error, dead
+        )
+
+    async def outbox_list(self, state: str, limit: int) -> list[OutboxRow]:
+        return await self._call(
+            "outbox_list", self.write_timeout, self.inner.outbox_list, state, limit
+        )
+
+    async def outbox_retry(self, ids: Sequence[str]) -> int:
+        return await self._call("outbox_retry", self.write_timeout, self.inner.outbox_retry, ids)
+
+    async def outbox_purge(self, state: str, before: int) -> int:
+        return await self._call(
+            "outbox_purge", self.write_timeout, self.inner.outbox_purge, state, before
+        )
+
+    async def outbox_forget(self, visitor: str) -> int:
+        return await self._call(
+            "outbox_forget", self.write_timeout, self.inner.outbox_forget, visitor
+        )
+
+    async def coupon_load(self, pool: str, codes: Sequence[str]) -> int:
+        return await self._call(
+            "coupon_load", self.write_timeout, self.inner.coupon_load, pool, codes
+        )
+
+    async def coupon_take(self, pool: str, message_id: str) -> str | None:
+        return await self._call(
+            "coupon_take", self.write_timeout, self.inner.coupon_take, pool, message_id
+        )
+
+    async def coupon_counts(self, pool: str) -> tuple[int, int]:
+        return await self._call("coupon_counts", self.write_timeout, self.inner.coupon_counts, pool)
 
     async def close(self) -> None:
         await self.inner.close()

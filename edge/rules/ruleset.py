@@ -32,6 +32,9 @@ from edge.rules.errors import Locator, RuleError
 from edge.rules.lang import LangError, parse, parse_duration
 from edge.rules.products import ProductSelectors, Selector, parse_products, product_selectors
 from edge.rules.questions import Declared, Question, check_questions, parse_questions
+from edge.rules.scenarios import Declared as DeclaredScenario
+from edge.rules.scenarios import Scenario, check_scenarios, lang_errors, parse_scenarios
+from edge.rules.scenarios import number as number_scenarios
 from edge.rules.shop import DEFAULT_SHOP, Shop, localize_dates, parse_shop, shop_links
 from edge.rules.spec import SECTIONS, Placement, RuleFile, Segment, Slot, Variant
 from edge.rules.variants import arms_of, check_shows
@@ -107,6 +110,8 @@ class RuleSet:
     """``[products]``: the merchant's selectors for product facts."""
     warnings: list[RuleError] = field(default_factory=list)
     """What loaded but is probably not what was meant (:mod:`edge.rules.checks`)."""
+    scenarios: dict[str, Scenario] = field(default_factory=dict)
+    """``[[scenarios]]`` by id (:mod:`edge.rules.scenarios`)."""
     segment_names: tuple[str, ...] = ()
     evaluate: Callable[[fn.Context], tuple[bool, ...]] = field(init=False, repr=False)
     """``evaluate(ctx)``: every segment (in ``segment_names`` order), then every
@@ -174,6 +179,7 @@ class _Parsed:
     carts: CartSections = field(default_factory=CartSections)
     shops: list[Shop] = field(default_factory=list)
     questions: list[Declared] = field(default_factory=list)
+    scenarios: list[DeclaredScenario] = field(default_factory=list)
     products: dict[str, tuple[Selector, str]] = field(default_factory=dict)
     errors: list[RuleError] = field(default_factory=list)
     warnings: list[RuleError] = field(default_factory=list)
@@ -243,6 +249,7 @@ def _parse_file(text: str, shown: str, parsed: _Parsed, data: dict[str, Any] | N
     parse_carts(loc, data, declared, parsed.carts, parsed.errors, _convert)
     parse_shop(loc, data, parsed.errors, parsed.shops)
     parse_questions(loc, data, parsed.errors, parsed.questions)
+    parse_scenarios(loc, data, parsed.errors, parsed.scenarios)
     parse_products(loc, data, parsed.products, parsed.errors)
 
 
@@ -262,7 +269,7 @@ def _tables(data: dict[str, Any], loc: Locator, errors: list[RuleError]) -> dict
                     f"did you mean `{close[0]}`?"
                     if close
                     else "a rule file has [segments.NAME], [[placements]], [slots.NAME], "
-                    "[page_types], [products], [[cart_actions]], [cart_page], [mini_cart], "
+                    "[page_types], [products], [[cart_actions]], [cart_page], [mini_cart], [[scenarios]], "
                     "[order_page], [shop] and [questions.NAME]",
                 )
             )
@@ -510,20 +517,7 @@ def _check_slot_pages(parsed: _Parsed) -> None:
 def _expression_errors(
     group: BaseException, loc: Locator, line: int, col: int, what: str
 ) -> list[RuleError]:
-    errors = group.exceptions if isinstance(group, BaseExceptionGroup) else [group]
-    offsets = loc.string_offsets(line, col)
-    out = []
-    for e in errors:
-        assert isinstance(e, LangError)
-        if offsets:
-            at = offsets[min(e.offset, len(offsets) - 1)]
-            end = offsets[min(e.offset + e.length, len(offsets) - 1)]
-            eline, ecol = loc.position(at)
-            length = max(1, end - at)
-        else:
-            eline, ecol, length = line, col, 1
-        out.append(loc.error(eline, ecol, f"{what}: {e.message}", length, e.help))
-    return out
+    return lang_errors(group, loc, loc.string_offsets(line, col), line, col, what)
 
 
 _Known = dict[str, Checked | LangError | ExceptionGroup[LangError]]
@@ -762,6 +756,7 @@ def _compile_sources(
     if snippets is not None:
         errors += snippet_errors(parsed.placements, snippets)
     questions = _questions(parsed, names, errors, known, shop)
+    scenarios = check_scenarios(parsed.scenarios, names, errors, known, zone)
     seen: dict[str, PlacementRule] = {}
     for rule in placements:
         if rule.id in seen:
@@ -796,6 +791,7 @@ def _compile_sources(
             question = dataclasses.replace(question, output=len(outputs))
             outputs.append(Output(f"question.{question.trait}", checked))
         asked[question.trait] = question
+    book = number_scenarios(scenarios, outputs)
     program = generate(outputs, index)
     page_types = {n: p for n, (p, _) in parsed.page_types.items()}
     return RuleSet(
@@ -811,6 +807,7 @@ def _compile_sources(
         questions=asked,
         products=product_selectors(parsed.products),
         warnings=parsed.warnings,
+        scenarios=book,
     ), []
 
 

@@ -125,6 +125,8 @@ class RuleFile(msgspec.Struct, forbid_unknown_fields=True):
     """The shop's currency, locale, time zone and languages (``edge/rules/shop.py``)."""
     questions: dict[str, Any] = msgspec.field(default_factory=dict)
     """Profiling questions by name (``edge/rules/questions.py``)."""
+    scenarios: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    """``[[scenarios]]`` (``edge/rules/scenarios.py``)."""
     products: dict[str, str] = msgspec.field(default_factory=dict)
     """Fact -> a CSS selector (``@attribute`` to read one), see ``edge/rules/products.py``."""
 
