@@ -246,6 +246,10 @@ def test_dead_after_max_attempts_then_sent_again_by_edge_outbox_retry(
     assert asyncio.run(once_more()) == [1, [(DELIVERED, 1)]]
     tries = receiver.on("/down")
     assert len(tries) == 4 and tries[-1].body == b'{"id": "d1", "code": "A1"}'
+    recent = edge_cli(
+        "outbox", "purge", "--state", "delivered", "--older-than", "1d", store=f"sqlite:{path}"
+    )
+    assert recent.returncode == 0 and "0 delivered messages deleted" in recent.stdout
     purged = edge_cli("outbox", "purge", "--state", "delivered", store=f"sqlite:{path}")
     assert purged.returncode == 0 and "1 delivered messages deleted" in purged.stdout
 
