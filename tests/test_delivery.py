@@ -420,3 +420,18 @@ def test_a_destination_secret_missing_from_the_environment_is_an_error_naming_it
     )
     assert done.returncode == 2
     assert "EDGE_DEST_ESP_SECRET" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_a_receiver_that_is_down_is_tried_again_later(store: Store) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/hook?token=s3cret"  # nothing listens there
+    dest = Destination("gone", closed, SECRET, rate=10, max_attempts=8, timeout=2.0)
+    await enqueue(store, [msg("g1", "gone", body=b"{}")])
+    delivery = Delivery(store, {"gone": dest})
+    assert await delivery.run_once(NOW) == 1
+    (row,) = await store.outbox_list("", 1)
+    assert (row.state, row.attempts, row.error) == (PENDING, 1, "no answer: ConnectError")
+    assert NOW < row.next_at <= NOW + 30  # the first wait: at most 30 s
+    assert "s3cret" not in row.error
+    assert await delivery.run_once(row.next_at - 1) == 0
+    assert await delivery.run_once(row.next_at) == 1
+    await delivery.close()
