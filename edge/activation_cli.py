@@ -62,7 +62,6 @@ def add_commands(commands: Any) -> None:
     purge.add_argument("--state", choices=(DELIVERED, DEAD), required=True)
     purge.add_argument(
         "--older-than",
-        default="0s",
         metavar="DURATION",
         help="only those last changed longer ago than this (7d, 12h; default: all)",
     )
@@ -105,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         return _export(args, config)
     if args.command == "coupons":
         codes = _read_codes(Path(args.file))
-        check_store(config.store)
+        check_store(config.store, create=True)  # (codes may come before any visitor)
         added, left, given = _with_store(config, _load(args.pool, codes))
         print(
             f"{added} codes added to pool {args.pool} ({len(codes) - added} known already); "
@@ -123,10 +122,15 @@ def run(args: argparse.Namespace) -> int:
         count = _with_store(config, _retry(list(args.ids), args.dead))
         print(f"{count} messages to be sent again")
         return 0 if count or not args.ids else 1
-    seconds = 0.0 if args.older_than in ("0", "0s") else duration_seconds(args.older_than)
-    if seconds is None:
-        raise ConfigError(f"--older-than: expected a duration such as 7d, got {args.older_than!r}")
-    count = _with_store(config, _purge(args.state, int(time.time() - seconds)))
+    before = 2**62  # (all of them)
+    if args.older_than is not None:
+        seconds = duration_seconds(args.older_than)
+        if seconds is None:
+            raise ConfigError(
+                f"--older-than: expected a duration such as 7d, got {args.older_than!r}"
+            )
+        before = int(time.time() - seconds)
+    count = _with_store(config, _purge(args.state, before))
     print(f"{count} {args.state} messages deleted")
     return 0
 

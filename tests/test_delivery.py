@@ -2,7 +2,8 @@
 as the README says a receiver verifies, the same idempotency key on every try, dead
 after max_attempts, sent again by ``edge outbox retry``, at most ``rate`` a second, a
 coupon code fixed at the first try; the due loop on an injectable clock; and a real
-``edge serve`` killed with SIGKILL in the middle of deliveries loses no message."""
+``edge serve`` killed with SIGKILL in the middle of deliveries loses no message, on
+SQLite and on Redis."""
 
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from edge.activation.delivery import BACKOFF_CAP, Delivery, Destination, sign
 from edge.activation.loop import ActivationLoops
 from edge.activation.outbox import DEAD, DELIVERED, PENDING, OutMessage
 from edge.metrics import exposition
+from edge.profiles.backends import open_store
 from edge.profiles.model import Profile
 from edge.profiles.service import ProfileService
 from edge.profiles.sqlite import SQLiteStore
@@ -246,6 +249,10 @@ def test_dead_after_max_attempts_then_sent_again_by_edge_outbox_retry(
     assert asyncio.run(once_more()) == [1, [(DELIVERED, 1)]]
     tries = receiver.on("/down")
     assert len(tries) == 4 and tries[-1].body == b'{"id": "d1", "code": "A1"}'
+    recent = edge_cli(
+        "outbox", "purge", "--state", "delivered", "--older-than", "1d", store=f"sqlite:{path}"
+    )
+    assert recent.returncode == 0 and "0 delivered messages deleted" in recent.stdout
     purged = edge_cli("outbox", "purge", "--state", "delivered", store=f"sqlite:{path}")
     assert purged.returncode == 0 and "1 delivered messages deleted" in purged.stdout
 
@@ -293,15 +300,21 @@ async def test_the_due_loop_on_an_injected_clock(receiver: Receiver, store: Stor
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_kill_9_in_the_middle_of_deliveries_loses_no_message(
-    receiver: Receiver, upstream: Any, tmp_path: Path
+    kind: str, receiver: Receiver, upstream: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     count = 120
-    db = tmp_path / "p.db"
-    ids = [f"k{i:03}" for i in range(count)]
+    ids = [f"k{kind}{i:03}" for i in range(count)]
+    path = f"/killed-{kind}"
+    if kind == "sqlite":
+        spec = f"sqlite:{tmp_path / 'p.db'}"
+    else:  # a database of the test server of its own, under the sidecar's default prefix
+        spec = request.getfixturevalue("redis_url").replace("/0", "/2")
+        redis.Redis.from_url(spec).flushdb()
 
     async def fill() -> None:
-        store = SQLiteStore(db)
+        store = open_store(spec)
         now = int(time.time())
         await enqueue(
             store, [msg(i, "esp", body=b'{"id": "%s"}' % i.encode(), not_before=now) for i in ids]
@@ -312,7 +325,7 @@ def test_kill_9_in_the_middle_of_deliveries_loses_no_message(
     (tmp_path / "edge.toml").write_text(
         "activation = true\n"
         "[destinations.esp]\n"
-        f'url = "{receiver.url}/killed"\n'
+        f'url = "{receiver.url}{path}"\n'
         'secret_env = "EDGE_DEST_ESP_SECRET"\n'
         "rate = 30\n"
         'timeout = "1s"\n',
@@ -320,7 +333,7 @@ def test_kill_9_in_the_middle_of_deliveries_loses_no_message(
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
     env |= {
-        "EDGE_STORE": f"sqlite:{db}",
+        "EDGE_STORE": spec,
         "EDGE_SECRET": "test-secret",
         "EDGE_DEST_ESP_SECRET": SECRET.decode(),
     }
@@ -338,7 +351,7 @@ def test_kill_9_in_the_middle_of_deliveries_loses_no_message(
         return proc
 
     def received() -> list[Received]:
-        return receiver.on("/killed")
+        return receiver.on(path)
 
     def wait_for(enough: Callable[[], bool], seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -368,7 +381,7 @@ def test_kill_9_in_the_middle_of_deliveries_loses_no_message(
         assert VERIFY(SECRET, r.headers["shop-edge-signature"], r.body)
 
     async def states() -> tuple[set[str], int]:
-        store = SQLiteStore(db)
+        store = open_store(spec)
         rows = await store.outbox_list("", 1000)
         await store.close()
         mine = [r for r in rows if r.message.id in set(ids)]
@@ -407,3 +420,18 @@ def test_a_destination_secret_missing_from_the_environment_is_an_error_naming_it
     )
     assert done.returncode == 2
     assert "EDGE_DEST_ESP_SECRET" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_a_receiver_that_is_down_is_tried_again_later(store: Store) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/hook?token=s3cret"  # nothing listens there
+    dest = Destination("gone", closed, SECRET, rate=10, max_attempts=8, timeout=2.0)
+    await enqueue(store, [msg("g1", "gone", body=b"{}")])
+    delivery = Delivery(store, {"gone": dest})
+    assert await delivery.run_once(NOW) == 1
+    (row,) = await store.outbox_list("", 1)
+    assert (row.state, row.attempts, row.error) == (PENDING, 1, "no answer: ConnectError")
+    assert NOW < row.next_at <= NOW + 30  # the first wait: at most 30 s
+    assert "s3cret" not in row.error
+    assert await delivery.run_once(row.next_at - 1) == 0
+    assert await delivery.run_once(row.next_at) == 1
+    await delivery.close()

@@ -329,3 +329,33 @@ def test_edge_coupons_load(
     assert main(["coupons", "load", "spring", str(codes), "--store", f"sqlite:{db}"]) == 2
     err = capsys.readouterr().err
     assert f"{codes}:2:1: 'SPRING 004' is not a coupon code" in err
+
+
+def test_edge_forget_removes_the_visitors_messages(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "p.db"
+
+    async def prepare() -> None:
+        store = SQLiteStore(db)
+        service = ProfileService(store, IDENTITY.email_hash)
+        service.activation = Reminder()
+        for visitor in ("v1", "v2"):
+            await view(service, visitor, NOW)
+            await service.touch([visitor], NOW + DELAY)
+        await store.close()
+
+    async def left() -> list[str]:
+        store = SQLiteStore(db)
+        rows = await store.outbox_list("", 10)
+        await store.close()
+        return [r.message.visitor for r in rows]
+
+    asyncio.run(prepare())
+    assert asyncio.run(left()) == ["v1", "v2"]
+    assert main(["forget", "v1", "--store", f"sqlite:{db}"]) == 0
+    assert "erased the profile of v1" in capsys.readouterr().out
+    assert asyncio.run(left()) == ["v2"]

@@ -201,7 +201,8 @@ class Delivery:
         except httpx.TimeoutException:
             return f"no answer within {dest.timeout:g} s"
         except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}"[:200]
+            # The name only: the text may quote the URL, which may carry a token.
+            return f"no answer: {type(exc).__name__}"
         if 200 <= response.status_code < 300:
             return ""
         return f"HTTP {response.status_code}"
