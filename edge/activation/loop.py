@@ -24,9 +24,11 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from edge.activation.activator import Activator
 from edge.activation.delivery import Delivery
 from edge.profiles.service import ProfileService
-from edge.profiles.store import Activation, Store, StoreUnavailable
+from edge.profiles.store import Store, StoreUnavailable
+from edge.rules import LiveRules
 
 log = logging.getLogger("edge.activation")
 
@@ -39,15 +41,10 @@ DELIVERY_EVERY: Final = 1.0
 """Seconds between two delivery rounds that found nothing to send."""
 
 
-def activator_for(rules: object, **settings: object) -> Activation | None:
-    """The activation (``edge.activation.activator.Activator``) over the live rules, or
-    None if this build has none yet (delivery still runs)."""
-    try:
-        from edge.activation.activator import Activator  # type: ignore[import-not-found]
-    except ModuleNotFoundError:
-        log.warning("activation: no activator in this build; only the outbox is delivered")
-        return None
-    return Activator(rules, **settings)  # type: ignore[no-any-return, arg-type]
+def activator_for(rules: LiveRules, **settings: object) -> Activator:
+    """The activation over the live rules (segments, journeys, payloads): what every
+    profile write runs in its transaction."""
+    return Activator(rules, **settings)  # type: ignore[arg-type]
 
 
 class ActivationLoops:
