@@ -125,6 +125,7 @@ class EdgeApp:
             trust_geo=config.trust_geo,
             qa_cookie=config.qa_cookie,
             qa_visitors=config.qa_visitors,
+            report_segments=config.report_segments,
         )
         self.proxy = Proxy(config)
         self.respond = Responder(
@@ -332,6 +333,7 @@ class EdgeApp:
         self.decider.languages = tuple(config.languages or ["en"])
         self.decider.trust_geo = config.trust_geo
         self.decider.set_qa(config.qa_cookie, config.qa_visitors)
+        self.decider.report_segments = tuple(config.report_segments)
         if config.avg_order_value is not None:
             self.decider.shop = ShopStats(avg_order_value=config.avg_order_value)
         elif old.avg_order_value is not None:
@@ -398,6 +400,7 @@ LIVE_SETTINGS: Final = (
         "trust_geo",
         "qa_cookie",
         "qa_visitors",
+        "report_segments",
         "avg_order_value",
         "attribution_window",
         "personalize_max_bytes",

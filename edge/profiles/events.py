@@ -27,6 +27,7 @@ from edge.profiles.model import (
     MAX_CUSTOM_TRAITS,
     MAX_EXPOSURES,
     MAX_ID,
+    MAX_ARM_SEGMENTS,
     MAX_LINKS,
     MAX_NAME,
     MAX_OFFERS,
@@ -197,6 +198,12 @@ class PlacementShown(BaseEvent, tag="Placement Shown"):
     )
     """The shown block's same-site links (:func:`~edge.profiles.model.link_hash` of each
     path), for clicks inferred from the next page view."""
+    segments: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=MAX_ID)]],
+        msgspec.Meta(max_length=MAX_ARM_SEGMENTS),
+    ] = msgspec.field(default_factory=list)
+    """The reported segments the visitor is in on this page (``report_segments``): a
+    unit's first exposure keeps them in its arm record, for the report's breakdown."""
 
 
 class OrderCompleted(BaseEvent, tag="Order Completed"):
@@ -467,7 +474,8 @@ def _placement_shown(p: Profile, e: PlacementShown, ts: int) -> None:
         p.offers[key] = min(ts, p.offers.get(key, ts))
     if e.measured:
         arm = e.arm or ("holdout" if e.held_out else "default")
-        _arm_exposed(p, key, arm, ts, tuple(e.links) if not e.held_out else ())
+        links = tuple(e.links) if not e.held_out else ()
+        _arm_exposed(p, key, arm, ts, links, tuple(e.segments))
     if e.held_out:
         return
     times = p.exposures.get(key)
@@ -481,13 +489,16 @@ def _placement_shown(p: Profile, e: PlacementShown, ts: int) -> None:
     del times[:-MAX_EXPOSURES]
 
 
-def _arm_exposed(p: Profile, key: str, arm: str, ts: int, links: tuple[int, ...]) -> None:
+def _arm_exposed(
+    p: Profile, key: str, arm: str, ts: int, links: tuple[int, ...], segments: tuple[str, ...]
+) -> None:
     arms = p.arms
     record = arms.get(key)
     if record is None:
         if len(arms) >= MAX_OFFERS:
             del arms[min(arms, key=lambda k: arms[k].last)]
-        arms[key] = ArmRecord(arm[:MAX_ID], ts, ts, links=links)
+        kept = segments[:MAX_ARM_SEGMENTS]
+        arms[key] = ArmRecord(arm[:MAX_ID], ts, ts, links=links, segments=kept)
         return
     # (records are immutable: a write finds the changed ones by identity)
     later = ts >= record.last

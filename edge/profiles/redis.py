@@ -11,7 +11,8 @@ Layout, every key under ``prefix`` (default ``edge:``):
   for ``CLAIM_TTL`` (400 days, as long as the daily counters look back);
 - ``t:{day}``     the daily aggregates of the units first exposed that day (unix day
   number): a hash, field ``{placement}\x1f{arm}\x1f{n}`` for the n-th of
-  :data:`~edge.profiles.model.TALLY_FIELDS`, added to (``HINCRBY``/``HINCRBYFLOAT``) in
+  :data:`~edge.profiles.model.TALLY_FIELDS` (``...\x1f{segment}`` after it for the
+  arm's units in a segment), added to (``HINCRBY``/``HINCRBYFLOAT``) in
   the ``MULTI`` that writes the profiles; ``tdays``: the set of those days;
 - ``products``    the products learned from the shop's pages (one msgpack blob,
   shared by the replicas: the last writer's view wins, each learns again anyway);
@@ -469,18 +470,19 @@ class RedisBulkSession:
 
 
 _SEP: Final = "\x1f"
-_INTEGRAL: Final = frozenset({0, 1, 2, 5})
+_INTEGRAL: Final = frozenset({0, 1, 2, 5, 6})
 """Which of ``TALLY_FIELDS`` are whole numbers (``HINCRBY``; the others by float)."""
 
 
 def _queue_tallies(pipe: Any, prefix: str, deltas: dict[TallyKey, Tally]) -> None:
     days: set[int] = set()
-    for (day, placement, arm), row in deltas.items():
+    for (day, placement, arm, segment), row in deltas.items():
         name = f"{prefix}t:{day}"
+        tail = f"{_SEP}{segment}" if segment else ""
         for n, value in enumerate(row):
             if not value:
                 continue
-            member = f"{placement}{_SEP}{arm}{_SEP}{n}"
+            member = f"{placement}{_SEP}{arm}{_SEP}{n}{tail}"
             if n in _INTEGRAL:
                 pipe.hincrby(name, member, int(value))
             else:
@@ -491,14 +493,18 @@ def _queue_tallies(pipe: Any, prefix: str, deltas: dict[TallyKey, Tally]) -> Non
 
 
 def _rows(day: int, fields: dict[bytes, bytes]) -> list[ReportRow]:
-    found: dict[tuple[str, str], list[float]] = {}
+    found: dict[tuple[str, str, str], list[float]] = {}
     for name, value in fields.items():
-        placement, arm, n = name.decode().split(_SEP)
-        row = found.setdefault((placement, arm), [0, 0, 0, 0.0, 0.0, 0])
+        placement, arm, n, *segment = name.decode().split(_SEP)
+        key = (placement, arm, segment[0] if segment else "")
+        row = found.setdefault(key, [0, 0, 0, 0.0, 0.0, 0, 0])
         i = int(n)
         row[i] = int(value) if i in _INTEGRAL else float(value)
-    assert len(TALLY_FIELDS) == 6
-    return [ReportRow(day, p, a, *row) for (p, a), row in sorted(found.items())]  # type: ignore[arg-type]
+    assert len(TALLY_FIELDS) == 7
+    return [
+        ReportRow(day, p, a, *row, s)  # type: ignore[arg-type]
+        for (p, a, s), row in sorted(found.items())
+    ]
 
 
 def _glob_escape(text: str) -> str:

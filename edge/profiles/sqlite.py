@@ -51,25 +51,41 @@ _PROFILES = (
     "CREATE TABLE IF NOT EXISTS profiles "
     "(key TEXT PRIMARY KEY, data BLOB NOT NULL, updated INTEGER NOT NULL)"
 )
+_ARM_DAYS = (
+    "CREATE TABLE IF NOT EXISTS arm_days (day INTEGER NOT NULL, placement TEXT NOT NULL, "
+    "arm TEXT NOT NULL, segment TEXT NOT NULL, units INTEGER NOT NULL, "
+    "exposures INTEGER NOT NULL, converters INTEGER NOT NULL, revenue REAL NOT NULL, "
+    "revenue_sq REAL NOT NULL, clicks INTEGER NOT NULL, views INTEGER NOT NULL, "
+    "PRIMARY KEY (day, placement, arm, segment)) WITHOUT ROWID"
+)
+"""The daily aggregates: per day of first exposure, placement, arm and segment (``""``
+the arm's total), the sums of :data:`~edge.profiles.model.TALLY_FIELDS`."""
 _SCHEMA = f"""
 {_PROFILES};
 CREATE TABLE IF NOT EXISTS aliases (alias TEXT PRIMARY KEY, key TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS aliases_by_key ON aliases(key);
 CREATE TABLE IF NOT EXISTS claims (claim TEXT PRIMARY KEY, ts INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS learned (name TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS arm_days (day INTEGER NOT NULL, placement TEXT NOT NULL,
-  arm TEXT NOT NULL, units INTEGER NOT NULL, exposures INTEGER NOT NULL,
-  converters INTEGER NOT NULL, revenue REAL NOT NULL, revenue_sq REAL NOT NULL,
-  clicks INTEGER NOT NULL, PRIMARY KEY (day, placement, arm)) WITHOUT ROWID;
+{_ARM_DAYS};
 CREATE TABLE IF NOT EXISTS segment_snapshots (day TEXT PRIMARY KEY, data BLOB NOT NULL)
   WITHOUT ROWID;
 """
 _UPDATE_TALLIES = (
     "UPDATE arm_days SET units = units + ?, exposures = exposures + ?, "
     "converters = converters + ?, revenue = revenue + ?, revenue_sq = revenue_sq + ?, "
-    "clicks = clicks + ? WHERE day = ? AND placement = ? AND arm = ?"
+    "clicks = clicks + ?, views = views + ? "
+    "WHERE day = ? AND placement = ? AND arm = ? AND segment = ?"
 )
-_INSERT_TALLIES = "INSERT INTO arm_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_TALLIES = "INSERT INTO arm_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SELECT_TALLIES = (
+    "SELECT day, placement, arm, units, exposures, converters, revenue, revenue_sq, "
+    "clicks, views, segment FROM arm_days WHERE day >= ? ORDER BY day, placement, arm, segment"
+)
+_SELECT_OLD_TALLIES = (
+    "SELECT day, placement, arm, units, exposures, converters, revenue, revenue_sq, "
+    "clicks FROM arm_days WHERE day >= ? ORDER BY day, placement, arm"
+)
+"""The aggregates of a store made before segments and views (read-only: not migrated)."""
 """The daily aggregates of exposures and outcomes (:func:`edge.profiles.store.measuring`),
 added to in the transaction that writes the profiles they come from."""
 _PROFILES_WITHOUT_ROWID = "WITHOUT ROWID"
@@ -126,6 +142,7 @@ class SQLiteStore(Store):
         # `edge import` committing); the writer's own transactions, write_timeout.
         self._writer = _connect(self.path, sync_full=sync_full, busy=max(write_timeout, 30.0))
         _migrate(self._writer)
+        _migrate_tallies(self._writer)
         self._writer.executescript(_SCHEMA)
         self._reader = _connect(self.path, sync_full=sync_full, busy=read_timeout)
         self._read_timeout = read_timeout
@@ -188,11 +205,7 @@ class SQLiteStore(Store):
     # connection of its own (not the writer thread's, not on the event loop)
 
     async def report_rows(self, since_day: int = 0) -> list[ReportRow]:
-        cursor = self._reader.execute(
-            "SELECT day, placement, arm, units, exposures, converters, revenue, revenue_sq, "
-            "clicks FROM arm_days WHERE day >= ? ORDER BY day, placement, arm",
-            (since_day,),
-        )
+        cursor = self._reader.execute(_SELECT_TALLIES, (since_day,))
         return [ReportRow(*row) for row in cursor]
 
     async def put_products(self, records: list[dict[str, Any]]) -> None:
@@ -522,14 +535,45 @@ def read_report_rows(path: str, since_day: int = 0) -> list[ReportRow]:
         ).fetchone()
         if not exists:
             return []
-        cursor = conn.execute(
-            "SELECT day, placement, arm, units, exposures, converters, revenue, revenue_sq, "
-            "clicks FROM arm_days WHERE day >= ? ORDER BY day, placement, arm",
-            (since_day,),
-        )
+        current = _has_column(conn, "arm_days", "segment")
+        cursor = conn.execute(_SELECT_TALLIES if current else _SELECT_OLD_TALLIES, (since_day,))
         return [ReportRow(*row) for row in cursor]
     finally:
         conn.close()
+
+
+def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))
+
+
+def _migrate_tallies(conn: sqlite3.Connection) -> None:
+    """Give the daily aggregates of a store made before segments and views (2026-12)
+    their ``segment`` and ``views`` columns: its rows become the arms' total rows
+    (segment ``""``, no views), in one transaction."""
+
+    def old_layout() -> bool:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'arm_days'"
+        ).fetchone()
+        return exists is not None and not _has_column(conn, "arm_days", "segment")
+
+    if not old_layout():
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if old_layout():
+            conn.execute("ALTER TABLE arm_days RENAME TO arm_days_before")
+            conn.execute(_ARM_DAYS)
+            conn.execute(
+                "INSERT INTO arm_days SELECT day, placement, arm, '', units, exposures, "
+                "converters, revenue, revenue_sq, clicks, 0 FROM arm_days_before"
+            )
+            conn.execute("DROP TABLE arm_days_before")
+            log.warning("profile store: the daily aggregates now keep segments and views")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -621,7 +665,7 @@ def _add_tallies(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     """Add *rows* to the aggregates: an update (the row is there but on a unit's first
     day), else an insert; a fifth cheaper than an upsert, inside the writer's lock."""
     for row in rows:
-        if conn.execute(_UPDATE_TALLIES, (*row[3:], *row[:3])).rowcount == 0:
+        if conn.execute(_UPDATE_TALLIES, (*row[4:], *row[:4])).rowcount == 0:
             conn.execute(_INSERT_TALLIES, row)
 
 

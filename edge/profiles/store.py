@@ -49,7 +49,8 @@ profiles to write (None deletes)."""
 
 class ReportRow(NamedTuple):
     """One row of the daily aggregates: the units first exposed to *placement* in *arm*
-    on *day* (unix day number), and what they did (see :data:`TALLY_FIELDS`)."""
+    on *day* (unix day number), and what they did (see :data:`TALLY_FIELDS`); with a
+    *segment*, those of them that were in it at their first exposure (``""``: all)."""
 
     day: int
     placement: str
@@ -60,6 +61,14 @@ class ReportRow(NamedTuple):
     revenue: float
     revenue_sq: float
     clicks: int
+    views: int = 0
+    segment: str = ""
+
+
+def report_row(key: TallyKey, row: Tally) -> ReportRow:
+    """The report row of an aggregate's *key* and values."""
+    day, placement, arm, segment = key
+    return ReportRow(day, placement, arm, *row, segment)  # type: ignore[arg-type]
 
 
 def measuring(mutation: Mutation, deltas: dict[TallyKey, Tally]) -> Mutation:
@@ -105,8 +114,8 @@ def add_deltas(into: dict[TallyKey, Tally], deltas: dict[TallyKey, Tally]) -> No
 
 
 def delta_rows(deltas: dict[TallyKey, Tally]) -> list[tuple[Any, ...]]:
-    """(day, placement, arm, units, exposures, converters, revenue, revenue², clicks)
-    for the deltas that change something."""
+    """(day, placement, arm, segment, units, exposures, converters, revenue, revenue²,
+    clicks, views) for the deltas that change something."""
     return [(*key, *row) for key, row in deltas.items() if any(row)]
 
 
@@ -287,7 +296,7 @@ class MemoryStore(Store):
 
     async def report_rows(self, since_day: int = 0) -> list[ReportRow]:
         tallies: dict[TallyKey, Tally] = self.__dict__.get("_tallies", {})
-        return sorted(ReportRow(*key, *row) for key, row in tallies.items() if key[0] >= since_day)
+        return sorted(report_row(key, row) for key, row in tallies.items() if key[0] >= since_day)
 
     async def put_products(self, records: list[dict[str, Any]]) -> None:
         self._products = encode_products(records)
