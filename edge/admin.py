@@ -91,7 +91,12 @@ async def report_for_admin(
     since = reporting.day_number(dt.date.fromisoformat(since_day(days)))
     rows = await store.report_rows(since)
     return reporting.build(
-        rows, ruleset.placements, since_day=since, window_seconds=window_seconds, now=time.time()
+        rows,
+        ruleset.placements,
+        since_day=since,
+        window_seconds=window_seconds,
+        now=time.time(),
+        segment_order=ruleset.segment_names,
     )
 
 

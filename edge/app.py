@@ -450,7 +450,8 @@ def create_app(config: Config, store: Store | None = None) -> EdgeApp:
 
 async def report_response(request: Request, store: Store, ruleset: Any, config: Config) -> Response:
     """``GET /_edge/report.json`` (the caller checked the admin token): the units first
-    exposed since ``?since=DATE`` (default 30 days), ``?placement=ID`` alone."""
+    exposed since ``?since=DATE`` (default 30 days), ``?placement=ID`` alone,
+    ``?segment=NAME``: the placements' breakdown by that segment only."""
     today = dt.datetime.now(dt.UTC).date()
     text = request.query_params.get("since", "")
     try:
@@ -470,5 +471,7 @@ async def report_response(request: Request, store: Store, ruleset: Any, config: 
             window_seconds=config.attribution_seconds,
             now=time.time(),
             only=request.query_params.get("placement") or None,
+            segment=request.query_params.get("segment") or None,
+            segment_order=ruleset.segment_names,
         )
     )

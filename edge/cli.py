@@ -61,6 +61,12 @@ def _add_report_command(commands: _Commands) -> None:
         help="units first exposed on or after DATE (default: 30 days ago)",
     )
     report.add_argument("--placement", metavar="ID", help="one placement only")
+    report.add_argument(
+        "--segment",
+        metavar="NAME",
+        help="the placements' arms among the visitors who were in this segment at their "
+        "first exposure (report_segments)",
+    )
     form = report.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="the report as JSON")
     form.add_argument("--csv", action="store_true", help="one CSV row per placement and arm")
@@ -466,6 +472,11 @@ def _report(args: argparse.Namespace) -> int:
         r.placement for r in rows
     }:
         raise ConfigError(f"--placement: no placement {args.placement!r} in the rules or the store")
+    if args.segment and args.segment not in {*ruleset.segment_names, *(r.segment for r in rows)}:
+        raise ConfigError(
+            f"--segment: no segment {args.segment!r} in the rules or the report; the "
+            "report breaks placements down by report_segments (edge.toml)"
+        )
     built = report.build(
         rows,
         ruleset.placements,
@@ -473,6 +484,8 @@ def _report(args: argparse.Namespace) -> int:
         window_seconds=config.attribution_seconds,
         now=time.time(),
         only=args.placement,
+        segment=args.segment or None,
+        segment_order=ruleset.segment_names,
     )
     if args.json:
         print(json.dumps(built, indent=1))
