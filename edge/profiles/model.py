@@ -272,10 +272,14 @@ def clip(text: str, limit: int = MAX_STRING) -> str:
     return text[:limit]
 
 
-TallyKey = tuple[int, str, str, str]
-"""(day of first exposure, placement id, arm, segment) of the daily aggregates; the
-segment ``""`` is the arm's total row, the others its breakdown by the segments the
-units were in at their first exposure (:attr:`ArmRecord.segments`)."""
+TallyKey = tuple[int, str, str, tuple[str, ...]]
+"""(day of first exposure, placement id, arm, the units' segments) of a change to the
+daily aggregates: it adds to the arm's total row and to the row of each of the
+segments (:attr:`ArmRecord.segments`). One key per kind of unit, not per row: a
+store writes the rows of one key together (SQLite: one statement)."""
+RowKey = tuple[int, str, str, str]
+"""(day, placement, arm, segment) of one row of the daily aggregates; the segment
+``""`` is the arm's total row."""
 Tally = list[float]
 """[units, exposures, converting units, revenue, revenue squared, clicks, views]:
 additive."""
@@ -291,6 +295,22 @@ TALLY_FIELDS: Final = (
 ArmStates = dict[str, ArmRecord]
 
 
+def rows_of(deltas: dict[TallyKey, Tally]) -> dict[RowKey, Tally]:
+    """The per-row changes of *deltas*: each key's values on its total row and on the
+    row of each of its segments."""
+    out: dict[RowKey, Tally] = {}
+    for (day, pid, arm, segments), values in deltas.items():
+        for segment in ("", *segments):
+            key = (day, pid, arm, segment)
+            row = out.get(key)
+            if row is None:
+                out[key] = list(values)
+            else:
+                for i, value in enumerate(values):
+                    row[i] += value
+    return out
+
+
 def arm_states(profile: Profile | None) -> ArmStates:
     """The arm records of *profile* before a change (a copy of the dict: the records
     themselves are immutable, a change replaces them)."""
@@ -302,7 +322,7 @@ def arm_states(profile: Profile | None) -> ArmStates:
 def _add_row(out: dict[TallyKey, Tally], key: TallyKey, values: Tally) -> None:
     row = out.get(key)
     if row is None:
-        out[key] = list(values)
+        out[key] = values
     else:
         for i, value in enumerate(values):
             row[i] += value
@@ -319,16 +339,13 @@ def _add_state(out: dict[TallyKey, Tally], pid: str, record: ArmRecord, sign: in
         sign * record.clicks,
         sign * record.views,
     ]
-    day = record.first // DAY
-    arm = record.arm
-    _add_row(out, (day, pid, arm, ""), values)
-    for segment in record.segments:
-        _add_row(out, (day, pid, arm, segment), values)
+    _add_row(out, (record.first // DAY, pid, record.arm, record.segments), values)
 
 
 def _add_change(out: dict[TallyKey, Tally], pid: str, old: ArmRecord, new: ArmRecord) -> None:
-    """What replacing *old* by *new* changes: fields that stayed add nothing (a repeat
-    exposure changes one number, on the rows it has)."""
+    """What replacing *old* by *new* changes: only the numbers that changed (a repeat
+    exposure changes one), unless the record moved to other rows (another day of
+    first exposure, arm or segments: withdrawn from the old ones, counted anew)."""
     if old.first // DAY != new.first // DAY or old.arm != new.arm or old.segments != new.segments:
         _add_state(out, pid, old, -1)
         _add_state(out, pid, new, 1)
@@ -343,13 +360,8 @@ def _add_change(out: dict[TallyKey, Tally], pid: str, old: ArmRecord, new: ArmRe
         new.clicks - old.clicks,
         new.views - old.views,
     ]
-    if not any(values):
-        return
-    day = new.first // DAY
-    arm = new.arm
-    _add_row(out, (day, pid, arm, ""), values)
-    for segment in new.segments:
-        _add_row(out, (day, pid, arm, segment), values)
+    if any(values):
+        _add_row(out, (new.first // DAY, pid, new.arm, new.segments), values)
 
 
 def tally_delta(

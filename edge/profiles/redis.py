@@ -52,7 +52,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from edge.profiles.model import TALLY_FIELDS, Profile, Tally, TallyKey, decode, encode
+from edge.profiles.model import (
+    TALLY_FIELDS,
+    Profile,
+    Tally,
+    TallyKey,
+    decode,
+    encode,
+    rows_of,
+)
 from edge.profiles.store import (
     CLAIM_TTL,
     Mutation,
@@ -476,7 +484,7 @@ _INTEGRAL: Final = frozenset({0, 1, 2, 5, 6})
 
 def _queue_tallies(pipe: Any, prefix: str, deltas: dict[TallyKey, Tally]) -> None:
     days: set[int] = set()
-    for (day, placement, arm, segment), row in deltas.items():
+    for (day, placement, arm, segment), row in rows_of(deltas).items():
         name = f"{prefix}t:{day}"
         tail = f"{_SEP}{segment}" if segment else ""
         for n, value in enumerate(row):

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import msgspec
 
-from edge.profiles.model import Profile, Tally, TallyKey, decode, encode
+from edge.profiles.model import MAX_ARM_SEGMENTS, Profile, Tally, TallyKey, decode, encode
 from edge.profiles.store import (
     CLAIM_TTL,
     Mutation,
@@ -70,13 +70,18 @@ CREATE TABLE IF NOT EXISTS learned (name TEXT PRIMARY KEY, data BLOB NOT NULL) W
 CREATE TABLE IF NOT EXISTS segment_snapshots (day TEXT PRIMARY KEY, data BLOB NOT NULL)
   WITHOUT ROWID;
 """
-_UPDATE_TALLIES = (
+_SET_TALLIES = (
     "UPDATE arm_days SET units = units + ?, exposures = exposures + ?, "
     "converters = converters + ?, revenue = revenue + ?, revenue_sq = revenue_sq + ?, "
-    "clicks = clicks + ?, views = views + ? "
-    "WHERE day = ? AND placement = ? AND arm = ? AND segment = ?"
+    "clicks = clicks + ?, views = views + ? WHERE day = ? AND placement = ? AND arm = ? AND "
 )
-_INSERT_TALLIES = "INSERT INTO arm_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_UPDATE_TALLIES = tuple(
+    _SET_TALLIES + ("segment = ''" if n == 0 else f"segment IN ('', {', '.join('?' * n)})")
+    for n in range(MAX_ARM_SEGMENTS + 1)
+)
+"""By the number of segments: the update of an arm's total row and its segments' rows
+at once (one statement: a seek each in the primary key)."""
+_INSERT_TALLIES = "INSERT OR IGNORE INTO arm_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SELECT_TALLIES = (
     "SELECT day, placement, arm, units, exposures, converters, revenue, revenue_sq, "
     "clicks, views, segment FROM arm_days WHERE day >= ? ORDER BY day, placement, arm, segment"
@@ -662,11 +667,19 @@ def _apply_group(conn: sqlite3.Connection, group: list[_Job]) -> list[Profiles |
 
 
 def _add_tallies(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Add *rows* to the aggregates: an update (the row is there but on a unit's first
-    day), else an insert; a fifth cheaper than an upsert, inside the writer's lock."""
+    """Add *rows* (:func:`~edge.profiles.store.delta_rows`) to the aggregates: for each,
+    one update of the arm's total row and its segments' rows; the rows it did not find
+    (a unit's first day, placement and arm, or segment) inserted with the values. Inside
+    the writer's lock (nothing between the two can add the rows); a fifth cheaper than
+    an upsert per row."""
     for row in rows:
-        if conn.execute(_UPDATE_TALLIES, (*row[4:], *row[:4])).rowcount == 0:
-            conn.execute(_INSERT_TALLIES, row)
+        segments = row[3]
+        count = len(segments)
+        key = row[:3]
+        values = row[4:]
+        if conn.execute(_UPDATE_TALLIES[count], (*values, *key, *segments)).rowcount <= count:
+            # (the rows that were there are updated: OR IGNORE leaves them be)
+            conn.executemany(_INSERT_TALLIES, [(*key, s, *values) for s in ("", *segments)])
 
 
 def _parts(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:

@@ -27,11 +27,13 @@ from edge.caches import Expiring
 from edge.profiles.model import (
     DAY,
     Profile,
+    RowKey,
     Tally,
     TallyKey,
     arm_states,
     decode,
     encode,
+    rows_of,
     tally_delta,
 )
 
@@ -65,8 +67,8 @@ class ReportRow(NamedTuple):
     segment: str = ""
 
 
-def report_row(key: TallyKey, row: Tally) -> ReportRow:
-    """The report row of an aggregate's *key* and values."""
+def report_row(key: RowKey, row: Tally) -> ReportRow:
+    """The report row of an aggregate row's *key* and values."""
     day, placement, arm, segment = key
     return ReportRow(day, placement, arm, *row, segment)  # type: ignore[arg-type]
 
@@ -114,8 +116,9 @@ def add_deltas(into: dict[TallyKey, Tally], deltas: dict[TallyKey, Tally]) -> No
 
 
 def delta_rows(deltas: dict[TallyKey, Tally]) -> list[tuple[Any, ...]]:
-    """(day, placement, arm, segment, units, exposures, converters, revenue, revenue²,
-    clicks, views) for the deltas that change something."""
+    """(day, placement, arm, segments, units, exposures, converters, revenue, revenue²,
+    clicks, views) for the deltas that change something (each adds to the arm's total
+    row and to each of its segments' rows)."""
     return [(*key, *row) for key, row in deltas.items() if any(row)]
 
 
@@ -296,7 +299,9 @@ class MemoryStore(Store):
 
     async def report_rows(self, since_day: int = 0) -> list[ReportRow]:
         tallies: dict[TallyKey, Tally] = self.__dict__.get("_tallies", {})
-        return sorted(report_row(key, row) for key, row in tallies.items() if key[0] >= since_day)
+        return sorted(
+            report_row(key, row) for key, row in rows_of(tallies).items() if key[0] >= since_day
+        )
 
     async def put_products(self, records: list[dict[str, Any]]) -> None:
         self._products = encode_products(records)
