@@ -475,7 +475,7 @@ def _placement_shown(p: Profile, e: PlacementShown, ts: int) -> None:
     if e.measured:
         arm = e.arm or ("holdout" if e.held_out else "default")
         links = tuple(e.links) if not e.held_out else ()
-        _arm_exposed(p, key, arm, ts, links, tuple(e.segments))
+        _arm_exposed(p, key, arm, ts, links, e.segments)
     if e.held_out:
         return
     times = p.exposures.get(key)
@@ -490,14 +490,14 @@ def _placement_shown(p: Profile, e: PlacementShown, ts: int) -> None:
 
 
 def _arm_exposed(
-    p: Profile, key: str, arm: str, ts: int, links: tuple[int, ...], segments: tuple[str, ...]
+    p: Profile, key: str, arm: str, ts: int, links: tuple[int, ...], segments: list[str]
 ) -> None:
     arms = p.arms
     record = arms.get(key)
     if record is None:
         if len(arms) >= MAX_OFFERS:
             del arms[min(arms, key=lambda k: arms[k].last)]
-        kept = segments[:MAX_ARM_SEGMENTS]
+        kept = tuple(segments[:MAX_ARM_SEGMENTS])  # (the unit's segments at its first)
         arms[key] = ArmRecord(arm[:MAX_ID], ts, ts, links=links, segments=kept)
         return
     # (records are immutable: a write finds the changed ones by identity)

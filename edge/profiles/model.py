@@ -273,13 +273,11 @@ def clip(text: str, limit: int = MAX_STRING) -> str:
 
 
 TallyKey = tuple[int, str, str, tuple[str, ...]]
-"""(day of first exposure, placement id, arm, the units' segments) of a change to the
-daily aggregates: it adds to the arm's total row and to the row of each of the
-segments (:attr:`ArmRecord.segments`). One key per kind of unit, not per row: a
-store writes the rows of one key together (SQLite: one statement)."""
-RowKey = tuple[int, str, str, str]
-"""(day, placement, arm, segment) of one row of the daily aggregates; the segment
-``""`` is the arm's total row."""
+"""(day of first exposure, placement id, arm, the units' segments) of the daily
+aggregates. The stores keep one row per *combination* of segments (a unit counts in
+exactly one: a repeat exposure changes one row however many segments the unit is
+in), and the report adds each row to the arm's total and to each of its segments
+(:func:`edge.profiles.store.expanded`)."""
 Tally = list[float]
 """[units, exposures, converting units, revenue, revenue squared, clicks, views]:
 additive."""
@@ -295,20 +293,9 @@ TALLY_FIELDS: Final = (
 ArmStates = dict[str, ArmRecord]
 
 
-def rows_of(deltas: dict[TallyKey, Tally]) -> dict[RowKey, Tally]:
-    """The per-row changes of *deltas*: each key's values on its total row and on the
-    row of each of its segments."""
-    out: dict[RowKey, Tally] = {}
-    for (day, pid, arm, segments), values in deltas.items():
-        for segment in ("", *segments):
-            key = (day, pid, arm, segment)
-            row = out.get(key)
-            if row is None:
-                out[key] = list(values)
-            else:
-                for i, value in enumerate(values):
-                    row[i] += value
-    return out
+def segments_text(segments: tuple[str, ...]) -> str:
+    """How the stores name a combination of segments (segment names have no commas)."""
+    return ",".join(segments)
 
 
 def arm_states(profile: Profile | None) -> ArmStates:
@@ -350,6 +337,16 @@ def _add_change(out: dict[TallyKey, Tally], pid: str, old: ArmRecord, new: ArmRe
         _add_state(out, pid, old, -1)
         _add_state(out, pid, new, 1)
         return
+    key = (new.first // DAY, pid, new.arm, new.segments)
+    if (
+        new.orders == old.orders
+        and new.clicks == old.clicks
+        and new.views == old.views
+        and new.revenue == old.revenue
+    ):  # a repeat exposure (the common change): one number
+        if new.exposures != old.exposures:
+            _add_row(out, key, [0, new.exposures - old.exposures, 0, 0.0, 0.0, 0, 0])
+        return
     revenue, before = new.revenue, old.revenue
     values: Tally = [
         0,
@@ -361,7 +358,7 @@ def _add_change(out: dict[TallyKey, Tally], pid: str, old: ArmRecord, new: ArmRe
         new.views - old.views,
     ]
     if any(values):
-        _add_row(out, (new.first // DAY, pid, new.arm, new.segments), values)
+        _add_row(out, key, values)
 
 
 def tally_delta(

@@ -11,8 +11,8 @@ Layout, every key under ``prefix`` (default ``edge:``):
   for ``CLAIM_TTL`` (400 days, as long as the daily counters look back);
 - ``t:{day}``     the daily aggregates of the units first exposed that day (unix day
   number): a hash, field ``{placement}\x1f{arm}\x1f{n}`` for the n-th of
-  :data:`~edge.profiles.model.TALLY_FIELDS` (``...\x1f{segment}`` after it for the
-  arm's units in a segment), added to (``HINCRBY``/``HINCRBYFLOAT``) in
+  :data:`~edge.profiles.model.TALLY_FIELDS` (``...\x1f{segments}`` after it for the
+  arm's units in that combination of segments), added to (``HINCRBY``/``HINCRBYFLOAT``) in
   the ``MULTI`` that writes the profiles; ``tdays``: the set of those days;
 - ``products``    the products learned from the shop's pages (one msgpack blob,
   shared by the replicas: the last writer's view wins, each learns again anyway);
@@ -59,7 +59,7 @@ from edge.profiles.model import (
     TallyKey,
     decode,
     encode,
-    rows_of,
+    segments_text,
 )
 from edge.profiles.store import (
     CLAIM_TTL,
@@ -72,6 +72,7 @@ from edge.profiles.store import (
     decode_snapshots,
     encode_products,
     encode_snapshot,
+    expanded,
     measuring,
 )
 
@@ -316,10 +317,10 @@ class RedisStore(Store):
             for day in days:
                 pipe.hgetall(f"{self.prefix}t:{day}")
             hashes = await pipe.execute()
-        rows: list[ReportRow] = []
+        rows: list[tuple[Any, ...]] = []
         for day, fields in zip(days, hashes, strict=True):
             rows += _rows(day, fields)
-        return rows
+        return expanded(rows)
 
     def bulk(self) -> RedisBulkSession:
         """A synchronous connection of its own for a bulk writer (``edge import``)."""
@@ -484,9 +485,9 @@ _INTEGRAL: Final = frozenset({0, 1, 2, 5, 6})
 
 def _queue_tallies(pipe: Any, prefix: str, deltas: dict[TallyKey, Tally]) -> None:
     days: set[int] = set()
-    for (day, placement, arm, segment), row in rows_of(deltas).items():
+    for (day, placement, arm, segments), row in deltas.items():
         name = f"{prefix}t:{day}"
-        tail = f"{_SEP}{segment}" if segment else ""
+        tail = f"{_SEP}{segments_text(segments)}" if segments else ""
         for n, value in enumerate(row):
             if not value:
                 continue
@@ -500,19 +501,17 @@ def _queue_tallies(pipe: Any, prefix: str, deltas: dict[TallyKey, Tally]) -> Non
         pipe.sadd(prefix + "tdays", *days)
 
 
-def _rows(day: int, fields: dict[bytes, bytes]) -> list[ReportRow]:
+def _rows(day: int, fields: dict[bytes, bytes]) -> list[tuple[Any, ...]]:
+    """The stored rows of a day's hash (see :func:`edge.profiles.store.expanded`)."""
     found: dict[tuple[str, str, str], list[float]] = {}
     for name, value in fields.items():
-        placement, arm, n, *segment = name.decode().split(_SEP)
-        key = (placement, arm, segment[0] if segment else "")
+        placement, arm, n, *segments = name.decode().split(_SEP)
+        key = (placement, arm, segments[0] if segments else "")
         row = found.setdefault(key, [0, 0, 0, 0.0, 0.0, 0, 0])
         i = int(n)
         row[i] = int(value) if i in _INTEGRAL else float(value)
     assert len(TALLY_FIELDS) == 7
-    return [
-        ReportRow(day, p, a, *row, s)  # type: ignore[arg-type]
-        for (p, a, s), row in sorted(found.items())
-    ]
+    return [(day, p, a, *row, s) for (p, a, s), row in found.items()]
 
 
 def _glob_escape(text: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import msgspec
 
-from edge.profiles.model import MAX_ARM_SEGMENTS, Profile, Tally, TallyKey, decode, encode
+from edge.profiles.model import Profile, Tally, TallyKey, decode, encode
 from edge.profiles.store import (
     CLAIM_TTL,
     Mutation,
@@ -42,6 +42,7 @@ from edge.profiles.store import (
     delta_rows,
     encode_products,
     encode_snapshot,
+    expanded,
     measuring,
 )
 
@@ -53,13 +54,16 @@ _PROFILES = (
 )
 _ARM_DAYS = (
     "CREATE TABLE IF NOT EXISTS arm_days (day INTEGER NOT NULL, placement TEXT NOT NULL, "
-    "arm TEXT NOT NULL, segment TEXT NOT NULL, units INTEGER NOT NULL, "
+    "arm TEXT NOT NULL, segments TEXT NOT NULL, units INTEGER NOT NULL, "
     "exposures INTEGER NOT NULL, converters INTEGER NOT NULL, revenue REAL NOT NULL, "
     "revenue_sq REAL NOT NULL, clicks INTEGER NOT NULL, views INTEGER NOT NULL, "
-    "PRIMARY KEY (day, placement, arm, segment)) WITHOUT ROWID"
+    "PRIMARY KEY (day, placement, arm, segments)) WITHOUT ROWID"
 )
-"""The daily aggregates: per day of first exposure, placement, arm and segment (``""``
-the arm's total), the sums of :data:`~edge.profiles.model.TALLY_FIELDS`."""
+"""The daily aggregates: per day of first exposure, placement, arm and combination of
+segments the units were in (``vip,mobile_user``; ``""`` for none), the sums of
+:data:`~edge.profiles.model.TALLY_FIELDS`. A unit counts in one row: a repeat exposure
+updates one row however many segments the unit is in (the report adds each row to
+its arm's total and to each of its segments, :func:`~edge.profiles.store.expanded`)."""
 _SCHEMA = f"""
 {_PROFILES};
 CREATE TABLE IF NOT EXISTS aliases (alias TEXT PRIMARY KEY, key TEXT NOT NULL) WITHOUT ROWID;
@@ -70,25 +74,20 @@ CREATE TABLE IF NOT EXISTS learned (name TEXT PRIMARY KEY, data BLOB NOT NULL) W
 CREATE TABLE IF NOT EXISTS segment_snapshots (day TEXT PRIMARY KEY, data BLOB NOT NULL)
   WITHOUT ROWID;
 """
-_SET_TALLIES = (
+_UPDATE_TALLIES = (
     "UPDATE arm_days SET units = units + ?, exposures = exposures + ?, "
     "converters = converters + ?, revenue = revenue + ?, revenue_sq = revenue_sq + ?, "
-    "clicks = clicks + ?, views = views + ? WHERE day = ? AND placement = ? AND arm = ? AND "
+    "clicks = clicks + ?, views = views + ? "
+    "WHERE day = ? AND placement = ? AND arm = ? AND segments = ?"
 )
-_UPDATE_TALLIES = tuple(
-    _SET_TALLIES + ("segment = ''" if n == 0 else f"segment IN ('', {', '.join('?' * n)})")
-    for n in range(MAX_ARM_SEGMENTS + 1)
-)
-"""By the number of segments: the update of an arm's total row and its segments' rows
-at once (one statement: a seek each in the primary key)."""
-_INSERT_TALLIES = "INSERT OR IGNORE INTO arm_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_TALLIES = "INSERT INTO arm_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SELECT_TALLIES = (
     "SELECT day, placement, arm, units, exposures, converters, revenue, revenue_sq, "
-    "clicks, views, segment FROM arm_days WHERE day >= ? ORDER BY day, placement, arm, segment"
+    "clicks, views, segments FROM arm_days WHERE day >= ?"
 )
 _SELECT_OLD_TALLIES = (
     "SELECT day, placement, arm, units, exposures, converters, revenue, revenue_sq, "
-    "clicks FROM arm_days WHERE day >= ? ORDER BY day, placement, arm"
+    "clicks, 0, '' FROM arm_days WHERE day >= ?"
 )
 """The aggregates of a store made before segments and views (read-only: not migrated)."""
 """The daily aggregates of exposures and outcomes (:func:`edge.profiles.store.measuring`),
@@ -210,8 +209,7 @@ class SQLiteStore(Store):
     # connection of its own (not the writer thread's, not on the event loop)
 
     async def report_rows(self, since_day: int = 0) -> list[ReportRow]:
-        cursor = self._reader.execute(_SELECT_TALLIES, (since_day,))
-        return [ReportRow(*row) for row in cursor]
+        return expanded(self._reader.execute(_SELECT_TALLIES, (since_day,)))
 
     async def put_products(self, records: list[dict[str, Any]]) -> None:
         data = encode_products(records)
@@ -540,9 +538,10 @@ def read_report_rows(path: str, since_day: int = 0) -> list[ReportRow]:
         ).fetchone()
         if not exists:
             return []
-        current = _has_column(conn, "arm_days", "segment")
-        cursor = conn.execute(_SELECT_TALLIES if current else _SELECT_OLD_TALLIES, (since_day,))
-        return [ReportRow(*row) for row in cursor]
+        current = _has_column(conn, "arm_days", "segments")
+        return expanded(
+            conn.execute(_SELECT_TALLIES if current else _SELECT_OLD_TALLIES, (since_day,))
+        )
     finally:
         conn.close()
 
@@ -553,14 +552,14 @@ def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
 
 def _migrate_tallies(conn: sqlite3.Connection) -> None:
     """Give the daily aggregates of a store made before segments and views (2026-12)
-    their ``segment`` and ``views`` columns: its rows become the arms' total rows
-    (segment ``""``, no views), in one transaction."""
+    their ``segments`` and ``views`` columns: its rows become those of units in no
+    segment (``""``, no views), in one transaction."""
 
     def old_layout() -> bool:
         exists = conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'arm_days'"
         ).fetchone()
-        return exists is not None and not _has_column(conn, "arm_days", "segment")
+        return exists is not None and not _has_column(conn, "arm_days", "segments")
 
     if not old_layout():
         return
@@ -644,8 +643,12 @@ def _apply_group(conn: sqlite3.Connection, group: list[_Job]) -> list[Profiles |
         seen.update(new_claims)
         writes.append((job_writes, new_claims))
         outcomes.append(result)
-        if deltas:
+        if not deltas:
+            continue
+        if tallies:
             add_deltas(tallies, deltas)
+        else:  # (the first job's: taken as they are; the next job gets a new dict)
+            tallies, deltas = deltas, {}
     if tallies:
         _add_tallies(conn, delta_rows(tallies))
     if any(w.gone for w, _ in writes):
@@ -667,19 +670,12 @@ def _apply_group(conn: sqlite3.Connection, group: list[_Job]) -> list[Profiles |
 
 
 def _add_tallies(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Add *rows* (:func:`~edge.profiles.store.delta_rows`) to the aggregates: for each,
-    one update of the arm's total row and its segments' rows; the rows it did not find
-    (a unit's first day, placement and arm, or segment) inserted with the values. Inside
-    the writer's lock (nothing between the two can add the rows); a fifth cheaper than
-    an upsert per row."""
+    """Add *rows* (:func:`~edge.profiles.store.delta_rows`) to the aggregates: an update
+    (the row is there but on the first unit of its day, arm and segments), else an
+    insert; a fifth cheaper than an upsert, inside the writer's lock."""
     for row in rows:
-        segments = row[3]
-        count = len(segments)
-        key = row[:3]
-        values = row[4:]
-        if conn.execute(_UPDATE_TALLIES[count], (*values, *key, *segments)).rowcount <= count:
-            # (the rows that were there are updated: OR IGNORE leaves them be)
-            conn.executemany(_INSERT_TALLIES, [(*key, s, *values) for s in ("", *segments)])
+        if conn.execute(_UPDATE_TALLIES, (*row[4:], *row[:4])).rowcount == 0:
+            conn.execute(_INSERT_TALLIES, row)
 
 
 def _parts(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:

@@ -27,13 +27,12 @@ from edge.caches import Expiring
 from edge.profiles.model import (
     DAY,
     Profile,
-    RowKey,
     Tally,
     TallyKey,
     arm_states,
     decode,
     encode,
-    rows_of,
+    segments_text,
     tally_delta,
 )
 
@@ -67,10 +66,28 @@ class ReportRow(NamedTuple):
     segment: str = ""
 
 
-def report_row(key: RowKey, row: Tally) -> ReportRow:
-    """The report row of an aggregate row's *key* and values."""
-    day, placement, arm, segment = key
-    return ReportRow(day, placement, arm, *row, segment)  # type: ignore[arg-type]
+def expanded(rows: Iterable[Sequence[Any]]) -> list[ReportRow]:
+    """The report's rows from the stored ones: (day, placement, arm, units, exposures,
+    converters, revenue, revenue², clicks, views, segments), *segments* a combination
+    (:func:`~edge.profiles.model.segments_text`). Each counts in its arm's total row
+    (segment ``""``) and in the row of each of its segments; sorted."""
+    out: dict[tuple[int, str, str, str], list[Any]] = {}
+    for row in rows:
+        day, placement, arm = row[0], row[1], row[2]
+        values = row[3:10]
+        combination = row[10]
+        for segment in ("", *combination.split(",")) if combination else ("",):
+            key = (day, placement, arm, segment)
+            mine = out.get(key)
+            if mine is None:
+                out[key] = list(values)
+            else:
+                for i, value in enumerate(values):
+                    mine[i] += value
+    return [
+        ReportRow(day, placement, arm, *values, segment)  # type: ignore[arg-type]
+        for (day, placement, arm, segment), values in sorted(out.items())
+    ]
 
 
 def measuring(mutation: Mutation, deltas: dict[TallyKey, Tally]) -> Mutation:
@@ -117,9 +134,13 @@ def add_deltas(into: dict[TallyKey, Tally], deltas: dict[TallyKey, Tally]) -> No
 
 def delta_rows(deltas: dict[TallyKey, Tally]) -> list[tuple[Any, ...]]:
     """(day, placement, arm, segments, units, exposures, converters, revenue, revenue²,
-    clicks, views) for the deltas that change something (each adds to the arm's total
-    row and to each of its segments' rows)."""
-    return [(*key, *row) for key, row in deltas.items() if any(row)]
+    clicks, views) for the deltas that change something, *segments* the combination's
+    name (:func:`~edge.profiles.model.segments_text`)."""
+    return [
+        (day, pid, arm, ",".join(segments) if segments else "", *row)
+        for (day, pid, arm, segments), row in deltas.items()
+        if any(row)
+    ]
 
 
 class Store(abc.ABC):
@@ -299,8 +320,10 @@ class MemoryStore(Store):
 
     async def report_rows(self, since_day: int = 0) -> list[ReportRow]:
         tallies: dict[TallyKey, Tally] = self.__dict__.get("_tallies", {})
-        return sorted(
-            report_row(key, row) for key, row in rows_of(tallies).items() if key[0] >= since_day
+        return expanded(
+            (day, pid, arm, *row, segments_text(segments))
+            for (day, pid, arm, segments), row in tallies.items()
+            if day >= since_day
         )
 
     async def put_products(self, records: list[dict[str, Any]]) -> None:
