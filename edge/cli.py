@@ -330,6 +330,7 @@ def _demo_rules() -> object:
 def _demo(args: argparse.Namespace) -> int:
     from edge.app import EdgeApp, create_app
     from edge.demo.catalog import write_feed
+    from edge.demo.history import REPORT_SEGMENTS
     from edge.demo.seed import seed
     from edge.demo.shop import create_app as create_shop
     from edge.server import bind, configure_logging, make_server, run, serve
@@ -349,6 +350,7 @@ def _demo(args: argparse.Namespace) -> int:
             "catalog": str(write_feed(f"{data_dir}/catalog.csv")),
             "rules": str(_demo_rules()),
             "snippets": args.snippets,
+            "report_segments": list(REPORT_SEGMENTS),
         },
         environ={},
     )
@@ -358,7 +360,8 @@ def _demo(args: argparse.Namespace) -> int:
     seeded: list[int] = []
 
     async def seed_customers(edge_app: EdgeApp) -> None:
-        seeded.append(await seed(edge_app.profiles, placements=edge_app.rules.ruleset.placements))
+        ruleset = edge_app.rules.ruleset
+        seeded.append(await seed(edge_app.profiles, placements=ruleset.placements, ruleset=ruleset))
 
     app.startup_hooks.append(seed_customers)
     sidecar = make_server(app, host=config.host, port=config.port, graceful_timeout=5)
