@@ -228,19 +228,29 @@ async def _segments_at(
 async def _record_exposures(
     profiles: ProfileService, unit: Unit, segments: list[str], now: int
 ) -> None:
+    """The unit's exposures as the sidecar observes them and the order that follows (as
+    the shop sends it), in one transaction on the unit's profile: the store measures
+    what they change as for live traffic."""
+    key = customer_key(unit.customer_id) if unit.customer_id else unit.visitor_id
+    held_out = unit.arm == HOLDOUT_ARM
     shown = [
         ev.PlacementShown(
-            placement_id=unit.placement,
-            held_out=unit.arm == HOLDOUT_ARM,
-            arm=unit.arm,
-            ts=ts,
-            segments=segments,
+            placement_id=unit.placement, held_out=held_out, arm=unit.arm, ts=ts, segments=segments
         )
         for ts in unit.exposures
     ]
-    await profiles.record(unit.visitor_id, shown, ev.Source.OBSERVED, now=unit.exposures[-1])
-    if unit.order is not None:
-        await profiles.record(None, [unit.order], ev.Source.SHOP, now=now)
+    order = unit.order
+    claims = [claim(order)] if order is not None else []
+
+    def mutation(current: Profiles, seen: set[str]) -> Profiles:
+        profile = current.get(key) or new_profile(key, unit.exposures[0])
+        for event in shown:
+            ev.apply(profile, event, event.ts or now, ev.Source.OBSERVED)
+        if order is not None and claims[0] not in seen:
+            ev.apply(profile, order, now, ev.Source.SHOP)
+        return {key: profile}
+
+    await profiles.cache.transact([key], claims, mutation)
 
 
 CHUNK: Final = 256
