@@ -173,11 +173,13 @@ async def test_exposures_and_orders_add_up_per_day_placement_and_arm(
 async def test_a_customer_s_cookies_merge_into_one_unit_at_the_earliest_exposure(
     service: ProfileService, store: Store
 ) -> None:
-    await see(service, "phone", shown("hero", T0 + DAY, "warm"), at=T0 + DAY)
-    await see(service, "laptop", shown("hero", T0, "bold"))
+    on_phone = ev.PlacementShown(placement_id="hero", ts=T0 + DAY, arm="warm", segments=["new"])
+    await see(service, "phone", on_phone, at=T0 + DAY)
+    on_laptop = ev.PlacementShown(placement_id="hero", ts=T0, arm="bold", segments=["vip"])
+    await see(service, "laptop", on_laptop)
     await order(service, "p1", 10.0, T0 + DAY + 10, anonymous_id="phone")
     await order(service, "l1", 20.0, T0 + 10, anonymous_id="laptop")
-    assert sum(r.units for r in await store.report_rows(0)) == 2
+    assert sum(r.units for r in await store.report_rows(0) if not r.segment) == 2
     for visitor in ("phone", "laptop"):
         identify = ev.Identify(anonymous_id=visitor, user_id="c-1")
         await service.record(None, [identify], ev.Source.SHOP, T0 + 2 * DAY)
@@ -189,6 +191,12 @@ async def test_a_customer_s_cookies_merge_into_one_unit_at_the_earliest_exposure
     profile = await service.load("phone")
     assert profile is not None and profile.customer_id == "c-1"
     assert profile.arms["hero"].arm == "bold" and profile.arms["hero"].first == T0
+    # the segments of the first exposure too: the unit counts in vip, no longer in new
+    assert profile.arms["hero"].segments == ("vip",)
+    segments = {
+        (r.arm, r.segment): r.units for r in await store.report_rows(0) if r.segment and r.units
+    }
+    assert segments == {("bold", "vip"): 1}
 
 
 async def test_qa_views_and_erased_profiles_count_nothing(

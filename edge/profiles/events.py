@@ -775,7 +775,7 @@ def merge(into: Profile, other: Profile) -> None:
 
 def _merge_arms(into: Profile, other: Profile) -> None:
     """One unit now: per placement the record first exposed wins (its arm, its first
-    time), exposures, orders, revenue and clicks add up (the two profiles' orders are
+    time, its segments), exposures, orders, revenue, clicks and views add up (the two profiles' orders are
     distinct: an order id counts once). The daily aggregates follow (see
     :func:`edge.profiles.model.tally_delta`): the absorbed profile's records are
     withdrawn and the merged ones counted, so two cookies of one customer count as
@@ -795,6 +795,8 @@ def _merge_arms(into: Profile, other: Profile) -> None:
             mine.revenue + theirs.revenue,
             mine.clicks + theirs.clicks,
             mine.links if mine.last >= theirs.last else theirs.links,
+            first.segments,  # (the unit's segments at its first exposure)
+            mine.views + theirs.views,
         )
     while len(into.arms) > MAX_OFFERS:
         del into.arms[min(into.arms, key=lambda k: into.arms[k].last)]

@@ -81,6 +81,11 @@ _UPDATE_TALLIES = (
     "WHERE day = ? AND placement = ? AND arm = ? AND segments = ?"
 )
 _INSERT_TALLIES = "INSERT INTO arm_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ADD_EXPOSURES = (
+    "UPDATE arm_days SET exposures = exposures + ? "
+    "WHERE day = ? AND placement = ? AND arm = ? AND segments = ?"
+)
+"""The most common change: repeat exposures, nothing else."""
 _SELECT_TALLIES = (
     "SELECT day, placement, arm, units, exposures, converters, revenue, revenue_sq, "
     "clicks, views, segments FROM arm_days WHERE day >= ?"
@@ -674,7 +679,10 @@ def _add_tallies(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     (the row is there but on the first unit of its day, arm and segments), else an
     insert; a fifth cheaper than an upsert, inside the writer's lock."""
     for row in rows:
-        if conn.execute(_UPDATE_TALLIES, (*row[4:], *row[:4])).rowcount == 0:
+        if row[4] == 0 and not any(row[6:]):  # exposures only (repeats): one column
+            if conn.execute(_ADD_EXPOSURES, (row[5], *row[:4])).rowcount == 0:
+                conn.execute(_INSERT_TALLIES, row)
+        elif conn.execute(_UPDATE_TALLIES, (*row[4:], *row[:4])).rowcount == 0:
             conn.execute(_INSERT_TALLIES, row)
 
 
