@@ -190,6 +190,13 @@ class Decider:
             return names
         wanted = self.report_segments or tuple(ruleset.segment_names)
         fitting = [n for n in wanted if n in ruleset.segment_names and len(n) <= MAX_ID]
+        unknown = [n for n in self.report_segments if n not in ruleset.segment_names]
+        if unknown:  # (once per rule set: the rules may define them later)
+            log.warning(
+                "report_segments: no segment %s in the rules serving; not reported (fix the "
+                "name in edge.toml or define the segment)",
+                ", ".join(unknown),
+            )
         names = frozenset(fitting[:MAX_ARM_SEGMENTS])
         self._reported = (ruleset, self.report_segments, names)
         return names

@@ -635,7 +635,7 @@ def test_a_redis_store_s_aggregates_from_before_segments_read_as_the_arms_totals
 
 
 def test_the_reported_segments_are_the_setting_s_else_the_rules_first_eight(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from edge.decide import Decider
     from edge.rules import load_rules
@@ -651,7 +651,11 @@ def test_the_reported_segments_are_the_setting_s_else_the_rules_first_eight(
     decider._reported = (None, (), frozenset())
     assert decider.reported_segments(ruleset) == frozenset(names[:8])
     decider.report_segments = ("s9", "s2", "gone")
-    assert decider.reported_segments(ruleset) == {"s9", "s2"}
+    with caplog.at_level("WARNING", logger="edge.decide"):
+        assert decider.reported_segments(ruleset) == {"s9", "s2"}
+        assert decider.reported_segments(ruleset) == {"s9", "s2"}  # (said once)
+    warned = [r.getMessage() for r in caplog.records if "report_segments" in r.getMessage()]
+    assert len(warned) == 1 and "no segment gone in the rules serving" in warned[0]
 
 
 def test_config_report_segments_are_checked() -> None:
