@@ -2,7 +2,7 @@
 
 :func:`build` turns the store's daily aggregates (:meth:`Store.report_rows`: per day of
 first exposure, placement and arm, the units, exposures, converting units, revenue and
-revenue squared) and the rule set's placements into the report's JSON (issue 16's
+revenue squared, clicks, views; per segment too) and the rule set's placements into the report's JSON (issue 16's
 contract, read by ``edge report``, ``/_edge/report.json`` and the admin page):
 
 * per arm: ``visitors`` (units first exposed since ``since``: a customer on several
@@ -12,8 +12,11 @@ contract, read by ``edge report``, ``/_edge/report.json`` and the admin page):
 * per variant, against the holdout: ``lift`` (absolute and relative, with 95%
   intervals, :func:`edge.lift.compare`), ``too_small`` and ``significant``;
 * per placement: the configured ``split`` and the sample-ratio-mismatch check
-  (``srm_p``, ``srm_broken`` below :data:`edge.lift.SRM_THRESHOLD`), and the
-  ``daily`` rows for charts.
+  (``srm_p``, ``srm_broken`` below :data:`edge.lift.SRM_THRESHOLD`), the ``daily``
+  rows for charts, and ``segments``: per reported segment (``report_segments``) the
+  same arms, with lift against the segment's own holdout, over the units that were in
+  it at their first exposure;
+* per arm also ``views`` (exposures the browser saw: 0 until the snippet reports them).
 
 Floats are not rounded here (the page and the CSV round for display).
 """
