@@ -1,9 +1,10 @@
 """The merchant's report: what each placement's arms did, and their lift (pure: no I/O).
 
 :func:`build` turns the store's daily aggregates (:meth:`Store.report_rows`: per day of
-first exposure, placement and arm, the units, exposures, converting units, revenue and
-revenue squared, clicks, views; per segment too) and the rule set's placements into the report's JSON (issue 16's
-contract, read by ``edge report``, ``/_edge/report.json`` and the admin page):
+first exposure, placement, arm and segment, the units, exposures, converting units,
+revenue and revenue squared, clicks, views) and the rule set's placements into the
+report's JSON (issue 16's contract, read by ``edge report``, ``/_edge/report.json``
+and the admin page):
 
 * per arm: ``visitors`` (units first exposed since ``since``: a customer on several
   cookies counts once), ``exposures``, ``clicks``, ``conversions`` (units with at
