@@ -69,7 +69,9 @@ def _add_report_command(commands: _Commands) -> None:
     )
     form = report.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="the report as JSON")
-    form.add_argument("--csv", action="store_true", help="one CSV row per placement and arm")
+    form.add_argument(
+        "--csv", action="store_true", help="one CSV row per placement, segment and arm"
+    )
     report.add_argument("--rules", metavar="DIR", help="rule files (default ./rules)")
     report.add_argument("--store", help="profile store (default: from edge.toml / EDGE_STORE)")
     _add_config_flag(report)
