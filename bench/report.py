@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -56,6 +58,8 @@ RULES = "".join(
 )
 THEME = '[slots.hero]\nselect = "#hero"\n'
 CHUNK = 256
+SEGMENTS = [f"segment_{i}" for i in range(8)]
+"""The rules' reported segments (``report_segments``): 8, the most kept."""
 
 
 def arm_of(rng: random.Random) -> str:
@@ -72,12 +76,14 @@ async def fill(service: ProfileService, units: int, per_unit: int, orders: int, 
         t = now - rng.randrange(28) * DAY - rng.randrange(DAY)
         first[vid] = t
         arms = {pid: arm_of(rng) for pid in PLACEMENTS}
+        segments = sorted(rng.sample(SEGMENTS, rng.randrange(4)))  # in 0-3 of the 8
         events = [
             ev.PlacementShown(
                 placement_id=(pid := PLACEMENTS[i % len(PLACEMENTS)]),
                 arm=arms[pid],
                 held_out=arms[pid] == "holdout",
                 ts=t + 60 * i,
+                segments=segments,
             )
             for i in range(per_unit)
         ]
@@ -137,6 +143,49 @@ def command_seconds(db: Path) -> float:
     return seconds
 
 
+MODES = ("page", "caps only", "measured", "measured, 3 segments", "measured, 8 segments")
+_SEGMENTS_OF = {
+    mode: int(mode.split(", ")[1].split()[0]) if "segments" in mode else 0 for mode in MODES
+}
+
+
+def segments_of(mode: str) -> int:
+    return _SEGMENTS_OF[mode]
+
+
+def job(vid: str, mode: str, ts: int) -> Any:
+    """A returning visitor's page write as the SQLite writer runs it: a page view, and
+    (but for ``page``) one exposure of the hero, measured or not, the unit in that many
+    of the reported segments."""
+    page = ev.PageViewed(path="/", ts=ts)
+    count = segments_of(mode)
+    extra = {"segments": SEGMENTS[:count]} if count else {}  # (a base tree has none)
+    shown = ev.PlacementShown(
+        placement_id="hero", arm="warm", measured=mode != "caps only", ts=ts, **extra
+    )
+
+    def mutation(current: Any, seen: set[str]) -> Any:
+        profile = current.get(vid) or new_profile(vid, ts)
+        ev.apply(profile, page, ts, ev.Source.OBSERVED)
+        if mode != "page":
+            ev.apply(profile, shown, ts, ev.Source.OBSERVED)
+        return {vid: profile}
+
+    return ([vid], [], mutation, None, None)
+
+
+def commits(conn: Any, mode: str, groups: int, per_group: int, clock: int) -> int:
+    """*groups* commits of *per_group* returning visitors' writes (the mode's own
+    visitors); returns the clock after them."""
+    visitors = [f"{mode}-{i}" for i in range(per_group)]
+    for _group in range(groups):
+        clock += 1
+        conn.execute("BEGIN IMMEDIATE")
+        _apply_group(conn, [job(vid, mode, clock) for vid in visitors])
+        conn.execute("COMMIT")
+    return clock
+
+
 def recording(path: Path, groups: int, rounds: int, per_group: int) -> dict[str, float]:
     """CPU µs per request for each way, the least over *rounds* (the ways in a shuffled
     order each round): *groups* commits of *per_group* returning visitors' page writes
@@ -144,24 +193,7 @@ def recording(path: Path, groups: int, rounds: int, per_group: int) -> dict[str,
     ``BEGIN IMMEDIATE`` and ``COMMIT``: what its thread runs for a request's events)."""
     conn = _connect(str(path), sync_full=False)
     conn.executescript(_SCHEMA)
-    visitors = [f"r{i}" for i in range(per_group)]
-
-    def job(vid: str, mode: str, ts: int) -> Any:
-        page = ev.PageViewed(path="/", ts=ts)
-        shown = ev.PlacementShown(
-            placement_id="hero", arm="warm", measured=mode == "measured", ts=ts
-        )
-
-        def mutation(current: Any, seen: set[str]) -> Any:
-            profile = current.get(vid) or new_profile(vid, ts)
-            ev.apply(profile, page, ts, ev.Source.OBSERVED)
-            if mode != "page":
-                ev.apply(profile, shown, ts, ev.Source.OBSERVED)
-            return {vid: profile}
-
-        return ([vid], [], mutation, None, None)
-
-    results: dict[str, list[float]] = {"page": [], "caps only": [], "measured": []}
+    results: dict[str, list[float]] = {mode: [] for mode in MODES}
     rng = random.Random(7)
     clock = int(time.time())
     for _ in range(rounds):
@@ -169,15 +201,100 @@ def recording(path: Path, groups: int, rounds: int, per_group: int) -> dict[str,
         rng.shuffle(order)
         for mode in order:
             start = time.process_time()
-            for _group in range(groups):
-                clock += 1
-                conn.execute("BEGIN IMMEDIATE")
-                _apply_group(conn, [job(vid, mode, clock) for vid in visitors])
-                conn.execute("COMMIT")
+            clock = commits(conn, mode, groups, per_group, clock)
             spent = time.process_time() - start
             results[mode].append(spent / (groups * per_group) * 1e6)
     conn.close()
     return {mode: min(v) for mode, v in results.items()}
+
+
+# --- instructions (callgrind): figures that repeat on a busy machine ---------------
+
+COUNTED = 512
+"""Requests counted per way and commit size under callgrind (after as many unmeasured)."""
+
+
+def _mark() -> None:
+    """Callgrind dumps its counters here (``--dump-before=getppid``)."""
+    os.getppid()
+
+
+def _supported(mode: str) -> bool:
+    """Whether the tree measured knows the mode (a base tree may keep no segments)."""
+    return not segments_of(mode) or "segments" in ev.PlacementShown.__struct_fields__
+
+
+def counted_child(work: Path) -> None:
+    """The process callgrind runs: for each commit size and way, COUNTED requests
+    unmeasured (the visitors made, the rows there), a marker, COUNTED measured, a
+    marker."""
+    clock = int(time.time())
+    modes = [m for m in MODES if _supported(m)]
+    (work / "modes").write_text("\n".join(modes))
+    for per_group in (1, 32):
+        conn = _connect(str(work / f"count{per_group}.db"), sync_full=False)
+        conn.executescript(_SCHEMA)
+        for mode in modes:
+            clock = commits(conn, mode, COUNTED // per_group, per_group, clock)
+            _mark()
+            clock = commits(conn, mode, COUNTED // per_group, per_group, clock)
+            _mark()
+        conn.close()
+
+
+def instructions(root: Path, python: str) -> dict[int, dict[str, float]]:
+    """Instructions per request of each way (callgrind's Ir; the kernel's share of a
+    commit is not counted), for the tree at *root* (its ``edge`` package)."""
+    work = Path(tempfile.mkdtemp(prefix="bench-report-ir-"))
+    out = work / "callgrind.out"
+    try:
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+             "--dump-before=getppid", "--dump-instr=no", python, __file__,
+             "--counted-child", str(work)],
+            env={**os.environ, "PYTHONPATH": str(root), "PYTHONHASHSEED": "0"},
+            capture_output=True,
+            check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise SystemExit(f"callgrind run failed: {done.stderr.decode()[-2000:]}")
+        modes = (work / "modes").read_text().splitlines()
+        parts = sorted(work.glob("callgrind.out.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
+        totals = []
+        for part in parts:
+            found = re.search(r"^(?:totals|summary): *(\d+)", part.read_text(), re.M)
+            assert found is not None, part
+            totals.append(int(found.group(1)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    # parts: (unmeasured, measured) for each size and way, in order
+    out_ir: dict[int, dict[str, float]] = {}
+    index = 1
+    for per_group in (1, 32):
+        out_ir[per_group] = {}
+        for mode in modes:
+            out_ir[per_group][mode] = totals[index] / COUNTED
+            index += 2
+    return out_ir
+
+
+def print_recording(costs: dict[int, dict[str, float]], unit: str, digits: int) -> dict[int, float]:
+    """The ways' figures and, per commit size, what a measured exposure adds (the most
+    of the three: no segment, 3, 8) over the same write without measurement."""
+    worst = {}
+    for concurrent, by_mode in costs.items():
+        at = "one per commit" if concurrent == 1 else f"{concurrent} per commit"
+        for mode, value in by_mode.items():
+            print(f"{'record, ' + mode + ', ' + at:<50} {value:>12,.{digits}f} {unit}/write")
+        for mode in MODES[2:]:
+            if mode in by_mode:
+                added = by_mode[mode] - by_mode["caps only"]
+                label = f"added by an exposure, {mode}, {at}"
+                print(f"{label:<50} {added:>12,.{digits}f} {unit}")
+        worst[concurrent] = max(
+            by_mode[m] - by_mode["caps only"] for m in MODES[2:] if m in by_mode
+        )
+    return worst
 
 
 async def main() -> int:
@@ -187,7 +304,19 @@ async def main() -> int:
     parser.add_argument("--orders", type=int, default=50_000)
     parser.add_argument("--requests", type=int, default=4_096)
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count instructions per write under callgrind (needs valgrind; ~3 min)",
+    )
+    parser.add_argument(
+        "--compare", metavar="ROOT", help="with --instructions: also count another tree's"
+    )
+    parser.add_argument("--counted-child", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.counted_child:
+        counted_child(Path(args.counted_child))
+        return 0
     work = Path(tempfile.mkdtemp(prefix="bench-report-"))
     now = int(time.time())
     try:
@@ -210,19 +339,20 @@ async def main() -> int:
         await store.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    added = {c: v["measured"] - v["caps only"] for c, v in costs.items()}
     print(
         f"report: {args.units:,} units, {exposures:,} exposures, {args.orders:,} orders "
         f"({converting:,} converting unit-placements in the window); fill {fill_s:.1f} s"
     )
-    print(f"{'what':<34} {'value':>10}  goal")
-    print(f"{'report_rows + build (in process)':<34} {seconds * 1000:>8.1f} ms  < 2 s")
-    print(f"{'edge report --json (a process)':<34} {command * 1000:>8.1f} ms  < 2 s")
-    for concurrent, by_mode in costs.items():
-        at = "one per commit" if concurrent == 1 else f"{concurrent} per commit"
-        for mode, us in by_mode.items():
-            print(f"{'record, ' + mode + ', ' + at:<34} {us:>8.1f} µs CPU/write")
-        print(f"{'an exposure measured, ' + at:<34} {added[concurrent]:>8.1f} µs  < 10 µs")
+    print(f"{'what':<50} {'value':>12}  goal")
+    print(f"{'report_rows + build (in process)':<50} {seconds * 1000:>9.1f} ms  < 2 s")
+    print(f"{'edge report --json (a process)':<50} {command * 1000:>9.1f} ms  < 2 s")
+    added = print_recording(costs, "µs CPU", 1)
+    print(f"(goal: an exposure adds < 10 µs; the most added, 32 per commit: {added[32]:.1f} µs)")
+    if args.instructions:
+        for name, root in (("base", args.compare), ("this tree", str(ROOT))):
+            if root:
+                print(f"instructions per write, {name} ({root}):")
+                print_recording(instructions(Path(root), sys.executable), "Ir", 0)
     ok = seconds < 2 and command < 2 and added[32] < 10
     return 0 if ok else 1
 

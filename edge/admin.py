@@ -92,7 +92,12 @@ async def report_for_admin(
     since = reporting.day_number(dt.date.fromisoformat(since_day(days)))
     rows = await store.report_rows(since)
     return reporting.build(
-        rows, ruleset.placements, since_day=since, window_seconds=window_seconds, now=time.time()
+        rows,
+        ruleset.placements,
+        since_day=since,
+        window_seconds=window_seconds,
+        now=time.time(),
+        segment_order=ruleset.segment_names,
     )
 
 
@@ -252,18 +257,18 @@ def _abs(arm: dict[str, Any]) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def _placement_view(placement: dict[str, Any], currency: str, locale: str) -> dict[str, Any]:
-    arms = list(placement.get("arms") or [])
-    arms.sort(key=lambda a: (a.get("arm") != "holdout", str(a.get("arm"))))
+def _arm_rows(
+    arms: list[dict[str, Any]], split: dict[str, Any], winner: str, currency: str, locale: str
+) -> tuple[list[dict[str, Any]], tuple[float, float]]:
+    """The table rows of *arms* (the holdout first), each variant's lift bar on the
+    scale of their own intervals (returned with them, for the axis)."""
+    arms = sorted(arms, key=lambda a: (a.get("arm") != "holdout", str(a.get("arm"))))
     variants = [a for a in arms if a.get("arm") != "holdout"]
     intervals = [
         i for a in variants if (i := _interval((a.get("lift") or {}).get("conversion_rate")))
     ]
     scale = _lift_scale(intervals)
-    verdict = _verdict(placement, variants)
-    winner = verdict.get("winner", "")
     rows = []
-    split = placement.get("split") or {}
     for arm in arms:
         lift = arm.get("lift") or {}
         cr = _interval(lift.get("conversion_rate"))
@@ -272,7 +277,7 @@ def _placement_view(placement: dict[str, Any], currency: str, locale: str) -> di
             {
                 "arm": str(arm.get("arm", "")),
                 "holdout": arm.get("arm") == "holdout",
-                "winner": arm.get("arm") == winner,
+                "winner": bool(winner) and arm.get("arm") == winner,
                 "share": _fmt_pct(split.get(arm.get("arm")), digits=0),
                 "visitors": _fmt_int(arm.get("visitors")),
                 "exposures": _fmt_int(arm.get("exposures")),
@@ -291,13 +296,31 @@ def _placement_view(placement: dict[str, Any], currency: str, locale: str) -> di
                 "significant": bool(arm.get("significant")),
             }
         )
+    return rows, scale
+
+
+def _placement_view(placement: dict[str, Any], currency: str, locale: str) -> dict[str, Any]:
+    arms = list(placement.get("arms") or [])
+    variants = [a for a in arms if a.get("arm") != "holdout"]
+    verdict = _verdict(placement, variants)
+    split = placement.get("split") or {}
+    rows, scale = _arm_rows(arms, split, verdict.get("winner", ""), currency, locale)
     ticks = _ticks(scale)
     srm_p = placement.get("srm_p")
+    segments = [
+        {
+            "segment": str(entry.get("segment", "")),
+            "rows": _arm_rows(list(entry.get("arms") or []), split, "", currency, locale)[0],
+        }
+        for entry in placement.get("segments") or []
+        if any(a.get("visitors") for a in entry.get("arms") or [])
+    ]
     return {
         "id": str(placement.get("id", "")),
         "slot": str(placement.get("slot", "")),
         "segment": str(placement.get("segment", "")) or "everyone",
         "rows": rows,
+        "segments": segments,
         "verdict": verdict,
         "srm_broken": bool(placement.get("srm_broken")),
         "srm_p": "–" if srm_p is None else f"{srm_p:.3g}",

@@ -128,6 +128,7 @@ class EdgeApp:
             trust_geo=config.trust_geo,
             qa_cookie=config.qa_cookie,
             qa_visitors=config.qa_visitors,
+            report_segments=config.report_segments,
         )
         self.proxy = Proxy(config)
         self.respond = Responder(
@@ -355,6 +356,7 @@ class EdgeApp:
         self.decider.languages = tuple(config.languages or ["en"])
         self.decider.trust_geo = config.trust_geo
         self.decider.set_qa(config.qa_cookie, config.qa_visitors)
+        self.decider.report_segments = tuple(config.report_segments)
         if config.avg_order_value is not None:
             self.decider.shop = ShopStats(avg_order_value=config.avg_order_value)
         elif old.avg_order_value is not None:
@@ -421,6 +423,7 @@ LIVE_SETTINGS: Final = (
         "trust_geo",
         "qa_cookie",
         "qa_visitors",
+        "report_segments",
         "avg_order_value",
         "attribution_window",
         "export_traits",  # read by `edge export` and each scenario payload
@@ -472,7 +475,8 @@ def create_app(config: Config, store: Store | None = None) -> EdgeApp:
 
 async def report_response(request: Request, store: Store, ruleset: Any, config: Config) -> Response:
     """``GET /_edge/report.json`` (the caller checked the admin token): the units first
-    exposed since ``?since=DATE`` (default 30 days), ``?placement=ID`` alone."""
+    exposed since ``?since=DATE`` (default 30 days), ``?placement=ID`` alone,
+    ``?segment=NAME``: the placements' breakdown by that segment only."""
     today = dt.datetime.now(dt.UTC).date()
     text = request.query_params.get("since", "")
     try:
@@ -492,5 +496,7 @@ async def report_response(request: Request, store: Store, ruleset: Any, config: 
             window_seconds=config.attribution_seconds,
             now=time.time(),
             only=request.query_params.get("placement") or None,
+            segment=request.query_params.get("segment") or None,
+            segment_order=ruleset.segment_names,
         )
     )

@@ -62,9 +62,17 @@ def _add_report_command(commands: _Commands) -> None:
         help="units first exposed on or after DATE (default: 30 days ago)",
     )
     report.add_argument("--placement", metavar="ID", help="one placement only")
+    report.add_argument(
+        "--segment",
+        metavar="NAME",
+        help="the placements' arms among the visitors who were in this segment at their "
+        "first exposure (report_segments)",
+    )
     form = report.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="the report as JSON")
-    form.add_argument("--csv", action="store_true", help="one CSV row per placement and arm")
+    form.add_argument(
+        "--csv", action="store_true", help="one CSV row per placement, segment and arm"
+    )
     report.add_argument("--rules", metavar="DIR", help="rule files (default ./rules)")
     report.add_argument("--store", help="profile store (default: from edge.toml / EDGE_STORE)")
     _add_config_flag(report)
@@ -327,6 +335,7 @@ def _demo_rules() -> object:
 def _demo(args: argparse.Namespace) -> int:
     from edge.app import EdgeApp, create_app
     from edge.demo.catalog import write_feed
+    from edge.demo.history import REPORT_SEGMENTS
     from edge.demo.seed import seed
     from edge.demo.shop import create_app as create_shop
     from edge.server import bind, configure_logging, make_server, run, serve
@@ -346,6 +355,7 @@ def _demo(args: argparse.Namespace) -> int:
             "catalog": str(write_feed(f"{data_dir}/catalog.csv")),
             "rules": str(_demo_rules()),
             "snippets": args.snippets,
+            "report_segments": list(REPORT_SEGMENTS),
         },
         environ={},
     )
@@ -355,7 +365,8 @@ def _demo(args: argparse.Namespace) -> int:
     seeded: list[int] = []
 
     async def seed_customers(edge_app: EdgeApp) -> None:
-        seeded.append(await seed(edge_app.profiles, placements=edge_app.rules.ruleset.placements))
+        ruleset = edge_app.rules.ruleset
+        seeded.append(await seed(edge_app.profiles, placements=ruleset.placements, ruleset=ruleset))
 
     app.startup_hooks.append(seed_customers)
     sidecar = make_server(app, host=config.host, port=config.port, graceful_timeout=5)
@@ -469,6 +480,11 @@ def _report(args: argparse.Namespace) -> int:
         r.placement for r in rows
     }:
         raise ConfigError(f"--placement: no placement {args.placement!r} in the rules or the store")
+    if args.segment and args.segment not in {*ruleset.segment_names, *(r.segment for r in rows)}:
+        raise ConfigError(
+            f"--segment: no segment {args.segment!r} in the rules or the report; the "
+            "report breaks placements down by report_segments (edge.toml)"
+        )
     built = report.build(
         rows,
         ruleset.placements,
@@ -476,6 +492,8 @@ def _report(args: argparse.Namespace) -> int:
         window_seconds=config.attribution_seconds,
         now=time.time(),
         only=args.placement,
+        segment=args.segment or None,
+        segment_order=ruleset.segment_names,
     )
     if args.json:
         print(json.dumps(built, indent=1))

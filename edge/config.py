@@ -21,6 +21,12 @@ import msgspec
 DEFAULT_CONFIG_FILE = "edge.toml"
 STORE_SCHEMES = ("sqlite:", "redis://", "rediss://", "unix://")
 """What a ``store`` setting starts with (or it is ``memory``): edge/profiles/backends.py."""
+_SEGMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
+"""A segment name the report can keep (the rules' names, up to the 48 characters an
+arm record keeps: ``edge.profiles.model.MAX_ID``)."""
+MAX_ARM_SEGMENTS = 8
+"""Segments a placement's report breaks it down by (``edge.profiles.model``'s)."""
+MAX_ID = 48
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,128}")
 MOVED: dict[str, str] = {
     "page_types": "page types moved to the rule files: write them as [page_types] in "
@@ -236,6 +242,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     attribution_window: str = "7d"
     """How long after a visitor's first exposure to a placement their orders count for
     it in the report (``edge report``): ``12h``, ``7d``, ``2w``."""
+    report_segments: list[str] = msgspec.field(default_factory=list)
+    """The segments the report breaks each placement down by (at most 8; a unit counts
+    in those it was in at its first exposure). Empty: the rules' first 8 segments."""
     avg_order_value: float | None = None
     """The shop's average order value for ``shop.avg_order_value``; unset: computed
     from the stored profiles at start and every 15 minutes."""
@@ -330,6 +339,17 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 )
         if self.replay_cache_bytes < 0:
             raise ValueError("replay_cache_bytes must be 0 (off) or more")
+        if len(self.report_segments) > MAX_ARM_SEGMENTS:
+            raise ValueError(
+                f"report_segments: {len(self.report_segments)} segments, at most "
+                f"{MAX_ARM_SEGMENTS}: keep the ones the report should break placements down by"
+            )
+        for name in self.report_segments:
+            if not _SEGMENT.fullmatch(name):
+                raise ValueError(
+                    f"report_segments: {name!r} must be a segment name (letters, digits "
+                    f"and `_`, starting with a letter, at most {MAX_ID} characters)"
+                )
         if duration_seconds(self.attribution_window) is None:
             raise ValueError(
                 "attribution_window must be a duration such as 12h, 7d or 2w, got "

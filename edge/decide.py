@@ -31,7 +31,7 @@ from edge.personalize.snippets import choose_language
 from edge.placements import HOLDOUT_ARM, choose, fill, unit_key
 from edge.preview import Preview
 from edge.profiles import events as ev
-from edge.profiles.model import MAX_LINKS, Profile, Touch, link_hash
+from edge.profiles.model import MAX_ARM_SEGMENTS, MAX_ID, MAX_LINKS, Profile, Touch, link_hash
 from edge.profiles.service import ProfileService
 from edge.profiles.store import StoreUnavailable
 from edge.recorder import Recorder
@@ -70,6 +70,9 @@ class Decision:
     no decision at all.)"""
     path: str = ""
     """The page's path (a block's link to the page it is on is no click)."""
+    reported: list[str] = field(default_factory=list)
+    """The visitor's segments that the report breaks placements down by
+    (``report_segments``): kept with a unit's first exposure of each placement."""
 
     def exposures(self, shown: set[str] | None = None) -> list[ev.BaseEvent]:
         """Events recording what was shown (and withheld), for caps, offers, lift: the
@@ -78,6 +81,7 @@ class Decision:
         stored a second later would move the deadline the page showed."""
         arms = self.arms
         measured = self.measured
+        reported = self.reported if measured else []
         out: list[ev.BaseEvent] = [
             ev.PlacementShown(
                 placement_id=e.placement,
@@ -86,6 +90,7 @@ class Decision:
                 arm=arms.get(e.placement, ""),
                 measured=measured,
                 links=_links(e.edit.content, self.path) if e.edit.html else [],
+                segments=reported,
             )
             for e in self.edits
             # (not the sidecar's own additions: stylesheet, preview badge)
@@ -93,7 +98,9 @@ class Decision:
         ]
         if measured:  # a QA visitor's holdout changes nothing: no cap, no arm
             out += [
-                ev.PlacementShown(placement_id=p, held_out=True, ts=self.now, arm="holdout")
+                ev.PlacementShown(
+                    placement_id=p, held_out=True, ts=self.now, arm="holdout", segments=reported
+                )
                 for p in self.held_out
             ]
         return out
@@ -153,6 +160,7 @@ class Decider:
         trust_geo: bool = False,
         qa_cookie: str = "edge_qa",
         qa_visitors: Sequence[str] = (),
+        report_segments: Sequence[str] = (),
     ) -> None:
         self.rules = rules
         self.profiles = profiles
@@ -169,6 +177,29 @@ class Decider:
         """QA: a browser with ``qa_cookie``, these visitor ids and ``cust:ID``s."""
         self._qa_any = False
         self.set_qa(qa_cookie, qa_visitors)
+        self.report_segments: tuple[str, ...] = tuple(report_segments)
+        """The segments the report breaks placements down by; empty: the rules' first
+        ``MAX_ARM_SEGMENTS``."""
+        self._reported: tuple[object, tuple[str, ...], frozenset[str]] = (None, (), frozenset())
+
+    def reported_segments(self, ruleset: RuleSet) -> frozenset[str]:
+        """The segments of *ruleset* kept with exposures (``report_segments``, else the
+        rules' own, in their order; at most ``MAX_ARM_SEGMENTS``)."""
+        cached_rules, cached_setting, names = self._reported
+        if cached_rules is ruleset and cached_setting == self.report_segments:
+            return names
+        wanted = self.report_segments or tuple(ruleset.segment_names)
+        fitting = [n for n in wanted if n in ruleset.segment_names and len(n) <= MAX_ID]
+        unknown = [n for n in self.report_segments if n not in ruleset.segment_names]
+        if unknown:  # (once per rule set: the rules may define them later)
+            log.warning(
+                "report_segments: no segment %s in the rules serving; not reported (fix the "
+                "name in edge.toml or define the segment)",
+                ", ".join(unknown),
+            )
+        names = frozenset(fitting[:MAX_ARM_SEGMENTS])
+        self._reported = (ruleset, self.report_segments, names)
+        return names
 
     def page_seen(self, path: str, top: bytes) -> None:
         """A personalized page went out; *top* is its first decoded bytes: its
@@ -254,6 +285,9 @@ class Decider:
         unit = unit_key(visitor_id, profile) if visitor_id else ""
         if preview is not None or (self._qa_any and self._qa(head, visitor_id, unit)):
             decision.measured = False
+        elif segments:
+            reported = self.reported_segments(ruleset)
+            decision.reported = [n for n in segments if n in reported]
         choices = choose(
             holding,
             ruleset.slots,

@@ -60,10 +60,19 @@ def _arm(name: str, counts: Counts, holdout: Counts | None) -> dict[str, Any]:
     return out
 
 
-def _placement(
-    pid: str, slot: str, segment: str, split: dict[str, float], arms: dict[str, Counts]
-) -> dict[str, Any]:
+def _arms(arms: dict[str, Counts]) -> list[dict[str, Any]]:
     holdout = arms["holdout"]
+    return [_arm(n, arms[n], None if n == "holdout" else holdout) for n in arms]
+
+
+def _placement(
+    pid: str,
+    slot: str,
+    segment: str,
+    split: dict[str, float],
+    arms: dict[str, Counts],
+    segments: dict[str, dict[str, Counts]] | None = None,
+) -> dict[str, Any]:
     names = list(arms)
     srm = lift.srm_p([arms[n][0] for n in names], [split[n] for n in names])
     return {
@@ -73,7 +82,10 @@ def _placement(
         "split": split,
         "srm_p": srm,
         "srm_broken": srm is not None and srm < lift.SRM_THRESHOLD,
-        "arms": [_arm(n, arms[n], None if n == "holdout" else holdout) for n in names],
+        "arms": _arms(arms),
+        "segments": [
+            {"segment": name, "arms": _arms(counted)} for name, counted in (segments or {}).items()
+        ],
         "daily": _daily(arms),
     }
 
@@ -124,6 +136,18 @@ def sample_report() -> dict[str, Any]:
                     "holdout": counts(2000, 100),
                     "warm": counts(9000, 720),
                     "bold": counts(9050, 470),
+                },
+                {  # the same visitors, by the segments they were in when first exposed
+                    "vip": {
+                        "holdout": counts(2000, 100),
+                        "warm": counts(9000, 720),
+                        "bold": counts(9050, 470),
+                    },
+                    "mobile_user": {
+                        "holdout": counts(600, 24),
+                        "warm": counts(2700, 190),
+                        "bold": counts(2650, 120),
+                    },
                 },
             ),
             _placement(  # readable, but the interval crosses zero

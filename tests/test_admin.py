@@ -73,7 +73,8 @@ def test_the_placements_table_reads_a_report(tmp_path: Path) -> None:
     assert "+60.0%" in verdict.text()
     winner = hero.css_first("tr.winner th")
     assert winner.text().startswith("warm") and "winner" in winner.text()
-    rows = [r.css_first("th").text().split()[0] for r in hero.css("tbody tr")]
+    table = hero.css_first("table.arms")  # (the totals; the breakdown by segment after it)
+    rows = [r.css_first("th").text().split()[0] for r in table.css("tbody tr")]
     assert rows == ["holdout", "bold", "warm"]  # the holdout first: the baseline
     bars = hero.css("svg.lift-chart rect.bar")
     assert [b.attributes["class"] for b in bars] == ["bar flat", "bar up"]  # bold, warm
@@ -88,15 +89,26 @@ def test_the_placements_table_reads_a_report(tmp_path: Path) -> None:
         assert x0 <= dot <= x1
     assert "+27.4% to +92.6%" in hero.text()  # the interval, rounded for display only
     assert hero.css_first("tr.holdout svg") is None  # no lift for the holdout
-    headers = [h.text() for h in hero.css("thead th")]
+    headers = [h.text() for h in table.css("thead th")]
     cells = {
         r.css_first("th").text().split()[0]: r.css("td")[headers.index("Clicks") - 1].text()
-        for r in hero.css("tbody tr")
+        for r in table.css("tbody tr")
     }
     warm = next(a for a in report["placements"][0]["arms"] if a["arm"] == "warm")
     assert cells["warm"] == f"{warm['clicks']:,}" and warm["clicks"] > 0
     assert cells["holdout"] == ""  # the holdout saw no block to click
     assert "45%" in hero.text() and "10%" in hero.text()  # the configured split
+    # the breakdown by segment: per segment its arms, each variant's lift against the
+    # segment's own holdout, as the report computed it
+    groups = hero.css("table.by-segment tbody")
+    assert [g.attributes["data-segment"] for g in groups] == ["vip", "mobile_user"]
+    mobile = report["placements"][0]["segments"][1]["arms"]
+    bold = next(a for a in mobile if a["arm"] == "bold")
+    relative = bold["lift"]["conversion_rate"]["relative"]
+    row = next(r for r in groups[1].css("tr") if r.css("th")[-1].text().startswith("bold"))
+    assert f"{relative * 100:+.1f}%" in row.text()
+    assert groups[1].css_first("tr.holdout").text().count("(baseline)") == 1
+    assert all(len(articles[p].css("table.by-segment")) == 0 for p in list(articles)[1:])
 
     trend = hero.css("svg.trend-chart polyline.trend-line")
     assert [t.attributes["data-arm"] for t in trend] == ["holdout", "bold", "warm"]

@@ -175,6 +175,13 @@ def test_the_admin_page_in_chromium(edge: EdgeProcess, browser: Browser, tmp_pat
         assert page.locator("svg.trend-chart polyline.trend-line").count() == 9
         assert all(w > 100 and h > 40 for w, h in _size(page, "svg.trend-chart"))
         assert page.locator("text=Sample ratio mismatch").count() >= 1
+        # hero-vip's breakdown by segment: a group of rows per segment, server-side
+        hero = page.locator("article.placement[data-placement=hero-vip]")
+        groups = hero.locator("table.by-segment tbody")
+        assert [g.get_attribute("data-segment") for g in groups.all()] == ["vip", "mobile_user"]
+        assert groups.nth(1).locator("tr").count() == 3
+        assert groups.nth(1).locator(".figure.up").count() == 1  # warm beats the holdout
+        assert page.locator("table.by-segment").count() == 1
         assert page.locator(".badge.wait", has_text="too small to read").count() >= 1
 
         # segment sizes: a line per segment over the week and today

@@ -21,7 +21,7 @@ import pytest
 
 from edge import report
 from edge.demo.history import EXPERIMENTS, plan
-from edge.demo.seed import seed, shipped_placements
+from edge.demo.seed import seed, shipped_placements, shipped_ruleset
 from edge.identity import Identity
 from edge.placements import HOLDOUT_ARM, assign, in_holdout
 from edge.profiles.model import DAY
@@ -40,7 +40,9 @@ def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     async def fill() -> None:
         store = SQLiteStore(str(path))
         profiles = ProfileService(store, Identity(["s3cret"]).email_hash)
-        await seed(profiles, now=NOW, placements=shipped_placements())
+        ruleset = shipped_ruleset()
+        assert ruleset is not None
+        await seed(profiles, now=NOW, placements=ruleset.placements, ruleset=ruleset)
         await store.close()
 
     asyncio.run(fill())
@@ -79,6 +81,30 @@ def check_demo_report(built: dict[str, Any]) -> None:
     assert all(a["visitors"] == 0 for a in placements["cart-reminder"]["arms"])
 
 
+def visitors_by_segment(placement: dict[str, Any]) -> dict[str, dict[str, int]]:
+    return {
+        s["segment"]: {a["arm"]: a["visitors"] for a in s["arms"]} for s in placement["segments"]
+    }
+
+
+def check_demo_segments(built: dict[str, Any]) -> None:
+    """The units were in their placement's segment when first exposed (the sidecar's
+    verdict, kept with the exposure): every VIP hero unit in ``vip``, every comeback
+    hero unit in ``lapsed`` or ``lost`` (one or the other: a lost customer bought
+    nothing for a year)."""
+    placements = by_id(built)
+    vip, lapsed = placements["hero-vip"], placements["hero-lapsed"]
+    totals = {a["arm"]: a["visitors"] for a in vip["arms"]}
+    assert visitors_by_segment(vip)["vip"] == totals
+    segments = visitors_by_segment(lapsed)
+    for name in ("holdout", "default"):
+        both = segments["lapsed"][name] + segments["lost"][name]
+        assert both == arm(lapsed, name)["visitors"] > 0
+    # the lift holds among the VIPs too (they are the same visitors)
+    in_vip = next(s for s in vip["segments"] if s["segment"] == "vip")
+    assert next(a for a in in_vip["arms"] if a["arm"] == "default")["significant"] is True
+
+
 def test_the_report_of_the_seeded_store_shows_a_lift_and_none(store_path: Path) -> None:
     since_day = report.day_number(SINCE)
     built = report.build(
@@ -89,6 +115,7 @@ def test_the_report_of_the_seeded_store_shows_a_lift_and_none(store_path: Path) 
         now=NOW,
     )
     check_demo_report(built)
+    check_demo_segments(built)
 
 
 def test_edge_report_json_on_the_seeded_store(store_path: Path) -> None:
@@ -101,14 +128,14 @@ def test_edge_report_json_on_the_seeded_store(store_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     check_demo_report(json.loads(done.stdout))
+    check_demo_segments(json.loads(done.stdout))
 
 
 def test_the_history_is_deterministic_and_assigned_as_the_sidecar_would() -> None:
     placements = shipped_placements()
-    customers = [f"demo-{n:04d}" for n in range(1, 311)]
-    first, again = plan(placements, customers, NOW), plan(placements, customers, NOW)
-    assert [(u.visitor_id, u.arm, u.exposures) for u in first] == [
-        (u.visitor_id, u.arm, u.exposures) for u in again
+    first, again = plan(placements, NOW), plan(placements, NOW)
+    assert [(u.visitor_id, u.arm, u.exposures, u.past) for u in first] == [
+        (u.visitor_id, u.arm, u.exposures, u.past) for u in again
     ]
     assert len(first) == sum(e.units for e in EXPERIMENTS) <= 5000
     rules = {r.id: r for r in placements}
@@ -118,11 +145,43 @@ def test_the_history_is_deterministic_and_assigned_as_the_sidecar_would() -> Non
         assert unit.arm == assign(key, rule.id, rule.spec.holdout, rule.variants)
         assert (unit.arm == HOLDOUT_ARM) == in_holdout(key, rule.id, rule.spec.holdout)
         assert NOW - 28 * DAY <= unit.exposures[0] < NOW
+        assert unit.past and all(o.ts < unit.exposures[0] for o in unit.past)  # type: ignore[operator]
         if unit.order is not None:  # bought within the attribution window, in the past
             assert unit.exposures[0] < unit.order.ts <= NOW  # type: ignore[operator]
             assert unit.order.ts - unit.exposures[0] <= 7 * DAY  # type: ignore[operator]
     assert sum(1 for u in first if not u.customer_id) > 500  # anonymous visitors too
-    assert {u.customer_id for u in first} >= set(customers)  # the demo's customers take part
+
+
+def test_each_unit_s_past_puts_it_in_its_placement_s_segment(store_path: Path) -> None:
+    """Replayed on a new profile, a unit's past orders make the rules put it in the
+    placement's segment at each of its exposures, under the shop's average order of
+    the seeded store (as the sidecar computes it)."""
+    from edge.profiles import events as ev
+    from edge.profiles.model import new_profile
+    from edge.profiles.stats import average_order_value
+    from edge.rules import RequestInfo, ShopStats
+
+    ruleset = shipped_ruleset()
+    assert ruleset is not None
+
+    async def average() -> float | None:
+        store = SQLiteStore(str(store_path))
+        try:
+            return await average_order_value(store)
+        finally:
+            await store.close()
+
+    shop = ShopStats(avg_order_value=asyncio.run(average()))
+    wanted = {"hero-vip": {"vip"}, "hero-lapsed": {"lapsed", "lost"}}
+    for unit in plan(ruleset.placements, NOW):
+        profile = new_profile("unit", unit.exposures[0])
+        for order in unit.past:
+            ev.apply(profile, order, NOW, ev.Source.SHOP)
+        for ts in unit.exposures:
+            names = set(
+                ruleset.names(ruleset.evaluate(ruleset.context(profile, RequestInfo(), ts, shop)))
+            )
+            assert names & wanted[unit.placement], (unit.placement, names)
 
 
 def read_banner(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> str:
@@ -175,5 +234,6 @@ def test_the_running_demo_serves_the_report_with_its_printed_token(
     reply = fetch(port, "/_edge/report.json", headers={"Authorization": f"Bearer {token}"})
     assert reply.status == 200
     check_demo_report(json.loads(reply.body))
+    check_demo_segments(json.loads(reply.body))
     page = fetch(port, "/_edge/admin")
     assert page.status == 401  # the login form: the token goes in there

@@ -141,7 +141,9 @@ async def order(service: ProfileService, order_id: str, total: float, at: int, *
 
 
 def rows(found: list[ReportRow]) -> dict[tuple[int, str, str], tuple[Any, ...]]:
-    return {(r.day, r.placement, r.arm): tuple(r[3:]) for r in found}
+    """The arms' total rows: units, exposures, converting units, revenue, revenue²,
+    clicks (views and the segment rows are checked on their own)."""
+    return {(r.day, r.placement, r.arm): tuple(r[3:9]) for r in found if not r.segment}
 
 
 async def test_exposures_and_orders_add_up_per_day_placement_and_arm(
@@ -171,11 +173,13 @@ async def test_exposures_and_orders_add_up_per_day_placement_and_arm(
 async def test_a_customer_s_cookies_merge_into_one_unit_at_the_earliest_exposure(
     service: ProfileService, store: Store
 ) -> None:
-    await see(service, "phone", shown("hero", T0 + DAY, "warm"), at=T0 + DAY)
-    await see(service, "laptop", shown("hero", T0, "bold"))
+    on_phone = ev.PlacementShown(placement_id="hero", ts=T0 + DAY, arm="warm", segments=["new"])
+    await see(service, "phone", on_phone, at=T0 + DAY)
+    on_laptop = ev.PlacementShown(placement_id="hero", ts=T0, arm="bold", segments=["vip"])
+    await see(service, "laptop", on_laptop)
     await order(service, "p1", 10.0, T0 + DAY + 10, anonymous_id="phone")
     await order(service, "l1", 20.0, T0 + 10, anonymous_id="laptop")
-    assert sum(r.units for r in await store.report_rows(0)) == 2
+    assert sum(r.units for r in await store.report_rows(0) if not r.segment) == 2
     for visitor in ("phone", "laptop"):
         identify = ev.Identify(anonymous_id=visitor, user_id="c-1")
         await service.record(None, [identify], ev.Source.SHOP, T0 + 2 * DAY)
@@ -187,6 +191,12 @@ async def test_a_customer_s_cookies_merge_into_one_unit_at_the_earliest_exposure
     profile = await service.load("phone")
     assert profile is not None and profile.customer_id == "c-1"
     assert profile.arms["hero"].arm == "bold" and profile.arms["hero"].first == T0
+    # the segments of the first exposure too: the unit counts in vip, no longer in new
+    assert profile.arms["hero"].segments == ("vip",)
+    segments = {
+        (r.arm, r.segment): r.units for r in await store.report_rows(0) if r.segment and r.units
+    }
+    assert segments == {("bold", "vip"): 1}
 
 
 async def test_qa_views_and_erased_profiles_count_nothing(
@@ -220,6 +230,12 @@ id = "hello"
 slot = "page"
 snippet = "hello.html"
 holdout = 0.5
+
+[segments.everyone_here]
+when = "visits >= 0"
+
+[segments.never]
+when = "visits < 0"
 """
 
 
@@ -356,6 +372,33 @@ def test_shown_and_held_out_visitors_are_counted_and_crawlers_and_previews_not(
 
 
 @pytest.mark.slow
+def test_the_report_breaks_each_arm_down_by_the_visitors_segments(served: EdgeProcess) -> None:
+    for _ in range(4):
+        Visitor(served.port).visit()
+
+    def breakdown() -> tuple[Any, ...]:
+        (hello,) = report(served.port)["placements"]
+        totals = {a["arm"]: a["visitors"] for a in hello["arms"]}
+        names = [s["segment"] for s in hello["segments"]]
+        if not names:  # (the first exposures are not written yet)
+            return names, False
+        segment = {a["arm"]: a["visitors"] for a in hello["segments"][0]["arms"]}
+        return names, segment == totals and sum(totals.values()) >= 4
+
+    # every visitor is in everyone_here (and none in never): its rows are the totals
+    assert settle(breakdown, (["everyone_here"], True)) == (["everyone_here"], True)
+    (hello,) = report(served.port)["placements"]
+    variant = hello["segments"][0]["arms"][1]
+    assert variant["arm"] == "default" and "lift" in variant and "views" in variant
+    only = fetch(
+        served.port,
+        "/_edge/report.json?segment=never",
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    assert json.loads(only.body)["placements"][0]["segments"] == []
+
+
+@pytest.mark.slow
 def test_orders_count_inside_the_window_and_not_outside(served: EdgeProcess) -> None:
     # a visitor of each arm: orders ingested as the shop would, with their visitor id
     seen: dict[str, Visitor] = {}
@@ -465,6 +508,166 @@ def test_edge_import_s_orders_count_like_ingested_ones(
     assert rows(live)[(DAY0, "hero", "warm")] == (1, 2, 1, 42.5, 42.5**2, 0)
 
 
+async def test_segment_rows_count_the_units_in_each_segment_at_their_first_exposure(
+    service: ProfileService, store: Store
+) -> None:
+    vip_new = ["vip", "new"]
+    await see(
+        service, "v1", ev.PlacementShown(placement_id="hero", ts=T0, arm="warm", segments=vip_new)
+    )
+    # a later page in other segments: the unit stays counted where it first was
+    later = ev.PlacementShown(placement_id="hero", ts=T0 + 60, arm="warm", segments=["lapsed"])
+    await see(service, "v1", later, at=T0 + 60)
+    await see(
+        service,
+        "v2",
+        ev.PlacementShown(placement_id="hero", ts=T0 + 5, held_out=True, segments=["vip"]),
+    )
+    await see(service, "v3", shown("hero", T0 + 9, "warm"))  # in no reported segment
+    await order(service, "o1", 50.0, T0 + 100, anonymous_id="v1")
+    await order(service, "o1", 50.0, T0 + 100, anonymous_id="v1")  # sent twice: once
+    found = await store.report_rows(0)
+    by_segment = {(r.arm, r.segment): tuple(r[3:10]) for r in found}
+    # units, exposures, converting units, revenue, revenue², clicks, views
+    assert by_segment == {
+        ("warm", ""): (2, 3, 1, 50.0, 2500.0, 0, 0),
+        ("warm", "vip"): (1, 2, 1, 50.0, 2500.0, 0, 0),
+        ("warm", "new"): (1, 2, 1, 50.0, 2500.0, 0, 0),
+        ("holdout", ""): (1, 1, 0, 0.0, 0.0, 0, 0),
+        ("holdout", "vip"): (1, 1, 0, 0.0, 0.0, 0, 0),
+    }
+    profile = await store.get("v1")
+    assert profile is not None and profile.arms["hero"].segments == ("vip", "new")
+
+
+async def test_views_reach_the_aggregates_once_per_change(
+    service: ProfileService, store: Store
+) -> None:
+    """(The browser snippet's event that bumps ``views`` is issue 17's: here the field
+    is changed as that event's handler will, and the store counts it once.)"""
+    import msgspec
+
+    event = ev.PlacementShown(placement_id="hero", ts=T0, arm="warm", segments=["vip"])
+    await see(service, "v1", event)
+
+    def seen_twice(current: dict[str, Any], _seen: set[str]) -> dict[str, Any]:
+        profile = current["v1"]
+        record = profile.arms["hero"]
+        profile.arms["hero"] = msgspec.structs.replace(record, views=record.views + 2)
+        return {"v1": profile}
+
+    await store.transact(["v1"], [], seen_twice)
+    found = {r.segment: (r.units, r.exposures, r.views) for r in await store.report_rows(0)}
+    assert found == {"": (1, 1, 2), "vip": (1, 1, 2)}
+
+
+def test_an_old_sqlite_store_s_aggregates_become_the_arms_totals(tmp_path: Path) -> None:
+    import sqlite3
+
+    from edge.profiles.sqlite import read_report_rows
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE arm_days (day INTEGER NOT NULL, placement TEXT NOT NULL, "
+        "arm TEXT NOT NULL, units INTEGER NOT NULL, exposures INTEGER NOT NULL, "
+        "converters INTEGER NOT NULL, revenue REAL NOT NULL, revenue_sq REAL NOT NULL, "
+        "clicks INTEGER NOT NULL, PRIMARY KEY (day, placement, arm)) WITHOUT ROWID"
+    )
+    conn.execute(
+        "INSERT INTO arm_days VALUES (?, 'hero', 'warm', 3, 7, 1, 20.0, 400.0, 2)", (DAY0,)
+    )
+    conn.commit()
+    conn.close()
+    want = [ReportRow(DAY0, "hero", "warm", 3, 7, 1, 20.0, 400.0, 2, 0, "")]
+    assert read_report_rows(str(path)) == want  # read-only: the old layout as it is
+
+    async def reopen() -> list[ReportRow]:
+        store = SQLiteStore(path)
+        service = ProfileService(store, IDENTITY.email_hash, cache_ttl=0.001)
+        event = ev.PlacementShown(placement_id="hero", ts=T0, arm="warm", segments=["vip"])
+        await see(service, "v9", event)
+        found = await store.report_rows(0)
+        await store.close()
+        return found
+
+    import asyncio
+
+    found = asyncio.run(reopen())
+    assert found == [
+        ReportRow(DAY0, "hero", "warm", 4, 8, 1, 20.0, 400.0, 2, 0, ""),
+        ReportRow(DAY0, "hero", "warm", 1, 1, 0, 0.0, 0.0, 0, 0, "vip"),
+    ]
+    assert read_report_rows(str(path)) == found
+
+
+@pytest.mark.slow
+def test_a_redis_store_s_aggregates_from_before_segments_read_as_the_arms_totals(
+    redis_url: str,
+) -> None:
+    import redis
+
+    from edge.profiles.redis import RedisStore
+
+    prefix = f"old{next(_prefixes)}:"
+    client = redis.Redis.from_url(redis_url)
+    # the layout before segments: field placement, arm, field number
+    client.hset(f"{prefix}t:{DAY0}", mapping={"hero\x1fwarm\x1f0": 3, "hero\x1fwarm\x1f1": 7})
+    client.sadd(f"{prefix}tdays", DAY0)
+    client.close()
+
+    async def read() -> list[ReportRow]:
+        store = RedisStore(redis_url, prefix=prefix)
+        service = ProfileService(store, IDENTITY.email_hash, cache_ttl=0.001)
+        event = ev.PlacementShown(placement_id="hero", ts=T0, arm="warm", segments=["vip", "new"])
+        await see(service, "v1", event)
+        found = await store.report_rows(0)
+        await store.close()
+        return found
+
+    import asyncio
+
+    assert asyncio.run(read()) == [
+        ReportRow(DAY0, "hero", "warm", 4, 8, 0, 0.0, 0.0, 0, 0, ""),
+        ReportRow(DAY0, "hero", "warm", 1, 1, 0, 0.0, 0.0, 0, 0, "new"),
+        ReportRow(DAY0, "hero", "warm", 1, 1, 0, 0.0, 0.0, 0, 0, "vip"),
+    ]
+
+
+def test_the_reported_segments_are_the_setting_s_else_the_rules_first_eight(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edge.decide import Decider
+    from edge.rules import load_rules
+
+    names = [f"s{i}" for i in range(10)]
+    (tmp_path / "segments.toml").write_text(
+        "".join(f'[segments.{n}]\nwhen = "visits >= 0"\n' for n in names)
+    )
+    ruleset, errors = load_rules(tmp_path)
+    assert ruleset is not None, errors
+    decider = Decider.__new__(Decider)  # (only the segment choice: no store, no rules)
+    decider.report_segments = ()
+    decider._reported = (None, (), frozenset())
+    assert decider.reported_segments(ruleset) == frozenset(names[:8])
+    decider.report_segments = ("s9", "s2", "gone")
+    with caplog.at_level("WARNING", logger="edge.decide"):
+        assert decider.reported_segments(ruleset) == {"s9", "s2"}
+        assert decider.reported_segments(ruleset) == {"s9", "s2"}  # (said once)
+    warned = [r.getMessage() for r in caplog.records if "report_segments" in r.getMessage()]
+    assert len(warned) == 1 and "no segment gone in the rules serving" in warned[0]
+
+
+def test_config_report_segments_are_checked() -> None:
+    from edge.config import ConfigError, load_config
+
+    assert load_config({"report_segments": ["vip", "lapsed"]}).report_segments == ["vip", "lapsed"]
+    with pytest.raises(ConfigError, match="report_segments: 9 segments, at most 8"):
+        load_config({"report_segments": [f"s{i}" for i in range(9)]})
+    with pytest.raises(ConfigError, match="report_segments: 'no-dash' must be a segment name"):
+        load_config({"report_segments": ["no-dash"]})
+
+
 def test_a_decision_s_exposures_carry_its_arms_and_a_qa_decision_measures_nothing() -> None:
     from edge.decide import Decision
     from edge.rewrite.edits import Edit
@@ -483,6 +686,8 @@ def test_a_decision_s_exposures_carry_its_arms_and_a_qa_decision_measures_nothin
     ]
     decision.arms = {"hero": "bold", "banner": "holdout"}  # type: ignore[attr-defined]
     assert decision.exposures()[0].arm == "bold"  # type: ignore[attr-defined]
+    decision.reported = ["vip"]
+    assert [e.segments for e in decision.exposures()] == [["vip"], ["vip"]]  # type: ignore[attr-defined]
     decision.measured = False  # type: ignore[attr-defined]
     qa = decision.exposures()
     assert [(e.placement_id, e.measured) for e in qa] == [("hero", False)]  # type: ignore[attr-defined]

@@ -213,7 +213,16 @@ def test_encoded_size_is_bounded() -> None:
             ("Email Sent", {}),
             ("Email Opened", {}),
             ("Identify", {"traits": {f"custom_{day}": long}}),
-            ("Placement Shown", {"placement_id": f"pl{day}" + "x" * 120, "offer": True}),
+            (
+                "Placement Shown",
+                {
+                    "placement_id": f"pl{day}" + "x" * 120,
+                    "offer": True,
+                    "arm": "a" * 48,
+                    "links": list(range(8)),
+                    "segments": [f"s{i}" + "x" * 46 for i in range(8)],  # (arm records)
+                },
+            ),
             (
                 "Order Completed",
                 {
@@ -230,6 +239,7 @@ def test_encoded_size_is_bounded() -> None:
             ev.apply(p, events({"event": name, **payload})[0], ts, ev.Source.SHOP)
     assert len(p.orders) == MAX_ORDERS
     assert len(p.pageview_days) <= 401
+    assert len(p.arms) == 50 and all(len(r.segments) == 8 for r in p.arms.values())
     size = len(encode(p))
     assert size <= MAX_ENCODED_BYTES, size
 

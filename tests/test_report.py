@@ -68,6 +68,7 @@ def test_the_json_on_known_data_is_the_hand_computed_numbers() -> None:
         "arm": "holdout",
         "visitors": 200,
         "exposures": 600,
+        "views": 0,
         "clicks": 0,
         "conversions": 10,
         "revenue": 1000.0,
@@ -137,6 +138,7 @@ def test_a_broken_split_is_flagged_and_an_empty_holdout_gives_no_lift() -> None:
         "arm": "holdout",
         "visitors": 0,
         "exposures": 0,
+        "views": 0,
         "clicks": 0,
         "conversions": 0,
         "revenue": 0.0,
@@ -160,6 +162,51 @@ def test_the_table_warns_about_mismatch_and_small_samples() -> None:
     text = report.table(built)
     assert "SAMPLE RATIO MISMATCH" in text and "too small to read" in text
     assert "(baseline)" in text and "5.00%" in text
+
+
+def test_each_segment_s_arms_are_the_report_of_its_rows_alone() -> None:
+    rows = [
+        row(TODAY, "a", "holdout", 400, 20, 2000.0, 30_000.0),
+        row(TODAY, "a", "default", 3600, 250, 20_000.0, 400_000.0),
+        row(TODAY - 1, "a", "default", 100, 9, 900.0, 9_000.0),
+    ]
+    vip = [
+        row(TODAY, "a", "holdout", 40, 2, 200.0, 3_000.0)._replace(segment="vip"),
+        row(TODAY, "a", "default", 400, 60, 5_000.0, 90_000.0)._replace(segment="vip"),
+    ]
+    lapsed = [row(TODAY, "a", "default", 10, 1, 50.0, 2_500.0)._replace(segment="lapsed")]
+    spec = [placement("a", 0.1)]
+    built = report.build(
+        rows + vip + lapsed,
+        spec,
+        since_day=0,
+        window_seconds=DAY,
+        now=NOW,
+        segment_order=("vip", "lapsed"),
+    )
+    (p,) = built["placements"]
+    alone = report.build(rows, spec, since_day=0, window_seconds=DAY, now=NOW)
+    assert p["arms"] == alone["placements"][0]["arms"]  # the totals as before
+    assert [s["segment"] for s in p["segments"]] == ["vip", "lapsed"]
+    for rows_of, entry in ((vip, p["segments"][0]), (lapsed, p["segments"][1])):
+        plain = [r._replace(segment="") for r in rows_of]
+        own = report.build(plain, spec, since_day=0, window_seconds=DAY, now=NOW)
+        assert entry["arms"] == own["placements"][0]["arms"]
+    assert p["segments"][1]["arms"][0] == {**p["segments"][1]["arms"][0], "visitors": 0}
+    only = report.build(
+        rows + vip + lapsed, spec, since_day=0, window_seconds=DAY, now=NOW, segment="lapsed"
+    )
+    assert [s["segment"] for s in only["placements"][0]["segments"]] == ["lapsed"]
+    assert only["placements"][0]["arms"] == p["arms"]
+    csv_text = report.csv_rows(built)
+    assert [(r[1], r[2]) for r in csv_text[1:]] == [
+        ("", "holdout"),
+        ("", "default"),
+        ("vip", "holdout"),
+        ("vip", "default"),
+        ("lapsed", "holdout"),
+        ("lapsed", "default"),
+    ]
 
 
 # --- the command -----------------------------------------------------------------------
@@ -195,7 +242,11 @@ def filled(tmp_path: Path) -> tuple[Path, Path]:
         for i in range(12):
             arm = "holdout" if i % 4 == 0 else "default"
             shown = ev.PlacementShown(
-                placement_id="hero-vip", ts=now, arm=arm, held_out=arm == "holdout"
+                placement_id="hero-vip",
+                ts=now,
+                arm=arm,
+                held_out=arm == "holdout",
+                segments=["big"] if i % 2 == 0 else [],
             )
             await service.record(f"v{i}", [shown], ev.Source.OBSERVED, now)
             if i % 3 == 0:
@@ -222,11 +273,23 @@ def test_edge_report_prints_json_csv_and_a_table(
     assert arms["default"]["revenue"] == 75.0 and p["split"] == {"holdout": 0.25, "default": 0.75}
     assert main([*base, "--csv"]) == 0
     table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert [(r["arm"], r["visitors"], r["conversions"]) for r in table] == [
-        ("holdout", "3", "1"),
-        ("default", "9", "3"),
+    assert [(r["segment"], r["arm"], r["visitors"], r["conversions"]) for r in table] == [
+        ("", "holdout", "3", "1"),
+        ("", "default", "9", "3"),
+        # the even units were in "big" at their exposure: v0, v4, v8 held out, v2, v6,
+        # v10 not; of them v0 and v6 ordered
+        ("big", "holdout", "3", "1"),
+        ("big", "default", "3", "1"),
     ]
     assert table[1]["too_small"] == "yes" and table[0]["too_small"] == ""
+    assert main([*base, "--json", "--segment", "big"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["segment"] == "big"
+    (big,) = got["placements"][0]["segments"]
+    assert [(a["arm"], a["visitors"]) for a in big["arms"]] == [("holdout", 3), ("default", 3)]
+    assert main([*base, "--segment", "big"]) == 0
+    out = capsys.readouterr().out
+    assert "segment big:" in out and "(baseline)" in out
     assert main(base) == 0
     out = capsys.readouterr().out
     assert "hero-vip" in out and "too small to read" in out
@@ -244,6 +307,7 @@ def test_edge_report_errors_are_one_line_and_make_no_store(
         (["--store", f"sqlite:{missing}"], "no store there"),
         (["--store", f"sqlite:{db}", "--since", "last week"], "--since: expected a date"),
         (["--store", f"sqlite:{db}", "--placement", "nope"], "--placement: no placement 'nope'"),
+        (["--store", f"sqlite:{db}", "--segment", "nope"], "--segment: no segment 'nope'"),
     ):
         assert main(["report", "--rules", str(rules), *args]) == 2
         err = capsys.readouterr().err

@@ -18,7 +18,7 @@ from edge.demo.history import record_history
 from edge.profiles import events as ev
 from edge.profiles.model import DAY
 from edge.profiles.service import ProfileService
-from edge.rules import LIBRARY_DIR, PlacementRule, load_rules
+from edge.rules import LIBRARY_DIR, PlacementRule, RuleSet, load_rules
 
 FIRST_NAMES: Final = (
     "Giulia",
@@ -308,10 +308,12 @@ async def seed(
     profiles: ProfileService,
     now: int | None = None,
     placements: Sequence[PlacementRule] | None = None,
+    ruleset: RuleSet | None = None,
 ) -> int:
     """Record the synthetic customers, then, given the rule set's *placements*, the
     measurement history of those it has (:mod:`edge.demo.history`; ``edge demo``
-    passes the rules it serves). Returns how many customers."""
+    passes the rules it serves; with the *ruleset*, its exposures carry the reported
+    segments its units were in). Returns how many customers."""
     now = int(time.time()) if now is None else now
     customers = synthetic_customers(now)
     await asyncio.gather(
@@ -319,12 +321,17 @@ async def seed(
     )
     if placements is None:
         return len(customers)
-    ids = [next(e.user_id for e in events if e.user_id) for events in customers]
-    await record_history(profiles, placements, ids, now)
+    await record_history(profiles, placements, now, ruleset)
     return len(customers)
 
 
 def shipped_placements() -> Sequence[PlacementRule]:
     """The placements of the rules shipped with the package."""
-    ruleset, _ = load_rules(LIBRARY_DIR)
+    ruleset = shipped_ruleset()
     return ruleset.placements if ruleset is not None else []
+
+
+def shipped_ruleset() -> RuleSet | None:
+    """The rules shipped with the package."""
+    ruleset, _ = load_rules(LIBRARY_DIR)
+    return ruleset

@@ -23,6 +23,7 @@ from edge.profiles.model import (
     CLICK_WINDOW,
     MAX_AFFINITIES,
     MAX_ANSWERS,
+    MAX_ARM_SEGMENTS,
     MAX_CART_ITEMS,
     MAX_CUSTOM_TRAITS,
     MAX_EXPOSURES,
@@ -197,6 +198,12 @@ class PlacementShown(BaseEvent, tag="Placement Shown"):
     )
     """The shown block's same-site links (:func:`~edge.profiles.model.link_hash` of each
     path), for clicks inferred from the next page view."""
+    segments: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=MAX_ID)]],
+        msgspec.Meta(max_length=MAX_ARM_SEGMENTS),
+    ] = msgspec.field(default_factory=list)
+    """The reported segments the visitor is in on this page (``report_segments``): a
+    unit's first exposure keeps them in its arm record, for the report's breakdown."""
 
 
 class OrderCompleted(BaseEvent, tag="Order Completed"):
@@ -475,7 +482,8 @@ def _placement_shown(p: Profile, e: PlacementShown, ts: int) -> None:
         p.offers[key] = min(ts, p.offers.get(key, ts))
     if e.measured:
         arm = e.arm or ("holdout" if e.held_out else "default")
-        _arm_exposed(p, key, arm, ts, tuple(e.links) if not e.held_out else ())
+        links = tuple(e.links) if not e.held_out else ()
+        _arm_exposed(p, key, arm, ts, links, e.segments)
     if e.held_out:
         return
     times = p.exposures.get(key)
@@ -489,13 +497,16 @@ def _placement_shown(p: Profile, e: PlacementShown, ts: int) -> None:
     del times[:-MAX_EXPOSURES]
 
 
-def _arm_exposed(p: Profile, key: str, arm: str, ts: int, links: tuple[int, ...]) -> None:
+def _arm_exposed(
+    p: Profile, key: str, arm: str, ts: int, links: tuple[int, ...], segments: list[str]
+) -> None:
     arms = p.arms
     record = arms.get(key)
     if record is None:
         if len(arms) >= MAX_OFFERS:
             del arms[min(arms, key=lambda k: arms[k].last)]
-        arms[key] = ArmRecord(arm[:MAX_ID], ts, ts, links=links)
+        kept = tuple(segments[:MAX_ARM_SEGMENTS])  # (the unit's segments at its first)
+        arms[key] = ArmRecord(arm[:MAX_ID], ts, ts, links=links, segments=kept)
         return
     # (records are immutable: a write finds the changed ones by identity)
     later = ts >= record.last
@@ -776,7 +787,7 @@ def merge(into: Profile, other: Profile) -> None:
 
 def _merge_arms(into: Profile, other: Profile) -> None:
     """One unit now: per placement the record first exposed wins (its arm, its first
-    time), exposures, orders, revenue and clicks add up (the two profiles' orders are
+    time, its segments), exposures, orders, revenue, clicks and views add up (the two profiles' orders are
     distinct: an order id counts once). The daily aggregates follow (see
     :func:`edge.profiles.model.tally_delta`): the absorbed profile's records are
     withdrawn and the merged ones counted, so two cookies of one customer count as
@@ -796,6 +807,8 @@ def _merge_arms(into: Profile, other: Profile) -> None:
             mine.revenue + theirs.revenue,
             mine.clicks + theirs.clicks,
             mine.links if mine.last >= theirs.last else theirs.links,
+            first.segments,  # (the unit's segments at its first exposure)
+            mine.views + theirs.views,
         )
     while len(into.arms) > MAX_OFFERS:
         del into.arms[min(into.arms, key=lambda k: into.arms[k].last)]

@@ -41,6 +41,8 @@ MAX_RECENT_VIEWS: Final = 30
 MAX_OFFERS: Final = 50
 MAX_EXPOSURES: Final = 20
 """Exposure times kept per placement (enough for any frequency cap up to this)."""
+MAX_ARM_SEGMENTS: Final = 8
+"""Segments kept per arm record (and reported per placement)."""
 MAX_ANSWERS: Final = 30
 MAX_CUSTOM_TRAITS: Final = 30
 MAX_STRING: Final = 200
@@ -138,6 +140,12 @@ class ArmRecord(msgspec.Struct, array_like=True, frozen=True):
     links: tuple[int, ...] = ()
     """The same-site links of the block the last exposure showed (:func:`link_hash` of
     each path): a page view of one of them soon after is a click on the block."""
+    segments: tuple[str, ...] = ()
+    """The reported segments (``report_segments``) the unit was in at its first
+    exposure, at most ``MAX_ARM_SEGMENTS``: the report breaks the arm down by them."""
+    views: int = 0
+    """Exposures the browser saw (the block was visible): reported by the browser
+    snippet, 0 until it does."""
 
 
 class Search(msgspec.Struct):
@@ -297,12 +305,30 @@ def clip(text: str, limit: int = MAX_STRING) -> str:
     return text[:limit]
 
 
-TallyKey = tuple[int, str, str]
-"""(day of first exposure, placement id, arm) of the daily aggregates."""
+TallyKey = tuple[int, str, str, tuple[str, ...]]
+"""(day of first exposure, placement id, arm, the units' segments) of the daily
+aggregates. The stores keep one row per *combination* of segments (a unit counts in
+exactly one: a repeat exposure changes one row however many segments the unit is
+in), and the report adds each row to the arm's total and to each of its segments
+(:func:`edge.profiles.store.expanded`)."""
 Tally = list[float]
-"""[units, exposures, converting units, revenue, revenue squared, clicks]: additive."""
-TALLY_FIELDS: Final = ("units", "exposures", "converters", "revenue", "revenue_sq", "clicks")
+"""[units, exposures, converting units, revenue, revenue squared, clicks, views]:
+additive."""
+TALLY_FIELDS: Final = (
+    "units",
+    "exposures",
+    "converters",
+    "revenue",
+    "revenue_sq",
+    "clicks",
+    "views",
+)
 ArmStates = dict[str, ArmRecord]
+
+
+def segments_text(segments: tuple[str, ...]) -> str:
+    """How the stores name a combination of segments (segment names have no commas)."""
+    return ",".join(segments)
 
 
 def arm_states(profile: Profile | None) -> ArmStates:
@@ -313,18 +339,59 @@ def arm_states(profile: Profile | None) -> ArmStates:
     return dict(profile.arms)
 
 
-def _add_state(out: dict[TallyKey, Tally], pid: str, record: ArmRecord, sign: int) -> None:
-    key = (record.first // DAY, pid, record.arm)
+def _add_row(out: dict[TallyKey, Tally], key: TallyKey, values: Tally) -> None:
     row = out.get(key)
     if row is None:
-        row = out[key] = [0, 0, 0, 0.0, 0.0, 0]
+        out[key] = values
+    else:
+        for i, value in enumerate(values):
+            row[i] += value
+
+
+def _add_state(out: dict[TallyKey, Tally], pid: str, record: ArmRecord, sign: int) -> None:
     revenue = record.revenue
-    row[0] += sign
-    row[1] += sign * record.exposures
-    row[2] += sign * (1 if record.orders else 0)
-    row[3] += sign * revenue
-    row[4] += sign * revenue * revenue
-    row[5] += sign * record.clicks
+    values: Tally = [
+        sign,
+        sign * record.exposures,
+        sign * (1 if record.orders else 0),
+        sign * revenue,
+        sign * revenue * revenue,
+        sign * record.clicks,
+        sign * record.views,
+    ]
+    _add_row(out, (record.first // DAY, pid, record.arm, record.segments), values)
+
+
+def _add_change(out: dict[TallyKey, Tally], pid: str, old: ArmRecord, new: ArmRecord) -> None:
+    """What replacing *old* by *new* changes: only the numbers that changed (a repeat
+    exposure changes one), unless the record moved to other rows (another day of
+    first exposure, arm or segments: withdrawn from the old ones, counted anew)."""
+    if old.first // DAY != new.first // DAY or old.arm != new.arm or old.segments != new.segments:
+        _add_state(out, pid, old, -1)
+        _add_state(out, pid, new, 1)
+        return
+    key = (new.first // DAY, pid, new.arm, new.segments)
+    if (
+        new.orders == old.orders
+        and new.clicks == old.clicks
+        and new.views == old.views
+        and new.revenue == old.revenue
+    ):  # a repeat exposure (the common change): one number
+        if new.exposures != old.exposures:
+            _add_row(out, key, [0, new.exposures - old.exposures, 0, 0.0, 0.0, 0, 0])
+        return
+    revenue, before = new.revenue, old.revenue
+    values: Tally = [
+        0,
+        new.exposures - old.exposures,
+        (1 if new.orders else 0) - (1 if old.orders else 0),
+        revenue - before,
+        revenue * revenue - before * before,
+        new.clicks - old.clicks,
+        new.views - old.views,
+    ]
+    if any(values):
+        _add_row(out, key, values)
 
 
 def tally_delta(
@@ -348,8 +415,9 @@ def tally_delta(
         if old is state:
             continue
         if old is not None:
-            _add_state(out, pid, old, -1)
-        _add_state(out, pid, state, 1)
+            _add_change(out, pid, old, state)
+        else:
+            _add_state(out, pid, state, 1)
 
 
 _encoder = msgspec.msgpack.Encoder()

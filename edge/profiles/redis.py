@@ -11,7 +11,8 @@ Layout, every key under ``prefix`` (default ``edge:``):
   for ``CLAIM_TTL`` (400 days, as long as the daily counters look back);
 - ``t:{day}``     the daily aggregates of the units first exposed that day (unix day
   number): a hash, field ``{placement}\x1f{arm}\x1f{n}`` for the n-th of
-  :data:`~edge.profiles.model.TALLY_FIELDS`, added to (``HINCRBY``/``HINCRBYFLOAT``) in
+  :data:`~edge.profiles.model.TALLY_FIELDS` (``...\x1f{segments}`` after it for the
+  arm's units in that combination of segments), added to (``HINCRBY``/``HINCRBYFLOAT``) in
   the ``MULTI`` that writes the profiles; ``tdays``: the set of those days;
 - ``products``    the products learned from the shop's pages (one msgpack blob,
   shared by the replicas: the last writer's view wins, each learns again anyway);
@@ -60,7 +61,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from edge.profiles.model import TALLY_FIELDS, Profile, Tally, TallyKey, decode, encode
+from edge.profiles.model import (
+    TALLY_FIELDS,
+    Profile,
+    Tally,
+    TallyKey,
+    decode,
+    encode,
+    segments_text,
+)
 from edge.profiles.outbox import (
     DEAD,
     DELIVERED,
@@ -82,6 +91,7 @@ from edge.profiles.store import (
     decode_snapshots,
     encode_products,
     encode_snapshot,
+    expanded,
     measuring,
     outgoing,
 )
@@ -483,10 +493,10 @@ class RedisStore(Store):
             for day in days:
                 pipe.hgetall(f"{self.prefix}t:{day}")
             hashes = await pipe.execute()
-        rows: list[ReportRow] = []
+        rows: list[tuple[Any, ...]] = []
         for day, fields in zip(days, hashes, strict=True):
             rows += _rows(day, fields)
-        return rows
+        return expanded(rows)
 
     def bulk(self) -> RedisBulkSession:
         """A synchronous connection of its own for a bulk writer (``edge import``)."""
@@ -695,18 +705,19 @@ def _outbox_row(fields: Any) -> OutboxRow:
 
 
 _SEP: Final = "\x1f"
-_INTEGRAL: Final = frozenset({0, 1, 2, 5})
+_INTEGRAL: Final = frozenset({0, 1, 2, 5, 6})
 """Which of ``TALLY_FIELDS`` are whole numbers (``HINCRBY``; the others by float)."""
 
 
 def _queue_tallies(pipe: Any, prefix: str, deltas: dict[TallyKey, Tally]) -> None:
     days: set[int] = set()
-    for (day, placement, arm), row in deltas.items():
+    for (day, placement, arm, segments), row in deltas.items():
         name = f"{prefix}t:{day}"
+        tail = f"{_SEP}{segments_text(segments)}" if segments else ""
         for n, value in enumerate(row):
             if not value:
                 continue
-            member = f"{placement}{_SEP}{arm}{_SEP}{n}"
+            member = f"{placement}{_SEP}{arm}{_SEP}{n}{tail}"
             if n in _INTEGRAL:
                 pipe.hincrby(name, member, int(value))
             else:
@@ -716,15 +727,17 @@ def _queue_tallies(pipe: Any, prefix: str, deltas: dict[TallyKey, Tally]) -> Non
         pipe.sadd(prefix + "tdays", *days)
 
 
-def _rows(day: int, fields: dict[bytes, bytes]) -> list[ReportRow]:
-    found: dict[tuple[str, str], list[float]] = {}
+def _rows(day: int, fields: dict[bytes, bytes]) -> list[tuple[Any, ...]]:
+    """The stored rows of a day's hash (see :func:`edge.profiles.store.expanded`)."""
+    found: dict[tuple[str, str, str], list[float]] = {}
     for name, value in fields.items():
-        placement, arm, n = name.decode().split(_SEP)
-        row = found.setdefault((placement, arm), [0, 0, 0, 0.0, 0.0, 0])
+        placement, arm, n, *segments = name.decode().split(_SEP)
+        key = (placement, arm, segments[0] if segments else "")
+        row = found.setdefault(key, [0, 0, 0, 0.0, 0.0, 0, 0])
         i = int(n)
         row[i] = int(value) if i in _INTEGRAL else float(value)
-    assert len(TALLY_FIELDS) == 6
-    return [ReportRow(day, p, a, *row) for (p, a), row in sorted(found.items())]  # type: ignore[arg-type]
+    assert len(TALLY_FIELDS) == 7
+    return [(day, p, a, *row, s) for (p, a, s), row in found.items()]
 
 
 def _glob_escape(text: str) -> str:

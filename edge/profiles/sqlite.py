@@ -49,6 +49,7 @@ from edge.profiles.store import (
     delta_rows,
     encode_products,
     encode_snapshot,
+    expanded,
     measuring,
     outgoing,
 )
@@ -60,16 +61,25 @@ _PROFILES = (
     "(key TEXT PRIMARY KEY, data BLOB NOT NULL, updated INTEGER NOT NULL, "
     "due INTEGER NOT NULL DEFAULT 0)"
 )
+_ARM_DAYS = (
+    "CREATE TABLE IF NOT EXISTS arm_days (day INTEGER NOT NULL, placement TEXT NOT NULL, "
+    "arm TEXT NOT NULL, segments TEXT NOT NULL, units INTEGER NOT NULL, "
+    "exposures INTEGER NOT NULL, converters INTEGER NOT NULL, revenue REAL NOT NULL, "
+    "revenue_sq REAL NOT NULL, clicks INTEGER NOT NULL, views INTEGER NOT NULL, "
+    "PRIMARY KEY (day, placement, arm, segments)) WITHOUT ROWID"
+)
+"""The daily aggregates: per day of first exposure, placement, arm and combination of
+segments the units were in (``vip,mobile_user``; ``""`` for none), the sums of
+:data:`~edge.profiles.model.TALLY_FIELDS`. A unit counts in one row: a repeat exposure
+updates one row however many segments the unit is in (the report adds each row to
+its arm's total and to each of its segments, :func:`~edge.profiles.store.expanded`)."""
 _SCHEMA = f"""
 {_PROFILES};
 CREATE TABLE IF NOT EXISTS aliases (alias TEXT PRIMARY KEY, key TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS aliases_by_key ON aliases(key);
 CREATE TABLE IF NOT EXISTS claims (claim TEXT PRIMARY KEY, ts INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS learned (name TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS arm_days (day INTEGER NOT NULL, placement TEXT NOT NULL,
-  arm TEXT NOT NULL, units INTEGER NOT NULL, exposures INTEGER NOT NULL,
-  converters INTEGER NOT NULL, revenue REAL NOT NULL, revenue_sq REAL NOT NULL,
-  clicks INTEGER NOT NULL, PRIMARY KEY (day, placement, arm)) WITHOUT ROWID;
+{_ARM_DAYS};
 CREATE TABLE IF NOT EXISTS segment_snapshots (day TEXT PRIMARY KEY, data BLOB NOT NULL)
   WITHOUT ROWID;
 """
@@ -102,9 +112,24 @@ _OUTBOX_COLUMNS = (
 _UPDATE_TALLIES = (
     "UPDATE arm_days SET units = units + ?, exposures = exposures + ?, "
     "converters = converters + ?, revenue = revenue + ?, revenue_sq = revenue_sq + ?, "
-    "clicks = clicks + ? WHERE day = ? AND placement = ? AND arm = ?"
+    "clicks = clicks + ?, views = views + ? "
+    "WHERE day = ? AND placement = ? AND arm = ? AND segments = ?"
 )
-_INSERT_TALLIES = "INSERT INTO arm_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_TALLIES = "INSERT INTO arm_days VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ADD_EXPOSURES = (
+    "UPDATE arm_days SET exposures = exposures + ? "
+    "WHERE day = ? AND placement = ? AND arm = ? AND segments = ?"
+)
+"""The most common change: repeat exposures, nothing else."""
+_SELECT_TALLIES = (
+    "SELECT day, placement, arm, units, exposures, converters, revenue, revenue_sq, "
+    "clicks, views, segments FROM arm_days WHERE day >= ?"
+)
+_SELECT_OLD_TALLIES = (
+    "SELECT day, placement, arm, units, exposures, converters, revenue, revenue_sq, "
+    "clicks, 0, '' FROM arm_days WHERE day >= ?"
+)
+"""The aggregates of a store made before segments and views (read-only: not migrated)."""
 """The daily aggregates of exposures and outcomes (:func:`edge.profiles.store.measuring`),
 added to in the transaction that writes the profiles they come from."""
 _PROFILES_WITHOUT_ROWID = "WITHOUT ROWID"
@@ -161,6 +186,7 @@ class SQLiteStore(Store):
         # `edge import` committing); the writer's own transactions, write_timeout.
         self._writer = _connect(self.path, sync_full=sync_full, busy=max(write_timeout, 30.0))
         _migrate(self._writer)
+        _migrate_tallies(self._writer)
         self._writer.executescript(_SCHEMA)
         _add_due(self._writer)
         self._writer.executescript(_ACTIVATION_SCHEMA)
@@ -225,12 +251,7 @@ class SQLiteStore(Store):
     # connection of its own (not the writer thread's, not on the event loop)
 
     async def report_rows(self, since_day: int = 0) -> list[ReportRow]:
-        cursor = self._reader.execute(
-            "SELECT day, placement, arm, units, exposures, converters, revenue, revenue_sq, "
-            "clicks FROM arm_days WHERE day >= ? ORDER BY day, placement, arm",
-            (since_day,),
-        )
-        return [ReportRow(*row) for row in cursor]
+        return expanded(self._reader.execute(_SELECT_TALLIES, (since_day,)))
 
     async def put_products(self, records: list[dict[str, Any]]) -> None:
         data = encode_products(records)
@@ -639,12 +660,10 @@ def read_report_rows(path: str, since_day: int = 0) -> list[ReportRow]:
         ).fetchone()
         if not exists:
             return []
-        cursor = conn.execute(
-            "SELECT day, placement, arm, units, exposures, converters, revenue, revenue_sq, "
-            "clicks FROM arm_days WHERE day >= ? ORDER BY day, placement, arm",
-            (since_day,),
+        current = _has_column(conn, "arm_days", "segments")
+        return expanded(
+            conn.execute(_SELECT_TALLIES if current else _SELECT_OLD_TALLIES, (since_day,))
         )
-        return [ReportRow(*row) for row in cursor]
     finally:
         conn.close()
 
@@ -668,6 +687,40 @@ def _add_due(conn: sqlite3.Connection) -> None:
     if "due" not in columns:
         with contextlib.suppress(sqlite3.OperationalError):  # another process just did
             conn.execute("ALTER TABLE profiles ADD COLUMN due INTEGER NOT NULL DEFAULT 0")
+
+
+def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))
+
+
+def _migrate_tallies(conn: sqlite3.Connection) -> None:
+    """Give the daily aggregates of a store made before segments and views (2026-12)
+    their ``segments`` and ``views`` columns: its rows become those of units in no
+    segment (``""``, no views), in one transaction."""
+
+    def old_layout() -> bool:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'arm_days'"
+        ).fetchone()
+        return exists is not None and not _has_column(conn, "arm_days", "segments")
+
+    if not old_layout():
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if old_layout():
+            conn.execute("ALTER TABLE arm_days RENAME TO arm_days_before")
+            conn.execute(_ARM_DAYS)
+            conn.execute(
+                "INSERT INTO arm_days SELECT day, placement, arm, '', units, exposures, "
+                "converters, revenue, revenue_sq, clicks, 0 FROM arm_days_before"
+            )
+            conn.execute("DROP TABLE arm_days_before")
+            log.warning("profile store: the daily aggregates now keep segments and views")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -733,8 +786,12 @@ def _apply_group(conn: sqlite3.Connection, group: list[_Job]) -> list[Profiles |
         seen.update(new_claims)
         writes.append((job_writes, new_claims))
         outcomes.append(result)
-        if deltas:
+        if not deltas:
+            continue
+        if tallies:
             add_deltas(tallies, deltas)
+        else:  # (the first job's: taken as they are; the next job gets a new dict)
+            tallies, deltas = deltas, {}
     if tallies:
         _add_tallies(conn, delta_rows(tallies))
     if any(w.gone for w, _ in writes):
@@ -757,10 +814,14 @@ def _apply_group(conn: sqlite3.Connection, group: list[_Job]) -> list[Profiles |
 
 
 def _add_tallies(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Add *rows* to the aggregates: an update (the row is there but on a unit's first
-    day), else an insert; a fifth cheaper than an upsert, inside the writer's lock."""
+    """Add *rows* (:func:`~edge.profiles.store.delta_rows`) to the aggregates: an update
+    (the row is there but on the first unit of its day, arm and segments), else an
+    insert; a fifth cheaper than an upsert, inside the writer's lock."""
     for row in rows:
-        if conn.execute(_UPDATE_TALLIES, (*row[3:], *row[:3])).rowcount == 0:
+        if row[4] == 0 and not any(row[6:]):  # exposures only (repeats): one column
+            if conn.execute(_ADD_EXPOSURES, (row[5], *row[:4])).rowcount == 0:
+                conn.execute(_INSERT_TALLIES, row)
+        elif conn.execute(_UPDATE_TALLIES, (*row[4:], *row[:4])).rowcount == 0:
             conn.execute(_INSERT_TALLIES, row)
 
 

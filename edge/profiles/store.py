@@ -32,6 +32,7 @@ from edge.profiles.model import (
     arm_states,
     decode,
     encode,
+    segments_text,
     tally_delta,
 )
 from edge.profiles.outbox import DEAD, DELIVERED, PENDING, OutboxRow, OutMessage
@@ -50,7 +51,8 @@ profiles to write (None deletes)."""
 
 class ReportRow(NamedTuple):
     """One row of the daily aggregates: the units first exposed to *placement* in *arm*
-    on *day* (unix day number), and what they did (see :data:`TALLY_FIELDS`)."""
+    on *day* (unix day number), and what they did (see :data:`TALLY_FIELDS`); with a
+    *segment*, those of them that were in it at their first exposure (``""``: all)."""
 
     day: int
     placement: str
@@ -61,6 +63,32 @@ class ReportRow(NamedTuple):
     revenue: float
     revenue_sq: float
     clicks: int
+    views: int = 0
+    segment: str = ""
+
+
+def expanded(rows: Iterable[Sequence[Any]]) -> list[ReportRow]:
+    """The report's rows from the stored ones: (day, placement, arm, units, exposures,
+    converters, revenue, revenue², clicks, views, segments), *segments* a combination
+    (:func:`~edge.profiles.model.segments_text`). Each counts in its arm's total row
+    (segment ``""``) and in the row of each of its segments; sorted."""
+    out: dict[tuple[int, str, str, str], list[Any]] = {}
+    for row in rows:
+        day, placement, arm = row[0], row[1], row[2]
+        values = row[3:10]
+        combination = row[10]
+        for segment in ("", *combination.split(",")) if combination else ("",):
+            key = (day, placement, arm, segment)
+            mine = out.get(key)
+            if mine is None:
+                out[key] = list(values)
+            else:
+                for i, value in enumerate(values):
+                    mine[i] += value
+    return [
+        ReportRow(day, placement, arm, *values, segment)  # type: ignore[arg-type]
+        for (day, placement, arm, segment), values in sorted(out.items())
+    ]
 
 
 def measuring(mutation: Mutation, deltas: dict[TallyKey, Tally]) -> Mutation:
@@ -172,9 +200,14 @@ def add_deltas(into: dict[TallyKey, Tally], deltas: dict[TallyKey, Tally]) -> No
 
 
 def delta_rows(deltas: dict[TallyKey, Tally]) -> list[tuple[Any, ...]]:
-    """(day, placement, arm, units, exposures, converters, revenue, revenue², clicks)
-    for the deltas that change something."""
-    return [(*key, *row) for key, row in deltas.items() if any(row)]
+    """(day, placement, arm, segments, units, exposures, converters, revenue, revenue²,
+    clicks, views) for the deltas that change something, *segments* the combination's
+    name (:func:`~edge.profiles.model.segments_text`)."""
+    return [
+        (day, pid, arm, ",".join(segments) if segments else "", *row)
+        for (day, pid, arm, segments), row in deltas.items()
+        if any(row)
+    ]
 
 
 class Store(abc.ABC):
@@ -498,7 +531,11 @@ class MemoryStore(Store):
 
     async def report_rows(self, since_day: int = 0) -> list[ReportRow]:
         tallies: dict[TallyKey, Tally] = self.__dict__.get("_tallies", {})
-        return sorted(ReportRow(*key, *row) for key, row in tallies.items() if key[0] >= since_day)
+        return expanded(
+            (day, pid, arm, *row, segments_text(segments))
+            for (day, pid, arm, segments), row in tallies.items()
+            if day >= since_day
+        )
 
     async def put_products(self, records: list[dict[str, Any]]) -> None:
         self._products = encode_products(records)
