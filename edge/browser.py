@@ -61,6 +61,7 @@ __all__ = [
     "BadToken",
     "BrowserDecide",
     "Exposure",
+    "ShortCached",
     "SnippetAsset",
     "check_token",
     "script_tag",
@@ -226,6 +227,23 @@ def _accept_encoding(scope: dict[str, Any]) -> set[str]:
                 continue
             out.add(coding.strip().lower())
     return out
+
+
+class ShortCached:
+    """``/_edge/static/``: its files (the unversioned snippet a theme includes by hand,
+    the blocks' stylesheet) cached for a short time, so a new version reaches pages."""
+
+    def __init__(self, app: Any, max_age: int = 300) -> None:
+        self.app = app
+        self.header = (b"cache-control", b"public, max-age=%d" % max_age)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async def cached(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (200, 304):
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, cached)
 
 
 ASSET: Final = SnippetAsset.load(STATIC / "edge.js")

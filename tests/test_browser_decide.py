@@ -561,6 +561,7 @@ async def test_the_snippet_is_versioned_minified_precompressed_and_immutable(
         # the unminified file keeps working for themes that include it by hand
         plain = await client.get("/_edge/static/edge.js")
         assert plain.status_code == 200 and plain.content == source
+        assert plain.headers["cache-control"] == "public, max-age=300"
 
 
 async def _raw(client: httpx.AsyncClient, url: str, coding: str) -> bytes:
