@@ -102,7 +102,7 @@ _decode_exposure = msgspec.msgpack.Decoder(Exposure).decode
 
 
 def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
 
 
 def _unb64(text: str) -> bytes:
@@ -111,9 +111,10 @@ def _unb64(text: str) -> bytes:
 
 def token(identity: Identity, visitor_id: str, placement: str, arm: str, ts: int) -> str:
     """The exposure token of *placement*'s *arm* given to *visitor_id* at *ts*."""
-    payload = _encode_exposure(Exposure(visitor_id, placement, arm, ts))
-    tag = identity.digests(_PURPOSE, payload)[0][:_TAG_BYTES]
-    return _b64(payload) + "." + _b64(tag)
+    payload = _encode_exposure((visitor_id, placement, arm, ts))  # as Exposure decodes it
+    mac = identity.keyed(_PURPOSE)[0].copy()
+    mac.update(payload)
+    return _b64(payload) + "." + _b64(mac.digest()[:_TAG_BYTES])
 
 
 def check_token(identity: Identity, text: str, visitor_id: str, now: int) -> Exposure:
@@ -129,8 +130,10 @@ def check_token(identity: Identity, text: str, visitor_id: str, now: int) -> Exp
     except ValueError:
         raise BadToken("token: not an exposure token from /_edge/decide") from None
     ok = False
-    for digest in identity.digests(_PURPOSE, payload):  # every key: timing tells nothing
-        ok |= hmac.compare_digest(digest[:_TAG_BYTES], tag)
+    for keyed in identity.keyed(_PURPOSE):  # every key: timing tells nothing
+        mac = keyed.copy()
+        mac.update(payload)
+        ok |= hmac.compare_digest(mac.digest()[:_TAG_BYTES], tag)
     if not ok:
         raise BadToken("token: its signature does not verify (changed, or not this shop's)")
     try:
