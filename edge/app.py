@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -28,6 +30,7 @@ from edge.activation.delivery import Delivery, destinations_from
 from edge.activation.loop import ActivationLoops, activator_for
 from edge.activities import Activities
 from edge.admin import AdminPage
+from edge.browser import ASSET, DECIDE_PATH, BrowserDecide, ShortCached, script_tag
 from edge.carts import READERS as CART_READERS
 from edge.carts import read_mini_cart
 from edge.config import Config, ConfigError
@@ -129,6 +132,7 @@ class EdgeApp:
             qa_cookie=config.qa_cookie,
             qa_visitors=config.qa_visitors,
             report_segments=config.report_segments,
+            browser_pages=config.browser_pages,
         )
         self.proxy = Proxy(config)
         self.respond = Responder(
@@ -145,12 +149,21 @@ class EdgeApp:
             self.reading,
         )
         self.respond.access_log = access_log_for(config)
+        self.respond.snippet_tag = snippet_tags(config)
         self._tasks: set[asyncio.Task[None]] = set()
         """The periodic jobs running (one that ends, cancelled say, leaves the set)."""
         self.startup_hooks: list[Callable[[EdgeApp], Awaitable[None]]] = []
         self.metrics = MetricsEndpoint(config.metrics_token)
         self.events = endpoints = EventEndpoints(
             config, identity, self.profiles, self.recorder, self.visitors
+        )
+        self.browser_decide = BrowserDecide(
+            self.decider,
+            self.visitors,
+            self.observer,
+            self.recorder,
+            identity,
+            lambda: self.config.stylesheet,
         )
         self.profile_form = ProfileForm(identity, self.recorder, self.visitors, rules=self.rules)
         # The merchant's page, off (404) while admin_token is unset (read at each
@@ -170,7 +183,9 @@ class EdgeApp:
                 Route("/_edge/readyz", self.readyz, methods=["GET", "HEAD"]),
                 Route("/_edge/metrics", self.metrics, methods=["GET"]),
                 Route("/_edge/report.json", self.report_json, methods=["GET"]),
-                Mount("/_edge/static", StaticFiles(directory=STATIC_DIR), name="static"),
+                Mount(
+                    "/_edge/static", ShortCached(StaticFiles(directory=STATIC_DIR)), name="static"
+                ),
                 *endpoints.routes(),
                 *self.admin.routes(),
             ],
@@ -182,6 +197,10 @@ class EdgeApp:
         path = scope.get("path", "")
         if path == "/_edge/events" and scope["type"] == "http":
             await self.events.browser_events(scope, receive, send)
+        elif path == DECIDE_PATH and scope["type"] == "http":
+            await self.browser_decide(scope, receive, send)
+        elif _ASSET_PATH.fullmatch(path) and scope["type"] == "http":
+            await ASSET(scope, receive, send)
         elif scope["type"] == "lifespan" or (
             path.startswith(EDGE_PREFIX)
             and path[len(EDGE_PREFIX) : len(EDGE_PREFIX) + 1] in ("", "/")
@@ -357,11 +376,13 @@ class EdgeApp:
         self.decider.trust_geo = config.trust_geo
         self.decider.set_qa(config.qa_cookie, config.qa_visitors)
         self.decider.report_segments = tuple(config.report_segments)
+        self.decider.browser_pages = frozenset(config.browser_pages)
         if config.avg_order_value is not None:
             self.decider.shop = ShopStats(avg_order_value=config.avg_order_value)
         elif old.avg_order_value is not None:
             self._start(self._shop_stats_every(SHOP_STATS_EVERY))
         self.respond.rewriting.max_bytes = config.personalize_max_bytes
+        self.respond.snippet_tag = snippet_tags(config)
         self.respond.access_log = access_log
         if old_log is not None:
             old_log.close()
@@ -428,6 +449,8 @@ LIVE_SETTINGS: Final = (
         "attribution_window",
         "export_traits",  # read by `edge export` and each scenario payload
         "personalize_max_bytes",
+        "browser_pages",
+        "inject_snippet",
         "log_level",
         # the server's (edge/server.py, applied by `edge serve`'s reload)
         "graceful_timeout",
@@ -441,6 +464,8 @@ LIVE_SETTINGS: Final = (
 """Settings a reload applies to the running sidecar. Any other (the listening address,
 the store, the catalog feed, the caches' sizes, the session binding, ...) was built into
 the process at start: a reload logs it as needing a restart and keeps its old value."""
+_ASSET_PATH: Final = re.compile(r"/_edge/edge\.[0-9a-f]{10}\.js")
+"""The browser snippet's versioned URL (edge/browser.py)."""
 SHOP_STATS_EVERY: Final = 900.0
 LEARNED_SAVE_EVERY: Final = 60.0
 """How often the products learned from the shop's pages are written to the store."""
@@ -456,6 +481,18 @@ def observer_for(
         shop_host=host_of(urlsplit(config.public_url).netloc) if config.public_url else "",
         catalog=catalog,
     )
+
+
+def snippet_tags(config: Config) -> Callable[[tuple[str, ...]], str] | None:
+    """The browser snippet's script tag by the page's slots (None: ``inject_snippet``
+    off), with the consent cookie's name and values when one is configured."""
+    if not config.inject_snippet:
+        return None
+    consent = {
+        "consent_cookie": config.consent_cookie,
+        "consent_values": tuple(config.consent_values),
+    }
+    return functools.lru_cache(maxsize=64)(lambda slots: script_tag(slots, **consent))
 
 
 def access_log_for(config: Config) -> AccessLog | None:

@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from edge import metrics
 from edge.activities import Activities, PageActivities
@@ -36,6 +37,7 @@ from edge.profiles.service import ProfileService
 from edge.profiles.store import StoreUnavailable
 from edge.recorder import Recorder
 from edge.request import RequestHead
+from edge.rewrite.edits import Edit
 from edge.rewriting import SlotEdit
 from edge.rules import LiveRules, PlacementRule, RequestInfo, RuleSet, ShopStats, device_of
 from edge.rules.functions import Context
@@ -64,6 +66,8 @@ class Decision:
     arms: dict[str, str] = field(default_factory=dict)
     """Placement id -> its arm (``holdout`` or the variant's name) for every placement
     shown or held out on this page."""
+    browser: bool = False
+    """Made for the browser (``/_edge/decide``): the snippet applies the edits."""
     measured: bool = True
     """Whether this page view counts in the report: not for a preview or a QA visitor
     (``qa_cookie``, ``qa_visitors``), who still see the placements. (A crawler gets
@@ -147,6 +151,43 @@ def _coordinate(text: bytes) -> float | None:
     return value if -180.0 <= value <= 180.0 else None
 
 
+MARKER: Final = '<meta name="shop-edge" content="done">'
+"""At the start of a server-personalized page's head: the browser snippet then makes no
+swaps of its own (it still ticks countdowns and reports dwell)."""
+_MARKER_EDIT: Final = SlotEdit("", "shop-edge-marker", Edit("head", "prepend", MARKER))
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserRendering:
+    """Which page types the browser personalizes, and where: those of ``browser_pages``
+    and every page type a ``render = "browser"`` placement's slot is on (a page is
+    either cacheable and personalized in the browser, or personalized by the sidecar).
+    Per such page type, the selectors of the slots the snippet may change (the same
+    for every visitor, so the page stays cacheable)."""
+
+    slots: dict[str, tuple[str, ...]]
+    """Page type rendered in the browser -> the selectors of its slots."""
+
+    @classmethod
+    def of(cls, ruleset: RuleSet, browser_pages: frozenset[str]) -> BrowserRendering:
+        pages = set(browser_pages)
+        for placement in ruleset.placements:
+            if placement.spec.render == "browser":
+                slot = ruleset.slots.get(placement.spec.slot)
+                if slot is not None:
+                    pages.update(slot.pages or ruleset.pages.page_types)
+        slots: dict[str, list[str]] = {page_type: [] for page_type in pages}
+        for placement in ruleset.placements:
+            slot = ruleset.slots.get(placement.spec.slot)
+            if slot is None:
+                continue
+            for page_type in slot.pages or pages:
+                selectors = slots.get(page_type)
+                if selectors is not None and slot.select not in selectors:
+                    selectors.append(slot.select)
+        return cls({k: tuple(v) for k, v in slots.items()})
+
+
 class Decider:
     def __init__(
         self,
@@ -161,6 +202,7 @@ class Decider:
         qa_cookie: str = "edge_qa",
         qa_visitors: Sequence[str] = (),
         report_segments: Sequence[str] = (),
+        browser_pages: Sequence[str] = (),
     ) -> None:
         self.rules = rules
         self.profiles = profiles
@@ -181,6 +223,31 @@ class Decider:
         """The segments the report breaks placements down by; empty: the rules' first
         ``MAX_ARM_SEGMENTS``."""
         self._reported: tuple[object, tuple[str, ...], frozenset[str]] = (None, (), frozenset())
+        self.browser_pages = frozenset(browser_pages)
+        """Page types personalized in the browser (``browser_pages``)."""
+        self._rendering: tuple[RuleSet | None, frozenset[str], BrowserRendering | None] = (
+            None,
+            frozenset(),
+            None,
+        )
+
+    def rendering(self) -> BrowserRendering:
+        """What the serving rules render in the browser (made again when the rules or
+        ``browser_pages`` change)."""
+        ruleset = self.rules.ruleset
+        kept_rules, kept_pages, rendering = self._rendering
+        if rendering is None or kept_rules is not ruleset or kept_pages is not self.browser_pages:
+            rendering = BrowserRendering.of(ruleset, self.browser_pages)
+            self._rendering = (ruleset, self.browser_pages, rendering)
+            known = ruleset.pages.page_types
+            for name in sorted(self.browser_pages - known.keys()):
+                log.warning(
+                    "browser_pages: %r is not a page type of the rule files ([page_types]: "
+                    "%s); fix the name in edge.toml",
+                    name,
+                    ", ".join(known) or "none",
+                )
+        return rendering
 
     def reported_segments(self, ruleset: RuleSet) -> frozenset[str]:
         """The segments of *ruleset* kept with exposures (``report_segments``, else the
@@ -238,12 +305,15 @@ class Decider:
         page: Page | None,
         touch: Touch | None,
         preview: Preview | None = None,
+        *,
+        browser: bool = False,
     ) -> Decision | None:
         """The decision for this page view, or None (a crawler, or something failed:
-        the page goes out as the shop made it)."""
+        the page goes out as the shop made it). *browser*: for the browser snippet
+        (``/_edge/decide``): its edits go as data, without the page's marker."""
         started = time.perf_counter()
         try:
-            decision = await self._decide(head, visit, page, touch, preview)
+            decision = await self._decide(head, visit, page, touch, preview, browser)
         except Exception:
             log.exception("personalization failed; the page goes out as the shop made it")
             return None
@@ -259,6 +329,7 @@ class Decider:
         page: Page | None,
         touch: Touch | None,
         preview: Preview | None,
+        browser: bool = False,
     ) -> Decision | None:
         ruleset = self.rules.ruleset
         if visit.crawler:
@@ -282,6 +353,7 @@ class Decider:
             segments = ruleset.names(result)
             holding = [p for p in ruleset.by_priority if result[p.output]]
         decision = Decision(segments=segments, preview=preview, now=now, path=head.path)
+        decision.browser = browser
         unit = unit_key(visitor_id, profile) if visitor_id else ""
         if preview is not None or (self._qa_any and self._qa(head, visitor_id, unit)):
             decision.measured = False
@@ -327,12 +399,7 @@ class Decider:
             arms[choice.placement.id] = variant.name if variant is not None else HOLDOUT_ARM
         for choice in filled.held_out:
             arms[choice.placement.id] = HOLDOUT_ARM
-        decision.edits += activities.additions(decision.edits)
-        decision.clear_form_error = activities.clear_form_error
-        digest = hashlib.blake2b(digest_size=12)
-        for edit in decision.edits:
-            digest.update(edit.share)
-        decision.fingerprint = digest.hexdigest()
+        _finish(decision, activities)
         return decision
 
     def set_qa(self, cookie: str, visitors: Sequence[str]) -> None:
@@ -375,6 +442,19 @@ class Decider:
             latitude=_coordinate(head.geo_latitude) if geo else None,
             longitude=_coordinate(head.geo_longitude) if geo else None,
         )
+
+
+def _finish(decision: Decision, activities: PageActivities) -> None:
+    """The sidecar's own edits (the stylesheet, a preview's badge; on a page it
+    rewrites, the marker that tells the browser snippet so) and the fingerprint."""
+    decision.edits += activities.additions(decision.edits)
+    if decision.edits and not decision.browser:
+        decision.edits.append(_MARKER_EDIT)
+    decision.clear_form_error = activities.clear_form_error
+    digest = hashlib.blake2b(digest_size=12)
+    for edit in decision.edits:
+        digest.update(edit.share)
+    decision.fingerprint = digest.hexdigest()
 
 
 def _previewed(ruleset: RuleSet, preview: Preview, result: tuple[bool, ...]) -> list[PlacementRule]:

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
         "edge.__main__",
     ),
     ("edge.app", "edge.server", "edge.demo"),
-    ("edge.respond", "edge.ingest", "edge.admin"),
+    ("edge.respond", "edge.ingest", "edge.admin", "edge.browser"),
     ("edge.report",),  # the merchant's report (edge report, /_edge/admin, report.json)
     ("edge.decide",),
     ("edge.activities",),

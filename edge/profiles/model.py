@@ -144,8 +144,8 @@ class ArmRecord(msgspec.Struct, array_like=True, frozen=True):
     """The reported segments (``report_segments``) the unit was in at its first
     exposure, at most ``MAX_ARM_SEGMENTS``: the report breaks the arm down by them."""
     views: int = 0
-    """Exposures the browser saw (the block was visible): reported by the browser
-    snippet, 0 until it does."""
+    """Times the browser saw the block (or, held out, the original slot) at least half
+    in view for a second (``Placement Viewed`` beacons): exposures the visitor saw."""
 
 
 class Search(msgspec.Struct):
