@@ -431,3 +431,23 @@ async def test_a_second_customer_on_one_browser_takes_the_browser_not_the_first_
     c2 = await service.load(customer_key("c2"))
     assert c2 is not None and sum(c2.pageview_days.values()) == 1
     assert sum(c1.pageview_days.values()) == 1  # (the page before c1's login stays c1's)
+
+
+async def test_a_login_mid_visit_keeps_the_visit(service: ProfileService) -> None:
+    """The shop tells of the customer (an order) while their anonymous visit goes on:
+    the merged profile keeps that visit, its pages so far, and counts no second visit at
+    the next page (it had restarted the visit, resetting ``session.pageviews``)."""
+    for at in (0, 30):
+        await service.record(
+            "v5", events({"event": "Page Viewed"}), ev.Source.BROWSER, now=NOW + at
+        )
+    order = {"event": "Order Completed", "user_id": "c5", "anonymous_id": "v5", "total": 9}
+    await service.record(
+        None, events({**order, "order_id": "O-5", "ts": NOW - DAY}), ev.Source.SHOP, now=NOW + 40
+    )
+    merged = await service.load(customer_key("c5"))
+    assert merged is not None and (merged.visits, merged.session_pageviews) == (1, 2)
+    await service.record("v5", events({"event": "Page Viewed"}), ev.Source.BROWSER, now=NOW + 60)
+    after = await service.load(customer_key("c5"))
+    assert after is not None and (after.visits, after.session_pageviews) == (1, 3)
+    assert after.session_start == NOW

@@ -772,6 +772,11 @@ def merge(into: Profile, other: Profile) -> None:
         if (into.first_seen or other.first_seen)
         else 0
     )
+    if other.session_start and (not into.session_start or other.last_seen > into.last_seen):
+        # The visit going on is the one seen last: a visitor logging in mid-visit keeps
+        # it (its pages so far, no second visit counted at the next page).
+        into.session_start = other.session_start
+        into.session_pageviews = other.session_pageviews
     into.last_seen = max(into.last_seen, other.last_seen)
     into.visits += other.visits
     for name in (
