@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import hmac
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -26,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 from edge import metrics, report
 from edge.activities import Activities
 from edge.admin import AdminPage
+from edge.browser import ASSET, DECIDE_PATH, BrowserDecide
 from edge.carts import READERS as CART_READERS
 from edge.carts import read_mini_cart
 from edge.config import Config, ConfigError
@@ -125,6 +127,7 @@ class EdgeApp:
             trust_geo=config.trust_geo,
             qa_cookie=config.qa_cookie,
             qa_visitors=config.qa_visitors,
+            browser_pages=config.browser_pages,
         )
         self.proxy = Proxy(config)
         self.respond = Responder(
@@ -147,6 +150,14 @@ class EdgeApp:
         self.metrics = MetricsEndpoint(config.metrics_token)
         self.events = endpoints = EventEndpoints(
             config, identity, self.profiles, self.recorder, self.visitors
+        )
+        self.browser_decide = BrowserDecide(
+            self.decider,
+            self.visitors,
+            self.observer,
+            self.recorder,
+            identity,
+            lambda: self.config.stylesheet,
         )
         self.profile_form = ProfileForm(identity, self.recorder, self.visitors, rules=self.rules)
         # The merchant's page, off (404) while admin_token is unset (read at each
@@ -177,6 +188,10 @@ class EdgeApp:
         path = scope.get("path", "")
         if path == "/_edge/events" and scope["type"] == "http":
             await self.events.browser_events(scope, receive, send)
+        elif path == DECIDE_PATH and scope["type"] == "http":
+            await self.browser_decide(scope, receive, send)
+        elif _ASSET_PATH.fullmatch(path) and scope["type"] == "http":
+            await ASSET(scope, receive, send)
         elif scope["type"] == "lifespan" or (
             path.startswith(EDGE_PREFIX)
             and path[len(EDGE_PREFIX) : len(EDGE_PREFIX) + 1] in ("", "/")
@@ -332,6 +347,7 @@ class EdgeApp:
         self.decider.languages = tuple(config.languages or ["en"])
         self.decider.trust_geo = config.trust_geo
         self.decider.set_qa(config.qa_cookie, config.qa_visitors)
+        self.decider.browser_pages = frozenset(config.browser_pages)
         if config.avg_order_value is not None:
             self.decider.shop = ShopStats(avg_order_value=config.avg_order_value)
         elif old.avg_order_value is not None:
@@ -401,6 +417,8 @@ LIVE_SETTINGS: Final = (
         "avg_order_value",
         "attribution_window",
         "personalize_max_bytes",
+        "browser_pages",
+        "inject_snippet",
         "log_level",
         # the server's (edge/server.py, applied by `edge serve`'s reload)
         "graceful_timeout",
@@ -413,6 +431,8 @@ LIVE_SETTINGS: Final = (
 """Settings a reload applies to the running sidecar. Any other (the listening address,
 the store, the catalog feed, the caches' sizes, the session binding, ...) was built into
 the process at start: a reload logs it as needing a restart and keeps its old value."""
+_ASSET_PATH: Final = re.compile(r"/_edge/edge\.[0-9a-f]{10}\.js")
+"""The browser snippet's versioned URL (edge/browser.py)."""
 SHOP_STATS_EVERY: Final = 900.0
 LEARNED_SAVE_EVERY: Final = 60.0
 """How often the products learned from the shop's pages are written to the store."""

@@ -174,6 +174,14 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     stylesheet: str = "/_edge/static/edge.css"
     """Linked in the head of pages that show snippets; empty when the theme styles
     the blocks itself."""
+    browser_pages: list[str] = msgspec.field(default_factory=list)
+    """Page types (``category``, ``home``...) personalized in the browser: the sidecar
+    sends such a page as the shop made it, caching headers untouched, and the browser
+    snippet asks ``/_edge/decide`` (for pages a CDN caches). Placements can be marked
+    one by one with ``render = "browser"`` in the rule files."""
+    inject_snippet: bool = True
+    """Put the browser snippet's script tag before ``</head>`` of the pages personalized
+    in the browser. Off: the theme includes it by hand (README, "In the browser")."""
     personalize_max_bytes: int = 4 * 1024 * 1024
     """Pages longer than this (by Content-Length) go out untouched."""
     replay_cache_bytes: int = 32 * 1024 * 1024
@@ -260,6 +268,12 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 raise ValueError(
                     f"logout_paths: {pattern!r} must be a path starting with `/` "
                     "(e.g. /accounts/logout/*)"
+                )
+        for page_type in self.browser_pages:
+            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,39}", page_type):
+                raise ValueError(
+                    f"browser_pages: {page_type!r} must be a page type name of the rule "
+                    'files\' [page_types] (e.g. "category")'
                 )
         if self.replay_cache_bytes < 0:
             raise ValueError("replay_cache_bytes must be 0 (off) or more")

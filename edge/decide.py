@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from edge import metrics
 from edge.activities import Activities, PageActivities
@@ -36,6 +37,7 @@ from edge.profiles.service import ProfileService
 from edge.profiles.store import StoreUnavailable
 from edge.recorder import Recorder
 from edge.request import RequestHead
+from edge.rewrite.edits import Edit
 from edge.rewriting import SlotEdit
 from edge.rules import LiveRules, PlacementRule, RequestInfo, RuleSet, ShopStats, device_of
 from edge.rules.functions import Context
@@ -64,6 +66,8 @@ class Decision:
     arms: dict[str, str] = field(default_factory=dict)
     """Placement id -> its arm (``holdout`` or the variant's name) for every placement
     shown or held out on this page."""
+    browser: bool = False
+    """Made for the browser (``/_edge/decide``): the snippet applies the edits."""
     measured: bool = True
     """Whether this page view counts in the report: not for a preview or a QA visitor
     (``qa_cookie``, ``qa_visitors``), who still see the placements. (A crawler gets
@@ -140,6 +144,43 @@ def _coordinate(text: bytes) -> float | None:
     return value if -180.0 <= value <= 180.0 else None
 
 
+MARKER: Final = '<meta name="shop-edge" content="done">'
+"""At the start of a server-personalized page's head: the browser snippet then makes no
+swaps of its own (it still ticks countdowns and reports dwell)."""
+_MARKER_EDIT: Final = SlotEdit("", "shop-edge-marker", Edit("head", "prepend", MARKER))
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserRendering:
+    """Which page types the browser personalizes, and where: those of ``browser_pages``
+    and every page type a ``render = "browser"`` placement's slot is on (a page is
+    either cacheable and personalized in the browser, or personalized by the sidecar).
+    Per such page type, the selectors of the slots the snippet may change (the same
+    for every visitor, so the page stays cacheable)."""
+
+    slots: dict[str, tuple[str, ...]]
+    """Page type rendered in the browser -> the selectors of its slots."""
+
+    @classmethod
+    def of(cls, ruleset: RuleSet, browser_pages: frozenset[str]) -> BrowserRendering:
+        pages = set(browser_pages)
+        for placement in ruleset.placements:
+            if placement.spec.render == "browser":
+                slot = ruleset.slots.get(placement.spec.slot)
+                if slot is not None:
+                    pages.update(slot.pages or ruleset.pages.page_types)
+        slots: dict[str, list[str]] = {page_type: [] for page_type in pages}
+        for placement in ruleset.placements:
+            slot = ruleset.slots.get(placement.spec.slot)
+            if slot is None:
+                continue
+            for page_type in slot.pages or pages:
+                selectors = slots.get(page_type)
+                if selectors is not None and slot.select not in selectors:
+                    selectors.append(slot.select)
+        return cls({k: tuple(v) for k, v in slots.items()})
+
+
 class Decider:
     def __init__(
         self,
@@ -153,6 +194,7 @@ class Decider:
         trust_geo: bool = False,
         qa_cookie: str = "edge_qa",
         qa_visitors: Sequence[str] = (),
+        browser_pages: Sequence[str] = (),
     ) -> None:
         self.rules = rules
         self.profiles = profiles
@@ -169,6 +211,23 @@ class Decider:
         """QA: a browser with ``qa_cookie``, these visitor ids and ``cust:ID``s."""
         self._qa_any = False
         self.set_qa(qa_cookie, qa_visitors)
+        self.browser_pages = frozenset(browser_pages)
+        """Page types personalized in the browser (``browser_pages``)."""
+        self._rendering: tuple[RuleSet | None, frozenset[str], BrowserRendering | None] = (
+            None,
+            frozenset(),
+            None,
+        )
+
+    def rendering(self) -> BrowserRendering:
+        """What the serving rules render in the browser (made again when the rules or
+        ``browser_pages`` change)."""
+        ruleset = self.rules.ruleset
+        kept_rules, kept_pages, rendering = self._rendering
+        if rendering is None or kept_rules is not ruleset or kept_pages is not self.browser_pages:
+            rendering = BrowserRendering.of(ruleset, self.browser_pages)
+            self._rendering = (ruleset, self.browser_pages, rendering)
+        return rendering
 
     def page_seen(self, path: str, top: bytes) -> None:
         """A personalized page went out; *top* is its first decoded bytes: its
@@ -207,12 +266,15 @@ class Decider:
         page: Page | None,
         touch: Touch | None,
         preview: Preview | None = None,
+        *,
+        browser: bool = False,
     ) -> Decision | None:
         """The decision for this page view, or None (a crawler, or something failed:
-        the page goes out as the shop made it)."""
+        the page goes out as the shop made it). *browser*: for the browser snippet
+        (``/_edge/decide``): its edits go as data, without the page's marker."""
         started = time.perf_counter()
         try:
-            decision = await self._decide(head, visit, page, touch, preview)
+            decision = await self._decide(head, visit, page, touch, preview, browser)
         except Exception:
             log.exception("personalization failed; the page goes out as the shop made it")
             return None
@@ -228,6 +290,7 @@ class Decider:
         page: Page | None,
         touch: Touch | None,
         preview: Preview | None,
+        browser: bool = False,
     ) -> Decision | None:
         ruleset = self.rules.ruleset
         if visit.crawler:
@@ -250,7 +313,9 @@ class Decider:
         else:
             segments = ruleset.names(result)
             holding = [p for p in ruleset.by_priority if result[p.output]]
-        decision = Decision(segments=segments, preview=preview, now=now, path=head.path)
+        decision = Decision(
+            segments=segments, preview=preview, now=now, path=head.path, browser=browser
+        )
         unit = unit_key(visitor_id, profile) if visitor_id else ""
         if preview is not None or (self._qa_any and self._qa(head, visitor_id, unit)):
             decision.measured = False
@@ -294,6 +359,8 @@ class Decider:
         for choice in filled.held_out:
             arms[choice.placement.id] = HOLDOUT_ARM
         decision.edits += activities.additions(decision.edits)
+        if decision.edits and not browser:
+            decision.edits.append(_MARKER_EDIT)
         decision.clear_form_error = activities.clear_form_error
         digest = hashlib.blake2b(digest_size=12)
         for edit in decision.edits:

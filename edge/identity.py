@@ -106,6 +106,12 @@ class Identity:
             ok |= hmac.compare_digest(mine.encode(), theirs)
         return ok
 
+    def digests(self, purpose: str, message: bytes) -> list[bytes]:
+        """HMAC-SHA256 digests of *message* under every secret, the signing one first
+        (for tags of other shapes than :meth:`mac`'s: the browser's exposure tokens)."""
+        data = purpose.encode() + b":" + message
+        return [hmac.digest(key, data, "sha256") for key in self._keys]
+
     def session_binding(self, visitor_id: str, session_value: str) -> str:
         """A tag binding *visitor_id* to the shop's session cookie value *session_value*:
         the ``edge_sess`` cookie's value, set when the shop sets its session cookie on a

@@ -111,6 +111,16 @@ class Recorder:
             self._unwritten[visit.visitor_id] = (events, first[1])
         self._queue(visit.visitor_id, events, touches)
 
+    async def settle(self, visitor_id: str) -> None:
+        """Write now what waits of *visitor_id* (its first hit, its queued events): the
+        browser reports on an exposure the sidecar may not have written yet."""
+        first = _unpacked(self._first_hits.pop(visitor_id, None))
+        if first is not None:
+            self._unwritten[visitor_id] = first
+            self._queue(visitor_id, first[0], [first[1]] if first[1] is not None else [])
+        if any(queued == visitor_id for queued, _, _ in self._pending):
+            await self.flush()
+
     def pending_profile(self, visitor_id: str) -> Profile | None:
         """A new visitor's profile as their first hit made it, not stored yet."""
         first = self._unwritten.get(visitor_id) or _unpacked(self._first_hits.get(visitor_id))

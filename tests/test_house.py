@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "edge"
 LAYERS: list[tuple[str, ...]] = [
     ("edge.cli", "edge.rules_cli", "edge.map_cli", "edge.store_cli", "edge.__main__"),
     ("edge.app", "edge.server", "edge.demo"),
-    ("edge.respond", "edge.ingest", "edge.admin"),
+    ("edge.respond", "edge.ingest", "edge.admin", "edge.browser"),
     ("edge.report",),  # the merchant's report (edge report, /_edge/admin, report.json)
     ("edge.decide",),
     ("edge.activities",),

@@ -86,6 +86,10 @@ class Placement(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     variants: list[Variant] = msgspec.field(default_factory=list)
     """A/B/n: several snippets or sorts, each with a weight, in place of (not with)
     ``snippet``/``sort`` (``edge/placements.py`` assigns each visitor one)."""
+    render: Literal["server", "browser"] = "server"
+    """Where its block is put on the page: ``server`` (the sidecar rewrites the HTML) or
+    ``browser`` (the page leaves as the shop made it, cacheable, and the browser
+    snippet applies the block from ``/_edge/decide``)."""
 
     @property
     def sort_keys(self) -> list[str]:

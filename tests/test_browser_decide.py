@@ -1,0 +1,324 @@
+"""The browser's half on the server: ``GET /_edge/decide``, exposure tokens, the
+``Placement Viewed``/``Placement Clicked`` beacons, pages rendered in the browser and
+the snippet asset.
+
+The sidecar runs in process (the ASGI app over httpx's transport) on a real SQLite
+store with the repository's rules and snippets (the demo shop's theme) and the demo
+catalog feed; visitor histories arrive through ``/_edge/ingest`` as the shop would
+send them. Pages come from a small shop of the test's own (tests/conftest.py
+``serving``)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from edge.app import EdgeApp, create_app
+from edge.browser import BadToken, check_token, token
+from edge.config import Config
+from edge.demo.catalog import PRODUCTS, write_feed
+from edge.placements import in_holdout
+from tests.conftest import ROOT, serving
+
+TOKEN = "browser-decide-ingest"
+DAY = 86_400
+CHROME = {
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36",
+    "Accept": "*/*",
+}
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+HERO = "[data-edge-slot=home-hero]"
+_customers = itertools.count()
+
+
+# --- a small shop: the demo theme's markup, cacheable ------------------------------------
+
+SHOP_PAGE = b"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Shop</title></head>
+<body><div data-edge-slot="top-banner"></div>
+<section class="hero" data-edge-slot="home-hero"><h1>Handmade, made to last.</h1></section>
+<ol class="products"><li class="product" data-product-id="p1001">A</li><li class="product" data-product-id="p1002">B</li></ol>
+<div data-edge-slot="profile-form"></div></body></html>"""
+SHOP_CACHE = "public, max-age=300, s-maxage=600"
+
+
+class Shop(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(SHOP_PAGE)))
+        self.send_header("Cache-Control", SHOP_CACHE)
+        self.send_header("ETag", '"shop-v1"')
+        self.end_headers()
+        self.wfile.write(SHOP_PAGE)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def shop() -> Iterator[str]:
+    with serving(Shop) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def feed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_feed(tmp_path_factory.mktemp("feed") / "catalog.csv")
+
+
+def make_app(tmp: Path, upstream: str, feed: Path, **settings: Any) -> EdgeApp:
+    config = Config(
+        upstream=upstream,
+        rules=str(ROOT / "rules"),
+        snippets=str(ROOT / "snippets"),
+        catalog=str(feed),
+        store=f"sqlite:{tmp / 'profiles.db'}",
+        secret="browser-decide-secret",
+        ingest_token=TOKEN,
+        avg_order_value=100.0,
+        **settings,
+    )
+    app = create_app(config)
+    assert app.rules.ok, app.rules.errors
+    return app
+
+
+@pytest.fixture
+async def app(tmp_path: Path, shop: str, feed: Path) -> AsyncIterator[EdgeApp]:
+    made = make_app(tmp_path, shop, feed)
+    yield made
+    await made.recorder.flush()
+    await made.store.close()
+
+
+class Browser:
+    """A browser's requests to the sidecar, in process: keeps its cookies."""
+
+    def __init__(self, app: EdgeApp, **headers: str) -> None:
+        self.app = app
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://shop.test",
+            headers={**CHROME, **headers},
+        )
+
+    @property
+    def id(self) -> str:
+        return (self.client.cookies.get("edge_vid") or "").split(".")[0]
+
+    async def decide(self, path: str = "/", **params: str) -> dict[str, Any]:
+        reply = await self.client.get("/_edge/decide", params={"path": path, **params})
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["cache-control"] == "private, no-store"
+        assert reply.headers["vary"] == "Cookie"
+        assert reply.headers["content-type"] == "application/json"
+        return reply.json()
+
+    async def arrive(self) -> None:
+        """The first request gives the cookie; the second stores the profile."""
+        await self.decide("/")
+        assert self.id, "no visitor cookie from /_edge/decide"
+        await self.decide("/")
+        await self.app.recorder.flush()
+
+    async def beacons(self, *events: dict[str, Any], **headers: str) -> httpx.Response:
+        return await self.client.post(
+            "/_edge/events", json={"events": list(events)}, headers=headers
+        )
+
+    async def profile(self) -> dict[str, Any]:
+        await self.app.recorder.flush()
+        reply = await self.client.get(
+            "/_edge/profile", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        return reply.json().get("profile") or {}
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+async def ingest(app: EdgeApp, *events: dict[str, Any]) -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://shop.test"
+    ) as client:
+        reply = await client.post(
+            "/_edge/ingest",
+            json={"events": list(events)},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+    assert reply.status_code == 200, reply.text
+
+
+def customer(placement: str, held_out: bool) -> str:
+    """A customer id whose unit is (or is not) in *placement*'s 10% holdout."""
+    for n in _customers:
+        name = f"customer-{n}"
+        if in_holdout(f"cust:{name}", placement, 0.1) == held_out:
+            return name
+    raise AssertionError("unreachable")
+
+
+def order(visitor: Browser, user_id: str, n: int, days_ago: float, total: float) -> dict[str, Any]:
+    return {
+        "event": "Order Completed",
+        "anonymous_id": visitor.id,
+        "user_id": user_id,
+        "order_id": f"{user_id}-{n}",
+        "total": total,
+        "ts": int(time.time() - days_ago * DAY),
+        "products": [{"product_id": "p1001", "category": "shoes", "price": total}],
+    }
+
+
+async def vip(app: EdgeApp, held_out: bool = False) -> Browser:
+    visitor = Browser(app)
+    await visitor.arrive()
+    user = customer("hero-vip", held_out)
+    await ingest(app, *[order(visitor, user, n, 10 + 20 * n, 320.0) for n in range(5)])
+    return visitor
+
+
+async def lapsed(app: EdgeApp) -> Browser:
+    visitor = Browser(app)
+    await visitor.arrive()
+    await ingest(app, order(visitor, customer("hero-lapsed", False), 0, 120, 80.0))
+    return visitor
+
+
+def by_placement(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["placement"]: e for e in answer["edits"]}
+
+
+# --- GET /_edge/decide -------------------------------------------------------------------
+
+
+async def test_a_vip_gets_the_vip_hero_with_a_token(app: EdgeApp) -> None:
+    visitor = await vip(app)
+    answer = await visitor.decide("/")
+    assert answer["v"] == 1 and answer["consent"] is True
+    assert abs(answer["now"] - time.time()) < 60
+    assert answer["css"] == "/_edge/static/edge.css"
+    hero = by_placement(answer)["hero-vip"]
+    assert hero["slot"] == "home-hero" and hero["selector"] == HERO
+    assert hero["arm"] == "default" and hero["action"] == "set_inner_content"
+    assert "edge-hero--vip" in hero["html"] and "Welcome back." in hero["html"]
+    exposure = check_token(app.identity, hero["token"], visitor.id, int(time.time()))
+    assert (exposure.placement, exposure.arm) == ("hero-vip", "default")
+    # the same decision as the server path's: the exposure is recorded (arm, caps)
+    arms = (await visitor.profile())["arms"]
+    assert arms["hero-vip"][0] == "default"
+    await visitor.close()
+
+
+async def test_a_lapsed_customer_gets_the_comeback_hero_and_the_timed_offer(app: EdgeApp) -> None:
+    visitor = await lapsed(app)
+    answer = await visitor.decide("/")
+    edits = by_placement(answer)
+    assert "edge-hero--lapsed" in edits["hero-lapsed"]["html"]
+    offer = edits["comeback-offer"]
+    assert offer["selector"] == "[data-edge-slot=top-banner]"
+    assert "data-edge-countdown" in offer["html"]
+    assert "hero-vip" not in edits
+    profile = await visitor.profile()
+    assert "comeback-offer" in profile["offers"]  # the deadline runs from this exposure
+    await visitor.close()
+
+
+async def test_a_held_out_vip_gets_a_holdout_entry_and_no_block(app: EdgeApp) -> None:
+    visitor = await vip(app, held_out=True)
+    answer = await visitor.decide("/")
+    assert "hero-vip" not in by_placement(answer)
+    [held] = [h for h in answer["holdouts"] if h["placement"] == "hero-vip"]
+    assert held["slot"] == "home-hero" and held["selector"] == HERO
+    exposure = check_token(app.identity, held["token"], visitor.id, int(time.time()))
+    assert exposure.arm == "holdout"
+    assert (await visitor.profile())["arms"]["hero-vip"][0] == "holdout"
+    await visitor.close()
+
+
+async def test_a_crawler_gets_nothing_and_no_cookie(app: EdgeApp) -> None:
+    bot = Browser(app, **{"User-Agent": GOOGLEBOT})
+    reply = await bot.client.get("/_edge/decide", params={"path": "/"})
+    assert reply.status_code == 200 and "set-cookie" not in reply.headers
+    answer = reply.json()
+    assert answer["edits"] == [] and answer["holdouts"] == []
+    await bot.close()
+
+
+async def test_a_new_visitor_gets_the_cookie_and_the_anonymous_decision(app: EdgeApp) -> None:
+    visitor = Browser(app)
+    reply = await visitor.client.get("/_edge/decide", params={"path": "/"})
+    assert reply.headers["set-cookie"].startswith("edge_vid=")
+    edits = by_placement(reply.json())
+    # not a customer: the profiling form, the shelves in the shop's order, no hero
+    assert set(edits) == {"profiling-form", "shelves-by-interest"}
+    assert edits["shelves-by-interest"]["order"] == []
+    assert 'name="csrf"' in edits["profiling-form"]["html"]
+    await visitor.close()
+
+
+async def test_a_category_list_is_reordered_by_the_server_paths_ordering(app: EdgeApp) -> None:
+    visitor = await vip(app)  # a big spender: the most expensive first
+    category = PRODUCTS[0].category
+    answer = await visitor.decide(f"/c/{category}")
+    reorder = by_placement(answer)["order-big-spenders"]
+    assert reorder["action"] == "reorder" and reorder["selector"] == "ol.products"
+    assert reorder["items"] == ":scope > *" and reorder["key"] == "data-product-id"
+    assert "html" not in reorder
+    prices = {p.id: p.price for p in PRODUCTS}
+    in_category = [p.id for p in PRODUCTS if p.category == category]
+    assert sorted(reorder["order"]) == sorted(in_category)
+    shown = [prices[i] for i in reorder["order"]]
+    assert shown == sorted(shown, reverse=True)
+    # the page's own items when the snippet names them
+    page = [p.id for p in PRODUCTS[:4]]
+    answer = await visitor.decide(f"/c/{category}", items=",".join(page))
+    named = by_placement(answer)["order-big-spenders"]["order"]
+    assert sorted(named) == sorted(page)
+    assert [prices[i] for i in named] == sorted((prices[i] for i in page), reverse=True)
+    await visitor.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("", "path: give the page's path"),
+        ("https://elsewhere.example/", "single `/`"),
+        ("//elsewhere.example/", "single `/`"),
+        ("/a\x01b", "control characters"),
+    ],
+)
+async def test_a_bad_path_is_a_400_naming_it(app: EdgeApp, path: str, problem: str) -> None:
+    visitor = Browser(app)
+    reply = await visitor.client.get("/_edge/decide", params={"path": path})
+    assert reply.status_code == 400
+    body = reply.json()
+    assert body["error"] == "bad_path" and problem in body["message"]
+    await visitor.close()
+
+
+# --- tokens --------------------------------------------------------------------------
+
+
+def test_tokens_are_checked_forged_expired_and_for_their_visitor_only(app: EdgeApp) -> None:
+    now = int(time.time())
+    good = token(app.identity, "visitor-a", "hero-vip", "default", now)
+    assert check_token(app.identity, good, "visitor-a", now).placement == "hero-vip"
+    payload, tag = good.split(".")
+    forged = token(app.identity, "visitor-a", "hero-vip", "holdout", now).split(".")[0] + "." + tag
+    for text, why in [
+        (forged, "signature does not verify"),
+        (payload + "." + tag[:-2] + ("AA" if tag[-2:] != "AA" else "BB"), "signature"),
+        ("nonsense", "not an exposure token"),
+        (token(app.identity, "visitor-b", "hero-vip", "default", now), "another visitor"),
+        (token(app.identity, "visitor-a", "hero-vip", "default", now - 2 * DAY), "expired"),
+    ]:
+        with pytest.raises(BadToken, match=why):
+            check_token(app.identity, text, "visitor-a", now)
