@@ -107,12 +107,9 @@
   }
 
   function reorder(el, edit) {
-    var items = Array.prototype.filter.call(el.children, function (c) {
-      try {
-        return !edit.items || c.matches(edit.items);
-      } catch (e) {
-        return true;
-      }
+    // the slot's own children (":scope > *" from the sidecar), as the rewriter's items
+    var items = $$(edit.items || ":scope > *", el).filter(function (c) {
+      return c.parentNode === el;
     });
     var rank = {};
     (edit.order || []).forEach(function (k, i) { if (!(k in rank)) rank[k] = i; });
@@ -238,7 +235,19 @@
       if (mine === seq) seq++;
       hide([]);
     }, cap);
-    return fetch("/_edge/decide?path=" + encodeURIComponent(path), {
+    // the ids of the listed slots' items, for the sidecar to order this page's own
+    var ids = [];
+    slots.forEach(function (sel) {
+      $$(sel).forEach(function (el) {
+        Array.prototype.forEach.call(el.children, function (c) {
+          var id = c.getAttribute("data-product-id") || c.getAttribute("data-edge-item");
+          if (id && ids.length < 200 && !/[,\s]/.test(id)) ids.push(id);
+        });
+      });
+    });
+    var url = "/_edge/decide?path=" + encodeURIComponent(path);
+    if (ids.length) url += "&items=" + encodeURIComponent(ids.join(","));
+    return fetch(url, {
       credentials: "same-origin",
       headers: { Accept: "application/json" }
     })
@@ -372,10 +381,27 @@
     if (!dwell || dwell.id !== id) dwell = { id: id, ms: 0, since: visible() ? Date.now() : 0 };
   }
   function visible() { return doc.visibilityState !== "hidden"; }
+  // The product of a product page: [data-edge-product="id"], the theme's
+  // [data-page-type=product][data-product-id], OpenGraph's product:retailer_item_id,
+  // else a schema.org Product's sku or productID in JSON-LD.
   function page() {
-    var el = doc.querySelector("[data-edge-product]");
+    var el = doc.querySelector("[data-edge-product],[data-page-type=product][data-product-id]");
+    var meta = doc.querySelector('meta[property="product:retailer_item_id"]');
+    var id = el ? el.getAttribute("data-edge-product") || el.getAttribute("data-product-id")
+      : meta ? meta.getAttribute("content") : ld();
     dwell = null;
-    if (el) product(el.getAttribute("data-edge-product"));
+    if (id) product(id);
+  }
+  function ld() {
+    var found = null;
+    $$('script[type="application/ld+json"]').forEach(function (s) {
+      try {
+        [].concat(JSON.parse(s.textContent)).forEach(function (o) {
+          if (!found && o && o["@type"] === "Product") found = o.sku || o.productID || null;
+        });
+      } catch (e) { /* not JSON: the theme's business */ }
+    });
+    return found && String(found);
   }
   function engaged() {
     if (!dwell) return;

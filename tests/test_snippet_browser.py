@@ -1,0 +1,460 @@
+"""The browser snippet (static/edge.js) in a real browser: Debian's Chromium driven by
+Playwright, through a real `edge serve` in front of a small shop of the test's own (a
+threaded HTTP server: cached home and category pages the sidecar leaves to the browser,
+product pages it personalizes itself, a single-page view, a page under a strict CSP).
+
+What a shop's front-end developer expects: the VIP and the lapsed visitor get their
+blocks on a cached page; a page the sidecar personalized is left alone; a single-page
+navigation is decided again; beacons go only with consent and never with GPC, and turn
+the dwell and recommendation-click segments true; a strict CSP with a nonce holds; a
+slow /decide shows the original at the cap; an expired offer hides; no console errors
+and no layout shift from swapping a slot that keeps its size. Screenshots go to the
+test's tmp dir."""
+
+from __future__ import annotations
+
+import html
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Request,
+    Route,
+    sync_playwright,
+)
+
+from edge.placements import in_holdout
+from edge.profiles.model import Profile
+from edge.rules import RequestInfo, ShopStats, load_rules
+from tests.conftest import ROOT, EdgeProcess, fetch, start_edge
+from tests.test_activities import (
+    AVG_ORDER_VALUE,
+    ORIGINAL_HERO,
+    TOKEN,
+    Visitor,
+    edge_env,
+    give_orders,
+    order,
+    stop_edge,
+    vip_orders,
+    wait_for,
+    write_feed,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CONSENT = "shop_consent"
+NONCE = "r4nd0m-n0nce-2026"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian's chromium at /usr/bin/chromium (tests/run.sh installs it)",
+    ),
+]
+
+# --- the shop: its own theme, slots of a fixed size --------------------------------------
+
+SHOP_CSS = b"""
+body { margin: 0; font: 16px/1.4 system-ui, sans-serif; }
+.container { max-width: 960px; margin: 0 auto; padding: 0 16px; }
+.edge-banner { height: 64px; overflow: hidden; background: #f1ebe2; }
+.hero { height: 320px; overflow: hidden; background: #efe6da; }
+ol.products, .recs ul { display: grid; grid-template-columns: repeat(3, 1fr); gap: 12px;
+  list-style: none; padding: 0; }
+ol.products li, .recs li { height: 80px; border: 1px solid #ddd; }
+footer { height: 900px; }
+"""
+
+# A single-page front end: a link swaps the view without loading a page.
+SPA_JS = b"""
+document.addEventListener("click", function (event) {
+  var link = event.target.closest("a[data-spa]");
+  if (!link) return;
+  event.preventDefault();
+  history.pushState({}, "", link.getAttribute("href"));
+  document.querySelector("main").innerHTML =
+    '<section class="hero" data-edge-slot="home-hero"><div class="container">' +
+    "<h1>Fatto a mano, fatto per durare.</h1></div></section>";
+});
+"""
+
+FAVICON = b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 1 1"/>'
+HOME_SLOTS = "[data-edge-slot=home-hero],[data-edge-slot=top-banner]"
+PRODUCTS = [f"p{1000 + i}" for i in range(1, 7)]
+
+
+def layout(title: str, main: str, head: str = "", main_attrs: str = "") -> bytes:
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{html.escape(title)}</title>"
+        '<link rel="stylesheet" href="/shop.css">'
+        f"{head}</head><body>"
+        '<header class="container"><a href="/">Bottega</a> <a href="/c/scarpe">Scarpe</a></header>'
+        '<div class="edge-banner" data-edge-slot="top-banner"></div>\n'
+        f"<main{main_attrs}>{main}</main><footer></footer></body></html>"
+    ).encode()
+
+
+def home(head: str = "") -> bytes:
+    hero = (
+        '<section class="hero" data-edge-slot="home-hero"><div class="container">'
+        f"<h1>{ORIGINAL_HERO}</h1><p>Scarpe, borse e oggetti per la casa.</p></div></section>"
+    )
+    return layout("Home", hero, head)
+
+
+def category(slug: str) -> bytes:
+    items = "".join(
+        f'<li class="product" data-product-id="{p}"><a href="/p/{p}">{p}</a></li>'
+        for p in PRODUCTS
+    )
+    spa = '<p><a data-spa href="/">Home (in this page)</a></p>'
+    return layout(
+        f"Category {slug}",
+        f'{spa}<ol class="products">{items}</ol>',
+        '<script src="/spa.js" defer></script>',
+    )
+
+
+def product(pid: str) -> bytes:
+    # The theme includes the snippet itself on every product page; the sidecar
+    # personalizes these pages on the server, so the snippet only measures there.
+    recs = "".join(
+        f'<li data-product-id="{p}"><a href="/p/{p}">{p}</a></li>' for p in PRODUCTS if p != pid
+    )
+    main = (
+        f"<h1>Product {pid}</h1>"
+        '<aside data-edge-slot="profile-form"></aside>'
+        f'<section class="recs" data-edge-list="recommendations"><ul>{recs}</ul></section>'
+    )
+    head = '<script src="/_edge/static/edge.js" defer></script>'
+    return layout(f"Product {pid}", main, head, f' data-edge-product="{pid}"')
+
+
+def strict(slots: str) -> tuple[bytes, str]:
+    """A page under a strict CSP: scripts only with the nonce, no inline styles."""
+    head = (
+        f'<script nonce="{NONCE}" src="/_edge/static/edge.js" data-edge-slots="{slots}"'
+        f' data-consent-cookie="{CONSENT}" defer></script>'
+    )
+    policy = (
+        f"default-src 'self'; script-src 'nonce-{NONCE}'; style-src 'self'; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    )
+    return home(head), policy
+
+
+class ShopHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        path, _, query = self.path.partition("?")
+        headers = {"Content-Type": "text/html; charset=utf-8"}
+        if path == "/shop.css":
+            body, headers = SHOP_CSS, {"Content-Type": "text/css"}
+        elif path == "/favicon.ico":
+            body, headers = FAVICON, {"Content-Type": "image/svg+xml"}
+        elif path == "/spa.js":
+            body, headers = SPA_JS, {"Content-Type": "text/javascript"}
+        elif path == "/" and "csp" in query:
+            body, policy = strict(HOME_SLOTS)
+            headers["Content-Security-Policy"] = policy
+        elif path == "/":
+            body = home()
+        elif path.startswith("/c/"):
+            body = category(path[3:])
+        elif path.startswith("/p/"):
+            body = product(path[3:])
+        else:
+            self.send_error(404)
+            return
+        if "Content-Security-Policy" not in headers and path in ("/", "/c/scarpe"):
+            headers["Cache-Control"] = "public, max-age=300"  # a CDN may keep these
+        self.send_response(200)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def shop() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ShopHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def edge(shop: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeProcess]:
+    catalog = write_feed(tmp_path_factory.mktemp("feed") / "catalog.csv")
+    env = {
+        **edge_env(catalog),
+        "EDGE_BROWSER_PAGES": "home,category",  # product pages: the sidecar's own
+        "EDGE_CONSENT_COOKIE": CONSENT,
+    }
+    proc = start_edge(shop, env=env)
+    yield proc
+    stop_edge(proc)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--no-sandbox", "--disable-dev-shm-usage"],
+            timeout=30_000,
+        )
+        yield chromium
+        chromium.close()
+
+
+# --- watching a page -----------------------------------------------------------------------
+
+# Installed before any page script: layout shifts and CSP violations, kept on window.
+WATCH = """
+window.__shifts = 0; window.__violations = [];
+new PerformanceObserver(function (list) {
+  list.getEntries().forEach(function (e) { if (!e.hadRecentInput) window.__shifts += e.value; });
+}).observe({type: "layout-shift", buffered: true});
+document.addEventListener("securitypolicyviolation", function (e) {
+  window.__violations.push(e.violatedDirective + " " + e.blockedURI);
+});
+"""
+
+
+class Watch:
+    """What a page reports as wrong (console errors, uncaught exceptions, failed loads),
+    and the requests it makes to the sidecar's /decide and /events."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.errors: list[str] = []
+        self.decides: list[str] = []
+        self.beacons: list[dict[str, Any]] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
+        page.on("requestfailed", self._failed)
+        page.on("request", self._request)
+        page.on(
+            "response",
+            lambda r: r.status >= 400 and self.errors.append(f"HTTP {r.status}: {r.url}"),
+        )
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(f"console: {message.text}")
+
+    def _failed(self, request: Request) -> None:
+        if request.failure != "net::ERR_ABORTED":  # a navigation cancels what was loading
+            self.errors.append(f"failed: {request.url} {request.failure}")
+
+    def _request(self, request: Request) -> None:
+        if "/_edge/decide" in request.url:
+            self.decides.append(request.url)
+        elif request.url.endswith("/_edge/events") and request.method == "POST":
+            self.beacons.extend(msgspec.json.decode(request.post_data or "{}").get("events", []))
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.beacons if e.get("event") == kind]
+
+    @property
+    def shift(self) -> float:
+        return float(self.page.evaluate("window.__shifts"))
+
+    @property
+    def violations(self) -> list[str]:
+        return list(self.page.evaluate("window.__violations"))
+
+
+def new_context(
+    browser: Browser, base: str, visitor: Visitor | None = None, *, consent: bool = True, **kw: Any
+) -> BrowserContext:
+    context = browser.new_context(locale="en-GB", viewport={"width": 1100, "height": 900}, **kw)
+    context.set_default_timeout(10_000)
+    context.set_default_navigation_timeout(15_000)
+    context.add_init_script(WATCH)
+    cookies = []
+    if visitor is not None:
+        name, _, value = visitor.cookie.partition("=")
+        cookies.append({"name": name, "value": value, "url": base})
+    if consent:
+        cookies.append({"name": CONSENT, "value": "yes", "url": base})
+    if cookies:
+        context.add_cookies(cookies)  # type: ignore[arg-type]
+    return context
+
+
+@pytest.fixture
+def base(edge: EdgeProcess) -> str:
+    return f"http://127.0.0.1:{edge.port}"
+
+
+def shot(page: Page, tmp_path: Path, name: str) -> None:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=False)
+    print(f"screenshot: {path}")
+
+
+def applied(page: Page) -> None:
+    page.wait_for_function("performance.getEntriesByName('shop-edge:applied').length > 0")
+
+
+class Shopper(Visitor):
+    """A visitor who accepted the shop's consent banner (its cookie on every request)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(port, Cookie=f"{CONSENT}=yes")
+
+    def profile(self) -> dict[str, Any]:
+        auth = {"Authorization": f"Bearer {TOKEN}", "Cookie": f"{self.cookie}; {CONSENT}=yes"}
+        reply = fetch(self.port, "/_edge/profile", headers=auth)
+        return msgspec.json.decode(reply.body).get("profile") or {}
+
+
+def customer(port: int, placement: str) -> Visitor:
+    """A visitor outside *placement*'s holdout, with a first page view stored."""
+    while True:
+        visitor = Shopper(port)
+        visitor.arrive("/")
+        if not in_holdout(f"cust:customer-{visitor.id}", placement, 0.1):
+            return visitor
+
+
+def segments(visitor: Visitor) -> set[str]:
+    """The segments the repository's rules put *visitor* in, from their stored profile."""
+    ruleset, errors = load_rules(ROOT / "rules")
+    assert ruleset is not None, errors
+    profile = msgspec.convert(visitor.profile(), Profile, strict=False)
+    shop = ShopStats(avg_order_value=float(AVG_ORDER_VALUE))
+    context = ruleset.context(profile, RequestInfo(), time.time(), shop)
+    return set(ruleset.names(ruleset.evaluate(context)))
+
+
+def until(page: Page, probe: Callable[[], object], timeout: float = 10.0) -> None:
+    """Poll *probe* while the page's events are handled (a sync Playwright page hears
+    nothing during time.sleep)."""
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, f"condition not met in {timeout}s"
+        page.wait_for_timeout(50)
+
+
+def hero_text(page: Page) -> str:
+    return page.locator("[data-edge-slot=home-hero]").inner_text()
+
+
+# --- a cached page, personalized in the browser ------------------------------------------
+
+
+def test_a_cached_home_page_is_personalized_in_the_browser(
+    edge: EdgeProcess, base: str, browser: Browser, tmp_path: Path
+) -> None:
+    vip = customer(edge.port, "hero-vip")
+    give_orders(vip, vip_orders(vip))
+    lapsed = customer(edge.port, "hero-lapsed")
+    give_orders(lapsed, [order(lapsed, 1, 120, 60.0, "p1002")])  # four months ago
+
+    # the sidecar leaves the page as the shop made it, cacheable, with the snippet's tag
+    reply = vip.get("/")
+    body = reply.body.decode()
+    assert ORIGINAL_HERO in body and "edge-hero" not in body
+    assert reply.header("cache-control") == "public, max-age=300"
+    tag = re.search(r'<script src="(/_edge/edge\.[0-9a-f]{10}\.js)"([^>]*)>', body)
+    assert tag is not None, body[:600]
+    assert "data-edge-slots=" in tag.group(2)
+
+    for name, visitor, expected in (
+        ("vip", vip, "edge-hero--vip"),
+        ("lapsed", lapsed, "edge-hero--lapsed"),
+    ):
+        context = new_context(browser, base, visitor)
+        page = context.new_page()
+        watch = Watch(page)
+        page.goto(base + "/", wait_until="load")
+        applied(page)
+        hero = page.locator("[data-edge-slot=home-hero]")
+        assert hero.locator(f".{expected}").count() == 1, hero.inner_html()
+        assert ORIGINAL_HERO not in hero_text(page)
+        assert page.evaluate(
+            "getComputedStyle(document.querySelector('[data-edge-slot=home-hero]')).visibility"
+        ) == "visible"
+        if name == "lapsed":  # the comeback offer in the banner, its countdown ticking
+            page.wait_for_function(
+                "/^\\(\\d\\d:\\d\\d:\\d\\d\\)$/.test(document.querySelector("
+                "'[data-edge-offer] [data-edge-countdown]').textContent.trim())"
+            )
+        # the swap kept the slots' size: nothing moved
+        assert watch.shift == 0.0
+        shot(page, tmp_path, f"cached-home-{name}")
+        assert len(watch.decides) == 1
+        assert watch.errors == []
+        context.close()
+
+
+def test_nothing_is_done_on_a_page_the_sidecar_personalized(
+    edge: EdgeProcess, base: str, browser: Browser, tmp_path: Path
+) -> None:
+    visitor = Shopper(edge.port)
+    visitor.arrive("/")
+    served = visitor.page(f"/p/{PRODUCTS[0]}")
+    assert '<meta name="shop-edge" content="done">' in served
+    assert "edge-profile-form" in served  # the server's own swap
+    context = new_context(browser, base, visitor)
+    page = context.new_page()
+    watch = Watch(page)
+    page.goto(f"{base}/p/{PRODUCTS[0]}", wait_until="load")
+    page.wait_for_function("window.shopEdge && window.shopEdge.version")
+    page.wait_for_timeout(400)  # longer than the cap: had it swapped, it would have
+    assert watch.decides == []
+    assert page.locator("form.edge-profile-form").count() == 1  # not doubled
+    assert watch.errors == []
+    shot(page, tmp_path, "server-personalized")
+    context.close()
+
+
+# --- single-page navigation ------------------------------------------------------------------
+
+
+def test_a_single_page_navigation_is_decided_again(
+    edge: EdgeProcess, base: str, browser: Browser, tmp_path: Path
+) -> None:
+    vip = customer(edge.port, "hero-vip")
+    give_orders(vip, vip_orders(vip))
+    context = new_context(browser, base, vip)
+    page = context.new_page()
+    watch = Watch(page)
+    page.goto(base + "/c/scarpe", wait_until="load")
+    applied(page)
+    assert len(watch.decides) == 1 and "path=%2Fc%2Fscarpe" in watch.decides[0]
+    with page.expect_response(lambda r: "/_edge/decide" in r.url and "path=%2F&" not in r.url):
+        page.get_by_text("Home (in this page)").click()
+    assert page.url == base + "/"
+    page.locator("[data-edge-slot=home-hero] .edge-hero--vip").wait_for()
+    assert len(watch.decides) == 2 and watch.decides[1].endswith("path=%2F")
+    # back: the category view is decided again (the shop's view is its own business)
+    page.go_back()
+    page.wait_for_function("location.pathname === '/c/scarpe'")
+    until(page, lambda: len(watch.decides) == 3)
+    assert watch.errors == []
+    shot(page, tmp_path, "spa-home")
+    context.close()
