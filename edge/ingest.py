@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from edge.browser import BadToken, check_token
 from edge.caches import Expiring
 from edge.config import Config
 from edge.forms import (
@@ -136,12 +137,12 @@ class EventEndpoints:
             status, payload = 405, {"error": "method_not_allowed", "message": "use POST"}
         else:
             status, payload = await self._browser_batch(scope, receive)
-        body = msgspec.json.encode(payload)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store"),
-        ]
+        headers = [(b"cache-control", b"no-store")]
+        body = b""
+        if payload is not None:  # (a 204 has no body)
+            body = msgspec.json.encode(payload)
+            headers.append((b"content-type", b"application/json"))
+            headers.append((b"content-length", str(len(body)).encode()))
         if status == 503:
             headers.append((b"retry-after", b"1"))
         elif status == 405:
@@ -151,11 +152,13 @@ class EventEndpoints:
 
     async def _browser_batch(
         self, scope: dict[str, Any], receive: Any
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> tuple[int, dict[str, Any] | None]:
         head = RequestHead.parse(scope)
+        if _global_privacy_control(head):
+            return 204, None  # Global Privacy Control: nothing is recorded
         visit = self.visitors.begin(head)
         if not visit.consent:
-            return 202, {"accepted": 0, "stored": False}
+            return 204, None
         if visit.visitor_id is None or visit.new:
             return _problem(403, "no_visitor", "events need the visitor cookie set by a page view")
         if not self._allow(visit.visitor_id):
@@ -164,14 +167,20 @@ class EventEndpoints:
         if body is None:
             return _problem(413, "too_large", f"a batch may be at most {BROWSER_BODY_LIMIT} bytes")
         try:
-            batch = _decode_batch(body)
+            batch = _decode_browser_batch(body)
         except msgspec.DecodeError as exc:
             return _problem(422, "invalid", str(exc))
         if len(batch.events) > BROWSER_BATCH_LIMIT:
             return _problem(
                 413, "too_many", f"a batch may hold at most {BROWSER_BATCH_LIMIT} events"
             )
+        problem = _check_beacons(self.identity, batch.events, visit.visitor_id)
+        if problem:
+            return _problem(422, "invalid", problem)
         try:
+            if any(type(e) in ev.PLACEMENT_BEACONS for e in batch.events):
+                # (the exposure a beacon tells of may still wait in the write queue)
+                await self.recorder.settle(visit.visitor_id)
             await self.recorder.write(visit.visitor_id, batch.events, ev.Source.BROWSER)
         except ev.NotAllowed as exc:
             return _problem(403, "not_allowed", str(exc))
@@ -375,6 +384,57 @@ class EventEndpoints:
         response.raw_headers.append(
             (b"set-cookie", self.identity.clear_binding_header(secure=secure))
         )
+
+
+def _global_privacy_control(head: RequestHead) -> bool:
+    """``Sec-GPC: 1``: the visitor asked not to be tracked (globalprivacycontrol.org)."""
+    return any(name == b"sec-gpc" and value.strip() == b"1" for name, value in head.headers)
+
+
+def _decode_browser_batch(body: bytes) -> Batch:
+    """``{"events": [...]}``; also, for trackers that send them so, a bare array,
+    ``{"batch": [...]}`` and ``"type"`` naming each event in place of ``"event"``."""
+    try:
+        return _decode_batch(body)
+    except msgspec.DecodeError as exc:
+        try:
+            data = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            raise exc from None
+        if isinstance(data, dict) and len(data) == 1 and ("batch" in data or "events" in data):
+            data = data.get("batch", data.get("events"))
+        if not isinstance(data, list):
+            raise exc from None
+        renamed = [
+            {("event" if k == "type" else k): v for k, v in e.items()}
+            if isinstance(e, dict) and "event" not in e
+            else e
+            for e in data
+        ]
+        try:
+            return msgspec.convert({"events": renamed}, Batch)
+        except msgspec.ValidationError as again:
+            raise msgspec.DecodeError(str(again)) from None
+
+
+def _check_beacons(identity: Identity, events: list[ev.Event], visitor_id: str) -> str:
+    """What is wrong with the batch's placement beacons ("" when nothing): each needs
+    the exposure token /_edge/decide gave this visitor, which names its placement."""
+    now = int(time.time())
+    for i, event in enumerate(events):
+        if type(event) not in ev.PLACEMENT_BEACONS:
+            continue
+        assert isinstance(event, ev.PlacementViewed | ev.PlacementClicked)
+        if not event.token:
+            return (
+                f"events[{i}].token: a {ev.event_name(event)!r} needs the token /_edge/decide gave"
+            )
+        try:
+            exposure = check_token(identity, event.token, visitor_id, now)
+        except BadToken as exc:
+            return f"events[{i}].{exc}. Nothing in the batch was stored"
+        event.placement_id = exposure.placement
+    return ""
 
 
 _MAX_SIGNATURE: Final = 512

@@ -11,6 +11,7 @@ send them. Pages come from a small shop of the test's own (tests/conftest.py
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler
@@ -322,3 +323,108 @@ def test_tokens_are_checked_forged_expired_and_for_their_visitor_only(app: EdgeA
     ]:
         with pytest.raises(BadToken, match=why):
             check_token(app.identity, text, "visitor-a", now)
+
+
+# --- beacons ---------------------------------------------------------------------------
+
+
+def arm(profile: dict[str, Any], placement: str) -> dict[str, Any]:
+    """An arm record of ``/_edge/profile`` by its fields' names."""
+    names = ("arm", "first", "last", "exposures", "orders", "revenue", "clicks", "links", "views")
+    return dict(zip(names, profile["arms"][placement], strict=False))
+
+
+async def test_view_and_click_beacons_count_on_the_arm(app: EdgeApp) -> None:
+    visitor = await vip(app)
+    hero = by_placement(await visitor.decide("/"))["hero-vip"]
+    link = next(iter(re.findall(r'href="(/[^"]*)"', hero["html"])))
+    viewed = {"event": "Placement Viewed", "token": hero["token"]}
+    reply = await visitor.beacons(viewed, viewed)
+    assert reply.status_code == 202, reply.text
+    clicked = {"event": "Placement Clicked", "token": hero["token"], "href": link}
+    assert (await visitor.beacons(clicked)).status_code == 202
+    record = arm(await visitor.profile(), "hero-vip")
+    assert (record["views"], record["clicks"]) == (2, 1)
+    # the click is counted once: the page view of the link that follows adds nothing
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://shop.test",
+        headers={**CHROME, "Accept": "text/html"},
+        cookies=visitor.client.cookies,
+    ) as page:
+        assert (await page.get(link)).status_code == 200
+    await app.recorder.flush()
+    assert arm(await visitor.profile(), "hero-vip")["clicks"] == 1
+    await visitor.close()
+
+
+async def test_a_held_out_visitor_reports_the_original_slot_seen(app: EdgeApp) -> None:
+    visitor = await vip(app, held_out=True)
+    [held] = (await visitor.decide("/"))["holdouts"]
+    reply = await visitor.beacons({"event": "Placement Viewed", "token": held["token"]})
+    assert reply.status_code == 202
+    record = arm(await visitor.profile(), "hero-vip")
+    assert (record["arm"], record["views"], record["clicks"]) == ("holdout", 1, 0)
+    await visitor.close()
+
+
+async def test_a_new_visitors_first_beacon_finds_its_exposure(app: EdgeApp) -> None:
+    visitor = Browser(app)
+    form = by_placement(await visitor.decide("/"))["profiling-form"]  # the first request
+    reply = await visitor.beacons({"type": "Placement Viewed", "token": form["token"]})
+    assert reply.status_code == 202, reply.text  # ("type" is read as "event")
+    assert arm(await visitor.profile(), "profiling-form")["views"] == 1
+    await visitor.close()
+
+
+async def test_beacons_with_a_bad_token_are_refused_and_change_nothing(app: EdgeApp) -> None:
+    visitor = await vip(app)
+    other = await vip(app)
+    hero = by_placement(await visitor.decide("/"))["hero-vip"]
+    theirs = by_placement(await other.decide("/"))["hero-vip"]
+    now = int(time.time())
+    old = token(app.identity, visitor.id, "hero-vip", "default", now - 2 * DAY)
+    tag = hero["token"].split(".")[1]
+    forged = token(app.identity, visitor.id, "cart-reminder", "default", now).split(".")[0]
+    for bad, why in [
+        (theirs["token"], "another visitor"),
+        (old, "expired"),
+        (forged + "." + tag, "signature does not verify"),
+        ("", "needs the token"),
+    ]:
+        good = {"event": "Placement Viewed", "token": hero["token"]}
+        reply = await visitor.beacons(good, {"event": "Placement Viewed", "token": bad})
+        assert reply.status_code == 422, reply.text
+        assert why in reply.json()["message"] and "events[1]" in reply.json()["message"]
+    # a placement named by the browser itself is not believed: the token's counts
+    named = {"event": "Placement Viewed", "token": hero["token"], "placement_id": "cart-reminder"}
+    assert (await visitor.beacons(named)).status_code == 202
+    profile = await visitor.profile()
+    assert arm(profile, "hero-vip")["views"] == 1 and "cart-reminder" not in profile["arms"]
+    await visitor.close()
+    await other.close()
+
+
+async def test_gpc_and_no_consent_record_nothing(tmp_path: Path, shop: str, feed: Path) -> None:
+    app = make_app(tmp_path, shop, feed, consent_cookie="cookie_consent")
+    visitor = Browser(app)
+    visitor.client.cookies.set("cookie_consent", "yes")
+    await visitor.arrive()
+    form = by_placement(await visitor.decide("/"))["profiling-form"]
+    viewed = {"event": "Placement Viewed", "token": form["token"]}
+    engaged = {"event": "Product Engaged", "product_id": "p1001", "dwell_ms": 4000}
+    gpc = await visitor.beacons(viewed, engaged, **{"Sec-GPC": "1"})
+    assert (gpc.status_code, gpc.content) == (204, b"")
+    visitor.client.cookies.set("cookie_consent", "no")
+    refused = await visitor.beacons(viewed, engaged)
+    assert (refused.status_code, refused.content) == (204, b"")
+    visitor.client.cookies.set("cookie_consent", "yes")
+    profile = await visitor.profile()
+    assert arm(profile, "profiling-form")["views"] == 0 and profile.get("dwell_count", 0) == 0
+    # with consent (and no GPC) the same batch counts
+    assert (await visitor.beacons(viewed, engaged)).status_code == 202
+    profile = await visitor.profile()
+    assert arm(profile, "profiling-form")["views"] == 1 and profile["dwell_count"] == 1
+    await visitor.close()
+    await app.recorder.flush()
+    await app.store.close()

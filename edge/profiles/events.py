@@ -199,6 +199,27 @@ class PlacementShown(BaseEvent, tag="Placement Shown"):
     path), for clicks inferred from the next page view."""
 
 
+class PlacementViewed(BaseEvent, tag="Placement Viewed"):
+    """The browser saw a block (held out: the original slot) at least half in view for
+    a second: one view on the unit's arm. From a browser only with the exposure token
+    ``/_edge/decide`` gave it (:mod:`edge.browser`), which names the placement."""
+
+    token: Annotated[str, msgspec.Meta(max_length=512)] = ""
+    placement_id: Id | None = None
+    """Set by the sidecar from the verified token (a browser's own is not believed)."""
+
+
+class PlacementClicked(BaseEvent, tag="Placement Clicked"):
+    """A click on a link inside a block the browser put on the page: one click on the
+    unit's arm, once per showing (the same count as a click told by the next page view,
+    which then counts it no more)."""
+
+    token: Annotated[str, msgspec.Meta(max_length=512)] = ""
+    href: Annotated[str, msgspec.Meta(max_length=2048)] = ""
+    placement_id: Id | None = None
+    """Set by the sidecar from the verified token."""
+
+
 class OrderCompleted(BaseEvent, tag="Order Completed"):
     order_id: Id
     total: Money
@@ -240,6 +261,8 @@ Event = (
     | OrderObserved
     | ProfileFormAnswered
     | PlacementShown
+    | PlacementViewed
+    | PlacementClicked
     | OrderCompleted
     | CouponApplied
     | EmailSent
@@ -260,9 +283,14 @@ BEHAVIOURAL: Final = frozenset(
         CartViewed,
         CheckoutStarted,
         ProfileFormAnswered,
+        PlacementViewed,
+        PlacementClicked,
     }
 )
 """What a browser may report about its own visitor; everything else needs the shop."""
+
+PLACEMENT_BEACONS: Final = frozenset({PlacementViewed, PlacementClicked})
+"""Behavioural, but a browser's only with a valid exposure token (``/_edge/events``)."""
 
 SIDECAR_ONLY: Final = frozenset({PlacementShown, CartReplaced, OrderObserved})
 """What only the sidecar itself records (observed), never a browser."""
@@ -510,6 +538,27 @@ def _block_clicked(p: Profile, path: str, ts: int) -> None:
             arms[key] = msgspec.structs.replace(r, clicks=r.clicks + 1, links=())
 
 
+def _placement_viewed(p: Profile, e: PlacementViewed, ts: int) -> None:
+    key = e.placement_id or ""
+    record = p.arms.get(key)
+    if record is not None:  # (no arm: a QA visitor's, or one dropped for room)
+        p.arms[key] = msgspec.structs.replace(record, views=record.views + 1)
+
+
+def _placement_clicked(p: Profile, e: PlacementClicked, ts: int) -> None:
+    """One click per showing, whoever tells it first: the beacon spends the showing's
+    links (the next page view then counts nothing); a same-site link already spent
+    was counted by that page view. A link off the site only the beacon can tell."""
+    key = e.placement_id or ""
+    record = p.arms.get(key)
+    if record is None or record.arm == "holdout":
+        return
+    href = e.href.split("#", 1)[0].split("?", 1)[0]
+    same_site = href.startswith("/") and not href.startswith("//")
+    if record.links or not same_site:
+        p.arms[key] = msgspec.structs.replace(record, clicks=record.clicks + 1, links=())
+
+
 def _attribute(p: Profile, total: float, ts: int) -> None:
     """An order at *ts* counts for every arm first exposed within the window before it."""
     window = ATTRIBUTION_WINDOW
@@ -640,6 +689,8 @@ _HANDLERS: Final = {
     OrderObserved: _order_observed,
     ProfileFormAnswered: _answered,
     PlacementShown: _placement_shown,
+    PlacementViewed: _placement_viewed,
+    PlacementClicked: _placement_clicked,
     OrderCompleted: _order,
     CouponApplied: _coupon,
     EmailSent: _email_sent,
@@ -784,6 +835,7 @@ def _merge_arms(into: Profile, other: Profile) -> None:
             mine.revenue + theirs.revenue,
             mine.clicks + theirs.clicks,
             mine.links if mine.last >= theirs.last else theirs.links,
+            mine.views + theirs.views,
         )
     while len(into.arms) > MAX_OFFERS:
         del into.arms[min(into.arms, key=lambda k: into.arms[k].last)]

@@ -138,6 +138,9 @@ class ArmRecord(msgspec.Struct, array_like=True, frozen=True):
     links: tuple[int, ...] = ()
     """The same-site links of the block the last exposure showed (:func:`link_hash` of
     each path): a page view of one of them soon after is a click on the block."""
+    views: int = 0
+    """Times the browser saw the block (or, held out, the original slot) at least half
+    in view for a second (``Placement Viewed`` beacons): exposures the visitor saw."""
 
 
 class Search(msgspec.Struct):
