@@ -196,8 +196,8 @@
 
   function settle(d, mine) {
     if (d) {
-      known = true; // the answer brought the visitor cookie
       serverConsent = d.consent !== false;
+      known = known || serverConsent; // the answer brought the visitor cookie (with consent)
     }
     if (mine !== seq) return flush(); // late, or a newer decision is on its way
     clearTimeout(capTimer);
@@ -491,7 +491,7 @@
     page();
     ticking();
     if (marked()) {
-      known = true; // the sidecar made this page: the visitor has its cookie
+      known = allowed(); // the sidecar made this page: with consent, the visitor has its cookie
       decided = here();
       hide([]);
     }
