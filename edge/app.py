@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hmac
 import logging
 import re
@@ -27,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from edge import metrics, report
 from edge.activities import Activities
 from edge.admin import AdminPage
-from edge.browser import ASSET, DECIDE_PATH, BrowserDecide
+from edge.browser import ASSET, DECIDE_PATH, BrowserDecide, script_tag
 from edge.carts import READERS as CART_READERS
 from edge.carts import read_mini_cart
 from edge.config import Config, ConfigError
@@ -144,6 +145,7 @@ class EdgeApp:
             self.reading,
         )
         self.respond.access_log = access_log_for(config)
+        self.respond.snippet_tag = snippet_tags(config)
         self._tasks: set[asyncio.Task[None]] = set()
         """The periodic jobs running (one that ends, cancelled say, leaves the set)."""
         self.startup_hooks: list[Callable[[EdgeApp], Awaitable[None]]] = []
@@ -353,6 +355,7 @@ class EdgeApp:
         elif old.avg_order_value is not None:
             self._start(self._shop_stats_every(SHOP_STATS_EVERY))
         self.respond.rewriting.max_bytes = config.personalize_max_bytes
+        self.respond.snippet_tag = snippet_tags(config)
         self.respond.access_log = access_log
         if old_log is not None:
             old_log.close()
@@ -448,6 +451,18 @@ def observer_for(
         shop_host=host_of(urlsplit(config.public_url).netloc) if config.public_url else "",
         catalog=catalog,
     )
+
+
+def snippet_tags(config: Config) -> Callable[[tuple[str, ...]], str] | None:
+    """The browser snippet's script tag by the page's slots (None: ``inject_snippet``
+    off), with the consent cookie's name and values when one is configured."""
+    if not config.inject_snippet:
+        return None
+    consent = {
+        "consent_cookie": config.consent_cookie,
+        "consent_values": tuple(config.consent_values),
+    }
+    return functools.lru_cache(maxsize=64)(lambda slots: script_tag(slots, **consent))
 
 
 def access_log_for(config: Config) -> AccessLog | None:

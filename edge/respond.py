@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -42,7 +42,8 @@ from edge.proxy import FORM_LIMIT, ClientGone, Headers, Proxy, read, relay
 from edge.reading import PageBody, Reading
 from edge.recorder import Recorder
 from edge.request import RequestHead
-from edge.rewriting import Rewriting
+from edge.rewrite.edits import Edit
+from edge.rewriting import Rewriting, SlotEdit
 from edge.rules import LiveRules
 from edge.upstream import UpstreamResponse
 from edge.visitors import Visit, Visitors, answers_a_page
@@ -90,6 +91,10 @@ class Exchange:
     """What the page's readers found in it."""
     mini_cart: bool = False
     """Whether the page is read for its mini-cart too (tracked, ``[mini_cart]`` set)."""
+    browser_slots: tuple[str, ...] = ()
+    """The page is personalized in the browser (``browser_pages``, ``render =
+    "browser"``): the selectors of its slots the snippet may change. No decision, the
+    shop's caching headers kept, and the snippet's script tag put in its head."""
 
 
 class Responder:
@@ -118,6 +123,9 @@ class Responder:
         self.identity = identity
         self.access_log: logs.AccessLog | None = None
         """Where each request's access log line goes (None: no access log)."""
+        self.snippet_tag: Callable[[tuple[str, ...]], str] | None = None
+        """The browser snippet's script tag for a page personalized in the browser,
+        given its slots' selectors (None: ``inject_snippet`` off, the theme has it)."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -235,6 +243,9 @@ class Responder:
                 exchange.body = reading.body(encoding, content_type)
         if edited:
             await self._send_edited(exchange, response, headers, encoding, receive, send)
+        elif (injected := self._injection(exchange, encoding, length)) is not None:
+            heads = ([(n, v) for n, v in headers if n != b"content-length"], headers)
+            await self._rewrite(response, receive, send, heads, encoding, exchange, injected)
         else:
             await send(
                 {"type": "http.response.start", "status": response.status, "headers": headers}
@@ -247,6 +258,21 @@ class Responder:
             self._read(exchange)
         self.record(exchange)
         return _outcome(exchange, edited)
+
+    def _injection(self, exchange: Exchange, encoding: bytes, length: int) -> list[SlotEdit] | None:
+        """The script tag's edit for a page personalized in the browser, when the
+        sidecar injects it and the page can be rewritten (else None: as it is)."""
+        make = self.snippet_tag
+        if (
+            make is None
+            or not exchange.browser_slots
+            or exchange.status != 200
+            or not exchange.content_type.startswith(b"text/html")
+            or not self.rewriting.applies(encoding, length)
+        ):
+            return None
+        tag = make(exchange.browser_slots)
+        return [SlotEdit("", "shop-edge-snippet", Edit("head", "append", tag))]
 
     def _read(self, exchange: Exchange) -> None:
         """After the response: the page's readers, on the body collected."""
@@ -276,6 +302,11 @@ class Responder:
         exchange = Exchange(head, visit, int(time.time()), tracked, preview, preview_cookie)
         if tracked or personalize:
             exchange.page = self.rules.ruleset.pages.page(head.path)
+        if wants and exchange.page is not None and preview is None:
+            browser_slots = self.decider.rendering().slots.get(exchange.page.type)
+            if browser_slots is not None:  # the browser personalizes it: no decision
+                exchange.browser_slots = browser_slots or ("",)
+                personalize = False
         if personalize:
             exchange.touch = self.observer.touch(head, exchange.now)
             exchange.touch_read = True
@@ -312,9 +343,14 @@ class Responder:
         if visit.new:
             # The cookie rides only on pages, redirects to one included (see
             # answers_a_page): an image fetched without one stays cacheable, anonymous.
+            # (Not on a page personalized in the browser, which stays cacheable: the
+            # cookie comes with its /_edge/decide.)
             if exchange.tracked and (
                 visit.rotated
-                or answers_a_page(exchange.head, exchange.status, exchange.content_type)
+                or (
+                    not exchange.browser_slots
+                    and answers_a_page(exchange.head, exchange.status, exchange.content_type)
+                )
             ):
                 headers = _private(headers)
                 headers.append(self.visitors.cookie_header(visit))
@@ -363,7 +399,7 @@ class Responder:
             exchange.applied = [e.placement for e in decision.edits]
             return
         exchange.applied = await self._rewrite(
-            response, receive, send, (headers, original), encoding, exchange
+            response, receive, send, (headers, original), encoding, exchange, decision.edits
         )
 
     def record(self, exchange: Exchange) -> None:
@@ -401,9 +437,11 @@ class Responder:
         heads: tuple[Headers, Headers],
         encoding: bytes,
         exchange: Exchange,
+        edits: list[SlotEdit],
     ) -> list[str]:
-        """Send the body through the decision's edits; the placements whose slot was
-        found. *heads*: the rewritten page's headers, and the shop's own.
+        """Send the body through *edits* (the decision's, or the snippet's script tag);
+        the placements whose slot was found. *heads*: the rewritten page's headers, and
+        the shop's own.
 
         The head waits for the first bytes of the rewritten body, and the shop's
         bytes are kept until then. Whatever fails in decoding or rewriting before
@@ -414,11 +452,7 @@ class Responder:
         the client sees a broken transfer rather than a truncated page that looks
         complete. A rewriter that is not confident never gets here: it bails into
         passing the page through (:mod:`edge.rewrite.rewriter`)."""
-        decision = exchange.decision
-        assert decision is not None
-        body = self.rewriting.start(
-            decision.edits, exchange.content_type, encoding, exchange.head.target
-        )
+        body = self.rewriting.start(edits, exchange.content_type, encoding, exchange.head.target)
         page_body = exchange.body
         held: list[bytes] | None = []  # the shop's bytes while none of ours is out
         while True:

@@ -10,17 +10,23 @@ send them. Pages come from a small shop of the test's own (tests/conftest.py
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import itertools
 import re
+import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+import brotli
 import httpx
+import msgspec
 import pytest
 
+from edge import browser
 from edge.app import EdgeApp, create_app
 from edge.browser import BadToken, check_token, token
 from edge.config import Config
@@ -178,8 +184,10 @@ def order(visitor: Browser, user_id: str, n: int, days_ago: float, total: float)
     }
 
 
-async def vip(app: EdgeApp, held_out: bool = False) -> Browser:
+async def vip(app: EdgeApp, held_out: bool = False, **cookies: str) -> Browser:
     visitor = Browser(app)
+    for name, value in cookies.items():
+        visitor.client.cookies.set(name, value)
     await visitor.arrive()
     user = customer("hero-vip", held_out)
     await ingest(app, *[order(visitor, user, n, 10 + 20 * n, 320.0) for n in range(5)])
@@ -428,3 +436,140 @@ async def test_gpc_and_no_consent_record_nothing(tmp_path: Path, shop: str, feed
     await visitor.close()
     await app.recorder.flush()
     await app.store.close()
+
+
+# --- pages personalized in the browser ---------------------------------------------------
+
+
+async def page(
+    app: EdgeApp, path: str = "/", client: httpx.AsyncClient | None = None
+) -> httpx.Response:
+    headers = {**CHROME, "Accept": "text/html,*/*;q=0.8", "Accept-Encoding": "identity"}
+    if client is not None:
+        return await client.get(path, headers=headers)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://shop.test"
+    ) as fresh:
+        return await fresh.get(path, headers=headers)
+
+
+HOME_SLOTS = (
+    "[data-edge-slot=home-hero],[data-edge-slot=top-banner],"
+    "[data-edge-slot=profile-form],[data-edge-slot=home-shelves]"
+)
+
+
+async def test_a_browser_page_keeps_the_shops_caching_and_carries_the_script_tag(
+    tmp_path: Path, shop: str, feed: Path
+) -> None:
+    app = make_app(tmp_path, shop, feed, browser_pages=["home"], consent_cookie="ok")
+    visitor = await vip(app, ok="1")
+    reply = await page(app, "/", visitor.client)
+    assert reply.status_code == 200
+    assert reply.headers["cache-control"] == SHOP_CACHE  # s-maxage and public kept
+    assert reply.headers["etag"] == '"shop-v1"'
+    assert "set-cookie" not in reply.headers and "vary" not in reply.headers
+    tag = reply.text[reply.text.index("<script") : reply.text.index("</head>")]
+    assert tag == (
+        f'<script src="{browser.SNIPPET_URL}" data-edge-slots="{HOME_SLOTS}" '
+        'data-consent-cookie="ok" data-consent-values="1,yes,true,all" defer></script>'
+    )
+    # the shop's page, byte for byte, but for the tag: no block, no marker
+    assert reply.content.replace(tag.encode(), b"") == SHOP_PAGE
+    # the snippet's /_edge/decide has what the server would have shown
+    assert "hero-vip" in by_placement(await visitor.decide("/"))
+    # a new visitor gets no cookie with the page (it comes with /_edge/decide)
+    first = await page(app, "/")
+    assert "set-cookie" not in first.headers and first.headers["cache-control"] == SHOP_CACHE
+    # without injection the page is the shop's own (the theme includes the snippet)
+    app.reload(msgspec.structs.replace(app.config, inject_snippet=False))
+    assert (await page(app, "/", visitor.client)).content == SHOP_PAGE
+    await visitor.close()
+    await app.recorder.flush()
+    await app.store.close()
+
+
+async def test_render_browser_on_a_placement_moves_its_page_types_to_the_browser(
+    tmp_path: Path, shop: str, feed: Path
+) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    placements = (rules / "placements.toml").read_text()
+    marked = placements.replace('id = "hero-vip"\n', 'id = "hero-vip"\nrender = "browser"\n')
+    assert marked != placements
+    (rules / "placements.toml").write_text(marked)
+    app = make_app(tmp_path, shop, feed)
+    app.reload(msgspec.structs.replace(app.config, rules=str(rules)))
+    assert app.rules.ok, app.rules.errors
+    visitor = await vip(app)
+    home = await page(app, "/", visitor.client)
+    assert home.headers["cache-control"] == SHOP_CACHE and 'data-edge-slots="' in home.text
+    assert "edge-hero" not in home.text and "shop-edge" not in home.text
+    # a category page is still the sidecar's: personalized, private, with the marker
+    category = await page(app, f"/c/{PRODUCTS[0].category}", visitor.client)
+    assert category.headers["cache-control"].startswith("private")
+    head = category.text[category.text.index("<head>") + len("<head>") :]
+    assert head.startswith('<meta name="shop-edge" content="done">')
+    assert "<script" not in category.text
+    await visitor.close()
+    await app.recorder.flush()
+    await app.store.close()
+
+
+async def test_a_server_personalized_page_starts_its_head_with_the_marker(app: EdgeApp) -> None:
+    visitor = await vip(app)
+    reply = await page(app, "/", visitor.client)
+    assert "edge-hero--vip" in reply.text and reply.headers["cache-control"].startswith("private")
+    head = reply.text[reply.text.index("<head>") + len("<head>") :]
+    assert head.startswith('<meta name="shop-edge" content="done"><meta charset="utf-8">')
+    assert reply.text.count('name="shop-edge"') == 1
+    await visitor.close()
+
+
+# --- the snippet asset -------------------------------------------------------------------
+
+
+async def test_the_snippet_is_versioned_minified_precompressed_and_immutable(
+    app: EdgeApp,
+) -> None:
+    source = (ROOT / "static" / "edge.js").read_bytes()
+    asset = browser.ASSET
+    assert f"/_edge/edge.{hashlib.sha256(asset.body).hexdigest()[:10]}.js" == browser.SNIPPET_URL
+    assert len(asset.body) < len(source)  # minified
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://shop.test"
+    ) as client:
+        for coding, decode in (
+            ("br", brotli.decompress),
+            ("gzip", gzip.decompress),
+            ("identity", bytes),
+        ):
+            reply = await client.get(browser.SNIPPET_URL, headers={"Accept-Encoding": coding})
+            assert reply.status_code == 200
+            assert reply.headers["cache-control"] == "public, max-age=31536000, immutable"
+            assert reply.headers["content-type"] == "text/javascript; charset=utf-8"
+            assert reply.headers["vary"] == "Accept-Encoding"
+            assert reply.headers.get("content-encoding", "identity") == coding
+            raw = await _raw(client, browser.SNIPPET_URL, coding)
+            assert decode(raw) == asset.body
+        etag = reply.headers["etag"]
+        again = await client.get(browser.SNIPPET_URL, headers={"If-None-Match": etag})
+        assert again.status_code == 304 and again.content == b""
+        # another version's URL (a page cached across a deploy): this one, not cached
+        stale = await client.get("/_edge/edge.0123456789.js")
+        assert stale.status_code == 200 and stale.headers["cache-control"] == "no-cache"
+        # the unminified file keeps working for themes that include it by hand
+        plain = await client.get("/_edge/static/edge.js")
+        assert plain.status_code == 200 and plain.content == source
+
+
+async def _raw(client: httpx.AsyncClient, url: str, coding: str) -> bytes:
+    """The body as sent (httpx would decode it)."""
+    async with client.stream("GET", url, headers={"Accept-Encoding": coding}) as reply:
+        return b"".join([chunk async for chunk in reply.aiter_raw()])
+
+
+def test_the_snippet_is_at_most_6_kb_gzipped() -> None:
+    asset = browser.SnippetAsset.load(ROOT / "static" / "edge.js")  # the file as it is now
+    assert len(gzip.compress(asset.body, 9)) <= 6144, len(gzip.compress(asset.body, 9))
+    assert asset.gzip == gzip.compress(asset.body, 9, mtime=0)
