@@ -33,12 +33,17 @@
   var split = function (s) {
     return s.split(",").map(function (x) { return x.trim(); }).filter(Boolean);
   };
+  // window.shopEdgeConfig = {cap, consentCookie, consentValues, recommendations}, set
+  // by the theme before the snippet, overrides the tag's attributes (for injected tags).
+  var conf = window.shopEdgeConfig || {};
   var slots = split(attr("data-edge-slots"));
-  var cap = parseInt(attr("data-edge-cap"), 10);
+  var cap = parseInt(conf.cap != null ? conf.cap : attr("data-edge-cap"), 10);
   if (!(cap >= 0)) cap = 300;
-  var consentCookie = attr("data-consent-cookie");
-  var consentValues = split(attr("data-consent-values") || "1,yes,true,all");
-  var recSelector = attr("data-edge-recommendations") || "[data-edge-list=recommendations]";
+  var consentCookie = conf.consentCookie || attr("data-consent-cookie");
+  var consentValues = split(String(conf.consentValues || attr("data-consent-values") ||
+    "1,yes,true,all"));
+  var recSelector = conf.recommendations || attr("data-edge-recommendations") ||
+    "[data-edge-list=recommendations]";
   var gpc = navigator.globalPrivacyControl === true;
   var explicit = null; // shopEdge.consent(...) in this page
   var serverConsent = true;
@@ -232,8 +237,10 @@
     clearTimeout(capTimer);
     capTimer = setTimeout(function () {
       // /decide is late: the original shows, and stays (no late swap, no flicker)
-      if (mine === seq) seq++;
+      if (mine !== seq) return;
+      seq++;
       hide([]);
+      try { performance.mark("shop-edge:cap"); } catch (e) { /* old browser */ }
     }, cap);
     // the ids of the listed slots' items, for the sidecar to order this page's own
     var ids = [];
