@@ -98,6 +98,7 @@
   function fragment(html) {
     var t = doc.createElement("template");
     t.innerHTML = html || "";
+    tick(t.content); // a countdown shows ticking from the start (its text does not change)
     var nodes = Array.prototype.slice.call(t.content.childNodes);
     nodes.forEach(function (n) { if (n.nodeType === 1) done.add(n); });
     return { frag: t.content, nodes: nodes };
@@ -191,12 +192,16 @@
   }
 
   // --- deciding -----------------------------------------------------------------------
+  // The blocks' stylesheet: the link still loading (to wait for), or null.
   function css(href) {
-    if (!href || doc.querySelector('link[href="' + href + '"]')) return;
-    var link = doc.createElement("link");
+    if (!href) return null;
+    var link = doc.querySelector('link[href="' + href + '"]');
+    if (link) return link.sheet ? null : link;
+    link = doc.createElement("link");
     link.rel = "stylesheet";
     link.href = href;
     (doc.head || doc.documentElement).appendChild(link);
+    return link;
   }
 
   function settle(d, mine) {
@@ -207,23 +212,39 @@
     if (mine !== seq) return flush(); // late, or a newer decision is on its way
     clearTimeout(capTimer);
     decision = d;
-    if (d) {
-      css(d.css);
-      if (d.product) product(d.product);
-    }
+    if (d && d.product) product(d.product);
+    var left = 1;
     var go = function () {
-      if (mine !== seq) return;
+      if (--left > 0 || mine !== seq) return;
       if (d) apply(d);
       hide([]);
       if (!dwell) page();
       try { performance.mark("shop-edge:applied"); } catch (e) { /* old browser */ }
       flush();
     };
+    // the blocks show styled (nothing reflows after): their stylesheet first, within the cap
+    var link = d && (d.edits || []).length ? css(d.css) : null;
+    if (link) {
+      left++;
+      var once = function () {
+        if (!link) return;
+        link.removeEventListener("load", once);
+        link.removeEventListener("error", once);
+        link = null;
+        clearTimeout(wait);
+        go();
+      };
+      var wait = setTimeout(once, cap);
+      link.addEventListener("load", once);
+      link.addEventListener("error", once);
+    }
     if (doc.readyState === "loading") {
       // only the slots that will change stay hidden until the document is there
       hide(d ? (d.edits || []).map(function (e) { return e.selector; }) : []);
+      left++;
       doc.addEventListener("DOMContentLoaded", go);
-    } else go();
+    }
+    go();
   }
 
   var capTimer = 0;
@@ -434,14 +455,16 @@
 
   // --- countdowns -------------------------------------------------------------------------
   function pad(n) { return (n < 10 ? "0" : "") + n; }
+  // "(1d 02:03:04)"; a day or less is "(24:00:00)" down, so the first tick of a
+  // 24-hour offer does not change the text's width
   function left(s) {
-    var d = Math.floor(s / 86400);
-    return (d > 0 ? d + "d " : "") + pad(Math.floor(s % 86400 / 3600)) + ":" +
+    var d = s > 86400 ? Math.floor(s / 86400) : 0;
+    return (d > 0 ? d + "d " : "") + pad(Math.floor((s - d * 86400) / 3600)) + ":" +
       pad(Math.floor(s % 3600 / 60)) + ":" + pad(s % 60);
   }
-  function tick() {
+  function tick(root) {
     var now = Math.floor(Date.now() / 1000);
-    $$("[data-edge-countdown]").forEach(function (node) {
+    $$("[data-edge-countdown]", root && root.nodeType ? root : doc).forEach(function (node) {
       var deadline = parseInt(node.getAttribute("data-deadline"), 10);
       if (isNaN(deadline)) return;
       var seconds = deadline - now;
