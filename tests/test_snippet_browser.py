@@ -18,6 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -395,6 +396,19 @@ def until(page: Page, probe: Callable[[], object], timeout: float = 10.0) -> Non
         page.wait_for_timeout(50)
 
 
+ARM_FIELDS = ("arm", "first", "last", "exposures", "orders", "revenue", "clicks", "links", "views")
+
+
+def arm(visitor: Visitor, placement: str) -> dict[str, Any]:
+    """The visitor's measurement record of *placement* (edge/profiles/model.py ArmRecord)."""
+    record = visitor.profile().get("arms", {}).get(placement)
+    return dict(zip(ARM_FIELDS, record, strict=False)) if record else {}
+
+
+def counted(visitor: Visitor, placement: str, field: str) -> int:
+    return int(arm(visitor, placement).get(field, 0))
+
+
 def decided_path(url: str) -> str | None:
     """The page path a /_edge/decide URL asks about (None: not such a URL)."""
     parts = urlsplit(url)
@@ -454,6 +468,11 @@ def test_a_cached_home_page_is_personalized_in_the_browser(
         assert watch.shift == 0.0, page.evaluate("window.__shifted")
         shot(page, tmp_path, f"cached-home-{name}")
         assert len(watch.decides) == 1
+        if name == "vip":  # in view for a second: a view; a click on its link: a click
+            wait_for(partial(counted, visitor, "hero-vip", "views"))
+            with page.expect_navigation(wait_until="load"):
+                hero.get_by_role("link", name="See the preview").click()
+            wait_for(partial(counted, visitor, "hero-vip", "clicks"))
         assert watch.errors == []
         context.close()
 
@@ -661,4 +680,49 @@ def test_an_expired_offer_is_hidden(
     assert page.evaluate(display) == "none"
     assert watch.errors == []
     shot(page, tmp_path, "offer-expired")
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def edge_by_hand(shop: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeProcess]:
+    """The same sidecar with inject_snippet off: the theme includes the snippet itself
+    (as a page under a strict CSP must, with its nonce)."""
+    catalog = write_feed(tmp_path_factory.mktemp("feed") / "catalog.csv")
+    env = {
+        **edge_env(catalog),
+        "EDGE_BROWSER_PAGES": "home,category",
+        "EDGE_CONSENT_COOKIE": CONSENT,
+        "EDGE_INJECT_SNIPPET": "false",
+    }
+    proc = start_edge(shop, env=env)
+    yield proc
+    stop_edge(proc)
+
+
+def test_the_snippet_works_under_a_strict_csp(
+    edge_by_hand: EdgeProcess, browser: Browser, tmp_path: Path
+) -> None:
+    base = f"http://127.0.0.1:{edge_by_hand.port}"
+    lapsed = customer(edge_by_hand.port, "hero-lapsed")
+    give_orders(lapsed, [order(lapsed, 1, 120, 60.0, "p1002")])
+    context = new_context(browser, base, lapsed)
+    page = context.new_page()
+    watch = Watch(page)
+    with page.expect_response(lambda r: r.url.startswith(base + "/?csp")) as answer:
+        page.goto(base + "/?csp=1", wait_until="load")
+    assert "script-src 'nonce-" in (answer.value.headers.get("content-security-policy") or "")
+    assert page.locator("script[src*='/_edge/']").count() == 1  # the theme's, nothing added
+    applied(page)
+    assert page.locator("[data-edge-slot=home-hero] .edge-hero--lapsed").count() == 1
+    page.locator("[data-edge-offer] [data-edge-countdown]").wait_for()
+    page.wait_for_timeout(1_300)  # a countdown tick, a view beacon
+    wait_for(lambda: arm(lapsed, "hero-lapsed").get("views", 0) >= 1)  # its beacon came
+    assert watch.violations == []
+    assert watch.shift == 0.0, page.evaluate("window.__shifted")
+    assert watch.errors == []
+    shot(page, tmp_path, "strict-csp")
+    # the policy is enforced, and a breach of it would have been seen
+    page.evaluate("document.body.setAttribute('style', 'color: red')")
+    until(page, lambda: watch.violations)
+    assert watch.violations[0].startswith("style-src")
     context.close()
