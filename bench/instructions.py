@@ -110,11 +110,16 @@ WRITE_BEHIND = 0.06  # s: a little more than the sidecar's 50 ms write-behind de
 SCRIPT = str(Path(__file__).resolve())  # in every process's argv: one length, however run
 
 
+DECIDE = "/_edge/decide"
+"""The browser snippet's decision (edge/browser.py): no page view, its exposures recorded."""
+
+
 @dataclass(frozen=True)
 class Row:
     name: str
     mode: str  # the sidecar's settings (see ``sidecar_env``)
     path: str
+    query: str = ""
 
 
 ROWS = (
@@ -122,6 +127,8 @@ ROWS = (
     Row("tracking", "tracking", "/"),
     Row("personalized / (replay)", "personalized", "/"),
     Row("personalized /c/scarpe-donna (replay)", "personalized", "/c/scarpe-donna"),
+    Row("/_edge/decide for /", "personalized", DECIDE, "path=%2F"),
+    Row("/_edge/decide for /c/scarpe-donna", "personalized", DECIDE, "path=%2Fc%2Fscarpe-donna"),
     Row("personalized / (no replay)", "no replay", "/"),
 )
 MODES = ("passthrough", "tracking", "personalized", "no replay")
@@ -396,25 +403,34 @@ class Load:
         made = 0
         for row in rows:
             for _ in range(self.warmup):
-                self.check(row, "warm-up", await self.request(app, row.path, headers, baseline))
+                answer = await self.request(app, row.path, headers, baseline, row.query)
+                self.check(row, "warm-up", answer)
             gc.collect()
             gc.freeze()
             answers = []
             mark(f"begin {row.name}", self.markers)
             for _ in range(self.n):
-                answers.append(await self.request(app, row.path, headers, baseline))
+                answers.append(await self.request(app, row.path, headers, baseline, row.query))
             mark(f"end {row.name}", self.markers)
             gc.unfreeze()
             for answer in answers:
                 self.check(row, "measured", answer)
-            made += self.warmup + self.n
+            if row.path != DECIDE:  # (a decision for the browser is no page view)
+                made += self.warmup + self.n
         return made
 
     async def request(
-        self, app: Any, path: str, headers: dict[str, str], baseline: set[asyncio.Task[Any]]
+        self,
+        app: Any,
+        path: str,
+        headers: dict[str, str],
+        baseline: set[asyncio.Task[Any]],
+        query: str = "",
     ) -> Answer:
         self.clock.tick()
-        answer = await call(app, http_scope("GET", path, headers))
+        scope = http_scope("GET", path, headers)
+        scope["query_string"] = query.encode()
+        answer = await call(app, scope)
         await settle(baseline)
         return answer
 
@@ -425,6 +441,9 @@ class Load:
     def check(self, row: Row, when: str, answer: Answer) -> None:
         from personalize import check_response
 
+        if row.path == DECIDE:
+            self.check_decide(row, when, answer)
+            return
         personalized = row.mode in PERSONALIZED
         problems, seen = check_response(
             personalized, row.path, answer.status, answer.headers, answer.body, self.pages[row.path]
@@ -432,6 +451,18 @@ class Load:
         self.problems += [f"{row.name} ({when}): {p}" for p in problems[:3]]
         if seen:
             self.seen[row.name] = seen
+
+    def check_decide(self, row: Row, when: str, answer: Answer) -> None:
+        """The decision for the browser carries the visitor's blocks (home) or order."""
+        want = "hero-lapsed" if row.query == "path=%2F" else "order-by-interest"
+        try:
+            edits = [e["placement"] for e in json.loads(answer.body)["edits"]]
+        except (ValueError, KeyError, TypeError):
+            edits = []
+        if answer.status != 200 or want not in edits:
+            self.problems.append(f"{row.name} ({when}): {answer.status}, edits {edits}")
+        else:
+            self.seen[row.name] = edits
 
 
 def shift_heap(layout: int) -> list[bytes]:

@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from edge import metrics, report
 from edge.activities import Activities
 from edge.admin import AdminPage
-from edge.browser import ASSET, DECIDE_PATH, BrowserDecide, script_tag
+from edge.browser import ASSET, DECIDE_PATH, BrowserDecide, ShortCached, script_tag
 from edge.carts import READERS as CART_READERS
 from edge.carts import read_mini_cart
 from edge.config import Config, ConfigError
@@ -178,7 +178,9 @@ class EdgeApp:
                 Route("/_edge/readyz", self.readyz, methods=["GET", "HEAD"]),
                 Route("/_edge/metrics", self.metrics, methods=["GET"]),
                 Route("/_edge/report.json", self.report_json, methods=["GET"]),
-                Mount("/_edge/static", StaticFiles(directory=STATIC_DIR), name="static"),
+                Mount(
+                    "/_edge/static", ShortCached(StaticFiles(directory=STATIC_DIR)), name="static"
+                ),
                 *endpoints.routes(),
                 *self.admin.routes(),
             ],

@@ -61,6 +61,7 @@ __all__ = [
     "BadToken",
     "BrowserDecide",
     "Exposure",
+    "ShortCached",
     "SnippetAsset",
     "check_token",
     "script_tag",
@@ -101,7 +102,7 @@ _decode_exposure = msgspec.msgpack.Decoder(Exposure).decode
 
 
 def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
 
 
 def _unb64(text: str) -> bytes:
@@ -110,9 +111,10 @@ def _unb64(text: str) -> bytes:
 
 def token(identity: Identity, visitor_id: str, placement: str, arm: str, ts: int) -> str:
     """The exposure token of *placement*'s *arm* given to *visitor_id* at *ts*."""
-    payload = _encode_exposure(Exposure(visitor_id, placement, arm, ts))
-    tag = identity.digests(_PURPOSE, payload)[0][:_TAG_BYTES]
-    return _b64(payload) + "." + _b64(tag)
+    payload = _encode_exposure((visitor_id, placement, arm, ts))  # as Exposure decodes it
+    mac = identity.keyed(_PURPOSE)[0].copy()
+    mac.update(payload)
+    return _b64(payload) + "." + _b64(mac.digest()[:_TAG_BYTES])
 
 
 def check_token(identity: Identity, text: str, visitor_id: str, now: int) -> Exposure:
@@ -128,8 +130,10 @@ def check_token(identity: Identity, text: str, visitor_id: str, now: int) -> Exp
     except ValueError:
         raise BadToken("token: not an exposure token from /_edge/decide") from None
     ok = False
-    for digest in identity.digests(_PURPOSE, payload):  # every key: timing tells nothing
-        ok |= hmac.compare_digest(digest[:_TAG_BYTES], tag)
+    for keyed in identity.keyed(_PURPOSE):  # every key: timing tells nothing
+        mac = keyed.copy()
+        mac.update(payload)
+        ok |= hmac.compare_digest(mac.digest()[:_TAG_BYTES], tag)
     if not ok:
         raise BadToken("token: its signature does not verify (changed, or not this shop's)")
     try:
@@ -226,6 +230,23 @@ def _accept_encoding(scope: dict[str, Any]) -> set[str]:
                 continue
             out.add(coding.strip().lower())
     return out
+
+
+class ShortCached:
+    """``/_edge/static/``: its files (the unversioned snippet a theme includes by hand,
+    the blocks' stylesheet) cached for a short time, so a new version reaches pages."""
+
+    def __init__(self, app: Any, max_age: int = 300) -> None:
+        self.app = app
+        self.header = (b"cache-control", b"public, max-age=%d" % max_age)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async def cached(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (200, 304):
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, cached)
 
 
 ASSET: Final = SnippetAsset.load(STATIC / "edge.js")

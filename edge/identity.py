@@ -51,6 +51,7 @@ class Identity:
         # Keyed once: a tag then costs a copy and one update, and never releases the
         # GIL (hmac.digest does, handing the core to the store's writer thread).
         self._id_macs = [hmac.new(key, b"vid:", hashlib.sha256) for key in self._keys]
+        self._keyed: dict[str, list[hmac.HMAC]] = {}
         self._verified: Memo[str, str] = Memo(_VERIFIED_KEPT)
         """Cookie values already verified, whole: a returning visitor's costs a lookup."""
         self.consent_cookie = consent_cookie
@@ -106,11 +107,17 @@ class Identity:
             ok |= hmac.compare_digest(mine.encode(), theirs)
         return ok
 
-    def digests(self, purpose: str, message: bytes) -> list[bytes]:
-        """HMAC-SHA256 digests of *message* under every secret, the signing one first
-        (for tags of other shapes than :meth:`mac`'s: the browser's exposure tokens)."""
-        data = purpose.encode() + b":" + message
-        return [hmac.digest(key, data, "sha256") for key in self._keys]
+    def keyed(self, purpose: str) -> list[hmac.HMAC]:
+        """HMAC-SHA256 objects keyed with every secret (the signing one first) and fed
+        *purpose*: ``copy()``, ``update(message)``, ``digest()`` (for tags of other
+        shapes than :meth:`mac`'s: the browser's exposure tokens). Made once."""
+        macs = self._keyed.get(purpose)
+        if macs is None:
+            prefix = purpose.encode() + b":"
+            macs = self._keyed[purpose] = [
+                hmac.new(key, prefix, hashlib.sha256) for key in self._keys
+            ]
+        return macs
 
     def session_binding(self, visitor_id: str, session_value: str) -> str:
         """A tag binding *visitor_id* to the shop's session cookie value *session_value*:

@@ -561,6 +561,7 @@ async def test_the_snippet_is_versioned_minified_precompressed_and_immutable(
         # the unminified file keeps working for themes that include it by hand
         plain = await client.get("/_edge/static/edge.js")
         assert plain.status_code == 200 and plain.content == source
+        assert plain.headers["cache-control"] == "public, max-age=300"
 
 
 async def _raw(client: httpx.AsyncClient, url: str, coding: str) -> bytes:
@@ -573,3 +574,28 @@ def test_the_snippet_is_at_most_6_kb_gzipped() -> None:
     asset = browser.SnippetAsset.load(ROOT / "static" / "edge.js")  # the file as it is now
     assert len(gzip.compress(asset.body, 9)) <= 6144, len(gzip.compress(asset.body, 9))
     assert asset.gzip == gzip.compress(asset.body, 9, mtime=0)
+
+
+# --- the arm record's views and clicks (pure) ------------------------------------------
+
+
+def test_views_add_up_when_two_cookies_merge_and_clicks_count_once_per_showing() -> None:
+    from edge.profiles import events as ev
+    from edge.profiles.model import link_hash, new_profile
+
+    t0 = 1_800_000_000
+    a, b = new_profile("a", t0), new_profile("b", t0)
+    for p in (a, b):
+        shown = ev.PlacementShown(placement_id="hero", ts=t0, arm="warm", links=[link_hash("/x")])
+        ev.apply(p, shown, t0, ev.Source.OBSERVED)
+        ev.apply(p, ev.PlacementViewed(token="t", placement_id="hero"), t0, ev.Source.BROWSER)
+    ev.merge(a, b)
+    assert a.arms["hero"].views == 2
+    click = ev.PlacementClicked(token="t", placement_id="hero", href="/x?from=hero")
+    ev.apply(a, click, t0 + 5, ev.Source.BROWSER)
+    ev.apply(a, click, t0 + 6, ev.Source.BROWSER)  # the same showing: once
+    ev.apply(a, ev.PageViewed(path="/x"), t0 + 7, ev.Source.BROWSER)  # nor inferred again
+    assert a.arms["hero"].clicks == 1
+    offsite = ev.PlacementClicked(token="t", placement_id="hero", href="https://elsewhere.example/")
+    ev.apply(a, offsite, t0 + 8, ev.Source.BROWSER)  # only the beacon can tell this one
+    assert a.arms["hero"].clicks == 2
