@@ -186,7 +186,13 @@
       });
     });
     // the slots seen are final now: those in the DOM were edited (or stay as they are)
-    slots.forEach(function (s) { $$(s).forEach(function (el) { done.add(el); }); });
+    // (marked, so that a later navigation hides only the slots not decided yet)
+    slots.forEach(function (s) {
+      $$(s).forEach(function (el) {
+        done.add(el);
+        el.setAttribute("data-edge-done", "");
+      });
+    });
     if (changed) ticking();
     return changed;
   }
@@ -211,11 +217,11 @@
     }
     if (mine !== seq) return flush(); // late, or a newer decision is on its way
     clearTimeout(capTimer);
-    decision = d;
     if (d && d.product) product(d.product);
     var left = 1;
     var go = function () {
       if (--left > 0 || mine !== seq) return;
+      decision = d; // (from now on, slots that appear get it too)
       if (d) apply(d);
       hide([]);
       if (!dwell) page();
@@ -254,7 +260,7 @@
     if (marked()) return Promise.resolve(null);
     var mine = ++seq;
     decision = null;
-    hide(slots);
+    hide(slots.map(function (s) { return s + ":not([data-edge-done])"; }));
     clearTimeout(capTimer);
     capTimer = setTimeout(function () {
       // /decide is late: the original shows, and stays (no late swap, no flicker)
