@@ -42,6 +42,7 @@ from playwright.sync_api import Page, sync_playwright  # noqa: E402
 from edge.browser import ASSET  # noqa: E402
 from edge.demo.catalog import write_feed  # noqa: E402
 from edge.demo.shop import serve_argv  # noqa: E402
+from edge.placements import in_holdout  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "bench-snippet-ingest-token"
@@ -84,11 +85,15 @@ def http(port: int, path: str, body: dict[str, object] | None = None, **headers:
 
 
 def lapsed_cookie(port: int) -> str:
-    """A visitor cookie from a first decision, then the shop's order four months ago."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/_edge/decide?path=%2F")
-    with urllib.request.urlopen(request, timeout=10) as reply:
-        cookie = reply.headers["set-cookie"].split(";")[0]
-    visitor = cookie.removeprefix("edge_vid=").split(".")[0]
+    """A visitor cookie from a first decision (one outside the lapsed hero's 10%
+    holdout), then the shop's order four months ago."""
+    while True:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/_edge/decide?path=%2F")
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            cookie = reply.headers["set-cookie"].split(";")[0]
+        visitor = cookie.removeprefix("edge_vid=").split(".")[0]
+        if not in_holdout(f"cust:customer-{visitor}", "hero-lapsed", 0.1):
+            break
     event = {
         "event": "Order Completed",
         "anonymous_id": visitor,
@@ -180,7 +185,9 @@ def main() -> int:
 
     print(f"snippet: {len(ASSET.body)} B minified, {len(ASSET.gzip)} B gzip, {len(ASSET.br)} B br")
     print("(goal: <= 6144 B gzipped)\n")
-    print("page             loads  DCL->applied p50  p90 ms  decide p50 ms  nav->applied p50 ms  capped")
+    print(
+        "page             loads  DCL->applied p50  p90 ms  decide p50 ms  nav->applied p50 ms  capped"
+    )
     for path, n, after, fetches, nav, capped in rows:
         mean = f" (mean {statistics.fmean(after):.1f})" if after else ""
         print(

@@ -87,8 +87,11 @@ document.addEventListener("click", function (event) {
   var link = event.target.closest("a[data-spa]");
   if (!link) return;
   event.preventDefault();
-  history.pushState({}, "", link.getAttribute("href"));
+  var href = link.getAttribute("href");
+  if (location.pathname === href) history.replaceState({}, "", href);
+  else history.pushState({}, "", href);
   document.querySelector("main").innerHTML =
+    '<p><a data-spa href="/">Home (in this page)</a></p>' +
     '<section class="hero" data-edge-slot="home-hero"><div class="container">' +
     "<h1>Fatto a mano, fatto per durare.</h1></div></section>";
 });
@@ -517,6 +520,11 @@ def test_a_single_page_navigation_is_decided_again(
     assert page.url == base + "/"
     page.locator("[data-edge-slot=home-hero] .edge-hero--vip").wait_for()
     assert [decided_path(url) for url in watch.decides] == ["/c/scarpe", "/"]
+    # the view rendered again, its hero the shop's: the decision of this path fills it
+    page.get_by_text("Home (in this page)").click()
+    page.locator("[data-edge-slot=home-hero] .edge-hero--vip").wait_for()
+    assert page.locator("[data-edge-slot=home-hero]").count() == 1
+    assert len(watch.decides) == 2  # the same path: not asked again
     # back: the category view is decided again (the shop's view is its own business)
     page.go_back()
     page.wait_for_function("location.pathname === '/c/scarpe'")
