@@ -302,8 +302,10 @@ class Responder:
         exchange = Exchange(head, visit, int(time.time()), tracked, preview, preview_cookie)
         if tracked or personalize:
             exchange.page = self.rules.ruleset.pages.page(head.path)
-        if wants and exchange.page is not None and preview is None:
-            browser_slots = self.decider.rendering().slots.get(exchange.page.type)
+        if wants and preview is None:
+            # (a crawler's copy too: whoever asks first fills a CDN's cache)
+            page = exchange.page or self.rules.ruleset.pages.page(head.path)
+            browser_slots = self.decider.rendering().slots.get(page.type) if page else None
             if browser_slots is not None:  # the browser personalizes it: no decision
                 exchange.browser_slots = browser_slots or ("",)
                 personalize = False

@@ -622,11 +622,13 @@ def test_personalized_page_is_private_and_tells_the_truth(citizen: EdgeProcess) 
     body = assert_complete(reply)
     assert b"edge-hero--campaign" in body and b"Original hero" not in body
     assert body.endswith(b"</body></html>\n")
-    # the blocks' stylesheet joins the head; everything else outside the slot is the
+    # the blocks' stylesheet joins the head, and the marker that tells the browser
+    # snippet the page is done starts it; everything else outside the slot is the
     # shop's, byte for byte
     link = b'<link rel="stylesheet" href="/_edge/static/edge.css"></head>'
-    assert link in body
-    outside = body.replace(link, b"</head>", 1)
+    marker = b'<head><meta name="shop-edge" content="done">'
+    assert link in body and marker in body
+    outside = body.replace(link, b"</head>", 1).replace(marker, b"<head>", 1)
     before, _, rest = SHOP_PAGE.partition(b'data-edge-slot="home-hero">')
     after = rest.partition(b"</section>")[2]
     assert outside.startswith(before) and outside.endswith(after)

@@ -481,6 +481,12 @@ async def test_a_browser_page_keeps_the_shops_caching_and_carries_the_script_tag
     # a new visitor gets no cookie with the page (it comes with /_edge/decide)
     first = await page(app, "/")
     assert "set-cookie" not in first.headers and first.headers["cache-control"] == SHOP_CACHE
+    # a crawler gets the same page: a CDN keeps whichever copy it was asked for first
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://shop.test"
+    ) as bot:
+        crawled = await bot.get("/", headers={"User-Agent": GOOGLEBOT, "Accept": "text/html"})
+    assert crawled.content == reply.content
     # without injection the page is the shop's own (the theme includes the snippet)
     app.reload(msgspec.structs.replace(app.config, inject_snippet=False))
     assert (await page(app, "/", visitor.client)).content == SHOP_PAGE
