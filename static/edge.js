@@ -166,6 +166,7 @@
   function apply(d) {
     var changed = false;
     var content = new WeakSet(); // one content-changing edit per element: the first
+    var touched = []; // done after this pass (an element may take several edits in it)
     (d.edits || []).forEach(function (e) {
       $$(e.selector).forEach(function (el) {
         if (done.has(el) || (CONTENT[e.action] && content.has(el))) return;
@@ -173,11 +174,12 @@
         if (CONTENT[e.action]) content.add(el);
         var nodes = edit1(el, e);
         nodes.forEach(function (n) { done.add(n); });
-        if (e.action !== "before" && e.action !== "after") done.add(el);
+        touched.push(el);
         if (nodes.length) block(nodes, e.token);
         changed = true;
       });
     });
+    touched.forEach(function (el) { done.add(el); });
     (d.holdouts || []).forEach(function (h) {
       $$(h.selector).forEach(function (el) {
         if (done.has(el)) return;
@@ -337,18 +339,20 @@
   function send(event, now) {
     if (gpc || explicit === false) return;
     if (queue.length < 100) queue.push(event);
-    if (now) flush(true);
+    if (now) flush();
     else if (!timer) timer = setTimeout(flush, 1000);
   }
 
-  function flush(leaving) {
+  function flush() {
     clearTimeout(timer);
     timer = 0;
     // the visitor cookie comes with the first decision: nothing to send before it
     if (!queue.length || !allowed() || !known) return;
     var body = JSON.stringify({ events: queue.splice(0, 100) });
     var url = "/_edge/events";
-    if (leaving && navigator.sendBeacon) {
+    if (queue.length) timer = setTimeout(flush, 1000);
+    // sendBeacon first: it outlives the page, and its answer never reaches the console
+    if (navigator.sendBeacon) {
       try {
         if (navigator.sendBeacon(url, new Blob([body], { type: "application/json" }))) return;
       } catch (e) { /* fall through */ }
@@ -390,7 +394,13 @@
   doc.addEventListener("click", function (ev) {
     var link = ev.target && ev.target.closest ? ev.target.closest("a[href]") : null;
     if (!link) return;
-    var href = link.pathname + link.search;
+    var href;
+    try {
+      var to = new URL(link.getAttribute("href"), location.href);
+      href = to.origin === location.origin ? to.pathname + to.search : to.href;
+    } catch (e) {
+      return; // not a URL: not a link anywhere
+    }
     var now = false;
     blocks.forEach(function (b) {
       var inside = b.nodes.some(function (n) { return n.contains(link); });
@@ -406,7 +416,7 @@
       send({ event: "Product Clicked", product_id: id, list_id: "recommendations" });
       now = true;
     }
-    if (now) flush(true);
+    if (now) flush();
   }, true);
 
   // Product dwell: the visible time on a product page, sent when the visitor leaves it.
@@ -452,11 +462,11 @@
       dwell.ms += Date.now() - dwell.since;
       dwell.since = 0;
     }
-    if (!visible()) flush(true);
+    if (!visible()) flush();
   });
   window.addEventListener("pagehide", function () {
     engaged();
-    flush(true);
+    flush();
   });
 
   // --- countdowns -------------------------------------------------------------------------
