@@ -10,8 +10,8 @@
      data-edge-slots are hidden (visibility, so nothing moves) until the answer, at most
      data-edge-cap ms (300): after that the original stays. Pages the sidecar already
      personalized (<meta name="shop-edge" content="done">) are left as they are.
-   - Single-page shops: decides again on pushState/replaceState/popstate and when a slot
-     appears in the DOM for a path not decided yet.
+   - Single-page shops: decides again on pushState/replaceState/popstate; a slot that
+     appears in the DOM gets its path's decision (a new path: a new decision).
    - Beacons to /_edge/events (batched; sendBeacon, else fetch keepalive), only with
      consent and never with Global Privacy Control: Placement Viewed (>= 50% in view for
      1 s), Placement Clicked (links in injected blocks), Product Clicked (links in
@@ -76,7 +76,8 @@
   var sheet = null;
   var styleNode = null;
   function hide(selectors) {
-    var css = selectors.length ? selectors.join(",") + "{visibility:hidden!important}" : "";
+    // a rule per selector: one the browser does not know drops only itself
+    var css = selectors.map(function (s) { return s + "{visibility:hidden!important}"; }).join("");
     try {
       if (!sheet) {
         sheet = new CSSStyleSheet();

@@ -36,6 +36,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from edge.demo.catalog import PRODUCTS_BY_ID
 from edge.placements import in_holdout
 from edge.profiles.model import Profile
 from edge.rules import RequestInfo, ShopStats, load_rules
@@ -72,9 +73,8 @@ pytestmark = [
 SHOP_CSS = b"""
 body { margin: 0; font: 16px/1.4 system-ui, sans-serif; }
 .container { max-width: 960px; margin: 0 auto; padding: 0 16px; }
-.edge-banner { height: 64px; overflow: hidden; background: #f1ebe2; }
+.edge-banner { box-sizing: border-box; height: 64px; overflow: hidden; background: #f1ebe2; }
 .hero { height: 320px; overflow: hidden; background: #efe6da; }
-.edge-banner { box-sizing: border-box; }
 ol.products, .recs ul { display: grid; grid-template-columns: repeat(3, 1fr); gap: 12px;
   list-style: none; padding: 0; }
 ol.products li, .recs li { height: 80px; border: 1px solid #ddd; }
@@ -480,6 +480,31 @@ def test_a_cached_home_page_is_personalized_in_the_browser(
         context.close()
 
 
+def test_a_held_out_visitor_sees_the_original_and_its_view_counts(
+    edge: EdgeProcess, base: str, browser: Browser
+) -> None:
+    while True:  # a VIP in the VIP hero's 10% holdout: the control group
+        held = Shopper(edge.port)
+        held.arrive(f"/p/{PRODUCTS[5]}")
+        if in_holdout(f"cust:customer-{held.id}", "hero-vip", 0.1):
+            break
+    give_orders(held, vip_orders(held))
+    context = new_context(browser, base, held)
+    page = context.new_page()
+    watch = Watch(page)
+    with page.expect_response(lambda r: decided_path(r.url) == "/") as answer:
+        page.goto(base + "/", wait_until="load")
+    holdouts = answer.value.json()["holdouts"]
+    assert [h["placement"] for h in holdouts] == ["hero-vip"]
+    applied(page)
+    assert ORIGINAL_HERO in hero_text(page)
+    # the original hero in view for a second: a view on the holdout arm
+    wait_for(partial(counted, held, "hero-vip", "views"))
+    assert arm(held, "hero-vip")["arm"] == "holdout"
+    assert watch.errors == []
+    context.close()
+
+
 def test_nothing_is_done_on_a_page_the_sidecar_personalized(
     edge: EdgeProcess, base: str, browser: Browser, tmp_path: Path
 ) -> None:
@@ -515,6 +540,12 @@ def test_a_single_page_navigation_is_decided_again(
     page.goto(base + "/c/scarpe", wait_until="load")
     applied(page)
     assert [decided_path(url) for url in watch.decides] == ["/c/scarpe"]
+    # a big spender: the page's own products, the dearest first (the catalogue's prices)
+    shown = page.locator("ol.products > li").evaluate_all(
+        "items => items.map(li => li.dataset.productId)"
+    )
+    assert shown == sorted(PRODUCTS, key=lambda p: -PRODUCTS_BY_ID[p].price)
+    assert watch.shift == 0.0, page.evaluate("window.__shifted")
     with page.expect_response(lambda r: decided_path(r.url) == "/"):
         page.get_by_text("Home (in this page)").click()
     assert page.url == base + "/"
