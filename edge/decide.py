@@ -313,9 +313,8 @@ class Decider:
         else:
             segments = ruleset.names(result)
             holding = [p for p in ruleset.by_priority if result[p.output]]
-        decision = Decision(
-            segments=segments, preview=preview, now=now, path=head.path, browser=browser
-        )
+        decision = Decision(segments=segments, preview=preview, now=now, path=head.path)
+        decision.browser = browser
         unit = unit_key(visitor_id, profile) if visitor_id else ""
         if preview is not None or (self._qa_any and self._qa(head, visitor_id, unit)):
             decision.measured = False
@@ -358,14 +357,7 @@ class Decider:
             arms[choice.placement.id] = variant.name if variant is not None else HOLDOUT_ARM
         for choice in filled.held_out:
             arms[choice.placement.id] = HOLDOUT_ARM
-        decision.edits += activities.additions(decision.edits)
-        if decision.edits and not browser:
-            decision.edits.append(_MARKER_EDIT)
-        decision.clear_form_error = activities.clear_form_error
-        digest = hashlib.blake2b(digest_size=12)
-        for edit in decision.edits:
-            digest.update(edit.share)
-        decision.fingerprint = digest.hexdigest()
+        _finish(decision, activities)
         return decision
 
     def set_qa(self, cookie: str, visitors: Sequence[str]) -> None:
@@ -408,6 +400,19 @@ class Decider:
             latitude=_coordinate(head.geo_latitude) if geo else None,
             longitude=_coordinate(head.geo_longitude) if geo else None,
         )
+
+
+def _finish(decision: Decision, activities: PageActivities) -> None:
+    """The sidecar's own edits (the stylesheet, a preview's badge; on a page it
+    rewrites, the marker that tells the browser snippet so) and the fingerprint."""
+    decision.edits += activities.additions(decision.edits)
+    if decision.edits and not decision.browser:
+        decision.edits.append(_MARKER_EDIT)
+    decision.clear_form_error = activities.clear_form_error
+    digest = hashlib.blake2b(digest_size=12)
+    for edit in decision.edits:
+        digest.update(edit.share)
+    decision.fingerprint = digest.hexdigest()
 
 
 def _previewed(ruleset: RuleSet, preview: Preview, result: tuple[bool, ...]) -> list[PlacementRule]:
