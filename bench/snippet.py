@@ -134,6 +134,9 @@ def main() -> int:
     parser.add_argument("--loads", type=int, default=20, help="timed loads per page")
     parser.add_argument("--warmup", type=int, default=3, help="untimed loads per page first")
     args = parser.parse_args()
+    if not Path(CHROMIUM).exists():
+        print(f"bench/snippet.py: skipped, needs Debian's chromium at {CHROMIUM}")
+        return 0
 
     work = Path(tempfile.mkdtemp(prefix="bench-snippet-"))
     shop_port, edge_port = free_port(), free_port()
@@ -148,6 +151,7 @@ def main() -> int:
         EDGE_INGEST_TOKEN=TOKEN,
         EDGE_AVG_ORDER_VALUE="100",
         EDGE_BROWSER_PAGES="home,category",
+        EDGE_LOG_LEVEL="warning",
     )
     argv = [sys.executable, "-m", "edge", "serve", "--upstream", f"http://127.0.0.1:{shop_port}"]
     edge = subprocess.Popen(
