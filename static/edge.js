@@ -75,6 +75,11 @@
   // --- anti-flicker: hide the listed slots, CSP-safe -------------------------------
   var sheet = null;
   var styleNode = null;
+  // The elements of these selectors not decided yet (see apply).
+  function undecided(selectors) {
+    return selectors.map(function (s) { return ":is(" + s + "):not([data-edge-done])"; });
+  }
+
   function hide(selectors) {
     // a rule per selector: one the browser does not know drops only itself
     var css = selectors.map(function (s) { return s + "{visibility:hidden!important}"; }).join("");
@@ -180,7 +185,10 @@
         changed = true;
       });
     });
-    touched.forEach(function (el) { done.add(el); });
+    touched.forEach(function (el) {
+      done.add(el);
+      el.setAttribute("data-edge-done", "");
+    });
     (d.holdouts || []).forEach(function (h) {
       $$(h.selector).forEach(function (el) {
         if (done.has(el)) return;
@@ -248,11 +256,12 @@
       link.addEventListener("error", once);
     }
     if (doc.readyState === "loading") {
-      // only the slots that will change stay hidden until the document is there
-      hide(d ? (d.edits || []).map(function (e) { return e.selector; }) : []);
       left++;
       doc.addEventListener("DOMContentLoaded", go);
     }
+    // until then only the slots that will change stay hidden
+    var changing = d ? (d.edits || []).map(function (e) { return e.selector; }) : [];
+    if (left > 1) hide(undecided(changing));
     go();
   }
 
@@ -263,7 +272,7 @@
     if (marked()) return Promise.resolve(null);
     var mine = ++seq;
     decision = null;
-    hide(slots.map(function (s) { return s + ":not([data-edge-done])"; }));
+    hide(undecided(slots));
     clearTimeout(capTimer);
     capTimer = setTimeout(function () {
       // /decide is late: the original shows, and stays (no late swap, no flicker)

@@ -251,6 +251,14 @@ new PerformanceObserver(function (list) {
 document.addEventListener("securitypolicyviolation", function (e) {
   window.__violations.push(e.violatedDirective + " " + e.blockedURI);
 });
+// What showed when the document was parsed (the snippet had run: it is deferred).
+document.addEventListener("DOMContentLoaded", function () {
+  var seen = function (selector) {
+    var el = document.querySelector(selector);
+    return el ? getComputedStyle(el).visibility : null;
+  };
+  window.__atDcl = {hero: seen("[data-edge-slot=home-hero]"), header: seen("header")};
+});
 // Every beacon the page sends to /_edge/events, counted where a navigation keeps it
 // (the browser does not always report a beacon sent as the page goes).
 (function () {
@@ -685,6 +693,8 @@ def test_a_slow_decide_shows_the_original_at_the_cap(
         page.goto(base + "/", wait_until="load")
     assert answer.value.ok
     assert "edge-hero--vip" in answer.value.text()  # there was something to show ...
+    # while it was asked, the slots were hidden, and only they
+    assert page.evaluate("window.__atDcl") == {"hero": "hidden", "header": "visible"}
     page.wait_for_timeout(300)
     # ... but the original had been shown at the cap, and stays: no late swap
     assert ORIGINAL_HERO in hero_text(page)
