@@ -212,7 +212,9 @@
   // The blocks' stylesheet: the link still loading (to wait for), or null.
   function css(href) {
     if (!href) return null;
-    var link = doc.querySelector('link[href="' + href + '"]');
+    var link = $$("link[rel=stylesheet]").filter(function (l) {
+      return l.getAttribute("href") === href;
+    })[0];
     if (link) return link.sheet ? null : link;
     link = doc.createElement("link");
     link.rel = "stylesheet";
@@ -233,7 +235,11 @@
     var go = function () {
       if (--left > 0 || mine !== seq) return;
       decision = d; // (from now on, slots that appear get it too)
-      if (d) apply(d);
+      try {
+        if (d) apply(d);
+      } catch (e) {
+        /* fail open: what could be applied is, the rest of the page as the shop made it */
+      }
       hide([]);
       if (!dwell) page();
       try { performance.mark("shop-edge:applied"); } catch (e) { /* old browser */ }
@@ -300,7 +306,11 @@
       .then(function (r) { return r.ok ? r.json() : null; })
       .catch(function () { return null; })
       .then(function (d) {
-        settle(d && d.v === 1 ? d : null, mine);
+        try {
+          settle(d && d.v === 1 ? d : null, mine);
+        } catch (e) {
+          hide([]); // fail open: the shop's page as it is
+        }
         return d;
       });
   }
