@@ -7,7 +7,9 @@ why), and goes through the same steps:
    visitor recognised (:mod:`edge.visitors`), the page found in the page map
    (:mod:`edge.pages`) and the campaign it came from (:mod:`edge.observe`);
 2. **decide** — for a page view that rules may change, the decision
-   (:mod:`edge.decide`) is made while the upstream works;
+   (:mod:`edge.decide`) is made while the upstream works; a page type personalized
+   in the browser gets none: it goes out as the shop made it, cacheable, with the
+   browser snippet's script tag (:mod:`edge.browser`);
 3. **headers** — the upstream's headers made public (:mod:`edge.proxy`), then true
    for what is sent: a new visitor's cookie (and ``private``), a personalized page's
    ETag, ``Vary: Cookie``, ``private`` and no length, a preview's ``no-store``; a
