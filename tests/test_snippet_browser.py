@@ -3,8 +3,9 @@ Playwright, through a real `edge serve` in front of a small shop of the test's o
 threaded HTTP server: cached home and category pages the sidecar leaves to the browser,
 product pages it personalizes itself, a single-page view, a page under a strict CSP).
 
-What a shop's front-end developer expects: the VIP and the lapsed visitor get their
-blocks on a cached page; a page the sidecar personalized is left alone; a single-page
+What a shop's front-end developer expects: the page the snippet makes is the page the
+sidecar makes (every action of the rewriter, compared in the DOM); the VIP and the
+lapsed visitor get their blocks on a cached page, a held-out one the original; a page the sidecar personalized is left alone; a single-page
 navigation is decided again; beacons go only with consent and never with GPC, and turn
 the dwell and recommendation-click segments true; a strict CSP with a nonce holds; a
 slow /decide shows the original at the cap; an expired offer hides; no console errors
@@ -98,6 +99,29 @@ document.addEventListener("click", function (event) {
 """
 
 FAVICON = b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 1 1"/>'
+# One page, two places: the slots of TWIN_RULES, each with another of the rewriter's
+# actions; /twin/server is personalized by the sidecar, /twin/browser by the snippet.
+TWIN_MAIN = (
+    '<div id="t-inner"><p>inner</p></div>\n'
+    '<div id="t-replace"><p>replaced</p></div>\n'
+    '<p class="t-before">one</p> <p class="t-before">two</p>\n'
+    '<div id="t-after">after</div>\n'
+    '<ul id="t-prepend"><li>first</li></ul>\n'
+    '<ul id="t-append"><li>last</li></ul>\n'
+    '<ol class="twin">\n'
+    + "".join(
+        f'  <li data-product-id="{p}">{p}</li>\n' for p in [f"p{1000 + i}" for i in range(1, 7)]
+    )
+    + "  <li>no id</li>\n</ol>"
+)
+TWIN_SLOTS = {
+    "t-inner": ("#t-inner", "set_inner_content"),
+    "t-replace": ("#t-replace", "replace"),
+    "t-before": (".t-before", "before"),
+    "t-after": ("#t-after", "after"),
+    "t-prepend": ("#t-prepend", "prepend"),
+    "t-append": ("#t-append", "append"),
+}
 HOME_SLOTS = "[data-edge-slot=home-hero],[data-edge-slot=top-banner]"
 PRODUCTS = [f"p{1000 + i}" for i in range(1, 7)]
 
@@ -184,6 +208,8 @@ class ShopHandler(BaseHTTPRequestHandler):
             body = category(path[3:])
         elif path.startswith("/p/"):
             body = product(path[3:])
+        elif path.startswith("/twin/"):
+            body = layout("Twins", TWIN_MAIN)
         else:
             self.send_error(404)
             return
@@ -746,6 +772,72 @@ def edge_by_hand(shop: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     proc = start_edge(shop, env=env)
     yield proc
     stop_edge(proc)
+
+
+def write_twin_rules(root: Path) -> tuple[Path, Path]:
+    rules, snippets = root / "rules", root / "snippets"
+    rules.mkdir()
+    snippets.mkdir()
+    pages = '["browser", "server"]'
+    theme = ['[page_types]\nbrowser = "/twin/browser"\nserver = "/twin/server"\n']
+    placements = []
+    for name, (select, action) in TWIN_SLOTS.items():
+        theme.append(f'[slots.{name}]\nselect = "{select}"\naction = "{action}"\npages = {pages}\n')
+        placements.append(
+            f'[[placements]]\nid = "{name}"\nslot = "{name}"\nsnippet = "twin.html"\n'
+        )
+    theme.append(
+        f'[slots.list]\nselect = "ol.twin"\nitem_id = "data-product-id"\npages = {pages}\n'
+    )
+    placements.append('[[placements]]\nid = "t-list"\nslot = "list"\nsort = "price desc"\n')
+    (rules / "theme.toml").write_text("\n".join(theme))
+    (rules / "placements.toml").write_text("\n".join(placements))
+    (snippets / "twin.html").write_text(
+        '<p class="twin">A twin block, <a href="/c/x">with a link</a>.</p>\n'
+    )
+    return rules, snippets
+
+
+def test_the_browser_makes_the_page_the_sidecar_makes(
+    shop: str, browser: Browser, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """Every action of the rewriter's vocabulary, on the same page: the snippet's DOM is
+    the sidecar's rewritten page (one decision, two places)."""
+    work = tmp_path_factory.mktemp("twin")
+    rules, snippets = write_twin_rules(work)
+    env = {
+        **edge_env(write_feed(work / "catalog.csv"), snippets),
+        "EDGE_RULES": str(rules),
+        "EDGE_BROWSER_PAGES": "browser",
+    }
+    proc = start_edge(shop, env=env)
+    try:
+        base = f"http://127.0.0.1:{proc.port}"
+        context = new_context(browser, base, consent=False)
+        page = context.new_page()
+        watch = Watch(page)
+        page.goto(base + "/twin/server", wait_until="load")
+        assert page.locator('meta[name="shop-edge"]').count() == 1
+        by_server = page.locator("main").inner_html()
+        page.goto(base + "/twin/browser", wait_until="load")
+        applied(page)
+        assert page.locator('meta[name="shop-edge"]').count() == 0
+        by_browser = page.locator("main").evaluate(
+            "main => { const copy = main.cloneNode(true);"
+            " copy.querySelectorAll('[data-edge-done]').forEach("
+            "el => el.removeAttribute('data-edge-done')); return copy.innerHTML; }"
+        )
+        assert by_browser == by_server
+        assert by_server != TWIN_MAIN  # (every slot was changed)
+        assert by_server.count("A twin block") == 7  # two before .t-before, one each else
+        order = re.findall(r'<li data-product-id="(p\d+)"', by_server)
+        assert order == sorted(order, key=lambda p: -PRODUCTS_BY_ID[p].price)
+        assert by_server.rstrip().endswith("<li>no id</li>\n</ol>")
+        assert watch.errors == []
+        shot(page, tmp_path, "twin-browser")
+        context.close()
+    finally:
+        stop_edge(proc)
 
 
 def test_the_snippet_works_under_a_strict_csp(
