@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote, unquote_plus
 
 import brotli
 import msgspec
@@ -317,7 +317,7 @@ class BrowserDecide:
     async def _answer(
         self, scope: dict[str, Any], headers: list[tuple[bytes, bytes]]
     ) -> tuple[int, dict[str, Any]]:
-        params = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+        params = _params(scope["query_string"])
         target, problem = _page_target(params.get("path"))
         if problem:
             return 400, {"error": "bad_path", "message": problem}
@@ -468,6 +468,16 @@ class BrowserDecide:
                         break
             self._candidates[key] = found
         return found
+
+
+def _params(query: bytes) -> dict[str, str]:
+    """``path`` and ``items`` of the query (the last of each), percent-decoded."""
+    out = {}
+    for part in query.decode("latin-1").split("&"):
+        name, _, value = part.partition("=")
+        if name in ("path", "items"):
+            out[name] = unquote_plus(value)
+    return out
 
 
 def _page_target(value: str | None) -> tuple[tuple[str, str], str]:

@@ -227,6 +227,14 @@ class Decider:
         if rendering is None or kept_rules is not ruleset or kept_pages is not self.browser_pages:
             rendering = BrowserRendering.of(ruleset, self.browser_pages)
             self._rendering = (ruleset, self.browser_pages, rendering)
+            known = ruleset.pages.page_types
+            for name in sorted(self.browser_pages - known.keys()):
+                log.warning(
+                    "browser_pages: %r is not a page type of the rule files ([page_types]: "
+                    "%s); fix the name in edge.toml",
+                    name,
+                    ", ".join(known) or "none",
+                )
         return rendering
 
     def page_seen(self, path: str, top: bytes) -> None:

@@ -605,3 +605,14 @@ def test_views_add_up_when_two_cookies_merge_and_clicks_count_once_per_showing()
     offsite = ev.PlacementClicked(token="t", placement_id="hero", href="https://elsewhere.example/")
     ev.apply(a, offsite, t0 + 8, ev.Source.BROWSER)  # only the beacon can tell this one
     assert a.arms["hero"].clicks == 2
+
+
+async def test_a_browser_page_type_the_rules_do_not_have_is_named_in_the_log(
+    tmp_path: Path, shop: str, feed: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(tmp_path, shop, feed, browser_pages=["categry"])
+    with caplog.at_level("WARNING", logger="edge.decide"):
+        assert (await page(app, "/")).status_code == 200
+    [line] = [r.getMessage() for r in caplog.records if "browser_pages" in r.getMessage()]
+    assert "'categry' is not a page type" in line and "category" in line
+    await app.store.close()
