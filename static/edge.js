@@ -105,6 +105,8 @@
     var t = doc.createElement("template");
     t.innerHTML = html || "";
     tick(t.content); // a countdown shows ticking from the start (its text does not change)
+    // a block's <script> (the sidecar's own countdown script) would not run: left out
+    $$("script", t.content).forEach(function (x) { x.parentNode.removeChild(x); });
     var nodes = Array.prototype.slice.call(t.content.childNodes);
     nodes.forEach(function (n) { if (n.nodeType === 1) done.add(n); });
     return { frag: t.content, nodes: nodes };
