@@ -1,5 +1,6 @@
-"""Request headers: weighted lists (``Accept-Encoding``, ``Accept-Language``), and the
-bearer tokens of ``Authorization``."""
+"""Headers: weighted lists (``Accept-Encoding``, ``Accept-Language``), and the
+bearer tokens of ``Authorization``, the script nonce of a
+``Content-Security-Policy``."""
 
 from __future__ import annotations
 
@@ -47,3 +48,21 @@ def same_token(given: str, expected: str) -> bool:
         return False
     a = hashlib.sha256(given.encode()).digest()
     return hmac.compare_digest(a, hashlib.sha256(expected.encode()).digest())
+
+
+_NONCE: Final = re.compile(rb"'nonce-([A-Za-z0-9+/_=-]{1,128})'")
+
+
+def script_nonce(policy: bytes) -> str:
+    """The nonce a ``Content-Security-Policy`` allows scripts by (``script-src-elem``,
+    else ``script-src``, else ``default-src``, as browsers fall back), "" for none.
+    Its characters are base64's only: safe in an attribute as they are."""
+    directives = {}
+    for part in policy.split(b";"):
+        name, _, value = part.strip().partition(b" ")
+        directives.setdefault(name.lower(), value)
+    for name in (b"script-src-elem", b"script-src", b"default-src"):
+        if name in directives:
+            found = _NONCE.search(directives[name])
+            return found.group(1).decode("ascii") if found else ""
+    return ""

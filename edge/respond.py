@@ -35,6 +35,7 @@ from edge import preview as previews
 from edge.codec import CodecError
 from edge.decide import Decider, Decision
 from edge.forms import ERROR_COOKIE_CLEAR
+from edge.headers import script_nonce
 from edge.identity import Identity
 from edge.observe import Observer
 from edge.pages import Page
@@ -245,7 +246,7 @@ class Responder:
                 exchange.body = reading.body(encoding, content_type)
         if edited:
             await self._send_edited(exchange, response, headers, encoding, receive, send)
-        elif (injected := self._injection(exchange, encoding, length)) is not None:
+        elif (injected := self._injection(exchange, encoding, length, headers)) is not None:
             heads = ([(n, v) for n, v in headers if n != b"content-length"], headers)
             await self._rewrite(response, receive, send, heads, encoding, exchange, injected)
         else:
@@ -261,9 +262,13 @@ class Responder:
         self.record(exchange)
         return _outcome(exchange, edited)
 
-    def _injection(self, exchange: Exchange, encoding: bytes, length: int) -> list[SlotEdit] | None:
+    def _injection(
+        self, exchange: Exchange, encoding: bytes, length: int, headers: list[tuple[bytes, bytes]]
+    ) -> list[SlotEdit] | None:
         """The script tag's edit for a page personalized in the browser, when the
-        sidecar injects it and the page can be rewritten (else None: as it is)."""
+        sidecar injects it and the page can be rewritten (else None: as it is). Under
+        the shop's nonce-based Content-Security-Policy the tag carries the page's
+        nonce (else a strict policy blocks it)."""
         make = self.snippet_tag
         if (
             make is None
@@ -274,6 +279,10 @@ class Responder:
         ):
             return None
         tag = make(exchange.browser_slots)
+        for name, value in headers:
+            if name == b"content-security-policy" and (nonce := script_nonce(value)):
+                tag = tag.replace("<script ", f'<script nonce="{nonce}" ', 1)
+                break
         return [SlotEdit("", "shop-edge-snippet", Edit("head", "append", tag))]
 
     def _read(self, exchange: Exchange) -> None:

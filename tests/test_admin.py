@@ -535,6 +535,18 @@ async def test_every_token_endpoint_reads_the_bearer_scheme_alike(scheme: str) -
         assert "rule_errors" not in (await client.get("/_edge/readyz", headers=bad)).json()
 
 
+def test_script_nonce_of_a_policy() -> None:
+    from edge.headers import script_nonce
+
+    assert (
+        script_nonce(b"default-src 'self'; script-src 'nonce-abc+/=' 'strict-dynamic'") == "abc+/="
+    )
+    assert script_nonce(b"default-src 'nonce-d3f'") == "d3f"  # the fallback
+    assert script_nonce(b"script-src-elem 'nonce-e1'; script-src 'nonce-s1'") == "e1"
+    assert script_nonce(b"script-src 'self'; default-src 'nonce-x'") == ""  # script-src rules
+    assert script_nonce(b"script-src 'nonce-<x>'") == "" and script_nonce(b"") == ""
+
+
 def test_bearer_and_same_token() -> None:
     from edge.headers import bearer, same_token
 

@@ -54,6 +54,7 @@ SHOP_PAGE = b"""<!doctype html><html lang="en"><head><meta charset="utf-8"><titl
 <ol class="products"><li class="product" data-product-id="p1001">A</li><li class="product" data-product-id="p1002">B</li></ol>
 <div data-edge-slot="profile-form"></div></body></html>"""
 SHOP_CACHE = "public, max-age=300, s-maxage=600"
+STRICT_SCRIPTS = "script-src 'nonce-Zm9v+YmFy/0=' 'strict-dynamic'; object-src 'none'"
 
 
 class Shop(BaseHTTPRequestHandler):
@@ -63,6 +64,8 @@ class Shop(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(SHOP_PAGE)))
         self.send_header("Cache-Control", SHOP_CACHE)
         self.send_header("ETag", '"shop-v1"')
+        if "csp=" in self.path:  # a strict, nonce-based policy
+            self.send_header("Content-Security-Policy", f"default-src 'self'; {STRICT_SCRIPTS}")
         self.end_headers()
         self.wfile.write(SHOP_PAGE)
 
@@ -488,6 +491,10 @@ async def test_a_browser_page_keeps_the_shops_caching_and_carries_the_script_tag
     ) as bot:
         crawled = await bot.get("/", headers={"User-Agent": GOOGLEBOT, "Accept": "text/html"})
     assert crawled.content == reply.content
+    # under the shop's nonce-based policy the tag carries the page's nonce
+    strict = await page(app, "/?csp=1", visitor.client)
+    assert strict.text.count("<script") == 1
+    assert '<script nonce="Zm9v+YmFy/0=" src="/_edge/edge.' in strict.text
     # without injection the page is the shop's own (the theme includes the snippet)
     app.reload(msgspec.structs.replace(app.config, inject_snippet=False))
     assert (await page(app, "/", visitor.client)).content == SHOP_PAGE
