@@ -488,7 +488,7 @@ def _demo_activation(app: Any, receiver: Any) -> Any:
 
     clock = DemoClock()
     loops = app.activation
-    loops.clock = app.profiles.clock = clock
+    loops.clock = app.profiles.clock = app.respond.clock = clock
     activator = app.profiles.activation
     activator.clock = clock
     receiver.labels = app.profiles.activation = Labels(activator, app.rules)
