@@ -31,7 +31,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import jinja2
 from starlette.requests import Request
@@ -557,11 +557,23 @@ class _Session:
             return False
         return int(stamp) - 60 <= now < int(stamp) + SESSION_TTL
 
-    def form_token(self, session: str) -> str:
-        return self._mac("logout:" + session)
+    def form_token(self, session: str, purpose: str = "logout") -> str:
+        return self._mac(f"{purpose}:{session}")
 
     def _mac(self, text: str) -> str:
         return hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()
+
+
+class DemoSection(Protocol):
+    """``edge demo``'s section (edge/demo/activation.py): its receiver's messages, the
+    outbox, and a fake clock the page moves. Only the demo sets one."""
+
+    async def view(self) -> dict[str, Any]: ...
+    async def move(self, seconds: int) -> dict[str, int]: ...
+
+
+DEMO_MOVES: Final = {"1h": 3600, "4h": 4 * 3600, "1d": 86_400}
+"""The demo clock's moves, by the form's ``by``."""
 
 
 class AdminPage:
@@ -585,6 +597,9 @@ class AdminPage:
         self.store = store
         self.rules = rules
         self.sampler = sampler or RateSampler()
+        self.demo: DemoSection | None = None
+        """Set by ``edge demo`` only: without it the demo section and its clock are not
+        there (404)."""
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES),
             autoescape=True,
@@ -612,6 +627,7 @@ class AdminPage:
             Route(PATH + "/data.json", self._on(self.data), methods=["GET"]),
             Route(PATH + "/login", self._on(self.login), methods=["POST"]),
             Route(PATH + "/logout", self._on(self.logout), methods=["POST"]),
+            Route(PATH + "/demo/clock", self._on(self.demo_clock), methods=["POST"]),
         ]
 
     def _on(
@@ -621,14 +637,7 @@ class AdminPage:
 
         async def guarded(request: Request) -> Response:
             if not self.settings().admin_token:
-                return JSONResponse(
-                    {
-                        "error": "not_found",
-                        "message": "No such sidecar endpoint. /_edge/ is reserved for shop-edge.",
-                    },
-                    status_code=404,
-                    headers={"cache-control": "no-store"},
-                )
+                return _not_found()
             return await handler(request)
 
         return guarded
@@ -705,6 +714,8 @@ class AdminPage:
             "admin.html",
             logout=self.session.form_token(session) if session else "",
             path=PATH,
+            demo=await self.demo.view() if self.demo is not None else None,
+            clock_csrf=self.session.form_token(session, "clock") if session else "",
             **view,
         )
 
@@ -721,6 +732,7 @@ class AdminPage:
                 "rates": [{"seconds_ago": -t, **r} for t, r in self.sampler.rates()],
                 "rule_errors": [str(e) for e in self.rules.errors],
                 "problems": problems,
+                **({"demo": await self.demo.view()} if self.demo is not None else {}),
             },
             headers=dict(HEADERS),
         )
@@ -788,6 +800,41 @@ class AdminPage:
         response.delete_cookie(COOKIE, path=PATH)
         return response
 
+    async def demo_clock(self, request: Request) -> Response:
+        """``edge demo``'s clock control: moves the fake clock on (``by`` = 1h, 4h or
+        1d) and runs the due loop at once. The page's form (the session cookie and its
+        form token, same site) or a script (``Authorization: Bearer``)."""
+        if self.demo is None:
+            return _not_found()
+        form = await _small_form(request) or {}
+        script = self._bearer(request) is not None
+        if not self._signed_in(request):
+            return _unauthorized()
+        session = request.cookies.get(COOKIE, "")
+        given = str(form.get("csrf", ""))
+        if not script and (
+            not self._same_site(request)
+            or not hmac.compare_digest(
+                given.encode(), self.session.form_token(session, "clock").encode()
+            )
+        ):
+            return JSONResponse(
+                {"error": "forbidden", "message": "move the clock from the admin page's buttons"},
+                status_code=403,
+                headers=dict(HEADERS),
+            )
+        seconds = DEMO_MOVES.get(str(form.get("by", "")))
+        if seconds is None:
+            return JSONResponse(
+                {"error": "bad_request", "message": "by: expected one of 1h, 4h, 1d"},
+                status_code=400,
+                headers=dict(HEADERS),
+            )
+        moved = await self.demo.move(seconds)
+        if script:
+            return JSONResponse(moved, headers=dict(HEADERS))
+        return RedirectResponse(PATH + "#demo", status_code=303, headers=dict(HEADERS))
+
 
 async def _small_form(request: Request) -> dict[str, str] | None:
     """The URL-encoded form of a POST, None when it is larger than ``FORM_BYTES``
@@ -802,6 +849,17 @@ async def _small_form(request: Request) -> dict[str, str] | None:
     except ValueError:  # more fields than a login form has
         return None
     return {name: values[0] for name, values in fields.items()}
+
+
+def _not_found() -> Response:
+    return JSONResponse(
+        {
+            "error": "not_found",
+            "message": "No such sidecar endpoint. /_edge/ is reserved for shop-edge.",
+        },
+        status_code=404,
+        headers={"cache-control": "no-store"},
+    )
 
 
 def _unauthorized() -> Response:

@@ -332,8 +332,43 @@ def _demo_rules() -> object:
     return here if (here / "placements.toml").is_file() else LIBRARY_DIR
 
 
+DEMO_SECRET_ENV = "EDGE_DEMO_WEBHOOK_SECRET"
+"""The demo's destinations' signing secret: a new one each run, in the demo's own
+process environment (``edge serve`` reads secrets from there too)."""
+
+
+def _demo_destinations(rules: object, port: int) -> dict[str, dict[str, object]]:
+    """A destination for each webhook the demo's rule files name (the shipped library's
+    ``esp`` and ``crm`` at least), all pointing at the demo's receiver on *port*."""
+    import tomllib
+    from pathlib import Path
+
+    from edge.demo.activation import webhook_names
+
+    documents = []
+    for path in sorted(Path(str(rules)).glob("*.toml")):
+        try:
+            documents.append(tomllib.loads(path.read_text(encoding="utf-8")))
+        except (OSError, tomllib.TOMLDecodeError):
+            continue  # the rules' own loading says what is wrong with it
+    names = webhook_names(documents) | {"esp", "crm"}
+    return {
+        name: {
+            "url": f"http://127.0.0.1:{port}/hooks/{name}",
+            "secret_env": DEMO_SECRET_ENV,
+            "rate": 50,
+        }
+        for name in sorted(names)
+    }
+
+
 def _demo(args: argparse.Namespace) -> int:
+    import os
+
+    from starlette.applications import Starlette
+
     from edge.app import EdgeApp, create_app
+    from edge.demo.activation import Receiver
     from edge.demo.catalog import write_feed
     from edge.demo.history import REPORT_SEGMENTS
     from edge.demo.seed import seed
@@ -343,7 +378,10 @@ def _demo(args: argparse.Namespace) -> int:
     configure_logging("warning")
     shop_sock = bind("127.0.0.1", 0)
     shop_port = shop_sock.getsockname()[1]
+    hooks_sock = bind("127.0.0.1", 0)  # the demo's webhook receiver (internal)
+    secret = os.environ[DEMO_SECRET_ENV] = secrets.token_urlsafe(32)
     data_dir = tempfile.mkdtemp(prefix="edge-demo-")
+    rules = _demo_rules()
     config = load_config(
         {
             "upstream": f"http://127.0.0.1:{shop_port}",
@@ -353,20 +391,39 @@ def _demo(args: argparse.Namespace) -> int:
             "secret": secrets.token_urlsafe(32),
             "admin_token": secrets.token_urlsafe(18),  # (a new one each run: the banner says it)
             "catalog": str(write_feed(f"{data_dir}/catalog.csv")),
-            "rules": str(_demo_rules()),
+            "rules": str(rules),
             "snippets": args.snippets,
             "report_segments": list(REPORT_SEGMENTS),
+            "activation": True,
+            "activation_interval": 10,
+            "destinations": _demo_destinations(rules, hooks_sock.getsockname()[1]),
         },
         environ={},
     )
     edge_sock = _bind_or_explain(bind, config.host, config.port)
     shop = make_server(create_shop(), host="127.0.0.1", port=shop_port, graceful_timeout=5)
     app = create_app(config)
+    receiver = Receiver(secret.encode())
+    labels = _demo_activation(app, receiver)
+    hooks = make_server(
+        Starlette(routes=receiver.routes()),
+        host="127.0.0.1",
+        port=hooks_sock.getsockname()[1],
+        graceful_timeout=5,
+    )
     seeded: list[int] = []
 
     async def seed_customers(edge_app: EdgeApp) -> None:
         ruleset = edge_app.rules.ruleset
-        seeded.append(await seed(edge_app.profiles, placements=ruleset.placements, ruleset=ruleset))
+        # The synthetic past is written without the activation (as fast as before):
+        # what the newcomer does is activated from the start.
+        edge_app.profiles.activation = None
+        try:
+            seeded.append(
+                await seed(edge_app.profiles, placements=ruleset.placements, ruleset=ruleset)
+            )
+        finally:
+            edge_app.profiles.activation = labels
 
     app.startup_hooks.append(seed_customers)
     sidecar = make_server(app, host=config.host, port=config.port, graceful_timeout=5)
@@ -397,6 +454,10 @@ def _demo(args: argparse.Namespace) -> int:
     {url}/_edge/admin          the report: what the placements did (four weeks of
                                synthetic history); admin token: {config.admin_token}
 
+  Watch a cart recovery: put something in the cart on the demo shop, then on
+  {url}/_edge/admin#demo move the demo's clock +4 h: the reminder
+  reaches the demo's webhook receiver, signed, and the page shows it.
+
   {seeded[0] if seeded else 0} synthetic customers with order histories are in the profile
   store, and you are recorded as you click around. Edit rules/*.toml or snippets/*.html
   while it runs: changes are live within a second (`edge check` says what is wrong).
@@ -408,11 +469,31 @@ def _demo(args: argparse.Namespace) -> int:
         )
 
     try:
-        run(serve([(shop, shop_sock), (sidecar, edge_sock)], on_started=started))
+        run(
+            serve(
+                [(shop, shop_sock), (hooks, hooks_sock), (sidecar, edge_sock)],
+                on_started=started,
+            )
+        )
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     print("  demo stopped.", flush=True)
     return 0
+
+
+def _demo_activation(app: Any, receiver: Any) -> Any:
+    """The demo's fake clock in the activation's loops, the Activator and the profile
+    writes; the scenarios' labels for the receiver; the admin page's demo section."""
+    from edge.demo.activation import DemoActivation, DemoClock, Labels
+
+    clock = DemoClock()
+    loops = app.activation
+    loops.clock = app.profiles.clock = app.respond.clock = clock
+    activator = app.profiles.activation
+    activator.clock = clock
+    receiver.labels = app.profiles.activation = Labels(activator, app.rules)
+    app.admin.demo = DemoActivation(clock, receiver, loops)
+    return receiver.labels
 
 
 def _forget(args: argparse.Namespace) -> int:

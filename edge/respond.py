@@ -129,6 +129,8 @@ class Responder:
         self.snippet_tag: Callable[[tuple[str, ...]], str] | None = None
         """The browser snippet's script tag for a page personalized in the browser,
         given its slots' selectors (None: ``inject_snippet`` off, the theme has it)."""
+        self.clock: Callable[[], float] = time.time
+        """The time what a request shows is recorded at (``edge demo`` moves it on)."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -310,7 +312,7 @@ class Responder:
         visit = self.visitors.begin(head)
         tracked = visit.visitor_id is not None and preview is None
         personalize = wants and not visit.crawler
-        exchange = Exchange(head, visit, int(time.time()), tracked, preview, preview_cookie)
+        exchange = Exchange(head, visit, int(self.clock()), tracked, preview, preview_cookie)
         if tracked or personalize:
             exchange.page = self.rules.ruleset.pages.page(head.path)
         if wants and preview is None:

@@ -58,6 +58,9 @@ class ProfileService:
         """Runs on every profile a write produces, in its transaction (segment changes,
         journeys, the due time, messages to enqueue): ``edge.app`` sets it when the
         ``activation`` setting is on."""
+        self.clock: Callable[[], float] = time.time
+        """The time events are recorded at when their caller names none (``edge demo``
+        moves it on with its fake clock)."""
 
     async def load(self, visitor_id: str) -> Profile | None:
         return await self.cache.load(visitor_id)
@@ -79,7 +82,7 @@ class ProfileService:
         sender retries. What the sidecar observed itself (``Source.OBSERVED``, written
         in the background) is retried here instead, for up to ``OBSERVED_RETRY_FOR``
         seconds, waiting for the breaker to close."""
-        now = int(time.time()) if now is None else now
+        now = int(self.clock()) if now is None else now
         for event in events:
             check_allowed(event, source)
         if source is not Source.OBSERVED:
