@@ -244,6 +244,7 @@ class EdgeApp:
             self.rules,
             snippets=lambda: self.config.snippets,
             traits=lambda: self.config.export_traits,
+            names=self._product_name,
         )
         delivery = Delivery(self.store, destinations_from(config))
         for problem in unknown_destinations(self.rules.ruleset, config.destinations):
@@ -251,6 +252,11 @@ class EdgeApp:
         return ActivationLoops(
             self.profiles, self.store, delivery, interval=config.activation_interval
         )
+
+    def _product_name(self, product_id: str) -> str:
+        """A product's name as the catalogue knows it (feed, or the shop's pages)."""
+        facts = self.reading.catalog.get(product_id)
+        return facts.name if facts is not None else ""
 
     async def healthz(self, _request: Request) -> Response:
         return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})

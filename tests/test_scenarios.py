@@ -597,3 +597,16 @@ def test_any_history_sends_each_step_once_on_time_and_never_after_an_order(
                     assert at - found[0] >= delay
                     # (an order in the very second a message went out came after it)
                     assert not [o for o in orders if found[0] <= o < at]
+
+
+def test_a_cart_line_without_a_name_takes_the_catalogues(rules: LiveRules) -> None:
+    """A cart seen in the shop's add-to-cart requests has ids and prices, no names: the
+    payload names each product as the catalogue does (what an e-mail shows)."""
+    names = {"sku-1": "Borsa Valdarno"}
+    activator = Activator(rules, clock=Clock(), names=lambda pid: names.get(pid, ""))
+    profile = Profile(visitor_id="v-named")
+    apply(profile, add_to_cart(T), T, activator)
+    apply(profile, add_to_cart(T + 1, product="sku-unknown"), T + 1, activator)
+    (_, message), *_ = until(profile, T + 5 * HOUR, activator)
+    items = {i["product_id"]: i["name"] for i in body(message)["items"]}
+    assert items == {"sku-1": "Borsa Valdarno", "sku-unknown": ""}

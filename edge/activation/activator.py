@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from edge.activation import journeys, segments
 from edge.activation.outbox import OutMessage
-from edge.activation.payloads import PayloadError, Payloads, payload_context
+from edge.activation.payloads import Names, PayloadError, Payloads, payload_context
 from edge.profiles.model import Profile
 from edge.rules import LiveRules
 from edge.rules.scenarios import Scenario, Step
@@ -41,11 +41,14 @@ class Activator:
         clock: Callable[[], float] | None = None,
         snippets: Setting[str | Path | None] = None,
         traits: Setting[Collection[str]] = (),
+        names: Names | None = None,
     ) -> None:
         self.rules = rules
         self.clock = clock or time.time
         self._snippets = snippets
         self._traits = traits
+        self.names = names
+        """Products' names by id, for cart lines that came without one."""
         self._payloads: tuple[Path | None, Payloads] | None = None
 
     @property
@@ -88,6 +91,7 @@ class Activator:
             coupon_pool=step.action.coupon_pool,
             traits=self._traits() if callable(self._traits) else self._traits,
             currency=self.rules.ruleset.shop.currency,
+            names=self.names,
         )
         try:
             return self.payloads.render(step.action.template, context)

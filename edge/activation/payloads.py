@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -86,10 +86,16 @@ def _traits(traits: Traits, allowed: Collection[str]) -> dict[str, Any]:
     return out
 
 
-def _item(item: Item) -> dict[str, Any]:
+Names = Callable[[str], str]
+"""A product's name by its id (the catalogue's: the feed's, or what the shop's product
+pages showed), "" when unknown."""
+
+
+def _item(item: Item, names: Names | None) -> dict[str, Any]:
     return {
         "product_id": item.product_id,
-        "name": item.name,
+        # (a cart line seen in a cart request has no name; the catalogue knows it)
+        "name": item.name or (names(item.product_id) if names is not None else ""),
         "category": item.category,
         "brand": item.brand,
         "price": item.price,
@@ -108,6 +114,7 @@ def payload_context(
     coupon_pool: str = "",
     traits: Collection[str] = (),
     currency: str = "",
+    names: Names | None = None,
 ) -> dict[str, Any]:
     """What a payload template reads (see the module's docstring)."""
     last = profile.orders[-1] if profile.orders else None
@@ -125,7 +132,7 @@ def payload_context(
             "traits": _traits(profile.traits, traits),
         },
         "cart": {
-            "products": [_item(i) for i in profile.cart.items],
+            "products": [_item(i, names) for i in profile.cart.items],
             "value": profile.cart.value,
             "count": profile.cart.count,
         },
