@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from edge import metrics, report
+from edge import logs, metrics, report
 from edge.activation.checks import unknown_destinations
 from edge.activation.delivery import Delivery, destinations_from
 from edge.activation.loop import ActivationLoops, activator_for
@@ -195,19 +195,63 @@ class EdgeApp:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        if path == "/_edge/events" and scope["type"] == "http":
-            await self.events.browser_events(scope, receive, send)
-        elif path == DECIDE_PATH and scope["type"] == "http":
-            await self.browser_decide(scope, receive, send)
-        elif _ASSET_PATH.fullmatch(path) and scope["type"] == "http":
-            await ASSET(scope, receive, send)
-        elif scope["type"] == "lifespan" or (
-            path.startswith(EDGE_PREFIX)
-            and path[len(EDGE_PREFIX) : len(EDGE_PREFIX) + 1] in ("", "/")
+        if scope["type"] == "lifespan":
+            await self.sidecar(scope, receive, send)
+        elif not path.startswith(EDGE_PREFIX) or path[
+            len(EDGE_PREFIX) : len(EDGE_PREFIX) + 1
+        ] not in (
+            "",
+            "/",
         ):
+            await self.respond(scope, receive, send)
+        elif scope["type"] != "http":
             await self.sidecar(scope, receive, send)
         else:
-            await self.respond(scope, receive, send)
+            await self._own(scope, receive, send, path)
+
+    async def _own(self, scope: Scope, receive: Any, send: Any, path: str) -> None:
+        """The sidecar's own endpoints, with a request id (the client's ``X-Request-Id``
+        when well formed, else a new one; in the response and in this request's log
+        lines) and, when the access log is on, a line with outcome ``sidecar``."""
+        rid = logs.request_id(list(scope["headers"]))
+        logs.REQUEST_ID.set(rid)
+
+        def with_id(message: dict[str, Any]) -> Any:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
+            return send(message)
+
+        if path == "/_edge/events":
+            handler = self.events.browser_events
+        elif path == DECIDE_PATH:
+            handler = self.browser_decide
+        elif _ASSET_PATH.fullmatch(path):
+            handler = ASSET
+        else:
+            handler = self.sidecar
+        access_log = self.respond.access_log
+        if access_log is None:
+            await handler(scope, receive, with_id)
+            return
+        started = time.perf_counter()
+        sent = logs.Sent(with_id)
+        try:
+            await handler(scope, receive, sent.send)
+        finally:
+            seconds = time.perf_counter() - started
+            client = scope.get("client") or ("", 0)
+            raw = scope.get("raw_path") or path.encode("latin-1", "replace")
+            access_log.write(
+                sent,
+                rid,
+                scope.get("method", ""),
+                raw.split(b"?", 1)[0],
+                client[0] or "",
+                time.time() - seconds,
+                seconds,
+                -1.0,
+                "sidecar" if sent.status < 500 else "error",
+            )
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:

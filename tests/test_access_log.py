@@ -93,6 +93,29 @@ def test_json_lines_carry_the_request_id_and_nothing_personal(
 
 
 @pytest.mark.slow
+def test_the_sidecars_own_endpoints_have_request_ids_and_lines(
+    json_log: tuple[EdgeProcess, Path],
+) -> None:
+    """``/_edge/*`` (health, the snippet's decide and events, the admin's 404s) get a
+    request id and an access log line too, with outcome ``sidecar``; no query string."""
+    edge, path = json_log
+    health = fetch(
+        edge.port, "/_edge/healthz?probe=secret-query", headers={"X-Request-Id": "own-1"}
+    )
+    assert health.status == 200 and health.header("x-request-id") == "own-1"
+    missing = fetch(edge.port, "/_edge/nothing-here")
+    assert missing.status == 404 and MADE.fullmatch(missing.header("x-request-id") or "")
+    decide = fetch(edge.port, "/_edge/decide?path=/page", headers={"X-Request-Id": "own-2"})
+    assert decide.header("x-request-id") == "own-2"
+    first, second = line_of(path, "own-1"), line_of(path, missing.header("x-request-id") or "")
+    assert (first["path"], first["status"], first["outcome"]) == ("/_edge/healthz", 200, "sidecar")
+    assert first["bytes"] == len(health.body) and "upstream_ms" not in first
+    assert (second["path"], second["status"]) == ("/_edge/nothing-here", 404)
+    assert line_of(path, "own-2")["path"] == "/_edge/decide"
+    assert "secret-query" not in path.read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
 def test_a_clients_request_id_reaches_the_shop_and_comes_back(
     json_log: tuple[EdgeProcess, Path],
 ) -> None:
