@@ -196,7 +196,7 @@ def atoms() -> st.SearchStrategy[str]:
     windows = st.sampled_from(
         ["orders_within", "coupon_orders_within", "visits_within", "pageviews_within"]
     )
-    counts = st.integers(0, 4)
+    counts = st.sampled_from([0, 1, 2, 3, 4, 0.5, 2.5])  # a fraction: the thresholds round
     return st.one_of(
         st.tuples(windows, st.sampled_from(DAYS), CMP, counts).map(
             lambda t: f"{t[0]}({t[1]}) {t[2]} {t[3]}"

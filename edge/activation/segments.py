@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+from edge.activation import soonest
 from edge.activation.terms import (
     CONSTANT_FIELDS,
     CONSTANT_FUNCTIONS,
@@ -84,7 +85,7 @@ for a pure step function the later (time, value) steps in time order)."""
 
 
 class _State:
-    __slots__ = ("ctx", "done", "now", "profile", "sorted", "sums", "values", "year_end")
+    __slots__ = ("ctx", "done", "now", "profile", "sorted", "sums", "values", "year", "year_end")
 
     def __init__(self, profile: Profile, ctx: fn.Context, now: int) -> None:
         self.profile = profile
@@ -99,6 +100,8 @@ class _State:
         """Leaves read so far (a field or a call with constant arguments, by its text)."""
         self.year_end = 0
         """The next 1 January (UTC), once asked."""
+        self.year = 0
+        """This year (UTC), once asked."""
 
 
 Eval = Callable[[_State], Sig]
@@ -482,6 +485,8 @@ def _count_judge(name: str, seconds: float, op: str, k: float) -> Judge:
     keep = ORDER_WINDOWS[name]
     test = _OPERATORS[op]
     monotone = op in _MONOTONE
+    zero = test(0, k)
+    least = max(1, math.ceil(k) if op in (">=", "<") else math.floor(k) + 1) if monotone else 0
 
     def judge(st: _State) -> tuple[bool, int]:
         every = st.sorted.get(name)
@@ -493,12 +498,13 @@ def _count_judge(name: str, seconds: float, op: str, k: float) -> Judge:
         if monotone:
             # The count only falls, one by one: the answer flips when the last count
             # still giving it is left, if the empty window does not give it too.
-            if test(0, k) is truth:
+            if zero is truth:
                 return truth, NEVER
-            for left in range(1, n + 1):
-                if test(left, k) is truth:  # while `left` orders remain
-                    return truth, math.floor(every[len(every) - left] + seconds) + 1
-            return truth, NEVER
+            # the fewest orders still giving the answer (`>=` / `<`: ceil(k), `>` /
+            # `<=`: floor(k) + 1): it flips when the one of them that is oldest leaves
+            if least > n:
+                return truth, NEVER
+            return truth, math.floor(every[len(every) - least] + seconds) + 1
         # == and !=: equal now, unequal when the oldest leaves; equal later only if
         # the count comes down to k
         if n == k:
@@ -589,9 +595,11 @@ def _yearly_judge(path: str, test: Callable[[Any, Any], bool], const: Any) -> Ju
     read, args = fn.field_reader(path)
     flips: dict[tuple[int, int], int] = {}
 
-    def flip(profile: Profile, now: int, truth: bool) -> int:
-        this_year = time.gmtime(now).tm_year
-        key = (profile.traits.birth_year or 0, this_year)
+    def flip(st: _State, truth: bool) -> int:
+        this_year = st.year
+        if not this_year:
+            this_year = st.year = time.gmtime(st.now).tm_year
+        key = (st.profile.traits.birth_year or 0, this_year)
         found = flips.get(key)
         if found is None:
             found = NEVER
@@ -610,7 +618,7 @@ def _yearly_judge(path: str, test: Callable[[Any, Any], bool], const: Any) -> Ju
         truth = test(_read(st, path, read, args), const)
         if not st.profile.traits.birth_year:
             return truth, NEVER
-        return truth, flip(st.profile, st.now, truth)
+        return truth, flip(st, truth)
 
     return judge
 
@@ -788,6 +796,9 @@ class _Plan:
     request's segments and the placements' conditions)."""
     timed: tuple[tuple[str, Judge], ...]
     """The activatable segments that can change by time alone, with their signals."""
+    soonest: Callable[[_State], int] | None
+    """Those judged in one generated function (:mod:`edge.activation.soonest`): the
+    first time any of them may change (NEVER: none); None when there are none."""
 
 
 _PLANS: dict[int, tuple[RuleSet, _Plan]] = {}
@@ -806,16 +817,34 @@ def _plan(ruleset: RuleSet) -> _Plan:
         [Output(n, ruleset.segments[n].checked) for n in names],
         {n: i for i, n in enumerate(names)},
     )
-    plan = _Plan(
-        names,
-        frozenset(names),
-        program.evaluate,
-        tuple((n, planner.judges[n]) for n in names if planner.kinds[n] != _CONST),
-    )
+    timed = tuple((n, planner.judges[n]) for n in names if planner.kinds[n] != _CONST)
+    plan = _Plan(names, frozenset(names), program.evaluate, timed, _soonest(ruleset, timed))
     if len(_PLANS) >= _MAX_PLANS:
         _PLANS.pop(next(iter(_PLANS)))
     _PLANS[id(ruleset)] = (ruleset, plan)
     return plan
+
+
+def _soonest(
+    ruleset: RuleSet, timed: tuple[tuple[str, Judge], ...]
+) -> Callable[[_State], int] | None:
+    """The generated judge of all *timed* segments at once (their leaves judged by
+    the planner's judges, and / or / not and segment references written out)."""
+    if not timed:
+        return None
+    planner = _Planner(ruleset)
+    trees: dict[str, Node | None] = {}
+    for name in ruleset.segment_names:
+        planner.segment(name)
+        if name in planner.judges:
+            checked = ruleset.segments[name].checked
+            trees[name] = checked.tree if checked is not None else None
+    planner.types = {}  # the leaves' types, from every rule (a node has one type)
+    for name in trees:
+        checked = ruleset.segments[name].checked
+        if checked is not None:
+            planner.types.update(checked.types)
+    return soonest.write([n for n, _ in timed], trees, lambda node: planner.truth(node)[0])[1]
 
 
 # --- the contract --------------------------------------------------------------------------
@@ -857,13 +886,6 @@ def next_change(profile: Profile, ruleset: RuleSet, now: int) -> int | None:
     plan = _plan(ruleset)
     if not plan.timed:
         return None
-    st = _State(profile, ruleset.context(profile, None, now), now)
-    soonest = NEVER
-    done = st.done
-    for name, judge in plan.timed:
-        known = done.get(name)
-        if known is None:
-            known = done[name] = judge(st)
-        if known[1] < soonest:
-            soonest = known[1]
-    return None if soonest >= NEVER else soonest
+    assert plan.soonest is not None
+    first = plan.soonest(_State(profile, ruleset.context(profile, None, now), now))
+    return None if first >= NEVER else first
