@@ -513,6 +513,8 @@ def _count_judge(name: str, seconds: float, op: str, k: float) -> Judge:
             return truth, NEVER
         return truth, math.floor(every[first + n - int(k) - 1] + seconds) + 1
 
+    if monotone:  # written out by the generated next_change (edge.activation.soonest)
+        judge.inline = ("count", name, seconds, op, k, zero, least)  # type: ignore[attr-defined]
     return judge
 
 
@@ -560,6 +562,8 @@ def _counter_judge(attr: str, seconds: float, op: str, k: float) -> Judge:
             return truth, NEVER
         return truth, math.ceil((days[i - 1] + 1) * DAY + seconds)
 
+    if monotone:  # written out by the generated next_change (edge.activation.soonest)
+        judge.inline = ("counter", attr, seconds, op, k, test(0, k), find)  # type: ignore[attr-defined]
     return judge
 
 
@@ -844,7 +848,9 @@ def _soonest(
         checked = ruleset.segments[name].checked
         if checked is not None:
             planner.types.update(checked.types)
-    return soonest.write([n for n, _ in timed], trees, lambda node: planner.truth(node)[0])[1]
+    helpers = {"counter_sums": _counter_sums, "keep": ORDER_WINDOWS}
+    leaf = lambda node: planner.truth(node)[0]  # noqa: E731
+    return soonest.write([n for n, _ in timed], trees, leaf, helpers)[1]
 
 
 # --- the contract --------------------------------------------------------------------------

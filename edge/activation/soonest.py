@@ -15,10 +15,13 @@ the leaf judges called. The rules of combination are those of ``segments._and`` 
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
 from edge.activation.terms import NEVER
+from edge.profiles.model import DAY
 from edge.rules.lang import Binary, Name, Node, Unary
 
 Judge = Callable[[Any], tuple[bool, int]]
@@ -35,6 +38,10 @@ class _Writer:
         self.judges: dict[Any, str] = {}
         self.done: dict[str, tuple[str, str]] = {}
         self.count = 0
+        self.head: list[str] = []
+        """Statements run first (the order times, the counters' locals)."""
+        self.prologue: dict[str, str] = {}
+        self.keep: dict[str, Callable[[Any], bool]] = {}
 
     def fresh(self) -> tuple[str, str]:
         self.count += 1
@@ -89,6 +96,9 @@ class _Writer:
             v, t = self.condition_of_segment(node.path, indent)
             return v, t
         judge = self.leaf(node)
+        inline = getattr(judge, "inline", None)
+        if inline is not None:
+            return self.inline(inline, indent)
         name = self.judges.get(id(judge))
         if name is None:
             name = self.judges[id(judge)] = f"J{len(self.judges)}"
@@ -96,6 +106,61 @@ class _Writer:
         v, t = self.fresh()
         out.append(f"{indent}{v}, {t} = {name}(st)")
         return v, t
+
+    def constant(self, value: Any) -> str:
+        name = f"K{len(self.namespace)}"
+        self.namespace[name] = value
+        return name
+
+    def inline(self, spec: tuple[Any, ...], indent: str) -> tuple[str, str]:
+        """A windowed count of orders or of a daily counter compared with a constant
+        by ``<``, ``<=``, ``>``, ``>=``: ``segments._count_judge`` and
+        ``_counter_judge`` written out (the same expressions, so the same answers)."""
+        kind, source, seconds, op, k, zero, extra = spec
+        v, t = self.fresh()
+        out, i = self.lines, indent
+        secs, k_, zero_ = self.constant(seconds), self.constant(k), self.constant(zero)
+        if kind == "count":
+            every = self.order_times(source)
+            out.append(f"{i}n = len({every}) - bisect_left({every}, st.now - {secs})")
+            out.append(f"{i}{v} = n {op} {k_}")
+            out.append(
+                f"{i}{t} = NEVER if {v} is {zero_} or {extra} > n else "
+                f"floor({every}[len({every}) - {extra}] + {secs}) + 1"
+            )
+            return v, t
+        sums = self.counter(source, indent)
+        find = self.constant(extra)
+        out.append(f"{i}first = bisect_left({sums}[0], int((st.now - {secs}) // DAY))")
+        out.append(f"{i}{v} = -{sums}[1][first] {op} {k_}")
+        out.append(
+            f"{i}{t} = NEVER if {v} is {zero_} else "
+            f"ceil(({sums}[0][{find}({sums}[1], -{k_}, first) - 1] + 1) * DAY + {secs})"
+        )
+        return v, t
+
+    def order_times(self, name: str) -> str:
+        """The local with the window function's order times, sorted (computed first
+        thing, kept in ``st.sorted`` for the judges still called)."""
+        local = self.prologue.get(name)
+        if local is None:
+            local = self.prologue[name] = f"orders{len(self.prologue)}"
+            keep = self.constant(self.keep[name])
+            self.head.append(
+                f"    st.sorted[{name!r}] = {local} = "
+                f"sorted([o.ts for o in st.profile.orders if {keep}(o)])"
+            )
+        return local
+
+    def counter(self, attr: str, indent: str) -> str:
+        """A daily counter's days and sums (``segments._counter_sums``), once."""
+        local = self.prologue.get(attr)
+        if local is None:
+            local = self.prologue[attr] = f"sums{len(self.prologue)}"
+            self.head.append(f"    {local} = None")
+        self.lines.append(f"{indent}if {local} is None:")
+        self.lines.append(f"{indent}    {local} = counter_sums(st, {attr!r})")
+        return local
 
     def condition_of_segment(self, name: str, indent: str) -> tuple[str, str]:
         tree = self.segments[name]
@@ -108,11 +173,25 @@ def write(
     timed: list[str],
     segments: dict[str, Node | None],
     leaf: Callable[[Node], Judge],
+    helpers: dict[str, Any],
 ) -> tuple[str, Callable[[Any], int]]:
     """The source and the function ``soonest(state) -> int`` (NEVER: none) for the
     *timed* segments, each judged as :func:`edge.activation.segments.next_change`
-    judges it. Segments referenced are computed first, in the rule set's order."""
+    judges it. Segments referenced are computed first, in the rule set's order.
+    *helpers*: ``counter_sums`` and ``keep`` (the order windows' filters) from
+    :mod:`edge.activation.segments`."""
     w = _Writer(leaf, segments)
+    w.keep = helpers["keep"]
+    w.namespace.update(
+        counter_sums=helpers["counter_sums"],
+        bisect_left=bisect_left,
+        floor=math.floor,
+        ceil=math.ceil,
+        int=int,
+        len=len,
+        sorted=sorted,
+        DAY=DAY,
+    )
     needed = set(timed)
     for name in reversed(list(segments)):
         if name in needed and segments[name] is not None:
@@ -126,7 +205,7 @@ def write(
     body = w.lines or ["    pass"]
     result = f"min(({', '.join(times)},))" if times else "NEVER"
     w.namespace["min"] = min
-    source = "def soonest(st):\n" + "\n".join(body) + f"\n    return {result}\n"
+    source = "def soonest(st):\n" + "\n".join(w.head + body) + f"\n    return {result}\n"
     exec(compile(source, "<next_change>", "exec"), w.namespace)  # built from checked trees
     return source, w.namespace["soonest"]
 
