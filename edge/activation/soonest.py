@@ -114,8 +114,8 @@ class _Writer:
 
     def inline(self, spec: tuple[Any, ...], indent: str) -> tuple[str, str]:
         """A windowed count of orders or of a daily counter compared with a constant
-        by ``<``, ``<=``, ``>``, ``>=``: ``segments._count_judge`` and
-        ``_counter_judge`` written out (the same expressions, so the same answers)."""
+        by ``<``, ``<=``, ``>``, ``>=``: ``judges.count_judge`` and
+        ``counter_judge`` written out (the same expressions, so the same answers)."""
         kind, source, seconds, op, k, zero, extra = spec
         v, t = self.fresh()
         out, i = self.lines, indent
@@ -153,7 +153,7 @@ class _Writer:
         return local
 
     def counter(self, attr: str, indent: str) -> str:
-        """A daily counter's days and sums (``segments._counter_sums``), once."""
+        """A daily counter's days and sums (``judges.counter_sums``), once."""
         local = self.prologue.get(attr)
         if local is None:
             local = self.prologue[attr] = f"sums{len(self.prologue)}"
@@ -174,10 +174,11 @@ def write(
     segments: dict[str, Node | None],
     leaf: Callable[[Node], Judge],
     helpers: dict[str, Any],
-) -> tuple[str, Callable[[Any], int]]:
-    """The source and the function ``soonest(state) -> int`` (NEVER: none) for the
+) -> tuple[str, Callable[[Any], tuple[int, tuple[bool, ...]]]]:
+    """The source and the function ``soonest(state) -> (first, truths)`` for the
     *timed* segments, each judged as :func:`edge.activation.segments.next_change`
-    judges it. Segments referenced are computed first, in the rule set's order.
+    judges it: the first time one may change (NEVER: none), and whether each is true
+    now. Segments referenced are computed first, in the rule set's order.
     *helpers*: ``counter_sums`` and ``keep`` (the order windows' filters) from
     :mod:`edge.activation.segments`."""
     w = _Writer(leaf, segments)
@@ -196,14 +197,14 @@ def write(
     for name in reversed(list(segments)):
         if name in needed and segments[name] is not None:
             needed |= _referenced(segments[name], segments)  # type: ignore[arg-type]
-    times = []
+    pairs = {}
     for name in segments:
         if name in needed:
-            pair = w.segment(name, "    ")
-            if name in timed:
-                times.append(pair[1])
+            pairs[name] = w.segment(name, "    ")
     body = w.lines or ["    pass"]
-    result = f"min(({', '.join(times)},))" if times else "NEVER"
+    times = ", ".join(pairs[n][1] for n in timed)
+    truths = ", ".join(pairs[n][0] for n in timed)
+    result = f"min(({times},)), ({truths},)" if timed else "NEVER, ()"
     w.namespace["min"] = min
     source = "def soonest(st):\n" + "\n".join(w.head + body) + f"\n    return {result}\n"
     exec(compile(source, "<next_change>", "exec"), w.namespace)  # built from checked trees
