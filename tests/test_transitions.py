@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.activation import Activator, Transition, activatable, next_change, update
+from edge.activation.segments import refresh
 from edge.activation.terms import UNCLASSED
 from edge.profiles import events as ev
-from edge.profiles.model import DAY, Cart, Item, Order, Profile, Touch, Traits
+from edge.profiles.model import DAY, Cart, Item, Order, Profile, Touch, Traits, decode, encode
 from edge.rules import LIBRARY_DIR, LIBRARY_SEGMENTS, LiveRules, compile_segments, load_rules
 from tests._hypothesis import examples
 
@@ -196,7 +197,7 @@ def atoms() -> st.SearchStrategy[str]:
     windows = st.sampled_from(
         ["orders_within", "coupon_orders_within", "visits_within", "pageviews_within"]
     )
-    counts = st.integers(0, 4)
+    counts = st.sampled_from([0, 1, 2, 3, 4, 0.5, 2.5])  # a fraction: the thresholds round
     return st.one_of(
         st.tuples(windows, st.sampled_from(DAYS), CMP, counts).map(
             lambda t: f"{t[0]}({t[1]}) {t[2]} {t[3]}"
@@ -395,3 +396,31 @@ def test_misused_new_fields_are_check_errors(when: str, message: str, help: str)
     text = str(caught.value)
     assert message in text and help in text, text
     assert "<rules>:2:" in text  # file:line:column, as every rule error
+
+
+def _same_as_update_then_next_change(rules: Any, profile: Profile, times: list[int]) -> None:
+    twin = decode(encode(profile))
+    for t in times:
+        changes, due = refresh(profile, rules, t)
+        assert changes == update(twin, rules, t)
+        assert profile.segments == twin.segments
+        assert due == next_change(twin, rules, t)
+
+
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(conditions(), min_size=1, max_size=5), profiles(), st.integers(0, 400 * DAY))
+def test_refresh_is_update_then_next_change(whens: list[str], profile: Profile, later: int) -> None:
+    """refresh shares one evaluation between update and next_change: the same
+    transitions, the same segments held and the same next change, now and later
+    (with segments referring to others, timed or not, and a name no longer a rule)."""
+    sources = {f"s{i}": w for i, w in enumerate(whens)}
+    sources["ref"] = "s0 and not orders >= 2" if len(whens) < 3 else "not s1 or s2"
+    rules = compile_segments(sources)
+    profile.segments = {"s0": NOW - DAY, "gone": NOW - DAY}
+    _same_as_update_then_next_change(rules, profile, [NOW, NOW + later])
+
+
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(profiles(), st.integers(0, 400 * DAY))
+def test_refresh_with_the_library(profile: Profile, later: int) -> None:
+    _same_as_update_then_next_change(library(), profile, [NOW, NOW + later])

@@ -66,9 +66,10 @@ class Activator:
         .update), advances profile.journeys (edge.activation.journeys), sets profile.due,
         returns the messages to enqueue (in the same transaction)."""
         ruleset = self.rules.ruleset
-        transitions = segments.update(profile, ruleset, now)
+        # update and next_change in one evaluation (journeys change neither's inputs)
+        transitions, change = segments.refresh(profile, ruleset, now)
         outcome = journeys.advance(profile, ruleset, transitions, now, self._render)
-        change = segments.next_change(profile, ruleset, now) or 0
+        change = change or 0
         profile.due = min((t for t in (change, outcome.due) if t), default=0)
         return outcome.messages
 

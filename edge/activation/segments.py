@@ -41,16 +41,29 @@ a segment holding one is not activatable either (:func:`activatable` leaves it o
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import math
-import operator
-import time
-from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from edge.activation import soonest
+from edge.activation.judges import (
+    AT_EQUAL,
+    OPERATORS,
+    Judge,
+    State,
+    age_judge,
+    count_judge,
+    counter_judge,
+    counter_sums,
+    crossing,
+    leave,
+    next_new_year,
+    read_leaf,
+    yearly_judge,
+)
 from edge.activation.terms import (
     CONSTANT_FIELDS,
     CONSTANT_FUNCTIONS,
@@ -60,10 +73,10 @@ from edge.activation.terms import (
     ORDER_WINDOWS,
     YEARLY_FIELDS,
 )
-from edge.profiles.model import DAY, Profile, Traits
+from edge.profiles.model import DAY, Profile
 from edge.rules import RuleSet
 from edge.rules import functions as fn
-from edge.rules.compiler import Output, _binary, generate, number
+from edge.rules.compiler import Output, _binary, _children, generate, number
 from edge.rules.lang import Binary, Call, ListLit, Literal, Name, Node, Unary, parse_date, render
 
 
@@ -83,37 +96,13 @@ Sig = tuple[Any, float, int, Steps | None]
 for a pure step function the later (time, value) steps in time order)."""
 
 
-class _State:
-    __slots__ = ("ctx", "done", "now", "profile", "sorted", "sums", "values", "year_end")
-
-    def __init__(self, profile: Profile, ctx: fn.Context, now: int) -> None:
-        self.profile = profile
-        self.ctx = ctx
-        self.now = now
-        self.done: dict[str, tuple[bool, int]] = {}
-        self.sorted: dict[str, list[int]] = {}
-        """Order times (by window function) and counter days, sorted once."""
-        self.sums: dict[str, tuple[list[int], list[int]]] = {}
-        """Daily counters' days and sums, once (:func:`_counter_sums`)."""
-        self.values: dict[str, Any] = {}
-        """Leaves read so far (a field or a call with constant arguments, by its text)."""
-        self.year_end = 0
-        """The next 1 January (UTC), once asked."""
-
-
-Eval = Callable[[_State], Sig]
-
-
-def _leave(ts: float, seconds: float) -> int:
-    """The first whole second at which something of time *ts* is out of a window of
-    *seconds* (in it while ``ts >= t - seconds``)."""
-    return math.floor(ts + seconds) + 1
+Eval = Callable[[State], Sig]
 
 
 def _order_window(name: str, seconds: float) -> Eval:
     keep = ORDER_WINDOWS[name]
 
-    def signal(st: _State) -> Sig:
+    def signal(st: State) -> Sig:
         every = st.sorted.get(name)
         if every is None:
             every = st.sorted[name] = sorted([o.ts for o in st.profile.orders if keep(o)])
@@ -124,18 +113,18 @@ def _order_window(name: str, seconds: float) -> Eval:
 
         def steps() -> Iterator[tuple[int, Any]]:
             for i, ts in enumerate(times):
-                yield _leave(ts, seconds), float(n - i - 1)
+                yield leave(ts, seconds), float(n - i - 1)
 
-        return float(n), 0.0, _leave(times[0], seconds), steps
+        return float(n), 0.0, leave(times[0], seconds), steps
 
     return signal
 
 
 def _spent_window(seconds: float) -> Eval:
-    def signal(st: _State) -> Sig:
+    def signal(st: State) -> Sig:
         profile, now = st.profile, st.now
         value = number(fn.spent_within(st.ctx, seconds))
-        leaves = sorted({_leave(o.ts, seconds) for o in profile.orders if o.ts >= now - seconds})
+        leaves = sorted({leave(o.ts, seconds) for o in profile.orders if o.ts >= now - seconds})
         if not leaves:
             return value, 0.0, NEVER, None
 
@@ -149,7 +138,7 @@ def _spent_window(seconds: float) -> Eval:
 
 
 def _counter_window(attr: str, seconds: float) -> Eval:
-    def signal(st: _State) -> Sig:
+    def signal(st: State) -> Sig:
         counts: dict[int, int] = getattr(st.profile, attr)
         every = st.sorted.get(attr)
         if every is None:
@@ -171,18 +160,18 @@ def _counter_window(attr: str, seconds: float) -> Eval:
 
 
 def _checkout_window(seconds: float) -> Eval:
-    def signal(st: _State) -> Sig:
+    def signal(st: State) -> Sig:
         started = st.profile.checkout_started
         if not started or started < st.now - seconds:
             return False, 0.0, NEVER, None
-        end = _leave(started, seconds)
+        end = leave(started, seconds)
         return True, 0.0, end, lambda: iter(((end, False),))
 
     return signal
 
 
 def _linear(read: Callable[[Profile], int]) -> Eval:
-    def signal(st: _State) -> Sig:
+    def signal(st: State) -> Sig:
         ts = read(st.profile)
         if not ts:
             return None, 0.0, NEVER, None
@@ -193,28 +182,13 @@ def _linear(read: Callable[[Profile], int]) -> Eval:
     return signal
 
 
-def _now(st: _State) -> Sig:
+def _now(st: State) -> Sig:
     return float(st.now), 1.0, NEVER, None
 
 
-def _next_new_year(st: _State) -> int:
-    if not st.year_end:
-        st.year_end = calendar.timegm((time.gmtime(st.now).tm_year + 1, 1, 1, 0, 0, 0))
-    return st.year_end
-
-
-def _read(st: _State, key: str, read: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    """A leaf's value as the rules read it (each read once per profile)."""
-    values = st.values
-    if key in values:
-        return values[key]
-    value = values[key] = number(read(st.ctx, *args))
-    return value
-
-
 def _constant_leaf(key: str, read: Callable[..., Any], args: tuple[Any, ...]) -> Eval:
-    def signal(st: _State) -> Sig:
-        return _read(st, key, read, args), 0.0, NEVER, None
+    def signal(st: State) -> Sig:
+        return read_leaf(st, key, read, args), 0.0, NEVER, None
 
     return signal
 
@@ -222,10 +196,10 @@ def _constant_leaf(key: str, read: Callable[..., Any], args: tuple[Any, ...]) ->
 def _yearly(path: str) -> Eval:
     read, args = fn.field_reader(path)
 
-    def signal(st: _State) -> Sig:
-        value = _read(st, path, read, args)
+    def signal(st: State) -> Sig:
+        value = read_leaf(st, path, read, args)
         if st.profile.traits.birth_year:
-            return value, 0.0, _next_new_year(st), None
+            return value, 0.0, next_new_year(st), None
         return value, 0.0, NEVER, None
 
     return signal
@@ -248,7 +222,7 @@ def _is_number(v: Any) -> bool:
 
 
 def _arith(op: str, left: Eval, right: Eval) -> Eval:
-    def signal(st: _State) -> Sig:
+    def signal(st: State) -> Sig:
         a, b = left(st), right(st)
         va, vb = a[0], b[0]
         value = _binary(op, va, vb)
@@ -279,7 +253,7 @@ def _map_steps(steps: Steps, f: Callable[[Any], Any]) -> Steps:
 
 
 def _negate(inner: Eval) -> Eval:
-    def signal(st: _State) -> Sig:
+    def signal(st: State) -> Sig:
         v, s, until, steps = inner(st)
         if not _is_number(v):
             return None, 0.0, until, None
@@ -296,45 +270,6 @@ def _flip(steps: Steps, test: Callable[[Any], bool], now_true: bool) -> int:
     return NEVER
 
 
-def _crossing(now: int, gap: float, slope: float, changes_at_equal: bool) -> int:
-    """When a comparison of two sides whose difference is ``gap + slope * (t - now)``
-    changes, or NEVER if the difference does not reach 0 ahead. Exact for a whole
-    second: at it if the comparison of equal sides differs from now's answer
-    (*changes_at_equal*: ``>=`` that was false), else the second after; otherwise a
-    second early (rounding), and never before ``now + 1``."""
-    if not slope:
-        return NEVER
-    at = now - gap / slope
-    if at < now:
-        return NEVER
-    if slope in (1.0, -1.0) and float(gap).is_integer():
-        return max(now + 1, int(at) + (0 if changes_at_equal else 1))
-    return max(now + 1, math.floor(at) - 1)
-
-
-_AT_EQUAL: Final = {
-    "==": True,
-    "<=": True,
-    ">=": True,
-    "in": True,
-    "!=": False,
-    "<": False,
-    ">": False,
-    "not in": False,
-}
-"""What a comparison answers when its sides are equal."""
-
-
-_OPERATORS: Final = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
-
-
 def _tester(op: str, same_types: bool) -> Callable[[Any, Any], bool]:
     """The comparison as the rules make it: plain operators when the checker knows
     both sides have one type (then only a missing side is special)."""
@@ -345,7 +280,7 @@ def _tester(op: str, same_types: bool) -> Callable[[Any, Any], bool]:
             return a is not None and (a in b) is inside
 
         return member
-    plain = _OPERATORS.get(op)
+    plain = OPERATORS.get(op)
     if plain is not None and same_types:
 
         def test(a: Any, b: Any) -> bool:
@@ -372,7 +307,7 @@ def _flip_right(steps: Steps, test: Callable[[Any, Any], bool], other: Any, trut
 def _compare(op: str, left: Eval, right: Eval, same_types: bool) -> Eval:
     test = _tester(op, same_types)
 
-    def signal(st: _State) -> Sig:
+    def signal(st: State) -> Sig:
         a, b = left(st), right(st)
         truth = test(a[0], b[0])
         if b[3] is None and b[2] == NEVER and not b[1] and a[3] is not None:
@@ -386,13 +321,13 @@ def _compare(op: str, left: Eval, right: Eval, same_types: bool) -> Eval:
         until = min(a[2], b[2])
         slope = a[1] - b[1]
         if slope and _is_number(a[0]):
-            change = _AT_EQUAL[op] is not truth
+            change = AT_EQUAL[op] is not truth
             if isinstance(b[0], list):  # `in`: each listed number is a crossing
                 for x in b[0]:
                     if _is_number(x):
-                        until = min(until, _crossing(st.now, a[0] - x, slope, change))
+                        until = min(until, crossing(st.now, a[0] - x, slope, change))
             elif _is_number(b[0]):
-                until = min(until, _crossing(st.now, a[0] - b[0], slope, change))
+                until = min(until, crossing(st.now, a[0] - b[0], slope, change))
         return truth, 0.0, until, None
 
     return signal
@@ -405,12 +340,8 @@ def _truth(sig: Sig) -> tuple[bool, int]:
     return value, sig[2]
 
 
-Judge = Callable[[_State], tuple[bool, int]]
-"""A condition over time from now: (true now, the first time it may change)."""
-
-
 def _and(left: Judge, right: Judge) -> Judge:
-    def judge(st: _State) -> tuple[bool, int]:
+    def judge(st: State) -> tuple[bool, int]:
         a, ta = left(st)
         if not a and ta == NEVER:
             return False, NEVER
@@ -425,7 +356,7 @@ def _and(left: Judge, right: Judge) -> Judge:
 
 
 def _or(left: Judge, right: Judge) -> Judge:
-    def judge(st: _State) -> tuple[bool, int]:
+    def judge(st: State) -> tuple[bool, int]:
         a, ta = left(st)
         if a and ta == NEVER:
             return True, NEVER
@@ -440,7 +371,7 @@ def _or(left: Judge, right: Judge) -> Judge:
 
 
 def _not(inner: Judge) -> Judge:
-    def judge(st: _State) -> tuple[bool, int]:
+    def judge(st: State) -> tuple[bool, int]:
         value, until = inner(st)
         return not value, until
 
@@ -448,7 +379,7 @@ def _not(inner: Judge) -> Judge:
 
 
 def _segment(name: str, judges: dict[str, Judge]) -> Judge:
-    def judge(st: _State) -> tuple[bool, int]:
+    def judge(st: State) -> tuple[bool, int]:
         done = st.done.get(name)
         if done is None:
             done = st.done[name] = judges[name](st)
@@ -460,7 +391,7 @@ def _segment(name: str, judges: dict[str, Judge]) -> Judge:
 def _judged(inner: Judge) -> Eval:
     """A condition used as a value (``(a > b) == true``)."""
 
-    def signal(st: _State) -> Sig:
+    def signal(st: State) -> Sig:
         value, until = inner(st)
         return value, 0.0, until, None
 
@@ -469,150 +400,6 @@ def _judged(inner: Judge) -> Eval:
 
 def _from_signal(inner: Eval) -> Judge:
     return lambda st: _truth(inner(st))
-
-
-# Comparisons of one windowed count or one growing duration with a constant, the most
-# common terms, judged directly (the same answers as through signals, without them).
-
-
-_MONOTONE: Final = frozenset({"<", "<=", ">", ">="})
-
-
-def _count_judge(name: str, seconds: float, op: str, k: float) -> Judge:
-    keep = ORDER_WINDOWS[name]
-    test = _OPERATORS[op]
-    monotone = op in _MONOTONE
-
-    def judge(st: _State) -> tuple[bool, int]:
-        every = st.sorted.get(name)
-        if every is None:
-            every = st.sorted[name] = sorted([o.ts for o in st.profile.orders if keep(o)])
-        first = bisect_left(every, st.now - seconds)
-        n = len(every) - first
-        truth = test(n, k)
-        if monotone:
-            # The count only falls, one by one: the answer flips when the last count
-            # still giving it is left, if the empty window does not give it too.
-            if test(0, k) is truth:
-                return truth, NEVER
-            for left in range(1, n + 1):
-                if test(left, k) is truth:  # while `left` orders remain
-                    return truth, math.floor(every[len(every) - left] + seconds) + 1
-            return truth, NEVER
-        # == and !=: equal now, unequal when the oldest leaves; equal later only if
-        # the count comes down to k
-        if n == k:
-            return truth, (math.floor(every[first] + seconds) + 1 if n else NEVER)
-        if n < k or not float(k).is_integer():
-            return truth, NEVER
-        return truth, math.floor(every[first + n - int(k) - 1] + seconds) + 1
-
-    return judge
-
-
-def _counter_sums(st: _State, attr: str) -> tuple[list[int], list[int]]:
-    """A daily counter's days in order, and minus the sum from each day on (a rising
-    list, for bisect; one more entry: 0, nothing left), computed once per profile."""
-    known = st.sums.get(attr)
-    if known is None:
-        counts: dict[int, int] = getattr(st.profile, attr)
-        days = sorted(counts)
-        minus = [0] * (len(days) + 1)
-        total = 0
-        for i in range(len(days) - 1, -1, -1):
-            total -= counts[days[i]]
-            minus[i] = total
-        known = st.sums[attr] = (days, minus)
-    return known
-
-
-def _counter_judge(attr: str, seconds: float, op: str, k: float) -> Judge:
-    test = _OPERATORS[op]
-    monotone = op in _MONOTONE
-    find = bisect_left if op in (">", "<=") else bisect_right
-
-    def judge(st: _State) -> tuple[bool, int]:
-        days, minus = _counter_sums(st, attr)
-        first = bisect_left(days, int((st.now - seconds) // DAY))
-        total = -minus[first]
-        truth = test(total, k)
-        # The sum only falls, a day at a time: from day i on, -minus[i] remains.
-        if monotone:
-            if test(0, k) is truth:
-                return truth, NEVER
-            # the last day from which what remains still gives the answer: it flips
-            # when that day leaves
-            last = find(minus, -k, first) - 1
-            return truth, math.ceil((days[last] + 1) * DAY + seconds)
-        # == and !=: the sum equal to k now, or from some later day on
-        if total == k:
-            return truth, (math.ceil((days[first] + 1) * DAY + seconds) if total else NEVER)
-        if total < k:
-            return truth, NEVER
-        i = bisect_right(minus, -k, first) - 1  # the last day from which >= k remains
-        if -minus[i] != k:
-            return truth, NEVER
-        return truth, math.ceil((days[i - 1] + 1) * DAY + seconds)
-
-    return judge
-
-
-def _age_judge(read: Callable[[Profile], int] | None, op: str, c: float) -> Judge:
-    """``duration-since-a-time op c`` (*read* None: ``now op c``)."""
-    test = _OPERATORS[op]
-    at_equal = _AT_EQUAL[op]
-
-    def judge(st: _State) -> tuple[bool, int]:
-        now = st.now
-        if read is None:
-            value = float(now)
-        else:
-            ts = read(st.profile)
-            if not ts:
-                return False, NEVER  # missing: no comparison holds
-            if ts > now:
-                return test(0.0, c), ts  # 0 until then
-            value = float(now - ts)
-        truth = test(value, c)
-        return truth, _crossing(now, value - c, 1.0, at_equal is not truth)
-
-    return judge
-
-
-_YEARS_AHEAD: Final = 120
-
-
-def _yearly_judge(path: str, test: Callable[[Any, Any], bool], const: Any) -> Judge:
-    """``age`` or ``age_band`` compared with a constant: from a birth year the answer
-    can only change on a 1 January, and which one depends on the birth year and this
-    year alone (kept: a band changes once a decade, not every year)."""
-    read, args = fn.field_reader(path)
-    flips: dict[tuple[int, int], int] = {}
-
-    def flip(profile: Profile, now: int, truth: bool) -> int:
-        this_year = time.gmtime(now).tm_year
-        key = (profile.traits.birth_year or 0, this_year)
-        found = flips.get(key)
-        if found is None:
-            found = NEVER
-            probe = Profile(visitor_id="", traits=Traits(birth_year=key[0]))
-            for year in range(this_year + 1, this_year + _YEARS_AHEAD):
-                jan1 = calendar.timegm((year, 1, 1, 0, 0, 0))
-                if test(number(read(fn.Context(probe, None, jan1), *args)), const) is not truth:
-                    found = jan1
-                    break
-            if len(flips) > 10_000:
-                flips.clear()
-            flips[key] = found
-        return found
-
-    def judge(st: _State) -> tuple[bool, int]:
-        truth = test(_read(st, path, read, args), const)
-        if not st.profile.traits.birth_year:
-            return truth, NEVER
-        return truth, flip(st.profile, st.now, truth)
-
-    return judge
 
 
 _MIRROR: Final = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
@@ -629,28 +416,28 @@ def _direct(node: Binary) -> Judge | None:
         values = [number(item.value) for item in const.items]
         kind = str if term.path == "age_band" else float  # type: ignore[union-attr]
         same = all(type(v) is kind for v in values)
-        return _yearly_judge(term.path, _tester(op, same), values)  # type: ignore[union-attr]
+        return yearly_judge(term.path, _tester(op, same), values)  # type: ignore[union-attr]
     if op not in _MIRROR:
         return None
     if isinstance(term, Literal):
         term, const, op = const, term, _MIRROR[op]
     if isinstance(term, Name) and term.path in YEARLY_FIELDS and isinstance(const, Literal):
         same = (const.type == "string") == (term.path == "age_band")
-        return _yearly_judge(term.path, _tester(op, same), number(const.value))
+        return yearly_judge(term.path, _tester(op, same), number(const.value))
     if not isinstance(const, Literal) or const.type not in ("number", "duration", "date"):
         return None
     k = number(const.value)
     if isinstance(term, Call) and len(term.args) == 1:
         seconds = term.args[0].value  # type: ignore[attr-defined]
         if term.name in ORDER_WINDOWS:
-            return _count_judge(term.name, seconds, op, k)
+            return count_judge(term.name, seconds, op, k)
         if term.name in COUNTER_WINDOWS:
-            return _counter_judge(COUNTER_WINDOWS[term.name], seconds, op, k)
+            return counter_judge(COUNTER_WINDOWS[term.name], seconds, op, k)
     if isinstance(term, Name):
         if term.path == "now":
-            return _age_judge(None, op, k)
+            return age_judge(None, op, k)
         if term.path in LINEAR_FIELDS:
-            return _age_judge(LINEAR_FIELDS[term.path], op, k)
+            return age_judge(LINEAR_FIELDS[term.path], op, k)
     return None
 
 
@@ -771,7 +558,7 @@ class _Planner:
 def _has(inner: Eval) -> Eval:
     """``has(field)``: whether a field is missing does not change with time."""
 
-    def signal(st: _State) -> Sig:
+    def signal(st: State) -> Sig:
         value = inner(st)[0]
         return value is not None and value != [], 0.0, NEVER, None
 
@@ -788,6 +575,16 @@ class _Plan:
     request's segments and the placements' conditions)."""
     timed: tuple[tuple[str, Judge], ...]
     """The activatable segments that can change by time alone, with their signals."""
+    soonest: Callable[[State], tuple[int, tuple[bool, ...]]] | None
+    """Those judged in one generated function (:mod:`edge.activation.soonest`): the
+    first time any of them may change (NEVER: none) and whether each holds now; None
+    when there are none."""
+    rest: Callable[[fn.Context], tuple[bool, ...]] | None
+    """The activatable segments not in *timed*, compiled alone (for :func:`refresh`);
+    None when one of them refers to a timed segment (then :func:`refresh` evaluates
+    every segment, as :func:`update` does)."""
+    merge: tuple[int, ...]
+    """For each of *names*: its index in ``timed + rest``."""
 
 
 _PLANS: dict[int, tuple[RuleSet, _Plan]] = {}
@@ -806,16 +603,66 @@ def _plan(ruleset: RuleSet) -> _Plan:
         [Output(n, ruleset.segments[n].checked) for n in names],
         {n: i for i, n in enumerate(names)},
     )
+    timed = tuple((n, planner.judges[n]) for n in names if planner.kinds[n] != _CONST)
+    timed_names = [n for n, _ in timed]
+    untimed = [n for n in names if n not in timed_names]
+    rest = None
+    if not any(_refers(ruleset.segments[n].checked, timed_names) for n in untimed):
+        rest = generate(
+            [Output(n, ruleset.segments[n].checked) for n in untimed],
+            {n: i for i, n in enumerate(untimed)},
+        ).evaluate
+    order = [*timed_names, *untimed]
     plan = _Plan(
         names,
         frozenset(names),
         program.evaluate,
-        tuple((n, planner.judges[n]) for n in names if planner.kinds[n] != _CONST),
+        timed,
+        _soonest(ruleset, timed),
+        rest,
+        tuple(order.index(n) for n in names),
     )
     if len(_PLANS) >= _MAX_PLANS:
         _PLANS.pop(next(iter(_PLANS)))
     _PLANS[id(ruleset)] = (ruleset, plan)
     return plan
+
+
+def _refers(checked: Any, names: Collection[str]) -> bool:
+    """Whether a rule's tree names one of the segments *names*."""
+    if checked is None:
+        return False
+    stack = [checked.tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Name) and node.path in names:
+            return True
+        stack += _children(node)
+    return False
+
+
+def _soonest(
+    ruleset: RuleSet, timed: tuple[tuple[str, Judge], ...]
+) -> Callable[[State], tuple[int, tuple[bool, ...]]] | None:
+    """The generated judge of all *timed* segments at once (their leaves judged by
+    the planner's judges, and / or / not and segment references written out)."""
+    if not timed:
+        return None
+    planner = _Planner(ruleset)
+    trees: dict[str, Node | None] = {}
+    for name in ruleset.segment_names:
+        planner.segment(name)
+        if name in planner.judges:
+            checked = ruleset.segments[name].checked
+            trees[name] = checked.tree if checked is not None else None
+    planner.types = {}  # the leaves' types, from every rule (a node has one type)
+    for name in trees:
+        checked = ruleset.segments[name].checked
+        if checked is not None:
+            planner.types.update(checked.types)
+    helpers = {"counter_sums": counter_sums, "keep": ORDER_WINDOWS}
+    leaf = lambda node: planner.truth(node)[0]  # noqa: E731
+    return soonest.write([n for n, _ in timed], trees, leaf, helpers)[1]
 
 
 # --- the contract --------------------------------------------------------------------------
@@ -833,7 +680,10 @@ def update(profile: Profile, ruleset: RuleSet, now: int) -> list[Transition]:
     was removed or now reads the request) is dropped without a transition: nobody left
     it."""
     plan = _plan(ruleset)
-    result = plan.evaluate(ruleset.context(profile, None, now))
+    return _record(profile, plan, plan.evaluate(ruleset.context(profile, None, now)), now)
+
+
+def _record(profile: Profile, plan: _Plan, result: Sequence[bool], now: int) -> list[Transition]:
     held = profile.segments
     changes = []
     for name, inside in zip(plan.names, result, strict=True):
@@ -857,13 +707,22 @@ def next_change(profile: Profile, ruleset: RuleSet, now: int) -> int | None:
     plan = _plan(ruleset)
     if not plan.timed:
         return None
-    st = _State(profile, ruleset.context(profile, None, now), now)
-    soonest = NEVER
-    done = st.done
-    for name, judge in plan.timed:
-        known = done.get(name)
-        if known is None:
-            known = done[name] = judge(st)
-        if known[1] < soonest:
-            soonest = known[1]
-    return None if soonest >= NEVER else soonest
+    assert plan.soonest is not None
+    first = plan.soonest(State(profile, ruleset.context(profile, None, now), now))[0]
+    return None if first >= NEVER else first
+
+
+def refresh(profile: Profile, ruleset: RuleSet, now: int) -> tuple[list[Transition], int | None]:
+    """:func:`update` then :func:`next_change`, sharing one evaluation: the segments
+    that change by time are judged once (their membership now comes with their next
+    change), the others by their own compiled evaluator. The same answers (a test
+    checks), for one pass over the profile instead of two."""
+    plan = _plan(ruleset)
+    ctx = ruleset.context(profile, None, now)
+    if plan.soonest is None or plan.rest is None:
+        changes = _record(profile, plan, plan.evaluate(ctx), now)
+        return changes, next_change(profile, ruleset, now)
+    first, truths = plan.soonest(State(profile, ctx, now))
+    every = truths + plan.rest(ctx)
+    changes = _record(profile, plan, [every[i] for i in plan.merge], now)
+    return changes, (None if first >= NEVER else first)
