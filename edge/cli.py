@@ -394,6 +394,9 @@ def _demo(args: argparse.Namespace) -> int:
             "rules": str(rules),
             "snippets": args.snippets,
             "report_segments": list(REPORT_SEGMENTS),
+            # It writes thousands of synthetic profiles as it starts: on a busy machine a
+            # commit can wait longer than a serving sidecar's 2 s would let it.
+            "store_write_timeout_ms": 15_000,
             "activation": True,
             "activation_interval": 10,
             "destinations": _demo_destinations(rules, hooks_sock.getsockname()[1]),

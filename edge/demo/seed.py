@@ -316,9 +316,13 @@ async def seed(
     segments its units were in). Returns how many customers."""
     now = int(time.time()) if now is None else now
     customers = synthetic_customers(now)
-    await asyncio.gather(
-        *(profiles.record(None, events, ev.Source.SHOP, now=now) for events in customers)
-    )
+    for at in range(0, len(customers), 64):  # (a few commits' worth queued at a time)
+        await asyncio.gather(
+            *(
+                profiles.record(None, events, ev.Source.SHOP, now=now)
+                for events in customers[at : at + 64]
+            )
+        )
     if placements is None:
         return len(customers)
     await record_history(profiles, placements, now, ruleset)
