@@ -35,7 +35,7 @@
   var split = function (s) {
     return s.split(",").map(function (x) { return x.trim(); }).filter(Boolean);
   };
-  // window.shopEdgeConfig = {cap, consentCookie, consentValues, recommendations}, set
+  // window.shopEdgeConfig = {cap, consentCookie, consentValues, recommendations, ask}, set
   // by the theme before the snippet, overrides the tag's attributes (for injected tags).
   var conf = window.shopEdgeConfig || {};
   var slots = split(attr("data-edge-slots"));
