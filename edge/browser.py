@@ -258,13 +258,16 @@ def script_tag(
     selectors: tuple[str, ...], *, consent_cookie: str = "", consent_values: tuple[str, ...] = ()
 ) -> str:
     """The snippet's script tag for a page whose *selectors* may change in the browser
-    (the same for every visitor: the page stays cacheable)."""
+    (the same for every visitor: the page stays cacheable). Not ``defer``: the tag is
+    immutable-cached, so blocking the parser costs a cache hit, and the snippet asks
+    /_edge/decide while the page is still parsed and fills each slot as it is parsed
+    (bench/snippet.py)."""
     attrs = [f'src="{SNIPPET_URL}"', f'data-edge-slots="{html.escape(",".join(selectors))}"']
     if consent_cookie:
         attrs.append(f'data-consent-cookie="{html.escape(consent_cookie)}"')
         if consent_values:
             attrs.append(f'data-consent-values="{html.escape(",".join(consent_values))}"')
-    return f"<script {' '.join(attrs)} defer></script>"
+    return f"<script {' '.join(attrs)}></script>"
 
 
 # --- GET /_edge/decide -----------------------------------------------------------------

@@ -2,11 +2,13 @@
    (no eval, no inline handlers or styles). The sidecar serves it minified at
    /_edge/edge.<hash>.js and as is at /_edge/static/edge.js; load it in <head>:
 
-     <script src="/_edge/static/edge.js" data-edge-slots="#hero,.product-grid" defer></script>
+     <script src="/_edge/static/edge.js" data-edge-slots="#hero,.product-grid"></script>
 
    - Swaps: asks /_edge/decide?path=... what this visitor gets on this page and applies
      the edits (before, after, prepend, append, set_inner_content, replace, remove,
-     reorder) to the slots' CSS selectors, as the sidecar's rewriter would. The slots in
+     reorder) to the slots' CSS selectors, as the sidecar's rewriter would. Not deferred,
+     it asks while the page is parsed and fills each slot once parsed (DOMContentLoaded:
+     the last pass); a <link rel=preload as=fetch> of the same URL is used. The slots in
      data-edge-slots are hidden (visibility, so nothing moves) until the answer, at most
      data-edge-cap ms (300): after that the original stays. Pages the sidecar already
      personalized (<meta name="shop-edge" content="done">) are left as they are.
@@ -33,7 +35,7 @@
   var split = function (s) {
     return s.split(",").map(function (x) { return x.trim(); }).filter(Boolean);
   };
-  // window.shopEdgeConfig = {cap, consentCookie, consentValues, recommendations}, set
+  // window.shopEdgeConfig = {cap, consentCookie, consentValues, recommendations, ask}, set
   // by the theme before the snippet, overrides the tag's attributes (for injected tags).
   var conf = window.shopEdgeConfig || {};
   var slots = split(attr("data-edge-slots"));
@@ -170,7 +172,17 @@
 
   var CONTENT = { set_inner_content: 1, replace: 1, remove: 1, reorder: 1 };
 
-  // Applies the decision to the elements not edited yet; true if anything changed.
+  // An element the parser is done with: something follows it (or the page is parsed).
+  function closed(el) {
+    if (doc.readyState !== "loading") return true;
+    for (var n = el; n && n !== doc.documentElement; n = n.parentNode) {
+      if (n.nextSibling) return true;
+    }
+    return false;
+  }
+
+  // Applies the decision to the elements not edited yet (while the page is parsed: to
+  // those already closed, the rest at the next pass); true if anything changed.
   function apply(d) {
     var changed = false;
     var content = new WeakSet(); // one content-changing edit per element: the first
@@ -178,7 +190,7 @@
     (d.edits || []).forEach(function (e) {
       $$(e.selector).forEach(function (el) {
         if (done.has(el) || (CONTENT[e.action] && content.has(el))) return;
-        if (!el.parentNode) return;
+        if (!el.parentNode || !closed(el)) return;
         if (CONTENT[e.action]) content.add(el);
         var nodes = edit1(el, e);
         nodes.forEach(function (n) { done.add(n); });
@@ -193,7 +205,7 @@
     });
     (d.holdouts || []).forEach(function (h) {
       $$(h.selector).forEach(function (el) {
-        if (done.has(el)) return;
+        if (done.has(el) || !closed(el)) return;
         done.add(el);
         block([el], h.token, true);
       });
@@ -202,6 +214,7 @@
     // (marked, so that a later navigation hides only the slots not decided yet)
     slots.forEach(function (s) {
       $$(s).forEach(function (el) {
+        if (!closed(el)) return;
         done.add(el);
         el.setAttribute("data-edge-done", "");
       });
@@ -234,14 +247,19 @@
     clearTimeout(capTimer);
     if (d && d.product) product(d.product);
     var left = 1;
-    var go = function () {
-      if (--left > 0 || mine !== seq) return;
-      decision = d; // (from now on, slots that appear get it too)
+    var parsing = null; // applies the answer to the slots as the parser closes them
+    var pass = function () {
       try {
         if (d) apply(d);
       } catch (e) {
         /* fail open: what could be applied is, the rest of the page as the shop made it */
       }
+    };
+    var go = function () {
+      if (--left > 0 || mine !== seq) return;
+      if (parsing) parsing.disconnect();
+      decision = d; // (from now on, slots that appear get it too)
+      pass();
       hide([]);
       if (!dwell) page();
       try { performance.mark("shop-edge:applied"); } catch (e) { /* old browser */ }
@@ -249,6 +267,21 @@
     };
     // the blocks show styled (nothing reflows after): their stylesheet first, within the cap
     var link = d && (d.edits || []).length ? css(d.css) : null;
+    try {
+      if (d && d.css) localStorage.setItem(CSS_KEY, d.css); // (the next page asks for it early)
+    } catch (e) { /* no storage */ }
+    // the page still parsed (the tag is not deferred): each slot is filled as soon as it
+    // is parsed, DOMContentLoaded is the last pass
+    var styled = function () {
+      if (mine === seq && d && doc.readyState === "loading" && window.MutationObserver) {
+        pass();
+        parsing = new MutationObserver(function () {
+          if (mine === seq) pass();
+        });
+        parsing.observe(doc.documentElement, { childList: true, subtree: true });
+      }
+      go();
+    };
     if (link) {
       left++;
       var once = function () {
@@ -257,7 +290,7 @@
         link.removeEventListener("error", once);
         link = null;
         clearTimeout(wait);
-        go();
+        styled();
       };
       var wait = setTimeout(once, cap);
       link.addEventListener("load", once);
@@ -270,10 +303,27 @@
     // until then only the slots that will change stay hidden
     var changing = d ? (d.edits || []).map(function (e) { return e.selector; }) : [];
     if (left > 1) hide(undecided(changing));
-    go();
+    if (link) go();
+    else styled();
   }
 
   var capTimer = 0;
+  var CSS_KEY = "shop-edge:css";
+  var preload = doc.querySelector('link[rel=preload][href^="/_edge/decide?"]');
+  // While the page is parsed, the question waits until every listed slot is found and
+  // closed (their items' ids go with it), else for DOMContentLoaded; it goes at once with
+  // the page's preload of it, or shopEdgeConfig.ask = "head" (no ids: a list's order
+  // then comes from the catalogue's products of the category).
+  function parsed(path) {
+    if (doc.readyState !== "loading" || conf.ask === "head") return true;
+    if (preload && preload.getAttribute("href") === target(path)) return true;
+    return slots.every(function (s) {
+      var found = $$(s);
+      return found.length > 0 && found.every(closed);
+    });
+  }
+  function target(path) { return "/_edge/decide?path=" + encodeURIComponent(path); }
+
   function decide() {
     var path = here();
     decided = path;
@@ -282,6 +332,22 @@
     decision = null;
     hide(undecided(slots));
     clearTimeout(capTimer);
+    var ready = new Promise(function (resolve) {
+      if (parsed(path)) return resolve();
+      var watcher = window.MutationObserver ? new MutationObserver(function () {
+        if (parsed(path)) later();
+      }) : null;
+      var later = function () {
+        if (watcher) watcher.disconnect();
+        resolve();
+      };
+      if (watcher) watcher.observe(doc.documentElement, { childList: true, subtree: true });
+      doc.addEventListener("DOMContentLoaded", later);
+    });
+    return ready.then(function () { return mine === seq ? ask(path, mine) : null; });
+  }
+
+  function ask(path, mine) {
     capTimer = setTimeout(function () {
       // /decide is late: the original shows, and stays (no late swap, no flicker)
       if (mine !== seq) return;
@@ -299,12 +365,13 @@
         });
       });
     });
-    var url = "/_edge/decide?path=" + encodeURIComponent(path);
+    var url = target(path);
     if (ids.length) url += "&items=" + encodeURIComponent(ids.join(","));
-    return fetch(url, {
-      credentials: "same-origin",
-      headers: { Accept: "application/json" }
-    })
+    // the page's <link rel=preload> of this path's decision: the very URL, once
+    var early = preload;
+    preload = null;
+    if (early && early.getAttribute("href") === target(path)) url = target(path);
+    return fetch(url, { credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.json() : null; })
       .catch(function () { return null; })
       .then(function (d) {
@@ -568,7 +635,14 @@
     }
   }
 
-  if (!marked()) decide();
+  if (!marked()) {
+    try {
+      // the blocks' stylesheet the last answer named: loading while this page is parsed
+      var early = localStorage.getItem(CSS_KEY);
+      if (early && /^\/[^/]/.test(early)) css(early);
+    } catch (e) { /* no storage */ }
+    decide();
+  }
   if (doc.readyState === "loading") doc.addEventListener("DOMContentLoaded", ready);
   else ready();
 })();

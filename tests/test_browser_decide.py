@@ -476,7 +476,7 @@ async def test_a_browser_page_keeps_the_shops_caching_and_carries_the_script_tag
     tag = reply.text[reply.text.index("<script") : reply.text.index("</head>")]
     assert tag == (
         f'<script src="{browser.SNIPPET_URL}" data-edge-slots="{HOME_SLOTS}" '
-        'data-consent-cookie="ok" data-consent-values="1,yes,true,all" defer></script>'
+        'data-consent-cookie="ok" data-consent-values="1,yes,true,all"></script>'
     )
     # the shop's page, byte for byte, but for the tag: no block, no marker
     assert reply.content.replace(tag.encode(), b"") == SHOP_PAGE

@@ -23,7 +23,7 @@ from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import msgspec
 import pytest
@@ -138,12 +138,19 @@ def layout(title: str, main: str, head: str = "", main_attrs: str = "") -> bytes
     ).encode()
 
 
-def home(head: str = "") -> bytes:
+def home(head: str = "", main_end: str = "") -> bytes:
     hero = (
         '<section class="hero" data-edge-slot="home-hero"><div class="container">'
         f"<h1>{ORIGINAL_HERO}</h1><p>Scarpe, borse e oggetti per la casa.</p></div></section>"
     )
-    return layout("Home", hero, head)
+    return layout("Home", hero + main_end, head)
+
+
+ALL_HOME_SLOTS = (
+    '<div data-edge-slot="home-shelves"></div><aside data-edge-slot="profile-form"></aside>'
+)
+"""The home slots of the repository's rules that home() leaves out (the snippet asks
+once every listed slot is parsed)."""
 
 
 def category(slug: str) -> bytes:
@@ -186,12 +193,39 @@ def strict(slots: str) -> tuple[bytes, str]:
     return home(head), policy
 
 
+PAUSE = 2.0
+"""How long the slowly streamed home page waits before its last bytes (the page is
+parsed but for them: DOMContentLoaded comes after)."""
+
+
+def preloaded(path: str) -> str:
+    """A theme's preload of its page's decision (the URL the snippet fetches)."""
+    href = "/_edge/decide?path=" + quote(path, safe="")
+    return f'<link rel="preload" as="fetch" crossorigin href="{href}">'
+
+
 class ShopHandler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
+    def slowly(self, body: bytes) -> None:
+        """*body* all but its end at once, the end PAUSE seconds later (no length: the
+        connection's end ends it)."""
+        cut = body.rindex(b"</body>")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body[:cut])
+        self.wfile.flush()
+        time.sleep(PAUSE)
+        self.wfile.write(body[cut:])
+
     def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
+        if path == "/" and "slow" in query:  # every slot the rules list for home
+            self.slowly(home(main_end=ALL_HOME_SLOTS))
+            return
         headers = {"Content-Type": "text/html; charset=utf-8"}
         if path == "/shop.css":
             body, headers = SHOP_CSS, {"Content-Type": "text/css"}
@@ -199,6 +233,8 @@ class ShopHandler(BaseHTTPRequestHandler):
             body, headers = FAVICON, {"Content-Type": "image/svg+xml"}
         elif path == "/spa.js":
             body, headers = SPA_JS, {"Content-Type": "text/javascript"}
+        elif path == "/" and "preload" in query:
+            body = home(preloaded("/?preload"))
         elif path == "/" and "csp" in query:
             body, policy = strict(HOME_SLOTS)
             headers["Content-Security-Policy"] = policy
@@ -558,6 +594,55 @@ def test_nothing_is_done_on_a_page_the_sidecar_personalized(
     assert page.locator("form.edge-profile-form").count() == 1  # not doubled
     assert watch.errors == []
     shot(page, tmp_path, "server-personalized")
+    context.close()
+
+
+def test_slots_are_filled_while_the_page_is_still_parsed(
+    edge: EdgeProcess, base: str, browser: Browser
+) -> None:
+    """The tag is not deferred: the snippet asks once the listed slots are parsed and
+    fills them then, not at DOMContentLoaded (the page's end comes PAUSE s later)."""
+    vip = customer(edge.port, "hero-vip")
+    give_orders(vip, vip_orders(vip))
+    tag = re.search(r"<script [^>]*edge\.[0-9a-f]{10}\.js[^>]*>", vip.page("/"))
+    assert tag is not None and " defer" not in tag.group(0) and " async" not in tag.group(0)
+    context = new_context(browser, base, vip)
+    context.add_init_script(
+        "document.addEventListener('DOMContentLoaded', function () {"
+        " window.__heroAtDcl = document.querySelectorAll("
+        "'[data-edge-slot=home-hero] .edge-hero--vip').length; });"
+    )
+    page = context.new_page()
+    watch = Watch(page)
+    page.goto(base + "/?slow", wait_until="commit")
+    page.locator("[data-edge-slot=home-hero] .edge-hero--vip").wait_for()
+    assert page.evaluate("document.readyState") == "loading"  # (its end not parsed yet)
+    page.wait_for_load_state("load")
+    assert page.evaluate("window.__heroAtDcl") == 1
+    assert ORIGINAL_HERO not in hero_text(page)
+    assert [decided_path(url) for url in watch.decides] == ["/?slow"]
+    assert watch.shift == 0.0, page.evaluate("window.__shifted")
+    assert watch.errors == []
+    context.close()
+
+
+def test_a_preloaded_decision_is_asked_once(edge: EdgeProcess, base: str, browser: Browser) -> None:
+    """A theme's <link rel=preload as=fetch> of the page's decision: the snippet uses it
+    (one request, one exposure; no console warning about an unused preload)."""
+    vip = customer(edge.port, "hero-vip")
+    give_orders(vip, vip_orders(vip))
+    context = new_context(browser, base, vip)
+    page = context.new_page()
+    watch = Watch(page)
+    warnings: list[str] = []
+    page.on("console", lambda m: m.type == "warning" and warnings.append(m.text))
+    page.goto(base + "/?preload", wait_until="load")
+    applied(page)
+    assert page.locator("[data-edge-slot=home-hero] .edge-hero--vip").count() == 1
+    page.wait_for_timeout(3500)  # Chromium names a preload unused after 3 s
+    assert [decided_path(url) for url in watch.decides] == ["/?preload"]
+    assert not [w for w in warnings if "preload" in w], warnings
+    assert watch.errors == []
     context.close()
 
 
