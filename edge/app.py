@@ -166,6 +166,7 @@ class EdgeApp:
             lambda: self.config.stylesheet,
         )
         self.profile_form = ProfileForm(identity, self.recorder, self.visitors, rules=self.rules)
+        endpoints.questions = lambda: self.profile_form.questions
         # The merchant's page, off (404) while admin_token is unset (read at each
         # request: a reload may set it); segment sizes are counted once a day either
         # way (edge/snapshots.py).

@@ -19,7 +19,7 @@ import hmac
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
@@ -108,6 +108,9 @@ class EventEndpoints:
         self.profiles = profiles
         self.recorder = recorder
         self.visitors = visitors
+        self.questions: Callable[[], Mapping[str, Question]] = default_questions
+        """The serving profiling questions: an answer the browser snippet sends as an
+        event is checked as the form's POST checks it (app wiring sets the rules')."""
         # A bucket left alone for _BURST / _REFILL_PER_SECOND seconds is full again,
         # exactly as if it had never been made: it can expire then.
         self._buckets: Expiring[str, tuple[float, float]] = Expiring(
@@ -175,7 +178,9 @@ class EventEndpoints:
             return _problem(
                 413, "too_many", f"a batch may hold at most {BROWSER_BATCH_LIMIT} events"
             )
-        problem = _check_beacons(self.identity, batch.events, visit.visitor_id)
+        problem = _check_beacons(self.identity, batch.events, visit.visitor_id) or _check_answers(
+            batch.events, self.questions()
+        )
         if problem:
             return _problem(422, "invalid", problem)
         try:
@@ -415,6 +420,23 @@ def _check_beacons(identity: Identity, events: list[ev.Event], visitor_id: str) 
         except BadToken as exc:
             return f"events[{i}].{exc}. Nothing in the batch was stored"
         event.placement_id = exposure.placement
+    return ""
+
+
+def _check_answers(events: list[ev.Event], questions: Mapping[str, Question]) -> str:
+    """What is wrong with the batch's profiling answers ("" when nothing): each must
+    answer a question the rules ask, with an answer the question accepts (or the
+    decline), exactly as the form's POST; the answer is stored as the form stores it."""
+    for i, event in enumerate(events):
+        if type(event) is not ev.ProfileFormAnswered:
+            continue
+        question = questions.get(event.question)
+        if question is None:
+            return f"events[{i}].question: no profiling question asks for {event.question!r}"
+        try:
+            event.answer = question.validate(event.answer)
+        except AnswerError as exc:
+            return f"events[{i}].answer: {exc.text('en')}. Nothing in the batch was stored"
     return ""
 
 

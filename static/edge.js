@@ -508,6 +508,46 @@
     if (now) flush();
   }, true);
 
+  // The profiling form, answered without leaving the page: the answer goes as an event
+  // (the sidecar checks it as it checks the form's POST), the form gives way to its
+  // thanks, and the next question comes with a later page. Without consent, without the
+  // visitor cookie, or when the sidecar refuses the answer: the form's own POST.
+  doc.addEventListener("submit", function (ev) {
+    var form = ev.target;
+    if (!form.matches || !form.matches("form.edge-profile-form") || !known || !allowed()) return;
+    var skip = ev.submitter && ev.submitter.name === "skip";
+    var fields = new FormData(form);
+    ev.preventDefault();
+    var posted = function () {
+      if (skip) {
+        var field = doc.createElement("input");
+        field.type = "hidden";
+        field.name = "skip";
+        field.value = "1";
+        form.appendChild(field);
+      }
+      form.submit(); // (no submit event: this listener is not asked again)
+    };
+    fetch("/_edge/events", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ events: [{
+        event: "Profile Form Answered",
+        question: String(fields.get("question") || ""),
+        answer: skip ? "-" : String(fields.get("answer") || "")
+      }] })
+    }).then(function (reply) {
+      if (reply.status !== 202) return posted();
+      var thanks = doc.createElement("p");
+      thanks.className = "edge-profile-form__thanks";
+      thanks.setAttribute("role", "status");
+      thanks.textContent = form.getAttribute("data-thanks") || "Thank you!";
+      done.add(thanks);
+      form.replaceWith(thanks);
+    }, posted);
+  });
+
   // Product dwell: the visible time on a product page, sent when the visitor leaves it.
   var dwell = null;
   function product(id) {

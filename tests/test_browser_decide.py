@@ -624,3 +624,32 @@ async def test_a_browser_page_type_the_rules_do_not_have_is_named_in_the_log(
     [line] = [r.getMessage() for r in caplog.records if "browser_pages" in r.getMessage()]
     assert "'categry' is not a page type" in line and "category" in line
     await app.store.close()
+
+
+async def test_a_profiling_answer_as_an_event_is_checked_as_the_forms_post(
+    tmp_path: Path, shop: str, feed: Path
+) -> None:
+    """The snippet sends the form's answer to /_edge/events: a question the rules do not
+    ask, or an answer the question does not accept, is refused whole (422, naming it);
+    a good one is stored normalised, as the form's POST stores it; a decline too."""
+    app = make_app(tmp_path, shop, feed)
+    visitor = Browser(app)
+    await visitor.arrive()
+    answer = {"event": "Profile Form Answered"}
+    unknown = await visitor.beacons({**answer, "question": "shoe_size", "answer": "42"})
+    assert unknown.status_code == 422 and "shoe_size" in unknown.json()["message"]
+    wrong = await visitor.beacons(
+        {**answer, "question": "city", "answer": "Roma"},
+        {**answer, "question": "gender", "answer": "martian"},
+    )
+    assert wrong.status_code == 422 and "events[1].answer" in wrong.json()["message"]
+    assert (await visitor.profile()).get("answers", {}) == {}  # nothing of that batch
+    good = await visitor.beacons(
+        {**answer, "question": "gender", "answer": "  FEMALE "},
+        {**answer, "question": "city", "answer": "-"},
+    )
+    assert good.status_code == 202
+    assert (await visitor.profile())["answers"] == {"gender": "female", "city": "-"}
+    await visitor.close()
+    await app.recorder.flush()
+    await app.store.close()

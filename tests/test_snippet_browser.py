@@ -233,6 +233,8 @@ class ShopHandler(BaseHTTPRequestHandler):
             body, headers = FAVICON, {"Content-Type": "image/svg+xml"}
         elif path == "/spa.js":
             body, headers = SPA_JS, {"Content-Type": "text/javascript"}
+        elif path == "/" and "form" in query:  # with the profiling form's slot
+            body = home(main_end=ALL_HOME_SLOTS)
         elif path == "/" and "preload" in query:
             body = home(preloaded("/?preload"))
         elif path == "/" and "csp" in query:
@@ -954,4 +956,37 @@ def test_the_snippet_works_under_a_strict_csp(
     page.evaluate("document.body.setAttribute('style', 'color: red')")
     until(page, lambda: watch.violations)
     assert watch.violations[0].startswith("style-src")
+    context.close()
+
+
+def test_the_profiling_form_is_answered_without_leaving_the_page(
+    edge: EdgeProcess, base: str, browser: Browser
+) -> None:
+    """With the browser snippet, an answer goes as an event the sidecar checks like the
+    form's POST; the page stays (no navigation), the form gives way to its thanks."""
+    context = new_context(browser, base)
+    page = context.new_page()
+    watch = Watch(page)
+    page.goto(f"{base}/?form", wait_until="load")
+    form = page.locator("form.edge-profile-form")
+    form.wait_for()
+    page.evaluate("window.__stayed = true")  # gone if the page were loaded again
+    question = form.locator("input[name=question]").get_attribute("value")
+    assert question == "gender"
+    form.locator("select[name=answer]").select_option("female")
+    form.locator("button[type=submit]:not([name=skip])").click()
+    thanks = page.locator(".edge-profile-form__thanks")
+    thanks.wait_for()
+    assert thanks.text_content() == "Thank you: noted."
+    assert page.evaluate("window.__stayed") is True and page.url == f"{base}/?form"
+    vid = next(c["value"] for c in context.cookies() if c["name"] == "edge_vid")
+    visitor = Shopper(edge.port)
+    visitor.cookie = f"edge_vid={vid}"
+    wait_for(lambda: visitor.profile().get("answers") == {"gender": "female"})
+    # the next page asks the next question
+    page.goto(f"{base}/?form", wait_until="load")
+    asked = page.locator("form.edge-profile-form input[name=question]")
+    asked.wait_for(state="attached")
+    assert asked.get_attribute("value") == "age_band"
+    assert watch.errors == []
     context.close()
