@@ -23,6 +23,7 @@ unminified file by hand.
 from __future__ import annotations
 
 import base64
+import binascii
 import gzip
 import hashlib
 import hmac
@@ -101,8 +102,12 @@ _encode_exposure = msgspec.msgpack.Encoder().encode
 _decode_exposure = msgspec.msgpack.Decoder(Exposure).decode
 
 
+_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+    # (base64.urlsafe_b64encode's bytes, without its two Python-level calls)
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
 
 
 def _unb64(text: str) -> bytes:
@@ -374,7 +379,10 @@ class BrowserDecide:
         page: Page | None,
         visitor_id: str,
         items: list[str],
-    ) -> list[dict[str, Any]]:
+    ) -> list[msgspec.Raw]:
+        """The edits as JSON objects, each ``{placement, arm, slot, selector, action,
+        html | items, key, order, token}``: all but the token and a reorder's ids
+        encoded once per rendered block (:func:`_encode_entry`)."""
         out = []
         ts = decision.now or 0
         for edit in decision.edits:
@@ -384,25 +392,16 @@ class BrowserDecide:
             if slot is None:
                 continue
             arm = decision.arms.get(edit.placement, "")
-            entry: dict[str, Any] = {
-                "placement": edit.placement,
-                "arm": arm,
-                "slot": edit.slot,
-                "selector": slot.select,
-                "action": edit.edit.action,
-            }
             if edit.edit.action == "reorder":
                 order = self._order(edit, slot, page, items)
                 if order is None:
                     continue
-                entry.update(order)
-            elif edit.edit.action != "remove":
-                content = edit.edit.content
-                entry["html"] = (
-                    content.decode("utf-8", "replace") if isinstance(content, bytes) else content
-                )
-            entry["token"] = self._token(visitor_id, edit.placement, arm, ts)
-            out.append(entry)
+                ids = msgspec.json.encode(order)
+                head = _encode_entry(edit, arm, slot.select) + b"," + ids[1:-1]
+            else:
+                head = _encode_entry(edit, arm, slot.select)
+            token_text = self._token(visitor_id, edit.placement, arm, ts)
+            out.append(msgspec.Raw(b'%s,"token":"%s"}' % (head, token_text.encode())))
         return out
 
     def _holdouts(
@@ -471,6 +470,38 @@ class BrowserDecide:
                         break
             self._candidates[key] = found
         return found
+
+
+_ENTRIES: dict[tuple[str, str, str, str, str, object], bytes] = {}
+_MAX_ENTRIES: Final = 1024
+
+
+def _encode_entry(edit: SlotEdit, arm: str, selector: str) -> bytes:
+    """A browser edit's JSON object up to its token, open (no closing brace):
+    ``{"placement":..,"arm":..,"slot":..,"selector":..,"action":..[,"html":..]``.
+    Remembered by its fields: a block rendered once (the snippets' render cache
+    gives back the same string) is JSON-escaped once, not on every request."""
+    action = edit.edit.action
+    content = edit.edit.content if action not in ("reorder", "remove") else None
+    key = (edit.placement, arm, edit.slot, selector, action, content)
+    found = _ENTRIES.get(key)
+    if found is None:
+        entry: dict[str, Any] = {
+            "placement": edit.placement,
+            "arm": arm,
+            "slot": edit.slot,
+            "selector": selector,
+            "action": action,
+        }
+        if content is not None:
+            entry["html"] = (
+                content.decode("utf-8", "replace") if isinstance(content, bytes) else content
+            )
+        found = msgspec.json.encode(entry)[:-1]
+        if len(_ENTRIES) >= _MAX_ENTRIES:
+            _ENTRIES.clear()
+        _ENTRIES[key] = found
+    return found
 
 
 def _params(query: bytes) -> dict[str, str]:

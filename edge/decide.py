@@ -451,6 +451,8 @@ def _finish(decision: Decision, activities: PageActivities) -> None:
     if decision.edits and not decision.browser:
         decision.edits.append(_MARKER_EDIT)
     decision.clear_form_error = activities.clear_form_error
+    if decision.browser:  # (the fingerprint names a page's ETag: no page here)
+        return
     digest = hashlib.blake2b(digest_size=12)
     for edit in decision.edits:
         digest.update(edit.share)

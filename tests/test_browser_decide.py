@@ -653,3 +653,39 @@ async def test_a_profiling_answer_as_an_event_is_checked_as_the_forms_post(
     await visitor.close()
     await app.recorder.flush()
     await app.store.close()
+
+
+# --- the answer's pre-encoded entries ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['<a href="/c/x?a=1&b=2">Ciao \u00e8 \u2028 \\ "q" \x07</a>', b"<p>caf\xc3\xa9 \xff</p>", ""],
+)
+def test_a_pre_encoded_entry_is_the_json_of_the_edit_and_is_made_once(
+    content: str | bytes,
+) -> None:
+    """An edit's JSON object, encoded once per block and completed with its token, is
+    what encoding the whole object gives (quotes, backslashes, controls, non-ASCII,
+    bytes content that is not UTF-8), and the second request gets the same bytes."""
+    from edge.rewrite.edits import Edit
+    from edge.rewriting import SlotEdit
+
+    edit = SlotEdit("hero-x", "home-hero", Edit(HERO, "set_inner_content", content))
+    head = browser._encode_entry(edit, "b", HERO)
+    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
+    tok = browser._b64(b"\x00\xff payload")
+    whole = msgspec.json.encode(
+        {
+            "placement": "hero-x",
+            "arm": "b",
+            "slot": "home-hero",
+            "selector": HERO,
+            "action": "set_inner_content",
+            "html": text,
+            "token": tok,
+        }
+    )
+    assert head + b',"token":"' + tok.encode() + b'"}' == whole
+    assert browser._encode_entry(edit, "b", HERO) is head
+    assert browser._encode_entry(edit, "a", HERO) != head  # another arm, another entry
