@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import tests._hypothesis  # noqa: F401 - loads the Hypothesis profile (HYPOTHESIS_PROFILE)
+from tests._chromium import browser  # noqa: F401 - pytest fixture: Debian's Chromium, per module
 from tests._upstream import TestUpstream
 from tests.redis_server import redis_url  # noqa: F401 - pytest fixture: a real redis-server
 

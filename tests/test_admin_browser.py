@@ -20,18 +20,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from edge.demo.seed import seed
 from edge.identity import Identity
 from edge.profiles.service import ProfileService
 from edge.profiles.sqlite import SQLiteStore
 from edge.rules import LiveRules
+from tests._chromium import CHROMIUM
 from tests._upstream import TestUpstream
 from tests.conftest import EdgeProcess, fetch, free_port, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
 TOKEN = "admin-browser-token"
 SEGMENTS = list(LiveRules(ROOT / "rules").ruleset.segment_names)
 
@@ -96,19 +96,6 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeProcess]:
     finally:
         EdgeProcess(proc, port).stop()
         upstream.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--disable-dev-shm-usage"],
-            timeout=30_000,
-        )
-        yield chromium
-        chromium.close()
 
 
 class Watch:

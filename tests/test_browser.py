@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import (
@@ -16,13 +15,11 @@ from playwright.sync_api import (
     ConsoleMessage,
     Page,
     Request,
-    sync_playwright,
 )
 
+from tests._chromium import CHROMIUM
 from tests.conftest import EdgeProcess, start_edge
 from tests.test_activities import edge_env, lapsed_customer, start_shop, stop, write_feed
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 pytestmark = [
     pytest.mark.slow,
@@ -46,19 +43,6 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeProcess]:
         proc.stop()
     finally:
         stop(shop)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--disable-dev-shm-usage"],
-            timeout=30_000,
-        )
-        yield chromium
-        chromium.close()
 
 
 class Errors:

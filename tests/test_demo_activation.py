@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from edge.demo.catalog import PRODUCTS_BY_ID
+from tests._chromium import CHROMIUM, launched
 from tests.conftest import EDGE, ROOT, fetch, free_port, wait_listening
 from tests.test_activities import wait_for
 from tests.test_carts_e2e import Browser
@@ -198,63 +199,47 @@ def test_edge_serve_has_no_demo_clock(tmp_path: Any) -> None:
         assert 'id="demo"' not in page
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 def test_a_newcomer_watches_the_cart_recovery_in_chromium(demo: Demo, tmp_path: Path) -> None:
     """What the banner says, in a browser: a cart on the shop, the admin page's "+4 h",
     the signed reminder listed on the page; no console error (the CSP holds), a
     screenshot kept (DEMO_SCREENSHOT names where)."""
-    from playwright.sync_api import sync_playwright
-
     base = f"http://127.0.0.1:{demo.port}"
     slug = PRODUCTS_BY_ID["p1002"].slug
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--disable-dev-shm-usage"],
-            timeout=30_000,
-        )
-        try:
-            context = chromium.new_context(locale="en-GB", viewport={"width": 1366, "height": 900})
-            context.set_default_timeout(10_000)
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-            page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
-            page.goto(base + "/", wait_until="load")
-            page.goto(base + f"/p/{slug}", wait_until="load")
-            with page.expect_navigation():
-                page.click("form.add-to-cart button[type=submit]")
-            visitor = Visitor(demo.port)
-            visitor.cookies["edge_vid"] = {c["name"]: c["value"] for c in context.cookies()}[
-                "edge_vid"
-            ]
-            vid = visitor.id
-            wait_for(lambda: [p for p, _ in visitor.cart()] == ["p1002"])
+    with launched() as chromium:
+        context = chromium.new_context(locale="en-GB", viewport={"width": 1366, "height": 900})
+        context.set_default_timeout(10_000)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+        page.goto(base + "/", wait_until="load")
+        page.goto(base + f"/p/{slug}", wait_until="load")
+        with page.expect_navigation():
+            page.click("form.add-to-cart button[type=submit]")
+        visitor = Visitor(demo.port)
+        visitor.cookies["edge_vid"] = {c["name"]: c["value"] for c in context.cookies()}["edge_vid"]
+        vid = visitor.id
+        wait_for(lambda: [p for p, _ in visitor.cart()] == ["p1002"])
 
-            page.goto(base + "/_edge/admin#demo", wait_until="load")
-            page.fill("input[name=token]", demo.token)
-            with page.expect_navigation():
-                page.click("button[type=submit]")
-            assert page.locator("#demo-title").text_content() == "Demo: scenarios firing"
-            assert page.locator(f"ol.received li[data-visitor='{vid}']").count() == 0
-            with page.expect_navigation():
-                page.click("form.clock button[value='4h']")
-            mine = page.locator(f"ol.received li[data-visitor='{vid}']")
-            assert mine.count() == 1
-            assert mine.locator(".badge.good").text_content() == "signature verified"
-            assert "cart_recovery" in (mine.text_content() or "")
-            assert '"product_id": "p1002"' in (mine.locator("pre").text_content() or "")
-            assert page.locator("table.outbox[data-state=delivered] tr").count() >= 2
-            assert errors == [
-                "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
-            ]
-            shot = Path(os.environ.get("DEMO_SCREENSHOT", tmp_path / "demo.png"))
-            page.screenshot(path=str(shot), full_page=False)
-            assert shot.stat().st_size > 10_000
-            print(f"demo section screenshot: {shot}")
-        finally:
-            chromium.close()
+        page.goto(base + "/_edge/admin#demo", wait_until="load")
+        page.fill("input[name=token]", demo.token)
+        with page.expect_navigation():
+            page.click("button[type=submit]")
+        assert page.locator("#demo-title").text_content() == "Demo: scenarios firing"
+        assert page.locator(f"ol.received li[data-visitor='{vid}']").count() == 0
+        with page.expect_navigation():
+            page.click("form.clock button[value='4h']")
+        mine = page.locator(f"ol.received li[data-visitor='{vid}']")
+        assert mine.count() == 1
+        assert mine.locator(".badge.good").text_content() == "signature verified"
+        assert "cart_recovery" in (mine.text_content() or "")
+        assert '"product_id": "p1002"' in (mine.locator("pre").text_content() or "")
+        assert page.locator("table.outbox[data-state=delivered] tr").count() >= 2
+        assert errors == [
+            "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
+        ]
+        shot = Path(os.environ.get("DEMO_SCREENSHOT", tmp_path / "demo.png"))
+        page.screenshot(path=str(shot), full_page=False)
+        assert shot.stat().st_size > 10_000
+        print(f"demo section screenshot: {shot}")

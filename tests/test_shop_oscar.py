@@ -20,11 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 from selectolax.lexbor import LexborHTMLParser
 
 from edge.placements import in_holdout
 from edge.rules import load_rules
+from tests._chromium import CHROMIUM, launched
 from tests.conftest import EDGE, ROOT, EdgeProcess, free_port, start_edge, wait_listening
 from tests.shops.oscar import shop as oscar_shop
 from tests.shops.oscar.catalog import BY_TITLE, ITEMS
@@ -38,7 +39,6 @@ AVG_ORDER_VALUE = "100"
 DAY = 86_400
 CAMPAIGN = "utm_source=google&utm_medium=cpc&utm_campaign=black-friday"
 NEWSLETTER = "utm_source=newsletter&utm_medium=email&utm_campaign=june"
-CHROMIUM = Path("/usr/bin/chromium")
 HOME = "/catalogue/"  # Oscar's "/" redirects here
 SHOES = "/catalogue/category/shoes_1/"
 
@@ -594,15 +594,8 @@ def test_edge_map_finds_nothing_missing_on_oscar(oscar: str, rules: Path) -> Non
 def chromium() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.skip("needs Debian's chromium at /usr/bin/chromium (tests/run.sh installs it)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--disable-dev-shm-usage"],
-            timeout=30_000,
-        )
+    with launched() as browser:
         yield browser
-        browser.close()
 
 
 def test_a_person_in_chromium_sees_the_hero_and_answers_the_form(

@@ -34,13 +34,13 @@ from playwright.sync_api import (
     Page,
     Request,
     Route,
-    sync_playwright,
 )
 
 from edge.demo.catalog import PRODUCTS_BY_ID
 from edge.placements import in_holdout
 from edge.profiles.model import ArmRecord, Profile
 from edge.rules import RequestInfo, ShopStats, load_rules
+from tests._chromium import CHROMIUM
 from tests.conftest import ROOT, EdgeProcess, fetch, start_edge
 from tests.test_activities import (
     AVG_ORDER_VALUE,
@@ -56,7 +56,6 @@ from tests.test_activities import (
     write_feed,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
 CONSENT = "shop_consent"
 NONCE = "r4nd0m-n0nce-2026"
 
@@ -282,19 +281,6 @@ def edge(shop: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgePr
     proc = start_edge(shop, env=env)
     yield proc
     stop_edge(proc)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--disable-dev-shm-usage"],
-            timeout=30_000,
-        )
-        yield chromium
-        chromium.close()
 
 
 # --- watching a page -----------------------------------------------------------------------
