@@ -46,6 +46,37 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass
+class DemoRun:
+    """A running ``edge demo`` (:func:`demo_process`); ``out`` is what it printed,
+    once it stopped (what a reader of ``proc.stdout`` took meanwhile is not in it)."""
+
+    proc: subprocess.Popen[bytes]
+    out: bytes = b""
+
+
+@contextmanager
+def demo_process(port: int, timeout: float = 15.0) -> Iterator[DemoRun]:
+    """``edge demo --port PORT``, as the README runs it, once it listens; stopped after
+    with Ctrl-C, which must end it cleanly (exit 0, no traceback)."""
+    proc = subprocess.Popen(
+        [*EDGE, "demo", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    run = DemoRun(proc)
+    try:
+        wait_listening(port, timeout=timeout, proc=proc)
+        yield run
+    finally:
+        proc.send_signal(signal.SIGINT)
+        run.out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err.decode()
+        assert "Traceback" not in err.decode()
+
+
 def wait_listening(
     port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None
 ) -> None:

@@ -3,38 +3,23 @@
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
 import urllib.parse
 from collections.abc import Iterator
 
 import pytest
 
 from edge.demo.catalog import PRODUCTS_BY_ID
-from tests.conftest import EDGE, ROOT, fetch, free_port, wait_listening
+from tests.conftest import demo_process, fetch, free_port
 
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[int]:
     port = free_port()
-    proc = subprocess.Popen(
-        [*EDGE, "demo", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        wait_listening(port, proc=proc)
+    with demo_process(port) as run:
         yield port
-    finally:
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
-        assert proc.returncode == 0, err.decode()
-        text = out.decode()
-        assert f"http://127.0.0.1:{port}/" in text  # it told the user where to go
-        assert "demo stopped" in text
-        assert "Traceback" not in err.decode()
+    text = run.out.decode()
+    assert f"http://127.0.0.1:{port}/" in text  # it told the user where to go
+    assert "demo stopped" in text
 
 
 def test_demo_serves_the_shop_through_the_sidecar(demo: int) -> None:

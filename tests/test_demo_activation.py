@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ import pytest
 
 from edge.demo.catalog import PRODUCTS_BY_ID
 from tests._chromium import CHROMIUM, launched
-from tests.conftest import EDGE, ROOT, fetch, free_port, wait_listening
+from tests.conftest import demo_process, fetch, free_port
 from tests.test_activities import wait_for
 from tests.test_carts_e2e import Browser
 
@@ -53,20 +51,13 @@ class Demo:
 @pytest.fixture(scope="module")
 def demo() -> Iterator[Demo]:
     port = free_port()
-    proc = subprocess.Popen(
-        [*EDGE, "demo", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(
-        target=lambda: lines.extend(line.decode() for line in proc.stdout or ()), daemon=True
-    )
-    reader.start()
-    try:
-        wait_listening(port, timeout=60, proc=proc)
+    with demo_process(port, timeout=60) as run:
+        lines: list[str] = []
+        stdout = run.proc.stdout or ()
+        reader = threading.Thread(
+            target=lambda: lines.extend(line.decode() for line in stdout), daemon=True
+        )
+        reader.start()
         banner = wait_for(lambda: "Press Ctrl-C" in "".join(lines) and "".join(lines), 30)
         token = re.search(r"admin token: (\S+)", banner)
         assert token is not None, banner
@@ -74,11 +65,6 @@ def demo() -> Iterator[Demo]:
         assert "put something in the cart" in banner and "+4 h" in banner
         assert f"http://127.0.0.1:{port}/_edge/admin#demo" in banner
         yield Demo(port, token.group(1))
-    finally:
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=20)
-        assert proc.returncode == 0, err.decode()
-        assert "Traceback" not in err.decode()
 
 
 class Visitor(Browser):

@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import re
 import selectors
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from edge.placements import HOLDOUT_ARM, assign, in_holdout
 from edge.profiles.model import DAY
 from edge.profiles.service import ProfileService
 from edge.profiles.sqlite import SQLiteStore, read_report_rows
-from tests.conftest import EDGE, ROOT, fetch, free_port, wait_listening
+from tests.conftest import EDGE, ROOT, demo_process, fetch, free_port
 
 NOW = 1_790_000_000
 SINCE = dt.date(1970, 1, 1) + dt.timedelta(days=NOW // DAY - 30)
@@ -203,21 +202,8 @@ def read_banner(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> str:
 @pytest.fixture(scope="module")
 def demo() -> Iterator[tuple[int, str]]:
     port = free_port()
-    proc = subprocess.Popen(
-        [*EDGE, "demo", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        wait_listening(port, proc=proc, timeout=60)
-        banner = read_banner(proc)
-        yield port, banner
-    finally:
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=20)
-        assert proc.returncode == 0, err.decode()
+    with demo_process(port, timeout=60) as run:
+        yield port, read_banner(run.proc)
 
 
 @pytest.mark.slow
