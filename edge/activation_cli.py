@@ -25,19 +25,10 @@ from edge.profiles.model import Profile
 from edge.profiles.outbox import COUPON_CODE, DEAD, DELIVERED, PENDING, STATES, OutboxRow
 from edge.profiles.store import Store
 from edge.rules import RequestInfo, RuleSet, ShopStats, load_rules
-from edge.store_cli import check_store
+from edge.store_cli import add_store_flags, check_store
 
 COMMANDS = ("outbox", "export", "coupons")
 T = TypeVar("T")
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", help="profile store (default: from edge.toml / EDGE_STORE)")
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="TOML config file (default: ./edge.toml when present; env EDGE_CONFIG)",
-    )
 
 
 def add_commands(commands: Any) -> None:
@@ -53,11 +44,11 @@ def add_commands(commands: Any) -> None:
     listing.add_argument("--state", choices=STATES, help="only messages in this state")
     listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     listing.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
-    _common(listing)
+    add_store_flags(listing)
     retry = actions.add_parser("retry", help="send dead (or waiting) messages again now")
     retry.add_argument("ids", nargs="*", metavar="ID", help="message ids (from edge outbox list)")
     retry.add_argument("--dead", action="store_true", help="every dead message")
-    _common(retry)
+    add_store_flags(retry)
     purge = actions.add_parser("purge", help="delete delivered or dead messages")
     purge.add_argument("--state", choices=(DELIVERED, DEAD), required=True)
     purge.add_argument(
@@ -65,7 +56,7 @@ def add_commands(commands: Any) -> None:
         metavar="DURATION",
         help="only those last changed longer ago than this (7d, 12h; default: all)",
     )
-    _common(purge)
+    add_store_flags(purge)
 
     export = commands.add_parser(
         "export",
@@ -78,7 +69,7 @@ def add_commands(commands: Any) -> None:
     export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     export.add_argument("--output", metavar="FILE", help="write there (default: stdout)")
     export.add_argument("--rules", metavar="DIR", help="rule files (default ./rules)")
-    _common(export)
+    add_store_flags(export)
 
     coupons = commands.add_parser(
         "coupons",
@@ -90,7 +81,7 @@ def add_commands(commands: Any) -> None:
     load = coupon_actions.add_parser("load", help="add the codes of FILE (one a line) to POOL")
     load.add_argument("pool", metavar="POOL")
     load.add_argument("file", metavar="FILE")
-    _common(load)
+    add_store_flags(load)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,19 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from edge import __version__, activation_cli, map_cli
 from edge.config import Config, ConfigError, load_config
-from edge.store_cli import check_store, remove_if_empty
+from edge.store_cli import add_config_flag, add_store_flags, check_store, remove_if_empty
 from edge.store_cli import redis_problem as _redis_problem
 
 if TYPE_CHECKING:
     _Commands = argparse._SubParsersAction[argparse.ArgumentParser]  # what add_subparsers returns
-
-
-def _add_config_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="TOML config file (default: ./edge.toml when present; env EDGE_CONFIG)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,8 +66,7 @@ def _add_report_command(commands: _Commands) -> None:
         "--csv", action="store_true", help="one CSV row per placement, segment and arm"
     )
     report.add_argument("--rules", metavar="DIR", help="rule files (default ./rules)")
-    report.add_argument("--store", help="profile store (default: from edge.toml / EDGE_STORE)")
-    _add_config_flag(report)
+    add_store_flags(report)
 
 
 def _add_serve_command(commands: _Commands) -> None:
@@ -92,7 +83,7 @@ def _add_serve_command(commands: _Commands) -> None:
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
     serve.add_argument("--rules", metavar="DIR", help="rule files (default ./rules)")
     serve.add_argument("--snippets", metavar="DIR", help="snippet templates (default ./snippets)")
-    _add_config_flag(serve)
+    add_config_flag(serve)
 
 
 def _add_rule_commands(commands: _Commands) -> None:
@@ -107,7 +98,7 @@ def _add_rule_commands(commands: _Commands) -> None:
     check.add_argument("directory", nargs="?", metavar="DIR", help="rule directory")
     check.add_argument("--rules", metavar="DIR", help="same as DIR")
     check.add_argument("--snippets", metavar="DIR", help="snippet templates (default ./snippets)")
-    _add_config_flag(check)
+    add_config_flag(check)
 
     explain = commands.add_parser(
         "explain",
@@ -122,8 +113,7 @@ def _add_rule_commands(commands: _Commands) -> None:
     explain.add_argument("--url", help="request context, e.g. '/?utm_medium=email'")
     explain.add_argument("--user-agent", default="", help="request context: the device")
     explain.add_argument("--rules", metavar="DIR", help="rule files (default ./rules)")
-    explain.add_argument("--store", help="profile store (default: from edge.toml / EDGE_STORE)")
-    _add_config_flag(explain)
+    add_store_flags(explain)
 
     segs = commands.add_parser(
         "segments",
@@ -138,7 +128,7 @@ def _add_rule_commands(commands: _Commands) -> None:
         action="store_true",
         help="also keep the counts as today's snapshot (the admin page's segment sizes)",
     )
-    _add_config_flag(segs)
+    add_config_flag(segs)
 
 
 def _add_demo_command(commands: _Commands) -> None:
@@ -168,7 +158,7 @@ def _add_profile_commands(commands: _Commands) -> None:
     forget.add_argument(
         "--store", help="store to erase from (default: from edge.toml / EDGE_STORE)"
     )
-    _add_config_flag(forget)
+    add_config_flag(forget)
 
     imp = commands.add_parser(
         "import",
@@ -193,7 +183,7 @@ def _add_profile_commands(commands: _Commands) -> None:
     imp.add_argument(
         "--no-progress", action="store_true", help="no progress bar (default: only on a terminal)"
     )
-    _add_config_flag(imp)
+    add_config_flag(imp)
 
 
 def _add_preview_command(commands: _Commands) -> None:
@@ -225,7 +215,7 @@ def _add_preview_command(commands: _Commands) -> None:
     preview.add_argument(
         "--rules", metavar="DIR", help="rule files naming the segments (default ./rules)"
     )
-    _add_config_flag(preview)
+    add_config_flag(preview)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ starts. Each problem is one line naming the setting and the fix (the CLI exits 2
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sqlite3
 from pathlib import Path
@@ -20,6 +21,22 @@ from edge.config import ConfigError
 FIX: Final = "set --store/EDGE_STORE (or store in edge.toml) to the sidecar's store"
 SQLITE_DEFAULT: Final = "edge-data/profiles.db"
 REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+STORE_HELP: Final = "profile store (default: from edge.toml / EDGE_STORE)"
+
+
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE``, as every command that reads the configuration takes it."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML config file (default: ./edge.toml when present; env EDGE_CONFIG)",
+    )
+
+
+def add_store_flags(parser: argparse.ArgumentParser, store_help: str = STORE_HELP) -> None:
+    """``--store`` and ``--config``, for a command that works on the profile store."""
+    parser.add_argument("--store", help=store_help)
+    add_config_flag(parser)
 
 
 def check_store(spec: str, *, create: bool = False) -> Path | None:
