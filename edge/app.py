@@ -63,6 +63,7 @@ from edge.visitors import Visitors
 log = logging.getLogger("edge.app")
 
 EDGE_PREFIX = "/_edge"
+_EDGE_SPACE: Final = EDGE_PREFIX + "/"
 STATIC_DIR = STATIC
 """The browser snippet and its styles, served at ``/_edge/static/``: the repository's
 ``static/`` (in an installed package, its copy: :mod:`edge.shipped`)."""
@@ -198,12 +199,7 @@ class EdgeApp:
         path = scope.get("path", "")
         if scope["type"] == "lifespan":
             await self.sidecar(scope, receive, send)
-        elif not path.startswith(EDGE_PREFIX) or path[
-            len(EDGE_PREFIX) : len(EDGE_PREFIX) + 1
-        ] not in (
-            "",
-            "/",
-        ):
+        elif not (path.startswith(_EDGE_SPACE) or path == EDGE_PREFIX):
             await self.respond(scope, receive, send)
         elif scope["type"] != "http":
             await self.sidecar(scope, receive, send)
