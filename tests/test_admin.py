@@ -555,3 +555,13 @@ def test_bearer_and_same_token() -> None:
     assert bearer("Basic abc") is None and bearer("") is None
     assert same_token("abc", "abc") and not same_token("abd", "abc")
     assert not same_token("", "") and not same_token("abc", "")
+
+
+async def test_only_the_edge_path_space_is_the_sidecars(app: Any) -> None:
+    """``/_edge`` and ``/_edge/...`` are the sidecar's; ``/_edgex`` is a shop page (here
+    the shop is unreachable: the sidecar's error page for it)."""
+    async with _client(app) as client:
+        assert (await client.get("/_edge/nothing")).status_code == 404
+        assert (await client.get("/_edge")).status_code == 404
+        shop = await client.get("/_edgex", headers={"Accept": "text/html"})
+        assert shop.status_code == 502
