@@ -27,7 +27,21 @@ Rows, ``bench/personalize.py``'s modes, each sidecar with its own SQLite store:
   reminder's cap of 10 is spent in the warm-up), profiling form, shelves by interest;
   the 12 products of the category reordered. Steady state: the page was rewritten
   before, so it is replayed;
-* ``personalized / (no replay)``: ``replay_cache_bytes=0``: every response rewritten.
+* ``personalized / (no replay)``: ``replay_cache_bytes=0``: every response rewritten;
+* ``personalized / (500 visitors)``, ``personalized /c/scarpe-donna (500 visitors)``:
+  issue 19's G1 yardstick. The ``personalized`` sidecar, but 500 returning visitors
+  (fixed ids, cookies signed with the bench's secret, none held out; each with the
+  visitor's history and their own bag in the cart, sent in batches of 100 as
+  ``bench/personalize.py``'s ``500 visitors`` mode does) take turns, one request each,
+  across both rows: every request's profile comes from the store (SQLite), not the
+  local profile cache. A visitor's turn never comes back sooner than the cache's
+  lifetime (``profile_cache_ttl``, 5 s) after their profile was last read or written:
+  the clock skips ahead before the row's first request (and would again if a row came
+  round to a visitor, which the default sizes never do); the store's reads are counted
+  (``edge_store_seconds{op="get"}``) and must be one a measured request. Each visitor
+  is on their first page of the day: the cart reminder (theirs), not the timed offer.
+  Measured last (a mode added later goes last: the modes before it, and their
+  figures, stay as they were).
 
 Method: the same load runs in two processes, ``--n1`` and ``--n2`` measured requests a
 row after ``--warmup`` requests a row; callgrind dumps its counters at markers around
@@ -39,7 +53,7 @@ request's write-behind flush is awaited before the next request (every task the
 request left has ended), so its cost is in the request that caused it. Every response
 is checked (status 200; passthrough and tracking the snapshot byte for byte;
 personalized ones ``Cache-Control: private``, hero, banner, form, shelf or product
-order, as ``bench/personalize.py`` checks them), and the visitor's stored page views
+order, as ``bench/personalize.py`` checks them), and the visitors' stored page views
 must count every request: a broken run exits 1 with its problems, not a number.
 
 Repeatable: ``PYTHONHASHSEED=0`` and the same few environment variables; ``random``
@@ -104,6 +118,9 @@ START = 1_796_191_200.0  # 2026-12-02 06:00 UTC: the virtual clock's first insta
 MODE_SPAN = 3600.0  # each sidecar's clock starts this much after the previous one's
 STEP = 0.001  # virtual seconds per request
 VISITOR_ID = "instructions-visitor-1"  # 22 characters, like a real one
+MIX = "500 visitors"
+MIX_VISITORS = 500
+MIX_ID = "instructions-mix-{:05d}"  # 22 characters too
 PAGE_FILES = {"/": "home.html", "/c/scarpe-donna": "scarpe-donna.html"}
 HARNESS = "harness"
 WRITE_BEHIND = 0.06  # s: a little more than the sidecar's 50 ms write-behind delay
@@ -127,12 +144,16 @@ ROWS = (
     Row("tracking", "tracking", "/"),
     Row("personalized / (replay)", "personalized", "/"),
     Row("personalized /c/scarpe-donna (replay)", "personalized", "/c/scarpe-donna"),
+    Row("personalized / (500 visitors)", MIX, "/"),
+    Row("personalized /c/scarpe-donna (500 visitors)", MIX, "/c/scarpe-donna"),
     Row("/_edge/decide for /", "personalized", DECIDE, "path=%2F"),
     Row("/_edge/decide for /c/scarpe-donna", "personalized", DECIDE, "path=%2Fc%2Fscarpe-donna"),
     Row("personalized / (no replay)", "no replay", "/"),
 )
-MODES = ("passthrough", "tracking", "personalized", "no replay")
-PERSONALIZED = frozenset(("personalized", "no replay"))
+MODES = ("passthrough", "tracking", "personalized", "no replay", MIX)
+"""In this order: a mode added later goes last, so the modes before it (their clock's
+start, the heap they find) and their figures stay as they were."""
+PERSONALIZED = frozenset(("personalized", "no replay", MIX))
 
 
 # --------------------------------------------------------------------------- the clock
@@ -156,6 +177,10 @@ class VirtualClock:
 
     def tick(self) -> None:
         self.now += STEP
+
+    def skip_to(self, instant: float) -> None:
+        """Move on to *instant* (virtual seconds since the first sidecar's start)."""
+        self.now = max(self.now, instant)
 
 
 # --------------------------------------------------------------------------- ASGI calls
@@ -344,7 +369,10 @@ class Load:
 
         await self.rows(harness, [Row(HARNESS, HARNESS, "/")], BROWSER, set())
         for i, mode in enumerate(MODES):
-            await self.mode(i + 1, mode)
+            if mode == MIX:
+                await self.mix(i + 1)
+            else:
+                await self.mode(i + 1, mode)
 
     async def mode(self, index: int, mode: str) -> None:
         from personalize import BROWSER, TOKEN, has_history, visitor_cookie, visitor_history
@@ -438,6 +466,107 @@ class Load:
         answer = await call(app, http_scope("GET", "/_edge/profile", headers))
         return json.loads(answer.body).get("profile") or {}
 
+    async def mix(self, index: int) -> None:
+        """The 500-visitor mix: :data:`MIX_VISITORS` returning visitors (the history of
+        ``bench/personalize.py``'s visitor, each with their own bag in the cart, sent in
+        batches of 100) take turns, one request each. A visitor's turn comes back no
+        sooner than the profile cache's lifetime after anything last touched their
+        profile (the clock skips ahead when it must; with the default sizes a row never
+        comes back to a visitor), so every request reads its profile from the store
+        (SQLite): the store's reads are counted and must be one a measured request."""
+        from personalize import BROWSER, SECRET, TOKEN, has_history, visitor_cookie, visitor_history
+
+        from edge.app import create_app
+        from edge.config import load_config
+        from edge.identity import Identity
+
+        self.clock.start(index)
+        store = self.stores / MIX.replace(" ", "-")
+        store.mkdir(parents=True)
+        os.chdir(store)
+        config = load_config(environ=self.sidecar_env(MIX, store))
+        app = create_app(config)
+        lifespan = Lifespan(app)
+        await lifespan.startup()
+        baseline = asyncio.all_tasks()
+        ids = mix_visitors()
+        now = time.time()
+        auth = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+        for at in range(0, len(ids), 100):
+            events = [
+                e
+                for k in range(at, min(len(ids), at + 100))
+                for e in visitor_history(ids[k], now, k)
+            ]
+            body = json.dumps({"events": events}).encode()
+            answer = await call(app, http_scope("POST", "/_edge/ingest", auth, body), body)
+            await settle(baseline)
+            if answer.status != 200:
+                self.problems.append(f"{MIX}: POST /_edge/ingest -> {answer.status}")
+        identity = Identity([SECRET])
+        visitors = [MixVisitor({**BROWSER, "Cookie": visitor_cookie(v, identity)}) for v in ids]
+        for v in (visitors[0], visitors[-1]):
+            if not has_history(await self.profile(app, v.headers)):
+                self.problems.append(f"{MIX}: a visitor's history is not in the profile")
+        touched = self.clock.now
+        for v in visitors:
+            v.touched = touched
+        rows = [r for r in ROWS if r.mode == MIX]
+        await self.mix_rows(app, rows, visitors, config.profile_cache_ttl, baseline)
+        for v in visitors:
+            if v.views:
+                counted = sum(
+                    (await self.profile(app, v.headers)).get("pageview_days", {}).values()
+                )
+                if counted != v.views:
+                    self.problems.append(f"{MIX}: {v.views} page views, {counted} recorded")
+                    break
+        await lifespan.shutdown()
+        time.sleep(0.5)
+
+    async def mix_rows(
+        self,
+        app: Any,
+        rows: list[Row],
+        visitors: list[MixVisitor],
+        ttl: float,
+        baseline: set[asyncio.Task[Any]],
+    ) -> None:
+        """Warm-up then measured requests of each row, the visitors taking turns across
+        the rows; each measured request must read one profile from the store."""
+        turn = 0
+
+        async def one(row: Row) -> Answer:
+            nonlocal turn
+            v = visitors[turn % len(visitors)]
+            turn += 1
+            self.clock.skip_to(v.touched + ttl + 0.5)  # past the cache entry's lifetime
+            answer = await self.request(app, row.path, v.headers, baseline)
+            v.touched = self.clock.now
+            v.views += 1
+            return answer
+
+        for row in rows:
+            for _ in range(self.warmup):
+                self.check(row, "warm-up", await one(row))
+            gc.collect()
+            gc.freeze()
+            answers = []
+            loads = store_reads()
+            mark(f"begin {row.name}", self.markers)
+            for _ in range(self.n):
+                answers.append(await one(row))
+            mark(f"end {row.name}", self.markers)
+            loads = store_reads() - loads
+            gc.unfreeze()
+            for answer in answers:
+                self.check(row, "measured", answer)
+            if loads != self.n:
+                self.problems.append(
+                    f"{row.name}: {loads} profile reads from the store for {self.n} requests"
+                )
+            self.seen.setdefault(row.name, []).append(f"{loads} store reads in {self.n} requests")
+
     def check(self, row: Row, when: str, answer: Answer) -> None:
         from personalize import check_response
 
@@ -463,6 +592,39 @@ class Load:
             self.problems.append(f"{row.name} ({when}): {answer.status}, edits {edits}")
         else:
             self.seen[row.name] = edits
+
+
+@dataclass
+class MixVisitor:
+    """One of the mix's visitors: what they send, when their profile was last read or
+    written (virtual seconds), and their page views so far."""
+
+    headers: dict[str, str]
+    touched: float = 0.0
+    views: int = 0
+
+
+def mix_visitors() -> list[str]:
+    """The mix's visitor ids: fixed, none held out of a placement by the rules."""
+    from personalize import held_out
+
+    ids: list[str] = []
+    i = 0
+    while len(ids) < MIX_VISITORS:
+        candidate = MIX_ID.format(i)
+        i += 1
+        if not held_out(candidate):
+            ids.append(candidate)
+    return ids
+
+
+def store_reads() -> int:
+    """Profile reads from the store so far (the ``get`` calls the guarded store tells
+    ``edge_store_seconds`` about; reads the profile cache answers are not)."""
+    from edge import metrics
+
+    timing = metrics._store_timings.get("get")
+    return sum(timing.counts) if timing is not None else 0
 
 
 def shift_heap(layout: int) -> list[bytes]:
