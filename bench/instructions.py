@@ -40,8 +40,17 @@ Rows, ``bench/personalize.py``'s modes, each sidecar with its own SQLite store:
   round to a visitor, which the default sizes never do); the store's reads are counted
   (``edge_store_seconds{op="get"}``) and must be one a measured request. Each visitor
   is on their first page of the day: the cart reminder (theirs), not the timed offer.
-  Measured last (a mode added later goes last: the modes before it, and their
-  figures, stay as they were).
+  Measured after the rows above (a mode added later goes last: the modes before it,
+  and their figures, stay as they were);
+* ``personalized / (a new page each time)``: issue 19's G3 yardstick, a ~32 KB page
+  that cannot be replayed. The ``personalized`` sidecar and visitor, but the shop puts
+  a new token in the head of ``/`` on every response (``<meta name="csrf-token"
+  ...>``, as shops do with per-visitor CSRF tokens; no ETag): the replay finds the
+  page changed each time, so it is rewritten from scratch, with the replay cache on
+  (the default settings), unlike ``no replay``, which turns the cache off.
+
+``--modes goals`` measures only the last two modes (``bench/goals.py`` does);
+``--json PATH`` writes the figures for a script to read.
 
 Method: the same load runs in two processes, ``--n1`` and ``--n2`` measured requests a
 row after ``--warmup`` requests a row; callgrind dumps its counters at markers around
@@ -121,6 +130,9 @@ VISITOR_ID = "instructions-visitor-1"  # 22 characters, like a real one
 MIX = "500 visitors"
 MIX_VISITORS = 500
 MIX_ID = "instructions-mix-{:05d}"  # 22 characters too
+FRESH = "new page"
+FRESH_TOKEN = b'<meta name="csrf-token" content="%016x">'
+"""What the upstream adds to ``/`` in the ``new page`` mode, a new value on every response."""
 PAGE_FILES = {"/": "home.html", "/c/scarpe-donna": "scarpe-donna.html"}
 HARNESS = "harness"
 WRITE_BEHIND = 0.06  # s: a little more than the sidecar's 50 ms write-behind delay
@@ -149,11 +161,14 @@ ROWS = (
     Row("/_edge/decide for /", "personalized", DECIDE, "path=%2F"),
     Row("/_edge/decide for /c/scarpe-donna", "personalized", DECIDE, "path=%2Fc%2Fscarpe-donna"),
     Row("personalized / (no replay)", "no replay", "/"),
+    Row("personalized / (a new page each time)", FRESH, "/"),
 )
-MODES = ("passthrough", "tracking", "personalized", "no replay", MIX)
+MODES = ("passthrough", "tracking", "personalized", "no replay", MIX, FRESH)
 """In this order: a mode added later goes last, so the modes before it (their clock's
 start, the heap they find) and their figures stay as they were."""
-PERSONALIZED = frozenset(("personalized", "no replay", MIX))
+PERSONALIZED = frozenset(("personalized", "no replay", MIX, FRESH))
+GOAL_MODES = (MIX, FRESH)
+"""``--modes goals``: the modes of issue 19's G1 and G3 rows (``bench/goals.py``)."""
 
 
 # --------------------------------------------------------------------------- the clock
@@ -323,6 +338,7 @@ class Load:
     seen: dict[str, list[str]] = field(default_factory=dict)
 
     upstream: str = ""
+    modes: tuple[str, ...] = MODES
 
     def sidecar_env(self, mode: str, store: Path) -> dict[str, str]:
         from personalize import SECRET, TOKEN
@@ -369,8 +385,16 @@ class Load:
 
         await self.rows(harness, [Row(HARNESS, HARNESS, "/")], BROWSER, set())
         for i, mode in enumerate(MODES):
+            if mode not in self.modes:
+                continue
             if mode == MIX:
                 await self.mix(i + 1)
+            elif mode == FRESH:
+                fresh = await loop.create_server(
+                    lambda: FreshUpstream(responses, page), "127.0.0.1", 0
+                )
+                self.upstream = f"http://127.0.0.1:{fresh.sockets[0].getsockname()[1]}"
+                await self.mode(i + 1, mode)
             else:
                 await self.mode(i + 1, mode)
 
@@ -574,6 +598,8 @@ class Load:
             self.check_decide(row, when, answer)
             return
         personalized = row.mode in PERSONALIZED
+        if row.mode == FRESH and FRESH_TOKEN.split(b"%")[0] not in answer.body:
+            self.problems.append(f"{row.name} ({when}): the shop's token is not in the page")
         problems, seen = check_response(
             personalized, row.path, answer.status, answer.headers, answer.body, self.pages[row.path]
         )
@@ -657,6 +683,7 @@ def run_load(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level="WARNING", stream=sys.stderr)
     load = Load(args.load, args.warmup, root, Path(args.work), Path(args.stores), clock)
+    load.modes = args.modes
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(load.run())
     report = {"markers": load.markers, "problems": load.problems, "seen": load.seen}
@@ -730,6 +757,38 @@ class Upstream(asyncio.Protocol):
 
 
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+
+
+class FreshUpstream(Upstream):
+    """The ``new page`` mode's shop: ``/`` carries a new token in its head on every
+    response (as a shop that puts a per-visitor CSRF token in every page), so no
+    response is the page of the one before: it cannot be replayed."""
+
+    def __init__(self, responses: dict[bytes, bytes], page: bytes) -> None:
+        from personalize import UPSTREAM_HEADERS
+
+        super().__init__(responses)
+        head = {  # no ETag: the page is new every time
+            "Content-Type": "text/html; charset=utf-8",
+            "Content-Length": str(len(page) + len(FRESH_TOKEN % 0)),
+            **UPSTREAM_HEADERS,
+        }
+        lines = "".join(f"{k}: {v}\r\n" for k, v in head.items())
+        marker = page.index(b"<head>") + len(b"<head>")
+        self.before = f"HTTP/1.1 200 OK\r\n{lines}\r\n".encode() + page[:marker]
+        self.after = page[marker:]
+        self.count = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            head, self.buffer = self.buffer[:end], self.buffer[end + 4 :]
+            target = head.split(b" ", 2)[1]
+            if target == b"/":
+                self.count += 1
+                self.transport.write(self.before + FRESH_TOKEN % self.count + self.after)
+            else:
+                self.transport.write(self.responses.get(target, NOT_FOUND))
 
 
 # --------------------------------------------------------------------------- the driver
@@ -888,6 +947,8 @@ class Bench:
             *("--root", str(root), "--work", str(self.work)),
             *("--stores", str(self.work / f"stores-{tag}"), "--report", str(job.report)),
         ]
+        if self.args.modes != MODES:  # (only then: the argv's length moves the heap)
+            argv += ["--modes", ",".join(m.replace(" ", "-") for m in self.args.modes)]
         layout = f", layout {job.layout}" if self.args.layouts > 1 else ""
         self.log(
             f"-- {t.label} ({t.root}): {job.n} measured requests a row{layout}, under callgrind"
@@ -939,7 +1000,7 @@ class Bench:
                 "median over them, the noise a code change brings by moving the heap."
             )
         print()
-        names = [r.name for r in ROWS]
+        names = [r.name for r in ROWS if r.mode in a.modes]
         per = {
             t.label: {r: t.per_request(r, a.n1, a.n2, a.layouts) for r in [*names, HARNESS]}
             for t in self.targets
@@ -995,6 +1056,28 @@ class Bench:
         print("Correctness: " + ("OK" if not problems else "FAILED"))
         for p in problems:
             print(f"  PROBLEM: {p}")
+        if a.json:
+            figures = {
+                t.label: {r: mid(t.label, r) for r in [*names, HARNESS]} for t in self.targets
+            }
+            out = {"ir_per_request": figures, "problems": problems}
+            Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
+
+
+def parse_modes(text: str) -> tuple[str, ...]:
+    """``--modes``: 'all', 'goals' or mode names (``-`` for a space), in MODES' order."""
+    if text == "all":
+        return MODES
+    if text == "goals":
+        return GOAL_MODES
+    names = {m.replace(" ", "-"): m for m in MODES}
+    asked = [w.strip() for w in text.split(",") if w.strip()]
+    unknown = [w for w in asked if w not in names]
+    if unknown or not asked:
+        raise ValueError(
+            f"--modes: unknown {', '.join(unknown) or '(none)'}; know {', '.join(names)}"
+        )
+    return tuple(m for m in MODES if m.replace(" ", "-") in asked)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1031,6 +1114,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep bench/.work/instructions (callgrind's files, logs) after the run",
     )
+    parser.add_argument(
+        "--modes",
+        default="all",
+        help="the sidecars to measure, comma-separated: "
+        f"{', '.join(m.replace(' ', '-') for m in MODES)}; 'goals' for issue 19's G1 and G3 "
+        "rows (500-visitors,new-page); default all. The harness row is always measured. "
+        "A subset runs in another heap: its figures can differ from the full run's by a few "
+        "tenths of a percent",
+    )
+    parser.add_argument("--json", help="also write the Ir/request figures as JSON to this path")
     parser.add_argument("--load", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--layout", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--snapshot", action="store_true", help=argparse.SUPPRESS)
@@ -1038,6 +1131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stores", help=argparse.SUPPRESS)
     parser.add_argument("--report", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    try:
+        args.modes = parse_modes(args.modes)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.load is not None:
         return run_load(args)
     if args.snapshot:
