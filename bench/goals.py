@@ -55,6 +55,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
+from inprocess import FRESH_TOKEN as TOKEN_TAG
 from personalize import (
     BROWSER,
     DEFAULT_EDGE,
@@ -97,7 +98,6 @@ G3_CPU_MS = 1.0
 G4_RATIO = 1.5
 ORIGIN_DELAY = 0.100  # s: G2's origin, per page
 STATIC = "/static-60k"  # bench/proxy.py's 60 KB page
-TOKEN_TAG = b'<meta name="csrf-token" content="%016x">'
 MIX_SETTINGS = {"EDGE_PROFILE_CACHE_TTL": "0"}
 """The mix under wrk: every request reads its profile from the store (see above)."""
 SCRIPT = str(Path(__file__).resolve())
