@@ -672,7 +672,7 @@ class Goals:
             "Issue 19's goals, one run (sidecars and nginx on core 0; wrk, origins, client on core 1)"
         )
         print()
-        hdr = ["goal", "measure", "page", "figure", "goal", "verdict"]
+        hdr = ["goal", "measure", "page", "figure", "target", "verdict"]
         rows = [[x.goal, x.what, x.page, x.figure, x.target, x.verdict] for x in lines]
         print_table(hdr, rows, right={3})
         print()

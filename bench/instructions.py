@@ -216,6 +216,10 @@ class Load:
             "EDGE_SECRET": SECRET,
             "EDGE_INGEST_TOKEN": TOKEN,
             "EDGE_LOG_LEVEL": "warning",
+            # Real seconds: under valgrind on a busy machine a sidecar's first personalized
+            # page (its snippets compiled) can outlast the default 5 s while its upstream
+            # connection is being opened (a 502 in the warm-up). Not on the request path.
+            "EDGE_CONNECT_TIMEOUT": "600",
         }
         if mode in PERSONALIZED:
             env.update(
