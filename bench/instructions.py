@@ -772,7 +772,7 @@ class Bench:
         }
 
         def mid(label: str, row: str) -> float | None:
-            values = per[label][row]
+            values = per[label].get(row)  # (passthrough is not there with --modes goals)
             return statistics.median(values) if values else None
 
         def ir(v: float | None) -> str:
