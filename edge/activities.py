@@ -74,6 +74,13 @@ def _html_digest(html: str) -> bytes:
     return hashlib.blake2b(html.encode(), digest_size=12).digest()
 
 
+@functools.lru_cache(maxsize=16)
+def _stylesheet_edit(stylesheet: str) -> SlotEdit:
+    """The blocks' stylesheet linked in the head: one edit, made once (it is only read)."""
+    link = f'<link rel="stylesheet" href="{html_escape(stylesheet)}">'
+    return SlotEdit("", ASSETS_SLOT, Edit("head", "append", link))
+
+
 @functools.lru_cache(maxsize=256)
 def _sorts(sorts: tuple[str, ...], pins: tuple[str, ...]) -> tuple[list[Sort], bytes]:
     """A placement's sorts, parsed once (the list is only read), and their share of
@@ -413,8 +420,7 @@ class PageActivities:
         out = []
         stylesheet = self.activities.stylesheet
         if stylesheet and any(e.edit.action != "reorder" for e in edits):
-            link = f'<link rel="stylesheet" href="{html_escape(stylesheet)}">'
-            out.append(SlotEdit("", ASSETS_SLOT, Edit("head", "append", link)))
+            out.append(_stylesheet_edit(stylesheet))
         if self.preview:
             badge = self.activities.snippets.render(
                 "preview_badge",

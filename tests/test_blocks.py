@@ -242,3 +242,22 @@ def test_the_next_question_is_the_one_the_known_set_gives(
         assert next_question(profile, questions, result=result) == next_question(
             profile, questions, known=known_traits(profile), result=result
         )
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(st.text(alphabet="ab/%2F+-é", max_size=12), st.sampled_from(["hero", "banner"]))
+def test_the_remembered_answers_are_the_computed_ones(value: str, placement: str) -> None:
+    """(The decode of ``?path=`` and the holdout hash are remembered by their arguments.)"""
+    import hashlib
+    from urllib.parse import unquote_plus
+
+    from edge.browser import _unquoted
+    from edge.placements import in_holdout
+
+    assert _unquoted(value) == unquote_plus(value) == _unquoted(value)
+    for share in (0.1, 0.5):
+        digest = hashlib.blake2b(f"{placement}\0{value}".encode(), digest_size=8).digest()
+        expected = bool(value) and int.from_bytes(digest, "big") / 2**64 < share
+        assert (
+            in_holdout(value, placement, share) == expected == in_holdout(value, placement, share)
+        )
