@@ -261,3 +261,36 @@ def test_the_remembered_answers_are_the_computed_ones(value: str, placement: str
         assert (
             in_holdout(value, placement, share) == expected == in_holdout(value, placement, share)
         )
+
+
+def test_an_exposure_token_keeps_its_format() -> None:
+    """Tokens already in browsers stay valid: msgpack ``[visitor, placement, arm, ts]``
+    and the first 16 bytes of its HMAC-SHA256 under ``exposure:``, base64url."""
+    import base64
+    import hashlib
+    import hmac
+
+    import msgspec
+
+    from edge.browser import check_token, token
+
+    identity = Identity(["token-secret", "older-secret"])
+    text = token(identity, "v1", "hero-lapsed", "default", NOW)
+    payload = msgspec.msgpack.encode(["v1", "hero-lapsed", "default", NOW])
+    tag = hmac.new(b"token-secret", b"exposure:" + payload, hashlib.sha256).digest()[:16]
+    b64 = base64.urlsafe_b64encode
+    assert text == b64(payload).rstrip(b"=").decode() + "." + b64(tag).rstrip(b"=").decode()
+    assert check_token(identity, text, "v1", NOW + 5).placement == "hero-lapsed"
+
+
+def test_the_decide_endpoints_tokens_follow_a_rotated_secret() -> None:
+    from edge.browser import BrowserDecide, check_token
+
+    identity = Identity(["first-secret"])
+    endpoint = BrowserDecide(None, None, None, None, identity, str)  # type: ignore[arg-type]
+    first = endpoint._token("v1", "hero", "default", NOW)
+    assert check_token(Identity(["first-secret"]), first, "v1", NOW).arm == "default"
+    identity.__init__(["second-secret"])  # type: ignore[misc]  # as a reload rotates it
+    second = endpoint._token("v1", "hero", "default", NOW)
+    assert check_token(Identity(["second-secret"]), second, "v1", NOW).arm == "default"
+    assert second != first
