@@ -26,9 +26,10 @@ from edge.caches import LRU, Memo
 from edge.forms import FORM_PATH, csrf_token, form_error
 from edge.identity import Identity
 from edge.personalize.catalog import Catalog, ItemReader
+from edge.personalize.offers import OfferState
 from edge.personalize.ordering import Interest, ListOrder, Sort
 from edge.personalize.profiling import Question, next_question
-from edge.personalize.snippets import Snippets, offer_view, visitor_context
+from edge.personalize.snippets import Snippets, first_name, offer_view, visitor_context
 from edge.placements import Choice
 from edge.profiles.model import Profile
 from edge.rewrite import Edit
@@ -73,12 +74,59 @@ def _html_digest(html: str) -> bytes:
     return hashlib.blake2b(html.encode(), digest_size=12).digest()
 
 
+@functools.lru_cache(maxsize=16)
+def _stylesheet_edit(stylesheet: str) -> SlotEdit:
+    """The blocks' stylesheet linked in the head: one edit, made once (it is only read)."""
+    link = f'<link rel="stylesheet" href="{html_escape(stylesheet)}">'
+    return SlotEdit("", ASSETS_SLOT, Edit("head", "append", link))
+
+
 @functools.lru_cache(maxsize=256)
 def _sorts(sorts: tuple[str, ...], pins: tuple[str, ...]) -> tuple[list[Sort], bytes]:
     """A placement's sorts, parsed once (the list is only read), and their share of
     the fingerprint."""
     parsed = [Sort.parse(s, pinned=pins if s.strip().lower() == "pin" else ()) for s in sorts]
     return parsed, _FINGERPRINT.encode((list(sorts), list(pins)))
+
+
+_ITEMS: Final = msgspec.msgpack.Encoder()
+_DERIVED: Final = frozenset(("language", "links", "formats"))
+"""Context names whose values follow from the page's language and ``[shop]`` alone."""
+_CONTEXT: Final = frozenset(visitor_context(None, now=0)) | {"offer"}
+"""Every name a block's context has."""
+_BLOCKS_KEPT: Final = 4096
+
+
+class Blocks:
+    """Rendered snippets by their template and the source values of what it reads.
+
+    Rendering is pure, so :class:`~edge.personalize.snippets.Snippets` caches a render
+    by the values the template reads; but its key is made from the finished context
+    (about 43k instructions to build the context on a page, 14k to encode a key). This
+    cache is keyed one step earlier, by the values in the profile and the page that
+    those context values are made from (:meth:`PageActivities._block_key`), so a
+    block seen before costs a tuple and a lookup. The questions and the catalog a key
+    refers to by name are this cache's generation: another set clears it."""
+
+    def __init__(self, maxsize: int = _BLOCKS_KEPT) -> None:
+        self._kept: LRU[tuple[object, ...], str] = LRU(maxsize)
+        self._generation: tuple[object, object] | None = None
+
+    def generation(self, questions: object, catalog: object) -> None:
+        """The questions and catalog the keys from now on are made with."""
+        found = self._generation
+        if found is None or found[0] is not questions or found[1] is not catalog:
+            self._kept = LRU(self._kept.maxsize)
+            self._generation = (questions, catalog)
+
+    def get(self, key: tuple[object, ...]) -> str | None:
+        return self._kept.get(key)
+
+    def put(self, key: tuple[object, ...], html: str) -> None:
+        self._kept[key] = html
+
+    def __len__(self) -> int:
+        return len(self._kept)
 
 
 class Activities:
@@ -103,6 +151,8 @@ class Activities:
         """Linked in the head of a page that shows snippets (empty: the theme styles
         them)."""
         self._readers: Memo[tuple[str, str], ItemReader] = Memo(256)
+        self.blocks = Blocks()
+        """Rendered blocks by what their templates read (:meth:`PageActivities._render`)."""
         self._csrf: LRU[str, str] = LRU(_CSRF_KEPT)
         """The profiling form's token by visitor: an HMAC per page is ~5-10 µs here,
         and a visitor who is asked sees the form on page after page."""
@@ -163,10 +213,12 @@ class PageActivities:
         self.shop = shop
         self._questions = activities.questions if activities.questions is not None else questions
         self._result = result
+        activities.blocks.generation(self._questions, activities.catalog)
         """The rule set's results: a question's ``when`` is among them."""
         self._asked = False  # the next profiling question is found only if a snippet needs it
         self._question: Question | None = None
         self._context: dict[str, Any] | None = None
+        self._form_values: tuple[Question | None, str, str] | None = None
         self.clear_form_error = False
         """A snippet showed the form's error: the error cookie is cleared."""
 
@@ -193,22 +245,19 @@ class PageActivities:
         question = self._next_question()
         if variant.snippet.startswith("profile_form") and question is None:
             return None  # nothing left to ask: the next placement may fill the slot
-        context = self._snippet_context(question)
-        if choice.offer is not None:
-            context = context | {"offer": offer_view(choice.offer)}
         # (The render cache is keyed by the variant's template, and the replay by the
         # edit's HTML: two variants never share a render.)
-        snippets = self.activities.snippets
-        html = snippets.render(variant.snippet, context, languages=[self.language])
+        html = self._render(variant.snippet, question, choice.offer)
         if html is None:
             return None  # logged by the library; the slot stays as the shop made it
-        if context["form"]["csrf"] and CSRF_SLOT in html:
+        csrf, error = self._form(question)
+        if csrf and CSRF_SLOT in html:
             html = html.replace(CSRF_SLOT, self.activities.csrf(self.visitor_id or ""))
         share = _html_digest(html)
         if choice.offer is not None:
             html = _with_countdown(html)
             share += b"+countdown"
-        if context["form"]["error"]:
+        if error:
             self.clear_form_error = True
         edit = Edit(choice.slot.select, variant.action or choice.slot.action, html)
         return SlotEdit(
@@ -243,6 +292,98 @@ class PageActivities:
             choice.placement.id, choice.slot_name, edit, order=order, share=share + fingerprint
         )
 
+    def _render(self, name: str, question: Question | None, offer: OfferState | None) -> str | None:
+        """The snippet *name* rendered with this page's context (and *offer*): from
+        the blocks cache when the values its template reads were seen before, keyed by
+        those values as the profile and the page hold them, so a hit builds no context
+        and encodes none (see :class:`Blocks`); else rendered by the library."""
+        snippets = self.activities.snippets
+        languages = [self.language]
+        blocks = self.activities.blocks
+        key = None
+        template = snippets.template(name, languages)
+        if template is not None:
+            names = snippets.reads(template)
+            if names is not None:
+                key = self._block_key(template, names, question, offer)
+                if key is not None:
+                    try:
+                        html = blocks.get(key)
+                    except TypeError:  # (a value that cannot be a key: no caching)
+                        html = key = None
+                    if html is not None:
+                        return html
+        context = self._snippet_context(question)
+        if offer is not None:
+            context = context | {"offer": offer_view(offer)}
+        html = snippets.render(name, context, languages=languages)
+        if html is not None and key is not None:
+            blocks.put(key, html)
+        return html
+
+    def _block_key(
+        self,
+        template: object,
+        names: tuple[str, ...],
+        question: Question | None,
+        offer: OfferState | None,
+    ) -> tuple[object, ...] | None:
+        """Everything the render of *template* depends on: the template, the page's
+        language and ``[shop]`` (the filters' formats, the links), and for each name
+        it reads the source of that value in :func:`visitor_context` (None: a name
+        this page's context does not have; the library renders it, and says why)."""
+        profile = self.profile
+        parts: list[object] = [template, self.language, self.shop]
+        for name in names:
+            if name == "first_name":
+                parts.append(first_name(profile) if profile is not None else "")
+            elif name == "cart":
+                parts.append(self._cart_part())
+            elif name == "offer":
+                parts.append((offer.deadline, offer.seconds_left) if offer is not None else None)
+            elif name == "question":
+                parts.append(question.trait if question is not None else None)
+            elif name == "form":
+                parts.append((*self._form(question), self.return_to))
+            elif name == "known":
+                parts.append(bool(profile and (profile.customer_id or profile.email_hash)))
+            elif name == "segments":
+                parts.append(tuple(self.segments))
+            elif name == "page":
+                parts.append(tuple(self.page.items()))
+            elif name == "preview":
+                parts.append(self.preview)
+            elif name == "now":
+                parts.append(self.now)
+            elif name in _CONTEXT and name not in _DERIVED:
+                return None  # (a context value this key does not know the source of)
+            # else: language, links, formats (in the key already), or a name the
+            # template sets itself (``{% set %}``): not in the context, always None
+        return tuple(parts)
+
+    def _cart_part(self) -> object:
+        """The cart's share of a block's key: its lines as stored, and the catalog's
+        version (a line's name, link and price may come from the catalog)."""
+        if self.profile is None:
+            return None
+        catalog = self.activities.catalog
+        version = catalog.version if catalog is not None else -1
+        return version, _ITEMS.encode(self.profile.cart.items)
+
+    def _form(self, question: Question | None) -> tuple[str, str]:
+        """The form's ``csrf`` (the placeholder when there is a question to post) and
+        ``error`` (the error cookie's, for this question), as the context has them."""
+        found = self._form_values
+        if found is None or found[0] is not question:
+            csrf = CSRF_SLOT if self.visitor_id and question else ""
+            error = ""
+            if question is not None:
+                error_question, error_text = form_error(self._cookies)
+                if error_question == question.trait:
+                    error = error_text
+            found = self._form_values = (question, csrf, error)
+        return found[1], found[2]
+
     def _next_question(self) -> Question | None:
         if not self._asked:
             self._asked = True
@@ -253,9 +394,9 @@ class PageActivities:
 
     def _snippet_context(self, question: Question | None) -> dict[str, Any]:
         if self._context is None:
-            error_question, error_text = form_error(self._cookies)
-            shows_error = question is not None and error_question == question.trait
-            visitor_id = self.visitor_id
+            # Only the profiling form posts the token, and only with a question.
+            # (a placeholder: the visitor's token replaces it after the render)
+            csrf, error = self._form(question)
             self._context = visitor_context(
                 self.profile,
                 now=self.now,
@@ -264,10 +405,8 @@ class PageActivities:
                 segments=self.segments,
                 page=self.page,
                 question=question,
-                form_error=error_text if shows_error else "",
-                # Only the profiling form posts it, and only with a question.
-                # (a placeholder: the visitor's token replaces it after the render)
-                csrf=CSRF_SLOT if visitor_id and question else "",
+                form_error=error,
+                csrf=csrf,
                 return_to=self.return_to,
                 preview=self.preview,
                 shop=self.shop,
@@ -281,8 +420,7 @@ class PageActivities:
         out = []
         stylesheet = self.activities.stylesheet
         if stylesheet and any(e.edit.action != "reorder" for e in edits):
-            link = f'<link rel="stylesheet" href="{html_escape(stylesheet)}">'
-            out.append(SlotEdit("", ASSETS_SLOT, Edit("head", "append", link)))
+            out.append(_stylesheet_edit(stylesheet))
         if self.preview:
             badge = self.activities.snippets.render(
                 "preview_badge",

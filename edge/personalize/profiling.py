@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
 
 from edge.profiles.model import Profile
 from edge.rules.questions import DECLINED, AnswerError, Option, Question
@@ -92,12 +93,28 @@ def next_question(
     overrides :func:`known_traits` (e.g. with answers given in this request that are
     not in the snapshot yet)."""
     questions = questions if questions is not None else default_questions()
-    known = known_traits(profile) if known is None else known
+    # (Without *known*, each candidate's traits are looked up in the profile: the
+    # first question is usually the one, so the set of every known trait is not made.)
+    is_known = known.__contains__ if known is not None else functools.partial(_knows, profile)
     for trait in order if order is not None else questions:
         q = questions.get(trait)
         if q is None or not q.asks(result):
             continue
-        if trait in known or any(alias in known for alias in q.also_known_as):
+        if is_known(trait) or any(is_known(alias) for alias in q.also_known_as):
             continue
         return q
     return None
+
+
+_SHOP_TRAITS: Final = frozenset(("birth_year", "age_band", "gender", "city", "country", "language"))
+
+
+def _knows(profile: Profile, trait: str) -> bool:
+    """``trait in known_traits(profile)``, without making the set."""
+    traits = profile.traits
+    if trait in _SHOP_TRAITS and getattr(traits, trait) not in (None, ""):
+        return True
+    if traits.custom.get(trait, "") not in (None, ""):
+        return True
+    answers = profile.answers
+    return trait in answers and answers[trait] != ""

@@ -62,6 +62,7 @@ __all__ = [
     "Snippets",
     "accept_languages",
     "choose_language",
+    "first_name",
     "formats_for",
     "sample_context",
     "visitor_context",
@@ -379,9 +380,7 @@ class Snippets:
         of the variables it reads: every VIP gets the same hero from one render,
         while a cart reminder differs by cart. ``None``: do not cache (a template
         that includes others, or uses ``random``)."""
-        names = self._uses.get(template, False)
-        if names is False:
-            names = self._uses[template] = self._variables(template)
+        names = self.reads(template)
         if names is None:
             return None
         try:
@@ -394,6 +393,15 @@ class Snippets:
             return template, formats, links, _KEY_ENCODER.encode(values)
         except (TypeError, ValueError):
             return None
+
+    def reads(self, template: jinja2.Template) -> tuple[str, ...] | None:
+        """The context names *template* reads (sorted), or ``None`` when its output may
+        depend on more than its context's values (it includes others, or uses
+        ``random``): what a render cache may key it by."""
+        names = self._uses.get(template, False)
+        if names is False:
+            names = self._uses[template] = self._variables(template)
+        return names
 
     def _links_key(self, links: Any) -> bytes:
         last = self._links
@@ -493,7 +501,8 @@ def _runtime_problem(exc: BaseException, template: jinja2.Template) -> SnippetPr
 # --- the render context --------------------------------------------------------------
 
 
-def _first_name(profile: Profile) -> str:
+def first_name(profile: Profile) -> str:
+    """The visitor's first name as the shop's traits give it, else empty."""
     # Traits has no first_name field yet: read it from the shop's custom traits.
     custom = profile.traits.custom
     for key in ("first_name", "firstName", "firstname"):
@@ -590,7 +599,7 @@ def visitor_context(
             cart_value += price * item.quantity
             count += item.quantity
     return {
-        "first_name": _first_name(profile) if profile is not None else "",
+        "first_name": first_name(profile) if profile is not None else "",
         "known": bool(profile and (profile.customer_id or profile.email_hash)),
         "language": language,
         # A namespace, not a dict: ``cart.items`` must be the list, not dict.items.
