@@ -839,3 +839,99 @@ def test_plans_for_new_contents_reuse_the_scan_patterns() -> None:
     page = b"<div data-edge-slot=s>old</div>"
     assert a.rewrite(page) == b"<div data-edge-slot=s>cart: 1 item</div>"
     assert b.rewrite(page) == b"<div data-edge-slot=s>cart: 2 items</div>"
+
+
+# -- list verdicts remembered by the stretch's bytes (edge.rewrite.items._REGIONS) --
+
+#: Cards the split path refuses (an inline <svg>, a heading: a name with a digit),
+#: so the run of like items is found by its junctions and remembered.
+ART = "<svg viewBox='0 0 8 8'><g><rect width=8 height=8 fill='#a0b'/></g></svg>"
+
+
+def _art_card(i: int, inside: str = "") -> str:
+    return f"<li class=card data-k=k{i}><a href=/p/{i}>{ART}<h3>Card {i}</h3></a>{inside}</li>"
+
+
+def _cold(html: bytes, plan: Plan, chunk: int = 1 << 20) -> tuple[bytes, int]:
+    """*plan*'s output with no list verdict remembered, and how many it then kept."""
+    from edge.rewrite import items
+
+    items._REGIONS._data.clear()
+    items._REGIONS.weight = 0
+    out = b"".join(run_chunks(html, plan, chunk))
+    return out, len(items._REGIONS)
+
+
+def run_chunks(html: bytes, plan: Plan, chunk: int) -> list[bytes]:
+    rw = plan.rewriter()
+    parts = [rw.write(html[i : i + chunk]) for i in range(0, len(html), chunk)]
+    return [*parts, rw.end(), b"!error" if rw.error else b""]
+
+
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.sampled_from(["", *ITEM_INSIDE]), min_size=1, max_size=8),
+    st.integers(0, len(LIST_EDIT_SETS) - 1),
+    st.sampled_from([1, 37, 1 << 16]),
+)
+def test_remembered_list_verdicts_equal_fresh_ones(
+    insides: list[str], which: int, chunk: int
+) -> None:
+    html = _product_list([_art_card(i, inside) for i, inside in enumerate(insides)])
+    plan = Plan(LIST_EDIT_SETS[which])
+    cold, _kept = _cold(html, plan, chunk)
+    warm = b"".join(run_chunks(html, plan, chunk))
+    assert warm == cold == _both(html, LIST_EDIT_SETS[which], chunk)[1]
+
+
+def test_remembered_list_verdicts_are_used_and_keyed_by_what_decides_them() -> None:
+    """A list's verdicts are kept by its bytes and by what else decides them (the
+    selectors' kinds, the open elements, the room left to nest): a change of any of
+    them is a miss, and the answer is always the one worked out afresh."""
+    from edge.rewrite import items
+
+    cards = [_art_card(i, "<span class=x data-mark>m</span>") for i in range(6)]
+    html = _product_list(cards)
+    # The list inside another: a selector naming the outer one as an ancestor keeps
+    # it (and its item) open around the list, with the same kinds of selectors.
+    nested = html.replace(b"<main>", b"<main><ol class=outer><div>").replace(
+        b"</main>", b"</div></ol></main>"
+    )
+    inner = Edit("ol ol.products", "reorder", key_attr="data-k", order=["k3", "k1"])
+    assert Plan([inner]).scan is Plan([PRODUCTS]).scan
+    reorder = [PRODUCTS]
+    out, kept = _cold(html, Plan(reorder))
+    assert kept == 2  # the stretch's simple markup, the run of items
+    assert out.index(b"data-k=k3") < out.index(b"data-k=k1") < out.index(b"data-k=k0")
+    variants = [  # (page, edits, max_depth, a miss)
+        (html, [Edit("ol.products", "reorder", key_attr="data-k", order=["k5"])], 512, False),
+        (html, [PRODUCTS, Edit("span.x", "after", b"!")], 512, True),  # a type inside
+        (html, [PRODUCTS, Edit("[data-mark]", "before", b"?")], 512, True),  # an attribute
+        (html, reorder, 9, True),  # less room to nest
+        (nested, [inner], 512, True),  # other open elements, less room
+    ]
+    for page, edits, depth, miss in variants:
+        _cold(page, Plan(reorder))  # the plain list's verdicts kept
+        warm = b"".join(run_chunks(page, Plan(edits, max_depth=depth), 1 << 20))
+        assert len(items._REGIONS) == 2 + miss, (edits, depth)
+        assert warm == _cold(page, Plan(edits, max_depth=depth))[0]
+        exact = b"".join(run_chunks(page, Plan(edits, max_depth=depth, fast=False), 1 << 20))
+        assert warm == exact
+
+
+@settings(max_examples=examples(2000), deadline=None)
+@given(st.lists(st.sampled_from(["<a", ">", "=", '"', "'", '=""', "=''", " b", "<!-- c -->"])))
+def test_simple_markup_counting_quotes_agrees_with_the_search(pieces: list[str]) -> None:
+    """is_simple_markup skips its search for a quoted value holding an angle when
+    every quote is in an empty value: the answer is the search's."""
+    from edge.rewrite import items
+
+    region = "".join(pieces).encode()
+    skeleton = region.translate(None, items._NOT_SKELETON)
+    angles = skeleton.translate(None, b"=\"'")
+    searched = (
+        angles.count(b"<>") * 2 == len(angles)
+        and not (b"<!--" in region and items._BAD_COMMENT.search(region) is not None)
+        and items._SKELETON_QUOTED_ANGLE.search(skeleton) is None
+    )
+    assert items.is_simple_markup(region, 0, len(region)) == searched
