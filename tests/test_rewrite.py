@@ -935,3 +935,50 @@ def test_simple_markup_counting_quotes_agrees_with_the_search(pieces: list[str])
         and items._SKELETON_QUOTED_ANGLE.search(skeleton) is None
     )
     assert items.is_simple_markup(region, 0, len(region)) == searched
+
+
+# -- inline <svg>/<math> stepped over whole, remembered by their bytes (tree.KNOWN_FOREIGN)
+
+
+def _forget_known_foreign() -> None:
+    from edge.rewrite import tree
+
+    tree.KNOWN_FOREIGN._data.clear()
+    tree.KNOWN_FOREIGN.weight = 0
+
+
+@settings(max_examples=examples(600), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(foreign_docs, st.integers(0, len(FAST_EDIT_SETS) - 1), st.sampled_from([1, 7, 1 << 16]))
+def test_remembered_foreign_elements_equal_fresh_ones(html: bytes, which: int, chunk: int) -> None:
+    plan = Plan(FAST_EDIT_SETS[which])
+    _forget_known_foreign()
+    cold = b"".join(run_chunks(html, plan, chunk))
+    warm = b"".join(run_chunks(html, plan, chunk))
+    assert warm == cold == _both(html, FAST_EDIT_SETS[which], chunk)[1]
+
+
+def test_remembered_foreign_elements_are_keyed_by_what_decides_them() -> None:
+    """An icon stepped over whole is remembered by its bytes, the plan's kinds of
+    selectors and its depth limit; a change of any of them is a miss."""
+    from edge.rewrite import tree
+
+    icon = b'<svg viewBox="0 0 8 8"><g><g><rect id=r width=2 /></g></g></svg>'
+    page = b"<div data-edge-slot=s>old</div>" + icon * 3 + b"<p>end</p>"
+    plain = [Edit("[data-edge-slot=s]", "set_inner_content", b"NEW")]
+    _forget_known_foreign()
+    assert Plan(plain).rewrite(page) == page.replace(b">old<", b">NEW<")
+    assert len(tree.KNOWN_FOREIGN) == 1  # one icon, three times
+    assert Plan(plain).rewrite(page) == page.replace(b">old<", b">NEW<")
+    assert len(tree.KNOWN_FOREIGN) == 1
+    inside = [*plain, Edit("rect", "after", b"<!--R-->")]  # a type inside it
+    assert Plan(inside).rewrite(page).count(b"/><!--R-->") == 3
+    shallow = Plan(plain, max_depth=2)  # too shallow to step over it whole: bails
+    deep = Plan(plain, max_depth=3)
+    errors = []
+    for plan in (shallow, deep, shallow):
+        rw = plan.rewriter()
+        out = rw.write(page) + rw.end()
+        exact = Plan(plain, max_depth=plan.max_depth, fast=False).rewriter()
+        assert (out, rw.error) == (exact.write(page) + exact.end(), exact.error)
+        errors.append(rw.error)
+    assert errors[0] == errors[2] == "elements nested deeper than 2" and errors[1] is None

@@ -34,7 +34,14 @@ from . import scanner as sc
 from .edits import ITEM_LINK, Act, Sink
 from .patterns import DIGITS, DIGITS_TO_ZERO, ItemShape, ScanPatterns, has_any
 from .scanner import LOWER_NAMES
-from .tree import FOREIGN_START, HTML, ITEM_NAMES, MAY_CLOSE, follow_structure
+from .tree import (
+    FOREIGN_START,
+    HTML,
+    ITEM_NAMES,
+    KNOWN_FOREIGN,
+    MAY_CLOSE,
+    follow_structure,
+)
 
 __all__ = ["ItemsPlan", "ListItems", "first_link", "is_simple_markup"]
 
@@ -138,6 +145,7 @@ class ListItems:
     _emitted: int
     _flush: Callable[[int], None]
     _foreign_end: Callable[[bytes, int, int, bool], int]
+    _known_foreign: Callable[[int, int], tuple[bytes, int, int] | None]
 
     def _init_items(self) -> None:
         """A new document: no list seen yet."""
@@ -617,14 +625,25 @@ class ListItems:
         while m is not None:
             found += find(low, at, m.start())
             name = m.group(1)
-            tm = sc.START_TAG.match(self._buf, m.start(), b)
-            if tm is None or name in types:
+            if name in types:
                 return None
-            at = tm.end()
-            if not sc.is_self_closing(tm.group(2)):
-                at = self._foreign_end(name, at, _ANY_DEPTH, True)
-                if at < 0 or at > b:
+            s = m.start()
+            known = self._known_foreign(s, -1)
+            if known is not None and known in KNOWN_FOREIGN:
+                at = s + len(known[0])
+            else:
+                tm = sc.START_TAG.match(self._buf, s, b)
+                if tm is None:
                     return None
+                at = tm.end()
+                if not sc.is_self_closing(tm.group(2)):
+                    at = self._foreign_end(name, at, _ANY_DEPTH, True)
+                    if at < 0 or at > b:
+                        return None
+                    if known is not None and at - s == len(known[0]):
+                        KNOWN_FOREIGN[known] = at - s
+            if at > b:
+                return None
             m = FOREIGN_START.search(low, at, b)
         found += find(low, at, b)
         return found

@@ -58,6 +58,8 @@ from .skim import Skim
 from .tree import (
     FOREIGN_ENDS,
     HTML,
+    KNOWN_FOREIGN,
+    KNOWN_FOREIGN_MAX,
     NAMESPACES,
     UNSEEN,
     closes_root,
@@ -389,7 +391,9 @@ class Rewriter(ListItems):
         skip = self.plan.scan.skip.match
         token = sc.TOKEN.match
         stack = self._stack
+        low = self._low
         while True:
+            known: tuple[bytes, int, int] | None = None
             if self._state != _DATA:
                 pos = self._text(pos, final)
                 if self._state != _DATA:
@@ -399,6 +403,16 @@ class Rewriter(ListItems):
                 pos = self._skim.next(pos, final) if self._fast else skip(buf, pos).end()
                 if pos >= n or buf[pos] != 0x3C:  # "<"
                     break
+                if (
+                    self._fast
+                    and pos + 1 < n
+                    and low[pos + 1] in b"sm"
+                    and (final or n >= self._foreign_need)
+                ):
+                    known = self._known_foreign(pos, self.plan.max_depth)
+                    if known is not None and known in KNOWN_FOREIGN:
+                        pos += len(known[0])
+                        continue
             else:
                 top = stack[-1][3]
                 if top is not None and top.kind == "reorder" and self._fast:
@@ -433,6 +447,8 @@ class Rewriter(ListItems):
                 after = self._start_tag(m.group(1), m.group(2), pos, m.end(), final)
                 if after < 0:  # a foreign element's end is not here yet
                     break
+                if known is not None and not stack and after - pos == len(known[0]):
+                    KNOWN_FOREIGN[known] = after - pos  # stepped over whole
                 pos = after
             elif kind == 3:
                 if stack:
@@ -452,6 +468,24 @@ class Rewriter(ListItems):
         elif self._state in (_TEXT, _CDATA):
             safe = max(pos, min(self._resume, n))
         self._flush(safe)
+
+    def _known_foreign(self, pos: int, room: int) -> tuple[bytes, int, int] | None:
+        """If an ``<svg>`` or ``<math>`` starts at ``pos``, its key in
+        :data:`.tree.KNOWN_FOREIGN`: its bytes up to its first end tag, the plan's
+        scan patterns, ``room`` (how deep it may nest; -1: any depth); None if it
+        has no end tag yet or is too long to keep. Stepped over whole, such an
+        element's end depends on these alone."""
+        low = self._low
+        for name in (b"svg", b"math"):
+            if low.startswith(name, pos + 1):
+                break
+        else:
+            return None
+        close = low.find(b"</" + name, pos)
+        end = low.find(b">", close) + 1 if close >= 0 else 0
+        if end <= 0 or end - pos > KNOWN_FOREIGN_MAX:
+            return None
+        return bytes(memoryview(self._buf)[pos:end]), self.plan.scan.serial, room
 
     def _text(self, pos: int, final: bool) -> int:
         """Continue inside raw text, a comment or CDATA; returns the new position."""
