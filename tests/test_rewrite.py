@@ -982,3 +982,40 @@ def test_remembered_foreign_elements_are_keyed_by_what_decides_them() -> None:
         assert (out, rw.error) == (exact.write(page) + exact.end(), exact.error)
         errors.append(rw.error)
     assert errors[0] == errors[2] == "elements nested deeper than 2" and errors[1] is None
+
+
+@pytest.mark.parametrize(
+    "inside",
+    [
+        "",
+        "<h1>t</h1><p>x <a href=/a>a</a></p>",
+        "<div><div>nested</div></div><section>s</section>",
+        "<svg viewBox='0 0 1 1'><rect width=1 /></svg><p>art</p>",
+        "<p>para<div>block</div>",
+        "<!-- </section> --><p>c</p>",
+        "<span title='</section>'>t</span>",
+        "<script>x = '</section>'</script>",
+        "</div><b>stray</b>",
+        "<h1>t</h2>",
+        "<table><tr><td>cell</table>",
+        "<template><p>t</p></template>",
+        "<section>unclosed",
+        "<div data-edge-slot=inner>x</div><span class=x>y</span>",
+    ],
+)
+@pytest.mark.parametrize("action", ["set_inner_content", "replace", "remove"])
+def test_dropped_content_is_stepped_over_as_the_exact_path_reads_it(
+    inside: str, action: str
+) -> None:
+    """The content of an element whose content is dropped is stepped over to its
+    end tag at once when it is simple; anything else goes tag by tag."""
+    html = f"<main><section data-edge-slot=hero>{inside}</section><p>after</p></main>".encode()
+    content = b"" if action == "remove" else b"<b>NEW</b>"
+    edits = [
+        Edit("[data-edge-slot=hero]", action, content),  # type: ignore[arg-type]
+        Edit("span.x, [data-edge-slot=inner]", "after", b"!"),
+        Edit("main", "append", b"<i>end</i>"),
+    ]
+    for chunk in (1 << 16, 1, 9):
+        fast, exact = _both(html, edits, chunk)
+        assert fast == exact

@@ -420,6 +420,15 @@ class Rewriter(ListItems):
                     if pos < 0:  # an item is not all there yet
                         pos = -pos - 1
                         break
+                elif (
+                    top is not None
+                    and top.sink is not None
+                    and top.sink.discard
+                    and not top.fast_tried
+                    and self._fast
+                ):
+                    top.fast_tried = True
+                    pos = self._dropped_end(pos)
                 pos = buf.find(b"<", pos)
                 if pos < 0:
                     pos = n
