@@ -1019,3 +1019,20 @@ def test_dropped_content_is_stepped_over_as_the_exact_path_reads_it(
     for chunk in (1 << 16, 1, 9):
         fast, exact = _both(html, edits, chunk)
         assert fast == exact
+
+
+def test_a_remembered_foreign_element_is_not_one_a_selector_may_match() -> None:
+    """Plans with the same kinds of selectors share what they remember; an element
+    a selector of theirs may match (by its name or an attribute name) is never
+    remembered as stepped over, so another plan's edit on it is made."""
+    from edge.rewrite import tree
+
+    page = b"<p>x</p><svg class=logo><path d=M0/></svg><svgfoo class=logo </svg><p>y</p>"
+    icon = Plan([Edit("svg.icon, svgfoo.icon", "before", b"<!--I-->")])
+    logo = Plan([Edit("svg.logo, svgfoo.logo", "before", b"<!--L-->")])
+    assert icon.scan is logo.scan
+    _forget_known_foreign()
+    assert icon.rewrite(page) == page
+    assert len(tree.KNOWN_FOREIGN) == 0
+    assert logo.rewrite(page).count(b"<!--L-->") == 2
+    assert logo.rewrite(page) == _both(page, list(logo.edits), 1 << 16)[1]

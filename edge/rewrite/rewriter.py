@@ -167,6 +167,8 @@ _TAG_START = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ/!?
 _WATCH = frozenset((*sc.TEXT_ELEMENTS, b"template", b"svg", b"math", b"plaintext"))
 #: How far ahead of an ``<svg>`` its end may be waited for (then: tag by tag).
 _FOREIGN_WAIT = 256 << 10
+#: What ends a tag's name.
+_NAME_ENDS = frozenset(b"\t\n\f\r />")
 #: :meth:`Rewriter._foreign_end`: not to be stepped over / its end may come later.
 _NOT_SIMPLE, _WAIT = -1, -2
 
@@ -456,7 +458,12 @@ class Rewriter(ListItems):
                 after = self._start_tag(m.group(1), m.group(2), pos, m.end(), final)
                 if after < 0:  # a foreign element's end is not here yet
                     break
-                if known is not None and not stack and after - pos == len(known[0]):
+                if (
+                    known is not None
+                    and not stack
+                    and after - pos == len(known[0])
+                    and self._unmatchable(m.group(1), pos, m.end())
+                ):
                     KNOWN_FOREIGN[known] = after - pos  # stepped over whole
                 pos = after
             elif kind == 3:
@@ -478,6 +485,17 @@ class Rewriter(ListItems):
             safe = max(pos, min(self._resume, n))
         self._flush(safe)
 
+    def _unmatchable(self, raw: bytes, s: int, e: int) -> bool:
+        """Whether no selector of any plan with these scan patterns may match the
+        start tag ``raw`` spanning ``s..e``, by its name and attribute names."""
+        plan = self.plan
+        probe = plan.scan.attr_probe
+        return (
+            not plan.match_all
+            and raw.lower() not in plan.types
+            and (probe is None or probe.search(self._buf, s, e) is None)
+        )
+
     def _known_foreign(self, pos: int, room: int) -> tuple[bytes, int, int] | None:
         """If an ``<svg>`` or ``<math>`` starts at ``pos``, its key in
         :data:`.tree.KNOWN_FOREIGN`: its bytes up to its first end tag, the plan's
@@ -486,7 +504,8 @@ class Rewriter(ListItems):
         element's end depends on these alone."""
         low = self._low
         for name in (b"svg", b"math"):
-            if low.startswith(name, pos + 1):
+            after = pos + 1 + len(name)
+            if low.startswith(name, pos + 1) and after < len(low) and low[after] in _NAME_ENDS:
                 break
         else:
             return None
