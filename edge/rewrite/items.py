@@ -689,13 +689,16 @@ class ListItems:
             seg = em.end()
         return -1  # its end is not here yet
 
-    def _dropped_end(self, pos: int) -> int:
+    def _dropped_end(self, pos: int, act: Act) -> int:
         """In the content (from ``pos``, right after its start tag) of the element on
         top of the stack, whose content is dropped (replaced, removed or given new
         inner content): where its end tag starts when the content is simple (see
         :meth:`_simple_item_end`), else ``pos``. The exact path would follow each
         tag of the content only to find that end (a hero's ~20 tags: ~0.3M
-        instructions)."""
+        instructions). Tried once per element (``act``: its pending work)."""
+        if act.fast_tried:
+            return pos
+        act.fast_tried = True
         stack = self._stack
         name, ns = stack[-1][0], stack[-1][1]
         plan = self.plan

@@ -405,15 +405,10 @@ class Rewriter(ListItems):
                 pos = self._skim.next(pos, final) if self._fast else skip(buf, pos).end()
                 if pos >= n or buf[pos] != 0x3C:  # "<"
                     break
-                if (
-                    self._fast
-                    and pos + 1 < n
-                    and low[pos + 1] in b"sm"
-                    and (final or n >= self._foreign_need)
-                ):
-                    known = self._known_foreign(pos, self.plan.max_depth)
+                if self._fast and pos + 1 < n and low[pos + 1] in b"sm":
+                    known = self._known_foreign(pos, self.plan.max_depth, final)
                     if known is not None and known in KNOWN_FOREIGN:
-                        pos += len(known[0])
+                        pos += len(known[0])  # stepped over whole before
                         continue
             else:
                 top = stack[-1][3]
@@ -422,15 +417,8 @@ class Rewriter(ListItems):
                     if pos < 0:  # an item is not all there yet
                         pos = -pos - 1
                         break
-                elif (
-                    top is not None
-                    and top.sink is not None
-                    and top.sink.discard
-                    and not top.fast_tried
-                    and self._fast
-                ):
-                    top.fast_tried = True
-                    pos = self._dropped_end(pos)
+                elif top is not None and top.sink is not None and top.sink.discard and self._fast:
+                    pos = self._dropped_end(pos, top)
                 pos = buf.find(b"<", pos)
                 if pos < 0:
                     pos = n
@@ -458,13 +446,8 @@ class Rewriter(ListItems):
                 after = self._start_tag(m.group(1), m.group(2), pos, m.end(), final)
                 if after < 0:  # a foreign element's end is not here yet
                     break
-                if (
-                    known is not None
-                    and not stack
-                    and after - pos == len(known[0])
-                    and self._unmatchable(m.group(1), pos, m.end())
-                ):
-                    KNOWN_FOREIGN[known] = after - pos  # stepped over whole
+                if known is not None and not stack and after - pos == len(known[0]):
+                    self._remember_foreign(known, m.group(1), pos, m.end())
                 pos = after
             elif kind == 3:
                 if stack:
@@ -485,24 +468,31 @@ class Rewriter(ListItems):
             safe = max(pos, min(self._resume, n))
         self._flush(safe)
 
-    def _unmatchable(self, raw: bytes, s: int, e: int) -> bool:
-        """Whether no selector of any plan with these scan patterns may match the
-        start tag ``raw`` spanning ``s..e``, by its name and attribute names."""
+    def _remember_foreign(self, key: tuple[bytes, int, int], raw: bytes, s: int, e: int) -> None:
+        """The element ``key`` was stepped over whole from its start tag ``raw``
+        (``s..e``): remember it, unless a selector of any plan with these scan
+        patterns may match that tag (by its name or attribute names)."""
         plan = self.plan
         probe = plan.scan.attr_probe
-        return (
+        if (
             not plan.match_all
             and raw.lower() not in plan.types
             and (probe is None or probe.search(self._buf, s, e) is None)
-        )
+        ):
+            KNOWN_FOREIGN[key] = len(key[0])
 
-    def _known_foreign(self, pos: int, room: int) -> tuple[bytes, int, int] | None:
+    def _known_foreign(
+        self, pos: int, room: int, final: bool = True
+    ) -> tuple[bytes, int, int] | None:
         """If an ``<svg>`` or ``<math>`` starts at ``pos``, its key in
         :data:`.tree.KNOWN_FOREIGN`: its bytes up to its first end tag, the plan's
         scan patterns, ``room`` (how deep it may nest; -1: any depth); None if it
-        has no end tag yet or is too long to keep. Stepped over whole, such an
-        element's end depends on these alone."""
+        has no end tag yet, is too long to keep, or the exact path would wait for
+        more input before looking (see :meth:`_foreign_end`). Stepped over whole,
+        such an element's end depends on these alone."""
         low = self._low
+        if not final and len(low) < self._foreign_need:
+            return None
         for name in (b"svg", b"math"):
             after = pos + 1 + len(name)
             if low.startswith(name, pos + 1) and after < len(low) and low[after] in _NAME_ENDS:
