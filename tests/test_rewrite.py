@@ -839,3 +839,200 @@ def test_plans_for_new_contents_reuse_the_scan_patterns() -> None:
     page = b"<div data-edge-slot=s>old</div>"
     assert a.rewrite(page) == b"<div data-edge-slot=s>cart: 1 item</div>"
     assert b.rewrite(page) == b"<div data-edge-slot=s>cart: 2 items</div>"
+
+
+# -- list verdicts remembered by the stretch's bytes (edge.rewrite.items._REGIONS) --
+
+#: Cards the split path refuses (an inline <svg>, a heading: a name with a digit),
+#: so the run of like items is found by its junctions and remembered.
+ART = "<svg viewBox='0 0 8 8'><g><rect width=8 height=8 fill='#a0b'/></g></svg>"
+
+
+def _art_card(i: int, inside: str = "") -> str:
+    return f"<li class=card data-k=k{i}><a href=/p/{i}>{ART}<h3>Card {i}</h3></a>{inside}</li>"
+
+
+def _cold(html: bytes, plan: Plan, chunk: int = 1 << 20) -> tuple[bytes, int]:
+    """*plan*'s output with no list verdict remembered, and how many it then kept."""
+    from edge.rewrite import items
+
+    items._REGIONS._data.clear()
+    items._REGIONS.weight = 0
+    out = b"".join(run_chunks(html, plan, chunk))
+    return out, len(items._REGIONS)
+
+
+def run_chunks(html: bytes, plan: Plan, chunk: int) -> list[bytes]:
+    rw = plan.rewriter()
+    parts = [rw.write(html[i : i + chunk]) for i in range(0, len(html), chunk)]
+    return [*parts, rw.end(), b"!error" if rw.error else b""]
+
+
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.sampled_from(["", *ITEM_INSIDE]), min_size=1, max_size=8),
+    st.integers(0, len(LIST_EDIT_SETS) - 1),
+    st.sampled_from([1, 37, 1 << 16]),
+)
+def test_remembered_list_verdicts_equal_fresh_ones(
+    insides: list[str], which: int, chunk: int
+) -> None:
+    html = _product_list([_art_card(i, inside) for i, inside in enumerate(insides)])
+    plan = Plan(LIST_EDIT_SETS[which])
+    cold, _kept = _cold(html, plan, chunk)
+    warm = b"".join(run_chunks(html, plan, chunk))
+    assert warm == cold == _both(html, LIST_EDIT_SETS[which], chunk)[1]
+
+
+def test_remembered_list_verdicts_are_used_and_keyed_by_what_decides_them() -> None:
+    """A list's verdicts are kept by its bytes and by what else decides them (the
+    selectors' kinds, the open elements, the room left to nest): a change of any of
+    them is a miss, and the answer is always the one worked out afresh."""
+    from edge.rewrite import items
+
+    cards = [_art_card(i, "<span class=x data-mark>m</span>") for i in range(6)]
+    html = _product_list(cards)
+    # The list inside another: a selector naming the outer one as an ancestor keeps
+    # it (and its item) open around the list, with the same kinds of selectors.
+    nested = html.replace(b"<main>", b"<main><ol class=outer><div>").replace(
+        b"</main>", b"</div></ol></main>"
+    )
+    inner = Edit("ol ol.products", "reorder", key_attr="data-k", order=["k3", "k1"])
+    assert Plan([inner]).scan is Plan([PRODUCTS]).scan
+    reorder = [PRODUCTS]
+    out, kept = _cold(html, Plan(reorder))
+    assert kept == 2  # the stretch's simple markup, the run of items
+    assert out.index(b"data-k=k3") < out.index(b"data-k=k1") < out.index(b"data-k=k0")
+    variants = [  # (page, edits, max_depth, a miss)
+        (html, [Edit("ol.products", "reorder", key_attr="data-k", order=["k5"])], 512, False),
+        (html, [PRODUCTS, Edit("span.x", "after", b"!")], 512, True),  # a type inside
+        (html, [PRODUCTS, Edit("[data-mark]", "before", b"?")], 512, True),  # an attribute
+        (html, reorder, 9, True),  # less room to nest
+        (nested, [inner], 512, True),  # other open elements, less room
+    ]
+    for page, edits, depth, miss in variants:
+        _cold(page, Plan(reorder))  # the plain list's verdicts kept
+        warm = b"".join(run_chunks(page, Plan(edits, max_depth=depth), 1 << 20))
+        assert len(items._REGIONS) == 2 + miss, (edits, depth)
+        assert warm == _cold(page, Plan(edits, max_depth=depth))[0]
+        exact = b"".join(run_chunks(page, Plan(edits, max_depth=depth, fast=False), 1 << 20))
+        assert warm == exact
+
+
+@settings(max_examples=examples(2000), deadline=None)
+@given(st.lists(st.sampled_from(["<a", ">", "=", '"', "'", '=""', "=''", " b", "<!-- c -->"])))
+def test_simple_markup_counting_quotes_agrees_with_the_search(pieces: list[str]) -> None:
+    """is_simple_markup skips its search for a quoted value holding an angle when
+    every quote is in an empty value: the answer is the search's."""
+    from edge.rewrite import items
+
+    region = "".join(pieces).encode()
+    skeleton = region.translate(None, items._NOT_SKELETON)
+    angles = skeleton.translate(None, b"=\"'")
+    searched = (
+        angles.count(b"<>") * 2 == len(angles)
+        and not (b"<!--" in region and items._BAD_COMMENT.search(region) is not None)
+        and items._SKELETON_QUOTED_ANGLE.search(skeleton) is None
+    )
+    assert items.is_simple_markup(region, 0, len(region)) == searched
+
+
+# -- inline <svg>/<math> stepped over whole, remembered by their bytes (tree.KNOWN_FOREIGN)
+
+
+def _forget_known_foreign() -> None:
+    from edge.rewrite import tree
+
+    tree.KNOWN_FOREIGN._data.clear()
+    tree.KNOWN_FOREIGN.weight = 0
+
+
+@settings(max_examples=examples(600), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(foreign_docs, st.integers(0, len(FAST_EDIT_SETS) - 1), st.sampled_from([1, 7, 1 << 16]))
+def test_remembered_foreign_elements_equal_fresh_ones(html: bytes, which: int, chunk: int) -> None:
+    plan = Plan(FAST_EDIT_SETS[which])
+    _forget_known_foreign()
+    cold = b"".join(run_chunks(html, plan, chunk))
+    warm = b"".join(run_chunks(html, plan, chunk))
+    assert warm == cold == _both(html, FAST_EDIT_SETS[which], chunk)[1]
+
+
+def test_remembered_foreign_elements_are_keyed_by_what_decides_them() -> None:
+    """An icon stepped over whole is remembered by its bytes, the plan's kinds of
+    selectors and its depth limit; a change of any of them is a miss."""
+    from edge.rewrite import tree
+
+    icon = b'<svg viewBox="0 0 8 8"><g><g><rect id=r width=2 /></g></g></svg>'
+    page = b"<div data-edge-slot=s>old</div>" + icon * 3 + b"<p>end</p>"
+    plain = [Edit("[data-edge-slot=s]", "set_inner_content", b"NEW")]
+    _forget_known_foreign()
+    assert Plan(plain).rewrite(page) == page.replace(b">old<", b">NEW<")
+    assert len(tree.KNOWN_FOREIGN) == 1  # one icon, three times
+    assert Plan(plain).rewrite(page) == page.replace(b">old<", b">NEW<")
+    assert len(tree.KNOWN_FOREIGN) == 1
+    inside = [*plain, Edit("rect", "after", b"<!--R-->")]  # a type inside it
+    assert Plan(inside).rewrite(page).count(b"/><!--R-->") == 3
+    shallow = Plan(plain, max_depth=2)  # too shallow to step over it whole: bails
+    deep = Plan(plain, max_depth=3)
+    errors = []
+    for plan in (shallow, deep, shallow):
+        rw = plan.rewriter()
+        out = rw.write(page) + rw.end()
+        exact = Plan(plain, max_depth=plan.max_depth, fast=False).rewriter()
+        assert (out, rw.error) == (exact.write(page) + exact.end(), exact.error)
+        errors.append(rw.error)
+    assert errors[0] == errors[2] == "elements nested deeper than 2" and errors[1] is None
+
+
+@pytest.mark.parametrize(
+    "inside",
+    [
+        "",
+        "<h1>t</h1><p>x <a href=/a>a</a></p>",
+        "<div><div>nested</div></div><section>s</section>",
+        "<svg viewBox='0 0 1 1'><rect width=1 /></svg><p>art</p>",
+        "<p>para<div>block</div>",
+        "<!-- </section> --><p>c</p>",
+        "<span title='</section>'>t</span>",
+        "<script>x = '</section>'</script>",
+        "</div><b>stray</b>",
+        "<h1>t</h2>",
+        "<table><tr><td>cell</table>",
+        "<template><p>t</p></template>",
+        "<section>unclosed",
+        "<div data-edge-slot=inner>x</div><span class=x>y</span>",
+    ],
+)
+@pytest.mark.parametrize("action", ["set_inner_content", "replace", "remove"])
+def test_dropped_content_is_stepped_over_as_the_exact_path_reads_it(
+    inside: str, action: str
+) -> None:
+    """The content of an element whose content is dropped is stepped over to its
+    end tag at once when it is simple; anything else goes tag by tag."""
+    html = f"<main><section data-edge-slot=hero>{inside}</section><p>after</p></main>".encode()
+    content = b"" if action == "remove" else b"<b>NEW</b>"
+    edits = [
+        Edit("[data-edge-slot=hero]", action, content),  # type: ignore[arg-type]
+        Edit("span.x, [data-edge-slot=inner]", "after", b"!"),
+        Edit("main", "append", b"<i>end</i>"),
+    ]
+    for chunk in (1 << 16, 1, 9):
+        fast, exact = _both(html, edits, chunk)
+        assert fast == exact
+
+
+def test_a_remembered_foreign_element_is_not_one_a_selector_may_match() -> None:
+    """Plans with the same kinds of selectors share what they remember; an element
+    a selector of theirs may match (by its name or an attribute name) is never
+    remembered as stepped over, so another plan's edit on it is made."""
+    from edge.rewrite import tree
+
+    page = b"<p>x</p><svg class=logo><path d=M0/></svg><svgfoo class=logo </svg><p>y</p>"
+    icon = Plan([Edit("svg.icon, svgfoo.icon", "before", b"<!--I-->")])
+    logo = Plan([Edit("svg.logo, svgfoo.logo", "before", b"<!--L-->")])
+    assert icon.scan is logo.scan
+    _forget_known_foreign()
+    assert icon.rewrite(page) == page
+    assert len(tree.KNOWN_FOREIGN) == 0
+    assert logo.rewrite(page).count(b"<!--L-->") == 2
+    assert logo.rewrite(page) == _both(page, list(logo.edits), 1 << 16)[1]

@@ -169,7 +169,17 @@ class Sink:
 class Act:
     """Work pending at the end of an open element."""
 
-    __slots__ = ("after", "append", "edit", "item_attrs", "item_key", "item_of", "kind", "sink")
+    __slots__ = (
+        "after",
+        "append",
+        "edit",
+        "fast_tried",
+        "item_attrs",
+        "item_key",
+        "item_of",
+        "kind",
+        "sink",
+    )
 
     def __init__(self) -> None:
         self.after: list[CompiledEdit] = []
@@ -181,6 +191,8 @@ class Act:
         self.item_key: str | None = None
         # An item keyed by its link: its attributes, until its end shows the link.
         self.item_attrs: tuple[KeyFunc, dict[str, str]] | None = None
+        # Whether the content's end was looked for at once (see ListItems._dropped_end).
+        self.fast_tried = False
 
 
 def reordered(

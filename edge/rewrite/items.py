@@ -28,13 +28,20 @@ from collections.abc import Callable
 from itertools import accumulate
 from typing import Protocol, TypeVar
 
-from edge.caches import Memo
+from edge.caches import LRU, Memo
 
 from . import scanner as sc
 from .edits import ITEM_LINK, Act, Sink
 from .patterns import DIGITS, DIGITS_TO_ZERO, ItemShape, ScanPatterns, has_any
 from .scanner import LOWER_NAMES
-from .tree import FOREIGN_START, HTML, ITEM_NAMES, MAY_CLOSE, follow_structure
+from .tree import (
+    FOREIGN_START,
+    HTML,
+    ITEM_NAMES,
+    KNOWN_FOREIGN,
+    MAY_CLOSE,
+    follow_structure,
+)
 
 __all__ = ["ItemsPlan", "ListItems", "first_link", "is_simple_markup"]
 
@@ -48,6 +55,10 @@ _BETWEEN_ITEMS = re.compile(rb"(?:[^<]++|<(?=[^A-Za-z/!?])|" + sc.COMMENT_SRC + 
 _BAD_COMMENT = re.compile(rb"<!--(?!-?>)[^>]*+(?<!--)(?<!--!)>")
 _NOT_SKELETON = bytes(b for b in range(256) if b not in b"<>=\"'")
 _SKELETON_QUOTED_ANGLE = re.compile(rb"=(?:\"[^\"<>]*+[<>]|'[^'<>]*+[<>])")
+#: Verdicts on a list's stretch by its bytes (and what else they depend on), up to
+#: this many bytes of stretches: see :meth:`ListItems._fast_items`.
+_REGIONS_BYTES = 4 << 20
+_REGIONS: LRU[tuple[object, ...], tuple[object, int]] = LRU(_REGIONS_BYTES, weigh=lambda v: v[1])
 
 
 def is_simple_markup(buf: bytes | bytearray, a: int, b: int) -> bool:
@@ -67,7 +78,14 @@ def is_simple_markup(buf: bytes | bytearray, a: int, b: int) -> bool:
         return False
     if b"<!--" in region and _BAD_COMMENT.search(region) is not None:
         return False
-    return _SKELETON_QUOTED_ANGLE.search(skeleton) is None
+    # Most values hold none of ``<>="'``: when every quote is in such an empty
+    # ``=""`` or ``=''``, no value can hold an angle. Counting costs ~70k
+    # instructions on a 26 KB product grid, the search ~400k (it tries every "=").
+    for empty in (b'=""', b"=''"):
+        quotes = skeleton.count(empty[1:2])
+        if quotes and quotes != 2 * skeleton.count(empty):
+            return _SKELETON_QUOTED_ANGLE.search(skeleton) is None
+    return True
 
 
 _LINK_START = re.compile(rb"<[aA][\t\n\f\r />]")
@@ -127,6 +145,7 @@ class ListItems:
     _emitted: int
     _flush: Callable[[int], None]
     _foreign_end: Callable[[bytes, int, int, bool], int]
+    _known_foreign: Callable[[int, int], tuple[bytes, int, int] | None]
 
     def _init_items(self) -> None:
         """A new document: no list seen yet."""
@@ -142,6 +161,8 @@ class ListItems:
         self._list_simple = False
         self._bulk_tried = False
         self._simple_upto = -1
+        # The stretch of the list last copied: (start, end, its bytes).
+        self._region: tuple[int, int, bytes] | None = None
 
     def _fast_items(self, pos: int, final: bool) -> int:
         """Move the items of the list being reordered (the top of the stack)
@@ -175,7 +196,7 @@ class ListItems:
             self._list_end = end = self._end_tag_at(stack[-1][0], pos)
             if end >= 0:
                 pos = self._split_items(pos, end, open_names)
-                self._list_simple = is_simple_markup(buf, pos, end)
+                self._list_simple = self._simple_region(pos, end)
                 self._bulk_tried = False
         self._simple_upto = self._list_end if self._list_end >= pos and self._list_simple else -1
         lits = plan.scan.attr_literals
@@ -229,6 +250,15 @@ class ListItems:
             at = low.find(lit, at + 1)
         return at
 
+    def _simple_region(self, a: int, b: int) -> bool:
+        """:func:`is_simple_markup` of the input ``a..b``, remembered by its bytes."""
+        region = self._region_bytes(a, b)
+        simple = _REGIONS.get((region,))
+        if simple is None:
+            simple = (is_simple_markup(region, 0, len(region)), len(region))
+            _REGIONS[(region,)] = simple
+        return simple[0]  # type: ignore[return-value]
+
     # -- items cut apart at their end tags ---------------------------------------
 
     def _split_items(self, pos: int, end: int, open_names: frozenset[bytes]) -> int:
@@ -264,6 +294,18 @@ class ListItems:
         ):
             return pos
         close = b"</" + name + b">"
+        first = self._low.find(close, pos, end)
+        if first < 0:
+            return pos
+        # The first piece alone first: when it is no simple item (an <svg> in a
+        # product card, a heading in a shelf) nothing is moved, and the shapes of
+        # the whole list (a translate and a split: ~0.2M instructions for a 26 KB
+        # list) are not needed.
+        piece = bytes(self._low[pos : first + len(close)])
+        shape = piece[: -len(close)].translate(DIGITS_TO_ZERO)
+        if not self._shape_verdicts(piece, [shape], [0, len(piece)], name, open_names, key_attr):
+            self._flush(pos)
+            return pos
         low = bytes(self._low[pos:end])
         shapes = low.translate(DIGITS_TO_ZERO).split(close)
         if len(shapes) < 2:
@@ -463,57 +505,20 @@ class ListItems:
 
     def _bulk_items(self, pos: int, name: bytes, open_names: frozenset[bytes]) -> int:
         """Move a run of list items named ``name`` at once, in the stretch already
-        known to be simple markup; returns where the run ends (``pos`` if none).
-
-        Items are found by their junctions (an end tag of their name, a
-        separator, a start tag of their name); as many start and end tags of
-        that name as items prove none is nested, ended early or missed, and the
-        structural tags inside (checked per distinct sequence) prove nothing
-        closes outside its item.
-        """
-        low = self._low
-        buf = self._buf
-        plan = self.plan
+        known to be simple markup; returns where the run ends (``pos`` if none)."""
         upto = self._simple_upto
-        head, junction = _item_patterns(name)
-        m = head.match(low, pos, upto)
-        if m is None:
-            return pos
-        runs = [[m.start(2), m.end(2), 0]]  # start, start tag end, end
-        for j in junction.finditer(low, m.end(2), upto):
-            runs[-1][2] = j.start(1)
-            runs.append([j.start(2), j.end(2), 0])
-        last = _simple_end_pattern(name).search(low, runs[-1][1], upto)
-        if last is None:
-            runs.pop()
-            if not runs:
-                return pos
+        region = self._region_bytes(pos, upto)
+        plan = self.plan
+        key = (region, name, open_names, self._room, plan.types, plan.scan.attr_literals)
+        found = _REGIONS.get(key, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = self._bulk_runs(pos, upto, name, open_names)
+            _REGIONS[key] = (found, len(region))
         else:
-            runs[-1][2] = last.end()
-        p = runs[-1][2]
-        lits = plan.scan.attr_literals
-        if lits and has_any(low, lits, pos, p):
+            found = found[0]  # type: ignore[index]
+        if found is None:
             return pos
-        room = self._room
-        for q, _a, e in runs:
-            if e - q > 3 * room and low.count(b"<", q, e) >= room:
-                return pos
-        # Every item's structural tags, "name ... /name": one start and one end
-        # tag of its name each (none nested, none ended early).
-        structure = self._outside_foreign(plan.scan.structural_tags.findall, pos, p)
-        if structure is None:
-            return pos
-        joined = b" " + b" ".join(structure) + b" "
-        per_item = joined.split(b" /" + name + b" ")
-        if len(per_item) != len(runs) + 1 or per_item[-1].strip():
-            return pos
-        for seq in set(per_item[:-1]):
-            words = seq.split()
-            if not words or words[0] != name or words.count(name) != 1:
-                return pos
-            tags = tuple((b"/", t[1:]) if t[:1] == b"/" else (b"", t) for t in words[1:])
-            if follow_structure(name, open_names, (), tags, plan.types) != ():
-                return pos
+        runs, p = found  # type: ignore[misc]
         act = self._stack[-1][3]
         assert act is not None and act.sink is not None
         sink = act.sink
@@ -522,16 +527,85 @@ class ListItems:
         skip = len(name) + 1
         items = sink.items
         key_of = self._item_key_of
-        prev = self._emitted
+        prev = self._emitted - pos
         for q, a, e in runs:
-            if q > prev:
-                parts.append(bytes(buf[prev:q]))  # the separator stays where it is
-            parts.append(bytes(buf[q:e]))
+            if q > prev:  # the separator stays where it is
+                parts.append(
+                    region[prev:q] if prev >= 0 else bytes(self._buf[pos + prev : pos]) + region[:q]
+                )
+            parts.append(region[q:e])
             at = len(parts)
-            items.append((at - 1, at, key_of(bytes(buf[q + skip : a - 1]), parts[-1])))
+            items.append((at - 1, at, key_of(region[q + skip : a - 1], parts[-1])))
             prev = e
-        self._emitted = prev
-        return p
+        self._emitted = pos + prev
+        return pos + p
+
+    def _region_bytes(self, a: int, b: int) -> bytes:
+        """The input ``a..b`` as bytes, copied once per list (its key in ``_REGIONS``)."""
+        kept = self._region
+        if kept is not None and kept[0] == a and kept[1] == b:
+            return kept[2]
+        region = bytes(memoryview(self._buf)[a:b])
+        self._region = (a, b, region)
+        return region
+
+    def _bulk_runs(
+        self, pos: int, upto: int, name: bytes, open_names: frozenset[bytes]
+    ) -> tuple[list[tuple[int, int, int]], int] | None:
+        """For :meth:`_bulk_items`: the run of items from ``pos`` in the simple
+        stretch up to ``upto``, as (start, start tag's end, end) offsets from
+        ``pos``, and where the run ends; None if there is none.
+
+        Items are found by their junctions (an end tag of their name, a
+        separator, a start tag of their name); as many start and end tags of
+        that name as items prove none is nested, ended early or missed, and the
+        structural tags inside (checked per distinct sequence) prove nothing
+        closes outside its item. What it reads lies in ``pos..upto`` (a foreign
+        element's end looked for beyond is refused), so the answer depends on
+        those bytes and the arguments alone.
+        """
+        low = self._low
+        plan = self.plan
+        head, junction = _item_patterns(name)
+        m = head.match(low, pos, upto)
+        if m is None:
+            return None
+        runs = [[m.start(2), m.end(2), 0]]  # start, start tag end, end
+        for j in junction.finditer(low, m.end(2), upto):
+            runs[-1][2] = j.start(1)
+            runs.append([j.start(2), j.end(2), 0])
+        last = _simple_end_pattern(name).search(low, runs[-1][1], upto)
+        if last is None:
+            runs.pop()
+            if not runs:
+                return None
+        else:
+            runs[-1][2] = last.end()
+        p = runs[-1][2]
+        lits = plan.scan.attr_literals
+        if lits and has_any(low, lits, pos, p):
+            return None
+        room = self._room
+        for q, _a, e in runs:
+            if e - q > 3 * room and low.count(b"<", q, e) >= room:
+                return None
+        # Every item's structural tags, "name ... /name": one start and one end
+        # tag of its name each (none nested, none ended early).
+        structure = self._outside_foreign(plan.scan.structural_tags.findall, pos, p)
+        if structure is None:
+            return None
+        joined = b" " + b" ".join(structure) + b" "
+        per_item = joined.split(b" /" + name + b" ")
+        if len(per_item) != len(runs) + 1 or per_item[-1].strip():
+            return None
+        for seq in set(per_item[:-1]):
+            words = seq.split()
+            if not words or words[0] != name or words.count(name) != 1:
+                return None
+            tags = tuple((b"/", t[1:]) if t[:1] == b"/" else (b"", t) for t in words[1:])
+            if follow_structure(name, open_names, (), tags, plan.types) != ():
+                return None
+        return [(q - pos, a - pos, e - pos) for q, a, e in runs], p - pos
 
     def _outside_foreign(
         self, find: Callable[[bytearray, int, int], list[_T]], a: int, b: int
@@ -551,14 +625,25 @@ class ListItems:
         while m is not None:
             found += find(low, at, m.start())
             name = m.group(1)
-            tm = sc.START_TAG.match(self._buf, m.start(), b)
-            if tm is None or name in types:
+            if name in types:
                 return None
-            at = tm.end()
-            if not sc.is_self_closing(tm.group(2)):
-                at = self._foreign_end(name, at, _ANY_DEPTH, True)
-                if at < 0 or at > b:
+            s = m.start()
+            known = self._known_foreign(s, -1)
+            if known is not None and known in KNOWN_FOREIGN:
+                at = s + len(known[0])
+            else:
+                tm = sc.START_TAG.match(self._buf, s, b)
+                if tm is None:
                     return None
+                at = tm.end()
+                if not sc.is_self_closing(tm.group(2)):
+                    at = self._foreign_end(name, at, _ANY_DEPTH, True)
+                    if at < 0 or at > b:
+                        return None
+                    if known is not None and at - s == len(known[0]):
+                        KNOWN_FOREIGN[known] = at - s
+            if at > b:
+                return None
             m = FOREIGN_START.search(low, at, b)
         found += find(low, at, b)
         return found
@@ -603,6 +688,39 @@ class ListItems:
             inner = inner[:-1]  # that end tag closes a nested element of the same name
             seg = em.end()
         return -1  # its end is not here yet
+
+    def _dropped_end(self, pos: int, act: Act) -> int:
+        """In the content (from ``pos``, right after its start tag) of the element on
+        top of the stack, whose content is dropped (replaced, removed or given new
+        inner content): where its end tag starts when the content is simple (see
+        :meth:`_simple_item_end`), else ``pos``. The exact path would follow each
+        tag of the content only to find that end (a hero's ~20 tags: ~0.3M
+        instructions). Tried once per element (``act``: its pending work)."""
+        if act.fast_tried:
+            return pos
+        act.fast_tried = True
+        stack = self._stack
+        name, ns = stack[-1][0], stack[-1][1]
+        plan = self.plan
+        first = self._buf.find(b"<", pos)
+        if (
+            first < 0
+            or self._buf.startswith(b"</", first)  # no element inside before an end tag
+            or ns != HTML
+            or name not in ITEM_NAMES
+            or plan.match_all
+            or any(e[1] != HTML for e in stack)
+        ):
+            return pos
+        room, upto = self._room, self._simple_upto
+        self._room, self._simple_upto = plan.max_depth - len(stack), -1
+        try:
+            end = self._simple_item_end(name, pos, frozenset(e[0] for e in stack[:-1]))
+        finally:
+            self._room, self._simple_upto = room, upto
+        if end is None or end < 0:
+            return pos
+        return self._buf.rfind(b"</", pos, end)
 
     # -- items' keys ------------------------------------------------------------
 

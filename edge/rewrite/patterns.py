@@ -11,6 +11,7 @@ regular expressions the fast paths search with (see :mod:`.skim` and
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from typing import NamedTuple
 
@@ -25,6 +26,7 @@ __all__ = ["DIGITS", "DIGITS_TO_ZERO", "ItemShape", "ScanPatterns", "has_any", "
 _SPECIAL_START = (
     b"script style xmp iframe noembed noframes textarea title plaintext template svg math".split()
 )
+_SERIALS = itertools.count()
 DIGITS = frozenset(b"0123456789")
 #: Items are checked by shape: their bytes with every digit read as "0".
 DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
@@ -60,6 +62,9 @@ class ScanPatterns(NamedTuple):
     item_shapes: Memo[tuple[object, ...], Memo[bytes, ItemShape]]
     """Verdicts per item shape, keyed by what else they depend on; shared by the
     plans these patterns serve."""
+    serial: int
+    """Tells these patterns apart in the keys of verdicts kept by bytes (a tuple of
+    patterns hashes slowly)."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -116,6 +121,7 @@ def scan_patterns(
         shape_literals,
         shape_digit_tags,
         Memo(64),
+        next(_SERIALS),
     )
 
 

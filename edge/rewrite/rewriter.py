@@ -58,6 +58,8 @@ from .skim import Skim
 from .tree import (
     FOREIGN_ENDS,
     HTML,
+    KNOWN_FOREIGN,
+    KNOWN_FOREIGN_MAX,
     NAMESPACES,
     UNSEEN,
     closes_root,
@@ -165,6 +167,8 @@ _TAG_START = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ/!?
 _WATCH = frozenset((*sc.TEXT_ELEMENTS, b"template", b"svg", b"math", b"plaintext"))
 #: How far ahead of an ``<svg>`` its end may be waited for (then: tag by tag).
 _FOREIGN_WAIT = 256 << 10
+#: What ends a tag's name.
+_NAME_ENDS = frozenset(b"\t\n\f\r />")
 #: :meth:`Rewriter._foreign_end`: not to be stepped over / its end may come later.
 _NOT_SIMPLE, _WAIT = -1, -2
 
@@ -309,6 +313,7 @@ class Rewriter(ListItems):
             del self._low[:keep]
             self._skim.forget(keep)
             self._list_end -= keep
+        self._region = None  # its offsets are gone
         self._pos -= keep
         self._foreign_need -= keep
         self._emitted -= keep
@@ -388,7 +393,9 @@ class Rewriter(ListItems):
         skip = self.plan.scan.skip.match
         token = sc.TOKEN.match
         stack = self._stack
+        low = self._low
         while True:
+            known: tuple[bytes, int, int] | None = None
             if self._state != _DATA:
                 pos = self._text(pos, final)
                 if self._state != _DATA:
@@ -398,6 +405,11 @@ class Rewriter(ListItems):
                 pos = self._skim.next(pos, final) if self._fast else skip(buf, pos).end()
                 if pos >= n or buf[pos] != 0x3C:  # "<"
                     break
+                if self._fast and pos + 1 < n and low[pos + 1] in b"sm":
+                    known = self._known_foreign(pos, self.plan.max_depth, final)
+                    if known is not None and known in KNOWN_FOREIGN:
+                        pos += len(known[0])  # stepped over whole before
+                        continue
             else:
                 top = stack[-1][3]
                 if top is not None and top.kind == "reorder" and self._fast:
@@ -405,6 +417,8 @@ class Rewriter(ListItems):
                     if pos < 0:  # an item is not all there yet
                         pos = -pos - 1
                         break
+                elif top is not None and top.sink is not None and top.sink.discard and self._fast:
+                    pos = self._dropped_end(pos, top)
                 pos = buf.find(b"<", pos)
                 if pos < 0:
                     pos = n
@@ -432,6 +446,8 @@ class Rewriter(ListItems):
                 after = self._start_tag(m.group(1), m.group(2), pos, m.end(), final)
                 if after < 0:  # a foreign element's end is not here yet
                     break
+                if known is not None and not stack and after - pos == len(known[0]):
+                    self._remember_foreign(known, m.group(1), pos, m.end())
                 pos = after
             elif kind == 3:
                 if stack:
@@ -451,6 +467,43 @@ class Rewriter(ListItems):
         elif self._state in (_TEXT, _CDATA):
             safe = max(pos, min(self._resume, n))
         self._flush(safe)
+
+    def _remember_foreign(self, key: tuple[bytes, int, int], raw: bytes, s: int, e: int) -> None:
+        """The element ``key`` was stepped over whole from its start tag ``raw``
+        (``s..e``): remember it, unless a selector of any plan with these scan
+        patterns may match that tag (by its name or attribute names)."""
+        plan = self.plan
+        probe = plan.scan.attr_probe
+        if (
+            not plan.match_all
+            and raw.lower() not in plan.types
+            and (probe is None or probe.search(self._buf, s, e) is None)
+        ):
+            KNOWN_FOREIGN[key] = len(key[0])
+
+    def _known_foreign(
+        self, pos: int, room: int, final: bool = True
+    ) -> tuple[bytes, int, int] | None:
+        """If an ``<svg>`` or ``<math>`` starts at ``pos``, its key in
+        :data:`.tree.KNOWN_FOREIGN`: its bytes up to its first end tag, the plan's
+        scan patterns, ``room`` (how deep it may nest; -1: any depth); None if it
+        has no end tag yet, is too long to keep, or the exact path would wait for
+        more input before looking (see :meth:`_foreign_end`). Stepped over whole,
+        such an element's end depends on these alone."""
+        low = self._low
+        if not final and len(low) < self._foreign_need:
+            return None
+        for name in (b"svg", b"math"):
+            after = pos + 1 + len(name)
+            if low.startswith(name, pos + 1) and after < len(low) and low[after] in _NAME_ENDS:
+                break
+        else:
+            return None
+        close = low.find(b"</" + name, pos)
+        end = low.find(b">", close) + 1 if close >= 0 else 0
+        if end <= 0 or end - pos > KNOWN_FOREIGN_MAX:
+            return None
+        return bytes(memoryview(self._buf)[pos:end]), self.plan.scan.serial, room
 
     def _text(self, pos: int, final: bool) -> int:
         """Continue inside raw text, a comment or CDATA; returns the new position."""

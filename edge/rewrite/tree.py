@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from edge.caches import Memo
+from edge.caches import LRU, Memo
 
 from . import scanner as sc
 
@@ -38,6 +38,8 @@ __all__ = [
     "HTML",
     "IGNORED",
     "ITEM_NAMES",
+    "KNOWN_FOREIGN",
+    "KNOWN_FOREIGN_MAX",
     "MATH",
     "MAY_CLOSE",
     "NAMESPACES",
@@ -306,6 +308,14 @@ _FOREIGN_BREAKOUT = sc.BREAKOUT | {b"font"}
 #: At most this many verdicts of foreign elements up to this many bytes (~16 MB).
 _FOREIGN_MEMO_SIZE, _FOREIGN_MEMO_BYTES = 2048, 8 << 10
 _FOREIGN: Memo[object, int | None] = Memo(_FOREIGN_MEMO_SIZE)
+#: Inline ``<svg>``/``<math>`` elements stepped over whole (outside watched elements,
+#: in list items), keyed by ``Rewriter._known_foreign``: how long they are. An icon
+#: or a product's art repeats on every page of a shop, also on pages whose other
+#: bytes differ per visitor; stepping over one costs ~60-90k instructions of
+#: tokenizing, matching and checking, a look-up ~5k. At most KNOWN_FOREIGN_BYTES of
+#: them, each up to KNOWN_FOREIGN_MAX bytes.
+KNOWN_FOREIGN_BYTES, KNOWN_FOREIGN_MAX = 2 << 20, 16 << 10
+KNOWN_FOREIGN: LRU[tuple[bytes, int, int], int] = LRU(KNOWN_FOREIGN_BYTES, weigh=int)
 
 
 def foreign_depth(
