@@ -26,6 +26,7 @@ import msgspec
 from edge.config import Config
 from edge.request import RequestHead
 from edge.upstream import (
+    Sent,
     UpstreamConnectError,
     UpstreamError,
     UpstreamPool,
@@ -278,16 +279,43 @@ class Proxy:
             return await self.pool.send(
                 request, head.method == "HEAD", body, chunked=framing is True
             )
-        except UpstreamTimeout:
-            log.warning("upstream timed out: %s %s", head.method, head.path)
-            await send_error(head, send, 504)
-        except UpstreamConnectError as exc:
-            log.warning("upstream unreachable: %s", exc)
-            await send_error(head, send, 502)
         except UpstreamError as exc:
-            log.warning("upstream failed: %s", exc)
-            await send_error(head, send, 502)
+            await _upstream_failed(head, send, exc)
         return None
+
+    def start(self, head: RequestHead) -> Sent | None:
+        """For a request without a body, when a kept connection is idle: the request
+        written upstream now, for :meth:`finish` to wait for its response; what comes
+        in between runs while the upstream works (the page's decision, in
+        :mod:`edge.respond`, without a task of its own). None: use :meth:`open`."""
+        try:
+            request, framing = self._request_head(head)
+        except _BadRequest:
+            return None  # open() answers it
+        if framing is not None:
+            return None
+        return self.pool.start(request, head.method == "HEAD")
+
+    async def finish(self, head: RequestHead, sent: Sent, send: Any) -> UpstreamResponse | None:
+        """:meth:`open`'s second half, for a request :meth:`start` wrote."""
+        try:
+            return await self.pool.finish(sent)
+        except UpstreamError as exc:
+            await _upstream_failed(head, send, exc)
+        return None
+
+
+async def _upstream_failed(head: RequestHead, send: Any, exc: UpstreamError) -> None:
+    """The error page for a request the upstream did not answer, and its log line."""
+    if isinstance(exc, UpstreamTimeout):
+        log.warning("upstream timed out: %s %s", head.method, head.path)
+        await send_error(head, send, 504)
+    elif isinstance(exc, UpstreamConnectError):
+        log.warning("upstream unreachable: %s", exc)
+        await send_error(head, send, 502)
+    else:
+        log.warning("upstream failed: %s", exc)
+        await send_error(head, send, 502)
 
 
 def _without(parts: list[bytes], names: set[bytes]) -> list[bytes]:

@@ -23,11 +23,10 @@ why), and goes through the same steps:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -145,9 +144,10 @@ class Responder:
             await self._logged(head, receive, send, request_id, self.access_log)
             return
         outcome = "error"
-        try:
-            with contextlib.suppress(ClientGone):
-                outcome = await self._respond(head, receive, send, request_id, None)
+        try:  # (try/except, not contextlib.suppress: three Python calls less a request)
+            outcome = await self._respond(head, receive, send, request_id, None)
+        except ClientGone:
+            pass
         finally:
             metrics.REQUESTS[outcome].inc()
 
@@ -159,8 +159,9 @@ class Responder:
         sent = logs.Sent(send)
         outcome = "error"
         try:
-            with contextlib.suppress(ClientGone):
-                outcome = await self._respond(head, receive, sent.send, request_id, sent)
+            outcome = await self._respond(head, receive, sent.send, request_id, sent)
+        except ClientGone:
+            pass
         finally:
             metrics.REQUESTS[outcome].inc()
             seconds = time.perf_counter() - started
@@ -202,14 +203,12 @@ class Responder:
             return "passthrough"
         head.read_headers()
         exchange, personalize = self.visit(head)
-        deciding = await self._start_deciding(exchange) if personalize else None
-        started = time.perf_counter()
-        try:
+        deciding: asyncio.Future[Decision | None] | None = None
+        if personalize:
+            response, deciding, started = await self._open_deciding(exchange, receive, send)
+        else:
+            started = time.perf_counter()
             response = await self.proxy.open(head, receive, send, exchange.form)
-        except BaseException:
-            if deciding is not None:
-                deciding.cancel()
-            raise
         if response is None:
             if deciding is not None:
                 deciding.cancel()
@@ -330,23 +329,49 @@ class Responder:
             exchange.form = bytearray()
         return exchange, personalize
 
-    async def _start_deciding(self, exchange: Exchange) -> asyncio.Future[Decision | None]:
-        """Step 2: the decision, made while the upstream works."""
+    async def _open_deciding(
+        self, exchange: Exchange, receive: Any, send: Any
+    ) -> tuple[UpstreamResponse | None, asyncio.Future[Decision | None], float]:
+        """Step 2 and the upstream's response: the decision, made while the upstream
+        works; when the response is its time.
+
+        The request is written upstream first (on a kept connection) and the decision
+        made in this task meanwhile: no task of its own (a task a request less). With
+        no kept connection idle, the decision is a task while one opens. A revalidation
+        is decided first: the browser's copy may predate this visitor's edits, and the
+        shop would confirm it with a 304; when the page is personalized, the shop is
+        asked for the page itself."""
         head = exchange.head
-        deciding = asyncio.ensure_future(
-            self.decider.decide(
-                head, exchange.visit, exchange.page, exchange.touch, exchange.preview
-            )
-        )
+        decided = asyncio.get_running_loop().create_future()
         if head.conditional:
-            # A revalidation: the browser's copy may predate this visitor's edits, and
-            # the shop would confirm it with a 304. When the page is personalized, ask
-            # the shop for the page itself.
             exchange.if_none_match = head.if_none_match
-            early = await deciding
+            decided.set_result(await self._decide(exchange))
+            early = decided.result()
             if early is not None and early.edits:
                 head.without_conditionals()
-        return deciding
+            started = time.perf_counter()
+            return await self.proxy.open(head, receive, send, exchange.form), decided, started
+        started = time.perf_counter()
+        written = self.proxy.start(head)
+        if written is None:
+            deciding = asyncio.ensure_future(self._decide(exchange))
+            try:
+                response = await self.proxy.open(head, receive, send, exchange.form)
+            except BaseException:
+                deciding.cancel()
+                raise
+            return response, deciding, started
+        try:
+            decided.set_result(await self._decide(exchange))
+        except BaseException:
+            written.abandon()
+            raise
+        return await self.proxy.finish(head, written, send), decided, started
+
+    def _decide(self, exchange: Exchange) -> Coroutine[Any, Any, Decision | None]:
+        return self.decider.decide(
+            exchange.head, exchange.visit, exchange.page, exchange.touch, exchange.preview
+        )
 
     def _headers(
         self, exchange: Exchange, headers: Headers, encoding: bytes, length: int

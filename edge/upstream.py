@@ -326,6 +326,24 @@ class UpstreamResponse:
             self._conn.close()
 
 
+class Sent:
+    """A request :meth:`UpstreamPool.start` wrote; :meth:`UpstreamPool.finish` waits
+    for its response, or :meth:`abandon` closes its connection."""
+
+    __slots__ = ("conn", "head", "is_head", "waiter")
+
+    def __init__(
+        self, conn: _Connection, waiter: asyncio.Future[None], head: bytes, is_head: bool
+    ) -> None:
+        self.conn = conn
+        self.waiter = waiter
+        self.head = head
+        self.is_head = is_head
+
+    def abandon(self) -> None:
+        self.conn.close()
+
+
 class UpstreamPool:
     """Keep-alive connections to one ``host:port``; at most ``max_idle`` kept idle."""
 
@@ -427,6 +445,35 @@ class UpstreamPool:
             return UpstreamResponse(self, conn)
         conn = await self._connect()
         return await self._exchange(conn, head, body, chunked, is_head)
+
+    def start(self, head: bytes, is_head: bool) -> Sent | None:
+        """Write a request without a body on a kept connection, now (None when none is
+        idle: then :meth:`send`). :meth:`finish` waits for its response: the caller
+        may do its own work in between, while the upstream works."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if conn.usable:
+                return Sent(conn, conn.send_head(head, is_head, self.read_timeout), head, is_head)
+        return None
+
+    async def finish(self, sent: Sent) -> UpstreamResponse:
+        """The response to a request :meth:`start` wrote (as :meth:`send` would have)."""
+        conn = sent.conn
+        try:
+            await sent.waiter
+        except UpstreamTimeout:
+            conn.close()
+            raise
+        except UpstreamError:
+            conn.close()
+            if conn.received_any:
+                raise
+            return await self.send(sent.head, sent.is_head)  # as send() retries
+        except BaseException:
+            conn.close()
+            raise
+        return UpstreamResponse(self, conn)
 
     async def _exchange(
         self,
