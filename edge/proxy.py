@@ -413,8 +413,8 @@ async def relay(response: UpstreamResponse, receive: Any, send: Any) -> None:
     watcher: asyncio.Task[Any] | None = None
     try:
         while True:
-            try:  # (read() inlined: a coroutine less a chunk)
-                chunk, more = await response.read()
+            try:  # (read() inlined, and no coroutine at all for a chunk already here)
+                chunk, more = response.take() if response.ready else await response.read()
             except UpstreamError as exc:
                 log.warning("upstream broke off mid-response: %s", exc)
                 raise ClientGone from None

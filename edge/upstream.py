@@ -85,6 +85,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
+        self._body: collections.deque[bytes] = collections.deque()
         self._reset()
 
     def _reset(self) -> None:
@@ -96,7 +97,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.skip_body = False
         self._waiter: asyncio.Future[None] | None = None
         """What a wait_head or wait_body waits on (one at a time)."""
-        self._body: collections.deque[bytes] = collections.deque()
+        self._body.clear()
         self._body_size = 0
         self._paused = False
         self._error: BaseException | None = None
@@ -293,16 +294,26 @@ class UpstreamResponse:
         self.status: int = conn.status
         self.headers: list[tuple[bytes, bytes]] = conn.headers
 
+    @property
+    def ready(self) -> bool:
+        """Whether :meth:`take` has something (the next chunk, or the end) now."""
+        conn = self._conn
+        return conn._error is None and (bool(conn._body) or conn.complete)
+
     async def read(self) -> tuple[bytes, bool]:
         """The next body chunk and whether more follows. The last call returns
         ``more=False`` (its chunk possibly empty) and gives the connection back."""
-        conn = self._conn
-        if conn._error is not None or not (conn._body or conn.complete):
+        if not self.ready:
             try:
-                await conn.wait_body(self._pool.read_timeout)
+                await self._conn.wait_body(self._pool.read_timeout)
             except BaseException:
                 self.close()
                 raise
+        return self.take()
+
+    def take(self) -> tuple[bytes, bool]:
+        """:meth:`read` when :attr:`ready` (no coroutine: what has come is taken)."""
+        conn = self._conn
         chunk = conn.take_body()
         if conn.complete and not conn._body:
             self.release()
@@ -341,6 +352,7 @@ class Sent:
         self.is_head = is_head
 
     def abandon(self) -> None:
+        self.waiter.cancel()  # (nobody waits for it: no error to leave unread)
         self.conn.close()
 
 

@@ -388,3 +388,47 @@ def test_connections_sharing_the_read_buffer_keep_their_own_bytes() -> None:
             server.close()
 
     asyncio.run(main())
+
+
+def test_a_request_written_first_is_answered_after_the_callers_own_work() -> None:
+    """start() writes on a kept connection (None when there is none), finish() waits
+    for the response (as send() would), abandon() closes the connection."""
+
+    async def main() -> None:
+        shop = _Shop()
+        server = await asyncio.start_server(shop.handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = UpstreamPool("127.0.0.1", port, read_timeout=0.5)
+        head = b"GET /a/20 HTTP/1.1\r\nhost: shop\r\n\r\n"
+        try:
+            assert pool.start(head, False) is None  # nothing kept yet
+            assert await _body(pool, b"/a/0") == b"/a/0" * 10_000
+            sent = pool.start(head, False)
+            assert sent is not None
+            await asyncio.sleep(0.05)  # the caller's own work, the upstream answering
+            response = await pool.finish(sent)
+            assert response.status == 200
+            body = []
+            while True:
+                chunk, more = response.take() if response.ready else await response.read()
+                body.append(chunk)
+                if not more:
+                    break
+            assert b"".join(body) == b"/a/20" * 8000
+            sent = pool.start(b"GET /slow/2000 HTTP/1.1\r\nhost: shop\r\n\r\n", False)
+            assert sent is not None
+            with pytest.raises(UpstreamTimeout):
+                await pool.finish(sent)
+            assert not sent.conn.usable  # closed, not kept
+            assert await _body(pool, b"/b/0") == b"/b/0" * 10_000
+            sent = pool.start(head, False)
+            assert sent is not None
+            sent.abandon()
+            assert not sent.conn.usable
+            assert await _body(pool, b"/c/0") == b"/c/0" * 10_000
+            assert shop.connections == 3  # the first, the one after the timeout, after abandon
+        finally:
+            pool.close()
+            server.close()
+
+    asyncio.run(main())
