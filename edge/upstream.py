@@ -13,8 +13,8 @@ Body chunks are handed over as they arrive; the socket stops being read when mor
 than ``HIGH_WATER`` bytes wait for the client, so a 200 MB download through a slow
 client keeps memory flat.
 
-Two choices keep a request cheap (bench/instructions.py, passthrough of the demo's
-32 KB ``/``; figures in the module's commit messages):
+Two choices keep a request cheap (bench/instructions.py's passthrough of the demo's
+32 KB ``/``: 274k instructions a request before, of which they saved 33k and 4.5k):
 
 * the connection is an :class:`asyncio.BufferedProtocol`: the loop reads straight into
   one buffer the pool's connections share (each read is parsed before the next one
