@@ -29,14 +29,13 @@ import contextlib
 import contextvars
 import logging
 import os
+import random
 import re
 import stat
 import sys
 import time
 import traceback
-from binascii import hexlify
 from collections.abc import Callable
-from os import urandom
 from types import TracebackType
 from typing import Any, Final, Literal
 
@@ -70,9 +69,17 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> bytes:
                 return value
             headers[:] = [(n, v) for n, v in headers if n != _HEADER]
             break
-    made = hexlify(urandom(8))
+    made = b"%016x" % _bits(64)
     headers.append((_HEADER, made))
     return made
+
+
+_ids: Final = random.Random(os.urandom(16))
+_bits: Final = _ids.getrandbits
+"""New request ids: 64 bits of a generator seeded from the system's randomness at start
+(and in a forked child). An id names a request in the logs and is no secret (a client's
+own is taken as it is): the system's randomness for each cost a system call a request."""
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(16)))
 
 
 class Sent:

@@ -26,6 +26,7 @@ import msgspec
 from edge.config import Config
 from edge.request import RequestHead
 from edge.upstream import (
+    Sent,
     UpstreamConnectError,
     UpstreamError,
     UpstreamPool,
@@ -55,6 +56,24 @@ _HOP_BY_HOP: Final = frozenset(
     }
 )
 _REQUEST_DROP: Final = _HOP_BY_HOP | {b"expect"}
+_DROP: Final = "drop"
+_HOST_HEADER: Final = "host"
+_LENGTH: Final = "length"
+_FORWARDED: Final = "forwarded"
+_REQUEST_SPECIAL: Final = {
+    **dict.fromkeys(_REQUEST_DROP, _DROP),
+    b"host": _HOST_HEADER,
+    b"content-length": _LENGTH,
+    **dict.fromkeys(
+        (b"x-forwarded-for", b"via", b"x-forwarded-proto", b"x-forwarded-host"), _FORWARDED
+    ),
+}
+"""The request headers the proxy does something with, and what (any other goes as is)."""
+_RESPONSE_SPECIAL: Final = {
+    **dict.fromkeys(_HOP_BY_HOP, _DROP),
+    **dict.fromkeys((b"location", b"via", b"x-request-id"), _FORWARDED),
+}
+"""The response headers the proxy does something with (any other goes as is)."""
 _VIA: Final = b"1.1 shop-edge"
 # After this many response bytes a watcher notices a client that went away, so a
 # large download stops being pulled from the upstream.
@@ -96,10 +115,12 @@ class Proxy:
         self._trust_forwarded = config.trust_forwarded
         self._allowed_hosts = tuple(h.strip().lower().encode() for h in config.allowed_hosts)
 
-    def _request_headers(self, head: RequestHead) -> tuple[Headers, bool | None]:
-        """Headers to send upstream, and how the body is framed: ``None`` no body,
-        ``False`` Content-Length, ``True`` chunked."""
-        out: Headers = []
+    def _request_head(self, head: RequestHead) -> tuple[bytes, bool | None]:
+        """The request's head as sent upstream (request line, headers, blank line), and
+        how the body is framed: ``None`` no body, ``False`` Content-Length, ``True``
+        chunked. Each header is looked up once in ``_REQUEST_SPECIAL``; the others go
+        out as they came, straight into the head's bytes."""
+        parts = [head.method.encode(), b" ", head.target, b" HTTP/1.1\r\n"]
         host = b""
         forwarded_for = b""
         via = b""
@@ -108,60 +129,63 @@ class Proxy:
         connection_tokens: list[bytes] = []
         length: bytes | None = None
         chunked = False
+        special = _REQUEST_SPECIAL.get
         for name, value in head.headers:  # names are lower-case in ASGI
-            if name in _REQUEST_DROP:
-                if name == b"connection":
-                    connection_tokens.extend(t.strip() for t in value.lower().split(b","))
-                elif name == b"transfer-encoding":
-                    chunked = True
-                continue
-            if name == b"host":
-                host = value
-                if self._rewrite_host:
+            what = special(name)
+            if what is not None:
+                if what is _DROP:
+                    if name == b"connection":
+                        connection_tokens.extend(t.strip() for t in value.lower().split(b","))
+                    elif name == b"transfer-encoding":
+                        chunked = True
                     continue
-            elif name == b"x-forwarded-for":
-                forwarded_for = value
-                continue
-            elif name == b"via":
-                via = value
-                continue
-            elif name == b"x-forwarded-proto":
-                proto = value
-                continue
-            elif name == b"x-forwarded-host":
-                forwarded_host = value
-                continue
-            elif name == b"content-length":
-                length = value
-            out.append((name, value))
+                if what is _HOST_HEADER:
+                    host = value
+                    if self._rewrite_host:
+                        continue
+                elif what is _LENGTH:
+                    length = value
+                elif name == b"x-forwarded-for":
+                    forwarded_for = value
+                    continue
+                elif name == b"via":
+                    via = value
+                    continue
+                elif name == b"x-forwarded-proto":
+                    proto = value
+                    continue
+                else:  # x-forwarded-host
+                    forwarded_host = value
+                    continue
+            parts += (name, b": ", value, b"\r\n")
         if chunked and length is not None:
             raise _BadRequest("both Content-Length and Transfer-Encoding")
         if connection_tokens:
-            dropped = set(connection_tokens)
-            out = [(n, v) for n, v in out if n not in dropped]
+            dropped = set(connection_tokens) - _REQUEST_DROP
+            if dropped:  # (the hop-by-hop ones are out already)
+                parts = _without(parts, dropped)
 
         if self._rewrite_host or not host:
-            out.append((b"host", self._upstream_host))
+            parts += (b"host: ", self._upstream_host, b"\r\n")
         client_ip = head.client.encode() if head.client else b"unknown"
-        out.append(
-            (b"x-forwarded-for", forwarded_for + b", " + client_ip if forwarded_for else client_ip)
-        )
+        if forwarded_for:
+            client_ip = forwarded_for + b", " + client_ip
+        parts += (b"x-forwarded-for: ", client_ip, b"\r\nx-forwarded-proto: ")
         if not (self._trust_forwarded and proto):
             proto = head.scheme.encode()
-        out.append((b"x-forwarded-proto", proto))
+        parts += (proto, b"\r\n")
         if not (self._trust_forwarded and forwarded_host):
             forwarded_host = host
         if forwarded_host:
-            out.append((b"x-forwarded-host", forwarded_host))
-        out.append((b"via", via + b", " + _VIA if via else _VIA))
+            parts += (b"x-forwarded-host: ", forwarded_host, b"\r\n")
+        parts += (b"via: ", via + b", " + _VIA if via else _VIA, b"\r\n")
         if chunked:
-            out.append((b"transfer-encoding", b"chunked"))
+            parts.append(b"transfer-encoding: chunked\r\n\r\n")
             framing: bool | None = True
-        elif length is not None and length != b"0":
-            framing = False
         else:
-            framing = None
-        return out, framing
+            parts.append(b"\r\n")
+            framing = None if length is None or length == b"0" else False
+        return b"".join(parts), framing
 
     def _public_origin_for(self, head: RequestHead, host: bytes) -> bytes | None:
         """The public origin a redirect names: ``public_url``; else the request's
@@ -196,21 +220,25 @@ class Proxy:
         connection_tokens: list[bytes] | None = None
         via = b""
         host_named = False
+        special = _RESPONSE_SPECIAL.get
         for name, value in headers:
             name = name.lower()
-            if name in _HOP_BY_HOP:
-                if name == b"connection":
-                    connection_tokens = [t.strip() for t in value.lower().split(b",")]
-                continue
-            if name == b"location" and value.startswith(self._upstream_origins):
-                value = self._public_location(head, value)
-                if self._public_origin is None and b"://" in value:
-                    host_named = True  # the request's Host named it: see _private_redirect
-            elif name == b"via":
-                via = value
-                continue
-            elif name == b"x-request-id":  # the request's own goes back (edge/respond.py)
-                continue
+            what = special(name)
+            if what is not None:
+                if what is _DROP:
+                    if name == b"connection":
+                        connection_tokens = [t.strip() for t in value.lower().split(b",")]
+                    continue
+                if name == b"location":
+                    if value.startswith(self._upstream_origins):
+                        value = self._public_location(head, value)
+                        if self._public_origin is None and b"://" in value:
+                            host_named = True  # the request's Host named it: see _private_redirect
+                elif name == b"via":
+                    via = value
+                    continue
+                else:  # x-request-id: the request's own goes back (edge/respond.py)
+                    continue
             out.append((name, value))
         if connection_tokens:
             dropped = set(connection_tokens)
@@ -242,25 +270,62 @@ class Proxy:
         *form* when given) and wait for the response head. On failure the error page
         is sent and None returned."""
         try:
-            headers, framing = self._request_headers(head)
+            request, framing = self._request_head(head)
         except _BadRequest as exc:
             await send_error(head, send, 400, str(exc))
             return None
         body = None if framing is None else _request_body(receive, form)
         try:
-            return await self.pool.request(
-                head.method.encode(), head.target, headers, body, chunked=framing is True
+            return await self.pool.send(
+                request, head.method == "HEAD", body, chunked=framing is True
             )
-        except UpstreamTimeout:
-            log.warning("upstream timed out: %s %s", head.method, head.path)
-            await send_error(head, send, 504)
-        except UpstreamConnectError as exc:
-            log.warning("upstream unreachable: %s", exc)
-            await send_error(head, send, 502)
         except UpstreamError as exc:
-            log.warning("upstream failed: %s", exc)
-            await send_error(head, send, 502)
+            await _upstream_failed(head, send, exc)
         return None
+
+    def start(self, head: RequestHead) -> Sent | None:
+        """For a request without a body, when a kept connection is idle: the request
+        written upstream now, for :meth:`finish` to wait for its response; what comes
+        in between runs while the upstream works (the page's decision, in
+        :mod:`edge.respond`, without a task of its own). None: use :meth:`open`."""
+        try:
+            request, framing = self._request_head(head)
+        except _BadRequest:
+            return None  # open() answers it
+        if framing is not None:
+            return None
+        return self.pool.start(request, head.method == "HEAD")
+
+    async def finish(self, head: RequestHead, sent: Sent, send: Any) -> UpstreamResponse | None:
+        """:meth:`open`'s second half, for a request :meth:`start` wrote."""
+        try:
+            return await self.pool.finish(sent)
+        except UpstreamError as exc:
+            await _upstream_failed(head, send, exc)
+        return None
+
+
+async def _upstream_failed(head: RequestHead, send: Any, exc: UpstreamError) -> None:
+    """The error page for a request the upstream did not answer, and its log line."""
+    if isinstance(exc, UpstreamTimeout):
+        log.warning("upstream timed out: %s %s", head.method, head.path)
+        await send_error(head, send, 504)
+    elif isinstance(exc, UpstreamConnectError):
+        log.warning("upstream unreachable: %s", exc)
+        await send_error(head, send, 502)
+    else:
+        log.warning("upstream failed: %s", exc)
+        await send_error(head, send, 502)
+
+
+def _without(parts: list[bytes], names: set[bytes]) -> list[bytes]:
+    """The head's *parts* (the request line's four, then four a header) without the
+    headers named in *names* (a ``Connection`` header's options)."""
+    kept = parts[:4]
+    for i in range(4, len(parts), 4):
+        if parts[i] not in names:
+            kept += parts[i : i + 4]
+    return kept
 
 
 _HOST: Final = re.compile(
@@ -348,7 +413,11 @@ async def relay(response: UpstreamResponse, receive: Any, send: Any) -> None:
     watcher: asyncio.Task[Any] | None = None
     try:
         while True:
-            chunk, more = await read(response)
+            try:  # (read() inlined, and no coroutine at all for a chunk already here)
+                chunk, more = response.take() if response.ready else await response.read()
+            except UpstreamError as exc:
+                log.warning("upstream broke off mid-response: %s", exc)
+                raise ClientGone from None
             await send({"type": "http.response.body", "body": chunk, "more_body": more})
             if not more:
                 return
