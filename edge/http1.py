@@ -69,7 +69,8 @@ _FIELDS: Final = re.compile(
 )
 """Response header fields as written (``name: value\\r\\n`` each): the names without
 separators or controls, the values without controls but tab, so that nothing the app
-passes on can split the response (uvicorn's two checks a header, in one pass)."""
+passes on can split the response (uvicorn's two checks a header, in one pass; with the
+count of line ends, which a CR LF inside a value would raise)."""
 
 HIGH_WATER: Final = 65536
 """Request body bytes buffered before reading pauses (until the app reads them)."""
@@ -294,7 +295,8 @@ class _Exchange:
                 closing = True
             fields += (name, b": ", value, b"\r\n")
         head = b"".join(fields)
-        if _FIELDS.fullmatch(head) is None:
+        # one line a header (a CR LF inside a name or value would make more), each valid
+        if head.count(b"\n") * 4 != len(fields) or _FIELDS.fullmatch(head) is None:
             raise RuntimeError("Invalid HTTP header name or value.")
         if not self.keep_alive and not closing:
             head += b"connection: close\r\n"
