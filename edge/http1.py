@@ -543,11 +543,15 @@ class Http1(asyncio.Protocol):
             self._wait(_HEAD, self.limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:
-        self._count(len(url))
+        self.head_size += len(url)
+        if self.head_size > self.limits.max_header_bytes:
+            self._too_large()
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > self.limits.max_header_bytes:
+            self._too_large()
         name = name.lower()
         # llhttp keeps trailing whitespace, which RFC 9110 §5.5 excludes from the value
         value = value.rstrip(b" \t")
@@ -555,11 +559,9 @@ class Http1(asyncio.Protocol):
             self.expect = True
         self.headers.append((name, value))
 
-    def _count(self, size: int) -> None:
-        self.head_size += size
-        if self.head_size > self.limits.max_header_bytes:
-            self.too_large = True
-            raise ValueError("request head too large")  # the parser stops: 431 then
+    def _too_large(self) -> None:
+        self.too_large = True
+        raise ValueError("request head too large")  # the parser stops: 431 then
 
     def on_headers_complete(self) -> None:
         self.in_head = False
