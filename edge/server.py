@@ -8,8 +8,8 @@ the httptools parser: the pure-Python loop and parser cost about 1.5x in the
 project's benchmark.
 
 Each connection speaks HTTP/1.1 through :class:`edge.http1.Http1` (httptools
-parsing, our framing: a third of uvicorn's own protocol's cost, and the bounds it
-lacks: ``max_header_bytes``, ``header_timeout``, ``body_timeout``); uvicorn keeps the
+parsing, our framing, the bounds uvicorn lacks: ``max_header_bytes``,
+``header_timeout``, ``body_timeout``; figures in its docstring); uvicorn keeps the
 sockets, the lifespan, the connection cap's count and the graceful drain. SIGHUP
 calls the ``reload`` given to :func:`serve`; SIGINT/SIGTERM drain and stop.
 """
