@@ -214,6 +214,7 @@ class _Exchange:
                 conn.transport.close()
         finally:
             conn.tasks.discard(self.task)  # type: ignore[arg-type]
+            self.task = None  # (no cycle through the task's frame: freed without the GC)
 
     async def _send_500(self) -> None:
         await self.send(

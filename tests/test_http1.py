@@ -122,8 +122,8 @@ def shop_app(seen: Seen) -> Any:
         elif path == "/big":  # 16 MB in 256 KB chunks: back-pressure
             await start(200, (b"Content-Length", b"%d" % (64 * 262144)))
             for i in range(64):
+                seen.sent[path] = i + 1  # (before: the last is counted before the close)
                 await body(b"x" * 262144, more=i < 63)
-                seen.sent[path] = i + 1
         elif path == "/wait":  # reads its (empty) body, then waits for the client to leave
             got = seen.messages.setdefault(path, [])
             got.append(await receive())
@@ -330,10 +330,9 @@ def test_a_client_leaving_reaches_the_app_as_http_disconnect(servers: Servers) -
         sock.sendall(_get("/wait"))
         time.sleep(0.1)
     assert servers.seen.event("/wait").wait(WAIT)
-    assert [m["type"] for m in servers.seen.messages["/wait"]] == [
-        "http.request",
-        "http.disconnect",
-    ]
+    # (on a loaded machine the app may start after the client left: then both say so)
+    got = [m["type"] for m in servers.seen.messages["/wait"]]
+    assert got in (["http.request", "http.disconnect"], ["http.disconnect"] * 2), got
 
 
 def test_a_client_not_reading_holds_the_app_back(servers: Servers) -> None:
