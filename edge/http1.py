@@ -260,7 +260,7 @@ class _Exchange:
             self.response_started = True
             self.waiting_for_100_continue = False
             self.held = self._head(message["status"], message.get("headers", ()))
-            conn.hold(self)
+            conn.loop.call_soon(self.flush)  # (a no-op when the body went out meanwhile)
         elif not self.response_complete:
             if message["type"] != "http.response.body":
                 raise RuntimeError(
@@ -422,7 +422,6 @@ class Http1(asyncio.Protocol):
         self.pipeline: deque[tuple[_Exchange, Any]] = deque()
         self.current: _Exchange | None = None  # the newest request (the one being read)
         self.answering: _Exchange | None = None  # the one whose app runs
-        self.holding: list[_Exchange] = []
         # per request
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -647,17 +646,6 @@ class Http1(asyncio.Protocol):
         self.answering = exchange
         task = exchange.task = self.loop.create_task(exchange.run(app))
         self.tasks.add(task)
-
-    def hold(self, exchange: _Exchange) -> None:
-        """*exchange*'s head waits for its first body bytes, until the loop's next turn."""
-        if not self.holding:
-            self.loop.call_soon(self._flush)
-        self.holding.append(exchange)
-
-    def _flush(self) -> None:
-        holding, self.holding = self.holding, []
-        for exchange in holding:
-            exchange.flush()
 
     def response_complete(self, exchange: _Exchange) -> None:
         self.server_state.total_requests += 1

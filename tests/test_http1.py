@@ -94,6 +94,10 @@ def shop_app(seen: Seen) -> Any:
             await start(200, (b"Content-Length", b"4"))
             await asyncio.sleep(0.01)
             await body(b"late")
+        elif path == "/stream":  # the body only once the test has read the head
+            await start(200, (b"Content-Type", b"text/event-stream"))
+            await asyncio.get_running_loop().run_in_executor(None, seen.event(path).wait, WAIT)
+            await body(b"data: 1\n\n")
         elif path == "/close":
             await start(200, (b"Content-Length", b"2"), (b"Connection", b"Close"))
             await body(b"ok")
@@ -333,6 +337,25 @@ def test_a_client_leaving_reaches_the_app_as_http_disconnect(servers: Servers) -
     # (on a loaded machine the app may start after the client left: then both say so)
     got = [m["type"] for m in servers.seen.messages["/wait"]]
     assert got in (["http.request", "http.disconnect"], ["http.disconnect"] * 2), got
+
+
+def test_a_head_goes_out_without_waiting_for_the_body(servers: Servers) -> None:
+    """A head is held for the first body bytes only until the loop's next turn: a stream
+    whose first event comes later gets its head at once."""
+    with _connect(servers.ours) as sock:
+        sock.sendall(_get("/stream", CLOSE))
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            chunk = sock.recv(1)
+            assert chunk, head
+            head += chunk
+        assert not servers.seen.event("/stream").is_set()  # the body had not been sent
+        servers.seen.event("/stream").set()
+        rest = b""
+        while chunk := sock.recv(65536):
+            rest += chunk
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"transfer-encoding: chunked" in head
+    assert rest == b"9\r\ndata: 1\n\n\r\n0\r\n\r\n"
 
 
 def test_a_client_not_reading_holds_the_app_back(servers: Servers) -> None:
