@@ -508,7 +508,7 @@ def _well_formed(reply: bytes) -> bool:
 
 @pytest.mark.slow
 @settings(
-    max_examples=examples(120),
+    max_examples=examples(300),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
