@@ -542,7 +542,8 @@ class Http1(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.url = b""
         self.expect = False
-        self.headers = []
+        if self.headers:  # (the previous message's trailer fields; else already new)
+            self.headers = []
         self.in_head = True
         self.head_started = True
         self.head_size = 0
@@ -577,6 +578,10 @@ class Http1(asyncio.Protocol):
         parser = self.parser
         version = parser.get_http_version()
         scope = self._scope(parser.get_method().decode("ascii"), version)
+        # A chunked body's trailer fields come through on_header too: they go to a list
+        # of their own, never into the scope's headers (a trailer "Cookie" or
+        # "X-Forwarded-For" is not a request header).
+        self.headers = []
         limit = self.limit_concurrency
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             app: Any = _service_unavailable

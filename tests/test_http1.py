@@ -253,7 +253,7 @@ CORPUS: dict[str, bytes] = {
     "post-length": b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
     "post-chunked": (
         b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-        b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\n"
+        b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n"
     ),
     "expect-continue": (
         b"POST /echo HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n"
@@ -395,6 +395,20 @@ def test_an_app_not_reading_holds_the_client_back(servers: Servers) -> None:
         sock.sendall(piece * ((size - sent) // len(piece)) + piece[: (size - sent) % len(piece)])
         reply = sock.recv(65536)
     assert reply.endswith(b"\r\n\r\n%d" % size)
+
+
+def test_trailer_fields_never_become_request_headers(servers: Servers) -> None:
+    """A chunked body's trailer is not the head: a trailer ``Cookie`` or
+    ``X-Forwarded-For`` must not reach the app as a request header (uvicorn appends
+    them to the scope's headers, read by an app after the body)."""
+    request = (
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nX-Forwarded-For: 203.0.113.9\r\nCookie: visitor=someone-else\r\n\r\n"
+    )
+    reply = exchange(servers.ours, request + _get("/echo?next", CLOSE))
+    assert reply.count(b"HTTP/1.1 200 OK") == 2, reply
+    assert b"body 3 b'abc'" in reply
+    assert b"forwarded" not in reply and b"someone-else" not in reply, reply
 
 
 # The fuzz: a real edge serve, arbitrary and mutated request bytes.
