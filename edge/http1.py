@@ -262,7 +262,13 @@ class _Exchange:
                     f"Expected ASGI message 'http.response.start', but got '{message['type']}'."
                 )
             self.response_started = True
-            self.waiting_for_100_continue = False
+            if self.waiting_for_100_continue:
+                self.waiting_for_100_continue = False
+                if self.more_body:
+                    # Answered before asking for the body: the client may send it or
+                    # not (RFC 9110 §10.1.1), so what follows is not known to be a
+                    # request; the connection ends with this response.
+                    self.keep_alive = False
             self.held = self._head(message["status"], message.get("headers", ()))
             conn.loop.call_soon(self.flush)  # (a no-op when the body went out meanwhile)
         elif not self.response_complete:

@@ -397,6 +397,28 @@ def test_an_app_not_reading_holds_the_client_back(servers: Servers) -> None:
     assert reply.endswith(b"\r\n\r\n%d" % size)
 
 
+def _answer_then_more(port: int, first: bytes, then: bytes) -> bytes:
+    """Send *first*, read one whole response head, send *then*, read until closed."""
+    with _connect(port) as sock:
+        sock.sendall(first)
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = sock.recv(65536)
+            assert chunk, reply
+            reply += chunk
+        with contextlib.suppress(OSError):  # (closed already: refused)
+            sock.sendall(then)
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            reply += chunk
+    return reply
+
+
 def test_trailer_fields_never_become_request_headers(servers: Servers) -> None:
     """A chunked body's trailer is not the head: a trailer ``Cookie`` or
     ``X-Forwarded-For`` must not reach the app as a request header (uvicorn appends
@@ -409,6 +431,25 @@ def test_trailer_fields_never_become_request_headers(servers: Servers) -> None:
     assert reply.count(b"HTTP/1.1 200 OK") == 2, reply
     assert b"body 3 b'abc'" in reply
     assert b"forwarded" not in reply and b"someone-else" not in reply, reply
+
+
+def test_an_early_answer_to_an_expect_100_continue_request_closes_the_connection(
+    servers: Servers,
+) -> None:
+    """The app answers without reading, so no 100 Continue went out: the client may send
+    its body or not, and the server cannot tell a request from body bytes after it. A
+    next "request" sent in the body's place must not be served."""
+    smuggled = _get("/echo?smuggled")
+    head = (
+        b"POST /unread HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(smuggled)
+    )
+    reply = _answer_then_more(servers.ours, head, smuggled)
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\nconnection: close\r\n" in reply
+    assert reply.endswith(b"\r\n\r\nno"), reply  # and nothing after: closed
+    # a client that sent its body along keeps its connection
+    reply = exchange(servers.ours, head + smuggled + _get("/echo?next", CLOSE))
+    assert reply.count(b"HTTP/1.1 200 OK") == 2, reply
 
 
 # The fuzz: a real edge serve, arbitrary and mutated request bytes.
