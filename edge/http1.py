@@ -595,6 +595,16 @@ class Http1(asyncio.Protocol):
         else:
             app = self.app
         keep_alive = version != "1.0" and parser.should_keep_alive()
+        if parser.should_upgrade():
+            # llhttp hands back what follows an upgrade's head unparsed, and that is
+            # dropped: served as a plain request and closed after (no later bytes read
+            # as requests); one with a body is refused (its body was never read).
+            keep_alive = False
+            if any(
+                name == b"transfer-encoding" or (name == b"content-length" and int(value))
+                for name, value in scope["headers"]
+            ):
+                app = _bad_request
         exchange = _Exchange(self, scope, keep_alive, self.expect)
         self.in_body = True  # until on_message_complete, in this same call without a body
         previous = self.current
@@ -749,17 +759,22 @@ class Http1(asyncio.Protocol):
         self.transport.close()
 
 
-async def _service_unavailable(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The answer over the connection cap (uvicorn's, byte for byte)."""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", b"19"),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": b"Service Unavailable", "more_body": False})
+def _refusal(status: int, text: bytes) -> Any:
+    """An ASGI app answering *status* with *text* and closing (uvicorn's bytes)."""
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"%d" % len(text)),
+        (b"connection", b"close"),
+    ]
+
+    async def refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": text, "more_body": False})
+
+    return refuse
+
+
+_service_unavailable: Final = _refusal(503, b"Service Unavailable")
+"""The answer over the connection cap."""
+_bad_request: Final = _refusal(400, b"Invalid HTTP request received.")
+"""The answer to an upgrade request with a body (as to a malformed request)."""

@@ -452,6 +452,27 @@ def test_an_early_answer_to_an_expect_100_continue_request_closes_the_connection
     assert reply.count(b"HTTP/1.1 200 OK") == 2, reply
 
 
+def test_an_upgrade_request_with_a_body_is_refused_not_split(servers: Servers) -> None:
+    """llhttp stops at an upgrade request's head and leaves its body unread: served as
+    a plain request, the body's bytes would be parsed as the next request (a front that
+    forwards ``Upgrade`` sees one request, we two). It gets 400 and the connection
+    closes; an upgrade without a body is served, then the connection closes."""
+    smuggled = _get("/echo?smuggled")
+    head = (
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: foo/1\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(smuggled)
+    )
+    reply = _answer_then_more(servers.ours, head, smuggled)
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n"), reply
+    assert b"smuggled" not in reply
+    chunked = head.replace(b"Content-Length: 48", b"Transfer-Encoding: chunked")
+    assert exchange(servers.ours, chunked + b"0\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    plain = _get("/echo", b"Connection: Upgrade", b"Upgrade: foo/1")
+    reply = _answer_then_more(servers.ours, plain, _get("/echo?smuggled"))
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\nconnection: close\r\n" in reply
+    assert b"smuggled" not in reply
+
+
 # The fuzz: a real edge serve, arbitrary and mutated request bytes.
 
 FUZZ_TIMEOUT = 0.5
