@@ -82,6 +82,12 @@ count of line ends, which a CR LF inside a value would raise)."""
 HIGH_WATER: Final = 65536
 """Request body bytes buffered before reading pauses (until the app reads them)."""
 
+MAX_PIPELINED: Final = 32
+"""Requests parsed ahead of their answers on one connection (a scope each): the one
+that reaches it is the last answered, the rest of what was read is dropped and the
+connection closes (RFC 9112 §9.3.2: a client retries what a close left unanswered).
+Reading waits while any are queued, so only a client sending more in one go meets it."""
+
 _TICK: Final = 0.25
 """How often a server's connections' deadlines are checked (seconds, at most)."""
 
@@ -245,7 +251,8 @@ class _Exchange:
                 self.body = b""
                 self.delivered = not self.more_body
                 return {"type": "http.request", "body": body, "more_body": self.more_body}
-            conn.resume_reading()
+            if self is conn.current:  # (a request queued behind this one: read on later)
+                conn.resume_reading()
             waiter = self.waiter = conn.loop.create_future()
             await waiter
         return {"type": "http.disconnect"}
@@ -444,6 +451,7 @@ class Http1(asyncio.Protocol):
         self.head_bytes = 0  # bytes received while a head is being read
         self.head_size = 0  # the head's size as parsed so far
         self.too_large = False
+        self.too_many = False  # MAX_PIPELINED reached: the parser was stopped
         self.in_body = False
 
     # The transport's calls
@@ -520,6 +528,8 @@ class Http1(asyncio.Protocol):
         except httptools.HttpParserError:
             if self.too_large:
                 self.refuse(431)
+            elif self.too_many:
+                pass  # (what follows the last queued request is not read)
             else:
                 _MALFORMED.warning("refused a malformed request: 400")
                 self._send_400()
@@ -665,6 +675,10 @@ class Http1(asyncio.Protocol):
             return
         exchange.more_body = False
         exchange.wake()
+        if len(self.pipeline) >= MAX_PIPELINED:
+            exchange.keep_alive = False  # answered up to here, then closed
+            self.too_many = True
+            raise ValueError("too many pipelined requests")  # the parser stops
 
     # Answering
     def _start(self, exchange: _Exchange, app: Any) -> None:
@@ -676,10 +690,13 @@ class Http1(asyncio.Protocol):
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        self.resume_reading()
-        if self.pipeline:
+        if self.pipeline:  # (reading waits until the queue is answered: bounded)
             self._start(*self.pipeline.pop())
-        elif self.waits_for == _NONE:  # (a head or a body still coming keeps its deadline)
+            if not self.pipeline:
+                self.resume_reading()
+            return
+        self.resume_reading()
+        if self.waits_for == _NONE:  # (a head or a body still coming keeps its deadline)
             self._wait(_IDLE, self.keepalive_timeout)
 
     def shutdown(self) -> None:

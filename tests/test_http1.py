@@ -23,6 +23,7 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge.http1 import MAX_PIPELINED
 from edge.server import Limits, bind, make_server
 from tests._hypothesis import examples
 from tests._upstream import TestUpstream
@@ -471,6 +472,36 @@ def test_an_upgrade_request_with_a_body_is_refused_not_split(servers: Servers) -
     reply = _answer_then_more(servers.ours, plain, _get("/echo?smuggled"))
     assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\nconnection: close\r\n" in reply
     assert b"smuggled" not in reply
+
+
+def test_pipelined_requests_queue_up_to_a_bound_then_the_connection_closes(
+    servers: Servers,
+) -> None:
+    """Requests parsed ahead of their answers cost memory (a scope each): one read of
+    tiny pipelined requests queued thousands, and each answer let another read in. The
+    first MAX_PIPELINED behind the one being answered are answered, the last with
+    "connection: close"; what came after them is not read. Fewer are all answered."""
+    many = b"".join(_get(f"/echo?{i}") for i in range(3 * MAX_PIPELINED))
+    reply = exchange(servers.ours, _get("/late") + many)
+    answered = MAX_PIPELINED + 1
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == answered, reply[-300:]
+    assert reply.count(b"\r\nconnection: close\r\n") == 1
+    assert reply.rsplit(b"HTTP/1.1 200 OK", 1)[1].count(b"connection: close") == 1
+    assert b"b'%d'" % (MAX_PIPELINED - 1) in reply and b"b'%d'" % MAX_PIPELINED not in reply
+    # as many as the bound, in one packet, are all answered and the connection stays
+    with _connect(servers.ours) as sock:
+        sock.sendall(_get("/late") + b"".join(_get(f"/echo?{i}") for i in range(MAX_PIPELINED - 1)))
+        reader = sock.makefile("rb")
+        for _ in range(MAX_PIPELINED):
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                line = reader.readline()
+                assert line, head
+                head += line
+            assert b"connection: close" not in head
+            reader.read(int(re.search(rb"content-length: (\d+)", head)[1]))  # type: ignore[index]
+        sock.sendall(_get("/echo?after", CLOSE))
+        assert reader.read().startswith(b"HTTP/1.1 200 OK\r\n")
 
 
 # The fuzz: a real edge serve, arbitrary and mutated request bytes.
