@@ -399,6 +399,8 @@ class _Watch:
             mine = True
             if conn.deadline <= now:
                 conn.expired(now)
+            elif conn.write_paused and conn.write_paused_at + conn.limits.body_timeout <= now:
+                conn.send_timed_out()
         if mine:
             self.timer = self.loop.call_later(_TICK, self._tick)
 
@@ -435,6 +437,7 @@ class Http1(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.read_paused = False
         self.write_paused = False
+        self.write_paused_at = 0.0
         self._drained: asyncio.Future[None] | None = None
         self.pipeline: deque[tuple[_Exchange, Any]] = deque()
         self.current: _Exchange | None = None  # the newest request (the one being read)
@@ -492,6 +495,7 @@ class Http1(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.write_paused_at = self.loop.time()
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -719,11 +723,23 @@ class Http1(asyncio.Protocol):
         if self.transport.is_closing():
             return
         if what == _IDLE:
-            self.transport.close()
+            if self.transport.get_write_buffer_size():
+                self.transport.abort()  # (a close would wait for a reader that is not there)
+            else:
+                self.transport.close()
         elif what == _HEAD:
             self._head_timed_out()
         elif what == _BODY:
             self._body_timed_out(now)
+
+    def send_timed_out(self) -> None:
+        """The client has read nothing for body_timeout while a response waits to go out:
+        the connection is dropped (its app learns of it as a disconnect)."""
+        _TOO_SLOW.warning(
+            "dropped a connection whose client read nothing for body_timeout (%gs)",
+            self.limits.body_timeout,
+        )
+        self.transport.abort()
 
     def _head_timed_out(self) -> None:
         exchange = self.current

@@ -160,6 +160,11 @@ class Servers:
     ours: int
     theirs: int
     seen: Seen
+    strict: int
+    """Ours with body_timeout STRICT (seconds)."""
+
+
+STRICT = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +177,13 @@ def servers() -> Iterator[Servers]:
     app = shop_app(seen)
     ours_sock, theirs_sock = bind("127.0.0.1", 0), bind("127.0.0.1", 0)
     ours = make_server(app, port=ours_sock.getsockname()[1], graceful_timeout=1, limits=Limits())
+    strict_sock = bind("127.0.0.1", 0)
+    strict = make_server(
+        app,
+        port=strict_sock.getsockname()[1],
+        graceful_timeout=1,
+        limits=Limits(body_timeout=STRICT),
+    )
     theirs = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -192,16 +204,20 @@ def servers() -> Iterator[Servers]:
     theirs.capture_signals = ours.capture_signals  # type: ignore[method-assign]
 
     async def main() -> None:
-        await asyncio.gather(ours.serve([ours_sock]), theirs.serve([theirs_sock]))
+        await asyncio.gather(
+            ours.serve([ours_sock]), theirs.serve([theirs_sock]), strict.serve([strict_sock])
+        )
 
     thread = threading.Thread(target=lambda: uvloop.run(main()), daemon=True)
     thread.start()
     deadline = time.monotonic() + WAIT
-    while not (ours.started and theirs.started):
+    while not (ours.started and theirs.started and strict.started):
         assert time.monotonic() < deadline, "the servers did not start"
         time.sleep(0.02)
-    yield Servers(ours_sock.getsockname()[1], theirs_sock.getsockname()[1], seen)
-    ours.should_exit = theirs.should_exit = True
+    yield Servers(
+        ours_sock.getsockname()[1], theirs_sock.getsockname()[1], seen, strict_sock.getsockname()[1]
+    )
+    ours.should_exit = theirs.should_exit = strict.should_exit = True
     thread.join(WAIT)
 
 
@@ -373,6 +389,27 @@ def test_a_client_not_reading_holds_the_app_back(servers: Servers) -> None:
             total += len(chunk)
     assert servers.seen.sent["/big"] == 64
     assert total > 64 * 262144  # the head and the whole body
+
+
+def test_a_client_reading_none_of_a_response_is_dropped_at_body_timeout(
+    servers: Servers,
+) -> None:
+    """Back-pressure holds the app while the client reads nothing; without a bound a
+    client that never reads held the connection and the app's task for ever. After
+    body_timeout without a byte read it is dropped, and the app's sends end."""
+    with _connect(servers.strict) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(_get("/big", CLOSE))
+        time.sleep(STRICT * 6)  # (reading nothing meanwhile)
+        total = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(1 << 20):
+                total += len(chunk)
+    assert total < 64 * 262144  # cut, not held until the client read it all
+    deadline = time.monotonic() + WAIT
+    while servers.seen.sent.get("/big") != 64:  # the app's sends returned
+        assert time.monotonic() < deadline, servers.seen.sent
+        time.sleep(0.02)
 
 
 def test_an_app_not_reading_holds_the_client_back(servers: Servers) -> None:
