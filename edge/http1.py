@@ -454,7 +454,7 @@ class Http1(asyncio.Protocol):
         self.head_bytes = 0  # bytes received while a head is being read
         self.head_size = 0  # the head's size as parsed so far
         self.too_large = False
-        self.too_many = False  # MAX_PIPELINED reached: the parser was stopped
+        self.stopped = False  # the parser was stopped: what follows is not read
         self.in_body = False
 
     # The transport's calls
@@ -532,11 +532,18 @@ class Http1(asyncio.Protocol):
         except httptools.HttpParserError:
             if self.too_large:
                 self.refuse(431)
-            elif self.too_many:
+            elif self.stopped:
                 pass  # (what follows the last queued request is not read)
-            else:
+            elif self.in_body or (exchange := self.current) is None or exchange.response_complete:
                 _MALFORMED.warning("refused a malformed request: 400")
                 self._send_400()
+            else:
+                # A malformed head behind requests still being answered: a 400 now
+                # would land in (or in place of) their answers. They are answered, the
+                # last closing the connection; what follows is not read.
+                _MALFORMED.warning("a malformed request closed its connection")
+                exchange.keep_alive = False
+                self.stopped = True
             return
         if self.in_head:
             if self.head_bytes > self.limits.max_header_bytes:
@@ -681,7 +688,7 @@ class Http1(asyncio.Protocol):
         exchange.wake()
         if len(self.pipeline) >= MAX_PIPELINED:
             exchange.keep_alive = False  # answered up to here, then closed
-            self.too_many = True
+            self.stopped = True
             raise ValueError("too many pipelined requests")  # the parser stops
 
     # Answering
