@@ -38,6 +38,15 @@ body's time limit, the connection cap (503), 400 for malformed heads and the par
 smuggling refusals (llhttp, strict), back-pressure both ways, ``http.disconnect`` to
 every open request when the client leaves, and the graceful drain (uvicorn calls
 :meth:`Http1.shutdown`). tests/test_http1.py fuzzes it and compares it with uvicorn.
+
+Where it departs from uvicorn's bytes, on purpose (each has a test): a chunked body's
+trailer fields stay out of the scope's headers; an answer given before an
+``Expect: 100-continue`` body was asked for closes the connection; an upgrade request
+with a body gets 400 and one without closes after its answer (llhttp leaves what
+follows unparsed); at most :data:`MAX_PIPELINED` requests wait to be answered, read no
+further until they are; a malformed head behind requests being answered closes the
+connection after their answers instead of a 400 in their place; and a client that
+reads none of a waiting response for ``body_timeout`` is dropped.
 """
 
 from __future__ import annotations
