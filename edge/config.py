@@ -148,7 +148,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Seconds a client may go without sending any of a request body it announced
     (nginx's ``client_body_timeout``); then the request is answered 408 (or cut, if
     the shop's answer has begun) and the connection closed. Time the sidecar itself
-    stopped reading (the shop reading the body slowly) does not count."""
+    stopped reading (the shop reading the body slowly) does not count. It also bounds
+    how long a client may read none of a response waiting to go out (nginx's
+    ``send_timeout``): then the connection is dropped."""
     keepalive_timeout: float = 75.0
     """Seconds an idle kept-alive connection stays open. Keep it above the idle timeout
     of the proxy in front (nginx upstream ``keepalive_timeout`` and AWS ALB: 60 s)."""
