@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -47,7 +48,9 @@ class SlotEdit:
     """A reorder's per-visitor order (a ``ListOrder``: its ``key`` and ``order`` are
     the edit's)."""
     share: bytes = b""
-    """What in this edit is particular to the visitor, for the page's fingerprint."""
+    """What in this edit is particular to the visitor, for the page's fingerprint.
+    For a reorder: with its items' facts, all that decides their order (the sorts,
+    the visitor's interest fingerprint): a replay sends a list kept by it."""
 
 
 class _Late:
@@ -66,6 +69,34 @@ class _Late:
 
     def order(self, keys: list[str | None]) -> list[str]:
         return self.target.order(keys)
+
+
+class _Same:
+    """An object as part of a key: equal only to itself (and kept alive by the key,
+    so its id is not reused while the key is)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+
+def _order_memo(slot_edit: SlotEdit) -> Hashable | None:
+    """What decides a reorder's order besides the items' attributes: its share (sorts,
+    interest) and how items are read (the slot's reader, the catalogue's version);
+    None when the target is not a ``ListOrder`` (then it is asked every time)."""
+    reader = getattr(slot_edit.order, "reader", None)
+    if reader is None or not slot_edit.share:
+        return None
+    catalog = getattr(reader, "catalog", None)
+    version = getattr(catalog, "version", 0)
+    return (slot_edit.share, _Same(reader), _Same(catalog), version)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -89,6 +120,7 @@ class _Plans:
         shape: list[tuple[Any, ...]] = []
         replay_shape: list[tuple[Any, ...]] = []  # (the same without the contents)
         targets: dict[int, Target] = {}
+        memos: dict[int, Hashable] = {}
         for i, slot_edit in enumerate(edits):
             edit = slot_edit.edit
             if slot_edit.order is not None:
@@ -96,6 +128,9 @@ class _Plans:
                 shape.append(item)
                 replay_shape.append(item)
                 targets[i] = slot_edit.order
+                memo = _order_memo(slot_edit)
+                if memo is not None:
+                    memos[i] = memo
             else:
                 content = edit.content
                 if isinstance(content, str):
@@ -129,7 +164,7 @@ class _Plans:
         contents = [None if ce.action == "reorder" else ce.content for ce in plan.compiled]
         replay_key = (page, charset, tuple(replay_shape))
         return self.replays.rewriter(
-            replay_key, contents, targets, lambda _bound: plan.rewriter(), bind
+            replay_key, contents, targets, lambda _bound: plan.rewriter(), bind, memos
         )
 
 
@@ -168,9 +203,16 @@ class BodyRewrite:
         self._content_type = content_type
         self._page = page
         self._max_bytes = max_bytes
-        coding = encoding.decode("latin-1") or None
-        self._decoder = codec.Decoder.for_header(coding, max_output=max_bytes * 8)
-        self._encoder = codec.Encoder.for_header(coding)
+        coded = codec.header_codings(encoding)
+        if coded is None:  # raises UnsupportedCoding, naming the coding
+            codec.Decoder.for_header(encoding.decode("latin-1"))
+        # None: no content coding, the body is the page (what an identity Decoder
+        # and Encoder would do, without their calls: ~3k instructions a response).
+        self._decoder: codec.Decoder | None = None
+        self._encoder: codec.Encoder | None = None
+        if coded:
+            self._decoder = codec.Decoder(list(coded), max_output=max_bytes * 8)
+            self._encoder = codec.Encoder(list(coded))
         self._rewriter: Any = None
         self._received = 0
         self.stopped = False
@@ -185,14 +227,23 @@ class BodyRewrite:
         if self._relaying:
             return chunk
         self._received += len(chunk)
-        data = self._decoder.feed(chunk)
-        if not more:
-            data += self._decoder.flush()
+        decoder = self._decoder
+        if decoder is not None:
+            data = decoder.feed(chunk)
+            if not more:
+                data += decoder.flush()
+        else:
+            data = chunk
+            if self._received > self._max_bytes * 8:  # as an identity Decoder says it
+                raise codec.CodecError(
+                    "decoded body larger than the limit "
+                    f"({self._max_bytes * 8 - self._received + len(chunk)} bytes more were allowed)"
+                )
         rewriter = self._rewriter
         if rewriter is None:
             if not data and more:
                 return b""
-            charset = codec.charset_of(self._content_type.decode("latin-1"), data[:1024])
+            charset = codec.page_charset(self._content_type, data)
             self.top = data
             rewriter = self._rewriter = self._plans.rewriter(self._edits, charset, self._page)
         if self.stopped:
@@ -200,7 +251,7 @@ class BodyRewrite:
         elif more and self._received > self._max_bytes:
             out = rewriter.stop(f"page longer than {self._max_bytes} bytes") + data
             self.stopped = True
-            self._relaying = self._decoder.identity
+            self._relaying = decoder is None
         else:
             out = rewriter.write(data) if data else b""
             if not more:
@@ -208,6 +259,8 @@ class BodyRewrite:
         if more and not out:
             return b""
         encoder = self._encoder
+        if encoder is None:
+            return out
         return encoder.feed(out) + (encoder.finish() if not more else encoder.flush())
 
     def applied(self) -> list[str]:
@@ -234,7 +287,7 @@ class Rewriting:
     def applies(self, encoding: bytes, length: int) -> bool:
         """Whether a body with this Content-Encoding and Content-Length (-1: not
         given) can be rewritten."""
-        return codec.supported(encoding.decode("latin-1") or None) and (
+        return codec.header_codings(encoding) is not None and (
             length < 0 or length <= self.max_bytes
         )
 
