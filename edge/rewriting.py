@@ -116,9 +116,12 @@ class _Plans:
         self.replays = ReplayCache(replay_bytes)
 
     def rewriter(self, edits: list[SlotEdit], charset: str, page: bytes) -> Any:
-        """A rewriter (or a replayer) for *edits* on *page* in *charset*."""
+        """A rewriter (or a replayer) for *edits* on *page* in *charset*. The plan is
+        looked up (or compiled) only if the page is rewritten for real: a replay needs
+        the edits' contents alone."""
         shape: list[tuple[Any, ...]] = []
         replay_shape: list[tuple[Any, ...]] = []  # (the same without the contents)
+        contents: list[bytes | None] = []
         targets: dict[int, Target] = {}
         memos: dict[int, Hashable] = {}
         for i, slot_edit in enumerate(edits):
@@ -127,6 +130,7 @@ class _Plans:
                 item: tuple[Any, ...] = (edit.selector, "reorder", edit.key_link)
                 shape.append(item)
                 replay_shape.append(item)
+                contents.append(None)
                 targets[i] = slot_edit.order
                 memo = _order_memo(slot_edit)
                 if memo is not None:
@@ -135,10 +139,23 @@ class _Plans:
                 content = edit.content
                 if isinstance(content, str):
                     content = _encoded(content, charset)
+                elif type(content) is not bytes:
+                    content = bytes(content)
                 item = (edit.selector, edit.action, content)
                 shape.append(item)
-                replay_shape.append(item if edit.action == "reorder" else item[:2])
-        key = tuple(shape)
+                if edit.action == "reorder":  # (no order: the plan refuses it)
+                    replay_shape.append(item)
+                    contents.append(None)
+                else:
+                    replay_shape.append(item[:2])
+                    contents.append(content)
+        lazy = _Lazy(self, tuple(shape))
+        replay_key = (page, charset, tuple(replay_shape))
+        return self.replays.rewriter(replay_key, contents, targets, lazy.real, lazy.bind, memos)
+
+    def plan(self, key: tuple[Any, ...]) -> tuple[Plan, dict[int, _Late]]:
+        """The compiled plan of the edits' shape and contents *key*, and its
+        reorders' stand-ins by edit index."""
         cached = self._plans.get(key)
         if cached is None:
             late: dict[int, _Late] = {}
@@ -155,17 +172,26 @@ class _Plans:
                     compiled.append(Edit(item[0], item[1], item[2]))
             cached = (Plan(compiled), late)
             self._plans[key] = cached
-        plan, late = cached
+        return cached
 
-        def bind(bound: dict[int, Any]) -> None:
-            for i, holder in late.items():
-                holder.target = bound[i]
 
-        contents = [None if ce.action == "reorder" else ce.content for ce in plan.compiled]
-        replay_key = (page, charset, tuple(replay_shape))
-        return self.replays.rewriter(
-            replay_key, contents, targets, lambda _bound: plan.rewriter(), bind, memos
-        )
+class _Lazy:
+    """One response's plan, looked up when a real rewriter is wanted."""
+
+    __slots__ = ("_key", "_late", "_plans")
+
+    def __init__(self, plans: _Plans, key: tuple[Any, ...]) -> None:
+        self._plans = plans
+        self._key = key
+        self._late: dict[int, _Late] = {}
+
+    def real(self, _bound: dict[int, Target]) -> Any:
+        plan, self._late = self._plans.plan(self._key)
+        return plan.rewriter()
+
+    def bind(self, bound: dict[int, Any]) -> None:
+        for i, holder in self._late.items():
+            holder.target = bound[i]
 
 
 class BodyRewrite:

@@ -310,3 +310,23 @@ def test_a_page_that_differs_after_a_kept_list_is_rewritten_from_there() -> None
     out = respond(rewriting, edits(reader, "affinity", weights, "x"), changed, cut=len(html) - 200)
     assert rewriting._plans.replays.region_hits == hits + 1
     assert out == fresh(edits(reader, "affinity", weights, "x"), changed)
+
+
+def test_a_replay_compiles_no_plan_for_new_contents() -> None:
+    """Contents particular to each visitor (a name, a form's token): a replayed
+    response needs no plan of its own, and is what a fresh rewrite gives."""
+    rewriting = Rewriting(max_bytes=1 << 20, replay_bytes=1 << 20)
+    reader = ItemReader(catalog=FEED)
+    html = page()
+    respond(rewriting, edits(reader, "affinity", {}, "<p>first</p>"), html)
+    plans = rewriting._plans._plans
+    compiled = len(plans)
+    for name in ("Anna", "Bruno", "Carla", "Dario", "<b>Ève</b>"):
+        out = respond(rewriting, edits(reader, "affinity", {}, f"<p>Ciao {name}</p>"), html)
+        assert out == fresh(edits(reader, "affinity", {}, f"<p>Ciao {name}</p>"), html)
+    assert len(plans) == compiled
+    # the page changes: a real rewrite, with its contents' plan
+    changed = page(tag="new")
+    out = respond(rewriting, edits(reader, "affinity", {}, "<p>Ciao Fede</p>"), changed)
+    assert out == fresh(edits(reader, "affinity", {}, "<p>Ciao Fede</p>"), changed)
+    assert len(plans) == compiled + 1
