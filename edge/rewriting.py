@@ -71,20 +71,16 @@ class _Late:
         return self.target.order(keys)
 
 
-class _Same:
-    """An object as part of a key: equal only to itself (and kept alive by the key,
-    so its id is not reused while the key is)."""
+class _Same(int):
+    """An object as part of a key, by identity: its id, holding the object (so no
+    other object gets that id while the key lives). An int for C-speed hashing."""
 
-    __slots__ = ("obj",)
+    obj: object
 
-    def __init__(self, obj: object) -> None:
-        self.obj = obj
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Same) and other.obj is self.obj
-
-    def __hash__(self) -> int:
-        return id(self.obj)
+    def __new__(cls, obj: object) -> _Same:
+        same = super().__new__(cls, id(obj))
+        same.obj = obj
+        return same
 
 
 def _order_memo(slot_edit: SlotEdit) -> Hashable | None:
@@ -278,10 +274,10 @@ class BodyRewrite:
             out = rewriter.stop(f"page longer than {self._max_bytes} bytes") + data
             self.stopped = True
             self._relaying = decoder is None
-        else:
+        elif more:
             out = rewriter.write(data) if data else b""
-            if not more:
-                out += rewriter.end()
+        else:  # (one join: a page's last chunk is most often all of it)
+            out = rewriter.last(data)
         if more and not out:
             return b""
         encoder = self._encoder

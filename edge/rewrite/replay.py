@@ -406,6 +406,19 @@ class Replayer:
             self._start_real(b"")
         return self._feed(data)
 
+    def last(self, data: bytes) -> bytes:
+        """``write(data) + end()``: the last of the input. A replay that it completes
+        sends the rest of the template in one piece (not what the checkpoints cover,
+        then the end, copied again to be one)."""
+        replay = self._replay
+        if self._rw is None and replay is not None:
+            body = replay.body
+            if self._fed + len(data) == len(body) and body.startswith(data, self._fed):
+                self._fed += len(data)
+                return self.end()
+        out = self.write(data) if data else b""
+        return out + self.end()
+
     def end(self) -> bytes:
         if self._rw is None and self._replay is not None:
             if self._fed == len(self._replay.body):
