@@ -551,8 +551,10 @@ class Replayer:
             orders.append((list(keys), wanted))
             return wanted
 
-        contents = self._contents
-        parts = [p if isinstance(p, bytes) else contents[p] or b"" for p in region.parts]
+        parts: list[Any] = region.parts  # (only bytes unless contents are among them)
+        if region.refs:
+            contents = self._contents
+            parts = [p if isinstance(p, bytes) else contents[p] or b"" for p in parts]
         return reordered(parts, region.items, order)
 
     # -- rewriting for real -------------------------------------------------------
