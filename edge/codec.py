@@ -60,6 +60,8 @@ __all__ = [
     "charset_of",
     "codings",
     "encode_text",
+    "header_codings",
+    "page_charset",
     "supported",
 ]
 
@@ -113,6 +115,16 @@ def codings(header: str | None) -> list[str]:
     if len(result) > 3:
         raise UnsupportedCoding(f"{len(result)} stacked content codings ({header!r})")
     return result
+
+
+@functools.lru_cache(maxsize=64)
+def header_codings(header: bytes) -> tuple[str, ...] | None:
+    """:func:`codings` of a ``Content-Encoding`` header's raw value (empty: none),
+    None when one is not supported. Remembered: a shop sends one or two values."""
+    try:
+        return tuple(codings(header.decode("latin-1") or None))
+    except UnsupportedCoding:
+        return None
 
 
 def supported(header: str | None) -> bool:
@@ -488,6 +500,27 @@ def charset_of(content_type: str | None, first_bytes: bytes = b"") -> str:
     found = _header_charset(content_type or "")
     if found:
         return found
+    return _meta_charset(first_bytes)
+
+
+@functools.lru_cache(maxsize=64)
+def _header_charset_raw(content_type: bytes) -> str | None:
+    return _header_charset(content_type.decode("latin-1"))
+
+
+def page_charset(content_type: bytes, first_bytes: bytes) -> str:
+    """:func:`charset_of` for a ``Content-Type`` header's raw value, its answer for
+    the header remembered (the body's first bytes are read only when it names none)."""
+    if first_bytes.startswith(_BOMS):
+        return "utf-8" if first_bytes.startswith(codecs.BOM_UTF8) else "utf-16"
+    return _header_charset_raw(content_type) or _meta_charset(first_bytes)
+
+
+_BOMS: Final = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def _meta_charset(first_bytes: bytes) -> str:
+    """A ``<meta>``'s charset in the first 1024 bytes, else ``utf-8``."""
     for m in _META.finditer(first_bytes[:1024].lower()):
         found = _normalise(m.group(1).decode("ascii", "replace"), from_meta=True)
         if found:

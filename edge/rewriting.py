@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -47,7 +48,9 @@ class SlotEdit:
     """A reorder's per-visitor order (a ``ListOrder``: its ``key`` and ``order`` are
     the edit's)."""
     share: bytes = b""
-    """What in this edit is particular to the visitor, for the page's fingerprint."""
+    """What in this edit is particular to the visitor, for the page's fingerprint.
+    For a reorder: with its items' facts, all that decides their order (the sorts,
+    the visitor's interest fingerprint): a replay sends a list kept by it."""
 
 
 class _Late:
@@ -68,6 +71,30 @@ class _Late:
         return self.target.order(keys)
 
 
+class _Same(int):
+    """An object as part of a key, by identity: its id, holding the object (so no
+    other object gets that id while the key lives). An int for C-speed hashing."""
+
+    obj: object
+
+    def __new__(cls, obj: object) -> _Same:
+        same = super().__new__(cls, id(obj))
+        same.obj = obj
+        return same
+
+
+def _order_memo(slot_edit: SlotEdit) -> Hashable | None:
+    """What decides a reorder's order besides the items' attributes: its share (sorts,
+    interest) and how items are read (the slot's reader, the catalogue's version);
+    None when the target is not a ``ListOrder`` (then it is asked every time)."""
+    reader = getattr(slot_edit.order, "reader", None)
+    if reader is None or not slot_edit.share:
+        return None
+    catalog = getattr(reader, "catalog", None)
+    version = getattr(catalog, "version", 0)
+    return (slot_edit.share, _Same(reader), _Same(catalog), version)
+
+
 @functools.lru_cache(maxsize=4096)
 def _encoded(html: str, charset: str) -> bytes:
     """A snippet's HTML in the page's charset. Remembered: a rendered snippet is most
@@ -85,25 +112,46 @@ class _Plans:
         self.replays = ReplayCache(replay_bytes)
 
     def rewriter(self, edits: list[SlotEdit], charset: str, page: bytes) -> Any:
-        """A rewriter (or a replayer) for *edits* on *page* in *charset*."""
+        """A rewriter (or a replayer) for *edits* on *page* in *charset*. The plan is
+        looked up (or compiled) only if the page is rewritten for real: a replay needs
+        the edits' contents alone."""
         shape: list[tuple[Any, ...]] = []
         replay_shape: list[tuple[Any, ...]] = []  # (the same without the contents)
+        contents: list[bytes | None] = []
         targets: dict[int, Target] = {}
+        memos: dict[int, Hashable] = {}
         for i, slot_edit in enumerate(edits):
             edit = slot_edit.edit
             if slot_edit.order is not None:
                 item: tuple[Any, ...] = (edit.selector, "reorder", edit.key_link)
                 shape.append(item)
                 replay_shape.append(item)
+                contents.append(None)
                 targets[i] = slot_edit.order
+                memo = _order_memo(slot_edit)
+                if memo is not None:
+                    memos[i] = memo
             else:
                 content = edit.content
                 if isinstance(content, str):
                     content = _encoded(content, charset)
+                elif type(content) is not bytes:
+                    content = bytes(content)
                 item = (edit.selector, edit.action, content)
                 shape.append(item)
-                replay_shape.append(item if edit.action == "reorder" else item[:2])
-        key = tuple(shape)
+                if edit.action == "reorder":  # (no order: the plan refuses it)
+                    replay_shape.append(item)
+                    contents.append(None)
+                else:
+                    replay_shape.append(item[:2])
+                    contents.append(content)
+        lazy = _Lazy(self, tuple(shape))
+        replay_key = (page, charset, tuple(replay_shape))
+        return self.replays.rewriter(replay_key, contents, targets, lazy.real, lazy.bind, memos)
+
+    def plan(self, key: tuple[Any, ...]) -> tuple[Plan, dict[int, _Late]]:
+        """The compiled plan of the edits' shape and contents *key*, and its
+        reorders' stand-ins by edit index."""
         cached = self._plans.get(key)
         if cached is None:
             late: dict[int, _Late] = {}
@@ -120,17 +168,26 @@ class _Plans:
                     compiled.append(Edit(item[0], item[1], item[2]))
             cached = (Plan(compiled), late)
             self._plans[key] = cached
-        plan, late = cached
+        return cached
 
-        def bind(bound: dict[int, Any]) -> None:
-            for i, holder in late.items():
-                holder.target = bound[i]
 
-        contents = [None if ce.action == "reorder" else ce.content for ce in plan.compiled]
-        replay_key = (page, charset, tuple(replay_shape))
-        return self.replays.rewriter(
-            replay_key, contents, targets, lambda _bound: plan.rewriter(), bind
-        )
+class _Lazy:
+    """One response's plan, looked up when a real rewriter is wanted."""
+
+    __slots__ = ("_key", "_late", "_plans")
+
+    def __init__(self, plans: _Plans, key: tuple[Any, ...]) -> None:
+        self._plans = plans
+        self._key = key
+        self._late: dict[int, _Late] = {}
+
+    def real(self, _bound: dict[int, Target]) -> Any:
+        plan, self._late = self._plans.plan(self._key)
+        return plan.rewriter()
+
+    def bind(self, bound: dict[int, Any]) -> None:
+        for i, holder in self._late.items():
+            holder.target = bound[i]
 
 
 class BodyRewrite:
@@ -168,9 +225,16 @@ class BodyRewrite:
         self._content_type = content_type
         self._page = page
         self._max_bytes = max_bytes
-        coding = encoding.decode("latin-1") or None
-        self._decoder = codec.Decoder.for_header(coding, max_output=max_bytes * 8)
-        self._encoder = codec.Encoder.for_header(coding)
+        coded = codec.header_codings(encoding)
+        if coded is None:  # raises UnsupportedCoding, naming the coding
+            codec.Decoder.for_header(encoding.decode("latin-1"))
+        # None: no content coding, the body is the page (what an identity Decoder
+        # and Encoder would do, without their calls: ~3k instructions a response).
+        self._decoder: codec.Decoder | None = None
+        self._encoder: codec.Encoder | None = None
+        if coded:
+            self._decoder = codec.Decoder(list(coded), max_output=max_bytes * 8)
+            self._encoder = codec.Encoder(list(coded))
         self._rewriter: Any = None
         self._received = 0
         self.stopped = False
@@ -185,14 +249,23 @@ class BodyRewrite:
         if self._relaying:
             return chunk
         self._received += len(chunk)
-        data = self._decoder.feed(chunk)
-        if not more:
-            data += self._decoder.flush()
+        decoder = self._decoder
+        if decoder is not None:
+            data = decoder.feed(chunk)
+            if not more:
+                data += decoder.flush()
+        else:
+            data = chunk
+            if self._received > self._max_bytes * 8:  # as an identity Decoder says it
+                raise codec.CodecError(
+                    "decoded body larger than the limit "
+                    f"({self._max_bytes * 8 - self._received + len(chunk)} bytes more were allowed)"
+                )
         rewriter = self._rewriter
         if rewriter is None:
             if not data and more:
                 return b""
-            charset = codec.charset_of(self._content_type.decode("latin-1"), data[:1024])
+            charset = codec.page_charset(self._content_type, data)
             self.top = data
             rewriter = self._rewriter = self._plans.rewriter(self._edits, charset, self._page)
         if self.stopped:
@@ -200,14 +273,16 @@ class BodyRewrite:
         elif more and self._received > self._max_bytes:
             out = rewriter.stop(f"page longer than {self._max_bytes} bytes") + data
             self.stopped = True
-            self._relaying = self._decoder.identity
-        else:
+            self._relaying = decoder is None
+        elif more:
             out = rewriter.write(data) if data else b""
-            if not more:
-                out += rewriter.end()
+        else:  # (one join: a page's last chunk is most often all of it)
+            out = rewriter.last(data)
         if more and not out:
             return b""
         encoder = self._encoder
+        if encoder is None:
+            return out
         return encoder.feed(out) + (encoder.finish() if not more else encoder.flush())
 
     def applied(self) -> list[str]:
@@ -234,7 +309,7 @@ class Rewriting:
     def applies(self, encoding: bytes, length: int) -> bool:
         """Whether a body with this Content-Encoding and Content-Length (-1: not
         given) can be rewritten."""
-        return codec.supported(encoding.decode("latin-1") or None) and (
+        return codec.header_codings(encoding) is not None and (
             length < 0 or length <= self.max_bytes
         )
 

@@ -29,6 +29,17 @@ replay asks ``key()`` for a list's items (with the attributes kept) and
 ``order()`` only when it sends that list, and a real rewriter that takes over is
 answered from what the replay was told for the items it reads again.
 
+A reordered list whose target says what decides its order (a *memo*: for the
+sidecar's ``ListOrder``, its sorts, the visitor's interest fingerprint and the
+catalogue, see :mod:`edge.rewriting`) is kept as sent, by (the template's list,
+that memo, the contents inside it): the next response of the same page version
+with the same memo sends those bytes without asking the target anything (on the
+category page of ``bench/instructions.py`` that is the 12 items' keys and their
+order, most of a replay's cost). The target is then not asked at all for that
+list, as it would not be for a list the page did not have; a real rewriter that
+takes over asks it afresh, and its answers, decided by the same memo, are the
+same.
+
 The edit contents and reordered lists are told apart from copied bytes by the
 rewriter's marks (see :meth:`~.rewriter.Rewriter.record`): it says which edit
 each content it outputs belongs to, so any contents can be recorded (empty, one
@@ -39,7 +50,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -79,6 +90,11 @@ class _Region:
     parts: list[bytes | int]
     items: list[tuple[int, int, str | None]]
     calls: list[_Call]
+    refs: tuple[int, ...] = ()
+    """The edits whose contents are among the parts (a region's memo key holds them)."""
+
+    def __post_init__(self) -> None:
+        self.refs = tuple(sorted({p for p in self.parts if isinstance(p, int)}))
 
 
 @dataclass(eq=False)
@@ -243,6 +259,14 @@ def _weight(entry: _Entry | _Volatile) -> int:
     return entry.size
 
 
+REGIONS_SHARE = 8
+"""The reordered lists kept as sent get this fraction (1/8) of the replay budget."""
+
+
+def _region_weight(out: bytes) -> int:
+    return 200 + len(out)
+
+
 class ReplayCache:
     """Templates by (page, edit shape), within a byte budget (least recently used go)."""
 
@@ -250,6 +274,12 @@ class ReplayCache:
         self.max_bytes = max_bytes
         self.max_body = max_body
         self._entries: LRU[Any, _Entry | _Volatile] = LRU(max_bytes, weigh=_weight)
+        self._regions: LRU[tuple[Any, ...], bytes] = LRU(
+            max_bytes // REGIONS_SHARE, weigh=_region_weight
+        )
+        """Reordered lists as sent, by (template's region, target's memo, contents in
+        it): a share of the budget, since a list is a part of a page it already holds."""
+        self.region_hits = 0
         self.hits = 0
         self.misses = 0
         self.recorded = 0
@@ -261,6 +291,7 @@ class ReplayCache:
         targets: dict[int, Target],
         real: Callable[[dict[int, Target]], Rewriter],
         bind: Callable[[dict[int, Target]], None],
+        memos: dict[int, Hashable] | None = None,
     ) -> Replayer:
         """A rewriter-like object for one response. *key* names the page and the
         shape of the edits (not their contents); *contents* are this response's
@@ -268,7 +299,9 @@ class ReplayCache:
         callbacks by edit index (every reorder's items are keyed by a callback);
         ``real(targets)`` makes a real rewriter whose reorders call those targets,
         ``bind(targets)`` points the shared plan's reorders at them before each
-        feed."""
+        feed. *memos*, by edit index, what decides a reorder target's keys' order
+        given its items' attributes (the same memo, the same order; see the module
+        docstring): those lists are sent as kept when the memo was seen before."""
         if self.max_bytes <= 0:  # replaying is off: every response is rewritten
             return Replayer(self, None, None, contents, targets, real, bind, record=False)
         entry = self._entries.get(key)
@@ -279,7 +312,10 @@ class ReplayCache:
         if entry is None:
             entry = _Entry()
             self._entries[key] = entry
-        return Replayer(self, key, entry, contents, targets, real, bind, record=True)
+        replayer = Replayer(self, key, entry, contents, targets, real, bind, record=True)
+        if memos:
+            replayer._memos = memos
+        return replayer
 
     def _store(self, key: Any, entry: _Entry, recording: Recording) -> None:
         if len(recording.body) > self.max_body:
@@ -343,6 +379,7 @@ class Replayer:
         self._skip = 0  # output bytes of the real rewriter already sent by the replay
         self._counts: list[int] | None = None
         self._pending = b""  # input read before the real rewriter started, to feed it
+        self._memos: dict[int, Hashable] | None = None  # by edit (ReplayCache.rewriter)
         self.replayed = False
 
     # -- the proxy's interface ------------------------------------------------
@@ -368,6 +405,19 @@ class Replayer:
         elif self._rw is None:
             self._start_real(b"")
         return self._feed(data)
+
+    def last(self, data: bytes) -> bytes:
+        """``write(data) + end()``: the last of the input. A replay that it completes
+        sends the rest of the template in one piece (not what the checkpoints cover,
+        then the end, copied again to be one)."""
+        replay = self._replay
+        if self._rw is None and replay is not None:
+            body = replay.body
+            if self._fed + len(data) == len(body) and body.startswith(data, self._fed):
+                self._fed += len(data)
+                return self.end()
+        out = self.write(data) if data else b""
+        return out + self.end()
 
     def end(self) -> bytes:
         if self._rw is None and self._replay is not None:
@@ -461,10 +511,31 @@ class Replayer:
 
     def _region(self, region: _Region) -> list[bytes] | None:
         """The list of *region* in this request's order; None if the request's
-        target keys its items otherwise than the recording's did."""
+        target keys its items otherwise than the recording's did. Kept as sent by
+        the target's memo, if it has one."""
         target = self._targets.get(region.edit)
         if target is None:
             return None
+        memos = self._memos
+        memo = memos.get(region.edit) if memos is not None else None
+        if memo is None:
+            return self._reorder(region, target)
+        contents = self._contents
+        key = (region, memo, *[contents[i] for i in region.refs])
+        regions = self._cache._regions
+        kept = regions.get(key)
+        if kept is not None:
+            self._cache.region_hits += 1
+            return [kept]
+        out = self._reorder(region, target)
+        if out is not None:
+            kept = b"".join(out)
+            regions[key] = kept
+            return [kept]
+        return None
+
+    def _reorder(self, region: _Region, target: Target) -> list[bytes] | None:
+        """The list of *region* ordered by asking *target*, as a rewriter would."""
         # The items' keys, asked as the rewriter would have (its input up to the
         # list's end is the kept input), and noted for a real rewriter taking over.
         answered = self._keys.setdefault(region.edit, deque())
@@ -480,8 +551,10 @@ class Replayer:
             orders.append((list(keys), wanted))
             return wanted
 
-        contents = self._contents
-        parts = [p if isinstance(p, bytes) else contents[p] or b"" for p in region.parts]
+        parts: list[Any] = region.parts  # (only bytes unless contents are among them)
+        if region.refs:
+            contents = self._contents
+            parts = [p if isinstance(p, bytes) else contents[p] or b"" for p in parts]
         return reordered(parts, region.items, order)
 
     # -- rewriting for real -------------------------------------------------------
