@@ -27,7 +27,30 @@ Rows, ``bench/personalize.py``'s modes, each sidecar with its own SQLite store:
   reminder's cap of 10 is spent in the warm-up), profiling form, shelves by interest;
   the 12 products of the category reordered. Steady state: the page was rewritten
   before, so it is replayed;
-* ``personalized / (no replay)``: ``replay_cache_bytes=0``: every response rewritten.
+* ``personalized / (no replay)``: ``replay_cache_bytes=0``: every response rewritten;
+* ``personalized / (500 visitors)``, ``personalized /c/scarpe-donna (500 visitors)``:
+  issue 19's G1 yardstick. The ``personalized`` sidecar, but 500 returning visitors
+  (fixed ids, cookies signed with the bench's secret, none held out; each with the
+  visitor's history and their own bag in the cart, sent in batches of 100 as
+  ``bench/personalize.py``'s ``500 visitors`` mode does) take turns, one request each,
+  across both rows: every request's profile comes from the store (SQLite), not the
+  local profile cache. A visitor's turn never comes back sooner than the cache's
+  lifetime (``profile_cache_ttl``, 5 s) after their profile was last read or written:
+  the clock skips ahead before the row's first request (and would again if a row came
+  round to a visitor, which the default sizes never do); the store's reads are counted
+  (``edge_store_seconds{op="get"}``) and must be one a measured request. Each visitor
+  is on their first page of the day: the cart reminder (theirs), not the timed offer.
+  Measured after the rows above (a mode added later goes last: the modes before it,
+  and their figures, stay as they were);
+* ``personalized / (a new page each time)``: issue 19's G3 yardstick, a ~32 KB page
+  that cannot be replayed. The ``personalized`` sidecar and visitor, but the shop puts
+  a new token in the head of ``/`` on every response (``<meta name="csrf-token"
+  ...>``, as shops do with per-visitor CSRF tokens; no ETag): the replay finds the
+  page changed each time, so it is rewritten from scratch, with the replay cache on
+  (the default settings), unlike ``no replay``, which turns the cache off.
+
+``--modes goals`` measures only the last two modes (``bench/goals.py`` does);
+``--json PATH`` writes the figures for a script to read.
 
 Method: the same load runs in two processes, ``--n1`` and ``--n2`` measured requests a
 row after ``--warmup`` requests a row; callgrind dumps its counters at markers around
@@ -39,7 +62,7 @@ request's write-behind flush is awaited before the next request (every task the
 request left has ended), so its cost is in the request that caused it. Every response
 is checked (status 200; passthrough and tracking the snapshot byte for byte;
 personalized ones ``Cache-Control: private``, hero, banner, form, shelf or product
-order, as ``bench/personalize.py`` checks them), and the visitor's stored page views
+order, as ``bench/personalize.py`` checks them), and the visitors' stored page views
 must count every request: a broken run exits 1 with its problems, not a number.
 
 Repeatable: ``PYTHONHASHSEED=0`` and the same few environment variables; ``random``
@@ -104,6 +127,12 @@ START = 1_796_191_200.0  # 2026-12-02 06:00 UTC: the virtual clock's first insta
 MODE_SPAN = 3600.0  # each sidecar's clock starts this much after the previous one's
 STEP = 0.001  # virtual seconds per request
 VISITOR_ID = "instructions-visitor-1"  # 22 characters, like a real one
+MIX = "500 visitors"
+MIX_VISITORS = 500
+MIX_ID = "instructions-mix-{:05d}"  # 22 characters too
+FRESH = "new page"
+FRESH_TOKEN = b'<meta name="csrf-token" content="%016x">'
+"""What the upstream adds to ``/`` in the ``new page`` mode, a new value on every response."""
 PAGE_FILES = {"/": "home.html", "/c/scarpe-donna": "scarpe-donna.html"}
 HARNESS = "harness"
 WRITE_BEHIND = 0.06  # s: a little more than the sidecar's 50 ms write-behind delay
@@ -127,12 +156,19 @@ ROWS = (
     Row("tracking", "tracking", "/"),
     Row("personalized / (replay)", "personalized", "/"),
     Row("personalized /c/scarpe-donna (replay)", "personalized", "/c/scarpe-donna"),
+    Row("personalized / (500 visitors)", MIX, "/"),
+    Row("personalized /c/scarpe-donna (500 visitors)", MIX, "/c/scarpe-donna"),
     Row("/_edge/decide for /", "personalized", DECIDE, "path=%2F"),
     Row("/_edge/decide for /c/scarpe-donna", "personalized", DECIDE, "path=%2Fc%2Fscarpe-donna"),
     Row("personalized / (no replay)", "no replay", "/"),
+    Row("personalized / (a new page each time)", FRESH, "/"),
 )
-MODES = ("passthrough", "tracking", "personalized", "no replay")
-PERSONALIZED = frozenset(("personalized", "no replay"))
+MODES = ("passthrough", "tracking", "personalized", "no replay", MIX, FRESH)
+"""In this order: a mode added later goes last, so the modes before it (their clock's
+start, the heap they find) and their figures stay as they were."""
+PERSONALIZED = frozenset(("personalized", "no replay", MIX, FRESH))
+GOAL_MODES = (MIX, FRESH)
+"""``--modes goals``: the modes of issue 19's G1 and G3 rows (``bench/goals.py``)."""
 
 
 # --------------------------------------------------------------------------- the clock
@@ -156,6 +192,10 @@ class VirtualClock:
 
     def tick(self) -> None:
         self.now += STEP
+
+    def skip_to(self, instant: float) -> None:
+        """Move on to *instant* (virtual seconds since the first sidecar's start)."""
+        self.now = max(self.now, instant)
 
 
 # --------------------------------------------------------------------------- ASGI calls
@@ -298,6 +338,7 @@ class Load:
     seen: dict[str, list[str]] = field(default_factory=dict)
 
     upstream: str = ""
+    modes: tuple[str, ...] = MODES
 
     def sidecar_env(self, mode: str, store: Path) -> dict[str, str]:
         from personalize import SECRET, TOKEN
@@ -344,7 +385,18 @@ class Load:
 
         await self.rows(harness, [Row(HARNESS, HARNESS, "/")], BROWSER, set())
         for i, mode in enumerate(MODES):
-            await self.mode(i + 1, mode)
+            if mode not in self.modes:
+                continue
+            if mode == MIX:
+                await self.mix(i + 1)
+            elif mode == FRESH:
+                fresh = await loop.create_server(
+                    lambda: FreshUpstream(responses, page), "127.0.0.1", 0
+                )
+                self.upstream = f"http://127.0.0.1:{fresh.sockets[0].getsockname()[1]}"
+                await self.mode(i + 1, mode)
+            else:
+                await self.mode(i + 1, mode)
 
     async def mode(self, index: int, mode: str) -> None:
         from personalize import BROWSER, TOKEN, has_history, visitor_cookie, visitor_history
@@ -438,6 +490,107 @@ class Load:
         answer = await call(app, http_scope("GET", "/_edge/profile", headers))
         return json.loads(answer.body).get("profile") or {}
 
+    async def mix(self, index: int) -> None:
+        """The 500-visitor mix: :data:`MIX_VISITORS` returning visitors (the history of
+        ``bench/personalize.py``'s visitor, each with their own bag in the cart, sent in
+        batches of 100) take turns, one request each. A visitor's turn comes back no
+        sooner than the profile cache's lifetime after anything last touched their
+        profile (the clock skips ahead when it must; with the default sizes a row never
+        comes back to a visitor), so every request reads its profile from the store
+        (SQLite): the store's reads are counted and must be one a measured request."""
+        from personalize import BROWSER, SECRET, TOKEN, has_history, visitor_cookie, visitor_history
+
+        from edge.app import create_app
+        from edge.config import load_config
+        from edge.identity import Identity
+
+        self.clock.start(index)
+        store = self.stores / MIX.replace(" ", "-")
+        store.mkdir(parents=True)
+        os.chdir(store)
+        config = load_config(environ=self.sidecar_env(MIX, store))
+        app = create_app(config)
+        lifespan = Lifespan(app)
+        await lifespan.startup()
+        baseline = asyncio.all_tasks()
+        ids = mix_visitors()
+        now = time.time()
+        auth = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+        for at in range(0, len(ids), 100):
+            events = [
+                e
+                for k in range(at, min(len(ids), at + 100))
+                for e in visitor_history(ids[k], now, k)
+            ]
+            body = json.dumps({"events": events}).encode()
+            answer = await call(app, http_scope("POST", "/_edge/ingest", auth, body), body)
+            await settle(baseline)
+            if answer.status != 200:
+                self.problems.append(f"{MIX}: POST /_edge/ingest -> {answer.status}")
+        identity = Identity([SECRET])
+        visitors = [MixVisitor({**BROWSER, "Cookie": visitor_cookie(v, identity)}) for v in ids]
+        for v in (visitors[0], visitors[-1]):
+            if not has_history(await self.profile(app, v.headers)):
+                self.problems.append(f"{MIX}: a visitor's history is not in the profile")
+        touched = self.clock.now
+        for v in visitors:
+            v.touched = touched
+        rows = [r for r in ROWS if r.mode == MIX]
+        await self.mix_rows(app, rows, visitors, config.profile_cache_ttl, baseline)
+        for v in visitors:
+            if v.views:
+                counted = sum(
+                    (await self.profile(app, v.headers)).get("pageview_days", {}).values()
+                )
+                if counted != v.views:
+                    self.problems.append(f"{MIX}: {v.views} page views, {counted} recorded")
+                    break
+        await lifespan.shutdown()
+        time.sleep(0.5)
+
+    async def mix_rows(
+        self,
+        app: Any,
+        rows: list[Row],
+        visitors: list[MixVisitor],
+        ttl: float,
+        baseline: set[asyncio.Task[Any]],
+    ) -> None:
+        """Warm-up then measured requests of each row, the visitors taking turns across
+        the rows; each measured request must read one profile from the store."""
+        turn = 0
+
+        async def one(row: Row) -> Answer:
+            nonlocal turn
+            v = visitors[turn % len(visitors)]
+            turn += 1
+            self.clock.skip_to(v.touched + ttl + 0.5)  # past the cache entry's lifetime
+            answer = await self.request(app, row.path, v.headers, baseline)
+            v.touched = self.clock.now
+            v.views += 1
+            return answer
+
+        for row in rows:
+            for _ in range(self.warmup):
+                self.check(row, "warm-up", await one(row))
+            gc.collect()
+            gc.freeze()
+            answers = []
+            loads = store_reads()
+            mark(f"begin {row.name}", self.markers)
+            for _ in range(self.n):
+                answers.append(await one(row))
+            mark(f"end {row.name}", self.markers)
+            loads = store_reads() - loads
+            gc.unfreeze()
+            for answer in answers:
+                self.check(row, "measured", answer)
+            if loads != self.n:
+                self.problems.append(
+                    f"{row.name}: {loads} profile reads from the store for {self.n} requests"
+                )
+            self.seen.setdefault(row.name, []).append(f"{loads} store reads in {self.n} requests")
+
     def check(self, row: Row, when: str, answer: Answer) -> None:
         from personalize import check_response
 
@@ -445,6 +598,8 @@ class Load:
             self.check_decide(row, when, answer)
             return
         personalized = row.mode in PERSONALIZED
+        if row.mode == FRESH and FRESH_TOKEN.split(b"%")[0] not in answer.body:
+            self.problems.append(f"{row.name} ({when}): the shop's token is not in the page")
         problems, seen = check_response(
             personalized, row.path, answer.status, answer.headers, answer.body, self.pages[row.path]
         )
@@ -463,6 +618,39 @@ class Load:
             self.problems.append(f"{row.name} ({when}): {answer.status}, edits {edits}")
         else:
             self.seen[row.name] = edits
+
+
+@dataclass
+class MixVisitor:
+    """One of the mix's visitors: what they send, when their profile was last read or
+    written (virtual seconds), and their page views so far."""
+
+    headers: dict[str, str]
+    touched: float = 0.0
+    views: int = 0
+
+
+def mix_visitors() -> list[str]:
+    """The mix's visitor ids: fixed, none held out of a placement by the rules."""
+    from personalize import held_out
+
+    ids: list[str] = []
+    i = 0
+    while len(ids) < MIX_VISITORS:
+        candidate = MIX_ID.format(i)
+        i += 1
+        if not held_out(candidate):
+            ids.append(candidate)
+    return ids
+
+
+def store_reads() -> int:
+    """Profile reads from the store so far (the ``get`` calls the guarded store tells
+    ``edge_store_seconds`` about; reads the profile cache answers are not)."""
+    from edge import metrics
+
+    timing = metrics._store_timings.get("get")
+    return sum(timing.counts) if timing is not None else 0
 
 
 def shift_heap(layout: int) -> list[bytes]:
@@ -495,6 +683,7 @@ def run_load(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level="WARNING", stream=sys.stderr)
     load = Load(args.load, args.warmup, root, Path(args.work), Path(args.stores), clock)
+    load.modes = args.modes
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(load.run())
     report = {"markers": load.markers, "problems": load.problems, "seen": load.seen}
@@ -568,6 +757,38 @@ class Upstream(asyncio.Protocol):
 
 
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+
+
+class FreshUpstream(Upstream):
+    """The ``new page`` mode's shop: ``/`` carries a new token in its head on every
+    response (as a shop that puts a per-visitor CSRF token in every page), so no
+    response is the page of the one before: it cannot be replayed."""
+
+    def __init__(self, responses: dict[bytes, bytes], page: bytes) -> None:
+        from personalize import UPSTREAM_HEADERS
+
+        super().__init__(responses)
+        head = {  # no ETag: the page is new every time
+            "Content-Type": "text/html; charset=utf-8",
+            "Content-Length": str(len(page) + len(FRESH_TOKEN % 0)),
+            **UPSTREAM_HEADERS,
+        }
+        lines = "".join(f"{k}: {v}\r\n" for k, v in head.items())
+        marker = page.index(b"<head>") + len(b"<head>")
+        self.before = f"HTTP/1.1 200 OK\r\n{lines}\r\n".encode() + page[:marker]
+        self.after = page[marker:]
+        self.count = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            head, self.buffer = self.buffer[:end], self.buffer[end + 4 :]
+            target = head.split(b" ", 2)[1]
+            if target == b"/":
+                self.count += 1
+                self.transport.write(self.before + FRESH_TOKEN % self.count + self.after)
+            else:
+                self.transport.write(self.responses.get(target, NOT_FOUND))
 
 
 # --------------------------------------------------------------------------- the driver
@@ -726,6 +947,8 @@ class Bench:
             *("--root", str(root), "--work", str(self.work)),
             *("--stores", str(self.work / f"stores-{tag}"), "--report", str(job.report)),
         ]
+        if self.args.modes != MODES:  # (only then: the argv's length moves the heap)
+            argv += ["--modes", ",".join(m.replace(" ", "-") for m in self.args.modes)]
         layout = f", layout {job.layout}" if self.args.layouts > 1 else ""
         self.log(
             f"-- {t.label} ({t.root}): {job.n} measured requests a row{layout}, under callgrind"
@@ -777,7 +1000,7 @@ class Bench:
                 "median over them, the noise a code change brings by moving the heap."
             )
         print()
-        names = [r.name for r in ROWS]
+        names = [r.name for r in ROWS if r.mode in a.modes]
         per = {
             t.label: {r: t.per_request(r, a.n1, a.n2, a.layouts) for r in [*names, HARNESS]}
             for t in self.targets
@@ -833,6 +1056,28 @@ class Bench:
         print("Correctness: " + ("OK" if not problems else "FAILED"))
         for p in problems:
             print(f"  PROBLEM: {p}")
+        if a.json:
+            figures = {
+                t.label: {r: mid(t.label, r) for r in [*names, HARNESS]} for t in self.targets
+            }
+            out = {"ir_per_request": figures, "problems": problems}
+            Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
+
+
+def parse_modes(text: str) -> tuple[str, ...]:
+    """``--modes``: 'all', 'goals' or mode names (``-`` for a space), in MODES' order."""
+    if text == "all":
+        return MODES
+    if text == "goals":
+        return GOAL_MODES
+    names = {m.replace(" ", "-"): m for m in MODES}
+    asked = [w.strip() for w in text.split(",") if w.strip()]
+    unknown = [w for w in asked if w not in names]
+    if unknown or not asked:
+        raise ValueError(
+            f"--modes: unknown {', '.join(unknown) or '(none)'}; know {', '.join(names)}"
+        )
+    return tuple(m for m in MODES if m.replace(" ", "-") in asked)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -869,6 +1114,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep bench/.work/instructions (callgrind's files, logs) after the run",
     )
+    parser.add_argument(
+        "--modes",
+        default="all",
+        help="the sidecars to measure, comma-separated: "
+        f"{', '.join(m.replace(' ', '-') for m in MODES)}; 'goals' for issue 19's G1 and G3 "
+        "rows (500-visitors,new-page); default all. The harness row is always measured. "
+        "A subset runs in another heap: its figures can differ from the full run's by a few "
+        "tenths of a percent",
+    )
+    parser.add_argument("--json", help="also write the Ir/request figures as JSON to this path")
     parser.add_argument("--load", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--layout", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--snapshot", action="store_true", help=argparse.SUPPRESS)
@@ -876,6 +1131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stores", help=argparse.SUPPRESS)
     parser.add_argument("--report", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    try:
+        args.modes = parse_modes(args.modes)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.load is not None:
         return run_load(args)
     if args.snapshot:

@@ -238,11 +238,14 @@ def start_sidecar(
     feed: Path,
     tag: str,
     launcher: list[str] | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Sidecar:
+    """``edge serve`` in *mode* on core 0, ready, with its visitor(s); *settings*:
+    more ``EDGE_*`` variables (``bench/goals.py``'s)."""
     cwd = work / f"{tag}-{mode.replace(' ', '-')}"  # its own edge-data/ store, thrown away after
     cwd.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
-    env.update(EDGE_SECRET=SECRET, EDGE_INGEST_TOKEN=TOKEN)
+    env.update(EDGE_SECRET=SECRET, EDGE_INGEST_TOKEN=TOKEN, **(settings or {}))
     if mode in PERSONALIZED:
         env.update(
             EDGE_RULES=str(ROOT / "rules"),
