@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Final
 
 import msgspec
@@ -61,6 +61,15 @@ def _unpacked(data: bytes | None) -> _First | None:
         log.debug("a first hit did not decode; dropped")
         return None
     return list(events), touch
+
+
+async def _outcome(write: Awaitable[Profile | None]) -> Profile | Exception | None:
+    """What *write* gave, or the exception it raised (as ``gather`` with
+    ``return_exceptions`` gives them)."""
+    try:
+        return await write
+    except Exception as exc:
+        return exc
 
 
 class Recorder:
@@ -166,7 +175,11 @@ class Recorder:
             self.profiles.record(visitor_id, events, ev.Source.OBSERVED, touches=touches)
             for visitor_id, (events, touches) in grouped.items()
         ]
-        for outcome in await asyncio.gather(*writes, return_exceptions=True):
+        if len(writes) == 1:  # (most flushes: a task and a gathering future fewer)
+            outcomes = [await _outcome(writes[0])]
+        else:
+            outcomes = await asyncio.gather(*writes, return_exceptions=True)
+        for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 log.error("recording observed events failed: %s", outcome)
         for visitor_id in grouped:

@@ -107,6 +107,39 @@ async def test_the_due_index_finds_exactly_the_profiles_due(
     assert pending[0].attempts == 0
 
 
+class Observing(Reminder):
+    """The Reminder, noting the ``before`` it is given (the last page view it shows)."""
+
+    def __init__(self, reads_before: bool) -> None:
+        self.reads_before = reads_before
+        self.befores: list[int | None] = []
+
+    def after(self, profile: Profile, before: Profile | None, now: int) -> list[OutMessage]:
+        self.befores.append(None if before is None else before.last_seen)
+        return super().after(profile, before, now)
+
+
+@pytest.mark.parametrize("reads_before", [True, False])
+async def test_the_profile_as_read_is_kept_only_for_an_activation_that_reads_it(
+    service: ProfileService, store: Store, reads_before: bool
+) -> None:
+    # edge.activation's Activator judges the profile as it is (reads_before = False):
+    # the write then keeps no copy of it as read, and stores the same.
+    service.activation = observing = Observing(reads_before)
+    await view(service, "v", NOW)
+    await view(service, "v", NOW + 60)
+    await service.touch(["v"], NOW + 120)
+    expected_befores = [None, NOW, NOW + 60] if reads_before else [None, None, None]
+    assert observing.befores == expected_befores
+    stored = await store.get("v")
+    assert stored is not None and stored.last_seen == NOW + 60
+    # Without `before` the Reminder reschedules on every write: due from the last one.
+    assert stored.due == NOW + 60 + DELAY
+    from edge.activation.activator import Activator
+
+    assert Activator.reads_before is False
+
+
 async def test_a_message_is_enqueued_once_whatever_runs_it_again(
     service: ProfileService, store: Store
 ) -> None:

@@ -302,3 +302,70 @@ def test_whole_numbers_are_explained_without_a_decimal_point() -> None:
     text = "\n".join(rules.explain(ctx)["a"].lines())
     assert "orders = 0" in text and "orders * 3 = 0" in text and "1.5 = 1.5" in text
     assert ".0" not in text
+
+
+@st.composite
+def rich_profiles(draw: st.DrawFn) -> Profile:
+    """:func:`profiles`, plus what the other fields read: CRM traits, answers, views,
+    visits, a campaign touch."""
+    p = draw(profiles())
+    evs: list[ev.BaseEvent] = []
+    traits: dict[str, Any] = {}
+    for name, values in (
+        ("gender", ["", "f"]),
+        ("language", ["", "IT", "en"]),
+        ("country", ["", "it"]),
+        ("city", ["", "Milano"]),
+        ("age_band", ["", "25-34"]),
+        ("registered", [NOW - 40 * DAY, NOW + 10]),
+    ):
+        if draw(st.booleans()):
+            traits[name] = draw(st.sampled_from(values))
+    if traits:
+        evs.append(ev.Identify(traits=traits, ts=NOW))
+    if draw(st.booleans()):
+        evs.append(
+            ev.ProfileFormAnswered(
+                question="age_band", answer=draw(st.sampled_from(["-", "35-44"]))
+            )
+        )
+    for d in draw(st.lists(st.integers(0, 30), max_size=3)):
+        evs.append(ev.ProductViewed(product_id="p", category="shoes", ts=NOW - d * DAY))
+    for e in evs:
+        ev.apply(p, e, NOW, ev.Source.SHOP)
+    if draw(st.booleans()):
+        p.last_seen = NOW - draw(st.integers(-5, 5 * DAY))
+    return p
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(rich_profiles(), REQUESTS, SHOPS, st.sampled_from(["", "it", "EN"]))
+def test_inline_reads_equal_their_readers(
+    profile: Profile, request: RequestInfo, shop: ShopStats, lang: str
+) -> None:
+    # What the compiled evaluator reads in place (Field.inline) is what the reader (the
+    # interpreter's) computes, value and type, for every field that has one.
+    request.lang = lang
+    now = NOW
+    namespace = {"p": profile, "r": request, "s": shop, "now": now, **fn.INLINE_HELPERS}
+    ctx = build_context(profile, request, now, shop)
+    paths = [path for path, field in fn.FIELDS.items() if field.inline]
+    paths += [f"traits.{name}" for name in ("gender", "language", "birth_year", "registered")]
+    paths += ["traits.country", "traits.latitude", "answers.age_band", "answers.colour"]
+    assert len(paths) > 30
+    for path in paths:
+        read, args = fn.field_reader(path)
+        expected = read(ctx, *args)
+        got = eval(fn.field_inline(path), namespace)
+        assert (got, type(got)) == (expected, type(expected)), path
+    views = fn.FUNCTIONS["category_views"]
+    for name in ("shoes", "bags"):
+        got = eval(views.inline.format(repr(name)), namespace)
+        assert got == views.call(ctx, name), name
+
+
+@given(st.one_of(st.floats(allow_nan=False), st.integers(-(10**6), 10**6), st.just(-0.0)))
+def test_cents_is_round_to_two_places(value: float) -> None:
+    expected = round(value, 2)
+    got = fn.cents(value)
+    assert (got, type(got), str(got)) == (expected, type(expected), str(expected))

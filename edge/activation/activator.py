@@ -34,6 +34,10 @@ class Activator:
     (``export_traits``). Each a value, or a function giving the current one (settings
     that change while serving)."""
 
+    reads_before = False
+    """``after`` judges the profile as it is now (its ``segments`` keep what it was in):
+    the store keeps no copy of it as it was read (``edge.profiles.store.Activating``)."""
+
     def __init__(
         self,
         rules: LiveRules,

@@ -104,6 +104,7 @@ class Labels:
     def __init__(self, inner: Activation, rules: LiveRules) -> None:
         self.inner = inner
         self.rules = rules
+        self.reads_before = getattr(inner, "reads_before", True)
         self.known: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
 
     def after(self, profile: Profile, before: Profile | None, now: int) -> list[OutMessage]:

@@ -52,7 +52,7 @@ DailyCounts = dict[int, int]
 """Sparse daily counter: day number (unix time // 86400) -> count."""
 
 
-class Item(msgspec.Struct, array_like=True):
+class Item(msgspec.Struct, gc=False, array_like=True):
     """A product in an order or a cart (stored as a compact array)."""
 
     product_id: str
@@ -64,7 +64,7 @@ class Item(msgspec.Struct, array_like=True):
     """The name the shop's cart page showed (cart lines only; a catalog's name wins)."""
 
 
-class Order(msgspec.Struct, omit_defaults=True):
+class Order(msgspec.Struct, gc=False, omit_defaults=True):
     order_id: str
     ts: int
     total: float
@@ -73,7 +73,7 @@ class Order(msgspec.Struct, omit_defaults=True):
     after_recommendation: bool = False
 
 
-class Cart(msgspec.Struct, omit_defaults=True):
+class Cart(msgspec.Struct, gc=False, omit_defaults=True):
     items: list[Item] = msgspec.field(default_factory=list)
     updated: int = 0
 
@@ -86,7 +86,7 @@ class Cart(msgspec.Struct, omit_defaults=True):
         return sum(i.quantity for i in self.items)
 
 
-class Touch(msgspec.Struct, omit_defaults=True):
+class Touch(msgspec.Struct, gc=False, omit_defaults=True):
     """Where a visit came from: UTM parameters and the referrer's channel."""
 
     ts: int
@@ -99,7 +99,7 @@ class Touch(msgspec.Struct, omit_defaults=True):
     """The referring host only, never a full URL (it may carry personal data)."""
 
 
-class Traits(msgspec.Struct, omit_defaults=True):
+class Traits(msgspec.Struct, gc=False, omit_defaults=True):
     """What the shop's CRM knows. Only authenticated sources (ingest, import) set these."""
 
     birth_year: int | None = None
@@ -115,14 +115,14 @@ class Traits(msgspec.Struct, omit_defaults=True):
     custom: dict[str, str | float | bool] = msgspec.field(default_factory=dict)
 
 
-class Affinity(msgspec.Struct, omit_defaults=True):
+class Affinity(msgspec.Struct, gc=False, omit_defaults=True):
     """Interest in categories and brands: how often viewed, how many items bought."""
 
     viewed: dict[str, int] = msgspec.field(default_factory=dict)
     bought: dict[str, int] = msgspec.field(default_factory=dict)
 
 
-class ArmRecord(msgspec.Struct, array_like=True, frozen=True):
+class ArmRecord(msgspec.Struct, gc=False, array_like=True, frozen=True):
     """One placement's measurement for this unit (the profile): the arm it was put in
     (``holdout`` or a variant name), its first and last exposure, how many pages
     exposed it, and the orders (count and revenue) placed within the attribution
@@ -148,12 +148,12 @@ class ArmRecord(msgspec.Struct, array_like=True, frozen=True):
     in view for a second (``Placement Viewed`` beacons): exposures the visitor saw."""
 
 
-class Search(msgspec.Struct):
+class Search(msgspec.Struct, gc=False):
     ts: int
     query: str
 
 
-class Journey(msgspec.Struct, array_like=True):
+class Journey(msgspec.Struct, gc=False, array_like=True):
     """Where one visitor stands in one scenario (``[[scenarios]]``, the engine in
     ``edge/activation/journeys.py``): the next step to run and when it is due. The
     trigger's time is part of each message's idempotency key."""
@@ -170,7 +170,7 @@ class Journey(msgspec.Struct, array_like=True):
     done: bool = False
 
 
-class Profile(msgspec.Struct, omit_defaults=True, kw_only=True):
+class Profile(msgspec.Struct, gc=False, omit_defaults=True, kw_only=True):
     """One visitor's snapshot. ``visitor_id`` is the key; a known customer's profile
     also carries ``customer_id`` and the keyed hash of their email."""
 

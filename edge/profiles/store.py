@@ -110,7 +110,9 @@ def measuring(mutation: Mutation, deltas: dict[TallyKey, Tally]) -> Mutation:
 
 class Activation(Protocol):
     """What runs on every profile a write produces (``edge.activation.activator
-    .Activator``; the profiles package knows it by this shape only)."""
+    .Activator``; the profiles package knows it by this shape only). One that sets a
+    ``reads_before`` attribute to False is given ``before=None`` always: the write then
+    keeps no copy of the profiles as they were read (an encode and a decode each)."""
 
     def after(self, profile: Profile, before: Profile | None, now: int) -> list[OutMessage]:
         """Update *profile*'s segments, journeys and ``due`` in place; the messages to
@@ -133,8 +135,11 @@ class Activating:
         self.messages = messages
 
     def __call__(self, current: Profiles, seen: set[str]) -> Profiles:
-        # The mutation changes the profiles it is given in place: keep what they were.
-        before = {key: decode(encode(p)) for key, p in current.items() if p is not None}
+        # The mutation changes the profiles it is given in place: keep what they were,
+        # for an activation that reads them.
+        before: dict[str, Profile] = {}
+        if getattr(self.activation, "reads_before", True):
+            before = {key: decode(encode(p)) for key, p in current.items() if p is not None}
         result = self.mutation(current, seen)
         self.messages.clear()
         self.messages += activate(result, before, self.activation, self.now)

@@ -457,7 +457,7 @@ class _Generator:
     def __init__(self, outputs: Sequence[Output], segment_index: dict[str, int]) -> None:
         self.outputs = outputs
         self.segment_index = segment_index
-        self.namespace: dict[str, Any] = {"__builtins__": {}, **_HELPERS}
+        self.namespace: dict[str, Any] = {"__builtins__": {}, **_HELPERS, **fn.INLINE_HELPERS}
         self.leaves: dict[Hashable, str] = {}
         """Leaf key (``Node.key``) -> the code computing it in ``_leaves``."""
         self.locals: dict[Hashable, str] = {}
@@ -521,9 +521,19 @@ class _Generator:
     def leaves_function(self) -> str:
         if not self.leaves:
             return ""
-        lines = ["def _leaves(ctx):"]
+        # The names the inline reads use (``Field.inline``): four loads, once.
+        lines = [
+            "def _leaves(ctx):",
+            "    p, r, s, now = ctx.profile, ctx.request, ctx.shop, ctx.now",
+        ]
         for i, (name, seconds) in enumerate(self.windows.items()):
-            self.namespace[f"_window{i}"] = fn.FUNCTIONS[name].windows
+            spec = fn.FUNCTIONS[name]
+            if spec.counter:
+                lines.append(
+                    f"    many{i} = _within_many(p.{spec.counter}, now, {tuple(seconds)!r})"
+                )
+                continue
+            self.namespace[f"_window{i}"] = spec.windows
             lines.append(f"    many{i} = _window{i}(ctx, {tuple(seconds)!r})")
         lines.append(f"    return ({', '.join(self.leaves.values())},)")
         return "\n".join(lines) + "\n\n\n"
@@ -536,6 +546,10 @@ class _Generator:
         local = f"v{len(self.locals)}"
         self.locals[key] = local
         if isinstance(node, Name):
+            inline = fn.field_inline(node.path)
+            if inline:
+                self.leaf_value(key, inline, self.typed(node))
+                return local
             read, args = fn.field_reader(node.path)
         else:
             spec = fn.FUNCTIONS[node.name]
@@ -545,6 +559,9 @@ class _Generator:
                 seconds.append(args[0])
                 many = f"many{list(self.windows).index(node.name)}"
                 self.leaf_value(key, f"{many}[{len(seconds) - 1}]", self.typed(node))
+                return local
+            if spec.inline:
+                self.leaf_value(key, spec.inline.format(*map(repr, args)), self.typed(node))
                 return local
             read = spec.call
         reader = f"_read{len(self.leaves)}"

@@ -117,6 +117,12 @@ class Field:
     nullable: bool
     read: Callable[[Context], Any]
     doc: str = ""
+    inline: str = ""
+    """The same value as a Python expression the compiled evaluator writes in place of
+    a call to ``read`` (a call costs more than most of these reads): over ``p`` (the
+    profile), ``r`` (the request), ``s`` (the shop), ``now`` and the helpers of
+    :data:`INLINE_HELPERS`. ``read`` stays the reference (the interpreter's), and the
+    tests hold the two equal."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +135,12 @@ class Function:
     windows: Callable[[Context, tuple[float, ...]], tuple[Any, ...]] | None = None
     """For a function of one duration: the values for several durations in one pass
     (what the compiled evaluator calls, once per function); ``call`` is the reference."""
+    counter: str = ""
+    """For a window over a daily counter: the profile's attribute, which the compiled
+    evaluator hands to :func:`~edge.profiles.model.within_many` itself."""
+    inline: str = ""
+    """As :attr:`Field.inline`, with ``{0}``, ``{1}``... for the constant arguments
+    (written as Python literals)."""
 
 
 class RequestInfo(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -236,6 +248,23 @@ def _age(ctx: Context, ts: float) -> float | None:
     if not ts:
         return None
     age = ctx.now - ts
+    return age if age > 0 else 0.0
+
+
+def cents(value: float) -> float:
+    """``round(value, 2)``, value and type, without its cost (a float's ``round`` formats
+    it as decimal text: ~4,700 instructions) where the value is whole already."""
+    if type(value) is int or value.is_integer():
+        return value
+    return round(value, 2)
+
+
+def age_since(now: float, ts: float | None) -> float | None:
+    """Time from *ts* to *now* (0 if *ts* is later), missing without *ts*: the inline
+    form of the duration fields."""
+    if not ts:
+        return None
+    age = now - ts
     return age if age > 0 else 0.0
 
 
@@ -366,43 +395,101 @@ def answer(ctx: Context, name: str) -> str | None:
 
 
 FIELDS: Final[dict[str, Field]] = {
-    "now": Field("date", False, attrgetter("now")),
+    "now": Field("date", False, attrgetter("now"), inline="now"),
     "hour": Field("number", False, lambda c: _wall_clock(c).hour),
     "weekday": Field("number", False, lambda c: _wall_clock(c).isoweekday()),
-    "visits": Field("number", False, attrgetter("profile.visits")),
-    "session.pageviews": Field("number", False, attrgetter("profile.session_pageviews")),
-    "orders": Field("number", False, attrgetter("profile.order_count")),
-    "total_spent": Field("number", False, attrgetter("profile.lifetime_spent")),
-    "avg_order_value": Field("number", True, _avg_order),
-    "last_order_value": Field("number", True, _last_order_value),
-    "coupon_orders": Field("number", False, attrgetter("profile.coupon_orders")),
-    "rec_clicks": Field("number", False, attrgetter("profile.recommendation_clicks")),
+    "visits": Field("number", False, attrgetter("profile.visits"), inline="p.visits"),
+    "session.pageviews": Field(
+        "number", False, attrgetter("profile.session_pageviews"), inline="p.session_pageviews"
+    ),
+    "orders": Field("number", False, attrgetter("profile.order_count"), inline="p.order_count"),
+    "total_spent": Field(
+        "number", False, attrgetter("profile.lifetime_spent"), inline="p.lifetime_spent"
+    ),
+    "avg_order_value": Field(
+        "number",
+        True,
+        _avg_order,
+        inline="(_cents(p.lifetime_spent / p.order_count) if p.order_count else None)",
+    ),
+    "last_order_value": Field(
+        "number", True, _last_order_value, inline="(p.orders[-1].total if p.orders else None)"
+    ),
+    "coupon_orders": Field(
+        "number", False, attrgetter("profile.coupon_orders"), inline="p.coupon_orders"
+    ),
+    "rec_clicks": Field(
+        "number",
+        False,
+        attrgetter("profile.recommendation_clicks"),
+        inline="p.recommendation_clicks",
+    ),
     "rec_orders": Field(
         "number", False, lambda c: len([o for o in c.profile.orders if o.after_recommendation])
     ),
-    "dwell_avg": Field("duration", True, _dwell),
-    "time_on_site": Field("duration", False, attrgetter("profile.time_on_site")),
+    "dwell_avg": Field(
+        "duration",
+        True,
+        _dwell,
+        inline="(p.dwell_ms / p.dwell_count / 1000 if p.dwell_count else None)",
+    ),
+    "time_on_site": Field(
+        "duration", False, attrgetter("profile.time_on_site"), inline="p.time_on_site"
+    ),
     "top_category": Field("string", True, lambda c: _text(_top(c.profile.categories.bought)[0])),
     "top_category_count": Field("number", False, lambda c: _top(c.profile.categories.bought)[1]),
     "top_brand": Field("string", True, lambda c: _text(_top(c.profile.brands.bought)[0])),
     "top_brand_count": Field("number", False, lambda c: _top(c.profile.brands.bought)[1]),
-    "first_seen": Field("duration", True, lambda c: _age(c, c.profile.first_seen)),
-    "last_seen": Field("duration", True, lambda c: _age(c, c.profile.last_seen)),
+    "first_seen": Field(
+        "duration",
+        True,
+        lambda c: _age(c, c.profile.first_seen),
+        inline="_age_since(now, p.first_seen)",
+    ),
+    "last_seen": Field(
+        "duration",
+        True,
+        lambda c: _age(c, c.profile.last_seen),
+        inline="_age_since(now, p.last_seen)",
+    ),
     "first_order": Field(
-        "duration", True, lambda c: _age(c, c.profile.orders[0].ts) if c.profile.orders else None
+        "duration",
+        True,
+        lambda c: _age(c, c.profile.orders[0].ts) if c.profile.orders else None,
+        inline="(_age_since(now, p.orders[0].ts) if p.orders else None)",
     ),
     "last_order": Field(
-        "duration", True, lambda c: _age(c, c.profile.orders[-1].ts) if c.profile.orders else None
+        "duration",
+        True,
+        lambda c: _age(c, c.profile.orders[-1].ts) if c.profile.orders else None,
+        inline="(_age_since(now, p.orders[-1].ts) if p.orders else None)",
     ),
-    "registered": Field("duration", True, lambda c: _age(c, c.profile.traits.registered or 0)),
-    "customer": Field("bool", False, lambda c: bool(c.profile.customer_id)),
+    "registered": Field(
+        "duration",
+        True,
+        lambda c: _age(c, c.profile.traits.registered or 0),
+        inline="_age_since(now, p.traits.registered)",
+    ),
+    "customer": Field(
+        "bool", False, lambda c: bool(c.profile.customer_id), inline='p.customer_id != ""'
+    ),
     "age": Field("number", True, _age_years),
     "age_band": Field("string", True, _age_band),
-    "email.sends": Field("number", False, lambda c: sum(c.profile.email_send_days.values())),
-    "email.opens": Field("number", False, lambda c: sum(c.profile.email_open_days.values())),
-    "cart.items": Field("number", False, attrgetter("profile.cart.count")),
-    "cart.value": Field("number", False, attrgetter("profile.cart.value")),
-    "cart.age": Field("duration", True, _cart_age),
+    "email.sends": Field(
+        "number",
+        False,
+        lambda c: sum(c.profile.email_send_days.values()),
+        inline="_sum(p.email_send_days.values())",
+    ),
+    "email.opens": Field(
+        "number",
+        False,
+        lambda c: sum(c.profile.email_open_days.values()),
+        inline="_sum(p.email_open_days.values())",
+    ),
+    "cart.items": Field("number", False, attrgetter("profile.cart.count"), inline="p.cart.count"),
+    "cart.value": Field("number", False, attrgetter("profile.cart.value"), inline="p.cart.value"),
+    "cart.age": Field("duration", True, _cart_age, inline="_age_since(now, p.cart.updated)"),
     "cart.categories": Field(
         "list", False, lambda c: sorted({i.category for i in c.profile.cart.items if i.category})
     ),
@@ -413,13 +500,36 @@ FIELDS: Final[dict[str, Field]] = {
     "first_touch.medium": Field("string", True, _first_touch("medium")),
     "first_touch.campaign": Field("string", True, _first_touch("campaign")),
     "channel": Field("string", False, _channel),
-    "page.type": Field("string", True, lambda c: _text(c.request.page_type)),
-    "page.path": Field("string", False, attrgetter("request.path")),
-    "lang": Field("string", True, _lang),
-    "device": Field("string", False, lambda c: c.request.device or "desktop"),
-    "geo.country": Field("string", True, _country),
-    "shop.avg_order_value": Field("number", True, attrgetter("shop.avg_order_value")),
+    "page.type": Field(
+        "string", True, lambda c: _text(c.request.page_type), inline="(r.page_type or None)"
+    ),
+    "page.path": Field("string", False, attrgetter("request.path"), inline="r.path"),
+    "lang": Field(
+        "string",
+        True,
+        _lang,
+        inline='((r.lang or p.traits.language or "").lower() or None)',
+    ),
+    "device": Field(
+        "string", False, lambda c: c.request.device or "desktop", inline='(r.device or "desktop")'
+    ),
+    "geo.country": Field(
+        "string",
+        True,
+        _country,
+        inline='((r.country or p.traits.country or "").upper() or None)',
+    ),
+    "shop.avg_order_value": Field(
+        "number", True, attrgetter("shop.avg_order_value"), inline="s.avg_order_value"
+    ),
 }
+INLINE_HELPERS: Final[dict[str, Callable[..., Any]]] = {
+    "_age_since": age_since,
+    "_cents": cents,
+    "_sum": sum,
+    "_within_many": within_many,
+}
+"""What the ``inline`` expressions may call, by the names they use."""
 
 
 def field_type(path: str) -> tuple[str, bool] | None:
@@ -435,6 +545,21 @@ def field_type(path: str) -> tuple[str, bool] | None:
     if prefix == "answers":
         return "string", True
     return None
+
+
+def field_inline(path: str) -> str:
+    """The field's value as an inline expression (see :attr:`Field.inline`), or "" where
+    the compiled evaluator calls its reader."""
+    known = FIELDS.get(path)
+    if known is not None:
+        return known.inline
+    prefix, _, name = path.partition(".")
+    if prefix == "answers":
+        return f"(p.answers.get({name!r}) or None)"
+    kind = _TRAIT_TYPES.get(name)
+    if prefix != "traits" or kind is None:
+        return ""  # a custom trait: its reader turns "" into missing
+    return f"(p.traits.{name} or None)" if kind[0] == "string" else f"p.traits.{name}"
 
 
 def field_reader(path: str) -> tuple[Callable[..., Any], tuple[Any, ...]]:
@@ -485,7 +610,7 @@ def spent_within_many(ctx: Context, windows: tuple[float, ...]) -> tuple[float, 
         for i, start in enumerate(since):
             if order.ts >= start:
                 sums[i] += order.total
-    return tuple(round(total, 2) for total in sums)
+    return tuple([cents(total) for total in sums])
 
 
 def _window(
@@ -504,7 +629,7 @@ def _counter_window(attr: str) -> Function:
     def count_many(ctx: Context, windows: tuple[float, ...]) -> tuple[int, ...]:
         return within_many(getattr(ctx.profile, attr), ctx.now, windows)
 
-    return _window(count, count_many)
+    return Function(("duration",), "number", False, count, windows=count_many, counter=attr)
 
 
 def checkout_started_within(ctx: Context, seconds: float) -> bool:
@@ -551,7 +676,9 @@ FUNCTIONS: Final[dict[str, Function]] = {
     "checkout_started_within": Function(("duration",), "bool", False, checkout_started_within),
     "category_share": Function(("string",), "number", True, _share("categories")),
     "brand_share": Function(("string",), "number", True, _share("brands")),
-    "category_views": Function(("string",), "number", False, category_views),
+    "category_views": Function(
+        ("string",), "number", False, category_views, inline="p.categories.viewed.get({0}, 0)"
+    ),
     "distance_km": Function(("number", "number"), "number", True, distance_km),
 }
 SPECIAL_FUNCTIONS: Final = {"has": "has(field)", "date": 'date("2026-12-01")'}
