@@ -254,6 +254,8 @@ class _Exchange:
         if self.waiting_for_100_continue and not conn.transport.is_closing():
             conn.transport.write(_CONTINUE)
             self.waiting_for_100_continue = False
+            if conn.in_body:  # (the client's body_timeout starts now)
+                conn._wait(_BODY, conn.limits.body_timeout)
         while not (self.disconnected or self.response_complete):
             if self.body or not (self.more_body or self.delivered):
                 body = self.body
@@ -773,14 +775,16 @@ class Http1(asyncio.Protocol):
     def _body_timed_out(self, now: float) -> None:
         if not self.in_body:
             return
-        if self.read_paused:  # the sidecar is the one not reading: wait on
+        exchange = self.current
+        # the sidecar is the one not reading, or not yet asking for the body (the
+        # client rightly waits for its 100 Continue): wait on
+        if self.read_paused or (exchange is not None and exchange.waiting_for_100_continue):
             self._wait(_BODY, self.limits.body_timeout)
             return
         _TOO_SLOW.warning(
             "closed a connection whose request body stalled over body_timeout (%gs)",
             self.limits.body_timeout,
         )
-        exchange = self.current
         started = exchange is not None and exchange.response_started
         self.refuse(None if started else 408, answer_over=exchange)
 

@@ -134,6 +134,11 @@ def shop_app(seen: Seen) -> Any:
             got.append(await receive())
             got.append(await receive())
             seen.event(path).set()
+        elif path == "/read-later":  # reads the body only after a while
+            await asyncio.sleep(STRICT * 2)
+            data = await read_all(receive)
+            await start(200, (b"Content-Length", b"%d" % len(data)))
+            await body(data)
         elif path == "/unread":  # answers without reading the body
             await start(200, (b"Content-Length", b"2"))
             await body(b"no")
@@ -164,7 +169,7 @@ class Servers:
     """Ours with body_timeout STRICT (seconds)."""
 
 
-STRICT = 0.5
+STRICT = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -227,20 +232,20 @@ def _connect(port: int) -> socket.socket:
     return sock
 
 
-def exchange(port: int, request: bytes) -> bytes:
-    """Send *request* and read until the server closes (bounded by WAIT)."""
+def _until_closed(sock: socket.socket) -> bytes:
+    """What *sock* receives until the server closes it (bounded by WAIT)."""
     out = b""
-    with _connect(port) as sock:
-        sock.sendall(request)
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
             out += chunk
     return out
+
+
+def exchange(port: int, request: bytes) -> bytes:
+    """Send *request* and read until the server closes."""
+    with _connect(port) as sock:
+        sock.sendall(request)
+        return _until_closed(sock)
 
 
 def _get(path: str, *extra: bytes, method: bytes = b"GET", version: bytes = b"1.1") -> bytes:
@@ -399,7 +404,7 @@ def test_a_client_reading_none_of_a_response_is_dropped_at_body_timeout(
     with _connect(servers.strict) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         sock.sendall(_get("/big", CLOSE))
-        time.sleep(STRICT * 6)  # (reading nothing meanwhile)
+        time.sleep(STRICT * 4)  # (reading nothing meanwhile)
         total = 0
         with contextlib.suppress(ConnectionResetError):
             while chunk := sock.recv(1 << 20):
@@ -409,6 +414,25 @@ def test_a_client_reading_none_of_a_response_is_dropped_at_body_timeout(
     while servers.seen.sent.get("/big") != 64:  # the app's sends returned
         assert time.monotonic() < deadline, servers.seen.sent
         time.sleep(0.02)
+
+
+def test_a_client_waiting_for_100_continue_is_not_timed_out(servers: Servers) -> None:
+    """With ``Expect: 100-continue`` the client sends its body once the app asks for it:
+    the time before that is the app's, not a stalled body (it got 408)."""
+    with _connect(servers.strict) as sock:
+        sock.sendall(
+            b"POST /read-later HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 2\r\nConnection: close\r\n\r\n"
+        )
+        got = b""
+        while not got.endswith(b"\r\n\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, got
+            got += chunk
+        assert got == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"ok")
+        reply = _until_closed(sock)
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"\r\n\r\nok"), reply
 
 
 def test_an_app_not_reading_holds_the_client_back(servers: Servers) -> None:
@@ -445,15 +469,7 @@ def _answer_then_more(port: int, first: bytes, then: bytes) -> bytes:
             reply += chunk
         with contextlib.suppress(OSError):  # (closed already: refused)
             sock.sendall(then)
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            reply += chunk
-    return reply
+        return reply + _until_closed(sock)
 
 
 def test_trailer_fields_never_become_request_headers(servers: Servers) -> None:
