@@ -6,12 +6,14 @@ local, then shared sub-expressions are computed once into locals, then the tuple
 every segment (in dependency order) and placement condition is built. Comparisons whose
 operands the checker knows are never missing are plain Python operators. The leaves
 are computed by a second generated function, ``_leaves(ctx)``, once per context (the
-tuple is kept on the context under the rule set's own key): each field reader is
-called once, and a window function is called once for all the durations the rules use
-it with (``Function.windows``: one pass over a daily counter for every window). The
+tuple is kept on the context under the rule set's own key): a field with an inline
+form (``Field.inline``: an attribute read, a short expression) is read in place, any
+other field reader is called once, and a window function is called once for all the
+durations the rules use it with (``Function.windows``: one pass over a daily counter
+for every window). The
 generated text is built from the checked syntax tree only; the names it can reach are
-the helpers in ``_HELPERS``, the field and function readers, constant sets, and the
-context it is given.
+the helpers in ``_HELPERS`` and ``functions.INLINE_HELPERS``, the field and function
+readers, constant sets, and the context it is given.
 
 :func:`explain` is the reference interpreter: a plain tree walk with the same
 semantics, written independently of the code generator; the tests compare the two
