@@ -23,7 +23,9 @@ def demo() -> Iterator[int]:
 
 
 def test_demo_serves_the_shop_through_the_sidecar(demo: int) -> None:
-    home = fetch(demo, "/")
+    # The first page waits for the demo's history to be seeded (in chunks, behind the
+    # store's writer): 10-17 s were seen with both cores busy.
+    home = fetch(demo, "/", timeout=60.0)
     assert home.status == 200
     assert home.header("via") == "1.1 shop-edge"
     html = home.body.decode()
