@@ -27,10 +27,10 @@ import redis
 
 from edge.activation.delivery import BACKOFF_CAP, Delivery, Destination, sign
 from edge.activation.loop import ActivationLoops
-from edge.activation.outbox import DEAD, DELIVERED, PENDING, OutMessage
 from edge.metrics import exposition
 from edge.profiles.backends import open_store
 from edge.profiles.model import Profile
+from edge.profiles.outbox import DEAD, DELIVERED, PENDING, OutMessage
 from edge.profiles.service import ProfileService
 from edge.profiles.sqlite import SQLiteStore
 from edge.profiles.store import Profiles, Store, activating

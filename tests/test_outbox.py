@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.activation.outbox import DEAD, DELIVERED, PENDING, OutMessage
 from edge.profiles import events as ev
 from edge.profiles.model import Profile
+from edge.profiles.outbox import DEAD, DELIVERED, PENDING, OutMessage
 from edge.profiles.service import ProfileService
 from edge.profiles.sqlite import SQLiteStore
 from edge.profiles.store import GuardedStore, MemoryStore, Store

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from edge.activation import Activator
 from edge.activation.checks import check_scenarios, unknown_destinations
 from edge.activation.journeys import message_id
-from edge.activation.outbox import PENDING, OutMessage
 from edge.activation.payloads import Payloads
 from edge.profiles import events as ev
 from edge.profiles.model import DAY, Journey, Profile, Traits, decode, encode
+from edge.profiles.outbox import PENDING, OutMessage
 from edge.profiles.service import ProfileService
 from edge.profiles.sqlite import SQLiteStore
 from edge.profiles.store import GuardedStore

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from edge.activation import journeys, segments
-from edge.activation.outbox import OutMessage
 from edge.activation.payloads import Names, PayloadError, Payloads, payload_context
 from edge.profiles.model import Profile
+from edge.profiles.outbox import OutMessage
 from edge.rules import LiveRules
 from edge.rules.scenarios import Scenario, Step
 

@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from edge.activation.outbox import OutMessage
 from edge.profiles.model import Journey, Profile
+from edge.profiles.outbox import OutMessage
 from edge.rules import RuleSet
 from edge.rules.scenarios import Scenario, Step
 

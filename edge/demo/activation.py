@@ -30,9 +30,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edge.activation.journeys import message_id
-from edge.activation.outbox import DEAD, DELIVERED, PENDING, STATES, OutMessage
 from edge.admin import DEMO_MOVES
 from edge.profiles.model import Profile
+from edge.profiles.outbox import DEAD, DELIVERED, PENDING, STATES, OutMessage
 
 if TYPE_CHECKING:
     from edge.activation.loop import ActivationLoops

@@ -2,7 +2,7 @@
 
 The types live here, beside the stores that write them in the transaction that writes
 the profiles (``edge.profiles`` never imports ``edge.activation``); the activation
-package uses them as :mod:`edge.activation.outbox`.
+package imports them from here.
 
 States: ``pending`` (waiting for its time, or being delivered under a lease),
 ``delivered`` (a receiver answered 2xx), ``dead`` (``max_attempts`` failed: kept until
