@@ -63,6 +63,7 @@ __all__ = [
     "header_codings",
     "page_charset",
     "supported",
+    "too_big",
 ]
 
 DEFAULT_MAX_OUTPUT: Final = 16 << 20
@@ -144,7 +145,8 @@ class _Stage(Protocol):
     def flush(self, limit: int) -> bytes: ...
 
 
-def _too_big(limit: int) -> CodecError:
+def too_big(limit: int) -> CodecError:
+    """The error for a decoded body past its limit (*limit*: the bytes it had left)."""
     return CodecError(f"decoded body larger than the limit ({limit} bytes more were allowed)")
 
 
@@ -188,7 +190,7 @@ class _ZlibStage:
                 raise CodecError(f"corrupt {self.coding} stream: {exc}") from None
             n += len(chunk)
             if n > limit:
-                raise _too_big(limit)
+                raise too_big(limit)
             out.append(chunk)
             data = self.d.unconsumed_tail or self.d.unused_data
             if self.d.unconsumed_tail == b"" and not self.d.eof:
@@ -207,7 +209,7 @@ class _ZlibStage:
         except zlib.error as exc:  # pragma: no cover - flush after bounded feeds is empty
             raise CodecError(f"corrupt {self.coding} stream: {exc}") from None
         if len(tail) > limit:
-            raise _too_big(limit)
+            raise too_big(limit)
         if not self.d.eof:
             raise CodecError(f"truncated {self.coding} stream")
         return tail
@@ -236,7 +238,7 @@ class _BrotliStage:
         except _brotli.error as exc:
             raise CodecError(f"corrupt br stream: {exc}") from None
         if len(out) > limit:
-            raise _too_big(limit)
+            raise too_big(limit)
         return out
 
     def flush(self, limit: int) -> bytes:
@@ -281,7 +283,7 @@ class _ZstdStage:
         try:
             self.w.write(data)
         except _Overflow:
-            raise _too_big(limit) from None
+            raise too_big(limit) from None
         except _zstd.ZstdError as exc:
             raise CodecError(f"corrupt zstd stream: {exc}") from None
         return b"".join(sink.parts)
@@ -337,7 +339,7 @@ class Decoder:
         limit = self.max_output - self.decoded
         try:
             if not self._stages and len(data) > limit:
-                raise _too_big(limit)
+                raise too_big(limit)
             for stage in self._stages:
                 data = stage.feed(data, limit)
                 if final:
@@ -493,14 +495,11 @@ def charset_of(content_type: str | None, first_bytes: bytes = b"") -> str:
     ``Content-Type`` header's ``charset``, else a ``<meta charset>`` or ``<meta
     http-equiv=content-type content="…; charset=…">`` in the first 1024 bytes, else
     ``utf-8``. Latin-1 and ASCII labels mean ``cp1252`` (windows-1252), as in browsers."""
-    if first_bytes.startswith(codecs.BOM_UTF8):
-        return "utf-8"
-    if first_bytes.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    found = _header_charset(content_type or "")
-    if found:
-        return found
-    return _meta_charset(first_bytes)
+    return (
+        _bom_charset(first_bytes)
+        or _header_charset(content_type or "")
+        or _meta_charset(first_bytes)
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -511,12 +510,19 @@ def _header_charset_raw(content_type: bytes) -> str | None:
 def page_charset(content_type: bytes, first_bytes: bytes) -> str:
     """:func:`charset_of` for a ``Content-Type`` header's raw value, its answer for
     the header remembered (the body's first bytes are read only when it names none)."""
-    if first_bytes.startswith(_BOMS):
-        return "utf-8" if first_bytes.startswith(codecs.BOM_UTF8) else "utf-16"
-    return _header_charset_raw(content_type) or _meta_charset(first_bytes)
+    return (
+        _bom_charset(first_bytes) or _header_charset_raw(content_type) or _meta_charset(first_bytes)
+    )
 
 
 _BOMS: Final = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def _bom_charset(first_bytes: bytes) -> str | None:
+    """The charset a byte order mark says, if the body starts with one."""
+    if first_bytes.startswith(_BOMS):
+        return "utf-8" if first_bytes.startswith(codecs.BOM_UTF8) else "utf-16"
+    return None
 
 
 def _meta_charset(first_bytes: bytes) -> str:

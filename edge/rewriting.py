@@ -257,10 +257,7 @@ class BodyRewrite:
         else:
             data = chunk
             if self._received > self._max_bytes * 8:  # as an identity Decoder says it
-                raise codec.CodecError(
-                    "decoded body larger than the limit "
-                    f"({self._max_bytes * 8 - self._received + len(chunk)} bytes more were allowed)"
-                )
+                raise codec.too_big(self._max_bytes * 8 - self._received + len(chunk))
         rewriter = self._rewriter
         if rewriter is None:
             if not data and more:
