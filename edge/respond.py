@@ -345,8 +345,8 @@ class Responder:
         decided = asyncio.get_running_loop().create_future()
         if head.conditional:
             exchange.if_none_match = head.if_none_match
-            decided.set_result(await self._decide(exchange))
-            early = decided.result()
+            early = await self._decide(exchange)
+            decided.set_result(early)
             if early is not None and early.edits:
                 head.without_conditionals()
             started = time.perf_counter()
@@ -618,7 +618,7 @@ def _server_timing(seconds: float) -> tuple[bytes, bytes]:
 
 
 def _personalized_headers(
-    headers: Headers, decision: Decision, timing: tuple[bytes, bytes] | None = None
+    headers: Headers, decision: Decision, timing: tuple[bytes, bytes]
 ) -> Headers:
     """Headers made true for the rewritten body: no length (it streams), a weak ETag
     of the upstream's version and this visitor's edits, never in a shared cache
@@ -648,7 +648,7 @@ def _personalized_headers(
     if not by_cookie:
         vary.append(_VARY_COOKIE)
     out.append((b"vary", b", ".join(vary)))
-    out.append(timing or _server_timing(decision.seconds))
+    out.append(timing)
     return out
 
 

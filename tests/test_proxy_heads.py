@@ -285,7 +285,8 @@ def test_the_private_and_personalized_heads_are_the_old_ones(
 ) -> None:
     decision = SimpleNamespace(fingerprint=fingerprint, seconds=0.00123)
     assert respond._private(list(headers)) == old_private(list(headers))
-    assert respond._personalized_headers(list(headers), decision) == old_personalized(  # type: ignore[arg-type]
+    timing = respond._server_timing(decision.seconds)
+    assert respond._personalized_headers(list(headers), decision, timing) == old_personalized(  # type: ignore[arg-type]
         list(headers), decision
     )
 
