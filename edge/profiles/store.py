@@ -576,6 +576,14 @@ class CachedStore:
             key = await self.resolve(visitor_or_key)
             if key is not None:
                 profile = await self.store.get(key)
+        elif writes == self._writes:
+            # A profile under this very key: no alias points it elsewhere (a merge
+            # deletes the profile it absorbs in the transaction that writes the alias),
+            # so the write its request makes needs no alias read (a store read on the
+            # loop: 5% of a personalized page on the 500-visitor mix). A merge another
+            # replica makes meanwhile is found as with any cached alias: a write under
+            # the old key creates a profile, and the service folds it into the survivor.
+            self._aliases[visitor_or_key] = None
         if writes == self._writes:  # no write landed while we read: the copy is current
             cache[visitor_or_key] = profile
         return profile
