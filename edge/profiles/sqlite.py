@@ -799,6 +799,9 @@ def _apply_group(conn: sqlite3.Connection, group: list[_Job]) -> list[Profiles |
     if any(w.gone for w, _ in writes):
         for job_writes, _ in writes:  # deletions and links land in the jobs' order
             _store(conn, job_writes)
+    elif len(writes) == 1:  # (one job: its rows as they are)
+        writes[0][0].stored = found.keys()  # (no deletion: what was read is there)
+        _store(conn, writes[0][0])
     elif writes:  # all upserts: one statement per table for the group
         new_claims = [c for _, claims in writes for c in claims]
         _store(
