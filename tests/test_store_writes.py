@@ -155,3 +155,88 @@ async def test_a_direct_load_knows_the_alias_the_store_would_give(tmp_path: Path
         assert customer is not None and customer.visits == 1 and customer.session_pageviews == 2
     finally:
         await store.close()
+
+
+def _stored(path: Path, key: str) -> bytes | None:
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute("SELECT data FROM profiles WHERE key = ?", (key,)).fetchone()
+    finally:
+        conn.close()
+    return None if row is None else bytes(row[0])
+
+
+_ops = st.lists(
+    st.tuples(st.sampled_from(["here", "other replica", "load", "erase"]), st.sampled_from("ab")),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=15, deadline=None)
+@given(_ops)
+def test_a_load_past_the_cache_equals_a_decode_of_what_is_stored(
+    tmp_path_factory: Any, ops: list[tuple[str, str]]
+) -> None:
+    """Profiles read past the local cache's lifetime come from the store's bytes: the
+    profile kept with the bytes last read or written here when they are the same,
+    else a decode; another replica's write (the bytes changed) or an erasure misses."""
+    import asyncio
+
+    path = tmp_path_factory.mktemp("decoded") / "p.db"
+
+    async def run() -> None:
+        here, other = SQLiteStore(path), SQLiteStore(path)
+        mine = ProfileService(here, IDENTITY.email_hash, cache_ttl=0)
+        theirs = ProfileService(other, IDENTITY.email_hash, cache_ttl=0)
+        try:
+            for i, (op, visitor) in enumerate(ops):
+                if op == "here":
+                    await _record(mine, visitor, NOW + i)
+                elif op == "other replica":
+                    await _record(theirs, visitor, NOW + i)
+                elif op == "erase":
+                    await mine.erase(visitor)
+                loaded = await mine.load(visitor)
+                data = _stored(path, visitor)
+                if data is None:
+                    assert loaded is None
+                else:
+                    assert loaded == decode(data) and encode(loaded) == data  # type: ignore[arg-type]
+                    again = await mine.load(visitor)
+                    assert again is loaded  # the same bytes: no decode
+        finally:
+            await here.close()
+            await other.close()
+
+    asyncio.run(run())
+
+
+async def test_decoded_profiles_are_bounded_and_erasure_forgets_them(tmp_path: Path) -> None:
+    from edge.profiles.store import CachedStore
+
+    store = SQLiteStore(tmp_path / "p.db")
+    service = ProfileService(store, IDENTITY.email_hash, cache_ttl=0)
+    size = len(_stored_after(await _recorded(service, "v0"), tmp_path))
+    service.cache = CachedStore(store, ttl=0, decoded_bytes=3 * size)
+    try:
+        for visitor in ("v1", "v2", "v3", "v4"):
+            await _record(service, visitor, NOW)
+        assert len(service.cache._decoded) == 3  # the least recently used went
+        assert service.cache._decoded.get("v1") is None
+        await service.erase("v4")
+        assert service.cache._decoded.get("v4") is None
+        assert await service.load("v4") is None
+    finally:
+        await store.close()
+
+
+async def _recorded(service: ProfileService, visitor: str) -> str:
+    await _record(service, visitor, NOW)
+    return visitor
+
+
+def _stored_after(key: str, tmp_path: Path) -> bytes:
+    data = _stored(tmp_path / "p.db", key)
+    assert data is not None
+    return data
