@@ -575,10 +575,8 @@ DECODED_BYTES: Final = 4 * 1024 * 1024
 least recently used dropped first: 7,000 of the bench's 590-byte profiles, 1,000-2,000
 shoppers of 2-4 KB. The objects take about 7 times their encoded size (measured on
 the bench's), so ~30 MB at most. Each saves a decode when the visitor's next page
-comes after the local cache's 5 s and nothing else wrote their profile since: 45k
-instructions for the bench's 885-byte profiles, more for larger ones (issue 19's
-500-visitor mix, callgrind: -25k a request for ``/``, -2k for the category page,
-the bookkeeping and the objects kept alive taking the rest)."""
+comes after the local cache's 5 s and nothing else wrote their profile since (issue
+19's 500-visitor mix: the request's decode, ~60k instructions)."""
 
 
 def _blob_size(entry: tuple[bytes, Profile]) -> int:
@@ -629,7 +627,7 @@ class CachedStore:
             # A profile under this very key: no alias points it elsewhere (a merge
             # deletes the profile it absorbs in the transaction that writes the alias),
             # so the write its request makes needs no alias read (a store read on the
-            # loop, on every page of the 500-visitor mix). A merge another
+            # loop: 5% of a personalized page on the 500-visitor mix). A merge another
             # replica makes meanwhile is found as with any cached alias: a write under
             # the old key creates a profile, and the service folds it into the survivor.
             self._aliases[visitor_or_key] = None
