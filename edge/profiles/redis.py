@@ -258,11 +258,6 @@ class RedisStore(Store):
         data = await self._get(self._profile + key)
         return None if data is None else decode(data)
 
-    reads_encoded = True
-
-    async def get_encoded(self, key: str) -> bytes | None:
-        return await self._get(self._profile + key)
-
     async def resolve(self, alias: str) -> str | None:
         key = await self._get(self._alias + alias)
         return None if key is None else key.decode()

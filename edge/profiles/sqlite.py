@@ -42,7 +42,6 @@ from edge.profiles.store import (
     Profiles,
     ReportRow,
     Store,
-    Written,
     add_deltas,
     bulk_deltas,
     decode_products,
@@ -237,13 +236,8 @@ class SQLiteStore(Store):
         return self.get_sync(key)
 
     def get_sync(self, key: str) -> Profile | None:
-        data = self._read_one(_SELECT_PROFILE, key)
+        data = self._read_one("SELECT data FROM profiles WHERE key = ?", key)
         return None if data is None else decode(data)
-
-    reads_encoded = True
-
-    async def get_encoded(self, key: str) -> bytes | None:
-        return self._read_one(_SELECT_PROFILE, key)  # type: ignore[no-any-return]
 
     async def resolve(self, alias: str) -> str | None:
         return self._read_one("SELECT key FROM aliases WHERE alias = ?", alias)  # type: ignore[no-any-return]
@@ -793,7 +787,7 @@ def _apply_group(conn: sqlite3.Connection, group: list[_Job]) -> list[Profiles |
             stored[key] = data
         seen.update(new_claims)
         writes.append((job_writes, new_claims))
-        outcomes.append(Written(result, {row[0]: row[1] for row in job_writes.kept}))
+        outcomes.append(result)
         if not deltas:
             continue
         if tallies:
@@ -960,7 +954,6 @@ def _put_profiles(
         conn.executemany(_PUT_PROFILE, new)
 
 
-_SELECT_PROFILE: Final = "SELECT data FROM profiles WHERE key = ?"
 _PUT_PROFILE: Final = (
     "INSERT OR REPLACE INTO profiles (key, data, updated, due) VALUES (?, ?, ?, ?)"
 )

@@ -23,7 +23,7 @@ from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
-from edge.caches import LRU, Expiring
+from edge.caches import Expiring
 from edge.profiles.model import (
     DAY,
     Profile,
@@ -47,18 +47,6 @@ Profiles = dict[str, Profile | None]
 Mutation = Callable[[Profiles, set[str]], Profiles]
 """Given the current profiles (None where missing) and the claims already seen, the
 profiles to write (None deletes)."""
-
-
-class Written(dict[str, "Profile | None"]):
-    """What a store's :meth:`~Store.transact` returns when it can say how it stored
-    each profile: :attr:`encoded` holds the bytes written for each key (the encoding of
-    the profile beside it), so :class:`CachedStore` knows them without encoding again."""
-
-    __slots__ = ("encoded",)
-
-    def __init__(self, result: Profiles, encoded: dict[str, bytes]) -> None:
-        super().__init__(result)
-        self.encoded = encoded
 
 
 class ReportRow(NamedTuple):
@@ -248,15 +236,6 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def resolve(self, alias: str) -> str | None:
         """The key of the profile that absorbed *alias*, if any."""
-
-    reads_encoded = False
-    """True for a store with :meth:`get_encoded` (SQLite): :class:`CachedStore` then
-    reads the stored bytes and decodes them only when they are not the ones it has
-    decoded (or written) already."""
-
-    async def get_encoded(self, key: str) -> bytes | None:
-        """The bytes stored under *key* (what :meth:`get` decodes), None for none."""
-        raise NotImplementedError(f"{type(self).__name__} hands out no stored bytes")
 
     @abc.abstractmethod
     async def transact(
@@ -570,19 +549,6 @@ class MemoryStore(Store):
         return decode_products(getattr(self, "_products", None))
 
 
-DECODED_BYTES: Final = 4 * 1024 * 1024
-"""How many stored bytes :class:`CachedStore` keeps with the profiles they decode to,
-least recently used dropped first: 7,000 of the bench's 590-byte profiles, 1,000-2,000
-shoppers of 2-4 KB. The objects take about 7 times their encoded size (measured on
-the bench's), so ~30 MB at most. Each saves a decode when the visitor's next page
-comes after the local cache's 5 s and nothing else wrote their profile since (issue
-19's 500-visitor mix: the request's decode, ~60k instructions)."""
-
-
-def _blob_size(entry: tuple[bytes, Profile]) -> int:
-    return len(entry[0])
-
-
 class CachedStore:
     """A short-lived local cache in front of a store: a hit costs a dict lookup.
 
@@ -590,25 +556,12 @@ class CachedStore:
     stale here); other replicas' writes show after ``ttl`` seconds at most.
     """
 
-    def __init__(
-        self,
-        store: Store,
-        *,
-        ttl: float = 5.0,
-        maxsize: int = 50_000,
-        decoded_bytes: int = DECODED_BYTES,
-    ) -> None:
+    def __init__(self, store: Store, *, ttl: float = 5.0, maxsize: int = 50_000) -> None:
         self.store = store
         self._cache: Expiring[str, Profile | None] = Expiring(maxsize, ttl)
         self._aliases: Expiring[str, str | None] = Expiring(maxsize, ttl)
         self._writes = 0
         """Writes through this cache so far: a read that overlapped one is not kept."""
-        self._decoded: LRU[str, tuple[bytes, Profile]] = LRU(
-            decoded_bytes if store.reads_encoded else 0, weigh=_blob_size
-        )
-        """key -> (the stored bytes, the profile they decode to), of the profiles read
-        or written lately: a read past the ``ttl`` still asks the store, and decodes
-        only bytes that are not these (another replica wrote, or nobody kept them)."""
 
     async def load(self, visitor_or_key: str) -> Profile | None:
         """The profile for a visitor id or key, following an alias if it was merged."""
@@ -618,11 +571,11 @@ class CachedStore:
         except KeyError:
             pass
         writes = self._writes
-        profile = await self._get(visitor_or_key)
+        profile = await self.store.get(visitor_or_key)
         if profile is None:
             key = await self.resolve(visitor_or_key)
             if key is not None:
-                profile = await self._get(key)
+                profile = await self.store.get(key)
         elif writes == self._writes:
             # A profile under this very key: no alias points it elsewhere (a merge
             # deletes the profile it absorbs in the transaction that writes the alias),
@@ -633,21 +586,6 @@ class CachedStore:
             self._aliases[visitor_or_key] = None
         if writes == self._writes:  # no write landed while we read: the copy is current
             cache[visitor_or_key] = profile
-        return profile
-
-    async def _get(self, key: str) -> Profile | None:
-        """The profile stored under *key*, from the store; decoded only when its bytes
-        are not those of the profile last read or written under *key* here."""
-        if not self._decoded.maxsize:
-            return await self.store.get(key)
-        data = await self.store.get_encoded(key)
-        if data is None:
-            return None
-        known = self._decoded.get(key)
-        if known is not None and known[0] == data:
-            return known[1]
-        profile = decode(data)
-        self._decoded[key] = (data, profile)
         return profile
 
     async def resolve(self, alias: str) -> str | None:
@@ -664,15 +602,6 @@ class CachedStore:
     ) -> Profiles:
         result = await self.store.transact(keys, claims, mutation)
         self._writes += 1
-        decoded = self._decoded
-        if decoded.maxsize:
-            encoded = result.encoded if isinstance(result, Written) else {}
-            for key, profile in result.items():
-                data = encoded.get(key)
-                if profile is not None and data is not None:
-                    decoded[key] = (data, profile)
-                else:  # (an erased profile's data is not kept here either)
-                    decoded.pop(key)
         # Deletions first: a deleted key is often an alias of a survivor (a merge), and
         # the survivors' aliases below must win over "nothing here any more".
         for key, profile in result.items():
@@ -694,7 +623,6 @@ class CachedStore:
     def forget_cached(self, key: str) -> None:
         self._cache.pop(key, None)
         self._aliases.pop(key, None)
-        self._decoded.pop(key)
 
     async def close(self) -> None:
         await self.store.close()
@@ -902,13 +830,6 @@ class GuardedStore(Store):
 
     async def resolve(self, alias: str) -> str | None:
         return await self._call("resolve", self._read_deadline, self.inner.resolve, alias)
-
-    @property
-    def reads_encoded(self) -> bool:  # type: ignore[override]
-        return self.inner.reads_encoded
-
-    async def get_encoded(self, key: str) -> bytes | None:
-        return await self._call("get", self._read_deadline, self.inner.get_encoded, key)
 
     async def ping(self) -> None:
         await self._call("ping", self._read_deadline, self.inner.ping)
