@@ -100,7 +100,23 @@ def _order_memo(slot_edit: SlotEdit) -> Hashable | None:
         return None
     catalog = getattr(reader, "catalog", None)
     version = getattr(catalog, "version", 0)
-    return (slot_edit.share, _Same(reader), _Same(catalog), version)
+    return (slot_edit.share, _same(reader), _same(catalog), version)
+
+
+_SAMES: dict[int, _Same] = {}
+_SAMES_KEPT: Final = 256
+
+
+def _same(obj: object) -> _Same:
+    """``_Same(obj)``, the one made before for this object (a slot's reader and the
+    catalogue are the same objects page after page: a lookup, not an object with its
+    own dict)."""
+    found = _SAMES.get(id(obj))
+    if found is None or found.obj is not obj:
+        if len(_SAMES) >= _SAMES_KEPT:
+            _SAMES.clear()
+        found = _SAMES[id(obj)] = _Same(obj)
+    return found
 
 
 def filled(text: str, fill: tuple[tuple[str, str], ...]) -> str:
