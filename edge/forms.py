@@ -35,10 +35,12 @@ encoded path is not encoded twice); a backslash or a non-ASCII character is enco
 
 def csrf_token(identity: Identity, visitor_id: str) -> str:
     """:meth:`Identity.mac` of the visitor id for ``profile-form``, the same token,
-    from the signing key's HMAC already fed the purpose (:meth:`Identity.keyed`), copied:
-    ~22k instructions instead of ~30k for a one-shot ``hmac.digest`` (OpenSSL's key setup
-    and lookup every call)."""
-    mac = identity.keyed("profile-form")[0].copy()
+    from the signing key's HMAC already fed the purpose (:meth:`Identity.keyed`), copied
+    (the C object under ``hmac.HMAC`` when there is one, as ``edge.browser`` signs):
+    ~18k instructions instead of ~30k for a one-shot ``hmac.digest`` (OpenSSL's key
+    setup and lookup every call)."""
+    keyed = identity.keyed("profile-form")[0]
+    mac = (getattr(keyed, "_hmac", None) or keyed).copy()
     mac.update(visitor_id.encode())
     return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
 
