@@ -174,17 +174,14 @@ class _Plans:
         """A rewriter (or a replayer) for *edits* on *page* in *charset*. The plan is
         looked up (or compiled) only if the page is rewritten for real: a replay needs
         the edits' contents alone."""
-        shape: list[tuple[Any, ...]] = []
-        replay_shape: list[tuple[Any, ...]] = []  # (the same without the contents)
+        replay_shape: list[tuple[Any, ...]] = []  # (the plan's shape without the contents)
         contents: list[bytes | None] = []
         targets: dict[int, Target] = {}
         memos: dict[int, Hashable] = {}
         for i, slot_edit in enumerate(edits):
             edit = slot_edit.edit
             if slot_edit.order is not None:
-                item: tuple[Any, ...] = (edit.selector, "reorder", edit.key_link)
-                shape.append(item)
-                replay_shape.append(item)
+                replay_shape.append((edit.selector, "reorder", edit.key_link))
                 contents.append(None)
                 targets[i] = slot_edit.order
                 memo = _order_memo(slot_edit)
@@ -199,16 +196,15 @@ class _Plans:
                         content = _filled_bytes(content, text, slot_edit.fill, charset)
                 elif type(content) is not bytes:
                     content = bytes(content)
-                item = (edit.selector, edit.action, content)
-                shape.append(item)
                 if edit.action == "reorder":  # (no order: the plan refuses it)
-                    replay_shape.append(item)
+                    replay_shape.append((edit.selector, edit.action, content))
                     contents.append(None)
                 else:
-                    replay_shape.append(item[:2])
+                    replay_shape.append((edit.selector, edit.action))
                     contents.append(content)
-        lazy = _Lazy(self, tuple(shape))
-        replay_key = (page, charset, tuple(replay_shape))
+        shape = tuple(replay_shape)
+        lazy = _Lazy(self, shape, contents)
+        replay_key = (page, charset, shape)
         return self.replays.rewriter(replay_key, contents, targets, lazy.real, lazy.bind, memos)
 
     def plan(self, key: tuple[Any, ...]) -> tuple[Plan, dict[int, _Late]]:
@@ -236,15 +232,24 @@ class _Plans:
 class _Lazy:
     """One response's plan, looked up when a real rewriter is wanted."""
 
-    __slots__ = ("_key", "_late", "_plans")
+    __slots__ = ("_contents", "_late", "_plans", "_shape")
 
-    def __init__(self, plans: _Plans, key: tuple[Any, ...]) -> None:
+    def __init__(
+        self, plans: _Plans, shape: tuple[tuple[Any, ...], ...], contents: list[bytes | None]
+    ) -> None:
         self._plans = plans
-        self._key = key
+        self._shape = shape
+        self._contents = contents
         self._late: dict[int, _Late] = {}
 
     def real(self, _bound: dict[int, Target]) -> Any:
-        plan, self._late = self._plans.plan(self._key)
+        # The plan's key: the replay's shape with each edit's content (made only here:
+        # a replay needs none).
+        key = tuple(
+            item if content is None else (*item, content)
+            for item, content in zip(self._shape, self._contents, strict=True)
+        )
+        plan, self._late = self._plans.plan(key)
         return plan.rewriter()
 
     def bind(self, bound: dict[int, Any]) -> None:
