@@ -83,6 +83,14 @@ def _holds_csrf(html: str) -> bool:
     return CSRF_SLOT in html
 
 
+@functools.lru_cache(maxsize=1024)
+def _form_digest(html: str) -> bytes:
+    """:func:`_html_digest` of a block that shows the form's token, the placeholder
+    (new in every process) taken out: the same share in every process and replica, so
+    a visitor's ETag holds across them and across restarts."""
+    return _html_digest(html.replace(CSRF_SLOT, ""))
+
+
 @functools.lru_cache(maxsize=4096)
 def _edit(selector: str, action: Action, html: str) -> Edit:
     """A snippet's edit, made once for the same block in the same slot (an ``Edit`` is
@@ -267,12 +275,13 @@ class PageActivities:
         if html is None:
             return None  # logged by the library; the slot stays as the shop made it
         csrf, error = self._form(question)
-        share = _html_digest(html)
         fill: tuple[tuple[str, str], ...] = ()
         if csrf and _holds_csrf(html):
             token = self.activities.csrf(self.visitor_id or "")
             fill = ((CSRF_SLOT, token),)
-            share += b"+csrf:" + token.encode()
+            share = _form_digest(html) + b"+csrf:" + token.encode()
+        else:
+            share = _html_digest(html)
         if choice.offer is not None:
             html = _with_countdown(html)
             share += b"+countdown"

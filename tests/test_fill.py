@@ -7,6 +7,7 @@ shop's own bytes are never searched."""
 from __future__ import annotations
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -111,3 +112,18 @@ def test_the_links_of_a_filled_block_are_those_of_the_block_the_visitor_gets(tok
     for content in (plain, in_link):
         edit = SlotEdit("form", "form", Edit("#form", "append", content), fill=fill)
         assert _edit_links(edit, "/") == _links(filled(content, fill), "/")
+
+
+def test_a_forms_etag_share_is_the_same_in_every_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The placeholder is new in every process; the block's share of the ETag is not
+    (a visitor's ETag holds across replicas and restarts), and another block's is
+    another."""
+    from edge import activities
+
+    here = activities._form_digest(FORM.format(slot=CSRF_SLOT))
+    other_slot = "edge-csrf-" + "0" * 24
+    monkeypatch.setattr(activities, "CSRF_SLOT", other_slot)
+    activities._form_digest.cache_clear()
+    assert activities._form_digest(FORM.format(slot=other_slot)) == here
+    assert activities._form_digest(FORM.format(slot=other_slot) + "<p>more</p>") != here
+    activities._form_digest.cache_clear()
