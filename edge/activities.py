@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import secrets
 from collections.abc import Mapping, Sequence
 from html import escape as html_escape
 from typing import Any, Final
@@ -33,6 +34,7 @@ from edge.personalize.snippets import Snippets, first_name, offer_view, visitor_
 from edge.placements import Choice
 from edge.profiles.model import Profile
 from edge.rewrite import Edit
+from edge.rewrite.edits import Action
 from edge.rewriting import SlotEdit
 from edge.rules.shop import DEFAULT_SHOP, Shop
 from edge.rules.spec import Slot, Variant
@@ -54,11 +56,12 @@ COUNTDOWN_SCRIPT: Final = '<script src="/_edge/static/edge.js" defer></script>'
 
 _FINGERPRINT: Final = msgspec.msgpack.Encoder()
 _CSRF_KEPT: Final = 16_384
-CSRF_SLOT: Final = "edge-csrf-slot-3f9a0c"
-"""What the profiling form's ``form.csrf`` is while its snippet renders; the visitor's
-token replaces it after. The render is then the same for every visitor asked the same
-question (one render, one cached string), not one per visitor: a stream of new
-visitors rendered the form anew each and filled the render cache with copies."""
+CSRF_SLOT: Final = f"edge-csrf-{secrets.token_hex(12)}"
+"""What the profiling form's ``form.csrf`` is while its snippet renders, and in the
+edit's content: the visitor's token takes its place where the content leaves the
+sidecar (:attr:`SlotEdit.fill`). The render, its encoding, its share of the ETag and
+its replay are then the same for every visitor asked the same question, not one per
+visitor. New in every process, so no text a merchant or a visitor writes is it."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -72,6 +75,27 @@ def _html_digest(html: str) -> bytes:
     """A rendered snippet's share of the page's fingerprint (ETag). Remembered: most
     renders come from the snippets' own cache, the very same string again."""
     return hashlib.blake2b(html.encode(), digest_size=12).digest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _holds_csrf(html: str) -> bool:
+    """Whether a rendered block shows the form's token (its placeholder)."""
+    return CSRF_SLOT in html
+
+
+@functools.lru_cache(maxsize=1024)
+def _form_digest(html: str) -> bytes:
+    """:func:`_html_digest` of a block that shows the form's token, the placeholder
+    (new in every process) taken out: the same share in every process and replica, so
+    a visitor's ETag holds across them and across restarts."""
+    return _html_digest(html.replace(CSRF_SLOT, ""))
+
+
+@functools.lru_cache(maxsize=4096)
+def _edit(selector: str, action: Action, html: str) -> Edit:
+    """A snippet's edit, made once for the same block in the same slot (an ``Edit`` is
+    frozen, and its checks cost more than the lookup)."""
+    return Edit(selector, action, html)
 
 
 @functools.lru_cache(maxsize=16)
@@ -251,21 +275,26 @@ class PageActivities:
         if html is None:
             return None  # logged by the library; the slot stays as the shop made it
         csrf, error = self._form(question)
-        if csrf and CSRF_SLOT in html:
-            html = html.replace(CSRF_SLOT, self.activities.csrf(self.visitor_id or ""))
-        share = _html_digest(html)
+        fill: tuple[tuple[str, str], ...] = ()
+        if csrf and _holds_csrf(html):
+            token = self.activities.csrf(self.visitor_id or "")
+            fill = ((CSRF_SLOT, token),)
+            share = _form_digest(html) + b"+csrf:" + token.encode()
+        else:
+            share = _html_digest(html)
         if choice.offer is not None:
             html = _with_countdown(html)
             share += b"+countdown"
         if error:
             self.clear_form_error = True
-        edit = Edit(choice.slot.select, variant.action or choice.slot.action, html)
+        edit = _edit(choice.slot.select, variant.action or choice.slot.action, html)
         return SlotEdit(
             choice.placement.id,
             choice.slot_name,
             edit,
             offer=choice.offer is not None,
             share=share,
+            fill=fill,
         )
 
     def _order(self, choice: Choice, variant: Variant) -> SlotEdit:

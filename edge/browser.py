@@ -521,7 +521,15 @@ def _encode_entry(edit: SlotEdit, arm: str, selector: str) -> bytes:
         if len(_ENTRIES) >= _MAX_ENTRIES:
             _ENTRIES.clear()
         _ENTRIES[key] = found
+    for placeholder, value in edit.fill:  # (the visitor's own values: SlotEdit.fill)
+        found = found.replace(_json_text(placeholder), _json_text(value))
     return found
+
+
+def _json_text(text: str) -> bytes:
+    """*text* as inside a JSON string (escaped, without the quotes): what it is in an
+    entry's ``html``, where a fill's placeholder is replaced by its value."""
+    return msgspec.json.encode(text)[1:-1]
 
 
 def _params(query: bytes) -> dict[str, str]:

@@ -38,7 +38,7 @@ from edge.profiles.store import StoreUnavailable
 from edge.recorder import Recorder
 from edge.request import RequestHead
 from edge.rewrite.edits import Edit
-from edge.rewriting import SlotEdit
+from edge.rewriting import SlotEdit, filled
 from edge.rules import LiveRules, PlacementRule, RequestInfo, RuleSet, ShopStats, device_of
 from edge.rules.functions import Context
 from edge.rules.shop import Shop
@@ -93,7 +93,7 @@ class Decision:
                 ts=self.now,
                 arm=arms.get(e.placement, ""),
                 measured=measured,
-                links=_links(e.edit.content, self.path) if e.edit.html else [],
+                links=_edit_links(e, self.path) if e.edit.html else [],
                 segments=reported,
             )
             for e in self.edits
@@ -111,6 +111,27 @@ class Decision:
 
 
 _HREF = re.compile(r"""<a\b[^>]*?\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.I)
+
+
+def _edit_links(edit: SlotEdit, page: str) -> list[int]:
+    """:func:`_links` of the edit's content as the visitor gets it: the content with
+    its placeholders (the same for every visitor, so the links are found once) unless
+    a placeholder is in a link's ``href`` (then the visitor's value is)."""
+    content = edit.edit.content
+    if (
+        edit.fill
+        and isinstance(content, str)
+        and any(_in_href(content, placeholder) for placeholder, _ in edit.fill)
+    ):
+        content = filled(content, edit.fill)
+    return _links(content, page)
+
+
+@functools.lru_cache(maxsize=1024)
+def _in_href(content: str, placeholder: str) -> bool:
+    """Whether *placeholder* is in one of *content*'s ``<a href>`` tags up to the value's
+    end (where :func:`_links` reads)."""
+    return any(placeholder in m.group(0) for m in _HREF.finditer(content))
 
 
 @functools.lru_cache(maxsize=1024)

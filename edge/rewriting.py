@@ -16,6 +16,7 @@ page with the same slots filled costs a comparison instead of a parse
 
 from __future__ import annotations
 
+import codecs
 import functools
 import logging
 from collections.abc import Hashable
@@ -27,7 +28,7 @@ from edge.caches import LRU
 from edge.rewrite import Edit, Plan
 from edge.rewrite.replay import ReplayCache, Target
 
-__all__ = ["BodyRewrite", "Rewriting", "SlotEdit"]
+__all__ = ["BodyRewrite", "Rewriting", "SlotEdit", "filled"]
 
 log = logging.getLogger("edge.rewriting")
 
@@ -51,6 +52,13 @@ class SlotEdit:
     """What in this edit is particular to the visitor, for the page's fingerprint.
     For a reorder: with its items' facts, all that decides their order (the sorts,
     the visitor's interest fingerprint): a replay sends a list kept by it."""
+    fill: tuple[tuple[str, str], ...] = ()
+    """The visitor's own values in the edit's content: ``(placeholder, value)``
+    pairs. The content keeps the placeholders (the same string for every visitor: its
+    render, its encoding, its links are made once); each value takes its
+    placeholder's place where the content leaves the sidecar, in the page
+    (:meth:`_Plans.rewriter`, after encoding) and in ``/_edge/decide``'s JSON. Only
+    inside the content: the shop's own bytes are never searched."""
 
 
 class _Late:
@@ -92,7 +100,58 @@ def _order_memo(slot_edit: SlotEdit) -> Hashable | None:
         return None
     catalog = getattr(reader, "catalog", None)
     version = getattr(catalog, "version", 0)
-    return (slot_edit.share, _Same(reader), _Same(catalog), version)
+    return (slot_edit.share, _same(reader), _same(catalog), version)
+
+
+_SAMES: dict[int, _Same] = {}
+_SAMES_KEPT: Final = 256
+
+
+def _same(obj: object) -> _Same:
+    """``_Same(obj)``, the one made before for this object (a slot's reader and the
+    catalogue are the same objects page after page: a lookup, not an object with its
+    own dict)."""
+    found = _SAMES.get(id(obj))
+    if found is None or found.obj is not obj:
+        if len(_SAMES) >= _SAMES_KEPT:
+            _SAMES.clear()
+        found = _SAMES[id(obj)] = _Same(obj)
+    return found
+
+
+def filled(text: str, fill: tuple[tuple[str, str], ...]) -> str:
+    """*text* with each placeholder of *fill* replaced by its value."""
+    for placeholder, value in fill:
+        text = text.replace(placeholder, value)
+    return text
+
+
+_TRANSPARENT: Final = frozenset(("utf-8", "ascii", "iso8859-1", "iso8859-15", "cp1252"))
+"""Charsets (Python's names) in which ASCII text is its own bytes, one byte a character,
+and never part of another character's bytes: there an ASCII value replaces an ASCII
+placeholder in the encoded content as it would in the text before encoding."""
+
+
+def _filled_bytes(
+    content: bytes, text: str, fill: tuple[tuple[str, str], ...], charset: str
+) -> bytes:
+    """*content* (*text* in *charset*) with *fill*'s values in place of its
+    placeholders: the bytes of ``filled(text, fill)`` in *charset*, made by replacing
+    bytes where that is the same (~1k instructions for a profiling form, against ~30k
+    to encode the filled text anew and digest it)."""
+    if _codec_name(charset) in _TRANSPARENT and all(p.isascii() and v.isascii() for p, v in fill):
+        for placeholder, value in fill:
+            content = content.replace(placeholder.encode("ascii"), value.encode("ascii"))
+        return content
+    return codec.encode_text(filled(text, fill), charset)
+
+
+@functools.lru_cache(maxsize=64)
+def _codec_name(charset: str) -> str:
+    try:
+        return codecs.lookup(charset).name
+    except LookupError:
+        return ""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -115,17 +174,14 @@ class _Plans:
         """A rewriter (or a replayer) for *edits* on *page* in *charset*. The plan is
         looked up (or compiled) only if the page is rewritten for real: a replay needs
         the edits' contents alone."""
-        shape: list[tuple[Any, ...]] = []
-        replay_shape: list[tuple[Any, ...]] = []  # (the same without the contents)
+        replay_shape: list[tuple[Any, ...]] = []  # (the plan's shape without the contents)
         contents: list[bytes | None] = []
         targets: dict[int, Target] = {}
         memos: dict[int, Hashable] = {}
         for i, slot_edit in enumerate(edits):
             edit = slot_edit.edit
             if slot_edit.order is not None:
-                item: tuple[Any, ...] = (edit.selector, "reorder", edit.key_link)
-                shape.append(item)
-                replay_shape.append(item)
+                replay_shape.append((edit.selector, "reorder", edit.key_link))
                 contents.append(None)
                 targets[i] = slot_edit.order
                 memo = _order_memo(slot_edit)
@@ -134,19 +190,21 @@ class _Plans:
             else:
                 content = edit.content
                 if isinstance(content, str):
+                    text = content
                     content = _encoded(content, charset)
+                    if slot_edit.fill:
+                        content = _filled_bytes(content, text, slot_edit.fill, charset)
                 elif type(content) is not bytes:
                     content = bytes(content)
-                item = (edit.selector, edit.action, content)
-                shape.append(item)
                 if edit.action == "reorder":  # (no order: the plan refuses it)
-                    replay_shape.append(item)
+                    replay_shape.append((edit.selector, edit.action, content))
                     contents.append(None)
                 else:
-                    replay_shape.append(item[:2])
+                    replay_shape.append((edit.selector, edit.action))
                     contents.append(content)
-        lazy = _Lazy(self, tuple(shape))
-        replay_key = (page, charset, tuple(replay_shape))
+        shape = tuple(replay_shape)
+        lazy = _Lazy(self, shape, contents)
+        replay_key = (page, charset, shape)
         return self.replays.rewriter(replay_key, contents, targets, lazy.real, lazy.bind, memos)
 
     def plan(self, key: tuple[Any, ...]) -> tuple[Plan, dict[int, _Late]]:
@@ -174,15 +232,24 @@ class _Plans:
 class _Lazy:
     """One response's plan, looked up when a real rewriter is wanted."""
 
-    __slots__ = ("_key", "_late", "_plans")
+    __slots__ = ("_contents", "_late", "_plans", "_shape")
 
-    def __init__(self, plans: _Plans, key: tuple[Any, ...]) -> None:
+    def __init__(
+        self, plans: _Plans, shape: tuple[tuple[Any, ...], ...], contents: list[bytes | None]
+    ) -> None:
         self._plans = plans
-        self._key = key
+        self._shape = shape
+        self._contents = contents
         self._late: dict[int, _Late] = {}
 
     def real(self, _bound: dict[int, Target]) -> Any:
-        plan, self._late = self._plans.plan(self._key)
+        # The plan's key: the replay's shape with each edit's content (made only here:
+        # a replay needs none).
+        key = tuple(
+            item if content is None else (*item, content)
+            for item, content in zip(self._shape, self._contents, strict=True)
+        )
+        plan, self._late = self._plans.plan(key)
         return plan.rewriter()
 
     def bind(self, bound: dict[int, Any]) -> None:

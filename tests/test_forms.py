@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from urllib.parse import urlencode
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edge.forms import csrf_token, safe_return
 from edge.identity import Identity
@@ -79,3 +81,22 @@ def test_forged_or_foreign_posts_change_nothing(tracked: EdgeProcess) -> None:
 )
 def test_return_to_stays_on_the_site(value: str, expected: str) -> None:
     assert safe_return(value) == expected
+
+
+@given(
+    visitor_id=st.text(max_size=40),
+    secrets=st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=3),
+)
+def test_the_form_token_is_the_identity_mac_of_the_visitor(
+    visitor_id: str, secrets: list[str]
+) -> None:
+    """The token from the copied, keyed HMAC is the one ``Identity.mac`` makes (the
+    format tokens already in browsers have), checks under every secret, and is
+    another visitor's or another secret's no longer."""
+    identity = Identity(secrets)
+    token = csrf_token(identity, visitor_id)
+    assert token == identity.mac("profile-form", visitor_id.encode())
+    assert token == csrf_token(identity, visitor_id)  # (the keyed HMAC is not consumed)
+    assert identity.check_mac("profile-form", visitor_id.encode(), token)
+    assert csrf_token(identity, visitor_id + "x") != token
+    assert csrf_token(Identity(["a secret longer than any drawn", *secrets]), visitor_id) != token

@@ -3,7 +3,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.personalize.catalog import ItemFacts, ItemReader
@@ -17,8 +17,9 @@ from edge.profiles.events import (
     apply,
     touch,
 )
-from edge.profiles.model import DAY, new_profile
+from edge.profiles.model import DAY, Profile, new_profile
 from edge.rewrite import Edit, rewrite
+from tests._hypothesis import examples
 
 NOW = 1_750_000_000
 
@@ -247,3 +248,41 @@ def test_a_failing_list_order_keeps_the_shops_order_and_the_whole_page(
     lo._order = broken_sort  # type: ignore[method-assign]
     assert rewrite(html, [Edit("ol.products", "reorder", key=lo.key, order=lo.order)]) == html
     assert "the list keeps the shop's order" in caplog.text
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(
+    views=st.lists(
+        st.tuples(
+            st.integers(NOW - 4 * 3600, NOW + 60),
+            st.sampled_from(["", "shoes", "bags"]),
+            st.sampled_from(["", "aurora", "lunaria"]),
+        ),
+        max_size=30,
+    ),
+    session_start=st.integers(0, NOW),
+    last_seen=st.integers(NOW - 4 * 3600, NOW),
+)
+def test_this_visits_views_are_the_tail_the_profile_keeps(
+    views: list[tuple[int, str, str]], session_start: int, last_seen: int
+) -> None:
+    """(The views since the visit began are found by bisection in the profile's
+    views, oldest first as it keeps them: the counts and their order are those of a
+    filter over all of them.)"""
+    from edge.profiles.model import SESSION_GAP
+
+    p = Profile(visitor_id="v")
+    p.recent_views = sorted(views, key=lambda v: v[0])
+    p.session_start, p.last_seen = session_start, last_seen
+    start = session_start if session_start and NOW - last_seen <= SESSION_GAP else NOW + 1
+    categories: dict[str, float] = {}
+    brands: dict[str, float] = {}
+    for ts, category, brand in p.recent_views:
+        if ts >= start:
+            if category:
+                categories[category] = categories.get(category, 0) + 1
+            if brand:
+                brands[brand] = brands.get(brand, 0) + 1
+    interest = Interest.of(p, NOW)
+    assert list(interest.visit_categories.items()) == list(categories.items())
+    assert list(interest.visit_brands.items()) == list(brands.items())

@@ -330,3 +330,14 @@ def test_a_replay_compiles_no_plan_for_new_contents() -> None:
     out = respond(rewriting, edits(reader, "affinity", {}, "<p>Ciao Fede</p>"), changed)
     assert out == fresh(edits(reader, "affinity", {}, "<p>Ciao Fede</p>"), changed)
     assert len(plans) == compiled + 1
+
+
+def test_an_object_in_a_memo_is_itself_by_identity() -> None:
+    """(``_same``: the key part of an object is made once per object, and another
+    object, even an equal one, is another key part.)"""
+    from edge.rewriting import _same
+
+    one, equal = ItemReader(catalog=FEED), ItemReader(catalog=FEED)
+    assert one == equal
+    assert _same(one) is _same(one) and _same(one) == id(one) and _same(one).obj is one
+    assert _same(equal) != _same(one) and _same(equal).obj is equal
