@@ -433,11 +433,6 @@ def _demo(args: argparse.Namespace) -> int:
     vip_link = preview_link(url, "/", make_token(Identity([config.secret]), ["vip"], 86_400))
 
     def started() -> None:
-        # What start-up built (modules, rules, catalog, caches' skeletons) lives as long
-        # as the process: out of the collector's sight, a full collection scans only
-        # what came after (bench/goals.py --goal G2 --trace: 33 ms -> see its docstring).
-        gc.collect()
-        gc.freeze()
         print(
             f"""
   shop-edge demo — the demo shop "Bottega Aurora" behind the sidecar
