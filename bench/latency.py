@@ -37,6 +37,7 @@ import random
 import socket
 import struct
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -383,6 +384,17 @@ def traced_edge(out: str, argv: list[str]) -> int:
             events.append(("commit", t0, time.monotonic(), len(group), time.thread_time() - c0))
 
     SQLiteStore._commit = timed_commit  # type: ignore[method-assign]
+    if os.environ.get("BENCH_SWITCH_INTERVAL"):  # an A/B of the GIL's switch interval
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
+    import edge.server
+
+    serve = edge.server.serve
+
+    async def traced_serve(*args: Any, **kwargs: Any) -> Any:
+        asyncio.get_running_loop().call_soon(lag_probe, events)
+        return await serve(*args, **kwargs)
+
+    edge.server.serve = traced_serve  # type: ignore[assignment]
 
     def dump() -> None:
         Path(out).write_text(json.dumps(events))
@@ -394,12 +406,34 @@ def traced_edge(out: str, argv: list[str]) -> int:
     return edge_main(argv)
 
 
+def lag_probe(events: list[tuple[str, float, float, int, float]]) -> None:
+    """Every 2 ms on the sidecar's loop: a wake-up more than 1.5 ms late is recorded as a
+    ``stall`` (planned, actual, 0, the main thread's run-queue wait meanwhile from
+    ``/proc/self/task/TID/schedstat``: time it was runnable but another process had
+    the core). Lateness minus that wait is the loop's own: a long callback, a
+    collection, or the GIL held by the store's writer thread."""
+    loop = asyncio.get_running_loop()
+    stat = f"/proc/self/task/{threading.get_native_id()}/schedstat"
+    state = [time.monotonic() + 0.002, int(Path(stat).read_text().split()[1])]
+
+    def tick() -> None:
+        now = time.monotonic()
+        waited = int(Path(stat).read_text().split()[1])
+        late = now - state[0]
+        if late > 0.0015:
+            events.append(("stall", now - late, now, 0, (waited - state[1]) / 1e9))
+        state[:] = now + 0.002, waited
+        loop.call_later(0.002, tick)
+
+    loop.call_later(0.002, tick)
+
+
 def slow_timeline(
     client_rows: list[list[float]], events: list[list[Any]], base_ms: float
 ) -> list[str]:
-    """The sidecar's collections and store commits during a run (wall and CPU time of
-    the thread that ran them), and what the slow requests (first byte later than
-    *base_ms* + SLOW_MS) overlapped, as lines for the report."""
+    """The sidecar's collections, store commits and loop stalls during a run (wall and
+    CPU time of the thread that ran them), and what the slow requests (first byte
+    later than *base_ms* + SLOW_MS) and the stalls overlapped, as report lines."""
     slow = [
         (p + late, p + late + first)
         for p, late, first in client_rows
@@ -407,19 +441,16 @@ def slow_timeline(
     ]
     lo_t = min((p for p, _, _ in client_rows), default=0.0)
     hi_t = max((p for p, _, _ in client_rows), default=0.0)
-    spans: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
-    cpus: dict[str, list[float]] = collections.defaultdict(list)
+    seconds = max(hi_t - lo_t, 1e-9)
+    spans: dict[str, list[tuple[float, float, float]]] = collections.defaultdict(list)
     for kind, start, end, _, cpu in events:
         if lo_t <= start <= hi_t:  # the measured window
-            spans[kind].append((start, end))
-            cpus[kind].append(cpu * 1000)
-    seconds = max(hi_t - lo_t, 1e-9)
-    lines = [
-        f"{len(slow)} of {len(client_rows)} requests {SLOW_MS:g} ms slower than the direct p50"
-    ]
+            spans[kind].append((start, end, cpu * 1000))
+    stalls = spans.pop("stall", [])
+    lines = [f"{len(slow)} of {len(client_rows)} requests > {SLOW_MS:g} ms over the direct p50"]
     for kind in sorted(spans):
-        wall = sorted((e - s) * 1000 for s, e in spans[kind])
-        cpu = sorted(cpus[kind])
+        wall = sorted((e - s) * 1000 for s, e, _ in spans[kind])
+        cpu = sorted(c for _, _, c in spans[kind])
         lines.append(
             f"  {kind}: {len(wall) / seconds:.1f}/s; wall p50 {pct(wall, 0.5):.2f} p99 "
             f"{pct(wall, 0.99):.2f} max {wall[-1]:.1f} ms; its thread's CPU p50 "
@@ -427,15 +458,33 @@ def slow_timeline(
             f"{sum(cpu) / seconds / 10:.1f}% of a core"
         )
 
-    def overlaps(kind: str, lo: float, hi: float) -> bool:
-        return any(s < hi and e > lo and e - s >= 0.001 for s, e in spans.get(kind, ()))
+    def over(lo: float, hi: float) -> str:
+        """What [lo, hi] overlapped: the first of gc2, gc1, gc0, commit, else "-"."""
+        for kind in ("gc2", "gc1", "gc0", "commit"):
+            if any(s < hi and e > lo and e - s >= 0.001 for s, e, _ in spans.get(kind, ())):
+                return kind
+        return "-"
 
-    if slow:
-        hits = {kind: sum(overlaps(kind, lo, hi) for lo, hi in slow) for kind in sorted(spans)}
-        none = sum(not any(overlaps(k, lo, hi) for k in spans) for lo, hi in slow)
-        shares = ", ".join(f"{k} {n / len(slow):.0%}" for k, n in hits.items())
+    def shares(items: list[tuple[float, float]]) -> str:
+        counts = collections.Counter(over(lo, hi) for lo, hi in items)
+        return ", ".join(f"{k} {n / len(items):.0%}" for k, n in counts.most_common())
+
+    if stalls:
+        own = sorted(max(0.0, (e - s) * 1000 - w) for s, e, w in stalls)
+        queued = sorted(w for _, _, w in stalls)
+        mine = [(s, e) for s, e, w in stalls if (e - s) * 1000 - w > 1.0]
         lines.append(
-            f"  slow requests overlapping one >= 1 ms: {shares}; none of them {none / len(slow):.0%}"
+            f"  loop stalls > 1.5 ms: {len(stalls) / seconds:.1f}/s; the loop's own part "
+            f"(lateness minus the run-queue wait) p50 {pct(own, 0.5):.2f} p99 {pct(own, 0.99):.2f} "
+            f"max {own[-1]:.1f} ms; waiting for the core p50 {pct(queued, 0.5):.2f} max {queued[-1]:.1f} ms"
+        )
+        if mine:
+            lines.append(
+                f"  stalls with > 1 ms of their own ({len(mine) / seconds:.1f}/s) overlapped: {shares(mine)}"
+            )
+    if slow:
+        lines.append(
+            f"  slow requests overlapped (the first of gc2, gc1, gc0, commit >= 1 ms): {shares(slow)}"
         )
     return lines
 
