@@ -4,6 +4,8 @@
     .venv/bin/python bench/goals.py --goal G2       # one goal alone (repeat for several)
     .venv/bin/python bench/goals.py --short         # shorter runs (~4 min): a quick look
     .venv/bin/python bench/goals.py --json bench/out/goals.json --keep-work
+    .venv/bin/python bench/goals.py --goal G2 --trace  # and what the tail is made of
+    .venv/bin/python bench/goals.py --goal G2 --edge ../base/.venv/bin/edge  # another tree
 
 * **G1 cost**: a personalized page on the 500-visitor mix (500 returning visitors take
   turns; each request reads its profile from the store): instructions per request
@@ -14,12 +16,20 @@
   store read on every request, as in the instruction rows); the store reads a request
   are counted (``/_edge/metrics``) and shown.
 * **G2 latency**: an origin that takes 100 ms per page (this script's asyncio origin
-  on core 1); an open-loop client (this script, core 1: Poisson arrivals at a fixed
-  rate, a new connection whenever none is free, so a slow answer never delays the
-  next request) at half the sidecar's capacity (its req/s under wrk in front of nginx,
-  measured first); first body byte p50 and p99 through the sidecar minus directly from
-  the origin at the same rate and arrivals: ≤ 1 ms and ≤ 2 ms. For the mix on ``/``
-  (the verdict) and for the passthrough of ``/`` (shown).
+  on core 1); ``bench/latency.py``'s open-loop client (core 1: seeded Poisson
+  arrivals woken by a timerfd, each request on an idle keep-alive connection or a new
+  one, so a slow answer never delays the next request) at half the sidecar's capacity,
+  the capacity being 1 / its CPU per request (``/proc``, the whole process, measured
+  by the client at ``PROBE_RATE`` over its measured window); first body byte p50 and
+  p99 through the sidecar minus directly from the origin at the same rate and
+  arrivals: ≤ 1 ms and ≤ 2 ms. For the mix on ``/`` (the verdict) and for the
+  passthrough of ``/`` (shown). The table under the goals gives each run's planned
+  and achieved rate, how late the client sent (p50/p99/max), how busy core 0 was with
+  the sidecar and with other processes, p50 to max and new connections; the verdict
+  is ``noisy`` when the client sent > 2 ms late at p99, fell 3% short of its rate, or
+  other processes took > 0.1 of the sidecar's core. ``--trace`` runs the sidecars
+  with hooks (``bench/latency.py --traced-edge``) and prints their collections, store
+  commits and loop stalls, and what the slow requests overlapped.
 * **G3 worst case**: ``/`` (32 KB) from an origin that puts a new token in its head
   on every response, so the page is never replayed: CPU per request under wrk ≤ 1 ms
   (the personalized sidecar and visitor); its instructions per request beside it.
@@ -217,7 +227,7 @@ class Goals:
         self.sizes = SHORT if args.short else DEFAULT
         self.procs = Procs()
         self.work = work_dir("goals-")
-        self.edge = Path(args.edge)
+        self.edge = Path(args.edge).absolute()
         self.lines: list[Line] = []
         self.details: list[str] = []
         self.problems: list[str] = []
@@ -415,7 +425,7 @@ class Goals:
             trace = self.work / f"{tag}.events.json"
             launcher = None
             if self.args.trace:
-                python = str(self.edge.resolve().parent / "python")
+                python = str(self.edge.parent / "python")
                 launcher = [python, LATENCY, "--traced-edge", str(trace)]
             side = self.sidecar(mode, origin, tag, launcher, G2_SETTINGS)
             self.check(side, "/", mode == MANY, f"G2 {mode}")

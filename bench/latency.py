@@ -397,6 +397,13 @@ def traced_edge(out: str, argv: list[str]) -> int:
     edge.server.serve = traced_serve  # type: ignore[assignment]
 
     def dump() -> None:
+        # The heap at the end: objects the collector tracks, and what one full
+        # collection of them costs (CPU), beside those frozen at start-up.
+        tracked, c0 = len(gc.get_objects()), time.thread_time()
+        gc.collect()
+        cpu, t = time.thread_time() - c0, time.monotonic()
+        events.append(("heap", t, t, tracked, cpu))
+        events.append(("frozen", t, t, gc.get_freeze_count(), 0.0))
         Path(out).write_text(json.dumps(events))
 
     atexit.register(dump)
@@ -443,11 +450,21 @@ def slow_timeline(
     hi_t = max((p for p, _, _ in client_rows), default=0.0)
     seconds = max(hi_t - lo_t, 1e-9)
     spans: dict[str, list[tuple[float, float, float]]] = collections.defaultdict(list)
+    lines = []
+    for kind, _, _, count, cpu in events:
+        if kind == "heap":
+            lines.append(
+                f"  at exit: {count:,} objects tracked; a full collection {cpu * 1000:.1f} ms CPU"
+            )
+        elif kind == "frozen":
+            lines.append(f"  at exit: {count:,} objects frozen at start-up (gc.freeze)")
     for kind, start, end, _, cpu in events:
-        if lo_t <= start <= hi_t:  # the measured window
+        if lo_t <= start <= hi_t and kind not in ("heap", "frozen"):  # the measured window
             spans[kind].append((start, end, cpu * 1000))
     stalls = spans.pop("stall", [])
-    lines = [f"{len(slow)} of {len(client_rows)} requests > {SLOW_MS:g} ms over the direct p50"]
+    lines.insert(
+        0, f"{len(slow)} of {len(client_rows)} requests > {SLOW_MS:g} ms over the direct p50"
+    )
     for kind in sorted(spans):
         wall = sorted((e - s) * 1000 for s, e, _ in spans[kind])
         cpu = sorted(c for _, _, c in spans[kind])
