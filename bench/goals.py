@@ -51,10 +51,13 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -445,6 +448,9 @@ class Goals:
             direct = self.open_loop(origin, rate, cookies)
             timeline = self.work / f"{tag}.timeline.json"
             through = self.open_loop(side.port, rate, cookies, side.proc.pid, timeline)
+            if self.args.trace:  # the live heap's figures (bench/latency.py's traced edge)
+                os.kill(side.proc.pid, signal.SIGUSR1)
+                time.sleep(1)
             self.procs.stop(side.proc)
             if direct is None or through is None:
                 continue

@@ -396,18 +396,16 @@ def traced_edge(out: str, argv: list[str]) -> int:
 
     edge.server.serve = traced_serve  # type: ignore[assignment]
 
-    def dump() -> None:
-        # The heap at the end: objects the collector tracks, and what one full
-        # collection of them costs (CPU), beside those frozen at start-up.
+    def heap(*_: Any) -> None:  # SIGUSR1, sent by bench/goals.py after the timed run
+        # The live heap: objects the collector tracks, and one full collection's CPU.
         tracked, c0 = len(gc.get_objects()), time.thread_time()
         gc.collect()
-        cpu, t = time.thread_time() - c0, time.monotonic()
-        events.append(("heap", t, t, tracked, cpu))
+        t = time.monotonic()
+        events.append(("heap", t, t, tracked, time.thread_time() - c0))
         events.append(("frozen", t, t, gc.get_freeze_count(), 0.0))
-        Path(out).write_text(json.dumps(events))
 
-    atexit.register(dump)
-    signal.signal(signal.SIGUSR1, lambda *_: dump())
+    atexit.register(lambda: Path(out).write_text(json.dumps(events)))
+    signal.signal(signal.SIGUSR1, heap)
     from edge.cli import main as edge_main
 
     return edge_main(argv)
@@ -454,12 +452,14 @@ def slow_timeline(
     for kind, _, _, count, cpu in events:
         if kind == "heap":
             lines.append(
-                f"  at exit: {count:,} objects tracked; a full collection {cpu * 1000:.1f} ms CPU"
+                f"  after the run: {count:,} objects tracked; a full collection {cpu * 1000:.1f} ms CPU"
             )
         elif kind == "frozen":
-            lines.append(f"  at exit: {count:,} objects frozen at start-up (gc.freeze)")
+            lines.append(f"  after the run: {count:,} objects frozen at start-up (gc.freeze)")
     for kind, start, end, _, cpu in events:
-        if lo_t <= start <= hi_t and kind not in ("heap", "frozen"):  # the measured window
+        if (
+            lo_t <= start <= hi_t and kind not in ("heap", "frozen") and kind[:4] != "big "
+        ):  # the measured window
             spans[kind].append((start, end, cpu * 1000))
     stalls = spans.pop("stall", [])
     lines.insert(
