@@ -57,6 +57,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
+from latency import PROXY_CPU, core_busy
 from proxy import (
     CLK_TCK,
     CONNECTIONS,
@@ -513,6 +514,9 @@ class Row:
     cpu_ms_per_req: float = 0.0
     kb_per_resp: float = 0.0
     steal_s: float = 0.0
+    core_others: float = 0.0
+    """Cores' worth of the target's core (0) other processes used during the run: above
+    ~0.1 the req/s is the target's share of a core, not its capacity."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -545,11 +549,13 @@ def measure(
         run_wrk(procs, work, port, page, args.warmup, headers, lua)
     pids = process_tree(pid)
     before = cpu_ticks(pids)
-    steal0 = steal_seconds()
+    steal0, core0, t0 = steal_seconds(), core_busy(PROXY_CPU), time.monotonic()
     w = run_wrk(procs, work, port, page, args.duration, headers, lua)
     row.steal_s = steal_seconds() - steal0
     after = cpu_ticks(sorted(set(pids) | set(process_tree(pid))))
     ticks = sum(after.get(p, 0) - before.get(p, 0) for p in after)
+    others = core_busy(PROXY_CPU) - core0 - ticks / CLK_TCK
+    row.core_others = max(0.0, others) / (time.monotonic() - t0)
     requests = max(int(w["requests"]), 1)
     row.rps = w["requests"] / (w["duration_us"] / 1e6)
     row.p50_ms, row.p99_ms = w["p50"] / 1000, w["p99"] / 1000

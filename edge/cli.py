@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import secrets
 import shutil
@@ -288,6 +289,13 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
     def started() -> None:
+        # What start-up built (modules, rules, catalog) lives as long as the process:
+        # frozen, a full collection skips it. After the 500-visitor mix, one full
+        # collection took 37.8 ms CPU over 63.5k objects; 16.0 ms over 16.7k with
+        # 49.3k frozen (bench/goals.py --goal G2 --trace). Frozen cycles are never
+        # collected: a rule set a reload replaces stays (once per reload).
+        gc.collect()
+        gc.freeze()
         print(
             f"shop-edge {__version__}: http://{_display_host(config.host)}:{config.port} "
             f"-> {config.upstream}",
