@@ -59,7 +59,7 @@ import time
 import urllib.parse
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Protocol
 
 import httptools
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
@@ -102,6 +102,30 @@ _TICK: Final = 0.25
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _ASGI: Final = {"version": "3.0", "spec_version": "2.3"}
+
+
+class Passthrough(Protocol):
+    """What an app may offer to serve some requests below ASGI (its ``passthrough``
+    attribute; :class:`edge.passthrough.Passthrough`): for a request without a body,
+    asked at the end of its head, whether it is one (``wants``, on the decoded path),
+    then what serving it needs (``prepare``, None: the ASGI app serves it after all),
+    then ``serve`` answers it in the request's task through the :class:`_Exchange`'s
+    framing (``begin``, ``write_body``; ``send`` for ASGI messages)."""
+
+    def wants(self, path: str) -> bool: ...
+
+    def prepare(
+        self,
+        method: str,
+        path: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        client: tuple[str, int] | None,
+        scheme: str,
+    ) -> Any: ...
+
+    async def serve(self, exchange: Any, prepared: Any) -> None: ...
 
 
 @dataclass
@@ -170,6 +194,7 @@ class _Exchange:
         "conn",
         "delivered",
         "disconnected",
+        "fast",
         "head_only",
         "held",
         "http10",
@@ -185,11 +210,22 @@ class _Exchange:
         "waiting_for_100_continue",
     )
 
-    def __init__(self, conn: Http1, scope: dict[str, Any], keep_alive: bool, expect: bool) -> None:
+    def __init__(
+        self,
+        conn: Http1,
+        scope: Any,
+        keep_alive: bool,
+        expect: bool,
+        head_only: bool,
+        http10: bool,
+        fast: bool = False,
+    ) -> None:
         self.conn = conn
         self.scope = scope
-        self.head_only = scope["method"] == "HEAD"
-        self.http10 = scope["http_version"] == "1.0"
+        """The ASGI scope; for the passthrough (*fast*), what its ``prepare`` made."""
+        self.fast = fast
+        self.head_only = head_only
+        self.http10 = http10
         self.keep_alive = keep_alive
         self.waiting_for_100_continue = expect
         self.body = b""
@@ -215,7 +251,10 @@ class _Exchange:
     async def run(self, app: Any) -> None:
         conn = self.conn
         try:
-            await app(self.scope, self.receive, self.send)
+            if self.fast:
+                await app(self, self.scope)
+            else:
+                await app(self.scope, self.receive, self.send)
         except BaseException as exc:  # (as uvicorn: a cancelled one too)
             log.error("Exception in ASGI application", exc_info=exc)
             if not self.response_started:
@@ -279,26 +318,31 @@ class _Exchange:
                 raise RuntimeError(
                     f"Expected ASGI message 'http.response.start', but got '{message['type']}'."
                 )
-            self.response_started = True
-            if self.waiting_for_100_continue:
-                self.waiting_for_100_continue = False
-                if self.more_body:
-                    # Answered before asking for the body: the client may send it or
-                    # not (RFC 9110 §10.1.1), so what follows is not known to be a
-                    # request; the connection ends with this response.
-                    self.keep_alive = False
-            self.held = self._head(message["status"], message.get("headers", ()))
-            conn.loop.call_soon(self.flush)  # (a no-op when the body went out meanwhile)
+            self.begin(message["status"], message.get("headers", ()))
         elif not self.response_complete:
             if message["type"] != "http.response.body":
                 raise RuntimeError(
                     f"Expected ASGI message 'http.response.body', but got '{message['type']}'."
                 )
-            self._body(message.get("body", b""), message.get("more_body", False))
+            self.write_body(message.get("body", b""), message.get("more_body", False))
         else:
             raise RuntimeError(
                 f"Unexpected ASGI message '{message['type']}' sent, after response already completed."
             )
+
+    def begin(self, status: int, headers: Any) -> None:
+        """The response starts (``http.response.start``; the passthrough calls it
+        straight, after the same checks as :meth:`send`'s)."""
+        self.response_started = True
+        if self.waiting_for_100_continue:
+            self.waiting_for_100_continue = False
+            if self.more_body:
+                # Answered before asking for the body: the client may send it or
+                # not (RFC 9110 §10.1.1), so what follows is not known to be a
+                # request; the connection ends with this response.
+                self.keep_alive = False
+        self.held = self._head(status, headers)
+        self.conn.loop.call_soon(self.flush)  # (a no-op when the body went out meanwhile)
 
     def _head(self, status: int, headers: Any) -> bytes:
         """The response's status line and header fields, framed as uvicorn frames them."""
@@ -341,7 +385,8 @@ class _Exchange:
                 head += b"transfer-encoding: chunked\r\n"
         return STATUS_LINE[status] + head + b"\r\n"
 
-    def _body(self, body: bytes, more: bool) -> None:
+    def write_body(self, body: bytes, more: bool) -> None:
+        """Body bytes (``http.response.body``; the passthrough calls it straight)."""
         conn = self.conn
         if self.head_only:
             self.to_send = 0
@@ -442,6 +487,10 @@ class Http1(asyncio.Protocol):
         self.root_path: str = config.root_path
         self.limit_concurrency: int | None = config.limit_concurrency
         self.keepalive_timeout: float = config.timeout_keep_alive
+        # The app's passthrough below ASGI (see Passthrough), if it has one; not under a
+        # root_path (the scope's paths would differ) nor when uvicorn wrapped the app.
+        fast = getattr(self.app, "passthrough", None)
+        self.fast: Passthrough | None = None if self.root_path else fast
         self.parser = httptools.HttpRequestParser(self)
         # a pipelined request's bytes after a "Connection: close" one are not an error
         self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
@@ -615,7 +664,9 @@ class Http1(asyncio.Protocol):
         self.waits_for, self.deadline = _NONE, _NEVER
         parser = self.parser
         version = parser.get_http_version()
-        scope = self._scope(parser.get_method().decode("ascii"), version)
+        method = parser.get_method().decode("ascii")
+        path, raw_path, query = self._target()
+        headers = self.headers
         # A chunked body's trailer fields come through on_header too: they go to a list
         # of their own, never into the scope's headers (a trailer "Cookie" or
         # "X-Forwarded-For" is not a request header).
@@ -627,6 +678,7 @@ class Http1(asyncio.Protocol):
         else:
             app = self.app
         keep_alive = version != "1.0" and parser.should_keep_alive()
+        prepared = None
         if parser.should_upgrade():
             # llhttp hands back what follows an upgrade's head unparsed, and that is
             # dropped: served as a plain request and closed after (no later bytes read
@@ -634,10 +686,23 @@ class Http1(asyncio.Protocol):
             keep_alive = False
             if any(
                 name == b"transfer-encoding" or (name == b"content-length" and int(value))
-                for name, value in scope["headers"]
+                for name, value in headers
             ):
                 app = _bad_request
-        exchange = _Exchange(self, scope, keep_alive, self.expect)
+        elif (fast := self.fast) is not None and app is self.app and fast.wants(path):
+            prepared = fast.prepare(
+                method, path, raw_path, query, headers, self.client, self.scheme
+            )
+        if prepared is not None:
+            app = fast.serve  # type: ignore[union-attr]
+            exchange = _Exchange(
+                self, prepared, keep_alive, self.expect, method == "HEAD", version == "1.0", True
+            )
+        else:
+            scope = self._scope(method, version, path, raw_path, query, headers)
+            exchange = _Exchange(
+                self, scope, keep_alive, self.expect, method == "HEAD", version == "1.0"
+            )
         self.in_body = True  # until on_message_complete, in this same call without a body
         previous = self.current
         self.current = exchange
@@ -647,7 +712,9 @@ class Http1(asyncio.Protocol):
             self.pause_reading()
             self.pipeline.appendleft((exchange, app))
 
-    def _scope(self, method: str, version: str) -> dict[str, Any]:
+    def _target(self) -> tuple[str, bytes, bytes]:
+        """The request target's path (decoded), raw path and query, as the scope has
+        them (under the root_path when one is set)."""
         url = self.url
         if url[:1] == b"/" and b"#" not in url:
             raw_path, _, query = url.partition(b"?")
@@ -661,6 +728,18 @@ class Http1(asyncio.Protocol):
         if root:
             path = root + path
             raw_path = root.encode("ascii") + raw_path
+        return path, raw_path, query
+
+    def _scope(
+        self,
+        method: str,
+        version: str,
+        path: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+    ) -> dict[str, Any]:
+        root = self.root_path
         return {
             "type": "http",
             "asgi": _ASGI,
@@ -669,7 +748,7 @@ class Http1(asyncio.Protocol):
             "client": self.client,
             "scheme": self.scheme,
             "root_path": root,
-            "headers": self.headers,
+            "headers": headers,
             "state": self.app_state.copy(),
             "method": method,
             "path": path,
