@@ -101,6 +101,11 @@ _TICK: Final = 0.25
 """How often a server's connections' deadlines are checked (seconds, at most)."""
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_500_HEADERS: Final = [
+    (b"content-type", b"text/plain; charset=utf-8"),
+    (b"content-length", b"21"),
+    (b"connection", b"close"),
+]
 _ASGI: Final = {"version": "3.0", "spec_version": "2.3"}
 
 
@@ -109,8 +114,9 @@ class Passthrough(Protocol):
     attribute; :class:`edge.passthrough.Passthrough`): for a request without a body,
     asked at the end of its head, whether it is one (``wants``, on the decoded path),
     then what serving it needs (``prepare``, None: the ASGI app serves it after all),
-    then ``serve`` answers it in the request's task through the :class:`_Exchange`'s
-    framing (``begin``, ``write_body``; ``send`` for ASGI messages)."""
+    then ``start`` answers it through the :class:`_Exchange`'s framing (``begin``,
+    ``write_body``; ``send`` for ASGI messages), from the protocol's and the loop's
+    callbacks or in a task of its own (``spawn``)."""
 
     def wants(self, path: str) -> bool: ...
 
@@ -125,7 +131,7 @@ class Passthrough(Protocol):
         scheme: str,
     ) -> Any: ...
 
-    async def serve(self, exchange: Any, prepared: Any) -> None: ...
+    def start(self, exchange: Any, prepared: Any) -> None: ...
 
 
 @dataclass
@@ -275,18 +281,27 @@ class _Exchange:
             self.task = None  # (no cycle through the task's frame: freed without the GC)
 
     async def _send_500(self) -> None:
-        await self.send(
-            {
-                "type": "http.response.start",
-                "status": 500,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", b"21"),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
+        await self.send({"type": "http.response.start", "status": 500, "headers": _500_HEADERS})
         await self.send({"type": "http.response.body", "body": b"Internal Server Error"})
+
+    def spawn(self, app: Any) -> None:
+        """Answer in a task of its own: ``app(scope, receive, send)``, or for the
+        passthrough ``app(exchange, prepared)``."""
+        conn = self.conn
+        task = self.task = conn.loop.create_task(self.run(app))
+        conn.tasks.add(task)
+
+    def failed(self, exc: BaseException) -> None:
+        """The passthrough failed outside a task: as :meth:`run` when the app raises
+        (no wait for the client to read: the answer is small)."""
+        log.error("Exception in ASGI application", exc_info=exc)
+        if not self.response_started:
+            if not self.disconnected:
+                self.begin(500, _500_HEADERS)
+                self.write_body(b"Internal Server Error", False)
+        else:
+            self.flush()
+            self.conn.transport.close()
 
     async def receive(self) -> dict[str, Any]:
         conn = self.conn
@@ -694,7 +709,7 @@ class Http1(asyncio.Protocol):
                 method, path, raw_path, query, headers, self.client, self.scheme
             )
         if prepared is not None:
-            app = fast.serve  # type: ignore[union-attr]
+            app = fast.start  # type: ignore[union-attr]
             exchange = _Exchange(
                 self, prepared, keep_alive, self.expect, method == "HEAD", version == "1.0", True
             )
@@ -784,6 +799,12 @@ class Http1(asyncio.Protocol):
     # Answering
     def _start(self, exchange: _Exchange, app: Any) -> None:
         self.answering = exchange
+        if exchange.fast:  # the passthrough: it starts here, in a task only if it must
+            try:
+                app(exchange, exchange.scope)
+            except BaseException as exc:
+                exchange.failed(exc)
+            return
         task = exchange.task = self.loop.create_task(exchange.run(app))
         self.tasks.add(task)
 

@@ -26,14 +26,16 @@ set with placements decides on the head *and* the response. See the figures in
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import time
 from typing import Any, Final
 
 from edge import logs, metrics
-from edge.proxy import ClientGone, Proxy, upstream_failed
+from edge.proxy import ClientGone, Headers, Proxy, upstream_failed
 from edge.request import RequestHead
-from edge.upstream import UpstreamError
+from edge.upstream import Sent, UpstreamError, UpstreamResponse
 
 __all__ = ["Passthrough"]
 
@@ -92,16 +94,72 @@ class Passthrough:
             return None
         return head, request, request_id, proxy
 
-    async def serve(self, exchange: Any, prepared: Prepared) -> None:
-        """Answer the request (:class:`edge.respond.Responder`'s ``__call__`` and first
-        branch, through the protocol's framing instead of ASGI messages)."""
+    def start(self, exchange: Any, prepared: Prepared) -> None:
+        """Answer the request: without a task when a kept upstream connection is idle
+        and the access log off (the request written upstream now, the answer written
+        from the upstream response's callback when the whole of it has come); else
+        in a task (:meth:`serve`)."""
+        head, request, _, proxy = prepared
+        if self.responder.access_log is not None:
+            exchange.spawn(self.serve)
+            return
+        started = time.perf_counter()
+        upstream = proxy.pool.start(request, head.method == "HEAD")
+        if upstream is None:
+            exchange.spawn(self.serve)
+            return
+        upstream.waiter.add_done_callback(
+            lambda _: self._answered(exchange, prepared, upstream, started), context=_CONTEXT
+        )
+
+    def _answered(self, exchange: Any, prepared: Prepared, upstream: Sent, started: float) -> None:
+        """The upstream's answer to a request :meth:`start` wrote: all of it written to
+        the client now when the whole of it has come, else relayed by a task; when the
+        upstream failed, :meth:`serve` from there (the pool's retry on a fresh
+        connection, or the error page)."""
+        head, _, request_id, proxy = prepared
+        try:
+            response = proxy.pool.answered(upstream)
+            if response is None:
+                exchange.spawn(
+                    lambda exchange, _: self.serve(exchange, prepared, upstream, started)
+                )
+                return
+            seconds = time.perf_counter() - started
+            metrics.UPSTREAM.observe(seconds)
+            headers = proxy.response_headers(head, response.headers)
+            headers.append((b"x-request-id", request_id))
+            if not response.whole or exchange.conn.write_paused:
+                exchange.spawn(functools.partial(_relay_task, response, headers))
+                return
+            chunk, _ = response.take()  # (the end: the connection back to the pool)
+            if not exchange.disconnected:
+                exchange.begin(response.status, headers)
+                exchange.write_body(chunk, False)
+            metrics.REQUESTS["passthrough"].inc()
+        except BaseException as exc:
+            metrics.REQUESTS["error"].inc()
+            token = logs.REQUEST_ID.set(request_id)  # (in the error's log line)
+            try:
+                exchange.failed(exc)
+            finally:
+                logs.REQUEST_ID.reset(token)
+
+    async def serve(
+        self, exchange: Any, prepared: Prepared, upstream: Sent | None = None, started: float = 0.0
+    ) -> None:
+        """Answer the request in its task (:class:`edge.respond.Responder`'s ``__call__``
+        and first branch, through the protocol's framing instead of ASGI messages);
+        *upstream*: the request was written already (:meth:`start`), and failed."""
         head, request, request_id, proxy = prepared
         logs.REQUEST_ID.set(request_id)  # in this request's log lines (its own task)
         access_log = self.responder.access_log
         outcome = "error"
         if access_log is None:
             try:
-                outcome = await _forward(exchange, head, request, request_id, proxy, None)
+                outcome = await _forward(
+                    exchange, head, request, request_id, proxy, None, upstream, started
+                )
             except ClientGone:
                 pass
             finally:
@@ -129,6 +187,25 @@ class Passthrough:
             )
 
 
+_CONTEXT: Final = contextvars.Context()
+"""The context of the upstream answers' callbacks (empty: they set nothing, and no
+copy of the protocol's context is made for each)."""
+
+
+async def _relay_task(
+    response: UpstreamResponse, headers: Headers, exchange: Any, prepared: Prepared
+) -> None:
+    """The rest of an answer that could not be written at once, in a task."""
+    logs.REQUEST_ID.set(prepared[2])
+    outcome = "error"
+    try:
+        outcome = await _relay(exchange, response, headers, None)
+    except ClientGone:
+        pass
+    finally:
+        metrics.REQUESTS[outcome].inc()
+
+
 async def _forward(
     exchange: Any,
     head: RequestHead,
@@ -136,11 +213,17 @@ async def _forward(
     request_id: bytes,
     proxy: Proxy,
     sent: logs.Sent | None,
+    upstream: Sent | None = None,
+    started: float = 0.0,
 ) -> str:
     """The exchange with the upstream and the client; its outcome."""
-    started = time.perf_counter()
+    pool = proxy.pool
     try:
-        response = await proxy.pool.send(request, head.method == "HEAD")
+        if upstream is None:
+            started = time.perf_counter()
+            response = await pool.send(request, head.method == "HEAD")
+        else:
+            response = await pool.finish(upstream)
     except UpstreamError as exc:
         await upstream_failed(head, exchange.send if sent is None else sent.send, exc)
         return "error"
@@ -150,6 +233,13 @@ async def _forward(
         sent.upstream = seconds
     headers = proxy.response_headers(head, response.headers)
     headers.append((b"x-request-id", request_id))
+    return await _relay(exchange, response, headers, sent)
+
+
+async def _relay(
+    exchange: Any, response: UpstreamResponse, headers: Headers, sent: logs.Sent | None
+) -> str:
+    """:func:`edge.proxy.relay`, its messages written straight."""
     conn = exchange.conn
     if conn.write_paused and not exchange.disconnected:
         await conn.drain()
@@ -157,7 +247,6 @@ async def _forward(
         exchange.begin(response.status, headers)
     if sent is not None:
         sent.status = response.status
-    # edge.proxy.relay, its messages written straight
     relayed = 0
     while True:
         try:
