@@ -348,6 +348,16 @@ class _Exchange:
     def begin(self, status: int, headers: Any) -> None:
         """The response starts (``http.response.start``; the passthrough calls it
         straight, after the same checks as :meth:`send`'s)."""
+        self._started(status, headers)
+        self.conn.loop.call_soon(self.flush)  # (a no-op when the body went out meanwhile)
+
+    def answer(self, status: int, headers: Any, body: bytes) -> None:
+        """The whole response at once (:meth:`begin`, then :meth:`write_body` of the
+        whole body): the head goes out with the body, no flush to schedule."""
+        self._started(status, headers)
+        self.write_body(body, False)
+
+    def _started(self, status: int, headers: Any) -> None:
         self.response_started = True
         if self.waiting_for_100_continue:
             self.waiting_for_100_continue = False
@@ -357,7 +367,6 @@ class _Exchange:
                 # request; the connection ends with this response.
                 self.keep_alive = False
         self.held = self._head(status, headers)
-        self.conn.loop.call_soon(self.flush)  # (a no-op when the body went out meanwhile)
 
     def _head(self, status: int, headers: Any) -> bytes:
         """The response's status line and header fields, framed as uvicorn frames them."""

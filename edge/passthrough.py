@@ -134,8 +134,7 @@ class Passthrough:
                 return
             chunk, _ = response.take()  # (the end: the connection back to the pool)
             if not exchange.disconnected:
-                exchange.begin(response.status, headers)
-                exchange.write_body(chunk, False)
+                exchange.answer(response.status, headers, chunk)
             metrics.REQUESTS["passthrough"].inc()
         except BaseException as exc:
             metrics.REQUESTS["error"].inc()
