@@ -31,6 +31,11 @@ before. Holding the head for the body costs 5k instructions (the ``call_soon``) 
 saves 6-8 µs of system time (a ``send``). README "Why these components" has the
 figures against nginx.
 
+An app may serve some requests below ASGI (its ``passthrough``, :class:`Passthrough`):
+the sidecar's requests it only forwards (edge/passthrough.py) skip the scope, the
+messages and the task, and are framed by the same :class:`_Exchange` (``begin``,
+``write_body``, ``answer``), so their bytes are the ASGI path's (tests/test_passthrough.py).
+
 Every HTTP/1.1 behaviour the tests pin stays: keep-alive, pipelining (answered in
 order, reading paused meanwhile), ``Expect: 100-continue``, HEAD, chunked bodies both
 ways, HTTP/1.0 framing (unchunked, closed after), the head's size and time limits, the

@@ -19,9 +19,18 @@ pages (502, 504), the same access-log line, ``edge_requests_total`` and
 ASGI way: its body's 100-continue, streaming and back-pressure stay where they are.
 
 Why not more: with tracking on, any request may carry a visitor's first cookie or be
-recorded (``edge.visitors``), and nothing in the head alone says it will not; a rule
-set with placements decides on the head *and* the response. See the figures in
-:class:`Passthrough`'s docstring.
+recorded (``edge.visitors``), and nothing in the head alone says it will not (an image
+request from a new visitor gets the cookie too); a rule set with placements decides on
+the head *and* the response.
+
+Measured (``bench/passthrough_ir.py``: a real ``edge serve`` under callgrind, the whole
+process, 500 keep-alive requests of a 32 KB page after 100 of warm-up): 234,836
+instructions a request through the ASGI app; 227,631 with this module serving in a
+task of its own (-3%: the ASGI messages, scope and dispatch were a small part); 210,758
+answered from the upstream response's callback without a task (-10%); 204,244 with the
+head and body written at once, no flush scheduled (-13%). What is left: one copy of the
+body out of the upstream's read buffer (~34k: a 32 KB ``bytes`` for the client's
+transport), llhttp both ways, the event loop, and ~50 small Python calls.
 """
 
 from __future__ import annotations
