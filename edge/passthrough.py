@@ -29,9 +29,11 @@ instructions a request through the ASGI app; 227,631 with this module serving in
 task of its own (-3%: the ASGI messages, scope and dispatch were a small part); 210,758
 answered from the upstream response's callback without a task (-10%); 204,244 with the
 head and body written at once, no flush scheduled (-13%); a 60 KB page 262,029 ->
-225,535 (-14%). In CPU time (``bench/goals.py --goal G4``, two runs each on the busy
-2-core machine) the sidecar over nginx went from 3.71x / 2.39x / 1.32x (``/``,
-``/c/scarpe-donna``, 60 KB) to 2.21x / 2.14x / 1.19x. What is left: one copy of the
+225,535 (-14%). In CPU time (``bench/goals.py --goal G4``, two pairs of runs on the
+busy 2-core machine, the ASGI path then this one) the sidecar over nginx went from
+3.46-3.71x / 2.39-3.86x / 1.32-3.32x (``/``, ``/c/scarpe-donna``, 60 KB) to
+2.21-2.55x / 2.14-3.19x / 1.19-2.09x; the sidecar's own 95-168 µs a request to
+93-120 µs. What is left: one copy of the
 body out of the upstream's read buffer (~34k: a 32 KB ``bytes`` for the client's
 transport), llhttp both ways, the event loop, and ~50 small Python calls.
 """
