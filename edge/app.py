@@ -43,6 +43,7 @@ from edge.logs import AccessLog
 from edge.metrics import MetricsEndpoint
 from edge.observe import Observer, host_of
 from edge.pages import PatternError
+from edge.passthrough import Passthrough
 from edge.personalize.catalog import Catalog, CatalogError, LearnedCatalog
 from edge.personalize.snippets import Snippets
 from edge.profiles.backends import guarded, served_store
@@ -75,7 +76,7 @@ class EdgeApp:
     """Builds the sidecar from its configuration, and dispatches on the path:
     ``/_edge`` and below to the sidecar's own endpoints, the rest to the shop."""
 
-    def __init__(self, config: Config, store: Store | None = None) -> None:
+    def __init__(self, config: Config, store: Store | None = None, *, fast: bool = True) -> None:
         self.config = config
         secret = config.secret
         self._random_secret = secrets.token_urlsafe(32)
@@ -151,6 +152,9 @@ class EdgeApp:
         )
         self.respond.access_log = access_log_for(config)
         self.respond.snippet_tag = snippet_tags(config)
+        self.passthrough = Passthrough(self.respond) if fast else None
+        """The requests the app only forwards, served below ASGI by edge.http1 (*fast*
+        false: every request through the ASGI app, as tests/test_passthrough.py compares)."""
         self._tasks: set[asyncio.Task[None]] = set()
         """The periodic jobs running (one that ends, cancelled say, leaves the set)."""
         self.startup_hooks: list[Callable[[EdgeApp], Awaitable[None]]] = []

@@ -31,6 +31,11 @@ before. Holding the head for the body costs 5k instructions (the ``call_soon``) 
 saves 6-8 µs of system time (a ``send``). README "Why these components" has the
 figures against nginx.
 
+An app may serve some requests below ASGI (its ``passthrough``, :class:`Passthrough`):
+the sidecar's requests it only forwards (edge/passthrough.py) skip the scope, the
+messages and the task, and are framed by the same :class:`_Exchange` (``begin``,
+``write_body``, ``answer``), so their bytes are the ASGI path's (tests/test_passthrough.py).
+
 Every HTTP/1.1 behaviour the tests pin stays: keep-alive, pipelining (answered in
 order, reading paused meanwhile), ``Expect: 100-continue``, HEAD, chunked bodies both
 ways, HTTP/1.0 framing (unchunked, closed after), the head's size and time limits, the
@@ -59,7 +64,7 @@ import time
 import urllib.parse
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Protocol
 
 import httptools
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
@@ -101,7 +106,37 @@ _TICK: Final = 0.25
 """How often a server's connections' deadlines are checked (seconds, at most)."""
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_500_HEADERS: Final = [
+    (b"content-type", b"text/plain; charset=utf-8"),
+    (b"content-length", b"21"),
+    (b"connection", b"close"),
+]
 _ASGI: Final = {"version": "3.0", "spec_version": "2.3"}
+
+
+class Passthrough(Protocol):
+    """What an app may offer to serve some requests below ASGI (its ``passthrough``
+    attribute; :class:`edge.passthrough.Passthrough`): for a request without a body,
+    asked at the end of its head, whether it is one (``wants``, on the decoded path),
+    then what serving it needs (``prepare``, None: the ASGI app serves it after all),
+    then ``start`` answers it through the :class:`_Exchange`'s framing (``begin``,
+    ``write_body``; ``send`` for ASGI messages), from the protocol's and the loop's
+    callbacks or in a task of its own (``spawn``)."""
+
+    def wants(self, path: str) -> bool: ...
+
+    def prepare(
+        self,
+        method: str,
+        path: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        client: tuple[str, int] | None,
+        scheme: str,
+    ) -> Any: ...
+
+    def start(self, exchange: Any, prepared: Any) -> None: ...
 
 
 @dataclass
@@ -170,6 +205,7 @@ class _Exchange:
         "conn",
         "delivered",
         "disconnected",
+        "fast",
         "head_only",
         "held",
         "http10",
@@ -185,11 +221,22 @@ class _Exchange:
         "waiting_for_100_continue",
     )
 
-    def __init__(self, conn: Http1, scope: dict[str, Any], keep_alive: bool, expect: bool) -> None:
+    def __init__(
+        self,
+        conn: Http1,
+        scope: Any,
+        keep_alive: bool,
+        expect: bool,
+        head_only: bool,
+        http10: bool,
+        fast: bool = False,
+    ) -> None:
         self.conn = conn
         self.scope = scope
-        self.head_only = scope["method"] == "HEAD"
-        self.http10 = scope["http_version"] == "1.0"
+        """The ASGI scope; for the passthrough (*fast*), what its ``prepare`` made."""
+        self.fast = fast
+        self.head_only = head_only
+        self.http10 = http10
         self.keep_alive = keep_alive
         self.waiting_for_100_continue = expect
         self.body = b""
@@ -215,7 +262,10 @@ class _Exchange:
     async def run(self, app: Any) -> None:
         conn = self.conn
         try:
-            await app(self.scope, self.receive, self.send)
+            if self.fast:
+                await app(self, self.scope)
+            else:
+                await app(self.scope, self.receive, self.send)
         except BaseException as exc:  # (as uvicorn: a cancelled one too)
             log.error("Exception in ASGI application", exc_info=exc)
             if not self.response_started:
@@ -236,18 +286,27 @@ class _Exchange:
             self.task = None  # (no cycle through the task's frame: freed without the GC)
 
     async def _send_500(self) -> None:
-        await self.send(
-            {
-                "type": "http.response.start",
-                "status": 500,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", b"21"),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
+        await self.send({"type": "http.response.start", "status": 500, "headers": _500_HEADERS})
         await self.send({"type": "http.response.body", "body": b"Internal Server Error"})
+
+    def spawn(self, app: Any) -> None:
+        """Answer in a task of its own: ``app(scope, receive, send)``, or for the
+        passthrough ``app(exchange, prepared)``."""
+        conn = self.conn
+        task = self.task = conn.loop.create_task(self.run(app))
+        conn.tasks.add(task)
+
+    def failed(self, exc: BaseException) -> None:
+        """The passthrough failed outside a task: as :meth:`run` when the app raises
+        (no wait for the client to read: the answer is small)."""
+        log.error("Exception in ASGI application", exc_info=exc)
+        if not self.response_started:
+            if not self.disconnected:
+                self.begin(500, _500_HEADERS)
+                self.write_body(b"Internal Server Error", False)
+        else:
+            self.flush()
+            self.conn.transport.close()
 
     async def receive(self) -> dict[str, Any]:
         conn = self.conn
@@ -279,26 +338,40 @@ class _Exchange:
                 raise RuntimeError(
                     f"Expected ASGI message 'http.response.start', but got '{message['type']}'."
                 )
-            self.response_started = True
-            if self.waiting_for_100_continue:
-                self.waiting_for_100_continue = False
-                if self.more_body:
-                    # Answered before asking for the body: the client may send it or
-                    # not (RFC 9110 §10.1.1), so what follows is not known to be a
-                    # request; the connection ends with this response.
-                    self.keep_alive = False
-            self.held = self._head(message["status"], message.get("headers", ()))
-            conn.loop.call_soon(self.flush)  # (a no-op when the body went out meanwhile)
+            self.begin(message["status"], message.get("headers", ()))
         elif not self.response_complete:
             if message["type"] != "http.response.body":
                 raise RuntimeError(
                     f"Expected ASGI message 'http.response.body', but got '{message['type']}'."
                 )
-            self._body(message.get("body", b""), message.get("more_body", False))
+            self.write_body(message.get("body", b""), message.get("more_body", False))
         else:
             raise RuntimeError(
                 f"Unexpected ASGI message '{message['type']}' sent, after response already completed."
             )
+
+    def begin(self, status: int, headers: Any) -> None:
+        """The response starts (``http.response.start``; the passthrough calls it
+        straight, after the same checks as :meth:`send`'s)."""
+        self._started(status, headers)
+        self.conn.loop.call_soon(self.flush)  # (a no-op when the body went out meanwhile)
+
+    def answer(self, status: int, headers: Any, body: bytes) -> None:
+        """The whole response at once (:meth:`begin`, then :meth:`write_body` of the
+        whole body): the head goes out with the body, no flush to schedule."""
+        self._started(status, headers)
+        self.write_body(body, False)
+
+    def _started(self, status: int, headers: Any) -> None:
+        self.response_started = True
+        if self.waiting_for_100_continue:
+            self.waiting_for_100_continue = False
+            if self.more_body:
+                # Answered before asking for the body: the client may send it or
+                # not (RFC 9110 §10.1.1), so what follows is not known to be a
+                # request; the connection ends with this response.
+                self.keep_alive = False
+        self.held = self._head(status, headers)
 
     def _head(self, status: int, headers: Any) -> bytes:
         """The response's status line and header fields, framed as uvicorn frames them."""
@@ -341,7 +414,8 @@ class _Exchange:
                 head += b"transfer-encoding: chunked\r\n"
         return STATUS_LINE[status] + head + b"\r\n"
 
-    def _body(self, body: bytes, more: bool) -> None:
+    def write_body(self, body: bytes, more: bool) -> None:
+        """Body bytes (``http.response.body``; the passthrough calls it straight)."""
         conn = self.conn
         if self.head_only:
             self.to_send = 0
@@ -442,6 +516,10 @@ class Http1(asyncio.Protocol):
         self.root_path: str = config.root_path
         self.limit_concurrency: int | None = config.limit_concurrency
         self.keepalive_timeout: float = config.timeout_keep_alive
+        # The app's passthrough below ASGI (see Passthrough), if it has one; not under a
+        # root_path (the scope's paths would differ) nor when uvicorn wrapped the app.
+        fast = getattr(self.app, "passthrough", None)
+        self.fast: Passthrough | None = None if self.root_path else fast
         self.parser = httptools.HttpRequestParser(self)
         # a pipelined request's bytes after a "Connection: close" one are not an error
         self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
@@ -615,7 +693,9 @@ class Http1(asyncio.Protocol):
         self.waits_for, self.deadline = _NONE, _NEVER
         parser = self.parser
         version = parser.get_http_version()
-        scope = self._scope(parser.get_method().decode("ascii"), version)
+        method = parser.get_method().decode("ascii")
+        path, raw_path, query = self._target()
+        headers = self.headers
         # A chunked body's trailer fields come through on_header too: they go to a list
         # of their own, never into the scope's headers (a trailer "Cookie" or
         # "X-Forwarded-For" is not a request header).
@@ -627,6 +707,7 @@ class Http1(asyncio.Protocol):
         else:
             app = self.app
         keep_alive = version != "1.0" and parser.should_keep_alive()
+        prepared = None
         if parser.should_upgrade():
             # llhttp hands back what follows an upgrade's head unparsed, and that is
             # dropped: served as a plain request and closed after (no later bytes read
@@ -634,10 +715,23 @@ class Http1(asyncio.Protocol):
             keep_alive = False
             if any(
                 name == b"transfer-encoding" or (name == b"content-length" and int(value))
-                for name, value in scope["headers"]
+                for name, value in headers
             ):
                 app = _bad_request
-        exchange = _Exchange(self, scope, keep_alive, self.expect)
+        elif (fast := self.fast) is not None and app is self.app and fast.wants(path):
+            prepared = fast.prepare(
+                method, path, raw_path, query, headers, self.client, self.scheme
+            )
+        if prepared is not None:
+            app = fast.start  # type: ignore[union-attr]
+            exchange = _Exchange(
+                self, prepared, keep_alive, self.expect, method == "HEAD", version == "1.0", True
+            )
+        else:
+            scope = self._scope(method, version, path, raw_path, query, headers)
+            exchange = _Exchange(
+                self, scope, keep_alive, self.expect, method == "HEAD", version == "1.0"
+            )
         self.in_body = True  # until on_message_complete, in this same call without a body
         previous = self.current
         self.current = exchange
@@ -647,7 +741,9 @@ class Http1(asyncio.Protocol):
             self.pause_reading()
             self.pipeline.appendleft((exchange, app))
 
-    def _scope(self, method: str, version: str) -> dict[str, Any]:
+    def _target(self) -> tuple[str, bytes, bytes]:
+        """The request target's path (decoded), raw path and query, as the scope has
+        them (under the root_path when one is set)."""
         url = self.url
         if url[:1] == b"/" and b"#" not in url:
             raw_path, _, query = url.partition(b"?")
@@ -661,6 +757,18 @@ class Http1(asyncio.Protocol):
         if root:
             path = root + path
             raw_path = root.encode("ascii") + raw_path
+        return path, raw_path, query
+
+    def _scope(
+        self,
+        method: str,
+        version: str,
+        path: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+    ) -> dict[str, Any]:
+        root = self.root_path
         return {
             "type": "http",
             "asgi": _ASGI,
@@ -669,7 +777,7 @@ class Http1(asyncio.Protocol):
             "client": self.client,
             "scheme": self.scheme,
             "root_path": root,
-            "headers": self.headers,
+            "headers": headers,
             "state": self.app_state.copy(),
             "method": method,
             "path": path,
@@ -705,6 +813,12 @@ class Http1(asyncio.Protocol):
     # Answering
     def _start(self, exchange: _Exchange, app: Any) -> None:
         self.answering = exchange
+        if exchange.fast:  # the passthrough: it starts here, in a task only if it must
+            try:
+                app(exchange, exchange.scope)
+            except BaseException as exc:
+                exchange.failed(exc)
+            return
         task = exchange.task = self.loop.create_task(exchange.run(app))
         self.tasks.add(task)
 

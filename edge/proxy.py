@@ -34,7 +34,7 @@ from edge.upstream import (
     UpstreamTimeout,
 )
 
-__all__ = ["ClientGone", "Proxy", "send_error"]
+__all__ = ["ClientGone", "Proxy", "send_error", "upstream_failed"]
 
 log = logging.getLogger("edge.proxy")
 
@@ -280,8 +280,17 @@ class Proxy:
                 request, head.method == "HEAD", body, chunked=framing is True
             )
         except UpstreamError as exc:
-            await _upstream_failed(head, send, exc)
+            await upstream_failed(head, send, exc)
         return None
+
+    def forward_head(self, head: RequestHead) -> bytes | None:
+        """The head sent upstream for a request without a body (:mod:`edge.passthrough`);
+        None for one with a body, or with both framings (:meth:`open` answers it)."""
+        try:
+            request, framing = self._request_head(head)
+        except _BadRequest:
+            return None
+        return request if framing is None else None
 
     def start(self, head: RequestHead) -> Sent | None:
         """For a request without a body, when a kept connection is idle: the request
@@ -301,11 +310,11 @@ class Proxy:
         try:
             return await self.pool.finish(sent)
         except UpstreamError as exc:
-            await _upstream_failed(head, send, exc)
+            await upstream_failed(head, send, exc)
         return None
 
 
-async def _upstream_failed(head: RequestHead, send: Any, exc: UpstreamError) -> None:
+async def upstream_failed(head: RequestHead, send: Any, exc: UpstreamError) -> None:
     """The error page for a request the upstream did not answer, and its log line."""
     if isinstance(exc, UpstreamTimeout):
         log.warning("upstream timed out: %s %s", head.method, head.path)

@@ -159,6 +159,29 @@ class RequestHead:
             head.read_headers()
         return head
 
+    @classmethod
+    def of(
+        cls,
+        method: str,
+        path: str,
+        raw_path: bytes,
+        query: bytes,
+        scheme: str,
+        client: tuple[str, int] | None,
+        headers: list[tuple[bytes, bytes]],
+    ) -> RequestHead:
+        """:meth:`parse` without a scope (the passthrough below ASGI), headers unread."""
+        head = cls.__new__(cls)
+        head.method = method
+        head.path = path
+        head.query = query
+        head.raw_path = raw_path or path.encode()
+        head.scheme = scheme
+        head.client = client[0] if client else ""
+        head.headers = headers
+        head._cookies = None
+        return head
+
     @property
     def target(self) -> bytes:
         """The request target to send upstream: the path as the client sent it, and

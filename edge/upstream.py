@@ -300,6 +300,12 @@ class UpstreamResponse:
         conn = self._conn
         return conn._error is None and (bool(conn._body) or conn.complete)
 
+    @property
+    def whole(self) -> bool:
+        """Whether the whole body has come (then :meth:`take` gives it all, and the end)."""
+        conn = self._conn
+        return conn._error is None and conn.complete
+
     async def read(self) -> tuple[bytes, bool]:
         """The next body chunk and whether more follows. The last call returns
         ``more=False`` (its chunk possibly empty) and gives the connection back."""
@@ -468,6 +474,15 @@ class UpstreamPool:
             if conn.usable:
                 return Sent(conn, conn.send_head(head, is_head, self.read_timeout), head, is_head)
         return None
+
+    def answered(self, sent: Sent) -> UpstreamResponse | None:
+        """The response to a request :meth:`start` wrote, once its waiter is done (from
+        the waiter's callback): None when it failed or was cancelled (then
+        :meth:`finish` raises, or retries, as :meth:`send` would)."""
+        waiter = sent.waiter
+        if waiter.cancelled() or waiter.exception() is not None:
+            return None
+        return UpstreamResponse(self, sent.conn)
 
     async def finish(self, sent: Sent) -> UpstreamResponse:
         """The response to a request :meth:`start` wrote (as :meth:`send` would have)."""

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ),
     ("edge.app", "edge.server", "edge.demo"),
     ("edge.http1",),  # the HTTP/1.1 protocol under the app (edge.server runs it)
-    ("edge.respond", "edge.ingest", "edge.admin", "edge.browser"),
+    ("edge.respond", "edge.passthrough", "edge.ingest", "edge.admin", "edge.browser"),
     ("edge.report",),  # the merchant's report (edge report, /_edge/admin, report.json)
     ("edge.decide",),
     ("edge.activities",),
