@@ -856,9 +856,8 @@ def _cold(html: bytes, plan: Plan, chunk: int = 1 << 20) -> tuple[bytes, int]:
     """*plan*'s output with no list verdict remembered, and how many it then kept."""
     from edge.rewrite import items
 
-    for kept in (items._REGIONS, items._OPAQUE_REGIONS):
-        kept._data.clear()
-        kept.weight = 0
+    items._REGIONS._data.clear()
+    items._REGIONS.weight = 0
     out = b"".join(run_chunks(html, plan, chunk))
     return out, len(items._REGIONS)
 
@@ -918,145 +917,6 @@ def test_remembered_list_verdicts_are_used_and_keyed_by_what_decides_them() -> N
         assert warm == _cold(page, Plan(edits, max_depth=depth))[0]
         exact = b"".join(run_chunks(page, Plan(edits, max_depth=depth, fast=False), 1 << 20))
         assert warm == exact
-
-
-# -- ... and by their opaque key: a token in every card (items.opaque_key) ------------
-
-#: Where a card may hold bytes that change from one response to the next: an
-#: attribute value in each quote style, an attribute's name, text, a comment, a form's
-#: hidden token; a slot's bytes are drawn from OPAQUE_DRAW.
-SLOTTED_CARD = (
-    "<li class='card {0}' data-k=k{i}><a href=/p/{i}?v={1}>" + ART + '<h3 title="{2}">{3}</h3>'
-    '</a><form action=/cart method=post><input type=hidden name=csrf value="{4}">'
-    "<button {5}=1>Add</button></form><!-- {6} --></li>"
-)
-SLOTS = 7
-#: Bytes a slot may hold: opaque ones (a change of which keeps the key), and
-#: delimiters (kept as they are, a change of which is a miss).
-OPAQUE_DRAW = "aZ09_.:+%&#;,\u00e9" + " =/\"'-!<>"
-
-
-def _slotted_page(fills: list[list[str]]) -> bytes:
-    return _product_list([SLOTTED_CARD.format(*f, i=i) for i, f in enumerate(fills)])
-
-
-def _opaque_change(fill: str, draws: list[int]) -> str:
-    """*fill* with each opaque byte (ASCII ones; an "\u00e9" stays) replaced by the
-    next drawn opaque character."""
-    from edge.rewrite import items
-
-    out = []
-    for c in fill:
-        if len(c.encode()) == 1 and c.encode()[0] in items._OPAQUE:
-            c = "aZ09_.:+%&#;,"[draws.pop() % 13] if draws else c
-        out.append(c)
-    return "".join(out)
-
-
-@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.lists(
-        st.lists(st.text(OPAQUE_DRAW, max_size=6), min_size=SLOTS, max_size=SLOTS),
-        min_size=1,
-        max_size=5,
-    ),
-    st.lists(st.integers(0, 12), max_size=80),
-    st.integers(0, len(LIST_EDIT_SETS) - 1),
-    st.sampled_from([1, 37, 1 << 16]),
-)
-def test_list_verdicts_kept_by_opaque_key_equal_fresh_ones(
-    fills: list[list[str]], draws: list[int], which: int, chunk: int
-) -> None:
-    """A page whose cards change on every response only in opaque bytes (a token,
-    a price, a name: items.opaque_key) finds the verdicts of the page before under
-    the same key, and they are the verdicts worked out afresh for it; its output
-    is the output with nothing remembered, and the exact path's."""
-    from edge.rewrite import items
-
-    edits = LIST_EDIT_SETS[which]
-    first = _slotted_page(fills)
-    changed = [[_opaque_change(f, draws) for f in card] for card in fills]
-    second = _slotted_page(changed)
-    _cold(second, Plan(edits), chunk)
-    fresh = dict(items._OPAQUE_REGIONS._data)
-    _cold(first, Plan(edits), chunk)
-    remembered = dict(items._OPAQUE_REGIONS._data)
-    for key, verdict in fresh.items():
-        if key in remembered:
-            assert remembered[key] == verdict
-    warm = b"".join(run_chunks(second, Plan(edits), chunk))
-    assert warm == _cold(second, Plan(edits), chunk)[0] == _both(second, edits, chunk)[1]
-
-
-def test_list_verdicts_by_opaque_key_are_used_and_missed_where_they_must() -> None:
-    """A token in every card: the second page is not the first, but its list is the
-    first's by opaque key (no verdict worked out again); a change of a tag's name,
-    of a delimiter, of a length, or a tested attribute's name in the list, misses."""
-    from edge.rewrite import items
-
-    def page(token: str, card: str = SLOTTED_CARD) -> bytes:
-        return _product_list(
-            [card.format(*(["x"] * 4 + [token] + ["y"] * 2), i=i) for i in range(6)]
-        )
-
-    plan = Plan([PRODUCTS])
-    first = page("3f9a0c")
-    out, kept = _cold(first, plan)
-    assert kept == 2 and len(items._OPAQUE_REGIONS) == 2
-    assert out.index(b"data-k=k3") < out.index(b"data-k=k1") < out.index(b"data-k=k0")
-    calls: list[int] = []
-    fresh_runs = items.ListItems._bulk_runs
-
-    def counted(self: items.ListItems, *args: object) -> object:
-        calls.append(1)
-        return fresh_runs(self, *args)
-
-    items.ListItems._bulk_runs = counted  # type: ignore[method-assign]
-    try:
-        second = page("b71e44")  # the same by opaque key
-        warm = b"".join(run_chunks(second, plan, 1 << 20))
-        assert calls == [] and len(items._OPAQUE_REGIONS) == 2 and len(items._REGIONS) == 2
-        assert warm == b"".join(run_chunks(second, Plan([PRODUCTS], fast=False), 1 << 20))
-        misses = [
-            page("b71e4"),  # a length
-            page("b71 44"),  # a delimiter (whitespace)
-            page("b71/44"),  # a delimiter ("/")
-            page("3f9a0c", SLOTTED_CARD.replace("<h3 ", "<h4 ").replace("</h3>", "</h4>")),
-            page("3f9a0c", SLOTTED_CARD.replace("<button ", "<BUTTON ")),  # a name's case
-        ]
-        for variant in misses:
-            _cold(first, plan)
-            del calls[:]
-            warm = b"".join(run_chunks(variant, plan, 1 << 20))
-            assert calls == [1], variant
-            assert warm == b"".join(run_chunks(variant, Plan([PRODUCTS], fast=False), 1 << 20))
-        # A tested attribute's name in the list: the exact bytes only, no opaque key.
-        marked = [PRODUCTS, Edit("[data-mark]", "before", b"?")]
-        with_mark = page("b71e44", SLOTTED_CARD.replace("{5}=1", "data-mark"))
-        _cold(page("3f9a0c", SLOTTED_CARD.replace("{5}=1", "data-mark")), Plan(marked))
-        del calls[:]
-        opaque_before = len(items._OPAQUE_REGIONS)
-        warm = b"".join(run_chunks(with_mark, Plan(marked), 1 << 20))
-        assert warm == b"".join(run_chunks(with_mark, Plan(marked, fast=False), 1 << 20))
-        assert len(items._OPAQUE_REGIONS) == opaque_before
-    finally:
-        items.ListItems._bulk_runs = fresh_runs  # type: ignore[method-assign]
-
-
-def test_opaque_key_keeps_names_delimiters_and_lengths() -> None:
-    from edge.rewrite.items import opaque_key
-
-    base = b'<li a="tok1"><b>t</b></li>'
-    assert opaque_key(base) == opaque_key(b'<li a="Xy_9"><b>q</b></li>')
-    for other in (
-        b'<li a="tok12"><b>t</b></li>',
-        b'<li a="tok 1"><b>t</b></li>',
-        b"<li a='tok1'><b>t</b></li>",
-        b'<li a="tok1"><i>t</i></li>',
-        b'<li b="tok1"><B>t</B></li>',
-        b'<li a="to-1"><b>t</b></li>',
-    ):
-        assert opaque_key(other) != opaque_key(base), other
 
 
 @settings(max_examples=examples(2000), deadline=None)

@@ -59,42 +59,6 @@ _SKELETON_QUOTED_ANGLE = re.compile(rb"=(?:\"[^\"<>]*+[<>]|'[^'<>]*+[<>])")
 #: this many bytes of stretches: see :meth:`ListItems._fast_items`.
 _REGIONS_BYTES = 4 << 20
 _REGIONS: LRU[tuple[object, ...], tuple[object, int]] = LRU(_REGIONS_BYTES, weigh=lambda v: v[1])
-#: The same verdicts by the stretch's *opaque key* (see :func:`opaque_key`), for a
-#: list whose bytes change on every response only where no verdict looks.
-_OPAQUE_REGIONS: LRU[tuple[object, ...], tuple[object, int]] = LRU(
-    _REGIONS_BYTES // 2, weigh=lambda v: v[1]
-)
-#: Bytes no list verdict reads outside a tag's name (and an attribute name a
-#: selector tests, which a stretch's opaque key is not used with): letters,
-#: digits, bytes past ASCII and ``_.:+%&#;,``. None of them is a delimiter of the
-#: tokenizer (whitespace, ``/``, ``>``, ``=``, quotes) or of a comment (``-``,
-#: ``!``) or CDATA (``]``), or ``<``.
-_OPAQUE = bytes(
-    c for c in range(256) if (c < 128 and chr(c).isalnum()) or c >= 128 or c in b"_.:+%&#;,"
-)
-_OPAQUE_TO_ZERO = bytes.maketrans(_OPAQUE, b"0" * len(_OPAQUE))
-#: What follows each "<" up to the tokenizer's end of a tag name: the names, kept
-#: whole in an opaque key.
-_AFTER_ANGLE = re.compile(rb"<([^\t\n\f\r />]*+)")
-
-
-def opaque_key(region: bytes) -> tuple[bytes, tuple[bytes, ...]]:
-    """A key for the list verdicts of ``region`` (a stretch of simple markup that
-    holds no attribute name a selector tests) that is the same for stretches
-    differing only in the bytes of :data:`_OPAQUE` outside tag names: a CSRF token
-    or a price in each product card, a product's name in its text.
-
-    The verdicts (:func:`is_simple_markup`, :meth:`ListItems._bulk_runs`) read
-    the input's structure alone: where ``<``, ``>``, quotes, ``=``, ``/``,
-    whitespace and comment markers are (kept as they are, so every offset is too),
-    the names after each ``<`` (kept whole), how long things are, and whether an
-    attribute name a selector tests occurs (the caller's check, on the real
-    bytes). Such a change moves no token's bounds (an attribute value, an
-    attribute name, an unquoted value or text stays one, of the same length), so
-    the verdicts are equal: ``tests/test_rewrite.py`` checks it against verdicts
-    worked out afresh. Costs a translate and a findall over the stretch
-    (~4x hashing it); tried only after the exact bytes missed."""
-    return region.translate(_OPAQUE_TO_ZERO), tuple(_AFTER_ANGLE.findall(region))
 
 
 def is_simple_markup(buf: bytes | bytearray, a: int, b: int) -> bool:
@@ -197,10 +161,8 @@ class ListItems:
         self._list_simple = False
         self._bulk_tried = False
         self._simple_upto = -1
-        # The stretch of the list last copied: (start, end, its bytes), and its
-        # opaque key (start, end, the key).
+        # The stretch of the list last copied: (start, end, its bytes).
         self._region: tuple[int, int, bytes] | None = None
-        self._opaque: tuple[int, int, tuple[bytes, tuple[bytes, ...]]] | None = None
 
     def _fast_items(self, pos: int, final: bool) -> int:
         """Move the items of the list being reordered (the top of the stack)
@@ -289,27 +251,13 @@ class ListItems:
         return at
 
     def _simple_region(self, a: int, b: int) -> bool:
-        """:func:`is_simple_markup` of the input ``a..b``, remembered by its bytes
-        and by its opaque key."""
+        """:func:`is_simple_markup` of the input ``a..b``, remembered by its bytes."""
         region = self._region_bytes(a, b)
         simple = _REGIONS.get((region,))
         if simple is None:
-            opaque = (self._opaque_key(a, b),)
-            simple = _OPAQUE_REGIONS.get(opaque)
-            if simple is None:
-                simple = (is_simple_markup(region, 0, len(region)), len(region))
-                _OPAQUE_REGIONS[opaque] = simple
-                _REGIONS[(region,)] = simple
+            simple = (is_simple_markup(region, 0, len(region)), len(region))
+            _REGIONS[(region,)] = simple
         return simple[0]  # type: ignore[return-value]
-
-    def _opaque_key(self, a: int, b: int) -> tuple[bytes, tuple[bytes, ...]]:
-        """:func:`opaque_key` of the input ``a..b``, worked out once per list."""
-        kept = self._opaque
-        if kept is not None and kept[0] == a and kept[1] == b:
-            return kept[2]
-        key = opaque_key(self._region_bytes(a, b))
-        self._opaque = (a, b, key)
-        return key
 
     # -- items cut apart at their end tags ---------------------------------------
 
@@ -561,21 +509,13 @@ class ListItems:
         upto = self._simple_upto
         region = self._region_bytes(pos, upto)
         plan = self.plan
-        rest = (name, open_names, self._room, plan.types, plan.scan.attr_literals)
-        found = _REGIONS.get((region, *rest), _UNKNOWN)
+        key = (region, name, open_names, self._room, plan.types, plan.scan.attr_literals)
+        found = _REGIONS.get(key, _UNKNOWN)
         if found is _UNKNOWN:
-            # By its opaque key unless a tested attribute name occurs in it.
-            lits = plan.scan.attr_literals
-            opaque = None
-            if not (lits and has_any(self._low, lits, pos, upto)):
-                opaque = (self._opaque_key(pos, upto), *rest)
-                found = _OPAQUE_REGIONS.get(opaque, _UNKNOWN)
-            if found is _UNKNOWN:
-                found = (self._bulk_runs(pos, upto, name, open_names), len(region))
-                _REGIONS[(region, *rest)] = found
-                if opaque is not None:
-                    _OPAQUE_REGIONS[opaque] = found
-        found = found[0]  # type: ignore[index]
+            found = self._bulk_runs(pos, upto, name, open_names)
+            _REGIONS[key] = (found, len(region))
+        else:
+            found = found[0]  # type: ignore[index]
         if found is None:
             return pos
         runs, p = found  # type: ignore[misc]

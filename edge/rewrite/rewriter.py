@@ -313,7 +313,7 @@ class Rewriter(ListItems):
             del self._low[:keep]
             self._skim.forget(keep)
             self._list_end -= keep
-        self._region = self._opaque = None  # their offsets are gone
+        self._region = None  # its offsets are gone
         self._pos -= keep
         self._foreign_need -= keep
         self._emitted -= keep
