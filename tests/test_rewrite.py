@@ -1036,3 +1036,41 @@ def test_a_remembered_foreign_element_is_not_one_a_selector_may_match() -> None:
     assert len(tree.KNOWN_FOREIGN) == 0
     assert logo.rewrite(page).count(b"<!--L-->") == 2
     assert logo.rewrite(page) == _both(page, list(logo.edits), 1 << 16)[1]
+
+
+# -- attribute areas parsed once (edge.rewrite.scanner.attrs_of) ------------------------
+
+
+@settings(max_examples=examples(500), deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([" ", "a", "B", "=", '"', "'", "/", "&amp;", "x=1", "\t"]), max_size=24
+    )
+)
+def test_remembered_attributes_equal_fresh_ones(pieces: list[str]) -> None:
+    """attrs_of remembers parse_attrs by the area's bytes: the same answer, parsed
+    afresh or remembered, and another area (one byte changed) is parsed afresh."""
+    from edge.rewrite import scanner as sc
+
+    area = "".join(pieces).encode()
+    fresh = sc.parse_attrs(area)
+    assert sc.attrs_of(area) == fresh
+    assert sc.attrs_of(bytearray(area)) == fresh  # the key is the bytes, however held
+    assert sc.attrs_of(area) == fresh  # remembered
+    other = area + b" z" if area else b"z"
+    assert sc.attrs_of(other) == sc.parse_attrs(other) != fresh
+
+
+def test_remembered_attributes_are_kept_for_short_areas_only() -> None:
+    from edge.rewrite import scanner as sc
+
+    sc.ATTRS_KEPT.clear()
+    short = b' class="shelf" data-category="scarpe-donna"'
+    assert sc.attrs_of(short) is sc.attrs_of(short)  # one parse, kept
+    assert sc.attrs_of(short.replace(b"scarpe", b"scarpa")) == {
+        b"class": b"shelf",
+        b"data-category": b"scarpa-donna",
+    }
+    long = b" style='" + b"x" * 600 + b"'"
+    assert sc.attrs_of(long) == sc.parse_attrs(long)
+    assert long not in sc.ATTRS_KEPT and len(sc.ATTRS_KEPT) == 2

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import accumulate
 from typing import Protocol, TypeVar
 
@@ -99,7 +99,7 @@ def first_link(item: bytes) -> str:
         tm = sc.START_TAG.match(item, m.start())
         if tm is None:
             return ""
-        href = sc.parse_attrs(tm.group(2)).get(b"href")
+        href = sc.attrs_of(tm.group(2)).get(b"href")
         if href is not None:
             return href.decode("utf-8", "replace").strip()
         at = tm.end()
@@ -736,19 +736,14 @@ class ListItems:
         assert top is not None and top.edit is not None
         key = top.edit.key_attr
         if key is None:
-            return self._item_key(sc.parse_attrs(area), item)
+            return self._item_key(sc.attrs_of(area), item)
         if key not in area.lower():
             return None
-        for name, dq, sq, uq, _end in sc.ATTR.findall(area):
-            if name.lower() == key:  # the first of duplicates wins, as in parse_attrs
-                value = dq or sq or uq
-                if b"&" in value:
-                    value = sc.decode_entities(value)
-                return value.decode("utf-8", "replace")
-        return None
+        value = sc.attrs_of(area).get(key)  # (the first of duplicates, decoded)
+        return None if value is None else value.decode("utf-8", "replace")
 
     def _item_key(
-        self, attrs: dict[bytes, bytes], item: bytes | None = None, act: Act | None = None
+        self, attrs: Mapping[bytes, bytes], item: bytes | None = None, act: Act | None = None
     ) -> str | None:
         """The key of an item of the list on top of the stack, given its attributes
         and, for an edit keyed by link, the item's markup; without the markup (the

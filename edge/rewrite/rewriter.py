@@ -36,7 +36,7 @@ instead and the caller falls back to the original bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Literal, Protocol
 
 from . import scanner as sc
@@ -571,7 +571,7 @@ class Rewriter(ListItems):
         # Matching.
         mask = 0
         edits: list[CompiledEdit] | None = None
-        attrs: dict[bytes, bytes] | None = None
+        attrs: Mapping[bytes, bytes] | None = None
         probe = plan.scan.attr_probe
         if (
             not self._inert
@@ -582,7 +582,7 @@ class Rewriter(ListItems):
                 or (probe is not None and probe.search(self._buf, s, e))
             )
         ):
-            attrs = sc.parse_attrs(area)
+            attrs = sc.attrs_of(area)
             for ci, comp in enumerate(plan.compounds):
                 if comp.matches(name, attrs):
                     mask |= 1 << ci
@@ -691,7 +691,7 @@ class Rewriter(ListItems):
         self,
         name: bytes,
         area: bytes,
-        attrs: dict[bytes, bytes] | None,
+        attrs: Mapping[bytes, bytes] | None,
         edits: list[CompiledEdit],
         item_of: Sink | None,
         s: int,
@@ -721,7 +721,7 @@ class Rewriter(ListItems):
             item_of.item_start = len(item_of.parts)
             act.item_of = item_of
             act.item_key = self._item_key(
-                attrs if attrs is not None else sc.parse_attrs(area), act=act
+                attrs if attrs is not None else sc.attrs_of(area), act=act
             )
         if before:
             self._insert(before)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = [
@@ -54,7 +55,7 @@ class AttrTest:
     value: bytes = b""
     ignore_case: bool = False
 
-    def matches(self, attrs: dict[bytes, bytes]) -> bool:
+    def matches(self, attrs: Mapping[bytes, bytes]) -> bool:
         actual = attrs.get(self.name)
         if actual is None:
             return False
@@ -89,7 +90,7 @@ class Compound:
     classes: tuple[bytes, ...] = ()
     attrs: tuple[AttrTest, ...] = ()
 
-    def matches(self, name: bytes, attrs: dict[bytes, bytes]) -> bool:
+    def matches(self, name: bytes, attrs: Mapping[bytes, bytes]) -> bool:
         """Whether an element named ``name`` (lowercase) with ``attrs`` matches."""
         if self.tag is not None and self.tag != name:
             return False
