@@ -1052,13 +1052,16 @@ def test_remembered_attributes_equal_fresh_ones(pieces: list[str]) -> None:
     afresh or remembered, and another area (one byte changed) is parsed afresh."""
     from edge.rewrite import scanner as sc
 
+    sc.ATTRS_KEPT.clear()
     area = "".join(pieces).encode()
     fresh = sc.parse_attrs(area)
     assert sc.attrs_of(area) == fresh
+    assert area in sc.ATTRS_KEPT
     assert sc.attrs_of(bytearray(area)) == fresh  # the key is the bytes, however held
     assert sc.attrs_of(area) == fresh  # remembered
-    other = area + b" z" if area else b"z"
-    assert sc.attrs_of(other) == sc.parse_attrs(other) != fresh
+    other = area + b" z"
+    assert other not in sc.ATTRS_KEPT  # another area: a miss, parsed afresh
+    assert sc.attrs_of(other) == sc.parse_attrs(other)
 
 
 def test_remembered_attributes_are_kept_for_short_areas_only() -> None:
@@ -1074,3 +1077,67 @@ def test_remembered_attributes_are_kept_for_short_areas_only() -> None:
     long = b" style='" + b"x" * 600 + b"'"
     assert sc.attrs_of(long) == sc.parse_attrs(long)
     assert long not in sc.ATTRS_KEPT and len(sc.ATTRS_KEPT) == 2
+
+
+# -- start tags' compound masks remembered per set of compounds (Plan.masks) -------------
+
+MASK_SELECTORS = ["div", ".a", "#i", "[data-k]", "[data-k=v]", "p.a.b", "[lang|=en]", "*"]
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["div", "p", "DIV", "span"]),
+            st.lists(
+                st.sampled_from(
+                    [
+                        " class=a",
+                        " class='a b'",
+                        " id=i",
+                        " data-k",
+                        " data-k=v",
+                        " lang=en-GB",
+                        " DATA-K=w",
+                        " x",
+                    ]
+                ),
+                max_size=4,
+            ),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.lists(st.sampled_from(MASK_SELECTORS), min_size=1, max_size=3),
+)
+def test_remembered_compound_masks_equal_fresh_ones(
+    tags: list[tuple[str, list[str]]], selectors: list[str]
+) -> None:
+    """A start tag's mask is remembered by (name, attribute area) for the plan's set
+    of compounds: what is remembered is what matching afresh finds, and the output
+    is the exact path's."""
+    from edge.rewrite.rewriter import compound_mask
+
+    html = "".join(f"<{n}{''.join(a)}>t</{n}>" for n, a in tags).encode()
+    edits = [Edit(s, "append", b"!") for s in selectors]
+    plan = Plan(edits)
+    twice = [plan.rewrite(html), plan.rewrite(html)]  # cold, then remembered
+    assert twice[0] == twice[1] == Plan(edits, fast=False).rewrite(html)
+    for (name, area), known in list(plan.masks.items()):
+        assert known == compound_mask(plan.compounds, name, area)
+
+
+def test_compound_masks_are_kept_per_set_of_compounds() -> None:
+    a = Plan([Edit("div.a", "append", b"1")])
+    assert Plan([Edit("div.a", "prepend", b"2")]).masks is a.masks  # same compounds
+    b = Plan([Edit("div.b", "append", b"1")])
+    assert b.masks is not a.masks
+    html = b"<div class=a>x</div>"
+    assert a.rewrite(html) == b"<div class=a>x1</div>"
+    assert b.rewrite(html) == html  # another set of compounds: its own answer
+    assert a.masks[(b"div", b" class=a")][0] == 1 and b.masks[(b"div", b" class=a")][0] == 0
+    assert (b"div", b" class=b") not in a.masks and (b"p", b" class=a") not in a.masks
+    assert (
+        a.rewrite(b"<div class=b>x</div><p class=a>y</p>")
+        == b"<div class=b>x</div><p class=a>y</p>"
+    )
