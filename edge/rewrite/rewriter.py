@@ -39,8 +39,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Literal, Protocol
 
-from edge.caches import LRU, Memo
-
 from . import scanner as sc
 from .edits import (
     CONTENT_ACTIONS,
@@ -55,7 +53,7 @@ from .edits import (
 from .items import ListItems
 from .patterns import has_any, scan_patterns
 from .scanner import LOWER_NAMES
-from .selectors import Compound, parse_selector
+from .selectors import Compound, compound_mask, masks_for, parse_selector
 from .skim import Skim
 from .tree import (
     FOREIGN_ENDS,
@@ -140,7 +138,7 @@ class Plan:
         self.types = frozenset(types)
         self.attr_names = frozenset(attr_names)
         self.scan = scan_patterns(self.types, self.attr_names, self.match_all)
-        self.masks = _masks_for(self.compounds)
+        self.masks = masks_for(self.compounds)
         """Start tags' compound masks (and attributes) by (name, attribute area)."""
 
     def rewriter(self) -> Rewriter:
@@ -152,38 +150,8 @@ class Plan:
         return rewrite(html, self)
 
 
-#: Compound masks kept per set of compounds (shared by the plans of one page's
-#: selectors, whatever their contents): a start tag's mask is a function of its
-#: name and attribute area alone, and checking five compounds costs ~200k
-#: instructions a page from scratch (a lookup, ~1k a tag).
-_MASKS: LRU[tuple[Compound, ...], Memo[tuple[bytes, bytes], tuple[int, Mapping[bytes, bytes]]]] = (
-    LRU(64)
-)
-_MASKS_PER_SET = 2048
 _MASKED_AREA_BYTES = 512
-
-
-def _masks_for(
-    compounds: tuple[Compound, ...],
-) -> Memo[tuple[bytes, bytes], tuple[int, Mapping[bytes, bytes]]]:
-    masks = _MASKS.get(compounds)
-    if masks is None:
-        masks = Memo(_MASKS_PER_SET)
-        _MASKS[compounds] = masks
-    return masks
-
-
-def compound_mask(
-    compounds: tuple[Compound, ...], name: bytes, area: bytes
-) -> tuple[int, Mapping[bytes, bytes]]:
-    """The compounds a start tag named *name* (lowercase) with attribute area *area*
-    matches, as a bit mask by index, and its attributes (worked out afresh)."""
-    attrs = sc.attrs_of(area)
-    mask = 0
-    for ci, comp in enumerate(compounds):
-        if comp.matches(name, attrs):
-            mask |= 1 << ci
-    return mask, attrs
+"""Start tags with a longer attribute area are matched afresh each time."""
 
 
 class Recorder(Protocol):
@@ -623,7 +591,8 @@ class Rewriter(ListItems):
             key = (name, area)
             known = plan.masks.get(key)
             if known is None:
-                known = compound_mask(plan.compounds, name, area)
+                attrs = sc.attrs_of(area)
+                known = (compound_mask(plan.compounds, name, attrs), attrs)
                 if len(area) <= _MASKED_AREA_BYTES:
                     plan.masks.put(key, known)
             mask, attrs = known
