@@ -856,8 +856,9 @@ def _cold(html: bytes, plan: Plan, chunk: int = 1 << 20) -> tuple[bytes, int]:
     """*plan*'s output with no list verdict remembered, and how many it then kept."""
     from edge.rewrite import items
 
-    items._REGIONS._data.clear()
-    items._REGIONS.weight = 0
+    for kept in (items._REGIONS, items._NEAR):
+        kept._data.clear()
+        kept.weight = 0
     out = b"".join(run_chunks(html, plan, chunk))
     return out, len(items._REGIONS)
 
@@ -917,6 +918,162 @@ def test_remembered_list_verdicts_are_used_and_keyed_by_what_decides_them() -> N
         assert warm == _cold(page, Plan(edits, max_depth=depth))[0]
         exact = b"".join(run_chunks(page, Plan(edits, max_depth=depth, fast=False), 1 << 20))
         assert warm == exact
+
+
+# -- ... and by a stretch they differ from in opaque runs alone: a token in each card ---
+
+#: Where a card may hold bytes that change from one response to the next: an
+#: attribute value in each quote style, unquoted, text, a comment, a form's hidden
+#: token; a slot's bytes are drawn from SLOT_BYTES.
+SLOTTED_CARD = (
+    "<li class='card {0}' data-k=k{i}><a href=/p/{i}?v={1}>" + ART + '<h3 title="{2}">{3}</h3>'
+    '</a><form action=/cart method=post><input type=hidden name=csrf value="{4}">'
+    "<button {5}=1>Add</button></form><!-- {6} --></li>"
+)
+SLOTS = 7
+#: Opaque bytes (a change of which may keep the verdicts) and delimiters.
+SLOT_BYTES = "aZ09_.:%" + " =/\"'-!<>+&#;\u00e9"
+
+
+def _slotted_page(fills: list[list[str]]) -> bytes:
+    return _product_list([SLOTTED_CARD.format(*f, i=i) for i, f in enumerate(fills)])
+
+
+def _opaque_change(fill: str, draws: list[int]) -> str:
+    """*fill* with opaque bytes replaced by other opaque ones, as *draws* say."""
+    from edge.rewrite import items
+
+    return "".join(
+        "aZ09_.:%"[draws.pop() % 8] if ord(c) < 128 and ord(c) in items._OPAQUE and draws else c
+        for c in fill
+    )
+
+
+def _verdicts() -> dict[tuple[object, ...], object]:
+    from edge.rewrite import items
+
+    return {key: value[0] for key, (value, _w) in items._REGIONS._data.items()}
+
+
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.lists(st.text(SLOT_BYTES, max_size=6), min_size=SLOTS, max_size=SLOTS),
+        min_size=1,
+        max_size=5,
+    ),
+    st.lists(st.integers(0, 7), max_size=60),
+    st.booleans(),
+    st.integers(0, len(LIST_EDIT_SETS) - 1),
+    st.sampled_from([1, 37, 1 << 16]),
+)
+def test_list_verdicts_of_a_near_stretch_equal_fresh_ones(
+    fills: list[list[str]], draws: list[int], everywhere: bool, which: int, chunk: int
+) -> None:
+    """Whenever a list's stretch differs from the one before in opaque runs alone
+    (items.differs_in_opaque_runs), the verdicts worked out afresh for it are the
+    ones kept for the stretch before; and the output of the page after the other
+    is the output with nothing remembered, and the exact path's."""
+    from edge.rewrite import items
+
+    edits = LIST_EDIT_SETS[which]
+    first = _slotted_page(fills)
+    values = (0, 1, 2, 4)  # the slots in attribute values (or everywhere)
+    second = _slotted_page(
+        [
+            [
+                _opaque_change(f, draws) if everywhere or j in values else f
+                for j, f in enumerate(card)
+            ]
+            for card in fills
+        ]
+    )
+    _cold(first, Plan(edits), chunk)
+    before = _verdicts()
+    _cold(second, Plan(edits), chunk)
+    for key, verdict in _verdicts().items():
+        for old, kept in before.items():
+            region, old_region = key[0], old[0]
+            assert isinstance(region, bytes) and isinstance(old_region, bytes)
+            if old[1:] == key[1:] and items.differs_in_opaque_runs(old_region, region):
+                assert kept == verdict
+    _cold(first, Plan(edits), chunk)
+    warm = b"".join(run_chunks(second, Plan(edits), chunk))
+    assert warm == _cold(second, Plan(edits), chunk)[0] == _both(second, edits, chunk)[1]
+
+
+def test_differs_in_opaque_runs() -> None:
+    from edge.rewrite.items import differs_in_opaque_runs as near
+
+    base = b'<li><input value="3f9a0c"><b>x</b></li>'
+    assert near(base, base)
+    assert near(base, base.replace(b"3f9a0c", b"Zz_.:%"))
+    assert near(b'<i v="ab/cd+e=">', b'<i v="xy/zw+q=">')  # base64's runs
+    assert near(b"<i v=abc>", b"<i v=xyz>") and near(b"<i v='abc'>", b"<i v='xyz'>")
+    for old, new in [
+        (base, base.replace(b"3f9a0c", b"3f9a0")),  # a length
+        (base, base.replace(b"3f9a0c", b"3f9 0c")),  # a delimiter
+        (base, base.replace(b"<b>x</b>", b"<i>x</i>")),  # a tag's name
+        (base, base.replace(b"</b>", b"</i>")),  # an end tag's name
+        (b"<my-card v=1>", b"<my-cart v=1>"),  # a name's own bytes
+        (b"<p>text</p>", b"<p>tExt</p>"),  # a run after ">": text, but not told apart
+        (b"abc<i>", b"xyz<i>"),  # a run starting the stretch
+        (base, base + b" "),
+    ]:
+        assert not near(old, new), (old, new)
+        assert not near(new, old), (new, old)
+
+
+def test_list_verdicts_of_a_near_stretch_are_used_and_missed_where_they_must() -> None:
+    """A token in every card: the second page's list is not the first's, but differs
+    from it in opaque runs alone, so no verdict is worked out again; a change of a
+    token's length, of a tag's name or of a delimiter, or a tested attribute's name
+    in the list, is worked out afresh."""
+    from edge.rewrite import items
+
+    def page(token: str, card: str = SLOTTED_CARD) -> bytes:
+        fill = ["x"] * 4 + [token] + ["y"] * 2
+        return _product_list([card.format(*fill, i=i) for i in range(6)])
+
+    plan = Plan([PRODUCTS])
+    first = page("3f9a0c")
+    out, kept = _cold(first, plan)
+    assert kept == 2 and len(items._NEAR) == 2
+    assert out.index(b"data-k=k3") < out.index(b"data-k=k1") < out.index(b"data-k=k0")
+    calls: list[int] = []
+    fresh_runs = items.ListItems._bulk_runs
+
+    def counted(self: items.ListItems, *args: object) -> object:
+        calls.append(1)
+        return fresh_runs(self, *args)
+
+    items.ListItems._bulk_runs = counted  # type: ignore[method-assign]
+    try:
+        second = page("b71e44")
+        warm = b"".join(run_chunks(second, plan, 1 << 20))
+        assert calls == [] and len(items._REGIONS) == 2  # kept, nothing added
+        assert warm == b"".join(run_chunks(second, Plan([PRODUCTS], fast=False), 1 << 20))
+        for variant in [
+            page("b71e4"),  # a length
+            page("b71 44"),  # a delimiter
+            page("3f9a0c", SLOTTED_CARD.replace("<h3 ", "<h4 ").replace("</h3>", "</h4>")),
+        ]:
+            _cold(first, plan)
+            del calls[:]
+            warm = b"".join(run_chunks(variant, plan, 1 << 20))
+            assert calls == [1]
+            assert warm == b"".join(run_chunks(variant, Plan([PRODUCTS], fast=False), 1 << 20))
+        marked = [PRODUCTS, Edit("[data-mark]", "before", b"?")]
+        with_mark = SLOTTED_CARD.replace("{5}=1", "data-mark")
+        _cold(page("3f9a0c", with_mark), Plan(marked))
+        del calls[:]
+        warm = b"".join(run_chunks(page("b71e44", with_mark), Plan(marked), 1 << 20))
+        assert calls == [1]  # a tested attribute's name: its bytes alone
+        assert warm == b"".join(
+            run_chunks(page("b71e44", with_mark), Plan(marked, fast=False), 1 << 20)
+        )
+    finally:
+        items.ListItems._bulk_runs = fresh_runs  # type: ignore[method-assign]
 
 
 @settings(max_examples=examples(2000), deadline=None)
@@ -1036,3 +1193,110 @@ def test_a_remembered_foreign_element_is_not_one_a_selector_may_match() -> None:
     assert len(tree.KNOWN_FOREIGN) == 0
     assert logo.rewrite(page).count(b"<!--L-->") == 2
     assert logo.rewrite(page) == _both(page, list(logo.edits), 1 << 16)[1]
+
+
+# -- attribute areas parsed once (edge.rewrite.scanner.attrs_of) ------------------------
+
+
+@settings(max_examples=examples(500), deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([" ", "a", "B", "=", '"', "'", "/", "&amp;", "x=1", "\t"]), max_size=24
+    )
+)
+def test_remembered_attributes_equal_fresh_ones(pieces: list[str]) -> None:
+    """attrs_of remembers parse_attrs by the area's bytes: the same answer, parsed
+    afresh or remembered, and another area (one byte changed) is parsed afresh."""
+    from edge.rewrite import scanner as sc
+
+    sc.ATTRS_KEPT.clear()
+    area = "".join(pieces).encode()
+    fresh = sc.parse_attrs(area)
+    assert sc.attrs_of(area) == fresh
+    assert area in sc.ATTRS_KEPT
+    assert sc.attrs_of(bytearray(area)) == fresh  # the key is the bytes, however held
+    assert sc.attrs_of(area) == fresh  # remembered
+    other = area + b" z"
+    assert other not in sc.ATTRS_KEPT  # another area: a miss, parsed afresh
+    assert sc.attrs_of(other) == sc.parse_attrs(other)
+
+
+def test_remembered_attributes_are_kept_for_short_areas_only() -> None:
+    from edge.rewrite import scanner as sc
+
+    sc.ATTRS_KEPT.clear()
+    short = b' class="shelf" data-category="scarpe-donna"'
+    assert sc.attrs_of(short) is sc.attrs_of(short)  # one parse, kept
+    assert sc.attrs_of(short.replace(b"scarpe", b"scarpa")) == {
+        b"class": b"shelf",
+        b"data-category": b"scarpa-donna",
+    }
+    long = b" style='" + b"x" * 600 + b"'"
+    assert sc.attrs_of(long) == sc.parse_attrs(long)
+    assert long not in sc.ATTRS_KEPT and len(sc.ATTRS_KEPT) == 2
+
+
+# -- start tags' compound masks remembered per set of compounds (Plan.masks) -------------
+
+MASK_SELECTORS = ["div", ".a", "#i", "[data-k]", "[data-k=v]", "p.a.b", "[lang|=en]", "*"]
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["div", "p", "DIV", "span"]),
+            st.lists(
+                st.sampled_from(
+                    [
+                        " class=a",
+                        " class='a b'",
+                        " id=i",
+                        " data-k",
+                        " data-k=v",
+                        " lang=en-GB",
+                        " DATA-K=w",
+                        " x",
+                    ]
+                ),
+                max_size=4,
+            ),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.lists(st.sampled_from(MASK_SELECTORS), min_size=1, max_size=3),
+)
+def test_remembered_compound_masks_equal_fresh_ones(
+    tags: list[tuple[str, list[str]]], selectors: list[str]
+) -> None:
+    """A start tag's mask is remembered by (name, attribute area) for the plan's set
+    of compounds: what is remembered is what matching afresh finds, and the output
+    is the exact path's."""
+    from edge.rewrite import scanner as sc
+    from edge.rewrite.selectors import compound_mask
+
+    html = "".join(f"<{n}{''.join(a)}>t</{n}>" for n, a in tags).encode()
+    edits = [Edit(s, "append", b"!") for s in selectors]
+    plan = Plan(edits)
+    twice = [plan.rewrite(html), plan.rewrite(html)]  # cold, then remembered
+    assert twice[0] == twice[1] == Plan(edits, fast=False).rewrite(html)
+    for (name, area), known in list(plan.masks.items()):
+        fresh = sc.parse_attrs(area)
+        assert known == (compound_mask(plan.compounds, name, fresh), fresh)
+
+
+def test_compound_masks_are_kept_per_set_of_compounds() -> None:
+    a = Plan([Edit("div.a", "append", b"1")])
+    assert Plan([Edit("div.a", "prepend", b"2")]).masks is a.masks  # same compounds
+    b = Plan([Edit("div.b", "append", b"1")])
+    assert b.masks is not a.masks
+    html = b"<div class=a>x</div>"
+    assert a.rewrite(html) == b"<div class=a>x1</div>"
+    assert b.rewrite(html) == html  # another set of compounds: its own answer
+    assert a.masks[(b"div", b" class=a")][0] == 1 and b.masks[(b"div", b" class=a")][0] == 0
+    assert (b"div", b" class=b") not in a.masks and (b"p", b" class=a") not in a.masks
+    assert (
+        a.rewrite(b"<div class=b>x</div><p class=a>y</p>")
+        == b"<div class=b>x</div><p class=a>y</p>"
+    )

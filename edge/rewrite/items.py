@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import accumulate
 from typing import Protocol, TypeVar
 
@@ -59,6 +59,75 @@ _SKELETON_QUOTED_ANGLE = re.compile(rb"=(?:\"[^\"<>]*+[<>]|'[^'<>]*+[<>])")
 #: this many bytes of stretches: see :meth:`ListItems._fast_items`.
 _REGIONS_BYTES = 4 << 20
 _REGIONS: LRU[tuple[object, ...], tuple[object, int]] = LRU(_REGIONS_BYTES, weigh=lambda v: v[1])
+#: The last stretch whose verdicts were worked out, by its length and what else
+#: decides them: a stretch that differs from it only in opaque runs (see
+#: :func:`differs_in_opaque_runs`) has its verdicts.
+_NEAR: LRU[tuple[object, ...], bytes] = LRU(_REGIONS_BYTES // 2, weigh=len)
+#: What a token, a price or a product's name is made of: bytes no list verdict
+#: reads outside a tag's name (not a delimiter of a tag, a value, a comment or
+#: CDATA, and no "<").
+_OPAQUE = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_.:%")
+_OPAQUE_RUN = re.compile(rb"[0-9A-Za-z_.:%]*+")
+#: What may come right before a changed run: a value's quote, "=", or the "+"
+#: and "/" of a base64 token ("/" not after "<": then the run is a tag's name).
+_BEFORE_RUN = frozenset(b"\"'=+/")
+_BLOCK = 1024
+_MAX_RUNS = 512
+
+
+def differs_in_opaque_runs(old: bytes, new: bytes) -> bool:
+    """Whether *new* is *old* with only whole runs of :data:`_OPAQUE` bytes changed
+    (each to a run of the same length), each run right after a quote, "=", "+" or
+    a "/" that does not follow "<": a CSRF token in each product card's form, as
+    shops render them (a new one on every response, often one per form).
+
+    The list verdicts read a stretch's structure: where "<", ">", quotes, "=",
+    "/", whitespace and comment markers are, how long things are, the names right
+    after "<" and "</", and whether a tested attribute name occurs (checked by the
+    caller on the real bytes). Such a change moves none of them, and no changed
+    run is a tag's name (it would follow "<", "</" or a name's own bytes), so the
+    verdicts are equal; ``tests/test_rewrite.py`` checks it against verdicts worked
+    out afresh. Costs ~2 slices per 256 bytes and a few thousand instructions a
+    changed run, against the ~0.8M instructions of a 26 KB list's verdicts."""
+    n = len(old)
+    if len(new) != n:
+        return False
+    blocks = [a for a in range(0, n, _BLOCK) if old[a : a + _BLOCK] != new[a : a + _BLOCK]]
+    if len(blocks) > _MAX_RUNS:
+        return False
+    done = 0  # old[:done] and new[:done] are equal but for checked runs
+    runs = 0
+    for a in blocks:
+        b = min(a + _BLOCK, n)
+        at = max(a, done)
+        while at < b and old[at:b] != new[at:b]:
+            lo, hi = at, b  # the first difference is in lo..hi
+            while hi - lo > 16:
+                mid = (lo + hi) // 2
+                if old[lo:mid] == new[lo:mid]:
+                    lo = mid
+                else:
+                    hi = mid
+            while old[lo] == new[lo]:
+                lo += 1
+            if old[lo] not in _OPAQUE or new[lo] not in _OPAQUE:
+                return False
+            start = lo  # (before lo, both are equal, and a run ends at a non-opaque byte)
+            while start > 0 and old[start - 1] in _OPAQUE:
+                start -= 1
+            end = _OPAQUE_RUN.match(old, lo).end()
+            if start == 0 or _OPAQUE_RUN.match(new, lo).end() != end:
+                return False  # (a run that starts a stretch: what is before it is not known)
+            before = old[start - 1]
+            if before not in _BEFORE_RUN or (
+                before == 0x2F and (start < 2 or old[start - 2] == 0x3C)
+            ):
+                return False
+            runs += 1
+            if runs > _MAX_RUNS:
+                return False
+            at = done = end
+    return True
 
 
 def is_simple_markup(buf: bytes | bytearray, a: int, b: int) -> bool:
@@ -99,7 +168,7 @@ def first_link(item: bytes) -> str:
         tm = sc.START_TAG.match(item, m.start())
         if tm is None:
             return ""
-        href = sc.parse_attrs(tm.group(2)).get(b"href")
+        href = sc.attrs_of(tm.group(2)).get(b"href")
         if href is not None:
             return href.decode("utf-8", "replace").strip()
         at = tm.end()
@@ -121,6 +190,25 @@ def _item_patterns(name: bytes) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
 def _simple_end_pattern(name: bytes) -> re.Pattern[bytes]:
     """A plain end tag of ``name`` (any case, no attributes)."""
     return re.compile(rb"</(?i:" + re.escape(name) + rb")[\t\n\f\r ]*+>")
+
+
+def _near(key: tuple[object, ...], near_key: tuple[object, ...]) -> tuple[object, int] | None:
+    """The verdicts kept for the stretch last worked out under *near_key* (its length
+    and what else decides them), if the stretch ``key[0]`` differs from it in
+    opaque runs alone."""
+    old = _NEAR.get(near_key)
+    if old is None:
+        return None
+    new = key[0]
+    last = _LAST_NEAR[0]
+    if last is None or last[0] is not old or last[1] is not new:  # (one check a pair)
+        last = _LAST_NEAR[0] = (old, new, differs_in_opaque_runs(old, new))  # type: ignore[arg-type]
+    return _REGIONS.get((old, *key[1:])) if last[2] else None
+
+
+#: The last pair of stretches :func:`_near` compared (by identity) and the answer:
+#: a list's two verdicts ask about the same pair.
+_LAST_NEAR: list[tuple[object, object, bool] | None] = [None]
 
 
 class ItemsPlan(Protocol):
@@ -251,12 +339,14 @@ class ListItems:
         return at
 
     def _simple_region(self, a: int, b: int) -> bool:
-        """:func:`is_simple_markup` of the input ``a..b``, remembered by its bytes."""
+        """:func:`is_simple_markup` of the input ``a..b``, remembered by its bytes
+        (or those of a stretch it differs from in opaque runs alone)."""
         region = self._region_bytes(a, b)
-        simple = _REGIONS.get((region,))
+        simple = _REGIONS.get((region,)) or _near((region,), (len(region),))
         if simple is None:
             simple = (is_simple_markup(region, 0, len(region)), len(region))
             _REGIONS[(region,)] = simple
+            _NEAR[(len(region),)] = region
         return simple[0]  # type: ignore[return-value]
 
     # -- items cut apart at their end tags ---------------------------------------
@@ -301,7 +391,15 @@ class ListItems:
         # product card, a heading in a shelf) nothing is moved, and the shapes of
         # the whole list (a translate and a split: ~0.2M instructions for a 26 KB
         # list) are not needed.
-        piece = bytes(self._low[pos : first + len(close)])
+        after = first + len(close)
+        low = self._low
+        q = _BETWEEN_ITEMS.match(low, pos, after).end()
+        if low.find(b"<svg", q, after) >= 0 or low.find(b"<math", q, after) >= 0:
+            # No simple item (see _item_shape), known without its shape: a product
+            # card's art costs its 6 KB shape nothing (~0.1M instructions a page).
+            self._flush(pos)
+            return pos
+        piece = bytes(low[pos:after])
         shape = piece[: -len(close)].translate(DIGITS_TO_ZERO)
         if not self._shape_verdicts(piece, [shape], [0, len(piece)], name, open_names, key_attr):
             self._flush(pos)
@@ -509,13 +607,21 @@ class ListItems:
         upto = self._simple_upto
         region = self._region_bytes(pos, upto)
         plan = self.plan
-        key = (region, name, open_names, self._room, plan.types, plan.scan.attr_literals)
-        found = _REGIONS.get(key, _UNKNOWN)
+        rest = (name, open_names, self._room, plan.types, plan.scan.attr_literals)
+        found = _REGIONS.get((region, *rest), _UNKNOWN)
         if found is _UNKNOWN:
-            found = self._bulk_runs(pos, upto, name, open_names)
-            _REGIONS[key] = (found, len(region))
-        else:
-            found = found[0]  # type: ignore[index]
+            # By a stretch it differs from in opaque runs alone, unless a tested
+            # attribute name occurs in it (only such stretches are kept as near).
+            lits = plan.scan.attr_literals
+            plain = not (lits and has_any(self._low, lits, pos, upto))
+            near = _near((region, *rest), (len(region), *rest)) if plain else None
+            if near is None:
+                near = (self._bulk_runs(pos, upto, name, open_names), len(region))
+                _REGIONS[(region, *rest)] = near
+                if plain:
+                    _NEAR[(len(region), *rest)] = region
+            found = near
+        found = found[0]  # type: ignore[index]
         if found is None:
             return pos
         runs, p = found  # type: ignore[misc]
@@ -736,19 +842,14 @@ class ListItems:
         assert top is not None and top.edit is not None
         key = top.edit.key_attr
         if key is None:
-            return self._item_key(sc.parse_attrs(area), item)
+            return self._item_key(sc.attrs_of(area), item)
         if key not in area.lower():
             return None
-        for name, dq, sq, uq, _end in sc.ATTR.findall(area):
-            if name.lower() == key:  # the first of duplicates wins, as in parse_attrs
-                value = dq or sq or uq
-                if b"&" in value:
-                    value = sc.decode_entities(value)
-                return value.decode("utf-8", "replace")
-        return None
+        value = sc.attrs_of(area).get(key)  # (the first of duplicates, decoded)
+        return None if value is None else value.decode("utf-8", "replace")
 
     def _item_key(
-        self, attrs: dict[bytes, bytes], item: bytes | None = None, act: Act | None = None
+        self, attrs: Mapping[bytes, bytes], item: bytes | None = None, act: Act | None = None
     ) -> str | None:
         """The key of an item of the list on top of the stack, given its attributes
         and, for an edit keyed by link, the item's markup; without the markup (the

@@ -36,7 +36,7 @@ instead and the caller falls back to the original bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Literal, Protocol
 
 from . import scanner as sc
@@ -53,7 +53,7 @@ from .edits import (
 from .items import ListItems
 from .patterns import has_any, scan_patterns
 from .scanner import LOWER_NAMES
-from .selectors import Compound, parse_selector
+from .selectors import Compound, compound_mask, masks_for, parse_selector
 from .skim import Skim
 from .tree import (
     FOREIGN_ENDS,
@@ -138,6 +138,8 @@ class Plan:
         self.types = frozenset(types)
         self.attr_names = frozenset(attr_names)
         self.scan = scan_patterns(self.types, self.attr_names, self.match_all)
+        self.masks = masks_for(self.compounds)
+        """Start tags' compound masks (and attributes) by (name, attribute area)."""
 
     def rewriter(self) -> Rewriter:
         """A fresh rewriter for one document."""
@@ -146,6 +148,10 @@ class Plan:
     def rewrite(self, html: bytes) -> bytes:
         """Rewrite a whole document; the original bytes if the rewriter bails."""
         return rewrite(html, self)
+
+
+_MASKED_AREA_BYTES = 512
+"""Start tags with a longer attribute area are matched afresh each time."""
 
 
 class Recorder(Protocol):
@@ -571,7 +577,7 @@ class Rewriter(ListItems):
         # Matching.
         mask = 0
         edits: list[CompiledEdit] | None = None
-        attrs: dict[bytes, bytes] | None = None
+        attrs: Mapping[bytes, bytes] | None = None
         probe = plan.scan.attr_probe
         if (
             not self._inert
@@ -582,10 +588,14 @@ class Rewriter(ListItems):
                 or (probe is not None and probe.search(self._buf, s, e))
             )
         ):
-            attrs = sc.parse_attrs(area)
-            for ci, comp in enumerate(plan.compounds):
-                if comp.matches(name, attrs):
-                    mask |= 1 << ci
+            key = (name, area)
+            known = plan.masks.get(key)
+            if known is None:
+                attrs = sc.attrs_of(area)
+                known = (compound_mask(plan.compounds, name, attrs), attrs)
+                if len(area) <= _MASKED_AREA_BYTES:
+                    plan.masks.put(key, known)
+            mask, attrs = known
             if mask:
                 edits = self._matching_edits(mask)
 
@@ -691,7 +701,7 @@ class Rewriter(ListItems):
         self,
         name: bytes,
         area: bytes,
-        attrs: dict[bytes, bytes] | None,
+        attrs: Mapping[bytes, bytes] | None,
         edits: list[CompiledEdit],
         item_of: Sink | None,
         s: int,
@@ -721,7 +731,7 @@ class Rewriter(ListItems):
             item_of.item_start = len(item_of.parts)
             act.item_of = item_of
             act.item_key = self._item_key(
-                attrs if attrs is not None else sc.parse_attrs(area), act=act
+                attrs if attrs is not None else sc.attrs_of(area), act=act
             )
         if before:
             self._insert(before)

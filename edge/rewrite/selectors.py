@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from edge.caches import LRU, Memo
 
 __all__ = [
     "AttrTest",
@@ -54,7 +57,7 @@ class AttrTest:
     value: bytes = b""
     ignore_case: bool = False
 
-    def matches(self, attrs: dict[bytes, bytes]) -> bool:
+    def matches(self, attrs: Mapping[bytes, bytes]) -> bool:
         actual = attrs.get(self.name)
         if actual is None:
             return False
@@ -89,7 +92,7 @@ class Compound:
     classes: tuple[bytes, ...] = ()
     attrs: tuple[AttrTest, ...] = ()
 
-    def matches(self, name: bytes, attrs: dict[bytes, bytes]) -> bool:
+    def matches(self, name: bytes, attrs: Mapping[bytes, bytes]) -> bool:
         """Whether an element named ``name`` (lowercase) with ``attrs`` matches."""
         if self.tag is not None and self.tag != name:
             return False
@@ -118,6 +121,38 @@ class Compound:
         if self.classes:
             return None, b"class"
         return None, None
+
+
+#: What a plan remembers of start tags: (name, attribute area) -> (compound mask,
+#: attributes).
+MaskMemo = Memo[tuple[bytes, bytes], tuple[int, Mapping[bytes, bytes]]]
+#: Compound masks kept per set of compounds (shared by the plans of one page's
+#: selectors, whatever their contents): a start tag's mask is a function of its
+#: name and attribute area alone, and checking a page's five compounds costs ~180k
+#: instructions a page rewritten from scratch (a lookup, ~1k a tag).
+_MASKS: LRU[tuple[Compound, ...], MaskMemo] = LRU(64)
+_MASKS_PER_SET = 2048
+
+
+def masks_for(compounds: tuple[Compound, ...]) -> MaskMemo:
+    """The start tags' masks remembered for this set of compounds."""
+    masks = _MASKS.get(compounds)
+    if masks is None:
+        masks = Memo(_MASKS_PER_SET)
+        _MASKS[compounds] = masks
+    return masks
+
+
+def compound_mask(
+    compounds: tuple[Compound, ...], name: bytes, attrs: Mapping[bytes, bytes]
+) -> int:
+    """The *compounds* an element named *name* (lowercase) with *attrs* matches, as a
+    bit mask by index."""
+    mask = 0
+    for ci, comp in enumerate(compounds):
+        if comp.matches(name, attrs):
+            mask |= 1 << ci
+    return mask
 
 
 @dataclass(frozen=True, slots=True)
