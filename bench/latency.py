@@ -2,14 +2,17 @@
 CPU, and a timeline of the slow requests against the sidecar's garbage collections and
 store-writer batches. ``bench/goals.py --goal G2`` drives them (see bench/README.md).
 
-Why not wrk's req/s for the capacity: wrk ``-c8`` is closed-loop, so its req/s is the
-sidecar's capacity only when the sidecar's core is the bottleneck. On the base
-(473a45e) it was not: each response left as two writes (head, then body), and on
-loopback the second waited for the client's delayed ACK, so the 8 connections spent
-most of their time idle (the core ~30% busy at "capacity"). The capacity is therefore
-``1 / CPU seconds per request`` of the sidecar's process tree (``/proc/PID/stat``),
-measured with this client at a known rate, and G2's rate is half of it; each G2 run
-prints how busy the sidecar's core really was.
+Why not wrk's req/s for the capacity: wrk ``-c8`` is closed-loop, so its req/s is
+the sidecar's capacity only when the sidecar had its core to itself. On this shared
+machine it rarely has: wrk's req/s is ``1 / CPU per request`` times the share of the
+core the sidecar got, and that share moved between runs from 0.17 to 0.97 (the
+capacity "jump" of issue 19's first round, 340 -> 1,543 req/s for the mix, was mostly
+that: the base's run had a quarter of its core). Delayed ACKs were ruled out: the
+base sets ``TCP_NODELAY`` on every accepted socket (strace), delayed ACKs were 0.017
+a request against 0.009, and with one connection base and main answer alike. The
+capacity is therefore ``1 / CPU seconds per request`` of the sidecar's process tree
+(``/proc/PID/stat``), measured with this client at a known rate, and G2's rate is
+half of it; each G2 run prints how busy the sidecar's core really was, and with whom.
 
 The client (``--client``): Poisson arrivals (seeded, so the direct and the sidecar
 runs get the same schedule), woken by a ``timerfd`` at each planned send (event loops
