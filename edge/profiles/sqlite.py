@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -770,6 +771,14 @@ def _apply_group(conn: sqlite3.Connection, group: list[_Job]) -> list[Profiles |
     tallies: dict[TallyKey, Tally] = {}
     deltas: dict[TallyKey, Tally] = {}
     for job_keys, job_claims, mutation, _, _ in group:
+        # Each job is ~0.1 ms of Python holding the GIL, a group of 25 ~2.6 ms; the
+        # request loop, on the same core, would wait for the interpreter's 5 ms switch
+        # interval. Yielding the core between jobs (the GIL is released around the
+        # call) lets a loop that waits for the GIL in: issue 19's G2, the mix at half
+        # load on one core, first body byte added p50 1.03-1.42 -> 0.77-0.96 ms, p99
+        # 5-19 -> 1.6-3.9 ms (bench/goals.py --goal G2, runs alternated). A shorter
+        # switch interval (1 ms) did not help (p99 +9.8 ms in its run).
+        os.sched_yield()
         try:
             current: Profiles = {
                 key: None if (data := stored.get(key)) is None else decode(data) for key in job_keys
