@@ -144,6 +144,23 @@ class AccessLog:
         self._pending = b""
         self._torn = False
 
+    def ended(
+        self,
+        sent: Sent,
+        rid: bytes,
+        method: str,
+        path: bytes,
+        client: str,
+        began: float,
+        outcome: str,
+    ) -> None:
+        """``write`` for a request that began at ``time.perf_counter()`` *began* and has
+        just ended, its upstream time taken from *sent*."""
+        seconds = time.perf_counter() - began
+        self.write(
+            sent, rid, method, path, client, time.time() - seconds, seconds, sent.upstream, outcome
+        )
+
     def write(
         self,
         sent: Sent,

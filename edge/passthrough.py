@@ -186,17 +186,8 @@ class Passthrough:
             pass
         finally:
             metrics.REQUESTS[outcome].inc()
-            seconds = time.perf_counter() - started
-            access_log.write(
-                sent,
-                request_id,
-                head.method,
-                head.raw_path,
-                head.client,
-                time.time() - seconds,
-                seconds,
-                sent.upstream,
-                outcome,
+            access_log.ended(
+                sent, request_id, head.method, head.raw_path, head.client, started, outcome
             )
 
 

@@ -164,18 +164,7 @@ class Responder:
             pass
         finally:
             metrics.REQUESTS[outcome].inc()
-            seconds = time.perf_counter() - started
-            log.write(
-                sent,
-                request_id,
-                head.method,
-                head.raw_path,
-                head.client,
-                time.time() - seconds,
-                seconds,
-                sent.upstream,
-                outcome,
-            )
+            log.ended(sent, request_id, head.method, head.raw_path, head.client, started, outcome)
 
     async def _respond(
         self,
