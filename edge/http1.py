@@ -51,7 +51,8 @@ with a body gets 400 and one without closes after its answer (llhttp leaves what
 follows unparsed); at most :data:`MAX_PIPELINED` requests wait to be answered, read no
 further until they are; a malformed head behind requests being answered closes the
 connection after their answers instead of a 400 in their place; and a client that
-reads none of a waiting response for ``body_timeout`` is dropped.
+reads none of a waiting response for ``body_timeout`` is dropped; an HTTP/1.1 request
+without Host, or any with two Host lines, gets 400 (RFC 9112 §3.2) and a close.
 """
 
 from __future__ import annotations
@@ -535,6 +536,7 @@ class Http1(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.expect = False
+        self.hosts = 0
         # the bounds (issue 15): see edge/server.py's Limits and README
         self.deadline = _NEVER
         self.waits_for = _NONE
@@ -658,6 +660,7 @@ class Http1(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.url = b""
         self.expect = False
+        self.hosts = 0
         if self.headers:  # (the previous message's trailer fields; else already new)
             self.headers = []
         self.in_head = True
@@ -679,7 +682,9 @@ class Http1(asyncio.Protocol):
         name = name.lower()
         # llhttp keeps trailing whitespace, which RFC 9110 §5.5 excludes from the value
         value = value.rstrip(b" \t")
-        if name == b"expect" and value.lower() == b"100-continue":
+        if name == b"host":
+            self.hosts += 1
+        elif name == b"expect" and value.lower() == b"100-continue":
             self.expect = True
         self.headers.append((name, value))
 
@@ -708,7 +713,13 @@ class Http1(asyncio.Protocol):
             app = self.app
         keep_alive = version != "1.0" and parser.should_keep_alive()
         prepared = None
-        if parser.should_upgrade():
+        if self.hosts > 1 or (not self.hosts and version == "1.1"):
+            # RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with two
+            # Host lines (which one would the shop read?), is answered 400. The body, if
+            # any, is not read: the connection closes after the answer.
+            _MALFORMED.warning("refused a request with %d Host fields: 400", self.hosts)
+            app, keep_alive = _bad_request, False
+        elif parser.should_upgrade():
             # llhttp hands back what follows an upgrade's head unparsed, and that is
             # dropped: served as a plain request and closed after (no later bytes read
             # as requests); one with a body is refused (its body was never read).

@@ -526,6 +526,25 @@ def test_an_upgrade_request_with_a_body_is_refused_not_split(servers: Servers) -
     assert b"smuggled" not in reply
 
 
+def test_a_request_without_one_host_is_refused(servers: Servers) -> None:
+    """RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with two Host
+    lines (the shop might read the one the sidecar did not), gets 400 and the
+    connection closes, with what followed unread; HTTP/1.0 may leave Host out (uvicorn
+    serves all of these)."""
+    no_host = b"GET /echo HTTP/1.1\r\nAccept: */*\r\n\r\n"
+    two_hosts = _get("/echo", b"Host: other.test")
+    for request in (no_host, two_hosts, _get("/echo", b"Host: shop.test", version=b"1.0")):
+        reply = exchange(servers.ours, request + _get("/echo?smuggled"))
+        assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n"), reply
+        assert b"\r\nconnection: close\r\n" in reply and b"smuggled" not in reply, reply
+    body = b"x" * 10
+    post = b"POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\n" + body
+    assert exchange(servers.ours, post).startswith(b"HTTP/1.1 400 ")
+    one_zero = b"GET /echo HTTP/1.0\r\n\r\n"
+    assert exchange(servers.ours, one_zero).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert exchange(servers.ours, _get("/echo", CLOSE)).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
 def test_a_malformed_request_behind_one_being_answered_closes_after_its_answer(
     servers: Servers,
 ) -> None:
