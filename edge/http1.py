@@ -52,7 +52,9 @@ follows unparsed); at most :data:`MAX_PIPELINED` requests wait to be answered, r
 further until they are; a malformed head behind requests being answered closes the
 connection after their answers instead of a 400 in their place; and a client that
 reads none of a waiting response for ``body_timeout`` is dropped; an HTTP/1.1 request
-without Host, or any with two Host lines, gets 400 (RFC 9112 §3.2) and a close.
+without Host, or any with two Host lines, gets 400 (RFC 9112 §3.2) and a close; and
+a body left unread by an early answer is dropped up to :data:`DRAIN_LIMIT`, then the
+connection closes.
 """
 
 from __future__ import annotations
@@ -102,6 +104,10 @@ MAX_PIPELINED: Final = 32
 that reaches it is the last answered, the rest of what was read is dropped and the
 connection closes (RFC 9112 §9.3.2: a client retries what a close left unanswered).
 Reading waits while any are queued, so only a client sending more in one go meets it."""
+
+DRAIN_LIMIT: Final = 1 << 20
+"""Request body bytes read and dropped after the app answered without reading them (so
+the connection can serve the next request); past this many the connection closes."""
 
 _TICK: Final = 0.25
 """How often a server's connections' deadlines are checked (seconds, at most)."""
@@ -537,6 +543,7 @@ class Http1(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.expect = False
         self.hosts = 0
+        self.dropped = 0
         # the bounds (issue 15): see edge/server.py's Limits and README
         self.deadline = _NEVER
         self.waits_for = _NONE
@@ -661,6 +668,7 @@ class Http1(asyncio.Protocol):
         self.url = b""
         self.expect = False
         self.hosts = 0
+        self.dropped = 0
         if self.headers:  # (the previous message's trailer fields; else already new)
             self.headers = []
         self.in_head = True
@@ -799,6 +807,13 @@ class Http1(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         exchange = self.current
         if exchange is None or exchange.response_complete:
+            # Answered without its body read: dropped, up to DRAIN_LIMIT bytes, then the
+            # connection closes (its answer written first) rather than read on for ever.
+            self.dropped += len(body)
+            if self.dropped > DRAIN_LIMIT:
+                self.stopped = True
+                self.transport.close()
+                raise ValueError("unread request body over DRAIN_LIMIT")  # the parser stops
             return
         exchange.body += body
         if len(exchange.body) > HIGH_WATER:

@@ -23,7 +23,7 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.http1 import MAX_PIPELINED
+from edge.http1 import DRAIN_LIMIT, MAX_PIPELINED
 from edge.server import Limits, bind, make_server
 from tests._hypothesis import examples
 from tests._upstream import TestUpstream
@@ -470,6 +470,22 @@ def _answer_then_more(port: int, first: bytes, then: bytes) -> bytes:
         with contextlib.suppress(OSError):  # (closed already: refused)
             sock.sendall(then)
         return reply + _until_closed(sock)
+
+
+def test_an_unread_body_is_dropped_up_to_a_bound_then_the_connection_closes(
+    servers: Servers,
+) -> None:
+    """The app answered without reading the body: the body is read and dropped so the
+    connection can serve the next request, up to DRAIN_LIMIT bytes; a longer one closes
+    the connection after the answer (a client cannot keep it reading for ever)."""
+    for size, kept in ((DRAIN_LIMIT // 2, True), (3 * DRAIN_LIMIT, False)):
+        head = b"POST /unread HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size
+        try:
+            then = b"x" * size + _get("/echo?after", CLOSE)
+            reply = _answer_then_more(servers.ours, head, then)
+        except ConnectionResetError:  # (closed with the client's bytes unread: a reset)
+            reply = b"reset"
+        assert (b"/echo" in reply) is kept, (size, reply[-300:])
 
 
 def test_trailer_fields_never_become_request_headers(servers: Servers) -> None:
