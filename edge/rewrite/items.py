@@ -342,6 +342,9 @@ class ListItems:
         """:func:`is_simple_markup` of the input ``a..b``, remembered by its bytes
         (or those of a stretch it differs from in opaque runs alone)."""
         region = self._region_bytes(a, b)
+        # The exact key first: hashing a 26 KB list (~7 us) costs less than
+        # differs_in_opaque_runs on it (~10 us even when equal); trying the near
+        # stretch first measured +44k/+60k instructions a page (issue 19).
         simple = _REGIONS.get((region,)) or _near((region,), (len(region),))
         if simple is None:
             simple = (is_simple_markup(region, 0, len(region)), len(region))
