@@ -1076,6 +1076,68 @@ def test_list_verdicts_of_a_near_stretch_are_used_and_missed_where_they_must() -
         items.ListItems._bulk_runs = fresh_runs  # type: ignore[method-assign]
 
 
+def test_list_verdicts_by_their_bytes_when_the_near_stretch_is_not_near() -> None:
+    """When the stretch kept as near (of the same length) differs from the list in
+    more than opaque runs, the verdicts kept under the list's own bytes are used
+    (whichever lookup comes first), and are the fresh ones."""
+    from edge.rewrite import items
+
+    def page(tag: str) -> bytes:
+        card = SLOTTED_CARD.replace("<h3 ", f"<{tag} ").replace("</h3>", f"</{tag}>")
+        return _product_list([card.format(*["x"] * 7, i=i) for i in range(6)])
+
+    plan = Plan([PRODUCTS])
+    first, other = page("h3"), page("h4")
+    assert len(first) == len(other)
+    fresh, kept = _cold(first, plan)
+    assert kept == 2
+    b"".join(run_chunks(other, plan, 1 << 20))  # kept too, and now the near one
+    assert len(items._REGIONS) == 4
+    calls: list[int] = []
+    fresh_runs = items.ListItems._bulk_runs
+
+    def counted(self: items.ListItems, *args: object) -> object:
+        calls.append(1)
+        return fresh_runs(self, *args)
+
+    items.ListItems._bulk_runs = counted  # type: ignore[method-assign]
+    try:
+        warm = b"".join(run_chunks(first, plan, 1 << 20))
+    finally:
+        items.ListItems._bulk_runs = fresh_runs  # type: ignore[method-assign]
+    assert calls == [] and len(items._REGIONS) == 4  # its own verdicts, nothing added
+    assert warm == fresh == b"".join(run_chunks(first, Plan([PRODUCTS], fast=False), 1 << 20))
+
+
+def test_a_list_served_again_reuses_its_bytes_and_a_change_copies_them() -> None:
+    """items._LAST_REGION: a list's stretch equal to the last one copied is that
+    object (its hash kept); one byte changed, of the same length, is a fresh copy;
+    and the output is always the one worked out with nothing remembered."""
+    from edge.rewrite import items
+
+    def page(token: str) -> bytes:
+        return _product_list(
+            [SLOTTED_CARD.format(*["x"] * 4, token, "y", "y", i=i) for i in range(6)]
+        )
+
+    plan = Plan([PRODUCTS])
+    first = page("3f9a0c")
+    fresh, _kept = _cold(first, plan)
+    last = items._LAST_REGION[0]
+    assert len(last) > 1000 and last in first
+    assert b"".join(run_chunks(first, plan, 1 << 20)) == fresh
+    assert items._LAST_REGION[0] is last  # served again: the same object
+    for chunk in (1, 37):
+        assert b"".join(run_chunks(first, plan, chunk)) == fresh
+    changed = page("3f9a0d")
+    warm = b"".join(run_chunks(changed, plan, 1 << 20))
+    copied = items._LAST_REGION[0]
+    assert copied is not last and len(copied) == len(last) and copied != last
+    assert copied in changed
+    assert warm == _cold(changed, plan)[0]
+    assert warm == b"".join(run_chunks(changed, Plan([PRODUCTS], fast=False), 1 << 20))
+
+
 @settings(max_examples=examples(2000), deadline=None)
 @given(st.lists(st.sampled_from(["<a", ">", "=", '"', "'", '=""', "=''", " b", "<!-- c -->"])))
 def test_simple_markup_counting_quotes_agrees_with_the_search(pieces: list[str]) -> None:
