@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -1024,6 +1027,25 @@ def test_differs_in_opaque_runs() -> None:
         assert not near(new, old), (new, old)
 
 
+@contextlib.contextmanager
+def _bulk_runs_counted() -> Iterator[list[int]]:
+    """A list, one entry for each time a list's verdicts are worked out afresh."""
+    from edge.rewrite import items
+
+    calls: list[int] = []
+    fresh_runs = items.ListItems._bulk_runs
+
+    def counted(self: items.ListItems, *args: object) -> object:
+        calls.append(1)
+        return fresh_runs(self, *args)
+
+    items.ListItems._bulk_runs = counted  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        items.ListItems._bulk_runs = fresh_runs  # type: ignore[method-assign]
+
+
 def test_list_verdicts_of_a_near_stretch_are_used_and_missed_where_they_must() -> None:
     """A token in every card: the second page's list is not the first's, but differs
     from it in opaque runs alone, so no verdict is worked out again; a change of a
@@ -1040,15 +1062,7 @@ def test_list_verdicts_of_a_near_stretch_are_used_and_missed_where_they_must() -
     out, kept = _cold(first, plan)
     assert kept == 2 and len(items._NEAR) == 2
     assert out.index(b"data-k=k3") < out.index(b"data-k=k1") < out.index(b"data-k=k0")
-    calls: list[int] = []
-    fresh_runs = items.ListItems._bulk_runs
-
-    def counted(self: items.ListItems, *args: object) -> object:
-        calls.append(1)
-        return fresh_runs(self, *args)
-
-    items.ListItems._bulk_runs = counted  # type: ignore[method-assign]
-    try:
+    with _bulk_runs_counted() as calls:
         second = page("b71e44")
         warm = b"".join(run_chunks(second, plan, 1 << 20))
         assert calls == [] and len(items._REGIONS) == 2  # kept, nothing added
@@ -1072,8 +1086,6 @@ def test_list_verdicts_of_a_near_stretch_are_used_and_missed_where_they_must() -
         assert warm == b"".join(
             run_chunks(page("b71e44", with_mark), Plan(marked, fast=False), 1 << 20)
         )
-    finally:
-        items.ListItems._bulk_runs = fresh_runs  # type: ignore[method-assign]
 
 
 def test_list_verdicts_by_their_bytes_when_the_near_stretch_is_not_near() -> None:
@@ -1093,18 +1105,8 @@ def test_list_verdicts_by_their_bytes_when_the_near_stretch_is_not_near() -> Non
     assert kept == 2
     b"".join(run_chunks(other, plan, 1 << 20))  # kept too, and now the near one
     assert len(items._REGIONS) == 4
-    calls: list[int] = []
-    fresh_runs = items.ListItems._bulk_runs
-
-    def counted(self: items.ListItems, *args: object) -> object:
-        calls.append(1)
-        return fresh_runs(self, *args)
-
-    items.ListItems._bulk_runs = counted  # type: ignore[method-assign]
-    try:
+    with _bulk_runs_counted() as calls:
         warm = b"".join(run_chunks(first, plan, 1 << 20))
-    finally:
-        items.ListItems._bulk_runs = fresh_runs  # type: ignore[method-assign]
     assert calls == [] and len(items._REGIONS) == 4  # its own verdicts, nothing added
     assert warm == fresh == b"".join(run_chunks(first, Plan([PRODUCTS], fast=False), 1 << 20))
 
