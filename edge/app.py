@@ -54,6 +54,7 @@ from edge.profiles.store import Store, StoreUnavailable
 from edge.proxy import Proxy
 from edge.reading import Reading
 from edge.recorder import Recorder
+from edge.request import sidecar_path
 from edge.respond import Responder
 from edge.rewriting import Rewriting
 from edge.rules import LiveRules, ShopStats, rules_directory
@@ -63,8 +64,6 @@ from edge.visitors import Visitors
 
 log = logging.getLogger("edge.app")
 
-EDGE_PREFIX = "/_edge"
-_EDGE_SPACE: Final = EDGE_PREFIX + "/"
 STATIC_DIR = STATIC
 """The browser snippet and its styles, served at ``/_edge/static/``: the repository's
 ``static/`` (in an installed package, its copy: :mod:`edge.shipped`)."""
@@ -203,7 +202,7 @@ class EdgeApp:
         path = scope.get("path", "")
         if scope["type"] == "lifespan":
             await self.sidecar(scope, receive, send)
-        elif not (path.startswith(_EDGE_SPACE) or path == EDGE_PREFIX):
+        elif not sidecar_path(path):
             await self.respond(scope, receive, send)
         elif scope["type"] != "http":
             await self.sidecar(scope, receive, send)

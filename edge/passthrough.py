@@ -47,19 +47,14 @@ import time
 from typing import Any, Final
 
 from edge import logs, metrics
-from edge.proxy import ClientGone, Headers, Proxy, upstream_failed
-from edge.request import RequestHead
+from edge.proxy import WATCH_DISCONNECT_AFTER, ClientGone, Headers, Proxy, upstream_failed
+from edge.request import RequestHead, sidecar_path
 from edge.upstream import Sent, UpstreamError, UpstreamResponse
 
 __all__ = ["Passthrough"]
 
 log = logging.getLogger("edge.proxy")
 
-_EDGE_SPACE: Final = "/_edge/"
-_EDGE_PREFIX: Final = "/_edge"
-_WATCH_DISCONNECT_AFTER: Final = 1 << 20
-"""As :func:`edge.proxy.relay`: past this many body bytes, a client that left stops the
-upstream's body being pulled."""
 
 Prepared = tuple[RequestHead, bytes, bytes, Proxy]
 """What :meth:`Passthrough.prepare` makes: the head, the request as sent upstream, the
@@ -80,12 +75,7 @@ class Passthrough:
         """Whether a request for *path* (decoded, as the scope's) is one the app only
         forwards: nothing tracked, nothing placed, outside the sidecar's own space."""
         responder = self.responder
-        return not (
-            responder.visitors.track
-            or responder.decider.active
-            or path.startswith(_EDGE_SPACE)
-            or path == _EDGE_PREFIX
-        )
+        return not (responder.visitors.track or responder.decider.active or sidecar_path(path))
 
     def prepare(
         self,
@@ -267,6 +257,6 @@ async def _relay(
         if not more:
             return "passthrough"
         relayed += len(chunk)
-        if relayed > _WATCH_DISCONNECT_AFTER and exchange.disconnected:
+        if relayed > WATCH_DISCONNECT_AFTER and exchange.disconnected:
             response.close()
             raise ClientGone

@@ -77,7 +77,7 @@ _RESPONSE_SPECIAL: Final = {
 _VIA: Final = b"1.1 shop-edge"
 # After this many response bytes a watcher notices a client that went away, so a
 # large download stops being pulled from the upstream.
-_WATCH_DISCONNECT_AFTER: Final = 1 << 20
+WATCH_DISCONNECT_AFTER: Final = 1 << 20
 
 
 class ClientGone(Exception):
@@ -432,7 +432,7 @@ async def relay(response: UpstreamResponse, receive: Any, send: Any) -> None:
                 return
             sent += len(chunk)
             if watcher is None:
-                if sent > _WATCH_DISCONNECT_AFTER:
+                if sent > WATCH_DISCONNECT_AFTER:
                     watcher = asyncio.ensure_future(_wait_disconnect(receive))
             elif watcher.done():
                 response.close()
