@@ -117,20 +117,8 @@ def _unb64(text: str) -> bytes:
 
 def token(identity: Identity, visitor_id: str, placement: str, arm: str, ts: int) -> str:
     """The exposure token of *placement*'s *arm* given to *visitor_id* at *ts*."""
-    return _signed(_signer(identity), visitor_id, placement, arm, ts)
-
-
-def _signer(identity: Identity) -> Any:
-    """The signing key's HMAC for exposures, fed the purpose: the C object under
-    ``hmac.HMAC`` when there is one (its ``copy``/``update``/``digest`` without the
-    Python wrappers: ~4k instructions less a token)."""
-    keyed = identity.keyed(_PURPOSE)[0]
-    return getattr(keyed, "_hmac", None) or keyed
-
-
-def _signed(signer: Any, visitor_id: str, placement: str, arm: str, ts: int) -> str:
     payload = _encode_exposure((visitor_id, placement, arm, ts))  # as Exposure decodes it
-    mac = signer.copy()
+    mac = identity.keyed(_PURPOSE)[0].copy()
     mac.update(payload)
     return _b64(payload) + "." + _b64(mac.digest()[:_TAG_BYTES])
 
@@ -315,8 +303,6 @@ class BrowserDecide:
         self.identity = identity
         self.stylesheet = stylesheet
         self._candidates: dict[tuple[int, str], list[str]] = {}
-        self._signing: tuple[object, Any] | None = None
-        """The identity's exposure HMAC the signer was taken from, and the signer."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         headers: list[tuple[bytes, bytes]] = [
@@ -385,13 +371,7 @@ class BrowserDecide:
         return 200, out
 
     def _token(self, visitor_id: str, placement: str, arm: str, ts: int) -> str:
-        if not visitor_id:
-            return ""
-        keyed = self.identity.keyed(_PURPOSE)[0]  # (new ones when the secret rotates)
-        signer = self._signing
-        if signer is None or signer[0] is not keyed:
-            signer = self._signing = (keyed, _signer(self.identity))
-        return _signed(signer[1], visitor_id, placement, arm, ts)
+        return token(self.identity, visitor_id, placement, arm, ts) if visitor_id else ""
 
     def _edits(
         self,

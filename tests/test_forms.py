@@ -90,9 +90,9 @@ def test_return_to_stays_on_the_site(value: str, expected: str) -> None:
 def test_the_form_token_is_the_identity_mac_of_the_visitor(
     visitor_id: str, secrets: list[str]
 ) -> None:
-    """The token from the copied, keyed HMAC is the one ``Identity.mac`` makes (the
-    format tokens already in browsers have), checks under every secret, and is
-    another visitor's or another secret's no longer."""
+    """The token is the one ``Identity.mac`` makes (the format tokens already in
+    browsers have: tests/test_identity.py), checks under every secret, and is another
+    visitor's or another secret's no longer."""
     identity = Identity(secrets)
     token = csrf_token(identity, visitor_id)
     assert token == identity.mac("profile-form", visitor_id.encode())

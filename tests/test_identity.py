@@ -35,3 +35,24 @@ def test_cookie_is_the_standard_hmac_and_old_secrets_verify(first: str, second: 
         assert old.verify(rotated.sign(visitor_id)) is None
     tampered = rotated.sign(visitor_id)[:-1] + ("A" if not tag.endswith("A") else "B")
     assert rotated.verify(tampered) is None
+
+
+@given(
+    st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=3),
+    st.text(max_size=20),
+    st.binary(max_size=200),
+)
+def test_mac_is_the_standard_hmac_and_checks_under_every_secret(
+    secrets: list[str], purpose: str, message: bytes
+) -> None:
+    """``Identity.mac`` (from the keyed objects, copied) is the standard HMAC-SHA256 of
+    ``purpose:message`` under the signing secret (tags already out stay valid), the
+    keyed objects are not consumed, and ``check_mac`` takes any secret's tag."""
+    identity = Identity(secrets)
+    digest = hmac.digest(secrets[0].encode(), purpose.encode() + b":" + message, "sha256")
+    expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    assert identity.mac(purpose, message) == expected
+    assert identity.mac(purpose, message) == expected
+    for secret in secrets:
+        assert identity.check_mac(purpose, message, Identity([secret]).mac(purpose, message))
+    assert not identity.check_mac(purpose, message + b"x", expected)
